@@ -1,0 +1,52 @@
+//! The `rivulet` command line.
+
+mod bench;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "rivulet", version, about = "Rivulet: dataflow-graph numerical computation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Time the BENCHMARKS.md workloads in eager and graph mode.
+    Bench {
+        /// Workload ids to run (B1 B2 B3 B4 B8); all when none are given.
+        ids: Vec<String>,
+        /// Print one JSON object per measurement (the peers' keys) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only this mode: eager or graph.
+        #[arg(long)]
+        mode: Option<String>,
+    },
+    /// Print what this machine offers Rivulet (vector extension, threads).
+    Devices,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench { ids, json, mode } => bench::run(&ids, json, mode.as_deref()),
+        Command::Devices => {
+            println!("cpu:0  simd={}  threads={}", rivulet::simd_level(), rayon_threads());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}

@@ -1,0 +1,418 @@
+//! Movement kernels. Views (reshape of contiguous data, transpose,
+//! expand_dims, squeeze, broadcast_to, slice, strided_slice, split, unstack,
+//! reverse) only build a new layout; the rest copy with element-size-generic
+//! loops.
+
+use super::elementwise::map_unary;
+use super::parallel::GRAIN;
+use crate::error::{bail, Result};
+use crate::ops::movement::{resolve_reshape, resolve_strided, PadMode, SliceDim};
+use crate::ops::Meta;
+use crate::tensor::dtype::{with_dtype, Element};
+use crate::tensor::layout::{Layout, Strides};
+use crate::tensor::storage::HostBuffer;
+use crate::tensor::{DType, Scalar, Shape, Value};
+use rayon::prelude::*;
+
+/// A contiguous copy of `v` (or `v` itself when already contiguous).
+pub(crate) fn materialize(v: &Value) -> Result<Value> {
+    if v.layout.is_contiguous() {
+        return Ok(v.clone());
+    }
+    copy(v)
+}
+
+/// A fresh contiguous copy of `v`.
+pub(crate) fn copy(v: &Value) -> Result<Value> {
+    // Copies only move bytes: dispatch on element size, not dtype.
+    let r = match v.dtype.size() {
+        1 => map_unary(&v.retyped(DType::U8), |x: u8| x),
+        2 => map_unary(&v.retyped(DType::F16), |x: half::f16| x),
+        4 => map_unary(&v.retyped(DType::I32), |x: i32| x),
+        _ => map_unary(&v.retyped(DType::I64), |x: i64| x),
+    }?;
+    Ok(r.retyped(v.dtype))
+}
+
+pub(crate) fn reshape(x: &Value, spec: &[i64]) -> Result<Value> {
+    let shape = resolve_reshape(spec, x.shape())?;
+    match x.layout.reshape_view(shape.clone()) {
+        Some(l) => Ok(x.view(l)),
+        None => {
+            let c = copy(x)?;
+            Ok(c.view(Layout::contiguous(shape)))
+        }
+    }
+}
+
+pub(crate) fn transpose(x: &Value, perm: &[usize]) -> Value {
+    x.view(x.layout.permute(perm))
+}
+
+pub(crate) fn expand_dims(x: &Value, axis: usize) -> Value {
+    let mut l = x.layout.clone();
+    l.shape.dims_mut().insert(axis, 1);
+    l.strides.insert(axis, 0);
+    x.view(l)
+}
+
+/// Drop the listed axes (all of size 1), or every size-1 axis when `axes` is empty.
+pub(crate) fn squeeze(x: &Value, axes: &[usize]) -> Value {
+    let mut l = Layout { shape: Shape::scalar(), strides: Strides::new(), offset: x.layout.offset };
+    for (i, &d) in x.shape().iter().enumerate() {
+        let drop = if axes.is_empty() { d == 1 } else { axes.contains(&i) };
+        if !drop {
+            l.shape.dims_mut().push(d);
+            l.strides.push(x.layout.strides[i]);
+        }
+    }
+    x.view(l)
+}
+
+pub(crate) fn broadcast_to(x: &Value, shape: &Shape) -> Result<Value> {
+    Ok(x.view(x.layout.broadcast_to(shape)?))
+}
+
+pub(crate) fn slice(x: &Value, begin: &[usize], out: &Meta) -> Value {
+    let mut l = x.layout.clone();
+    l.offset = x.layout.offset_of(begin);
+    l.shape = out.shape.clone();
+    x.view(l)
+}
+
+pub(crate) fn split(x: &Value, axis: usize, sizes: &[usize]) -> Vec<Value> {
+    let mut start = 0;
+    sizes
+        .iter()
+        .map(|&s| {
+            let mut begin = vec![0usize; x.shape().rank()];
+            begin[axis] = start;
+            let mut l = x.layout.clone();
+            l.offset = if x.numel() == 0 { x.layout.offset } else { x.layout.offset_of(&begin) };
+            l.shape.dims_mut()[axis] = s;
+            start += s;
+            x.view(l)
+        })
+        .collect()
+}
+
+pub(crate) fn unstack(x: &Value, axis: usize, num: usize) -> Vec<Value> {
+    (0..num)
+        .map(|i| {
+            let mut l = x.layout.clone();
+            l.offset = (x.layout.offset as isize + i as isize * x.layout.strides[axis]) as usize;
+            l.shape.dims_mut().remove(axis);
+            l.strides.remove(axis);
+            x.view(l)
+        })
+        .collect()
+}
+
+pub(crate) fn strided_slice(x: &Value, spec: &[crate::ops::movement::SliceItem]) -> Result<Value> {
+    let (dims, fixed) = resolve_strided(spec, x.shape())?;
+    let mut offset = x.layout.offset as isize;
+    for &(d, i) in &fixed {
+        offset += i as isize * x.layout.strides[d];
+    }
+    let mut shape = Vec::with_capacity(dims.len());
+    let mut strides = Strides::new();
+    for d in &dims {
+        match *d {
+            SliceDim::New => {
+                shape.push(1);
+                strides.push(0);
+            }
+            SliceDim::Input { dim, start, step, len } => {
+                if len > 0 {
+                    offset += start as isize * x.layout.strides[dim];
+                }
+                shape.push(len);
+                strides.push(x.layout.strides[dim] * step as isize);
+            }
+        }
+    }
+    let empty = shape.contains(&0);
+    let offset = if empty { x.layout.offset } else { offset as usize };
+    Ok(x.view(Layout { shape: Shape::from(shape), strides, offset }))
+}
+
+pub(crate) fn reverse(x: &Value, axes: &[usize]) -> Value {
+    let mut l = x.layout.clone();
+    for &a in axes {
+        let d = l.shape[a];
+        if d > 1 {
+            l.offset = (l.offset as isize + (d as isize - 1) * l.strides[a]) as usize;
+            l.strides[a] = -l.strides[a];
+        }
+    }
+    x.view(l)
+}
+
+/// Copy the elements of `src` into the region of `dst` described by `dst_layout`
+/// (a view into `dst`'s contiguous buffer of the same shape as `src`).
+fn copy_into<T: Element>(src: &Value, dst: &mut [T], dst_layout: &Layout) {
+    if src.numel() == 0 {
+        return;
+    }
+    let sl = &src.layout;
+    let rows = super::strided::Rows::new(sl.shape(), [dst_layout, sl]);
+    let (sd, ss) = (rows.inner_stride(0), rows.inner_stride(1));
+    let inner = rows.inner();
+    let sbuf = src.buffer::<T>();
+    rows.for_rows(0, rows.rows(), |_, [od, os]| {
+        for j in 0..inner as isize {
+            dst[(od + j * sd) as usize] = sbuf[(os + j * ss) as usize];
+        }
+    });
+}
+
+pub(crate) fn concat(xs: &[&Value], axis: usize, out: &Meta) -> Result<Value> {
+    with_dtype!(out.dtype, T => concat_typed::<T>(xs, axis, &out.shape))
+}
+
+fn concat_typed<T: Element>(xs: &[&Value], axis: usize, shape: &Shape) -> Result<Value> {
+    let mut buf = HostBuffer::for_elements::<T>(shape.numel_known())?;
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    let row = shape[axis] * inner;
+    let parts: Vec<Value> = xs.iter().map(|x| materialize(x)).collect::<Result<_>>()?;
+    let out = buf.as_mut_slice::<T>();
+    if row > 0 {
+        let mut col = 0;
+        let pieces: Vec<(&[T], usize, usize)> = parts
+            .iter()
+            .map(|p| {
+                let w = p.shape()[axis] * inner;
+                let s = p.contiguous_slice::<T>().unwrap_or(&[]);
+                let at = col;
+                col += w;
+                (s, w, at)
+            })
+            .collect();
+        let fill_row = |o: usize, orow: &mut [T]| {
+            for &(s, w, at) in &pieces {
+                orow[at..at + w].copy_from_slice(&s[o * w..(o + 1) * w]);
+            }
+        };
+        if outer * row <= GRAIN {
+            out.chunks_mut(row).enumerate().for_each(|(o, r)| fill_row(o, r));
+        } else {
+            out.par_chunks_mut(row).enumerate().for_each(|(o, r)| fill_row(o, r));
+        }
+    }
+    Ok(Value::from_buffer(T::DTYPE, shape.clone(), buf))
+}
+
+/// Integer indices as i64.
+fn indices_i64(v: &Value) -> Result<Vec<i64>> {
+    let c = materialize(v)?;
+    Ok(match v.dtype {
+        DType::I32 => c.contiguous_slice::<i32>().unwrap_or(&[]).iter().map(|&i| i as i64).collect(),
+        DType::I64 => c.contiguous_slice::<i64>().unwrap_or(&[]).to_vec(),
+        DType::U8 => c.contiguous_slice::<u8>().unwrap_or(&[]).iter().map(|&i| i as i64).collect(),
+        d => bail!(dtype, "indices must be integers, got {d}"),
+    })
+}
+
+pub(crate) fn gather(params: &Value, indices: &Value, axis: usize, batch_dims: usize, out: &Meta) -> Result<Value> {
+    with_dtype!(params.dtype, T => gather_typed::<T>(params, indices, axis, batch_dims, &out.shape))
+}
+
+fn gather_typed<T: Element>(
+    params: &Value,
+    indices: &Value,
+    axis: usize,
+    batch_dims: usize,
+    shape: &Shape,
+) -> Result<Value> {
+    let p = materialize(params)?;
+    let src = p.contiguous_slice::<T>().unwrap_or(&[]);
+    let idx = indices_i64(indices)?;
+    let pd = params.shape();
+    let n_axis = pd[axis];
+    if let Some(&bad) = idx.iter().find(|&&i| i < 0 || i as usize >= n_axis) {
+        bail!(invalid, "gather index {bad} is out of range [0, {n_axis}) for axis {axis} of params {}", pd);
+    }
+    let batch: usize = pd[..batch_dims].iter().product();
+    let outer: usize = pd[batch_dims..axis].iter().product(); // per batch
+    let inner: usize = pd[axis + 1..].iter().product();
+    let per_batch_idx = if batch == 0 { 0 } else { idx.len() / batch.max(1) };
+    let mut buf = HostBuffer::for_elements::<T>(shape.numel_known())?;
+    let out = buf.as_mut_slice::<T>();
+    // Output order: batch, outer, index, inner.
+    let block = per_batch_idx * inner;
+    if block > 0 {
+        out.par_chunks_mut(block).enumerate().for_each(|(bo, o)| {
+            let (b, m) = (bo / outer.max(1), bo % outer.max(1));
+            let src_base = ((b * outer + m) * n_axis) * inner;
+            for (k, &ix) in idx[b * per_batch_idx..(b + 1) * per_batch_idx].iter().enumerate() {
+                let s = src_base + ix as usize * inner;
+                o[k * inner..(k + 1) * inner].copy_from_slice(&src[s..s + inner]);
+            }
+        });
+    }
+    Ok(Value::from_buffer(T::DTYPE, shape.clone(), buf))
+}
+
+/// Row-major offset of each index vector (depth `k`) into the leading dims of `dims`, checked.
+fn nd_offsets(idx: &[i64], k: usize, dims: &[usize], what: &str) -> Result<Vec<usize>> {
+    let inner: usize = dims[k..].iter().product();
+    let count = idx.len().checked_div(k).unwrap_or(0);
+    let mut offs = Vec::with_capacity(count);
+    for v in idx.chunks(k.max(1)).take(if k == 0 { 0 } else { count }) {
+        let mut o = 0usize;
+        for (d, &i) in v.iter().enumerate() {
+            if i < 0 || i as usize >= dims[d] {
+                bail!(invalid, "{what} index {v:?} is out of range for shape {}", Shape::new(dims));
+            }
+            o = o * dims[d] + i as usize;
+        }
+        offs.push(o * inner);
+    }
+    Ok(offs)
+}
+
+pub(crate) fn gather_nd(params: &Value, indices: &Value, out: &Meta) -> Result<Value> {
+    with_dtype!(params.dtype, T => {
+        let p = materialize(params)?;
+        let src = p.contiguous_slice::<T>().unwrap_or(&[]);
+        let k = *indices.shape().last().unwrap_or(&0);
+        let idx = indices_i64(indices)?;
+        let inner: usize = params.shape()[k..].iter().product();
+        let mut buf = HostBuffer::for_elements::<T>(out.shape.numel_known())?;
+        let o = buf.as_mut_slice::<T>();
+        if k == 0 {
+            // Each (empty) index selects the whole of params.
+            for chunk in o.chunks_mut(inner.max(1)) {
+                chunk.copy_from_slice(&src[..chunk.len()]);
+            }
+        } else {
+            let offs = nd_offsets(&idx, k, params.shape(), "gather_nd")?;
+            for (i, &s) in offs.iter().enumerate() {
+                o[i * inner..(i + 1) * inner].copy_from_slice(&src[s..s + inner]);
+            }
+        }
+        Ok(Value::from_buffer(T::DTYPE, out.shape.clone(), buf))
+    })
+}
+
+pub(crate) fn scatter_nd(indices: &Value, updates: &Value, out: &Meta) -> Result<Value> {
+    with_dtype!(updates.dtype, T => scatter_typed::<T>(indices, updates, &out.shape),
+    [F32, F64, I32, I64, U8], {
+        let up = super::elementwise::cast(updates, DType::F32)?;
+        let r = scatter_typed::<f32>(indices, &up, &out.shape)?;
+        super::elementwise::cast(&r, updates.dtype)
+    })
+}
+
+fn scatter_typed<T: super::reduce::Num>(indices: &Value, updates: &Value, shape: &Shape) -> Result<Value> {
+    let k = *indices.shape().last().unwrap_or(&0);
+    let idx = indices_i64(indices)?;
+    let u = materialize(updates)?;
+    let src = u.contiguous_slice::<T>().unwrap_or(&[]);
+    let inner: usize = shape[k..].iter().product();
+    let mut buf = HostBuffer::zeroed::<T>(shape.numel_known())?;
+    let o = buf.as_mut_slice::<T>();
+    if k == 0 {
+        for chunk in src.chunks(inner.max(1)) {
+            for (d, &v) in o.iter_mut().zip(chunk) {
+                *d = d.add(v);
+            }
+        }
+    } else {
+        let offs = nd_offsets(&idx, k, shape, "scatter_nd")?;
+        for (i, &s) in offs.iter().enumerate() {
+            for j in 0..inner {
+                o[s + j] = o[s + j].add(src[i * inner + j]);
+            }
+        }
+    }
+    Ok(Value::from_buffer(T::DTYPE, shape.clone(), buf))
+}
+
+pub(crate) fn tile(x: &Value, multiples: &[usize], out: &Meta) -> Result<Value> {
+    // View x as [m0, d0, m1, d1, ...] with stride 0 on the repeats, then copy.
+    let mut shape = Vec::with_capacity(2 * multiples.len());
+    let mut strides = Strides::new();
+    for (i, &m) in multiples.iter().enumerate() {
+        shape.push(m);
+        strides.push(0);
+        shape.push(x.shape()[i]);
+        strides.push(x.layout.strides[i]);
+    }
+    let view = x.view(Layout { shape: Shape::from(shape), strides, offset: x.layout.offset });
+    let c = copy(&view)?;
+    Ok(c.view(Layout::contiguous(out.shape.clone())))
+}
+
+pub(crate) fn pad(x: &Value, paddings: &[(usize, usize)], mode: PadMode, value: Scalar, out: &Meta) -> Result<Value> {
+    match mode {
+        PadMode::Constant => with_dtype!(x.dtype, T => {
+            let mut buf = HostBuffer::for_elements::<T>(out.shape.numel_known())?;
+            let o = buf.as_mut_slice::<T>();
+            o.fill(value.to_element::<T>());
+            let full = Layout::contiguous(out.shape.clone());
+            let begin: Vec<usize> = paddings.iter().map(|p| p.0).collect();
+            let interior = Layout {
+                shape: x.shape().clone(),
+                strides: full.strides.clone(),
+                offset: if x.numel() == 0 { 0 } else { full.offset_of(&begin) },
+            };
+            copy_into::<T>(x, o, &interior);
+            Ok(Value::from_buffer(T::DTYPE, out.shape.clone(), buf))
+        }),
+        PadMode::Reflect | PadMode::Symmetric => {
+            // One dimension at a time: concat(reversed edge, x, reversed edge).
+            let shift = if mode == PadMode::Reflect { 1 } else { 0 };
+            let mut cur = x.clone();
+            for (axis, &(before, after)) in paddings.iter().enumerate() {
+                if before == 0 && after == 0 {
+                    continue;
+                }
+                let n = cur.shape()[axis];
+                let mut begin = vec![0usize; cur.shape().rank()];
+                let mut size: Vec<usize> = cur.shape().to_vec();
+                begin[axis] = shift;
+                size[axis] = before;
+                let head = reverse(&slice(&cur, &begin, &Meta::new(cur.dtype, Shape::from(size.clone()))), &[axis]);
+                begin[axis] = n - after - shift;
+                size[axis] = after;
+                let tail = reverse(&slice(&cur, &begin, &Meta::new(cur.dtype, Shape::from(size))), &[axis]);
+                let mut dims = cur.shape().to_vec();
+                dims[axis] += before + after;
+                let m = Meta::new(cur.dtype, Shape::from(dims));
+                cur = concat(&[&head, &cur, &tail], axis, &m)?;
+            }
+            materialize(&cur)
+        }
+    }
+}
+
+pub(crate) fn one_hot(
+    indices: &Value,
+    depth: usize,
+    on: Scalar,
+    off: Scalar,
+    axis: usize,
+    out: &Meta,
+) -> Result<Value> {
+    let idx = indices_i64(indices)?;
+    with_dtype!(out.dtype, T => {
+        let (on, off) = (on.to_element::<T>(), off.to_element::<T>());
+        let mut buf = HostBuffer::for_elements::<T>(out.shape.numel_known())?;
+        let o = buf.as_mut_slice::<T>();
+        o.fill(off);
+        // Output [outer, depth, inner] where indices are [outer, inner].
+        let outer: usize = indices.shape()[..axis].iter().product();
+        let inner: usize = indices.shape()[axis..].iter().product();
+        for a in 0..outer {
+            for b in 0..inner {
+                let i = idx[a * inner + b];
+                if i >= 0 && (i as usize) < depth {
+                    o[(a * depth + i as usize) * inner + b] = on;
+                }
+            }
+        }
+        Ok(Value::from_buffer(T::DTYPE, out.shape.clone(), buf))
+    })
+}

@@ -1,0 +1,29 @@
+//! Backends: where kernels run. The CPU backend is always present. A backend
+//! knows ops and values, never graphs.
+
+pub(crate) mod cpu;
+
+use crate::error::Result;
+use crate::ops::{Meta, Op};
+use crate::tensor::Value;
+use smallvec::SmallVec;
+
+/// Per-call facts a kernel may need beyond its inputs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KernelCtx {
+    /// Which stream of a seeded random op to draw: 0 in eager mode, the run
+    /// count of the node in a session (so each run draws new numbers).
+    pub random_stream: u64,
+}
+
+impl KernelCtx {
+    pub const EAGER: KernelCtx = KernelCtx { random_stream: 0 };
+}
+
+/// Infer the outputs of `op` on these inputs and run its kernel. Eager calls
+/// and session runs both come through here, so they agree bit for bit.
+pub(crate) fn execute(op: &Op, inputs: &[&Value], ctx: &KernelCtx) -> Result<SmallVec<[Value; 1]>> {
+    let metas: SmallVec<[Meta; 4]> = inputs.iter().map(|v| Meta::new(v.dtype, v.shape().clone())).collect();
+    let outputs = op.infer(&metas)?;
+    cpu::execute(op, inputs, &outputs, ctx)
+}

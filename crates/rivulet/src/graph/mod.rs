@@ -1,0 +1,469 @@
+//! The dataflow graph: an append-only arena of nodes whose edges carry
+//! tensors. Ops applied to symbolic tensors add nodes here; a
+//! [`Session`](crate::Session) runs them.
+//!
+//! Names are unique and scoped (`layer1/matmul`, `add_1`); every node keeps
+//! the source location of the call that created it, its inferred output
+//! dtypes and shapes, and its control dependencies. Because nodes are only
+//! appended and an input always precedes its consumer, node ids are a
+//! topological order.
+
+mod dot;
+mod serialize;
+
+use crate::error::{location_string, Error, OpContext, Result};
+use crate::ops::{Meta, Metas, Op};
+use crate::tensor::{DType, Repr, Shape, Tensor};
+use parking_lot::{RwLock, RwLockReadGuard};
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+use std::cell::RefCell;
+use std::panic::Location;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Index of a node in its graph.
+pub type NodeId = usize;
+
+/// Output `index` of node `node`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Edge {
+    pub node: NodeId,
+    pub index: usize,
+}
+
+/// One operation in a graph.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// The operation and its attributes.
+    pub op: Op,
+    /// Data inputs.
+    pub inputs: Vec<Edge>,
+    /// Nodes that must run before this one.
+    pub control_inputs: Vec<NodeId>,
+    /// Unique scoped name.
+    pub name: String,
+    /// `file:line:column` of the call that created the node.
+    pub location: String,
+    /// Inferred dtype and (possibly partial) shape of each output.
+    pub outputs: Metas,
+}
+
+impl Node {
+    pub(crate) fn context(&self) -> OpContext {
+        OpContext {
+            op: self.op.type_name().to_string(),
+            node: Some(self.name.clone()),
+            inputs: Vec::new(),
+            location: self.location.clone(),
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct GraphState {
+    pub nodes: Vec<Node>,
+    names: FxHashMap<String, NodeId>,
+    next_suffix: FxHashMap<String, usize>,
+    scopes: Vec<String>,
+    control: Vec<Vec<NodeId>>,
+}
+
+impl GraphState {
+    /// A unique name for `stem` under the current scope.
+    fn unique_name(&mut self, stem: &str) -> String {
+        let base = match self.scopes.last() {
+            Some(scope) => format!("{scope}/{stem}"),
+            None => stem.to_string(),
+        };
+        if !self.names.contains_key(&base) {
+            return base;
+        }
+        let mut k = *self.next_suffix.get(&base).unwrap_or(&1);
+        loop {
+            let candidate = format!("{base}_{k}");
+            k += 1;
+            if !self.names.contains_key(&candidate) {
+                self.next_suffix.insert(base, k);
+                return candidate;
+            }
+        }
+    }
+
+    fn push(&mut self, node: Node) -> NodeId {
+        let id = self.nodes.len();
+        self.names.insert(node.name.clone(), id);
+        self.nodes.push(node);
+        id
+    }
+}
+
+struct GraphInner {
+    id: u64,
+    state: RwLock<GraphState>,
+}
+
+/// A dataflow graph. Cloning gives another handle to the same graph.
+#[derive(Clone)]
+pub struct Graph {
+    inner: Arc<GraphInner>,
+}
+
+impl Default for Graph {
+    fn default() -> Graph {
+        Graph::new()
+    }
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Graph({} nodes)", self.num_nodes())
+    }
+}
+
+static NEXT_GRAPH_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    static DEFAULT_GRAPHS: RefCell<Vec<Graph>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The innermost graph made default on this thread with [`Graph::as_default`].
+pub(crate) fn default_graph() -> Option<Graph> {
+    DEFAULT_GRAPHS.with(|d| d.borrow().last().cloned())
+}
+
+/// Restores the previous default graph when dropped.
+pub struct DefaultGraphGuard {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for DefaultGraphGuard {
+    fn drop(&mut self) {
+        DEFAULT_GRAPHS.with(|d| d.borrow_mut().pop());
+    }
+}
+
+/// Pops a name scope or control-dependency scope when dropped.
+pub struct ScopeGuard {
+    graph: Graph,
+    kind: ScopeKind,
+}
+
+enum ScopeKind {
+    Name,
+    Control,
+}
+
+impl Drop for ScopeGuard {
+    fn drop(&mut self) {
+        let mut s = self.graph.inner.state.write();
+        match self.kind {
+            ScopeKind::Name => {
+                s.scopes.pop();
+            }
+            ScopeKind::Control => {
+                s.control.pop();
+            }
+        }
+    }
+}
+
+/// A handle to one node of a graph: a target to run, a control dependency.
+#[derive(Clone)]
+pub struct Operation {
+    pub(crate) graph: Graph,
+    pub(crate) id: NodeId,
+}
+
+impl std::fmt::Debug for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Operation({} {})", self.name(), self.op_type())
+    }
+}
+
+impl Operation {
+    /// The node's unique name.
+    pub fn name(&self) -> String {
+        self.graph.node_name(self.id)
+    }
+    /// The op type (`MatMul`, ...).
+    pub fn op_type(&self) -> &'static str {
+        self.graph.inner.state.read().nodes[self.id].op.type_name()
+    }
+    /// The node id within its graph.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+    /// The graph the node belongs to.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+    /// Number of outputs.
+    pub fn num_outputs(&self) -> usize {
+        self.graph.inner.state.read().nodes[self.id].outputs.len()
+    }
+    /// Output `index` as a symbolic tensor.
+    pub fn output(&self, index: usize) -> Result<Tensor> {
+        self.graph.output(Edge { node: self.id, index })
+    }
+    /// Where the node was created (`file:line:column`).
+    pub fn location(&self) -> String {
+        self.graph.inner.state.read().nodes[self.id].location.clone()
+    }
+}
+
+impl Graph {
+    /// An empty graph.
+    pub fn new() -> Graph {
+        Graph {
+            inner: Arc::new(GraphInner {
+                id: NEXT_GRAPH_ID.fetch_add(1, Ordering::Relaxed),
+                state: RwLock::new(GraphState::default()),
+            }),
+        }
+    }
+
+    /// True when both handles refer to the same graph.
+    pub fn same_as(&self, other: &Graph) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// A number unique to this graph within the process.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, GraphState> {
+        self.inner.state.read()
+    }
+
+    /// Number of nodes.
+    pub fn num_nodes(&self) -> usize {
+        self.inner.state.read().nodes.len()
+    }
+
+    /// A copy of node `id`.
+    pub fn node(&self, id: NodeId) -> Option<Node> {
+        self.inner.state.read().nodes.get(id).cloned()
+    }
+
+    /// Copies of all nodes, in creation (topological) order.
+    pub fn nodes(&self) -> Vec<Node> {
+        self.inner.state.read().nodes.clone()
+    }
+
+    pub(crate) fn node_name(&self, id: NodeId) -> String {
+        self.inner.state.read().nodes.get(id).map(|n| n.name.clone()).unwrap_or_default()
+    }
+
+    /// The operation named `name`.
+    pub fn operation(&self, name: &str) -> Result<Operation> {
+        match self.inner.state.read().names.get(name) {
+            Some(&id) => Ok(Operation { graph: self.clone(), id }),
+            None => Err(Error::not_found(format!("no node named '{name}' in the graph"))),
+        }
+    }
+
+    /// The tensor named `node:index` (or `node`, meaning output 0).
+    pub fn tensor(&self, name: &str) -> Result<Tensor> {
+        let (node, index) = match name.rsplit_once(':') {
+            Some((n, i)) => match i.parse::<usize>() {
+                Ok(i) => (n, i),
+                Err(_) => (name, 0),
+            },
+            None => (name, 0),
+        };
+        let op = self.operation(node)?;
+        op.output(index)
+    }
+
+    fn output(&self, e: Edge) -> Result<Tensor> {
+        let s = self.inner.state.read();
+        let node = s.nodes.get(e.node).ok_or_else(|| Error::not_found(format!("no node {}", e.node)))?;
+        let meta = node.outputs.get(e.index).ok_or_else(|| {
+            Error::invalid(format!("node '{}' has {} outputs, not {}", node.name, node.outputs.len(), e.index + 1))
+        })?;
+        Ok(Tensor::symbolic(self.clone(), e.node, e.index, meta.dtype, meta.shape.clone()))
+    }
+
+    /// A placeholder: an input whose value is fed to [`Session::run`](crate::Session::run).
+    /// `shape` may hold unknown dimensions: `[None, Some(784)]`.
+    /// The name is made unique like any other (`x`, `x_1`, ...).
+    #[track_caller]
+    pub fn placeholder(&self, name: &str, dtype: DType, shape: impl Into<Shape>) -> Result<Tensor> {
+        let stem = if name.is_empty() { None } else { Some(name) };
+        let op = Op::Placeholder { dtype, shape: shape.into() };
+        let (_, mut out) = self.add_node_named(op, &[], stem, Location::caller())?;
+        Ok(out.swap_remove(0))
+    }
+
+    /// A constant node holding `value`.
+    #[track_caller]
+    pub fn constant(&self, value: impl Into<Tensor>) -> Result<Tensor> {
+        crate::ops::constant(self, value)
+    }
+
+    /// A no-op node that runs after `deps`: a single target for a group of ops.
+    #[track_caller]
+    pub fn group(&self, deps: &[&Operation]) -> Result<Operation> {
+        let _guard = self.control_dependencies(deps)?;
+        let (id, _) = self.add_node_named(Op::NoOp, &[], Some("group_deps"), Location::caller())?;
+        Ok(Operation { graph: self.clone(), id })
+    }
+
+    /// Give node `op` the name `name` (which must be free).
+    pub fn rename(&self, op: &Operation, name: &str) -> Result<()> {
+        if !op.graph.same_as(self) {
+            return Err(Error::graph("the operation belongs to another graph"));
+        }
+        let mut s = self.inner.state.write();
+        let full = match s.scopes.last() {
+            Some(scope) if !name.contains('/') => format!("{scope}/{name}"),
+            _ => name.to_string(),
+        };
+        if full.is_empty() || full.contains(':') {
+            return Err(Error::invalid(format!("'{full}' is not a valid node name (empty or contains ':')")));
+        }
+        if let Some(&other) = s.names.get(&full) {
+            if other == op.id {
+                return Ok(());
+            }
+            return Err(Error::invalid(format!("the name '{full}' is already used by another node")));
+        }
+        let old = std::mem::replace(&mut s.nodes[op.id].name, full.clone());
+        s.names.remove(&old);
+        s.names.insert(full, op.id);
+        Ok(())
+    }
+
+    /// Nodes created while the guard lives get names under `name/`.
+    pub fn name_scope(&self, name: &str) -> ScopeGuard {
+        let mut s = self.inner.state.write();
+        let full = match s.scopes.last() {
+            Some(scope) => format!("{scope}/{name}"),
+            None => name.to_string(),
+        };
+        s.scopes.push(full);
+        ScopeGuard { graph: self.clone(), kind: ScopeKind::Name }
+    }
+
+    /// Nodes created while the guard lives run after `deps`.
+    pub fn control_dependencies(&self, deps: &[&Operation]) -> Result<ScopeGuard> {
+        if deps.iter().any(|d| !d.graph.same_as(self)) {
+            return Err(Error::graph("a control dependency belongs to another graph"));
+        }
+        let mut s = self.inner.state.write();
+        s.control.push(deps.iter().map(|d| d.id).collect());
+        Ok(ScopeGuard { graph: self.clone(), kind: ScopeKind::Control })
+    }
+
+    /// Make this the thread's default graph while the guard lives: ops on
+    /// values (and creation ops with `Ctx::Eager`) then add nodes here, as in
+    /// TensorFlow's `with graph.as_default():`.
+    pub fn as_default(&self) -> DefaultGraphGuard {
+        DEFAULT_GRAPHS.with(|d| d.borrow_mut().push(self.clone()));
+        DefaultGraphGuard { _not_send: std::marker::PhantomData }
+    }
+
+    /// Add a node for `op` on `inputs` (values become `Const` nodes).
+    pub(crate) fn add_node(
+        &self,
+        op: Op,
+        inputs: &[&Tensor],
+        location: &'static Location<'static>,
+    ) -> Result<SmallVec<[Tensor; 1]>> {
+        Ok(self.add_node_named(op, inputs, None, location)?.1)
+    }
+
+    /// [`Graph::add_node`] with an explicit name stem; returns the node id too.
+    pub(crate) fn add_node_named(
+        &self,
+        op: Op,
+        inputs: &[&Tensor],
+        stem: Option<&str>,
+        location: &'static Location<'static>,
+    ) -> Result<(NodeId, SmallVec<[Tensor; 1]>)> {
+        if let Some(n) = stem {
+            if n.contains(':') {
+                return Err(Error::invalid(format!("'{n}' is not a valid node name (contains ':')")));
+            }
+        }
+        let mut s = self.inner.state.write();
+        let loc = location_string(location);
+        let mut edges = Vec::with_capacity(inputs.len());
+        let mut metas: SmallVec<[Meta; 4]> = SmallVec::new();
+        for t in inputs {
+            match &t.repr {
+                Repr::Symbolic(sym) => {
+                    if !sym.graph.same_as(self) {
+                        return Err(Error::graph(format!(
+                            "{} mixes tensors from two different graphs",
+                            op.type_name()
+                        )));
+                    }
+                    edges.push(Edge { node: sym.node, index: sym.index });
+                    metas.push(Meta::new(sym.dtype, sym.shape.clone()));
+                }
+                Repr::Value(v) => {
+                    let name = s.unique_name("Const");
+                    let meta = Meta::new(v.dtype, v.shape().clone());
+                    let id = s.push(Node {
+                        op: Op::Const { value: crate::ops::ConstValue((*t).clone()) },
+                        inputs: Vec::new(),
+                        control_inputs: Vec::new(),
+                        name,
+                        location: loc.clone(),
+                        outputs: smallvec::smallvec![meta.clone()],
+                    });
+                    edges.push(Edge { node: id, index: 0 });
+                    metas.push(meta);
+                }
+            }
+        }
+        let stem = stem.map(str::to_string).unwrap_or_else(|| op.default_name());
+        let outputs = match op.infer(&metas) {
+            Ok(o) => o,
+            Err(e) => {
+                let name = s.unique_name(&stem);
+                return Err(e.with_context(|| OpContext {
+                    op: op.type_name().to_string(),
+                    node: Some(name),
+                    inputs: crate::ops::describe(&metas),
+                    location: loc.clone(),
+                }));
+            }
+        };
+        let mut control: Vec<NodeId> = s.control.iter().flatten().copied().collect();
+        control.sort_unstable();
+        control.dedup();
+        let name = s.unique_name(&stem);
+        let id =
+            s.push(Node { op, inputs: edges, control_inputs: control, name, location: loc, outputs: outputs.clone() });
+        drop(s);
+        let tensors = outputs
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| Tensor::symbolic(self.clone(), id, i, m.dtype, m.shape))
+            .collect();
+        Ok((id, tensors))
+    }
+
+    /// Add a node built elsewhere (deserialization), checked.
+    pub(crate) fn push_checked(&self, node: Node) -> Result<NodeId> {
+        let mut s = self.inner.state.write();
+        if s.names.contains_key(&node.name) {
+            return Err(Error::format(format!("duplicate node name '{}'", node.name)));
+        }
+        Ok(s.push(node))
+    }
+}
+
+impl Tensor {
+    /// Name the node producing this symbolic tensor `name` (no effect on values).
+    pub fn named(self, name: &str) -> Result<Tensor> {
+        if let Some(op) = self.op() {
+            op.graph.rename(&op, name)?;
+        }
+        Ok(self)
+    }
+}

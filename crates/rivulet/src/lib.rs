@@ -1,0 +1,54 @@
+//! # Rivulet
+//!
+//! Numerical computation on dataflow graphs, in the spirit of TensorFlow.
+//! Build a [`Graph`] of operations on symbolic tensors and run it in a
+//! [`Session`] (lazy, compiled once per request), or call the same operations
+//! on values and get results at once (eager). Both modes run the same kernels
+//! and give bitwise-identical results.
+//!
+//! ```
+//! use rivulet::{ops, DType, Graph, Session, Tensor};
+//!
+//! // Eager: values in, values out.
+//! let a = Tensor::from([[1.0f32, 2.0], [3.0, 4.0]]);
+//! let b = ops::matmul(&a, &a)?;
+//! assert_eq!(b.to_vec::<f32>()?, vec![7.0, 10.0, 15.0, 22.0]);
+//!
+//! // Graph: build once, run with feeds.
+//! let g = Graph::new();
+//! let x = g.placeholder("x", DType::F32, [None, Some(2)])?;
+//! let y = ops::sum(&ops::matmul(&x, &a)?, 1, false)?;
+//! let sess = Session::new(&g);
+//! let out = sess.run(&[&y], &[(&x, &a)])?;
+//! assert_eq!(out[0].to_vec::<f32>()?, vec![17.0, 37.0]);
+//! # Ok::<(), rivulet::Error>(())
+//! ```
+
+pub(crate) mod backend;
+pub mod error;
+pub mod graph;
+mod methods;
+pub mod ops;
+pub mod runtime;
+pub mod tensor;
+
+pub use backend::cpu::simd_level;
+pub use error::{Error, ErrorKind, OpContext, Result};
+pub use graph::{Graph, Operation};
+pub use ops::creation::set_random_seed;
+pub use ops::{Axes, Ctx, Op};
+pub use runtime::{Session, SessionOptions};
+pub use tensor::npy::{load_npy, read_npy, save_npy, write_npy};
+pub use tensor::storage::release_cached_memory;
+pub use tensor::{DType, Scalar, Shape, Tensor, UNKNOWN};
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
+/// The items most programs use: `use rivulet::prelude::*;`.
+pub mod prelude {
+    pub use crate::ops::{self, Axes, Ctx};
+    pub use crate::{DType, Error, Graph, Result, Session, Shape, Tensor};
+}

@@ -1,0 +1,308 @@
+//! Creation: constants, fills, ranges, identity matrices and seeded random
+//! numbers. Ops without inputs take a [`Ctx`]: `Ctx::Eager` makes a value
+//! now, `(&graph).into()` adds a node.
+//!
+//! Random numbers come from Philox 4x32-10, a counter-based generator: element
+//! `i` of a draw depends only on the seed, the draw's stream and `i`, so the
+//! numbers are the same on every machine and for every thread count.
+
+use super::{apply1, apply1_in, Ctx, Meta, Metas, Op};
+use crate::error::{bail, Result};
+use crate::tensor::{DType, Scalar, Shape, Tensor};
+use serde::{Deserialize, Serialize};
+use smallvec::smallvec;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A distribution for [`Op::Random`].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Distribution {
+    /// Uniform on `[low, high)`.
+    Uniform { low: f64, high: f64 },
+    /// Uniform integers on `[low, high)`.
+    UniformInt { low: i64, high: i64 },
+    /// Normal with this mean and standard deviation.
+    Normal { mean: f64, stddev: f64 },
+    /// Normal restricted to within two standard deviations of the mean
+    /// (values outside are redrawn).
+    TruncatedNormal { mean: f64, stddev: f64 },
+}
+
+impl Distribution {
+    pub(crate) fn type_name(self) -> &'static str {
+        match self {
+            Distribution::Uniform { .. } => "RandomUniform",
+            Distribution::UniformInt { .. } => "RandomUniformInt",
+            Distribution::Normal { .. } => "RandomStandardNormal",
+            Distribution::TruncatedNormal { .. } => "TruncatedNormal",
+        }
+    }
+}
+
+static GLOBAL_SEED: AtomicU64 = AtomicU64::new(0x05EE_D0F4_17E7);
+static OP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Set the global seed: random ops created without a seed afterwards draw
+/// a reproducible sequence (like `tf.random.set_seed`).
+pub fn set_random_seed(seed: u64) {
+    GLOBAL_SEED.store(seed, Ordering::SeqCst);
+    OP_COUNTER.store(0, Ordering::SeqCst);
+}
+
+/// A fresh op seed from the global seed and a counter of random ops.
+fn next_seed() -> u64 {
+    let n = OP_COUNTER.fetch_add(1, Ordering::SeqCst);
+    splitmix64(GLOBAL_SEED.load(Ordering::SeqCst) ^ splitmix64(n.wrapping_add(0x9E37_79B9_7F4A_7C15)))
+}
+
+/// A strong 64-bit mix (Steele et al.'s SplitMix64 finaliser).
+pub(crate) fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Number of elements of `range(start, limit, delta)`.
+pub(crate) fn range_len(start: Scalar, limit: Scalar, delta: Scalar) -> Result<usize> {
+    let (s, l, d) = (start.as_f64(), limit.as_f64(), delta.as_f64());
+    if d == 0.0 || !d.is_finite() || !s.is_finite() || !l.is_finite() {
+        bail!(
+            invalid,
+            "range needs a finite nonzero delta and finite bounds, got start {start}, limit {limit}, delta {delta}"
+        );
+    }
+    let n = match (start, limit, delta) {
+        (Scalar::I64(s), Scalar::I64(l), Scalar::I64(d)) => {
+            let span = l as i128 - s as i128;
+            let d = d as i128;
+            if (span > 0) != (d > 0) || span == 0 {
+                0.0
+            } else {
+                ((span.abs() + d.abs() - 1) / d.abs()) as f64
+            }
+        }
+        _ => ((l - s) / d).ceil().max(0.0),
+    };
+    if n > crate::tensor::shape::MAX_ELEMENTS as f64 {
+        bail!(invalid, "range would have {n} elements");
+    }
+    Ok(n as usize)
+}
+
+pub(crate) fn infer(op: &Op, inputs: &[Meta]) -> Result<Metas> {
+    let m = match op {
+        Op::Fill { shape, dtype, .. } => {
+            if shape.is_fully_known() {
+                shape.checked_numel()?;
+            }
+            Meta::new(*dtype, shape.clone())
+        }
+        Op::FillLike { .. } => inputs[0].clone(),
+        Op::Range { start, limit, delta, dtype } => {
+            if !dtype.is_numeric() {
+                bail!(dtype, "range needs a numeric dtype, got {dtype}");
+            }
+            Meta::new(*dtype, Shape::new(&[range_len(*start, *limit, *delta)?]))
+        }
+        Op::Linspace { num, dtype, start, stop } => {
+            if !dtype.is_float() {
+                bail!(dtype, "linspace needs a floating-point dtype, got {dtype}");
+            }
+            if !start.is_finite() || !stop.is_finite() {
+                bail!(invalid, "linspace needs finite bounds, got {start} and {stop}");
+            }
+            Meta::new(*dtype, Shape::new(&[*num]))
+        }
+        Op::Eye { rows, cols, dtype } => {
+            let s = Shape::new(&[*rows, *cols]);
+            s.checked_numel()?;
+            Meta::new(*dtype, s)
+        }
+        Op::Random { dist, shape, dtype, .. } => {
+            shape.checked_numel()?;
+            match dist {
+                Distribution::UniformInt { low, high } => {
+                    if !matches!(dtype, DType::I32 | DType::I64) {
+                        bail!(dtype, "random integers need i32 or i64, got {dtype}");
+                    }
+                    if low >= high {
+                        bail!(invalid, "random integers need low < high, got [{low}, {high})");
+                    }
+                }
+                Distribution::Uniform { low, high } => {
+                    if !dtype.is_float() {
+                        bail!(
+                            dtype,
+                            "random_uniform needs a floating-point dtype, got {dtype} (use random_uniform_int)"
+                        );
+                    }
+                    if !(low.is_finite() && high.is_finite() && low <= high) {
+                        bail!(invalid, "random_uniform needs finite low <= high, got [{low}, {high})");
+                    }
+                }
+                Distribution::Normal { mean, stddev } | Distribution::TruncatedNormal { mean, stddev } => {
+                    if !dtype.is_float() {
+                        bail!(dtype, "normal samples need a floating-point dtype, got {dtype}");
+                    }
+                    if !(mean.is_finite() && stddev.is_finite() && *stddev >= 0.0) {
+                        bail!(invalid, "normal samples need a finite mean and stddev >= 0, got {mean}, {stddev}");
+                    }
+                }
+            }
+            Meta::new(*dtype, shape.clone())
+        }
+        other => bail!(unimplemented, "no shape inference for {}", other.type_name()),
+    };
+    Ok(smallvec![m])
+}
+
+/// A constant holding `value` (in a graph: a `Const` node).
+#[track_caller]
+pub fn constant<'a>(ctx: impl Into<Ctx<'a>>, value: impl Into<Tensor>) -> Result<Tensor> {
+    let value = value.into();
+    // A constant holds a value, never a symbolic tensor.
+    value.value()?;
+    match ctx.into() {
+        Ctx::Eager if crate::graph::default_graph().is_none() => Ok(value),
+        ctx => apply1_in(ctx, Op::Const { value: super::ConstValue(value) }, &[]),
+    }
+}
+
+/// A tensor of `shape` with every element `value`.
+#[track_caller]
+pub fn fill<'a>(
+    ctx: impl Into<Ctx<'a>>,
+    shape: impl Into<Shape>,
+    value: impl Into<Scalar>,
+    dtype: DType,
+) -> Result<Tensor> {
+    apply1_in(ctx.into(), Op::Fill { shape: shape.into(), value: value.into(), dtype }, &[])
+}
+
+/// Zeros of `shape`.
+#[track_caller]
+pub fn zeros<'a>(ctx: impl Into<Ctx<'a>>, shape: impl Into<Shape>, dtype: DType) -> Result<Tensor> {
+    fill(ctx, shape, 0i64, dtype)
+}
+
+/// Ones of `shape`.
+#[track_caller]
+pub fn ones<'a>(ctx: impl Into<Ctx<'a>>, shape: impl Into<Shape>, dtype: DType) -> Result<Tensor> {
+    fill(ctx, shape, 1i64, dtype)
+}
+
+/// Zeros with the shape and dtype of `x` (the shape may be known only at run time).
+#[track_caller]
+pub fn zeros_like(x: &Tensor) -> Result<Tensor> {
+    apply1(Op::FillLike { value: Scalar::I64(0) }, &[x])
+}
+
+/// Ones with the shape and dtype of `x`.
+#[track_caller]
+pub fn ones_like(x: &Tensor) -> Result<Tensor> {
+    apply1(Op::FillLike { value: Scalar::I64(1) }, &[x])
+}
+
+/// `start, start + delta, ...` up to but excluding `limit`.
+#[track_caller]
+pub fn range<'a>(
+    ctx: impl Into<Ctx<'a>>,
+    start: impl Into<Scalar>,
+    limit: impl Into<Scalar>,
+    delta: impl Into<Scalar>,
+    dtype: DType,
+) -> Result<Tensor> {
+    apply1_in(ctx.into(), Op::Range { start: start.into(), limit: limit.into(), delta: delta.into(), dtype }, &[])
+}
+
+/// `num` evenly spaced values from `start` to `stop`, both included.
+#[track_caller]
+pub fn linspace<'a>(ctx: impl Into<Ctx<'a>>, start: f64, stop: f64, num: usize, dtype: DType) -> Result<Tensor> {
+    apply1_in(ctx.into(), Op::Linspace { start, stop, num, dtype }, &[])
+}
+
+/// A `rows x cols` matrix with ones on the main diagonal.
+#[track_caller]
+pub fn eye<'a>(ctx: impl Into<Ctx<'a>>, rows: usize, cols: usize, dtype: DType) -> Result<Tensor> {
+    apply1_in(ctx.into(), Op::Eye { rows, cols, dtype }, &[])
+}
+
+#[track_caller]
+fn random<'a>(ctx: Ctx<'a>, dist: Distribution, shape: Shape, dtype: DType, seed: Option<u64>) -> Result<Tensor> {
+    let seed = seed.unwrap_or_else(next_seed);
+    apply1_in(ctx, Op::Random { dist, shape, dtype, seed }, &[])
+}
+
+/// Uniform samples on `[low, high)`. The same `seed` gives the same numbers;
+/// `None` draws a seed from the global one ([`set_random_seed`]). In a graph,
+/// each run of the node draws new numbers (the same sequence per session).
+#[track_caller]
+pub fn random_uniform<'a>(
+    ctx: impl Into<Ctx<'a>>,
+    shape: impl Into<Shape>,
+    low: f64,
+    high: f64,
+    dtype: DType,
+    seed: Option<u64>,
+) -> Result<Tensor> {
+    random(ctx.into(), Distribution::Uniform { low, high }, shape.into(), dtype, seed)
+}
+
+/// Uniform integers on `[low, high)` (i32 or i64).
+#[track_caller]
+pub fn random_uniform_int<'a>(
+    ctx: impl Into<Ctx<'a>>,
+    shape: impl Into<Shape>,
+    low: i64,
+    high: i64,
+    dtype: DType,
+    seed: Option<u64>,
+) -> Result<Tensor> {
+    random(ctx.into(), Distribution::UniformInt { low, high }, shape.into(), dtype, seed)
+}
+
+/// Normal samples with `mean` and `stddev`.
+#[track_caller]
+pub fn random_normal<'a>(
+    ctx: impl Into<Ctx<'a>>,
+    shape: impl Into<Shape>,
+    mean: f64,
+    stddev: f64,
+    dtype: DType,
+    seed: Option<u64>,
+) -> Result<Tensor> {
+    random(ctx.into(), Distribution::Normal { mean, stddev }, shape.into(), dtype, seed)
+}
+
+/// Normal samples within two standard deviations of `mean`.
+#[track_caller]
+pub fn truncated_normal<'a>(
+    ctx: impl Into<Ctx<'a>>,
+    shape: impl Into<Shape>,
+    mean: f64,
+    stddev: f64,
+    dtype: DType,
+    seed: Option<u64>,
+) -> Result<Tensor> {
+    random(ctx.into(), Distribution::TruncatedNormal { mean, stddev }, shape.into(), dtype, seed)
+}
+
+/// Eager shorthands.
+impl Tensor {
+    /// Zeros of `shape` (eager).
+    #[track_caller]
+    pub fn zeros(shape: impl Into<Shape>, dtype: DType) -> Result<Tensor> {
+        zeros(Ctx::Eager, shape, dtype)
+    }
+    /// Ones of `shape` (eager).
+    #[track_caller]
+    pub fn ones(shape: impl Into<Shape>, dtype: DType) -> Result<Tensor> {
+        ones(Ctx::Eager, shape, dtype)
+    }
+    /// Standard normal f32 samples of `shape` from `seed` (eager).
+    #[track_caller]
+    pub fn randn(shape: impl Into<Shape>, seed: u64) -> Result<Tensor> {
+        random_normal(Ctx::Eager, shape, 0.0, 1.0, DType::F32, Some(seed))
+    }
+}

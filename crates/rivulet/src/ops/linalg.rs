@@ -1,0 +1,215 @@
+//! Linear algebra: batched `matmul` (a primitive), and `tensordot` and
+//! `einsum` (composites of transpose, reshape, reduce and matmul).
+
+use super::{apply1, movement as mv, reduce, Meta, Op};
+use crate::error::{bail, Error, Result};
+use crate::tensor::shape::{broadcast_shapes, UNKNOWN};
+use crate::tensor::{DType, Shape, Tensor};
+
+pub(crate) fn infer_matmul(ta: bool, tb: bool, a: &Meta, b: &Meta) -> Result<Meta> {
+    if a.dtype != b.dtype {
+        bail!(dtype, "matmul needs equal dtypes, got {} and {}", a.dtype, b.dtype);
+    }
+    if matches!(a.dtype, DType::Bool | DType::U8) {
+        bail!(dtype, "matmul does not accept {}", a.dtype);
+    }
+    if a.shape.rank() < 2 || b.shape.rank() < 2 {
+        bail!(shape, "matmul needs rank >= 2 on both sides, got {} and {}", a.shape, b.shape);
+    }
+    let (ra, rb) = (a.shape.rank(), b.shape.rank());
+    let (m, ka) = if ta { (a.shape[ra - 1], a.shape[ra - 2]) } else { (a.shape[ra - 2], a.shape[ra - 1]) };
+    let (kb, n) = if tb { (b.shape[rb - 1], b.shape[rb - 2]) } else { (b.shape[rb - 2], b.shape[rb - 1]) };
+    if ka != kb && ka != UNKNOWN && kb != UNKNOWN {
+        bail!(
+            shape,
+            "matmul inner dimensions differ: {} x {} (transpose_a={ta}, transpose_b={tb}) contracts {ka} with {kb}",
+            a.shape,
+            b.shape
+        );
+    }
+    let batch = broadcast_shapes(&Shape::new(&a.shape[..ra - 2]), &Shape::new(&b.shape[..rb - 2]))?;
+    let mut dims = batch.to_vec();
+    dims.push(m);
+    dims.push(n);
+    Ok(Meta::new(a.dtype, Shape::from(dims)))
+}
+
+/// Matrix product of the last two dimensions, batched over the leading ones
+/// (which broadcast); `transpose_a`/`transpose_b` transpose the matrices first.
+#[track_caller]
+pub fn matmul_t(a: &Tensor, b: &Tensor, transpose_a: bool, transpose_b: bool) -> Result<Tensor> {
+    apply1(Op::MatMul { transpose_a, transpose_b }, &[a, b])
+}
+
+/// Matrix product `a @ b` of the last two dimensions, batched over the leading ones.
+#[track_caller]
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    matmul_t(a, b, false, false)
+}
+
+fn known_dims(t: &Tensor, what: &str) -> Result<Vec<usize>> {
+    if !t.shape().is_fully_known() {
+        bail!(shape, "{what} needs fully known shapes, got {}", t.shape());
+    }
+    Ok(t.shape().to_vec())
+}
+
+/// Contract `axes_a` of `a` with `axes_b` of `b` (pairwise), like NumPy's
+/// `tensordot`: the result has `a`'s free axes then `b`'s.
+#[track_caller]
+pub fn tensordot(a: &Tensor, b: &Tensor, axes_a: &[i64], axes_b: &[i64]) -> Result<Tensor> {
+    if axes_a.len() != axes_b.len() {
+        bail!(invalid, "tensordot needs as many axes of a as of b, got {axes_a:?} and {axes_b:?}");
+    }
+    let (da, db) = (known_dims(a, "tensordot")?, known_dims(b, "tensordot")?);
+    let ca: Vec<usize> = axes_a.iter().map(|&x| a.shape().axis(x)).collect::<Result<_>>()?;
+    let cb: Vec<usize> = axes_b.iter().map(|&x| b.shape().axis(x)).collect::<Result<_>>()?;
+    for (&i, &j) in ca.iter().zip(&cb) {
+        if da[i] != db[j] {
+            bail!(shape, "tensordot contracts axis {i} of {} with axis {j} of {}: sizes differ", a.shape(), b.shape());
+        }
+    }
+    let free_a: Vec<usize> = (0..da.len()).filter(|i| !ca.contains(i)).collect();
+    let free_b: Vec<usize> = (0..db.len()).filter(|i| !cb.contains(i)).collect();
+    let k: usize = ca.iter().map(|&i| da[i]).product();
+    let m: usize = free_a.iter().map(|&i| da[i]).product();
+    let n: usize = free_b.iter().map(|&i| db[i]).product();
+    let perm_a: Vec<usize> = free_a.iter().chain(&ca).copied().collect();
+    let perm_b: Vec<usize> = cb.iter().chain(&free_b).copied().collect();
+    let a2 = mv::reshape(&mv::transpose(a, &perm_a)?, &[m as i64, k as i64])?;
+    let b2 = mv::reshape(&mv::transpose(b, &perm_b)?, &[k as i64, n as i64])?;
+    let out: Vec<i64> = free_a.iter().map(|&i| da[i] as i64).chain(free_b.iter().map(|&i| db[i] as i64)).collect();
+    mv::reshape(&matmul(&a2, &b2)?, &out)
+}
+
+/// Parsed einsum operand: one letter per axis.
+fn parse_term(term: &str) -> Result<Vec<char>> {
+    let letters: Vec<char> = term.chars().collect();
+    if let Some(c) = letters.iter().find(|c| !c.is_ascii_alphabetic()) {
+        bail!(invalid, "einsum subscripts must be letters, found '{c}' in '{term}' (ellipsis is not supported)");
+    }
+    Ok(letters)
+}
+
+/// Einstein summation over one or two operands, e.g. `"ij,jk->ik"`,
+/// `"bij,bjk->bik"`, `"ij->ji"`, `"ii->"` is not supported (repeated letters
+/// within one operand). Letters only in inputs are summed. Lowered to
+/// transpose, reduce, reshape and `matmul`.
+#[track_caller]
+pub fn einsum(equation: &str, operands: &[&Tensor]) -> Result<Tensor> {
+    let eq: String = equation.chars().filter(|c| !c.is_whitespace()).collect();
+    let (lhs, rhs) = match eq.split_once("->") {
+        Some((l, r)) => (l.to_string(), Some(r.to_string())),
+        None => (eq.clone(), None),
+    };
+    let terms: Vec<Vec<char>> = lhs.split(',').map(parse_term).collect::<Result<_>>()?;
+    if terms.len() != operands.len() {
+        bail!(invalid, "einsum '{equation}' names {} operands, got {}", terms.len(), operands.len());
+    }
+    if terms.is_empty() || terms.len() > 2 {
+        bail!(unimplemented, "einsum supports one or two operands, got {}", terms.len());
+    }
+    for (t, x) in terms.iter().zip(operands) {
+        if t.len() != x.rank() {
+            bail!(
+                shape,
+                "einsum term '{}' has {} letters but the operand has shape {}",
+                t.iter().collect::<String>(),
+                t.len(),
+                x.shape()
+            );
+        }
+        for (i, c) in t.iter().enumerate() {
+            if t[..i].contains(c) {
+                bail!(unimplemented, "einsum: repeated letter '{c}' within one operand (diagonals) is not supported");
+            }
+        }
+    }
+    // Implicit output: letters appearing exactly once, in alphabetical order.
+    let out: Vec<char> = match rhs {
+        Some(r) => parse_term(&r)?,
+        None => {
+            let mut once: Vec<char> = terms
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|c| terms.iter().flatten().filter(|d| *d == c).count() == 1)
+                .collect();
+            once.sort_unstable();
+            once
+        }
+    };
+    for c in &out {
+        if !terms.iter().flatten().any(|d| d == c) {
+            bail!(invalid, "einsum output letter '{c}' does not appear in any input");
+        }
+    }
+    // Sum away letters that appear only in one operand and not in the output.
+    let mut xs: Vec<Tensor> = Vec::new();
+    let mut ts: Vec<Vec<char>> = Vec::new();
+    for (k, (t, x)) in terms.iter().zip(operands).enumerate() {
+        let other: Vec<char> = terms.iter().enumerate().filter(|(j, _)| *j != k).flat_map(|(_, t)| t.clone()).collect();
+        let drop: Vec<i64> = t
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !out.contains(c) && !other.contains(c))
+            .map(|(i, _)| i as i64)
+            .collect();
+        let x = if drop.is_empty() { (*x).clone() } else { reduce::sum(x, drop.clone(), false)? };
+        let t: Vec<char> =
+            t.iter().enumerate().filter(|(i, _)| !drop.contains(&(*i as i64))).map(|(_, c)| *c).collect();
+        xs.push(x);
+        ts.push(t);
+    }
+    let permute_to = |x: &Tensor, from: &[char], to: &[char]| -> Result<Tensor> {
+        let perm: Vec<usize> = to.iter().map(|c| from.iter().position(|d| d == c).unwrap_or(0)).collect();
+        if perm.iter().enumerate().all(|(i, &p)| i == p) {
+            Ok(x.clone())
+        } else {
+            mv::transpose(x, &perm)
+        }
+    };
+    if xs.len() == 1 {
+        return permute_to(&xs[0], &ts[0], &out);
+    }
+    let (ta, tb) = (&ts[0], &ts[1]);
+    let (a, b) = (&xs[0], &xs[1]);
+    let (da, db) = (known_dims(a, "einsum")?, known_dims(b, "einsum")?);
+    let size = |c: char| -> usize {
+        ta.iter()
+            .position(|&d| d == c)
+            .map(|i| da[i])
+            .or_else(|| tb.iter().position(|&d| d == c).map(|i| db[i]))
+            .unwrap_or(1)
+    };
+    for c in ta.iter().filter(|c| tb.contains(c)) {
+        let (i, j) = (ta.iter().position(|d| d == c).unwrap_or(0), tb.iter().position(|d| d == c).unwrap_or(0));
+        if da[i] != db[j] {
+            bail!(shape, "einsum letter '{c}' has size {} in the first operand and {} in the second", da[i], db[j]);
+        }
+    }
+    let batch: Vec<char> = out.iter().copied().filter(|c| ta.contains(c) && tb.contains(c)).collect();
+    let contract: Vec<char> = ta.iter().copied().filter(|c| tb.contains(c) && !out.contains(c)).collect();
+    let free_a: Vec<char> = ta.iter().copied().filter(|c| !tb.contains(c)).collect();
+    let free_b: Vec<char> = tb.iter().copied().filter(|c| !ta.contains(c)).collect();
+    let prod = |cs: &[char]| -> i64 { cs.iter().map(|&c| size(c) as i64).product() };
+    let mut order_a = batch.clone();
+    order_a.extend(&free_a);
+    order_a.extend(&contract);
+    let mut order_b = batch.clone();
+    order_b.extend(&contract);
+    order_b.extend(&free_b);
+    let nb = prod(&batch);
+    let a3 = mv::reshape(&permute_to(a, ta, &order_a)?, &[nb, prod(&free_a), prod(&contract)])?;
+    let b3 = mv::reshape(&permute_to(b, tb, &order_b)?, &[nb, prod(&contract), prod(&free_b)])?;
+    let c3 = matmul(&a3, &b3)?;
+    let mut c_letters = batch.clone();
+    c_letters.extend(&free_a);
+    c_letters.extend(&free_b);
+    let c_dims: Vec<i64> = c_letters.iter().map(|&c| size(c) as i64).collect();
+    let c = mv::reshape(&c3, &c_dims)?;
+    if c_letters.len() != out.len() {
+        return Err(Error::invalid(format!("einsum '{equation}': output letters do not match the inputs")));
+    }
+    permute_to(&c, &c_letters, &out)
+}

@@ -1,0 +1,79 @@
+//! Neural-network helpers that are ops of their own: `softmax`,
+//! `log_softmax` (composites with a fused CPU kernel) and `top_k`.
+
+use super::{apply, apply1, elementwise as ew, reduce, Meta, Metas, Op};
+use crate::error::{bail, Result};
+use crate::tensor::shape::{normalize_axis, UNKNOWN};
+use crate::tensor::{DType, Shape, Tensor};
+use smallvec::smallvec;
+
+pub(crate) fn infer_softmax(axis: usize, x: &Meta) -> Result<Meta> {
+    if !x.dtype.is_float() {
+        bail!(dtype, "softmax needs a floating-point dtype, got {}", x.dtype);
+    }
+    if axis >= x.shape.rank() {
+        bail!(invalid, "softmax axis {axis} is out of range for shape {}", x.shape);
+    }
+    Ok(x.clone())
+}
+
+/// `exp(x) / sum(exp(x))` along `axis` (`-1`: the last), shifted by the
+/// maximum so that large inputs do not overflow.
+#[track_caller]
+pub fn softmax(x: &Tensor, axis: i64) -> Result<Tensor> {
+    let axis = normalize_axis(axis, x.rank())?;
+    apply1(Op::Softmax { axis }, &[x])
+}
+
+/// `x - logsumexp(x)` along `axis`, computed stably.
+#[track_caller]
+pub fn log_softmax(x: &Tensor, axis: i64) -> Result<Tensor> {
+    let axis = normalize_axis(axis, x.rank())?;
+    apply1(Op::LogSoftmax { axis }, &[x])
+}
+
+/// Softmax written with primitives: what the fused kernel computes, for
+/// backends without one and for testing.
+#[track_caller]
+pub fn softmax_decomposed(x: &Tensor, axis: i64) -> Result<Tensor> {
+    let m = reduce::max(x, axis, true)?;
+    let e = ew::exp(&ew::sub(x, &m)?)?;
+    ew::div(&e, &reduce::sum(&e, axis, true)?)
+}
+
+/// Log-softmax written with primitives.
+#[track_caller]
+pub fn log_softmax_decomposed(x: &Tensor, axis: i64) -> Result<Tensor> {
+    let m = reduce::max(x, axis, true)?;
+    let shifted = ew::sub(x, &m)?;
+    ew::sub(&shifted, &ew::log(&reduce::sum(&ew::exp(&shifted)?, axis, true)?)?)
+}
+
+pub(crate) fn infer_top_k(k: usize, x: &Meta) -> Result<Metas> {
+    if !x.dtype.is_numeric() {
+        bail!(dtype, "top_k needs a numeric dtype, got {}", x.dtype);
+    }
+    let Some(&last) = x.shape.last() else {
+        bail!(shape, "top_k needs rank >= 1, got a scalar");
+    };
+    if last != UNKNOWN && k > last {
+        bail!(invalid, "top_k: k = {k} exceeds the last dimension of {}", x.shape);
+    }
+    let mut dims = x.shape.to_vec();
+    *dims.last_mut().unwrap_or(&mut 0) = k;
+    let s = Shape::from(dims);
+    Ok(smallvec![Meta::new(x.dtype, s.clone()), Meta::new(DType::I32, s)])
+}
+
+/// The `k` largest entries along the last axis, largest first, and their
+/// indices (i32); ties keep the lower index first.
+#[track_caller]
+pub fn top_k(x: &Tensor, k: usize) -> Result<(Tensor, Tensor)> {
+    let mut out = apply(Op::TopK { k, sorted: true }, &[x])?;
+    let indices = out.pop();
+    let values = out.pop();
+    match (values, indices) {
+        (Some(v), Some(i)) => Ok((v, i)),
+        _ => bail!(graph, "top_k produced no outputs"),
+    }
+}

@@ -1,0 +1,306 @@
+//! Reductions over any set of axes (`sum`, `mean`, `max`, `min`, `prod`,
+//! `any`, `all`), index reductions (`argmax`, `argmin`), scans (`cumsum`,
+//! `cumprod`), and the composites built from them (`logsumexp`, `variance`,
+//! `std`).
+
+use super::{apply1, elementwise as ew, Meta, Op};
+use crate::error::{bail, Result};
+use crate::tensor::shape::{normalize_axes, normalize_axis};
+use crate::tensor::{DType, Shape, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Which axes a reduction runs over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Axes {
+    /// Every axis (the result is a scalar unless `keepdims`).
+    All,
+    /// These axes; negative ones count from the end.
+    List(Vec<i64>),
+}
+
+impl Axes {
+    /// Resolve against a rank: sorted, non-negative, unique.
+    pub(crate) fn resolve(&self, rank: usize) -> Result<Vec<usize>> {
+        match self {
+            Axes::All => Ok((0..rank).collect()),
+            Axes::List(v) => normalize_axes(v, rank),
+        }
+    }
+}
+
+impl From<i32> for Axes {
+    fn from(a: i32) -> Axes {
+        Axes::List(vec![a as i64])
+    }
+}
+impl From<i64> for Axes {
+    fn from(a: i64) -> Axes {
+        Axes::List(vec![a])
+    }
+}
+impl From<usize> for Axes {
+    fn from(a: usize) -> Axes {
+        Axes::List(vec![a as i64])
+    }
+}
+impl<const N: usize> From<[i32; N]> for Axes {
+    fn from(a: [i32; N]) -> Axes {
+        Axes::List(a.iter().map(|&x| x as i64).collect())
+    }
+}
+impl<const N: usize> From<[i64; N]> for Axes {
+    fn from(a: [i64; N]) -> Axes {
+        Axes::List(a.to_vec())
+    }
+}
+impl From<&[i64]> for Axes {
+    fn from(a: &[i64]) -> Axes {
+        Axes::List(a.to_vec())
+    }
+}
+impl From<&[i32]> for Axes {
+    fn from(a: &[i32]) -> Axes {
+        Axes::List(a.iter().map(|&x| x as i64).collect())
+    }
+}
+impl From<Vec<i64>> for Axes {
+    fn from(a: Vec<i64>) -> Axes {
+        Axes::List(a)
+    }
+}
+
+/// A reduction: how elements along the reduced axes combine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReduceOp {
+    Sum,
+    Mean,
+    Max,
+    Min,
+    Prod,
+    Any,
+    All,
+}
+
+impl ReduceOp {
+    pub const ALL: [ReduceOp; 7] =
+        [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max, ReduceOp::Min, ReduceOp::Prod, ReduceOp::Any, ReduceOp::All];
+    pub(crate) fn type_name(self) -> &'static str {
+        match self {
+            ReduceOp::Sum => "Sum",
+            ReduceOp::Mean => "Mean",
+            ReduceOp::Max => "Max",
+            ReduceOp::Min => "Min",
+            ReduceOp::Prod => "Prod",
+            ReduceOp::Any => "Any",
+            ReduceOp::All => "All",
+        }
+    }
+    /// The public function's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReduceOp::Sum => "sum",
+            ReduceOp::Mean => "mean",
+            ReduceOp::Max => "max",
+            ReduceOp::Min => "min",
+            ReduceOp::Prod => "prod",
+            ReduceOp::Any => "any",
+            ReduceOp::All => "all",
+        }
+    }
+    fn is_logical(self) -> bool {
+        matches!(self, ReduceOp::Any | ReduceOp::All)
+    }
+}
+
+/// Shape after reducing `axes` (kept as size 1 with `keepdims`).
+pub(crate) fn reduced_shape(shape: &Shape, axes: &[usize], keepdims: bool) -> Shape {
+    let mut dims = Vec::with_capacity(shape.rank());
+    for (i, &d) in shape.iter().enumerate() {
+        if axes.contains(&i) {
+            if keepdims {
+                dims.push(1);
+            }
+        } else {
+            dims.push(d);
+        }
+    }
+    Shape::from(dims)
+}
+
+pub(crate) fn infer_reduce(f: ReduceOp, axes: &[usize], keepdims: bool, x: &Meta) -> Result<Meta> {
+    if f.is_logical() != (x.dtype == DType::Bool) {
+        if f.is_logical() {
+            bail!(dtype, "{} needs bool, got {}", f.name(), x.dtype);
+        }
+        bail!(dtype, "{} needs a numeric dtype, got bool (cast it first)", f.name());
+    }
+    if let Some(&a) = axes.iter().find(|&&a| a >= x.shape.rank()) {
+        bail!(invalid, "axis {a} is out of range for shape {}", x.shape);
+    }
+    Ok(Meta::new(x.dtype, reduced_shape(&x.shape, axes, keepdims)))
+}
+
+#[track_caller]
+fn reduce(f: ReduceOp, x: &Tensor, axes: Axes, keepdims: bool) -> Result<Tensor> {
+    let axes = axes.resolve(x.rank())?;
+    apply1(Op::Reduce { f, axes, keepdims }, &[x])
+}
+
+/// Sum over `axes` (TensorFlow's `reduce_sum`).
+#[track_caller]
+pub fn sum(x: &Tensor, axes: impl Into<Axes>, keepdims: bool) -> Result<Tensor> {
+    reduce(ReduceOp::Sum, x, axes.into(), keepdims)
+}
+/// Arithmetic mean over `axes` (integer division for integer dtypes).
+#[track_caller]
+pub fn mean(x: &Tensor, axes: impl Into<Axes>, keepdims: bool) -> Result<Tensor> {
+    reduce(ReduceOp::Mean, x, axes.into(), keepdims)
+}
+/// Largest element over `axes` (NaN if any is NaN; `-inf` for an empty float reduction).
+#[track_caller]
+pub fn max(x: &Tensor, axes: impl Into<Axes>, keepdims: bool) -> Result<Tensor> {
+    reduce(ReduceOp::Max, x, axes.into(), keepdims)
+}
+/// Smallest element over `axes` (NaN if any is NaN; `+inf` for an empty float reduction).
+#[track_caller]
+pub fn min(x: &Tensor, axes: impl Into<Axes>, keepdims: bool) -> Result<Tensor> {
+    reduce(ReduceOp::Min, x, axes.into(), keepdims)
+}
+/// Product over `axes`.
+#[track_caller]
+pub fn prod(x: &Tensor, axes: impl Into<Axes>, keepdims: bool) -> Result<Tensor> {
+    reduce(ReduceOp::Prod, x, axes.into(), keepdims)
+}
+/// Logical or over `axes` of a bool tensor.
+#[track_caller]
+pub fn any(x: &Tensor, axes: impl Into<Axes>, keepdims: bool) -> Result<Tensor> {
+    reduce(ReduceOp::Any, x, axes.into(), keepdims)
+}
+/// Logical and over `axes` of a bool tensor.
+#[track_caller]
+pub fn all(x: &Tensor, axes: impl Into<Axes>, keepdims: bool) -> Result<Tensor> {
+    reduce(ReduceOp::All, x, axes.into(), keepdims)
+}
+
+/// Index reductions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArgOp {
+    ArgMax,
+    ArgMin,
+}
+
+impl ArgOp {
+    pub(crate) fn type_name(self) -> &'static str {
+        match self {
+            ArgOp::ArgMax => "ArgMax",
+            ArgOp::ArgMin => "ArgMin",
+        }
+    }
+}
+
+pub(crate) fn infer_arg(axis: usize, output: DType, x: &Meta) -> Result<Meta> {
+    if !x.dtype.is_numeric() {
+        bail!(dtype, "argmax/argmin need a numeric dtype, got {}", x.dtype);
+    }
+    if !matches!(output, DType::I32 | DType::I64) {
+        bail!(dtype, "argmax/argmin output must be i32 or i64, got {output}");
+    }
+    if axis >= x.shape.rank() {
+        bail!(invalid, "axis {axis} is out of range for shape {}", x.shape);
+    }
+    if x.shape[axis] == 0 {
+        bail!(invalid, "argmax/argmin over axis {axis} of size 0 (shape {})", x.shape);
+    }
+    Ok(Meta::new(output, reduced_shape(&x.shape, &[axis], false)))
+}
+
+/// Index (i64) of the largest element along `axis`; the first one on ties
+/// (and the first NaN, if any).
+#[track_caller]
+pub fn argmax(x: &Tensor, axis: i64) -> Result<Tensor> {
+    let axis = normalize_axis(axis, x.rank())?;
+    apply1(Op::ArgReduce { f: ArgOp::ArgMax, axis, output: DType::I64 }, &[x])
+}
+/// Index (i64) of the smallest element along `axis`; the first one on ties.
+#[track_caller]
+pub fn argmin(x: &Tensor, axis: i64) -> Result<Tensor> {
+    let axis = normalize_axis(axis, x.rank())?;
+    apply1(Op::ArgReduce { f: ArgOp::ArgMin, axis, output: DType::I64 }, &[x])
+}
+
+/// Scans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanOp {
+    Cumsum,
+    Cumprod,
+}
+
+impl ScanOp {
+    pub(crate) fn type_name(self) -> &'static str {
+        match self {
+            ScanOp::Cumsum => "Cumsum",
+            ScanOp::Cumprod => "Cumprod",
+        }
+    }
+}
+
+pub(crate) fn infer_scan(axis: usize, x: &Meta) -> Result<Meta> {
+    if !x.dtype.is_numeric() {
+        bail!(dtype, "cumsum/cumprod need a numeric dtype, got {}", x.dtype);
+    }
+    if axis >= x.shape.rank() {
+        bail!(invalid, "axis {axis} is out of range for shape {}", x.shape);
+    }
+    Ok(x.clone())
+}
+
+/// Running sum along `axis`; `exclusive` starts from 0 (excluding the
+/// element itself), `reverse` runs from the end.
+#[track_caller]
+pub fn cumsum(x: &Tensor, axis: i64, exclusive: bool, reverse: bool) -> Result<Tensor> {
+    let axis = normalize_axis(axis, x.rank())?;
+    apply1(Op::Scan { f: ScanOp::Cumsum, axis, exclusive, reverse }, &[x])
+}
+/// Running product along `axis` (see [`cumsum`] for the flags).
+#[track_caller]
+pub fn cumprod(x: &Tensor, axis: i64, exclusive: bool, reverse: bool) -> Result<Tensor> {
+    let axis = normalize_axis(axis, x.rank())?;
+    apply1(Op::Scan { f: ScanOp::Cumprod, axis, exclusive, reverse }, &[x])
+}
+
+/// `log(sum(exp(x)))` over `axes`, computed stably by shifting by the maximum.
+#[track_caller]
+pub fn logsumexp(x: &Tensor, axes: impl Into<Axes>, keepdims: bool) -> Result<Tensor> {
+    let axes = axes.into();
+    let m = max(x, axes.clone(), true)?;
+    // An infinite maximum would turn x - m into NaN; shift by 0 there instead.
+    let shift = ew::select(&ew::is_finite(&m)?, &m, 0.0)?;
+    let s = sum(&ew::exp(&ew::sub(x, &shift)?)?, axes.clone(), true)?;
+    let r = ew::add(&ew::log(&s)?, &shift)?;
+    let resolved = axes.resolve(x.rank())?;
+    if keepdims || resolved.is_empty() {
+        Ok(r)
+    } else {
+        super::movement::squeeze(&r, &resolved.iter().map(|&a| a as i64).collect::<Vec<_>>())
+    }
+}
+
+/// Population variance over `axes`: `mean((x - mean(x))^2)`.
+#[doc(alias = "reduce_variance")]
+#[track_caller]
+pub fn variance(x: &Tensor, axes: impl Into<Axes>, keepdims: bool) -> Result<Tensor> {
+    let axes = axes.into();
+    let centered = ew::sub(x, &mean(x, axes.clone(), true)?)?;
+    mean(&ew::square(&centered)?, axes, keepdims)
+}
+
+/// Population standard deviation over `axes`.
+#[doc(alias = "reduce_std")]
+#[doc(alias = "std")]
+#[track_caller]
+pub fn std_dev(x: &Tensor, axes: impl Into<Axes>, keepdims: bool) -> Result<Tensor> {
+    ew::sqrt(&variance(x, axes, keepdims)?)
+}

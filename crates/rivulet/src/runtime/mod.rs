@@ -1,0 +1,6 @@
+//! The run stage: sessions and their compiled plans.
+
+mod plan;
+mod session;
+
+pub use session::{Session, SessionOptions};

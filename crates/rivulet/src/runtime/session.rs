@@ -1,0 +1,302 @@
+//! The session: runs parts of a graph, TensorFlow 1 style.
+//!
+//! `run(fetches, feeds)` looks up (or compiles once) the plan for that exact
+//! request, checks the feeds, then executes the plan's steps through the same
+//! kernels eager mode uses. Chains run on the calling thread; plans with
+//! independent heavy branches run them concurrently on the shared pool.
+//! A `Session` is `Send + Sync`: many threads may run it at once.
+
+use super::plan::{compile, Plan, Slot, Step};
+use crate::backend::{self, KernelCtx};
+use crate::error::{Error, Result};
+use crate::graph::{Edge, Graph, NodeId, Operation};
+use crate::tensor::{Repr, Tensor, Value};
+use parking_lot::{Mutex, RwLock};
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Settings of a [`Session`].
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// Run independent nodes concurrently when they are large enough to gain.
+    pub inter_op_parallelism: bool,
+}
+
+impl Default for SessionOptions {
+    fn default() -> SessionOptions {
+        SessionOptions { inter_op_parallelism: true }
+    }
+}
+
+type PlanKey = SmallVec<[u64; 8]>;
+
+/// Runs a [`Graph`]: see the module documentation.
+pub struct Session {
+    graph: Graph,
+    options: SessionOptions,
+    plans: RwLock<FxHashMap<PlanKey, Arc<Plan>>>,
+    random_counters: Mutex<FxHashMap<NodeId, Arc<AtomicU64>>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Session({:?}, {} cached plans)", self.graph, self.plans.read().len())
+    }
+}
+
+fn edge_of(graph: &Graph, t: &Tensor, role: &str) -> Result<Edge> {
+    match &t.repr {
+        Repr::Symbolic(s) if s.graph.same_as(graph) => Ok(Edge { node: s.node, index: s.index }),
+        Repr::Symbolic(_) => {
+            Err(Error::graph(format!("{role} {} belongs to another graph", t.name().unwrap_or_default())))
+        }
+        Repr::Value(_) => {
+            Err(Error::graph(format!("{role} must be a symbolic tensor of the session's graph, got a value")))
+        }
+    }
+}
+
+impl Session {
+    /// A session over `graph` with default options.
+    pub fn new(graph: &Graph) -> Session {
+        Session::with_options(graph, SessionOptions::default())
+    }
+
+    /// A session over `graph`.
+    pub fn with_options(graph: &Graph, options: SessionOptions) -> Session {
+        Session {
+            graph: graph.clone(),
+            options,
+            plans: RwLock::new(FxHashMap::default()),
+            random_counters: Mutex::new(FxHashMap::default()),
+        }
+    }
+
+    /// The session's graph.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Evaluate `fetches`, with `feeds` replacing the values of the listed
+    /// tensors (placeholders, or any other tensor of the graph). Only the
+    /// nodes the fetches need are run.
+    pub fn run(&self, fetches: &[&Tensor], feeds: &[(&Tensor, &Tensor)]) -> Result<Vec<Tensor>> {
+        self.run_with_targets(fetches, feeds, &[])
+    }
+
+    /// [`Session::run`], also running `targets` for their effect.
+    pub fn run_with_targets(
+        &self,
+        fetches: &[&Tensor],
+        feeds: &[(&Tensor, &Tensor)],
+        targets: &[&Operation],
+    ) -> Result<Vec<Tensor>> {
+        let mut key: PlanKey = SmallVec::new();
+        let mut fetch_edges: SmallVec<[Edge; 4]> = SmallVec::new();
+        for t in fetches {
+            let e = edge_of(&self.graph, t, "fetch")?;
+            key.push(((e.node as u64) << 16) | e.index as u64);
+            fetch_edges.push(e);
+        }
+        key.push(u64::MAX);
+        let mut feed_edges: SmallVec<[Edge; 4]> = SmallVec::new();
+        for (t, _) in feeds {
+            let e = edge_of(&self.graph, t, "feed key")?;
+            key.push(((e.node as u64) << 16) | e.index as u64);
+            feed_edges.push(e);
+        }
+        key.push(u64::MAX);
+        let mut target_ids: SmallVec<[NodeId; 2]> = SmallVec::new();
+        for op in targets {
+            if !op.graph.same_as(&self.graph) {
+                return Err(Error::graph(format!("target {} belongs to another graph", op.name())));
+            }
+            key.push(op.id as u64);
+            target_ids.push(op.id);
+        }
+        let plan = self.plan(&key, &fetch_edges, &feed_edges, &target_ids)?;
+        let mut values: SmallVec<[&Value; 4]> = SmallVec::new();
+        for (i, (_, v)) in feeds.iter().enumerate() {
+            let (_, meta, name) = &plan.feeds[i];
+            let value = v.value().map_err(|_| Error::invalid(format!("the value fed for {name} is symbolic")))?;
+            if value.dtype != meta.dtype {
+                return Err(Error::dtype(format!(
+                    "feed for {name} has dtype {}, expected {}",
+                    value.dtype, meta.dtype
+                )));
+            }
+            if !value.shape().is_compatible_with(&meta.shape) {
+                return Err(Error::shape(format!(
+                    "feed for {name} has shape {}, expected {}",
+                    value.shape(),
+                    meta.shape
+                )));
+            }
+            values.push(value);
+        }
+        let out = if plan.parallel { execute_parallel(&plan, &values)? } else { execute_sequential(&plan, &values)? };
+        Ok(out.into_iter().map(Tensor::from_value).collect())
+    }
+
+    fn plan(&self, key: &PlanKey, fetches: &[Edge], feeds: &[Edge], targets: &[NodeId]) -> Result<Arc<Plan>> {
+        if let Some(p) = self.plans.read().get(key) {
+            return Ok(p.clone());
+        }
+        let state = self.graph.read();
+        let mut counters = self.random_counters.lock();
+        let mut counter = |id: NodeId| counters.entry(id).or_insert_with(|| Arc::new(AtomicU64::new(0))).clone();
+        let plan = Arc::new(compile(&state, fetches, feeds, targets, &mut counter, self.options.inter_op_parallelism)?);
+        drop(counters);
+        drop(state);
+        self.plans.write().insert(key.clone(), plan.clone());
+        Ok(plan)
+    }
+
+    /// Number of distinct plans compiled so far.
+    pub fn num_cached_plans(&self) -> usize {
+        self.plans.read().len()
+    }
+}
+
+fn kernel_ctx(step: &Step) -> KernelCtx {
+    match &step.random_stream {
+        Some(c) => KernelCtx { random_stream: c.fetch_add(1, Ordering::Relaxed) },
+        None => KernelCtx::EAGER,
+    }
+}
+
+fn run_step(step: &Step, inputs: &[&Value]) -> Result<SmallVec<[Value; 1]>> {
+    let ctx = kernel_ctx(step);
+    backend::execute(&step.op, inputs, &ctx).map_err(|e| {
+        e.with_context(|| {
+            let mut c = step.context.clone();
+            c.inputs = inputs.iter().map(|v| format!("{}{}", v.dtype, v.shape())).collect();
+            c
+        })
+    })
+}
+
+fn execute_sequential(plan: &Plan, feeds: &[&Value]) -> Result<Vec<Value>> {
+    let mut slots: SmallVec<[Option<Value>; 8]> = SmallVec::from_elem(None, plan.num_slots);
+    for (i, v) in feeds.iter().enumerate() {
+        slots[plan.feeds[i].0 as usize] = Some((*v).clone());
+    }
+    for step in &plan.steps {
+        let outputs = {
+            let mut inputs: SmallVec<[&Value; 4]> = SmallVec::new();
+            for &s in &step.inputs {
+                match slots[s as usize].as_ref() {
+                    Some(v) => inputs.push(v),
+                    None => {
+                        return Err(Error::graph("internal: an input was freed before use")
+                            .with_context(|| step.context.clone()))
+                    }
+                }
+            }
+            run_step(step, &inputs)?
+        };
+        for (slot, v) in step.outputs.iter().zip(outputs) {
+            if let Some(s) = slot {
+                slots[*s as usize] = Some(v);
+            }
+        }
+        for &s in &step.frees {
+            slots[s as usize] = None;
+        }
+    }
+    collect(plan, |s| slots[s as usize].clone())
+}
+
+fn collect(plan: &Plan, mut get: impl FnMut(Slot) -> Option<Value>) -> Result<Vec<Value>> {
+    plan.fetches.iter().map(|&s| get(s).ok_or_else(|| Error::graph("internal: a fetched value is missing"))).collect()
+}
+
+/// Shared state of a parallel run.
+struct Run<'p> {
+    plan: &'p Plan,
+    slots: Vec<Mutex<Option<Value>>>,
+    pending: Vec<AtomicU32>,
+    failed: AtomicBool,
+    error: Mutex<Option<Error>>,
+}
+
+impl<'p> Run<'p> {
+    /// Run step `i`, then (on this thread) one step it made ready, and so on;
+    /// other ready steps go to the pool.
+    fn exec<'s>(&'s self, scope: &rayon::Scope<'s>, mut i: usize) {
+        loop {
+            if self.failed.load(Ordering::Relaxed) {
+                return;
+            }
+            let step = &self.plan.steps[i];
+            let result =
+                {
+                    let held: SmallVec<[Option<Value>; 4]> =
+                        step.inputs.iter().map(|&s| self.slots[s as usize].lock().clone()).collect();
+                    let inputs: Option<SmallVec<[&Value; 4]>> = held.iter().map(|v| v.as_ref()).collect();
+                    match inputs {
+                        Some(inputs) => run_step(step, &inputs),
+                        None => Err(Error::graph("internal: an input was freed before use")
+                            .with_context(|| step.context.clone())),
+                    }
+                };
+            let outputs = match result {
+                Ok(o) => o,
+                Err(e) => {
+                    self.failed.store(true, Ordering::Relaxed);
+                    self.error.lock().get_or_insert(e);
+                    return;
+                }
+            };
+            for (slot, v) in step.outputs.iter().zip(outputs) {
+                if let Some(s) = slot {
+                    *self.slots[*s as usize].lock() = Some(v);
+                }
+            }
+            for &s in &step.frees {
+                *self.slots[s as usize].lock() = None;
+            }
+            let mut next = None;
+            for &d in &step.dependents {
+                if self.pending[d as usize].fetch_sub(1, Ordering::AcqRel) == 1 {
+                    if next.is_none() {
+                        next = Some(d as usize);
+                    } else {
+                        let d = d as usize;
+                        scope.spawn(move |s| self.exec(s, d));
+                    }
+                }
+            }
+            match next {
+                Some(n) => i = n,
+                None => return,
+            }
+        }
+    }
+}
+
+fn execute_parallel(plan: &Plan, feeds: &[&Value]) -> Result<Vec<Value>> {
+    let run = Run {
+        plan,
+        slots: (0..plan.num_slots).map(|_| Mutex::new(None)).collect(),
+        pending: plan.steps.iter().map(|s| AtomicU32::new(s.num_deps)).collect(),
+        failed: AtomicBool::new(false),
+        error: Mutex::new(None),
+    };
+    for (i, v) in feeds.iter().enumerate() {
+        *run.slots[plan.feeds[i].0 as usize].lock() = Some((*v).clone());
+    }
+    let roots: Vec<usize> = plan.steps.iter().enumerate().filter(|(_, s)| s.num_deps == 0).map(|(i, _)| i).collect();
+    rayon::in_place_scope(|scope| {
+        for &r in &roots {
+            let run = &run;
+            scope.spawn(move |s| run.exec(s, r));
+        }
+    });
+    if let Some(e) = run.error.lock().take() {
+        return Err(e);
+    }
+    collect(plan, |s| run.slots[s as usize].lock().clone())
+}

@@ -1,0 +1,318 @@
+//! Element types: the [`DType`] tag, the [`Element`] trait that ties a Rust
+//! type to its tag, and [`Scalar`], a dtype-erased single value used in op
+//! attributes (fill values, clip bounds, ...).
+
+use half::{bf16, f16};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The element type of a tensor. `F32` is the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    #[default]
+    F32,
+    F64,
+    F16,
+    BF16,
+    I32,
+    I64,
+    U8,
+    Bool,
+}
+
+impl DType {
+    /// Every dtype, in a fixed order.
+    pub const ALL: [DType; 8] =
+        [DType::F32, DType::F64, DType::F16, DType::BF16, DType::I32, DType::I64, DType::U8, DType::Bool];
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F64 | DType::I64 => 8,
+            DType::F32 | DType::I32 => 4,
+            DType::F16 | DType::BF16 => 2,
+            DType::U8 | DType::Bool => 1,
+        }
+    }
+    /// Floating point (f16, bf16, f32, f64).
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
+    }
+    /// Signed or unsigned integer (i32, i64, u8).
+    pub fn is_int(self) -> bool {
+        matches!(self, DType::I32 | DType::I64 | DType::U8)
+    }
+    /// Float or integer: everything that supports arithmetic.
+    pub fn is_numeric(self) -> bool {
+        self != DType::Bool
+    }
+    /// The lowercase name used in messages and files (`f32`, `bool`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F64 => "f64",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            DType::I32 => "i32",
+            DType::I64 => "i64",
+            DType::U8 => "u8",
+            DType::Bool => "bool",
+        }
+    }
+    /// Parse the name printed by [`DType::name`].
+    pub fn from_name(name: &str) -> Option<DType> {
+        DType::ALL.into_iter().find(|d| d.name() == name)
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A Rust type that can be the element of a tensor.
+///
+/// Sealed: implemented for `f32, f64, f16, bf16, i32, i64, u8, bool`.
+pub trait Element: sealed::Sealed + Copy + Send + Sync + PartialEq + fmt::Debug + Default + 'static {
+    /// The dtype tag of this type.
+    const DTYPE: DType;
+    /// Lossy conversion to f64 (exact for every type but i64 beyond 2^53).
+    fn to_f64(self) -> f64;
+    /// Conversion from f64 with Rust `as` semantics (saturating, NaN to 0 for ints).
+    fn from_f64(v: f64) -> Self;
+    /// Conversion to i64 with Rust `as` semantics (floats truncate and saturate).
+    fn to_i64(self) -> i64;
+    /// Conversion from i64 with Rust `as` semantics (booleans: nonzero is true).
+    fn from_i64(v: i64) -> Self;
+    /// The value as a [`Scalar`].
+    fn to_scalar(self) -> Scalar;
+}
+
+macro_rules! element {
+    ($t:ty, $dt:ident, $to:expr, $from:expr, $to_i:expr, $from_i:expr, $scalar:expr) => {
+        impl sealed::Sealed for $t {}
+        impl Element for $t {
+            const DTYPE: DType = DType::$dt;
+            #[inline(always)]
+            fn to_f64(self) -> f64 {
+                let f: fn($t) -> f64 = $to;
+                f(self)
+            }
+            #[inline(always)]
+            fn from_f64(v: f64) -> Self {
+                let f: fn(f64) -> $t = $from;
+                f(v)
+            }
+            #[inline(always)]
+            fn to_i64(self) -> i64 {
+                let f: fn($t) -> i64 = $to_i;
+                f(self)
+            }
+            #[inline(always)]
+            fn from_i64(v: i64) -> Self {
+                let f: fn(i64) -> $t = $from_i;
+                f(v)
+            }
+            #[inline(always)]
+            fn to_scalar(self) -> Scalar {
+                let f: fn($t) -> Scalar = $scalar;
+                f(self)
+            }
+        }
+    };
+}
+element!(f32, F32, |v| v as f64, |v| v as f32, |v| v as i64, |v| v as f32, |v| Scalar::F64(v as f64));
+element!(f64, F64, |v| v, |v| v, |v| v as i64, |v| v as f64, Scalar::F64);
+element!(f16, F16, |v| v.to_f64(), f16::from_f64, |v| v.to_f64() as i64, |v| f16::from_f64(v as f64), |v| Scalar::F64(
+    v.to_f64()
+));
+element!(bf16, BF16, |v| v.to_f64(), bf16::from_f64, |v| v.to_f64() as i64, |v| bf16::from_f64(v as f64), |v| {
+    Scalar::F64(v.to_f64())
+});
+element!(i32, I32, |v| v as f64, |v| v as i32, |v| v as i64, |v| v as i32, |v| Scalar::I64(v as i64));
+element!(i64, I64, |v| v as f64, |v| v as i64, |v| v, |v| v, Scalar::I64);
+element!(u8, U8, |v| v as f64, |v| v as u8, |v| v as i64, |v| v as u8, |v| Scalar::I64(v as i64));
+element!(bool, Bool, |v| if v { 1.0 } else { 0.0 }, |v| v != 0.0, |v| v as i64, |v| v != 0, Scalar::Bool);
+
+/// A single value of any dtype family, kept exactly (integers as i64).
+///
+/// Serialized as a JSON bool, integer or number; non-finite floats as the
+/// strings `"nan"`, `"inf"` and `"-inf"` (JSON has no literals for them).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scalar {
+    Bool(bool),
+    I64(i64),
+    F64(f64),
+}
+
+impl Scalar {
+    /// The value as f64 (booleans as 0/1).
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Scalar::Bool(b) => b as u8 as f64,
+            Scalar::I64(i) => i as f64,
+            Scalar::F64(f) => f,
+        }
+    }
+    /// The value as i64 (floats truncated and saturated, booleans as 0/1).
+    pub fn as_i64(self) -> i64 {
+        match self {
+            Scalar::Bool(b) => b as i64,
+            Scalar::I64(i) => i,
+            Scalar::F64(f) => f as i64,
+        }
+    }
+    /// The value converted to the element type `T` (integers stay exact).
+    pub fn to_element<T: Element>(self) -> T {
+        match self {
+            Scalar::Bool(b) => T::from_i64(b as i64),
+            Scalar::I64(i) => T::from_i64(i),
+            Scalar::F64(f) => T::from_f64(f),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum ScalarRepr {
+    Bool(bool),
+    I64(i64),
+    F64(f64),
+    Text(String),
+}
+
+impl Serialize for Scalar {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = match *self {
+            Scalar::Bool(b) => ScalarRepr::Bool(b),
+            Scalar::I64(i) => ScalarRepr::I64(i),
+            Scalar::F64(f) if f.is_nan() => ScalarRepr::Text("nan".into()),
+            Scalar::F64(f) if f == f64::INFINITY => ScalarRepr::Text("inf".into()),
+            Scalar::F64(f) if f == f64::NEG_INFINITY => ScalarRepr::Text("-inf".into()),
+            Scalar::F64(f) => ScalarRepr::F64(f),
+        };
+        r.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
+        Ok(match ScalarRepr::deserialize(d)? {
+            ScalarRepr::Bool(b) => Scalar::Bool(b),
+            ScalarRepr::I64(i) => Scalar::I64(i),
+            ScalarRepr::F64(f) => Scalar::F64(f),
+            ScalarRepr::Text(t) => match t.as_str() {
+                "nan" => Scalar::F64(f64::NAN),
+                "inf" => Scalar::F64(f64::INFINITY),
+                "-inf" => Scalar::F64(f64::NEG_INFINITY),
+                other => return Err(serde::de::Error::custom(format!("'{other}' is not a scalar"))),
+            },
+        })
+    }
+}
+
+impl From<f32> for Scalar {
+    fn from(v: f32) -> Scalar {
+        Scalar::F64(v as f64)
+    }
+}
+impl From<f64> for Scalar {
+    fn from(v: f64) -> Scalar {
+        Scalar::F64(v)
+    }
+}
+impl From<i32> for Scalar {
+    fn from(v: i32) -> Scalar {
+        Scalar::I64(v as i64)
+    }
+}
+impl From<i64> for Scalar {
+    fn from(v: i64) -> Scalar {
+        Scalar::I64(v)
+    }
+}
+impl From<u8> for Scalar {
+    fn from(v: u8) -> Scalar {
+        Scalar::I64(v as i64)
+    }
+}
+impl From<bool> for Scalar {
+    fn from(v: bool) -> Scalar {
+        Scalar::Bool(v)
+    }
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Bool(b) => write!(f, "{b}"),
+            Scalar::I64(i) => write!(f, "{i}"),
+            Scalar::F64(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// Run `$body` with `$T` bound to the Rust type of `$dtype`.
+///
+/// The first form accepts every dtype. The second lists the accepted dtypes;
+/// any other evaluates `$otherwise`.
+macro_rules! with_dtype {
+    ($dtype:expr, $T:ident => $body:expr) => {
+        $crate::tensor::dtype::with_dtype!(@arms $dtype, $T => $body, [F32, F64, F16, BF16, I32, I64, U8, Bool])
+    };
+    ($dtype:expr, $T:ident => $body:expr, [$($dt:ident),*], $otherwise:expr) => {{
+        #[allow(unreachable_patterns)]
+        match $dtype {
+            $( $crate::tensor::DType::$dt => {
+                #[allow(dead_code)]
+                type $T = $crate::tensor::dtype::rust_type!($dt);
+                $body
+            } )*
+            _ => $otherwise,
+        }
+    }};
+    (@arms $dtype:expr, $T:ident => $body:expr, [$($dt:ident),*]) => {{
+        match $dtype {
+            $( $crate::tensor::DType::$dt => {
+                #[allow(dead_code)]
+                type $T = $crate::tensor::dtype::rust_type!($dt);
+                $body
+            } )*
+        }
+    }};
+}
+pub(crate) use with_dtype;
+
+macro_rules! rust_type {
+    (F32) => {
+        f32
+    };
+    (F64) => {
+        f64
+    };
+    (F16) => {
+        half::f16
+    };
+    (BF16) => {
+        half::bf16
+    };
+    (I32) => {
+        i32
+    };
+    (I64) => {
+        i64
+    };
+    (U8) => {
+        u8
+    };
+    (Bool) => {
+        bool
+    };
+}
+pub(crate) use rust_type;

@@ -1,0 +1,271 @@
+//! Tensors: immutable n-dimensional values, and their symbolic counterparts
+//! in a graph.
+//!
+//! A [`Tensor`] is either a *value* (a buffer, a layout and a dtype: what eager
+//! code computes with) or *symbolic* (an output of a node in a [`Graph`],
+//! whose value exists only while a [`Session`](crate::Session) runs). Every op
+//! accepts both: with values it runs at once, with symbolic tensors it adds a
+//! node. This is TensorFlow 2's model, where a traced function sees the same
+//! tensor type as eager code.
+
+mod convert;
+mod display;
+pub mod dtype;
+pub mod layout;
+pub mod npy;
+pub mod shape;
+pub mod storage;
+
+pub use dtype::{DType, Element, Scalar};
+pub use layout::Layout;
+pub use shape::{Shape, UNKNOWN};
+
+use crate::error::{bail, Error, Result};
+use crate::graph::{Graph, NodeId, Operation};
+use std::sync::Arc;
+use storage::{HostBuffer, Storage};
+
+/// An n-dimensional array of one dtype: a value, or a symbolic output of a graph node.
+///
+/// Cloning is cheap (reference counted); tensors are immutable.
+#[derive(Clone)]
+pub struct Tensor {
+    pub(crate) repr: Repr,
+}
+
+#[derive(Clone)]
+pub(crate) enum Repr {
+    Value(Arc<Value>),
+    Symbolic(Arc<Symbolic>),
+}
+
+/// A computed tensor: dtype, layout and shared storage.
+#[derive(Clone)]
+pub(crate) struct Value {
+    pub dtype: DType,
+    pub layout: Layout,
+    pub storage: Arc<Storage>,
+}
+
+/// Output `index` of node `node` in `graph`, with its static dtype and shape.
+pub(crate) struct Symbolic {
+    pub graph: Graph,
+    pub node: NodeId,
+    pub index: usize,
+    pub dtype: DType,
+    pub shape: Shape,
+}
+
+impl Value {
+    /// A value over a fresh contiguous buffer.
+    pub fn from_buffer(dtype: DType, shape: Shape, buffer: HostBuffer) -> Value {
+        Value { dtype, layout: Layout::contiguous(shape), storage: Arc::new(Storage::Host(buffer)) }
+    }
+    /// A view of the same storage with another layout.
+    pub fn view(&self, layout: Layout) -> Value {
+        Value { dtype: self.dtype, layout, storage: self.storage.clone() }
+    }
+    /// The same bytes read as another dtype of the same size.
+    pub fn retyped(&self, dtype: DType) -> Value {
+        debug_assert_eq!(dtype.size(), self.dtype.size());
+        Value { dtype, layout: self.layout.clone(), storage: self.storage.clone() }
+    }
+    /// The elements of a contiguous one-byte (u8 or bool) value as bytes.
+    pub fn contiguous_bytes(&self) -> &[u8] {
+        debug_assert_eq!(self.dtype.size(), 1);
+        let n = self.numel();
+        if !self.layout.is_contiguous() {
+            return &[];
+        }
+        &self.storage.host().bytes()[self.layout.offset..self.layout.offset + n]
+    }
+    pub fn shape(&self) -> &Shape {
+        &self.layout.shape
+    }
+    pub fn numel(&self) -> usize {
+        self.layout.numel()
+    }
+    /// The whole underlying buffer as `T` (index it with the layout).
+    pub fn buffer<T: Element>(&self) -> &[T] {
+        debug_assert_eq!(T::DTYPE, self.dtype);
+        self.storage.host().as_slice::<T>()
+    }
+    /// The elements in order, when the layout is contiguous.
+    pub fn contiguous_slice<T: Element>(&self) -> Option<&[T]> {
+        if !self.layout.is_contiguous() {
+            return None;
+        }
+        let n = self.numel();
+        Some(&self.buffer::<T>()[self.layout.offset..self.layout.offset + n])
+    }
+    pub fn into_tensor(self) -> Tensor {
+        Tensor { repr: Repr::Value(Arc::new(self)) }
+    }
+}
+
+impl Tensor {
+    /// A tensor of `shape` holding `data` in row-major order.
+    pub fn from_vec<T: Element>(data: Vec<T>, shape: impl Into<Shape>) -> Result<Tensor> {
+        Tensor::from_slice(&data, shape)
+    }
+
+    /// A tensor of `shape` holding a copy of `data` in row-major order.
+    pub fn from_slice<T: Element>(data: &[T], shape: impl Into<Shape>) -> Result<Tensor> {
+        let shape = shape.into();
+        let n = shape.checked_numel()?;
+        if n != data.len() {
+            bail!(shape, "{} elements cannot fill shape {shape} ({n} elements)", data.len());
+        }
+        Ok(Value::from_buffer(T::DTYPE, shape, HostBuffer::from_slice(data)?).into_tensor())
+    }
+
+    /// A rank-0 tensor.
+    pub fn scalar<T: Element>(v: T) -> Tensor {
+        Tensor::from_known(&[v], Shape::scalar())
+    }
+
+    /// A rank-0 tensor of `dtype` holding `v` converted to it.
+    pub fn scalar_of(v: impl Into<Scalar>, dtype: DType) -> Tensor {
+        let v = v.into();
+        dtype::with_dtype!(dtype, T => Tensor::scalar::<T>(v.to_element::<T>()))
+    }
+
+    /// For data whose size is known to fit (built from Rust arrays).
+    pub(crate) fn from_known<T: Element>(data: &[T], shape: Shape) -> Tensor {
+        let buffer = match HostBuffer::from_slice(data) {
+            Ok(b) => b,
+            // Only reachable when the allocator itself fails: behave like Vec.
+            Err(_) => std::alloc::handle_alloc_error(std::alloc::Layout::new::<T>()),
+        };
+        Value::from_buffer(T::DTYPE, shape, buffer).into_tensor()
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        match &self.repr {
+            Repr::Value(v) => v.dtype,
+            Repr::Symbolic(s) => s.dtype,
+        }
+    }
+
+    /// The shape. For a symbolic tensor, the static shape: dimensions known
+    /// only at run time are [`UNKNOWN`] (printed `?`).
+    pub fn shape(&self) -> &Shape {
+        match &self.repr {
+            Repr::Value(v) => &v.layout.shape,
+            Repr::Symbolic(s) => &s.shape,
+        }
+    }
+
+    /// Number of dimensions.
+    pub fn rank(&self) -> usize {
+        self.shape().rank()
+    }
+
+    /// Number of elements; `None` for a symbolic tensor with unknown dimensions.
+    pub fn numel(&self) -> Option<usize> {
+        self.shape().numel()
+    }
+
+    /// True for an output of a graph node (no value until a session runs it).
+    pub fn is_symbolic(&self) -> bool {
+        matches!(self.repr, Repr::Symbolic(_))
+    }
+
+    /// The graph node that produces this tensor, when it is symbolic.
+    pub fn op(&self) -> Option<Operation> {
+        match &self.repr {
+            Repr::Symbolic(s) => Some(Operation { graph: s.graph.clone(), id: s.node }),
+            Repr::Value(_) => None,
+        }
+    }
+
+    /// The graph of a symbolic tensor.
+    pub fn graph(&self) -> Option<&Graph> {
+        match &self.repr {
+            Repr::Symbolic(s) => Some(&s.graph),
+            Repr::Value(_) => None,
+        }
+    }
+
+    /// Name of the producing node and output index, `node:index`, for symbolic tensors.
+    pub fn name(&self) -> Option<String> {
+        match &self.repr {
+            Repr::Symbolic(s) => Some(format!("{}:{}", s.graph.node_name(s.node), s.index)),
+            Repr::Value(_) => None,
+        }
+    }
+
+    pub(crate) fn value(&self) -> Result<&Value> {
+        match &self.repr {
+            Repr::Value(v) => Ok(v),
+            Repr::Symbolic(s) => Err(Error::graph(format!(
+                "tensor {}:{} is symbolic (a node of a graph); run it in a Session to get its value",
+                s.graph.node_name(s.node),
+                s.index
+            ))),
+        }
+    }
+
+    pub(crate) fn from_value(v: Value) -> Tensor {
+        v.into_tensor()
+    }
+
+    pub(crate) fn symbolic(graph: Graph, node: NodeId, index: usize, dtype: DType, shape: Shape) -> Tensor {
+        Tensor { repr: Repr::Symbolic(Arc::new(Symbolic { graph, node, index, dtype, shape })) }
+    }
+
+    /// The elements in row-major order. `T` must be the tensor's dtype
+    /// (use [`cast`](crate::ops::cast) to convert).
+    pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
+        let v = self.value()?;
+        if T::DTYPE != v.dtype {
+            bail!(dtype, "to_vec::<{}>() on a {} tensor; cast it first", T::DTYPE, v.dtype);
+        }
+        if let Some(s) = v.contiguous_slice::<T>() {
+            return Ok(s.to_vec());
+        }
+        let c = crate::backend::cpu::movement::materialize(v)?;
+        Ok(c.contiguous_slice::<T>().map(|s| s.to_vec()).unwrap_or_default())
+    }
+
+    /// The single element of a tensor with one element (any rank).
+    pub fn to_scalar<T: Element>(&self) -> Result<T> {
+        let v = self.value()?;
+        if v.numel() != 1 {
+            bail!(shape, "to_scalar() on a tensor of shape {} ({} elements)", v.shape(), v.numel());
+        }
+        Ok(self.to_vec::<T>()?[0])
+    }
+
+    /// The elements of a rank-2 tensor as rows.
+    pub fn to_vec2<T: Element>(&self) -> Result<Vec<Vec<T>>> {
+        let s = self.shape().clone();
+        if s.rank() != 2 {
+            bail!(shape, "to_vec2() on a tensor of rank {} (shape {s})", s.rank());
+        }
+        let flat = self.to_vec::<T>()?;
+        if s[1] == 0 {
+            return Ok(vec![Vec::new(); s[0]]);
+        }
+        Ok(flat.chunks(s[1]).map(|c| c.to_vec()).collect())
+    }
+
+    /// True when both are values with equal dtype, shape and bitwise-equal elements.
+    pub fn bitwise_eq(&self, other: &Tensor) -> bool {
+        let (Ok(a), Ok(b)) = (self.value(), other.value()) else { return false };
+        if a.dtype != b.dtype || a.shape() != b.shape() {
+            return false;
+        }
+        let bytes = |v: &Value| -> Vec<u8> {
+            dtype::with_dtype!(v.dtype, T => {
+                let t = Tensor { repr: Repr::Value(Arc::new(v.view(v.layout.clone()))) };
+                let data = t.to_vec::<T>().unwrap_or_default();
+                let size = std::mem::size_of::<T>();
+                // SAFETY: reading the bytes of plain-old-data elements.
+                unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), data.len() * size) }.to_vec()
+            })
+        };
+        bytes(a) == bytes(b)
+    }
+}

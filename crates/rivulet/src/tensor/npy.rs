@@ -1,0 +1,216 @@
+//! NumPy `.npy` files (format versions 1.0, 2.0 and 3.0), read and write.
+//!
+//! Files are untrusted: the header length is bounded, the shape is checked
+//! against [`MAX_ELEMENTS`](super::shape::MAX_ELEMENTS) before anything is
+//! allocated, the data must have exactly the bytes the header promises, and
+//! bool data must be 0 or 1. Big-endian and Fortran-order arrays are
+//! converted on load.
+
+use super::dtype::with_dtype;
+use super::{DType, Shape, Tensor};
+use crate::error::{bail, Error, Result};
+use std::io::{Read, Write};
+use std::path::Path;
+
+const MAGIC: &[u8] = b"\x93NUMPY";
+const MAX_HEADER: usize = 1 << 20;
+
+fn descr(dtype: DType) -> Result<&'static str> {
+    Ok(match dtype {
+        DType::F32 => "<f4",
+        DType::F64 => "<f8",
+        DType::F16 => "<f2",
+        DType::I32 => "<i4",
+        DType::I64 => "<i8",
+        DType::U8 => "|u1",
+        DType::Bool => "|b1",
+        DType::BF16 => bail!(unimplemented, "bf16 has no standard .npy dtype; cast to f32 first"),
+    })
+}
+
+/// Parse a dtype string like `<f4`; returns the dtype and whether it is big-endian.
+fn parse_descr(d: &str) -> Result<(DType, bool)> {
+    let (order, code) = d.split_at(d.len().min(1));
+    let big = order == ">";
+    if !matches!(order, "<" | ">" | "|" | "=") {
+        bail!(format, "unsupported npy dtype '{d}'");
+    }
+    let dtype = match code {
+        "f4" => DType::F32,
+        "f8" => DType::F64,
+        "f2" => DType::F16,
+        "i4" => DType::I32,
+        "i8" => DType::I64,
+        "u1" => DType::U8,
+        "b1" => DType::Bool,
+        _ => bail!(format, "unsupported npy dtype '{d}' (supported: f2, f4, f8, i4, i8, u1, b1)"),
+    };
+    Ok((dtype, big))
+}
+
+/// The value of `key` in the header dict, as raw text up to the next
+/// top-level comma.
+fn header_field<'a>(header: &'a str, key: &str) -> Result<&'a str> {
+    let pat = format!("'{key}':");
+    let start = header.find(&pat).ok_or_else(|| Error::format(format!("npy header has no '{key}'")))? + pat.len();
+    let rest = header[start..].trim_start();
+    if rest.starts_with('(') {
+        let end = rest.find(')').ok_or_else(|| Error::format("npy header: unclosed shape tuple"))?;
+        return Ok(&rest[..=end]);
+    }
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    Ok(rest[..end].trim())
+}
+
+fn parse_header(header: &str) -> Result<(DType, bool, bool, Shape)> {
+    let d = header_field(header, "descr")?;
+    let d = d.trim_matches(|c| c == '\'' || c == '"');
+    let (dtype, big) = parse_descr(d)?;
+    let fortran = match header_field(header, "fortran_order")? {
+        "True" => true,
+        "False" => false,
+        other => bail!(format, "npy header: fortran_order is '{other}'"),
+    };
+    let tuple = header_field(header, "shape")?;
+    let inner = tuple.trim_start_matches('(').trim_end_matches(')');
+    let mut dims = Vec::new();
+    for part in inner.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let v: usize = part
+            .trim_end_matches('L')
+            .parse()
+            .map_err(|_| Error::format(format!("npy header: bad dimension '{part}'")))?;
+        dims.push(v);
+    }
+    let shape = Shape::from(dims);
+    shape.checked_numel()?;
+    Ok((dtype, big, fortran, shape))
+}
+
+/// A tensor from little-endian element bytes (bool bytes must be 0 or 1).
+pub(crate) fn tensor_from_le_bytes(dtype: DType, shape: Shape, bytes: &[u8]) -> Result<Tensor> {
+    let n = shape.checked_numel()?;
+    if bytes.len() != n * dtype.size() {
+        bail!(format, "{} bytes cannot hold {dtype}{shape}", bytes.len());
+    }
+    if dtype == DType::Bool {
+        if let Some(b) = bytes.iter().find(|&&b| b > 1) {
+            bail!(format, "bool data holds the byte {b}, not 0 or 1");
+        }
+    }
+    with_dtype!(dtype, T => {
+        let size = std::mem::size_of::<T>();
+        let mut v: Vec<T> = vec![T::default(); n];
+        // SAFETY: v has n * size bytes; every byte pattern is valid for the
+        // numeric types and bools were checked above. Host order is little-endian
+        // on every supported target.
+        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), n * size) }.copy_from_slice(bytes);
+        Tensor::from_vec(v, shape)
+    })
+}
+
+/// Read a `.npy` array from `reader`.
+pub fn read_npy(mut reader: impl Read) -> Result<Tensor> {
+    let mut magic = [0u8; 8];
+    reader.read_exact(&mut magic).map_err(|_| Error::format("not an npy file (too short)"))?;
+    if &magic[..6] != MAGIC {
+        bail!(format, "not an npy file (bad magic)");
+    }
+    let header_len = match magic[6] {
+        1 => {
+            let mut b = [0u8; 2];
+            reader.read_exact(&mut b).map_err(|_| Error::format("truncated npy header"))?;
+            u16::from_le_bytes(b) as usize
+        }
+        2 | 3 => {
+            let mut b = [0u8; 4];
+            reader.read_exact(&mut b).map_err(|_| Error::format("truncated npy header"))?;
+            u32::from_le_bytes(b) as usize
+        }
+        v => bail!(format, "npy format version {v} is not supported"),
+    };
+    if header_len > MAX_HEADER {
+        bail!(format, "npy header of {header_len} bytes is too long");
+    }
+    let mut header = vec![0u8; header_len];
+    reader.read_exact(&mut header).map_err(|_| Error::format("truncated npy header"))?;
+    let header = String::from_utf8_lossy(&header);
+    let (dtype, big, fortran, shape) = parse_header(&header)?;
+    let nbytes = shape.checked_numel()? * dtype.size();
+    let mut data = Vec::new();
+    reader.by_ref().take(nbytes as u64 + 1).read_to_end(&mut data)?;
+    if data.len() != nbytes {
+        bail!(format, "npy data has {} bytes, the header promises {nbytes} ({dtype}{shape})", data.len());
+    }
+    if big && dtype.size() > 1 {
+        for chunk in data.chunks_mut(dtype.size()) {
+            chunk.reverse();
+        }
+    }
+    if fortran && shape.rank() > 1 {
+        let reversed: Vec<usize> = shape.iter().rev().copied().collect();
+        let t = tensor_from_le_bytes(dtype, Shape::from(reversed), &data)?;
+        let perm: Vec<usize> = (0..shape.rank()).rev().collect();
+        return crate::ops::movement::transpose(&t, &perm).and_then(|t| contiguous(&t));
+    }
+    tensor_from_le_bytes(dtype, shape, &data)
+}
+
+fn contiguous(t: &Tensor) -> Result<Tensor> {
+    let v = t.value()?;
+    Ok(Tensor::from_value(crate::backend::cpu::movement::materialize(v)?))
+}
+
+/// Write `t` as a version 1.0 `.npy` array.
+pub fn write_npy(t: &Tensor, mut writer: impl Write) -> Result<()> {
+    let d = descr(t.dtype())?;
+    let dims: Vec<String> = t.shape().iter().map(|d| d.to_string()).collect();
+    let shape = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut header = format!("{{'descr': '{d}', 'fortran_order': False, 'shape': {shape}, }}");
+    // Pad so that magic + version + length + header is a multiple of 64.
+    let total = MAGIC.len() + 2 + 2 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - total % 64) % 64));
+    header.push('\n');
+    if header.len() > u16::MAX as usize {
+        bail!(invalid, "shape {} is too long for an npy header", t.shape());
+    }
+    writer.write_all(MAGIC)?;
+    writer.write_all(&[1, 0])?;
+    writer.write_all(&(header.len() as u16).to_le_bytes())?;
+    writer.write_all(header.as_bytes())?;
+    writer.write_all(&le_bytes(t)?)?;
+    Ok(())
+}
+
+/// The elements of `t` as little-endian bytes in row-major order.
+pub(crate) fn le_bytes(t: &Tensor) -> Result<Vec<u8>> {
+    with_dtype!(t.dtype(), T => {
+        let v = t.to_vec::<T>()?;
+        let size = std::mem::size_of::<T>();
+        // SAFETY: plain-old-data elements viewed as bytes.
+        Ok(unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), v.len() * size) }.to_vec())
+    })
+}
+
+/// Read a `.npy` file.
+pub fn load_npy(path: impl AsRef<Path>) -> Result<Tensor> {
+    let f = std::fs::File::open(path.as_ref()).map_err(|e| Error::from(e).with_path(path.as_ref()))?;
+    read_npy(std::io::BufReader::new(f))
+}
+
+/// Write a `.npy` file (through a temporary file and a rename, so a crash
+/// never leaves a half-written file under `path`).
+pub fn save_npy(t: &Tensor, path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    let tmp = path.with_extension(format!("npy.tmp{}", std::process::id()));
+    {
+        let f = std::fs::File::create(&tmp).map_err(|e| Error::from(e).with_path(&tmp))?;
+        let mut w = std::io::BufWriter::new(f);
+        write_npy(t, &mut w)?;
+        w.flush()?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::from(e).with_path(path))?;
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! Host memory for tensor data: 64-byte aligned buffers with a cache for
+//! large ones.
+//!
+//! Eager code allocates and frees a large buffer per op. Fresh pages from the
+//! OS cost a page fault each on first touch, which for a 64 MB tensor is more
+//! than the arithmetic; so buffers of at least [`CACHE_MIN_BYTES`] go back to
+//! a per-size free list when dropped, up to a total of [`cache_limit`] bytes,
+//! and the next allocation of that size reuses one.
+
+use crate::error::{bail, Result};
+use crate::tensor::dtype::Element;
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+use std::alloc::{self, Layout};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+const ALIGN: usize = 64;
+/// Buffers smaller than this are not cached (malloc is fast for them).
+pub const CACHE_MIN_BYTES: usize = 256 * 1024;
+
+/// A 64-byte aligned, zero-initialised-on-first-use host allocation.
+pub struct HostBuffer {
+    ptr: NonNull<u8>,
+    bytes: usize,
+}
+
+// SAFETY: the buffer owns its allocation; access is through &/&mut as usual.
+unsafe impl Send for HostBuffer {}
+// SAFETY: shared access is read-only; writes need &mut or the kernels'
+// disjoint-range discipline on a buffer that no one else can see yet.
+unsafe impl Sync for HostBuffer {}
+
+struct Cache {
+    free: Mutex<FxHashMap<usize, Vec<usize>>>,
+    held: AtomicUsize,
+}
+
+fn cache() -> &'static Cache {
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    CACHE.get_or_init(|| Cache { free: Mutex::new(FxHashMap::default()), held: AtomicUsize::new(0) })
+}
+
+/// The most bytes the cache keeps (env `RIVULET_CPU_CACHE_BYTES`, default 2 GiB).
+pub fn cache_limit() -> usize {
+    static LIMIT: OnceLock<usize> = OnceLock::new();
+    *LIMIT.get_or_init(|| std::env::var("RIVULET_CPU_CACHE_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(2 << 30))
+}
+
+fn layout(bytes: usize) -> Layout {
+    // `bytes` is bounded by MAX_ELEMENTS * 8, far below isize::MAX.
+    Layout::from_size_align(bytes.max(1), ALIGN).expect("buffer layout within isize::MAX")
+}
+
+impl HostBuffer {
+    /// A buffer of `bytes` bytes. Contents are zeros for a fresh allocation and
+    /// unspecified (but initialised) for a reused one.
+    pub fn new(bytes: usize) -> Result<HostBuffer> {
+        if bytes >= CACHE_MIN_BYTES {
+            let c = cache();
+            let reused = c.free.lock().get_mut(&bytes).and_then(|v| v.pop());
+            if let Some(addr) = reused {
+                c.held.fetch_sub(bytes, Ordering::Relaxed);
+                // SAFETY: the address came from a live allocation of this size.
+                return Ok(HostBuffer { ptr: unsafe { NonNull::new_unchecked(addr as *mut u8) }, bytes });
+            }
+        }
+        if bytes > (crate::tensor::shape::MAX_ELEMENTS << 3) {
+            bail!(invalid, "refusing to allocate {bytes} bytes");
+        }
+        // SAFETY: layout has nonzero size.
+        let raw = unsafe { alloc::alloc_zeroed(layout(bytes)) };
+        match NonNull::new(raw) {
+            Some(ptr) => Ok(HostBuffer { ptr, bytes }),
+            None => Err(crate::Error::new(
+                crate::ErrorKind::InvalidArgument,
+                format!("out of memory allocating {bytes} bytes"),
+            )),
+        }
+    }
+
+    /// A buffer for `n` elements of `T` whose contents the caller overwrites.
+    /// Every byte is initialised, and bool buffers hold only valid values.
+    pub fn for_elements<T: Element>(n: usize) -> Result<HostBuffer> {
+        let mut b = HostBuffer::new(n * std::mem::size_of::<T>())?;
+        if T::DTYPE == crate::tensor::DType::Bool && b.bytes >= CACHE_MIN_BYTES {
+            b.bytes_mut().fill(0);
+        }
+        Ok(b)
+    }
+
+    /// A buffer holding `n` zeros of `T`.
+    pub fn zeroed<T: Element>(n: usize) -> Result<HostBuffer> {
+        let b = HostBuffer::new(n * std::mem::size_of::<T>())?;
+        let mut b = b;
+        if b.bytes >= CACHE_MIN_BYTES {
+            // A reused buffer holds old data.
+            b.bytes_mut().fill(0);
+        }
+        Ok(b)
+    }
+
+    /// A buffer holding a copy of `data`.
+    pub fn from_slice<T: Element>(data: &[T]) -> Result<HostBuffer> {
+        let mut b = HostBuffer::new(std::mem::size_of_val(data))?;
+        b.as_mut_slice::<T>().copy_from_slice(data);
+        Ok(b)
+    }
+
+    /// Size in bytes.
+    pub fn len_bytes(&self) -> usize {
+        self.bytes
+    }
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: ptr is valid for `bytes` initialised bytes.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.bytes) }
+    }
+    /// The bytes, mutably.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and &mut self is exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.bytes) }
+    }
+    /// The contents as elements of `T` (the caller knows the dtype).
+    pub fn as_slice<T: Element>(&self) -> &[T] {
+        // SAFETY: 64-byte alignment satisfies every element type; all bit
+        // patterns the library writes are valid for the tensor's dtype (bool
+        // buffers only ever receive 0 or 1, checked on import).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr() as *const T, self.bytes / std::mem::size_of::<T>()) }
+    }
+    /// The contents as elements of `T`, mutably.
+    pub fn as_mut_slice<T: Element>(&mut self) -> &mut [T] {
+        // SAFETY: as in `as_slice`, with exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr() as *mut T, self.bytes / std::mem::size_of::<T>()) }
+    }
+    /// Raw base pointer, for kernels that write disjoint ranges from several threads.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+}
+
+impl Drop for HostBuffer {
+    fn drop(&mut self) {
+        if self.bytes >= CACHE_MIN_BYTES {
+            let c = cache();
+            if c.held.load(Ordering::Relaxed) + self.bytes <= cache_limit() {
+                c.held.fetch_add(self.bytes, Ordering::Relaxed);
+                c.free.lock().entry(self.bytes).or_default().push(self.ptr.as_ptr() as usize);
+                return;
+            }
+        }
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), layout(self.bytes)) }
+    }
+}
+
+/// Give every cached buffer back to the operating system.
+pub fn release_cached_memory() {
+    let c = cache();
+    let drained: Vec<(usize, Vec<usize>)> = c.free.lock().drain().collect();
+    for (bytes, addrs) in drained {
+        for addr in addrs {
+            c.held.fetch_sub(bytes, Ordering::Relaxed);
+            // SAFETY: each address is a live allocation of `bytes` made in `new`.
+            unsafe { alloc::dealloc(addr as *mut u8, layout(bytes)) }
+        }
+    }
+}
+
+/// Where a tensor's data lives. Only the host for now; device memory joins
+/// this enum when a device backend arrives.
+pub enum Storage {
+    Host(HostBuffer),
+}
+
+impl Storage {
+    pub(crate) fn host(&self) -> &HostBuffer {
+        match self {
+            Storage::Host(b) => b,
+        }
+    }
+}
