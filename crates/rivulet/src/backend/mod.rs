@@ -25,5 +25,9 @@ impl KernelCtx {
 pub(crate) fn execute(op: &Op, inputs: &[&Value], ctx: &KernelCtx) -> Result<SmallVec<[Value; 1]>> {
     let metas: SmallVec<[Meta; 4]> = inputs.iter().map(|v| Meta::new(v.dtype, v.shape().clone())).collect();
     let outputs = op.infer(&metas)?;
+    for m in &outputs {
+        // Broadcasts and tiles of large inputs could describe more elements than exist.
+        m.shape.checked_numel()?;
+    }
     cpu::execute(op, inputs, &outputs, ctx)
 }

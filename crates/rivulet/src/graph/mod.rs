@@ -390,7 +390,7 @@ impl Graph {
         }
         let mut s = self.inner.state.write();
         let loc = location_string(location);
-        let mut edges = Vec::with_capacity(inputs.len());
+        // Type-check first, so that a failing op leaves the graph untouched.
         let mut metas: SmallVec<[Meta; 4]> = SmallVec::new();
         for t in inputs {
             match &t.repr {
@@ -401,23 +401,9 @@ impl Graph {
                             op.type_name()
                         )));
                     }
-                    edges.push(Edge { node: sym.node, index: sym.index });
                     metas.push(Meta::new(sym.dtype, sym.shape.clone()));
                 }
-                Repr::Value(v) => {
-                    let name = s.unique_name("Const");
-                    let meta = Meta::new(v.dtype, v.shape().clone());
-                    let id = s.push(Node {
-                        op: Op::Const { value: crate::ops::ConstValue((*t).clone()) },
-                        inputs: Vec::new(),
-                        control_inputs: Vec::new(),
-                        name,
-                        location: loc.clone(),
-                        outputs: smallvec::smallvec![meta.clone()],
-                    });
-                    edges.push(Edge { node: id, index: 0 });
-                    metas.push(meta);
-                }
+                Repr::Value(v) => metas.push(Meta::new(v.dtype, v.shape().clone())),
             }
         }
         let stem = stem.map(str::to_string).unwrap_or_else(|| op.default_name());
@@ -433,6 +419,25 @@ impl Graph {
                 }));
             }
         };
+        // Values among the inputs become constants.
+        let mut edges = Vec::with_capacity(inputs.len());
+        for (t, meta) in inputs.iter().zip(&metas) {
+            match &t.repr {
+                Repr::Symbolic(sym) => edges.push(Edge { node: sym.node, index: sym.index }),
+                Repr::Value(_) => {
+                    let name = s.unique_name("Const");
+                    let id = s.push(Node {
+                        op: Op::Const { value: crate::ops::ConstValue((*t).clone()) },
+                        inputs: Vec::new(),
+                        control_inputs: Vec::new(),
+                        name,
+                        location: loc.clone(),
+                        outputs: smallvec::smallvec![meta.clone()],
+                    });
+                    edges.push(Edge { node: id, index: 0 });
+                }
+            }
+        }
         let mut control: Vec<NodeId> = s.control.iter().flatten().copied().collect();
         control.sort_unstable();
         control.dedup();

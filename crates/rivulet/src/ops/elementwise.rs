@@ -374,7 +374,8 @@ macro_rules! operator {
                 $f(&self, Operand::Scalar(rhs.into()))
             }
         }
-        operator!(@scalars $trait, $method, $f, f32, f64, i32, i64);
+        // A number on the left: f64 and i64 only, so that unsuffixed literals infer.
+        operator!(@scalars $trait, $method, $f, f64, i64);
     };
     (@scalars $trait:ident, $method:ident, $f:ident, $($t:ty),*) => {$(
         impl std::ops::$trait<&Tensor> for $t {

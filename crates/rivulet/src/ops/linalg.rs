@@ -1,7 +1,7 @@
 //! Linear algebra: batched `matmul` (a primitive), and `tensordot` and
 //! `einsum` (composites of transpose, reshape, reduce and matmul).
 
-use super::{apply1, movement as mv, reduce, Meta, Op};
+use super::{apply1, checked, movement as mv, reduce, Meta, Op};
 use crate::error::{bail, Error, Result};
 use crate::tensor::shape::{broadcast_shapes, UNKNOWN};
 use crate::tensor::{DType, Shape, Tensor};
@@ -58,6 +58,11 @@ fn known_dims(t: &Tensor, what: &str) -> Result<Vec<usize>> {
 /// `tensordot`: the result has `a`'s free axes then `b`'s.
 #[track_caller]
 pub fn tensordot(a: &Tensor, b: &Tensor, axes_a: &[i64], axes_b: &[i64]) -> Result<Tensor> {
+    checked(tensordot_impl(a, b, axes_a, axes_b), "Tensordot", &[a, b])
+}
+
+#[track_caller]
+fn tensordot_impl(a: &Tensor, b: &Tensor, axes_a: &[i64], axes_b: &[i64]) -> Result<Tensor> {
     if axes_a.len() != axes_b.len() {
         bail!(invalid, "tensordot needs as many axes of a as of b, got {axes_a:?} and {axes_b:?}");
     }
@@ -97,6 +102,11 @@ fn parse_term(term: &str) -> Result<Vec<char>> {
 /// transpose, reduce, reshape and `matmul`.
 #[track_caller]
 pub fn einsum(equation: &str, operands: &[&Tensor]) -> Result<Tensor> {
+    checked(einsum_impl(equation, operands), "Einsum", operands)
+}
+
+#[track_caller]
+fn einsum_impl(equation: &str, operands: &[&Tensor]) -> Result<Tensor> {
     let eq: String = equation.chars().filter(|c| !c.is_whitespace()).collect();
     let (lhs, rhs) = match eq.split_once("->") {
         Some((l, r)) => (l.to_string(), Some(r.to_string())),

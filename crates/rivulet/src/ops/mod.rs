@@ -360,6 +360,21 @@ pub(crate) fn apply1_in(ctx: Ctx<'_>, op: Op, inputs: &[&Tensor]) -> Result<Tens
     apply_in(ctx, op, inputs).map(|mut v| v.swap_remove(0))
 }
 
+/// Give an argument error found before the op is built (a bad axis, say)
+/// the same context as errors from inference: op type, inputs, call site.
+#[track_caller]
+pub(crate) fn checked<T>(r: Result<T>, op_type: &str, inputs: &[&Tensor]) -> Result<T> {
+    let location = Location::caller();
+    r.map_err(|e| {
+        e.with_context(|| OpContext {
+            op: op_type.to_string(),
+            node: None,
+            inputs: inputs.iter().map(|t| format!("{}{}", t.dtype(), t.shape())).collect(),
+            location: location_string(location),
+        })
+    })
+}
+
 fn context(op: &Op, node: Option<String>, inputs: &[&Tensor], location: &Location<'_>) -> OpContext {
     OpContext {
         op: op.type_name().to_string(),

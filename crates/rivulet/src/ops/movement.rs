@@ -6,8 +6,8 @@
 //! slice, strided_slice, split, unstack and reverse are views: they share the
 //! input's buffer.
 
-use super::{apply, apply1, Meta, Metas, Op};
-use crate::error::{bail, Result};
+use super::{apply, apply1, checked, Meta, Metas, Op};
+use crate::error::{bail, Error, Result};
 use crate::tensor::shape::{broadcast_shapes, normalize_axes, normalize_axis, UNKNOWN};
 use crate::tensor::{DType, Scalar, Shape, Tensor};
 use serde::{Deserialize, Serialize};
@@ -154,11 +154,11 @@ pub(crate) fn resolve_strided(spec: &[SliceItem], dims: &[usize]) -> Result<Stri
                     let (s, len) = if step > 0 {
                         let s = start.map(norm).unwrap_or(0).clamp(0, n);
                         let e = stop.map(norm).unwrap_or(n).clamp(0, n);
-                        (s, if e > s { (e - s + step - 1) / step } else { 0 })
+                        (s, if e > s { ((e - s) as u64).div_ceil(step.unsigned_abs()) as i64 } else { 0 })
                     } else {
                         let s = start.map(norm).unwrap_or(n - 1).clamp(-1, n - 1);
                         let e = stop.map(norm).unwrap_or(-1).clamp(-1, n - 1);
-                        (s, if s > e { (s - e + (-step) - 1) / (-step) } else { 0 })
+                        (s, if s > e { ((s - e) as u64).div_ceil(step.unsigned_abs()) as i64 } else { 0 })
                     };
                     let start = if len == 0 { 0 } else { s as usize };
                     out.push(SliceDim::Input { dim, start, step, len: len as usize });
@@ -290,7 +290,13 @@ pub(crate) fn infer(op: &Op, inputs: &[Meta]) -> Result<Metas> {
                 for (d, dim) in dims.iter_mut().enumerate() {
                     let other = m.shape[d];
                     if d == *axis {
-                        *dim = if *dim == UNKNOWN || other == UNKNOWN { UNKNOWN } else { *dim + other };
+                        *dim = match (*dim, other) {
+                            (UNKNOWN, _) | (_, UNKNOWN) => UNKNOWN,
+                            (p, q) => p
+                                .checked_add(q)
+                                .filter(|&n| n < UNKNOWN)
+                                .ok_or_else(|| Error::shape(format!("concat along axis {axis} is too large")))?,
+                        };
                     } else if other != *dim && other != UNKNOWN && *dim != UNKNOWN {
                         bail!(
                             shape,
@@ -357,7 +363,7 @@ pub(crate) fn infer(op: &Op, inputs: &[Meta]) -> Result<Metas> {
                     continue;
                 }
                 let len = if s == -1 { n.saturating_sub(begin[i]) } else { s as usize };
-                if begin[i] > n || begin[i] + len > n {
+                if begin[i] > n || len > n - begin[i] {
                     bail!(
                         invalid,
                         "slice begin {} size {s} exceeds dimension {i} of size {n} (shape {})",
@@ -444,8 +450,15 @@ pub(crate) fn infer(op: &Op, inputs: &[Meta]) -> Result<Metas> {
             if multiples.len() != x.shape.rank() {
                 bail!(invalid, "tile multiples {multiples:?} need one entry per dimension of {}", x.shape);
             }
-            let dims: Vec<usize> =
-                x.shape.iter().zip(multiples).map(|(&d, &m)| if d == UNKNOWN { UNKNOWN } else { d * m }).collect();
+            let mut dims = Vec::with_capacity(multiples.len());
+            for (&d, &m) in x.shape.iter().zip(multiples) {
+                dims.push(match d {
+                    UNKNOWN => UNKNOWN,
+                    _ => d
+                        .checked_mul(m)
+                        .ok_or_else(|| Error::shape(format!("tile of {} by {multiples:?} is too large", x.shape)))?,
+                });
+            }
             let out = Shape::from(dims);
             if out.is_fully_known() {
                 out.checked_numel()?;
@@ -476,7 +489,10 @@ pub(crate) fn infer(op: &Op, inputs: &[Meta]) -> Result<Metas> {
                 if b > limit || a > limit {
                     bail!(invalid, "{mode:?} padding ({b}, {a}) is too large for dimension {i} of size {d}");
                 }
-                dims.push(d + b + a);
+                let padded = d.checked_add(b).and_then(|v| v.checked_add(a));
+                dims.push(
+                    padded.ok_or_else(|| Error::shape(format!("padding {paddings:?} of {} is too large", x.shape)))?,
+                );
             }
             let out = Shape::from(dims);
             if out.is_fully_known() {
@@ -526,14 +542,14 @@ pub fn transpose(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
 /// Insert a dimension of size 1 at `axis` (`-1` appends).
 #[track_caller]
 pub fn expand_dims(x: &Tensor, axis: i64) -> Result<Tensor> {
-    let axis = normalize_axis(axis, x.rank() + 1)?;
+    let axis = checked(normalize_axis(axis, x.rank() + 1), "ExpandDims", &[x])?;
     apply1(Op::ExpandDims { axis }, &[x])
 }
 
 /// Remove dimensions of size 1: those listed, or all when `axes` is empty.
 #[track_caller]
 pub fn squeeze(x: &Tensor, axes: &[i64]) -> Result<Tensor> {
-    let axes = normalize_axes(axes, x.rank())?;
+    let axes = checked(normalize_axes(axes, x.rank()), "Squeeze", &[x])?;
     apply1(Op::Squeeze { axes }, &[x])
 }
 
@@ -546,16 +562,16 @@ pub fn broadcast_to(x: &Tensor, shape: impl Into<Shape>) -> Result<Tensor> {
 /// Join tensors along an existing `axis`.
 #[track_caller]
 pub fn concat(xs: &[&Tensor], axis: i64) -> Result<Tensor> {
-    let first = super::elementwise::nonempty("concat", xs)?[0];
-    let axis = normalize_axis(axis, first.rank())?;
+    let first = checked(super::elementwise::nonempty("concat", xs), "ConcatV2", xs)?[0];
+    let axis = checked(normalize_axis(axis, first.rank()), "ConcatV2", xs)?;
     apply1(Op::Concat { axis }, xs)
 }
 
 /// Join tensors of equal shape along a new `axis`.
 #[track_caller]
 pub fn stack(xs: &[&Tensor], axis: i64) -> Result<Tensor> {
-    let first = super::elementwise::nonempty("stack", xs)?[0];
-    let axis = normalize_axis(axis, first.rank() + 1)?;
+    let first = checked(super::elementwise::nonempty("stack", xs), "Pack", xs)?[0];
+    let axis = checked(normalize_axis(axis, first.rank() + 1), "Pack", xs)?;
     let expanded: Vec<Tensor> = xs.iter().map(|x| expand_dims(x, axis as i64)).collect::<Result<_>>()?;
     let refs: Vec<&Tensor> = expanded.iter().collect();
     concat(&refs, axis as i64)
@@ -564,10 +580,11 @@ pub fn stack(xs: &[&Tensor], axis: i64) -> Result<Tensor> {
 /// Split along `axis` into its slices, each with that axis removed.
 #[track_caller]
 pub fn unstack(x: &Tensor, axis: i64) -> Result<Vec<Tensor>> {
-    let axis = normalize_axis(axis, x.rank())?;
+    let axis = checked(normalize_axis(axis, x.rank()), "Unpack", &[x])?;
     let num = x.shape()[axis];
     if num == UNKNOWN {
-        bail!(shape, "unstack along axis {axis} of unknown size (shape {})", x.shape());
+        let e = Error::shape(format!("unstack along axis {axis} of unknown size (shape {})", x.shape()));
+        return checked(Err(e), "Unpack", &[x]);
     }
     Ok(apply(Op::Unstack { axis, num }, &[x])?.into_vec())
 }
@@ -575,10 +592,11 @@ pub fn unstack(x: &Tensor, axis: i64) -> Result<Vec<Tensor>> {
 /// Split along `axis` into `num` equal pieces.
 #[track_caller]
 pub fn split(x: &Tensor, num: usize, axis: i64) -> Result<Vec<Tensor>> {
-    let a = normalize_axis(axis, x.rank())?;
+    let a = checked(normalize_axis(axis, x.rank()), "SplitV", &[x])?;
     let n = x.shape()[a];
     if num == 0 || n == UNKNOWN || n % num != 0 {
-        bail!(invalid, "cannot split axis {a} of {} into {num} equal pieces", x.shape());
+        let e = Error::invalid(format!("cannot split axis {a} of {} into {num} equal pieces", x.shape()));
+        return checked(Err(e), "SplitV", &[x]);
     }
     split_sizes(x, &vec![(n / num) as i64; num], axis)
 }
@@ -586,24 +604,31 @@ pub fn split(x: &Tensor, num: usize, axis: i64) -> Result<Vec<Tensor>> {
 /// Split along `axis` into pieces of the given sizes (one may be -1: the rest).
 #[track_caller]
 pub fn split_sizes(x: &Tensor, sizes: &[i64], axis: i64) -> Result<Vec<Tensor>> {
+    let resolved = checked(resolve_split(x, sizes, axis), "SplitV", &[x])?;
+    let a = normalize_axis(axis, x.rank())?;
+    Ok(apply(Op::Split { axis: a, sizes: resolved }, &[x])?.into_vec())
+}
+
+/// Sizes of a split with at most one -1 resolved against the axis length.
+fn resolve_split(x: &Tensor, sizes: &[i64], axis: i64) -> Result<Vec<usize>> {
     let a = normalize_axis(axis, x.rank())?;
     let n = x.shape()[a];
-    let mut resolved: Vec<usize> = Vec::with_capacity(sizes.len());
     if sizes.iter().filter(|&&s| s == -1).count() > 1 || sizes.iter().any(|&s| s < -1) {
         bail!(invalid, "split sizes {sizes:?}: at most one -1 and no other negatives");
     }
-    let known: i64 = sizes.iter().filter(|&&s| s >= 0).sum();
-    for &s in sizes {
-        if s == -1 {
+    let known: i64 = sizes.iter().filter(|&&s| s >= 0).fold(0i64, |acc, &s| acc.saturating_add(s));
+    sizes
+        .iter()
+        .map(|&s| {
+            if s != -1 {
+                return Ok(s as usize);
+            }
             if n == UNKNOWN || known > n as i64 {
                 bail!(invalid, "split sizes {sizes:?} do not fit axis {a} of {}", x.shape());
             }
-            resolved.push(n - known as usize);
-        } else {
-            resolved.push(s as usize);
-        }
-    }
-    Ok(apply(Op::Split { axis: a, sizes: resolved }, &[x])?.into_vec())
+            Ok(n - known as usize)
+        })
+        .collect()
 }
 
 /// The box starting at `begin` with `size` elements per dimension (`-1`: to the end).
@@ -624,7 +649,7 @@ pub fn strided_slice(x: &Tensor, spec: &[SliceItem]) -> Result<Tensor> {
 /// indices are an error.
 #[track_caller]
 pub fn gather(params: &Tensor, indices: &Tensor, axis: i64, batch_dims: usize) -> Result<Tensor> {
-    let axis = normalize_axis(axis, params.rank())?;
+    let axis = checked(normalize_axis(axis, params.rank()), "GatherV2", &[params, indices])?;
     apply1(Op::Gather { axis, batch_dims }, &[params, indices])
 }
 
@@ -656,7 +681,7 @@ pub fn pad(x: &Tensor, paddings: &[(usize, usize)], mode: PadMode, value: impl I
 /// Reverse the order of elements along `axes`.
 #[track_caller]
 pub fn reverse(x: &Tensor, axes: &[i64]) -> Result<Tensor> {
-    let axes = normalize_axes(axes, x.rank())?;
+    let axes = checked(normalize_axes(axes, x.rank()), "ReverseV2", &[x])?;
     apply1(Op::Reverse { axes }, &[x])
 }
 
@@ -677,7 +702,7 @@ pub fn one_hot_with(
     axis: i64,
     dtype: DType,
 ) -> Result<Tensor> {
-    let axis = normalize_axis(axis, indices.rank() + 1)?;
+    let axis = checked(normalize_axis(axis, indices.rank() + 1), "OneHot", &[indices])?;
     apply1(Op::OneHot { depth, on: on.into(), off: off.into(), axis, dtype }, &[indices])
 }
 

@@ -1,7 +1,7 @@
 //! Neural-network helpers that are ops of their own: `softmax`,
 //! `log_softmax` (composites with a fused CPU kernel) and `top_k`.
 
-use super::{apply, apply1, elementwise as ew, reduce, Meta, Metas, Op};
+use super::{apply, apply1, checked, elementwise as ew, reduce, Meta, Metas, Op};
 use crate::error::{bail, Result};
 use crate::tensor::shape::{normalize_axis, UNKNOWN};
 use crate::tensor::{DType, Shape, Tensor};
@@ -21,14 +21,14 @@ pub(crate) fn infer_softmax(axis: usize, x: &Meta) -> Result<Meta> {
 /// maximum so that large inputs do not overflow.
 #[track_caller]
 pub fn softmax(x: &Tensor, axis: i64) -> Result<Tensor> {
-    let axis = normalize_axis(axis, x.rank())?;
+    let axis = checked(normalize_axis(axis, x.rank()), "Softmax", &[x])?;
     apply1(Op::Softmax { axis }, &[x])
 }
 
 /// `x - logsumexp(x)` along `axis`, computed stably.
 #[track_caller]
 pub fn log_softmax(x: &Tensor, axis: i64) -> Result<Tensor> {
-    let axis = normalize_axis(axis, x.rank())?;
+    let axis = checked(normalize_axis(axis, x.rank()), "LogSoftmax", &[x])?;
     apply1(Op::LogSoftmax { axis }, &[x])
 }
 

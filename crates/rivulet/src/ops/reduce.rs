@@ -3,7 +3,7 @@
 //! `cumprod`), and the composites built from them (`logsumexp`, `variance`,
 //! `std`).
 
-use super::{apply1, elementwise as ew, Meta, Op};
+use super::{apply1, checked, elementwise as ew, Meta, Op};
 use crate::error::{bail, Result};
 use crate::tensor::shape::{normalize_axes, normalize_axis};
 use crate::tensor::{DType, Shape, Tensor};
@@ -143,7 +143,7 @@ pub(crate) fn infer_reduce(f: ReduceOp, axes: &[usize], keepdims: bool, x: &Meta
 
 #[track_caller]
 fn reduce(f: ReduceOp, x: &Tensor, axes: Axes, keepdims: bool) -> Result<Tensor> {
-    let axes = axes.resolve(x.rank())?;
+    let axes = checked(axes.resolve(x.rank()), f.type_name(), &[x])?;
     apply1(Op::Reduce { f, axes, keepdims }, &[x])
 }
 
@@ -220,13 +220,13 @@ pub(crate) fn infer_arg(axis: usize, output: DType, x: &Meta) -> Result<Meta> {
 /// (and the first NaN, if any).
 #[track_caller]
 pub fn argmax(x: &Tensor, axis: i64) -> Result<Tensor> {
-    let axis = normalize_axis(axis, x.rank())?;
+    let axis = checked(normalize_axis(axis, x.rank()), "ArgMax", &[x])?;
     apply1(Op::ArgReduce { f: ArgOp::ArgMax, axis, output: DType::I64 }, &[x])
 }
 /// Index (i64) of the smallest element along `axis`; the first one on ties.
 #[track_caller]
 pub fn argmin(x: &Tensor, axis: i64) -> Result<Tensor> {
-    let axis = normalize_axis(axis, x.rank())?;
+    let axis = checked(normalize_axis(axis, x.rank()), "ArgMin", &[x])?;
     apply1(Op::ArgReduce { f: ArgOp::ArgMin, axis, output: DType::I64 }, &[x])
 }
 
@@ -261,13 +261,13 @@ pub(crate) fn infer_scan(axis: usize, x: &Meta) -> Result<Meta> {
 /// element itself), `reverse` runs from the end.
 #[track_caller]
 pub fn cumsum(x: &Tensor, axis: i64, exclusive: bool, reverse: bool) -> Result<Tensor> {
-    let axis = normalize_axis(axis, x.rank())?;
+    let axis = checked(normalize_axis(axis, x.rank()), "Cumsum", &[x])?;
     apply1(Op::Scan { f: ScanOp::Cumsum, axis, exclusive, reverse }, &[x])
 }
 /// Running product along `axis` (see [`cumsum`] for the flags).
 #[track_caller]
 pub fn cumprod(x: &Tensor, axis: i64, exclusive: bool, reverse: bool) -> Result<Tensor> {
-    let axis = normalize_axis(axis, x.rank())?;
+    let axis = checked(normalize_axis(axis, x.rank()), "Cumprod", &[x])?;
     apply1(Op::Scan { f: ScanOp::Cumprod, axis, exclusive, reverse }, &[x])
 }
 
@@ -280,7 +280,7 @@ pub fn logsumexp(x: &Tensor, axes: impl Into<Axes>, keepdims: bool) -> Result<Te
     let shift = ew::select(&ew::is_finite(&m)?, &m, 0.0)?;
     let s = sum(&ew::exp(&ew::sub(x, &shift)?)?, axes.clone(), true)?;
     let r = ew::add(&ew::log(&s)?, &shift)?;
-    let resolved = axes.resolve(x.rank())?;
+    let resolved = checked(axes.resolve(x.rank()), "LogSumExp", &[x])?;
     if keepdims || resolved.is_empty() {
         Ok(r)
     } else {

@@ -61,6 +61,11 @@ pub(crate) fn compile(
 ) -> Result<Plan> {
     let n = g.nodes.len();
     let fed: FxHashMap<Edge, usize> = feeds.iter().enumerate().map(|(i, e)| (*e, i)).collect();
+    // A node all of whose outputs are fed never runs: a control dependency on it is satisfied.
+    let fully_fed = |id: NodeId| {
+        let outs = g.nodes[id].outputs.len();
+        outs > 0 && (0..outs).all(|index| fed.contains_key(&Edge { node: id, index }))
+    };
     // 1. Which nodes must run.
     let mut needed = vec![false; n];
     let mut stack: Vec<NodeId> = Vec::new();
@@ -81,7 +86,7 @@ pub(crate) fn compile(
             }
         }
         for &c in &node.control_inputs {
-            if !needed[c] {
+            if !needed[c] && !fully_fed(c) {
                 stack.push(c);
             }
         }
@@ -135,8 +140,17 @@ pub(crate) fn compile(
         .map(|&id| {
             let node = &g.nodes[id];
             let inputs = node.inputs.iter().map(|e| slot_of[e]).collect();
-            let outputs =
-                (0..node.outputs.len()).map(|index| slot_of.get(&Edge { node: id, index }).copied()).collect();
+            // A fed output keeps its fed value: the node runs for its other outputs only.
+            let outputs = (0..node.outputs.len())
+                .map(|index| {
+                    let e = Edge { node: id, index };
+                    if fed.contains_key(&e) {
+                        None
+                    } else {
+                        slot_of.get(&e).copied()
+                    }
+                })
+                .collect();
             let work = node.outputs.iter().map(|m| m.shape.numel().unwrap_or(PARALLEL_WORK)).sum();
             Step {
                 op: node.op.clone(),
@@ -186,6 +200,8 @@ pub(crate) fn compile(
                 ds.push(p);
             }
         }
+        // A fed output of a step that also runs: readers must not wait for it,
+        // but they must not see it overwritten either (outputs above skip fed slots).
         ds.sort_unstable();
         ds.dedup();
         deps[i] = ds;

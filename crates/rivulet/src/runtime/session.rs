@@ -97,14 +97,14 @@ impl Session {
         let mut fetch_edges: SmallVec<[Edge; 4]> = SmallVec::new();
         for t in fetches {
             let e = edge_of(&self.graph, t, "fetch")?;
-            key.push(((e.node as u64) << 16) | e.index as u64);
+            key.extend([e.node as u64, e.index as u64]);
             fetch_edges.push(e);
         }
         key.push(u64::MAX);
         let mut feed_edges: SmallVec<[Edge; 4]> = SmallVec::new();
         for (t, _) in feeds {
             let e = edge_of(&self.graph, t, "feed key")?;
-            key.push(((e.node as u64) << 16) | e.index as u64);
+            key.extend([e.node as u64, e.index as u64]);
             feed_edges.push(e);
         }
         key.push(u64::MAX);
@@ -120,7 +120,9 @@ impl Session {
         let mut values: SmallVec<[&Value; 4]> = SmallVec::new();
         for (i, (_, v)) in feeds.iter().enumerate() {
             let (_, meta, name) = &plan.feeds[i];
-            let value = v.value().map_err(|_| Error::invalid(format!("the value fed for {name} is symbolic")))?;
+            let value = v.value().map_err(|_| {
+                Error::graph(format!("the value fed for {name} is a symbolic tensor; feed a value (run it first)"))
+            })?;
             if value.dtype != meta.dtype {
                 return Err(Error::dtype(format!(
                     "feed for {name} has dtype {}, expected {}",

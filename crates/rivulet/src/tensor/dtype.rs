@@ -129,10 +129,10 @@ macro_rules! element {
 }
 element!(f32, F32, |v| v as f64, |v| v as f32, |v| v as i64, |v| v as f32, |v| Scalar::F64(v as f64));
 element!(f64, F64, |v| v, |v| v, |v| v as i64, |v| v as f64, Scalar::F64);
-element!(f16, F16, |v| v.to_f64(), f16::from_f64, |v| v.to_f64() as i64, |v| f16::from_f64(v as f64), |v| Scalar::F64(
-    v.to_f64()
-));
-element!(bf16, BF16, |v| v.to_f64(), bf16::from_f64, |v| v.to_f64() as i64, |v| bf16::from_f64(v as f64), |v| {
+element!(f16, F16, |v| v.to_f64(), f64_to_f16, |v| v.to_f64() as i64, |v| f64_to_f16(i64_to_f64_odd(v)), |v| {
+    Scalar::F64(v.to_f64())
+});
+element!(bf16, BF16, |v| v.to_f64(), f64_to_bf16, |v| v.to_f64() as i64, |v| f64_to_bf16(i64_to_f64_odd(v)), |v| {
     Scalar::F64(v.to_f64())
 });
 element!(i32, I32, |v| v as f64, |v| v as i32, |v| v as i64, |v| v as i32, |v| Scalar::I64(v as i64));
@@ -140,10 +140,51 @@ element!(i64, I64, |v| v as f64, |v| v as i64, |v| v, |v| v, Scalar::I64);
 element!(u8, U8, |v| v as f64, |v| v as u8, |v| v as i64, |v| v as u8, |v| Scalar::I64(v as i64));
 element!(bool, Bool, |v| if v { 1.0 } else { 0.0 }, |v| v != 0.0, |v| v as i64, |v| v != 0, Scalar::Bool);
 
+/// f64 to f16, correctly rounded (half's own conversion rounds twice on x86).
+fn f64_to_f16(v: f64) -> f16 {
+    f16::from_f32(f64_to_f32_odd(v))
+}
+
+/// f64 to bf16, correctly rounded.
+fn f64_to_bf16(v: f64) -> bf16 {
+    bf16::from_f32(f64_to_f32_odd(v))
+}
+
+/// f64 to f32 rounding to odd: exact values stay, inexact ones become the
+/// neighbour toward zero with the last bit set. Rounding that to nearest in
+/// a type with at least two fewer mantissa bits (f16, bf16) gives the
+/// correctly rounded conversion of the original value: no double rounding.
+fn f64_to_f32_odd(x: f64) -> f32 {
+    let r = x as f32;
+    if r as f64 == x || x.is_nan() {
+        return r;
+    }
+    let mut bits = r.to_bits();
+    if (r as f64).abs() > x.abs() {
+        bits -= 1;
+    }
+    f32::from_bits(bits | 1)
+}
+
+/// i64 to f64 rounding to odd (see [`f64_to_f32_odd`]).
+fn i64_to_f64_odd(v: i64) -> f64 {
+    let r = v as f64;
+    let back = r as i128;
+    if back == v as i128 {
+        return r;
+    }
+    let mut bits = r.to_bits();
+    if back.abs() > (v as i128).abs() {
+        bits -= 1;
+    }
+    f64::from_bits(bits | 1)
+}
+
 /// A single value of any dtype family, kept exactly (integers as i64).
 ///
 /// Serialized as a JSON bool, integer or number; non-finite floats as the
-/// strings `"nan"`, `"inf"` and `"-inf"` (JSON has no literals for them).
+/// strings `"inf"`, `"-inf"` and `"nan:0x<bits>"` (JSON has no literals for
+/// them; the bits keep the NaN's sign and payload).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Scalar {
     Bool(bool),
@@ -192,7 +233,7 @@ impl Serialize for Scalar {
         let r = match *self {
             Scalar::Bool(b) => ScalarRepr::Bool(b),
             Scalar::I64(i) => ScalarRepr::I64(i),
-            Scalar::F64(f) if f.is_nan() => ScalarRepr::Text("nan".into()),
+            Scalar::F64(f) if f.is_nan() => ScalarRepr::Text(format!("nan:0x{:016x}", f.to_bits())),
             Scalar::F64(f) if f == f64::INFINITY => ScalarRepr::Text("inf".into()),
             Scalar::F64(f) if f == f64::NEG_INFINITY => ScalarRepr::Text("-inf".into()),
             Scalar::F64(f) => ScalarRepr::F64(f),
@@ -209,6 +250,10 @@ impl<'de> Deserialize<'de> for Scalar {
             ScalarRepr::F64(f) => Scalar::F64(f),
             ScalarRepr::Text(t) => match t.as_str() {
                 "nan" => Scalar::F64(f64::NAN),
+                t if t.starts_with("nan:0x") => match u64::from_str_radix(&t[6..], 16) {
+                    Ok(bits) if f64::from_bits(bits).is_nan() => Scalar::F64(f64::from_bits(bits)),
+                    _ => return Err(serde::de::Error::custom(format!("'{t}' is not a NaN bit pattern"))),
+                },
                 "inf" => Scalar::F64(f64::INFINITY),
                 "-inf" => Scalar::F64(f64::NEG_INFINITY),
                 other => return Err(serde::de::Error::custom(format!("'{other}' is not a scalar"))),

@@ -74,7 +74,7 @@ impl Value {
     pub fn contiguous_bytes(&self) -> &[u8] {
         debug_assert_eq!(self.dtype.size(), 1);
         let n = self.numel();
-        if !self.layout.is_contiguous() {
+        if n == 0 || !self.layout.is_contiguous() {
             return &[];
         }
         &self.storage.host().bytes()[self.layout.offset..self.layout.offset + n]
@@ -92,10 +92,14 @@ impl Value {
     }
     /// The elements in order, when the layout is contiguous.
     pub fn contiguous_slice<T: Element>(&self) -> Option<&[T]> {
+        let n = self.numel();
+        if n == 0 {
+            // Empty views may carry an offset past the end of their buffer.
+            return Some(&[]);
+        }
         if !self.layout.is_contiguous() {
             return None;
         }
-        let n = self.numel();
         Some(&self.buffer::<T>()[self.layout.offset..self.layout.offset + n])
     }
     pub fn into_tensor(self) -> Tensor {

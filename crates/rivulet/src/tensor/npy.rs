@@ -30,7 +30,10 @@ fn descr(dtype: DType) -> Result<&'static str> {
 
 /// Parse a dtype string like `<f4`; returns the dtype and whether it is big-endian.
 fn parse_descr(d: &str) -> Result<(DType, bool)> {
-    let (order, code) = d.split_at(d.len().min(1));
+    if !d.is_ascii() || d.is_empty() {
+        bail!(format, "unsupported npy dtype '{d}'");
+    }
+    let (order, code) = d.split_at(1);
     let big = order == ">";
     if !matches!(order, "<" | ">" | "|" | "=") {
         bail!(format, "unsupported npy dtype '{d}'");
@@ -82,7 +85,9 @@ fn parse_header(header: &str) -> Result<(DType, bool, bool, Shape)> {
         dims.push(v);
     }
     let shape = Shape::from(dims);
-    shape.checked_numel()?;
+    if shape.numel().is_none() {
+        bail!(format, "npy header: shape {:?} is too large", shape.dims());
+    }
     Ok((dtype, big, fortran, shape))
 }
 
@@ -108,22 +113,31 @@ pub(crate) fn tensor_from_le_bytes(dtype: DType, shape: Shape, bytes: &[u8]) -> 
     })
 }
 
+/// A short read is a damaged file; any other read failure is an I/O error.
+fn header_error(e: std::io::Error, what: &str) -> Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        Error::format(what)
+    } else {
+        Error::from(e)
+    }
+}
+
 /// Read a `.npy` array from `reader`.
 pub fn read_npy(mut reader: impl Read) -> Result<Tensor> {
     let mut magic = [0u8; 8];
-    reader.read_exact(&mut magic).map_err(|_| Error::format("not an npy file (too short)"))?;
+    reader.read_exact(&mut magic).map_err(|e| header_error(e, "not an npy file (too short)"))?;
     if &magic[..6] != MAGIC {
         bail!(format, "not an npy file (bad magic)");
     }
     let header_len = match magic[6] {
         1 => {
             let mut b = [0u8; 2];
-            reader.read_exact(&mut b).map_err(|_| Error::format("truncated npy header"))?;
+            reader.read_exact(&mut b).map_err(|e| header_error(e, "truncated npy header"))?;
             u16::from_le_bytes(b) as usize
         }
         2 | 3 => {
             let mut b = [0u8; 4];
-            reader.read_exact(&mut b).map_err(|_| Error::format("truncated npy header"))?;
+            reader.read_exact(&mut b).map_err(|e| header_error(e, "truncated npy header"))?;
             u32::from_le_bytes(b) as usize
         }
         v => bail!(format, "npy format version {v} is not supported"),
@@ -132,7 +146,7 @@ pub fn read_npy(mut reader: impl Read) -> Result<Tensor> {
         bail!(format, "npy header of {header_len} bytes is too long");
     }
     let mut header = vec![0u8; header_len];
-    reader.read_exact(&mut header).map_err(|_| Error::format("truncated npy header"))?;
+    reader.read_exact(&mut header).map_err(|e| header_error(e, "truncated npy header"))?;
     let header = String::from_utf8_lossy(&header);
     let (dtype, big, fortran, shape) = parse_header(&header)?;
     let nbytes = shape.checked_numel()? * dtype.size();
@@ -205,12 +219,20 @@ pub fn load_npy(path: impl AsRef<Path>) -> Result<Tensor> {
 pub fn save_npy(t: &Tensor, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let tmp = path.with_extension(format!("npy.tmp{}", std::process::id()));
-    {
+    let written = (|| -> Result<()> {
         let f = std::fs::File::create(&tmp).map_err(|e| Error::from(e).with_path(&tmp))?;
         let mut w = std::io::BufWriter::new(f);
         write_npy(t, &mut w)?;
         w.flush()?;
+        w.get_ref().sync_all()?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    std::fs::rename(&tmp, path).map_err(|e| Error::from(e).with_path(path))?;
-    Ok(())
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::from(e).with_path(path)
+    })
 }

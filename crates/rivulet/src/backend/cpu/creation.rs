@@ -108,6 +108,13 @@ impl Stream {
 fn unit_f32(x: u32) -> f64 {
     (x >> 8) as f64 * (1.0 / 16_777_216.0)
 }
+
+/// Uniform in [0, 1) with `bits` random bits: no more than the target
+/// dtype's mantissa holds, so rounding to it can never reach 1.
+#[inline(always)]
+fn unit_bits(x: u32, bits: u32) -> f64 {
+    (x >> (32 - bits)) as f64 / (1u64 << bits) as f64
+}
 /// Uniform in [0, 1) with 53 random bits.
 #[inline(always)]
 fn unit_f64(hi: u32, lo: u32) -> f64 {
@@ -167,7 +174,12 @@ pub(crate) fn random(dist: &Distribution, shape: &Shape, dtype: DType, seed: u64
                         Distribution::Uniform { low, high } => {
                             let b = s.block(blk, 0);
                             for (l, v) in vals.iter_mut().enumerate().take(per) {
-                                let u = if wide { unit_f64(b[2 * l], b[2 * l + 1]) } else { unit_f32(b[l]) };
+                                let u = match T::DTYPE {
+                                    DType::F64 => unit_f64(b[2 * l], b[2 * l + 1]),
+                                    DType::F16 => unit_bits(b[l], 11),
+                                    DType::BF16 => unit_bits(b[l], 8),
+                                    _ => unit_f32(b[l]),
+                                };
                                 *v = low + (high - low) * u;
                             }
                         }

@@ -127,7 +127,8 @@ pub(crate) fn strided_slice(x: &Value, spec: &[crate::ops::movement::SliceItem])
                     offset += start as isize * x.layout.strides[dim];
                 }
                 shape.push(len);
-                strides.push(x.layout.strides[dim] * step as isize);
+                // With at most one element the step never applies (and may be huge).
+                strides.push(if len <= 1 { 0 } else { x.layout.strides[dim] * step as isize });
             }
         }
     }

@@ -33,9 +33,10 @@ impl Kernel for SoftmaxRow<'_> {
         }
         let s = Fold { x: o, id: 0.0, f: |a: f32, b: f32| a + b }.run();
         if log {
-            let shift = m + math::log(s);
+            // (v - m) - log s: subtracting the large terms first keeps precision.
+            let ls = math::log(s);
             for (d, &v) in o.iter_mut().zip(x) {
-                *d = v - shift;
+                *d = (v - m) - ls;
             }
         } else {
             let inv = 1.0 / s;
@@ -53,9 +54,9 @@ fn softmax_row_f64(x: &[f64], o: &mut [f64], log: bool) {
     }
     let s: f64 = o.iter().sum();
     if log {
-        let shift = m + s.ln();
+        let ls = s.ln();
         for (d, &v) in o.iter_mut().zip(x) {
-            *d = v - shift;
+            *d = (v - m) - ls;
         }
     } else {
         for d in o.iter_mut() {

@@ -83,7 +83,7 @@ macro_rules! num_int {
             const HIGHEST: Self = <$t>::MAX;
             #[inline(always)] fn add(self, o: Self) -> Self { self.wrapping_add(o) }
             #[inline(always)] fn mul(self, o: Self) -> Self { self.wrapping_mul(o) }
-            #[inline(always)] fn div_count(self, n: usize) -> Self { if n == 0 { 0 } else { self / (n as $t) } }
+            #[inline(always)] fn div_count(self, n: usize) -> Self { if n == 0 { 0 } else { (self as i64 / n as i64) as $t } }
         }
     )*};
 }

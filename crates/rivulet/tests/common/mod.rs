@@ -1,0 +1,109 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use half::{bf16, f16};
+use rivulet::{DType, ErrorKind, Result, Tensor};
+
+/// The elements as f64, in logical row-major order (exact for every dtype
+/// except i64 beyond 2^53).
+pub fn values(t: &Tensor) -> Vec<f64> {
+    match t.dtype() {
+        DType::F32 => t.to_vec::<f32>().unwrap().into_iter().map(f64::from).collect(),
+        DType::F64 => t.to_vec::<f64>().unwrap(),
+        DType::F16 => t.to_vec::<f16>().unwrap().into_iter().map(f64::from).collect(),
+        DType::BF16 => t.to_vec::<bf16>().unwrap().into_iter().map(f64::from).collect(),
+        DType::I32 => t.to_vec::<i32>().unwrap().into_iter().map(f64::from).collect(),
+        DType::I64 => t.to_vec::<i64>().unwrap().into_iter().map(|v| v as f64).collect(),
+        DType::U8 => t.to_vec::<u8>().unwrap().into_iter().map(f64::from).collect(),
+        DType::Bool => t.to_vec::<bool>().unwrap().into_iter().map(|b| if b { 1.0 } else { 0.0 }).collect(),
+    }
+}
+
+/// The elements of an integer or bool tensor, exactly.
+pub fn ints(t: &Tensor) -> Vec<i128> {
+    match t.dtype() {
+        DType::I32 => t.to_vec::<i32>().unwrap().into_iter().map(i128::from).collect(),
+        DType::I64 => t.to_vec::<i64>().unwrap().into_iter().map(i128::from).collect(),
+        DType::U8 => t.to_vec::<u8>().unwrap().into_iter().map(i128::from).collect(),
+        DType::Bool => t.to_vec::<bool>().unwrap().into_iter().map(i128::from).collect(),
+        other => panic!("ints() of a {other} tensor"),
+    }
+}
+
+/// The shape as a vector.
+pub fn dims(t: &Tensor) -> Vec<usize> {
+    t.shape().to_vec()
+}
+
+/// The kind of the error a call must return.
+#[track_caller]
+pub fn kind<T: std::fmt::Debug>(r: Result<T>) -> ErrorKind {
+    match r {
+        Ok(v) => panic!("expected an error, got Ok({v:?})"),
+        Err(e) => e.kind(),
+    }
+}
+
+/// Row-major strides of `shape`.
+pub fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        s[d] = s[d + 1] * shape[d + 1];
+    }
+    s
+}
+
+/// Row-major multi-index of flat position `i` in `shape`.
+pub fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0; shape.len()];
+    for d in (0..shape.len()).rev() {
+        idx[d] = i % shape[d];
+        i /= shape[d];
+    }
+    idx
+}
+
+/// Flat row-major position of multi-index `idx` in `shape`.
+pub fn ravel(idx: &[usize], shape: &[usize]) -> usize {
+    idx.iter().zip(strides(shape)).map(|(i, s)| i * s).sum()
+}
+
+/// Round half to even, written out (not `round_ties_even`).
+pub fn round_half_even(x: f64) -> f64 {
+    let r = x.round();
+    if (r - x).abs() == 0.5 {
+        2.0 * (x / 2.0).round()
+    } else {
+        r
+    }
+}
+
+/// Round `v` to the nearest binary float with `p` significant bits, smallest
+/// normal exponent `emin` and largest finite value `max` (ties to even,
+/// overflow to infinity, gradual underflow), written out so that it does not
+/// depend on the `half` crate.
+pub fn round_binary(v: f64, p: i32, emin: i32, max: f64) -> f64 {
+    if !v.is_finite() || v == 0.0 {
+        return v;
+    }
+    let a = v.abs();
+    if a < 2f64.powi(-1000) {
+        return 0.0f64.copysign(v);
+    }
+    let e = ((a.to_bits() >> 52) as i32) - 1023;
+    let quantum = 2f64.powi(e.max(emin) - (p - 1));
+    let r = round_half_even(a / quantum) * quantum;
+    let r = if r > max { f64::INFINITY } else { r };
+    r.copysign(v)
+}
+
+/// Round an f64 to the nearest value of a float dtype.
+pub fn round_to(dtype: DType, v: f64) -> f64 {
+    match dtype {
+        DType::F32 => f64::from(v as f32),
+        DType::F64 => v,
+        DType::F16 => round_binary(v, 11, -14, 65504.0),
+        DType::BF16 => round_binary(v, 8, -126, (2.0 - 2f64.powi(-7)) * 2f64.powi(127)),
+        other => panic!("round_to {other}"),
+    }
+}
