@@ -536,8 +536,8 @@ fn any_all_over_axes() {
     let shape = [3, 4, 5];
     let mut rng = Lcg(12);
     // Sparse trues and sparse falses so that both outcomes occur.
-    let sparse_true: Vec<f64> = (0..60).map(|_| if rng.next() % 7 == 0 { 1.0 } else { 0.0 }).collect();
-    let sparse_false: Vec<f64> = (0..60).map(|_| if rng.next() % 7 == 0 { 0.0 } else { 1.0 }).collect();
+    let sparse_true: Vec<f64> = (0..60).map(|_| if rng.next().is_multiple_of(7) { 1.0 } else { 0.0 }).collect();
+    let sparse_false: Vec<f64> = (0..60).map(|_| if rng.next().is_multiple_of(7) { 0.0 } else { 1.0 }).collect();
     for data in [&sparse_true, &sparse_false] {
         let x = tensor_of(data, &shape, DType::Bool);
         for axes in axes_rank3() {

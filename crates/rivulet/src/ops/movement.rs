@@ -594,7 +594,7 @@ pub fn unstack(x: &Tensor, axis: i64) -> Result<Vec<Tensor>> {
 pub fn split(x: &Tensor, num: usize, axis: i64) -> Result<Vec<Tensor>> {
     let a = checked(normalize_axis(axis, x.rank()), "SplitV", &[x])?;
     let n = x.shape()[a];
-    if num == 0 || n == UNKNOWN || n % num != 0 {
+    if num == 0 || n == UNKNOWN || !n.is_multiple_of(num) {
         let e = Error::invalid(format!("cannot split axis {a} of {} into {num} equal pieces", x.shape()));
         return checked(Err(e), "SplitV", &[x]);
     }

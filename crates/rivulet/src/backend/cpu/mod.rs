@@ -2,6 +2,7 @@
 
 pub(crate) mod creation;
 pub(crate) mod elementwise;
+pub(crate) mod fold_f32;
 pub(crate) mod loops;
 pub(crate) mod math;
 pub(crate) mod matmul;

@@ -1,7 +1,7 @@
 //! Fused softmax / log-softmax (one pass per row over data in L1) and top_k.
 
 use super::elementwise::cast;
-use super::loops::Fold;
+use super::fold_f32;
 use super::math;
 use super::movement::materialize;
 use super::parallel::GRAIN;
@@ -27,11 +27,11 @@ impl Kernel for SoftmaxRow<'_> {
     #[inline(always)]
     fn run(self) {
         let SoftmaxRow { x, o, log } = self;
-        let m = Fold { x, id: f32::NEG_INFINITY, f: f32::max_nan }.run();
+        let m = fold_f32::max(x);
         for (d, &v) in o.iter_mut().zip(x) {
             *d = math::exp(v - m);
         }
-        let s = Fold { x: o, id: 0.0, f: |a: f32, b: f32| a + b }.run();
+        let s = fold_f32::sum(o);
         if log {
             // (v - m) - log s: subtracting the large terms first keeps precision.
             let ls = math::log(s);

@@ -6,6 +6,7 @@
 //! blocks, so results do not depend on the thread count or the vector width.
 
 use super::elementwise::cast;
+use super::fold_f32;
 use super::loops::{Accumulate, Fold, Update};
 use super::movement::materialize;
 use super::parallel::GRAIN;
@@ -57,6 +58,18 @@ pub(crate) trait Num: Element + PartialOrd {
             o
         }
     }
+    /// Sum of a row in a fixed order.
+    fn row_sum(x: &[Self]) -> Self {
+        fold_lanes(x, Self::ZERO, Self::add)
+    }
+    /// Maximum of a row (NaN if any).
+    fn row_max(x: &[Self]) -> Self {
+        fold_lanes(x, Self::LOWEST, Self::max_nan)
+    }
+    /// Minimum of a row (NaN if any).
+    fn row_min(x: &[Self]) -> Self {
+        fold_lanes(x, Self::HIGHEST, Self::min_nan)
+    }
 }
 
 macro_rules! num_float {
@@ -72,7 +85,35 @@ macro_rules! num_float {
         }
     )*};
 }
-num_float!(f32, f64);
+num_float!(f64);
+
+impl Num for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    const LOWEST: Self = f32::NEG_INFINITY;
+    const HIGHEST: Self = f32::INFINITY;
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        self + o
+    }
+    #[inline(always)]
+    fn mul(self, o: Self) -> Self {
+        self * o
+    }
+    #[inline(always)]
+    fn div_count(self, n: usize) -> Self {
+        self / n as f32
+    }
+    fn row_sum(x: &[f32]) -> f32 {
+        fold_f32::sum(x)
+    }
+    fn row_max(x: &[f32]) -> f32 {
+        fold_f32::max(x)
+    }
+    fn row_min(x: &[f32]) -> f32 {
+        fold_f32::min(x)
+    }
+}
 
 macro_rules! num_int {
     ($($t:ty),*) => {$(
@@ -95,22 +136,22 @@ fn fold_lanes<T: Copy>(x: &[T], id: T, f: impl Fn(T, T) -> T + Copy) -> T {
     vectorize(Fold { x, id, f })
 }
 
-/// Fold a row: blocks of `BLOCK` folded separately, then their partials.
-fn fold_row<T: Copy + Send + Sync>(x: &[T], id: T, f: impl Fn(T, T) -> T + Copy + Sync + Send) -> T {
+/// Fold a row with `row`: blocks of `BLOCK` folded separately, then their partials.
+fn fold_row<T: Copy + Send + Sync>(x: &[T], row: &(impl Fn(&[T]) -> T + Sync)) -> T {
     if x.len() <= BLOCK {
-        return fold_lanes(x, id, f);
+        return row(x);
     }
-    let partials: Vec<T> = x.chunks(BLOCK).map(|c| fold_lanes(c, id, f)).collect();
-    fold_lanes(&partials, id, f)
+    let partials: Vec<T> = x.chunks(BLOCK).map(row).collect();
+    row(&partials)
 }
 
 /// [`fold_row`] with the blocks computed in parallel: the same result.
-fn fold_row_parallel<T: Copy + Send + Sync>(x: &[T], id: T, f: impl Fn(T, T) -> T + Copy + Sync + Send) -> T {
+fn fold_row_parallel<T: Copy + Send + Sync>(x: &[T], row: &(impl Fn(&[T]) -> T + Sync)) -> T {
     if x.len() <= 2 * BLOCK {
-        return fold_row(x, id, f);
+        return fold_row(x, row);
     }
-    let partials: Vec<T> = x.par_chunks(BLOCK).map(|c| fold_lanes(c, id, f)).collect();
-    fold_lanes(&partials, id, f)
+    let partials: Vec<T> = x.par_chunks(BLOCK).map(row).collect();
+    row(&partials)
 }
 
 /// Contiguous `[outer, reduced, inner]` data for reducing `axes` of `x`.
@@ -134,13 +175,15 @@ pub(crate) fn canonical(x: &Value, axes: &[usize]) -> Result<(Value, usize, usiz
     Ok((materialize(&permuted)?, a, r, 1))
 }
 
-/// Reduce contiguous `[a, r, b]` data into `out` (`a * b` elements).
+/// Reduce contiguous `[a, r, b]` data into `out` (`a * b` elements):
+/// `row` folds a contiguous row, `f` combines two values (used across rows).
 fn reduce_abr<T: Copy + Send + Sync>(
     src: &[T],
     (a, r, b): (usize, usize, usize),
     out: &mut [T],
     id: T,
     f: impl Fn(T, T) -> T + Copy + Sync + Send,
+    row: impl Fn(&[T]) -> T + Sync,
 ) {
     if r == 0 {
         out.fill(id);
@@ -148,17 +191,17 @@ fn reduce_abr<T: Copy + Send + Sync>(
     }
     if b == 1 {
         if a == 1 {
-            out[0] = fold_row_parallel(src, id, f);
+            out[0] = fold_row_parallel(src, &row);
         } else if a * r <= GRAIN {
             for (i, o) in out.iter_mut().enumerate() {
-                *o = fold_row(&src[i * r..(i + 1) * r], id, f);
+                *o = fold_row(&src[i * r..(i + 1) * r], &row);
             }
         } else {
             let rows_per_task = (GRAIN / r).max(1);
             out.par_chunks_mut(rows_per_task).enumerate().for_each(|(t, chunk)| {
                 for (k, o) in chunk.iter_mut().enumerate() {
                     let i = t * rows_per_task + k;
-                    *o = fold_row(&src[i * r..(i + 1) * r], id, f);
+                    *o = fold_row(&src[i * r..(i + 1) * r], &row);
                 }
             });
         }
@@ -189,15 +232,15 @@ fn reduce_abr<T: Copy + Send + Sync>(
 
 fn reduce_num<T: Num>(f: ReduceOp, src: &[T], abr: (usize, usize, usize), out: &mut [T]) -> Result<()> {
     match f {
-        ReduceOp::Sum => reduce_abr(src, abr, out, T::ZERO, T::add),
+        ReduceOp::Sum => reduce_abr(src, abr, out, T::ZERO, T::add, T::row_sum),
         ReduceOp::Mean => {
-            reduce_abr(src, abr, out, T::ZERO, T::add);
+            reduce_abr(src, abr, out, T::ZERO, T::add, T::row_sum);
             let n = abr.1;
             vectorize(Update { x: out, f: |v: T| v.div_count(n) });
         }
-        ReduceOp::Prod => reduce_abr(src, abr, out, T::ONE, T::mul),
-        ReduceOp::Max => reduce_abr(src, abr, out, T::LOWEST, T::max_nan),
-        ReduceOp::Min => reduce_abr(src, abr, out, T::HIGHEST, T::min_nan),
+        ReduceOp::Prod => reduce_abr(src, abr, out, T::ONE, T::mul, |x: &[T]| fold_lanes(x, T::ONE, T::mul)),
+        ReduceOp::Max => reduce_abr(src, abr, out, T::LOWEST, T::max_nan, T::row_max),
+        ReduceOp::Min => reduce_abr(src, abr, out, T::HIGHEST, T::min_nan, T::row_min),
         ReduceOp::Any | ReduceOp::All => bail!(dtype, "{} needs bool", f.name()),
     }
     Ok(())
@@ -218,8 +261,12 @@ pub(crate) fn reduce(f: ReduceOp, x: &Value, axes: &[usize], out: &Meta) -> Resu
             let mut buf = HostBuffer::for_elements::<u8>(n)?;
             let o = buf.as_mut_slice::<u8>();
             match f {
-                ReduceOp::Any => reduce_abr(src, (a, r, b), o, 0u8, |p: u8, q: u8| p | q),
-                ReduceOp::All => reduce_abr(src, (a, r, b), o, 1u8, |p: u8, q: u8| p & q),
+                ReduceOp::Any => {
+                    reduce_abr(src, (a, r, b), o, 0u8, |p: u8, q: u8| p | q, |x: &[u8]| fold_lanes(x, 0, |p, q| p | q))
+                }
+                ReduceOp::All => {
+                    reduce_abr(src, (a, r, b), o, 1u8, |p: u8, q: u8| p & q, |x: &[u8]| fold_lanes(x, 1, |p, q| p & q))
+                }
                 _ => bail!(dtype, "{} does not accept bool", f.name()),
             }
             Ok(Value::from_buffer(DType::Bool, out.shape.clone(), buf))
