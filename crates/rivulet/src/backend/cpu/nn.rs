@@ -29,7 +29,7 @@ impl Kernel for SoftmaxRow<'_> {
         let SoftmaxRow { x, o, log } = self;
         let m = fold_f32::max(x);
         for (d, &v) in o.iter_mut().zip(x) {
-            *d = math::exp(v - m);
+            *d = math::exp_nonpositive(v - m);
         }
         let s = fold_f32::sum(o);
         if log {
