@@ -205,7 +205,8 @@ mod tests {
             f32::NEG_INFINITY,
         ]);
         xs.push(f32::NAN);
-        let fs: [(&str, fn(f32) -> f32); 8] = [
+        type Case = (&'static str, fn(f32) -> f32);
+        let fs: [Case; 8] = [
             ("exp", exp),
             ("exp_nonpositive", |x| exp_nonpositive(-x.abs())),
             ("log", |x| log(x.abs())),

@@ -21,6 +21,9 @@ use rayon::prelude::*;
 
 /// Elements per partial result; partials are folded again in order.
 const BLOCK: usize = 1 << 14;
+/// Elements per parallel task of a reduction (they only read, so tasks can be
+/// larger than for elementwise work).
+const REDUCE_GRAIN: usize = 1 << 18;
 
 /// Numeric element types with the operations reductions need.
 pub(crate) trait Num: Element + PartialOrd {
@@ -150,7 +153,9 @@ fn fold_row_parallel<T: Copy + Send + Sync>(x: &[T], row: &(impl Fn(&[T]) -> T +
     if x.len() <= 2 * BLOCK {
         return fold_row(x, row);
     }
-    let partials: Vec<T> = x.par_chunks(BLOCK).map(row).collect();
+    // Several blocks per task: the blocks fix the order, the tasks only the
+    // scheduling, so the result does not change.
+    let partials: Vec<T> = x.par_chunks(BLOCK).with_min_len(16).map(row).collect();
     row(&partials)
 }
 
@@ -197,7 +202,7 @@ fn reduce_abr<T: Copy + Send + Sync>(
                 *o = fold_row(&src[i * r..(i + 1) * r], &row);
             }
         } else {
-            let rows_per_task = (GRAIN / r).max(1);
+            let rows_per_task = (REDUCE_GRAIN / r).max(1);
             out.par_chunks_mut(rows_per_task).enumerate().for_each(|(t, chunk)| {
                 for (k, o) in chunk.iter_mut().enumerate() {
                     let i = t * rows_per_task + k;
