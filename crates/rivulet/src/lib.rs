@@ -24,6 +24,7 @@
 //! # Ok::<(), rivulet::Error>(())
 //! ```
 
+pub mod autodiff;
 pub(crate) mod backend;
 pub mod error;
 pub mod graph;
@@ -32,11 +33,12 @@ pub mod ops;
 pub mod runtime;
 pub mod tensor;
 
+pub use autodiff::{gradients, GradientTape, Unconnected};
 pub use backend::cpu::simd_level;
 pub use error::{Error, ErrorKind, OpContext, Result};
 pub use graph::{Graph, Operation};
 pub use ops::creation::set_random_seed;
-pub use ops::{Axes, Ctx, Op};
+pub use ops::{Axes, Ctx, Op, Variable};
 pub use runtime::{Session, SessionOptions};
 pub use tensor::npy::{load_npy, read_npy, save_npy, write_npy};
 pub use tensor::storage::release_cached_memory;

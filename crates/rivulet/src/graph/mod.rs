@@ -60,9 +60,18 @@ impl Node {
     }
 }
 
+/// A variable of the graph: its node, its initializer, whether it trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VariableRecord {
+    pub node: NodeId,
+    pub initializer: NodeId,
+    pub trainable: bool,
+}
+
 #[derive(Default)]
 pub(crate) struct GraphState {
     pub nodes: Vec<Node>,
+    pub variables: Vec<VariableRecord>,
     names: FxHashMap<String, NodeId>,
     next_suffix: FxHashMap<String, usize>,
     scopes: Vec<String>,
@@ -451,6 +460,39 @@ impl Graph {
             .map(|(i, m)| Tensor::symbolic(self.clone(), id, i, m.dtype, m.shape))
             .collect();
         Ok((id, tensors))
+    }
+
+    pub(crate) fn register_variable(&self, node: NodeId, initializer: NodeId, trainable: bool) {
+        self.inner.state.write().variables.push(VariableRecord { node, initializer, trainable });
+    }
+
+    /// Every variable of the graph, in creation order.
+    pub fn variables(&self) -> Vec<crate::ops::Variable> {
+        let records = self.inner.state.read().variables.clone();
+        records
+            .iter()
+            .filter_map(|r| crate::ops::Variable::from_graph_node(self, r.node, r.initializer, r.trainable).ok())
+            .collect()
+    }
+
+    /// The variables optimizers train (TensorFlow's `trainable_variables`).
+    pub fn trainable_variables(&self) -> Vec<crate::ops::Variable> {
+        self.variables().into_iter().filter(|v| v.trainable()).collect()
+    }
+
+    /// One target that runs every variable's initializer.
+    #[track_caller]
+    pub fn global_variables_initializer(&self) -> Result<Operation> {
+        let inits: Vec<Operation> = self
+            .inner
+            .state
+            .read()
+            .variables
+            .iter()
+            .map(|r| Operation { graph: self.clone(), id: r.initializer })
+            .collect();
+        let refs: Vec<&Operation> = inits.iter().collect();
+        self.group(&refs)
     }
 
     /// Add a node built elsewhere (deserialization), checked.

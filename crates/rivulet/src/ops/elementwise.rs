@@ -414,3 +414,92 @@ impl std::ops::Neg for Tensor {
         neg(&self)
     }
 }
+
+/// Gradient of a unary op: `g` flows back through `y = f(x)`. `None` for
+/// ops without a gradient (logical ops, NaN tests).
+pub(crate) fn unary_grad(f: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+    use crate::backend::cpu::math::{SELU_ALPHA, SELU_SCALE};
+    use UnaryOp::*;
+    let zeros = || super::zeros_like(x);
+    Ok(Some(match f {
+        Neg => neg(g)?,
+        Abs => mul(g, &sign(x)?)?,
+        Sign | Floor | Ceil | Round => zeros()?,
+        Square => mul(g, &mul(x, 2.0)?)?,
+        Relu => select(&greater(x, 0.0)?, g, 0.0)?,
+        Relu6 => select(&logical_and(&greater(x, 0.0)?, &less(x, 6.0)?)?, g, 0.0)?,
+        Exp => mul(g, y)?,
+        Expm1 => mul(g, &add(y, 1.0)?)?,
+        Log => div(g, x)?,
+        Log1p => div(g, &add(x, 1.0)?)?,
+        Sqrt => div(&mul(g, 0.5)?, y)?,
+        // d/dx x^(-1/2) = -1/2 x^(-3/2) = -1/2 y^3
+        Rsqrt => mul(&mul(g, -0.5)?, &mul(y, &square(y)?)?)?,
+        Reciprocal => neg(&mul(g, &square(y)?)?)?,
+        Sin => mul(g, &cos(x)?)?,
+        Cos => neg(&mul(g, &sin(x)?)?)?,
+        Tan => mul(g, &add(&square(y)?, 1.0)?)?,
+        Tanh => mul(g, &sub(1.0, &square(y)?)?)?,
+        Sigmoid => mul(g, &mul(y, &sub(1.0, y)?)?)?,
+        Elu => select(&greater(x, 0.0)?, g, &mul(g, &add(y, 1.0)?)?)?,
+        // For x <= 0, y = scale * alpha * (e^x - 1), so dy/dx = y + scale * alpha.
+        Selu => select(&greater(x, 0.0)?, &mul(g, SELU_SCALE)?, &mul(g, &add(y, SELU_SCALE * SELU_ALPHA)?)?)?,
+        Gelu => {
+            // d/dx x Φ(x) = Φ(x) + x φ(x)
+            let cdf = mul(&add(&erf(&mul(x, std::f64::consts::FRAC_1_SQRT_2)?)?, 1.0)?, 0.5)?;
+            let pdf = mul(
+                &exp(&mul(&square(x)?, -0.5)?)?,
+                0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2,
+            )?;
+            mul(g, &add(&cdf, &mul(x, &pdf)?)?)?
+        }
+        Softplus => mul(g, &sigmoid(x)?)?,
+        Erf => mul(g, &mul(&exp(&neg(&square(x)?)?)?, std::f64::consts::FRAC_2_SQRT_PI)?)?,
+        LogicalNot | IsNan | IsFinite => return Ok(None),
+    }))
+}
+
+/// Gradient of a binary op with broadcasting: each side's gradient is
+/// summed back to that side's shape. `wants` says which sides are needed.
+pub(crate) fn binary_grad(
+    f: BinaryOp,
+    a: &Tensor,
+    b: &Tensor,
+    y: &Tensor,
+    g: &Tensor,
+    wants: [bool; 2],
+) -> Result<[Option<Tensor>; 2]> {
+    use super::movement::sum_to;
+    use BinaryOp::*;
+    let side = |want: bool, t: &dyn Fn() -> Result<Tensor>, like: &Tensor| -> Result<Option<Tensor>> {
+        if want {
+            Ok(Some(sum_to(&t()?, like)?))
+        } else {
+            Ok(None)
+        }
+    };
+    Ok(match f {
+        Add => [side(wants[0], &|| Ok(g.clone()), a)?, side(wants[1], &|| Ok(g.clone()), b)?],
+        Sub => [side(wants[0], &|| Ok(g.clone()), a)?, side(wants[1], &|| neg(g), b)?],
+        Mul => [side(wants[0], &|| mul(g, b), a)?, side(wants[1], &|| mul(g, a), b)?],
+        Div => [side(wants[0], &|| div(g, b), a)?, side(wants[1], &|| neg(&div(&mul(g, y)?, b)?), b)?],
+        FloorMod => [side(wants[0], &|| Ok(g.clone()), a)?, side(wants[1], &|| neg(&mul(g, &floor_div(a, b)?)?), b)?],
+        Pow => {
+            // d/da a^b = b a^(b-1); d/db a^b = a^b ln a (taken as 0 where a <= 0).
+            let da = || mul(g, &mul(b, &pow(a, &sub(b, 1.0)?)?)?);
+            let db = || {
+                let positive = greater(a, 0.0)?;
+                let safe_a = select(&positive, a, 1.0)?;
+                mul(g, &select(&positive, &mul(y, &log(&safe_a)?)?, 0.0)?)
+            };
+            [side(wants[0], &da, a)?, side(wants[1], &db, b)?]
+        }
+        Maximum | Minimum => {
+            let take_a = if f == Maximum { greater_equal(a, b)? } else { less_equal(a, b)? };
+            [side(wants[0], &|| select(&take_a, g, 0.0), a)?, side(wants[1], &|| select(&take_a, 0.0, g), b)?]
+        }
+        FloorDiv | Equal | NotEqual | Less | LessEqual | Greater | GreaterEqual | LogicalAnd | LogicalOr => {
+            [None, None]
+        }
+    })
+}

@@ -223,3 +223,33 @@ fn einsum_impl(equation: &str, operands: &[&Tensor]) -> Result<Tensor> {
     }
     permute_to(&c, &c_letters, &out)
 }
+
+/// Gradient of `c = op(a) @ op(b)` (op = optional transpose), summed back
+/// over broadcast batch dimensions.
+pub(crate) fn matmul_grad(
+    ta: bool,
+    tb: bool,
+    a: &Tensor,
+    b: &Tensor,
+    g: &Tensor,
+    wants: [bool; 2],
+) -> Result<[Option<Tensor>; 2]> {
+    use super::movement::sum_to;
+    let da = || -> Result<Tensor> {
+        match (ta, tb) {
+            (false, false) => matmul_t(g, b, false, true),
+            (false, true) => matmul_t(g, b, false, false),
+            (true, false) => matmul_t(b, g, false, true),
+            (true, true) => matmul_t(b, g, true, true),
+        }
+    };
+    let db = || -> Result<Tensor> {
+        match (ta, tb) {
+            (false, false) => matmul_t(a, g, true, false),
+            (false, true) => matmul_t(g, a, true, false),
+            (true, false) => matmul_t(a, g, false, false),
+            (true, true) => matmul_t(g, a, true, true),
+        }
+    };
+    Ok([if wants[0] { Some(sum_to(&da()?, a)?) } else { None }, if wants[1] { Some(sum_to(&db()?, b)?) } else { None }])
+}

@@ -11,6 +11,7 @@ pub mod linalg;
 pub mod movement;
 pub mod nn;
 pub mod reduce;
+pub mod variables;
 
 pub use creation::*;
 pub use elementwise::*;
@@ -18,6 +19,7 @@ pub use linalg::*;
 pub use movement::*;
 pub use nn::*;
 pub use reduce::*;
+pub use variables::*;
 
 use crate::error::{location_string, Error, OpContext, Result};
 use crate::graph::{self, Graph};
@@ -137,6 +139,34 @@ pub enum Op {
     LogSoftmax { axis: usize },
     /// The `k` largest entries along the last axis and their indices.
     TopK { k: usize, sorted: bool },
+
+    /// Sum the first input down to the shape of the second (the gradient of
+    /// broadcasting; the shape may be known only at run time).
+    SumTo,
+    /// Broadcast the first input to the shape of the second.
+    BroadcastLike,
+    /// Reshape the first input to the shape of the second.
+    ReshapeLike,
+    /// Number of elements of the input, as a scalar of `dtype`.
+    Size { dtype: DType },
+    /// Zeros shaped like the second input, with the first written into the
+    /// region `spec` selects (the gradient of slicing).
+    StridedSliceGrad { spec: Vec<movement::SliceItem> },
+    /// Zeros shaped like the third input (params), with the first added at
+    /// the positions the second (indices) gathers (the gradient of gather).
+    GatherGrad { axis: usize, batch_dims: usize },
+    /// Zeros shaped like the third input, with the first added at the
+    /// index vectors of the second (the gradient of gather_nd).
+    GatherNdGrad,
+    /// Split the first input along `axis` into pieces as long as each of
+    /// the other inputs is along it (the gradient of concat).
+    SplitLike { axis: usize },
+
+    /// A variable: state that persists across runs (in a session's store).
+    Variable { dtype: DType, shape: Shape },
+    /// Set (or add to, or subtract from) the variable that is the first
+    /// input; the output is the variable's new value.
+    Assign { f: variables::AssignOp },
 }
 
 /// A constant's value (a wrapper so that graphs can serialize it).
@@ -198,6 +228,16 @@ impl Op {
             Op::Softmax { .. } => "Softmax",
             Op::LogSoftmax { .. } => "LogSoftmax",
             Op::TopK { .. } => "TopKV2",
+            Op::SumTo => "SumTo",
+            Op::BroadcastLike => "BroadcastLike",
+            Op::ReshapeLike => "ReshapeLike",
+            Op::Size { .. } => "Size",
+            Op::StridedSliceGrad { .. } => "StridedSliceGrad",
+            Op::GatherGrad { .. } => "GatherGrad",
+            Op::GatherNdGrad => "GatherNdGrad",
+            Op::SplitLike { .. } => "SplitLike",
+            Op::Variable { .. } => "VariableV2",
+            Op::Assign { f } => f.type_name(),
         }
     }
 
@@ -239,16 +279,28 @@ impl Op {
             | Op::Linspace { .. }
             | Op::Eye { .. }
             | Op::Random { .. } => 0,
-            Op::Binary { .. } | Op::MatMul { .. } | Op::Gather { .. } | Op::GatherNd | Op::ScatterNd { .. } => 2,
+            Op::Variable { .. } => 0,
+            Op::Binary { .. }
+            | Op::MatMul { .. }
+            | Op::Gather { .. }
+            | Op::GatherNd
+            | Op::ScatterNd { .. }
+            | Op::SumTo
+            | Op::BroadcastLike
+            | Op::ReshapeLike
+            | Op::StridedSliceGrad { .. }
+            | Op::Assign { .. } => 2,
+            Op::GatherGrad { .. } | Op::GatherNdGrad => 3,
             Op::Select => 3,
-            Op::Concat { .. } => return None,
+            Op::Concat { .. } | Op::SplitLike { .. } => return None,
             _ => 1,
         })
     }
 
-    /// True for ops whose result depends on more than their inputs (random numbers).
+    /// True for ops whose result depends on more than their inputs (random
+    /// numbers, variables): never folded, merged or reordered.
     pub fn is_stateful(&self) -> bool {
-        matches!(self, Op::Random { .. })
+        matches!(self, Op::Random { .. } | Op::Variable { .. } | Op::Assign { .. })
     }
 
     /// Dtype and shape of every output, from those of the inputs. Runs when a
@@ -284,6 +336,8 @@ impl Op {
             | Op::Linspace { .. }
             | Op::Eye { .. }
             | Op::Random { .. } => creation::infer(self, inputs),
+            Op::Variable { dtype, shape } => one(Meta::new(*dtype, shape.clone())),
+            Op::Assign { f } => one(variables::infer_assign(*f, &inputs[0], &inputs[1])?),
             _ => movement::infer(self, inputs),
         }
     }
@@ -393,5 +447,85 @@ fn eager(op: &Op, inputs: &[&Tensor], location: &'static Location<'static>) -> R
     }
     let outputs = crate::backend::execute(op, &values, &crate::backend::KernelCtx::EAGER)
         .map_err(|e| e.with_context(|| context(op, None, inputs, location)))?;
-    Ok(outputs.into_iter().map(Tensor::from_value).collect())
+    let outputs: SmallVec<[Tensor; 1]> = outputs.into_iter().map(Tensor::from_value).collect();
+    crate::autodiff::tape::record(op, inputs, &outputs);
+    Ok(outputs)
+}
+
+impl Op {
+    /// Gradients with respect to each input, given the gradient flowing into
+    /// each output (`None`: zero). Written with the public ops, so it builds
+    /// nodes for symbolic tensors and computes values eagerly, and can itself
+    /// be differentiated. `wants[i]` says whether input `i` needs one; rules
+    /// may skip the others. `None` in the result means no gradient.
+    pub(crate) fn gradient(
+        &self,
+        inputs: &[Tensor],
+        outputs: &[Tensor],
+        grads: &[Option<Tensor>],
+        wants: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
+        let none = || vec![None; inputs.len()];
+        let Some(g) = grads.first().cloned().flatten().or_else(|| {
+            // Multi-output ops may only have gradients for later outputs.
+            if grads.iter().any(|g| g.is_some()) {
+                outputs.first().and_then(|y| zeros_like(y).ok())
+            } else {
+                None
+            }
+        }) else {
+            return Ok(none());
+        };
+        let want = |i: usize| wants.get(i).copied().unwrap_or(false);
+        Ok(match self {
+            Op::Identity => vec![Some(g)],
+            Op::StopGradient | Op::NoOp | Op::Assign { .. } | Op::FillLike { .. } | Op::ArgReduce { .. } => none(),
+            Op::Unary { f } => vec![elementwise::unary_grad(*f, &inputs[0], &outputs[0], &g)?],
+            Op::Binary { f } => {
+                elementwise::binary_grad(*f, &inputs[0], &inputs[1], &outputs[0], &g, [want(0), want(1)])?.to_vec()
+            }
+            Op::Select => {
+                let (c, a, b) = (&inputs[0], &inputs[1], &inputs[2]);
+                vec![
+                    None,
+                    if want(1) { Some(movement::sum_to(&select(c, &g, 0.0)?, a)?) } else { None },
+                    if want(2) { Some(movement::sum_to(&select(c, 0.0, &g)?, b)?) } else { None },
+                ]
+            }
+            Op::Cast { dtype } => {
+                let from = inputs[0].dtype();
+                if from.is_float() && dtype.is_float() {
+                    vec![Some(cast(&g, from)?)]
+                } else {
+                    none()
+                }
+            }
+            Op::Reduce { f, axes, keepdims } => {
+                vec![reduce::reduce_grad(*f, axes, *keepdims, &inputs[0], &outputs[0], &g)?]
+            }
+            Op::Scan { f, axis, exclusive, reverse } => {
+                vec![Some(reduce::scan_grad(*f, *axis, *exclusive, *reverse, &inputs[0], &outputs[0], &g)?)]
+            }
+            Op::MatMul { transpose_a, transpose_b } => {
+                linalg::matmul_grad(*transpose_a, *transpose_b, &inputs[0], &inputs[1], &g, [want(0), want(1)])?
+                    .to_vec()
+            }
+            Op::Softmax { axis } => vec![Some(nn::softmax_grad(false, *axis, &outputs[0], &g)?)],
+            Op::LogSoftmax { axis } => vec![Some(nn::softmax_grad(true, *axis, &outputs[0], &g)?)],
+            Op::TopK { .. } => {
+                let Some(gv) = grads[0].clone() else { return Ok(none()) };
+                let last = inputs[0].rank() - 1;
+                vec![Some(movement::gather_grad(&gv, &outputs[1], &inputs[0], last, last)?)]
+            }
+            Op::Const { .. }
+            | Op::Placeholder { .. }
+            | Op::Variable { .. }
+            | Op::Fill { .. }
+            | Op::Range { .. }
+            | Op::Linspace { .. }
+            | Op::Eye { .. }
+            | Op::Random { .. } => none(),
+            _ => movement::movement_grad(self, inputs, outputs, grads)?,
+        })
+    }
 }

@@ -143,11 +143,8 @@ pub(crate) fn resolve_strided(spec: &[SliceItem], dims: &[usize]) -> Result<Stri
                 }
                 let n = dims[dim];
                 if n == UNKNOWN {
-                    let trivially_all = start.is_none() && stop.is_none() && step == 1;
-                    if !trivially_all {
-                        bail!(shape, "slicing dimension {dim} of unknown size needs the full range ':'");
-                    }
-                    out.push(SliceDim::Input { dim, start: 0, step: 1, len: UNKNOWN });
+                    // Only inference sees unknown sizes; the kernel resolves the real range.
+                    out.push(SliceDim::Input { dim, start: 0, step, len: UNKNOWN });
                 } else {
                     let n = n as i64;
                     let norm = |v: i64| if v < 0 { v + n } else { v };
@@ -521,8 +518,142 @@ pub(crate) fn infer(op: &Op, inputs: &[Meta]) -> Result<Metas> {
             }
             one(Meta::new(*dtype, out))
         }
+        Op::SumTo => {
+            let (g, like) = (&inputs[0], &inputs[1]);
+            let b = broadcast_shapes(&like.shape, &g.shape)?;
+            if b.rank() != g.shape.rank() {
+                bail!(shape, "cannot sum {} down to {}", g.shape, like.shape);
+            }
+            one(Meta::new(g.dtype, like.shape.clone()))
+        }
+        Op::BroadcastLike => {
+            let (x, like) = (&inputs[0], &inputs[1]);
+            one(Meta::new(x.dtype, broadcast_shapes(&x.shape, &like.shape)?))
+        }
+        Op::ReshapeLike => {
+            let (x, like) = (&inputs[0], &inputs[1]);
+            if let (Some(a), Some(b)) = (x.shape.numel(), like.shape.numel()) {
+                if a != b {
+                    bail!(shape, "cannot reshape {} ({a} elements) like {} ({b} elements)", x.shape, like.shape);
+                }
+            }
+            one(Meta::new(x.dtype, like.shape.clone()))
+        }
+        Op::Size { dtype } => {
+            if !matches!(dtype, DType::I32 | DType::I64 | DType::F32 | DType::F64) {
+                bail!(dtype, "size can be i32, i64, f32 or f64, not {dtype}");
+            }
+            one(Meta::new(*dtype, Shape::scalar()))
+        }
+        Op::StridedSliceGrad { spec } => {
+            let (g, like) = (&inputs[0], &inputs[1]);
+            let (dims, _) = resolve_strided(spec, &like.shape)?;
+            if dims.len() != g.shape.rank() {
+                bail!(shape, "slice gradient of rank {} for a slice of rank {}", g.shape.rank(), dims.len());
+            }
+            one(Meta::new(g.dtype, like.shape.clone()))
+        }
+        Op::GatherGrad { .. } | Op::GatherNdGrad => {
+            let (g, i, like) = (&inputs[0], &inputs[1], &inputs[2]);
+            int_dtype("gather indices", i.dtype)?;
+            if !g.dtype.is_numeric() {
+                bail!(dtype, "gather gradient must be numeric, got {}", g.dtype);
+            }
+            one(Meta::new(g.dtype, like.shape.clone()))
+        }
+        Op::SplitLike { axis } => {
+            let g = &inputs[0];
+            if inputs.len() < 2 || *axis >= g.shape.rank() {
+                bail!(invalid, "split_like needs pieces and an axis within the rank of {}", g.shape);
+            }
+            let mut total = Some(0usize);
+            for like in &inputs[1..] {
+                if like.shape.rank() != g.shape.rank() {
+                    bail!(shape, "split_like piece {} has a different rank than {}", like.shape, g.shape);
+                }
+                total = match (total, like.shape[*axis]) {
+                    (Some(t), d) if d != UNKNOWN => t.checked_add(d),
+                    _ => None,
+                };
+            }
+            if let (Some(t), d) = (total, g.shape[*axis]) {
+                if d != UNKNOWN && d != t {
+                    bail!(shape, "pieces add up to {t} along axis {axis}, but {} has {d}", g.shape);
+                }
+            }
+            Ok(inputs[1..]
+                .iter()
+                .map(|like| {
+                    let mut dims = g.shape.to_vec();
+                    dims[*axis] = like.shape[*axis];
+                    Meta::new(g.dtype, Shape::from(dims))
+                })
+                .collect())
+        }
         other => bail!(unimplemented, "no shape inference for {}", other.type_name()),
     }
+}
+
+/// Sum `x` down to the shape of `like` (undoing a broadcast); `x` itself
+/// when the static shapes already agree.
+#[track_caller]
+pub fn sum_to(x: &Tensor, like: &Tensor) -> Result<Tensor> {
+    if x.shape() == like.shape() && x.shape().is_fully_known() {
+        return Ok(x.clone());
+    }
+    apply1(Op::SumTo, &[x, like])
+}
+
+/// Broadcast `x` to the shape of `like` (known perhaps only at run time).
+#[track_caller]
+pub fn broadcast_like(x: &Tensor, like: &Tensor) -> Result<Tensor> {
+    if x.shape() == like.shape() && x.shape().is_fully_known() {
+        return Ok(x.clone());
+    }
+    apply1(Op::BroadcastLike, &[x, like])
+}
+
+/// Reshape `x` to the shape of `like` (known perhaps only at run time).
+#[track_caller]
+pub fn reshape_like(x: &Tensor, like: &Tensor) -> Result<Tensor> {
+    if x.shape() == like.shape() && x.shape().is_fully_known() {
+        return Ok(x.clone());
+    }
+    apply1(Op::ReshapeLike, &[x, like])
+}
+
+/// Number of elements of `x` as a scalar of `dtype` (TensorFlow's `size`).
+#[track_caller]
+pub fn size(x: &Tensor, dtype: DType) -> Result<Tensor> {
+    apply1(Op::Size { dtype }, &[x])
+}
+
+#[track_caller]
+pub(crate) fn strided_slice_grad(g: &Tensor, like: &Tensor, spec: Vec<SliceItem>) -> Result<Tensor> {
+    apply1(Op::StridedSliceGrad { spec }, &[g, like])
+}
+
+#[track_caller]
+pub(crate) fn gather_grad(
+    g: &Tensor,
+    indices: &Tensor,
+    params: &Tensor,
+    axis: usize,
+    batch_dims: usize,
+) -> Result<Tensor> {
+    apply1(Op::GatherGrad { axis, batch_dims }, &[g, indices, params])
+}
+
+#[track_caller]
+pub(crate) fn gather_nd_grad(g: &Tensor, indices: &Tensor, params: &Tensor) -> Result<Tensor> {
+    apply1(Op::GatherNdGrad, &[g, indices, params])
+}
+
+#[track_caller]
+pub(crate) fn split_like(g: &Tensor, likes: &[Tensor], axis: usize) -> Result<Vec<Tensor>> {
+    let mut inputs: Vec<&Tensor> = vec![g];
+    inputs.extend(likes.iter());
+    Ok(apply(Op::SplitLike { axis }, &inputs)?.into_vec())
 }
 
 /// Same elements, new shape; one entry may be `-1` (inferred).
@@ -716,4 +847,148 @@ pub fn identity(x: &Tensor) -> Result<Tensor> {
 #[track_caller]
 pub fn stop_gradient(x: &Tensor) -> Result<Tensor> {
     apply1(Op::StopGradient, &[x])
+}
+
+/// Zeros for the outputs nobody differentiated (multi-output ops).
+fn grads_or_zeros(grads: &[Option<Tensor>], outputs: &[Tensor]) -> Result<Vec<Tensor>> {
+    grads
+        .iter()
+        .zip(outputs)
+        .map(|(g, y)| match g {
+            Some(g) => Ok(g.clone()),
+            None => super::zeros_like(y),
+        })
+        .collect()
+}
+
+/// The spec that a `Slice { begin, size }` selects.
+fn slice_spec(begin: &[usize], size: &[i64]) -> Vec<SliceItem> {
+    begin
+        .iter()
+        .zip(size)
+        .map(|(&b, &s)| SliceItem::Range {
+            start: Some(b as i64),
+            stop: if s < 0 { None } else { Some(b as i64 + s) },
+            step: 1,
+        })
+        .collect()
+}
+
+/// Gradients of the movement ops. `grads[i]` flows into output `i`.
+pub(crate) fn movement_grad(
+    op: &Op,
+    inputs: &[Tensor],
+    outputs: &[Tensor],
+    grads: &[Option<Tensor>],
+) -> Result<Vec<Option<Tensor>>> {
+    let x = &inputs[0];
+    let g = || grads[0].clone().ok_or_else(|| Error::invalid("missing output gradient"));
+    let static_dims = |what: &str| -> Result<Vec<usize>> {
+        if !x.shape().is_fully_known() {
+            bail!(unimplemented, "the gradient of {what} needs a fully known input shape, got {}", x.shape());
+        }
+        Ok(x.shape().to_vec())
+    };
+    Ok(match op {
+        Op::Reshape { .. } | Op::Squeeze { .. } | Op::ReshapeLike => {
+            let mut v = vec![Some(reshape_like(&g()?, x)?)];
+            v.resize(inputs.len(), None);
+            v
+        }
+        Op::Transpose { perm } => {
+            let mut inverse = vec![0; perm.len()];
+            for (i, &p) in perm.iter().enumerate() {
+                inverse[p] = i;
+            }
+            vec![Some(transpose(&g()?, &inverse)?)]
+        }
+        Op::ExpandDims { axis } => vec![Some(squeeze(&g()?, &[*axis as i64])?)],
+        Op::BroadcastTo { .. } => vec![Some(sum_to(&g()?, x)?)],
+        Op::BroadcastLike => vec![Some(sum_to(&g()?, x)?), None],
+        Op::SumTo => vec![Some(broadcast_like(&g()?, x)?), None],
+        Op::Concat { axis } => split_like(&g()?, inputs, *axis)?.into_iter().map(Some).collect(),
+        Op::SplitLike { axis } => {
+            let pieces = grads_or_zeros(grads, outputs)?;
+            let refs: Vec<&Tensor> = pieces.iter().collect();
+            let mut v = vec![Some(concat(&refs, *axis as i64)?)];
+            v.resize(inputs.len(), None);
+            v
+        }
+        Op::Split { axis, .. } => {
+            let pieces = grads_or_zeros(grads, outputs)?;
+            let refs: Vec<&Tensor> = pieces.iter().collect();
+            vec![Some(concat(&refs, *axis as i64)?)]
+        }
+        Op::Unstack { axis, .. } => {
+            let pieces = grads_or_zeros(grads, outputs)?;
+            let refs: Vec<&Tensor> = pieces.iter().collect();
+            vec![Some(stack(&refs, *axis as i64)?)]
+        }
+        Op::Slice { begin, size } => vec![Some(strided_slice_grad(&g()?, x, slice_spec(begin, size))?)],
+        Op::StridedSlice { spec } => vec![Some(strided_slice_grad(&g()?, x, spec.clone())?)],
+        Op::StridedSliceGrad { spec } => vec![Some(strided_slice(&g()?, spec)?), None],
+        Op::Gather { axis, batch_dims } => vec![Some(gather_grad(&g()?, &inputs[1], x, *axis, *batch_dims)?), None],
+        Op::GatherGrad { axis, batch_dims } => {
+            vec![Some(gather(&g()?, &inputs[1], *axis as i64, *batch_dims)?), None, None]
+        }
+        Op::GatherNd => vec![Some(gather_nd_grad(&g()?, &inputs[1], x)?), None],
+        Op::GatherNdGrad => vec![Some(gather_nd(&g()?, &inputs[1])?), None, None],
+        Op::ScatterNd { .. } => vec![None, Some(gather_nd(&g()?, x)?)],
+        Op::Tile { multiples } => {
+            // Sum the copies: view g as [m0, d0, m1, d1, ...] and reduce the m axes.
+            let dims = static_dims("tile")?;
+            let mut split_dims = Vec::with_capacity(2 * dims.len());
+            for (&d, &m) in dims.iter().zip(multiples) {
+                split_dims.push(m as i64);
+                split_dims.push(d as i64);
+            }
+            let axes: Vec<i64> = (0..dims.len()).map(|i| 2 * i as i64).collect();
+            vec![Some(reshape_like(&super::sum(&reshape(&g()?, &split_dims)?, axes, false)?, x)?)]
+        }
+        Op::Pad { paddings, mode, .. } => {
+            let g = g()?;
+            match mode {
+                PadMode::Constant => {
+                    let spec = paddings
+                        .iter()
+                        .map(|&(b, a)| SliceItem::Range {
+                            start: Some(b as i64),
+                            stop: if a == 0 { None } else { Some(-(a as i64)) },
+                            step: 1,
+                        })
+                        .collect::<Vec<_>>();
+                    vec![Some(strided_slice(&g, &spec)?)]
+                }
+                PadMode::Reflect | PadMode::Symmetric => {
+                    let dims = static_dims("reflect/symmetric pad")?;
+                    let shift = if *mode == PadMode::Reflect { 1 } else { 0 };
+                    // Undo the padding one dimension at a time, last first: fold
+                    // the mirrored borders back onto the elements they copy.
+                    let mut cur = g;
+                    for (axis, &(before, after)) in paddings.iter().enumerate().rev() {
+                        if before == 0 && after == 0 {
+                            continue;
+                        }
+                        let n = dims[axis];
+                        let parts = split_sizes(&cur, &[before as i64, n as i64, after as i64], axis as i64)?;
+                        let mut pads = vec![(0usize, 0usize); cur.rank()];
+                        let mut mid = parts[1].clone();
+                        if before > 0 {
+                            pads[axis] = (shift, n - shift - before);
+                            mid = (mid + pad(&reverse(&parts[0], &[axis as i64])?, &pads, PadMode::Constant, 0)?)?;
+                        }
+                        if after > 0 {
+                            pads[axis] = (n - shift - after, shift);
+                            mid = (mid + pad(&reverse(&parts[2], &[axis as i64])?, &pads, PadMode::Constant, 0)?)?;
+                        }
+                        cur = mid;
+                    }
+                    vec![Some(cur)]
+                }
+            }
+        }
+        Op::Reverse { axes } => vec![Some(reverse(&g()?, &axes.iter().map(|&a| a as i64).collect::<Vec<_>>())?)],
+        Op::OneHot { .. } | Op::Size { .. } => vec![None],
+        other => bail!(unimplemented, "no gradient rule for {}", other.type_name()),
+    })
 }

@@ -77,3 +77,15 @@ pub fn top_k(x: &Tensor, k: usize) -> Result<(Tensor, Tensor)> {
         _ => bail!(graph, "top_k produced no outputs"),
     }
 }
+
+/// Gradient of softmax / log-softmax along `axis`, from its output `y`.
+pub(crate) fn softmax_grad(log: bool, axis: usize, y: &Tensor, g: &Tensor) -> Result<Tensor> {
+    let axis = axis as i64;
+    if log {
+        // d/dx (x - logsumexp x) applied to g: g - softmax(x) * sum(g)
+        ew::sub(g, &ew::mul(&ew::exp(y)?, &reduce::sum(g, axis, true)?)?)
+    } else {
+        // y * (g - sum(g * y))
+        ew::mul(y, &ew::sub(g, &reduce::sum(&ew::mul(g, y)?, axis, true)?)?)
+    }
+}

@@ -304,3 +304,81 @@ pub fn variance(x: &Tensor, axes: impl Into<Axes>, keepdims: bool) -> Result<Ten
 pub fn std_dev(x: &Tensor, axes: impl Into<Axes>, keepdims: bool) -> Result<Tensor> {
     ew::sqrt(&variance(x, axes, keepdims)?)
 }
+
+/// `g` (the gradient of a reduction over `axes`) with the reduced axes
+/// restored as size 1, so that it broadcasts against the input.
+pub(crate) fn restore_axes(g: &Tensor, axes: &[usize], keepdims: bool) -> Result<Tensor> {
+    if keepdims {
+        return Ok(g.clone());
+    }
+    let mut t = g.clone();
+    for &a in axes {
+        t = super::movement::expand_dims(&t, a as i64)?;
+    }
+    Ok(t)
+}
+
+/// Gradient of a reduction `y = f(x, axes)`.
+pub(crate) fn reduce_grad(
+    f: ReduceOp,
+    axes: &[usize],
+    keepdims: bool,
+    x: &Tensor,
+    y: &Tensor,
+    g: &Tensor,
+) -> Result<Option<Tensor>> {
+    use super::movement::broadcast_like;
+    let gk = restore_axes(g, axes, keepdims)?;
+    Ok(Some(match f {
+        ReduceOp::Sum => broadcast_like(&gk, x)?,
+        ReduceOp::Mean => {
+            let count = match (x.shape().numel(), y.shape().numel()) {
+                (Some(nx), Some(ny)) if ny > 0 => Tensor::scalar_of((nx / ny) as f64, x.dtype()),
+                _ => ew::div(&super::movement::size(x, x.dtype())?, &super::movement::size(y, x.dtype())?)?,
+            };
+            ew::div(&broadcast_like(&gk, x)?, &count)?
+        }
+        ReduceOp::Max | ReduceOp::Min => {
+            // Split the gradient evenly between tied extremes, as TensorFlow does.
+            let yk = restore_axes(y, axes, keepdims)?;
+            let hit = ew::cast(&ew::equal(x, &broadcast_like(&yk, x)?)?, x.dtype())?;
+            let ties = sum(&hit, axes.iter().map(|&a| a as i64).collect::<Vec<_>>(), true)?;
+            ew::mul(&broadcast_like(&ew::div(&gk, &ties)?, x)?, &hit)?
+        }
+        ReduceOp::Prod => {
+            // One axis at a time: the product of everything but the element
+            // itself is (exclusive cumprod) * (reverse exclusive cumprod).
+            let mut stages = vec![x.clone()];
+            for &a in axes {
+                let last = stages.last().cloned().unwrap_or_else(|| x.clone());
+                stages.push(prod(&last, a as i64, true)?);
+            }
+            let mut grad = gk;
+            for (i, &a) in axes.iter().enumerate().rev() {
+                let input = &stages[i];
+                let left = cumprod(input, a as i64, true, false)?;
+                let right = cumprod(input, a as i64, true, true)?;
+                grad = ew::mul(&broadcast_like(&grad, input)?, &ew::mul(&left, &right)?)?;
+            }
+            grad
+        }
+        ReduceOp::Any | ReduceOp::All => return Ok(None),
+    }))
+}
+
+/// Gradient of a scan `y = cumsum/cumprod(x)`.
+pub(crate) fn scan_grad(
+    f: ScanOp,
+    axis: usize,
+    exclusive: bool,
+    reverse: bool,
+    x: &Tensor,
+    y: &Tensor,
+    g: &Tensor,
+) -> Result<Tensor> {
+    match f {
+        ScanOp::Cumsum => cumsum(g, axis as i64, exclusive, !reverse),
+        // As TensorFlow: divides by x, so zeros in x give non-finite gradients.
+        ScanOp::Cumprod => ew::div(&cumsum(&ew::mul(g, y)?, axis as i64, exclusive, !reverse)?, x),
+    }
+}

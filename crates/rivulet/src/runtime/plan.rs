@@ -17,14 +17,36 @@ use std::sync::Arc;
 /// Index of a value slot in a run.
 pub(crate) type Slot = u32;
 
+/// What a step does besides running a kernel.
+pub(crate) enum Stateful {
+    /// An ordinary op.
+    No,
+    /// Read a variable from the session's store.
+    Read { var: NodeId, name: String },
+    /// Update a variable in the store with the step's one data input.
+    Assign { f: crate::ops::AssignOp, var: NodeId, name: String },
+}
+
+/// The data inputs of a node: an assignment's first input is the variable
+/// it targets, not a value it reads.
+pub(crate) fn data_inputs(node: &crate::graph::Node) -> &[Edge] {
+    match node.op {
+        Op::Assign { .. } => &node.inputs[1..],
+        _ => &node.inputs,
+    }
+}
+
 /// One node to execute.
 pub(crate) struct Step {
+    pub stateful: Stateful,
     pub op: Op,
     pub inputs: SmallVec<[Slot; 4]>,
     /// Slot for each output, `None` when nothing reads it.
     pub outputs: SmallVec<[Option<Slot>; 1]>,
-    /// Slots whose last reader is this step (freed right after it).
+    /// Slots whose last reader is this step (freed right after it, sequential runs).
     pub frees: SmallVec<[Slot; 2]>,
+    /// Each input slot once (parallel runs count readers down per slot).
+    pub reads: SmallVec<[Slot; 4]>,
     /// Steps that wait for this one (data or control), for the parallel executor.
     pub dependents: SmallVec<[u32; 4]>,
     /// How many steps this one waits for.
@@ -46,6 +68,9 @@ pub(crate) struct Plan {
     pub fetches: Vec<Slot>,
     /// Run independent steps on several threads.
     pub parallel: bool,
+    /// Per slot: how many steps read it, and whether it is fetched (never freed).
+    pub readers: Vec<u32>,
+    pub fetched: Vec<bool>,
 }
 
 /// Elements above which independent nodes are worth running in parallel.
@@ -59,6 +84,18 @@ pub(crate) fn compile(
     random_counter: &mut dyn FnMut(NodeId) -> Arc<AtomicU64>,
     inter_op: bool,
 ) -> Result<Plan> {
+    for node in &g.nodes {
+        if let Op::Assign { .. } = node.op {
+            let target = &g.nodes[node.inputs[0].node];
+            if !matches!(target.op, Op::Variable { .. }) {
+                return Err(Error::invalid(format!(
+                    "'{}' assigns to '{}', which is not a variable",
+                    node.name, target.name
+                ))
+                .with_context(|| node.context()));
+            }
+        }
+    }
     let n = g.nodes.len();
     let fed: FxHashMap<Edge, usize> = feeds.iter().enumerate().map(|(i, e)| (*e, i)).collect();
     // A node all of whose outputs are fed never runs: a control dependency on it is satisfied.
@@ -80,7 +117,7 @@ pub(crate) fn compile(
             continue;
         }
         let node = &g.nodes[id];
-        for e in &node.inputs {
+        for e in data_inputs(node) {
             if !fed.contains_key(e) && !needed[e.node] {
                 stack.push(e.node);
             }
@@ -116,7 +153,7 @@ pub(crate) fn compile(
     let order: Vec<NodeId> = (0..n).filter(|&i| needed[i]).collect();
     let mut read: FxHashMap<Edge, ()> = FxHashMap::default();
     for &id in &order {
-        for e in &g.nodes[id].inputs {
+        for e in data_inputs(&g.nodes[id]) {
             read.insert(*e, ());
         }
     }
@@ -139,7 +176,15 @@ pub(crate) fn compile(
         .iter()
         .map(|&id| {
             let node = &g.nodes[id];
-            let inputs = node.inputs.iter().map(|e| slot_of[e]).collect();
+            let inputs: SmallVec<[Slot; 4]> = data_inputs(node).iter().map(|e| slot_of[e]).collect();
+            let stateful = match &node.op {
+                Op::Variable { .. } => Stateful::Read { var: id, name: node.name.clone() },
+                Op::Assign { f } => {
+                    let var = node.inputs[0].node;
+                    Stateful::Assign { f: *f, var, name: g.nodes[var].name.clone() }
+                }
+                _ => Stateful::No,
+            };
             // A fed output keeps its fed value: the node runs for its other outputs only.
             let outputs = (0..node.outputs.len())
                 .map(|index| {
@@ -152,8 +197,13 @@ pub(crate) fn compile(
                 })
                 .collect();
             let work = node.outputs.iter().map(|m| m.shape.numel().unwrap_or(PARALLEL_WORK)).sum();
+            let mut reads: SmallVec<[Slot; 4]> = SmallVec::clone(&inputs);
+            reads.sort_unstable();
+            reads.dedup();
             Step {
+                stateful,
                 op: node.op.clone(),
+                reads,
                 inputs,
                 outputs,
                 frees: SmallVec::new(),
@@ -188,7 +238,7 @@ pub(crate) fn compile(
     for (i, &id) in order.iter().enumerate() {
         let node = &g.nodes[id];
         let mut ds: SmallVec<[u32; 4]> = SmallVec::new();
-        for e in &node.inputs {
+        for e in data_inputs(node) {
             if let Some(&p) = step_of.get(&e.node) {
                 if !fed.contains_key(e) {
                     ds.push(p);
@@ -221,5 +271,15 @@ pub(crate) fn compile(
         w.1 += st.work;
     }
     let parallel = inter_op && width.values().any(|&(count, work)| count > 1 && work >= PARALLEL_WORK);
-    Ok(Plan { steps, num_slots, feeds: feeds_out, fetches: fetched, parallel })
+    let mut readers = vec![0u32; num_slots];
+    for st in &steps {
+        for &s in &st.reads {
+            readers[s as usize] += 1;
+        }
+    }
+    let mut is_fetched = vec![false; num_slots];
+    for &s in &fetched {
+        is_fetched[s as usize] = true;
+    }
+    Ok(Plan { steps, num_slots, feeds: feeds_out, fetches: fetched, parallel, readers, fetched: is_fetched })
 }

@@ -6,10 +6,11 @@
 //! independent heavy branches run them concurrently on the shared pool.
 //! A `Session` is `Send + Sync`: many threads may run it at once.
 
-use super::plan::{compile, Plan, Slot, Step};
+use super::plan::{compile, Plan, Slot, Stateful, Step};
 use crate::backend::{self, KernelCtx};
 use crate::error::{Error, Result};
 use crate::graph::{Edge, Graph, NodeId, Operation};
+use crate::ops::{AssignOp, BinaryOp, Op, Variable};
 use crate::tensor::{Repr, Tensor, Value};
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
@@ -38,6 +39,7 @@ pub struct Session {
     options: SessionOptions,
     plans: RwLock<FxHashMap<PlanKey, Arc<Plan>>>,
     random_counters: Mutex<FxHashMap<NodeId, Arc<AtomicU64>>>,
+    variables: RwLock<FxHashMap<NodeId, Value>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -71,7 +73,52 @@ impl Session {
             options,
             plans: RwLock::new(FxHashMap::default()),
             random_counters: Mutex::new(FxHashMap::default()),
+            variables: RwLock::new(FxHashMap::default()),
         }
+    }
+
+    /// Run `targets` for their effect (initializers, training steps).
+    pub fn run_targets(&self, targets: &[&Operation]) -> Result<()> {
+        self.run_with_targets(&[], &[], targets).map(drop)
+    }
+
+    fn graph_variable(&self, var: &Variable) -> Result<NodeId> {
+        match (var.graph(), var.node()) {
+            (Some(g), Some(node)) if g.same_as(&self.graph) => Ok(node),
+            _ => Err(Error::graph(format!("variable '{}' is not a variable of this session's graph", var.name()))),
+        }
+    }
+
+    /// The current value of a graph variable in this session.
+    pub fn variable_value(&self, var: &Variable) -> Result<Tensor> {
+        let node = self.graph_variable(var)?;
+        match self.variables.read().get(&node) {
+            Some(v) => Ok(Tensor::from_value(v.clone())),
+            None => Err(uninitialized(var.name())),
+        }
+    }
+
+    /// Set a graph variable's value in this session (restoring checkpoints).
+    pub fn set_variable_value(&self, var: &Variable, value: &Tensor) -> Result<()> {
+        let node = self.graph_variable(var)?;
+        let v = value.value()?;
+        if v.dtype != var.dtype() || v.shape() != var.shape() {
+            return Err(Error::shape(format!(
+                "variable '{}' is {}{}, the value is {}{}",
+                var.name(),
+                var.dtype(),
+                var.shape(),
+                v.dtype,
+                v.shape()
+            )));
+        }
+        self.variables.write().insert(node, v.clone());
+        Ok(())
+    }
+
+    /// Whether a graph variable has a value in this session.
+    pub fn is_initialized(&self, var: &Variable) -> bool {
+        self.graph_variable(var).is_ok_and(|n| self.variables.read().contains_key(&n))
     }
 
     /// The session's graph.
@@ -138,7 +185,12 @@ impl Session {
             }
             values.push(value);
         }
-        let out = if plan.parallel { execute_parallel(&plan, &values)? } else { execute_sequential(&plan, &values)? };
+        let store = &self.variables;
+        let out = if plan.parallel {
+            execute_parallel(&plan, &values, store)?
+        } else {
+            execute_sequential(&plan, &values, store)?
+        };
         Ok(out.into_iter().map(Tensor::from_value).collect())
     }
 
@@ -169,9 +221,25 @@ fn kernel_ctx(step: &Step) -> KernelCtx {
     }
 }
 
-fn run_step(step: &Step, inputs: &[&Value]) -> Result<SmallVec<[Value; 1]>> {
-    let ctx = kernel_ctx(step);
-    backend::execute(&step.op, inputs, &ctx).map_err(|e| {
+/// The variables of one session.
+type Store = RwLock<FxHashMap<NodeId, Value>>;
+
+fn uninitialized(name: &str) -> Error {
+    Error::precondition(format!(
+        "variable '{name}' is not initialized: run its initializer (graph.global_variables_initializer()) first"
+    ))
+}
+
+fn run_step(step: &Step, inputs: &[&Value], store: &Store) -> Result<SmallVec<[Value; 1]>> {
+    let result = match &step.stateful {
+        Stateful::No => backend::execute(&step.op, inputs, &kernel_ctx(step)),
+        Stateful::Read { var, name } => match store.read().get(var) {
+            Some(v) => Ok(smallvec::smallvec![v.clone()]),
+            None => Err(uninitialized(name)),
+        },
+        Stateful::Assign { f, var, name } => assign(*f, *var, name, inputs[0], store),
+    };
+    result.map_err(|e| {
         e.with_context(|| {
             let mut c = step.context.clone();
             c.inputs = inputs.iter().map(|v| format!("{}{}", v.dtype, v.shape())).collect();
@@ -180,7 +248,32 @@ fn run_step(step: &Step, inputs: &[&Value]) -> Result<SmallVec<[Value; 1]>> {
     })
 }
 
-fn execute_sequential(plan: &Plan, feeds: &[&Value]) -> Result<Vec<Value>> {
+/// Update a variable; the output is its new value.
+fn assign(f: AssignOp, var: NodeId, name: &str, value: &Value, store: &Store) -> Result<SmallVec<[Value; 1]>> {
+    let mut vars = store.write();
+    let new = match f {
+        AssignOp::Assign => value.clone(),
+        AssignOp::AssignAdd | AssignOp::AssignSub => {
+            let current = vars.get(&var).ok_or_else(|| uninitialized(name))?;
+            let op = Op::Binary { f: if f == AssignOp::AssignAdd { BinaryOp::Add } else { BinaryOp::Sub } };
+            let mut out = backend::execute(&op, &[current, value], &KernelCtx::EAGER)?;
+            out.swap_remove(0)
+        }
+    };
+    if let Some(old) = vars.get(&var) {
+        if old.shape() != new.shape() {
+            return Err(Error::shape(format!(
+                "assigning shape {} to variable '{name}' of shape {}",
+                new.shape(),
+                old.shape()
+            )));
+        }
+    }
+    vars.insert(var, new.clone());
+    Ok(smallvec::smallvec![new])
+}
+
+fn execute_sequential(plan: &Plan, feeds: &[&Value], store: &Store) -> Result<Vec<Value>> {
     let mut slots: SmallVec<[Option<Value>; 8]> = SmallVec::from_elem(None, plan.num_slots);
     for (i, v) in feeds.iter().enumerate() {
         slots[plan.feeds[i].0 as usize] = Some((*v).clone());
@@ -197,7 +290,7 @@ fn execute_sequential(plan: &Plan, feeds: &[&Value]) -> Result<Vec<Value>> {
                     }
                 }
             }
-            run_step(step, &inputs)?
+            run_step(step, &inputs, store)?
         };
         for (slot, v) in step.outputs.iter().zip(outputs) {
             if let Some(s) = slot {
@@ -218,7 +311,10 @@ fn collect(plan: &Plan, mut get: impl FnMut(Slot) -> Option<Value>) -> Result<Ve
 /// Shared state of a parallel run.
 struct Run<'p> {
     plan: &'p Plan,
+    store: &'p Store,
     slots: Vec<Mutex<Option<Value>>>,
+    /// Readers still to run, per slot: the slot is freed when it reaches 0.
+    readers: Vec<AtomicU32>,
     pending: Vec<AtomicU32>,
     failed: AtomicBool,
     error: Mutex<Option<Error>>,
@@ -239,7 +335,7 @@ impl<'p> Run<'p> {
                         step.inputs.iter().map(|&s| self.slots[s as usize].lock().clone()).collect();
                     let inputs: Option<SmallVec<[&Value; 4]>> = held.iter().map(|v| v.as_ref()).collect();
                     match inputs {
-                        Some(inputs) => run_step(step, &inputs),
+                        Some(inputs) => run_step(step, &inputs, self.store),
                         None => Err(Error::graph("internal: an input was freed before use")
                             .with_context(|| step.context.clone())),
                     }
@@ -257,8 +353,11 @@ impl<'p> Run<'p> {
                     *self.slots[*s as usize].lock() = Some(v);
                 }
             }
-            for &s in &step.frees {
-                *self.slots[s as usize].lock() = None;
+            // Steps finish in any order here: free a slot when its last reader is done.
+            for &s in &step.reads {
+                if self.readers[s as usize].fetch_sub(1, Ordering::AcqRel) == 1 && !self.plan.fetched[s as usize] {
+                    *self.slots[s as usize].lock() = None;
+                }
             }
             let mut next = None;
             for &d in &step.dependents {
@@ -279,10 +378,12 @@ impl<'p> Run<'p> {
     }
 }
 
-fn execute_parallel(plan: &Plan, feeds: &[&Value]) -> Result<Vec<Value>> {
+fn execute_parallel(plan: &Plan, feeds: &[&Value], store: &Store) -> Result<Vec<Value>> {
     let run = Run {
         plan,
+        store,
         slots: (0..plan.num_slots).map(|_| Mutex::new(None)).collect(),
+        readers: plan.readers.iter().map(|&n| AtomicU32::new(n)).collect(),
         pending: plan.steps.iter().map(|s| AtomicU32::new(s.num_deps)).collect(),
         failed: AtomicBool::new(false),
         error: Mutex::new(None),

@@ -67,6 +67,22 @@ pub(crate) fn execute(op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx
         Op::Random { dist, shape, dtype, seed } => creation::random(dist, shape, *dtype, *seed, ctx.random_stream)?,
         Op::Softmax { axis } => nn::softmax(x(), *axis, false)?,
         Op::LogSoftmax { axis } => nn::softmax(x(), *axis, true)?,
+        Op::SumTo => movement::sum_to(x(), out())?,
+        Op::BroadcastLike => movement::broadcast_to(x(), &out().shape)?,
+        Op::ReshapeLike => {
+            let spec: Vec<i64> = out().shape.iter().map(|&d| d as i64).collect();
+            movement::reshape(x(), &spec)?
+        }
+        Op::Size { dtype } => creation::fill(&crate::tensor::Shape::scalar(), (x().numel() as i64).into(), *dtype)?,
+        Op::StridedSliceGrad { spec } => movement::strided_slice_grad(x(), spec, out())?,
+        Op::GatherGrad { axis, batch_dims } => movement::gather_grad(inputs[0], inputs[1], *axis, *batch_dims, out())?,
+        Op::GatherNdGrad => movement::scatter_nd(inputs[1], inputs[0], out())?,
+        Op::SplitLike { axis } => return Ok(movement::split_like(x(), &inputs[1..], *axis)?.into()),
+        Op::Variable { .. } | Op::Assign { .. } => {
+            return Err(Error::precondition(
+                "variables live in a Session (graph mode) or an eager Variable; this op cannot run on its own",
+            ));
+        }
         Op::TopK { k, .. } => {
             let (v, i) = nn::top_k(x(), *k)?;
             return Ok(smallvec![v, i]);

@@ -109,10 +109,15 @@ pub(crate) fn unstack(x: &Value, axis: usize, num: usize) -> Vec<Value> {
 }
 
 pub(crate) fn strided_slice(x: &Value, spec: &[crate::ops::movement::SliceItem]) -> Result<Value> {
-    let (dims, fixed) = resolve_strided(spec, x.shape())?;
-    let mut offset = x.layout.offset as isize;
+    Ok(x.view(strided_layout(&x.layout, spec)?))
+}
+
+/// The layout of `l` indexed by `spec` (a view of the same buffer).
+fn strided_layout(l: &Layout, spec: &[crate::ops::movement::SliceItem]) -> Result<Layout> {
+    let (dims, fixed) = resolve_strided(spec, l.shape())?;
+    let mut offset = l.offset as isize;
     for &(d, i) in &fixed {
-        offset += i as isize * x.layout.strides[d];
+        offset += i as isize * l.strides[d];
     }
     let mut shape = Vec::with_capacity(dims.len());
     let mut strides = Strides::new();
@@ -124,17 +129,17 @@ pub(crate) fn strided_slice(x: &Value, spec: &[crate::ops::movement::SliceItem])
             }
             SliceDim::Input { dim, start, step, len } => {
                 if len > 0 {
-                    offset += start as isize * x.layout.strides[dim];
+                    offset += start as isize * l.strides[dim];
                 }
                 shape.push(len);
                 // With at most one element the step never applies (and may be huge).
-                strides.push(if len <= 1 { 0 } else { x.layout.strides[dim] * step as isize });
+                strides.push(if len <= 1 { 0 } else { l.strides[dim] * step as isize });
             }
         }
     }
     let empty = shape.contains(&0);
-    let offset = if empty { x.layout.offset } else { offset as usize };
-    Ok(x.view(Layout { shape: Shape::from(shape), strides, offset }))
+    let offset = if empty { l.offset } else { offset as usize };
+    Ok(Layout { shape: Shape::from(shape), strides, offset })
 }
 
 pub(crate) fn reverse(x: &Value, axes: &[usize]) -> Value {
@@ -416,4 +421,95 @@ pub(crate) fn one_hot(
         }
         Ok(Value::from_buffer(T::DTYPE, out.shape.clone(), buf))
     })
+}
+
+/// Sum `g` down to `out`'s shape (undoing NumPy broadcasting).
+pub(crate) fn sum_to(g: &Value, out: &Meta) -> Result<Value> {
+    let (gr, lr) = (g.shape().rank(), out.shape.rank());
+    let lead = gr - lr;
+    let axes: Vec<usize> = (0..gr).filter(|&d| d < lead || (out.shape[d - lead] == 1 && g.shape()[d] != 1)).collect();
+    let summed = if axes.is_empty() {
+        g.clone()
+    } else {
+        let keep = crate::ops::reduce::reduced_shape(g.shape(), &axes, true);
+        super::reduce::reduce(crate::ops::reduce::ReduceOp::Sum, g, &axes, &Meta::new(g.dtype, keep))?
+    };
+    let spec: Vec<i64> = out.shape.iter().map(|&d| d as i64).collect();
+    reshape(&summed, &spec)
+}
+
+/// Zeros shaped like `out`, with `g` written into the region `spec` selects.
+pub(crate) fn strided_slice_grad(g: &Value, spec: &[crate::ops::movement::SliceItem], out: &Meta) -> Result<Value> {
+    with_dtype!(g.dtype, T => {
+        let mut buf = HostBuffer::zeroed::<T>(out.shape.numel_known())?;
+        let region = strided_layout(&Layout::contiguous(out.shape.clone()), spec)?;
+        if region.shape() != g.shape() {
+            bail!(shape, "slice gradient of shape {} for a slice of shape {}", g.shape(), region.shape());
+        }
+        copy_into::<T>(g, buf.as_mut_slice::<T>(), &region);
+        Ok(Value::from_buffer(T::DTYPE, out.shape.clone(), buf))
+    })
+}
+
+/// Zeros shaped like `out` (the params of a gather), with `g` added where it was gathered from.
+pub(crate) fn gather_grad(g: &Value, indices: &Value, axis: usize, batch_dims: usize, out: &Meta) -> Result<Value> {
+    with_dtype!(g.dtype, T => gather_grad_typed::<T>(g, indices, axis, batch_dims, &out.shape),
+    [F32, F64, I32, I64, U8], {
+        let up = super::elementwise::cast(g, DType::F32)?;
+        let r = gather_grad_typed::<f32>(&up, indices, axis, batch_dims, &out.shape)?;
+        super::elementwise::cast(&r, g.dtype)
+    })
+}
+
+fn gather_grad_typed<T: super::reduce::Num>(
+    g: &Value,
+    indices: &Value,
+    axis: usize,
+    batch_dims: usize,
+    shape: &Shape,
+) -> Result<Value> {
+    let idx = indices_i64(indices)?;
+    let n_axis = shape[axis];
+    if let Some(&bad) = idx.iter().find(|&&i| i < 0 || i as usize >= n_axis) {
+        bail!(invalid, "gather index {bad} is out of range [0, {n_axis}) for axis {axis} of {shape}");
+    }
+    let gc = materialize(g)?;
+    let src = gc.contiguous_slice::<T>().unwrap_or(&[]);
+    let batch: usize = shape[..batch_dims].iter().product();
+    let outer: usize = shape[batch_dims..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    let per_batch_idx = idx.len().checked_div(batch).unwrap_or(0);
+    if src.len() != batch * outer * per_batch_idx * inner {
+        bail!(
+            shape,
+            "gather gradient of shape {} does not match indices {} and params {shape}",
+            g.shape(),
+            indices.shape()
+        );
+    }
+    let mut buf = HostBuffer::zeroed::<T>(shape.numel_known())?;
+    let o = buf.as_mut_slice::<T>();
+    for b in 0..batch {
+        for m in 0..outer {
+            let base = ((b * outer + m) * n_axis) * inner;
+            let gbase = (b * outer + m) * per_batch_idx * inner;
+            for (k, &ix) in idx[b * per_batch_idx..(b + 1) * per_batch_idx].iter().enumerate() {
+                let d = base + ix as usize * inner;
+                let s = gbase + k * inner;
+                for j in 0..inner {
+                    o[d + j] = o[d + j].add(src[s + j]);
+                }
+            }
+        }
+    }
+    Ok(Value::from_buffer(T::DTYPE, shape.clone(), buf))
+}
+
+/// Views of `g` along `axis` as long as each of `likes` is.
+pub(crate) fn split_like(g: &Value, likes: &[&Value], axis: usize) -> Result<Vec<Value>> {
+    let sizes: Vec<usize> = likes.iter().map(|l| l.shape()[axis]).collect();
+    if sizes.iter().sum::<usize>() != g.shape()[axis] {
+        bail!(shape, "pieces of sizes {sizes:?} do not add up to axis {axis} of {}", g.shape());
+    }
+    Ok(split(g, axis, &sizes))
 }
