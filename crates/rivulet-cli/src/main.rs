@@ -1,6 +1,7 @@
 //! The `rivulet` command line.
 
 mod bench;
+mod demo;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -25,6 +26,18 @@ enum Command {
         #[arg(long)]
         mode: Option<String>,
     },
+    /// Train an MLP on the bundled handwritten digits; prints the test accuracy.
+    Demo {
+        /// Run eagerly instead of as a graph in a session.
+        #[arg(long)]
+        eager: bool,
+        /// Training epochs.
+        #[arg(long, default_value_t = 40)]
+        epochs: usize,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Print what this machine offers Rivulet (vector extension, threads).
     Devices,
 }
@@ -33,6 +46,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench { ids, json, mode } => bench::run(&ids, json, mode.as_deref()),
+        Command::Demo { eager, epochs, quiet } => {
+            let mode = if eager { rivulet::nn::ExecutionMode::Eager } else { rivulet::nn::ExecutionMode::Graph };
+            demo::run(mode, epochs, quiet)
+        }
         Command::Devices => {
             println!("cpu:0  simd={}  threads={}", rivulet::simd_level(), rayon_threads());
             Ok(())

@@ -26,9 +26,11 @@
 
 pub mod autodiff;
 pub(crate) mod backend;
+pub mod data;
 pub mod error;
 pub mod graph;
 mod methods;
+pub mod nn;
 pub mod ops;
 pub mod runtime;
 pub mod tensor;

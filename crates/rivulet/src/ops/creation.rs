@@ -50,7 +50,7 @@ pub fn set_random_seed(seed: u64) {
 }
 
 /// A fresh op seed from the global seed and a counter of random ops.
-fn next_seed() -> u64 {
+pub(crate) fn next_seed() -> u64 {
     let n = OP_COUNTER.fetch_add(1, Ordering::SeqCst);
     splitmix64(GLOBAL_SEED.load(Ordering::SeqCst) ^ splitmix64(n.wrapping_add(0x9E37_79B9_7F4A_7C15)))
 }
@@ -119,42 +119,57 @@ pub(crate) fn infer(op: &Op, inputs: &[Meta]) -> Result<Metas> {
             s.checked_numel()?;
             Meta::new(*dtype, s)
         }
+        Op::RandomLike { dist, .. } => {
+            let m = &inputs[0];
+            check_distribution(dist, m.dtype)?;
+            m.clone()
+        }
         Op::Random { dist, shape, dtype, .. } => {
             shape.checked_numel()?;
-            match dist {
-                Distribution::UniformInt { low, high } => {
-                    if !matches!(dtype, DType::I32 | DType::I64) {
-                        bail!(dtype, "random integers need i32 or i64, got {dtype}");
-                    }
-                    if low >= high {
-                        bail!(invalid, "random integers need low < high, got [{low}, {high})");
-                    }
-                }
-                Distribution::Uniform { low, high } => {
-                    if !dtype.is_float() {
-                        bail!(
-                            dtype,
-                            "random_uniform needs a floating-point dtype, got {dtype} (use random_uniform_int)"
-                        );
-                    }
-                    if !(low.is_finite() && high.is_finite() && low <= high) {
-                        bail!(invalid, "random_uniform needs finite low <= high, got [{low}, {high})");
-                    }
-                }
-                Distribution::Normal { mean, stddev } | Distribution::TruncatedNormal { mean, stddev } => {
-                    if !dtype.is_float() {
-                        bail!(dtype, "normal samples need a floating-point dtype, got {dtype}");
-                    }
-                    if !(mean.is_finite() && stddev.is_finite() && *stddev >= 0.0) {
-                        bail!(invalid, "normal samples need a finite mean and stddev >= 0, got {mean}, {stddev}");
-                    }
-                }
-            }
+            check_distribution(dist, *dtype)?;
             Meta::new(*dtype, shape.clone())
         }
         other => bail!(unimplemented, "no shape inference for {}", other.type_name()),
     };
     Ok(smallvec![m])
+}
+
+fn check_distribution(dist: &Distribution, dtype: DType) -> Result<()> {
+    match dist {
+        Distribution::UniformInt { low, high } => {
+            if !matches!(dtype, DType::I32 | DType::I64) {
+                bail!(dtype, "random integers need i32 or i64, got {dtype}");
+            }
+            if low >= high {
+                bail!(invalid, "random integers need low < high, got [{low}, {high})");
+            }
+        }
+        Distribution::Uniform { low, high } => {
+            if !dtype.is_float() {
+                bail!(dtype, "random_uniform needs a floating-point dtype, got {dtype} (use random_uniform_int)");
+            }
+            if !(low.is_finite() && high.is_finite() && low <= high) {
+                bail!(invalid, "random_uniform needs finite low <= high, got [{low}, {high})");
+            }
+        }
+        Distribution::Normal { mean, stddev } | Distribution::TruncatedNormal { mean, stddev } => {
+            if !dtype.is_float() {
+                bail!(dtype, "normal samples need a floating-point dtype, got {dtype}");
+            }
+            if !(mean.is_finite() && stddev.is_finite() && *stddev >= 0.0) {
+                bail!(invalid, "normal samples need a finite mean and stddev >= 0, got {mean}, {stddev}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Uniform samples on `[low, high)` shaped like `x` (its shape may be known
+/// only at run time), of `x`'s dtype. `None` seeds from the global seed.
+#[track_caller]
+pub fn random_uniform_like(x: &Tensor, low: f64, high: f64, seed: Option<u64>) -> Result<Tensor> {
+    let seed = seed.unwrap_or_else(next_seed);
+    apply1(Op::RandomLike { dist: Distribution::Uniform { low, high }, seed }, &[x])
 }
 
 /// A constant holding `value` (in a graph: a `Const` node).

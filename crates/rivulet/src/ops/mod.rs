@@ -10,6 +10,7 @@ pub mod elementwise;
 pub mod linalg;
 pub mod movement;
 pub mod nn;
+pub mod optim;
 pub mod reduce;
 pub mod variables;
 
@@ -18,6 +19,7 @@ pub use elementwise::*;
 pub use linalg::*;
 pub use movement::*;
 pub use nn::*;
+pub use optim::*;
 pub use reduce::*;
 pub use variables::*;
 
@@ -132,6 +134,9 @@ pub enum Op {
     Eye { rows: usize, cols: usize, dtype: DType },
     /// Seeded random numbers (Philox 4x32-10, counter based).
     Random { dist: creation::Distribution, shape: Shape, dtype: DType, seed: u64 },
+    /// Seeded random numbers shaped like the input (whose shape may be known
+    /// only at run time), of the input's dtype.
+    RandomLike { dist: creation::Distribution, seed: u64 },
 
     /// `exp(x) / sum(exp(x))` along `axis`, computed stably.
     Softmax { axis: usize },
@@ -164,6 +169,9 @@ pub enum Op {
 
     /// A variable: state that persists across runs (in a session's store).
     Variable { dtype: DType, shape: Shape },
+    /// New values of a variable and its optimizer slots (inputs `[var, grad,
+    /// lr, step, slots...]`, outputs `[var, slots...]`).
+    ApplyUpdate { rule: optim::UpdateRule },
     /// Set (or add to, or subtract from) the variable that is the first
     /// input; the output is the variable's new value.
     Assign { f: variables::AssignOp },
@@ -224,7 +232,7 @@ impl Op {
             Op::Range { .. } => "Range",
             Op::Linspace { .. } => "LinSpace",
             Op::Eye { .. } => "Eye",
-            Op::Random { dist, .. } => dist.type_name(),
+            Op::Random { dist, .. } | Op::RandomLike { dist, .. } => dist.type_name(),
             Op::Softmax { .. } => "Softmax",
             Op::LogSoftmax { .. } => "LogSoftmax",
             Op::TopK { .. } => "TopKV2",
@@ -237,6 +245,7 @@ impl Op {
             Op::GatherNdGrad => "GatherNdGrad",
             Op::SplitLike { .. } => "SplitLike",
             Op::Variable { .. } => "VariableV2",
+            Op::ApplyUpdate { rule } => rule.type_name(),
             Op::Assign { f } => f.type_name(),
         }
     }
@@ -292,7 +301,7 @@ impl Op {
             | Op::Assign { .. } => 2,
             Op::GatherGrad { .. } | Op::GatherNdGrad => 3,
             Op::Select => 3,
-            Op::Concat { .. } | Op::SplitLike { .. } => return None,
+            Op::Concat { .. } | Op::SplitLike { .. } | Op::ApplyUpdate { .. } => return None,
             _ => 1,
         })
     }
@@ -300,7 +309,7 @@ impl Op {
     /// True for ops whose result depends on more than their inputs (random
     /// numbers, variables): never folded, merged or reordered.
     pub fn is_stateful(&self) -> bool {
-        matches!(self, Op::Random { .. } | Op::Variable { .. } | Op::Assign { .. })
+        matches!(self, Op::Random { .. } | Op::RandomLike { .. } | Op::Variable { .. } | Op::Assign { .. })
     }
 
     /// Dtype and shape of every output, from those of the inputs. Runs when a
@@ -335,9 +344,11 @@ impl Op {
             | Op::Range { .. }
             | Op::Linspace { .. }
             | Op::Eye { .. }
-            | Op::Random { .. } => creation::infer(self, inputs),
+            | Op::Random { .. }
+            | Op::RandomLike { .. } => creation::infer(self, inputs),
             Op::Variable { dtype, shape } => one(Meta::new(*dtype, shape.clone())),
             Op::Assign { f } => one(variables::infer_assign(*f, &inputs[0], &inputs[1])?),
+            Op::ApplyUpdate { rule } => optim::infer_update(rule, inputs),
             _ => movement::infer(self, inputs),
         }
     }
@@ -479,7 +490,13 @@ impl Op {
         let want = |i: usize| wants.get(i).copied().unwrap_or(false);
         Ok(match self {
             Op::Identity => vec![Some(g)],
-            Op::StopGradient | Op::NoOp | Op::Assign { .. } | Op::FillLike { .. } | Op::ArgReduce { .. } => none(),
+            Op::StopGradient
+            | Op::NoOp
+            | Op::Assign { .. }
+            | Op::FillLike { .. }
+            | Op::RandomLike { .. }
+            | Op::ArgReduce { .. }
+            | Op::ApplyUpdate { .. } => none(),
             Op::Unary { f } => vec![elementwise::unary_grad(*f, &inputs[0], &outputs[0], &g)?],
             Op::Binary { f } => {
                 elementwise::binary_grad(*f, &inputs[0], &inputs[1], &outputs[0], &g, [want(0), want(1)])?.to_vec()

@@ -8,6 +8,7 @@ pub(crate) mod math;
 pub(crate) mod matmul;
 pub(crate) mod movement;
 pub(crate) mod nn;
+pub(crate) mod optim;
 pub(crate) mod parallel;
 pub(crate) mod reduce;
 pub(crate) mod simd;
@@ -65,6 +66,7 @@ pub(crate) fn execute(op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx
         Op::Linspace { start, stop, .. } => creation::linspace(*start, *stop, out())?,
         Op::Eye { rows, cols, dtype } => creation::eye(*rows, *cols, *dtype)?,
         Op::Random { dist, shape, dtype, seed } => creation::random(dist, shape, *dtype, *seed, ctx.random_stream)?,
+        Op::RandomLike { dist, seed } => creation::random(dist, &out().shape, out().dtype, *seed, ctx.random_stream)?,
         Op::Softmax { axis } => nn::softmax(x(), *axis, false)?,
         Op::LogSoftmax { axis } => nn::softmax(x(), *axis, true)?,
         Op::SumTo => movement::sum_to(x(), out())?,
@@ -83,6 +85,7 @@ pub(crate) fn execute(op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx
                 "variables live in a Session (graph mode) or an eager Variable; this op cannot run on its own",
             ));
         }
+        Op::ApplyUpdate { rule } => return Ok(optim::apply_update(rule, inputs)?.into()),
         Op::TopK { k, .. } => {
             let (v, i) = nn::top_k(x(), *k)?;
             return Ok(smallvec![v, i]);

@@ -1,0 +1,493 @@
+//! Layers: Dense, Dropout, LayerNorm, BatchNormalization, Embedding,
+//! Flatten and activations.
+//!
+//! A layer creates its variables on its first call, where its input lives:
+//! eager variables for a value, graph variables (with initializers) for a
+//! symbolic tensor. After that the same layer object serves every call.
+
+use super::init::Initializer;
+use crate::autodiff::tape;
+use crate::error::{bail, Error, Result};
+use crate::graph::Operation;
+use crate::ops::creation::next_seed as creation_seed;
+use crate::ops::{self, Ctx, Variable};
+use crate::tensor::{DType, Shape, Tensor, UNKNOWN};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// A building block of a model.
+pub trait Layer: Send + Sync {
+    /// Apply the layer; `training` switches dropout and batch statistics.
+    fn call(&self, x: &Tensor, training: bool) -> Result<Tensor>;
+    /// The layer's variables (empty before the first call).
+    fn variables(&self) -> Vec<Variable>;
+    /// Its name (unique per process: `dense`, `dense_1`, ...).
+    fn name(&self) -> &str;
+    /// Graph mode: state updates made by training calls (batch-norm moving
+    /// averages) that must run with the train op. Taking them clears them.
+    fn take_updates(&self) -> Vec<Operation> {
+        Vec::new()
+    }
+    /// The trainable variables.
+    fn trainable_variables(&self) -> Vec<Variable> {
+        self.variables().into_iter().filter(|v| v.trainable()).collect()
+    }
+}
+
+/// A unique layer name for `stem` (`dense`, `dense_1`, ...).
+fn unique_name(stem: &str) -> String {
+    static COUNTS: OnceLock<Mutex<HashMap<String, usize>>> = OnceLock::new();
+    let mut counts = COUNTS.get_or_init(|| Mutex::new(HashMap::new())).lock();
+    let n = counts.entry(stem.to_string()).or_insert(0);
+    let name = if *n == 0 { stem.to_string() } else { format!("{stem}_{n}") };
+    *n += 1;
+    name
+}
+
+/// A variable created where `like` lives (eager, or in its graph).
+fn make_variable(
+    like: &Tensor,
+    name: &str,
+    init: Initializer,
+    shape: Shape,
+    dtype: DType,
+    trainable: bool,
+) -> Result<Variable> {
+    let seed = Some(creation_seed());
+    match like.graph() {
+        Some(g) => {
+            let value = init.init(Ctx::Graph(g), shape, dtype, seed)?;
+            Variable::in_graph(g, name, &value, trainable)
+        }
+        None => {
+            let value = tape::untracked(|| init.init(Ctx::Eager, shape, dtype, seed))?;
+            Variable::new(name, &value, trainable)
+        }
+    }
+}
+
+/// The size of the last axis of `x`, which must be known.
+fn last_dim(x: &Tensor, layer: &str) -> Result<usize> {
+    match x.shape().last() {
+        Some(&d) if d != UNKNOWN => Ok(d),
+        _ => Err(Error::shape(format!("{layer} needs inputs with a known last dimension, got {}", x.shape()))),
+    }
+}
+
+/// An elementwise activation function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Activation {
+    #[default]
+    Linear,
+    Relu,
+    Relu6,
+    Sigmoid,
+    Tanh,
+    Softmax,
+    LogSoftmax,
+    Gelu,
+    Elu,
+    Selu,
+    Softplus,
+}
+
+impl Activation {
+    /// Apply it.
+    #[track_caller]
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Linear => Ok(x.clone()),
+            Activation::Relu => ops::relu(x),
+            Activation::Relu6 => ops::relu6(x),
+            Activation::Sigmoid => ops::sigmoid(x),
+            Activation::Tanh => ops::tanh(x),
+            Activation::Softmax => ops::softmax(x, -1),
+            Activation::LogSoftmax => ops::log_softmax(x, -1),
+            Activation::Gelu => ops::gelu(x),
+            Activation::Elu => ops::elu(x),
+            Activation::Selu => ops::selu(x),
+            Activation::Softplus => ops::softplus(x),
+        }
+    }
+}
+
+/// `activation(x @ kernel + bias)`, applied to the last axis.
+pub struct Dense {
+    name: String,
+    units: usize,
+    activation: Activation,
+    use_bias: bool,
+    kernel_init: Initializer,
+    bias_init: Initializer,
+    vars: OnceLock<(Variable, Option<Variable>)>,
+}
+
+impl Dense {
+    /// `units` outputs, Glorot-uniform kernel, zero bias.
+    pub fn new(units: usize, activation: Activation) -> Dense {
+        Dense {
+            name: unique_name("dense"),
+            units,
+            activation,
+            use_bias: true,
+            kernel_init: Initializer::GlorotUniform,
+            bias_init: Initializer::Zeros,
+            vars: OnceLock::new(),
+        }
+    }
+    /// Without the bias term.
+    pub fn without_bias(mut self) -> Dense {
+        self.use_bias = false;
+        self
+    }
+    /// Other initializers.
+    pub fn with_initializers(mut self, kernel: Initializer, bias: Initializer) -> Dense {
+        self.kernel_init = kernel;
+        self.bias_init = bias;
+        self
+    }
+    fn build(&self, x: &Tensor) -> Result<&(Variable, Option<Variable>)> {
+        if let Some(v) = self.vars.get() {
+            return Ok(v);
+        }
+        let input = last_dim(x, "Dense")?;
+        let kernel = make_variable(
+            x,
+            &format!("{}/kernel", self.name),
+            self.kernel_init,
+            Shape::new(&[input, self.units]),
+            x.dtype(),
+            true,
+        )?;
+        let bias = if self.use_bias {
+            Some(make_variable(
+                x,
+                &format!("{}/bias", self.name),
+                self.bias_init,
+                Shape::new(&[self.units]),
+                x.dtype(),
+                true,
+            )?)
+        } else {
+            None
+        };
+        let _ = self.vars.set((kernel, bias));
+        self.vars.get().ok_or_else(|| Error::invalid("Dense: build failed"))
+    }
+}
+
+impl Layer for Dense {
+    fn call(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        let (kernel, bias) = self.build(x)?;
+        let mut y = ops::matmul(x, &kernel.read())?;
+        if let Some(b) = bias {
+            y = ops::add(&y, &b.read())?;
+        }
+        self.activation.apply(&y)
+    }
+    fn variables(&self) -> Vec<Variable> {
+        match self.vars.get() {
+            Some((k, b)) => std::iter::once(k.clone()).chain(b.clone()).collect(),
+            None => Vec::new(),
+        }
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Zeroes a fraction `rate` of the inputs while training, scaling the rest
+/// by `1 / (1 - rate)`; the identity at inference.
+pub struct Dropout {
+    name: String,
+    rate: f64,
+    seed: u64,
+    /// Eager calls so far: with the seed it fixes each mask, and it is saved
+    /// in checkpoints so that a resumed run draws the same masks.
+    calls: OnceLock<Variable>,
+}
+
+impl Dropout {
+    /// Dropout with probability `rate` in `[0, 1)`.
+    pub fn new(rate: f64) -> Result<Dropout> {
+        if !(0.0..1.0).contains(&rate) {
+            bail!(invalid, "dropout rate must be in [0, 1), got {rate}");
+        }
+        Ok(Dropout { name: unique_name("dropout"), rate, seed: creation_seed(), calls: OnceLock::new() })
+    }
+}
+
+impl Layer for Dropout {
+    fn call(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        if !training || self.rate == 0.0 {
+            return Ok(x.clone());
+        }
+        let mask = if x.is_symbolic() {
+            // In a graph each run of the node draws a new mask.
+            ops::random_uniform_like(x, 0.0, 1.0, Some(self.seed))?
+        } else {
+            let calls = match self.calls.get() {
+                Some(c) => c,
+                None => {
+                    let _ =
+                        self.calls.set(Variable::new(&format!("{}/calls", self.name), &Tensor::scalar(0i64), false)?);
+                    self.calls.get().ok_or_else(|| Error::invalid("Dropout: counter"))?
+                }
+            };
+            let n = calls.current().to_scalar::<i64>()? as u64;
+            tape::untracked(|| calls.assign_add(&Tensor::scalar(1i64)))?;
+            let seed = crate::ops::creation::splitmix64(self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            tape::untracked(|| ops::random_uniform_like(x, 0.0, 1.0, Some(seed)))?
+        };
+        let keep = ops::cast(&ops::greater_equal(&mask, self.rate)?, x.dtype())?;
+        ops::mul(&ops::mul(x, &keep)?, 1.0 / (1.0 - self.rate))
+    }
+    fn variables(&self) -> Vec<Variable> {
+        self.calls.get().cloned().into_iter().collect()
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Normalizes each example over its last axis, then scales and shifts
+/// (Ba et al. 2016).
+pub struct LayerNorm {
+    name: String,
+    epsilon: f64,
+    vars: OnceLock<(Variable, Variable)>,
+}
+
+impl LayerNorm {
+    /// With `epsilon` added to the variance (Keras default 1e-3).
+    pub fn new(epsilon: f64) -> LayerNorm {
+        LayerNorm { name: unique_name("layer_normalization"), epsilon, vars: OnceLock::new() }
+    }
+}
+
+impl Layer for LayerNorm {
+    fn call(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        let (gamma, beta) = match self.vars.get() {
+            Some(v) => v,
+            None => {
+                let d = Shape::new(&[last_dim(x, "LayerNorm")?]);
+                let g =
+                    make_variable(x, &format!("{}/gamma", self.name), Initializer::Ones, d.clone(), x.dtype(), true)?;
+                let b = make_variable(x, &format!("{}/beta", self.name), Initializer::Zeros, d, x.dtype(), true)?;
+                let _ = self.vars.set((g, b));
+                self.vars.get().ok_or_else(|| Error::invalid("LayerNorm: build failed"))?
+            }
+        };
+        let mean = ops::mean(x, -1, true)?;
+        let centered = ops::sub(x, &mean)?;
+        let var = ops::mean(&ops::square(&centered)?, -1, true)?;
+        let normed = ops::mul(&centered, &ops::rsqrt(&ops::add(&var, self.epsilon)?)?)?;
+        ops::add(&ops::mul(&normed, &gamma.read())?, &beta.read())
+    }
+    fn variables(&self) -> Vec<Variable> {
+        self.vars.get().map(|(g, b)| vec![g.clone(), b.clone()]).unwrap_or_default()
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Normalizes over the batch (every axis but the last) while training and
+/// keeps moving averages for inference (Ioffe & Szegedy 2015).
+pub struct BatchNormalization {
+    name: String,
+    momentum: f64,
+    epsilon: f64,
+    vars: OnceLock<[Variable; 4]>,
+    updates: Mutex<Vec<Operation>>,
+}
+
+impl BatchNormalization {
+    /// Keras defaults: momentum 0.99, epsilon 1e-3.
+    pub fn new() -> BatchNormalization {
+        BatchNormalization::with(0.99, 1e-3)
+    }
+    /// Explicit momentum and epsilon.
+    pub fn with(momentum: f64, epsilon: f64) -> BatchNormalization {
+        BatchNormalization {
+            name: unique_name("batch_normalization"),
+            momentum,
+            epsilon,
+            vars: OnceLock::new(),
+            updates: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Default for BatchNormalization {
+    fn default() -> BatchNormalization {
+        BatchNormalization::new()
+    }
+}
+
+impl Layer for BatchNormalization {
+    fn call(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        let [gamma, beta, moving_mean, moving_var] = match self.vars.get() {
+            Some(v) => v,
+            None => {
+                let d = Shape::new(&[last_dim(x, "BatchNormalization")?]);
+                let dt = x.dtype();
+                let n = &self.name;
+                let vars = [
+                    make_variable(x, &format!("{n}/gamma"), Initializer::Ones, d.clone(), dt, true)?,
+                    make_variable(x, &format!("{n}/beta"), Initializer::Zeros, d.clone(), dt, true)?,
+                    make_variable(x, &format!("{n}/moving_mean"), Initializer::Zeros, d.clone(), dt, false)?,
+                    make_variable(x, &format!("{n}/moving_variance"), Initializer::Ones, d, dt, false)?,
+                ];
+                let _ = self.vars.set(vars);
+                self.vars.get().ok_or_else(|| Error::invalid("BatchNormalization: build failed"))?
+            }
+        };
+        let (mean, var) = if training {
+            let axes: Vec<i64> = (0..x.rank() as i64 - 1).collect();
+            let mean = ops::mean(x, axes.clone(), false)?;
+            let var = ops::mean(&ops::square(&ops::sub(x, &mean)?)?, axes, false)?;
+            let m = self.momentum;
+            let update = |moving: &Variable, batch: &Tensor| -> Result<Tensor> {
+                let batch = ops::stop_gradient(batch)?;
+                let new = ops::add(&ops::mul(&moving.current(), m)?, &ops::mul(&batch, 1.0 - m)?)?;
+                moving.assign(&new)
+            };
+            if x.is_symbolic() {
+                let a = update(moving_mean, &mean)?;
+                let b = update(moving_var, &var)?;
+                self.updates.lock().extend(a.op().into_iter().chain(b.op()));
+            } else {
+                tape::untracked(|| -> Result<()> {
+                    update(moving_mean, &mean)?;
+                    update(moving_var, &var)?;
+                    Ok(())
+                })?;
+            }
+            (mean, var)
+        } else {
+            (moving_mean.read(), moving_var.read())
+        };
+        let scale = ops::mul(&gamma.read(), &ops::rsqrt(&ops::add(&var, self.epsilon)?)?)?;
+        ops::add(&ops::mul(&ops::sub(x, &mean)?, &scale)?, &beta.read())
+    }
+    fn variables(&self) -> Vec<Variable> {
+        self.vars.get().map(|v| v.to_vec()).unwrap_or_default()
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn take_updates(&self) -> Vec<Operation> {
+        std::mem::take(&mut *self.updates.lock())
+    }
+}
+
+/// Looks up rows of a `[input_dim, output_dim]` table by integer index.
+pub struct Embedding {
+    name: String,
+    input_dim: usize,
+    output_dim: usize,
+    dtype: DType,
+    table: OnceLock<Variable>,
+}
+
+impl Embedding {
+    /// A table of `input_dim` rows of `output_dim` f32 values (uniform ±0.05, as Keras).
+    pub fn new(input_dim: usize, output_dim: usize) -> Embedding {
+        Embedding { name: unique_name("embedding"), input_dim, output_dim, dtype: DType::F32, table: OnceLock::new() }
+    }
+}
+
+impl Layer for Embedding {
+    fn call(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        let table = match self.table.get() {
+            Some(t) => t,
+            None => {
+                let init = Initializer::RandomUniform { low: -0.05, high: 0.05 };
+                let shape = Shape::new(&[self.input_dim, self.output_dim]);
+                // The table lives where the indices do; its dtype is float.
+                let v = match x.graph() {
+                    Some(g) => {
+                        let value = init.init(Ctx::Graph(g), shape, self.dtype, Some(creation_seed()))?;
+                        Variable::in_graph(g, &format!("{}/embeddings", self.name), &value, true)?
+                    }
+                    None => make_variable(
+                        &Tensor::scalar(0.0f32),
+                        &format!("{}/embeddings", self.name),
+                        init,
+                        shape,
+                        self.dtype,
+                        true,
+                    )?,
+                };
+                let _ = self.table.set(v);
+                self.table.get().ok_or_else(|| Error::invalid("Embedding: build failed"))?
+            }
+        };
+        ops::gather(&table.read(), x, 0, 0)
+    }
+    fn variables(&self) -> Vec<Variable> {
+        self.table.get().cloned().into_iter().collect()
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Reshapes `[batch, d1, d2, ...]` to `[batch, d1 * d2 * ...]`.
+pub struct Flatten {
+    name: String,
+}
+
+impl Flatten {
+    pub fn new() -> Flatten {
+        Flatten { name: unique_name("flatten") }
+    }
+}
+
+impl Default for Flatten {
+    fn default() -> Flatten {
+        Flatten::new()
+    }
+}
+
+impl Layer for Flatten {
+    fn call(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        let rest = &x.shape()[1.min(x.rank())..];
+        if rest.contains(&UNKNOWN) {
+            bail!(shape, "Flatten needs every dimension but the first known, got {}", x.shape());
+        }
+        ops::reshape(x, &[-1, rest.iter().product::<usize>() as i64])
+    }
+    fn variables(&self) -> Vec<Variable> {
+        Vec::new()
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// An activation as a layer of its own.
+pub struct ActivationLayer {
+    name: String,
+    activation: Activation,
+}
+
+impl ActivationLayer {
+    pub fn new(activation: Activation) -> ActivationLayer {
+        ActivationLayer { name: unique_name("activation"), activation }
+    }
+}
+
+impl Layer for ActivationLayer {
+    fn call(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        self.activation.apply(x)
+    }
+    fn variables(&self) -> Vec<Variable> {
+        Vec::new()
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+}

@@ -1,0 +1,527 @@
+//! A Keras-like `Sequential` model: `compile`, `fit` (with a progress bar in
+//! the Keras format), `evaluate`, `predict`, in eager or graph mode.
+//!
+//! Eager mode trains with a `GradientTape` per batch. Graph mode builds, on
+//! the first call, one graph with placeholders for a batch, the training
+//! step (forward, loss, gradients, updates) and an inference path sharing
+//! the same variables, and runs it in a `Session`, feeding each batch.
+
+use super::layers::Layer;
+use super::losses::Loss;
+use super::metrics::{Mean, Metric};
+use super::optimizers::Optimizer;
+use crate::autodiff::{tape, GradientTape};
+use crate::error::{bail, Error, Result};
+use crate::graph::{Graph, Operation};
+use crate::ops::{self, Variable};
+use crate::runtime::Session;
+use crate::tensor::{DType, Shape, Tensor};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::time::Instant;
+
+/// How a compiled model runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ExecutionMode {
+    /// One op at a time, gradients from a tape.
+    Eager,
+    /// A graph built once and run in a session.
+    #[default]
+    Graph,
+}
+
+/// What `fit` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Verbosity {
+    /// Nothing.
+    Silent,
+    /// A progress bar per epoch on a terminal, one line per epoch otherwise.
+    #[default]
+    Auto,
+    /// One line per epoch.
+    Lines,
+}
+
+/// Options of [`Sequential::fit`].
+#[derive(Clone, Debug)]
+pub struct FitOptions {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Fraction of the data (taken from the end, before shuffling, as Keras) held out for validation.
+    pub validation_split: f64,
+    /// Explicit validation data (wins over `validation_split`).
+    pub validation_data: Option<(Tensor, Tensor)>,
+    /// Shuffle the training examples each epoch (seeded by `seed` and the epoch).
+    pub shuffle: bool,
+    pub seed: u64,
+    /// Epoch to start from (when resuming from a checkpoint).
+    pub initial_epoch: usize,
+    pub verbose: Verbosity,
+}
+
+impl Default for FitOptions {
+    fn default() -> FitOptions {
+        FitOptions {
+            epochs: 1,
+            batch_size: 32,
+            validation_split: 0.0,
+            validation_data: None,
+            shuffle: true,
+            seed: 0,
+            initial_epoch: 0,
+            verbose: Verbosity::Auto,
+        }
+    }
+}
+
+/// Per-epoch results of `fit`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct History {
+    /// One map per epoch: `loss`, metric names, and `val_` variants.
+    pub epochs: Vec<BTreeMap<String, f64>>,
+}
+
+impl History {
+    /// The series of one quantity over the epochs.
+    pub fn get(&self, key: &str) -> Vec<f64> {
+        self.epochs.iter().filter_map(|e| e.get(key).copied()).collect()
+    }
+    /// Its value after the last epoch.
+    pub fn last(&self, key: &str) -> Option<f64> {
+        self.epochs.last().and_then(|e| e.get(key).copied())
+    }
+}
+
+/// The graph, session and tensors of graph-mode training.
+struct GraphRun {
+    session: Session,
+    x: Tensor,
+    y: Tensor,
+    train_op: Operation,
+    train_loss: Tensor,
+    train_metrics: Vec<Tensor>,
+    eval_pred: Tensor,
+    eval_loss: Tensor,
+    eval_metrics: Vec<Tensor>,
+}
+
+struct Compiled {
+    optimizer: Optimizer,
+    loss: Loss,
+    metrics: Vec<Metric>,
+    mode: ExecutionMode,
+    graph: Mutex<Option<GraphRun>>,
+}
+
+/// A stack of layers applied in order.
+pub struct Sequential {
+    layers: Vec<Box<dyn Layer>>,
+    compiled: Option<Compiled>,
+}
+
+/// Rows `idx` of `t` (a batch).
+fn rows(t: &Tensor, idx: &[i64]) -> Result<Tensor> {
+    ops::gather(t, &Tensor::from(idx.to_vec()), 0, 0)
+}
+
+/// `[None, d1, d2, ...]` for a data tensor `[n, d1, d2, ...]`.
+fn batch_shape(t: &Tensor) -> Shape {
+    let mut dims = t.shape().to_vec();
+    if let Some(d) = dims.first_mut() {
+        *d = crate::tensor::UNKNOWN;
+    }
+    Shape::from(dims)
+}
+
+impl Sequential {
+    /// A model of `layers`.
+    pub fn new(layers: Vec<Box<dyn Layer>>) -> Sequential {
+        Sequential { layers, compiled: None }
+    }
+
+    /// Add a layer at the end.
+    pub fn add(&mut self, layer: impl Layer + 'static) {
+        self.layers.push(Box::new(layer));
+    }
+
+    /// Apply every layer to `x`.
+    #[track_caller]
+    pub fn call(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        let mut h = x.clone();
+        for l in &self.layers {
+            h = l.call(&h, training).map_err(|e| e.with_context(|| op_context(l.name())))?;
+        }
+        Ok(h)
+    }
+
+    /// All variables, layer by layer (empty until the model has been called).
+    pub fn variables(&self) -> Vec<Variable> {
+        self.layers.iter().flat_map(|l| l.variables()).collect()
+    }
+
+    /// The variables the optimizer trains.
+    pub fn trainable_variables(&self) -> Vec<Variable> {
+        self.layers.iter().flat_map(|l| l.trainable_variables()).collect()
+    }
+
+    /// Choose the optimizer, the loss, the metrics and the execution mode.
+    pub fn compile(&mut self, optimizer: Optimizer, loss: Loss, metrics: &[Metric], mode: ExecutionMode) {
+        self.compiled = Some(Compiled { optimizer, loss, metrics: metrics.to_vec(), mode, graph: Mutex::new(None) });
+    }
+
+    fn compiled(&self) -> Result<&Compiled> {
+        self.compiled.as_ref().ok_or_else(|| Error::precondition("the model must be compiled before fit/evaluate"))
+    }
+
+    /// The optimizer given to `compile`.
+    pub fn optimizer(&self) -> Option<&Optimizer> {
+        self.compiled.as_ref().map(|c| &c.optimizer)
+    }
+
+    /// The session of a graph-mode model (after the first fit/evaluate/predict).
+    pub fn with_session<R>(&self, f: impl FnOnce(&Session) -> R) -> Option<R> {
+        let c = self.compiled.as_ref()?;
+        let g = c.graph.lock();
+        g.as_ref().map(|run| f(&run.session))
+    }
+
+    /// Build the graph-mode training and inference paths (once).
+    fn graph_run<'a>(
+        &self,
+        c: &'a Compiled,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> Result<parking_lot::MutexGuard<'a, Option<GraphRun>>> {
+        let mut guard = c.graph.lock();
+        if guard.is_none() {
+            let g = Graph::new();
+            let px = g.placeholder("x", x.dtype(), batch_shape(x))?;
+            let py = g.placeholder("y", y.dtype(), batch_shape(y))?;
+            let pred = {
+                let _s = g.name_scope("train");
+                self.call(&px, true)?
+            };
+            let train_loss = c.loss.compute(&py, &pred)?;
+            let train_metrics = c.metrics.iter().map(|m| m.compute(&py, &pred)).collect::<Result<Vec<_>>>()?;
+            let vars = self.trainable_variables();
+            let refs: Vec<&Variable> = vars.iter().collect();
+            let step = c.optimizer.minimize(&train_loss, &refs)?;
+            let mut targets = vec![step];
+            for l in &self.layers {
+                targets.extend(l.take_updates());
+            }
+            let target_refs: Vec<&Operation> = targets.iter().collect();
+            let train_op = g.group(&target_refs)?;
+            let eval_pred = {
+                let _s = g.name_scope("inference");
+                self.call(&px, false)?
+            };
+            let eval_loss = c.loss.compute(&py, &eval_pred)?;
+            let eval_metrics = c.metrics.iter().map(|m| m.compute(&py, &eval_pred)).collect::<Result<Vec<_>>>()?;
+            let session = Session::new(&g);
+            session.run_targets(&[&g.global_variables_initializer()?])?;
+            *guard = Some(GraphRun {
+                session,
+                x: px,
+                y: py,
+                train_op,
+                train_loss,
+                train_metrics,
+                eval_pred,
+                eval_loss,
+                eval_metrics,
+            });
+        }
+        Ok(guard)
+    }
+
+    /// One training step on a batch: loss and metric values (before the update).
+    pub fn train_on_batch(&self, x: &Tensor, y: &Tensor) -> Result<(f64, Vec<f64>)> {
+        let c = self.compiled()?;
+        match c.mode {
+            ExecutionMode::Eager => {
+                let tape = GradientTape::new();
+                let pred = self.call(x, true)?;
+                let loss = c.loss.compute(y, &pred)?;
+                let vars = self.trainable_variables();
+                let refs: Vec<&Variable> = vars.iter().collect();
+                let grads = tape.gradient_vars(&loss, &refs)?;
+                drop(tape);
+                let pairs: Vec<(Tensor, &Variable)> =
+                    grads.into_iter().zip(refs).filter_map(|(g, v)| g.map(|g| (g, v))).collect();
+                c.optimizer.apply_gradients(&pairs)?;
+                let metrics = tape::untracked(|| {
+                    c.metrics.iter().map(|m| scalar(&m.compute(y, &pred)?)).collect::<Result<Vec<_>>>()
+                })?;
+                Ok((scalar(&loss)?, metrics))
+            }
+            ExecutionMode::Graph => {
+                let guard = self.graph_run(c, x, y)?;
+                let run = guard.as_ref().ok_or_else(|| Error::graph("graph not built"))?;
+                let mut fetches = vec![&run.train_loss];
+                fetches.extend(run.train_metrics.iter());
+                let out = run.session.run_with_targets(&fetches, &[(&run.x, x), (&run.y, y)], &[&run.train_op])?;
+                let vals = out.iter().map(scalar).collect::<Result<Vec<_>>>()?;
+                Ok((vals[0], vals[1..].to_vec()))
+            }
+        }
+    }
+
+    /// Loss and metrics on one batch, without training.
+    pub fn test_on_batch(&self, x: &Tensor, y: &Tensor) -> Result<(f64, Vec<f64>)> {
+        let c = self.compiled()?;
+        match c.mode {
+            ExecutionMode::Eager => tape::untracked(|| {
+                let pred = self.call(x, false)?;
+                let loss = scalar(&c.loss.compute(y, &pred)?)?;
+                let metrics = c.metrics.iter().map(|m| scalar(&m.compute(y, &pred)?)).collect::<Result<Vec<_>>>()?;
+                Ok((loss, metrics))
+            }),
+            ExecutionMode::Graph => {
+                let guard = self.graph_run(c, x, y)?;
+                let run = guard.as_ref().ok_or_else(|| Error::graph("graph not built"))?;
+                let mut fetches = vec![&run.eval_loss];
+                fetches.extend(run.eval_metrics.iter());
+                let out = run.session.run(&fetches, &[(&run.x, x), (&run.y, y)])?;
+                let vals = out.iter().map(scalar).collect::<Result<Vec<_>>>()?;
+                Ok((vals[0], vals[1..].to_vec()))
+            }
+        }
+    }
+
+    /// Train for `options.epochs` epochs on `(x, y)` (examples along axis 0).
+    pub fn fit(&self, x: &Tensor, y: &Tensor, options: &FitOptions) -> Result<History> {
+        let c = self.compiled()?;
+        let n = check_data(x, y)?;
+        if options.batch_size == 0 {
+            bail!(invalid, "batch_size must be positive");
+        }
+        let (train_idx, val): (Vec<i64>, Option<(Tensor, Tensor)>) = match &options.validation_data {
+            Some((vx, vy)) => {
+                check_data(vx, vy)?;
+                ((0..n as i64).collect(), Some((vx.clone(), vy.clone())))
+            }
+            None if options.validation_split > 0.0 => {
+                if options.validation_split >= 1.0 {
+                    bail!(invalid, "validation_split must be in [0, 1), got {}", options.validation_split);
+                }
+                let cut = n - ((n as f64) * options.validation_split).round() as usize;
+                let held: Vec<i64> = (cut as i64..n as i64).collect();
+                ((0..cut as i64).collect(), Some((rows(x, &held)?, rows(y, &held)?)))
+            }
+            None => ((0..n as i64).collect(), None),
+        };
+        let names: Vec<&str> = c.metrics.iter().map(|m| m.name()).collect();
+        let mut history = History::default();
+        let steps = train_idx.len().div_ceil(options.batch_size);
+        let tty = std::io::stderr().is_terminal();
+        for epoch in options.initial_epoch..options.epochs {
+            let order =
+                if options.shuffle { shuffled(&train_idx, options.seed, epoch as u64) } else { train_idx.clone() };
+            let show_bar = options.verbose == Verbosity::Auto && tty;
+            if options.verbose != Verbosity::Silent {
+                eprintln!("Epoch {}/{}", epoch + 1, options.epochs);
+            }
+            let bar = progress_bar(steps, show_bar);
+            let (mut loss, mut metrics) = (Mean::default(), vec![Mean::default(); names.len()]);
+            let start = Instant::now();
+            for (s, chunk) in order.chunks(options.batch_size).enumerate() {
+                let (bx, by) = (rows(x, chunk)?, rows(y, chunk)?);
+                let (l, m) = self.train_on_batch(&bx, &by)?;
+                let w = chunk.len() as f64;
+                loss.update(l, w);
+                for (acc, v) in metrics.iter_mut().zip(m) {
+                    acc.update(v, w);
+                }
+                if show_bar {
+                    bar.set_position(s as u64 + 1);
+                    bar.set_message(progress_message(start, s + 1, steps, &names, &metrics, loss.result(), &[]));
+                }
+            }
+            let mut logs: BTreeMap<String, f64> = BTreeMap::new();
+            logs.insert("loss".into(), loss.result());
+            for (name, m) in names.iter().zip(&metrics) {
+                logs.insert((*name).to_string(), m.result());
+            }
+            let mut val_logs: Vec<(String, f64)> = Vec::new();
+            if let Some((vx, vy)) = &val {
+                let (vl, vm) = self.evaluate_batched(vx, vy, options.batch_size)?;
+                val_logs.push(("val_loss".into(), vl));
+                for (name, v) in names.iter().zip(vm) {
+                    val_logs.push((format!("val_{name}"), v));
+                }
+                logs.extend(val_logs.iter().cloned());
+            }
+            let line = progress_message(start, steps, steps, &names, &metrics, loss.result(), &val_logs);
+            if show_bar {
+                bar.finish_with_message(line);
+            } else if options.verbose != Verbosity::Silent {
+                eprintln!("{steps}/{steps} {} {line}", "━".repeat(20));
+            }
+            history.epochs.push(logs);
+        }
+        Ok(history)
+    }
+
+    fn evaluate_batched(&self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<(f64, Vec<f64>)> {
+        let n = check_data(x, y)?;
+        let k = self.compiled()?.metrics.len();
+        let (mut loss, mut metrics) = (Mean::default(), vec![Mean::default(); k]);
+        let idx: Vec<i64> = (0..n as i64).collect();
+        for chunk in idx.chunks(batch_size.max(1)) {
+            let (l, m) = self.test_on_batch(&rows(x, chunk)?, &rows(y, chunk)?)?;
+            loss.update(l, chunk.len() as f64);
+            for (acc, v) in metrics.iter_mut().zip(m) {
+                acc.update(v, chunk.len() as f64);
+            }
+        }
+        Ok((loss.result(), metrics.iter().map(Mean::result).collect()))
+    }
+
+    /// Loss and metrics over `(x, y)`: `[("loss", ..), ("accuracy", ..), ...]`.
+    pub fn evaluate(&self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Vec<(String, f64)>> {
+        let c = self.compiled()?;
+        let (l, m) = self.evaluate_batched(x, y, batch_size)?;
+        let mut out = vec![("loss".to_string(), l)];
+        out.extend(c.metrics.iter().map(|m| m.name().to_string()).zip(m));
+        Ok(out)
+    }
+
+    /// The model's outputs for `x` (inference mode), in batches.
+    pub fn predict(&self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
+        let n = *x.shape().first().ok_or_else(|| Error::shape("predict needs a batch axis"))?;
+        let idx: Vec<i64> = (0..n as i64).collect();
+        let mut parts = Vec::new();
+        for chunk in idx.chunks(batch_size.max(1)) {
+            let bx = rows(x, chunk)?;
+            let out = match self.compiled.as_ref().map(|c| c.mode) {
+                Some(ExecutionMode::Graph) => {
+                    let c = self.compiled()?;
+                    // The label placeholder is not needed for predictions.
+                    let dummy = Tensor::zeros([chunk.len()], DType::F32)?;
+                    let guard = self.graph_run(c, &bx, &dummy)?;
+                    let run = guard.as_ref().ok_or_else(|| Error::graph("graph not built"))?;
+                    run.session.run(&[&run.eval_pred], &[(&run.x, &bx)])?.swap_remove(0)
+                }
+                _ => tape::untracked(|| self.call(&bx, false))?,
+            };
+            parts.push(out);
+        }
+        let refs: Vec<&Tensor> = parts.iter().collect();
+        if refs.is_empty() {
+            bail!(shape, "predict on an empty input");
+        }
+        ops::concat(&refs, 0)
+    }
+
+    /// Every variable's value by name (from the session in graph mode).
+    pub fn get_weights(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::new();
+        for v in self.variables() {
+            out.push((v.name().to_string(), self.variable_value(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// A variable's current value (from the session in graph mode).
+    pub fn variable_value(&self, v: &Variable) -> Result<Tensor> {
+        if v.is_graph() {
+            self.with_session(|s| s.variable_value(v))
+                .ok_or_else(|| Error::precondition(format!("variable '{}' has no session yet", v.name())))?
+        } else {
+            Ok(v.current())
+        }
+    }
+
+    /// Set a variable's value (in the session in graph mode).
+    pub fn set_variable_value(&self, v: &Variable, value: &Tensor) -> Result<()> {
+        if v.is_graph() {
+            self.with_session(|s| s.set_variable_value(v, value))
+                .ok_or_else(|| Error::precondition(format!("variable '{}' has no session yet", v.name())))?
+        } else {
+            v.assign(value).map(drop)
+        }
+    }
+}
+
+fn op_context(layer: &str) -> crate::error::OpContext {
+    crate::error::OpContext {
+        op: "Layer".into(),
+        node: Some(layer.to_string()),
+        inputs: Vec::new(),
+        location: String::new(),
+    }
+}
+
+fn check_data(x: &Tensor, y: &Tensor) -> Result<usize> {
+    let (nx, ny) = (x.shape().first().copied(), y.shape().first().copied());
+    match (nx, ny) {
+        (Some(a), Some(b)) if a == b && a > 0 => Ok(a),
+        _ => Err(Error::shape(format!(
+            "x {} and y {} need the same non-zero number of examples along axis 0",
+            x.shape(),
+            y.shape()
+        ))),
+    }
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    let v = ops::cast(t, DType::F64)?;
+    v.to_scalar::<f64>()
+}
+
+/// A permutation of `idx` from `seed` and `epoch` (Fisher-Yates with SplitMix64).
+fn shuffled(idx: &[i64], seed: u64, epoch: u64) -> Vec<i64> {
+    let mut v = idx.to_vec();
+    let mut state = crate::ops::creation::splitmix64(seed ^ epoch.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    for i in (1..v.len()).rev() {
+        state = crate::ops::creation::splitmix64(state);
+        let j = (state % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+fn progress_bar(steps: usize, visible: bool) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(
+        Some(steps as u64),
+        if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
+    );
+    if let Ok(style) = ProgressStyle::with_template("{pos}/{len} {bar:20} {msg}") {
+        bar.set_style(style.progress_chars("━━─"));
+    }
+    bar
+}
+
+/// Keras's epoch line: `3s 12ms/step - accuracy: 0.9712 - loss: 0.1021 - val_...`.
+fn progress_message(
+    start: Instant,
+    done: usize,
+    total: usize,
+    names: &[&str],
+    metrics: &[Mean],
+    loss: f64,
+    val: &[(String, f64)],
+) -> String {
+    let elapsed = start.elapsed().as_secs_f64();
+    let per_step = elapsed / done.max(1) as f64;
+    let shown = if done < total { per_step * (total - done) as f64 } else { elapsed };
+    let step_time = if per_step >= 1e-3 {
+        format!("{}ms/step", (per_step * 1e3).round() as u64)
+    } else {
+        format!("{}us/step", (per_step * 1e6).round() as u64)
+    };
+    let mut s = format!("{}s {step_time}", shown.round() as u64);
+    let mut items: Vec<(String, f64)> =
+        names.iter().map(|n| n.to_string()).zip(metrics.iter().map(Mean::result)).collect();
+    items.push(("loss".into(), loss));
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut val = val.to_vec();
+    val.sort_by(|a, b| a.0.cmp(&b.0));
+    for (k, v) in items.iter().chain(&val) {
+        s.push_str(&format!(" - {k}: {v:.4}"));
+    }
+    s
+}

@@ -1,0 +1,314 @@
+//! Optimizers: SGD, Momentum (and Nesterov), Adam, AdamW, RMSProp, Adagrad,
+//! with learning-rate schedules and gradient clipping by global norm.
+//!
+//! One optimizer works in both modes. `apply_gradients` on eager variables
+//! updates them at once; on graph variables it adds the update nodes and
+//! returns the train op to run. Each variable is updated by one fused
+//! [`ApplyUpdate`](crate::Op::ApplyUpdate) op that follows the published
+//! equations ([`UpdateRule`]).
+
+use crate::autodiff::{gradients, tape, Unconnected};
+use crate::error::{Error, Result};
+use crate::graph::Operation;
+use crate::ops::{self, Ctx, UpdateRule, Variable};
+use crate::tensor::Tensor;
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+
+/// A learning rate as a function of the number of updates done so far.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LearningRate {
+    Constant(f64),
+    /// `initial * rate^(step / decay_steps)` (floored exponent when `staircase`).
+    ExponentialDecay {
+        initial: f64,
+        decay_steps: f64,
+        decay_rate: f64,
+        staircase: bool,
+    },
+    /// `initial * ((1 - alpha) * (1 + cos(pi * min(step, decay_steps) / decay_steps)) / 2 + alpha)`.
+    CosineDecay {
+        initial: f64,
+        decay_steps: f64,
+        alpha: f64,
+    },
+}
+
+impl From<f64> for LearningRate {
+    fn from(v: f64) -> LearningRate {
+        LearningRate::Constant(v)
+    }
+}
+
+impl LearningRate {
+    /// The rate after `step` updates, as a number.
+    pub fn value(&self, step: f64) -> f64 {
+        match *self {
+            LearningRate::Constant(v) => v,
+            LearningRate::ExponentialDecay { initial, decay_steps, decay_rate, staircase } => {
+                let p = step / decay_steps;
+                initial * decay_rate.powf(if staircase { p.floor() } else { p })
+            }
+            LearningRate::CosineDecay { initial, decay_steps, alpha } => {
+                let p = step.min(decay_steps) / decay_steps;
+                initial * ((1.0 - alpha) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos()) + alpha)
+            }
+        }
+    }
+
+    /// The rate after `step` updates, computed with ops (a graph node when
+    /// `step` is symbolic).
+    #[track_caller]
+    pub fn tensor(&self, step: &Tensor) -> Result<Tensor> {
+        match *self {
+            LearningRate::Constant(v) => Ok(Tensor::scalar_of(v, step.dtype())),
+            LearningRate::ExponentialDecay { initial, decay_steps, decay_rate, staircase } => {
+                let p = ops::div(step, decay_steps)?;
+                let p = if staircase { ops::floor(&p)? } else { p };
+                ops::mul(&ops::pow(decay_rate, &p)?, initial)
+            }
+            LearningRate::CosineDecay { initial, decay_steps, alpha } => {
+                let p = ops::div(&ops::minimum(step, decay_steps)?, decay_steps)?;
+                let c =
+                    ops::mul(&ops::add(&ops::cos(&ops::mul(&p, std::f64::consts::PI)?)?, 1.0)?, 0.5 * (1.0 - alpha))?;
+                ops::mul(&ops::add(&c, alpha)?, initial)
+            }
+        }
+    }
+}
+
+/// Scale `grads` so that their global L2 norm is at most `clip_norm`;
+/// returns the clipped gradients and the norm before clipping.
+#[track_caller]
+pub fn clip_by_global_norm(grads: &[Tensor], clip_norm: f64) -> Result<(Vec<Tensor>, Tensor)> {
+    let Some(first) = grads.first() else {
+        return Err(Error::invalid("clip_by_global_norm needs at least one gradient"));
+    };
+    let mut total = ops::sum(&ops::square(first)?, ops::Axes::All, false)?;
+    for g in &grads[1..] {
+        total = ops::add(&total, &ops::sum(&ops::square(g)?, ops::Axes::All, false)?)?;
+    }
+    let norm = ops::sqrt(&total)?;
+    let scale = ops::div(clip_norm, &ops::maximum(&norm, clip_norm)?)?;
+    let clipped = grads.iter().map(|g| ops::mul(g, &scale)).collect::<Result<_>>()?;
+    Ok((clipped, norm))
+}
+
+/// Per-variable optimizer state.
+struct Slots {
+    vars: Vec<Variable>,
+}
+
+/// A gradient-descent optimizer (see the module documentation).
+pub struct Optimizer {
+    name: &'static str,
+    rule: UpdateRule,
+    learning_rate: LearningRate,
+    clip_norm: Option<f64>,
+    slots: Mutex<FxHashMap<u64, Slots>>,
+    iterations: Mutex<Option<Variable>>,
+}
+
+impl std::fmt::Debug for Optimizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}({:?}, lr={:?})", self.name, self.rule, self.learning_rate)
+    }
+}
+
+impl Optimizer {
+    fn with_rule(name: &'static str, rule: UpdateRule, learning_rate: impl Into<LearningRate>) -> Optimizer {
+        Optimizer {
+            name,
+            rule,
+            learning_rate: learning_rate.into(),
+            clip_norm: None,
+            slots: Mutex::new(FxHashMap::default()),
+            iterations: Mutex::new(None),
+        }
+    }
+    /// Plain gradient descent.
+    pub fn sgd(lr: impl Into<LearningRate>) -> Optimizer {
+        Optimizer::with_rule("SGD", UpdateRule::Sgd, lr)
+    }
+    /// Gradient descent with momentum, optionally Nesterov's.
+    pub fn momentum(lr: impl Into<LearningRate>, momentum: f64, nesterov: bool) -> Optimizer {
+        Optimizer::with_rule("Momentum", UpdateRule::Momentum { momentum, nesterov }, lr)
+    }
+    /// Adam with the usual defaults (beta1 0.9, beta2 0.999, epsilon 1e-7 as Keras).
+    pub fn adam(lr: impl Into<LearningRate>) -> Optimizer {
+        Optimizer::adam_with(lr, 0.9, 0.999, 1e-7)
+    }
+    /// Adam with explicit constants.
+    pub fn adam_with(lr: impl Into<LearningRate>, beta1: f64, beta2: f64, epsilon: f64) -> Optimizer {
+        Optimizer::with_rule("Adam", UpdateRule::Adam { beta1, beta2, epsilon, weight_decay: 0.0 }, lr)
+    }
+    /// AdamW: Adam with decoupled weight decay.
+    pub fn adamw(lr: impl Into<LearningRate>, weight_decay: f64) -> Optimizer {
+        Optimizer::with_rule("AdamW", UpdateRule::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-7, weight_decay }, lr)
+    }
+    /// RMSProp (rho 0.9, epsilon 1e-7 as Keras).
+    pub fn rmsprop(lr: impl Into<LearningRate>) -> Optimizer {
+        Optimizer::with_rule("RMSProp", UpdateRule::RmsProp { rho: 0.9, epsilon: 1e-7 }, lr)
+    }
+    /// Adagrad (epsilon 1e-7).
+    pub fn adagrad(lr: impl Into<LearningRate>) -> Optimizer {
+        Optimizer::with_rule("Adagrad", UpdateRule::Adagrad { epsilon: 1e-7 }, lr)
+    }
+    /// Any rule.
+    pub fn new(rule: UpdateRule, lr: impl Into<LearningRate>) -> Optimizer {
+        Optimizer::with_rule("Optimizer", rule, lr)
+    }
+    /// Clip gradients to this global norm before each update.
+    pub fn with_clip_norm(mut self, clip_norm: f64) -> Optimizer {
+        self.clip_norm = Some(clip_norm);
+        self
+    }
+    /// The update rule.
+    pub fn rule(&self) -> UpdateRule {
+        self.rule
+    }
+    /// The learning-rate schedule.
+    pub fn learning_rate(&self) -> LearningRate {
+        self.learning_rate
+    }
+    /// The optimizer's display name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The update counter (an i64 variable, created on first use).
+    pub fn iterations(&self) -> Option<Variable> {
+        self.iterations.lock().clone()
+    }
+
+    /// Every variable the optimizer owns: the counter and the slots of each
+    /// variable it has updated, with stable names (for checkpoints).
+    pub fn state_variables(&self) -> Vec<(String, Variable)> {
+        let mut out = Vec::new();
+        if let Some(it) = self.iterations() {
+            out.push(("optimizer/iterations".to_string(), it));
+        }
+        let slots = self.slots.lock();
+        let mut entries: Vec<&Slots> = slots.values().collect();
+        entries.sort_by(|a, b| a.vars[0].name().cmp(b.vars[0].name()));
+        for s in entries {
+            for v in &s.vars {
+                out.push((format!("optimizer/{}", v.name()), v.clone()));
+            }
+        }
+        out
+    }
+
+    fn counter(&self, like: &Variable) -> Result<Variable> {
+        let mut it = self.iterations.lock();
+        if let Some(v) = &*it {
+            return Ok(v.clone());
+        }
+        let zero = Tensor::scalar(0i64);
+        let v = match like.graph() {
+            Some(g) => Variable::in_graph(g, "optimizer/iterations", &zero, false)?,
+            None => Variable::new("optimizer/iterations", &zero, false)?,
+        };
+        *it = Some(v.clone());
+        Ok(v)
+    }
+
+    fn slots_for(&self, var: &Variable) -> Result<Vec<Variable>> {
+        let mut slots = self.slots.lock();
+        if let Some(s) = slots.get(&var.id()) {
+            return Ok(s.vars.clone());
+        }
+        let mut vars = Vec::new();
+        for name in self.rule.slot_names() {
+            let slot_name = format!("{}/{}", var.name(), name);
+            let v = match var.graph() {
+                Some(g) => {
+                    let zeros = ops::zeros(Ctx::Graph(g), var.shape().clone(), var.dtype())?;
+                    Variable::in_graph(g, &slot_name, &zeros, false)?
+                }
+                None => Variable::new(&slot_name, &Tensor::zeros(var.shape().clone(), var.dtype())?, false)?,
+            };
+            vars.push(v);
+        }
+        slots.insert(var.id(), Slots { vars: vars.clone() });
+        Ok(vars)
+    }
+
+    /// Apply one update. Eager variables change at once (`Ok(None)`); for
+    /// graph variables this adds the update nodes and returns the train op.
+    #[track_caller]
+    pub fn apply_gradients(&self, grads_and_vars: &[(Tensor, &Variable)]) -> Result<Option<Operation>> {
+        let Some((_, first)) = grads_and_vars.first() else {
+            return Err(Error::invalid("apply_gradients needs at least one (gradient, variable) pair"));
+        };
+        let graph_mode = first.is_graph();
+        if grads_and_vars.iter().any(|(_, v)| v.is_graph() != graph_mode) {
+            return Err(Error::graph("apply_gradients mixes eager and graph variables"));
+        }
+        let counter = self.counter(first)?;
+        let body = || -> Result<Option<Operation>> {
+            // The schedule sees the count before this update; derive it from the
+            // incremented value so no separate read can race with the increment.
+            let after = counter.assign_add(&Tensor::scalar(1i64))?;
+            let before = ops::sub(&after, 1i64)?;
+            let mut grads: Vec<Tensor> = grads_and_vars.iter().map(|(g, _)| g.clone()).collect();
+            if let Some(c) = self.clip_norm {
+                grads = clip_by_global_norm(&grads, c)?.0;
+            }
+            let mut targets: Vec<Operation> = Vec::new();
+            for (g, (_, var)) in grads.iter().zip(grads_and_vars) {
+                let dtype = var.dtype();
+                if !dtype.is_float() {
+                    return Err(Error::dtype(format!(
+                        "variable '{}' is {dtype}; only float variables train",
+                        var.name()
+                    )));
+                }
+                let step = ops::cast(&after, dtype)?;
+                let lr = self.learning_rate.tensor(&ops::cast(&before, dtype)?)?;
+                let slots = self.slots_for(var)?;
+                let slot_values: Vec<Tensor> = slots.iter().map(|s| s.read()).collect();
+                let slot_refs: Vec<&Tensor> = slot_values.iter().collect();
+                let g = if g.dtype() == dtype { g.clone() } else { ops::cast(g, dtype)? };
+                let new = ops::apply_update(self.rule, &var.current(), &g, &lr, &step, &slot_refs)?;
+                let a = var.assign(&new[0])?;
+                targets.extend(a.op());
+                for (slot, value) in slots.iter().zip(&new[1..]) {
+                    targets.extend(slot.assign(value)?.op());
+                }
+            }
+            if let Some(op) = after.op() {
+                targets.push(op);
+            }
+            match first.graph() {
+                Some(g) => {
+                    let refs: Vec<&Operation> = targets.iter().collect();
+                    Ok(Some(g.group(&refs)?))
+                }
+                None => Ok(None),
+            }
+        };
+        if graph_mode {
+            body()
+        } else {
+            // Updates are not part of any gradient computation.
+            tape::untracked(body)
+        }
+    }
+
+    /// Graph mode: the train op for `loss` (gradients, then updates of `vars`).
+    #[track_caller]
+    pub fn minimize(&self, loss: &Tensor, vars: &[&Variable]) -> Result<Operation> {
+        if !loss.is_symbolic() {
+            return Err(Error::graph(
+                "minimize() builds a train op in a graph; in eager mode use a GradientTape and apply_gradients",
+            ));
+        }
+        let reads: Vec<Tensor> = vars.iter().map(|v| v.read()).collect();
+        let refs: Vec<&Tensor> = reads.iter().collect();
+        let grads = gradients(&[loss], &refs, None, Unconnected::Zero)?;
+        let pairs: Vec<(Tensor, &Variable)> =
+            grads.into_iter().zip(vars).map(|(g, v)| (g.unwrap_or_else(|| Tensor::scalar(0.0f32)), *v)).collect();
+        self.apply_gradients(&pairs)?.ok_or_else(|| Error::graph("minimize() produced no train op"))
+    }
+}
