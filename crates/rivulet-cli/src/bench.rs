@@ -75,6 +75,102 @@ fn auto_bench(mut f: impl FnMut() -> Result<()>, b: Budget) -> Result<(f64, f64,
     Ok((median, samples[0], samples[m - 1], reps, inner))
 }
 
+/// `reps` timed calls after `warmup` untimed ones, one sample per call (the
+/// peers' `fixed_bench` / `train_bench`).
+fn fixed_bench(
+    mut f: impl FnMut(usize) -> Result<()>,
+    warmup: usize,
+    reps: usize,
+) -> Result<(f64, f64, f64, usize, usize)> {
+    for i in 0..warmup {
+        f(i)?;
+    }
+    let mut samples = Vec::with_capacity(reps);
+    for i in warmup..warmup + reps {
+        let t = Instant::now();
+        f(i)?;
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    samples.sort_by(f64::total_cmp);
+    let m = samples.len();
+    let median = if m % 2 == 1 { samples[m / 2] } else { 0.5 * (samples[m / 2 - 1] + samples[m / 2]) };
+    Ok((median, samples[0], samples[m - 1], reps, 1))
+}
+
+/// B5: MLP 784-512-512-10 training step (forward, backward, Adam), batch 128.
+fn b5(r: &mut Runner) -> Result<()> {
+    use rivulet::nn::{losses::sparse_softmax_cross_entropy, Initializer, Optimizer};
+    use rivulet::{GradientTape, Variable};
+    const PARAM: &str = "784-512-512-10, batch 128, Adam";
+    let sizes = [(784usize, 512usize), (512, 512), (512, 10)];
+    let batches: Vec<(Tensor, Tensor)> = (0..8u64)
+        .map(|i| {
+            let x = normal(&[128, 784], 51 + i)?;
+            let y = ops::random_uniform_int(Ctx::Eager, [128], 0, 10, DType::I32, Some(151 + i))?;
+            Ok((x, y))
+        })
+        .collect::<Result<_>>()?;
+    let init_params = |seed: u64| -> Result<Vec<Tensor>> {
+        let mut p = Vec::new();
+        for (i, &(a, b)) in sizes.iter().enumerate() {
+            p.push(Initializer::GlorotUniform.init(Ctx::Eager, [a, b], DType::F32, Some(seed + i as u64))?);
+            p.push(Tensor::zeros([b], DType::F32)?);
+        }
+        Ok(p)
+    };
+    let forward = |x: &Tensor, p: &[Tensor]| -> Result<Tensor> {
+        let h1 = ops::relu(&(&ops::matmul(x, &p[0])? + &p[1])?)?;
+        let h2 = ops::relu(&(&ops::matmul(&h1, &p[2])? + &p[3])?)?;
+        &ops::matmul(&h2, &p[4])? + &p[5]
+    };
+    if r.want("eager") {
+        let vars: Vec<Variable> = init_params(50)?
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Variable::new(&format!("p{i}"), t, true))
+            .collect::<Result<_>>()?;
+        let refs: Vec<&Variable> = vars.iter().collect();
+        let opt = Optimizer::adam_with(1e-3, 0.9, 0.999, 1e-8);
+        let step = |i: usize| -> Result<()> {
+            let (x, y) = &batches[i % batches.len()];
+            let tape = GradientTape::new();
+            let p: Vec<Tensor> = vars.iter().map(|v| v.read()).collect();
+            let loss = sparse_softmax_cross_entropy(y, &forward(x, &p)?)?;
+            let grads = tape.gradient_vars(&loss, &refs)?;
+            let pairs: Vec<(Tensor, &Variable)> =
+                grads.into_iter().zip(&refs).filter_map(|(g, v)| g.map(|g| (g, *v))).collect();
+            opt.apply_gradients(&pairs)?;
+            loss.to_scalar::<f32>().map(drop)
+        };
+        let t = fixed_bench(step, 20, 200)?;
+        r.report("eager", "B5", PARAM, t);
+    }
+    if r.want("graph") {
+        let g = Graph::new();
+        let px = g.placeholder("x", DType::F32, [128, 784])?;
+        let py = g.placeholder("y", DType::I32, [128])?;
+        let vars: Vec<Variable> = init_params(50)?
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Variable::in_graph(&g, &format!("p{i}"), t, true))
+            .collect::<Result<_>>()?;
+        let p: Vec<Tensor> = vars.iter().map(|v| v.read()).collect();
+        let loss = sparse_softmax_cross_entropy(&py, &forward(&px, &p)?)?;
+        let refs: Vec<&Variable> = vars.iter().collect();
+        let opt = Optimizer::adam_with(1e-3, 0.9, 0.999, 1e-8);
+        let train = opt.minimize(&loss, &refs)?;
+        let s = Session::new(&g);
+        s.run_targets(&[&g.global_variables_initializer()?])?;
+        let step = |i: usize| -> Result<()> {
+            let (x, y) = &batches[i % batches.len()];
+            s.run_with_targets(&[&loss], &[(&px, x), (&py, y)], &[&train])?[0].to_scalar::<f32>().map(drop)
+        };
+        let t = fixed_bench(step, 20, 200)?;
+        r.report("graph", "B5", PARAM, t);
+    }
+    Ok(())
+}
+
 struct Runner {
     records: Vec<Record>,
     json: bool,
@@ -97,7 +193,13 @@ impl Runner {
         if !self.want(mode) {
             return Ok(());
         }
-        let (median_ms, min_ms, max_ms, reps, inner) = auto_bench(f, b)?;
+        let t = auto_bench(f, b)?;
+        self.report(mode, id, param, t);
+        Ok(())
+    }
+
+    fn report(&mut self, mode: &'static str, id: &'static str, param: &str, t: (f64, f64, f64, usize, usize)) {
+        let (median_ms, min_ms, max_ms, reps, inner) = t;
         let r = Record { mode, id, param: param.to_string(), median_ms, min_ms, max_ms, reps, inner };
         let (figure, unit) = r.figure();
         if self.json {
@@ -111,7 +213,6 @@ impl Runner {
             eprintln!("  {} {:<6} {:<40} {:>10.4} ms  {:>9.2} {}", r.id, r.mode, r.param, r.median_ms, figure, unit);
         }
         self.records.push(r);
-        Ok(())
     }
 }
 
@@ -172,6 +273,9 @@ pub fn run(ids: &[String], json: bool, mode: Option<&str>) -> Result<()> {
         let y = px.softmax(-1)?;
         let s = Session::new(&g);
         r.time("graph", "B4", "4096x1024 axis=-1", Budget::default(), || s.run(&[&y], &[(&px, &x)]).map(drop))?;
+    }
+    if want("B5") {
+        b5(&mut r)?;
     }
     if want("B8") {
         let b8 = |per| Budget { min_reps: 5, max_reps: 15, per, ..Budget::default() };

@@ -17,7 +17,7 @@ struct Cli {
 enum Command {
     /// Time the BENCHMARKS.md workloads in eager and graph mode.
     Bench {
-        /// Workload ids to run (B1 B2 B3 B4 B8); all when none are given.
+        /// Workload ids to run (B1 B2 B3 B4 B5 B8); all when none are given.
         ids: Vec<String>,
         /// Print one JSON object per measurement (the peers' keys) instead of a table.
         #[arg(long)]

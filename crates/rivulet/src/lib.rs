@@ -29,6 +29,7 @@ pub(crate) mod backend;
 pub mod data;
 pub mod error;
 pub mod graph;
+pub mod io;
 mod methods;
 pub mod nn;
 pub mod ops;

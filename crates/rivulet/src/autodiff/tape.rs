@@ -19,6 +19,10 @@ use std::rc::Rc;
 struct TapeState {
     records: RefCell<Vec<Record>>,
     tracked: RefCell<FxHashSet<Key>>,
+    /// Watched tensors, kept alive so that their addresses stay theirs.
+    watched: RefCell<Vec<Tensor>>,
+    /// Values of each variable read while recording, by variable id.
+    variable_reads: RefCell<rustc_hash::FxHashMap<u64, Vec<Tensor>>>,
     watch_variables: bool,
     /// Not recording while it computes its own gradients.
     paused: Cell<bool>,
@@ -63,17 +67,33 @@ pub(crate) fn record(op: &Op, inputs: &[&Tensor], outputs: &[Tensor]) {
 }
 
 /// A trainable variable was read: watch its value on the tapes that watch variables.
-pub(crate) fn watch_variable(t: &Tensor) {
+pub(crate) fn watch_variable(var_id: u64, t: &Tensor) {
     if !any_active() {
         return;
     }
     ACTIVE.with(|a| {
         for tape in a.borrow().iter() {
             if tape.watch_variables && !tape.paused.get() {
-                tape.tracked.borrow_mut().insert(key(t));
+                tape.watch_as(var_id, t);
             }
         }
     });
+}
+
+impl TapeState {
+    fn watch(&self, t: &Tensor) {
+        if self.tracked.borrow_mut().insert(key(t)) {
+            self.watched.borrow_mut().push(t.clone());
+        }
+    }
+    fn watch_as(&self, var_id: u64, t: &Tensor) {
+        self.watch(t);
+        let mut reads = self.variable_reads.borrow_mut();
+        let list = reads.entry(var_id).or_default();
+        if !list.iter().any(|r| key(r) == key(t)) {
+            list.push(t.clone());
+        }
+    }
 }
 
 /// Run `f` without recording on any tape (optimizer updates, assignments).
@@ -121,6 +141,8 @@ impl GradientTape {
         let state = Rc::new(TapeState {
             records: RefCell::new(Vec::new()),
             tracked: RefCell::new(FxHashSet::default()),
+            watched: RefCell::new(Vec::new()),
+            variable_reads: RefCell::new(rustc_hash::FxHashMap::default()),
             watch_variables: watch_accessed_variables,
             paused: Cell::new(false),
         });
@@ -130,12 +152,12 @@ impl GradientTape {
 
     /// Watch `t`: ops that read it (or values computed from it) are recorded.
     pub fn watch(&self, t: &Tensor) {
-        self.state.tracked.borrow_mut().insert(key(t));
+        self.state.watch(t);
     }
 
-    /// Watch a variable's current value.
+    /// Watch a variable: its current value, and every value read from it later.
     pub fn watch_variable(&self, v: &Variable) {
-        self.watch(&v.read());
+        self.state.watch_as(v.id(), &v.current());
     }
 
     /// Stop recording (the tape keeps what it has; gradients still work).
@@ -185,11 +207,19 @@ impl GradientTape {
             Some(g) => g.clone(),
             None => ops::ones_like(target)?,
         };
-        let source_keys: Vec<Key> = sources.iter().map(|s| key(s)).collect();
-        let found = {
+        // Only watched tensors (and values computed from them) are sources.
+        let tracked: Vec<Option<Key>> = {
+            let t = self.state.tracked.borrow();
+            sources.iter().map(|s| Some(key(s)).filter(|k| t.contains(k))).collect()
+        };
+        let source_keys: Vec<Key> = tracked.iter().flatten().copied().collect();
+        let mut found_tracked = {
             let records = self.state.records.borrow();
             backprop(records.iter(), vec![(key(target), seed)], &source_keys)?
-        };
+        }
+        .into_iter();
+        let found: Vec<Option<Tensor>> =
+            tracked.iter().map(|k| k.and_then(|_| found_tracked.next().flatten())).collect();
         if !self.persistent {
             self.stop_recording();
             self.state.records.borrow_mut().clear();
@@ -197,11 +227,29 @@ impl GradientTape {
         finish(found, sources, unconnected)
     }
 
-    /// Gradients with respect to variables (their values as read while recording).
+    /// Gradients with respect to variables: summed over every value of each
+    /// variable read while recording (`None` for a variable not read).
     pub fn gradient_vars(&self, target: &Tensor, vars: &[&Variable]) -> Result<Vec<Option<Tensor>>> {
-        let values: Vec<Tensor> = vars.iter().map(|v| v.current()).collect();
-        let refs: Vec<&Tensor> = values.iter().collect();
-        self.gradient(target, &refs)
+        let reads: Vec<Vec<Tensor>> = {
+            let map = self.state.variable_reads.borrow();
+            vars.iter().map(|v| map.get(&v.id()).cloned().unwrap_or_default()).collect()
+        };
+        let flat: Vec<&Tensor> = reads.iter().flatten().collect();
+        let mut grads = self.gradient(target, &flat)?.into_iter();
+        let mut out = Vec::with_capacity(vars.len());
+        for r in &reads {
+            let mut sum: Option<Tensor> = None;
+            for _ in r {
+                if let Some(g) = grads.next().flatten() {
+                    sum = Some(match sum {
+                        Some(s) => ops::add(&s, &g)?,
+                        None => g,
+                    });
+                }
+            }
+            out.push(sum);
+        }
+        Ok(out)
     }
 }
 

@@ -29,6 +29,11 @@ pub trait Layer: Send + Sync {
     fn take_updates(&self) -> Vec<Operation> {
         Vec::new()
     }
+    /// Create the variables that `call(x, false)` would not (before restoring
+    /// a checkpoint into a fresh model).
+    fn build(&self, _x: &Tensor) -> Result<()> {
+        Ok(())
+    }
     /// The trainable variables.
     fn trainable_variables(&self) -> Vec<Variable> {
         self.variables().into_iter().filter(|v| v.trainable()).collect()
@@ -147,7 +152,7 @@ impl Dense {
         self.bias_init = bias;
         self
     }
-    fn build(&self, x: &Tensor) -> Result<&(Variable, Option<Variable>)> {
+    fn ensure_built(&self, x: &Tensor) -> Result<&(Variable, Option<Variable>)> {
         if let Some(v) = self.vars.get() {
             return Ok(v);
         }
@@ -179,7 +184,7 @@ impl Dense {
 
 impl Layer for Dense {
     fn call(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
-        let (kernel, bias) = self.build(x)?;
+        let (kernel, bias) = self.ensure_built(x)?;
         let mut y = ops::matmul(x, &kernel.read())?;
         if let Some(b) = bias {
             y = ops::add(&y, &b.read())?;
@@ -199,13 +204,15 @@ impl Layer for Dense {
 
 /// Zeroes a fraction `rate` of the inputs while training, scaling the rest
 /// by `1 / (1 - rate)`; the identity at inference.
+///
+/// Its random state is a variable `[seed, calls]`: each training call draws
+/// a mask from both and counts itself, so a model restored from a checkpoint
+/// draws the same masks as one that never stopped.
 pub struct Dropout {
     name: String,
     rate: f64,
-    seed: u64,
-    /// Eager calls so far: with the seed it fixes each mask, and it is saved
-    /// in checkpoints so that a resumed run draws the same masks.
-    calls: OnceLock<Variable>,
+    state: OnceLock<Variable>,
+    updates: Mutex<Vec<Operation>>,
 }
 
 impl Dropout {
@@ -214,40 +221,55 @@ impl Dropout {
         if !(0.0..1.0).contains(&rate) {
             bail!(invalid, "dropout rate must be in [0, 1), got {rate}");
         }
-        Ok(Dropout { name: unique_name("dropout"), rate, seed: creation_seed(), calls: OnceLock::new() })
+        Ok(Dropout { name: unique_name("dropout"), rate, state: OnceLock::new(), updates: Mutex::new(Vec::new()) })
+    }
+
+    fn state(&self, like: &Tensor) -> Result<&Variable> {
+        if self.state.get().is_none() {
+            let init = Tensor::from([creation_seed() as i64, 0]);
+            let name = format!("{}/rng_state", self.name);
+            let v = match like.graph() {
+                Some(g) => Variable::in_graph(g, &name, &init, false)?,
+                None => Variable::new(&name, &init, false)?,
+            };
+            let _ = self.state.set(v);
+        }
+        self.state.get().ok_or_else(|| Error::invalid("Dropout: state"))
     }
 }
 
 impl Layer for Dropout {
+    fn build(&self, x: &Tensor) -> Result<()> {
+        self.state(x).map(drop)
+    }
     fn call(&self, x: &Tensor, training: bool) -> Result<Tensor> {
         if !training || self.rate == 0.0 {
             return Ok(x.clone());
         }
-        let mask = if x.is_symbolic() {
-            // In a graph each run of the node draws a new mask.
-            ops::random_uniform_like(x, 0.0, 1.0, Some(self.seed))?
+        let state = self.state(x)?;
+        let s = state.current();
+        // offset = seed * K + calls (wrapping), a different stream per call.
+        let parts = ops::unstack(&s, 0)?;
+        let offset = ops::add(&ops::mul(&parts[0], 0x2545_F491_4F6C_DD1Di64)?, &parts[1])?;
+        let mask = ops::random_uniform_like_offset(x, 0.0, 1.0, 0x0D50_D5E1, &offset)?;
+        let step = Tensor::from([0i64, 1]);
+        if x.is_symbolic() {
+            let bumped = state.assign_add(&step)?;
+            self.updates.lock().extend(bumped.op());
         } else {
-            let calls = match self.calls.get() {
-                Some(c) => c,
-                None => {
-                    let _ =
-                        self.calls.set(Variable::new(&format!("{}/calls", self.name), &Tensor::scalar(0i64), false)?);
-                    self.calls.get().ok_or_else(|| Error::invalid("Dropout: counter"))?
-                }
-            };
-            let n = calls.current().to_scalar::<i64>()? as u64;
-            tape::untracked(|| calls.assign_add(&Tensor::scalar(1i64)))?;
-            let seed = crate::ops::creation::splitmix64(self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            tape::untracked(|| ops::random_uniform_like(x, 0.0, 1.0, Some(seed)))?
-        };
+            tape::untracked(|| state.assign_add(&step))?;
+        }
         let keep = ops::cast(&ops::greater_equal(&mask, self.rate)?, x.dtype())?;
         ops::mul(&ops::mul(x, &keep)?, 1.0 / (1.0 - self.rate))
     }
     fn variables(&self) -> Vec<Variable> {
-        self.calls.get().cloned().into_iter().collect()
+        self.state.get().cloned().into_iter().collect()
     }
     fn name(&self) -> &str {
         &self.name
+    }
+    fn take_updates(&self) -> Vec<Operation> {
+        std::mem::take(&mut *self.updates.lock())
     }
 }
 

@@ -416,6 +416,90 @@ impl Sequential {
         ops::concat(&refs, 0)
     }
 
+    /// Create every variable (layers, optimizer slots; in graph mode the
+    /// graph and session) from example inputs, without training: what a
+    /// fresh model needs before a checkpoint is restored into it.
+    pub fn build(&self, x: &Tensor, y: &Tensor) -> Result<()> {
+        let c = self.compiled()?;
+        match c.mode {
+            ExecutionMode::Graph => self.graph_run(c, x, y).map(drop),
+            ExecutionMode::Eager => tape::untracked(|| {
+                let mut h = x.clone();
+                for l in &self.layers {
+                    l.build(&h)?;
+                    h = l.call(&h, false)?;
+                }
+                let vars = self.trainable_variables();
+                let refs: Vec<&Variable> = vars.iter().collect();
+                c.optimizer.build(&refs)
+            }),
+        }
+    }
+
+    /// Every variable of the model and its optimizer under a name that
+    /// depends only on the model's structure (`layer_0/kernel`,
+    /// `optimizer/layer_0/kernel/m`, `optimizer/iterations`), so that another
+    /// instance of the same model can restore it.
+    pub fn structural_variables(&self) -> Vec<(String, Variable)> {
+        let leaf = |v: &Variable| v.name().rsplit('/').next().unwrap_or(v.name()).to_string();
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            for v in l.variables() {
+                let key = format!("layer_{i}/{}", leaf(&v));
+                if let Some(slots) = self.optimizer().and_then(|o| o.slots(&v)) {
+                    for s in slots {
+                        out.push((format!("optimizer/{key}/{}", leaf(&s)), s));
+                    }
+                }
+                out.push((key, v));
+            }
+        }
+        if let Some(it) = self.optimizer().and_then(|o| o.iterations()) {
+            out.push(("optimizer/iterations".into(), it));
+        }
+        out
+    }
+
+    /// A checkpoint of the model, its optimizer and the epoch. (Layers keep
+    /// their random state in variables, so nothing else is needed to resume
+    /// bit for bit.)
+    pub fn checkpoint(&self, epoch: u64) -> Result<crate::io::CheckpointData> {
+        let mut data = crate::io::CheckpointData::default();
+        for (name, v) in self.structural_variables() {
+            data.tensors.insert(name, self.variable_value(&v)?);
+        }
+        data.metadata.insert("epoch".into(), epoch.to_string());
+        Ok(data)
+    }
+
+    /// Restore a checkpoint made by [`Sequential::checkpoint`] into this
+    /// (built) model; returns the saved epoch. Every variable must be in the
+    /// checkpoint with the same dtype and shape.
+    pub fn restore(&self, data: &crate::io::CheckpointData) -> Result<u64> {
+        let vars = self.structural_variables();
+        if vars.is_empty() {
+            bail!(precondition, "build the model (Sequential::build) before restoring a checkpoint");
+        }
+        for (name, v) in &vars {
+            let t = data.tensors.get(name).ok_or_else(|| {
+                Error::not_found(format!("checkpoint has no tensor '{name}' (for variable '{}')", v.name()))
+            })?;
+            if t.dtype() != v.dtype() || t.shape() != v.shape() {
+                bail!(
+                    shape,
+                    "checkpoint tensor '{name}' is {}{}, the variable is {}{}",
+                    t.dtype(),
+                    t.shape(),
+                    v.dtype(),
+                    v.shape()
+                );
+            }
+            self.set_variable_value(v, t)?;
+        }
+        let epoch = data.metadata.get("epoch").map(|e| e.parse::<u64>()).transpose();
+        epoch.map(|e| e.unwrap_or(0)).map_err(|_| Error::format("checkpoint metadata 'epoch' is not a number"))
+    }
+
     /// Every variable's value by name (from the session in graph mode).
     pub fn get_weights(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::new();

@@ -234,6 +234,23 @@ impl Optimizer {
         Ok(vars)
     }
 
+    /// The slot variables of `var` (after it has been updated or built).
+    pub fn slots(&self, var: &Variable) -> Option<Vec<Variable>> {
+        self.slots.lock().get(&var.id()).map(|s| s.vars.clone())
+    }
+
+    /// Create the counter and the slots of `vars` without updating anything
+    /// (before restoring a checkpoint).
+    pub fn build(&self, vars: &[&Variable]) -> Result<()> {
+        if let Some(first) = vars.first() {
+            self.counter(first)?;
+        }
+        for v in vars {
+            self.slots_for(v)?;
+        }
+        Ok(())
+    }
+
     /// Apply one update. Eager variables change at once (`Ok(None)`); for
     /// graph variables this adds the update nodes and returns the train op.
     #[track_caller]

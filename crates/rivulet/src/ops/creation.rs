@@ -120,7 +120,19 @@ pub(crate) fn infer(op: &Op, inputs: &[Meta]) -> Result<Metas> {
             Meta::new(*dtype, s)
         }
         Op::RandomLike { dist, .. } => {
-            let m = &inputs[0];
+            let Some(m) = inputs.first() else { bail!(invalid, "random_like needs an input to take the shape of") };
+            if inputs.len() > 2 {
+                bail!(
+                    invalid,
+                    "random_like takes a shape input and an optional seed offset, got {} inputs",
+                    inputs.len()
+                );
+            }
+            if let Some(off) = inputs.get(1) {
+                if off.dtype != DType::I64 || off.shape.rank() != 0 {
+                    bail!(dtype, "random_like's seed offset must be an i64 scalar, got {}{}", off.dtype, off.shape);
+                }
+            }
             check_distribution(dist, m.dtype)?;
             m.clone()
         }
@@ -170,6 +182,14 @@ fn check_distribution(dist: &Distribution, dtype: DType) -> Result<()> {
 pub fn random_uniform_like(x: &Tensor, low: f64, high: f64, seed: Option<u64>) -> Result<Tensor> {
     let seed = seed.unwrap_or_else(next_seed);
     apply1(Op::RandomLike { dist: Distribution::Uniform { low, high }, seed }, &[x])
+}
+
+/// [`random_uniform_like`] whose numbers are fixed by `seed` and the i64
+/// scalar tensor `offset` (e.g. a step counter kept in a variable) instead
+/// of by how often the op has run.
+#[track_caller]
+pub fn random_uniform_like_offset(x: &Tensor, low: f64, high: f64, seed: u64, offset: &Tensor) -> Result<Tensor> {
+    apply1(Op::RandomLike { dist: Distribution::Uniform { low, high }, seed }, &[x, offset])
 }
 
 /// A constant holding `value` (in a graph: a `Const` node).

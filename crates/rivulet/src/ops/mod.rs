@@ -134,8 +134,10 @@ pub enum Op {
     Eye { rows: usize, cols: usize, dtype: DType },
     /// Seeded random numbers (Philox 4x32-10, counter based).
     Random { dist: creation::Distribution, shape: Shape, dtype: DType, seed: u64 },
-    /// Seeded random numbers shaped like the input (whose shape may be known
-    /// only at run time), of the input's dtype.
+    /// Seeded random numbers shaped like the first input (whose shape may be
+    /// known only at run time), of its dtype. An optional second input, an
+    /// i64 scalar, is mixed into the seed and replaces the run counter, so
+    /// that the numbers follow state kept in a variable.
     RandomLike { dist: creation::Distribution, seed: u64 },
 
     /// `exp(x) / sum(exp(x))` along `axis`, computed stably.
@@ -301,7 +303,7 @@ impl Op {
             | Op::Assign { .. } => 2,
             Op::GatherGrad { .. } | Op::GatherNdGrad => 3,
             Op::Select => 3,
-            Op::Concat { .. } | Op::SplitLike { .. } | Op::ApplyUpdate { .. } => return None,
+            Op::Concat { .. } | Op::SplitLike { .. } | Op::ApplyUpdate { .. } | Op::RandomLike { .. } => return None,
             _ => 1,
         })
     }

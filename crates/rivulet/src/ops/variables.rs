@@ -202,7 +202,7 @@ impl Variable {
             State::Eager(v) => {
                 let t = v.read().clone();
                 if self.inner.trainable {
-                    crate::autodiff::tape::watch_variable(&t);
+                    crate::autodiff::tape::watch_variable(self.id(), &t);
                 }
                 t
             }

@@ -209,7 +209,7 @@ pub(crate) fn compile(
                 frees: SmallVec::new(),
                 dependents: SmallVec::new(),
                 num_deps: 0,
-                random_stream: node.op.is_stateful().then(|| random_counter(id)),
+                random_stream: matches!(node.op, Op::Random { .. } | Op::RandomLike { .. }).then(|| random_counter(id)),
                 work,
                 context: node.context(),
             }

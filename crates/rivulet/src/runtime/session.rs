@@ -116,6 +116,23 @@ impl Session {
         Ok(())
     }
 
+    /// How many times each random node has run in this session, by node name
+    /// (saved in checkpoints so that a resumed run draws the same numbers).
+    pub fn random_streams(&self) -> std::collections::BTreeMap<String, u64> {
+        let counters = self.random_counters.lock();
+        counters.iter().map(|(&id, c)| (self.graph.node_name(id), c.load(Ordering::Relaxed))).collect()
+    }
+
+    /// Restore counts saved by [`Session::random_streams`].
+    pub fn set_random_streams(&self, streams: &std::collections::BTreeMap<String, u64>) -> Result<()> {
+        let mut counters = self.random_counters.lock();
+        for (name, &count) in streams {
+            let id = self.graph.operation(name)?.id();
+            counters.entry(id).or_insert_with(|| Arc::new(AtomicU64::new(0))).store(count, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Whether a graph variable has a value in this session.
     pub fn is_initialized(&self, var: &Variable) -> bool {
         self.graph_variable(var).is_ok_and(|n| self.variables.read().contains_key(&n))

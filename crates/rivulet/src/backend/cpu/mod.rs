@@ -66,7 +66,15 @@ pub(crate) fn execute(op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx
         Op::Linspace { start, stop, .. } => creation::linspace(*start, *stop, out())?,
         Op::Eye { rows, cols, dtype } => creation::eye(*rows, *cols, *dtype)?,
         Op::Random { dist, shape, dtype, seed } => creation::random(dist, shape, *dtype, *seed, ctx.random_stream)?,
-        Op::RandomLike { dist, seed } => creation::random(dist, &out().shape, out().dtype, *seed, ctx.random_stream)?,
+        Op::RandomLike { dist, seed } => match inputs.get(1) {
+            Some(offset) => {
+                let off = elementwise::cast(offset, crate::tensor::DType::I64)?;
+                let o = off.contiguous_slice::<i64>().and_then(|s| s.first().copied()).unwrap_or(0);
+                let mixed = crate::ops::creation::splitmix64(*seed ^ crate::ops::creation::splitmix64(o as u64));
+                creation::random(dist, &out().shape, out().dtype, mixed, 0)?
+            }
+            None => creation::random(dist, &out().shape, out().dtype, *seed, ctx.random_stream)?,
+        },
         Op::Softmax { axis } => nn::softmax(x(), *axis, false)?,
         Op::LogSoftmax { axis } => nn::softmax(x(), *axis, true)?,
         Op::SumTo => movement::sum_to(x(), out())?,
