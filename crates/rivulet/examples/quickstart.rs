@@ -2,7 +2,7 @@
 
 use rivulet::{ops, Ctx, DType, Graph, Result, Session, Tensor};
 
-fn main() -> Result<()> {
+pub fn main() -> Result<()> {
     // Eager: each op runs as soon as it is called.
     let x = ops::random_normal(Ctx::Eager, [4, 3], 0.0, 1.0, DType::F32, Some(7))?;
     let w = Tensor::from([[0.5f32, -1.0], [1.5, 0.25], [-0.75, 2.0]]);

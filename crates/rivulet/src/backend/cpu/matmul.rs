@@ -89,10 +89,11 @@ fn dims(a: &Value, ta: bool, out_shape: &Shape) -> Dims {
 
 fn gemm_batched<T: Element>(a: &Value, b: &Value, ta: bool, tb: bool, out_shape: &Shape) -> Result<Value> {
     let d = dims(a, ta, out_shape);
-    let mut buf = HostBuffer::zeroed::<T>(out_shape.numel_known())?;
     if d.m == 0 || d.n == 0 || d.k == 0 || d.count == 0 {
-        return Ok(Value::from_buffer(T::DTYPE, out_shape.clone(), buf));
+        return Ok(Value::from_buffer(T::DTYPE, out_shape.clone(), HostBuffer::zeroed::<T>(out_shape.numel_known())?));
     }
+    // gemm overwrites the output (read_dst = false): no need to clear it.
+    let mut buf = HostBuffer::for_elements::<T>(out_shape.numel_known())?;
     let (oa, ob) = (operand(a, ta, &d.batch)?, operand(b, tb, &d.batch)?);
     let (abuf, bbuf) = (oa.value.buffer::<T>(), ob.value.buffer::<T>());
     let mn = d.m * d.n;
