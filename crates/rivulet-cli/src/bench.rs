@@ -146,6 +146,32 @@ fn b5(r: &mut Runner) -> Result<()> {
         r.report("eager", "B5", PARAM, t);
     }
     if r.want("graph") {
+        // The eager step, unchanged, traced into a graph by rivulet::function.
+        let vars: Vec<Variable> = init_params(50)?
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Variable::new(&format!("p{i}"), t, true))
+            .collect::<Result<_>>()?;
+        let refs: Vec<&Variable> = vars.iter().collect();
+        let opt = Optimizer::adam_with(1e-3, 0.9, 0.999, 1e-8);
+        let train = rivulet::function(|args: &[Tensor]| {
+            let tape = GradientTape::new();
+            let p: Vec<Tensor> = vars.iter().map(|v| v.read()).collect();
+            let loss = sparse_softmax_cross_entropy(&args[1], &forward(&args[0], &p)?)?;
+            let grads = tape.gradient_vars(&loss, &refs)?;
+            let pairs: Vec<(Tensor, &Variable)> =
+                grads.into_iter().zip(&refs).filter_map(|(g, v)| g.map(|g| (g, *v))).collect();
+            opt.apply_gradients(&pairs)?;
+            Ok(vec![loss])
+        });
+        let step = |i: usize| -> Result<()> {
+            let (x, y) = &batches[i % batches.len()];
+            train.call(&[x, y])?[0].to_scalar::<f32>().map(drop)
+        };
+        let t = fixed_bench(step, 20, 200)?;
+        r.report("graph", "B5", &format!("{PARAM} (variant: eager step wrapped in rivulet::function)"), t);
+    }
+    if r.want("graph") {
         let g = Graph::new();
         let px = g.placeholder("x", DType::F32, [128, 784])?;
         let py = g.placeholder("y", DType::I32, [128])?;

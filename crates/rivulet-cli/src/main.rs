@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod inspect;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -38,6 +39,26 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Show what graph optimization does to a graph (the B5 training step by default).
+    Inspect {
+        /// A graph saved with Graph::to_json.
+        file: Option<std::path::PathBuf>,
+        /// Tensors to fetch (`node:0`).
+        #[arg(long)]
+        fetch: Vec<String>,
+        /// Tensors fed at run time (`node:0`).
+        #[arg(long)]
+        feed: Vec<String>,
+        /// Operations run for their effect.
+        #[arg(long)]
+        target: Vec<String>,
+        /// Write the graph after each pass as DOT and text into this directory.
+        #[arg(long)]
+        dot: Option<std::path::PathBuf>,
+        /// Print the whole plan before and after optimization.
+        #[arg(long)]
+        full: bool,
+    },
     /// Print what this machine offers Rivulet (vector extension, threads).
     Devices,
 }
@@ -50,6 +71,7 @@ fn main() -> ExitCode {
             let mode = if eager { rivulet::nn::ExecutionMode::Eager } else { rivulet::nn::ExecutionMode::Graph };
             demo::run(mode, epochs, quiet)
         }
+        Command::Inspect { file, fetch, feed, target, dot, full } => inspect::run(file, fetch, feed, target, dot, full),
         Command::Devices => {
             println!("cpu:0  simd={}  threads={}", rivulet::simd_level(), rayon_threads());
             Ok(())

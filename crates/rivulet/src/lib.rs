@@ -33,6 +33,7 @@ pub mod io;
 mod methods;
 pub mod nn;
 pub mod ops;
+pub mod passes;
 pub mod runtime;
 pub mod tensor;
 
@@ -42,7 +43,8 @@ pub use error::{Error, ErrorKind, OpContext, Result};
 pub use graph::{Graph, Operation};
 pub use ops::creation::set_random_seed;
 pub use ops::{Axes, Ctx, Op, Variable};
-pub use runtime::{Session, SessionOptions};
+pub use passes::PassOptions;
+pub use runtime::{function, Function, FunctionOptions, PlanReport, Session, SessionOptions};
 pub use tensor::npy::{load_npy, read_npy, save_npy, write_npy};
 pub use tensor::storage::release_cached_memory;
 pub use tensor::{DType, Scalar, Shape, Tensor, UNKNOWN};

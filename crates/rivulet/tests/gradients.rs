@@ -1993,12 +1993,20 @@ fn graph_unconnected_zero() {
 
 #[test]
 fn modes_do_not_mix() {
-    // The tape is for values, gradients() for graphs.
+    // A tape also records symbolic ops (that is how it works inside a traced
+    // function): unwatched placeholders get no gradient, watched ones a
+    // symbolic gradient. gradients() is for graphs only.
     let g = Graph::new();
     let xp = g.placeholder("x", DType::F64, [2]).unwrap();
+    let tape = GradientTape::persistent();
     let yp = ops::sum(&xp, Axes::All, false).unwrap();
-    let tape = GradientTape::new();
-    assert_eq!(kind(tape.gradient(&yp, &[&xp])), ErrorKind::Graph);
+    assert!(tape.gradient(&yp, &[&xp]).unwrap()[0].is_none());
+    tape.watch(&xp);
+    let yw = ops::sum(&ops::square(&xp).unwrap(), Axes::All, false).unwrap();
+    let gw = tape.gradient(&yw, &[&xp]).unwrap()[0].clone().unwrap();
+    assert!(gw.is_symbolic());
+    let out = Session::new(&g).run(&[&gw], &[(&xp, &t64(vec![1.0, 2.0], &[2]))]).unwrap();
+    assert_eq!(values(&out[0]), vec![2.0, 4.0]);
     let x = t64(vec![1.0, 2.0], &[2]);
     let y = ops::sum(&x, Axes::All, false).unwrap();
     assert_eq!(kind(gradients(&[&y], &[&x], None, Unconnected::None)), ErrorKind::Graph);

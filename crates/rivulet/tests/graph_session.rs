@@ -692,7 +692,8 @@ fn independent_heavy_branches_match_eager_bitwise() -> Result<()> {
     let sym = heavy(&a, &b, &c)?;
     let fetches: Vec<&Tensor> = sym.iter().collect();
     let feeds = [(&a, &av), (&b, &bv), (&c, &cv)];
-    for opts in [SessionOptions::default(), SessionOptions { inter_op_parallelism: false }] {
+    for opts in [SessionOptions::default(), SessionOptions { inter_op_parallelism: false, ..SessionOptions::default() }]
+    {
         let sess = Session::with_options(&g, opts.clone());
         for _ in 0..3 {
             let out = sess.run(&fetches, &feeds)?;

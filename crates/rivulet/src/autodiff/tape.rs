@@ -191,9 +191,6 @@ impl GradientTape {
             ));
         }
         self.used.set(true);
-        if target.is_symbolic() || sources.iter().any(|s| s.is_symbolic()) {
-            return Err(Error::graph("GradientTape works on eager values; use autodiff::gradients for graphs"));
-        }
         // This tape must not record its own gradient computation; outer tapes do.
         self.state.paused.set(true);
         struct Unpause<'a>(&'a Cell<bool>);

@@ -31,3 +31,24 @@ pub(crate) fn execute(op: &Op, inputs: &[&Value], ctx: &KernelCtx) -> Result<Sma
     }
     cpu::execute(op, inputs, &outputs, ctx)
 }
+
+/// [`execute`], writing the output into `inputs[donated]`'s buffer when the
+/// kernel can and the buffer is not shared (the caller gives up that input).
+pub(crate) fn execute_donating(
+    op: &Op,
+    inputs: &[&Value],
+    donated: usize,
+    ctx: &KernelCtx,
+) -> Result<SmallVec<[Value; 1]>> {
+    let metas: SmallVec<[Meta; 4]> = inputs.iter().map(|v| Meta::new(v.dtype, v.shape().clone())).collect();
+    let outputs = op.infer(&metas)?;
+    if outputs.len() == 1 {
+        if let Some(v) = cpu::in_place::try_in_place(op, inputs, donated, &outputs[0]) {
+            return Ok(smallvec::smallvec![v]);
+        }
+    }
+    for m in &outputs {
+        m.shape.checked_numel()?;
+    }
+    cpu::execute(op, inputs, &outputs, ctx)
+}

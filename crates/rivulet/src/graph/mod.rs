@@ -133,12 +133,21 @@ impl std::fmt::Debug for Graph {
 static NEXT_GRAPH_ID: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
-    static DEFAULT_GRAPHS: RefCell<Vec<Graph>> = const { RefCell::new(Vec::new()) };
+    /// Default graphs, innermost last; `None` marks an eager scope.
+    static DEFAULT_GRAPHS: RefCell<Vec<Option<Graph>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The innermost graph made default on this thread with [`Graph::as_default`].
 pub(crate) fn default_graph() -> Option<Graph> {
-    DEFAULT_GRAPHS.with(|d| d.borrow().last().cloned())
+    DEFAULT_GRAPHS.with(|d| d.borrow().last().cloned().flatten())
+}
+
+/// Run `f` eagerly even inside `as_default` or a trace (TensorFlow's
+/// `init_scope`): for initial values of variables created on first use.
+pub fn eager_scope<R>(f: impl FnOnce() -> R) -> R {
+    DEFAULT_GRAPHS.with(|d| d.borrow_mut().push(None));
+    let _guard = DefaultGraphGuard { _not_send: std::marker::PhantomData };
+    f()
 }
 
 /// Restores the previous default graph when dropped.
@@ -370,7 +379,7 @@ impl Graph {
     /// values (and creation ops with `Ctx::Eager`) then add nodes here, as in
     /// TensorFlow's `with graph.as_default():`.
     pub fn as_default(&self) -> DefaultGraphGuard {
-        DEFAULT_GRAPHS.with(|d| d.borrow_mut().push(self.clone()));
+        DEFAULT_GRAPHS.with(|d| d.borrow_mut().push(Some(self.clone())));
         DefaultGraphGuard { _not_send: std::marker::PhantomData }
     }
 

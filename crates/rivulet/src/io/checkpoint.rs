@@ -161,7 +161,12 @@ impl CheckpointManager {
                 if idx.format != INDEX_FORMAT || idx.version != 1 {
                     bail!(format, "{}: not a rivulet checkpoint index", path.display());
                 }
-                if idx.checkpoints.iter().chain(&idx.latest).any(|n| n.contains(['/', '\\']) || n.starts_with('.')) {
+                if idx
+                    .checkpoints
+                    .iter()
+                    .chain(&idx.latest)
+                    .any(|n| n.is_empty() || n.contains(['/', '\\']) || n.starts_with('.'))
+                {
                     bail!(format, "{}: checkpoint names must be plain file names", path.display());
                 }
                 Ok(idx)

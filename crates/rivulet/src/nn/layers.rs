@@ -66,7 +66,7 @@ fn make_variable(
             Variable::in_graph(g, name, &value, trainable)
         }
         None => {
-            let value = tape::untracked(|| init.init(Ctx::Eager, shape, dtype, seed))?;
+            let value = crate::graph::eager_scope(|| tape::untracked(|| init.init(Ctx::Eager, shape, dtype, seed)))?;
             Variable::new(name, &value, trainable)
         }
     }
@@ -253,7 +253,10 @@ impl Layer for Dropout {
         let offset = ops::add(&ops::mul(&parts[0], 0x2545_F491_4F6C_DD1Di64)?, &parts[1])?;
         let mask = ops::random_uniform_like_offset(x, 0.0, 1.0, 0x0D50_D5E1, &offset)?;
         let step = Tensor::from([0i64, 1]);
-        if x.is_symbolic() {
+        if let (Some(g), Some(draw)) = (x.graph(), mask.op()) {
+            // Draw, then count the call (sessions also order a variable's
+            // writes after its reads; this states it in the graph).
+            let _after = g.control_dependencies(&[&draw])?;
             let bumped = state.assign_add(&step)?;
             self.updates.lock().extend(bumped.op());
         } else {

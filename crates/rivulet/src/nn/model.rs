@@ -94,15 +94,22 @@ impl History {
     }
 }
 
-/// The graph, session and tensors of graph-mode training.
+/// The graph, session and tensors of a graph-mode model: the inference
+/// path first, the training path (which needs the labels' type) added on
+/// the first fit or evaluate.
 struct GraphRun {
+    graph: Graph,
     session: Session,
     x: Tensor,
+    eval_pred: Tensor,
+    train: Option<TrainPath>,
+}
+
+struct TrainPath {
     y: Tensor,
     train_op: Operation,
     train_loss: Tensor,
     train_metrics: Vec<Tensor>,
-    eval_pred: Tensor,
     eval_loss: Tensor,
     eval_metrics: Vec<Tensor>,
 }
@@ -187,21 +194,39 @@ impl Sequential {
         g.as_ref().map(|run| f(&run.session))
     }
 
-    /// Build the graph-mode training and inference paths (once).
+    /// Build the graph-mode inference path (once).
+    fn graph_base<'a>(&self, c: &'a Compiled, x: &Tensor) -> Result<parking_lot::MutexGuard<'a, Option<GraphRun>>> {
+        let mut guard = c.graph.lock();
+        if guard.is_none() {
+            let g = Graph::new();
+            let px = g.placeholder("x", x.dtype(), batch_shape(x))?;
+            let eval_pred = {
+                let _s = g.name_scope("inference");
+                self.call(&px, false)?
+            };
+            let session = Session::new(&g);
+            session.run_targets(&[&g.global_variables_initializer()?])?;
+            *guard = Some(GraphRun { graph: g, session, x: px, eval_pred, train: None });
+        }
+        Ok(guard)
+    }
+
+    /// Build the graph-mode training path too (once), initializing only the
+    /// variables it adds.
     fn graph_run<'a>(
         &self,
         c: &'a Compiled,
         x: &Tensor,
         y: &Tensor,
     ) -> Result<parking_lot::MutexGuard<'a, Option<GraphRun>>> {
-        let mut guard = c.graph.lock();
-        if guard.is_none() {
-            let g = Graph::new();
-            let px = g.placeholder("x", x.dtype(), batch_shape(x))?;
+        let mut guard = self.graph_base(c, x)?;
+        let run = guard.as_mut().ok_or_else(|| Error::graph("graph not built"))?;
+        if run.train.is_none() {
+            let g = run.graph.clone();
             let py = g.placeholder("y", y.dtype(), batch_shape(y))?;
             let pred = {
                 let _s = g.name_scope("train");
-                self.call(&px, true)?
+                self.call(&run.x, true)?
             };
             let train_loss = c.loss.compute(&py, &pred)?;
             let train_metrics = c.metrics.iter().map(|m| m.compute(&py, &pred)).collect::<Result<Vec<_>>>()?;
@@ -214,25 +239,16 @@ impl Sequential {
             }
             let target_refs: Vec<&Operation> = targets.iter().collect();
             let train_op = g.group(&target_refs)?;
-            let eval_pred = {
-                let _s = g.name_scope("inference");
-                self.call(&px, false)?
-            };
-            let eval_loss = c.loss.compute(&py, &eval_pred)?;
-            let eval_metrics = c.metrics.iter().map(|m| m.compute(&py, &eval_pred)).collect::<Result<Vec<_>>>()?;
-            let session = Session::new(&g);
-            session.run_targets(&[&g.global_variables_initializer()?])?;
-            *guard = Some(GraphRun {
-                session,
-                x: px,
-                y: py,
-                train_op,
-                train_loss,
-                train_metrics,
-                eval_pred,
-                eval_loss,
-                eval_metrics,
-            });
+            let eval_loss = c.loss.compute(&py, &run.eval_pred)?;
+            let eval_metrics = c.metrics.iter().map(|m| m.compute(&py, &run.eval_pred)).collect::<Result<Vec<_>>>()?;
+            for v in g.variables() {
+                if !run.session.is_initialized(&v) {
+                    if let Some(init) = v.initializer() {
+                        run.session.run_targets(&[&init])?;
+                    }
+                }
+            }
+            run.train = Some(TrainPath { y: py, train_op, train_loss, train_metrics, eval_loss, eval_metrics });
         }
         Ok(guard)
     }
@@ -260,9 +276,10 @@ impl Sequential {
             ExecutionMode::Graph => {
                 let guard = self.graph_run(c, x, y)?;
                 let run = guard.as_ref().ok_or_else(|| Error::graph("graph not built"))?;
-                let mut fetches = vec![&run.train_loss];
-                fetches.extend(run.train_metrics.iter());
-                let out = run.session.run_with_targets(&fetches, &[(&run.x, x), (&run.y, y)], &[&run.train_op])?;
+                let t = run.train.as_ref().ok_or_else(|| Error::graph("training path not built"))?;
+                let mut fetches = vec![&t.train_loss];
+                fetches.extend(t.train_metrics.iter());
+                let out = run.session.run_with_targets(&fetches, &[(&run.x, x), (&t.y, y)], &[&t.train_op])?;
                 let vals = out.iter().map(scalar).collect::<Result<Vec<_>>>()?;
                 Ok((vals[0], vals[1..].to_vec()))
             }
@@ -282,9 +299,10 @@ impl Sequential {
             ExecutionMode::Graph => {
                 let guard = self.graph_run(c, x, y)?;
                 let run = guard.as_ref().ok_or_else(|| Error::graph("graph not built"))?;
-                let mut fetches = vec![&run.eval_loss];
-                fetches.extend(run.eval_metrics.iter());
-                let out = run.session.run(&fetches, &[(&run.x, x), (&run.y, y)])?;
+                let t = run.train.as_ref().ok_or_else(|| Error::graph("training path not built"))?;
+                let mut fetches = vec![&t.eval_loss];
+                fetches.extend(t.eval_metrics.iter());
+                let out = run.session.run(&fetches, &[(&run.x, x), (&t.y, y)])?;
                 let vals = out.iter().map(scalar).collect::<Result<Vec<_>>>()?;
                 Ok((vals[0], vals[1..].to_vec()))
             }
@@ -399,9 +417,7 @@ impl Sequential {
             let out = match self.compiled.as_ref().map(|c| c.mode) {
                 Some(ExecutionMode::Graph) => {
                     let c = self.compiled()?;
-                    // The label placeholder is not needed for predictions.
-                    let dummy = Tensor::zeros([chunk.len()], DType::F32)?;
-                    let guard = self.graph_run(c, &bx, &dummy)?;
+                    let guard = self.graph_base(c, &bx)?;
                     let run = guard.as_ref().ok_or_else(|| Error::graph("graph not built"))?;
                     run.session.run(&[&run.eval_pred], &[(&run.x, &bx)])?.swap_remove(0)
                 }

@@ -226,7 +226,11 @@ impl Optimizer {
                     let zeros = ops::zeros(Ctx::Graph(g), var.shape().clone(), var.dtype())?;
                     Variable::in_graph(g, &slot_name, &zeros, false)?
                 }
-                None => Variable::new(&slot_name, &Tensor::zeros(var.shape().clone(), var.dtype())?, false)?,
+                None => {
+                    // Eager even when first used inside a traced function.
+                    let zeros = crate::graph::eager_scope(|| Tensor::zeros(var.shape().clone(), var.dtype()))?;
+                    Variable::new(&slot_name, &zeros, false)?
+                }
             };
             vars.push(v);
         }

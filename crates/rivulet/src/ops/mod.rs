@@ -7,6 +7,7 @@
 
 pub mod creation;
 pub mod elementwise;
+pub mod fused;
 pub mod linalg;
 pub mod movement;
 pub mod nn;
@@ -171,6 +172,11 @@ pub enum Op {
 
     /// A variable: state that persists across runs (in a session's store).
     Variable { dtype: DType, shape: Shape },
+    /// An elementwise program (with an optional trailing reduction) run in
+    /// one pass over memory; made by the graph optimizer.
+    FusedElementwise { program: fused::FusedProgram },
+    /// `activation(op(a) @ op(b) + bias)` in one kernel; made by the graph optimizer.
+    FusedMatMul { transpose_a: bool, transpose_b: bool, activation: Option<elementwise::UnaryOp> },
     /// New values of a variable and its optimizer slots (inputs `[var, grad,
     /// lr, step, slots...]`, outputs `[var, slots...]`).
     ApplyUpdate { rule: optim::UpdateRule },
@@ -248,6 +254,8 @@ impl Op {
             Op::SplitLike { .. } => "SplitLike",
             Op::Variable { .. } => "VariableV2",
             Op::ApplyUpdate { rule } => rule.type_name(),
+            Op::FusedElementwise { .. } => "FusedElementwise",
+            Op::FusedMatMul { .. } => "_FusedMatMul",
             Op::Assign { f } => f.type_name(),
         }
     }
@@ -303,7 +311,12 @@ impl Op {
             | Op::Assign { .. } => 2,
             Op::GatherGrad { .. } | Op::GatherNdGrad => 3,
             Op::Select => 3,
-            Op::Concat { .. } | Op::SplitLike { .. } | Op::ApplyUpdate { .. } | Op::RandomLike { .. } => return None,
+            Op::Concat { .. }
+            | Op::SplitLike { .. }
+            | Op::ApplyUpdate { .. }
+            | Op::RandomLike { .. }
+            | Op::FusedElementwise { .. } => return None,
+            Op::FusedMatMul { .. } => 3,
             _ => 1,
         })
     }
@@ -351,6 +364,10 @@ impl Op {
             Op::Variable { dtype, shape } => one(Meta::new(*dtype, shape.clone())),
             Op::Assign { f } => one(variables::infer_assign(*f, &inputs[0], &inputs[1])?),
             Op::ApplyUpdate { rule } => optim::infer_update(rule, inputs),
+            Op::FusedElementwise { program } => program.infer(inputs),
+            Op::FusedMatMul { transpose_a, transpose_b, activation } => {
+                fused::infer_fused_matmul(*transpose_a, *transpose_b, *activation, inputs)
+            }
             _ => movement::infer(self, inputs),
         }
     }
@@ -413,11 +430,15 @@ pub(crate) fn apply_in(ctx: Ctx<'_>, op: Op, inputs: &[&Tensor]) -> Result<Small
             }
         }
     }
-    if let Some(g) = target {
-        return g.add_node(op, inputs, location);
-    }
-    if let Some(g) = graph::default_graph() {
-        return g.add_node(op, inputs, location);
+    let graph = match target {
+        Some(g) => Some(g.clone()),
+        None => graph::default_graph(),
+    };
+    if let Some(g) = graph {
+        let outputs = g.add_node(op.clone(), inputs, location)?;
+        // Tapes record symbolic ops too (a tape inside a traced function).
+        crate::autodiff::tape::record(&op, inputs, &outputs);
+        return Ok(outputs);
     }
     eager(&op, inputs, location)
 }
@@ -499,6 +520,12 @@ impl Op {
             | Op::RandomLike { .. }
             | Op::ArgReduce { .. }
             | Op::ApplyUpdate { .. } => none(),
+            // Fused ops exist only in optimized plans, after gradients are built.
+            Op::FusedElementwise { .. } | Op::FusedMatMul { .. } => {
+                return Err(Error::unimplemented(
+                    "fused ops have no gradient: differentiate the graph before optimizing",
+                ))
+            }
             Op::Unary { f } => vec![elementwise::unary_grad(*f, &inputs[0], &outputs[0], &g)?],
             Op::Binary { f } => {
                 elementwise::binary_grad(*f, &inputs[0], &inputs[1], &outputs[0], &g, [want(0), want(1)])?.to_vec()

@@ -198,6 +198,13 @@ impl Variable {
     /// gradient tapes when trainable); in a graph a tensor that reads the
     /// variable when a session runs it.
     pub fn read(&self) -> Tensor {
+        if let Some(mirror) = self.traced() {
+            let t = mirror.current();
+            if self.inner.trainable {
+                crate::autodiff::tape::watch_variable(self.id(), &t);
+            }
+            return t;
+        }
         match &self.inner.state {
             State::Eager(v) => {
                 let t = v.read().clone();
@@ -210,8 +217,45 @@ impl Variable {
         }
     }
 
+    /// Inside a trace, an eager variable reads and writes its stand-in in
+    /// the traced graph.
+    fn traced(&self) -> Option<Variable> {
+        if !matches!(self.inner.state, State::Eager(_)) {
+            return None;
+        }
+        let trace = crate::runtime::function::current_trace()?;
+        trace.capture(self).ok()
+    }
+
+    /// Replace an eager variable's value, outside any tape or trace (copying
+    /// results back from a traced function, restoring checkpoints).
+    pub(crate) fn set_value(&self, value: &Tensor) -> Result<()> {
+        match &self.inner.state {
+            State::Eager(cell) => {
+                let v = value.value()?;
+                if v.dtype != self.inner.dtype || v.shape() != &self.inner.shape {
+                    bail!(
+                        shape,
+                        "variable '{}' is {}{}, the value {}{}",
+                        self.inner.name,
+                        self.inner.dtype,
+                        self.inner.shape,
+                        v.dtype,
+                        v.shape()
+                    );
+                }
+                *cell.write() = value.clone();
+                Ok(())
+            }
+            State::Graph { .. } => bail!(graph, "graph variable '{}' has its values in sessions", self.inner.name),
+        }
+    }
+
     /// The current value without watching it (eager), or the read handle (graph).
     pub fn current(&self) -> Tensor {
+        if let Some(mirror) = self.traced() {
+            return mirror.current();
+        }
         match &self.inner.state {
             State::Eager(v) => v.read().clone(),
             State::Graph { handle, .. } => handle.clone(),
@@ -238,6 +282,13 @@ impl Variable {
     #[track_caller]
     fn update(&self, f: AssignOp, value: &Tensor) -> Result<Tensor> {
         let location = Location::caller();
+        if let Some(mirror) = self.traced() {
+            let out = mirror.update(f, value)?;
+            if let Some(trace) = crate::runtime::function::current_trace() {
+                trace.assigned(self, out.op());
+            }
+            return Ok(out);
+        }
         match &self.inner.state {
             State::Graph { graph, handle, .. } => {
                 let (_, mut out) = graph.add_node_named(Op::Assign { f }, &[handle, value], None, location)?;

@@ -1,6 +1,9 @@
 //! The run stage: sessions and their compiled plans.
 
+pub mod function;
 mod plan;
 mod session;
 
+pub use function::{function, Function, FunctionOptions};
+pub use plan::PlanReport;
 pub use session::{Session, SessionOptions};

@@ -1,14 +1,17 @@
 //! Execution plans: what one distinct `(fetches, feeds, targets)` request
 //! runs, compiled once and cached by the session.
 //!
-//! Compilation prunes the graph to what the request needs (stopping at fed
-//! tensors), checks that every placeholder it reaches is fed, orders the
-//! nodes, assigns a value slot to every edge, and records after which step
-//! each slot dies so that intermediates are freed as early as possible.
+//! Compilation extracts the part of the graph the request needs (stopping
+//! at fed tensors; unfed placeholders are an error), runs the optimization
+//! passes over it, then lowers it: a value slot per edge, steps in
+//! topological order, the step after which each slot dies (so intermediates
+//! are freed as early as possible), the steps whose output may overwrite an
+//! input that dies there, and the plan's peak memory.
 
-use crate::error::{Error, OpContext, Result};
+use crate::error::{OpContext, Result};
 use crate::graph::{Edge, GraphState, NodeId};
 use crate::ops::{Meta, Op};
+use crate::passes::{self, IrEdge, IrGraph, PassDump, PassOptions};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::sync::atomic::AtomicU64;
@@ -27,15 +30,6 @@ pub(crate) enum Stateful {
     Assign { f: crate::ops::AssignOp, var: NodeId, name: String },
 }
 
-/// The data inputs of a node: an assignment's first input is the variable
-/// it targets, not a value it reads.
-pub(crate) fn data_inputs(node: &crate::graph::Node) -> &[Edge] {
-    match node.op {
-        Op::Assign { .. } => &node.inputs[1..],
-        _ => &node.inputs,
-    }
-}
-
 /// One node to execute.
 pub(crate) struct Step {
     pub stateful: Stateful,
@@ -47,6 +41,8 @@ pub(crate) struct Step {
     pub frees: SmallVec<[Slot; 2]>,
     /// Each input slot once (parallel runs count readers down per slot).
     pub reads: SmallVec<[Slot; 4]>,
+    /// An input (by position) that dies here and whose buffer the output may reuse.
+    pub donate: Option<usize>,
     /// Steps that wait for this one (data or control), for the parallel executor.
     pub dependents: SmallVec<[u32; 4]>,
     /// How many steps this one waits for.
@@ -71,10 +67,35 @@ pub(crate) struct Plan {
     /// Per slot: how many steps read it, and whether it is fetched (never freed).
     pub readers: Vec<u32>,
     pub fetched: Vec<bool>,
+    /// What compilation did and how much memory the plan needs.
+    pub report: PlanReport,
+}
+
+/// What plan compilation did: for `Session::explain` and `rivulet inspect`.
+#[derive(Clone, Debug, Default)]
+pub struct PlanReport {
+    /// The IR after each pass (the first entry is the pruned input).
+    pub passes: Vec<PassDump>,
+    /// Steps the plan runs.
+    pub steps: usize,
+    /// Fused groups: node name and a listing of the program.
+    pub fused: Vec<(String, String)>,
+    /// Steps whose output reuses a dying input's buffer.
+    pub in_place: usize,
+    /// Peak bytes of intermediate values alive at once (feeds and variables
+    /// excluded); `None` when a shape is only known at run time.
+    pub peak_bytes: Option<usize>,
 }
 
 /// Elements above which independent nodes are worth running in parallel.
 const PARALLEL_WORK: usize = 1 << 16;
+
+/// Plan compilation settings.
+pub(crate) struct Compile<'a> {
+    pub passes: &'a PassOptions,
+    pub inter_op: bool,
+    pub keep_dumps: bool,
+}
 
 pub(crate) fn compile(
     g: &GraphState,
@@ -82,87 +103,58 @@ pub(crate) fn compile(
     feeds: &[Edge],
     targets: &[NodeId],
     random_counter: &mut dyn FnMut(NodeId) -> Arc<AtomicU64>,
-    inter_op: bool,
+    settings: &Compile<'_>,
 ) -> Result<Plan> {
-    for node in &g.nodes {
-        if let Op::Assign { .. } = node.op {
-            let target = &g.nodes[node.inputs[0].node];
-            if !matches!(target.op, Op::Variable { .. }) {
-                return Err(Error::invalid(format!(
-                    "'{}' assigns to '{}', which is not a variable",
-                    node.name, target.name
-                ))
-                .with_context(|| node.context()));
-            }
-        }
+    let mut ir = IrGraph::extract(g, fetches, feeds, targets)?;
+    let dumps = passes::optimize(&mut ir, settings.passes, settings.keep_dumps)?;
+    let mut plan = lower(&ir, random_counter, settings)?;
+    plan.report.passes = dumps;
+    Ok(plan)
+}
+
+/// Ops whose output can take over an input's buffer (same shape and dtype).
+fn may_run_in_place(op: &Op) -> bool {
+    match op {
+        Op::Unary { .. } | Op::Binary { .. } => true,
+        Op::FusedElementwise { program } => program.reduce.is_none(),
+        _ => false,
     }
-    let n = g.nodes.len();
-    let fed: FxHashMap<Edge, usize> = feeds.iter().enumerate().map(|(i, e)| (*e, i)).collect();
-    // A node all of whose outputs are fed never runs: a control dependency on it is satisfied.
-    let fully_fed = |id: NodeId| {
-        let outs = g.nodes[id].outputs.len();
-        outs > 0 && (0..outs).all(|index| fed.contains_key(&Edge { node: id, index }))
+}
+
+fn lower(
+    ir: &IrGraph,
+    random_counter: &mut dyn FnMut(NodeId) -> Arc<AtomicU64>,
+    settings: &Compile<'_>,
+) -> Result<Plan> {
+    let is_feed: Vec<bool> = {
+        let mut v = vec![false; ir.nodes.len()];
+        for f in &ir.feeds {
+            v[f.0] = true;
+        }
+        v
     };
-    // 1. Which nodes must run.
-    let mut needed = vec![false; n];
-    let mut stack: Vec<NodeId> = Vec::new();
-    for e in fetches {
-        if !fed.contains_key(e) {
-            stack.push(e.node);
-        }
+    // Slots: feeds first, then every output that is read or fetched.
+    let mut slot_of: FxHashMap<IrEdge, Slot> = FxHashMap::default();
+    let mut feeds_out = Vec::with_capacity(ir.feeds.len());
+    for (node, meta, name) in &ir.feeds {
+        let e = IrEdge { node: *node, index: 0 };
+        let next = slot_of.len() as Slot;
+        let slot = *slot_of.entry(e).or_insert(next);
+        feeds_out.push((slot, meta.clone(), name.clone()));
     }
-    stack.extend_from_slice(targets);
-    while let Some(id) = stack.pop() {
-        if std::mem::replace(&mut needed[id], true) {
-            continue;
-        }
-        let node = &g.nodes[id];
-        for e in data_inputs(node) {
-            if !fed.contains_key(e) && !needed[e.node] {
-                stack.push(e.node);
-            }
-        }
-        for &c in &node.control_inputs {
-            if !needed[c] && !fully_fed(c) {
-                stack.push(c);
-            }
-        }
-    }
-    // 2. Placeholders must be fed.
-    for (id, node) in g.nodes.iter().enumerate() {
-        if needed[id] {
-            if let Op::Placeholder { dtype, shape } = &node.op {
-                return Err(Error::precondition(format!(
-                    "placeholder '{}' ({dtype}{shape}) must be fed: the fetches depend on it",
-                    node.name
-                ))
-                .with_context(|| node.context()));
-            }
-        }
-    }
-    // 3. Slots: feeds first, then every output of a needed node that is read or fetched.
-    let mut slot_of: FxHashMap<Edge, Slot> = FxHashMap::default();
-    let mut feeds_out = Vec::with_capacity(feeds.len());
-    for e in feeds {
-        let s = slot_of.len() as Slot;
-        let slot = *slot_of.entry(*e).or_insert(s);
-        let node = &g.nodes[e.node];
-        let meta = node.outputs[e.index].clone();
-        feeds_out.push((slot, meta, format!("{}:{}", node.name, e.index)));
-    }
-    let order: Vec<NodeId> = (0..n).filter(|&i| needed[i]).collect();
-    let mut read: FxHashMap<Edge, ()> = FxHashMap::default();
-    for &id in &order {
-        for e in data_inputs(&g.nodes[id]) {
+    let order: Vec<usize> = (0..ir.nodes.len()).filter(|&i| !ir.nodes[i].dead && !is_feed[i]).collect();
+    let mut read: FxHashMap<IrEdge, ()> = FxHashMap::default();
+    for &i in &order {
+        for e in &ir.nodes[i].inputs {
             read.insert(*e, ());
         }
     }
-    for e in fetches {
+    for e in &ir.fetches {
         read.insert(*e, ());
     }
-    for &id in &order {
-        for index in 0..g.nodes[id].outputs.len() {
-            let e = Edge { node: id, index };
+    for &i in &order {
+        for index in 0..ir.nodes[i].outputs.len() {
+            let e = IrEdge { node: i, index };
             if read.contains_key(&e) && !slot_of.contains_key(&e) {
                 let s = slot_of.len() as Slot;
                 slot_of.insert(e, s);
@@ -170,36 +162,24 @@ pub(crate) fn compile(
         }
     }
     let num_slots = slot_of.len();
-    // 4. Steps.
-    let step_of: FxHashMap<NodeId, u32> = order.iter().enumerate().map(|(i, &id)| (id, i as u32)).collect();
+    let step_of: FxHashMap<usize, u32> = order.iter().enumerate().map(|(k, &i)| (i, k as u32)).collect();
     let mut steps: Vec<Step> = order
         .iter()
-        .map(|&id| {
-            let node = &g.nodes[id];
-            let inputs: SmallVec<[Slot; 4]> = data_inputs(node).iter().map(|e| slot_of[e]).collect();
-            let stateful = match &node.op {
-                Op::Variable { .. } => Stateful::Read { var: id, name: node.name.clone() },
-                Op::Assign { f } => {
-                    let var = node.inputs[0].node;
-                    Stateful::Assign { f: *f, var, name: g.nodes[var].name.clone() }
-                }
+        .map(|&i| {
+            let node = &ir.nodes[i];
+            let inputs: SmallVec<[Slot; 4]> = node.inputs.iter().map(|e| slot_of[e]).collect();
+            let stateful = match (&node.op, &node.variable) {
+                (Op::Variable { .. }, Some((var, name))) => Stateful::Read { var: *var, name: name.clone() },
+                (Op::Assign { f }, Some((var, name))) => Stateful::Assign { f: *f, var: *var, name: name.clone() },
                 _ => Stateful::No,
             };
-            // A fed output keeps its fed value: the node runs for its other outputs only.
-            let outputs = (0..node.outputs.len())
-                .map(|index| {
-                    let e = Edge { node: id, index };
-                    if fed.contains_key(&e) {
-                        None
-                    } else {
-                        slot_of.get(&e).copied()
-                    }
-                })
-                .collect();
+            let outputs =
+                (0..node.outputs.len()).map(|index| slot_of.get(&IrEdge { node: i, index }).copied()).collect();
             let work = node.outputs.iter().map(|m| m.shape.numel().unwrap_or(PARALLEL_WORK)).sum();
-            let mut reads: SmallVec<[Slot; 4]> = SmallVec::clone(&inputs);
+            let mut reads: SmallVec<[Slot; 4]> = inputs.clone();
             reads.sort_unstable();
             reads.dedup();
+            let random = matches!(node.op, Op::Random { .. } | Op::RandomLike { .. });
             Step {
                 stateful,
                 op: node.op.clone(),
@@ -207,79 +187,180 @@ pub(crate) fn compile(
                 inputs,
                 outputs,
                 frees: SmallVec::new(),
+                donate: None,
                 dependents: SmallVec::new(),
                 num_deps: 0,
-                random_stream: matches!(node.op, Op::Random { .. } | Op::RandomLike { .. }).then(|| random_counter(id)),
+                random_stream: match (random, node.origin) {
+                    (true, Some(o)) => Some(random_counter(o)),
+                    _ => None,
+                },
                 work,
                 context: node.context(),
             }
         })
         .collect();
-    // 5. Last readers: a slot dies after the last step that reads it, unless fetched.
-    let fetched: Vec<Slot> = fetches.iter().map(|e| slot_of[e]).collect();
+    // Last readers: a slot dies after the last step that reads it, unless fetched.
+    let fetched: Vec<Slot> = ir.fetches.iter().map(|e| slot_of[e]).collect();
+    let mut is_fetched = vec![false; num_slots];
+    for &s in &fetched {
+        is_fetched[s as usize] = true;
+    }
     let mut last_reader: Vec<Option<usize>> = vec![None; num_slots];
-    for (i, st) in steps.iter().enumerate() {
+    for (k, st) in steps.iter().enumerate() {
         for &s in &st.inputs {
-            last_reader[s as usize] = Some(i);
+            last_reader[s as usize] = Some(k);
         }
     }
     for (slot, lr) in last_reader.iter().enumerate() {
-        if let Some(i) = lr {
-            if !fetched.contains(&(slot as Slot)) {
-                let frees = &mut steps[*i].frees;
-                if !frees.contains(&(slot as Slot)) {
-                    frees.push(slot as Slot);
-                }
+        if let (Some(k), false) = (lr, is_fetched[slot]) {
+            let frees = &mut steps[*k].frees;
+            if !frees.contains(&(slot as Slot)) {
+                frees.push(slot as Slot);
             }
         }
     }
-    // 6. Dependencies between steps, and a width estimate.
+    // In place: an elementwise step may write into an input that dies there
+    // and has exactly the output's type (the executor checks it is not shared).
+    let mut in_place = 0;
+    if settings.passes.in_place {
+        for (k, &i) in order.iter().enumerate() {
+            let node = &ir.nodes[i];
+            if !may_run_in_place(&node.op) || node.outputs.len() != 1 || !node.outputs[0].shape.is_fully_known() {
+                continue;
+            }
+            let out = &node.outputs[0];
+            let pos = node.inputs.iter().position(|e| {
+                let s = slot_of[e];
+                let dies_here = steps[k].frees.contains(&s);
+                let once = node.inputs.iter().filter(|x| *x == e).count() == 1;
+                dies_here && once && !is_feed[e.node] && ir.nodes[e.node].outputs[e.index] == *out
+            });
+            if pos.is_some() {
+                steps[k].donate = pos;
+                in_place += 1;
+            }
+        }
+    }
+    // Dependencies between steps, and a width estimate.
     let mut deps: Vec<SmallVec<[u32; 4]>> = vec![SmallVec::new(); steps.len()];
-    for (i, &id) in order.iter().enumerate() {
-        let node = &g.nodes[id];
-        let mut ds: SmallVec<[u32; 4]> = SmallVec::new();
-        for e in data_inputs(node) {
-            if let Some(&p) = step_of.get(&e.node) {
-                if !fed.contains_key(e) {
-                    ds.push(p);
-                }
-            }
-        }
-        for c in &node.control_inputs {
-            if let Some(&p) = step_of.get(c) {
-                ds.push(p);
-            }
-        }
-        // A fed output of a step that also runs: readers must not wait for it,
-        // but they must not see it overwritten either (outputs above skip fed slots).
+    for (k, &i) in order.iter().enumerate() {
+        let node = &ir.nodes[i];
+        let mut ds: SmallVec<[u32; 4]> = node
+            .inputs
+            .iter()
+            .filter_map(|e| step_of.get(&e.node).copied())
+            .chain(node.control.iter().filter_map(|c| step_of.get(c).copied()))
+            .collect();
         ds.sort_unstable();
         ds.dedup();
-        deps[i] = ds;
+        deps[k] = ds;
+    }
+    // Program order between reads and writes of one variable (TensorFlow 2's
+    // automatic control dependencies): a write waits for the earlier reads
+    // and writes of its variable, so parallel runs cannot reorder them.
+    let mut touched: FxHashMap<NodeId, Vec<u32>> = FxHashMap::default();
+    for (k, st) in steps.iter().enumerate() {
+        match &st.stateful {
+            Stateful::Read { var, .. } => touched.entry(*var).or_default().push(k as u32),
+            Stateful::Assign { var, .. } => {
+                let earlier = touched.entry(*var).or_default();
+                deps[k].extend(earlier.iter().copied());
+                deps[k].sort_unstable();
+                deps[k].dedup();
+                earlier.push(k as u32);
+            }
+            Stateful::No => {}
+        }
     }
     let mut level = vec![0usize; steps.len()];
-    for i in 0..steps.len() {
-        level[i] = deps[i].iter().map(|&p| level[p as usize] + 1).max().unwrap_or(0);
-        steps[i].num_deps = deps[i].len() as u32;
-        for &p in &deps[i] {
-            steps[p as usize].dependents.push(i as u32);
+    for k in 0..steps.len() {
+        level[k] = deps[k].iter().map(|&p| level[p as usize] + 1).max().unwrap_or(0);
+        steps[k].num_deps = deps[k].len() as u32;
+        for &p in &deps[k] {
+            steps[p as usize].dependents.push(k as u32);
         }
     }
     let mut width: FxHashMap<usize, (usize, usize)> = FxHashMap::default();
-    for (i, st) in steps.iter().enumerate() {
-        let w = width.entry(level[i]).or_default();
+    for (k, st) in steps.iter().enumerate() {
+        let w = width.entry(level[k]).or_default();
         w.0 += 1;
         w.1 += st.work;
     }
-    let parallel = inter_op && width.values().any(|&(count, work)| count > 1 && work >= PARALLEL_WORK);
+    let parallel = settings.inter_op && width.values().any(|&(count, work)| count > 1 && work >= PARALLEL_WORK);
     let mut readers = vec![0u32; num_slots];
     for st in &steps {
         for &s in &st.reads {
             readers[s as usize] += 1;
         }
     }
-    let mut is_fetched = vec![false; num_slots];
-    for &s in &fetched {
-        is_fetched[s as usize] = true;
+    let peak_bytes = peak_memory(ir, &order, &steps, &slot_of);
+    let fused = order
+        .iter()
+        .filter_map(|&i| match &ir.nodes[i].op {
+            Op::FusedElementwise { program } => Some((ir.nodes[i].name.clone(), program.describe())),
+            Op::FusedMatMul { activation, .. } => {
+                let act = activation.map(|f| format!(" + {}", f.name())).unwrap_or_default();
+                Some((ir.nodes[i].name.clone(), format!("matmul + bias{act}\n")))
+            }
+            _ => None,
+        })
+        .collect();
+    Ok(Plan {
+        report: PlanReport { passes: Vec::new(), steps: steps.len(), fused, in_place, peak_bytes },
+        steps,
+        num_slots,
+        feeds: feeds_out,
+        fetches: fetched,
+        parallel,
+        readers,
+        fetched: is_fetched,
+    })
+}
+
+/// Peak bytes of intermediates alive at once when the steps run in order:
+/// outputs are allocated by their step (none for views and in-place
+/// outputs) and freed after their last reader. Variable reads, feeds and
+/// constants are storage the plan does not allocate.
+fn peak_memory(ir: &IrGraph, order: &[usize], steps: &[Step], slot_of: &FxHashMap<IrEdge, Slot>) -> Option<usize> {
+    let mut size: FxHashMap<Slot, usize> = FxHashMap::default();
+    for (&i, st) in order.iter().zip(steps) {
+        let node = &ir.nodes[i];
+        let owns = !matches!(
+            node.op,
+            Op::Const { .. }
+                | Op::Variable { .. }
+                | Op::Identity
+                | Op::StopGradient
+                | Op::Reshape { .. }
+                | Op::Transpose { .. }
+                | Op::ExpandDims { .. }
+                | Op::Squeeze { .. }
+                | Op::BroadcastTo { .. }
+                | Op::BroadcastLike
+                | Op::Slice { .. }
+                | Op::StridedSlice { .. }
+                | Op::Reverse { .. }
+                | Op::Split { .. }
+                | Op::Unstack { .. }
+                | Op::SplitLike { .. }
+                | Op::Assign { .. }
+        ) && st.donate.is_none();
+        for (index, m) in node.outputs.iter().enumerate() {
+            if let Some(&s) = slot_of.get(&IrEdge { node: i, index }) {
+                let bytes = if owns { m.shape.numel()? * m.dtype.size() } else { 0 };
+                size.insert(s, bytes);
+            }
+        }
     }
-    Ok(Plan { steps, num_slots, feeds: feeds_out, fetches: fetched, parallel, readers, fetched: is_fetched })
+    let (mut live, mut peak) = (0usize, 0usize);
+    for st in steps {
+        for s in st.outputs.iter().flatten() {
+            live += size.get(s).copied().unwrap_or(0);
+        }
+        peak = peak.max(live);
+        for s in &st.frees {
+            live -= size.get(s).copied().unwrap_or(0).min(live);
+        }
+    }
+    Some(peak)
 }

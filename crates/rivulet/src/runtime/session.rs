@@ -6,11 +6,12 @@
 //! independent heavy branches run them concurrently on the shared pool.
 //! A `Session` is `Send + Sync`: many threads may run it at once.
 
-use super::plan::{compile, Plan, Slot, Stateful, Step};
+use super::plan::{compile, Compile, Plan, PlanReport, Slot, Stateful, Step};
 use crate::backend::{self, KernelCtx};
 use crate::error::{Error, Result};
 use crate::graph::{Edge, Graph, NodeId, Operation};
 use crate::ops::{AssignOp, BinaryOp, Op, Variable};
+use crate::passes::PassOptions;
 use crate::tensor::{Repr, Tensor, Value};
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
@@ -23,15 +24,27 @@ use std::sync::Arc;
 pub struct SessionOptions {
     /// Run independent nodes concurrently when they are large enough to gain.
     pub inter_op_parallelism: bool,
+    /// The graph optimizations applied when a plan is compiled.
+    pub passes: PassOptions,
 }
 
 impl Default for SessionOptions {
     fn default() -> SessionOptions {
-        SessionOptions { inter_op_parallelism: true }
+        SessionOptions { inter_op_parallelism: true, passes: PassOptions::all() }
+    }
+}
+
+impl SessionOptions {
+    /// No graph optimization: plans run the graph as written (pruned).
+    pub fn unoptimized() -> SessionOptions {
+        SessionOptions { passes: PassOptions::none(), ..SessionOptions::default() }
     }
 }
 
 type PlanKey = SmallVec<[u64; 8]>;
+
+/// A request's cache key, fetch edges, feed edges and target nodes.
+type Request = (PlanKey, SmallVec<[Edge; 4]>, SmallVec<[Edge; 4]>, SmallVec<[NodeId; 2]>);
 
 /// Runs a [`Graph`]: see the module documentation.
 pub struct Session {
@@ -157,6 +170,14 @@ impl Session {
         feeds: &[(&Tensor, &Tensor)],
         targets: &[&Operation],
     ) -> Result<Vec<Tensor>> {
+        let feed_keys: SmallVec<[&Tensor; 4]> = feeds.iter().map(|(t, _)| *t).collect();
+        let (key, fetch_edges, feed_edges, target_ids) = self.request(fetches, &feed_keys, targets)?;
+        let plan = self.plan(&key, &fetch_edges, &feed_edges, &target_ids)?;
+        self.execute_plan(&plan, feeds)
+    }
+
+    /// Edges and the cache key of a request.
+    fn request(&self, fetches: &[&Tensor], feeds: &[&Tensor], targets: &[&Operation]) -> Result<Request> {
         let mut key: PlanKey = SmallVec::new();
         let mut fetch_edges: SmallVec<[Edge; 4]> = SmallVec::new();
         for t in fetches {
@@ -166,7 +187,7 @@ impl Session {
         }
         key.push(u64::MAX);
         let mut feed_edges: SmallVec<[Edge; 4]> = SmallVec::new();
-        for (t, _) in feeds {
+        for t in feeds {
             let e = edge_of(&self.graph, t, "feed key")?;
             key.extend([e.node as u64, e.index as u64]);
             feed_edges.push(e);
@@ -180,7 +201,22 @@ impl Session {
             key.push(op.id as u64);
             target_ids.push(op.id);
         }
-        let plan = self.plan(&key, &fetch_edges, &feed_edges, &target_ids)?;
+        Ok((key, fetch_edges, feed_edges, target_ids))
+    }
+
+    /// What compiling this request does: the IR after each pass, the fused
+    /// groups, the in-place steps and the plan's peak memory.
+    pub fn explain(&self, fetches: &[&Tensor], feeds: &[&Tensor], targets: &[&Operation]) -> Result<PlanReport> {
+        let (_, fetch_edges, feed_edges, target_ids) = self.request(fetches, feeds, targets)?;
+        let state = self.graph.read();
+        let mut counters = self.random_counters.lock();
+        let mut counter = |id: NodeId| counters.entry(id).or_insert_with(|| Arc::new(AtomicU64::new(0))).clone();
+        let settings =
+            Compile { passes: &self.options.passes, inter_op: self.options.inter_op_parallelism, keep_dumps: true };
+        Ok(compile(&state, &fetch_edges, &feed_edges, &target_ids, &mut counter, &settings)?.report)
+    }
+
+    fn execute_plan(&self, plan: &Plan, feeds: &[(&Tensor, &Tensor)]) -> Result<Vec<Tensor>> {
         let mut values: SmallVec<[&Value; 4]> = SmallVec::new();
         for (i, (_, v)) in feeds.iter().enumerate() {
             let (_, meta, name) = &plan.feeds[i];
@@ -204,9 +240,9 @@ impl Session {
         }
         let store = &self.variables;
         let out = if plan.parallel {
-            execute_parallel(&plan, &values, store)?
+            execute_parallel(plan, &values, store)?
         } else {
-            execute_sequential(&plan, &values, store)?
+            execute_sequential(plan, &values, store)?
         };
         Ok(out.into_iter().map(Tensor::from_value).collect())
     }
@@ -218,7 +254,9 @@ impl Session {
         let state = self.graph.read();
         let mut counters = self.random_counters.lock();
         let mut counter = |id: NodeId| counters.entry(id).or_insert_with(|| Arc::new(AtomicU64::new(0))).clone();
-        let plan = Arc::new(compile(&state, fetches, feeds, targets, &mut counter, self.options.inter_op_parallelism)?);
+        let settings =
+            Compile { passes: &self.options.passes, inter_op: self.options.inter_op_parallelism, keep_dumps: false };
+        let plan = Arc::new(compile(&state, fetches, feeds, targets, &mut counter, &settings)?);
         drop(counters);
         drop(state);
         self.plans.write().insert(key.clone(), plan.clone());
@@ -247,9 +285,12 @@ fn uninitialized(name: &str) -> Error {
     ))
 }
 
-fn run_step(step: &Step, inputs: &[&Value], store: &Store) -> Result<SmallVec<[Value; 1]>> {
+fn run_step(step: &Step, inputs: &[&Value], store: &Store, donated: Option<usize>) -> Result<SmallVec<[Value; 1]>> {
     let result = match &step.stateful {
-        Stateful::No => backend::execute(&step.op, inputs, &kernel_ctx(step)),
+        Stateful::No => match donated {
+            Some(pos) => backend::execute_donating(&step.op, inputs, pos, &kernel_ctx(step)),
+            None => backend::execute(&step.op, inputs, &kernel_ctx(step)),
+        },
         Stateful::Read { var, name } => match store.read().get(var) {
             Some(v) => Ok(smallvec::smallvec![v.clone()]),
             None => Err(uninitialized(name)),
@@ -296,10 +337,13 @@ fn execute_sequential(plan: &Plan, feeds: &[&Value], store: &Store) -> Result<Ve
         slots[plan.feeds[i].0 as usize] = Some((*v).clone());
     }
     for step in &plan.steps {
+        // An input that dies here may lend its buffer to the output.
+        let donated: Option<Value> = step.donate.and_then(|pos| slots[step.inputs[pos] as usize].take());
         let outputs = {
             let mut inputs: SmallVec<[&Value; 4]> = SmallVec::new();
-            for &s in &step.inputs {
-                match slots[s as usize].as_ref() {
+            for (pos, &s) in step.inputs.iter().enumerate() {
+                let v = if step.donate == Some(pos) { donated.as_ref() } else { slots[s as usize].as_ref() };
+                match v {
                     Some(v) => inputs.push(v),
                     None => {
                         return Err(Error::graph("internal: an input was freed before use")
@@ -307,8 +351,9 @@ fn execute_sequential(plan: &Plan, feeds: &[&Value], store: &Store) -> Result<Ve
                     }
                 }
             }
-            run_step(step, &inputs, store)?
+            run_step(step, &inputs, store, step.donate.filter(|_| donated.is_some()))?
         };
+        drop(donated);
         for (slot, v) in step.outputs.iter().zip(outputs) {
             if let Some(s) = slot {
                 slots[*s as usize] = Some(v);
@@ -352,7 +397,7 @@ impl<'p> Run<'p> {
                         step.inputs.iter().map(|&s| self.slots[s as usize].lock().clone()).collect();
                     let inputs: Option<SmallVec<[&Value; 4]>> = held.iter().map(|v| v.as_ref()).collect();
                     match inputs {
-                        Some(inputs) => run_step(step, &inputs, self.store),
+                        Some(inputs) => run_step(step, &inputs, self.store, None),
                         None => Err(Error::graph("internal: an input was freed before use")
                             .with_context(|| step.context.clone())),
                     }

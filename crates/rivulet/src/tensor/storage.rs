@@ -138,6 +138,12 @@ impl HostBuffer {
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
         self.ptr.as_ptr()
     }
+
+    /// Raw base pointer from a shared handle, for writing a buffer in place
+    /// when the caller has proved it is the only user (see `cpu::in_place`).
+    pub(crate) fn raw_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
 }
 
 impl Drop for HostBuffer {

@@ -90,49 +90,286 @@ pub(crate) fn unary(op: UnaryOp, x: &Value, out: &Meta) -> Result<Value> {
     }
 }
 
-fn unary_f32(op: UnaryOp, x: &Value) -> Result<Value> {
-    use UnaryOp::*;
-    let alpha = math::SELU_ALPHA as f32;
-    let scale = math::SELU_SCALE as f32;
-    match op {
-        Neg => map_unary(x, |v: f32| -v),
-        Abs => map_unary(x, |v: f32| v.abs()),
-        Sign => map_unary(x, |v: f32| {
-            if v > 0.0 {
-                1.0
-            } else if v < 0.0 {
-                -1.0
-            } else {
-                v
+/// Evaluate `$body` with `$f` bound to the f32 -> f32 function of unary op
+/// `$op`: the one definition of its f32 semantics, shared by the plain and
+/// the fused kernels (so fusion never changes a bit). Ops without an
+/// f32 -> f32 form evaluate `$other`.
+macro_rules! f32_unary {
+    ($op:expr, $f:ident => $body:expr, $other:expr) => {{
+        use $crate::backend::cpu::math;
+        #[allow(unused_imports)]
+        use $crate::ops::elementwise::UnaryOp::*;
+        let alpha = math::SELU_ALPHA as f32;
+        let scale = math::SELU_SCALE as f32;
+        let _ = (alpha, scale);
+        match $op {
+            Neg => {
+                let $f = |v: f32| -v;
+                $body
             }
-        }),
-        Square => map_unary(x, |v: f32| v * v),
-        Relu => map_unary(x, |v: f32| if v > 0.0 || v.is_nan() { v } else { 0.0 }),
-        Relu6 => map_unary(x, |v: f32| if v.is_nan() { v } else { v.clamp(0.0, 6.0) }),
-        Exp => map_unary(x, math::exp),
-        Expm1 => map_unary(x, math::expm1),
-        Log => map_unary(x, math::log),
-        Log1p => map_unary(x, math::log1p),
-        Sqrt => map_unary(x, |v: f32| v.sqrt()),
-        Rsqrt => map_unary(x, |v: f32| 1.0 / v.sqrt()),
-        Reciprocal => map_unary(x, |v: f32| 1.0 / v),
-        Sin => map_unary(x, |v: f32| v.sin()),
-        Cos => map_unary(x, |v: f32| v.cos()),
-        Tan => map_unary(x, |v: f32| v.tan()),
-        Tanh => map_unary(x, math::tanh),
-        Sigmoid => map_unary(x, math::sigmoid),
-        Elu => map_unary(x, |v: f32| if v > 0.0 { v } else { math::expm1(v) }),
-        Selu => map_unary(x, move |v: f32| scale * if v > 0.0 { v } else { alpha * math::expm1(v) }),
-        Gelu => map_unary(x, |v: f32| 0.5 * v * (1.0 + math::erf(v * std::f32::consts::FRAC_1_SQRT_2))),
-        Softplus => map_unary(x, math::softplus),
-        Erf => map_unary(x, math::erf),
-        Floor => map_unary(x, |v: f32| v.floor()),
-        Ceil => map_unary(x, |v: f32| v.ceil()),
-        Round => map_unary(x, |v: f32| v.round_ties_even()),
-        IsNan => map_unary(x, |v: f32| v.is_nan()),
-        IsFinite => map_unary(x, |v: f32| v.is_finite()),
-        LogicalNot => bail!(dtype, "logical_not needs bool, got f32"),
-    }
+            Abs => {
+                let $f = |v: f32| v.abs();
+                $body
+            }
+            Sign => {
+                let $f = |v: f32| {
+                    if v > 0.0 {
+                        1.0
+                    } else if v < 0.0 {
+                        -1.0
+                    } else {
+                        v
+                    }
+                };
+                $body
+            }
+            Square => {
+                let $f = |v: f32| v * v;
+                $body
+            }
+            Relu => {
+                let $f = |v: f32| if v > 0.0 || v.is_nan() { v } else { 0.0 };
+                $body
+            }
+            Relu6 => {
+                let $f = |v: f32| if v.is_nan() { v } else { v.clamp(0.0, 6.0) };
+                $body
+            }
+            Exp => {
+                let $f = math::exp;
+                $body
+            }
+            Expm1 => {
+                let $f = math::expm1;
+                $body
+            }
+            Log => {
+                let $f = math::log;
+                $body
+            }
+            Log1p => {
+                let $f = math::log1p;
+                $body
+            }
+            Sqrt => {
+                let $f = |v: f32| v.sqrt();
+                $body
+            }
+            Rsqrt => {
+                let $f = |v: f32| 1.0 / v.sqrt();
+                $body
+            }
+            Reciprocal => {
+                let $f = |v: f32| 1.0 / v;
+                $body
+            }
+            Sin => {
+                let $f = |v: f32| v.sin();
+                $body
+            }
+            Cos => {
+                let $f = |v: f32| v.cos();
+                $body
+            }
+            Tan => {
+                let $f = |v: f32| v.tan();
+                $body
+            }
+            Tanh => {
+                let $f = math::tanh;
+                $body
+            }
+            Sigmoid => {
+                let $f = math::sigmoid;
+                $body
+            }
+            Elu => {
+                let $f = |v: f32| if v > 0.0 { v } else { math::expm1(v) };
+                $body
+            }
+            Selu => {
+                let $f = move |v: f32| scale * if v > 0.0 { v } else { alpha * math::expm1(v) };
+                $body
+            }
+            Gelu => {
+                let $f = |v: f32| 0.5 * v * (1.0 + math::erf(v * std::f32::consts::FRAC_1_SQRT_2));
+                $body
+            }
+            Softplus => {
+                let $f = math::softplus;
+                $body
+            }
+            Erf => {
+                let $f = math::erf;
+                $body
+            }
+            Floor => {
+                let $f = |v: f32| v.floor();
+                $body
+            }
+            Ceil => {
+                let $f = |v: f32| v.ceil();
+                $body
+            }
+            Round => {
+                let $f = |v: f32| v.round_ties_even();
+                $body
+            }
+            _ => $other,
+        }
+    }};
+}
+pub(crate) use f32_unary;
+
+/// [`f32_unary`] for the f32 -> bool tests.
+macro_rules! f32_predicate {
+    ($op:expr, $f:ident => $body:expr, $other:expr) => {{
+        match $op {
+            $crate::ops::elementwise::UnaryOp::IsNan => {
+                let $f = |v: f32| v.is_nan();
+                $body
+            }
+            $crate::ops::elementwise::UnaryOp::IsFinite => {
+                let $f = |v: f32| v.is_finite();
+                $body
+            }
+            _ => $other,
+        }
+    }};
+}
+pub(crate) use f32_predicate;
+
+/// The float arithmetic of binary op `$op` for element type `$t` (one
+/// definition for the plain and fused kernels).
+macro_rules! float_binary_fn {
+    ($t:ty, $op:expr, $f:ident => $body:expr, $other:expr) => {{
+        #[allow(unused_imports)]
+        use $crate::ops::elementwise::BinaryOp::*;
+        match $op {
+            Add => {
+                let $f = |x: $t, y: $t| x + y;
+                $body
+            }
+            Sub => {
+                let $f = |x: $t, y: $t| x - y;
+                $body
+            }
+            Mul => {
+                let $f = |x: $t, y: $t| x * y;
+                $body
+            }
+            Div => {
+                let $f = |x: $t, y: $t| x / y;
+                $body
+            }
+            FloorDiv => {
+                let $f = |x: $t, y: $t| (x / y).floor();
+                $body
+            }
+            FloorMod => {
+                let $f = |x: $t, y: $t| $crate::backend::cpu::elementwise::fmod_floor(x, y);
+                $body
+            }
+            Pow => {
+                let $f = |x: $t, y: $t| x.powf(y);
+                $body
+            }
+            Maximum => {
+                let $f = |x: $t, y: $t| {
+                    if x.is_nan() || y.is_nan() {
+                        <$t>::NAN
+                    } else if x > y {
+                        x
+                    } else {
+                        y
+                    }
+                };
+                $body
+            }
+            Minimum => {
+                let $f = |x: $t, y: $t| {
+                    if x.is_nan() || y.is_nan() {
+                        <$t>::NAN
+                    } else if x < y {
+                        x
+                    } else {
+                        y
+                    }
+                };
+                $body
+            }
+            _ => $other,
+        }
+    }};
+}
+pub(crate) use float_binary_fn;
+
+/// The comparisons of binary op `$op` for element type `$t` (bool results).
+macro_rules! compare_fn {
+    ($t:ty, $op:expr, $f:ident => $body:expr, $other:expr) => {{
+        #[allow(unused_imports)]
+        use $crate::ops::elementwise::BinaryOp::*;
+        match $op {
+            Equal => {
+                let $f = |x: $t, y: $t| x == y;
+                $body
+            }
+            NotEqual => {
+                let $f = |x: $t, y: $t| x != y;
+                $body
+            }
+            Less => {
+                let $f = |x: $t, y: $t| x < y;
+                $body
+            }
+            LessEqual => {
+                let $f = |x: $t, y: $t| x <= y;
+                $body
+            }
+            Greater => {
+                let $f = |x: $t, y: $t| x > y;
+                $body
+            }
+            GreaterEqual => {
+                let $f = |x: $t, y: $t| x >= y;
+                $body
+            }
+            _ => $other,
+        }
+    }};
+}
+pub(crate) use compare_fn;
+
+/// The bool -> bool binary ops.
+macro_rules! bool_binary_fn {
+    ($op:expr, $f:ident => $body:expr, $other:expr) => {{
+        #[allow(unused_imports)]
+        use $crate::ops::elementwise::BinaryOp::*;
+        match $op {
+            Equal => {
+                let $f = |x: bool, y: bool| x == y;
+                $body
+            }
+            NotEqual => {
+                let $f = |x: bool, y: bool| x != y;
+                $body
+            }
+            LogicalAnd => {
+                let $f = |x: bool, y: bool| x & y;
+                $body
+            }
+            LogicalOr => {
+                let $f = |x: bool, y: bool| x | y;
+                $body
+            }
+            _ => $other,
+        }
+    }};
+}
+pub(crate) use bool_binary_fn;
+
+fn unary_f32(op: UnaryOp, x: &Value) -> Result<Value> {
+    f32_unary!(op, f => map_unary(x, f), f32_predicate!(op, f => map_unary(x, f), bail!(dtype, "{} needs bool, got f32", op.name())))
 }
 
 fn unary_f64(op: UnaryOp, x: &Value) -> Result<Value> {
@@ -238,7 +475,10 @@ fn unary_int<T: Int>(op: UnaryOp, x: &Value) -> Result<Value> {
 
 /// Floor modulo for floats: the remainder takes the divisor's sign.
 #[inline(always)]
-fn fmod_floor<F: Copy + PartialOrd + std::ops::Rem<Output = F> + std::ops::Add<Output = F> + Default>(a: F, b: F) -> F {
+pub(crate) fn fmod_floor<F: Copy + PartialOrd + std::ops::Rem<Output = F> + std::ops::Add<Output = F> + Default>(
+    a: F,
+    b: F,
+) -> F {
     let r = a % b;
     let zero = F::default();
     if r != zero && ((r < zero) != (b < zero)) {
@@ -251,41 +491,8 @@ fn fmod_floor<F: Copy + PartialOrd + std::ops::Rem<Output = F> + std::ops::Add<O
 macro_rules! float_binary {
     ($name:ident, $t:ty) => {
         fn $name(op: BinaryOp, a: &Value, b: &Value, shape: &Shape) -> Result<Value> {
-            use BinaryOp::*;
-            match op {
-                Add => map_binary(a, b, shape, |x: $t, y: $t| x + y),
-                Sub => map_binary(a, b, shape, |x: $t, y: $t| x - y),
-                Mul => map_binary(a, b, shape, |x: $t, y: $t| x * y),
-                Div => map_binary(a, b, shape, |x: $t, y: $t| x / y),
-                FloorDiv => map_binary(a, b, shape, |x: $t, y: $t| (x / y).floor()),
-                FloorMod => map_binary(a, b, shape, |x: $t, y: $t| fmod_floor(x, y)),
-                Pow => map_binary(a, b, shape, |x: $t, y: $t| x.powf(y)),
-                Maximum => map_binary(a, b, shape, |x: $t, y: $t| {
-                    if x.is_nan() || y.is_nan() {
-                        <$t>::NAN
-                    } else if x > y {
-                        x
-                    } else {
-                        y
-                    }
-                }),
-                Minimum => map_binary(a, b, shape, |x: $t, y: $t| {
-                    if x.is_nan() || y.is_nan() {
-                        <$t>::NAN
-                    } else if x < y {
-                        x
-                    } else {
-                        y
-                    }
-                }),
-                Equal => map_binary(a, b, shape, |x: $t, y: $t| x == y),
-                NotEqual => map_binary(a, b, shape, |x: $t, y: $t| x != y),
-                Less => map_binary(a, b, shape, |x: $t, y: $t| x < y),
-                LessEqual => map_binary(a, b, shape, |x: $t, y: $t| x <= y),
-                Greater => map_binary(a, b, shape, |x: $t, y: $t| x > y),
-                GreaterEqual => map_binary(a, b, shape, |x: $t, y: $t| x >= y),
-                LogicalAnd | LogicalOr => bail!(dtype, "{} needs bool inputs", op.name()),
-            }
+            float_binary_fn!($t, op, f => map_binary(a, b, shape, f),
+                compare_fn!($t, op, f => map_binary(a, b, shape, f), bail!(dtype, "{} needs bool inputs", op.name())))
         }
     };
 }
@@ -355,7 +562,6 @@ fn binary_int<T: Int>(op: BinaryOp, a: &Value, b: &Value, shape: &Shape) -> Resu
 }
 
 pub(crate) fn binary(op: BinaryOp, a: &Value, b: &Value, out: &Meta) -> Result<Value> {
-    use BinaryOp::*;
     let shape = &out.shape;
     match a.dtype {
         DType::F32 => binary_f32(op, a, b, shape),
@@ -369,13 +575,9 @@ pub(crate) fn binary(op: BinaryOp, a: &Value, b: &Value, out: &Meta) -> Result<V
                 Ok(r)
             }
         }
-        DType::Bool => match op {
-            Equal => map_binary(a, b, shape, |x: bool, y: bool| x == y),
-            NotEqual => map_binary(a, b, shape, |x: bool, y: bool| x != y),
-            LogicalAnd => map_binary(a, b, shape, |x: bool, y: bool| x & y),
-            LogicalOr => map_binary(a, b, shape, |x: bool, y: bool| x | y),
-            _ => bail!(dtype, "{} does not accept bool", op.name()),
-        },
+        DType::Bool => {
+            bool_binary_fn!(op, f => map_binary(a, b, shape, f), bail!(dtype, "{} does not accept bool", op.name()))
+        }
         dt => {
             with_dtype!(dt, T => binary_int::<T>(op, a, b, shape), [I32, I64, U8], bail!(dtype, "unexpected dtype {dt}"))
         }

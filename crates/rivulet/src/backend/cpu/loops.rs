@@ -196,3 +196,29 @@ impl<T: Copy, F: Fn(T) -> T> Kernel for Update<'_, T, F> {
         }
     }
 }
+
+/// `x[i] = f(x[i], y[i * stride])` in place (stride 0 or 1).
+pub(crate) struct ZipInPlace<'a, T, F> {
+    pub x: &'a mut [T],
+    pub y: &'a [T],
+    pub stride: usize,
+    pub f: F,
+}
+
+impl<T: Copy, F: Fn(T, T) -> T> Kernel for ZipInPlace<'_, T, F> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let ZipInPlace { x, y, stride, f } = self;
+        if stride == 0 {
+            let v = y[0];
+            for a in x.iter_mut() {
+                *a = f(*a, v);
+            }
+        } else {
+            for (a, &b) in x.iter_mut().zip(y) {
+                *a = f(*a, b);
+            }
+        }
+    }
+}

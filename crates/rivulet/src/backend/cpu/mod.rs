@@ -3,6 +3,8 @@
 pub(crate) mod creation;
 pub(crate) mod elementwise;
 pub(crate) mod fold_f32;
+pub(crate) mod fused;
+pub(crate) mod in_place;
 pub(crate) mod loops;
 pub(crate) mod math;
 pub(crate) mod matmul;
@@ -94,6 +96,10 @@ pub(crate) fn execute(op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx
             ));
         }
         Op::ApplyUpdate { rule } => return Ok(optim::apply_update(rule, inputs)?.into()),
+        Op::FusedElementwise { program } => fused::fused_elementwise(program, inputs, out())?,
+        Op::FusedMatMul { transpose_a, transpose_b, activation } => {
+            fused::fused_matmul(inputs[0], inputs[1], inputs[2], *transpose_a, *transpose_b, *activation, out())?
+        }
         Op::TopK { k, .. } => {
             let (v, i) = nn::top_k(x(), *k)?;
             return Ok(smallvec![v, i]);

@@ -20,7 +20,7 @@ use crate::tensor::{DType, Shape, Value};
 use rayon::prelude::*;
 
 /// Elements per partial result; partials are folded again in order.
-const BLOCK: usize = 1 << 14;
+pub(crate) const BLOCK: usize = 1 << 14;
 /// Elements per parallel task of a reduction (they only read, so tasks can be
 /// larger than for elementwise work).
 const REDUCE_GRAIN: usize = 1 << 18;
@@ -140,7 +140,7 @@ fn fold_lanes<T: Copy>(x: &[T], id: T, f: impl Fn(T, T) -> T + Copy) -> T {
 }
 
 /// Fold a row with `row`: blocks of `BLOCK` folded separately, then their partials.
-fn fold_row<T: Copy + Send + Sync>(x: &[T], row: &(impl Fn(&[T]) -> T + Sync)) -> T {
+pub(crate) fn fold_row<T: Copy + Send + Sync>(x: &[T], row: &(impl Fn(&[T]) -> T + Sync)) -> T {
     if x.len() <= BLOCK {
         return row(x);
     }

@@ -151,3 +151,34 @@ fn coalesce_dyn(shape: &[usize], strides: &[&[isize]]) -> (Shape, Vec<Strides>) 
         }
     }
 }
+
+impl Rows<1> {
+    /// Copy the elements at flat output positions `start .. start + dst.len()`
+    /// (row-major over the iterated shape) from `src` into `dst`.
+    pub(crate) fn gather_flat<T: Copy>(&self, src: &[T], start: usize, dst: &mut [T]) {
+        let inner = self.inner();
+        if inner == 0 || dst.is_empty() {
+            return;
+        }
+        let st = self.inner_stride(0);
+        let (first_row, mut skip) = (start / inner, start % inner);
+        let last_row = (start + dst.len()).div_ceil(inner);
+        let mut written = 0;
+        self.for_rows(first_row, last_row, |_, [off]| {
+            let take = (inner - skip).min(dst.len() - written);
+            let base = off + skip as isize * st;
+            let out = &mut dst[written..written + take];
+            match st {
+                1 => out.copy_from_slice(&src[base as usize..base as usize + take]),
+                0 => out.fill(src[base as usize]),
+                _ => {
+                    for (j, o) in out.iter_mut().enumerate() {
+                        *o = src[(base + j as isize * st) as usize];
+                    }
+                }
+            }
+            written += take;
+            skip = 0;
+        });
+    }
+}

@@ -1,0 +1,295 @@
+//! The graph IR that plan compilation optimizes: the part of a graph one
+//! request needs, as an editable list of nodes in topological order.
+//!
+//! Fed tensors become `Placeholder` nodes, so a pass never looks past a feed.
+//! Passes rewrite nodes in place (a node's inputs always come earlier in
+//! the list) and mark the ones they make unnecessary dead.
+
+use crate::error::{Error, OpContext, Result};
+use crate::graph::{Edge, GraphState, NodeId};
+use crate::ops::{Meta, Metas, Op};
+use rustc_hash::FxHashMap;
+use std::fmt::Write;
+
+/// Output `index` of IR node `node`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IrEdge {
+    pub node: usize,
+    pub index: usize,
+}
+
+/// A node of the IR.
+#[derive(Clone, Debug)]
+pub struct IrNode {
+    pub op: Op,
+    pub inputs: Vec<IrEdge>,
+    /// Nodes that must run first.
+    pub control: Vec<usize>,
+    pub name: String,
+    pub location: String,
+    pub outputs: Metas,
+    /// The graph node this came from (random-number streams are per node).
+    pub origin: Option<NodeId>,
+    /// For variable reads and assignments: the variable's graph node and name.
+    pub variable: Option<(NodeId, String)>,
+    /// Removed by a pass (or never needed).
+    pub dead: bool,
+}
+
+impl IrNode {
+    pub(crate) fn context(&self) -> OpContext {
+        OpContext {
+            op: self.op.type_name().to_string(),
+            node: Some(self.name.clone()),
+            inputs: Vec::new(),
+            location: self.location.clone(),
+        }
+    }
+}
+
+/// One request's graph, ready for optimization and lowering.
+#[derive(Clone, Debug)]
+pub struct IrGraph {
+    pub nodes: Vec<IrNode>,
+    /// What the request fetches.
+    pub fetches: Vec<IrEdge>,
+    /// Per feed of the request: its placeholder node and expected type.
+    pub feeds: Vec<(usize, Meta, String)>,
+    /// Nodes run for their effect.
+    pub targets: Vec<usize>,
+}
+
+impl IrGraph {
+    /// The part of `g` that `fetches` and `targets` need, with `feeds` cut off
+    /// as placeholders. Unfed placeholders on the way are an error.
+    pub(crate) fn extract(g: &GraphState, fetches: &[Edge], feeds: &[Edge], targets: &[NodeId]) -> Result<IrGraph> {
+        for node in &g.nodes {
+            if let Op::Assign { .. } = node.op {
+                let target = &g.nodes[node.inputs[0].node];
+                if !matches!(target.op, Op::Variable { .. }) {
+                    return Err(Error::invalid(format!(
+                        "'{}' assigns to '{}', which is not a variable",
+                        node.name, target.name
+                    ))
+                    .with_context(|| node.context()));
+                }
+            }
+        }
+        let fed: FxHashMap<Edge, usize> = feeds.iter().enumerate().map(|(i, e)| (*e, i)).collect();
+        // A node all of whose outputs are fed never runs: a control dependency on it is satisfied.
+        let fully_fed = |id: NodeId| {
+            let outs = g.nodes[id].outputs.len();
+            outs > 0 && (0..outs).all(|index| fed.contains_key(&Edge { node: id, index }))
+        };
+        let data_inputs = |id: NodeId| -> &[Edge] {
+            let n = &g.nodes[id];
+            match n.op {
+                Op::Assign { .. } => &n.inputs[1..],
+                _ => &n.inputs,
+            }
+        };
+        let mut needed = vec![false; g.nodes.len()];
+        let mut stack: Vec<NodeId> = fetches.iter().filter(|e| !fed.contains_key(e)).map(|e| e.node).collect();
+        stack.extend_from_slice(targets);
+        while let Some(id) = stack.pop() {
+            if std::mem::replace(&mut needed[id], true) {
+                continue;
+            }
+            for e in data_inputs(id) {
+                if !fed.contains_key(e) && !needed[e.node] {
+                    stack.push(e.node);
+                }
+            }
+            for &c in &g.nodes[id].control_inputs {
+                if !needed[c] && !fully_fed(c) {
+                    stack.push(c);
+                }
+            }
+        }
+        for (id, node) in g.nodes.iter().enumerate() {
+            if let (true, Op::Placeholder { dtype, shape }) = (needed[id], &node.op) {
+                return Err(Error::precondition(format!(
+                    "placeholder '{}' ({dtype}{shape}) must be fed: the fetches depend on it",
+                    node.name
+                ))
+                .with_context(|| node.context()));
+            }
+        }
+        let mut ir = IrGraph { nodes: Vec::new(), fetches: Vec::new(), feeds: Vec::new(), targets: Vec::new() };
+        // Feeds first: each fed edge is a placeholder of its own.
+        let mut edge_map: FxHashMap<Edge, IrEdge> = FxHashMap::default();
+        for e in feeds {
+            if edge_map.contains_key(e) {
+                let ir_node = edge_map[e].node;
+                let node = &g.nodes[e.node];
+                ir.feeds.push((ir_node, node.outputs[e.index].clone(), format!("{}:{}", node.name, e.index)));
+                continue;
+            }
+            let node = &g.nodes[e.node];
+            let meta = node.outputs[e.index].clone();
+            let name = format!("{}:{}", node.name, e.index);
+            let id = ir.nodes.len();
+            ir.nodes.push(IrNode {
+                op: Op::Placeholder { dtype: meta.dtype, shape: meta.shape.clone() },
+                inputs: Vec::new(),
+                control: Vec::new(),
+                name: name.clone(),
+                location: node.location.clone(),
+                outputs: smallvec::smallvec![meta.clone()],
+                origin: None,
+                variable: None,
+                dead: false,
+            });
+            edge_map.insert(*e, IrEdge { node: id, index: 0 });
+            ir.feeds.push((id, meta, name));
+        }
+        let mut node_map: FxHashMap<NodeId, usize> = FxHashMap::default();
+        for (id, node) in g.nodes.iter().enumerate() {
+            if !needed[id] {
+                continue;
+            }
+            let map_edge = |e: &Edge, edge_map: &FxHashMap<Edge, IrEdge>, node_map: &FxHashMap<NodeId, usize>| {
+                edge_map.get(e).copied().or_else(|| node_map.get(&e.node).map(|&n| IrEdge { node: n, index: e.index }))
+            };
+            let mut inputs = Vec::with_capacity(node.inputs.len());
+            for e in data_inputs(id) {
+                match map_edge(e, &edge_map, &node_map) {
+                    Some(ie) => inputs.push(ie),
+                    None => {
+                        return Err(Error::graph(format!(
+                            "internal: input of '{}' is missing from the plan",
+                            node.name
+                        )))
+                    }
+                }
+            }
+            let control = node.control_inputs.iter().filter_map(|c| node_map.get(c).copied()).collect();
+            let variable = match &node.op {
+                Op::Variable { .. } => Some((id, node.name.clone())),
+                Op::Assign { .. } => {
+                    let var = node.inputs[0].node;
+                    Some((var, g.nodes[var].name.clone()))
+                }
+                _ => None,
+            };
+            let ir_id = ir.nodes.len();
+            ir.nodes.push(IrNode {
+                op: node.op.clone(),
+                inputs,
+                control,
+                name: node.name.clone(),
+                location: node.location.clone(),
+                outputs: node.outputs.clone(),
+                origin: Some(id),
+                variable,
+                dead: false,
+            });
+            node_map.insert(id, ir_id);
+        }
+        for e in fetches {
+            match edge_map
+                .get(e)
+                .copied()
+                .or_else(|| node_map.get(&e.node).map(|&n| IrEdge { node: n, index: e.index }))
+            {
+                Some(ie) => ir.fetches.push(ie),
+                None => return Err(Error::graph("internal: a fetch is missing from the plan")),
+            }
+        }
+        ir.targets = targets.iter().filter_map(|t| node_map.get(t).copied()).collect();
+        Ok(ir)
+    }
+
+    /// Number of live nodes.
+    pub fn live_count(&self) -> usize {
+        self.nodes.iter().filter(|n| !n.dead).count()
+    }
+
+    /// Consumers of each output, over live nodes (fetches count as consumers).
+    pub fn uses(&self) -> FxHashMap<IrEdge, usize> {
+        let mut uses: FxHashMap<IrEdge, usize> = FxHashMap::default();
+        for n in self.nodes.iter().filter(|n| !n.dead) {
+            for e in &n.inputs {
+                *uses.entry(*e).or_default() += 1;
+            }
+        }
+        for e in &self.fetches {
+            *uses.entry(*e).or_default() += 1;
+        }
+        uses
+    }
+
+    /// Make every reader of `old` read `new` instead.
+    pub fn replace_uses(&mut self, old: IrEdge, new: IrEdge) {
+        for n in self.nodes.iter_mut() {
+            for e in n.inputs.iter_mut() {
+                if *e == old {
+                    *e = new;
+                }
+            }
+        }
+        for e in self.fetches.iter_mut() {
+            if *e == old {
+                *e = new;
+            }
+        }
+    }
+
+    /// Mark everything the fetches and targets no longer need as dead.
+    pub fn prune(&mut self) {
+        let mut live = vec![false; self.nodes.len()];
+        let mut stack: Vec<usize> = self.fetches.iter().map(|e| e.node).chain(self.targets.iter().copied()).collect();
+        // Feeds stay: the request supplies them.
+        stack.extend(self.feeds.iter().map(|f| f.0));
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut live[i], true) {
+                continue;
+            }
+            stack.extend(self.nodes[i].inputs.iter().map(|e| e.node));
+            stack.extend(self.nodes[i].control.iter().copied());
+        }
+        for (n, l) in self.nodes.iter_mut().zip(live) {
+            if !l {
+                n.dead = true;
+            }
+        }
+    }
+
+    /// A readable listing: one live node per line.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        for (i, n) in self.nodes.iter().enumerate().filter(|(_, n)| !n.dead) {
+            let inputs: Vec<String> = n.inputs.iter().map(|e| format!("%{}:{}", e.node, e.index)).collect();
+            let outs: Vec<String> = n.outputs.iter().map(|m| m.to_string()).collect();
+            let _ =
+                writeln!(s, "%{i} = {}({}) -> {}  // {}", n.op.type_name(), inputs.join(", "), outs.join(", "), n.name);
+            if let Op::FusedElementwise { program } = &n.op {
+                for line in program.describe().lines() {
+                    let _ = writeln!(s, "      {line}");
+                }
+            }
+        }
+        let fetches: Vec<String> = self.fetches.iter().map(|e| format!("%{}:{}", e.node, e.index)).collect();
+        let _ = writeln!(s, "fetch {}", fetches.join(", "));
+        s
+    }
+
+    /// The live nodes in Graphviz DOT.
+    pub fn to_dot(&self) -> String {
+        let mut s = String::from("digraph plan {\n  node [shape=box, fontname=\"Helvetica\", fontsize=10];\n");
+        for (i, n) in self.nodes.iter().enumerate().filter(|(_, n)| !n.dead) {
+            let fused = matches!(n.op, Op::FusedElementwise { .. } | Op::FusedMatMul { .. });
+            let style = if fused { ", style=filled, fillcolor=\"#fde68a\"" } else { "" };
+            let label = n.name.replace('"', "\\\"");
+            let _ = writeln!(s, "  n{i} [label=\"{label}\\n{}\"{style}];", n.op.type_name());
+            for e in &n.inputs {
+                let _ = writeln!(s, "  n{} -> n{i};", e.node);
+            }
+            for c in &n.control {
+                let _ = writeln!(s, "  n{c} -> n{i} [style=dashed];");
+            }
+        }
+        s.push_str("}\n");
+        s
+    }
+}

@@ -1,0 +1,106 @@
+//! Graph optimization passes (Grappler-like), run when a session compiles a
+//! plan for a request. Each works on the [`IrGraph`] of that request, keeps
+//! results the same (bit for bit: no pass reassociates floating point), and
+//! can be switched off in [`PassOptions`].
+
+pub mod ir;
+mod rewrite;
+
+pub use ir::{IrEdge, IrGraph, IrNode};
+
+use crate::error::Result;
+
+/// Which passes run, and their limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PassOptions {
+    /// Evaluate nodes whose inputs are all constants, up to `constant_folding_limit` elements.
+    pub constant_folding: bool,
+    pub constant_folding_limit: usize,
+    /// Merge nodes that compute the same op on the same inputs.
+    pub common_subexpression_elimination: bool,
+    /// `x * 1`, `x + 0`, `x - x` (integers), double transposes, reshape of
+    /// reshape, casts to the same dtype, identities.
+    pub algebraic_simplification: bool,
+    /// Run chains and trees of elementwise ops (with an optional trailing
+    /// reduction) as one pass over memory.
+    pub elementwise_fusion: bool,
+    /// Matmul followed by a bias and an activation as one kernel.
+    pub matmul_fusion: bool,
+    /// Write elementwise results into an input buffer that dies there.
+    pub in_place: bool,
+}
+
+impl Default for PassOptions {
+    fn default() -> PassOptions {
+        PassOptions::all()
+    }
+}
+
+impl PassOptions {
+    /// Every pass on.
+    pub fn all() -> PassOptions {
+        PassOptions {
+            constant_folding: true,
+            constant_folding_limit: 1 << 20,
+            common_subexpression_elimination: true,
+            algebraic_simplification: true,
+            elementwise_fusion: true,
+            matmul_fusion: true,
+            in_place: true,
+        }
+    }
+    /// Every pass off: the plan runs the graph as written (pruned).
+    pub fn none() -> PassOptions {
+        PassOptions {
+            constant_folding: false,
+            constant_folding_limit: 0,
+            common_subexpression_elimination: false,
+            algebraic_simplification: false,
+            elementwise_fusion: false,
+            matmul_fusion: false,
+            in_place: false,
+        }
+    }
+}
+
+/// The IR after one pass, for dumps and `rivulet inspect`.
+#[derive(Clone, Debug)]
+pub struct PassDump {
+    pub pass: &'static str,
+    pub nodes: usize,
+    pub text: String,
+    pub dot: String,
+}
+
+/// Run the enabled passes in order; returns a dump after each (the first is
+/// the pruned input).
+pub(crate) fn optimize(ir: &mut IrGraph, options: &PassOptions, keep_dumps: bool) -> Result<Vec<PassDump>> {
+    let mut dumps = Vec::new();
+    let mut dump = |name: &'static str, ir: &IrGraph| {
+        if keep_dumps {
+            dumps.push(PassDump { pass: name, nodes: ir.live_count(), text: ir.to_text(), dot: ir.to_dot() });
+        }
+    };
+    ir.prune();
+    dump("pruning", ir);
+    type Pass = fn(&mut IrGraph, &PassOptions) -> Result<()>;
+    let passes: [(&'static str, bool, Pass); 5] = [
+        ("algebraic_simplification", options.algebraic_simplification, rewrite::simplify),
+        ("constant_folding", options.constant_folding, rewrite::fold_constants),
+        (
+            "common_subexpression_elimination",
+            options.common_subexpression_elimination,
+            rewrite::eliminate_common_subexpressions,
+        ),
+        ("matmul_fusion", options.matmul_fusion, rewrite::fuse_matmul),
+        ("elementwise_fusion", options.elementwise_fusion, rewrite::fuse_elementwise),
+    ];
+    for (name, on, pass) in passes {
+        if on {
+            pass(ir, options)?;
+            ir.prune();
+            dump(name, ir);
+        }
+    }
+    Ok(dumps)
+}

@@ -1,0 +1,369 @@
+//! The rewriting passes.
+
+use super::ir::{IrEdge, IrGraph};
+use super::PassOptions;
+use crate::backend::{self, KernelCtx};
+use crate::error::Result;
+use crate::ops::elementwise::{BinaryOp, UnaryOp};
+use crate::ops::fused::{FusedProgram, FusedReduce, Instr};
+use crate::ops::reduce::ReduceOp;
+use crate::ops::{ConstValue, Op};
+use crate::tensor::{DType, Scalar, Tensor, Value};
+use rustc_hash::{FxHashMap, FxHashSet};
+use smallvec::SmallVec;
+
+/// The value of a constant node.
+fn const_value(ir: &IrGraph, e: IrEdge) -> Option<&Tensor> {
+    match &ir.nodes[e.node].op {
+        Op::Const { value } if !ir.nodes[e.node].dead => Some(&value.0),
+        _ => None,
+    }
+}
+
+/// The single value of a one-element constant, as f64.
+fn const_scalar(ir: &IrGraph, e: IrEdge) -> Option<f64> {
+    let t = const_value(ir, e)?;
+    if t.numel() != Some(1) {
+        return None;
+    }
+    t.cast(DType::F64).ok()?.to_scalar::<f64>().ok()
+}
+
+/// Point every reader of `node`'s output 0 at `to` (when types agree).
+fn forward(ir: &mut IrGraph, node: usize, to: IrEdge) -> bool {
+    let (from, to_meta) = (IrEdge { node, index: 0 }, ir.nodes[to.node].outputs[to.index].clone());
+    if ir.nodes[node].outputs.len() != 1 || ir.nodes[node].outputs[0] != to_meta {
+        return false;
+    }
+    ir.replace_uses(from, to);
+    true
+}
+
+/// `x * 1`, `x / 1`, `x + 0`, `x - 0`, `x - x` (integers), double
+/// transposes, reshape of reshape, same-dtype casts, identities.
+pub(super) fn simplify(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
+    for i in 0..ir.nodes.len() {
+        if ir.nodes[i].dead {
+            continue;
+        }
+        let inputs = ir.nodes[i].inputs.clone();
+        match ir.nodes[i].op.clone() {
+            Op::Identity | Op::StopGradient => {
+                forward(ir, i, inputs[0]);
+            }
+            Op::Cast { dtype } if ir.nodes[inputs[0].node].outputs[inputs[0].index].dtype == dtype => {
+                forward(ir, i, inputs[0]);
+            }
+            Op::Binary { f } => {
+                let (a, b) = (inputs[0], inputs[1]);
+                let (ca, cb) = (const_scalar(ir, a), const_scalar(ir, b));
+                let dtype = ir.nodes[i].outputs[0].dtype;
+                let keep = match f {
+                    BinaryOp::Mul if cb == Some(1.0) => Some(a),
+                    BinaryOp::Mul if ca == Some(1.0) => Some(b),
+                    BinaryOp::Div if cb == Some(1.0) => Some(a),
+                    BinaryOp::Add if cb == Some(0.0) => Some(a),
+                    BinaryOp::Add if ca == Some(0.0) => Some(b),
+                    BinaryOp::Sub if cb == Some(0.0) => Some(a),
+                    _ => None,
+                };
+                if let Some(k) = keep {
+                    forward(ir, i, k);
+                } else if f == BinaryOp::Sub && a == b && dtype.is_int() {
+                    // x - x = 0 for integers (floats keep it: inf - inf is NaN).
+                    let shape = ir.nodes[i].outputs[0].shape.clone();
+                    if shape.is_fully_known() {
+                        if let Ok(z) = Tensor::zeros(shape, dtype) {
+                            ir.nodes[i].op = Op::Const { value: ConstValue(z) };
+                            ir.nodes[i].inputs.clear();
+                        }
+                    }
+                }
+            }
+            Op::Transpose { perm } => {
+                let src = inputs[0];
+                if perm.iter().enumerate().all(|(k, &p)| k == p) {
+                    forward(ir, i, src);
+                } else if let Op::Transpose { perm: inner } = ir.nodes[src.node].op.clone() {
+                    let composed: Vec<usize> = perm.iter().map(|&p| inner[p]).collect();
+                    let origin = ir.nodes[src.node].inputs[0];
+                    if composed.iter().enumerate().all(|(k, &p)| k == p) {
+                        forward(ir, i, origin);
+                    } else {
+                        ir.nodes[i].op = Op::Transpose { perm: composed };
+                        ir.nodes[i].inputs = vec![origin];
+                    }
+                }
+            }
+            Op::Reshape { .. } | Op::ReshapeLike => {
+                let src = inputs[0];
+                let (out, inp) = (ir.nodes[i].outputs[0].clone(), ir.nodes[src.node].outputs[src.index].clone());
+                if out == inp && out.shape.is_fully_known() {
+                    forward(ir, i, src);
+                } else if matches!(ir.nodes[src.node].op, Op::Reshape { .. } | Op::ReshapeLike) {
+                    // reshape(reshape(x)) = reshape(x)
+                    let origin = ir.nodes[src.node].inputs[0];
+                    ir.nodes[i].inputs[0] = origin;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Ops that may be evaluated ahead of time when their inputs are constant.
+fn foldable(op: &Op) -> bool {
+    !op.is_stateful()
+        && !matches!(
+            op,
+            Op::Const { .. } | Op::Placeholder { .. } | Op::NoOp | Op::FusedElementwise { .. } | Op::FusedMatMul { .. }
+        )
+}
+
+/// Replace nodes whose inputs are all constants by their values.
+pub(super) fn fold_constants(ir: &mut IrGraph, options: &PassOptions) -> Result<()> {
+    for i in 0..ir.nodes.len() {
+        let n = &ir.nodes[i];
+        if n.dead || n.inputs.is_empty() || n.outputs.len() != 1 || !foldable(&n.op) {
+            continue;
+        }
+        match n.outputs[0].shape.numel() {
+            Some(k) if k <= options.constant_folding_limit => {}
+            _ => continue,
+        }
+        let values: Option<Vec<Value>> =
+            n.inputs.iter().map(|e| const_value(ir, *e).and_then(|t| t.value().ok().cloned())).collect();
+        let Some(values) = values else { continue };
+        let refs: Vec<&Value> = values.iter().collect();
+        // An op that fails (integer division by zero) stays, to fail at run time with its context.
+        if let Ok(mut out) = backend::execute(&n.op, &refs, &KernelCtx::EAGER) {
+            if let Some(v) = out.pop() {
+                let node = &mut ir.nodes[i];
+                node.op = Op::Const { value: ConstValue(Tensor::from_value(v)) };
+                node.inputs.clear();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Merge nodes that compute the same op on the same inputs.
+pub(super) fn eliminate_common_subexpressions(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
+    let mut seen: FxHashMap<String, usize> = FxHashMap::default();
+    for i in 0..ir.nodes.len() {
+        let n = &ir.nodes[i];
+        if n.dead || n.op.is_stateful() || matches!(n.op, Op::Placeholder { .. } | Op::NoOp) {
+            continue;
+        }
+        // Large constants are compared by reference only (hashing their text would cost more than it saves).
+        if let Op::Const { value } = &n.op {
+            if value.0.numel().is_none_or(|k| k > 64) {
+                continue;
+            }
+        }
+        let key = format!("{:?}|{:?}|{:?}", n.op, n.inputs, n.control);
+        match seen.get(&key) {
+            Some(&first) => {
+                for index in 0..ir.nodes[i].outputs.len() {
+                    ir.replace_uses(IrEdge { node: i, index }, IrEdge { node: first, index });
+                }
+                ir.nodes[i].dead = true;
+            }
+            None => {
+                seen.insert(key, i);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Activations the fused matmul can apply.
+fn fusable_activation(f: UnaryOp) -> bool {
+    use UnaryOp::*;
+    matches!(f, Relu | Relu6 | Sigmoid | Tanh | Elu | Selu | Gelu | Softplus)
+}
+
+/// `activation(matmul(a, b) + bias)` as one FusedMatMul node.
+pub(super) fn fuse_matmul(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
+    let uses = ir.uses();
+    let single = |e: IrEdge| uses.get(&e).copied() == Some(1);
+    let consumers = consumers(ir);
+    for m in 0..ir.nodes.len() {
+        let Op::MatMul { transpose_a, transpose_b } = ir.nodes[m].op else { continue };
+        let me = IrEdge { node: m, index: 0 };
+        if ir.nodes[m].dead || ir.nodes[m].outputs[0].dtype != DType::F32 || !single(me) {
+            continue;
+        }
+        let Some(&add) = consumers.get(&me).and_then(|c| c.first()) else { continue };
+        if !matches!(ir.nodes[add].op, Op::Binary { f: BinaryOp::Add })
+            || ir.nodes[add].outputs[0] != ir.nodes[m].outputs[0]
+        {
+            continue;
+        }
+        let ins = &ir.nodes[add].inputs;
+        let bias = if ins[0] == me { ins[1] } else { ins[0] };
+        let bm = &ir.nodes[bias.node].outputs[bias.index];
+        let n = ir.nodes[m].outputs[0].shape.last().copied();
+        if bm.shape.rank() != 1 || Some(bm.shape[0]) != n {
+            continue;
+        }
+        let ae = IrEdge { node: add, index: 0 };
+        let mut root = add;
+        let mut activation = None;
+        if single(ae) {
+            if let Some(&act) = consumers.get(&ae).and_then(|c| c.first()) {
+                if let Op::Unary { f } = ir.nodes[act].op {
+                    if fusable_activation(f) {
+                        root = act;
+                        activation = Some(f);
+                    }
+                }
+            }
+        }
+        let (a, b) = (ir.nodes[m].inputs[0], ir.nodes[m].inputs[1]);
+        ir.nodes[root].op = Op::FusedMatMul { transpose_a, transpose_b, activation };
+        ir.nodes[root].inputs = vec![a, b, bias];
+    }
+    Ok(())
+}
+
+/// Live consumers of each output.
+fn consumers(ir: &IrGraph) -> FxHashMap<IrEdge, SmallVec<[usize; 2]>> {
+    let mut c: FxHashMap<IrEdge, SmallVec<[usize; 2]>> = FxHashMap::default();
+    for (i, n) in ir.nodes.iter().enumerate().filter(|(_, n)| !n.dead) {
+        for e in &n.inputs {
+            c.entry(*e).or_default().push(i);
+        }
+    }
+    c
+}
+
+/// Can this node be an instruction of a fused program?
+fn elementwise(ir: &IrGraph, i: usize) -> bool {
+    let n = &ir.nodes[i];
+    let ok_dtype = |d: DType| matches!(d, DType::F32 | DType::Bool);
+    let in_types = n.inputs.iter().all(|e| ok_dtype(ir.nodes[e.node].outputs[e.index].dtype));
+    let kind = match &n.op {
+        // Every unary and binary op has an f32 or bool form in the fused kernel.
+        Op::Unary { .. } | Op::Binary { .. } | Op::Select => true,
+        Op::Cast { dtype } => ok_dtype(*dtype),
+        _ => false,
+    };
+    !n.dead && kind && in_types && n.outputs.len() == 1 && ok_dtype(n.outputs[0].dtype)
+}
+
+/// A one-element f32 or bool constant: becomes an immediate.
+fn immediate(ir: &IrGraph, e: IrEdge) -> Option<(Scalar, DType)> {
+    let t = const_value(ir, e)?;
+    if t.numel() != Some(1) || !matches!(t.dtype(), DType::F32 | DType::Bool) || t.rank() != 0 {
+        return None;
+    }
+    let v = t.cast(DType::F64).ok()?.to_scalar::<f64>().ok()?;
+    Some(if t.dtype() == DType::Bool { (Scalar::Bool(v != 0.0), DType::Bool) } else { (Scalar::F64(v), DType::F32) })
+}
+
+/// Fuse chains and trees of elementwise ops, with an optional trailing reduction.
+pub(super) fn fuse_elementwise(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
+    let uses = ir.uses();
+    let cons = consumers(ir);
+    let mut taken: FxHashSet<usize> = FxHashSet::default();
+    for root in (0..ir.nodes.len()).rev() {
+        if taken.contains(&root) || !elementwise(ir, root) {
+            continue;
+        }
+        // Grow backwards through producers whose every use is inside the group.
+        let mut group: FxHashSet<usize> = FxHashSet::default();
+        group.insert(root);
+        loop {
+            let mut grew = false;
+            let members: Vec<usize> = group.iter().copied().collect();
+            for g in members {
+                for e in ir.nodes[g].inputs.clone() {
+                    let p = e.node;
+                    if group.contains(&p) || taken.contains(&p) || !elementwise(ir, p) {
+                        continue;
+                    }
+                    let all_inside = cons.get(&e).is_some_and(|c| c.iter().all(|u| group.contains(u)))
+                        && uses.get(&e).copied().unwrap_or(0) == cons.get(&e).map_or(0, |c| c.len());
+                    if all_inside {
+                        group.insert(p);
+                        grew = true;
+                    }
+                }
+            }
+            if !grew {
+                break;
+            }
+        }
+        // A trailing reduction over the root's trailing axes joins the group.
+        let re = IrEdge { node: root, index: 0 };
+        let mut reduce = None;
+        let mut target = root;
+        if uses.get(&re).copied() == Some(1) && ir.nodes[root].outputs[0].dtype == DType::F32 {
+            if let Some(&r) = cons.get(&re).and_then(|c| c.first()) {
+                if let Op::Reduce { f, axes, keepdims } = &ir.nodes[r].op {
+                    let rank = ir.nodes[root].outputs[0].shape.rank();
+                    let trailing =
+                        !axes.is_empty() && axes.iter().enumerate().all(|(k, &a)| a == rank - axes.len() + k);
+                    let full = ir.nodes[root].outputs[0].shape.iter().all(|&d| d != crate::tensor::UNKNOWN);
+                    if trailing && full && matches!(f, ReduceOp::Sum | ReduceOp::Mean | ReduceOp::Max | ReduceOp::Min) {
+                        reduce = Some(FusedReduce { f: *f, axes: axes.clone(), keepdims: *keepdims });
+                        target = r;
+                    }
+                }
+            }
+        }
+        let ops = group.len();
+        if ops < 2 && reduce.is_none() {
+            continue;
+        }
+        // Build the program in topological (index) order.
+        let mut order: Vec<usize> = group.iter().copied().collect();
+        order.sort_unstable();
+        let mut instrs: Vec<Instr> = Vec::new();
+        let mut reg_of: FxHashMap<IrEdge, usize> = FxHashMap::default();
+        let mut inputs: Vec<IrEdge> = Vec::new();
+        let mut operand = |e: IrEdge, instrs: &mut Vec<Instr>, reg_of: &mut FxHashMap<IrEdge, usize>| -> usize {
+            if let Some(&r) = reg_of.get(&e) {
+                return r;
+            }
+            let ins = match immediate(ir, e) {
+                Some((v, d)) => Instr::Scalar(v, d),
+                None => {
+                    inputs.push(e);
+                    Instr::Input(inputs.len() - 1)
+                }
+            };
+            instrs.push(ins);
+            reg_of.insert(e, instrs.len() - 1);
+            instrs.len() - 1
+        };
+        for &g in &order {
+            let ins = ir.nodes[g].inputs.clone();
+            let regs: Vec<usize> = ins.iter().map(|e| operand(*e, &mut instrs, &mut reg_of)).collect();
+            let ins = match &ir.nodes[g].op {
+                Op::Unary { f } => Instr::Unary(*f, regs[0]),
+                Op::Binary { f } => Instr::Binary(*f, regs[0], regs[1]),
+                Op::Select => Instr::Select(regs[0], regs[1], regs[2]),
+                Op::Cast { dtype } => Instr::Cast(*dtype, regs[0]),
+                _ => continue,
+            };
+            instrs.push(ins);
+            reg_of.insert(IrEdge { node: g, index: 0 }, instrs.len() - 1);
+        }
+        let Some(&output) = reg_of.get(&re) else { continue };
+        let program = FusedProgram { instrs, output, reduce };
+        // Check the program types as the fused op (falls back to no fusion otherwise).
+        let metas: Vec<_> = inputs.iter().map(|e| ir.nodes[e.node].outputs[e.index].clone()).collect();
+        match program.infer(&metas) {
+            Ok(out) if out[0] == ir.nodes[target].outputs[0] => {}
+            _ => continue,
+        }
+        taken.extend(group.iter().copied());
+        let t = &mut ir.nodes[target];
+        t.op = Op::FusedElementwise { program };
+        t.inputs = inputs;
+    }
+    Ok(())
+}

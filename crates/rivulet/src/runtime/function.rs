@@ -1,0 +1,247 @@
+//! `function`: trace a closure written against the eager API into a graph,
+//! once per input signature, and run the optimized plan on later calls
+//! (TensorFlow's `tf.function`, JAX's `jit`).
+//!
+//! While tracing, the closure's arguments are placeholders of a fresh graph
+//! that is the thread's default, so every op it calls adds a node. Eager
+//! variables it reads or assigns are captured: each gets a graph variable
+//! standing for it; a call copies the eager values in (no data is copied:
+//! tensors are shared) and the assigned ones back out. Gradient tapes work
+//! inside (they record the symbolic ops).
+
+use super::session::{Session, SessionOptions};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Operation};
+use crate::ops::Variable;
+use crate::tensor::{DType, Shape, Tensor, UNKNOWN};
+use parking_lot::Mutex;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// One captured eager variable and its stand-in in the traced graph.
+struct Capture {
+    eager: Variable,
+    mirror: Variable,
+    assigned: bool,
+}
+
+/// What a trace in progress collects.
+pub(crate) struct TraceState {
+    graph: Graph,
+    captures: RefCell<Vec<Capture>>,
+    /// Assignments made by the traced code: run as targets on every call.
+    effects: RefCell<Vec<Operation>>,
+}
+
+thread_local! {
+    static TRACES: RefCell<Vec<Rc<TraceState>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The trace in progress on this thread, if any.
+pub(crate) fn current_trace() -> Option<Rc<TraceState>> {
+    TRACES.with(|t| t.borrow().last().cloned())
+}
+
+impl TraceState {
+    /// The stand-in of eager variable `v` in the traced graph (created on first use).
+    pub(crate) fn capture(&self, v: &Variable) -> Result<Variable> {
+        if let Some(c) = self.captures.borrow().iter().find(|c| c.eager.id() == v.id()) {
+            return Ok(c.mirror.clone());
+        }
+        // The stand-in starts as a placeholder-like variable: its value is
+        // copied in before every run, so its initializer never runs.
+        let zero = crate::graph::eager_scope(|| Tensor::zeros(v.shape().clone(), v.dtype()))?;
+        let mirror = Variable::in_graph(&self.graph, &format!("captured/{}", v.name()), &zero, v.trainable())?;
+        self.captures.borrow_mut().push(Capture { eager: v.clone(), mirror: mirror.clone(), assigned: false });
+        Ok(mirror)
+    }
+
+    /// The traced code assigned to a captured variable.
+    pub(crate) fn assigned(&self, v: &Variable, op: Option<Operation>) {
+        if let Some(c) = self.captures.borrow_mut().iter_mut().find(|c| c.eager.id() == v.id()) {
+            c.assigned = true;
+        }
+        self.effects.borrow_mut().extend(op);
+    }
+}
+
+/// Dtype and shape of each argument of one trace.
+type Signature = Vec<(DType, Shape)>;
+
+struct Trace {
+    signature: Signature,
+    session: Session,
+    inputs: Vec<Tensor>,
+    outputs: Vec<Tensor>,
+    effects: Vec<Operation>,
+    /// (eager variable, stand-in, written back after a call)
+    captures: Vec<(Variable, Variable, bool)>,
+}
+
+/// How a [`Function`] traces.
+#[derive(Clone, Debug, Default)]
+pub struct FunctionOptions {
+    /// Trace once for these argument types; `UNKNOWN` dimensions accept any
+    /// size (like `tf.function(input_signature=...)`).
+    pub input_signature: Option<Vec<(DType, Shape)>>,
+    /// On a shape mismatch, retrace with the differing dimensions unknown
+    /// instead of specialising again (TensorFlow's `reduce_retracing`).
+    pub relax_shapes: bool,
+    /// Session settings of the traced graphs (graph optimizations on by default).
+    pub session: Option<SessionOptions>,
+}
+
+/// A traced function: see the module documentation.
+pub struct Function<F> {
+    f: F,
+    options: FunctionOptions,
+    traces: Mutex<Vec<Trace>>,
+    reasons: Mutex<Vec<String>>,
+}
+
+/// Wrap `f` (written against the eager API) so that it runs as an optimized graph.
+pub fn function<F>(f: F) -> Function<F>
+where
+    F: Fn(&[Tensor]) -> Result<Vec<Tensor>>,
+{
+    Function::with_options(f, FunctionOptions::default())
+}
+
+fn compatible(sig: &Signature, args: &[&Tensor]) -> bool {
+    sig.len() == args.len()
+        && sig.iter().zip(args).all(|((d, s), a)| *d == a.dtype() && s.is_compatible_with(a.shape()))
+}
+
+impl<F> Function<F>
+where
+    F: Fn(&[Tensor]) -> Result<Vec<Tensor>>,
+{
+    /// [`function`] with options.
+    pub fn with_options(f: F, options: FunctionOptions) -> Function<F> {
+        Function { f, options, traces: Mutex::new(Vec::new()), reasons: Mutex::new(Vec::new()) }
+    }
+
+    /// Why each trace happened (one entry per trace).
+    pub fn trace_reasons(&self) -> Vec<String> {
+        self.reasons.lock().clone()
+    }
+
+    /// Number of traces so far.
+    pub fn num_traces(&self) -> usize {
+        self.traces.lock().len()
+    }
+
+    /// Call it: trace if no trace fits the arguments, then run the graph.
+    pub fn call(&self, args: &[&Tensor]) -> Result<Vec<Tensor>> {
+        if args.iter().any(|a| a.is_symbolic()) {
+            return Err(Error::graph("a traced function takes values; call it eagerly"));
+        }
+        let mut traces = self.traces.lock();
+        let index = match traces.iter().position(|t| compatible(&t.signature, args)) {
+            Some(i) => i,
+            None => {
+                let (signature, reason) = self.signature_for(&traces, args)?;
+                log::info!("rivulet::function: tracing ({reason})");
+                self.reasons.lock().push(reason);
+                let trace = self.trace(signature)?;
+                traces.push(trace);
+                traces.len() - 1
+            }
+        };
+        let t = &traces[index];
+        for (eager, mirror, _) in &t.captures {
+            t.session.set_variable_value(mirror, &eager.current())?;
+        }
+        let feeds: Vec<(&Tensor, &Tensor)> = t.inputs.iter().zip(args.iter().copied()).collect();
+        let fetches: Vec<&Tensor> = t.outputs.iter().collect();
+        let targets: Vec<&Operation> = t.effects.iter().collect();
+        let out = t.session.run_with_targets(&fetches, &feeds, &targets)?;
+        for (eager, mirror, assigned) in &t.captures {
+            if *assigned {
+                eager.set_value(&t.session.variable_value(mirror)?)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The signature to trace for `args`, and why a new trace is needed.
+    fn signature_for(&self, traces: &[Trace], args: &[&Tensor]) -> Result<(Signature, String)> {
+        let exact: Signature = args.iter().map(|a| (a.dtype(), a.shape().clone())).collect();
+        if let Some(sig) = &self.options.input_signature {
+            if !compatible(sig, args) {
+                let got: Vec<String> = exact.iter().map(|(d, s)| format!("{d}{s}")).collect();
+                let want: Vec<String> = sig.iter().map(|(d, s)| format!("{d}{s}")).collect();
+                return Err(Error::shape(format!(
+                    "arguments ({}) do not match the input signature ({})",
+                    got.join(", "),
+                    want.join(", ")
+                )));
+            }
+            return Ok((sig.clone(), "first call (input signature given)".into()));
+        }
+        let Some(last) = traces.last() else {
+            let shown: Vec<String> = exact.iter().map(|(d, s)| format!("{d}{s}")).collect();
+            return Ok((exact, format!("first call with ({})", shown.join(", "))));
+        };
+        let mut reasons = Vec::new();
+        if last.signature.len() != exact.len() {
+            reasons.push(format!("{} arguments instead of {}", exact.len(), last.signature.len()));
+        }
+        let mut relaxed = exact.clone();
+        for (i, ((d, s), (td, ts))) in exact.iter().zip(&last.signature).enumerate() {
+            if d != td {
+                reasons.push(format!("argument {i} is {d}, was traced as {td}"));
+            } else if !ts.is_compatible_with(s) {
+                reasons.push(format!("argument {i} has shape {s}, was traced as {ts}"));
+                if self.options.relax_shapes && s.rank() == ts.rank() {
+                    let dims: Vec<usize> =
+                        s.iter().zip(ts.iter()).map(|(&a, &b)| if a == b { a } else { UNKNOWN }).collect();
+                    relaxed[i].1 = Shape::from(dims);
+                }
+            }
+        }
+        let sig = if self.options.relax_shapes { relaxed } else { exact };
+        Ok((sig, format!("retracing: {}", reasons.join("; "))))
+    }
+
+    fn trace(&self, signature: Signature) -> Result<Trace> {
+        let graph = Graph::new();
+        let inputs: Vec<Tensor> = signature
+            .iter()
+            .enumerate()
+            .map(|(i, (d, s))| graph.placeholder(&format!("arg{i}"), *d, s.clone()))
+            .collect::<Result<_>>()?;
+        let state = Rc::new(TraceState {
+            graph: graph.clone(),
+            captures: RefCell::new(Vec::new()),
+            effects: RefCell::new(Vec::new()),
+        });
+        TRACES.with(|t| t.borrow_mut().push(state.clone()));
+        struct Pop;
+        impl Drop for Pop {
+            fn drop(&mut self) {
+                TRACES.with(|t| t.borrow_mut().pop());
+            }
+        }
+        let result = {
+            let _pop = Pop;
+            let _default = graph.as_default();
+            (self.f)(&inputs)
+        };
+        let outputs: Vec<Tensor> = result?
+            .into_iter()
+            .map(|t| if t.is_symbolic() { Ok(t) } else { crate::ops::constant(&graph, t) })
+            .collect::<Result<_>>()?;
+        if let Some(o) = outputs.iter().find(|o| !o.graph().is_some_and(|g| g.same_as(&graph))) {
+            return Err(Error::graph(format!(
+                "traced function returned a tensor of another graph ({})",
+                o.name().unwrap_or_default()
+            )));
+        }
+        let captures: Vec<(Variable, Variable, bool)> =
+            state.captures.borrow().iter().map(|c| (c.eager.clone(), c.mirror.clone(), c.assigned)).collect();
+        let effects = state.effects.borrow().clone();
+        let session = Session::with_options(&graph, self.options.session.clone().unwrap_or_default());
+        Ok(Trace { signature, session, inputs, outputs, effects, captures })
+    }
+}
