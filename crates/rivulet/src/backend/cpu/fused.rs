@@ -22,9 +22,9 @@ use crate::tensor::{DType, Shape, Value};
 use rayon::prelude::*;
 
 /// Elements evaluated per chunk: a handful of registers of this size stay in L1/L2.
-const CHUNK: usize = 2048;
-/// Elements per parallel task.
-const TASK: usize = 1 << 15;
+const CHUNK: usize = 1024;
+/// Elements per parallel task (each task allocates its registers once).
+const TASK: usize = 1 << 17;
 
 /// Where an input's elements come from.
 enum Source<'a, T> {
@@ -65,15 +65,23 @@ enum Val<'a> {
     BoolScalar(bool),
 }
 
-/// Scratch buffers of one task: one per register.
+/// Scratch buffers of one task: one per register that needs memory.
 struct Scratch {
     f32s: Vec<Vec<f32>>,
     bools: Vec<Vec<bool>>,
 }
 
 impl Scratch {
-    fn new(n: usize) -> Scratch {
-        Scratch { f32s: vec![vec![0.0; CHUNK]; n], bools: vec![vec![false; CHUNK]; n] }
+    fn new(program: &FusedProgram, regs: &[Meta]) -> Scratch {
+        // Inputs read in place and constants need no buffer.
+        let needs = |i: usize| !matches!(program.instrs[i], Instr::Scalar(..));
+        let f32s = (0..regs.len())
+            .map(|i| if needs(i) && regs[i].dtype == DType::F32 { vec![0.0; CHUNK] } else { Vec::new() })
+            .collect();
+        let bools = (0..regs.len())
+            .map(|i| if needs(i) && regs[i].dtype == DType::Bool { vec![false; CHUNK] } else { Vec::new() })
+            .collect();
+        Scratch { f32s, bools }
     }
 }
 
@@ -101,20 +109,35 @@ fn scalar_bool(v: Val<'_>) -> bool {
     }
 }
 
-/// Evaluate the program on the chunk `[start, start + len)`; returns the
-/// output register's value (it may borrow from `scratch`).
+/// Where a chunk's result goes.
+enum OutChunk<'a> {
+    F32(&'a mut [f32]),
+    Bool(&'a mut [bool]),
+}
+
+/// Evaluate the program on the chunk `[start, start + len)` into `out`.
+/// The last instruction computes straight into `out`; a result that is an
+/// input or a constant is copied there.
 fn eval_chunk<'a>(
     program: &FusedProgram,
     sources: &'a [AnySource<'a>],
     start: usize,
     len: usize,
     scratch: &'a mut Scratch,
-) -> Result<Val<'a>> {
+    out: OutChunk<'a>,
+) -> Result<()> {
     let n = program.instrs.len();
     let mut vals: Vec<Val<'a>> = Vec::with_capacity(n);
     // Hand out each register buffer once; earlier results are read through `vals`.
-    let mut f32_bufs: Vec<Option<&'a mut [f32]>> = scratch.f32s.iter_mut().map(|b| Some(&mut b[..len])).collect();
-    let mut bool_bufs: Vec<Option<&'a mut [bool]>> = scratch.bools.iter_mut().map(|b| Some(&mut b[..len])).collect();
+    let mut f32_bufs: Vec<Option<&'a mut [f32]>> =
+        scratch.f32s.iter_mut().map(|b| if b.is_empty() { None } else { Some(&mut b[..len]) }).collect();
+    let mut bool_bufs: Vec<Option<&'a mut [bool]>> =
+        scratch.bools.iter_mut().map(|b| if b.is_empty() { None } else { Some(&mut b[..len]) }).collect();
+    let is_f32_out = matches!(out, OutChunk::F32(_));
+    match out {
+        OutChunk::F32(o) => f32_bufs[program.output] = Some(o),
+        OutChunk::Bool(o) => bool_bufs[program.output] = Some(o),
+    }
     for (i, ins) in program.instrs.iter().enumerate() {
         let v = match ins {
             Instr::Input(k) => match &sources[*k] {
@@ -228,7 +251,16 @@ fn eval_chunk<'a>(
         };
         vals.push(v);
     }
-    Ok(vals[program.output])
+    // The output buffer is still here when the result was not computed into it.
+    let v = vals[program.output];
+    if is_f32_out {
+        if let Some(o) = f32_bufs[program.output].take() {
+            write_f32(v, o);
+        }
+    } else if let Some(o) = bool_bufs[program.output].take() {
+        write_bool(v, o);
+    }
+    Ok(())
 }
 
 /// Write a register's chunk into the output.
@@ -265,8 +297,7 @@ fn eval_range(
     let mut done = 0;
     while done < dst.len() {
         let len = CHUNK.min(dst.len() - done);
-        let v = eval_chunk(program, sources, start + done, len, scratch)?;
-        write_f32(v, &mut dst[done..done + len]);
+        eval_chunk(program, sources, start + done, len, scratch, OutChunk::F32(&mut dst[done..done + len]))?;
         done += len;
     }
     Ok(())
@@ -285,7 +316,6 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: 
             d => bail!(dtype, "fused programs read f32 or bool inputs, got {d}"),
         })
         .collect::<Result<_>>()?;
-    let nregs = program.instrs.len();
     let Some(reduce) = &program.reduce else {
         // Plain elementwise: parallel tasks of whole chunks.
         return match regs[program.output].dtype {
@@ -293,12 +323,18 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: 
                 let mut buf = HostBuffer::for_elements::<bool>(n)?;
                 let out_s = buf.as_mut_slice::<bool>();
                 let task = |t: usize, d: &mut [bool]| -> Result<()> {
-                    let mut scratch = Scratch::new(nregs);
+                    let mut scratch = Scratch::new(program, &regs);
                     let mut done = 0;
                     while done < d.len() {
                         let len = CHUNK.min(d.len() - done);
-                        let v = eval_chunk(program, &sources, t * TASK + done, len, &mut scratch)?;
-                        write_bool(v, &mut d[done..done + len]);
+                        eval_chunk(
+                            program,
+                            &sources,
+                            t * TASK + done,
+                            len,
+                            &mut scratch,
+                            OutChunk::Bool(&mut d[done..done + len]),
+                        )?;
                         done += len;
                     }
                     Ok(())
@@ -308,10 +344,9 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: 
             }
             _ => {
                 let mut buf = HostBuffer::for_elements::<f32>(n)?;
-                buf.as_mut_slice::<f32>()
-                    .par_chunks_mut(TASK)
-                    .enumerate()
-                    .try_for_each(|(t, d)| eval_range(program, &sources, t * TASK, d, &mut Scratch::new(nregs)))?;
+                buf.as_mut_slice::<f32>().par_chunks_mut(TASK).enumerate().try_for_each(|(t, d)| {
+                    eval_range(program, &sources, t * TASK, d, &mut Scratch::new(program, &regs))
+                })?;
                 Ok(Value::from_buffer(DType::F32, shape, buf))
             }
         };
@@ -342,7 +377,7 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: 
             .map(|b| -> Result<f32> {
                 let len = block.min(r - b * block);
                 let mut tmp = vec![0.0f32; len];
-                eval_range(program, &sources, b * block, &mut tmp, &mut Scratch::new(nregs))?;
+                eval_range(program, &sources, b * block, &mut tmp, &mut Scratch::new(program, &regs))?;
                 Ok(fold(&tmp))
             })
             .collect::<Result<_>>()?;
@@ -350,7 +385,7 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: 
     } else {
         let per_task = (TASK / r.max(1)).max(1);
         outs.par_chunks_mut(per_task).enumerate().try_for_each(|(t, o)| -> Result<()> {
-            let (mut scratch, mut tmp) = (Scratch::new(nregs), Vec::new());
+            let (mut scratch, mut tmp) = (Scratch::new(program, &regs), Vec::new());
             for (k, v) in o.iter_mut().enumerate() {
                 *v = row_value(t * per_task + k, &mut scratch, &mut tmp)?;
             }

@@ -13,7 +13,6 @@ const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
 // 1.5 * 2^23: adding and subtracting it rounds to the nearest integer.
 const ROUND_MAGIC: f32 = 12_582_912.0;
-const TWO_POW_MINUS_64: f32 = f32::from_bits(63 << 23);
 
 /// Select without a branch: `if c { a } else { b }`.
 #[inline(always)]
@@ -58,15 +57,16 @@ fn reduce_ln2(x: f32) -> (f32, f32) {
 /// `e^x`.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    let xc = sel(x < -104.0, -104.0, sel(x > 88.8, 88.8, x));
+    // Clamp into the range where the result is finite and not flushed; NaN
+    // becomes a bound here and is restored at the end.
+    let xc = x.clamp(-104.0, 88.8);
     let (n, r) = reduce_ln2(xc);
     let p = exp_reduced(r);
-    // Results near the ends of the range are scaled in two steps, so that
-    // subnormals and values just below f32::MAX come out right.
-    let tiny = n < -125.0;
-    let big = n > 127.0;
-    let shift = sel(tiny, 64.0, sel(big, -1.0, 0.0));
-    let y = ldexp_normal(p, n + shift) * sel(tiny, TWO_POW_MINUS_64, sel(big, 2.0, 1.0));
+    // 2^n in two factors whose exponents stay normal: 2^n1 is applied to the
+    // exponent bits, 2^n2 (n2 in [-25, 1]) by a multiplication. This gets
+    // subnormal results and those just below f32::MAX right.
+    let n1 = n.clamp(-125.0, 127.0);
+    let y = ldexp_normal(p, n1) * ldexp_normal(1.0, n - n1);
     let y = sel(x > 88.72284, f32::INFINITY, y);
     let y = sel(x < -103.97208, 0.0, y);
     sel(x.is_nan(), x, y)
