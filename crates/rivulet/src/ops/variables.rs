@@ -198,8 +198,7 @@ impl Variable {
     /// gradient tapes when trainable); in a graph a tensor that reads the
     /// variable when a session runs it.
     pub fn read(&self) -> Tensor {
-        if let Some(mirror) = self.traced() {
-            let t = mirror.current();
+        if let Some(t) = self.traced_value() {
             if self.inner.trainable {
                 crate::autodiff::tape::watch_variable(self.id(), &t);
             }
@@ -225,6 +224,14 @@ impl Variable {
         }
         let trace = crate::runtime::function::current_trace()?;
         trace.capture(self).ok()
+    }
+
+    /// Inside a trace: the value a read sees at this point of the program.
+    fn traced_value(&self) -> Option<Tensor> {
+        if !matches!(self.inner.state, State::Eager(_)) {
+            return None;
+        }
+        crate::runtime::function::current_trace()?.read(self).ok()
     }
 
     /// Replace an eager variable's value, outside any tape or trace (copying
@@ -253,8 +260,8 @@ impl Variable {
 
     /// The current value without watching it (eager), or the read handle (graph).
     pub fn current(&self) -> Tensor {
-        if let Some(mirror) = self.traced() {
-            return mirror.current();
+        if let Some(t) = self.traced_value() {
+            return t;
         }
         match &self.inner.state {
             State::Eager(v) => v.read().clone(),
@@ -283,9 +290,21 @@ impl Variable {
     fn update(&self, f: AssignOp, value: &Tensor) -> Result<Tensor> {
         let location = Location::caller();
         if let Some(mirror) = self.traced() {
-            let out = mirror.update(f, value)?;
+            // AssignAdd/Sub read the variable: chain them on the latest value.
+            let out = match (f, crate::runtime::function::current_trace()) {
+                (AssignOp::Assign, _) | (_, None) => mirror.update(f, value)?,
+                (_, Some(trace)) => {
+                    let current = trace.read(self)?;
+                    let new = if f == AssignOp::AssignAdd {
+                        super::add(&current, value)?
+                    } else {
+                        super::sub(&current, value)?
+                    };
+                    mirror.update(AssignOp::Assign, &new)?
+                }
+            };
             if let Some(trace) = crate::runtime::function::current_trace() {
-                trace.assigned(self, out.op());
+                trace.assigned(self, &out);
             }
             return Ok(out);
         }

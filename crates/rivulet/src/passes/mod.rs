@@ -53,7 +53,7 @@ impl PassOptions {
     pub fn none() -> PassOptions {
         PassOptions {
             constant_folding: false,
-            constant_folding_limit: 0,
+            constant_folding_limit: 1 << 20,
             common_subexpression_elimination: false,
             algebraic_simplification: false,
             elementwise_fusion: false,

@@ -12,6 +12,12 @@ use crate::tensor::{DType, Scalar, Tensor, Value};
 use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 
+/// Run `f` on values even when the session's graph is the thread's default
+/// (passes must never add nodes to the graph they optimize) and off any tape.
+fn eager<R>(f: impl FnOnce() -> R) -> R {
+    crate::graph::eager_scope(|| crate::autodiff::tape::untracked(f))
+}
+
 /// The value of a constant node.
 fn const_value(ir: &IrGraph, e: IrEdge) -> Option<&Tensor> {
     match &ir.nodes[e.node].op {
@@ -26,7 +32,7 @@ fn const_scalar(ir: &IrGraph, e: IrEdge) -> Option<f64> {
     if t.numel() != Some(1) {
         return None;
     }
-    t.cast(DType::F64).ok()?.to_scalar::<f64>().ok()
+    eager(|| t.cast(DType::F64)).ok()?.to_scalar::<f64>().ok()
 }
 
 /// Point every reader of `node`'s output 0 at `to` (when types agree).
@@ -73,7 +79,7 @@ pub(super) fn simplify(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
                     // x - x = 0 for integers (floats keep it: inf - inf is NaN).
                     let shape = ir.nodes[i].outputs[0].shape.clone();
                     if shape.is_fully_known() {
-                        if let Ok(z) = Tensor::zeros(shape, dtype) {
+                        if let Ok(z) = eager(|| Tensor::zeros(shape, dtype)) {
                             ir.nodes[i].op = Op::Const { value: ConstValue(z) };
                             ir.nodes[i].inputs.clear();
                         }
@@ -101,9 +107,12 @@ pub(super) fn simplify(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
                 if out == inp && out.shape.is_fully_known() {
                     forward(ir, i, src);
                 } else if matches!(ir.nodes[src.node].op, Op::Reshape { .. } | Op::ReshapeLike) {
-                    // reshape(reshape(x)) = reshape(x)
+                    // reshape(reshape(x)) = reshape(x), and x itself when the shapes agree.
                     let origin = ir.nodes[src.node].inputs[0];
                     ir.nodes[i].inputs[0] = origin;
+                    if ir.nodes[origin.node].outputs[origin.index] == out && out.shape.is_fully_known() {
+                        forward(ir, i, origin);
+                    }
                 }
             }
             _ => {}
@@ -162,7 +171,14 @@ pub(super) fn eliminate_common_subexpressions(ir: &mut IrGraph, _: &PassOptions)
                 continue;
             }
         }
-        let key = format!("{:?}|{:?}|{:?}", n.op, n.inputs, n.control);
+        // Constants are keyed by their exact bytes (their text rounds).
+        let key = match &n.op {
+            Op::Const { value } => {
+                let bytes = crate::tensor::npy::le_bytes(&value.0).unwrap_or_default();
+                format!("const|{}|{}|{bytes:02x?}|{:?}", value.0.dtype(), value.0.shape(), n.control)
+            }
+            op => format!("{op:?}|{:?}|{:?}", n.inputs, n.control),
+        };
         match seen.get(&key) {
             Some(&first) => {
                 for index in 0..ir.nodes[i].outputs.len() {
@@ -245,7 +261,8 @@ fn elementwise(ir: &IrGraph, i: usize) -> bool {
     let ok_dtype = |d: DType| matches!(d, DType::F32 | DType::Bool);
     let in_types = n.inputs.iter().all(|e| ok_dtype(ir.nodes[e.node].outputs[e.index].dtype));
     let kind = match &n.op {
-        // Every unary and binary op has an f32 or bool form in the fused kernel.
+        // Every unary, binary and select op has an f32 or bool form in the
+        // fused kernel.
         Op::Unary { .. } | Op::Binary { .. } | Op::Select => true,
         Op::Cast { dtype } => ok_dtype(*dtype),
         _ => false,
@@ -259,7 +276,7 @@ fn immediate(ir: &IrGraph, e: IrEdge) -> Option<(Scalar, DType)> {
     if t.numel() != Some(1) || !matches!(t.dtype(), DType::F32 | DType::Bool) || t.rank() != 0 {
         return None;
     }
-    let v = t.cast(DType::F64).ok()?.to_scalar::<f64>().ok()?;
+    let v = eager(|| t.cast(DType::F64)).ok()?.to_scalar::<f64>().ok()?;
     Some(if t.dtype() == DType::Bool { (Scalar::Bool(v != 0.0), DType::Bool) } else { (Scalar::F64(v), DType::F32) })
 }
 

@@ -31,6 +31,9 @@ pub(crate) struct TraceState {
     captures: RefCell<Vec<Capture>>,
     /// Assignments made by the traced code: run as targets on every call.
     effects: RefCell<Vec<Operation>>,
+    /// The latest value assigned to each captured variable (by id): reads
+    /// after a write see it, in program order.
+    latest: RefCell<rustc_hash::FxHashMap<u64, Tensor>>,
 }
 
 thread_local! {
@@ -56,12 +59,22 @@ impl TraceState {
         Ok(mirror)
     }
 
-    /// The traced code assigned to a captured variable.
-    pub(crate) fn assigned(&self, v: &Variable, op: Option<Operation>) {
+    /// The traced code assigned `value` to a captured variable.
+    pub(crate) fn assigned(&self, v: &Variable, value: &Tensor) {
         if let Some(c) = self.captures.borrow_mut().iter_mut().find(|c| c.eager.id() == v.id()) {
             c.assigned = true;
         }
-        self.effects.borrow_mut().extend(op);
+        self.effects.borrow_mut().extend(value.op());
+        self.latest.borrow_mut().insert(v.id(), value.clone());
+    }
+
+    /// The value a read of `v` sees here: the last assignment traced so far,
+    /// else the variable's value at the start of the call.
+    pub(crate) fn read(&self, v: &Variable) -> Result<Tensor> {
+        if let Some(t) = self.latest.borrow().get(&v.id()) {
+            return Ok(t.clone());
+        }
+        Ok(self.capture(v)?.current())
     }
 }
 
@@ -142,8 +155,8 @@ where
             None => {
                 let (signature, reason) = self.signature_for(&traces, args)?;
                 log::info!("rivulet::function: tracing ({reason})");
-                self.reasons.lock().push(reason);
                 let trace = self.trace(signature)?;
+                self.reasons.lock().push(reason);
                 traces.push(trace);
                 traces.len() - 1
             }
@@ -215,6 +228,7 @@ where
             graph: graph.clone(),
             captures: RefCell::new(Vec::new()),
             effects: RefCell::new(Vec::new()),
+            latest: RefCell::new(rustc_hash::FxHashMap::default()),
         });
         TRACES.with(|t| t.borrow_mut().push(state.clone()));
         struct Pop;

@@ -226,12 +226,22 @@ fn eval_chunk<'a>(
             }
             Instr::Select(c, a, b) => {
                 let (cv, x, y) = (vals[*c], vals[*a], vals[*b]);
-                let (tc, tx, ty) = ([scalar_bool(cv)], [scalar_f32(x)], [scalar_f32(y)]);
+                let tc = [scalar_bool(cv)];
                 let (sc, kc): (&[bool], isize) = if let Val::Bool(s) = cv { (s, 1) } else { (&tc, 0) };
-                let ((sa, ka), (sb, kb)) = (f32_operand(x, &tx), f32_operand(y, &ty));
-                let d = f32_bufs[i].take().unwrap_or_default();
-                vectorize(Select { c: (sc, 0, kc), a: (sa, 0, ka), b: (sb, 0, kb), dst: &mut *d });
-                Val::F32(d)
+                if matches!(x, Val::F32(_) | Val::F32Scalar(_)) {
+                    let (tx, ty) = ([scalar_f32(x)], [scalar_f32(y)]);
+                    let ((sa, ka), (sb, kb)) = (f32_operand(x, &tx), f32_operand(y, &ty));
+                    let d = f32_bufs[i].take().unwrap_or_default();
+                    vectorize(Select { c: (sc, 0, kc), a: (sa, 0, ka), b: (sb, 0, kb), dst: &mut *d });
+                    Val::F32(d)
+                } else {
+                    let (tx, ty) = ([scalar_bool(x)], [scalar_bool(y)]);
+                    let (sa, ka): (&[bool], isize) = if let Val::Bool(s) = x { (s, 1) } else { (&tx, 0) };
+                    let (sb, kb): (&[bool], isize) = if let Val::Bool(s) = y { (s, 1) } else { (&ty, 0) };
+                    let d = bool_bufs[i].take().unwrap_or_default();
+                    vectorize(Select { c: (sc, 0, kc), a: (sa, 0, ka), b: (sb, 0, kb), dst: &mut *d });
+                    Val::Bool(d)
+                }
             }
             Instr::Cast(dtype, a) => match (vals[*a], dtype) {
                 (Val::F32(s), DType::Bool) => {
