@@ -69,6 +69,7 @@ enum Val<'a> {
 struct Scratch {
     f32s: Vec<Vec<f32>>,
     bools: Vec<Vec<bool>>,
+    ahead: Lookahead,
 }
 
 impl Scratch {
@@ -81,7 +82,7 @@ impl Scratch {
         let bools = (0..regs.len())
             .map(|i| if needs(i) && regs[i].dtype == DType::Bool { vec![false; CHUNK] } else { Vec::new() })
             .collect();
-        Scratch { f32s, bools }
+        Scratch { f32s, bools, ahead: Lookahead::new() }
     }
 }
 
@@ -260,6 +261,7 @@ fn eval_chunk<'a>(
             },
         };
         vals.push(v);
+        scratch.ahead.step(i, n);
     }
     // The output buffer is still here when the result was not computed into it.
     let v = vals[program.output];
@@ -296,6 +298,63 @@ fn write_bool(v: Val<'_>, dst: &mut [bool]) {
     }
 }
 
+/// The memory the next chunk will touch (its contiguous inputs and its
+/// output), prefetched a slice at a time while the current chunk computes.
+/// The hardware prefetcher stops at page boundaries and a chunk is about a
+/// page, so without this each chunk would start by waiting on memory
+/// (inputs, and the output lines a store must first read). Spreading the
+/// requests over the chunk's instructions keeps them within the core's
+/// outstanding-miss limit, so they overlap with the arithmetic.
+struct Lookahead {
+    /// `(start, bytes)` of each region. Only ever prefetched, never read:
+    /// a prefetch is a hint that cannot fault.
+    regions: Vec<(*const i8, usize)>,
+}
+
+impl Lookahead {
+    fn new() -> Lookahead {
+        Lookahead { regions: Vec::new() }
+    }
+
+    /// Point at elements `[start, start + len)` of every contiguous input and of `out`.
+    fn aim<T>(&mut self, sources: &[AnySource<'_>], start: usize, len: usize, out: &[T]) {
+        fn region<T>(s: &[T]) -> (*const i8, usize) {
+            (s.as_ptr().cast::<i8>(), std::mem::size_of_val(s))
+        }
+        self.regions.clear();
+        for src in sources {
+            match src {
+                AnySource::F32(Source::Slice(s)) => {
+                    self.regions.push(region(s.get(start..start + len).unwrap_or_default()))
+                }
+                AnySource::Bool(Source::Slice(s)) => {
+                    self.regions.push(region(s.get(start..start + len).unwrap_or_default()))
+                }
+                _ => {}
+            }
+        }
+        self.regions.push(region(out));
+    }
+
+    /// Prefetch part `k` of `parts` of every region.
+    fn step(&self, k: usize, parts: usize) {
+        for &(base, bytes) in &self.regions {
+            let lines = bytes.div_ceil(64);
+            let (from, to) = (lines * k / parts, lines * (k + 1) / parts);
+            for line in from..to {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: a prefetch is a hint that never faults; the address
+                // is within the region anyway.
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(base.wrapping_add(line * 64))
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = (base, line);
+            }
+        }
+    }
+}
+
 /// Evaluate the program over `[start, start + dst.len())` into `dst`, chunk by chunk.
 fn eval_range(
     program: &FusedProgram,
@@ -307,6 +366,8 @@ fn eval_range(
     let mut done = 0;
     while done < dst.len() {
         let len = CHUNK.min(dst.len() - done);
+        let next = CHUNK.min(dst.len() - done - len);
+        scratch.ahead.aim(sources, start + done + len, next, &dst[done + len..done + len + next]);
         eval_chunk(program, sources, start + done, len, scratch, OutChunk::F32(&mut dst[done..done + len]))?;
         done += len;
     }
@@ -337,6 +398,8 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: 
                     let mut done = 0;
                     while done < d.len() {
                         let len = CHUNK.min(d.len() - done);
+                        let next = CHUNK.min(d.len() - done - len);
+                        scratch.ahead.aim(&sources, t * TASK + done + len, next, &d[done + len..done + len + next]);
                         eval_chunk(
                             program,
                             &sources,
