@@ -185,6 +185,14 @@ fn matmul_transpose_flags() {
             }
         }
     }
+    // Large enough that a column-major right-hand side is first copied
+    // row-major: batched, broadcast over the batch, and in f64.
+    for dtype in [DType::F32, DType::F64] {
+        let a = rand_tensor(&[2, 70, 90], dtype, 37);
+        check_matmul(&a, &rand_tensor(&[85, 90], dtype, 38), false, true);
+        check_matmul(&a, &rand_tensor(&[2, 85, 90], dtype, 39), false, true);
+        check_matmul(&a, &ops::transpose(&rand_tensor(&[85, 90], dtype, 40), &[]).unwrap(), false, false);
+    }
     // Batched with flags.
     let a = rand_tensor(&[2, 4, 3], DType::F32, 33);
     let b = rand_tensor(&[2, 5, 4], DType::F32, 34);

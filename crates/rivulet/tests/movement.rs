@@ -110,6 +110,38 @@ fn reshape_empty() {
     assert_eq!(kind(ops::reshape(&e, &[1])), ErrorKind::Shape);
 }
 
+/// Materialising swapped last axes of large batched tensors (the tiled
+/// transpose path) for every element size, with edges that are not whole
+/// tiles, against index arithmetic.
+#[test]
+fn reshape_of_large_transposed_batches_every_element_size() {
+    for &(batch, rows, cols) in &[(1usize, 16usize, 16usize), (1, 37, 53), (3, 130, 70), (2, 64, 17)] {
+        let n = batch * rows * cols;
+        let want = |b: usize, i: usize, j: usize| (b * rows * cols + j * cols + i) as i64;
+        let mut expected = Vec::with_capacity(n);
+        for b in 0..batch {
+            for i in 0..cols {
+                for j in 0..rows {
+                    expected.push(want(b, i, j));
+                }
+            }
+        }
+        let base: Vec<i64> = (0..n as i64).collect();
+        for dtype in [DType::U8, DType::F16, DType::F32, DType::I64] {
+            let x = Tensor::from_vec(base.clone(), [batch, rows, cols]).unwrap().cast(dtype).unwrap();
+            let t = ops::transpose(&x, &[0, 2, 1]).unwrap();
+            let flat = ops::reshape(&t, &[-1]).unwrap().cast(DType::I64).unwrap().to_vec::<i64>().unwrap();
+            let wrap = |v: i64| match dtype {
+                DType::U8 => v % 256,
+                DType::F16 => half::f16::from_f64(v as f64).to_f64() as i64,
+                _ => v,
+            };
+            let exp: Vec<i64> = expected.iter().map(|&v| wrap(v)).collect();
+            assert_eq!(flat, exp, "{dtype} batch {batch} of {rows}x{cols}");
+        }
+    }
+}
+
 #[test]
 fn reshape_of_transposed_view_uses_logical_order() {
     // iota(2x3)^T = [[0,3],[1,4],[2,5]]

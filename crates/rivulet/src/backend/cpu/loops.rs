@@ -103,18 +103,73 @@ pub(crate) struct Select<'a, T> {
     pub dst: &'a mut [T],
 }
 
+/// One operand of a select loop: a contiguous run or one repeated value.
+trait Lane<T>: Copy {
+    fn at(self, i: usize) -> T;
+}
+impl<T: Copy> Lane<T> for &[T] {
+    #[inline(always)]
+    fn at(self, i: usize) -> T {
+        self[i]
+    }
+}
+/// A value repeated in every lane (stride 0).
+#[derive(Clone, Copy)]
+struct Splat<T>(T);
+impl<T: Copy> Lane<T> for Splat<T> {
+    #[inline(always)]
+    fn at(self, _: usize) -> T {
+        self.0
+    }
+}
+
+#[inline(always)]
+fn select_lanes<T: Copy>(dst: &mut [T], c: impl Lane<bool>, a: impl Lane<T>, b: impl Lane<T>) {
+    for (i, o) in dst.iter_mut().enumerate() {
+        *o = if c.at(i) { a.at(i) } else { b.at(i) };
+    }
+}
+
 impl<T: Copy> Kernel for Select<'_, T> {
     type Output = ();
     #[inline(always)]
     fn run(self) {
         let Select { c, a, b, dst } = self;
-        for (j, o) in dst.iter_mut().enumerate() {
-            let j = j as isize;
-            *o = if c.0[(c.1 + j * c.2) as usize] {
-                a.0[(a.1 + j * a.2) as usize]
+        let n = dst.len();
+        // Contiguous runs of exactly n elements (so indexing needs no checks
+        // the compiler can't see through), or None for a general stride.
+        fn run_of<T>(x: (&[T], isize, isize), n: usize) -> Option<&[T]> {
+            if x.2 == 1 {
+                x.0.get(usize::try_from(x.1).ok()?..).and_then(|s| s.get(..n))
             } else {
-                b.0[(b.1 + j * b.2) as usize]
-            };
+                None
+            }
+        }
+        fn splat_of<T: Copy>(x: (&[T], isize, isize)) -> Option<Splat<T>> {
+            if x.2 == 0 {
+                usize::try_from(x.1).ok().and_then(|i| x.0.get(i)).map(|&v| Splat(v))
+            } else {
+                None
+            }
+        }
+        let (rc, ra, rb) = (run_of(c, n), run_of(a, n), run_of(b, n));
+        let (sc, sa, sb) = (splat_of(c), splat_of(a), splat_of(b));
+        match (rc, ra, rb, sc, sa, sb) {
+            (Some(c), Some(a), Some(b), ..) => select_lanes(dst, c, a, b),
+            (Some(c), Some(a), None, _, _, Some(b)) => select_lanes(dst, c, a, b),
+            (Some(c), None, Some(b), _, Some(a), _) => select_lanes(dst, c, a, b),
+            (Some(c), None, None, _, Some(a), Some(b)) => select_lanes(dst, c, a, b),
+            (None, Some(a), Some(b), Some(c), ..) => select_lanes(dst, c, a, b),
+            _ => {
+                for (j, o) in dst.iter_mut().enumerate() {
+                    let j = j as isize;
+                    *o = if c.0[(c.1 + j * c.2) as usize] {
+                        a.0[(a.1 + j * a.2) as usize]
+                    } else {
+                        b.0[(b.1 + j * b.2) as usize]
+                    };
+                }
+            }
         }
     }
 }

@@ -25,6 +25,15 @@ pub(crate) fn materialize(v: &Value) -> Result<Value> {
 /// A fresh contiguous copy of `v`.
 pub(crate) fn copy(v: &Value) -> Result<Value> {
     // Copies only move bytes: dispatch on element size, not dtype.
+    let transposed = match v.dtype.size() {
+        1 => copy_transposed::<u8>(&v.retyped(DType::U8)),
+        2 => copy_transposed::<half::f16>(&v.retyped(DType::F16)),
+        4 => copy_transposed::<i32>(&v.retyped(DType::I32)),
+        _ => copy_transposed::<i64>(&v.retyped(DType::I64)),
+    };
+    if let Some(r) = transposed {
+        return Ok(r?.retyped(v.dtype));
+    }
     let r = match v.dtype.size() {
         1 => map_unary(&v.retyped(DType::U8), |x: u8| x),
         2 => map_unary(&v.retyped(DType::F16), |x: half::f16| x),
@@ -32,6 +41,77 @@ pub(crate) fn copy(v: &Value) -> Result<Value> {
         _ => map_unary(&v.retyped(DType::I64), |x: i64| x),
     }?;
     Ok(r.retyped(v.dtype))
+}
+
+/// Destination rows per task of [`copy_transposed`].
+const TILE: usize = 64;
+
+/// A contiguous copy of a batch of column-major matrices (the view of a
+/// contiguous tensor with its last two axes swapped), tile by tile: an
+/// element-by-element copy would read with a stride of a whole row and miss
+/// the cache on nearly every element. `None` for other layouts.
+fn copy_transposed<T: Element>(v: &Value) -> Option<Result<Value>> {
+    let l = &v.layout;
+    let r = l.shape.rank();
+    if r < 2 {
+        return None;
+    }
+    let (rows, cols) = (l.shape[r - 2], l.shape[r - 1]);
+    let size = rows * cols;
+    // Batch axes laid out contiguously, one column-major matrix after another.
+    let mut expect = size as isize;
+    for a in (0..r - 2).rev() {
+        if l.shape[a] > 1 && l.strides[a] != expect {
+            return None;
+        }
+        expect *= l.shape[a] as isize;
+    }
+    if l.strides[r - 2] != 1 || l.strides[r - 1] != rows as isize || rows < 16 || cols < 16 {
+        return None;
+    }
+    let src = v.buffer::<T>().get(l.offset..l.offset + size * l.shape[..r - 2].iter().product::<usize>())?;
+    let mut buf = match HostBuffer::for_elements::<T>(src.len()) {
+        Ok(b) => b,
+        Err(e) => return Some(Err(e)),
+    };
+    // Tasks of TILE destination rows of one matrix; within a task, 16 x 16
+    // blocks (whole cache lines of f32) go through a local array.
+    buf.as_mut_slice::<T>().par_chunks_mut(size).zip(src.par_chunks(size)).for_each(|(dst, m)| {
+        dst.par_chunks_mut(TILE * cols).enumerate().for_each(|(t, band)| {
+            transpose_band(m, band, t * TILE, rows, cols);
+        });
+    });
+    Some(Ok(Value::from_buffer(T::DTYPE, l.shape.clone(), buf)))
+}
+
+/// Destination rows `i0..` (as many as `band` holds) of the transpose of the
+/// column-major `rows x cols` matrix `m`.
+fn transpose_band<T: Element>(m: &[T], band: &mut [T], i0: usize, rows: usize, cols: usize) {
+    const B: usize = 16;
+    let band_rows = band.len() / cols;
+    for ib in (0..band_rows).step_by(B) {
+        for jb in (0..cols).step_by(B) {
+            if ib + B <= band_rows && jb + B <= cols {
+                let mut block = [[T::default(); B]; B];
+                for (jj, col) in block.iter_mut().enumerate() {
+                    let start = (jb + jj) * rows + i0 + ib;
+                    col.copy_from_slice(&m[start..start + B]);
+                }
+                for ii in 0..B {
+                    let row = &mut band[(ib + ii) * cols + jb..(ib + ii) * cols + jb + B];
+                    for (jj, o) in row.iter_mut().enumerate() {
+                        *o = block[jj][ii];
+                    }
+                }
+            } else {
+                for ii in ib..(ib + B).min(band_rows) {
+                    for jj in jb..(jb + B).min(cols) {
+                        band[ii * cols + jj] = m[jj * rows + i0 + ii];
+                    }
+                }
+            }
+        }
+    }
 }
 
 pub(crate) fn reshape(x: &Value, spec: &[i64]) -> Result<Value> {
