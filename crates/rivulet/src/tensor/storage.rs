@@ -48,9 +48,41 @@ pub fn cache_limit() -> usize {
     *LIMIT.get_or_init(|| std::env::var("RIVULET_CPU_CACHE_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(2 << 30))
 }
 
+/// Buffers of at least this size are aligned to [`HUGE_PAGE`] and backed by
+/// transparent huge pages where the OS offers them.
+const HUGE_MIN_BYTES: usize = 4 << 20;
+const HUGE_PAGE: usize = 2 << 20;
+
 fn layout(bytes: usize) -> Layout {
+    let align = if bytes >= HUGE_MIN_BYTES { HUGE_PAGE } else { ALIGN };
     // `bytes` is bounded by MAX_ELEMENTS * 8, far below isize::MAX.
-    Layout::from_size_align(bytes.max(1), ALIGN).expect("buffer layout within isize::MAX")
+    Layout::from_size_align(bytes.max(1), align).expect("buffer layout within isize::MAX")
+}
+
+/// A zeroed allocation of `bytes`. Large ones ask for transparent huge pages
+/// before their first touch: streaming over a 64 MB tensor then walks 32
+/// page-table entries instead of 16,384, and first-touch faults drop by the
+/// same factor.
+fn allocate_zeroed(bytes: usize) -> *mut u8 {
+    let l = layout(bytes);
+    if bytes < HUGE_MIN_BYTES {
+        // SAFETY: layout has nonzero size.
+        return unsafe { alloc::alloc_zeroed(l) };
+    }
+    // SAFETY: layout has nonzero size.
+    let raw = unsafe { alloc::alloc(l) };
+    if raw.is_null() {
+        return raw;
+    }
+    #[cfg(target_os = "linux")]
+    // SAFETY: `raw..raw + bytes` is our allocation, aligned to a huge page;
+    // the advice changes only how the kernel backs it.
+    unsafe {
+        libc::madvise(raw.cast(), bytes, libc::MADV_HUGEPAGE);
+    }
+    // SAFETY: the allocation holds `bytes` bytes.
+    unsafe { raw.write_bytes(0, bytes) };
+    raw
 }
 
 impl HostBuffer {
@@ -69,8 +101,7 @@ impl HostBuffer {
         if bytes > (crate::tensor::shape::MAX_ELEMENTS << 3) {
             bail!(invalid, "refusing to allocate {bytes} bytes");
         }
-        // SAFETY: layout has nonzero size.
-        let raw = unsafe { alloc::alloc_zeroed(layout(bytes)) };
+        let raw = allocate_zeroed(bytes);
         match NonNull::new(raw) {
             Some(ptr) => Ok(HostBuffer { ptr, bytes }),
             None => Err(crate::Error::new(
