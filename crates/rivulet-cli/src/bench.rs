@@ -2,7 +2,8 @@
 //! `shared/peers/common.py` times them (warm-up, calibrated inner loop,
 //! median of the samples), printed as a table or as the peers' JSON lines.
 
-use rivulet::{ops, Ctx, DType, Graph, Result, Session, Tensor};
+use rivulet::nn::{losses::sparse_softmax_cross_entropy, Initializer, Optimizer};
+use rivulet::{ops, Ctx, DType, GradientTape, Graph, Result, Session, Tensor, Variable};
 use serde_json::json;
 use std::time::Instant;
 
@@ -97,10 +98,29 @@ fn fixed_bench(
     Ok((median, samples[0], samples[m - 1], reps, 1))
 }
 
+/// The B5 MLP's logits for inputs `x` and parameters `p` (kernel, bias per layer).
+fn b5_forward(x: &Tensor, p: &[Tensor]) -> Result<Tensor> {
+    let h1 = ops::relu(&(&ops::matmul(x, &p[0])? + &p[1])?)?;
+    let h2 = ops::relu(&(&ops::matmul(&h1, &p[2])? + &p[3])?)?;
+    &ops::matmul(&h2, &p[4])? + &p[5]
+}
+
+/// One B5 training step written eagerly (tape, gradients, Adam); returns the loss.
+/// Run as is for eager mode and traced by `rivulet::function` for graph mode.
+fn eager_step(vars: &[Variable], opt: &Optimizer, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+    let tape = GradientTape::new();
+    let refs: Vec<&Variable> = vars.iter().collect();
+    let p: Vec<Tensor> = vars.iter().map(|v| v.read()).collect();
+    let loss = sparse_softmax_cross_entropy(y, &b5_forward(x, &p)?)?;
+    let grads = tape.gradient_vars(&loss, &refs)?;
+    let pairs: Vec<(Tensor, &Variable)> =
+        grads.into_iter().zip(&refs).filter_map(|(g, v)| g.map(|g| (g, *v))).collect();
+    opt.apply_gradients(&pairs)?;
+    Ok(loss)
+}
+
 /// B5: MLP 784-512-512-10 training step (forward, backward, Adam), batch 128.
 fn b5(r: &mut Runner) -> Result<()> {
-    use rivulet::nn::{losses::sparse_softmax_cross_entropy, Initializer, Optimizer};
-    use rivulet::{GradientTape, Variable};
     const PARAM: &str = "784-512-512-10, batch 128, Adam";
     let sizes = [(784usize, 512usize), (512, 512), (512, 10)];
     let batches: Vec<(Tensor, Tensor)> = (0..8u64)
@@ -118,29 +138,16 @@ fn b5(r: &mut Runner) -> Result<()> {
         }
         Ok(p)
     };
-    let forward = |x: &Tensor, p: &[Tensor]| -> Result<Tensor> {
-        let h1 = ops::relu(&(&ops::matmul(x, &p[0])? + &p[1])?)?;
-        let h2 = ops::relu(&(&ops::matmul(&h1, &p[2])? + &p[3])?)?;
-        &ops::matmul(&h2, &p[4])? + &p[5]
-    };
     if r.want("eager") {
         let vars: Vec<Variable> = init_params(50)?
             .iter()
             .enumerate()
             .map(|(i, t)| Variable::new(&format!("p{i}"), t, true))
             .collect::<Result<_>>()?;
-        let refs: Vec<&Variable> = vars.iter().collect();
         let opt = Optimizer::adam_with(1e-3, 0.9, 0.999, 1e-8);
         let step = |i: usize| -> Result<()> {
             let (x, y) = &batches[i % batches.len()];
-            let tape = GradientTape::new();
-            let p: Vec<Tensor> = vars.iter().map(|v| v.read()).collect();
-            let loss = sparse_softmax_cross_entropy(y, &forward(x, &p)?)?;
-            let grads = tape.gradient_vars(&loss, &refs)?;
-            let pairs: Vec<(Tensor, &Variable)> =
-                grads.into_iter().zip(&refs).filter_map(|(g, v)| g.map(|g| (g, *v))).collect();
-            opt.apply_gradients(&pairs)?;
-            loss.to_scalar::<f32>().map(drop)
+            eager_step(&vars, &opt, x, y)?.to_scalar::<f32>().map(drop)
         };
         let t = fixed_bench(step, 20, 200)?;
         r.report("eager", "B5", PARAM, t);
@@ -152,18 +159,8 @@ fn b5(r: &mut Runner) -> Result<()> {
             .enumerate()
             .map(|(i, t)| Variable::new(&format!("p{i}"), t, true))
             .collect::<Result<_>>()?;
-        let refs: Vec<&Variable> = vars.iter().collect();
         let opt = Optimizer::adam_with(1e-3, 0.9, 0.999, 1e-8);
-        let train = rivulet::function(|args: &[Tensor]| {
-            let tape = GradientTape::new();
-            let p: Vec<Tensor> = vars.iter().map(|v| v.read()).collect();
-            let loss = sparse_softmax_cross_entropy(&args[1], &forward(&args[0], &p)?)?;
-            let grads = tape.gradient_vars(&loss, &refs)?;
-            let pairs: Vec<(Tensor, &Variable)> =
-                grads.into_iter().zip(&refs).filter_map(|(g, v)| g.map(|g| (g, *v))).collect();
-            opt.apply_gradients(&pairs)?;
-            Ok(vec![loss])
-        });
+        let train = rivulet::function(|args: &[Tensor]| Ok(vec![eager_step(&vars, &opt, &args[0], &args[1])?]));
         let step = |i: usize| -> Result<()> {
             let (x, y) = &batches[i % batches.len()];
             train.call(&[x, y])?[0].to_scalar::<f32>().map(drop)
@@ -181,7 +178,7 @@ fn b5(r: &mut Runner) -> Result<()> {
             .map(|(i, t)| Variable::in_graph(&g, &format!("p{i}"), t, true))
             .collect::<Result<_>>()?;
         let p: Vec<Tensor> = vars.iter().map(|v| v.read()).collect();
-        let loss = sparse_softmax_cross_entropy(&py, &forward(&px, &p)?)?;
+        let loss = sparse_softmax_cross_entropy(&py, &b5_forward(&px, &p)?)?;
         let refs: Vec<&Variable> = vars.iter().collect();
         let opt = Optimizer::adam_with(1e-3, 0.9, 0.999, 1e-8);
         let train = opt.minimize(&loss, &refs)?;

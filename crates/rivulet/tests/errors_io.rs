@@ -3,6 +3,9 @@
 //! damaged `.npy` files and serialized graphs, which must give `Format`
 //! errors and never panic.
 
+mod common;
+use common::Rng;
+
 use half::{bf16, f16};
 use rivulet::ops::{self, SliceItem};
 use rivulet::{load_npy, read_npy, save_npy, write_npy, DType, Error, ErrorKind, Graph, Session, Tensor};
@@ -773,20 +776,6 @@ fn non_ascii_npy_headers_are_format_errors() {
     assert_format_error("invalid utf-8 in descr", &f);
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 #[test]
 fn no_npy_input_makes_the_reader_panic() {
     let valid: Vec<Vec<u8>> = samples().iter().chain(scalars_and_empties().iter()).map(npy_of).collect();
@@ -810,7 +799,7 @@ fn no_npy_input_makes_the_reader_panic() {
     let mut rng = Rng(0x1234_5678_9abc_def1);
     for i in 0..10_000 {
         let len = rng.below(300);
-        let mut b: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let mut b: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         if i % 2 == 0 && len >= 10 {
             b[..8].copy_from_slice(b"\x93NUMPY\x01\x00");
             let hl = rng.below(len - 9) as u16;
@@ -824,7 +813,7 @@ fn no_npy_input_makes_the_reader_panic() {
         for _ in 0..1 + rng.below(4) {
             let at = if rng.below(4) > 0 { rng.below(f.len().min(80)) } else { rng.below(f.len()) };
             f[at] = match rng.below(3) {
-                0 => rng.next() as u8,
+                0 => rng.next_u64() as u8,
                 1 => b"0123456789(),' :<>|TrueFalse"[rng.below(28)],
                 _ => f[at] ^ (1 << rng.below(8)),
             };

@@ -25,9 +25,7 @@ use std::cell::Cell;
 // Deterministic random numbers and tensors
 // ---------------------------------------------------------------------------
 
-/// SplitMix64: small, deterministic, good enough for test inputs.
-struct Rng(u64);
-
+/// Drawing helpers on the shared test generator.
 impl Rng {
     fn new(seed: u64) -> Rng {
         Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
@@ -35,22 +33,8 @@ impl Rng {
     fn named(name: &str) -> Rng {
         Rng::new(seed_of(name))
     }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
     fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
         lo + (hi - lo) * self.unit()
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
     }
     fn coin(&mut self) -> bool {
         self.next_u64() & 1 == 1

@@ -7,6 +7,9 @@
 //! what runs. Where eager mode refuses an input, graph mode must refuse it
 //! too, with the same error kind.
 
+mod common;
+use common::Rng;
+
 use half::{bf16, f16};
 use rivulet::ops::{self, BinaryOp, Ctx, Op, PadMode, SliceItem, UnaryOp};
 use rivulet::{Axes, DType, ErrorKind, Graph, Result, Session, Tensor};
@@ -131,31 +134,13 @@ fn agree(what: &str, inputs: &[&Tensor], f: impl Fn(&[&Tensor]) -> Result<Tensor
 // Inputs
 // ---------------------------------------------------------------------------
 
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// Uniform on [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 const SPECIALS: [f64; 14] =
     [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0, 0.0, 1e30, -1e30, 1e-40, 0.5, -0.5, 1.5, 2.5, -2.5, 3.0];
 
 /// `n` values in [-4, 4): mostly non-integers, every 7th an integer, with
 /// the special values sprinkled in when `specials`.
 fn float_data(n: usize, seed: u64, specials: bool) -> Vec<f64> {
-    let mut r = Rng::new(seed);
+    let mut r = Rng(seed);
     let mut v: Vec<f64> = (0..n)
         .map(|i| {
             let x = r.unit() * 8.0 - 4.0;
@@ -203,10 +188,10 @@ fn input_special(dtype: DType, shape: &[usize], seed: u64) -> Tensor {
 /// A divisor-friendly tensor: integers are never zero (and in 1..=6 for `pow`).
 fn operand_b(dtype: DType, shape: &[usize], seed: u64, for_pow: bool) -> Tensor {
     let n: usize = shape.iter().product();
-    let mut r = Rng::new(seed);
+    let mut r = Rng(seed);
     let ints: Vec<i64> = (0..n)
         .map(|i| {
-            let k = (r.next() % 6 + 1) as i64;
+            let k = (r.next_u64() % 6 + 1) as i64;
             if for_pow || dtype == DType::U8 || i % 2 == 0 {
                 k
             } else {

@@ -6,12 +6,14 @@
 //! stay on disk. Files are untrusted on load: a damaged or truncated file
 //! gives an error, never a panic.
 
+use super::write_atomic;
 use crate::error::{bail, Error, Result};
 use crate::tensor::npy::{le_bytes, tensor_from_le_bytes};
 use crate::tensor::{DType, Shape, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The `format` entry of a checkpoint's metadata.
@@ -63,26 +65,6 @@ fn from_safetensors_dtype(d: Dtype) -> Result<DType> {
     })
 }
 
-/// Write `bytes` to `path` through a temporary file and a rename.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let written = (|| -> Result<()> {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::from(e).with_path(&tmp))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        Ok(())
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::from(e).with_path(path)
-    })
-}
-
 /// Serialize tensors and metadata to safetensors bytes.
 pub fn to_bytes(data: &CheckpointData) -> Result<Vec<u8>> {
     let mut owned: Vec<(String, DType, Vec<usize>, Vec<u8>)> = Vec::with_capacity(data.tensors.len());
@@ -123,7 +105,8 @@ pub fn from_bytes(bytes: &[u8]) -> Result<CheckpointData> {
 
 /// Save one checkpoint file (atomically).
 pub fn save_file(path: impl AsRef<Path>, data: &CheckpointData) -> Result<()> {
-    write_atomic(path.as_ref(), &to_bytes(data)?)
+    let bytes = to_bytes(data)?;
+    write_atomic(path.as_ref(), |w| Ok(w.write_all(&bytes)?))
 }
 
 /// Load one checkpoint file.
@@ -193,7 +176,7 @@ impl CheckpointManager {
             let _ = std::fs::remove_file(self.dir.join(old));
         }
         let text = serde_json::to_string_pretty(&idx).map_err(|e| Error::invalid(e.to_string()))?;
-        write_atomic(&self.index_path(), text.as_bytes())?;
+        write_atomic(&self.index_path(), |w| Ok(w.write_all(text.as_bytes())?))?;
         Ok(path)
     }
 

@@ -218,21 +218,5 @@ pub fn load_npy(path: impl AsRef<Path>) -> Result<Tensor> {
 /// never leaves a half-written file under `path`).
 pub fn save_npy(t: &Tensor, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let tmp = path.with_extension(format!("npy.tmp{}", std::process::id()));
-    let written = (|| -> Result<()> {
-        let f = std::fs::File::create(&tmp).map_err(|e| Error::from(e).with_path(&tmp))?;
-        let mut w = std::io::BufWriter::new(f);
-        write_npy(t, &mut w)?;
-        w.flush()?;
-        w.get_ref().sync_all()?;
-        Ok(())
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::from(e).with_path(path)
-    })
+    crate::io::write_atomic(path, |w| write_npy(t, w))
 }

@@ -43,15 +43,13 @@ fn needs_copy(v: &Value) -> bool {
     (s0 <= 0 && d0 > 1) || (s1 <= 0 && d1 > 1)
 }
 
-/// Whether op(b) is stored column by column (unit row stride) and big
-/// enough for a row-major copy to pay for itself.
-fn column_major_rhs(b: &Value, tb: bool, out: &Meta) -> bool {
+/// Whether op(b) is stored column by column (unit row stride) and the
+/// product is big enough for a row-major copy of it to pay for itself.
+fn column_major_rhs(b: &Value, tb: bool, d: &Dims) -> bool {
     let r = b.shape().rank();
     let (s0, s1) = (b.layout.strides[r - 2], b.layout.strides[r - 1]);
     let (rs, cs) = if tb { (s1, s0) } else { (s0, s1) };
-    let (k, n) = if tb { (b.shape()[r - 1], b.shape()[r - 2]) } else { (b.shape()[r - 2], b.shape()[r - 1]) };
-    let m = out.shape.get(out.shape.rank().wrapping_sub(2)).copied().unwrap_or(1);
-    rs == 1 && cs != 1 && k > 1 && n > 1 && m * n * k >= PARALLEL_FLOPS
+    rs == 1 && cs != 1 && d.k > 1 && d.n > 1 && d.m * d.n * d.k >= PARALLEL_FLOPS
 }
 
 pub(crate) fn matmul(a: &Value, b: &Value, ta: bool, tb: bool, out: &Meta) -> Result<Value> {
@@ -61,7 +59,7 @@ pub(crate) fn matmul(a: &Value, b: &Value, ta: bool, tb: bool, out: &Meta) -> Re
     if needs_copy(b) {
         return matmul(a, &materialize(b)?, ta, tb, out);
     }
-    if a.dtype.is_float() && column_major_rhs(b, tb, out) {
+    if a.dtype.is_float() && column_major_rhs(b, tb, &dims(a, ta, &out.shape)) {
         // gemm runs several times slower with a column-major right-hand side
         // (e.g. `dy @ w^T` in every backward pass) than with a row-major one;
         // writing op(b) out row-major costs one pass over b.

@@ -24,27 +24,24 @@ pub(crate) fn materialize(v: &Value) -> Result<Value> {
 
 /// A fresh contiguous copy of `v`.
 pub(crate) fn copy(v: &Value) -> Result<Value> {
-    // Copies only move bytes: dispatch on element size, not dtype.
-    let transposed = match v.dtype.size() {
-        1 => copy_transposed::<u8>(&v.retyped(DType::U8)),
-        2 => copy_transposed::<half::f16>(&v.retyped(DType::F16)),
-        4 => copy_transposed::<i32>(&v.retyped(DType::I32)),
-        _ => copy_transposed::<i64>(&v.retyped(DType::I64)),
-    };
-    if let Some(r) = transposed {
-        return Ok(r?.retyped(v.dtype));
+    fn typed<T: Element>(v: &Value) -> Result<Value> {
+        copy_transposed::<T>(v).unwrap_or_else(|| map_unary(v, |x: T| x))
     }
+    // Copies only move bytes: dispatch on element size, not dtype.
     let r = match v.dtype.size() {
-        1 => map_unary(&v.retyped(DType::U8), |x: u8| x),
-        2 => map_unary(&v.retyped(DType::F16), |x: half::f16| x),
-        4 => map_unary(&v.retyped(DType::I32), |x: i32| x),
-        _ => map_unary(&v.retyped(DType::I64), |x: i64| x),
+        1 => typed::<u8>(&v.retyped(DType::U8)),
+        2 => typed::<half::f16>(&v.retyped(DType::F16)),
+        4 => typed::<i32>(&v.retyped(DType::I32)),
+        _ => typed::<i64>(&v.retyped(DType::I64)),
     }?;
     Ok(r.retyped(v.dtype))
 }
 
 /// Destination rows per task of [`copy_transposed`].
 const TILE: usize = 64;
+/// Edge of the square blocks [`transpose_band`] moves through a local array
+/// (a whole 64-byte line of f32).
+const BLOCK: usize = 16;
 
 /// A contiguous copy of a batch of column-major matrices (the view of a
 /// contiguous tensor with its last two axes swapped), tile by tile: an
@@ -66,7 +63,7 @@ fn copy_transposed<T: Element>(v: &Value) -> Option<Result<Value>> {
         }
         expect *= l.shape[a] as isize;
     }
-    if l.strides[r - 2] != 1 || l.strides[r - 1] != rows as isize || rows < 16 || cols < 16 {
+    if l.strides[r - 2] != 1 || l.strides[r - 1] != rows as isize || rows < BLOCK || cols < BLOCK {
         return None;
     }
     let src = v.buffer::<T>().get(l.offset..l.offset + size * l.shape[..r - 2].iter().product::<usize>())?;
@@ -87,25 +84,24 @@ fn copy_transposed<T: Element>(v: &Value) -> Option<Result<Value>> {
 /// Destination rows `i0..` (as many as `band` holds) of the transpose of the
 /// column-major `rows x cols` matrix `m`.
 fn transpose_band<T: Element>(m: &[T], band: &mut [T], i0: usize, rows: usize, cols: usize) {
-    const B: usize = 16;
     let band_rows = band.len() / cols;
-    for ib in (0..band_rows).step_by(B) {
-        for jb in (0..cols).step_by(B) {
-            if ib + B <= band_rows && jb + B <= cols {
-                let mut block = [[T::default(); B]; B];
+    for ib in (0..band_rows).step_by(BLOCK) {
+        for jb in (0..cols).step_by(BLOCK) {
+            if ib + BLOCK <= band_rows && jb + BLOCK <= cols {
+                let mut block = [[T::default(); BLOCK]; BLOCK];
                 for (jj, col) in block.iter_mut().enumerate() {
                     let start = (jb + jj) * rows + i0 + ib;
-                    col.copy_from_slice(&m[start..start + B]);
+                    col.copy_from_slice(&m[start..start + BLOCK]);
                 }
-                for ii in 0..B {
-                    let row = &mut band[(ib + ii) * cols + jb..(ib + ii) * cols + jb + B];
+                for ii in 0..BLOCK {
+                    let row = &mut band[(ib + ii) * cols + jb..(ib + ii) * cols + jb + BLOCK];
                     for (jj, o) in row.iter_mut().enumerate() {
                         *o = block[jj][ii];
                     }
                 }
             } else {
-                for ii in ib..(ib + B).min(band_rows) {
-                    for jj in jb..(jb + B).min(cols) {
+                for ii in ib..(ib + BLOCK).min(band_rows) {
+                    for jj in jb..(jb + BLOCK).min(cols) {
                         band[ii * cols + jj] = m[jj * rows + i0 + ii];
                     }
                 }

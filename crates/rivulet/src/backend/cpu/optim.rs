@@ -194,14 +194,14 @@ fn update_typed<T: Real>(rule: &UpdateRule, inputs: &[&Value]) -> Result<Vec<Val
             let (one_b1, one_b2) = (T::of(1.0 - beta1), T::of(1.0 - beta2));
             // Reciprocal bias corrections 1 / (1 - beta^t), computed once in
             // f64: a multiplication per element instead of a division.
-            let (c1, c2) = (T::of(1.0 / (1.0 - beta1.powf(step))), T::of(1.0 / (1.0 - beta2.powf(step))));
+            let (inv_c1, inv_c2) = (T::of(1.0 / (1.0 - beta1.powf(step))), T::of(1.0 / (1.0 - beta2.powf(step))));
             let decay = weight_decay > 0.0;
             chunks(n, |r| {
                 let (ow, o0, o1) = unsafe { (ptrs[0].part(&r), ptrs[1].part(&r), ptrs[2].part(&r)) };
                 let f = |w: T, g: T, m: T, v: T| {
                     let m = b1 * m + one_b1 * g;
                     let v = b2 * v + one_b2 * g * g;
-                    let step = (m * c1) / ((v * c2).sqrt() + eps);
+                    let step = (m * inv_c1) / ((v * inv_c2).sqrt() + eps);
                     let step = if decay { step + wd * w } else { step };
                     (w - lr_t * step, m, v)
                 };
