@@ -58,6 +58,7 @@ pub fn run(
     target: Vec<String>,
     dot: Option<PathBuf>,
     full: bool,
+    profile: Option<usize>,
 ) -> Result<()> {
     let (g, fetches, feeds, targets) = match &file {
         None => {
@@ -102,6 +103,61 @@ pub fn run(
     }
     if let Some(dir) = dot {
         write_dots(&dir, &optimized)?;
+    }
+    if let Some(runs) = profile {
+        print_profile(&g, &fetch_refs, &feeds, &target_refs, runs)?;
+    }
+    Ok(())
+}
+
+/// Run the optimized plan `runs` times on made-up feeds (standard normal
+/// floats, zeros otherwise) and print where the time goes.
+fn print_profile(g: &Graph, fetches: &[&Tensor], feeds: &[Tensor], targets: &[&Operation], runs: usize) -> Result<()> {
+    let values = feeds
+        .iter()
+        .map(|f| {
+            if f.shape().dims().contains(&rivulet::tensor::UNKNOWN) {
+                return Err(Error::new(
+                    rivulet::ErrorKind::InvalidArgument,
+                    format!("cannot make up a value for feed of shape {}: its dimensions must be known", f.shape()),
+                ));
+            }
+            let shape = f.shape().clone();
+            if f.dtype().is_float() {
+                ops::random_normal(Ctx::Eager, shape, 0.0, 1.0, f.dtype(), Some(0))
+            } else {
+                ops::zeros(Ctx::Eager, shape, f.dtype())
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let pairs: Vec<(&Tensor, &Tensor)> = feeds.iter().zip(&values).collect();
+    let session = Session::new(g);
+    session.run_targets(&[&g.global_variables_initializer()?])?;
+    // One run first: it compiles the plan and warms the allocator.
+    session.profile(fetches, &pairs, targets, 1)?;
+    let p = session.profile(fetches, &pairs, targets, runs)?;
+    let started = std::time::Instant::now();
+    for _ in 0..runs {
+        session.run_with_targets(fetches, &pairs, targets)?;
+    }
+    let wall = started.elapsed().as_secs_f64() / runs as f64;
+    let total = p.total_seconds();
+    println!(
+        "== profile: {} steps, {:.3} ms per run step by step, {:.3} ms per ordinary run; mean of {} runs",
+        p.steps.len(),
+        total * 1e3,
+        wall * 1e3,
+        p.runs
+    );
+    println!("by op:");
+    for (op, t, n) in p.by_op() {
+        println!("  {op:<28} {n:>4} steps {:>10.3} ms {:>6.1}%", t * 1e3, 100.0 * t / total);
+    }
+    let mut steps: Vec<_> = p.steps.iter().collect();
+    steps.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    println!("slowest steps:");
+    for s in steps.iter().take(20) {
+        println!("  {:<48} {:<20} {:>10.3} ms", s.node, s.op, s.seconds * 1e3);
     }
     Ok(())
 }

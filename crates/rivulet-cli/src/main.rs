@@ -58,6 +58,10 @@ enum Command {
         /// Print the whole plan before and after optimization.
         #[arg(long)]
         full: bool,
+        /// Also run the optimized plan this many times on made-up feeds and
+        /// print the time of each step.
+        #[arg(long)]
+        profile: Option<usize>,
     },
     /// Print what this machine offers Rivulet (vector extension, threads).
     Devices,
@@ -71,7 +75,9 @@ fn main() -> ExitCode {
             let mode = if eager { rivulet::nn::ExecutionMode::Eager } else { rivulet::nn::ExecutionMode::Graph };
             demo::run(mode, epochs, quiet)
         }
-        Command::Inspect { file, fetch, feed, target, dot, full } => inspect::run(file, fetch, feed, target, dot, full),
+        Command::Inspect { file, fetch, feed, target, dot, full, profile } => {
+            inspect::run(file, fetch, feed, target, dot, full, profile)
+        }
         Command::Devices => {
             println!("cpu:0  simd={}  threads={}", rivulet::simd_level(), rayon_threads());
             Ok(())

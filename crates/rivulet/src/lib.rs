@@ -44,7 +44,7 @@ pub use graph::{Graph, Operation};
 pub use ops::creation::set_random_seed;
 pub use ops::{Axes, Ctx, Op, Variable};
 pub use passes::PassOptions;
-pub use runtime::{function, Function, FunctionOptions, PlanReport, Session, SessionOptions};
+pub use runtime::{function, Function, FunctionOptions, PlanReport, RunProfile, Session, SessionOptions, StepProfile};
 pub use tensor::npy::{load_npy, read_npy, save_npy, write_npy};
 pub use tensor::storage::release_cached_memory;
 pub use tensor::{DType, Scalar, Shape, Tensor, UNKNOWN};

@@ -1059,3 +1059,30 @@ fn fetch_order_duplicates_and_empty_requests() -> Result<()> {
     assert_eq!(g.node(a.op().unwrap().id()).unwrap().op, Op::Binary { f: ops::BinaryOp::Mul });
     Ok(())
 }
+
+// ---------------------------------------------------------------------------
+// Profiling
+// ---------------------------------------------------------------------------
+
+#[test]
+fn profile_times_every_step_and_runs_the_update() -> Result<()> {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [2, 2])?;
+    let w = rivulet::Variable::in_graph(&g, "w", &f32s(&[1.0, 0.0, 0.0, 1.0], &[2, 2]), true)?;
+    let y = ops::matmul(&x, &w.read())?.named("product")?;
+    let bump = w.assign_add(&ops::ones_like(&w.read())?)?.op().expect("graph op");
+    let s = Session::new(&g);
+    s.run_targets(&[&g.global_variables_initializer()?])?;
+    let feed = f32s(&[1.0, 2.0, 3.0, 4.0], &[2, 2]);
+    let p = s.profile(&[&y], &[(&x, &feed)], &[&bump], 3)?;
+    assert_eq!(p.runs, 3);
+    assert!(p.steps.iter().any(|st| st.node == "product" && st.op == "MatMul"));
+    assert!(p.steps.iter().all(|st| st.seconds >= 0.0));
+    let by_op: f64 = p.by_op().iter().map(|(_, t, _)| t).sum();
+    assert!((by_op - p.total_seconds()).abs() <= 1e-12);
+    // Three profiled runs bumped the variable three times.
+    assert_eq!(vals(&s.variable_value(&w)?), vec![4.0, 3.0, 3.0, 4.0]);
+    let e = s.profile(&[&y], &[(&x, &feed)], &[], 0).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    Ok(())
+}

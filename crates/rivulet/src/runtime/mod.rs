@@ -6,4 +6,4 @@ mod session;
 
 pub use function::{function, Function, FunctionOptions};
 pub use plan::PlanReport;
-pub use session::{Session, SessionOptions};
+pub use session::{RunProfile, Session, SessionOptions, StepProfile};

@@ -41,6 +41,45 @@ impl SessionOptions {
     }
 }
 
+/// Where a run's time goes: from [`Session::profile`].
+#[derive(Clone, Debug)]
+pub struct RunProfile {
+    /// How many runs the times are averaged over.
+    pub runs: usize,
+    /// Every step of the plan, in execution order.
+    pub steps: Vec<StepProfile>,
+}
+
+/// One step's mean time in a [`RunProfile`].
+#[derive(Clone, Debug)]
+pub struct StepProfile {
+    /// The node name (a fused step is named after the node it replaced).
+    pub node: String,
+    /// The op type.
+    pub op: String,
+    pub seconds: f64,
+}
+
+impl RunProfile {
+    /// Total seconds of all steps per run.
+    pub fn total_seconds(&self) -> f64 {
+        self.steps.iter().map(|s| s.seconds).sum()
+    }
+
+    /// Seconds per run by op type, largest first.
+    pub fn by_op(&self) -> Vec<(String, f64, usize)> {
+        let mut sums: std::collections::BTreeMap<&str, (f64, usize)> = Default::default();
+        for s in &self.steps {
+            let e = sums.entry(&s.op).or_default();
+            e.0 += s.seconds;
+            e.1 += 1;
+        }
+        let mut v: Vec<(String, f64, usize)> = sums.into_iter().map(|(k, (t, n))| (k.to_string(), t, n)).collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v
+    }
+}
+
 type PlanKey = SmallVec<[u64; 8]>;
 
 /// A request's cache key, fetch edges, feed edges and target nodes.
@@ -216,7 +255,43 @@ impl Session {
         Ok(compile(&state, &fetch_edges, &feed_edges, &target_ids, &mut counter, &settings)?.report)
     }
 
-    fn execute_plan(&self, plan: &Plan, feeds: &[(&Tensor, &Tensor)]) -> Result<Vec<Tensor>> {
+    /// Run the request `runs` times, one step after another, timing every
+    /// step (like TensorFlow's `RunMetadata` step stats): where a run's time
+    /// goes. Steps run sequentially here, so the total is the plan's work,
+    /// not the wall time of a parallel run.
+    pub fn profile(
+        &self,
+        fetches: &[&Tensor],
+        feeds: &[(&Tensor, &Tensor)],
+        targets: &[&Operation],
+        runs: usize,
+    ) -> Result<RunProfile> {
+        if runs == 0 {
+            return Err(Error::invalid("Session::profile needs at least one run"));
+        }
+        let feed_keys: SmallVec<[&Tensor; 4]> = feeds.iter().map(|(t, _)| *t).collect();
+        let (key, fetch_edges, feed_edges, target_ids) = self.request(fetches, &feed_keys, targets)?;
+        let plan = self.plan(&key, &fetch_edges, &feed_edges, &target_ids)?;
+        let values = self.feed_values(&plan, feeds)?;
+        let mut times = vec![std::time::Duration::ZERO; plan.steps.len()];
+        for _ in 0..runs {
+            execute_sequential(&plan, &values, &self.variables, Some(&mut times))?;
+        }
+        let steps = plan
+            .steps
+            .iter()
+            .zip(times)
+            .map(|(step, t)| StepProfile {
+                node: step.context.node.clone().unwrap_or_default(),
+                op: step.context.op.clone(),
+                seconds: t.as_secs_f64() / runs as f64,
+            })
+            .collect();
+        Ok(RunProfile { runs, steps })
+    }
+
+    /// The fed values, checked against the plan's placeholders.
+    fn feed_values<'v>(&self, plan: &Plan, feeds: &[(&Tensor, &'v Tensor)]) -> Result<SmallVec<[&'v Value; 4]>> {
         let mut values: SmallVec<[&Value; 4]> = SmallVec::new();
         for (i, (_, v)) in feeds.iter().enumerate() {
             let (_, meta, name) = &plan.feeds[i];
@@ -238,11 +313,16 @@ impl Session {
             }
             values.push(value);
         }
+        Ok(values)
+    }
+
+    fn execute_plan(&self, plan: &Plan, feeds: &[(&Tensor, &Tensor)]) -> Result<Vec<Tensor>> {
+        let values = self.feed_values(plan, feeds)?;
         let store = &self.variables;
         let out = if plan.parallel {
             execute_parallel(plan, &values, store)?
         } else {
-            execute_sequential(plan, &values, store)?
+            execute_sequential(plan, &values, store, None)?
         };
         Ok(out.into_iter().map(Tensor::from_value).collect())
     }
@@ -331,12 +411,16 @@ fn assign(f: AssignOp, var: NodeId, name: &str, value: &Value, store: &Store) ->
     Ok(smallvec::smallvec![new])
 }
 
-fn execute_sequential(plan: &Plan, feeds: &[&Value], store: &Store) -> Result<Vec<Value>> {
+/// Where a sequential run records each step's time (index = step).
+type StepTimes<'a> = Option<&'a mut [std::time::Duration]>;
+
+fn execute_sequential(plan: &Plan, feeds: &[&Value], store: &Store, mut times: StepTimes<'_>) -> Result<Vec<Value>> {
     let mut slots: SmallVec<[Option<Value>; 8]> = SmallVec::from_elem(None, plan.num_slots);
     for (i, v) in feeds.iter().enumerate() {
         slots[plan.feeds[i].0 as usize] = Some((*v).clone());
     }
-    for step in &plan.steps {
+    for (k, step) in plan.steps.iter().enumerate() {
+        let started = times.as_ref().map(|_| std::time::Instant::now());
         // An input that dies here may lend its buffer to the output.
         let donated: Option<Value> = step.donate.and_then(|pos| slots[step.inputs[pos] as usize].take());
         let outputs = {
@@ -361,6 +445,9 @@ fn execute_sequential(plan: &Plan, feeds: &[&Value], store: &Store) -> Result<Ve
         }
         for &s in &step.frees {
             slots[s as usize] = None;
+        }
+        if let (Some(t), Some(started)) = (times.as_deref_mut(), started) {
+            t[k] += started.elapsed();
         }
     }
     collect(plan, |s| slots[s as usize].clone())
