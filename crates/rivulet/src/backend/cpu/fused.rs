@@ -2,17 +2,20 @@
 //! (each chunk's intermediates stay in cache), optionally folded by a
 //! trailing reduction; and matmul with bias and activation.
 //!
-//! Every instruction uses the same scalar function as the op's own kernel,
-//! and reductions fold in the same blocks and lane order, so fused and
-//! unfused results are bitwise identical.
+//! A program is lowered once per call ([`Lowered`]): constants folded,
+//! scratch buffers reused, and small patterns computed inside the loop of
+//! the op that reads them, so that a chunk is stored and reloaded fewer
+//! times. Every step uses the same scalar functions as the ops' own kernels,
+//! in the same order, and reductions fold in the same blocks and lane order,
+//! so fused and unfused results are bitwise identical.
 
 use super::elementwise::{bool_binary_fn, compare_fn, f32_predicate, f32_unary, float_binary_fn};
-use super::loops::{Map, Select, Update, Zip, ZipInPlace};
+use super::loops::{Lane, Map, Select, Splat, Update, Zip, ZipInPlace};
 use super::reduce::{fold_row, Num};
-use super::simd::vectorize;
+use super::simd::{vectorize, Kernel};
 use super::strided::Rows;
 use crate::error::{bail, Result};
-use crate::ops::elementwise::UnaryOp;
+use crate::ops::elementwise::{BinaryOp, UnaryOp};
 use crate::ops::fused::{FusedProgram, Instr};
 use crate::ops::reduce::ReduceOp;
 use crate::ops::Meta;
@@ -56,57 +59,573 @@ fn source<'a, T: crate::tensor::Element>(v: &'a Value, shape: &Shape) -> Result<
     Ok(Source::Strided(v.buffer::<T>(), Rows::new(shape, [&l])))
 }
 
-/// A register's value for the current chunk.
-#[derive(Clone, Copy)]
-enum Val<'a> {
-    F32(&'a [f32]),
-    F32Scalar(f32),
-    Bool(&'a [bool]),
-    BoolScalar(bool),
+/// An f32 operand of a step within the current chunk.
+#[derive(Clone, Copy, Debug)]
+enum F32In {
+    /// A scratch buffer.
+    Buf(usize),
+    /// A contiguous input, read in place.
+    Input(usize),
+    Const(f32),
 }
 
-/// Scratch buffers of one task: one per register that needs memory.
+/// A bool operand of a step within the current chunk.
+#[derive(Clone, Copy, Debug)]
+enum BoolIn {
+    Buf(usize),
+    Input(usize),
+    Const(bool),
+}
+
+/// A register's value in the lowered program.
+#[derive(Clone, Copy, Debug)]
+enum Reg {
+    F32(F32In),
+    Bool(BoolIn),
+    /// Computed inside the step of its only reader (see [`Lowered`]).
+    Absorbed,
+    /// Computed straight into the output chunk.
+    Output,
+}
+
+/// Where a step writes its chunk.
+#[derive(Clone, Copy, Debug)]
+enum Dst {
+    Buf(usize),
+    Out,
+}
+
+/// `a * b` followed by one addition or subtraction with `c`, in the order
+/// the program wrote it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum MulThen {
+    /// `a * b + c`
+    Add,
+    /// `a * b - c`
+    Sub,
+    /// `c + a * b`
+    AddTo,
+    /// `c - a * b`
+    SubFrom,
+}
+
+/// Scalar arithmetic feeding a unary op, as written: `x * scale`, `x + shift`
+/// or `x * scale + shift` (a subtraction of `k` is the addition of `-k`,
+/// exactly, by IEEE 754's definition).
+#[derive(Clone, Copy, Debug)]
+struct Affine {
+    scale: Option<f32>,
+    shift: Option<f32>,
+}
+
+/// One pass over the chunk.
+#[derive(Clone, Debug)]
+enum Step {
+    /// Gather a broadcast (strided) input into a buffer.
+    GatherF32 {
+        input: usize,
+        dst: Dst,
+    },
+    GatherBool {
+        input: usize,
+        dst: Dst,
+    },
+    /// f32 -> f32, or f32 -> bool for the predicates.
+    Unary {
+        f: UnaryOp,
+        a: F32In,
+        to_bool: bool,
+        dst: Dst,
+    },
+    /// `f(affine(a))`, f32 -> f32.
+    AffineUnary {
+        f: UnaryOp,
+        a: F32In,
+        affine: Affine,
+        dst: Dst,
+    },
+    Not {
+        a: BoolIn,
+        dst: Dst,
+    },
+    /// f32 arithmetic (or a comparison, `to_bool`).
+    Binary {
+        f: BinaryOp,
+        a: F32In,
+        b: F32In,
+        to_bool: bool,
+        dst: Dst,
+    },
+    BoolBinary {
+        f: BinaryOp,
+        a: BoolIn,
+        b: BoolIn,
+        dst: Dst,
+    },
+    MulThen {
+        op: MulThen,
+        a: F32In,
+        b: F32In,
+        c: F32In,
+        dst: Dst,
+    },
+    SelectF32 {
+        c: BoolIn,
+        a: F32In,
+        b: F32In,
+        dst: Dst,
+    },
+    SelectBool {
+        c: BoolIn,
+        a: BoolIn,
+        b: BoolIn,
+        dst: Dst,
+    },
+    ToBool {
+        a: F32In,
+        dst: Dst,
+    },
+    ToF32 {
+        a: BoolIn,
+        dst: Dst,
+    },
+}
+
+impl Step {
+    /// The destination, and whether it holds bools.
+    fn dst(&self) -> (Dst, bool) {
+        match *self {
+            Step::GatherBool { dst, .. }
+            | Step::Not { dst, .. }
+            | Step::BoolBinary { dst, .. }
+            | Step::SelectBool { dst, .. }
+            | Step::ToBool { dst, .. } => (dst, true),
+            Step::Unary { dst, to_bool, .. } | Step::Binary { dst, to_bool, .. } => (dst, to_bool),
+            Step::GatherF32 { dst, .. }
+            | Step::AffineUnary { dst, .. }
+            | Step::MulThen { dst, .. }
+            | Step::SelectF32 { dst, .. }
+            | Step::ToF32 { dst, .. } => (dst, false),
+        }
+    }
+}
+
+/// A fused program lowered for one call: constants folded, broadcast inputs
+/// gathered, scratch buffers reused once their register dies, and two
+/// patterns computed inside their reader's loop instead of in a pass of
+/// their own (each pass stores the chunk and the next reloads it):
+/// - scalar arithmetic feeding a unary op: `tanh(x * 1.5 + 0.5)`;
+/// - a product feeding an addition or subtraction: `t - x * x`.
+///
+/// The arithmetic and its order are the program's own (no contraction into
+/// fused multiply-adds), so results are bitwise those of the unfused ops.
+struct Lowered {
+    steps: Vec<Step>,
+    /// The program's result, copied into the output when no step computed
+    /// it there (an input, a constant, or a register read again later).
+    result: Reg,
+    f32_bufs: usize,
+    bool_bufs: usize,
+}
+
+/// Scratch buffers of one task.
 struct Scratch {
     f32s: Vec<Vec<f32>>,
     bools: Vec<Vec<bool>>,
     ahead: Lookahead,
+    stage: Vec<f32>,
 }
 
 impl Scratch {
-    fn new(program: &FusedProgram, regs: &[Meta]) -> Scratch {
-        // Inputs read in place and constants need no buffer.
-        let needs = |i: usize| !matches!(program.instrs[i], Instr::Scalar(..));
-        let f32s = (0..regs.len())
-            .map(|i| if needs(i) && regs[i].dtype == DType::F32 { vec![0.0; CHUNK] } else { Vec::new() })
-            .collect();
-        let bools = (0..regs.len())
-            .map(|i| if needs(i) && regs[i].dtype == DType::Bool { vec![false; CHUNK] } else { Vec::new() })
-            .collect();
-        Scratch { f32s, bools, ahead: Lookahead::new() }
+    fn new(lowered: &Lowered) -> Scratch {
+        Scratch {
+            f32s: vec![vec![0.0; CHUNK]; lowered.f32_bufs],
+            bools: vec![vec![false; CHUNK]; lowered.bool_bufs],
+            ahead: Lookahead::new(),
+            stage: Vec::new(),
+        }
     }
 }
 
-/// `(slice, stride)` of an operand: stride 0 repeats a scalar.
-fn f32_operand<'a>(v: Val<'a>, tmp: &'a [f32; 1]) -> (&'a [f32], isize) {
-    match v {
-        Val::F32(s) => (s, 1),
-        _ => (tmp, 0),
-    }
-}
-
-fn scalar_f32(v: Val<'_>) -> f32 {
-    if let Val::F32Scalar(x) = v {
-        x
+fn const_f32(r: Option<Reg>) -> Option<f32> {
+    if let Some(Reg::F32(F32In::Const(v))) = r {
+        Some(v)
     } else {
-        0.0
+        None
     }
 }
 
-fn scalar_bool(v: Val<'_>) -> bool {
-    if let Val::BoolScalar(x) = v {
-        x
+fn const_bool(r: Option<Reg>) -> Option<bool> {
+    if let Some(Reg::Bool(BoolIn::Const(v))) = r {
+        Some(v)
     } else {
-        false
+        None
+    }
+}
+
+/// The registers an instruction reads.
+fn operands(ins: &Instr) -> smallvec::SmallVec<[usize; 3]> {
+    match ins {
+        Instr::Input(_) | Instr::Scalar(..) => smallvec::smallvec![],
+        Instr::Unary(_, a) | Instr::Cast(_, a) => smallvec::smallvec![*a],
+        Instr::Binary(_, a, b) => smallvec::smallvec![*a, *b],
+        Instr::Select(c, a, b) => smallvec::smallvec![*c, *a, *b],
+    }
+}
+
+/// The value of every register that is a constant once the inputs are known
+/// (scalar inputs, literals, and what is computed from constants only),
+/// computed with the ops' own scalar functions.
+fn fold_constants(program: &FusedProgram, sources: &[AnySource<'_>]) -> Result<Vec<Option<Reg>>> {
+    let mut c: Vec<Option<Reg>> = Vec::with_capacity(program.instrs.len());
+    for ins in &program.instrs {
+        let all = operands(ins).iter().all(|&r| c[r].is_some());
+        let cf = |r: usize| const_f32(c[r]).unwrap_or(0.0);
+        let cb = |r: usize| const_bool(c[r]).unwrap_or(false);
+        let v = match ins {
+            Instr::Input(k) => match sources.get(*k) {
+                Some(AnySource::F32(Source::Scalar(x))) => Some(Reg::F32(F32In::Const(*x))),
+                Some(AnySource::Bool(Source::Scalar(x))) => Some(Reg::Bool(BoolIn::Const(*x))),
+                _ => None,
+            },
+            _ if !all => None,
+            Instr::Scalar(s, DType::Bool) => Some(Reg::Bool(BoolIn::Const(s.to_element::<bool>()))),
+            Instr::Scalar(s, _) => Some(Reg::F32(F32In::Const(s.to_element::<f32>()))),
+            Instr::Unary(f, a) => Some(match c[*a] {
+                Some(Reg::F32(_)) => {
+                    let v = cf(*a);
+                    f32_unary!(*f, g => Reg::F32(F32In::Const(g(v))),
+                        f32_predicate!(*f, g => Reg::Bool(BoolIn::Const(g(v))), bail!(dtype, "fused {} of f32", f.name())))
+                }
+                _ if *f == UnaryOp::LogicalNot => Reg::Bool(BoolIn::Const(!cb(*a))),
+                _ => bail!(dtype, "fused {} of bool", f.name()),
+            }),
+            Instr::Binary(f, a, b) => Some(match c[*a] {
+                Some(Reg::F32(_)) => {
+                    let (p, q) = (cf(*a), cf(*b));
+                    float_binary_fn!(f32, *f, g => Reg::F32(F32In::Const(g(p, q))),
+                        compare_fn!(f32, *f, g => Reg::Bool(BoolIn::Const(g(p, q))), bail!(dtype, "fused {} of f32", f.name())))
+                }
+                _ => {
+                    let (p, q) = (cb(*a), cb(*b));
+                    bool_binary_fn!(*f, g => Reg::Bool(BoolIn::Const(g(p, q))), bail!(dtype, "fused {} of bool", f.name()))
+                }
+            }),
+            Instr::Select(p, a, b) => {
+                if cb(*p) {
+                    c[*a]
+                } else {
+                    c[*b]
+                }
+            }
+            Instr::Cast(to, a) => match (c[*a], to) {
+                (Some(Reg::F32(_)), DType::Bool) => Some(Reg::Bool(BoolIn::Const(cf(*a) != 0.0))),
+                (Some(Reg::Bool(_)), DType::F32) => Some(Reg::F32(F32In::Const(if cb(*a) { 1.0 } else { 0.0 }))),
+                (v, _) => v,
+            },
+        };
+        c.push(v);
+    }
+    Ok(c)
+}
+
+/// The operand of `x op k` that is not the constant `k`, when `k` is a
+/// number (not NaN: then the order of a commutative op cannot show in a NaN
+/// payload) and, for a subtraction, on the right.
+fn scalar_side(program: &FusedProgram, r: usize, consts: &[Option<Reg>]) -> Option<(usize, f32)> {
+    let Instr::Binary(op, x, y) = program.instrs[r] else { return None };
+    let num = |r: usize| const_f32(consts[r]).filter(|v| !v.is_nan());
+    match (op, num(x), num(y)) {
+        (BinaryOp::Mul | BinaryOp::Add | BinaryOp::Sub, None, Some(k)) if consts[x].is_none() => Some((x, k)),
+        (BinaryOp::Mul | BinaryOp::Add, Some(k), None) if consts[y].is_none() => Some((y, k)),
+        _ => None,
+    }
+}
+
+/// Which registers are computed inside their reader's step.
+fn absorptions(program: &FusedProgram, regs: &[Meta], consts: &[Option<Reg>], readers: &[usize]) -> Vec<bool> {
+    let n = program.instrs.len();
+    let mut absorbed = vec![false; n];
+    let is_f32 = |r: usize| regs[r].dtype == DType::F32;
+    // A register that can vanish into its only reader.
+    let private = |r: usize, absorbed: &[bool]| readers[r] == 1 && consts[r].is_none() && is_f32(r) && !absorbed[r];
+    let op_of = |r: usize| if let Instr::Binary(op, ..) = program.instrs[r] { Some(op) } else { None };
+    // Readers first, so that the outermost pattern wins.
+    for c in (0..n).rev() {
+        if absorbed[c] || consts[c].is_some() || !is_f32(c) {
+            continue;
+        }
+        match program.instrs[c] {
+            // Not under a negation: the compiler may fold `-(x * k)` into
+            // `x * -k`, which keeps the sign of a NaN that the op flips.
+            Instr::Unary(f, a) if f != UnaryOp::Neg && is_f32(a) && private(a, &absorbed) => {
+                let Some((x, _)) = scalar_side(program, a, consts) else { continue };
+                absorbed[a] = true;
+                // `(x * s) + t`: the product goes in too.
+                if op_of(a) != Some(BinaryOp::Mul)
+                    && op_of(x) == Some(BinaryOp::Mul)
+                    && private(x, &absorbed)
+                    && scalar_side(program, x, consts).is_some()
+                {
+                    absorbed[x] = true;
+                }
+            }
+            Instr::Binary(BinaryOp::Add | BinaryOp::Sub, a, b) => {
+                if let Some(r) = [b, a].into_iter().find(|&r| private(r, &absorbed) && op_of(r) == Some(BinaryOp::Mul))
+                {
+                    absorbed[r] = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    absorbed
+}
+
+/// The registers instruction `i` reads, looking through absorbed ones.
+fn reads_through(program: &FusedProgram, i: usize, absorbed: &[bool]) -> smallvec::SmallVec<[usize; 4]> {
+    let mut out = smallvec::SmallVec::new();
+    let mut stack: smallvec::SmallVec<[usize; 4]> = operands(&program.instrs[i]).into_iter().collect();
+    while let Some(r) = stack.pop() {
+        if absorbed[r] {
+            stack.extend(operands(&program.instrs[r]));
+        } else if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// Scratch buffers handed out and taken back as registers live and die.
+#[derive(Default)]
+struct Pool {
+    free: Vec<usize>,
+    count: usize,
+}
+
+impl Pool {
+    fn take(&mut self) -> usize {
+        self.free.pop().unwrap_or_else(|| {
+            self.count += 1;
+            self.count - 1
+        })
+    }
+}
+
+fn lower(program: &FusedProgram, regs: &[Meta], sources: &[AnySource<'_>]) -> Result<Lowered> {
+    let n = program.instrs.len();
+    let consts = fold_constants(program, sources)?;
+    let mut readers = vec![0usize; n];
+    for ins in &program.instrs {
+        for r in operands(ins) {
+            readers[r] += 1;
+        }
+    }
+    let direct_out = readers[program.output] == 0;
+    readers[program.output] += 1;
+    let absorbed = absorptions(program, regs, &consts, &readers);
+    // The instruction after which each register is dead; a no-op cast is its
+    // operand under another name, so the operand lives as long as it does.
+    let mut last_read = vec![0usize; n];
+    for i in 0..n {
+        if !absorbed[i] {
+            for r in reads_through(program, i, &absorbed) {
+                last_read[r] = last_read[r].max(i);
+            }
+        }
+    }
+    last_read[program.output] = usize::MAX;
+    for i in (0..n).rev() {
+        if let Instr::Cast(to, a) = program.instrs[i] {
+            if regs[a].dtype == to {
+                last_read[a] = last_read[a].max(last_read[i]);
+            }
+        }
+    }
+    let (mut fpool, mut bpool) = (Pool::default(), Pool::default());
+    let mut vals: Vec<Reg> = Vec::with_capacity(n);
+    let mut steps = Vec::new();
+    let fin = |vals: &[Reg], r: usize| if let Reg::F32(v) = vals[r] { v } else { F32In::Const(0.0) };
+    let bin = |vals: &[Reg], r: usize| if let Reg::Bool(v) = vals[r] { v } else { BoolIn::Const(false) };
+    for (i, ins) in program.instrs.iter().enumerate() {
+        if absorbed[i] {
+            vals.push(Reg::Absorbed);
+            continue;
+        }
+        if let Some(c) = consts[i] {
+            vals.push(c);
+            continue;
+        }
+        let to_bool = regs[i].dtype == DType::Bool;
+        let mut dst = || -> (Dst, Reg) {
+            if i == program.output && direct_out {
+                (Dst::Out, Reg::Output)
+            } else if to_bool {
+                let k = bpool.take();
+                (Dst::Buf(k), Reg::Bool(BoolIn::Buf(k)))
+            } else {
+                let k = fpool.take();
+                (Dst::Buf(k), Reg::F32(F32In::Buf(k)))
+            }
+        };
+        let (step, v) = match *ins {
+            Instr::Input(k) => match &sources[k] {
+                AnySource::F32(Source::Strided(..)) => {
+                    let (d, v) = dst();
+                    (Some(Step::GatherF32 { input: k, dst: d }), v)
+                }
+                AnySource::Bool(Source::Strided(..)) => {
+                    let (d, v) = dst();
+                    (Some(Step::GatherBool { input: k, dst: d }), v)
+                }
+                AnySource::F32(_) => (None, Reg::F32(F32In::Input(k))),
+                AnySource::Bool(_) => (None, Reg::Bool(BoolIn::Input(k))),
+            },
+            Instr::Scalar(..) => bail!(invalid, "internal: fused constant {i} was not folded"),
+            Instr::Unary(f, a) => {
+                let (d, v) = dst();
+                let step = match vals[a] {
+                    Reg::Absorbed => {
+                        let (src, affine) = affine_of(program, a, &vals, &consts);
+                        Step::AffineUnary { f, a: src, affine, dst: d }
+                    }
+                    Reg::Bool(x) if f == UnaryOp::LogicalNot => Step::Not { a: x, dst: d },
+                    Reg::Bool(_) => bail!(dtype, "fused {} of bool", f.name()),
+                    _ => Step::Unary { f, a: fin(&vals, a), to_bool, dst: d },
+                };
+                (Some(step), v)
+            }
+            Instr::Binary(f, x, y) => {
+                let (d, v) = dst();
+                let step = match (vals[x], vals[y]) {
+                    (Reg::Absorbed, _) | (_, Reg::Absorbed) => {
+                        let left = matches!(vals[x], Reg::Absorbed);
+                        let (m, c) = if left { (x, fin(&vals, y)) } else { (y, fin(&vals, x)) };
+                        let Instr::Binary(BinaryOp::Mul, p, q) = program.instrs[m] else {
+                            bail!(invalid, "internal: fused register {m} absorbed into {i} is not a product");
+                        };
+                        let op = match (f, left) {
+                            (BinaryOp::Add, true) => MulThen::Add,
+                            (BinaryOp::Sub, true) => MulThen::Sub,
+                            (BinaryOp::Add, false) => MulThen::AddTo,
+                            _ => MulThen::SubFrom,
+                        };
+                        Step::MulThen { op, a: fin(&vals, p), b: fin(&vals, q), c, dst: d }
+                    }
+                    (Reg::Bool(p), Reg::Bool(q)) => Step::BoolBinary { f, a: p, b: q, dst: d },
+                    _ => Step::Binary { f, a: fin(&vals, x), b: fin(&vals, y), to_bool, dst: d },
+                };
+                (Some(step), v)
+            }
+            Instr::Select(c, x, y) => {
+                let (d, v) = dst();
+                let step = if to_bool {
+                    Step::SelectBool { c: bin(&vals, c), a: bin(&vals, x), b: bin(&vals, y), dst: d }
+                } else {
+                    Step::SelectF32 { c: bin(&vals, c), a: fin(&vals, x), b: fin(&vals, y), dst: d }
+                };
+                (Some(step), v)
+            }
+            Instr::Cast(to, a) => match (vals[a], to) {
+                (Reg::F32(x), DType::Bool) => {
+                    let (d, v) = dst();
+                    (Some(Step::ToBool { a: x, dst: d }), v)
+                }
+                (Reg::Bool(x), DType::F32) => {
+                    let (d, v) = dst();
+                    (Some(Step::ToF32 { a: x, dst: d }), v)
+                }
+                // A no-op cast: the register itself.
+                (v, _) => (None, v),
+            },
+        };
+        steps.extend(step);
+        // Buffers of registers that die here go back to the pool, after this
+        // step took its own: a step never writes a buffer it reads.
+        for r in reads_through(program, i, &absorbed) {
+            if last_read[r] == i {
+                match vals[r] {
+                    Reg::F32(F32In::Buf(k)) => fpool.free.push(k),
+                    Reg::Bool(BoolIn::Buf(k)) => bpool.free.push(k),
+                    _ => {}
+                }
+            }
+        }
+        vals.push(v);
+    }
+    Ok(Lowered { steps, result: vals[program.output], f32_bufs: fpool.count, bool_bufs: bpool.count })
+}
+
+/// The source and scalar arithmetic of the absorbed register `r` feeding a unary op.
+fn affine_of(program: &FusedProgram, r: usize, vals: &[Reg], consts: &[Option<Reg>]) -> (F32In, Affine) {
+    let op = |r: usize| if let Instr::Binary(op, ..) = program.instrs[r] { op } else { BinaryOp::Add };
+    let operand = |x: usize| if let Reg::F32(v) = vals[x] { v } else { F32In::Const(0.0) };
+    let Some((x, k)) = scalar_side(program, r, consts) else {
+        return (F32In::Const(0.0), Affine { scale: None, shift: None });
+    };
+    match op(r) {
+        BinaryOp::Mul => (operand(x), Affine { scale: Some(k), shift: None }),
+        outer => {
+            let shift = Some(if outer == BinaryOp::Sub { -k } else { k });
+            match (vals[x], scalar_side(program, x, consts)) {
+                (Reg::Absorbed, Some((y, s))) => (operand(y), Affine { scale: Some(s), shift }),
+                _ => (operand(x), Affine { scale: None, shift }),
+            }
+        }
+    }
+}
+
+/// A chunk of an operand: a run of elements or one value for all.
+#[derive(Clone, Copy)]
+enum Chunk<'a, T> {
+    Run(&'a [T]),
+    Splat(T),
+}
+
+impl<'a, T: Copy> Chunk<'a, T> {
+    /// `(slice, stride)` for the strided loops; `one` holds a splat value.
+    fn strided(self, one: &'a [T; 1]) -> (&'a [T], isize) {
+        match self {
+            Chunk::Run(s) => (s, 1),
+            Chunk::Splat(_) => (&one[..], 0),
+        }
+    }
+    fn splat_or(self, default: T) -> [T; 1] {
+        match self {
+            Chunk::Splat(v) => [v],
+            Chunk::Run(_) => [default],
+        }
+    }
+}
+
+/// Chunk `(start, len)` of an f32 operand.
+fn f32_chunk<'a>(o: F32In, bufs: &'a [Vec<f32>], sources: &'a [AnySource<'a>], at: (usize, usize)) -> Chunk<'a, f32> {
+    match o {
+        F32In::Buf(k) => Chunk::Run(&bufs[k][..at.1]),
+        F32In::Input(k) => match &sources[k] {
+            AnySource::F32(Source::Slice(s)) => Chunk::Run(&s[at.0..at.0 + at.1]),
+            AnySource::F32(Source::Scalar(v)) => Chunk::Splat(*v),
+            _ => Chunk::Splat(0.0),
+        },
+        F32In::Const(v) => Chunk::Splat(v),
+    }
+}
+
+/// Chunk `(start, len)` of a bool operand.
+fn bool_chunk<'a>(
+    o: BoolIn,
+    bufs: &'a [Vec<bool>],
+    sources: &'a [AnySource<'a>],
+    at: (usize, usize),
+) -> Chunk<'a, bool> {
+    match o {
+        BoolIn::Buf(k) => Chunk::Run(&bufs[k][..at.1]),
+        BoolIn::Input(k) => match &sources[k] {
+            AnySource::Bool(Source::Slice(s)) => Chunk::Run(&s[at.0..at.0 + at.1]),
+            AnySource::Bool(Source::Scalar(v)) => Chunk::Splat(*v),
+            _ => Chunk::Splat(false),
+        },
+        BoolIn::Const(v) => Chunk::Splat(v),
     }
 }
 
@@ -116,186 +635,217 @@ enum OutChunk<'a> {
     Bool(&'a mut [bool]),
 }
 
-/// Evaluate the program on the chunk `[start, start + len)` into `out`.
-/// The last instruction computes straight into `out`; a result that is an
-/// input or a constant is copied there.
-fn eval_chunk<'a>(
-    program: &FusedProgram,
-    sources: &'a [AnySource<'a>],
-    start: usize,
-    len: usize,
-    scratch: &'a mut Scratch,
-    out: OutChunk<'a>,
-) -> Result<()> {
-    let n = program.instrs.len();
-    let mut vals: Vec<Val<'a>> = Vec::with_capacity(n);
-    // Hand out each register buffer once; earlier results are read through `vals`.
-    let mut f32_bufs: Vec<Option<&'a mut [f32]>> =
-        scratch.f32s.iter_mut().map(|b| if b.is_empty() { None } else { Some(&mut b[..len]) }).collect();
-    let mut bool_bufs: Vec<Option<&'a mut [bool]>> =
-        scratch.bools.iter_mut().map(|b| if b.is_empty() { None } else { Some(&mut b[..len]) }).collect();
-    let is_f32_out = matches!(out, OutChunk::F32(_));
-    match out {
-        OutChunk::F32(o) => f32_bufs[program.output] = Some(o),
-        OutChunk::Bool(o) => bool_bufs[program.output] = Some(o),
+/// `dst[i] = op(a[i] * b[i], c[i])`, operands in the program's order.
+struct MulThenLoop<'a> {
+    op: MulThen,
+    a: Chunk<'a, f32>,
+    b: Chunk<'a, f32>,
+    c: Chunk<'a, f32>,
+    dst: &'a mut [f32],
+}
+
+#[inline(always)]
+fn mul_then_lanes(
+    dst: &mut [f32],
+    a: impl Lane<f32>,
+    b: impl Lane<f32>,
+    c: impl Lane<f32>,
+    f: impl Fn(f32, f32, f32) -> f32,
+) {
+    for (i, o) in dst.iter_mut().enumerate() {
+        *o = f(a.at(i), b.at(i), c.at(i));
     }
-    for (i, ins) in program.instrs.iter().enumerate() {
-        let v = match ins {
-            Instr::Input(k) => match &sources[*k] {
-                AnySource::F32(Source::Slice(s)) => Val::F32(&s[start..start + len]),
-                AnySource::F32(Source::Scalar(x)) => Val::F32Scalar(*x),
-                AnySource::F32(Source::Strided(buf, rows)) => {
-                    let d = f32_bufs[i].take().unwrap_or_default();
-                    rows.gather_flat(buf, start, d);
-                    Val::F32(d)
-                }
-                AnySource::Bool(Source::Slice(s)) => Val::Bool(&s[start..start + len]),
-                AnySource::Bool(Source::Scalar(x)) => Val::BoolScalar(*x),
-                AnySource::Bool(Source::Strided(buf, rows)) => {
-                    let d = bool_bufs[i].take().unwrap_or_default();
-                    rows.gather_flat(buf, start, d);
-                    Val::Bool(d)
-                }
-            },
-            Instr::Scalar(s, DType::Bool) => Val::BoolScalar(s.to_element::<bool>()),
-            Instr::Scalar(s, _) => Val::F32Scalar(s.to_element::<f32>()),
-            Instr::Unary(f, a) => {
-                let x = vals[*a];
-                match x {
-                    Val::F32Scalar(v) => f32_unary!(*f, g => Val::F32Scalar(g(v)),
-                        f32_predicate!(*f, g => Val::BoolScalar(g(v)), bail!(dtype, "fused {} of f32", f.name()))),
-                    Val::F32(src) => f32_unary!(*f, g => {
-                            let d = f32_bufs[i].take().unwrap_or_default();
-                            vectorize(Map { src, off: 0, stride: 1, dst: &mut *d, f: g });
-                            Val::F32(d)
-                        },
-                        f32_predicate!(*f, g => {
-                            let d = bool_bufs[i].take().unwrap_or_default();
-                            vectorize(Map { src, off: 0, stride: 1, dst: &mut *d, f: g });
-                            Val::Bool(d)
-                        }, bail!(dtype, "fused {} of f32", f.name()))),
-                    Val::BoolScalar(v) if *f == UnaryOp::LogicalNot => Val::BoolScalar(!v),
-                    Val::Bool(src) if *f == UnaryOp::LogicalNot => {
-                        let d = bool_bufs[i].take().unwrap_or_default();
-                        vectorize(Map { src, off: 0, stride: 1, dst: &mut *d, f: |b: bool| !b });
-                        Val::Bool(d)
-                    }
-                    _ => bail!(dtype, "fused {} of bool", f.name()),
-                }
+}
+
+impl Kernel for MulThenLoop<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let MulThenLoop { op, a, b, c, dst } = self;
+        let n = dst.len();
+        fn run(x: Chunk<'_, f32>, n: usize) -> Option<&[f32]> {
+            if let Chunk::Run(s) = x {
+                s.get(..n)
+            } else {
+                None
             }
-            Instr::Binary(f, a, b) => {
-                let (x, y) = (vals[*a], vals[*b]);
-                let both_scalar = matches!(x, Val::F32Scalar(_) | Val::BoolScalar(_))
-                    && matches!(y, Val::F32Scalar(_) | Val::BoolScalar(_));
-                match (x, y) {
-                    (Val::F32(_) | Val::F32Scalar(_), Val::F32(_) | Val::F32Scalar(_)) => {
-                        if both_scalar {
-                            let (p, q) = (scalar_f32(x), scalar_f32(y));
-                            float_binary_fn!(f32, *f, g => Val::F32Scalar(g(p, q)),
-                                compare_fn!(f32, *f, g => Val::BoolScalar(g(p, q)), bail!(dtype, "fused {} of f32", f.name())))
-                        } else {
-                            let (tx, ty) = ([scalar_f32(x)], [scalar_f32(y)]);
-                            let ((sa, ka), (sb, kb)) = (f32_operand(x, &tx), f32_operand(y, &ty));
-                            float_binary_fn!(f32, *f, g => {
-                                    let d = f32_bufs[i].take().unwrap_or_default();
-                                    vectorize(Zip { a: sa, oa: 0, sa: ka, b: sb, ob: 0, sb: kb, dst: &mut *d, f: g });
-                                    Val::F32(d)
-                                },
-                                compare_fn!(f32, *f, g => {
-                                    let d = bool_bufs[i].take().unwrap_or_default();
-                                    vectorize(Zip { a: sa, oa: 0, sa: ka, b: sb, ob: 0, sb: kb, dst: &mut *d, f: g });
-                                    Val::Bool(d)
-                                }, bail!(dtype, "fused {} of f32", f.name())))
-                        }
-                    }
-                    _ => {
-                        if both_scalar {
-                            let (p, q) = (scalar_bool(x), scalar_bool(y));
-                            bool_binary_fn!(*f, g => Val::BoolScalar(g(p, q)), bail!(dtype, "fused {} of bool", f.name()))
-                        } else {
-                            let (tx, ty) = ([scalar_bool(x)], [scalar_bool(y)]);
-                            let (sa, ka): (&[bool], isize) = if let Val::Bool(s) = x { (s, 1) } else { (&tx, 0) };
-                            let (sb, kb): (&[bool], isize) = if let Val::Bool(s) = y { (s, 1) } else { (&ty, 0) };
-                            bool_binary_fn!(*f, g => {
-                                let d = bool_bufs[i].take().unwrap_or_default();
-                                vectorize(Zip { a: sa, oa: 0, sa: ka, b: sb, ob: 0, sb: kb, dst: &mut *d, f: g });
-                                Val::Bool(d)
-                            }, bail!(dtype, "fused {} of bool", f.name()))
-                        }
-                    }
-                }
-            }
-            Instr::Select(c, a, b) => {
-                let (cv, x, y) = (vals[*c], vals[*a], vals[*b]);
-                let tc = [scalar_bool(cv)];
-                let (sc, kc): (&[bool], isize) = if let Val::Bool(s) = cv { (s, 1) } else { (&tc, 0) };
-                if matches!(x, Val::F32(_) | Val::F32Scalar(_)) {
-                    let (tx, ty) = ([scalar_f32(x)], [scalar_f32(y)]);
-                    let ((sa, ka), (sb, kb)) = (f32_operand(x, &tx), f32_operand(y, &ty));
-                    let d = f32_bufs[i].take().unwrap_or_default();
-                    vectorize(Select { c: (sc, 0, kc), a: (sa, 0, ka), b: (sb, 0, kb), dst: &mut *d });
-                    Val::F32(d)
-                } else {
-                    let (tx, ty) = ([scalar_bool(x)], [scalar_bool(y)]);
-                    let (sa, ka): (&[bool], isize) = if let Val::Bool(s) = x { (s, 1) } else { (&tx, 0) };
-                    let (sb, kb): (&[bool], isize) = if let Val::Bool(s) = y { (s, 1) } else { (&ty, 0) };
-                    let d = bool_bufs[i].take().unwrap_or_default();
-                    vectorize(Select { c: (sc, 0, kc), a: (sa, 0, ka), b: (sb, 0, kb), dst: &mut *d });
-                    Val::Bool(d)
-                }
-            }
-            Instr::Cast(dtype, a) => match (vals[*a], dtype) {
-                (Val::F32(s), DType::Bool) => {
-                    let d = bool_bufs[i].take().unwrap_or_default();
-                    vectorize(Map { src: s, off: 0, stride: 1, dst: &mut *d, f: |v: f32| v != 0.0 });
-                    Val::Bool(d)
-                }
-                (Val::Bool(s), DType::F32) => {
-                    let d = f32_bufs[i].take().unwrap_or_default();
-                    vectorize(Map { src: s, off: 0, stride: 1, dst: &mut *d, f: |v: bool| if v { 1.0 } else { 0.0 } });
-                    Val::F32(d)
-                }
-                (Val::F32Scalar(v), DType::Bool) => Val::BoolScalar(v != 0.0),
-                (Val::BoolScalar(v), DType::F32) => Val::F32Scalar(if v { 1.0 } else { 0.0 }),
-                (v, _) => v,
-            },
-        };
-        vals.push(v);
-        scratch.ahead.step(i, n);
-    }
-    // The output buffer is still here when the result was not computed into it.
-    let v = vals[program.output];
-    if is_f32_out {
-        if let Some(o) = f32_bufs[program.output].take() {
-            write_f32(v, o);
         }
-    } else if let Some(o) = bool_bufs[program.output].take() {
-        write_bool(v, o);
+        let splat = |x: Chunk<'_, f32>| Splat(x.splat_or(0.0)[0]);
+        macro_rules! lanes {
+            ($f:expr) => {
+                match (run(a, n), run(b, n), run(c, n)) {
+                    (Some(a), Some(b), Some(c)) => mul_then_lanes(dst, a, b, c, $f),
+                    (Some(a), Some(b), None) => mul_then_lanes(dst, a, b, splat(c), $f),
+                    (Some(a), None, Some(c)) => mul_then_lanes(dst, a, splat(b), c, $f),
+                    (None, Some(b), Some(c)) => mul_then_lanes(dst, splat(a), b, c, $f),
+                    (Some(a), None, None) => mul_then_lanes(dst, a, splat(b), splat(c), $f),
+                    (None, Some(b), None) => mul_then_lanes(dst, splat(a), b, splat(c), $f),
+                    (None, None, Some(c)) => mul_then_lanes(dst, splat(a), splat(b), c, $f),
+                    _ => mul_then_lanes(dst, splat(a), splat(b), splat(c), $f),
+                }
+            };
+        }
+        match op {
+            MulThen::Add => lanes!(|a: f32, b: f32, c: f32| a * b + c),
+            MulThen::Sub => lanes!(|a: f32, b: f32, c: f32| a * b - c),
+            MulThen::AddTo => lanes!(|a: f32, b: f32, c: f32| c + a * b),
+            MulThen::SubFrom => lanes!(|a: f32, b: f32, c: f32| c - a * b),
+        }
+    }
+}
+
+/// Run one step on the chunk `at = (start, len)`, writing into its
+/// destination: `fd` for f32 results, `bd` for bool results.
+fn exec(
+    step: &Step,
+    fb: &[Vec<f32>],
+    bb: &[Vec<bool>],
+    sources: &[AnySource<'_>],
+    at: (usize, usize),
+    fd: &mut [f32],
+    bd: &mut [bool],
+) -> Result<()> {
+    let fc = |o: F32In| f32_chunk(o, fb, sources, at);
+    let bc = |o: BoolIn| bool_chunk(o, bb, sources, at);
+    match *step {
+        Step::GatherF32 { input, .. } => {
+            if let AnySource::F32(Source::Strided(buf, rows)) = &sources[input] {
+                rows.gather_flat(buf, at.0, fd);
+            }
+        }
+        Step::GatherBool { input, .. } => {
+            if let AnySource::Bool(Source::Strided(buf, rows)) = &sources[input] {
+                rows.gather_flat(buf, at.0, bd);
+            }
+        }
+        Step::Unary { f, a, .. } => {
+            let x = fc(a);
+            let one = x.splat_or(0.0);
+            let (src, stride) = x.strided(&one);
+            f32_unary!(f, g => vectorize(Map { src, off: 0, stride, dst: fd, f: g }),
+                f32_predicate!(f, g => vectorize(Map { src, off: 0, stride, dst: bd, f: g }),
+                    bail!(dtype, "fused {} of f32", f.name())))
+        }
+        Step::AffineUnary { f, a, affine, .. } => {
+            let x = fc(a);
+            let one = x.splat_or(0.0);
+            let (src, stride) = x.strided(&one);
+            f32_unary!(f, g => match affine {
+                Affine { scale: Some(s), shift: Some(t) } =>
+                    vectorize(Map { src, off: 0, stride, dst: fd, f: move |v: f32| g(v * s + t) }),
+                Affine { scale: Some(s), shift: None } =>
+                    vectorize(Map { src, off: 0, stride, dst: fd, f: move |v: f32| g(v * s) }),
+                Affine { scale: None, shift: Some(t) } =>
+                    vectorize(Map { src, off: 0, stride, dst: fd, f: move |v: f32| g(v + t) }),
+                Affine { scale: None, shift: None } =>
+                    vectorize(Map { src, off: 0, stride, dst: fd, f: g }),
+            }, bail!(dtype, "fused {} of f32", f.name()))
+        }
+        Step::Not { a, .. } => {
+            let x = bc(a);
+            let one = x.splat_or(false);
+            let (src, stride) = x.strided(&one);
+            vectorize(Map { src, off: 0, stride, dst: bd, f: |b: bool| !b });
+        }
+        Step::Binary { f, a, b, .. } => {
+            let (x, y) = (fc(a), fc(b));
+            let (ox, oy) = (x.splat_or(0.0), y.splat_or(0.0));
+            let ((sa, ka), (sb, kb)) = (x.strided(&ox), y.strided(&oy));
+            float_binary_fn!(f32, f, g => vectorize(Zip { a: sa, oa: 0, sa: ka, b: sb, ob: 0, sb: kb, dst: fd, f: g }),
+                compare_fn!(f32, f, g => vectorize(Zip { a: sa, oa: 0, sa: ka, b: sb, ob: 0, sb: kb, dst: bd, f: g }),
+                    bail!(dtype, "fused {} of f32", f.name())))
+        }
+        Step::BoolBinary { f, a, b, .. } => {
+            let (x, y) = (bc(a), bc(b));
+            let (ox, oy) = (x.splat_or(false), y.splat_or(false));
+            let ((sa, ka), (sb, kb)) = (x.strided(&ox), y.strided(&oy));
+            bool_binary_fn!(f, g => vectorize(Zip { a: sa, oa: 0, sa: ka, b: sb, ob: 0, sb: kb, dst: bd, f: g }),
+                bail!(dtype, "fused {} of bool", f.name()))
+        }
+        Step::MulThen { op, a, b, c, .. } => vectorize(MulThenLoop { op, a: fc(a), b: fc(b), c: fc(c), dst: fd }),
+        Step::SelectF32 { c, a, b, .. } => {
+            let (p, x, y) = (bc(c), fc(a), fc(b));
+            let (op, ox, oy) = (p.splat_or(false), x.splat_or(0.0), y.splat_or(0.0));
+            let ((sc, kc), (sa, ka), (sb, kb)) = (p.strided(&op), x.strided(&ox), y.strided(&oy));
+            vectorize(Select { c: (sc, 0, kc), a: (sa, 0, ka), b: (sb, 0, kb), dst: fd });
+        }
+        Step::SelectBool { c, a, b, .. } => {
+            let (p, x, y) = (bc(c), bc(a), bc(b));
+            let (op, ox, oy) = (p.splat_or(false), x.splat_or(false), y.splat_or(false));
+            let ((sc, kc), (sa, ka), (sb, kb)) = (p.strided(&op), x.strided(&ox), y.strided(&oy));
+            vectorize(Select { c: (sc, 0, kc), a: (sa, 0, ka), b: (sb, 0, kb), dst: bd });
+        }
+        Step::ToBool { a, .. } => {
+            let x = fc(a);
+            let one = x.splat_or(0.0);
+            let (src, stride) = x.strided(&one);
+            vectorize(Map { src, off: 0, stride, dst: bd, f: |v: f32| v != 0.0 });
+        }
+        Step::ToF32 { a, .. } => {
+            let x = bc(a);
+            let one = x.splat_or(false);
+            let (src, stride) = x.strided(&one);
+            vectorize(Map { src, off: 0, stride, dst: fd, f: |v: bool| if v { 1.0 } else { 0.0 } });
+        }
     }
     Ok(())
 }
 
-/// Write a register's chunk into the output.
-fn store<T: Copy>(v: &[T], scalar: T, is_scalar: bool, dst: &mut [T]) {
-    if is_scalar {
-        dst.fill(scalar);
-    } else {
-        dst.copy_from_slice(&v[..dst.len()]);
+/// Evaluate the lowered program on the chunk `[start, start + len)` into `out`.
+fn eval_chunk(
+    lowered: &Lowered,
+    sources: &[AnySource<'_>],
+    start: usize,
+    len: usize,
+    scratch: &mut Scratch,
+    mut out: OutChunk<'_>,
+) -> Result<()> {
+    let at = (start, len);
+    let parts = lowered.steps.len().max(1);
+    for (k, step) in lowered.steps.iter().enumerate() {
+        let (dst, is_bool) = step.dst();
+        // The destination buffer is taken out of the scratch while the step
+        // runs, so that the operands can be borrowed from the rest.
+        let (mut own_f, mut own_b) = (Vec::new(), Vec::new());
+        if let Dst::Buf(b) = dst {
+            if is_bool {
+                own_b = std::mem::take(&mut scratch.bools[b]);
+            } else {
+                own_f = std::mem::take(&mut scratch.f32s[b]);
+            }
+        }
+        let result = {
+            let (fd, bd): (&mut [f32], &mut [bool]) = match (dst, &mut out) {
+                (Dst::Out, OutChunk::F32(o)) => (&mut o[..], &mut []),
+                (Dst::Out, OutChunk::Bool(o)) => (&mut [], &mut o[..]),
+                (Dst::Buf(_), _) if is_bool => (&mut [], &mut own_b[..len]),
+                (Dst::Buf(_), _) => (&mut own_f[..len], &mut []),
+            };
+            exec(step, &scratch.f32s, &scratch.bools, sources, at, fd, bd)
+        };
+        if let Dst::Buf(b) = dst {
+            if is_bool {
+                scratch.bools[b] = own_b;
+            } else {
+                scratch.f32s[b] = own_f;
+            }
+        }
+        result?;
+        scratch.ahead.step(k, parts);
     }
-}
-
-fn write_f32(v: Val<'_>, dst: &mut [f32]) {
-    match v {
-        Val::F32(s) => store(s, 0.0, false, dst),
-        other => store(&[], scalar_f32(other), true, dst),
+    match (lowered.result, out) {
+        (Reg::Output, _) => {}
+        (Reg::F32(x), OutChunk::F32(o)) => match f32_chunk(x, &scratch.f32s, sources, at) {
+            Chunk::Run(s) => o.copy_from_slice(s),
+            Chunk::Splat(v) => o.fill(v),
+        },
+        (Reg::Bool(x), OutChunk::Bool(o)) => match bool_chunk(x, &scratch.bools, sources, at) {
+            Chunk::Run(s) => o.copy_from_slice(s),
+            Chunk::Splat(v) => o.fill(v),
+        },
+        _ => bail!(invalid, "internal: fused result of the wrong kind for its output"),
     }
-}
-
-fn write_bool(v: Val<'_>, dst: &mut [bool]) {
-    match v {
-        Val::Bool(s) => store(s, false, false, dst),
-        other => store(&[], scalar_bool(other), true, dst),
-    }
+    Ok(())
 }
 
 /// The memory the next chunk will touch (its contiguous inputs and its
@@ -355,23 +905,71 @@ impl Lookahead {
     }
 }
 
-/// Evaluate the program over `[start, start + dst.len())` into `dst`, chunk by chunk.
+/// Evaluate the program over `[start, start + dst.len())` into `dst`, chunk
+/// by chunk. With `stream`, each chunk is computed into a staging buffer and
+/// written out with non-temporal stores: for an output too large to stay in
+/// cache, this skips reading every output line before overwriting it.
 fn eval_range(
-    program: &FusedProgram,
+    lowered: &Lowered,
     sources: &[AnySource<'_>],
     start: usize,
     dst: &mut [f32],
     scratch: &mut Scratch,
+    stream: bool,
 ) -> Result<()> {
     let mut done = 0;
+    let mut stage = if stream { std::mem::take(&mut scratch.stage) } else { Vec::new() };
+    stage.resize(if stream { CHUNK } else { 0 }, 0.0);
     while done < dst.len() {
         let len = CHUNK.min(dst.len() - done);
         let next = CHUNK.min(dst.len() - done - len);
-        scratch.ahead.aim(sources, start + done + len, next, &dst[done + len..done + len + next]);
-        eval_chunk(program, sources, start + done, len, scratch, OutChunk::F32(&mut dst[done..done + len]))?;
+        // Streamed output lines are never read: prefetch only the inputs.
+        let out_next = if stream { 0 } else { next };
+        scratch.ahead.aim(sources, start + done + len, next, &dst[done + len..done + len + out_next]);
+        let chunk = &mut dst[done..done + len];
+        if stream {
+            eval_chunk(lowered, sources, start + done, len, scratch, OutChunk::F32(&mut stage[..len]))?;
+            stream_copy(&stage[..len], chunk);
+        } else {
+            eval_chunk(lowered, sources, start + done, len, scratch, OutChunk::F32(chunk))?;
+        }
         done += len;
     }
+    if stream {
+        stream_fence();
+        scratch.stage = stage;
+    }
     Ok(())
+}
+
+/// Outputs at least this large are written with non-temporal stores.
+const STREAM_MIN_BYTES: usize = 16 << 20;
+
+/// `dst.copy_from_slice(src)` with non-temporal stores where aligned.
+fn stream_copy(src: &[f32], dst: &mut [f32]) {
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    if (dst.as_ptr() as usize).is_multiple_of(16) {
+        use std::arch::x86_64::{_mm_loadu_ps, _mm_stream_ps};
+        while i + 4 <= n {
+            // SAFETY: `i + 4 <= n` keeps both accesses in bounds, and `dst + i`
+            // is 16-byte aligned (aligned base, i a multiple of 4); SSE is
+            // part of x86_64.
+            unsafe { _mm_stream_ps(dst.as_mut_ptr().add(i), _mm_loadu_ps(src.as_ptr().add(i))) };
+            i += 4;
+        }
+    }
+    dst[i..n].copy_from_slice(&src[i..n]);
+}
+
+/// Order non-temporal stores before whatever publishes the result.
+fn stream_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a store fence has no operands; SSE is part of x86_64.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
 }
 
 pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: &Meta) -> Result<Value> {
@@ -387,6 +985,8 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: 
             d => bail!(dtype, "fused programs read f32 or bool inputs, got {d}"),
         })
         .collect::<Result<_>>()?;
+    let lowered = lower(program, &regs, &sources)?;
+    let lowered = &lowered;
     let Some(reduce) = &program.reduce else {
         // Plain elementwise: parallel tasks of whole chunks.
         return match regs[program.output].dtype {
@@ -394,14 +994,14 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: 
                 let mut buf = HostBuffer::for_elements::<bool>(n)?;
                 let out_s = buf.as_mut_slice::<bool>();
                 let task = |t: usize, d: &mut [bool]| -> Result<()> {
-                    let mut scratch = Scratch::new(program, &regs);
+                    let mut scratch = Scratch::new(lowered);
                     let mut done = 0;
                     while done < d.len() {
                         let len = CHUNK.min(d.len() - done);
                         let next = CHUNK.min(d.len() - done - len);
                         scratch.ahead.aim(&sources, t * TASK + done + len, next, &d[done + len..done + len + next]);
                         eval_chunk(
-                            program,
+                            lowered,
                             &sources,
                             t * TASK + done,
                             len,
@@ -416,9 +1016,10 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: 
                 Ok(Value::from_buffer(DType::Bool, shape, buf))
             }
             _ => {
+                let stream = n * std::mem::size_of::<f32>() >= STREAM_MIN_BYTES;
                 let mut buf = HostBuffer::for_elements::<f32>(n)?;
                 buf.as_mut_slice::<f32>().par_chunks_mut(TASK).enumerate().try_for_each(|(t, d)| {
-                    eval_range(program, &sources, t * TASK, d, &mut Scratch::new(program, &regs))
+                    eval_range(lowered, &sources, t * TASK, d, &mut Scratch::new(lowered), stream)
                 })?;
                 Ok(Value::from_buffer(DType::F32, shape, buf))
             }
@@ -439,7 +1040,7 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: 
     let outs = out_buf.as_mut_slice::<f32>();
     let row_value = |row: usize, scratch: &mut Scratch, tmp: &mut Vec<f32>| -> Result<f32> {
         tmp.resize(r, 0.0);
-        eval_range(program, &sources, row * r, tmp, scratch)?;
+        eval_range(lowered, &sources, row * r, tmp, scratch, false)?;
         Ok(finish(fold_row(tmp, &fold)))
     };
     if rows == 1 && r > 2 * super::reduce::BLOCK {
@@ -450,7 +1051,7 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: 
             .map(|b| -> Result<f32> {
                 let len = block.min(r - b * block);
                 let mut tmp = vec![0.0f32; len];
-                eval_range(program, &sources, b * block, &mut tmp, &mut Scratch::new(program, &regs))?;
+                eval_range(lowered, &sources, b * block, &mut tmp, &mut Scratch::new(lowered), false)?;
                 Ok(fold(&tmp))
             })
             .collect::<Result<_>>()?;
@@ -458,7 +1059,7 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: 
     } else {
         let per_task = (TASK / r.max(1)).max(1);
         outs.par_chunks_mut(per_task).enumerate().try_for_each(|(t, o)| -> Result<()> {
-            let (mut scratch, mut tmp) = (Scratch::new(program, &regs), Vec::new());
+            let (mut scratch, mut tmp) = (Scratch::new(lowered), Vec::new());
             for (k, v) in o.iter_mut().enumerate() {
                 *v = row_value(t * per_task + k, &mut scratch, &mut tmp)?;
             }
@@ -502,4 +1103,87 @@ pub(crate) fn fused_matmul(
         Ok(())
     })?;
     Ok(Value::from_buffer(DType::F32, out.shape.clone(), buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::Tensor;
+
+    /// `tanh(x * 1.5 + 0.5) * sigmoid(x) - x * x` (the B2 workload).
+    fn b2_program() -> FusedProgram {
+        let k = |v: f32| Instr::Scalar(v.into(), DType::F32);
+        FusedProgram {
+            instrs: vec![
+                Instr::Input(0),
+                k(1.5),
+                Instr::Binary(BinaryOp::Mul, 0, 1),
+                k(0.5),
+                Instr::Binary(BinaryOp::Add, 2, 3),
+                Instr::Unary(UnaryOp::Tanh, 4),
+                Instr::Unary(UnaryOp::Sigmoid, 0),
+                Instr::Binary(BinaryOp::Mul, 5, 6),
+                Instr::Binary(BinaryOp::Mul, 0, 0),
+                Instr::Binary(BinaryOp::Sub, 7, 8),
+            ],
+            output: 9,
+            reduce: None,
+        }
+    }
+
+    #[test]
+    fn b2_lowers_to_four_passes_over_three_buffers() -> Result<()> {
+        let program = b2_program();
+        let x = Tensor::randn([64, 64], 1)?;
+        let v = x.value()?;
+        let metas = [Meta::new(DType::F32, v.shape().clone())];
+        let regs = program.registers(&metas)?;
+        let sources = [AnySource::F32(source::<f32>(v, v.shape())?)];
+        let lowered = lower(&program, &regs, &sources)?;
+        let kinds: Vec<&str> = lowered
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::AffineUnary { affine: Affine { scale: Some(_), shift: Some(_) }, .. } => "affine",
+                Step::Unary { .. } => "unary",
+                Step::Binary { .. } => "binary",
+                Step::MulThen { op: MulThen::SubFrom, .. } => "c - a * b",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["affine", "unary", "binary", "c - a * b"]);
+        assert_eq!(lowered.f32_bufs, 3);
+        assert!(matches!(lowered.result, Reg::Output));
+        Ok(())
+    }
+
+    #[test]
+    fn a_result_read_again_is_copied_and_constants_fold() -> Result<()> {
+        // r2 = x * x is the output and also read by r4 (which is unused).
+        let program = FusedProgram {
+            instrs: vec![
+                Instr::Input(0),
+                Instr::Input(1),
+                Instr::Binary(BinaryOp::Mul, 0, 0),
+                Instr::Unary(UnaryOp::Exp, 1),
+                Instr::Binary(BinaryOp::Add, 2, 3),
+            ],
+            output: 2,
+            reduce: None,
+        };
+        let x = Tensor::from_slice(&[1.0f32, -2.0, 3.0], [3])?;
+        let s = Tensor::scalar(0.5f32);
+        let (xv, sv) = (x.value()?, s.value()?);
+        let metas = [Meta::new(DType::F32, xv.shape().clone()), Meta::new(DType::F32, sv.shape().clone())];
+        let regs = program.registers(&metas)?;
+        let shape = program.shape(&metas)?;
+        let sources = [AnySource::F32(source::<f32>(xv, &shape)?), AnySource::F32(source::<f32>(sv, &shape)?)];
+        let lowered = lower(&program, &regs, &sources)?;
+        // exp(0.5) is a constant; x * x goes to a buffer, copied out at the end.
+        assert!(matches!(lowered.result, Reg::F32(F32In::Buf(_))));
+        assert!(lowered.steps.iter().all(|s| !matches!(s, Step::Unary { .. })));
+        let out = fused_elementwise(&program, &[xv, sv], &Meta::new(DType::F32, shape))?;
+        assert_eq!(out.contiguous_slice::<f32>().map(<[f32]>::to_vec), Some(vec![1.0, 4.0, 9.0]));
+        Ok(())
+    }
 }

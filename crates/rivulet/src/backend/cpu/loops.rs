@@ -104,7 +104,7 @@ pub(crate) struct Select<'a, T> {
 }
 
 /// One operand of a select loop: a contiguous run or one repeated value.
-trait Lane<T>: Copy {
+pub(crate) trait Lane<T>: Copy {
     fn at(self, i: usize) -> T;
 }
 impl<T: Copy> Lane<T> for &[T] {
@@ -115,7 +115,7 @@ impl<T: Copy> Lane<T> for &[T] {
 }
 /// A value repeated in every lane (stride 0).
 #[derive(Clone, Copy)]
-struct Splat<T>(T);
+pub(crate) struct Splat<T>(pub T);
 impl<T: Copy> Lane<T> for Splat<T> {
     #[inline(always)]
     fn at(self, _: usize) -> T {
