@@ -1723,6 +1723,11 @@ fn fused_compound_steps_match_unfused_bitwise() -> Result<()> {
     fetches.push(("B2", ops::sub(&ops::mul(&t, &ops::sigmoid(&x)?)?, &ops::mul(&x, &x)?)?));
     let p = ops::mul(&x, &y)?;
     fetches.push(("p + 1 then p * that", ops::mul(&p, &ops::add(&p, 1.0)?)?));
+    // A unary op feeding a product, on either side, for every f32 unary op.
+    for f in UnaryOp::ALL.iter().filter(|f| !matches!(f, UnaryOp::LogicalNot | UnaryOp::IsNan | UnaryOp::IsFinite)) {
+        fetches.push(("y * f(x)", ops::mul(&y, &apply_unary(*f, &x)?)?));
+        fetches.push(("f(x) * r", ops::mul(&apply_unary(*f, &x)?, &r)?));
+    }
     let refs: Vec<&Tensor> = fetches.iter().map(|(_, t)| t).collect();
     let report = Session::with_options(&g, elementwise_fusion()).explain(&refs, &[&x, &y, &r, &s], &[])?;
     assert_eq!(report.fused.len(), fetches.len(), "every expression fuses");
@@ -1732,7 +1737,7 @@ fn fused_compound_steps_match_unfused_bitwise() -> Result<()> {
         assert_bitwise(o, p, name);
     }
     // And against hand-computed values for the B2 expression.
-    let b2 = opt[fetches.len() - 2].to_vec::<f32>()?;
+    let b2 = opt[fetches.iter().position(|(name, _)| *name == "B2").unwrap_or(0)].to_vec::<f32>()?;
     for (i, &v) in data.iter().enumerate().skip(cols * 3).take(50) {
         let v = v as f64;
         let want = (v * 1.5 + 0.5).tanh() / (1.0 + (-v).exp()) - v * v;

@@ -169,6 +169,14 @@ enum Step {
         c: F32In,
         dst: Dst,
     },
+    /// `a * f(b)`, or `f(b) * a` with `unary_first`.
+    MulUnary {
+        f: UnaryOp,
+        a: F32In,
+        b: F32In,
+        unary_first: bool,
+        dst: Dst,
+    },
     SelectF32 {
         c: BoolIn,
         a: F32In,
@@ -204,6 +212,7 @@ impl Step {
             Step::GatherF32 { dst, .. }
             | Step::AffineUnary { dst, .. }
             | Step::MulThen { dst, .. }
+            | Step::MulUnary { dst, .. }
             | Step::SelectF32 { dst, .. }
             | Step::ToF32 { dst, .. } => (dst, false),
         }
@@ -215,7 +224,8 @@ impl Step {
 /// patterns computed inside their reader's loop instead of in a pass of
 /// their own (each pass stores the chunk and the next reloads it):
 /// - scalar arithmetic feeding a unary op: `tanh(x * 1.5 + 0.5)`;
-/// - a product feeding an addition or subtraction: `t - x * x`.
+/// - a product feeding an addition or subtraction: `t - x * x`;
+/// - a unary op feeding a product: `t * sigmoid(x)`.
 ///
 /// The arithmetic and its order are the program's own (no contraction into
 /// fused multiply-adds), so results are bitwise those of the unfused ops.
@@ -370,6 +380,18 @@ fn absorptions(program: &FusedProgram, regs: &[Meta], consts: &[Option<Reg>], re
                     absorbed[x] = true;
                 }
             }
+            // `a * f(b)`: the unary op in the product's loop (not a negation,
+            // which the compiler may move into the product, see above).
+            Instr::Binary(BinaryOp::Mul, a, b) => {
+                let unary =
+                    |r: usize| matches!(program.instrs[r], Instr::Unary(f, x) if f != UnaryOp::Neg && is_f32(x));
+                if let Some(r) = [b, a].into_iter().find(|&r| private(r, &absorbed) && unary(r)) {
+                    let other = if r == b { a } else { b };
+                    if consts[other].is_none() {
+                        absorbed[r] = true;
+                    }
+                }
+            }
             Instr::Binary(BinaryOp::Add | BinaryOp::Sub, a, b) => {
                 if let Some(r) = [b, a].into_iter().find(|&r| private(r, &absorbed) && op_of(r) == Some(BinaryOp::Mul))
                 {
@@ -498,6 +520,14 @@ fn lower(program: &FusedProgram, regs: &[Meta], sources: &[AnySource<'_>]) -> Re
             Instr::Binary(f, x, y) => {
                 let (d, v) = dst();
                 let step = match (vals[x], vals[y]) {
+                    (Reg::Absorbed, _) | (_, Reg::Absorbed) if f == BinaryOp::Mul => {
+                        let unary_first = matches!(vals[x], Reg::Absorbed);
+                        let (u, other) = if unary_first { (x, y) } else { (y, x) };
+                        let Instr::Unary(g, src) = program.instrs[u] else {
+                            bail!(invalid, "internal: fused register {u} absorbed into {i} is not a unary op");
+                        };
+                        Step::MulUnary { f: g, a: fin(&vals, other), b: fin(&vals, src), unary_first, dst: d }
+                    }
                     (Reg::Absorbed, _) | (_, Reg::Absorbed) => {
                         let left = matches!(vals[x], Reg::Absorbed);
                         let (m, c) = if left { (x, fin(&vals, y)) } else { (y, fin(&vals, x)) };
@@ -694,6 +724,26 @@ impl Kernel for MulThenLoop<'_> {
     }
 }
 
+/// `dst[i] = f(a[i], b[i])` over contiguous runs only (one loop to compile
+/// per function, where `Zip` has one per stride pattern).
+struct ZipRuns<'a, F> {
+    a: &'a [f32],
+    b: &'a [f32],
+    dst: &'a mut [f32],
+    f: F,
+}
+
+impl<F: Fn(f32, f32) -> f32> Kernel for ZipRuns<'_, F> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let ZipRuns { a, b, dst, f } = self;
+        for ((o, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+            *o = f(x, y);
+        }
+    }
+}
+
 /// Run one step on the chunk `at = (start, len)`, writing into its
 /// destination: `fd` for f32 results, `bd` for bool results.
 fn exec(
@@ -763,6 +813,16 @@ fn exec(
                 bail!(dtype, "fused {} of bool", f.name()))
         }
         Step::MulThen { op, a, b, c, .. } => vectorize(MulThenLoop { op, a: fc(a), b: fc(b), c: fc(c), dst: fd }),
+        Step::MulUnary { f, a, b, unary_first, .. } => {
+            let (Chunk::Run(a), Chunk::Run(b)) = (fc(a), fc(b)) else {
+                bail!(invalid, "internal: fused product of a unary op with a constant");
+            };
+            f32_unary!(f, g => if unary_first {
+                vectorize(ZipRuns { a, b, dst: fd, f: move |p: f32, q: f32| g(q) * p })
+            } else {
+                vectorize(ZipRuns { a, b, dst: fd, f: move |p: f32, q: f32| p * g(q) })
+            }, bail!(dtype, "fused {} of f32", f.name()))
+        }
         Step::SelectF32 { c, a, b, .. } => {
             let (p, x, y) = (bc(c), fc(a), fc(b));
             let (op, ox, oy) = (p.splat_or(false), x.splat_or(0.0), y.splat_or(0.0));
@@ -1132,7 +1192,7 @@ mod tests {
     }
 
     #[test]
-    fn b2_lowers_to_four_passes_over_three_buffers() -> Result<()> {
+    fn b2_lowers_to_three_passes_over_two_buffers() -> Result<()> {
         let program = b2_program();
         let x = Tensor::randn([64, 64], 1)?;
         let v = x.value()?;
@@ -1148,11 +1208,12 @@ mod tests {
                 Step::Unary { .. } => "unary",
                 Step::Binary { .. } => "binary",
                 Step::MulThen { op: MulThen::SubFrom, .. } => "c - a * b",
+                Step::MulUnary { f: UnaryOp::Sigmoid, unary_first: false, .. } => "a * sigmoid(b)",
                 _ => "other",
             })
             .collect();
-        assert_eq!(kinds, ["affine", "unary", "binary", "c - a * b"]);
-        assert_eq!(lowered.f32_bufs, 3);
+        assert_eq!(kinds, ["affine", "a * sigmoid(b)", "c - a * b"]);
+        assert_eq!(lowered.f32_bufs, 2);
         assert!(matches!(lowered.result, Reg::Output));
         Ok(())
     }
