@@ -1005,22 +1005,48 @@ fn eval_range(
 /// Outputs at least this large are written with non-temporal stores.
 const STREAM_MIN_BYTES: usize = 16 << 20;
 
-/// `dst.copy_from_slice(src)` with non-temporal stores where aligned.
+/// `dst.copy_from_slice(src)` with non-temporal stores where aligned: whole
+/// 64-byte lines at a time with AVX-512, else 16 bytes at a time.
 fn stream_copy(src: &[f32], dst: &mut [f32]) {
     let n = src.len().min(dst.len());
     let mut i = 0;
     #[cfg(target_arch = "x86_64")]
-    if (dst.as_ptr() as usize).is_multiple_of(16) {
+    {
         use std::arch::x86_64::{_mm_loadu_ps, _mm_stream_ps};
-        while i + 4 <= n {
-            // SAFETY: `i + 4 <= n` keeps both accesses in bounds, and `dst + i`
-            // is 16-byte aligned (aligned base, i a multiple of 4); SSE is
-            // part of x86_64.
-            unsafe { _mm_stream_ps(dst.as_mut_ptr().add(i), _mm_loadu_ps(src.as_ptr().add(i))) };
-            i += 4;
+        if super::simd::simd_level() == "avx512" && (dst.as_ptr() as usize).is_multiple_of(64) {
+            // SAFETY: the CPU has AVX-512 (checked just above).
+            i = unsafe { stream_lines_avx512(&src[..n], &mut dst[..n]) };
+        } else if (dst.as_ptr() as usize).is_multiple_of(16) {
+            while i + 4 <= n {
+                // SAFETY: `i + 4 <= n` keeps both accesses in bounds, and
+                // `dst + i` is 16-byte aligned (aligned base, i a multiple of
+                // 4); SSE is part of x86_64.
+                unsafe { _mm_stream_ps(dst.as_mut_ptr().add(i), _mm_loadu_ps(src.as_ptr().add(i))) };
+                i += 4;
+            }
         }
     }
     dst[i..n].copy_from_slice(&src[i..n]);
+}
+
+/// Stream whole 16-element lines of `src` into the 64-byte aligned `dst`;
+/// returns how many elements were written.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn stream_lines_avx512(src: &[f32], dst: &mut [f32]) -> usize {
+    use std::arch::x86_64::{_mm512_loadu_ps, _mm512_stream_ps};
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: `i + 16 <= n` keeps both accesses in bounds; `dst + i` is
+        // 64-byte aligned (aligned base, i a multiple of 16).
+        unsafe { _mm512_stream_ps(dst.as_mut_ptr().add(i), _mm512_loadu_ps(src.as_ptr().add(i))) };
+        i += 16;
+    }
+    i
 }
 
 /// Order non-temporal stores before whatever publishes the result.
@@ -1216,6 +1242,22 @@ mod tests {
         assert_eq!(lowered.f32_bufs, 2);
         assert!(matches!(lowered.result, Reg::Output));
         Ok(())
+    }
+
+    #[test]
+    fn stream_copy_copies_every_element_at_any_alignment() {
+        let src: Vec<f32> = (0..300).map(|i| i as f32 * 0.5 - 7.0).collect();
+        let mut buf = HostBuffer::for_elements::<f32>(400).expect("buffer");
+        let dst = buf.as_mut_slice::<f32>();
+        for offset in [0usize, 1, 3, 4, 16, 17] {
+            for len in [0usize, 1, 15, 16, 17, 64, 255, 300] {
+                dst.fill(f32::NAN);
+                stream_copy(&src[..len], &mut dst[offset..offset + len]);
+                stream_fence();
+                assert_eq!(&dst[offset..offset + len], &src[..len], "offset {offset}, len {len}");
+                assert!(dst[offset + len].is_nan(), "wrote past the end at offset {offset}, len {len}");
+            }
+        }
     }
 
     #[test]
