@@ -1211,6 +1211,49 @@ fn in_place_unary_chain() -> Result<()> {
     Ok(())
 }
 
+/// A fused elementwise step may write into an input that dies there, read
+/// through the same buffer chunk by chunk (and across parallel tasks: 300k
+/// elements are several tasks).
+#[test]
+fn in_place_fused_steps() -> Result<()> {
+    let (m, k, n) = (600, 16, 500);
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [m, k])?;
+    let w = g.placeholder("w", DType::F32, [k, n])?;
+    let y = g.placeholder("y", DType::F32, [m, n])?;
+    let a = ops::matmul(&x, &w)?; // dies in the fused step below
+    let f = ops::sub(&ops::mul(&a, &ops::sigmoid(&y)?)?, &ops::mul(&a, &y)?)?;
+    let mut rng = Rng(77);
+    let (xv, wv, yv) = (rng.tensor(&[m, k], 1.0), rng.tensor(&[k, n], 1.0), rng.tensor(&[m, n], 3.0));
+    let yc = yv.to_vec::<f32>()?;
+    let options = || {
+        only(|p| {
+            p.in_place = true;
+            p.elementwise_fusion = true;
+        })
+    };
+    let feeds = [(&x, &xv), (&w, &wv), (&y, &yv)];
+    let s = Session::with_options(&g, options());
+    let r = s.explain(&[&f], &[&x, &w, &y], &[])?;
+    assert_eq!(r.fused.len(), 1, "{:?}", r.fused);
+    assert_eq!(r.in_place, 1, "the fused step writes into the product");
+    let av = ops::matmul(&xv, &wv)?;
+    let want = ops::sub(&ops::mul(&av, &ops::sigmoid(&yv)?)?, &ops::mul(&av, &yv)?)?;
+    for _ in 0..2 {
+        run_same(&g, options(), &[&f], &feeds);
+        let out = s.run(&[&f], &feeds)?;
+        assert_bitwise(&out[0], &want, "eager");
+        assert_eq!(yv.to_vec::<f32>()?, yc, "a feed was overwritten");
+    }
+    // Fetched, the product keeps its own buffer.
+    let r = s.explain(&[&f, &a], &[&x, &w, &y], &[])?;
+    assert_eq!(r.in_place, 0);
+    let out = run_same(&g, options(), &[&f, &a], &feeds);
+    assert_bitwise(&out[1], &av, "fetched a");
+    assert_bitwise(&out[0], &want, "with a fetched");
+    Ok(())
+}
+
 #[test]
 fn in_place_binary_ops_keep_their_operand_order() -> Result<()> {
     // The dying buffer is the second operand of non-commutative ops, with a
@@ -1320,9 +1363,11 @@ fn optimized_training_step_needs_no_more_memory() -> Result<()> {
     assert!(po <= pp, "optimized peak {po} > unoptimized {pp}");
     assert!(ro.steps < rp.steps, "{} vs {} steps", ro.steps, rp.steps);
     assert!(!ro.fused.is_empty());
-    // The pre-activations are also read by the activation gradients, so the
-    // activations stay apart: matmul + bias is fused for every layer.
+    // The activation gradients read the activations' outputs, not their
+    // inputs: every layer's matmul, bias and activation are one step.
     assert_eq!(ro.fused.iter().filter(|(_, p)| p.starts_with("matmul + bias")).count(), 3, "{:?}", ro.fused);
+    assert!(ro.fused.iter().any(|(_, p)| p.starts_with("matmul + bias + relu")), "{:?}", ro.fused);
+    assert!(ro.fused.iter().any(|(_, p)| p.starts_with("matmul + bias + tanh")), "{:?}", ro.fused);
     // The reported dumps: pruning then every pass, in order.
     let names: Vec<&str> = ro.passes.iter().map(|d| d.pass).collect();
     assert_eq!(

@@ -426,8 +426,13 @@ pub(crate) fn unary_grad(f: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Resu
         Abs => mul(g, &sign(x)?)?,
         Sign | Floor | Ceil | Round => zeros()?,
         Square => mul(g, &mul(x, 2.0)?)?,
-        Relu => select(&greater(x, 0.0)?, g, 0.0)?,
-        Relu6 => select(&logical_and(&greater(x, 0.0)?, &less(x, 6.0)?)?, g, 0.0)?,
+        // Through the output, which is positive exactly where the input is
+        // (and in (0, 6) exactly where the input is, for Relu6): then the
+        // pre-activation is not needed after the forward pass, so a graph
+        // runs `relu(matmul + bias)` as one step (TensorFlow's ReluGrad
+        // takes the output too).
+        Relu => select(&greater(y, 0.0)?, g, 0.0)?,
+        Relu6 => select(&logical_and(&greater(y, 0.0)?, &less(y, 6.0)?)?, g, 0.0)?,
         Exp => mul(g, y)?,
         Expm1 => mul(g, &add(y, 1.0)?)?,
         Log => div(g, x)?,

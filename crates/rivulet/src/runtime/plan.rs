@@ -114,7 +114,11 @@ pub(crate) fn compile(
 
 /// Ops whose output can take over an input's buffer (same shape and dtype).
 fn may_run_in_place(op: &Op) -> bool {
-    matches!(op, Op::Unary { .. } | Op::Binary { .. })
+    match op {
+        Op::Unary { .. } | Op::Binary { .. } => true,
+        Op::FusedElementwise { program } => program.reduce.is_none(),
+        _ => false,
+    }
 }
 
 fn lower(

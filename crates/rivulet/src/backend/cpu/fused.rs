@@ -29,10 +29,43 @@ const CHUNK: usize = 1024;
 /// Elements per parallel task (each task allocates its registers once).
 const TASK: usize = 1 << 17;
 
+/// A contiguous input, read a chunk at a time through a raw pointer: when a
+/// fused step runs in place, the output is written into one of its inputs,
+/// and each chunk's view of that input must end before the chunk is written.
+#[derive(Clone, Copy)]
+struct Run<'a, T> {
+    ptr: *const T,
+    len: usize,
+    _input: std::marker::PhantomData<&'a [T]>,
+}
+
+// SAFETY: a `Run` is a shared view of an input; the threads that read it
+// through `chunk` read disjoint or unwritten ranges (see `chunk`).
+unsafe impl<T: Sync> Sync for Run<'_, T> {}
+// SAFETY: as above.
+unsafe impl<T: Sync> Send for Run<'_, T> {}
+
+impl<'a, T> Run<'a, T> {
+    fn new(s: &'a [T]) -> Run<'a, T> {
+        Run { ptr: s.as_ptr(), len: s.len(), _input: std::marker::PhantomData }
+    }
+
+    /// Elements `[start, start + len)` (clipped to the input). Nothing
+    /// writes them while the slice is in use: an in-place run writes a chunk
+    /// only after evaluating it, and other threads own other chunks.
+    fn chunk(&self, start: usize, len: usize) -> &'a [T] {
+        let start = start.min(self.len);
+        let len = len.min(self.len - start);
+        // SAFETY: in bounds of the input (clipped above); see the doc comment
+        // for why the elements are not written meanwhile.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(start), len) }
+    }
+}
+
 /// Where an input's elements come from.
 enum Source<'a, T> {
     /// Contiguous and of the full shape: chunks are sub-slices.
-    Slice(&'a [T]),
+    Slice(Run<'a, T>),
     /// One element broadcast everywhere.
     Scalar(T),
     /// Anything else: gathered through its broadcast layout.
@@ -52,7 +85,7 @@ fn source<'a, T: crate::tensor::Element>(v: &'a Value, shape: &Shape) -> Result<
     }
     if v.shape() == shape {
         if let Some(s) = v.contiguous_slice::<T>() {
-            return Ok(Source::Slice(s));
+            return Ok(Source::Slice(Run::new(s)));
         }
     }
     let l: Layout = v.layout.broadcast_to(shape)?;
@@ -633,7 +666,7 @@ fn f32_chunk<'a>(o: F32In, bufs: &'a [Vec<f32>], sources: &'a [AnySource<'a>], a
     match o {
         F32In::Buf(k) => Chunk::Run(&bufs[k][..at.1]),
         F32In::Input(k) => match &sources[k] {
-            AnySource::F32(Source::Slice(s)) => Chunk::Run(&s[at.0..at.0 + at.1]),
+            AnySource::F32(Source::Slice(s)) => Chunk::Run(s.chunk(at.0, at.1)),
             AnySource::F32(Source::Scalar(v)) => Chunk::Splat(*v),
             _ => Chunk::Splat(0.0),
         },
@@ -651,7 +684,7 @@ fn bool_chunk<'a>(
     match o {
         BoolIn::Buf(k) => Chunk::Run(&bufs[k][..at.1]),
         BoolIn::Input(k) => match &sources[k] {
-            AnySource::Bool(Source::Slice(s)) => Chunk::Run(&s[at.0..at.0 + at.1]),
+            AnySource::Bool(Source::Slice(s)) => Chunk::Run(s.chunk(at.0, at.1)),
             AnySource::Bool(Source::Scalar(v)) => Chunk::Splat(*v),
             _ => Chunk::Splat(false),
         },
@@ -934,12 +967,8 @@ impl Lookahead {
         self.regions.clear();
         for src in sources {
             match src {
-                AnySource::F32(Source::Slice(s)) => {
-                    self.regions.push(region(s.get(start..start + len).unwrap_or_default()))
-                }
-                AnySource::Bool(Source::Slice(s)) => {
-                    self.regions.push(region(s.get(start..start + len).unwrap_or_default()))
-                }
+                AnySource::F32(Source::Slice(s)) => self.regions.push(region(s.chunk(start, len))),
+                AnySource::Bool(Source::Slice(s)) => self.regions.push(region(s.chunk(start, len))),
                 _ => {}
             }
         }
@@ -965,41 +994,121 @@ impl Lookahead {
     }
 }
 
-/// Evaluate the program over `[start, start + dst.len())` into `dst`, chunk
-/// by chunk. With `stream`, each chunk is computed into a staging buffer and
-/// written out with non-temporal stores: for an output too large to stay in
-/// cache, this skips reading every output line before overwriting it.
+/// How [`eval_range`] writes each chunk.
+#[derive(Clone, Copy, PartialEq)]
+enum Write {
+    /// The last step computes straight into the output.
+    Direct,
+    /// Through a staging buffer, with non-temporal stores: for an output too
+    /// large to stay in cache, this skips reading every output line before
+    /// overwriting it.
+    Stream,
+    /// Through a staging buffer: the output is one of the inputs (in place).
+    Staged,
+}
+
+/// The output range of one task: `len` elements from `ptr`, written a chunk
+/// at a time (a raw pointer, as it may also be an input, see [`Run`]).
+struct OutRange {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: tasks share an `OutRange` of the whole output only to take
+// disjoint parts of it (`part`).
+unsafe impl Sync for OutRange {}
+
+impl OutRange {
+    /// Elements `[start, start + len)` (clipped to the range).
+    fn part(&self, start: usize, len: usize) -> OutRange {
+        let start = start.min(self.len);
+        // SAFETY: `start` is within the range.
+        OutRange { ptr: unsafe { self.ptr.add(start) }, len: len.min(self.len - start) }
+    }
+}
+
+/// Evaluate the program over `[start, start + out.len)` into `out`, chunk by chunk.
 fn eval_range(
     lowered: &Lowered,
     sources: &[AnySource<'_>],
     start: usize,
-    dst: &mut [f32],
+    out: OutRange,
     scratch: &mut Scratch,
-    stream: bool,
+    write: Write,
 ) -> Result<()> {
     let mut done = 0;
-    let mut stage = if stream { std::mem::take(&mut scratch.stage) } else { Vec::new() };
-    stage.resize(if stream { CHUNK } else { 0 }, 0.0);
-    while done < dst.len() {
-        let len = CHUNK.min(dst.len() - done);
-        let next = CHUNK.min(dst.len() - done - len);
+    let staged = write != Write::Direct;
+    let mut stage = if staged { std::mem::take(&mut scratch.stage) } else { Vec::new() };
+    stage.resize(if staged { CHUNK } else { 0 }, 0.0);
+    while done < out.len {
+        let len = CHUNK.min(out.len - done);
+        let next = CHUNK.min(out.len - done - len);
+        // SAFETY (both slices below): within the task's output range, which
+        // this task alone writes; no view of these elements is alive (an
+        // input view of a chunk ends with the chunk's evaluation).
+        let chunk = |at: usize, len: usize| unsafe { std::slice::from_raw_parts_mut(out.ptr.add(done + at), len) };
         // Streamed output lines are never read: prefetch only the inputs.
-        let out_next = if stream { 0 } else { next };
-        scratch.ahead.aim(sources, start + done + len, next, &dst[done + len..done + len + out_next]);
-        let chunk = &mut dst[done..done + len];
-        if stream {
+        let out_next = if write == Write::Direct { next } else { 0 };
+        scratch.ahead.aim(sources, start + done + len, next, &*chunk(len, out_next));
+        if staged {
             eval_chunk(lowered, sources, start + done, len, scratch, OutChunk::F32(&mut stage[..len]))?;
-            stream_copy(&stage[..len], chunk);
+            if write == Write::Stream {
+                stream_copy(&stage[..len], chunk(0, len));
+            } else {
+                chunk(0, len).copy_from_slice(&stage[..len]);
+            }
         } else {
-            eval_chunk(lowered, sources, start + done, len, scratch, OutChunk::F32(chunk))?;
+            eval_chunk(lowered, sources, start + done, len, scratch, OutChunk::F32(chunk(0, len)))?;
         }
         done += len;
     }
-    if stream {
+    if write == Write::Stream {
         stream_fence();
+    }
+    if staged {
         scratch.stage = stage;
     }
     Ok(())
+}
+
+/// Run a plain elementwise program writing its result into input `pos`,
+/// an f32 buffer of exactly the output's shape that the caller owns alone
+/// (see `in_place::try_in_place`). `None` when the program cannot (a
+/// reduction, a bool result) or fails: the caller then runs it normally and
+/// reports any error.
+pub(crate) fn fused_elementwise_in_place(program: &FusedProgram, inputs: &[&Value], pos: usize) -> Option<()> {
+    if program.reduce.is_some() {
+        return None;
+    }
+    let metas: Vec<Meta> = inputs.iter().map(|v| Meta::new(v.dtype, v.shape().clone())).collect();
+    let shape = program.shape(&metas).ok()?;
+    let regs = program.registers(&metas).ok()?;
+    let n = shape.numel_known();
+    let x = inputs.get(pos)?;
+    if regs.get(program.output)?.dtype != DType::F32 || x.shape() != &shape || x.numel() != n {
+        return None;
+    }
+    let mut sources: Vec<AnySource<'_>> = inputs
+        .iter()
+        .map(|v| match v.dtype {
+            DType::F32 => source::<f32>(v, &shape).map(AnySource::F32),
+            DType::Bool => source::<bool>(v, &shape).map(AnySource::Bool),
+            d => bail!(dtype, "fused programs read f32 or bool inputs, got {d}"),
+        })
+        .collect::<Result<_>>()
+        .ok()?;
+    // The donated input is read and written through the same pointer.
+    let ptr = x.storage.host().raw_ptr() as *mut f32;
+    sources[pos] = AnySource::F32(Source::Slice(Run { ptr, len: n, _input: std::marker::PhantomData }));
+    let lowered = lower(program, &regs, &sources).ok()?;
+    let all = OutRange { ptr, len: n };
+    (0..n.div_ceil(TASK))
+        .into_par_iter()
+        .try_for_each(|t| {
+            let out = all.part(t * TASK, TASK);
+            eval_range(&lowered, &sources, t * TASK, out, &mut Scratch::new(&lowered), Write::Staged)
+        })
+        .ok()
 }
 
 /// Outputs at least this large are written with non-temporal stores.
@@ -1102,10 +1211,12 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: 
                 Ok(Value::from_buffer(DType::Bool, shape, buf))
             }
             _ => {
-                let stream = n * std::mem::size_of::<f32>() >= STREAM_MIN_BYTES;
+                let write =
+                    if n * std::mem::size_of::<f32>() >= STREAM_MIN_BYTES { Write::Stream } else { Write::Direct };
                 let mut buf = HostBuffer::for_elements::<f32>(n)?;
                 buf.as_mut_slice::<f32>().par_chunks_mut(TASK).enumerate().try_for_each(|(t, d)| {
-                    eval_range(lowered, &sources, t * TASK, d, &mut Scratch::new(lowered), stream)
+                    let out = OutRange { ptr: d.as_mut_ptr(), len: d.len() };
+                    eval_range(lowered, &sources, t * TASK, out, &mut Scratch::new(lowered), write)
                 })?;
                 Ok(Value::from_buffer(DType::F32, shape, buf))
             }
@@ -1126,7 +1237,8 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: 
     let outs = out_buf.as_mut_slice::<f32>();
     let row_value = |row: usize, scratch: &mut Scratch, tmp: &mut Vec<f32>| -> Result<f32> {
         tmp.resize(r, 0.0);
-        eval_range(lowered, &sources, row * r, tmp, scratch, false)?;
+        let out = OutRange { ptr: tmp.as_mut_ptr(), len: tmp.len() };
+        eval_range(lowered, &sources, row * r, out, scratch, Write::Direct)?;
         Ok(finish(fold_row(tmp, &fold)))
     };
     if rows == 1 && r > 2 * super::reduce::BLOCK {
@@ -1137,7 +1249,8 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: 
             .map(|b| -> Result<f32> {
                 let len = block.min(r - b * block);
                 let mut tmp = vec![0.0f32; len];
-                eval_range(lowered, &sources, b * block, &mut tmp, &mut Scratch::new(lowered), false)?;
+                let out = OutRange { ptr: tmp.as_mut_ptr(), len: tmp.len() };
+                eval_range(lowered, &sources, b * block, out, &mut Scratch::new(lowered), Write::Direct)?;
                 Ok(fold(&tmp))
             })
             .collect::<Result<_>>()?;

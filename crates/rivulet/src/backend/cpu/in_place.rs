@@ -1,5 +1,6 @@
-//! Elementwise ops that write their result into an input buffer that dies
-//! at that op (the plan marks such steps; the executor hands the input over).
+//! Elementwise ops (plain or fused) that write their result into an input
+//! buffer that dies at that op (the plan marks such steps; the executor
+//! hands the input over).
 //! The same scalar functions as the ordinary kernels: the same bits.
 
 use super::elementwise::{f32_unary, float_binary_fn};
@@ -51,6 +52,7 @@ pub(crate) fn try_in_place(op: &Op, inputs: &[&Value], pos: usize, out: &Meta) -
                 true
             }, false)
         }
+        Op::FusedElementwise { program } => super::fused::fused_elementwise_in_place(program, inputs, pos).is_some(),
         _ => false,
     };
     done.then(|| Value { dtype: DType::F32, layout: Layout::contiguous(out.shape.clone()), storage: x.storage.clone() })
