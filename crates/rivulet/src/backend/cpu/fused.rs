@@ -1047,9 +1047,14 @@ fn eval_range(
         // this task alone writes; no view of these elements is alive (an
         // input view of a chunk ends with the chunk's evaluation).
         let chunk = |at: usize, len: usize| unsafe { std::slice::from_raw_parts_mut(out.ptr.add(done + at), len) };
-        // Streamed output lines are never read: prefetch only the inputs.
-        let out_next = if write == Write::Direct { next } else { 0 };
-        scratch.ahead.aim(sources, start + done + len, next, &*chunk(len, out_next));
+        // Prefetch the next chunk's inputs and output, except when streaming:
+        // then the output lines are never read, and the inputs (long runs on
+        // huge pages) are fetched in time by the hardware prefetcher; asking
+        // for them too only stalled on outstanding misses (B2: 15.3 -> 14.7 ms
+        // on one thread).
+        let ahead = if write == Write::Stream { 0 } else { next };
+        let out_next = if write == Write::Direct { ahead } else { 0 };
+        scratch.ahead.aim(sources, start + done + len, ahead, &*chunk(len, out_next));
         if staged {
             eval_chunk(lowered, sources, start + done, len, scratch, OutChunk::F32(&mut stage[..len]))?;
             if write == Write::Stream {
