@@ -259,6 +259,11 @@ impl Session {
     /// step (like TensorFlow's `RunMetadata` step stats): where a run's time
     /// goes. Steps run sequentially here, so the total is the plan's work,
     /// not the wall time of a parallel run.
+    ///
+    /// Each run is a real run, with its effects: variables are updated and
+    /// random ops draw, `runs` times (profiling a training step trains).
+    /// The first run of a request also compiles its plan and warms caches;
+    /// run it once before profiling to leave that out.
     pub fn profile(
         &self,
         fetches: &[&Tensor],

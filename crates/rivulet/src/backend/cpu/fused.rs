@@ -479,24 +479,26 @@ fn lower(program: &FusedProgram, regs: &[Meta], sources: &[AnySource<'_>]) -> Re
     let direct_out = readers[program.output] == 0;
     readers[program.output] += 1;
     let absorbed = absorptions(program, regs, &consts, &readers);
-    // The instruction after which each register is dead; a no-op cast is its
-    // operand under another name, so the operand lives as long as it does.
+    // A no-op cast is its operand under another name: both are one value,
+    // with one buffer, which lives until the last read of either.
+    let mut root: Vec<usize> = (0..n).collect();
+    for i in 0..n {
+        if let Instr::Cast(to, a) = program.instrs[i] {
+            if regs[a].dtype == to {
+                root[i] = root[a];
+            }
+        }
+    }
+    // The instruction after which each value (by root) is dead.
     let mut last_read = vec![0usize; n];
     for i in 0..n {
         if !absorbed[i] {
             for r in reads_through(program, i, &absorbed) {
-                last_read[r] = last_read[r].max(i);
+                last_read[root[r]] = last_read[root[r]].max(i);
             }
         }
     }
-    last_read[program.output] = usize::MAX;
-    for i in (0..n).rev() {
-        if let Instr::Cast(to, a) = program.instrs[i] {
-            if regs[a].dtype == to {
-                last_read[a] = last_read[a].max(last_read[i]);
-            }
-        }
-    }
+    last_read[root[program.output]] = usize::MAX;
     let (mut fpool, mut bpool) = (Pool::default(), Pool::default());
     let mut vals: Vec<Reg> = Vec::with_capacity(n);
     let mut steps = Vec::new();
@@ -605,13 +607,15 @@ fn lower(program: &FusedProgram, regs: &[Meta], sources: &[AnySource<'_>]) -> Re
         steps.extend(step);
         // Buffers of registers that die here go back to the pool, after this
         // step took its own: a step never writes a buffer it reads.
-        for r in reads_through(program, i, &absorbed) {
-            if last_read[r] == i {
-                match vals[r] {
-                    Reg::F32(F32In::Buf(k)) => fpool.free.push(k),
-                    Reg::Bool(BoolIn::Buf(k)) => bpool.free.push(k),
-                    _ => {}
-                }
+        let mut dying: smallvec::SmallVec<[usize; 4]> =
+            reads_through(program, i, &absorbed).into_iter().map(|r| root[r]).filter(|&q| last_read[q] == i).collect();
+        dying.sort_unstable();
+        dying.dedup();
+        for q in dying {
+            match vals[q] {
+                Reg::F32(F32In::Buf(k)) => fpool.free.push(k),
+                Reg::Bool(BoolIn::Buf(k)) => bpool.free.push(k),
+                _ => {}
             }
         }
         vals.push(v);
@@ -1359,6 +1363,49 @@ mod tests {
         assert_eq!(kinds, ["affine", "a * sigmoid(b)", "c - a * b"]);
         assert_eq!(lowered.f32_bufs, 2);
         assert!(matches!(lowered.result, Reg::Output));
+        Ok(())
+    }
+
+    /// A no-op cast names its operand's buffer: the buffer must live until
+    /// the last read of either name, and go back to the pool once.
+    #[test]
+    fn a_no_op_cast_shares_its_operands_buffer_safely() -> Result<()> {
+        // r1 = exp(x); r2 = cast(r1); r3 = r1 + r2; r4 = sin(r3); r5 = cos(r3); out = r4 - r5
+        let program = FusedProgram {
+            instrs: vec![
+                Instr::Input(0),
+                Instr::Unary(UnaryOp::Exp, 0),
+                Instr::Cast(DType::F32, 1),
+                Instr::Binary(BinaryOp::Add, 1, 2),
+                Instr::Unary(UnaryOp::Sin, 3),
+                Instr::Unary(UnaryOp::Cos, 3),
+                Instr::Binary(BinaryOp::Sub, 4, 5),
+            ],
+            output: 6,
+            reduce: None,
+        };
+        let data: Vec<f32> = (0..3000).map(|i| (i as f32) * 0.001 - 1.5).collect();
+        let x = Tensor::from_slice(&data, [data.len()])?;
+        let xv = x.value()?;
+        let meta = Meta::new(DType::F32, xv.shape().clone());
+        let out = fused_elementwise(&program, &[xv], &meta)?;
+        let got = out.contiguous_slice::<f32>().unwrap_or(&[]).to_vec();
+        assert_eq!(got.len(), data.len());
+        for (v, g) in data.iter().zip(&got) {
+            let t = 2.0 * (*v as f64).exp();
+            let want = t.sin() - t.cos();
+            assert!((*g as f64 - want).abs() < 1e-5, "at {v}: {g} vs {want}");
+        }
+        // The same with the cast read last: its operand must stay alive.
+        let mut late = program.clone();
+        late.instrs[4] = Instr::Unary(UnaryOp::Sin, 1);
+        late.instrs[5] = Instr::Unary(UnaryOp::Cos, 2);
+        let out = fused_elementwise(&late, &[xv], &meta)?;
+        let got = out.contiguous_slice::<f32>().unwrap_or(&[]).to_vec();
+        for (v, g) in data.iter().zip(&got) {
+            let e = (*v as f64).exp();
+            assert!((*g as f64 - (e.sin() - e.cos())).abs() < 1e-5, "at {v}: {g}");
+        }
         Ok(())
     }
 
