@@ -209,10 +209,15 @@ impl Session {
         feeds: &[(&Tensor, &Tensor)],
         targets: &[&Operation],
     ) -> Result<Vec<Tensor>> {
+        let plan = self.plan_for(fetches, feeds, targets)?;
+        self.execute_plan(&plan, feeds)
+    }
+
+    /// The (cached) plan of a request.
+    fn plan_for(&self, fetches: &[&Tensor], feeds: &[(&Tensor, &Tensor)], targets: &[&Operation]) -> Result<Arc<Plan>> {
         let feed_keys: SmallVec<[&Tensor; 4]> = feeds.iter().map(|(t, _)| *t).collect();
         let (key, fetch_edges, feed_edges, target_ids) = self.request(fetches, &feed_keys, targets)?;
-        let plan = self.plan(&key, &fetch_edges, &feed_edges, &target_ids)?;
-        self.execute_plan(&plan, feeds)
+        self.plan(&key, &fetch_edges, &feed_edges, &target_ids)
     }
 
     /// Edges and the cache key of a request.
@@ -274,9 +279,7 @@ impl Session {
         if runs == 0 {
             return Err(Error::invalid("Session::profile needs at least one run"));
         }
-        let feed_keys: SmallVec<[&Tensor; 4]> = feeds.iter().map(|(t, _)| *t).collect();
-        let (key, fetch_edges, feed_edges, target_ids) = self.request(fetches, &feed_keys, targets)?;
-        let plan = self.plan(&key, &fetch_edges, &feed_edges, &target_ids)?;
+        let plan = self.plan_for(fetches, feeds, targets)?;
         let values = self.feed_values(&plan, feeds)?;
         let mut times = vec![std::time::Duration::ZERO; plan.steps.len()];
         for _ in 0..runs {

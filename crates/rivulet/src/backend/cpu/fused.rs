@@ -1089,23 +1089,12 @@ pub(crate) fn fused_elementwise_in_place(program: &FusedProgram, inputs: &[&Valu
     if program.reduce.is_some() {
         return None;
     }
-    let metas: Vec<Meta> = inputs.iter().map(|v| Meta::new(v.dtype, v.shape().clone())).collect();
-    let shape = program.shape(&metas).ok()?;
-    let regs = program.registers(&metas).ok()?;
+    let (shape, regs, mut sources) = prepare(program, inputs).ok()?;
     let n = shape.numel_known();
     let x = inputs.get(pos)?;
     if regs.get(program.output)?.dtype != DType::F32 || x.shape() != &shape || x.numel() != n {
         return None;
     }
-    let mut sources: Vec<AnySource<'_>> = inputs
-        .iter()
-        .map(|v| match v.dtype {
-            DType::F32 => source::<f32>(v, &shape).map(AnySource::F32),
-            DType::Bool => source::<bool>(v, &shape).map(AnySource::Bool),
-            d => bail!(dtype, "fused programs read f32 or bool inputs, got {d}"),
-        })
-        .collect::<Result<_>>()
-        .ok()?;
     // The donated input is read and written through the same pointer.
     let ptr = x.storage.host().raw_ptr() as *mut f32;
     sources[pos] = AnySource::F32(Source::Slice(Run { ptr, len: n, _input: std::marker::PhantomData }));
@@ -1176,12 +1165,14 @@ fn stream_fence() {
     };
 }
 
-pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: &Meta) -> Result<Value> {
+/// The elementwise shape, the registers and the input sources of a call.
+type Prepared<'a> = (Shape, Vec<Meta>, Vec<AnySource<'a>>);
+
+fn prepare<'a>(program: &FusedProgram, inputs: &[&'a Value]) -> Result<Prepared<'a>> {
     let metas: Vec<Meta> = inputs.iter().map(|v| Meta::new(v.dtype, v.shape().clone())).collect();
     let shape = program.shape(&metas)?;
     let regs = program.registers(&metas)?;
-    let n = shape.numel_known();
-    let sources: Vec<AnySource<'_>> = inputs
+    let sources = inputs
         .iter()
         .map(|v| match v.dtype {
             DType::F32 => source::<f32>(v, &shape).map(AnySource::F32),
@@ -1189,6 +1180,12 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: 
             d => bail!(dtype, "fused programs read f32 or bool inputs, got {d}"),
         })
         .collect::<Result<_>>()?;
+    Ok((shape, regs, sources))
+}
+
+pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: &Meta) -> Result<Value> {
+    let (shape, regs, sources) = prepare(program, inputs)?;
+    let n = shape.numel_known();
     let lowered = lower(program, &regs, &sources)?;
     let lowered = &lowered;
     let Some(reduce) = &program.reduce else {

@@ -26,11 +26,13 @@ pub(crate) fn try_in_place(op: &Op, inputs: &[&Value], pos: usize, out: &Meta) -
     }
     // SAFETY: the buffer holds n f32 values; the strong count of 1 (checked
     // above, and the executor holds that one reference) means no other view
-    // can read or write it while we do; chunks below are disjoint.
-    let data = unsafe { std::slice::from_raw_parts_mut(x.storage.host().raw_ptr() as *mut f32, n) };
+    // can read or write it while we do; chunks below are disjoint. Made only
+    // by the arms that use it (the fused one reads and writes through its own
+    // pointer).
+    let data = || unsafe { std::slice::from_raw_parts_mut(x.storage.host().raw_ptr() as *mut f32, n) };
     let done = match op {
         Op::Unary { f } => f32_unary!(*f, g => {
-            data.par_chunks_mut(CHUNK).for_each(|c| vectorize(Update { x: c, f: g }));
+            data().par_chunks_mut(CHUNK).for_each(|c| vectorize(Update { x: c, f: g }));
             true
         }, false),
         Op::Binary { f } => {
@@ -41,7 +43,7 @@ pub(crate) fn try_in_place(op: &Op, inputs: &[&Value], pos: usize, out: &Meta) -
                 _ => return None,
             };
             float_binary_fn!(f32, *f, g => {
-                data.par_chunks_mut(CHUNK).enumerate().for_each(|(k, c)| {
+                data().par_chunks_mut(CHUNK).enumerate().for_each(|(k, c)| {
                     let ys = if stride == 1 { &y[k * CHUNK..k * CHUNK + c.len()] } else { y };
                     if pos == 0 {
                         vectorize(ZipInPlace { x: c, y: ys, stride, f: g });
