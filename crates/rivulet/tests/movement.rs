@@ -115,7 +115,9 @@ fn reshape_empty() {
 /// tiles, against index arithmetic.
 #[test]
 fn reshape_of_large_transposed_batches_every_element_size() {
-    for &(batch, rows, cols) in &[(1usize, 16usize, 16usize), (1, 37, 53), (3, 130, 70), (2, 64, 17)] {
+    for &(batch, rows, cols) in
+        &[(1usize, 16usize, 16usize), (1, 37, 53), (3, 130, 70), (2, 64, 17), (1, 512, 256), (2, 48, 80)]
+    {
         let n = batch * rows * cols;
         let want = |b: usize, i: usize, j: usize| (b * rows * cols + j * cols + i) as i64;
         let mut expected = Vec::with_capacity(n);

@@ -85,8 +85,23 @@ fn copy_transposed<T: Element>(v: &Value) -> Option<Result<Value>> {
 /// column-major `rows x cols` matrix `m`.
 fn transpose_band<T: Element>(m: &[T], band: &mut [T], i0: usize, rows: usize, cols: usize) {
     let band_rows = band.len() / cols;
+    #[cfg(target_arch = "x86_64")]
+    let registers = std::mem::size_of::<T>() == 4 && super::simd::simd_level() == "avx512";
     for ib in (0..band_rows).step_by(BLOCK) {
         for jb in (0..cols).step_by(BLOCK) {
+            #[cfg(target_arch = "x86_64")]
+            if registers && ib + BLOCK <= band_rows && jb + BLOCK <= cols {
+                let (src, dst) = (&m[jb * rows + i0 + ib..], &mut band[ib * cols + jb..]);
+                // The last column read ends at (jb + 15) * rows + i0 + ib + 16,
+                // the last row written at (ib + 15) * cols + jb + 16: in bounds.
+                assert!(src.len() >= (BLOCK - 1) * rows + BLOCK && dst.len() >= (BLOCK - 1) * cols + BLOCK);
+                // SAFETY: AVX-512F is present (simd_level), the element type is
+                // 4 bytes of plain data, and the bounds are checked just above.
+                unsafe {
+                    x86::transpose_16x16(src.as_ptr().cast(), rows, dst.as_mut_ptr().cast(), cols);
+                }
+                continue;
+            }
             if ib + BLOCK <= band_rows && jb + BLOCK <= cols {
                 let mut block = [[T::default(); BLOCK]; BLOCK];
                 for (jj, col) in block.iter_mut().enumerate() {
@@ -105,6 +120,58 @@ fn transpose_band<T: Element>(m: &[T], band: &mut [T], i0: usize, rows: usize, c
                         band[ii * cols + jj] = m[jj * rows + i0 + ii];
                     }
                 }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// Transpose a 16 x 16 block of 4-byte elements in registers: column `j`
+    /// of the source (16 contiguous elements at `src + j * src_stride`)
+    /// becomes row `j` of the destination (at `dst + j * dst_stride`).
+    /// Shuffles move bits unchanged, so any 4-byte type goes through as f32.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; the 16 source columns and 16 destination
+    /// rows of 16 elements must be in bounds.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transpose_16x16(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+        // SAFETY (loads and stores): in bounds by the caller's contract.
+        let r: [__m512; 16] = std::array::from_fn(|j| unsafe { _mm512_loadu_ps(src.add(j * src_stride)) });
+        // Interleave pairs, then quads: u[4g + q] holds, in 128-bit lane L,
+        // element 4L + q of inputs 4g..4g + 4.
+        let mut u = [_mm512_setzero_ps(); 16];
+        for g in 0..4 {
+            let (a, b, c, d) = (r[4 * g], r[4 * g + 1], r[4 * g + 2], r[4 * g + 3]);
+            let (t0, t1) = (_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+            let (t2, t3) = (_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+            u[4 * g] = _mm512_shuffle_ps::<0x44>(t0, t2);
+            u[4 * g + 1] = _mm512_shuffle_ps::<0xEE>(t0, t2);
+            u[4 * g + 2] = _mm512_shuffle_ps::<0x44>(t1, t3);
+            u[4 * g + 3] = _mm512_shuffle_ps::<0xEE>(t1, t3);
+        }
+        // Gather the lanes: v[q] holds lanes 0 and 2 of u[q], u[4 + q];
+        // v[4 + q] lanes 1 and 3 (and v[8..] the same for u[8..]).
+        let mut v = [_mm512_setzero_ps(); 16];
+        for h in 0..2 {
+            for q in 0..4 {
+                let (a, b) = (u[8 * h + q], u[8 * h + 4 + q]);
+                v[8 * h + q] = _mm512_shuffle_f32x4::<0x88>(a, b);
+                v[8 * h + 4 + q] = _mm512_shuffle_f32x4::<0xDD>(a, b);
+            }
+        }
+        for q in 0..4 {
+            let rows = [
+                (q, _mm512_shuffle_f32x4::<0x88>(v[q], v[8 + q])),
+                (8 + q, _mm512_shuffle_f32x4::<0xDD>(v[q], v[8 + q])),
+                (4 + q, _mm512_shuffle_f32x4::<0x88>(v[4 + q], v[12 + q])),
+                (12 + q, _mm512_shuffle_f32x4::<0xDD>(v[4 + q], v[12 + q])),
+            ];
+            for (row, x) in rows {
+                unsafe { _mm512_storeu_ps(dst.add(row * dst_stride), x) };
             }
         }
     }
