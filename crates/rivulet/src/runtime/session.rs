@@ -478,8 +478,8 @@ struct Run<'p> {
 }
 
 impl<'p> Run<'p> {
-    /// Run step `i`, then (on this thread) one step it made ready, and so on;
-    /// other ready steps go to the pool.
+    /// Run step `i`, then (on this thread) the step it made ready with the
+    /// most work behind it, and so on; other ready steps go to the pool.
     fn exec<'s>(&'s self, scope: &rayon::Scope<'s>, mut i: usize) {
         loop {
             if self.failed.load(Ordering::Relaxed) {
@@ -559,4 +559,38 @@ fn execute_parallel(plan: &Plan, feeds: &[&Value], store: &Store) -> Result<Vec<
         return Err(e);
     }
     collect(plan, |s| run.slots[s as usize].lock().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ops, DType};
+
+    /// A step with a cheap and an expensive dependent goes on with the
+    /// expensive one (the critical path) and hands the cheap one to the pool,
+    /// whatever the order of the fetches.
+    #[test]
+    fn a_finished_step_goes_on_along_the_critical_path() -> Result<()> {
+        let g = Graph::new();
+        let x = g.placeholder("x", DType::F32, [64, 256])?;
+        let a = ops::mul(&x, &x)?;
+        let cheap = ops::neg(&a)?;
+        let w = g.constant(Tensor::ones([256, 256], DType::F32)?)?;
+        let heavy = ops::relu(&ops::matmul(&a, &w)?)?;
+        let session = Session::with_options(&g, SessionOptions::unoptimized());
+        let feed = Tensor::ones([64, 256], DType::F32)?;
+        for cheap_first in [true, false] {
+            let fetches = if cheap_first { [&cheap, &heavy] } else { [&heavy, &cheap] };
+            let plan = session.plan_for(&fetches, &[(&x, &feed)], &[])?;
+            let op = |k: u32| plan.steps[k as usize].context.op.clone();
+            let mul = plan.steps.iter().find(|s| s.context.op == "Mul").expect("the Mul step");
+            let order: Vec<String> = mul.dependents.iter().map(|&k| op(k)).collect();
+            assert_eq!(order, ["MatMul", "Neg"]);
+            let out = session.run(&fetches, &[(&x, &feed)])?;
+            let (c, h) = if cheap_first { (&out[0], &out[1]) } else { (&out[1], &out[0]) };
+            assert!(c.to_vec::<f32>()?.iter().all(|&v| v == -1.0));
+            assert!(h.to_vec::<f32>()?.iter().all(|&v| v == 256.0));
+        }
+        Ok(())
+    }
 }
