@@ -91,16 +91,19 @@ fn transpose_band<T: Element>(m: &[T], band: &mut [T], i0: usize, rows: usize, c
         for jb in (0..cols).step_by(BLOCK) {
             #[cfg(target_arch = "x86_64")]
             if registers && ib + BLOCK <= band_rows && jb + BLOCK <= cols {
-                let (src, dst) = (&m[jb * rows + i0 + ib..], &mut band[ib * cols + jb..]);
-                // The last column read ends at (jb + 15) * rows + i0 + ib + 16,
-                // the last row written at (ib + 15) * cols + jb + 16: in bounds.
-                assert!(src.len() >= (BLOCK - 1) * rows + BLOCK && dst.len() >= (BLOCK - 1) * cols + BLOCK);
-                // SAFETY: AVX-512F is present (simd_level), the element type is
-                // 4 bytes of plain data, and the bounds are checked just above.
-                unsafe {
-                    x86::transpose_16x16(src.as_ptr().cast(), rows, dst.as_mut_ptr().cast(), cols);
+                // The block reads up to (jb + 15) * rows + i0 + ib + 16 and
+                // writes up to (ib + 15) * cols + jb + 16.
+                let src = m.get(jb * rows + i0 + ib..).filter(|s| s.len() >= (BLOCK - 1) * rows + BLOCK);
+                let dst = band.get_mut(ib * cols + jb..).filter(|d| d.len() >= (BLOCK - 1) * cols + BLOCK);
+                if let (Some(src), Some(dst)) = (src, dst) {
+                    // SAFETY: AVX-512F is present (simd_level), the element
+                    // type is 4 bytes of plain data, and the bounds are
+                    // checked just above.
+                    unsafe {
+                        x86::transpose_16x16(src.as_ptr().cast(), rows, dst.as_mut_ptr().cast(), cols);
+                    }
+                    continue;
                 }
-                continue;
             }
             if ib + BLOCK <= band_rows && jb + BLOCK <= cols {
                 let mut block = [[T::default(); BLOCK]; BLOCK];
