@@ -1086,3 +1086,87 @@ fn profile_times_every_step_and_runs_the_update() -> Result<()> {
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     Ok(())
 }
+
+// ---------------------------------------------------------------------------
+// No lock is held across parallel work
+// ---------------------------------------------------------------------------
+
+/// Run `body` on a thread outside the pool and fail (instead of hanging)
+/// if it does not finish within a generous limit: a deadlock check, not a
+/// speed check.
+fn finishes(what: &str, body: impl FnOnce() -> Result<()> + Send + 'static) {
+    let (done, wait) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(body()).ok());
+    match wait.recv_timeout(std::time::Duration::from_secs(300)) {
+        Ok(result) => result.unwrap_or_else(|e| panic!("{what}: {e}")),
+        Err(_) => panic!("{what}: no progress in 300 s (deadlock)"),
+    }
+}
+
+/// A large AssignAdd runs a parallel add; while its thread waits for the
+/// other half it may pick up another step that reads a variable. That step
+/// must not wait for a lock the add holds.
+#[test]
+fn a_large_assign_add_runs_beside_variable_reads() {
+    finishes("graph AssignAdd beside reads", || {
+        let n = 1 << 22;
+        let g = Graph::new();
+        let big = rivulet::Variable::in_graph(&g, "big", &Tensor::zeros([n], DType::F32)?, false)?;
+        let update = big.assign_add(&g.constant(Tensor::ones([n], DType::F32)?)?)?;
+        let mut fetches = Vec::new();
+        for i in 0..16 {
+            let v =
+                rivulet::Variable::in_graph(&g, &format!("small{i}"), &Tensor::ones([1 << 16], DType::F32)?, false)?;
+            fetches.push(ops::exp(&v.read())?);
+        }
+        fetches.push(update);
+        let s = Session::new(&g);
+        s.run_targets(&[&g.global_variables_initializer()?])?;
+        let refs: Vec<&Tensor> = fetches.iter().collect();
+        let runs = 50;
+        for _ in 0..runs {
+            let out = s.run(&refs, &[])?;
+            assert!(vals(&out[0]).iter().all(|&v| v == std::f32::consts::E));
+        }
+        assert!(vals(&s.variable_value(&big)?).iter().all(|&v| v == runs as f32));
+        Ok(())
+    });
+}
+
+/// Eager assign_add from a parallel loop: every update lands (the sum is
+/// computed outside the variable's lock and published only if the value
+/// did not change meanwhile).
+#[test]
+fn eager_assign_add_from_a_parallel_loop_loses_no_update() {
+    use rayon::prelude::*;
+    finishes("eager assign_add in par_iter", || {
+        let n = 1 << 20;
+        let v = rivulet::Variable::new("v", &Tensor::zeros([n], DType::F32)?, false)?;
+        let ones = Tensor::ones([n], DType::F32)?;
+        (0..16).into_par_iter().try_for_each(|_| v.assign_add(&ones).map(drop))?;
+        assert!(vals(&v.read()).iter().all(|&x| x == 16.0));
+        Ok(())
+    });
+}
+
+/// A traced function called from a parallel loop (one call's run may pick
+/// up another call on the same thread): one trace, every result right.
+#[test]
+fn a_traced_function_called_from_a_parallel_loop() {
+    use rayon::prelude::*;
+    finishes("function calls in par_iter", || {
+        let f = rivulet::function(|args: &[Tensor]| {
+            let x = &args[0];
+            Ok(vec![(&ops::exp(x)? * 2.0f32)?, (&ops::sqrt(x)? + 1.0f32)?])
+        });
+        let x = Tensor::ones([1 << 20], DType::F32)?;
+        (0..16).into_par_iter().try_for_each(|_| -> Result<()> {
+            let out = f.call(&[&x])?;
+            assert!(vals(&out[0]).iter().all(|&v| v == 2.0 * std::f32::consts::E));
+            assert!(vals(&out[1]).iter().all(|&v| v == 2.0));
+            Ok(())
+        })?;
+        assert_eq!(f.num_traces(), 1);
+        Ok(())
+    });
+}

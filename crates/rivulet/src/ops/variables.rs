@@ -319,23 +319,32 @@ impl Variable {
                     .map_err(|e| e.with_context(|| self.context(f, location)))?;
                 // Detach from any tape: the variable's new value is a fresh source.
                 let v = value.value()?;
-                let mut guard = cell.write();
-                let new = match f {
-                    AssignOp::Assign => Tensor::from_value(v.clone()),
-                    AssignOp::AssignAdd => crate::autodiff::tape::untracked(|| super::add(&*guard, value))?,
-                    AssignOp::AssignSub => crate::autodiff::tape::untracked(|| super::sub(&*guard, value))?,
-                };
-                if new.shape() != &self.inner.shape {
-                    bail!(
-                        shape,
-                        "assigning shape {} to variable '{}' of shape {}",
-                        new.shape(),
-                        self.inner.name,
-                        self.inner.shape
-                    );
+                // The sum is computed without the lock (a parallel add holding
+                // it could pick up, on the same thread, work that waits for it)
+                // and published only if the value has not changed meanwhile.
+                loop {
+                    let current = cell.read().clone();
+                    let new = match f {
+                        AssignOp::Assign => Tensor::from_value(v.clone()),
+                        AssignOp::AssignAdd => crate::autodiff::tape::untracked(|| super::add(&current, value))?,
+                        AssignOp::AssignSub => crate::autodiff::tape::untracked(|| super::sub(&current, value))?,
+                    };
+                    if new.shape() != &self.inner.shape {
+                        bail!(
+                            shape,
+                            "assigning shape {} to variable '{}' of shape {}",
+                            new.shape(),
+                            self.inner.name,
+                            self.inner.shape
+                        );
+                    }
+                    let mut guard = cell.write();
+                    if f != AssignOp::Assign && !guard.is_same_value(&current) {
+                        continue;
+                    }
+                    *guard = new.clone();
+                    return Ok(new);
                 }
-                *guard = new.clone();
-                Ok(new)
             }
         }
     }

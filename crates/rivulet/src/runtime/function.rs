@@ -108,7 +108,7 @@ pub struct FunctionOptions {
 pub struct Function<F> {
     f: F,
     options: FunctionOptions,
-    traces: Mutex<Vec<Trace>>,
+    traces: Mutex<Vec<std::sync::Arc<Trace>>>,
     reasons: Mutex<Vec<String>>,
 }
 
@@ -145,23 +145,29 @@ where
     }
 
     /// Call it: trace if no trace fits the arguments, then run the graph.
+    /// Calls from several threads run concurrently (as `tf.function`'s do):
+    /// calls that update the same variables are not serialized.
     pub fn call(&self, args: &[&Tensor]) -> Result<Vec<Tensor>> {
         if args.iter().any(|a| a.is_symbolic()) {
             return Err(Error::graph("a traced function takes values; call it eagerly"));
         }
-        let mut traces = self.traces.lock();
-        let index = match traces.iter().position(|t| compatible(&t.signature, args)) {
-            Some(i) => i,
-            None => {
-                let (signature, reason) = self.signature_for(&traces, args)?;
-                log::info!("rivulet::function: tracing ({reason})");
-                let trace = self.trace(signature)?;
-                self.reasons.lock().push(reason);
-                traces.push(trace);
-                traces.len() - 1
+        // The lock covers finding or making the trace, not the run: a run
+        // waiting for its steps may pick up, on the same thread, another
+        // call of this function (from a parallel loop) that needs the lock.
+        let t = {
+            let mut traces = self.traces.lock();
+            match traces.iter().find(|t| compatible(&t.signature, args)) {
+                Some(t) => t.clone(),
+                None => {
+                    let (signature, reason) = self.signature_for(&traces, args)?;
+                    log::info!("rivulet::function: tracing ({reason})");
+                    let trace = std::sync::Arc::new(self.trace(signature)?);
+                    self.reasons.lock().push(reason);
+                    traces.push(trace.clone());
+                    trace
+                }
             }
         };
-        let t = &traces[index];
         for (eager, mirror, _) in &t.captures {
             t.session.set_variable_value(mirror, &eager.current())?;
         }
@@ -178,7 +184,7 @@ where
     }
 
     /// The signature to trace for `args`, and why a new trace is needed.
-    fn signature_for(&self, traces: &[Trace], args: &[&Tensor]) -> Result<(Signature, String)> {
+    fn signature_for(&self, traces: &[std::sync::Arc<Trace>], args: &[&Tensor]) -> Result<(Signature, String)> {
         let exact: Signature = args.iter().map(|a| (a.dtype(), a.shape().clone())).collect();
         if let Some(sig) = &self.options.input_signature {
             if !compatible(sig, args) {

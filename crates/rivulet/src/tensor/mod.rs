@@ -105,9 +105,21 @@ impl Value {
     pub fn into_tensor(self) -> Tensor {
         Tensor { repr: Repr::Value(Arc::new(self)) }
     }
+    /// Whether `other` is this very value: same storage, layout and dtype.
+    pub fn is_same(&self, other: &Value) -> bool {
+        Arc::ptr_eq(&self.storage, &other.storage) && self.layout == other.layout && self.dtype == other.dtype
+    }
 }
 
 impl Tensor {
+    /// Whether both are the very same computed value (not merely equal).
+    pub(crate) fn is_same_value(&self, other: &Tensor) -> bool {
+        match (&self.repr, &other.repr) {
+            (Repr::Value(a), Repr::Value(b)) => Arc::ptr_eq(a, b) || a.is_same(b),
+            _ => false,
+        }
+    }
+
     /// A tensor of `shape` holding `data` in row-major order.
     pub fn from_vec<T: Element>(data: Vec<T>, shape: impl Into<Shape>) -> Result<Tensor> {
         Tensor::from_slice(&data, shape)
