@@ -185,14 +185,17 @@ fn matmul_transpose_flags() {
             }
         }
     }
-    // Large enough that a column-major right-hand side is first copied
-    // row-major: batched, broadcast over the batch, and in f64.
+    // Large and deep enough (over 1 M multiply-adds, depth 160) that a
+    // column-major right-hand side is first copied row-major: batched,
+    // broadcast over the batch, and in f64.
     for dtype in [DType::F32, DType::F64] {
-        let a = rand_tensor(&[2, 70, 90], dtype, 37);
-        check_matmul(&a, &rand_tensor(&[85, 90], dtype, 38), false, true);
-        check_matmul(&a, &rand_tensor(&[2, 85, 90], dtype, 39), false, true);
-        check_matmul(&a, &ops::transpose(&rand_tensor(&[85, 90], dtype, 40), &[]).unwrap(), false, false);
+        let a = rand_tensor(&[2, 128, 160], dtype, 37);
+        check_matmul(&a, &rand_tensor(&[150, 160], dtype, 38), false, true);
+        check_matmul(&a, &rand_tensor(&[2, 150, 160], dtype, 39), false, true);
+        check_matmul(&a, &ops::transpose(&rand_tensor(&[150, 160], dtype, 40), &[]).unwrap(), false, false);
     }
+    // Large but shallow (depth 10): gemm reads the column-major side directly.
+    check_matmul(&rand_tensor(&[512, 10], DType::F32, 53), &rand_tensor(&[400, 10], DType::F32, 54), false, true);
     // Batched with flags.
     let a = rand_tensor(&[2, 4, 3], DType::F32, 33);
     let b = rand_tensor(&[2, 5, 4], DType::F32, 34);
@@ -223,8 +226,8 @@ fn matmul_batch_broadcasting() {
     // [4,5] @ [3,5,2] -> [3,4,2]; [1,3,4] @ [2,1,4,2] -> [2,1,3,2]
     check_matmul(&rand_tensor(&[4, 5], DType::F32, 45), &rand_tensor(&[3, 5, 2], DType::F32, 46), false, false);
     check_matmul(&rand_tensor(&[1, 3, 4], DType::F32, 47), &rand_tensor(&[2, 1, 4, 2], DType::F32, 48), false, false);
-    // Large enough per batch for the parallel path.
-    check_matmul(&rand_tensor(&[3, 70, 80], DType::F32, 49), &rand_tensor(&[80, 90], DType::F32, 50), false, false);
+    // Large enough per batch (1.2 M multiply-adds) for the threaded path.
+    check_matmul(&rand_tensor(&[3, 100, 120], DType::F32, 49), &rand_tensor(&[120, 100], DType::F32, 50), false, false);
     // Batch mismatch.
     assert_eq!(
         kind(ops::matmul(&rand_tensor(&[2, 3, 4], DType::F32, 1), &rand_tensor(&[3, 4, 5], DType::F32, 2))),

@@ -333,10 +333,14 @@ fn lower(
 
 /// A rough time of one node on one thread, for critical-path ordering:
 /// products at ~50 G multiply-adds per second, everything else at a few
-/// elements per nanosecond, and a microsecond of dispatch each.
+/// elements (read or written, whichever is more) per nanosecond, and a
+/// microsecond of dispatch each.
 fn estimated_nanos(ir: &IrGraph, i: usize) -> f64 {
     let node = &ir.nodes[i];
-    let elements: usize = node.outputs.iter().map(|m| m.shape.numel().unwrap_or(PARALLEL_WORK)).sum();
+    let count = |m: &Meta| m.shape.numel().unwrap_or(PARALLEL_WORK);
+    let written: usize = node.outputs.iter().map(count).sum();
+    let read = node.inputs.iter().map(|e| count(&ir.nodes[e.node].outputs[e.index])).max().unwrap_or(0);
+    let elements = written.max(read);
     let depth = match node.op {
         Op::MatMul { transpose_a, .. } | Op::FusedMatMul { transpose_a, .. } => node.inputs.first().and_then(|e| {
             let shape = &ir.nodes[e.node].outputs[e.index].shape;
@@ -347,7 +351,7 @@ fn estimated_nanos(ir: &IrGraph, i: usize) -> f64 {
     };
     1_000.0
         + match depth {
-            Some(k) => elements as f64 * k as f64 / 50.0,
+            Some(k) => written as f64 * k as f64 / 50.0,
             None => elements as f64 / 4.0,
         }
 }

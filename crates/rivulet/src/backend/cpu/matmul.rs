@@ -18,8 +18,8 @@ use rayon::prelude::*;
 const PARALLEL_FLOPS: usize = 1 << 20;
 
 /// Depth below which gemm reads a column-major right-hand side directly:
-/// packing a short depth costs little, and a row-major copy would cost
-/// more than it saves (128x512x10: 17 us direct).
+/// packing a short depth costs little, and a row-major copy of a wide,
+/// shallow operand (say 10 x 512) costs about as much as the product.
 const COPY_RHS_MIN_DEPTH: usize = 32;
 
 /// One operand seen as a batch of matrices: batch layout plus matrix strides.

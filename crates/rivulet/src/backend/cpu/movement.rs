@@ -1,7 +1,7 @@
 //! Movement kernels. Views (reshape of contiguous data, transpose,
 //! expand_dims, squeeze, broadcast_to, slice, strided_slice, split, unstack,
 //! reverse) only build a new layout; the rest copy with element-size-generic
-//! loops.
+//! loops (and AVX-512 register transposes for 4-byte elements).
 
 use super::elementwise::map_unary;
 use super::parallel::GRAIN;
@@ -39,8 +39,8 @@ pub(crate) fn copy(v: &Value) -> Result<Value> {
 
 /// Destination rows per task of [`copy_transposed`].
 const TILE: usize = 64;
-/// Edge of the square blocks [`transpose_band`] moves through a local array
-/// (a whole 64-byte line of f32).
+/// Edge of the square blocks [`transpose_band`] moves at once (a whole
+/// 64-byte line of f32), through AVX-512 registers or a local array.
 const BLOCK: usize = 16;
 
 /// A contiguous copy of a batch of column-major matrices (the view of a
@@ -72,7 +72,7 @@ fn copy_transposed<T: Element>(v: &Value) -> Option<Result<Value>> {
         Err(e) => return Some(Err(e)),
     };
     // Tasks of TILE destination rows of one matrix; within a task, 16 x 16
-    // blocks (whole cache lines of f32) go through a local array.
+    // blocks (whole cache lines of f32) at a time.
     buf.as_mut_slice::<T>().par_chunks_mut(size).zip(src.par_chunks(size)).for_each(|(dst, m)| {
         dst.par_chunks_mut(TILE * cols).enumerate().for_each(|(t, band)| {
             transpose_band(m, band, t * TILE, rows, cols);
@@ -132,10 +132,11 @@ fn transpose_band<T: Element>(m: &[T], band: &mut [T], i0: usize, rows: usize, c
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// Transpose a 16 x 16 block of 4-byte elements in registers: column `j`
-    /// of the source (16 contiguous elements at `src + j * src_stride`)
-    /// becomes row `j` of the destination (at `dst + j * dst_stride`).
-    /// Shuffles move bits unchanged, so any 4-byte type goes through as f32.
+    /// Transpose a 16 x 16 block of 4-byte elements in registers:
+    /// `dst[i * dst_stride + j] = src[j * src_stride + i]` for `i, j < 16`
+    /// (the 16 contiguous runs of the source become the columns of the
+    /// destination). Shuffles move bits unchanged, so any 4-byte type goes
+    /// through as f32.
     ///
     /// # Safety
     /// AVX-512F must be available; the 16 source columns and 16 destination
