@@ -1526,7 +1526,12 @@ fn separable(n: usize, seed: u64) -> (Tensor, Tensor) {
 }
 
 fn classifier(mode: ExecutionMode) -> Sequential {
-    let mut m = Sequential::new(vec![Box::new(Dense::new(8, Activation::Tanh))]);
+    classifier_of_width(8, mode)
+}
+
+/// Dense(width, tanh) then Dense(2) logits, Adam, sparse cross-entropy.
+fn classifier_of_width(width: usize, mode: ExecutionMode) -> Sequential {
+    let mut m = Sequential::new(vec![Box::new(Dense::new(width, Activation::Tanh))]);
     m.add(Dense::new(2, Activation::Linear));
     m.compile(
         Optimizer::adam(0.05),
@@ -1807,5 +1812,24 @@ fn eager_and_graph_training_agree() -> TestResult {
     for key in ["loss", "accuracy"] {
         assert_close(&he.get(key), &hg.get(key), 1e-5, key);
     }
+    Ok(())
+}
+
+/// A graph-mode model predicts from a parallel loop (its runs hold no lock,
+/// so a run that picks up another prediction on the same thread goes on),
+/// and every prediction equals the serial one bit for bit.
+#[test]
+fn graph_model_predicts_from_a_parallel_loop() -> TestResult {
+    use rayon::prelude::*;
+    let (x, y) = separable(256, 9);
+    let m = classifier_of_width(512, ExecutionMode::Graph);
+    m.fit(&x, &y, &silent(2, 64))?;
+    let serial = m.predict(&x, 256)?;
+    let parallel: Vec<Tensor> = (0..16).into_par_iter().map(|_| m.predict(&x, 256)).collect::<rivulet::Result<_>>()?;
+    for p in &parallel {
+        assert!(p.bitwise_eq(&serial));
+    }
+    let scores = m.evaluate(&x, &y, 256)?;
+    assert!(scores.iter().any(|(k, v)| k == "loss" && v.is_finite()), "{scores:?}");
     Ok(())
 }

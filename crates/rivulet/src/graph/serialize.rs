@@ -110,6 +110,9 @@ impl Graph {
                 })
                 .collect(),
         };
+        // Serializing a constant may copy it with parallel kernels: not
+        // while the graph's lock is held.
+        drop(s);
         serde_json::to_string(&doc).map_err(|e| Error::format(format!("cannot serialize the graph: {e}")))
     }
 

@@ -20,6 +20,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How a compiled model runs.
@@ -96,15 +97,17 @@ impl History {
 
 /// The graph, session and tensors of a graph-mode model: the inference
 /// path first, the training path (which needs the labels' type) added on
-/// the first fit or evaluate.
+/// the first fit or evaluate. Shared (`Arc`) so that runs hold no lock.
+#[derive(Clone)]
 struct GraphRun {
     graph: Graph,
-    session: Session,
+    session: Arc<Session>,
     x: Tensor,
     eval_pred: Tensor,
     train: Option<TrainPath>,
 }
 
+#[derive(Clone)]
 struct TrainPath {
     y: Tensor,
     train_op: Operation,
@@ -119,7 +122,10 @@ struct Compiled {
     loss: Loss,
     metrics: Vec<Metric>,
     mode: ExecutionMode,
-    graph: Mutex<Option<GraphRun>>,
+    /// Taken only to build or look up the run, never while it runs: a run
+    /// waiting for its steps may pick up, on the same thread, another call
+    /// of this model (from a parallel loop) that needs the lock.
+    graph: Mutex<Option<Arc<GraphRun>>>,
 }
 
 /// A stack of layers applied in order.
@@ -189,39 +195,43 @@ impl Sequential {
 
     /// The session of a graph-mode model (after the first fit/evaluate/predict).
     pub fn with_session<R>(&self, f: impl FnOnce(&Session) -> R) -> Option<R> {
-        let c = self.compiled.as_ref()?;
-        let g = c.graph.lock();
-        g.as_ref().map(|run| f(&run.session))
+        let run = self.compiled.as_ref()?.graph.lock().clone()?;
+        Some(f(&run.session))
     }
 
     /// Build the graph-mode inference path (once).
-    fn graph_base<'a>(&self, c: &'a Compiled, x: &Tensor) -> Result<parking_lot::MutexGuard<'a, Option<GraphRun>>> {
+    fn graph_base(&self, c: &Compiled, x: &Tensor) -> Result<Arc<GraphRun>> {
         let mut guard = c.graph.lock();
-        if guard.is_none() {
-            let g = Graph::new();
-            let px = g.placeholder("x", x.dtype(), batch_shape(x))?;
-            let eval_pred = {
-                let _s = g.name_scope("inference");
-                self.call(&px, false)?
-            };
-            let session = Session::new(&g);
-            session.run_targets(&[&g.global_variables_initializer()?])?;
-            *guard = Some(GraphRun { graph: g, session, x: px, eval_pred, train: None });
+        if let Some(run) = guard.as_ref() {
+            return Ok(run.clone());
         }
-        Ok(guard)
+        let g = Graph::new();
+        let px = g.placeholder("x", x.dtype(), batch_shape(x))?;
+        let eval_pred = {
+            let _s = g.name_scope("inference");
+            self.call(&px, false)?
+        };
+        let session = Arc::new(Session::new(&g));
+        session.run_targets(&[&g.global_variables_initializer()?])?;
+        let run = Arc::new(GraphRun { graph: g, session, x: px, eval_pred, train: None });
+        *guard = Some(run.clone());
+        Ok(run)
     }
 
     /// Build the graph-mode training path too (once), initializing only the
     /// variables it adds.
-    fn graph_run<'a>(
-        &self,
-        c: &'a Compiled,
-        x: &Tensor,
-        y: &Tensor,
-    ) -> Result<parking_lot::MutexGuard<'a, Option<GraphRun>>> {
-        let mut guard = self.graph_base(c, x)?;
-        let run = guard.as_mut().ok_or_else(|| Error::graph("graph not built"))?;
-        if run.train.is_none() {
+    fn graph_run(&self, c: &Compiled, x: &Tensor, y: &Tensor) -> Result<Arc<GraphRun>> {
+        let base = self.graph_base(c, x)?;
+        if base.train.is_some() {
+            return Ok(base);
+        }
+        let mut guard = c.graph.lock();
+        let mut run = match guard.as_ref() {
+            Some(current) if current.train.is_some() => return Ok(current.clone()),
+            Some(current) => GraphRun::clone(current),
+            None => return Err(Error::graph("graph not built")),
+        };
+        {
             let g = run.graph.clone();
             let py = g.placeholder("y", y.dtype(), batch_shape(y))?;
             let pred = {
@@ -250,7 +260,9 @@ impl Sequential {
             }
             run.train = Some(TrainPath { y: py, train_op, train_loss, train_metrics, eval_loss, eval_metrics });
         }
-        Ok(guard)
+        let run = Arc::new(run);
+        *guard = Some(run.clone());
+        Ok(run)
     }
 
     /// One training step on a batch: loss and metric values (before the update).
@@ -274,8 +286,7 @@ impl Sequential {
                 Ok((scalar(&loss)?, metrics))
             }
             ExecutionMode::Graph => {
-                let guard = self.graph_run(c, x, y)?;
-                let run = guard.as_ref().ok_or_else(|| Error::graph("graph not built"))?;
+                let run = self.graph_run(c, x, y)?;
                 let t = run.train.as_ref().ok_or_else(|| Error::graph("training path not built"))?;
                 let mut fetches = vec![&t.train_loss];
                 fetches.extend(t.train_metrics.iter());
@@ -297,8 +308,7 @@ impl Sequential {
                 Ok((loss, metrics))
             }),
             ExecutionMode::Graph => {
-                let guard = self.graph_run(c, x, y)?;
-                let run = guard.as_ref().ok_or_else(|| Error::graph("graph not built"))?;
+                let run = self.graph_run(c, x, y)?;
                 let t = run.train.as_ref().ok_or_else(|| Error::graph("training path not built"))?;
                 let mut fetches = vec![&t.eval_loss];
                 fetches.extend(t.eval_metrics.iter());
@@ -417,8 +427,7 @@ impl Sequential {
             let out = match self.compiled.as_ref().map(|c| c.mode) {
                 Some(ExecutionMode::Graph) => {
                     let c = self.compiled()?;
-                    let guard = self.graph_base(c, &bx)?;
-                    let run = guard.as_ref().ok_or_else(|| Error::graph("graph not built"))?;
+                    let run = self.graph_base(c, &bx)?;
                     run.session.run(&[&run.eval_pred], &[(&run.x, &bx)])?.swap_remove(0)
                 }
                 _ => tape::untracked(|| self.call(&bx, false))?,

@@ -214,6 +214,18 @@ impl Optimizer {
     }
 
     fn slots_for(&self, var: &Variable) -> Result<Vec<Variable>> {
+        if let Some(s) = self.slots.lock().get(&var.id()) {
+            return Ok(s.vars.clone());
+        }
+        // Eager zeros are made without the lock: a large fill runs in
+        // parallel, and a thread waiting for it may pick up another update
+        // that needs the lock. (Values are never written in place, so the
+        // slots may share them.)
+        let eager_zeros = match var.graph() {
+            Some(_) => None,
+            // Eager even when first used inside a traced function.
+            None => Some(crate::graph::eager_scope(|| Tensor::zeros(var.shape().clone(), var.dtype()))?),
+        };
         let mut slots = self.slots.lock();
         if let Some(s) = slots.get(&var.id()) {
             return Ok(s.vars.clone());
@@ -226,11 +238,10 @@ impl Optimizer {
                     let zeros = ops::zeros(Ctx::Graph(g), var.shape().clone(), var.dtype())?;
                     Variable::in_graph(g, &slot_name, &zeros, false)?
                 }
-                None => {
-                    // Eager even when first used inside a traced function.
-                    let zeros = crate::graph::eager_scope(|| Tensor::zeros(var.shape().clone(), var.dtype()))?;
-                    Variable::new(&slot_name, &zeros, false)?
-                }
+                None => match &eager_zeros {
+                    Some(zeros) => Variable::new(&slot_name, zeros, false)?,
+                    None => return Err(crate::Error::graph("internal: eager slot without its zeros")),
+                },
             };
             vars.push(v);
         }

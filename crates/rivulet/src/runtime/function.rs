@@ -151,20 +151,32 @@ where
         if args.iter().any(|a| a.is_symbolic()) {
             return Err(Error::graph("a traced function takes values; call it eagerly"));
         }
-        // The lock covers finding or making the trace, not the run: a run
-        // waiting for its steps may pick up, on the same thread, another
-        // call of this function (from a parallel loop) that needs the lock.
-        let t = {
-            let mut traces = self.traces.lock();
+        // The lock covers looking up and publishing a trace, not tracing or
+        // running: a run (or a parallel kernel while tracing) waiting for its
+        // work may pick up, on the same thread, another call of this function
+        // (from a parallel loop) that needs the lock. Two first calls may
+        // both trace; the first published trace is kept.
+        // Ok: a trace that fits; Err: the signature to trace, and why.
+        let lookup = {
+            let traces = self.traces.lock();
             match traces.iter().find(|t| compatible(&t.signature, args)) {
-                Some(t) => t.clone(),
-                None => {
-                    let (signature, reason) = self.signature_for(&traces, args)?;
-                    log::info!("rivulet::function: tracing ({reason})");
-                    let trace = std::sync::Arc::new(self.trace(signature)?);
-                    self.reasons.lock().push(reason);
-                    traces.push(trace.clone());
-                    trace
+                Some(t) => Ok(t.clone()),
+                None => Err(self.signature_for(&traces, args)?),
+            }
+        };
+        let t = match lookup {
+            Ok(found) => found,
+            Err((signature, reason)) => {
+                log::info!("rivulet::function: tracing ({reason})");
+                let trace = std::sync::Arc::new(self.trace(signature)?);
+                let mut traces = self.traces.lock();
+                match traces.iter().find(|t| compatible(&t.signature, args)) {
+                    Some(t) => t.clone(),
+                    None => {
+                        self.reasons.lock().push(reason);
+                        traces.push(trace.clone());
+                        trace
+                    }
                 }
             }
         };

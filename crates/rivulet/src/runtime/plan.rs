@@ -98,15 +98,17 @@ pub(crate) struct Compile<'a> {
     pub keep_dumps: bool,
 }
 
+/// The IR of a request: taken under the graph's lock, compiled without it
+/// (constant folding runs kernels, which may run in parallel).
+pub(crate) fn extract(g: &GraphState, fetches: &[Edge], feeds: &[Edge], targets: &[NodeId]) -> Result<IrGraph> {
+    IrGraph::extract(g, fetches, feeds, targets)
+}
+
 pub(crate) fn compile(
-    g: &GraphState,
-    fetches: &[Edge],
-    feeds: &[Edge],
-    targets: &[NodeId],
+    mut ir: IrGraph,
     random_counter: &mut dyn FnMut(NodeId) -> Arc<AtomicU64>,
     settings: &Compile<'_>,
 ) -> Result<Plan> {
-    let mut ir = IrGraph::extract(g, fetches, feeds, targets)?;
     let dumps = passes::optimize(&mut ir, settings.passes, settings.keep_dumps)?;
     let mut plan = lower(&ir, random_counter, settings)?;
     plan.report.passes = dumps;

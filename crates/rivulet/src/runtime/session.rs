@@ -6,7 +6,7 @@
 //! independent heavy branches run them concurrently on the shared pool.
 //! A `Session` is `Send + Sync`: many threads may run it at once.
 
-use super::plan::{compile, Compile, Plan, PlanReport, Slot, Stateful, Step};
+use super::plan::{compile, extract, Compile, Plan, PlanReport, Slot, Stateful, Step};
 use crate::backend::{self, KernelCtx};
 use crate::error::{Error, Result};
 use crate::graph::{Edge, Graph, NodeId, Operation};
@@ -252,12 +252,19 @@ impl Session {
     /// groups, the in-place steps and the plan's peak memory.
     pub fn explain(&self, fetches: &[&Tensor], feeds: &[&Tensor], targets: &[&Operation]) -> Result<PlanReport> {
         let (_, fetch_edges, feed_edges, target_ids) = self.request(fetches, feeds, targets)?;
-        let state = self.graph.read();
-        let mut counters = self.random_counters.lock();
-        let mut counter = |id: NodeId| counters.entry(id).or_insert_with(|| Arc::new(AtomicU64::new(0))).clone();
+        Ok(self.compile(&fetch_edges, &feed_edges, &target_ids, true)?.report)
+    }
+
+    /// Compile a request. No lock is held while passes run (constant
+    /// folding runs kernels, whose waiting threads may pick up work that
+    /// needs these locks).
+    fn compile(&self, fetches: &[Edge], feeds: &[Edge], targets: &[NodeId], keep_dumps: bool) -> Result<Plan> {
+        let ir = extract(&self.graph.read(), fetches, feeds, targets)?;
+        let mut counter =
+            |id: NodeId| self.random_counters.lock().entry(id).or_insert_with(|| Arc::new(AtomicU64::new(0))).clone();
         let settings =
-            Compile { passes: &self.options.passes, inter_op: self.options.inter_op_parallelism, keep_dumps: true };
-        Ok(compile(&state, &fetch_edges, &feed_edges, &target_ids, &mut counter, &settings)?.report)
+            Compile { passes: &self.options.passes, inter_op: self.options.inter_op_parallelism, keep_dumps };
+        compile(ir, &mut counter, &settings)
     }
 
     /// Run the request `runs` times, one step after another, timing every
@@ -339,16 +346,9 @@ impl Session {
         if let Some(p) = self.plans.read().get(key) {
             return Ok(p.clone());
         }
-        let state = self.graph.read();
-        let mut counters = self.random_counters.lock();
-        let mut counter = |id: NodeId| counters.entry(id).or_insert_with(|| Arc::new(AtomicU64::new(0))).clone();
-        let settings =
-            Compile { passes: &self.options.passes, inter_op: self.options.inter_op_parallelism, keep_dumps: false };
-        let plan = Arc::new(compile(&state, fetches, feeds, targets, &mut counter, &settings)?);
-        drop(counters);
-        drop(state);
-        self.plans.write().insert(key.clone(), plan.clone());
-        Ok(plan)
+        let plan = Arc::new(self.compile(fetches, feeds, targets, false)?);
+        // Concurrent first runs may both compile: the first plan stored is kept.
+        Ok(self.plans.write().entry(key.clone()).or_insert(plan).clone())
     }
 
     /// Number of distinct plans compiled so far.
