@@ -1149,8 +1149,8 @@ fn eager_assign_add_from_a_parallel_loop_loses_no_update() {
     });
 }
 
-/// A traced function called from a parallel loop (one call's run may pick
-/// up another call on the same thread): one trace, every result right.
+/// Traced functions called from a parallel loop: one trace, every result
+/// right, and every call's variable update kept.
 #[test]
 fn a_traced_function_called_from_a_parallel_loop() {
     use rayon::prelude::*;
@@ -1167,6 +1167,29 @@ fn a_traced_function_called_from_a_parallel_loop() {
             Ok(())
         })?;
         assert_eq!(f.num_traces(), 1);
+        // A traced update of a captured variable: no call's update is lost.
+        let v = rivulet::Variable::new("count", &Tensor::zeros([1 << 16], DType::F32)?, false)?;
+        let ones = Tensor::ones([1 << 16], DType::F32)?;
+        let step = rivulet::function(|args: &[Tensor]| Ok(vec![v.assign_add(&args[0])?]));
+        (0..16).into_par_iter().try_for_each(|_| step.call(&[&ones]).map(drop))?;
+        assert!(vals(&v.read()).iter().all(|&x| x == 16.0));
         Ok(())
     });
+}
+
+/// An eager variable updated while a graph is the default stays eager (its
+/// sum is computed eagerly, and a second update finds the value it read).
+#[test]
+fn eager_assign_add_under_a_default_graph() -> Result<()> {
+    let v = rivulet::Variable::new("v", &Tensor::zeros([3], DType::F32)?, false)?;
+    let ones = Tensor::ones([3], DType::F32)?;
+    let g = Graph::new();
+    {
+        let _default = g.as_default();
+        v.assign_add(&ones)?;
+        v.assign_add(&ones)?;
+        v.assign_sub(&f32s(&[0.5, 0.5, 0.5], &[3]))?;
+    }
+    assert_eq!(vals(&v.read()), [1.5, 1.5, 1.5]);
+    Ok(())
 }

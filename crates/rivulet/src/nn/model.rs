@@ -97,7 +97,7 @@ impl History {
 
 /// The graph, session and tensors of a graph-mode model: the inference
 /// path first, the training path (which needs the labels' type) added on
-/// the first fit or evaluate. Shared (`Arc`) so that runs hold no lock.
+/// the first fit or evaluate. Shared (`Arc`) so that runs hold no lock on it.
 #[derive(Clone)]
 struct GraphRun {
     graph: Graph,
@@ -126,6 +126,10 @@ struct Compiled {
     /// waiting for its steps may pick up, on the same thread, another call
     /// of this model (from a parallel loop) that needs the lock.
     graph: Mutex<Option<Arc<GraphRun>>>,
+    /// Serializes graph-mode training steps and direct variable access, so
+    /// that a step is never mixed with another or with a restore. Inference
+    /// runs without it.
+    training: Mutex<()>,
 }
 
 /// A stack of layers applied in order.
@@ -181,7 +185,14 @@ impl Sequential {
 
     /// Choose the optimizer, the loss, the metrics and the execution mode.
     pub fn compile(&mut self, optimizer: Optimizer, loss: Loss, metrics: &[Metric], mode: ExecutionMode) {
-        self.compiled = Some(Compiled { optimizer, loss, metrics: metrics.to_vec(), mode, graph: Mutex::new(None) });
+        self.compiled = Some(Compiled {
+            optimizer,
+            loss,
+            metrics: metrics.to_vec(),
+            mode,
+            graph: Mutex::new(None),
+            training: Mutex::new(()),
+        });
     }
 
     fn compiled(&self) -> Result<&Compiled> {
@@ -193,9 +204,12 @@ impl Sequential {
         self.compiled.as_ref().map(|c| &c.optimizer)
     }
 
-    /// The session of a graph-mode model (after the first fit/evaluate/predict).
+    /// The session of a graph-mode model (after the first fit/evaluate/predict);
+    /// training steps wait while `f` runs.
     pub fn with_session<R>(&self, f: impl FnOnce(&Session) -> R) -> Option<R> {
-        let run = self.compiled.as_ref()?.graph.lock().clone()?;
+        let c = self.compiled.as_ref()?;
+        let run = c.graph.lock().clone()?;
+        let _step = c.training.lock();
         Some(f(&run.session))
     }
 
@@ -290,6 +304,7 @@ impl Sequential {
                 let t = run.train.as_ref().ok_or_else(|| Error::graph("training path not built"))?;
                 let mut fetches = vec![&t.train_loss];
                 fetches.extend(t.train_metrics.iter());
+                let _step = c.training.lock();
                 let out = run.session.run_with_targets(&fetches, &[(&run.x, x), (&t.y, y)], &[&t.train_op])?;
                 let vals = out.iter().map(scalar).collect::<Result<Vec<_>>>()?;
                 Ok((vals[0], vals[1..].to_vec()))

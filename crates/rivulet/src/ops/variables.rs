@@ -324,10 +324,15 @@ impl Variable {
                 // and published only if the value has not changed meanwhile.
                 loop {
                     let current = cell.read().clone();
+                    // Eager even under a default graph: the cell holds values.
                     let new = match f {
                         AssignOp::Assign => Tensor::from_value(v.clone()),
-                        AssignOp::AssignAdd => crate::autodiff::tape::untracked(|| super::add(&current, value))?,
-                        AssignOp::AssignSub => crate::autodiff::tape::untracked(|| super::sub(&current, value))?,
+                        AssignOp::AssignAdd => crate::graph::eager_scope(|| {
+                            crate::autodiff::tape::untracked(|| super::add(&current, value))
+                        })?,
+                        AssignOp::AssignSub => crate::graph::eager_scope(|| {
+                            crate::autodiff::tape::untracked(|| super::sub(&current, value))
+                        })?,
                     };
                     if new.shape() != &self.inner.shape {
                         bail!(

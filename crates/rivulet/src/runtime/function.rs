@@ -89,6 +89,8 @@ struct Trace {
     effects: Vec<Operation>,
     /// (eager variable, stand-in, written back after a call)
     captures: Vec<(Variable, Variable, bool)>,
+    /// Held by a call while it copies variables in, runs and copies out.
+    calls: Mutex<()>,
 }
 
 /// How a [`Function`] traces.
@@ -145,8 +147,8 @@ where
     }
 
     /// Call it: trace if no trace fits the arguments, then run the graph.
-    /// Calls from several threads run concurrently (as `tf.function`'s do):
-    /// calls that update the same variables are not serialized.
+    /// Calls from several threads may trace concurrently; calls of one
+    /// trace run one at a time (their variable updates are not lost).
     pub fn call(&self, args: &[&Tensor]) -> Result<Vec<Tensor>> {
         if args.iter().any(|a| a.is_symbolic()) {
             return Err(Error::graph("a traced function takes values; call it eagerly"));
@@ -180,6 +182,12 @@ where
                 }
             }
         };
+        // Calls of one trace are serialized: each copies the captured
+        // variables in and the assigned ones back out, so overlapping calls
+        // would lose updates. (Held across the run: a call made from inside
+        // a parallel loop nested in another call of the same function can
+        // still deadlock; feeding the captures instead would lift this.)
+        let _call = t.calls.lock();
         for (eager, mirror, _) in &t.captures {
             t.session.set_variable_value(mirror, &eager.current())?;
         }
@@ -274,6 +282,6 @@ where
             state.captures.borrow().iter().map(|c| (c.eager.clone(), c.mirror.clone(), c.assigned)).collect();
         let effects = state.effects.borrow().clone();
         let session = Session::with_options(&graph, self.options.session.clone().unwrap_or_default());
-        Ok(Trace { signature, session, inputs, outputs, effects, captures })
+        Ok(Trace { signature, session, inputs, outputs, effects, captures, calls: Mutex::new(()) })
     }
 }

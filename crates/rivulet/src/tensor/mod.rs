@@ -112,10 +112,11 @@ impl Value {
 }
 
 impl Tensor {
-    /// Whether both are the very same computed value (not merely equal).
+    /// Whether both are the very same tensor (not merely equal values).
     pub(crate) fn is_same_value(&self, other: &Tensor) -> bool {
         match (&self.repr, &other.repr) {
             (Repr::Value(a), Repr::Value(b)) => Arc::ptr_eq(a, b) || a.is_same(b),
+            (Repr::Symbolic(a), Repr::Symbolic(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
