@@ -245,35 +245,33 @@ impl Sequential {
             Some(current) => GraphRun::clone(current),
             None => return Err(Error::graph("graph not built")),
         };
-        {
-            let g = run.graph.clone();
-            let py = g.placeholder("y", y.dtype(), batch_shape(y))?;
-            let pred = {
-                let _s = g.name_scope("train");
-                self.call(&run.x, true)?
-            };
-            let train_loss = c.loss.compute(&py, &pred)?;
-            let train_metrics = c.metrics.iter().map(|m| m.compute(&py, &pred)).collect::<Result<Vec<_>>>()?;
-            let vars = self.trainable_variables();
-            let refs: Vec<&Variable> = vars.iter().collect();
-            let step = c.optimizer.minimize(&train_loss, &refs)?;
-            let mut targets = vec![step];
-            for l in &self.layers {
-                targets.extend(l.take_updates());
-            }
-            let target_refs: Vec<&Operation> = targets.iter().collect();
-            let train_op = g.group(&target_refs)?;
-            let eval_loss = c.loss.compute(&py, &run.eval_pred)?;
-            let eval_metrics = c.metrics.iter().map(|m| m.compute(&py, &run.eval_pred)).collect::<Result<Vec<_>>>()?;
-            for v in g.variables() {
-                if !run.session.is_initialized(&v) {
-                    if let Some(init) = v.initializer() {
-                        run.session.run_targets(&[&init])?;
-                    }
+        let g = run.graph.clone();
+        let py = g.placeholder("y", y.dtype(), batch_shape(y))?;
+        let pred = {
+            let _s = g.name_scope("train");
+            self.call(&run.x, true)?
+        };
+        let train_loss = c.loss.compute(&py, &pred)?;
+        let train_metrics = c.metrics.iter().map(|m| m.compute(&py, &pred)).collect::<Result<Vec<_>>>()?;
+        let vars = self.trainable_variables();
+        let refs: Vec<&Variable> = vars.iter().collect();
+        let step = c.optimizer.minimize(&train_loss, &refs)?;
+        let mut targets = vec![step];
+        for l in &self.layers {
+            targets.extend(l.take_updates());
+        }
+        let target_refs: Vec<&Operation> = targets.iter().collect();
+        let train_op = g.group(&target_refs)?;
+        let eval_loss = c.loss.compute(&py, &run.eval_pred)?;
+        let eval_metrics = c.metrics.iter().map(|m| m.compute(&py, &run.eval_pred)).collect::<Result<Vec<_>>>()?;
+        for v in g.variables() {
+            if !run.session.is_initialized(&v) {
+                if let Some(init) = v.initializer() {
+                    run.session.run_targets(&[&init])?;
                 }
             }
-            run.train = Some(TrainPath { y: py, train_op, train_loss, train_metrics, eval_loss, eval_metrics });
         }
+        run.train = Some(TrainPath { y: py, train_op, train_loss, train_metrics, eval_loss, eval_metrics });
         let run = Arc::new(run);
         *guard = Some(run.clone());
         Ok(run)

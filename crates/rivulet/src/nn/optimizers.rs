@@ -221,10 +221,11 @@ impl Optimizer {
         // parallel, and a thread waiting for it may pick up another update
         // that needs the lock. (Values are never written in place, so the
         // slots may share them.)
-        let eager_zeros = match var.graph() {
-            Some(_) => None,
+        // Ok: the variable's graph; Err: the eager slots' initial zeros.
+        let home = match var.graph() {
+            Some(g) => Ok(g),
             // Eager even when first used inside a traced function.
-            None => Some(crate::graph::eager_scope(|| Tensor::zeros(var.shape().clone(), var.dtype()))?),
+            None => Err(crate::graph::eager_scope(|| Tensor::zeros(var.shape().clone(), var.dtype()))?),
         };
         let mut slots = self.slots.lock();
         if let Some(s) = slots.get(&var.id()) {
@@ -233,15 +234,12 @@ impl Optimizer {
         let mut vars = Vec::new();
         for name in self.rule.slot_names() {
             let slot_name = format!("{}/{}", var.name(), name);
-            let v = match var.graph() {
-                Some(g) => {
+            let v = match &home {
+                Ok(g) => {
                     let zeros = ops::zeros(Ctx::Graph(g), var.shape().clone(), var.dtype())?;
                     Variable::in_graph(g, &slot_name, &zeros, false)?
                 }
-                None => match &eager_zeros {
-                    Some(zeros) => Variable::new(&slot_name, zeros, false)?,
-                    None => return Err(crate::Error::graph("internal: eager slot without its zeros")),
-                },
+                Err(zeros) => Variable::new(&slot_name, zeros, false)?,
             };
             vars.push(v);
         }

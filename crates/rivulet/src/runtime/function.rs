@@ -153,11 +153,10 @@ where
         if args.iter().any(|a| a.is_symbolic()) {
             return Err(Error::graph("a traced function takes values; call it eagerly"));
         }
-        // The lock covers looking up and publishing a trace, not tracing or
-        // running: a run (or a parallel kernel while tracing) waiting for its
-        // work may pick up, on the same thread, another call of this function
-        // (from a parallel loop) that needs the lock. Two first calls may
-        // both trace; the first published trace is kept.
+        // The trace list is locked only to look up and publish a trace:
+        // tracing runs eager kernels, and a thread waiting for one may pick
+        // up another call (from a parallel loop) that needs the list. Two
+        // first calls may both trace; the first published trace is kept.
         // Ok: a trace that fits; Err: the signature to trace, and why.
         let lookup = {
             let traces = self.traces.lock();

@@ -9,7 +9,7 @@
 //! input that dies there, and the plan's peak memory.
 
 use crate::error::{OpContext, Result};
-use crate::graph::{Edge, GraphState, NodeId};
+use crate::graph::NodeId;
 use crate::ops::{Meta, Op};
 use crate::passes::{self, IrEdge, IrGraph, PassDump, PassOptions};
 use rustc_hash::FxHashMap;
@@ -98,12 +98,8 @@ pub(crate) struct Compile<'a> {
     pub keep_dumps: bool,
 }
 
-/// The IR of a request: taken under the graph's lock, compiled without it
-/// (constant folding runs kernels, which may run in parallel).
-pub(crate) fn extract(g: &GraphState, fetches: &[Edge], feeds: &[Edge], targets: &[NodeId]) -> Result<IrGraph> {
-    IrGraph::extract(g, fetches, feeds, targets)
-}
-
+/// Optimize and lower a request's IR (extracted by the caller under the
+/// graph's lock; compiled without it, as constant folding runs kernels).
 pub(crate) fn compile(
     mut ir: IrGraph,
     random_counter: &mut dyn FnMut(NodeId) -> Arc<AtomicU64>,

@@ -6,7 +6,7 @@
 //! independent heavy branches run them concurrently on the shared pool.
 //! A `Session` is `Send + Sync`: many threads may run it at once.
 
-use super::plan::{compile, extract, Compile, Plan, PlanReport, Slot, Stateful, Step};
+use super::plan::{compile, Compile, Plan, PlanReport, Slot, Stateful, Step};
 use crate::backend::{self, KernelCtx};
 use crate::error::{Error, Result};
 use crate::graph::{Edge, Graph, NodeId, Operation};
@@ -259,7 +259,7 @@ impl Session {
     /// folding runs kernels, whose waiting threads may pick up work that
     /// needs these locks).
     fn compile(&self, fetches: &[Edge], feeds: &[Edge], targets: &[NodeId], keep_dumps: bool) -> Result<Plan> {
-        let ir = extract(&self.graph.read(), fetches, feeds, targets)?;
+        let ir = crate::passes::IrGraph::extract(&self.graph.read(), fetches, feeds, targets)?;
         let mut counter =
             |id: NodeId| self.random_counters.lock().entry(id).or_insert_with(|| Arc::new(AtomicU64::new(0))).clone();
         let settings =

@@ -42,8 +42,6 @@ struct Run<'a, T> {
 // SAFETY: a `Run` is a shared view of an input; the threads that read it
 // through `chunk` read disjoint or unwritten ranges (see `chunk`).
 unsafe impl<T: Sync> Sync for Run<'_, T> {}
-// SAFETY: as above.
-unsafe impl<T: Sync> Send for Run<'_, T> {}
 
 impl<'a, T> Run<'a, T> {
     fn new(s: &'a [T]) -> Run<'a, T> {
@@ -276,7 +274,6 @@ struct Scratch {
     f32s: Vec<Vec<f32>>,
     bools: Vec<Vec<bool>>,
     ahead: Lookahead,
-    stage: Vec<f32>,
 }
 
 impl Scratch {
@@ -285,7 +282,6 @@ impl Scratch {
             f32s: vec![vec![0.0; CHUNK]; lowered.f32_bufs],
             bools: vec![vec![false; CHUNK]; lowered.bool_bufs],
             ahead: Lookahead::new(),
-            stage: Vec::new(),
         }
     }
 }
@@ -1042,8 +1038,7 @@ fn eval_range(
 ) -> Result<()> {
     let mut done = 0;
     let staged = write != Write::Direct;
-    let mut stage = if staged { std::mem::take(&mut scratch.stage) } else { Vec::new() };
-    stage.resize(if staged { CHUNK } else { 0 }, 0.0);
+    let mut stage = if staged { vec![0.0; CHUNK] } else { Vec::new() };
     while done < out.len {
         let len = CHUNK.min(out.len - done);
         let next = CHUNK.min(out.len - done - len);
@@ -1073,9 +1068,6 @@ fn eval_range(
     }
     if write == Write::Stream {
         stream_fence();
-    }
-    if staged {
-        scratch.stage = stage;
     }
     Ok(())
 }
@@ -1120,7 +1112,7 @@ fn stream_copy(src: &[f32], dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_loadu_ps, _mm_stream_ps};
-        if super::simd::simd_level() == "avx512" && (dst.as_ptr() as usize).is_multiple_of(64) {
+        if super::simd::has_avx512() && (dst.as_ptr() as usize).is_multiple_of(64) {
             // SAFETY: the CPU has AVX-512 (checked just above).
             i = unsafe { stream_lines_avx512(&src[..n], &mut dst[..n]) };
         } else if (dst.as_ptr() as usize).is_multiple_of(16) {
@@ -1360,6 +1352,28 @@ mod tests {
         assert_eq!(kinds, ["affine", "a * sigmoid(b)", "c - a * b"]);
         assert_eq!(lowered.f32_bufs, 2);
         assert!(matches!(lowered.result, Reg::Output));
+        Ok(())
+    }
+
+    /// The in-place kernel itself (the plan-level test cannot tell it from
+    /// the fallback): the B2 program, which reads its input three times,
+    /// written over that input across several tasks, gives the bits of the
+    /// normal kernel.
+    #[test]
+    fn in_place_run_overwrites_its_input_with_the_normal_result() -> Result<()> {
+        let program = b2_program();
+        let shape = [600, 500]; // more than two tasks of TASK elements
+        const _: () = assert!(600 * 500 > 2 * TASK);
+        let x = Tensor::randn(shape, 3)?;
+        let meta = Meta::new(DType::F32, x.shape().clone());
+        let want = fused_elementwise(&program, &[x.value()?], &meta)?;
+        let donated = Tensor::randn(shape, 3)?;
+        let v = donated.value()?;
+        assert_eq!(fused_elementwise_in_place(&program, &[v], 0), Some(()));
+        let got: Vec<u32> = v.contiguous_slice::<f32>().unwrap_or(&[]).iter().map(|f| f.to_bits()).collect();
+        let want: Vec<u32> = want.contiguous_slice::<f32>().unwrap_or(&[]).iter().map(|f| f.to_bits()).collect();
+        assert_eq!(got.len(), 600 * 500);
+        assert!(got == want, "the in-place result differs from the normal kernel's");
         Ok(())
     }
 

@@ -86,7 +86,7 @@ fn copy_transposed<T: Element>(v: &Value) -> Option<Result<Value>> {
 fn transpose_band<T: Element>(m: &[T], band: &mut [T], i0: usize, rows: usize, cols: usize) {
     let band_rows = band.len() / cols;
     #[cfg(target_arch = "x86_64")]
-    let registers = std::mem::size_of::<T>() == 4 && super::simd::simd_level() == "avx512";
+    let registers = std::mem::size_of::<T>() == 4 && super::simd::has_avx512();
     for ib in (0..band_rows).step_by(BLOCK) {
         for jb in (0..cols).step_by(BLOCK) {
             #[cfg(target_arch = "x86_64")]

@@ -70,6 +70,14 @@ pub fn simd_level() -> &'static str {
     }
 }
 
+/// Whether kernels may use AVX-512 (F, BW, DQ, VL) intrinsics directly: the
+/// level [`vectorize`] uses, so `RIVULET_SIMD` lowers both.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn has_avx512() -> bool {
+    level() == Level::Avx512
+}
+
 /// A loop to compile once per instruction set. `run` must be
 /// `#[inline(always)]`, so that its body is compiled inside the
 /// target-feature functions below (a closure would only be inlined when the
