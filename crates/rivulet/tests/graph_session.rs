@@ -1133,6 +1133,68 @@ fn a_large_assign_add_runs_beside_variable_reads() {
     });
 }
 
+/// Optimizer updates overwrite a variable's buffer in place, beside runs
+/// and threads that read it: a value fetched in the same run as the update
+/// is the value before it (that run's update writes a new buffer), reads
+/// from other threads see whole values (never half an update), and every
+/// update lands.
+#[test]
+fn in_place_optimizer_updates_beside_reads() {
+    use rayon::prelude::*;
+    finishes("in-place updates beside reads", || {
+        let n = 1 << 20;
+        let g = Graph::new();
+        let w = rivulet::Variable::in_graph(&g, "w", &Tensor::zeros([n], DType::F32)?, true)?;
+        // d(sum(w * -1))/dw = -1: each SGD step with lr 1 adds 1 to every element.
+        let minus = g.constant(Tensor::ones([n], DType::F32)?.neg()?)?;
+        let loss = ops::sum(&ops::mul(&w.read(), &minus)?, rivulet::Axes::All, false)?;
+        let train = rivulet::nn::Optimizer::sgd(1.0).minimize(&loss, &[&w])?;
+        let seen = w.read();
+        let smalls: Vec<Tensor> = (0..8)
+            .map(|i| {
+                let v =
+                    rivulet::Variable::in_graph(&g, &format!("s{i}"), &Tensor::ones([1 << 16], DType::F32)?, false)?;
+                ops::exp(&v.read())
+            })
+            .collect::<Result<_>>()?;
+        let s = Session::new(&g);
+        s.run_targets(&[&g.global_variables_initializer()?])?;
+        let plan = s.explain(&[&loss], &[], &[&train])?;
+        let text = &plan.passes.last().expect("dumps").text;
+        assert!(text.contains("_ResourceApplyGradientDescent"), "{text}");
+        let steps = 40;
+        let reads = std::sync::atomic::AtomicUsize::new(0);
+        rayon::join(
+            || -> Result<()> {
+                for k in 0..steps {
+                    let mut fetches: Vec<&Tensor> = smalls.iter().collect();
+                    if k % 2 == 0 {
+                        fetches.push(&seen);
+                    }
+                    let out = s.run_with_targets(&fetches, &[], &[&train])?;
+                    assert!(vals(&out[0]).iter().all(|&v| v == std::f32::consts::E));
+                    if k % 2 == 0 {
+                        assert!(vals(&out[8]).iter().all(|&v| v == k as f32), "the read in step {k}");
+                    }
+                }
+                Ok(())
+            },
+            || {
+                (0..200).into_par_iter().for_each(|_| {
+                    let v = vals(&s.variable_value(&w).expect("w"));
+                    assert!(v.iter().all(|&x| x == v[0]), "a read saw half an update");
+                    assert!((0.0..=steps as f32).contains(&v[0]));
+                    reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                })
+            },
+        )
+        .0?;
+        assert_eq!(reads.into_inner(), 200);
+        assert!(vals(&s.variable_value(&w)?).iter().all(|&v| v == steps as f32));
+        Ok(())
+    });
+}
+
 /// Eager assign_add from a parallel loop: every update lands (the sum is
 /// computed outside the variable's lock and published only if the value
 /// did not change meanwhile).

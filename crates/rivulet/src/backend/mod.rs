@@ -3,6 +3,8 @@
 
 pub(crate) mod cpu;
 
+pub(crate) use cpu::optim::{apply_update, update_operands, InPlaceUpdate};
+
 use crate::error::Result;
 use crate::ops::{Meta, Op};
 use crate::tensor::Value;

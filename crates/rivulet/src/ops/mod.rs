@@ -180,6 +180,10 @@ pub enum Op {
     /// New values of a variable and its optimizer slots (inputs `[var, grad,
     /// lr, step, slots...]`, outputs `[var, slots...]`).
     ApplyUpdate { rule: optim::UpdateRule },
+    /// `ApplyUpdate` that reads and overwrites the variable and its slots in
+    /// the session's store (inputs `[grad, lr, step]`, outputs the new
+    /// values); made by the graph optimizer from a read-update-assign chain.
+    ResourceApplyUpdate { rule: optim::UpdateRule },
     /// Set (or add to, or subtract from) the variable that is the first
     /// input; the output is the variable's new value.
     Assign { f: variables::AssignOp },
@@ -254,6 +258,7 @@ impl Op {
             Op::SplitLike { .. } => "SplitLike",
             Op::Variable { .. } => "VariableV2",
             Op::ApplyUpdate { rule } => rule.type_name(),
+            Op::ResourceApplyUpdate { rule } => rule.resource_type_name(),
             Op::FusedElementwise { .. } => "FusedElementwise",
             Op::FusedMatMul { .. } => "_FusedMatMul",
             Op::Assign { f } => f.type_name(),
@@ -316,7 +321,7 @@ impl Op {
             | Op::ApplyUpdate { .. }
             | Op::RandomLike { .. }
             | Op::FusedElementwise { .. } => return None,
-            Op::FusedMatMul { .. } => 3,
+            Op::FusedMatMul { .. } | Op::ResourceApplyUpdate { .. } => 3,
             _ => 1,
         })
     }
@@ -324,7 +329,14 @@ impl Op {
     /// True for ops whose result depends on more than their inputs (random
     /// numbers, variables): never folded, merged or reordered.
     pub fn is_stateful(&self) -> bool {
-        matches!(self, Op::Random { .. } | Op::RandomLike { .. } | Op::Variable { .. } | Op::Assign { .. })
+        matches!(
+            self,
+            Op::Random { .. }
+                | Op::RandomLike { .. }
+                | Op::Variable { .. }
+                | Op::Assign { .. }
+                | Op::ResourceApplyUpdate { .. }
+        )
     }
 
     /// Dtype and shape of every output, from those of the inputs. Runs when a
@@ -364,6 +376,9 @@ impl Op {
             Op::Variable { dtype, shape } => one(Meta::new(*dtype, shape.clone())),
             Op::Assign { f } => one(variables::infer_assign(*f, &inputs[0], &inputs[1])?),
             Op::ApplyUpdate { rule } => optim::infer_update(rule, inputs),
+            Op::ResourceApplyUpdate { rule } => {
+                Err(Error::invalid(format!("{} is made by the graph optimizer only", rule.resource_type_name())))
+            }
             Op::FusedElementwise { program } => program.infer(inputs),
             Op::FusedMatMul { transpose_a, transpose_b, activation } => {
                 fused::infer_fused_matmul(*transpose_a, *transpose_b, *activation, inputs)
@@ -519,7 +534,8 @@ impl Op {
             | Op::FillLike { .. }
             | Op::RandomLike { .. }
             | Op::ArgReduce { .. }
-            | Op::ApplyUpdate { .. } => none(),
+            | Op::ApplyUpdate { .. }
+            | Op::ResourceApplyUpdate { .. } => none(),
             // Fused ops exist only in optimized plans, after gradients are built.
             Op::FusedElementwise { .. } | Op::FusedMatMul { .. } => {
                 return Err(Error::unimplemented(

@@ -58,6 +58,17 @@ impl UpdateRule {
             UpdateRule::Adagrad { .. } => "ApplyAdagrad",
         }
     }
+    /// Name of the in-place form (`Op::ResourceApplyUpdate`).
+    pub(crate) fn resource_type_name(&self) -> &'static str {
+        match self {
+            UpdateRule::Sgd => "_ResourceApplyGradientDescent",
+            UpdateRule::Momentum { .. } => "_ResourceApplyMomentum",
+            UpdateRule::Adam { weight_decay, .. } if *weight_decay > 0.0 => "_ResourceApplyAdamW",
+            UpdateRule::Adam { .. } => "_ResourceApplyAdam",
+            UpdateRule::RmsProp { .. } => "_ResourceApplyRMSProp",
+            UpdateRule::Adagrad { .. } => "_ResourceApplyAdagrad",
+        }
+    }
 }
 
 /// Inputs: `[var, grad, lr, step, slots...]`; outputs: `[var, slots...]`.

@@ -6,8 +6,8 @@
 use super::{Meta, Op};
 use crate::error::{bail, Error, Result};
 use crate::graph::{Graph, NodeId, Operation};
+use crate::runtime::VariableCell;
 use crate::tensor::{DType, Shape, Tensor};
-use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,8 +65,14 @@ struct Inner {
 }
 
 enum State {
-    Eager(RwLock<Tensor>),
-    Graph { graph: Graph, node: NodeId, handle: Tensor, initializer: NodeId },
+    /// The value's cell (shared with the sessions of functions that capture it).
+    Eager(Arc<VariableCell>),
+    Graph {
+        graph: Graph,
+        node: NodeId,
+        handle: Tensor,
+        initializer: NodeId,
+    },
 }
 
 impl std::fmt::Debug for Variable {
@@ -92,7 +98,7 @@ impl Variable {
                 trainable,
                 dtype: value.dtype(),
                 shape: value.shape().clone(),
-                state: State::Eager(RwLock::new(value)),
+                state: State::Eager(VariableCell::new(value)),
             }),
         })
     }
@@ -186,6 +192,13 @@ impl Variable {
             State::Eager(_) => None,
         }
     }
+    /// The cell holding an eager variable's value.
+    pub(crate) fn cell(&self) -> Option<&Arc<VariableCell>> {
+        match &self.inner.state {
+            State::Eager(cell) => Some(cell),
+            State::Graph { .. } => None,
+        }
+    }
     /// The op that sets the initial value (graph variables).
     pub fn initializer(&self) -> Option<Operation> {
         match &self.inner.state {
@@ -205,8 +218,8 @@ impl Variable {
             return t;
         }
         match &self.inner.state {
-            State::Eager(v) => {
-                let t = v.read().clone();
+            State::Eager(cell) => {
+                let t = cell.get();
                 if self.inner.trainable {
                     crate::autodiff::tape::watch_variable(self.id(), &t);
                 }
@@ -234,37 +247,13 @@ impl Variable {
         crate::runtime::function::current_trace()?.read(self).ok()
     }
 
-    /// Replace an eager variable's value, outside any tape or trace (copying
-    /// results back from a traced function, restoring checkpoints).
-    pub(crate) fn set_value(&self, value: &Tensor) -> Result<()> {
-        match &self.inner.state {
-            State::Eager(cell) => {
-                let v = value.value()?;
-                if v.dtype != self.inner.dtype || v.shape() != &self.inner.shape {
-                    bail!(
-                        shape,
-                        "variable '{}' is {}{}, the value {}{}",
-                        self.inner.name,
-                        self.inner.dtype,
-                        self.inner.shape,
-                        v.dtype,
-                        v.shape()
-                    );
-                }
-                *cell.write() = value.clone();
-                Ok(())
-            }
-            State::Graph { .. } => bail!(graph, "graph variable '{}' has its values in sessions", self.inner.name),
-        }
-    }
-
     /// The current value without watching it (eager), or the read handle (graph).
     pub fn current(&self) -> Tensor {
         if let Some(t) = self.traced_value() {
             return t;
         }
         match &self.inner.state {
-            State::Eager(v) => v.read().clone(),
+            State::Eager(cell) => cell.get(),
             State::Graph { handle, .. } => handle.clone(),
         }
     }
@@ -323,7 +312,7 @@ impl Variable {
                 // it could pick up, on the same thread, work that waits for it)
                 // and published only if the value has not changed meanwhile.
                 loop {
-                    let current = cell.read().clone();
+                    let current = cell.get();
                     // Eager even under a default graph: the cell holds values.
                     let new = match f {
                         AssignOp::Assign => Tensor::from_value(v.clone()),
@@ -343,12 +332,9 @@ impl Variable {
                             self.inner.shape
                         );
                     }
-                    let mut guard = cell.write();
-                    if f != AssignOp::Assign && !guard.is_same_value(&current) {
-                        continue;
+                    if cell.compare_and_set(new.clone(), (f != AssignOp::Assign).then_some(&current)) {
+                        return Ok(new);
                     }
-                    *guard = new.clone();
-                    return Ok(new);
                 }
             }
         }

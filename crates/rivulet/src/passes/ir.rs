@@ -30,8 +30,9 @@ pub struct IrNode {
     pub outputs: Metas,
     /// The graph node this came from (random-number streams are per node).
     pub origin: Option<NodeId>,
-    /// For variable reads and assignments: the variable's graph node and name.
-    pub variable: Option<(NodeId, String)>,
+    /// For variable reads and assignments: the variable's graph node and
+    /// name; for in-place optimizer updates, the variable and its slots.
+    pub variables: Vec<(NodeId, String)>,
     /// Removed by a pass (or never needed).
     pub dead: bool,
 }
@@ -137,7 +138,7 @@ impl IrGraph {
                 location: node.location.clone(),
                 outputs: smallvec::smallvec![meta.clone()],
                 origin: None,
-                variable: None,
+                variables: Vec::new(),
                 dead: false,
             });
             edge_map.insert(*e, IrEdge { node: id, index: 0 });
@@ -164,13 +165,13 @@ impl IrGraph {
                 }
             }
             let control = node.control_inputs.iter().filter_map(|c| node_map.get(c).copied()).collect();
-            let variable = match &node.op {
-                Op::Variable { .. } => Some((id, node.name.clone())),
+            let variables = match &node.op {
+                Op::Variable { .. } => vec![(id, node.name.clone())],
                 Op::Assign { .. } => {
                     let var = node.inputs[0].node;
-                    Some((var, g.nodes[var].name.clone()))
+                    vec![(var, g.nodes[var].name.clone())]
                 }
-                _ => None,
+                _ => Vec::new(),
             };
             let ir_id = ir.nodes.len();
             ir.nodes.push(IrNode {
@@ -181,7 +182,7 @@ impl IrGraph {
                 location: node.location.clone(),
                 outputs: node.outputs.clone(),
                 origin: Some(id),
-                variable,
+                variables,
                 dead: false,
             });
             node_map.insert(id, ir_id);

@@ -26,7 +26,8 @@ pub struct PassOptions {
     pub elementwise_fusion: bool,
     /// Matmul followed by a bias and an activation as one kernel.
     pub matmul_fusion: bool,
-    /// Write elementwise results into an input buffer that dies there.
+    /// Write elementwise results into an input buffer that dies there, and
+    /// optimizer updates over the variables' own buffers.
     pub in_place: bool,
 }
 
@@ -84,7 +85,7 @@ pub(crate) fn optimize(ir: &mut IrGraph, options: &PassOptions, keep_dumps: bool
     ir.prune();
     dump("pruning", ir);
     type Pass = fn(&mut IrGraph, &PassOptions) -> Result<()>;
-    let passes: [(&'static str, bool, Pass); 5] = [
+    let passes: [(&'static str, bool, Pass); 6] = [
         ("algebraic_simplification", options.algebraic_simplification, rewrite::simplify),
         ("constant_folding", options.constant_folding, rewrite::fold_constants),
         (
@@ -94,6 +95,7 @@ pub(crate) fn optimize(ir: &mut IrGraph, options: &PassOptions, keep_dumps: bool
         ),
         ("matmul_fusion", options.matmul_fusion, rewrite::fuse_matmul),
         ("elementwise_fusion", options.elementwise_fusion, rewrite::fuse_elementwise),
+        ("in_place_updates", options.in_place, rewrite::update_in_place),
     ];
     for (name, on, pass) in passes {
         if on {

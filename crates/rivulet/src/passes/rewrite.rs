@@ -4,10 +4,11 @@ use super::ir::{IrEdge, IrGraph};
 use super::PassOptions;
 use crate::backend::{self, KernelCtx};
 use crate::error::Result;
+use crate::graph::NodeId;
 use crate::ops::elementwise::{BinaryOp, UnaryOp};
 use crate::ops::fused::{FusedProgram, FusedReduce, Instr};
 use crate::ops::reduce::ReduceOp;
-use crate::ops::{ConstValue, Op};
+use crate::ops::{AssignOp, ConstValue, Op};
 use crate::tensor::{DType, Scalar, Tensor, Value};
 use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
@@ -381,6 +382,92 @@ pub(super) fn fuse_elementwise(ir: &mut IrGraph, _: &PassOptions) -> Result<()> 
         let t = &mut ir.nodes[target];
         t.op = Op::FusedElementwise { program };
         t.inputs = inputs;
+    }
+    Ok(())
+}
+
+/// An optimizer update whose inputs are reads of a variable and its slots
+/// and whose every result is assigned straight back to them (what
+/// `apply_gradients` builds) becomes one node that updates them in the
+/// store, over their old buffers when no one else holds those.
+///
+/// Only when those assignments are the variables' only writers in the
+/// request: then nothing in the run changes the variables between the
+/// reads and the update, so the update's own read of them sees what the
+/// reads saw (unless another run or thread writes them meanwhile; then the
+/// update builds on that write instead of overwriting it).
+pub(super) fn update_in_place(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
+    let cons = consumers(ir);
+    let fetched: FxHashSet<IrEdge> = ir.fetches.iter().copied().collect();
+    let mut writers: FxHashMap<NodeId, Vec<usize>> = FxHashMap::default();
+    for (i, n) in ir.nodes.iter().enumerate().filter(|(_, n)| !n.dead) {
+        if let (Op::Assign { .. }, Some((var, _))) = (&n.op, n.variables.first()) {
+            writers.entry(*var).or_default().push(i);
+        }
+    }
+    for u in 0..ir.nodes.len() {
+        let Op::ApplyUpdate { rule } = ir.nodes[u].op else { continue };
+        if ir.nodes[u].dead || ir.nodes[u].inputs.len() != 4 + rule.num_slots() {
+            continue;
+        }
+        // Input position of the variable, then of each slot; output j is its new value.
+        let positions: Vec<usize> = std::iter::once(0).chain(4..4 + rule.num_slots()).collect();
+        let mut vars: Vec<(NodeId, String)> = Vec::new();
+        let mut assigns: Vec<usize> = Vec::new();
+        for (j, &pos) in positions.iter().enumerate() {
+            let read = &ir.nodes[ir.nodes[u].inputs[pos].node];
+            let (Op::Variable { .. }, [(var, name)]) = (&read.op, &read.variables[..]) else { break };
+            let out = IrEdge { node: u, index: j };
+            let assign = match cons.get(&out).map(|c| &c[..]) {
+                Some(&[a]) if !fetched.contains(&out) => a,
+                _ => break,
+            };
+            let a = &ir.nodes[assign];
+            let plain = matches!(a.op, Op::Assign { f: AssignOp::Assign }) && a.inputs == [out];
+            let same_var = a.variables.first().map(|v| v.0) == Some(*var);
+            let only_writer = writers.get(var).is_some_and(|w| w == &[assign]);
+            // The update takes the assignment's place earlier in the order.
+            let control_before = a.control.iter().all(|&c| c < u);
+            if !(plain && same_var && only_writer && control_before) {
+                break;
+            }
+            vars.push((*var, name.clone()));
+            assigns.push(assign);
+        }
+        let distinct = vars.iter().map(|v| v.0).collect::<FxHashSet<_>>().len() == vars.len();
+        if vars.len() != positions.len() || !distinct {
+            continue;
+        }
+        let ins = ir.nodes[u].inputs.clone();
+        let mut control = ir.nodes[u].control.clone();
+        for &pos in &positions {
+            control.extend(ir.nodes[ins[pos].node].control.iter().copied());
+        }
+        for &a in &assigns {
+            control.extend(ir.nodes[a].control.iter().copied());
+        }
+        control.sort_unstable();
+        control.dedup();
+        let node = &mut ir.nodes[u];
+        node.op = Op::ResourceApplyUpdate { rule };
+        node.inputs = vec![ins[1], ins[2], ins[3]];
+        node.control = control;
+        node.variables = vars;
+        for (j, &a) in assigns.iter().enumerate() {
+            ir.replace_uses(IrEdge { node: a, index: 0 }, IrEdge { node: u, index: j });
+            for n in ir.nodes.iter_mut() {
+                if n.control.contains(&a) {
+                    n.control.retain(|&c| c != a && c != u);
+                    n.control.push(u);
+                }
+            }
+            for t in ir.targets.iter_mut().filter(|t| **t == a) {
+                *t = u;
+            }
+            ir.nodes[a].dead = true;
+        }
+        ir.targets.sort_unstable();
+        ir.targets.dedup();
     }
     Ok(())
 }

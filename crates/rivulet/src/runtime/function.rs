@@ -5,9 +5,9 @@
 //! While tracing, the closure's arguments are placeholders of a fresh graph
 //! that is the thread's default, so every op it calls adds a node. Eager
 //! variables it reads or assigns are captured: each gets a graph variable
-//! standing for it; a call copies the eager values in (no data is copied:
-//! tensors are shared) and the assigned ones back out. Gradient tapes work
-//! inside (they record the symbolic ops).
+//! standing for it, whose value lives in the eager variable's own cell (so
+//! a call copies nothing in or out, and sees and makes the eager values).
+//! Gradient tapes work inside (they record the symbolic ops).
 
 use super::session::{Session, SessionOptions};
 use crate::error::{Error, Result};
@@ -22,7 +22,6 @@ use std::rc::Rc;
 struct Capture {
     eager: Variable,
     mirror: Variable,
-    assigned: bool,
 }
 
 /// What a trace in progress collects.
@@ -51,19 +50,16 @@ impl TraceState {
         if let Some(c) = self.captures.borrow().iter().find(|c| c.eager.id() == v.id()) {
             return Ok(c.mirror.clone());
         }
-        // The stand-in starts as a placeholder-like variable: its value is
-        // copied in before every run, so its initializer never runs.
-        let zero = crate::graph::eager_scope(|| Tensor::zeros(v.shape().clone(), v.dtype()))?;
+        // The stand-in's value is the eager variable's: its initializer
+        // never runs (a Fill node: no data is kept for it).
+        let zero = crate::ops::zeros(&self.graph, v.shape().clone(), v.dtype())?;
         let mirror = Variable::in_graph(&self.graph, &format!("captured/{}", v.name()), &zero, v.trainable())?;
-        self.captures.borrow_mut().push(Capture { eager: v.clone(), mirror: mirror.clone(), assigned: false });
+        self.captures.borrow_mut().push(Capture { eager: v.clone(), mirror: mirror.clone() });
         Ok(mirror)
     }
 
     /// The traced code assigned `value` to a captured variable.
     pub(crate) fn assigned(&self, v: &Variable, value: &Tensor) {
-        if let Some(c) = self.captures.borrow_mut().iter_mut().find(|c| c.eager.id() == v.id()) {
-            c.assigned = true;
-        }
         self.effects.borrow_mut().extend(value.op());
         self.latest.borrow_mut().insert(v.id(), value.clone());
     }
@@ -87,9 +83,7 @@ struct Trace {
     inputs: Vec<Tensor>,
     outputs: Vec<Tensor>,
     effects: Vec<Operation>,
-    /// (eager variable, stand-in, written back after a call)
-    captures: Vec<(Variable, Variable, bool)>,
-    /// Held by a call while it copies variables in, runs and copies out.
+    /// Held by a call while it runs.
     calls: Mutex<()>,
 }
 
@@ -149,6 +143,10 @@ where
     /// Call it: trace if no trace fits the arguments, then run the graph.
     /// Calls from several threads may trace concurrently; calls of one
     /// trace run one at a time (their variable updates are not lost).
+    /// Captured variables change as the run assigns them, as in TensorFlow
+    /// 2: eager code on other threads may see a call's updates before it
+    /// returns, and a call that fails keeps the updates it made before the
+    /// error.
     pub fn call(&self, args: &[&Tensor]) -> Result<Vec<Tensor>> {
         if args.iter().any(|a| a.is_symbolic()) {
             return Err(Error::graph("a traced function takes values; call it eagerly"));
@@ -181,25 +179,16 @@ where
                 }
             }
         };
-        // Calls of one trace are serialized: each copies the captured
-        // variables in and the assigned ones back out, so overlapping calls
-        // would lose updates. (Held across the run: a call made from inside
-        // a parallel loop nested in another call of the same function can
-        // still deadlock; feeding the captures instead would lift this.)
+        // Calls of one trace are serialized: traced code reads a variable
+        // and assigns a value computed from it (`v.assign_add(x)` becomes
+        // `v = read(v) + x`), so overlapping calls would lose updates. (Held
+        // across the run: a call made from inside a parallel loop nested in
+        // another call of the same function can still deadlock.)
         let _call = t.calls.lock();
-        for (eager, mirror, _) in &t.captures {
-            t.session.set_variable_value(mirror, &eager.current())?;
-        }
         let feeds: Vec<(&Tensor, &Tensor)> = t.inputs.iter().zip(args.iter().copied()).collect();
         let fetches: Vec<&Tensor> = t.outputs.iter().collect();
         let targets: Vec<&Operation> = t.effects.iter().collect();
-        let out = t.session.run_with_targets(&fetches, &feeds, &targets)?;
-        for (eager, mirror, assigned) in &t.captures {
-            if *assigned {
-                eager.set_value(&t.session.variable_value(mirror)?)?;
-            }
-        }
-        Ok(out)
+        t.session.run_with_targets(&fetches, &feeds, &targets)
     }
 
     /// The signature to trace for `args`, and why a new trace is needed.
@@ -277,10 +266,17 @@ where
                 o.name().unwrap_or_default()
             )));
         }
-        let captures: Vec<(Variable, Variable, bool)> =
-            state.captures.borrow().iter().map(|c| (c.eager.clone(), c.mirror.clone(), c.assigned)).collect();
         let effects = state.effects.borrow().clone();
         let session = Session::with_options(&graph, self.options.session.clone().unwrap_or_default());
-        Ok(Trace { signature, session, inputs, outputs, effects, captures, calls: Mutex::new(()) })
+        // A captured variable's stand-in keeps its value in the eager
+        // variable's own cell: nothing is copied in or out of a call, and an
+        // optimizer update can overwrite the eager variable's buffer.
+        for c in state.captures.borrow().iter() {
+            let cell = c.eager.cell().ok_or_else(|| {
+                Error::graph(format!("internal: captured variable '{}' is not eager", c.eager.name()))
+            })?;
+            session.bind_variable(&c.mirror, cell.clone())?;
+        }
+        Ok(Trace { signature, session, inputs, outputs, effects, calls: Mutex::new(()) })
     }
 }

@@ -3,6 +3,9 @@
 pub mod function;
 mod plan;
 mod session;
+mod store;
+
+pub(crate) use store::VariableCell;
 
 pub use function::{function, Function, FunctionOptions};
 pub use plan::PlanReport;

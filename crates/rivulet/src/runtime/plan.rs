@@ -28,6 +28,21 @@ pub(crate) enum Stateful {
     Read { var: NodeId, name: String },
     /// Update a variable in the store with the step's one data input.
     Assign { f: crate::ops::AssignOp, var: NodeId, name: String },
+    /// Apply an optimizer update to a variable and its slots in the store
+    /// (inputs: gradient, learning rate, step).
+    Update { rule: crate::ops::optim::UpdateRule, vars: Vec<(NodeId, String)> },
+}
+
+impl Stateful {
+    /// The variables the step writes.
+    fn writes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let (one, many) = match self {
+            Stateful::Assign { var, .. } => (Some(*var), &[][..]),
+            Stateful::Update { vars, .. } => (None, &vars[..]),
+            Stateful::No | Stateful::Read { .. } => (None, &[][..]),
+        };
+        one.into_iter().chain(many.iter().map(|(v, _)| *v))
+    }
 }
 
 /// One node to execute.
@@ -167,9 +182,10 @@ fn lower(
         .map(|&i| {
             let node = &ir.nodes[i];
             let inputs: SmallVec<[Slot; 4]> = node.inputs.iter().map(|e| slot_of[e]).collect();
-            let stateful = match (&node.op, &node.variable) {
-                (Op::Variable { .. }, Some((var, name))) => Stateful::Read { var: *var, name: name.clone() },
-                (Op::Assign { f }, Some((var, name))) => Stateful::Assign { f: *f, var: *var, name: name.clone() },
+            let stateful = match (&node.op, &node.variables[..]) {
+                (Op::Variable { .. }, [(var, name)]) => Stateful::Read { var: *var, name: name.clone() },
+                (Op::Assign { f }, [(var, name)]) => Stateful::Assign { f: *f, var: *var, name: name.clone() },
+                (Op::ResourceApplyUpdate { rule }, vars) => Stateful::Update { rule: *rule, vars: vars.to_vec() },
                 _ => Stateful::No,
             };
             let outputs =
@@ -257,19 +273,36 @@ fn lower(
     // Program order between reads and writes of one variable (TensorFlow 2's
     // automatic control dependencies): a write waits for the earlier reads
     // and writes of its variable, so parallel runs cannot reorder them.
+    // An in-place update also waits for the earlier steps that take those
+    // reads' values as inputs, so that this run has usually let go of the
+    // buffers by then. (A view of a read, or a later reader, can still hold
+    // one: the update then writes new buffers.)
     let mut touched: FxHashMap<NodeId, Vec<u32>> = FxHashMap::default();
+    let mut slot_readers: FxHashMap<Slot, Vec<u32>> = FxHashMap::default();
     for (k, st) in steps.iter().enumerate() {
-        match &st.stateful {
-            Stateful::Read { var, .. } => touched.entry(*var).or_default().push(k as u32),
-            Stateful::Assign { var, .. } => {
-                let earlier = touched.entry(*var).or_default();
-                deps[k].extend(earlier.iter().copied());
-                deps[k].sort_unstable();
-                deps[k].dedup();
-                earlier.push(k as u32);
-            }
-            Stateful::No => {}
+        for &s in &st.reads {
+            slot_readers.entry(s).or_default().push(k as u32);
         }
+    }
+    let mut users: FxHashMap<NodeId, Vec<u32>> = FxHashMap::default();
+    for (k, st) in steps.iter().enumerate() {
+        if let Stateful::Read { var, .. } = &st.stateful {
+            touched.entry(*var).or_default().push(k as u32);
+            for slot in st.outputs.iter().flatten() {
+                users.entry(*var).or_default().extend(slot_readers.get(slot).into_iter().flatten().copied());
+            }
+        }
+        let in_place = matches!(st.stateful, Stateful::Update { .. });
+        for var in st.stateful.writes() {
+            let earlier = touched.entry(var).or_default();
+            deps[k].extend(earlier.iter().copied());
+            earlier.push(k as u32);
+            if in_place {
+                deps[k].extend(users.get(&var).into_iter().flatten().copied().filter(|&j| (j as usize) < k));
+            }
+        }
+        deps[k].sort_unstable();
+        deps[k].dedup();
     }
     let mut level = vec![0usize; steps.len()];
     for k in 0..steps.len() {
@@ -356,8 +389,8 @@ fn estimated_nanos(ir: &IrGraph, i: usize) -> f64 {
 
 /// Peak bytes of intermediates alive at once when the steps run in order:
 /// outputs are allocated by their step (none for views and in-place
-/// outputs) and freed after their last reader. Variable reads, feeds and
-/// constants are storage the plan does not allocate.
+/// outputs) and freed after their last reader. Variable reads, feeds,
+/// constants and in-place updates use storage the plan does not allocate.
 fn peak_memory(ir: &IrGraph, order: &[usize], steps: &[Step], slot_of: &FxHashMap<IrEdge, Slot>) -> Option<usize> {
     let mut size: FxHashMap<Slot, usize> = FxHashMap::default();
     for (&i, st) in order.iter().zip(steps) {
@@ -381,6 +414,7 @@ fn peak_memory(ir: &IrGraph, order: &[usize], steps: &[Step], slot_of: &FxHashMa
                 | Op::Unstack { .. }
                 | Op::SplitLike { .. }
                 | Op::Assign { .. }
+                | Op::ResourceApplyUpdate { .. }
         ) && st.donate.is_none();
         for (index, m) in node.outputs.iter().enumerate() {
             if let Some(&s) = slot_of.get(&IrEdge { node: i, index }) {

@@ -7,6 +7,7 @@
 //! A `Session` is `Send + Sync`: many threads may run it at once.
 
 use super::plan::{compile, Compile, Plan, PlanReport, Slot, Stateful, Step};
+use super::store::{VariableCell, VariableStore};
 use crate::backend::{self, KernelCtx};
 use crate::error::{Error, Result};
 use crate::graph::{Edge, Graph, NodeId, Operation};
@@ -91,7 +92,7 @@ pub struct Session {
     options: SessionOptions,
     plans: RwLock<FxHashMap<PlanKey, Arc<Plan>>>,
     random_counters: Mutex<FxHashMap<NodeId, Arc<AtomicU64>>>,
-    variables: RwLock<FxHashMap<NodeId, Value>>,
+    variables: VariableStore,
 }
 
 impl std::fmt::Debug for Session {
@@ -125,7 +126,7 @@ impl Session {
             options,
             plans: RwLock::new(FxHashMap::default()),
             random_counters: Mutex::new(FxHashMap::default()),
-            variables: RwLock::new(FxHashMap::default()),
+            variables: VariableStore::default(),
         }
     }
 
@@ -144,8 +145,8 @@ impl Session {
     /// The current value of a graph variable in this session.
     pub fn variable_value(&self, var: &Variable) -> Result<Tensor> {
         let node = self.graph_variable(var)?;
-        match self.variables.read().get(&node) {
-            Some(v) => Ok(Tensor::from_value(v.clone())),
+        match self.variables.get(node) {
+            Some(v) => Ok(Tensor::from_value(v)),
             None => Err(uninitialized(var.name())),
         }
     }
@@ -164,7 +165,15 @@ impl Session {
                 v.shape()
             )));
         }
-        self.variables.write().insert(node, v.clone());
+        self.variables.set(node, v.clone());
+        Ok(())
+    }
+
+    /// Keep a graph variable's value in `cell` (an eager variable's) from
+    /// now on: see [`crate::function`].
+    pub(crate) fn bind_variable(&self, var: &Variable, cell: Arc<VariableCell>) -> Result<()> {
+        let node = self.graph_variable(var)?;
+        self.variables.bind(node, cell);
         Ok(())
     }
 
@@ -187,7 +196,7 @@ impl Session {
 
     /// Whether a graph variable has a value in this session.
     pub fn is_initialized(&self, var: &Variable) -> bool {
-        self.graph_variable(var).is_ok_and(|n| self.variables.read().contains_key(&n))
+        self.graph_variable(var).is_ok_and(|n| self.variables.contains(n))
     }
 
     /// The session's graph.
@@ -364,26 +373,31 @@ fn kernel_ctx(step: &Step) -> KernelCtx {
     }
 }
 
-/// The variables of one session.
-type Store = RwLock<FxHashMap<NodeId, Value>>;
-
-fn uninitialized(name: &str) -> Error {
+pub(super) fn uninitialized(name: &str) -> Error {
     Error::precondition(format!(
         "variable '{name}' is not initialized: run its initializer (graph.global_variables_initializer()) first"
     ))
 }
 
-fn run_step(step: &Step, inputs: &[&Value], store: &Store, donated: Option<usize>) -> Result<SmallVec<[Value; 1]>> {
+fn run_step(
+    step: &Step,
+    inputs: &[&Value],
+    store: &VariableStore,
+    donated: Option<usize>,
+) -> Result<SmallVec<[Value; 1]>> {
     let result = match &step.stateful {
         Stateful::No => match donated {
             Some(pos) => backend::execute_donating(&step.op, inputs, pos, &kernel_ctx(step)),
             None => backend::execute(&step.op, inputs, &kernel_ctx(step)),
         },
-        Stateful::Read { var, name } => match store.read().get(var) {
-            Some(v) => Ok(smallvec::smallvec![v.clone()]),
+        Stateful::Read { var, name } => match store.get(*var) {
+            Some(v) => Ok(smallvec::smallvec![v]),
             None => Err(uninitialized(name)),
         },
         Stateful::Assign { f, var, name } => assign(*f, *var, name, inputs[0], store),
+        Stateful::Update { rule, vars } => {
+            store.update(*rule, vars, inputs[0], inputs[1], inputs[2]).map(|v| v.into_iter().collect())
+        }
     };
     result.map_err(|e| {
         e.with_context(|| {
@@ -401,7 +415,7 @@ fn run_step(step: &Step, inputs: &[&Value], store: &Store, donated: Option<usize
 /// that waits for the lock on the same thread, and never finish. The sum
 /// is published only if the variable has not changed meanwhile (else it is
 /// computed again), so concurrent runs lose no update.
-fn assign(f: AssignOp, var: NodeId, name: &str, value: &Value, store: &Store) -> Result<SmallVec<[Value; 1]>> {
+fn assign(f: AssignOp, var: NodeId, name: &str, value: &Value, store: &VariableStore) -> Result<SmallVec<[Value; 1]>> {
     let binary = match f {
         AssignOp::Assign => None,
         AssignOp::AssignAdd => Some(BinaryOp::Add),
@@ -411,36 +425,26 @@ fn assign(f: AssignOp, var: NodeId, name: &str, value: &Value, store: &Store) ->
         let (read, new) = match binary {
             None => (None, value.clone()),
             Some(b) => {
-                let current = store.read().get(&var).cloned().ok_or_else(|| uninitialized(name))?;
+                let current = store.get(var).ok_or_else(|| uninitialized(name))?;
                 let mut out = backend::execute(&Op::Binary { f: b }, &[&current, value], &KernelCtx::EAGER)?;
                 (Some(current), out.swap_remove(0))
             }
         };
-        let mut vars = store.write();
-        let old = vars.get(&var);
-        if let Some(read) = &read {
-            if !old.is_some_and(|o| o.is_same(read)) {
-                continue;
-            }
+        if store.assign(var, name, &new, read.as_ref())? {
+            return Ok(smallvec::smallvec![new]);
         }
-        if let Some(old) = old {
-            if old.shape() != new.shape() {
-                return Err(Error::shape(format!(
-                    "assigning shape {} to variable '{name}' of shape {}",
-                    new.shape(),
-                    old.shape()
-                )));
-            }
-        }
-        vars.insert(var, new.clone());
-        return Ok(smallvec::smallvec![new]);
     }
 }
 
 /// Where a sequential run records each step's time (index = step).
 type StepTimes<'a> = Option<&'a mut [std::time::Duration]>;
 
-fn execute_sequential(plan: &Plan, feeds: &[&Value], store: &Store, mut times: StepTimes<'_>) -> Result<Vec<Value>> {
+fn execute_sequential(
+    plan: &Plan,
+    feeds: &[&Value],
+    store: &VariableStore,
+    mut times: StepTimes<'_>,
+) -> Result<Vec<Value>> {
     let mut slots: SmallVec<[Option<Value>; 8]> = SmallVec::from_elem(None, plan.num_slots);
     for (i, v) in feeds.iter().enumerate() {
         slots[plan.feeds[i].0 as usize] = Some((*v).clone());
@@ -486,7 +490,7 @@ fn collect(plan: &Plan, mut get: impl FnMut(Slot) -> Option<Value>) -> Result<Ve
 /// Shared state of a parallel run.
 struct Run<'p> {
     plan: &'p Plan,
-    store: &'p Store,
+    store: &'p VariableStore,
     slots: Vec<Mutex<Option<Value>>>,
     /// Readers still to run, per slot: the slot is freed when it reaches 0.
     readers: Vec<AtomicU32>,
@@ -553,7 +557,7 @@ impl<'p> Run<'p> {
     }
 }
 
-fn execute_parallel(plan: &Plan, feeds: &[&Value], store: &Store) -> Result<Vec<Value>> {
+fn execute_parallel(plan: &Plan, feeds: &[&Value], store: &VariableStore) -> Result<Vec<Value>> {
     let run = Run {
         plan,
         store,
@@ -583,6 +587,32 @@ fn execute_parallel(plan: &Plan, feeds: &[&Value], store: &Store) -> Result<Vec<
 mod tests {
     use super::*;
     use crate::{ops, DType};
+
+    /// After the first step (whose initial values the graph's constants
+    /// share), Adam overwrites the variable in its own buffer, with the
+    /// textbook numbers: a constant gradient moves each weight by lr a step.
+    #[test]
+    fn training_steps_update_variables_in_their_own_buffers() -> Result<()> {
+        let g = Graph::new();
+        let n = 1 << 16;
+        let w = Variable::in_graph(&g, "w", &Tensor::zeros([n], DType::F32)?, true)?;
+        let ones = g.constant(Tensor::ones([n], DType::F32)?)?;
+        let loss = ops::sum(&ops::mul(&w.read(), &ones)?, crate::Axes::All, false)?;
+        let train = crate::nn::Optimizer::adam(0.1).minimize(&loss, &[&w])?;
+        let s = Session::new(&g);
+        s.run_targets(&[&g.global_variables_initializer()?])?;
+        let node = s.graph_variable(&w)?;
+        let address = || s.variables.get(node).map(|v| v.storage.host().bytes().as_ptr() as usize);
+        s.run_targets(&[&train])?;
+        let first = address();
+        for _ in 0..3 {
+            s.run_targets(&[&train])?;
+            assert_eq!(address(), first, "the update moved the variable");
+        }
+        let v = s.variable_value(&w)?.to_vec::<f32>()?;
+        assert!(v.iter().all(|&x| (x + 0.4).abs() < 1e-5), "{}", v[0]);
+        Ok(())
+    }
 
     /// A step with a cheap and an expensive dependent lists the expensive one
     /// first (the one a parallel run goes on with), whatever the order of the

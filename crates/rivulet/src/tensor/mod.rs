@@ -228,6 +228,31 @@ impl Tensor {
         v.into_tensor()
     }
 
+    /// Whether this handle is the only one to its value and to its buffer.
+    pub(crate) fn is_unique(&self) -> bool {
+        match &self.repr {
+            Repr::Value(v) => {
+                Arc::strong_count(v) == 1
+                    && Arc::weak_count(v) == 0
+                    && Arc::strong_count(&v.storage) == 1
+                    && Arc::weak_count(&v.storage) == 0
+            }
+            Repr::Symbolic(_) => false,
+        }
+    }
+
+    /// The value, if this handle is the only one to it and to its buffer
+    /// (no clone, view or read of either exists); else the tensor back.
+    pub(crate) fn into_unique_value(self) -> std::result::Result<Value, Tensor> {
+        if !self.is_unique() {
+            return Err(self);
+        }
+        match self.repr {
+            Repr::Value(v) => Arc::try_unwrap(v).map_err(|v| Tensor { repr: Repr::Value(v) }),
+            repr => Err(Tensor { repr }),
+        }
+    }
+
     pub(crate) fn symbolic(graph: Graph, node: NodeId, index: usize, dtype: DType, shape: Shape) -> Tensor {
         Tensor { repr: Repr::Symbolic(Arc::new(Symbolic { graph, node, index, dtype, shape })) }
     }

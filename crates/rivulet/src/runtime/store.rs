@@ -1,0 +1,437 @@
+//! Variables' values: the cell each variable's value lives in (shared by
+//! an eager variable and the sessions of the functions that capture it),
+//! a session's cells by graph node, and the optimizer updates that
+//! overwrite a variable and its slots in place.
+//!
+//! No lock is held while a kernel runs: a kernel's parallel loop may, on the
+//! same thread, pick up a step of another run that wants the lock. For the
+//! same reason a reader of a variable that is being overwritten never
+//! simply waits: it runs the update's remaining chunks itself, and then
+//! waits only for chunks that other threads are running right now.
+
+use super::session::uninitialized;
+use crate::backend::{self, InPlaceUpdate};
+use crate::error::{Error, Result};
+use crate::graph::NodeId;
+use crate::ops::optim::UpdateRule;
+use crate::tensor::{Tensor, Value};
+use parking_lot::{RwLock, RwLockWriteGuard};
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Where one variable's value lives.
+pub(crate) struct VariableCell {
+    state: RwLock<State>,
+}
+
+enum State {
+    Ready(Tensor),
+    /// Being overwritten in place (together with the update's other cells).
+    Updating(Arc<Update>),
+    /// Only inside `update`, while it holds every cell's lock.
+    Taken,
+}
+
+struct Update {
+    job: InPlaceUpdate,
+    cells: SmallVec<[Arc<VariableCell>; 3]>,
+    /// Set once the new values are back in the cells.
+    published: AtomicBool,
+}
+
+impl VariableCell {
+    /// A cell holding `value` (a computed tensor).
+    pub fn new(value: Tensor) -> Arc<VariableCell> {
+        Arc::new(VariableCell { state: RwLock::new(State::Ready(value)) })
+    }
+
+    /// The current value.
+    pub fn get(&self) -> Tensor {
+        loop {
+            let update = match &*self.state.read() {
+                State::Ready(t) => return t.clone(),
+                State::Updating(u) => u.clone(),
+                // Never seen outside `update` (it holds the write lock).
+                State::Taken => continue,
+            };
+            update.finish();
+        }
+    }
+
+    /// Replace the value; with `expected`, only if the cell still holds that
+    /// very value (false if not).
+    pub fn compare_and_set(&self, value: Tensor, expected: Option<&Tensor>) -> bool {
+        loop {
+            let mut state = self.state.write();
+            match &*state {
+                State::Updating(u) => {
+                    let u = u.clone();
+                    drop(state);
+                    u.finish();
+                }
+                State::Taken => {}
+                State::Ready(old) => {
+                    if expected.is_some_and(|e| !old.is_same_value(e)) {
+                        return false;
+                    }
+                    *state = State::Ready(value);
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Replace the value.
+    pub fn set(&self, value: Tensor) {
+        self.compare_and_set(value, None);
+    }
+}
+
+impl Update {
+    /// Help the update to its end, and wait until it is published.
+    fn finish(self: &Arc<Update>) {
+        if self.job.help() {
+            self.publish();
+        }
+        self.wait();
+    }
+
+    /// Run the chunks on the pool; whichever thread writes the last one
+    /// publishes the new values at once (not after the loop returns: a
+    /// reader waiting for them may sit on this thread's stack).
+    fn drive(self: &Arc<Update>) {
+        let threads = rayon::current_num_threads().min(self.job.chunks());
+        if threads <= 1 {
+            return self.finish();
+        }
+        (0..threads).into_par_iter().for_each(|_| {
+            if self.job.help() {
+                self.publish();
+            }
+        });
+        self.wait();
+    }
+
+    /// Wait for the chunks other threads are running (a few microseconds
+    /// each; they wait for nothing) and for the publication.
+    fn wait(&self) {
+        let mut spins = 0u32;
+        while !self.published.load(Ordering::Acquire) {
+            if self.job.is_poisoned() {
+                // A kernel bug, not bad input: the variable's value is lost.
+                panic!("an in-place optimizer update panicked on another thread");
+            }
+            if spins < 64 {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Put the new values back in the cells (they keep the only handles).
+    fn publish(self: &Arc<Update>) {
+        if let Some(values) = self.job.take_results() {
+            for (cell, value) in self.cells.iter().zip(values) {
+                let mut state = cell.state.write();
+                if matches!(&*state, State::Updating(u) if Arc::ptr_eq(u, self)) {
+                    *state = State::Ready(Tensor::from_value(value));
+                }
+            }
+        }
+        self.published.store(true, Ordering::Release);
+    }
+}
+
+/// Write locks of several distinct cells, taken in address order (so two
+/// updates of overlapping sets cannot wait for each other), by position.
+fn lock_all(cells: &[Arc<VariableCell>]) -> Vec<RwLockWriteGuard<'_, State>> {
+    let mut order: Vec<usize> = (0..cells.len()).collect();
+    order.sort_by_key(|&i| Arc::as_ptr(&cells[i]) as usize);
+    let mut guards: Vec<Option<RwLockWriteGuard<'_, State>>> = (0..cells.len()).map(|_| None).collect();
+    for i in order {
+        guards[i] = Some(cells[i].state.write());
+    }
+    guards.into_iter().flatten().collect()
+}
+
+/// The values of locked cells, if all are ready.
+fn ready(guards: &[RwLockWriteGuard<'_, State>]) -> Option<Vec<Tensor>> {
+    guards
+        .iter()
+        .map(|g| match &**g {
+            State::Ready(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Apply `rule` to `cells` (the variable's, then its slots') and return
+/// their new values: over the old buffers when nothing else holds them (no
+/// run, view, fetch or eager read), else into new ones.
+pub(crate) fn update(
+    rule: UpdateRule,
+    cells: &[Arc<VariableCell>],
+    grad: &Value,
+    lr: &Value,
+    step: &Value,
+) -> Result<Vec<Value>> {
+    let distinct = cells.iter().enumerate().all(|(i, c)| cells[..i].iter().all(|d| !Arc::ptr_eq(c, d)));
+    if cells.len() != 1 + rule.num_slots() || !distinct {
+        return Err(Error::invalid(format!(
+            "{} updates a variable and {} distinct slots, got {} variables",
+            rule.type_name(),
+            rule.num_slots(),
+            cells.len()
+        )));
+    }
+    // Kernels (a copy of a strided gradient, casts) run before any lock.
+    let (grad, lr_f, step_f) = backend::update_operands(grad, lr, step)?;
+    loop {
+        let mut guards = lock_all(cells);
+        let busy = guards.iter().find_map(|g| match &**g {
+            State::Updating(u) => Some(u.clone()),
+            _ => None,
+        });
+        if let Some(u) = busy {
+            drop(guards);
+            u.finish();
+            continue;
+        }
+        if guards.iter().all(|g| matches!(&**g, State::Ready(t) if t.is_unique())) {
+            // Unique handles under every lock: nobody can clone them now.
+            let taken: Vec<std::result::Result<Value, Tensor>> = guards
+                .iter_mut()
+                .filter_map(|g| match std::mem::replace(&mut **g, State::Taken) {
+                    State::Ready(t) => Some(t.into_unique_value()),
+                    _ => None,
+                })
+                .collect();
+            let job = if taken.iter().all(|r| r.is_ok()) {
+                let values: Vec<Value> = taken.into_iter().filter_map(|r| r.ok()).collect();
+                InPlaceUpdate::new(rule, values, &grad, lr_f, step_f)
+                    .map_err(|back| back.into_iter().map(Tensor::from_value).collect::<Vec<_>>())
+            } else {
+                Err(taken.into_iter().map(|r| r.map_or_else(|t| t, Tensor::from_value)).collect())
+            };
+            match job {
+                Ok(job) => {
+                    let u = Arc::new(Update {
+                        job,
+                        cells: cells.iter().cloned().collect(),
+                        published: AtomicBool::new(false),
+                    });
+                    for g in guards.iter_mut() {
+                        **g = State::Updating(u.clone());
+                    }
+                    drop(guards);
+                    u.drive();
+                    return Ok(cells.iter().filter_map(|c| c.get().value().ok().cloned()).collect());
+                }
+                Err(back) => {
+                    for (g, t) in guards.iter_mut().zip(back) {
+                        **g = State::Ready(t);
+                    }
+                }
+            }
+        }
+        let Some(old) = ready(&guards) else { continue };
+        drop(guards);
+        // A buffer is held elsewhere: new ones, like the pure op, published
+        // only if no other update came first (else computed again).
+        log::debug!("{}: a variable or slot buffer is shared; writing new buffers", rule.type_name());
+        let old_values: Vec<&Value> = old.iter().map(|t| t.value()).collect::<Result<_>>()?;
+        let mut inputs: Vec<&Value> = vec![old_values[0], &grad, lr, step];
+        inputs.extend(old_values[1..].iter().copied());
+        let new = backend::apply_update(&rule, &inputs)?;
+        let mut guards = lock_all(cells);
+        let unchanged = guards.iter().zip(&old).all(|(g, o)| matches!(&**g, State::Ready(t) if t.is_same_value(o)));
+        if unchanged {
+            for (g, v) in guards.iter_mut().zip(&new) {
+                **g = State::Ready(Tensor::from_value(v.clone()));
+            }
+            return Ok(new);
+        }
+    }
+}
+
+/// A session's variables: a cell per graph variable node (bound to an
+/// eager variable's own cell for a traced function's captures).
+#[derive(Default)]
+pub(crate) struct VariableStore {
+    cells: RwLock<FxHashMap<NodeId, Arc<VariableCell>>>,
+}
+
+impl VariableStore {
+    fn cell(&self, var: NodeId) -> Option<Arc<VariableCell>> {
+        self.cells.read().get(&var).cloned()
+    }
+
+    /// The current value of `var`, `None` when it has none.
+    pub fn get(&self, var: NodeId) -> Option<Value> {
+        self.cell(var)?.get().value().ok().cloned()
+    }
+
+    pub fn contains(&self, var: NodeId) -> bool {
+        self.cells.read().contains_key(&var)
+    }
+
+    /// Set `var` to `value`.
+    pub fn set(&self, var: NodeId, value: Value) {
+        let cell = match self.cells.write().entry(var) {
+            std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(VariableCell::new(Tensor::from_value(value)));
+                return;
+            }
+        };
+        // Outside the map's lock: the cell may be in an update to help along.
+        cell.set(Tensor::from_value(value));
+    }
+
+    /// Keep `var`'s value in `cell` from now on (a traced function's
+    /// stand-in for the eager variable that owns the cell).
+    pub fn bind(&self, var: NodeId, cell: Arc<VariableCell>) {
+        self.cells.write().insert(var, cell);
+    }
+
+    /// Set `var` (named `name`) to `value` of the same shape; with
+    /// `expected`, only if `var` still holds that very value (false if not).
+    pub fn assign(&self, var: NodeId, name: &str, value: &Value, expected: Option<&Value>) -> Result<bool> {
+        let Some(cell) = self.cell(var) else {
+            if expected.is_some() {
+                return Err(uninitialized(name));
+            }
+            self.set(var, value.clone());
+            return Ok(true);
+        };
+        let old = cell.get();
+        if old.shape() != value.shape() {
+            return Err(Error::shape(format!(
+                "assigning shape {} to variable '{name}' of shape {}",
+                value.shape(),
+                old.shape()
+            )));
+        }
+        drop(old);
+        let expected = expected.map(|e| Tensor::from_value(e.clone()));
+        Ok(cell.compare_and_set(Tensor::from_value(value.clone()), expected.as_ref()))
+    }
+
+    /// An optimizer update of `vars` (the variable, then its slots): see [`update`].
+    pub fn update(
+        &self,
+        rule: UpdateRule,
+        vars: &[(NodeId, String)],
+        grad: &Value,
+        lr: &Value,
+        step: &Value,
+    ) -> Result<Vec<Value>> {
+        let cells: Vec<Arc<VariableCell>> =
+            vars.iter().map(|(v, name)| self.cell(*v).ok_or_else(|| uninitialized(name))).collect::<Result<_>>()?;
+        update(rule, &cells, grad, lr, step)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::storage::HostBuffer;
+    use crate::tensor::{DType, Shape};
+
+    fn value(data: &[f32]) -> Value {
+        Value::from_buffer(DType::F32, Shape::new(&[data.len()]), HostBuffer::from_slice(data).expect("buffer"))
+    }
+
+    fn scalar(v: f32) -> Value {
+        Value::from_buffer(DType::F32, Shape::scalar(), HostBuffer::from_slice(&[v]).expect("buffer"))
+    }
+
+    fn address(v: &Value) -> *const u8 {
+        v.storage.host().bytes().as_ptr()
+    }
+
+    /// A variable nobody else holds is updated in its own buffer; one that a
+    /// reader still holds gets a new buffer and the reader keeps the old
+    /// value. Both give the pure op's numbers.
+    #[test]
+    fn updates_write_in_place_only_when_nobody_else_holds_the_buffers() -> Result<()> {
+        let n = 40_000;
+        let (w, g) = (vec![1.0f32; n], vec![0.5f32; n]);
+        let store = VariableStore::default();
+        let vars = [(0usize, "w".to_string())];
+        store.set(0, value(&w));
+        let (lr, step, grad) = (scalar(0.1), scalar(1.0), value(&g));
+        let before = address(&store.get(0).expect("w"));
+        let new = store.update(UpdateRule::Sgd, &vars, &grad, &lr, &step)?;
+        assert_eq!(address(&new[0]), before, "a unique buffer is updated in place");
+        assert!(new[0].contiguous_slice::<f32>().expect("w").iter().all(|&x| x == 0.95));
+        drop(new);
+        let held = store.get(0).expect("w");
+        let new = store.update(UpdateRule::Sgd, &vars, &grad, &lr, &step)?;
+        assert_ne!(address(&new[0]), address(&held), "a held buffer is not overwritten");
+        assert!(held.contiguous_slice::<f32>().expect("held").iter().all(|&x| x == 0.95));
+        assert!(store.get(0).expect("w").contiguous_slice::<f32>().expect("w").iter().all(|&x| x == 0.9));
+        let missing = store.update(UpdateRule::Sgd, &[(7, "nope".to_string())], &grad, &lr, &step);
+        assert!(missing.is_err_and(|e| e.to_string().contains("'nope' is not initialized")));
+        let twice = [(0usize, "w".to_string()), (0usize, "w".to_string())];
+        let adam = UpdateRule::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-7, weight_decay: 0.0 };
+        assert!(store
+            .update(adam, &[twice[0].clone(), twice[0].clone(), twice[1].clone()], &grad, &lr, &step)
+            .is_err());
+        Ok(())
+    }
+
+    /// A gradient of the wrong shape is an error that leaves the variable
+    /// as it was (readable, not stuck mid-update); a variable without
+    /// elements updates to nothing.
+    #[test]
+    fn bad_or_empty_updates_leave_the_variable_readable() -> Result<()> {
+        let store = VariableStore::default();
+        store.set(0, value(&[1.0, 2.0, 3.0]));
+        let (lr, step) = (scalar(0.1), scalar(1.0));
+        let bad = store.update(UpdateRule::Sgd, &[(0, "w".to_string())], &value(&[1.0, 2.0]), &lr, &step);
+        assert!(bad.is_err_and(|e| e.to_string().contains("the variable's shape")));
+        assert_eq!(store.get(0).expect("w").contiguous_slice::<f32>(), Some(&[1.0f32, 2.0, 3.0][..]));
+        store.set(1, value(&[]));
+        let out = store.update(UpdateRule::Sgd, &[(1, "e".to_string())], &value(&[]), &lr, &step)?;
+        assert_eq!(out[0].numel(), 0);
+        assert_eq!(store.get(1).expect("e").numel(), 0);
+        Ok(())
+    }
+
+    /// Reads and updates of a variable from many threads at once: each read
+    /// sees a whole value (every element from the same update), no update is
+    /// lost (held buffers take the copying path, which retries), and nothing
+    /// waits forever.
+    #[test]
+    fn reads_during_in_place_updates_see_whole_values() -> Result<()> {
+        let n = 200_000;
+        let store = VariableStore::default();
+        store.set(0, value(&vec![0.0f32; n]));
+        let vars = [(0usize, "w".to_string())];
+        let (lr, step, grad) = (scalar(1.0), scalar(1.0), value(&vec![-1.0f32; n]));
+        let updates = 50;
+        let reads: Vec<f32> = (0..updates * 4)
+            .into_par_iter()
+            .map(|i| {
+                if i % 4 == 0 {
+                    store.update(UpdateRule::Sgd, &vars, &grad, &lr, &step).map(|_| -1.0)
+                } else {
+                    let v = store.get(0).expect("w");
+                    let s = v.contiguous_slice::<f32>().expect("w");
+                    assert!(s.iter().all(|&x| x == s[0]), "a read saw a half-updated value");
+                    Ok(s[0])
+                }
+            })
+            .collect::<Result<_>>()?;
+        assert!(reads.iter().all(|&r| r == -1.0 || (0.0..=updates as f32).contains(&r)));
+        let last = store.get(0).expect("w");
+        assert!(last.contiguous_slice::<f32>().expect("w").iter().all(|&x| x == updates as f32));
+        Ok(())
+    }
+}
