@@ -279,19 +279,11 @@ impl Variable {
     fn update(&self, f: AssignOp, value: &Tensor) -> Result<Tensor> {
         let location = Location::caller();
         if let Some(mirror) = self.traced() {
-            // AssignAdd/Sub read the variable: chain them on the latest value.
-            let out = match (f, crate::runtime::function::current_trace()) {
-                (AssignOp::Assign, _) | (_, None) => mirror.update(f, value)?,
-                (_, Some(trace)) => {
-                    let current = trace.read(self)?;
-                    let new = if f == AssignOp::AssignAdd {
-                        super::add(&current, value)?
-                    } else {
-                        super::sub(&current, value)?
-                    };
-                    mirror.update(AssignOp::Assign, &new)?
-                }
-            };
+            // The stand-in's own AssignAdd/Sub: atomic, so overlapping calls
+            // of the traced function lose no update. A run orders it after
+            // the earlier reads and writes of the variable, and later reads
+            // in the trace see its result.
+            let out = mirror.update(f, value)?;
             if let Some(trace) = crate::runtime::function::current_trace() {
                 trace.assigned(self, &out);
             }

@@ -83,8 +83,6 @@ struct Trace {
     inputs: Vec<Tensor>,
     outputs: Vec<Tensor>,
     effects: Vec<Operation>,
-    /// Held by a call while it runs.
-    calls: Mutex<()>,
 }
 
 /// How a [`Function`] traces.
@@ -141,12 +139,13 @@ where
     }
 
     /// Call it: trace if no trace fits the arguments, then run the graph.
-    /// Calls from several threads may trace concurrently; calls of one
-    /// trace run one at a time (their variable updates are not lost).
-    /// Captured variables change as the run assigns them, as in TensorFlow
-    /// 2: eager code on other threads may see a call's updates before it
-    /// returns, and a call that fails keeps the updates it made before the
-    /// error.
+    /// Calls from several threads may trace and run concurrently. Captured
+    /// variables change as the run assigns them, as in TensorFlow 2:
+    /// `assign_add`/`assign_sub` and optimizer updates lose nothing to an
+    /// overlapping call, a plain `assign` of a value computed from a read
+    /// may overwrite one (as in TensorFlow), other threads may see a call's
+    /// updates before it returns, and a call that fails keeps the updates
+    /// it made before the error.
     pub fn call(&self, args: &[&Tensor]) -> Result<Vec<Tensor>> {
         if args.iter().any(|a| a.is_symbolic()) {
             return Err(Error::graph("a traced function takes values; call it eagerly"));
@@ -179,12 +178,6 @@ where
                 }
             }
         };
-        // Calls of one trace are serialized: traced code reads a variable
-        // and assigns a value computed from it (`v.assign_add(x)` becomes
-        // `v = read(v) + x`), so overlapping calls would lose updates. (Held
-        // across the run: a call made from inside a parallel loop nested in
-        // another call of the same function can still deadlock.)
-        let _call = t.calls.lock();
         let feeds: Vec<(&Tensor, &Tensor)> = t.inputs.iter().zip(args.iter().copied()).collect();
         let fetches: Vec<&Tensor> = t.outputs.iter().collect();
         let targets: Vec<&Operation> = t.effects.iter().collect();
@@ -277,6 +270,6 @@ where
             })?;
             session.bind_variable(&c.mirror, cell.clone())?;
         }
-        Ok(Trace { signature, session, inputs, outputs, effects, calls: Mutex::new(()) })
+        Ok(Trace { signature, session, inputs, outputs, effects })
     }
 }
