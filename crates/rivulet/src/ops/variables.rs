@@ -279,10 +279,10 @@ impl Variable {
     fn update(&self, f: AssignOp, value: &Tensor) -> Result<Tensor> {
         let location = Location::caller();
         if let Some(mirror) = self.traced() {
-            // The stand-in's own AssignAdd/Sub: atomic, so overlapping calls
-            // of the traced function lose no update. A run orders it after
-            // the earlier reads and writes of the variable, and later reads
-            // in the trace see its result.
+            // The stand-in's own AssignAdd/Sub: atomic, so an update of the
+            // variable from another thread meanwhile is not lost. A run
+            // orders it after the earlier reads and writes of the variable,
+            // and later reads in the trace see its result.
             let out = mirror.update(f, value)?;
             if let Some(trace) = crate::runtime::function::current_trace() {
                 trace.assigned(self, &out);

@@ -65,7 +65,8 @@ impl TraceState {
     }
 
     /// The value a read of `v` sees here: the last assignment traced so far,
-    /// else the variable's value at the start of the call.
+    /// else the variable's value when the run reads it (before this call's
+    /// own writes).
     pub(crate) fn read(&self, v: &Variable) -> Result<Tensor> {
         if let Some(t) = self.latest.borrow().get(&v.id()) {
             return Ok(t.clone());
@@ -83,6 +84,8 @@ struct Trace {
     inputs: Vec<Tensor>,
     outputs: Vec<Tensor>,
     effects: Vec<Operation>,
+    /// Held by a call while it runs.
+    calls: Mutex<()>,
 }
 
 /// How a [`Function`] traces.
@@ -139,13 +142,11 @@ where
     }
 
     /// Call it: trace if no trace fits the arguments, then run the graph.
-    /// Calls from several threads may trace and run concurrently. Captured
-    /// variables change as the run assigns them, as in TensorFlow 2:
-    /// `assign_add`/`assign_sub` and optimizer updates lose nothing to an
-    /// overlapping call, a plain `assign` of a value computed from a read
-    /// may overwrite one (as in TensorFlow), other threads may see a call's
-    /// updates before it returns, and a call that fails keeps the updates
-    /// it made before the error.
+    /// Calls from several threads may trace concurrently; calls of one
+    /// trace run one at a time. Captured variables change as the run
+    /// assigns them, as in TensorFlow 2: eager code on other threads may see
+    /// a call's updates before it returns, and a call that fails keeps the
+    /// updates it made before the error.
     pub fn call(&self, args: &[&Tensor]) -> Result<Vec<Tensor>> {
         if args.iter().any(|a| a.is_symbolic()) {
             return Err(Error::graph("a traced function takes values; call it eagerly"));
@@ -178,6 +179,13 @@ where
                 }
             }
         };
+        // Calls of one trace run one at a time: traced code often reads a
+        // variable and assigns a value computed from it (an optimizer step,
+        // a dropout layer's random counter), and overlapping calls would
+        // lose updates or draw the same numbers. (Held across the run: a
+        // call made from inside a parallel loop nested in another call of
+        // the same function can still deadlock.)
+        let _call = t.calls.lock();
         let feeds: Vec<(&Tensor, &Tensor)> = t.inputs.iter().zip(args.iter().copied()).collect();
         let fetches: Vec<&Tensor> = t.outputs.iter().collect();
         let targets: Vec<&Operation> = t.effects.iter().collect();
@@ -270,6 +278,6 @@ where
             })?;
             session.bind_variable(&c.mirror, cell.clone())?;
         }
-        Ok(Trace { signature, session, inputs, outputs, effects })
+        Ok(Trace { signature, session, inputs, outputs, effects, calls: Mutex::new(()) })
     }
 }
