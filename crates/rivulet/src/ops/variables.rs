@@ -300,21 +300,7 @@ impl Variable {
                     .map_err(|e| e.with_context(|| self.context(f, location)))?;
                 // Detach from any tape: the variable's new value is a fresh source.
                 let v = value.value()?;
-                // The sum is computed without the lock (a parallel add holding
-                // it could pick up, on the same thread, work that waits for it)
-                // and published only if the value has not changed meanwhile.
-                loop {
-                    let current = cell.get();
-                    // Eager even under a default graph: the cell holds values.
-                    let new = match f {
-                        AssignOp::Assign => Tensor::from_value(v.clone()),
-                        AssignOp::AssignAdd => crate::graph::eager_scope(|| {
-                            crate::autodiff::tape::untracked(|| super::add(&current, value))
-                        })?,
-                        AssignOp::AssignSub => crate::graph::eager_scope(|| {
-                            crate::autodiff::tape::untracked(|| super::sub(&current, value))
-                        })?,
-                    };
+                let checked = |new: Tensor| -> Result<Tensor> {
                     if new.shape() != &self.inner.shape {
                         bail!(
                             shape,
@@ -324,9 +310,24 @@ impl Variable {
                             self.inner.shape
                         );
                     }
-                    if cell.compare_and_set(new.clone(), (f != AssignOp::Assign).then_some(&current)) {
-                        return Ok(new);
+                    Ok(new)
+                };
+                // Eager even under a default graph: the cell holds values.
+                let combine = |current: &Tensor| {
+                    crate::graph::eager_scope(|| {
+                        crate::autodiff::tape::untracked(|| match f {
+                            AssignOp::AssignSub => super::sub(current, value),
+                            _ => super::add(current, value),
+                        })
+                    })
+                };
+                match f {
+                    AssignOp::Assign => {
+                        let new = checked(Tensor::from_value(v.clone()))?;
+                        cell.set(new.clone());
+                        Ok(new)
                     }
+                    AssignOp::AssignAdd | AssignOp::AssignSub => cell.modify(|current| checked(combine(current)?)),
                 }
             }
         }

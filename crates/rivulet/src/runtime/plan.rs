@@ -35,13 +35,12 @@ pub(crate) enum Stateful {
 
 impl Stateful {
     /// The variables the step writes.
-    fn writes(&self) -> impl Iterator<Item = NodeId> + '_ {
-        let (one, many) = match self {
-            Stateful::Assign { var, .. } => (Some(*var), &[][..]),
-            Stateful::Update { vars, .. } => (None, &vars[..]),
-            Stateful::No | Stateful::Read { .. } => (None, &[][..]),
-        };
-        one.into_iter().chain(many.iter().map(|(v, _)| *v))
+    fn writes(&self) -> SmallVec<[NodeId; 3]> {
+        match self {
+            Stateful::Assign { var, .. } => smallvec::smallvec![*var],
+            Stateful::Update { vars, .. } => vars.iter().map(|(v, _)| *v).collect(),
+            Stateful::No | Stateful::Read { .. } => SmallVec::new(),
+        }
     }
 }
 

@@ -408,32 +408,23 @@ fn run_step(
     })
 }
 
-/// Update a variable; the output is its new value.
-///
-/// AssignAdd/AssignSub compute outside the store's lock: a parallel add
-/// that held it could, while waiting for its other half, pick up a step
-/// that waits for the lock on the same thread, and never finish. The sum
-/// is published only if the variable has not changed meanwhile (else it is
-/// computed again), so concurrent runs lose no update.
+/// Update a variable; the output is its new value. AssignAdd/AssignSub
+/// compute outside any lock and publish only if the variable did not
+/// change meanwhile (see [`super::store::VariableCell::modify`]).
 fn assign(f: AssignOp, var: NodeId, name: &str, value: &Value, store: &VariableStore) -> Result<SmallVec<[Value; 1]>> {
-    let binary = match f {
-        AssignOp::Assign => None,
-        AssignOp::AssignAdd => Some(BinaryOp::Add),
-        AssignOp::AssignSub => Some(BinaryOp::Sub),
-    };
-    loop {
-        let (read, new) = match binary {
-            None => (None, value.clone()),
-            Some(b) => {
-                let current = store.get(var).ok_or_else(|| uninitialized(name))?;
-                let mut out = backend::execute(&Op::Binary { f: b }, &[&current, value], &KernelCtx::EAGER)?;
-                (Some(current), out.swap_remove(0))
-            }
-        };
-        if store.assign(var, name, &new, read.as_ref())? {
-            return Ok(smallvec::smallvec![new]);
+    let new = match f {
+        AssignOp::Assign => {
+            store.assign(var, name, value)?;
+            value.clone()
         }
-    }
+        AssignOp::AssignAdd | AssignOp::AssignSub => {
+            let op = Op::Binary { f: if f == AssignOp::AssignAdd { BinaryOp::Add } else { BinaryOp::Sub } };
+            store.modify(var, name, |current| {
+                Ok(backend::execute(&op, &[current, value], &KernelCtx::EAGER)?.swap_remove(0))
+            })?
+        }
+    };
+    Ok(smallvec::smallvec![new])
 }
 
 /// Where a sequential run records each step's time (index = step).

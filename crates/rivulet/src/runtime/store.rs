@@ -63,7 +63,7 @@ impl VariableCell {
 
     /// Replace the value; with `expected`, only if the cell still holds that
     /// very value (false if not).
-    pub fn compare_and_set(&self, value: Tensor, expected: Option<&Tensor>) -> bool {
+    fn compare_and_set(&self, value: Tensor, expected: Option<&Tensor>) -> bool {
         loop {
             let mut state = self.state.write();
             match &*state {
@@ -87,6 +87,23 @@ impl VariableCell {
     /// Replace the value.
     pub fn set(&self, value: Tensor) {
         self.compare_and_set(value, None);
+    }
+
+    /// Replace the value with `f(current)`. `f` runs without the lock (it
+    /// may run parallel kernels, whose waiting thread may pick up work that
+    /// wants this cell) and its result is published only if the value has
+    /// not changed meanwhile; else `f` runs again on the new value, so
+    /// concurrent updates are not lost. Comparing by identity is sound: an
+    /// in-place update keeps a buffer's identity, but never touches one
+    /// that someone (here, the held `current`) still holds.
+    pub fn modify(&self, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+        loop {
+            let current = self.get();
+            let new = f(&current)?;
+            if self.compare_and_set(new.clone(), Some(&current)) {
+                return Ok(new);
+            }
+        }
     }
 }
 
@@ -259,6 +276,18 @@ pub(crate) fn update(
     }
 }
 
+/// A shape error unless `new` has the shape of `old`, the value of variable `name`.
+fn same_shape(name: &str, new: &Value, old: &Tensor) -> Result<()> {
+    if new.shape() != old.shape() {
+        return Err(Error::shape(format!(
+            "assigning shape {} to variable '{name}' of shape {}",
+            new.shape(),
+            old.shape()
+        )));
+    }
+    Ok(())
+}
+
 /// A session's variables: a cell per graph variable node (bound to an
 /// eager variable's own cell for a traced function's captures).
 #[derive(Default)]
@@ -299,27 +328,28 @@ impl VariableStore {
         self.cells.write().insert(var, cell);
     }
 
-    /// Set `var` (named `name`) to `value` of the same shape; with
-    /// `expected`, only if `var` still holds that very value (false if not).
-    pub fn assign(&self, var: NodeId, name: &str, value: &Value, expected: Option<&Value>) -> Result<bool> {
-        let Some(cell) = self.cell(var) else {
-            if expected.is_some() {
-                return Err(uninitialized(name));
+    /// Set `var` (named `name`) to `value` of the same shape.
+    pub fn assign(&self, var: NodeId, name: &str, value: &Value) -> Result<()> {
+        match self.cell(var) {
+            Some(cell) => {
+                same_shape(name, value, &cell.get())?;
+                cell.set(Tensor::from_value(value.clone()));
             }
-            self.set(var, value.clone());
-            return Ok(true);
-        };
-        let old = cell.get();
-        if old.shape() != value.shape() {
-            return Err(Error::shape(format!(
-                "assigning shape {} to variable '{name}' of shape {}",
-                value.shape(),
-                old.shape()
-            )));
+            None => self.set(var, value.clone()),
         }
-        drop(old);
-        let expected = expected.map(|e| Tensor::from_value(e.clone()));
-        Ok(cell.compare_and_set(Tensor::from_value(value.clone()), expected.as_ref()))
+        Ok(())
+    }
+
+    /// Set `var` (named `name`) to `f(current)`, of the same shape: see
+    /// [`VariableCell::modify`].
+    pub fn modify(&self, var: NodeId, name: &str, f: impl Fn(&Value) -> Result<Value>) -> Result<Value> {
+        let cell = self.cell(var).ok_or_else(|| uninitialized(name))?;
+        let new = cell.modify(|current| {
+            let new = Tensor::from_value(f(current.value()?)?);
+            same_shape(name, new.value()?, current)?;
+            Ok(new)
+        })?;
+        Ok(new.value()?.clone())
     }
 
     /// An optimizer update of `vars` (the variable, then its slots): see [`update`].
