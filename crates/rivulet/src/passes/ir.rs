@@ -48,6 +48,48 @@ impl IrNode {
     }
 }
 
+/// Pending "every reader of `old` reads `new` instead" rewrites.
+///
+/// A pass records them while it walks the nodes in order and resolves each
+/// node's inputs through them when it reaches it (inputs precede their
+/// readers, so they are final by then), then applies the rest with
+/// [`IrGraph::substitute`]: linear in the graph, where rewriting every
+/// reader at each replacement was quadratic.
+#[derive(Default, Debug)]
+pub struct Substitution(FxHashMap<IrEdge, IrEdge>);
+
+impl Substitution {
+    /// Readers of `old` will read `new`.
+    pub fn insert(&mut self, old: IrEdge, new: IrEdge) {
+        if old != new {
+            self.0.insert(old, new);
+        }
+    }
+
+    /// The edge that finally replaces `e` (itself when none does).
+    pub fn resolve(&self, mut e: IrEdge) -> IrEdge {
+        // Chains are short and never cycle: a replacement is never replaced by what it replaced.
+        while let Some(&next) = self.0.get(&e) {
+            e = next;
+        }
+        e
+    }
+
+    /// Resolve every edge of `edges` in place.
+    pub fn apply(&self, edges: &mut [IrEdge]) {
+        if self.0.is_empty() {
+            return;
+        }
+        for e in edges {
+            *e = self.resolve(*e);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// One request's graph, ready for optimization and lowering.
 #[derive(Clone, Debug)]
 pub struct IrGraph {
@@ -220,20 +262,17 @@ impl IrGraph {
         uses
     }
 
-    /// Make every reader of `old` read `new` instead.
-    pub fn replace_uses(&mut self, old: IrEdge, new: IrEdge) {
+    /// Make every reader of an edge that `subst` replaces read its
+    /// replacement: one sweep over the nodes and fetches, however many
+    /// replacements a pass made.
+    pub fn substitute(&mut self, subst: &Substitution) {
+        if subst.is_empty() {
+            return;
+        }
         for n in self.nodes.iter_mut() {
-            for e in n.inputs.iter_mut() {
-                if *e == old {
-                    *e = new;
-                }
-            }
+            subst.apply(&mut n.inputs);
         }
-        for e in self.fetches.iter_mut() {
-            if *e == old {
-                *e = new;
-            }
-        }
+        subst.apply(&mut self.fetches);
     }
 
     /// Mark everything the fetches and targets no longer need as dead.

@@ -1,6 +1,6 @@
 //! The rewriting passes.
 
-use super::ir::{IrEdge, IrGraph};
+use super::ir::{IrEdge, IrGraph, Substitution};
 use super::PassOptions;
 use crate::backend::{self, KernelCtx};
 use crate::error::Result;
@@ -37,29 +37,45 @@ fn const_scalar(ir: &IrGraph, e: IrEdge) -> Option<f64> {
 }
 
 /// Point every reader of `node`'s output 0 at `to` (when types agree).
-fn forward(ir: &mut IrGraph, node: usize, to: IrEdge) -> bool {
-    let (from, to_meta) = (IrEdge { node, index: 0 }, ir.nodes[to.node].outputs[to.index].clone());
-    if ir.nodes[node].outputs.len() != 1 || ir.nodes[node].outputs[0] != to_meta {
+fn forward(ir: &IrGraph, subst: &mut Substitution, node: usize, to: IrEdge) -> bool {
+    let to_meta = &ir.nodes[to.node].outputs[to.index];
+    if ir.nodes[node].outputs.len() != 1 || ir.nodes[node].outputs[0] != *to_meta {
         return false;
     }
-    ir.replace_uses(from, to);
+    subst.insert(IrEdge { node, index: 0 }, to);
     true
 }
 
-/// `x * 1`, `x / 1`, `x + 0`, `x - 0`, `x - x` (integers), double
-/// transposes, reshape of reshape, same-dtype casts, identities.
+/// Whether `c` is a zero that leaves `x` unchanged, bit for bit, as the
+/// `side` operand of `x + c` (or of `x - c` when `subtract`).
+/// In floating point `-0 + 0` is `+0`, so only `x + (-0)` and `x - (+0)` are
+/// identities; every integer zero is.
+fn neutral_zero(c: Option<f64>, dtype: DType, subtract: bool) -> bool {
+    match c {
+        Some(z) if z == 0.0 => !dtype.is_float() || z.is_sign_negative() != subtract,
+        _ => false,
+    }
+}
+
+/// `x * 1`, `x / 1`, `x + (-0)`, `x - 0`, `x - x` (integers), double
+/// transposes, reshape of reshape, same-dtype casts, identities. Each keeps
+/// the result bit for bit, except that a signaling NaN may stay signaling
+/// where the arithmetic would have quieted it (NaN payloads are outside the
+/// bitwise promise, as in IEEE 754).
 pub(super) fn simplify(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
+    let mut subst = Substitution::default();
     for i in 0..ir.nodes.len() {
         if ir.nodes[i].dead {
             continue;
         }
+        subst.apply(&mut ir.nodes[i].inputs);
         let inputs = ir.nodes[i].inputs.clone();
         match ir.nodes[i].op.clone() {
             Op::Identity | Op::StopGradient => {
-                forward(ir, i, inputs[0]);
+                forward(ir, &mut subst, i, inputs[0]);
             }
             Op::Cast { dtype } if ir.nodes[inputs[0].node].outputs[inputs[0].index].dtype == dtype => {
-                forward(ir, i, inputs[0]);
+                forward(ir, &mut subst, i, inputs[0]);
             }
             Op::Binary { f } => {
                 let (a, b) = (inputs[0], inputs[1]);
@@ -69,13 +85,13 @@ pub(super) fn simplify(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
                     BinaryOp::Mul if cb == Some(1.0) => Some(a),
                     BinaryOp::Mul if ca == Some(1.0) => Some(b),
                     BinaryOp::Div if cb == Some(1.0) => Some(a),
-                    BinaryOp::Add if cb == Some(0.0) => Some(a),
-                    BinaryOp::Add if ca == Some(0.0) => Some(b),
-                    BinaryOp::Sub if cb == Some(0.0) => Some(a),
+                    BinaryOp::Add if neutral_zero(cb, dtype, false) => Some(a),
+                    BinaryOp::Add if neutral_zero(ca, dtype, false) => Some(b),
+                    BinaryOp::Sub if neutral_zero(cb, dtype, true) => Some(a),
                     _ => None,
                 };
                 if let Some(k) = keep {
-                    forward(ir, i, k);
+                    forward(ir, &mut subst, i, k);
                 } else if f == BinaryOp::Sub && a == b && dtype.is_int() {
                     // x - x = 0 for integers (floats keep it: inf - inf is NaN).
                     let shape = ir.nodes[i].outputs[0].shape.clone();
@@ -90,12 +106,12 @@ pub(super) fn simplify(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
             Op::Transpose { perm } => {
                 let src = inputs[0];
                 if perm.iter().enumerate().all(|(k, &p)| k == p) {
-                    forward(ir, i, src);
+                    forward(ir, &mut subst, i, src);
                 } else if let Op::Transpose { perm: inner } = ir.nodes[src.node].op.clone() {
                     let composed: Vec<usize> = perm.iter().map(|&p| inner[p]).collect();
                     let origin = ir.nodes[src.node].inputs[0];
                     if composed.iter().enumerate().all(|(k, &p)| k == p) {
-                        forward(ir, i, origin);
+                        forward(ir, &mut subst, i, origin);
                     } else {
                         ir.nodes[i].op = Op::Transpose { perm: composed };
                         ir.nodes[i].inputs = vec![origin];
@@ -104,21 +120,23 @@ pub(super) fn simplify(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
             }
             Op::Reshape { .. } | Op::ReshapeLike => {
                 let src = inputs[0];
-                let (out, inp) = (ir.nodes[i].outputs[0].clone(), ir.nodes[src.node].outputs[src.index].clone());
+                let (out, inp) = (&ir.nodes[i].outputs[0], &ir.nodes[src.node].outputs[src.index]);
                 if out == inp && out.shape.is_fully_known() {
-                    forward(ir, i, src);
+                    forward(ir, &mut subst, i, src);
                 } else if matches!(ir.nodes[src.node].op, Op::Reshape { .. } | Op::ReshapeLike) {
                     // reshape(reshape(x)) = reshape(x), and x itself when the shapes agree.
                     let origin = ir.nodes[src.node].inputs[0];
                     ir.nodes[i].inputs[0] = origin;
-                    if ir.nodes[origin.node].outputs[origin.index] == out && out.shape.is_fully_known() {
-                        forward(ir, i, origin);
+                    let out = &ir.nodes[i].outputs[0];
+                    if ir.nodes[origin.node].outputs[origin.index] == *out && out.shape.is_fully_known() {
+                        forward(ir, &mut subst, i, origin);
                     }
                 }
             }
             _ => {}
         }
     }
+    ir.substitute(&subst);
     Ok(())
 }
 
@@ -161,7 +179,10 @@ pub(super) fn fold_constants(ir: &mut IrGraph, options: &PassOptions) -> Result<
 /// Merge nodes that compute the same op on the same inputs.
 pub(super) fn eliminate_common_subexpressions(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
     let mut seen: FxHashMap<String, usize> = FxHashMap::default();
+    let mut subst = Substitution::default();
     for i in 0..ir.nodes.len() {
+        // Merged inputs first, so that equal computations get equal keys.
+        subst.apply(&mut ir.nodes[i].inputs);
         let n = &ir.nodes[i];
         if n.dead || n.op.is_stateful() || matches!(n.op, Op::Placeholder { .. } | Op::NoOp) {
             continue;
@@ -183,7 +204,7 @@ pub(super) fn eliminate_common_subexpressions(ir: &mut IrGraph, _: &PassOptions)
         match seen.get(&key) {
             Some(&first) => {
                 for index in 0..ir.nodes[i].outputs.len() {
-                    ir.replace_uses(IrEdge { node: i, index }, IrEdge { node: first, index });
+                    subst.insert(IrEdge { node: i, index }, IrEdge { node: first, index });
                 }
                 ir.nodes[i].dead = true;
             }
@@ -192,6 +213,7 @@ pub(super) fn eliminate_common_subexpressions(ir: &mut IrGraph, _: &PassOptions)
             }
         }
     }
+    ir.substitute(&subst);
     Ok(())
 }
 
@@ -290,28 +312,27 @@ pub(super) fn fuse_elementwise(ir: &mut IrGraph, _: &PassOptions) -> Result<()> 
         if taken.contains(&root) || !elementwise(ir, root) {
             continue;
         }
-        // Grow backwards through producers whose every use is inside the group.
+        // Grow backwards through producers whose every use is inside the
+        // group: count each edge's readers inside it, and take the producer
+        // in when the count reaches all of the edge's uses (a fetched edge
+        // never does). Linear in the size of the group.
         let mut group: FxHashSet<usize> = FxHashSet::default();
+        let mut inside: FxHashMap<IrEdge, usize> = FxHashMap::default();
+        let mut joined = vec![root];
         group.insert(root);
-        loop {
-            let mut grew = false;
-            let members: Vec<usize> = group.iter().copied().collect();
-            for g in members {
-                for e in ir.nodes[g].inputs.clone() {
-                    let p = e.node;
-                    if group.contains(&p) || taken.contains(&p) || !elementwise(ir, p) {
-                        continue;
-                    }
-                    let all_inside = cons.get(&e).is_some_and(|c| c.iter().all(|u| group.contains(u)))
-                        && uses.get(&e).copied().unwrap_or(0) == cons.get(&e).map_or(0, |c| c.len());
-                    if all_inside {
-                        group.insert(p);
-                        grew = true;
-                    }
+        while let Some(g) = joined.pop() {
+            for &e in &ir.nodes[g].inputs {
+                let count = inside.entry(e).or_default();
+                *count += 1;
+                let p = e.node;
+                if *count == uses.get(&e).copied().unwrap_or(0)
+                    && !group.contains(&p)
+                    && !taken.contains(&p)
+                    && elementwise(ir, p)
+                {
+                    group.insert(p);
+                    joined.push(p);
                 }
-            }
-            if !grew {
-                break;
             }
         }
         // A trailing reduction over the root's trailing axes joins the group.
@@ -405,6 +426,11 @@ pub(super) fn update_in_place(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
             writers.entry(*var).or_default().push(i);
         }
     }
+    // Assignments replaced so far, by the update that replaces them (for
+    // control dependencies: applied in one sweep at the end, and looked up
+    // meanwhile).
+    let mut moved: FxHashMap<usize, usize> = FxHashMap::default();
+    let mut subst = Substitution::default();
     for u in 0..ir.nodes.len() {
         let Op::ApplyUpdate { rule } = ir.nodes[u].op else { continue };
         if ir.nodes[u].dead || ir.nodes[u].inputs.len() != 4 + rule.num_slots() {
@@ -427,7 +453,7 @@ pub(super) fn update_in_place(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
             let same_var = a.variables.first().map(|v| v.0) == Some(*var);
             let only_writer = writers.get(var).is_some_and(|w| w == &[assign]);
             // The update takes the assignment's place earlier in the order.
-            let control_before = a.control.iter().all(|&c| c < u);
+            let control_before = a.control.iter().all(|&c| moved.get(&c).copied().unwrap_or(c) < u);
             if !(plain && same_var && only_writer && control_before) {
                 break;
             }
@@ -446,6 +472,9 @@ pub(super) fn update_in_place(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
         for &a in &assigns {
             control.extend(ir.nodes[a].control.iter().copied());
         }
+        for c in control.iter_mut() {
+            *c = moved.get(c).copied().unwrap_or(*c);
+        }
         control.sort_unstable();
         control.dedup();
         let node = &mut ir.nodes[u];
@@ -454,13 +483,8 @@ pub(super) fn update_in_place(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
         node.control = control;
         node.variables = vars;
         for (j, &a) in assigns.iter().enumerate() {
-            ir.replace_uses(IrEdge { node: a, index: 0 }, IrEdge { node: u, index: j });
-            for n in ir.nodes.iter_mut() {
-                if n.control.contains(&a) {
-                    n.control.retain(|&c| c != a && c != u);
-                    n.control.push(u);
-                }
-            }
+            subst.insert(IrEdge { node: a, index: 0 }, IrEdge { node: u, index: j });
+            moved.insert(a, u);
             for t in ir.targets.iter_mut().filter(|t| **t == a) {
                 *t = u;
             }
@@ -468,6 +492,18 @@ pub(super) fn update_in_place(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
         }
         ir.targets.sort_unstable();
         ir.targets.dedup();
+    }
+    ir.substitute(&subst);
+    if !moved.is_empty() {
+        for n in ir.nodes.iter_mut() {
+            if n.control.iter().any(|c| moved.contains_key(c)) {
+                for c in n.control.iter_mut() {
+                    *c = moved.get(c).copied().unwrap_or(*c);
+                }
+                n.control.sort_unstable();
+                n.control.dedup();
+            }
+        }
     }
     Ok(())
 }

@@ -952,11 +952,17 @@ struct Lookahead {
     /// `(start, bytes)` of each region. Only ever prefetched, never read:
     /// a prefetch is a hint that cannot fault.
     regions: Vec<(*const i8, usize)>,
+    /// Cache lines in all regions, how many have been requested, and the
+    /// next one: `(region, line)`. Each step requests its share, so a chunk
+    /// costs its lines plus its steps, however many inputs the program has.
+    total_lines: usize,
+    issued: usize,
+    next: (usize, usize),
 }
 
 impl Lookahead {
     fn new() -> Lookahead {
-        Lookahead { regions: Vec::new() }
+        Lookahead { regions: Vec::new(), total_lines: 0, issued: 0, next: (0, 0) }
     }
 
     /// Point at elements `[start, start + len)` of every contiguous input and of `out`.
@@ -973,23 +979,31 @@ impl Lookahead {
             }
         }
         self.regions.push(region(out));
+        self.total_lines = self.regions.iter().map(|r| r.1.div_ceil(64)).sum();
+        self.issued = 0;
+        self.next = (0, 0);
     }
 
-    /// Prefetch part `k` of `parts` of every region.
-    fn step(&self, k: usize, parts: usize) {
-        for &(base, bytes) in &self.regions {
-            let lines = bytes.div_ceil(64);
-            let (from, to) = (lines * k / parts, lines * (k + 1) / parts);
-            for line in from..to {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: a prefetch is a hint that never faults; the address
-                // is within the region anyway.
-                unsafe {
-                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(base.wrapping_add(line * 64))
-                };
-                #[cfg(not(target_arch = "x86_64"))]
-                let _ = (base, line);
+    /// Prefetch part `k` of `parts` of the regions' lines (in order).
+    fn step(&mut self, k: usize, parts: usize) {
+        let target = self.total_lines * (k + 1) / parts;
+        while self.issued < target {
+            let (r, line) = self.next;
+            let Some(&(base, bytes)) = self.regions.get(r) else { return };
+            if line >= bytes.div_ceil(64) {
+                self.next = (r + 1, 0);
+                continue;
             }
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a prefetch is a hint that never faults; the address
+            // is within the region anyway.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(base.wrapping_add(line * 64))
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = base;
+            self.next.1 += 1;
+            self.issued += 1;
         }
     }
 }
