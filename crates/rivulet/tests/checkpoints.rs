@@ -1,7 +1,8 @@
 //! Checkpoints: round trips of every dtype, the `CheckpointManager`
-//! (rotation, index, atomic writes), damaged and hostile files (errors,
-//! never panics), and resuming a `Sequential` model bit for bit in eager
-//! and graph mode.
+//! (rotation, index, atomic writes, concurrent saves, `kill -9` during
+//! saves), damaged and hostile files (errors, never panics; any changed byte
+//! caught by the checksum), and restoring a `Sequential` model: bit for bit
+//! in eager and graph mode, all or nothing.
 
 mod common;
 use common::*;
@@ -48,6 +49,16 @@ fn entries(dir: &Path) -> Vec<String> {
         std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
+}
+
+/// Seal bytes that hold the placeholder `crc32:00000000` the way the format
+/// documents it (written here independently of the library): the CRC-32 of
+/// every byte, with the placeholder in place, written over its digits.
+fn seal(mut bytes: Vec<u8>) -> Vec<u8> {
+    let at = bytes.windows(14).position(|w| w == b"crc32:00000000").expect("a placeholder") + 6;
+    let crc = crc32fast::hash(&bytes);
+    bytes[at..at + 8].copy_from_slice(format!("{crc:08x}").as_bytes());
+    bytes
 }
 
 fn file_names(paths: &[PathBuf]) -> Vec<String> {
@@ -186,15 +197,30 @@ fn files_are_standard_safetensors_with_the_format_tag() -> TestResult {
     assert_eq!(v.data(), &[1, 0, 1, 0, 0, 1]);
     assert_eq!(st.tensor("scalar/f64").unwrap().shape(), &[] as &[usize]);
     assert_eq!(st.tensor("bf16").unwrap().dtype(), safetensors::Dtype::BF16);
-    // A file written by the safetensors crate with the tag loads.
-    let raw = raw_safetensors(
-        &[("x", safetensors::Dtype::F64, vec![2], [1.5f64, -4.0].iter().flat_map(|x| x.to_le_bytes()).collect())],
-        Some(&[("format", FORMAT), ("k", "v")]),
-    );
+    // The checksum is a metadata entry, "crc32:" and 8 lowercase hex digits.
+    let sum = m.get("checksum").expect("a checksum entry");
+    assert!(sum.starts_with("crc32:") && sum.len() == 14, "{sum}");
+    // A file written by the safetensors crate with the tag and a checksum
+    // sealed as documented loads.
+    let x = [1.5f64, -4.0].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let meta = [("format", FORMAT), ("checksum", "crc32:00000000"), ("k", "v")];
+    let raw = seal(raw_safetensors(&[("x", safetensors::Dtype::F64, vec![2], x.clone())], Some(&meta)));
     let d = from_bytes(&raw)?;
     assert_eq!(values(&d.tensors["x"]), vec![1.5, -4.0]);
     assert_eq!(d.metadata.get("k").map(String::as_str), Some("v"));
-    assert!(!d.metadata.contains_key("format"));
+    assert!(!d.metadata.contains_key("format") && !d.metadata.contains_key("checksum"));
+    // Without a checksum, or with a wrong one, it is damaged.
+    let unsealed = raw_safetensors(&[("x", safetensors::Dtype::F64, vec![2], x.clone())], Some(&meta[..1]));
+    assert!(parse_untrusted(&unsealed, "no checksum").is_none());
+    let wrong = [("format", FORMAT), ("checksum", "crc32:12345678")];
+    let raw = raw_safetensors(&[("x", safetensors::Dtype::F64, vec![2], x)], Some(&wrong));
+    assert!(parse_untrusted(&raw, "wrong checksum").is_none());
+    // The file's own keys are not user metadata.
+    for reserved in ["format", "checksum"] {
+        let mut d = step_data(1);
+        d.metadata.insert(reserved.into(), "x".into());
+        assert_eq!(kind(to_bytes(&d)), ErrorKind::InvalidArgument, "{reserved}");
+    }
     Ok(())
 }
 
@@ -242,7 +268,7 @@ fn manager_keeps_the_newest_and_deletes_the_rest() -> TestResult {
     // Older files are gone; no temporary files are left behind.
     assert_eq!(
         entries(&dir.join("ckpts")),
-        vec!["checkpoint.json", "ckpt-3.safetensors", "ckpt-4.safetensors", "ckpt-5.safetensors"]
+        vec!["checkpoint.json", "checkpoint.lock", "ckpt-3.safetensors", "ckpt-4.safetensors", "ckpt-5.safetensors"]
     );
     let latest = mgr.restore_latest()?.expect("a checkpoint");
     assert_eq!(latest.metadata["step"], "5");
@@ -251,7 +277,7 @@ fn manager_keeps_the_newest_and_deletes_the_rest() -> TestResult {
     let index: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("ckpts/checkpoint.json")).unwrap()).unwrap();
     assert_eq!(index["format"], "rivulet.checkpoint-index");
-    assert_eq!(index["version"], 1);
+    assert_eq!(index["version"], 2);
     assert_eq!(index["latest"], "ckpt-5.safetensors");
     // Another manager on the same directory sees the same state.
     let again = CheckpointManager::new(dir.join("ckpts"), 3);
@@ -263,13 +289,13 @@ fn manager_keeps_the_newest_and_deletes_the_rest() -> TestResult {
     assert_eq!(file_names(&mgr.checkpoints()?), vec!["ckpt-3.safetensors", "ckpt-5.safetensors", "ckpt-4.safetensors"]);
     assert_eq!(mgr.latest()?, Some(dir.join("ckpts/ckpt-4.safetensors")));
     assert_eq!(mgr.restore_latest()?.unwrap().metadata.get("again").map(String::as_str), Some("yes"));
-    assert_eq!(entries(&dir.join("ckpts")).len(), 4);
+    assert_eq!(entries(&dir.join("ckpts")).len(), 5);
     // The next save drops the oldest kept (3), not the lowest step still there.
     mgr.save(6, &step_data(6))?;
     assert_eq!(file_names(&mgr.checkpoints()?), vec!["ckpt-5.safetensors", "ckpt-4.safetensors", "ckpt-6.safetensors"]);
     assert_eq!(
         entries(&dir.join("ckpts")),
-        vec!["checkpoint.json", "ckpt-4.safetensors", "ckpt-5.safetensors", "ckpt-6.safetensors"]
+        vec!["checkpoint.json", "checkpoint.lock", "ckpt-4.safetensors", "ckpt-5.safetensors", "ckpt-6.safetensors"]
     );
     Ok(())
 }
@@ -281,7 +307,7 @@ fn manager_keeps_at_least_one() -> TestResult {
     mgr.save(10, &step_data(10))?;
     mgr.save(11, &step_data(11))?;
     assert_eq!(file_names(&mgr.checkpoints()?), vec!["ckpt-11.safetensors"]);
-    assert_eq!(entries(&dir), vec!["checkpoint.json", "ckpt-11.safetensors"]);
+    assert_eq!(entries(&dir), vec!["checkpoint.json", "checkpoint.lock", "ckpt-11.safetensors"]);
     assert_eq!(mgr.restore_latest()?.unwrap().metadata["step"], "11");
     Ok(())
 }
@@ -299,14 +325,12 @@ fn atomic_writes_leave_no_temporary_files() -> TestResult {
     for step in 0..6 {
         mgr.save(step, &step_data(step))?;
     }
-    assert_eq!(entries(&dir), vec!["checkpoint.json", "ckpt-4.safetensors", "ckpt-5.safetensors", "one.safetensors"]);
+    let managed = ["checkpoint.json", "checkpoint.lock", "ckpt-4.safetensors", "ckpt-5.safetensors", "one.safetensors"];
+    assert_eq!(entries(&dir), managed);
     // A failed save (the target is a directory) leaves neither a file nor a temporary.
     std::fs::create_dir(dir.join("blocked.safetensors")).unwrap();
     assert!(save_file(dir.join("blocked.safetensors"), &step_data(1)).is_err());
-    assert_eq!(
-        entries(&dir),
-        vec!["blocked.safetensors", "checkpoint.json", "ckpt-4.safetensors", "ckpt-5.safetensors", "one.safetensors"]
-    );
+    assert_eq!(entries(&dir), [&["blocked.safetensors"][..], &managed].concat());
     Ok(())
 }
 
@@ -329,32 +353,49 @@ fn truncation_at_every_length_is_a_format_error() {
 }
 
 #[test]
-fn flipped_bytes_never_panic() {
+fn every_changed_byte_is_caught() {
     let bytes = small_file();
-    let original = from_bytes(&bytes).unwrap();
-    let (mut errors, mut parsed) = (0, 0);
+    assert_eq!(from_bytes(&bytes).unwrap().tensors.len(), 3);
     for pos in 0..bytes.len() {
         for bit in 0..8 {
             let mut b = bytes.clone();
             b[pos] ^= 1 << bit;
-            match parse_untrusted(&b, &format!("bit {bit} of byte {pos} flipped")) {
-                Some(d) => {
-                    parsed += 1;
-                    // Whatever parses is a consistent checkpoint.
-                    for t in d.tensors.values() {
-                        assert_eq!(values(t).len(), t.numel().unwrap());
-                    }
-                }
-                None => errors += 1,
+            let what = format!("bit {bit} of byte {pos} flipped");
+            assert!(parse_untrusted(&b, &what).is_none(), "{what}: loaded");
+        }
+        for value in [0x00, 0xFF, b' ', b'0'] {
+            let mut b = bytes.clone();
+            if b[pos] != value {
+                b[pos] = value;
+                let what = format!("byte {pos} set to {value:#x}");
+                assert!(parse_untrusted(&b, &what).is_none(), "{what}: loaded");
             }
         }
-        let mut b = bytes.clone();
-        b[pos] = 0xFF;
-        parse_untrusted(&b, &format!("byte {pos} set to 0xFF"));
     }
-    // Flips in the header are caught, flips in the data change values.
-    assert!(errors > 0 && parsed > 0, "{errors} errors, {parsed} parsed");
-    assert_eq!(original.tensors.len(), 3);
+}
+
+/// Random multi-byte mutations, insertions and deletions: every one an
+/// error (the probability that a CRC-32 misses one is 2^-32).
+#[test]
+fn randomly_mutated_checkpoints_are_all_detected() {
+    let bytes = to_bytes(&every_dtype()).unwrap();
+    let mut rng = Rng(0xc4ec_c0de);
+    for case in 0..3000 {
+        let mut b = bytes.clone();
+        for _ in 0..1 + rng.below(4) {
+            let pos = rng.below(b.len());
+            match rng.below(3) {
+                0 => b[pos] = rng.below(256) as u8,
+                1 => b.insert(pos, rng.below(256) as u8),
+                _ => {
+                    b.remove(pos);
+                }
+            }
+        }
+        if b != bytes {
+            assert!(parse_untrusted(&b, &format!("case {case}")).is_none(), "case {case}: mutated file loaded");
+        }
+    }
 }
 
 #[test]
@@ -380,9 +421,14 @@ fn hostile_headers_are_format_errors() {
         let mut b = (header.len() as u64).to_le_bytes().to_vec();
         b.extend_from_slice(header.as_bytes());
         b.extend_from_slice(data);
-        b
+        if header.contains("crc32:00000000") {
+            seal(b)
+        } else {
+            b
+        }
     };
-    let meta = format!("\"__metadata__\":{{\"format\":\"{FORMAT}\"}}");
+    // Sealed with a valid checksum, so that the structure is what is checked.
+    let meta = format!("\"__metadata__\":{{\"format\":\"{FORMAT}\",\"checksum\":\"crc32:00000000\"}}");
     for (header, data) in [
         ("[1, 2, 3]".to_string(), vec![]),
         ("{".to_string(), vec![]),
@@ -453,13 +499,15 @@ fn damaged_or_hostile_index_is_a_format_error() -> TestResult {
     let index_path = dir.join("checkpoint.json");
     let good = std::fs::read_to_string(&index_path).unwrap();
     let index = |latest: &str, list: &[&str]| {
-        serde_json::json!({
+        let text = serde_json::to_string_pretty(&serde_json::json!({
             "format": "rivulet.checkpoint-index",
-            "version": 1,
+            "version": 2,
+            "checksum": "crc32:00000000",
             "latest": latest,
             "checkpoints": list,
-        })
-        .to_string()
+        }))
+        .unwrap();
+        String::from_utf8(seal(text.into_bytes())).unwrap()
     };
     // A hand-written valid index is accepted (the helper is sound).
     std::fs::write(&index_path, index("ckpt-1.safetensors", &["ckpt-1.safetensors"])).unwrap();
@@ -473,8 +521,10 @@ fn damaged_or_hostile_index_is_a_format_error() -> TestResult {
         ("wrong format", r#"{"format":"something-else","version":1,"latest":null,"checkpoints":[]}"#.to_string()),
         (
             "wrong version",
-            r#"{"format":"rivulet.checkpoint-index","version":2,"latest":null,"checkpoints":[]}"#.to_string(),
+            r#"{"format":"rivulet.checkpoint-index","version":1,"latest":null,"checkpoints":[]}"#.to_string(),
         ),
+        ("unsealed", index("ckpt-1.safetensors", &["ckpt-1.safetensors"]).replace("\"crc32:", "\"crc32:0")),
+        ("one name changed", good.replace("ckpt-1", "ckpt-2")),
         (
             "wrong types",
             r#"{"format":"rivulet.checkpoint-index","version":"1","latest":3,"checkpoints":"x"}"#.to_string(),
@@ -719,4 +769,261 @@ fn restore_errors() -> TestResult {
         assert_eq!(same.restore(&extra)?, 4);
     }
     Ok(())
+}
+
+#[test]
+fn a_failed_restore_changes_no_variable() -> TestResult {
+    let (x, y) = resume_data();
+    for mode in [ExecutionMode::Eager, ExecutionMode::Graph] {
+        let src = resume_model(mode, 16);
+        src.build(&x, &y)?;
+        src.fit(&x, &y, &options(0, 1))?;
+        let data = src.checkpoint(1)?;
+        let target = resume_model(mode, 16);
+        target.build(&x, &y)?;
+        let before = target.get_weights()?;
+        let order: Vec<String> = target.structural_variables().into_iter().map(|(n, _)| n).collect();
+        // The last variable restored is the one that does not fit: all the
+        // others would have been overwritten one by one before.
+        let last = order.last().unwrap().clone();
+        let cases: Vec<(&str, CheckpointData)> = vec![
+            ("last tensor of another dtype", {
+                let mut d = data.clone();
+                let t = d.tensors[&last].clone();
+                d.tensors.insert(last.clone(), ops::cast(&t, DType::F64)?);
+                d
+            }),
+            ("last tensor missing", {
+                let mut d = data.clone();
+                d.tensors.remove(&last);
+                d
+            }),
+            ("bad epoch", {
+                let mut d = data.clone();
+                d.metadata.insert("epoch".into(), "x".into());
+                d
+            }),
+        ];
+        for (what, d) in cases {
+            assert!(target.restore(&d).is_err(), "{mode:?} {what}");
+            let after = target.get_weights()?;
+            for ((name, a), (_, b)) in after.iter().zip(&before) {
+                assert!(a.bitwise_eq(b), "{mode:?} {what}: '{name}' changed");
+            }
+        }
+        // The good checkpoint still restores, and then every weight is the source's.
+        assert_eq!(target.restore(&data)?, 1);
+        let (got, want) = (target.get_weights()?, src.get_weights()?);
+        assert_eq!(got.len(), want.len());
+        for ((name, a), (_, b)) in got.iter().zip(&want) {
+            assert!(a.bitwise_eq(b), "{mode:?}: '{name}' restored");
+        }
+        assert!(got.iter().zip(&before).any(|((_, a), (_, b))| !a.bitwise_eq(b)), "the restore changed something");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Concurrent saves, crashes, leftovers
+// ---------------------------------------------------------------------------
+
+#[test]
+fn concurrent_saves_to_one_path_all_succeed() -> TestResult {
+    let dir = temp_dir("same-path");
+    let path = dir.join("shared.safetensors");
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            let path = &path;
+            s.spawn(move || {
+                for i in 0..10 {
+                    save_file(path, &step_data(t * 100 + i)).expect("every save succeeds");
+                }
+            });
+        }
+    });
+    let step: u64 = load_file(&path)?.metadata["step"].parse().unwrap();
+    assert!(step % 100 == 9, "the file is one thread's last save, whole: step {step}");
+    assert_eq!(entries(&dir), vec!["shared.safetensors"], "no temporary files left");
+    Ok(())
+}
+
+#[test]
+fn managers_saving_from_several_threads_lose_no_checkpoint() -> TestResult {
+    let dir = temp_dir("threads");
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let dir = &dir;
+            s.spawn(move || {
+                let mgr = CheckpointManager::new(&**dir, 1000);
+                for i in 0..25 {
+                    mgr.save(t * 25 + i, &step_data(t * 25 + i)).expect("every save succeeds");
+                }
+            });
+        }
+    });
+    let mgr = CheckpointManager::new(&*dir, 1000);
+    let mut names = file_names(&mgr.checkpoints()?);
+    names.sort();
+    let mut want: Vec<String> = (0..100).map(|s| format!("ckpt-{s}.safetensors")).collect();
+    want.sort();
+    assert_eq!(names, want, "the index lists all 100 saves");
+    for p in mgr.checkpoints()? {
+        let d = load_file(&p)?;
+        assert_eq!(format!("ckpt-{}.safetensors", d.metadata["step"]), p.file_name().unwrap().to_string_lossy());
+    }
+    assert_eq!(entries(&dir).len(), 102, "100 checkpoints, the index and the lock, no temporary files");
+    // And with rotation: 4 threads, keep 3.
+    let dir = temp_dir("threads-rotate");
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let dir = &dir;
+            s.spawn(move || {
+                let mgr = CheckpointManager::new(&**dir, 3);
+                for i in 0..25 {
+                    mgr.save(t * 25 + i, &step_data(t * 25 + i)).expect("every save succeeds");
+                }
+            });
+        }
+    });
+    let mgr = CheckpointManager::new(&*dir, 3);
+    assert_eq!(mgr.checkpoints()?.len(), 3);
+    assert_eq!(entries(&dir).len(), 5, "{:?}", entries(&dir));
+    assert!(mgr.restore_latest()?.is_some());
+    Ok(())
+}
+
+#[test]
+fn a_save_removes_what_crashed_saves_left() -> TestResult {
+    let dir = temp_dir("leftovers");
+    let mgr = CheckpointManager::new(&*dir, 2);
+    mgr.save(1, &step_data(1))?;
+    let left = [
+        "ckpt-2.safetensors.tmp-4242-0", // a checkpoint being written when its process died
+        "checkpoint.json.tmp-4242-1",    // an index being written
+        "ckpt-7.safetensors",            // written, but the index never named it
+    ];
+    for name in left {
+        std::fs::write(dir.join(name), vec![0u8; 1 << 16]).unwrap();
+    }
+    // Not the manager's: kept.
+    for name in ["notes.txt.tmp-1-0", "model-3.safetensors", "ckpt-x.safetensors"] {
+        std::fs::write(dir.join(name), b"mine").unwrap();
+    }
+    mgr.save(2, &step_data(2))?;
+    assert_eq!(
+        entries(&dir),
+        vec![
+            "checkpoint.json",
+            "checkpoint.lock",
+            "ckpt-1.safetensors",
+            "ckpt-2.safetensors",
+            "ckpt-x.safetensors",
+            "model-3.safetensors",
+            "notes.txt.tmp-1-0"
+        ]
+    );
+    // A directory without an index is not the manager's yet: its files stay.
+    let fresh = temp_dir("leftovers-fresh");
+    std::fs::write(fresh.join("ckpt-9.safetensors"), b"someone else's").unwrap();
+    CheckpointManager::new(&*fresh, 2).save(1, &step_data(1))?;
+    assert!(fresh.join("ckpt-9.safetensors").exists());
+    Ok(())
+}
+
+const CRASH_CHILD_DIR: &str = "RIVULET_CRASH_CHILD_DIR";
+
+/// A checkpoint of `step` large enough (4 MB) that a save takes a few
+/// milliseconds, so kills land inside saves.
+fn big_step_data(step: u64) -> CheckpointData {
+    let mut d = CheckpointData::default();
+    d.tensors.insert("w".into(), ops::fill(rivulet::Ctx::Eager, [1 << 20], step as f64, DType::F32).unwrap());
+    d.metadata.insert("step".into(), step.to_string());
+    d
+}
+
+/// The child of the crash tests: saves checkpoints until it is killed,
+/// printing each step it saved. Does nothing unless the parent set the directory.
+#[test]
+#[ignore = "the crash tests run it as a child process"]
+fn crash_child() {
+    use std::io::Write;
+    let Ok(dir) = std::env::var(CRASH_CHILD_DIR) else { return };
+    let keep: usize = std::env::var("RIVULET_CRASH_CHILD_KEEP").unwrap().parse().unwrap();
+    let first: u64 = std::env::var("RIVULET_CRASH_CHILD_FIRST").unwrap().parse().unwrap();
+    let mgr = CheckpointManager::new(dir, keep);
+    for step in first.. {
+        mgr.save(step, &big_step_data(step)).unwrap();
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "saved {step}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+/// Start savers and `kill -9` them at random points, `kills` times; after
+/// each kill the newest checkpoint must restore, whole, and be no older than
+/// the last save the child finished.
+fn kill_during_saves(kills: usize, keep: usize, seed: u64) {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    let dir = temp_dir(&format!("crash-{keep}"));
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = Rng(seed);
+    let (mut next, mut newest) = (1u64, None::<u64>);
+    for k in 0..kills {
+        let mut child = Command::new(&exe)
+            .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .env(CRASH_CHILD_DIR, &*dir)
+            .env("RIVULET_CRASH_CHILD_KEEP", keep.to_string())
+            .env("RIVULET_CRASH_CHILD_FIRST", next.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut finished = Vec::new();
+        // Wait for the first save, then kill at a random point of the following ones.
+        let mut line = String::new();
+        while out.read_line(&mut line).unwrap() > 0 {
+            if let Some(s) = line.trim().strip_prefix("saved ") {
+                finished.push(s.parse::<u64>().unwrap());
+                break;
+            }
+            line.clear();
+        }
+        std::thread::sleep(std::time::Duration::from_micros(rng.below(40_000) as u64));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        finished.extend(rest.lines().filter_map(|l| l.strip_prefix("saved ")).map(|s| s.parse::<u64>().unwrap()));
+        let mgr = CheckpointManager::new(&*dir, keep);
+        let restored = mgr.restore_latest().unwrap_or_else(|e| panic!("kill {k}: restore failed: {e}"));
+        let d = restored.unwrap_or_else(|| panic!("kill {k}: no checkpoint after {finished:?}"));
+        let step: u64 = d.metadata["step"].parse().unwrap();
+        let w = d.tensors["w"].to_vec::<f32>().unwrap();
+        assert!(w.len() == 1 << 20 && w.iter().all(|&v| v == step as f32), "kill {k}: step {step} is not whole");
+        let done = finished.iter().max().copied();
+        assert!(step >= done.unwrap_or(0) && Some(step) >= newest, "kill {k}: restored {step}, finished {done:?}");
+        assert!(mgr.checkpoints().unwrap().len() <= keep + 1, "kill {k}");
+        newest = Some(step);
+        next = step + 2;
+    }
+    // The next save cleans up after the crashed ones.
+    CheckpointManager::new(&*dir, keep).save(next, &big_step_data(next)).unwrap();
+    let left: Vec<String> = entries(&dir).into_iter().filter(|n| n.contains(".tmp")).collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+    assert_eq!(entries(&dir).len(), keep + 2, "{:?}", entries(&dir));
+}
+
+#[test]
+fn kill_9_during_saves_keeps_the_previous_checkpoint() {
+    kill_during_saves(15, 1, 1);
+    kill_during_saves(15, 3, 2);
+}
+
+#[test]
+#[ignore = "long: 400 kills; run with --ignored"]
+fn kill_9_during_saves_200_times_each() {
+    kill_during_saves(200, 1, 11);
+    kill_during_saves(200, 3, 12);
 }

@@ -224,7 +224,8 @@ fn simplification_removes_neutral_arithmetic() {
 /// The optimized plan keeps them and returns what eager mode returns.
 #[test]
 fn simplification_keeps_additions_of_zero_that_change_a_negative_zero() {
-    let cases: [(&str, fn(&Tensor) -> Result<Tensor>); 3] =
+    type Case = (&'static str, fn(&Tensor) -> Result<Tensor>);
+    let cases: [Case; 3] =
         [("x + 0", |x| ops::add(x, 0.0)), ("0 + x", |x| ops::add(0.0, x)), ("x - -0", |x| ops::sub(x, -0.0))];
     for (what, f) in cases {
         let g = Graph::new();

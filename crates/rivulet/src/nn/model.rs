@@ -512,12 +512,15 @@ impl Sequential {
 
     /// Restore a checkpoint made by [`Sequential::checkpoint`] into this
     /// (built) model; returns the saved epoch. Every variable must be in the
-    /// checkpoint with the same dtype and shape.
+    /// checkpoint with the same dtype and shape. All or nothing: everything
+    /// is checked before any variable changes, and a failure while writing
+    /// puts back the values already overwritten.
     pub fn restore(&self, data: &crate::io::CheckpointData) -> Result<u64> {
         let vars = self.structural_variables();
         if vars.is_empty() {
             bail!(precondition, "build the model (Sequential::build) before restoring a checkpoint");
         }
+        let mut plan: Vec<(&Variable, &Tensor)> = Vec::with_capacity(vars.len());
         for (name, v) in &vars {
             let t = data.tensors.get(name).ok_or_else(|| {
                 Error::not_found(format!("checkpoint has no tensor '{name}' (for variable '{}')", v.name()))
@@ -532,10 +535,23 @@ impl Sequential {
                     v.shape()
                 );
             }
-            self.set_variable_value(v, t)?;
+            plan.push((v, t));
         }
-        let epoch = data.metadata.get("epoch").map(|e| e.parse::<u64>()).transpose();
-        epoch.map(|e| e.unwrap_or(0)).map_err(|_| Error::format("checkpoint metadata 'epoch' is not a number"))
+        let epoch = match data.metadata.get("epoch") {
+            Some(e) => e.parse::<u64>().map_err(|_| Error::format("checkpoint metadata 'epoch' is not a number"))?,
+            None => 0,
+        };
+        let old: Vec<Tensor> = plan.iter().map(|(v, _)| self.variable_value(v)).collect::<Result<_>>()?;
+        for (k, (v, t)) in plan.iter().enumerate() {
+            if let Err(e) = self.set_variable_value(v, t) {
+                for ((v, _), before) in plan[..k].iter().zip(&old) {
+                    // Best effort: the values were readable and of the right type a moment ago.
+                    let _ = self.set_variable_value(v, before);
+                }
+                return Err(e);
+            }
+        }
+        Ok(epoch)
     }
 
     /// Every variable's value by name (from the session in graph mode).
