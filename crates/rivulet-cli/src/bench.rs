@@ -9,6 +9,9 @@ use std::time::Instant;
 
 const N2: f64 = 4096.0 * 4096.0;
 
+/// The workloads of BENCHMARKS.md this command times.
+pub const WORKLOADS: [&str; 6] = ["B1", "B2", "B3", "B4", "B5", "B8"];
+
 /// One measurement.
 struct Record {
     mode: &'static str,

@@ -5,12 +5,23 @@ use rivulet::data::load_digits;
 use rivulet::nn::{
     Activation, Dense, Dropout, ExecutionMode, FitOptions, LearningRate, Loss, Metric, Optimizer, Sequential, Verbosity,
 };
-use rivulet::Result;
+use rivulet::{Error, ErrorKind, Result};
 use std::time::Instant;
 
 pub fn run(mode: ExecutionMode, epochs: usize, quiet: bool) -> Result<()> {
     let start = Instant::now();
-    let seed: u64 = std::env::var("RIVULET_DEMO_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(2026);
+    let seed: u64 = match std::env::var("RIVULET_DEMO_SEED") {
+        Ok(s) => s.trim().parse().map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!("RIVULET_DEMO_SEED must be a non-negative integer, got '{s}'"),
+            )
+        })?,
+        Err(std::env::VarError::NotPresent) => 2026,
+        Err(std::env::VarError::NotUnicode(s)) => {
+            return Err(Error::new(ErrorKind::InvalidArgument, format!("RIVULET_DEMO_SEED is not text: {s:?}")))
+        }
+    };
     rivulet::set_random_seed(seed);
     let d = load_digits()?;
     println!(

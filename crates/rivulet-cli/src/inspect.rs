@@ -66,8 +66,9 @@ pub fn run(
             mlp_training_graph()?
         }
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(Error::from)?;
-            let g = Graph::from_json(&text)?;
+            let in_file = |e: Error| Error::new(e.kind(), format!("{}: {}", path.display(), e.message()));
+            let text = std::fs::read_to_string(path).map_err(|e| in_file(Error::from(e)))?;
+            let g = Graph::from_json(&text).map_err(in_file)?;
             let f = fetch.iter().map(|n| g.tensor(n)).collect::<Result<Vec<_>>>()?;
             let d = feed.iter().map(|n| g.tensor(n)).collect::<Result<Vec<_>>>()?;
             let t = target.iter().map(|n| g.operation(n)).collect::<Result<Vec<_>>>()?;

@@ -19,12 +19,13 @@ enum Command {
     /// Time the BENCHMARKS.md workloads in eager and graph mode.
     Bench {
         /// Workload ids to run (B1 B2 B3 B4 B5 B8); all when none are given.
+        #[arg(value_parser = bench::WORKLOADS, ignore_case = true)]
         ids: Vec<String>,
         /// Print one JSON object per measurement (the peers' keys) instead of a table.
         #[arg(long)]
         json: bool,
-        /// Only this mode: eager or graph.
-        #[arg(long)]
+        /// Only this mode.
+        #[arg(long, value_parser = ["eager", "graph"])]
         mode: Option<String>,
     },
     /// Train an MLP on the bundled handwritten digits; prints the test accuracy.

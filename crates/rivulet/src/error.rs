@@ -4,6 +4,13 @@
 //! [`ErrorKind`], a message, and — when it comes from an operation — the op's
 //! type, its node name, the dtypes and shapes of its inputs, and the source
 //! location of the call that created it.
+//!
+//! The location is the caller's line, also when the op was built inside the
+//! library on the caller's behalf (a composite like `stack`, a loss, a
+//! model's training step). One case Rust cannot trace: an op function
+//! passed as a value (`.map(ops::relu)`) reports a line in the standard
+//! library, because `#[track_caller]` does not reach through function
+//! pointers or the `Fn` traits; write `.map(|x| ops::relu(x))` to get yours.
 
 use std::fmt;
 use std::panic::Location;
@@ -120,6 +127,44 @@ impl Error {
         self
     }
 
+    /// The error as seen from a public function `op` called at `location`
+    /// with `inputs`: the context is set to that call unless it already
+    /// points at code outside the library (the caller's own op). An inner
+    /// op's name stays in the message (`ExpandDims: ...`).
+    pub(crate) fn at_caller(mut self, context: impl FnOnce() -> OpContext) -> Error {
+        let inner = match &self.context {
+            Some(c) if !is_library_location(&c.location) => return self,
+            Some(c) => Some(c.op.clone()),
+            None => None,
+        };
+        let outer = context();
+        if let Some(inner) = inner.filter(|i| *i != outer.op && !self.message.starts_with(&format!("{i}: "))) {
+            self.message = format!("{inner}: {}", self.message);
+        }
+        self.context = Some(Box::new(outer));
+        self
+    }
+
+    /// The error as returned by a public method `op` (not an op of its own,
+    /// like `Sequential.fit`) called at `location`: an op context that
+    /// points inside the library keeps its op, node and inputs but takes
+    /// the caller's line; an error without one gets `op` and the line.
+    pub(crate) fn relocated(mut self, op: &str, location: &Location<'_>) -> Error {
+        match &mut self.context {
+            Some(c) if is_library_location(&c.location) => c.location = location_string(location),
+            Some(_) => {}
+            None => {
+                self.context = Some(Box::new(OpContext {
+                    op: op.to_string(),
+                    node: None,
+                    inputs: Vec::new(),
+                    location: location_string(location),
+                }))
+            }
+        }
+        self
+    }
+
     /// Attach the op context unless one is already there (the innermost op wins).
     pub(crate) fn with_context(mut self, context: impl FnOnce() -> OpContext) -> Error {
         if self.context.is_none() {
@@ -127,6 +172,20 @@ impl Error {
         }
         self
     }
+}
+
+/// The directory of this library's sources as the compiler names them
+/// (`crates/rivulet/src/` in the workspace, a registry path elsewhere).
+fn library_sources() -> &'static str {
+    let this = file!();
+    this.strip_suffix("error.rs").unwrap_or(this)
+}
+
+/// Whether a formatted location (`file:line:col`) lies inside this library:
+/// an op created there on behalf of a caller (a composite, a loss, a model
+/// step) should report the caller's line instead.
+pub(crate) fn is_library_location(location: &str) -> bool {
+    location.is_empty() || location.starts_with(library_sources())
 }
 
 /// Format a source location the way compilers print it.

@@ -1098,3 +1098,54 @@ fn randomly_mutated_graph_documents_never_panic() {
         panics[..panics.len().min(3)].join("\n")
     );
 }
+
+// ---------------------------------------------------------------------------
+// Errors point at the caller, not into the library
+// ---------------------------------------------------------------------------
+
+/// The error's op and its location in this file (not a library file).
+#[track_caller]
+fn assert_at_caller(e: &Error, op: &str) {
+    let c = e.op_context().unwrap_or_else(|| panic!("no op context: {e}"));
+    assert_eq!(c.op, op, "{e}");
+    assert!(c.location.contains("tests/errors_io.rs:"), "points at the caller: {e}");
+}
+
+#[test]
+fn composite_ops_and_losses_report_themselves_at_the_callers_line() -> TestResult {
+    let (a, b) = (Tensor::from([1.0f32, 2.0]), Tensor::from([1.0f32, 2.0, 3.0]));
+    let e = ops::stack(&[&a, &b], 0).unwrap_err();
+    assert_at_caller(&e, "Pack");
+    assert_mentions(&e, &["f32[3]", "f32[2]"]);
+    let m = Tensor::from([[[1.0f32]]]);
+    let e = ops::einsum("jki->ii", &[&m]).unwrap_err();
+    assert_at_caller(&e, "Einsum");
+    assert_mentions(&e, &["'i'"]);
+    let e = rivulet::nn::losses::huber(&a, &a, -1.0).unwrap_err();
+    assert_at_caller(&e, "Huber");
+    let e = rivulet::nn::losses::sparse_categorical_crossentropy(&Tensor::scalar(1i32), &Tensor::scalar(0.5f32))
+        .unwrap_err();
+    assert_at_caller(&e, "SparseCategoricalCrossentropy");
+    let e = rivulet::nn::Loss::Huber { delta: f64::NAN }.compute(&a, &a).unwrap_err();
+    assert_at_caller(&e, "Huber");
+    Ok(())
+}
+
+#[test]
+fn model_errors_point_at_the_callers_line() -> TestResult {
+    use rivulet::nn::{Activation, Dense, ExecutionMode, Loss, Optimizer, Sequential};
+    for mode in [ExecutionMode::Eager, ExecutionMode::Graph] {
+        let mut model = Sequential::new(vec![Box::new(Dense::new(3, Activation::Relu))]);
+        model.compile(Optimizer::sgd(0.1), Loss::MeanSquaredError, &[], mode);
+        let (x, y) = (Tensor::from([[1.0f32, 2.0]]), Tensor::from([[1.0f32, 2.0, 3.0]]));
+        model.train_on_batch(&x, &y)?;
+        // Labels of the wrong width: the loss fails inside the model's step.
+        let e = model.train_on_batch(&x, &Tensor::from([[1.0f32, 2.0]])).unwrap_err();
+        let c = e.op_context().unwrap_or_else(|| panic!("{mode:?}: no op context: {e}"));
+        assert!(c.location.contains("tests/errors_io.rs:"), "{mode:?}: {e}");
+        // Inputs of the wrong width: the layer fails.
+        let e = model.predict(&Tensor::from([[1.0f32, 2.0, 3.0]]), 8).unwrap_err();
+        assert!(e.op_context().unwrap().location.contains("tests/errors_io.rs:"), "{mode:?}: {e}");
+    }
+    Ok(())
+}

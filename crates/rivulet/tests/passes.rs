@@ -118,9 +118,6 @@ fn run_same(g: &Graph, options: SessionOptions, fetches: &[&Tensor], feeds: &[(&
 }
 
 impl Rng {
-    fn chance(&mut self, p: f64) -> bool {
-        self.unit() <= p
-    }
     /// Uniform on [-r, r).
     fn uniform(&mut self, r: f32) -> f32 {
         ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * r

@@ -2,7 +2,7 @@
 //! probabilities with `from_logits: false`) and are computed stably.
 
 use crate::error::{bail, Result};
-use crate::ops::{self, Axes};
+use crate::ops::{self, checked, Axes};
 use crate::tensor::Tensor;
 
 /// A loss for [`Sequential::compile`](super::Sequential::compile).
@@ -35,16 +35,33 @@ impl Loss {
     /// The mean loss over the batch.
     #[track_caller]
     pub fn compute(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
+        checked(self.compute_parts(y_true, y_pred), self.op_name(), &[y_true, y_pred])
+    }
+
+    /// The op name errors report (Keras's class name).
+    fn op_name(&self) -> &'static str {
+        match self {
+            Loss::MeanSquaredError => "MeanSquaredError",
+            Loss::MeanAbsoluteError => "MeanAbsoluteError",
+            Loss::Huber { .. } => "Huber",
+            Loss::BinaryCrossentropy { .. } => "BinaryCrossentropy",
+            Loss::CategoricalCrossentropy { .. } => "CategoricalCrossentropy",
+            Loss::SparseCategoricalCrossentropy { .. } => "SparseCategoricalCrossentropy",
+        }
+    }
+
+    #[track_caller]
+    fn compute_parts(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
         match *self {
-            Loss::MeanSquaredError => mean_squared_error(y_true, y_pred),
-            Loss::MeanAbsoluteError => mean_absolute_error(y_true, y_pred),
-            Loss::Huber { delta } => huber(y_true, y_pred, delta),
+            Loss::MeanSquaredError => mse_parts(y_true, y_pred),
+            Loss::MeanAbsoluteError => mae_parts(y_true, y_pred),
+            Loss::Huber { delta } => huber_parts(y_true, y_pred, delta),
             Loss::BinaryCrossentropy { from_logits } => {
                 if from_logits {
-                    binary_crossentropy_with_logits(y_true, y_pred)
+                    bce_parts(y_true, y_pred)
                 } else {
                     let p = ops::clip_by_value(y_pred, EPS, 1.0 - EPS)?;
-                    binary_crossentropy_with_logits(y_true, &ops::sub(&ops::log(&p)?, &ops::log1p(&ops::neg(&p)?)?)?)
+                    bce_parts(y_true, &ops::sub(&ops::log(&p)?, &ops::log1p(&ops::neg(&p)?)?)?)
                 }
             }
             Loss::CategoricalCrossentropy { from_logits } => {
@@ -53,7 +70,7 @@ impl Loss {
                 ops::neg(&ops::mean(&ops::sum(&ops::mul(&y, &logp)?, -1, false)?, Axes::All, false)?)
             }
             Loss::SparseCategoricalCrossentropy { from_logits } => {
-                sparse_categorical_crossentropy(y_true, &log_probs(y_pred, from_logits)?)
+                sparse_parts(y_true, &log_probs(y_pred, from_logits)?)
             }
         }
     }
@@ -71,6 +88,7 @@ impl Loss {
     }
 }
 
+#[track_caller]
 fn log_probs(y_pred: &Tensor, from_logits: bool) -> Result<Tensor> {
     if from_logits {
         ops::log_softmax(y_pred, -1)
@@ -82,18 +100,33 @@ fn log_probs(y_pred: &Tensor, from_logits: bool) -> Result<Tensor> {
 /// `mean((y_pred - y_true)^2)`.
 #[track_caller]
 pub fn mean_squared_error(y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
+    checked(mse_parts(y_true, y_pred), "MeanSquaredError", &[y_true, y_pred])
+}
+
+#[track_caller]
+fn mse_parts(y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
     ops::mean(&ops::square(&ops::sub(y_pred, y_true)?)?, Axes::All, false)
 }
 
 /// `mean(|y_pred - y_true|)`.
 #[track_caller]
 pub fn mean_absolute_error(y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
+    checked(mae_parts(y_true, y_pred), "MeanAbsoluteError", &[y_true, y_pred])
+}
+
+#[track_caller]
+fn mae_parts(y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
     ops::mean(&ops::abs(&ops::sub(y_pred, y_true)?)?, Axes::All, false)
 }
 
 /// Huber loss: `0.5 e^2` for `|e| <= delta`, else `delta (|e| - delta / 2)`.
 #[track_caller]
 pub fn huber(y_true: &Tensor, y_pred: &Tensor, delta: f64) -> Result<Tensor> {
+    checked(huber_parts(y_true, y_pred, delta), "Huber", &[y_true, y_pred])
+}
+
+#[track_caller]
+fn huber_parts(y_true: &Tensor, y_pred: &Tensor, delta: f64) -> Result<Tensor> {
     if delta <= 0.0 || !delta.is_finite() {
         bail!(invalid, "huber delta must be positive, got {delta}");
     }
@@ -106,6 +139,11 @@ pub fn huber(y_true: &Tensor, y_pred: &Tensor, delta: f64) -> Result<Tensor> {
 /// Binary cross-entropy from logits `z`: `max(z, 0) - z y + log(1 + e^-|z|)`.
 #[track_caller]
 pub fn binary_crossentropy_with_logits(labels: &Tensor, logits: &Tensor) -> Result<Tensor> {
+    checked(bce_parts(labels, logits), "SigmoidCrossEntropyWithLogits", &[labels, logits])
+}
+
+#[track_caller]
+fn bce_parts(labels: &Tensor, logits: &Tensor) -> Result<Tensor> {
     let y = ops::cast(labels, logits.dtype())?;
     let per = ops::add(
         &ops::sub(&ops::relu(logits)?, &ops::mul(logits, &y)?)?,
@@ -118,6 +156,11 @@ pub fn binary_crossentropy_with_logits(labels: &Tensor, logits: &Tensor) -> Resu
 /// and integer class labels.
 #[track_caller]
 pub fn sparse_categorical_crossentropy(labels: &Tensor, logp: &Tensor) -> Result<Tensor> {
+    checked(sparse_parts(labels, logp), "SparseCategoricalCrossentropy", &[labels, logp])
+}
+
+#[track_caller]
+fn sparse_parts(labels: &Tensor, logp: &Tensor) -> Result<Tensor> {
     let Some(&classes) = logp.shape().last() else {
         bail!(shape, "sparse cross-entropy needs predictions with a class axis, got a scalar");
     };
@@ -128,5 +171,10 @@ pub fn sparse_categorical_crossentropy(labels: &Tensor, logp: &Tensor) -> Result
 /// Mean sparse softmax cross-entropy of `logits` against integer `labels`.
 #[track_caller]
 pub fn sparse_softmax_cross_entropy(labels: &Tensor, logits: &Tensor) -> Result<Tensor> {
-    sparse_categorical_crossentropy(labels, &ops::log_softmax(logits, -1)?)
+    checked(sparse_softmax_parts(labels, logits), "SparseSoftmaxCrossEntropyWithLogits", &[labels, logits])
+}
+
+#[track_caller]
+fn sparse_softmax_parts(labels: &Tensor, logits: &Tensor) -> Result<Tensor> {
+    sparse_parts(labels, &ops::log_softmax(logits, -1)?)
 }

@@ -166,6 +166,10 @@ impl Sequential {
     /// Apply every layer to `x`.
     #[track_caller]
     pub fn call(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        at_caller("Sequential.call", self.call_impl(x, training))
+    }
+
+    fn call_impl(&self, x: &Tensor, training: bool) -> Result<Tensor> {
         let mut h = x.clone();
         for l in &self.layers {
             h = l.call(&h, training).map_err(|e| e.with_context(|| op_context(l.name())))?;
@@ -278,7 +282,12 @@ impl Sequential {
     }
 
     /// One training step on a batch: loss and metric values (before the update).
+    #[track_caller]
     pub fn train_on_batch(&self, x: &Tensor, y: &Tensor) -> Result<(f64, Vec<f64>)> {
+        at_caller("Sequential.train_on_batch", self.train_on_batch_impl(x, y))
+    }
+
+    fn train_on_batch_impl(&self, x: &Tensor, y: &Tensor) -> Result<(f64, Vec<f64>)> {
         let c = self.compiled()?;
         match c.mode {
             ExecutionMode::Eager => {
@@ -311,7 +320,12 @@ impl Sequential {
     }
 
     /// Loss and metrics on one batch, without training.
+    #[track_caller]
     pub fn test_on_batch(&self, x: &Tensor, y: &Tensor) -> Result<(f64, Vec<f64>)> {
+        at_caller("Sequential.test_on_batch", self.test_on_batch_impl(x, y))
+    }
+
+    fn test_on_batch_impl(&self, x: &Tensor, y: &Tensor) -> Result<(f64, Vec<f64>)> {
         let c = self.compiled()?;
         match c.mode {
             ExecutionMode::Eager => tape::untracked(|| {
@@ -333,7 +347,12 @@ impl Sequential {
     }
 
     /// Train for `options.epochs` epochs on `(x, y)` (examples along axis 0).
+    #[track_caller]
     pub fn fit(&self, x: &Tensor, y: &Tensor, options: &FitOptions) -> Result<History> {
+        at_caller("Sequential.fit", self.fit_impl(x, y, options))
+    }
+
+    fn fit_impl(&self, x: &Tensor, y: &Tensor, options: &FitOptions) -> Result<History> {
         let c = self.compiled()?;
         let n = check_data(x, y)?;
         if options.batch_size == 0 {
@@ -342,17 +361,17 @@ impl Sequential {
         let (train_idx, val): (Vec<i64>, Option<(Tensor, Tensor)>) = match &options.validation_data {
             Some((vx, vy)) => {
                 check_data(vx, vy)?;
-                ((0..n as i64).collect(), Some((vx.clone(), vy.clone())))
+                (indices(0..n)?, Some((vx.clone(), vy.clone())))
             }
             None if options.validation_split > 0.0 => {
                 if options.validation_split >= 1.0 {
                     bail!(invalid, "validation_split must be in [0, 1), got {}", options.validation_split);
                 }
                 let cut = n - ((n as f64) * options.validation_split).round() as usize;
-                let held: Vec<i64> = (cut as i64..n as i64).collect();
-                ((0..cut as i64).collect(), Some((rows(x, &held)?, rows(y, &held)?)))
+                let held = indices(cut..n)?;
+                (indices(0..cut)?, Some((rows(x, &held)?, rows(y, &held)?)))
             }
-            None => ((0..n as i64).collect(), None),
+            None => (indices(0..n)?, None),
         };
         let names: Vec<&str> = c.metrics.iter().map(|m| m.name()).collect();
         let mut history = History::default();
@@ -360,7 +379,7 @@ impl Sequential {
         let tty = std::io::stderr().is_terminal();
         for epoch in options.initial_epoch..options.epochs {
             let order =
-                if options.shuffle { shuffled(&train_idx, options.seed, epoch as u64) } else { train_idx.clone() };
+                if options.shuffle { shuffled(&train_idx, options.seed, epoch as u64)? } else { train_idx.clone() };
             let show_bar = options.verbose == Verbosity::Auto && tty;
             if options.verbose != Verbosity::Silent {
                 eprintln!("Epoch {}/{}", epoch + 1, options.epochs);
@@ -410,7 +429,7 @@ impl Sequential {
         let n = check_data(x, y)?;
         let k = self.compiled()?.metrics.len();
         let (mut loss, mut metrics) = (Mean::default(), vec![Mean::default(); k]);
-        let idx: Vec<i64> = (0..n as i64).collect();
+        let idx = indices(0..n)?;
         for chunk in idx.chunks(batch_size.max(1)) {
             let (l, m) = self.test_on_batch(&rows(x, chunk)?, &rows(y, chunk)?)?;
             loss.update(l, chunk.len() as f64);
@@ -422,7 +441,12 @@ impl Sequential {
     }
 
     /// Loss and metrics over `(x, y)`: `[("loss", ..), ("accuracy", ..), ...]`.
+    #[track_caller]
     pub fn evaluate(&self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Vec<(String, f64)>> {
+        at_caller("Sequential.evaluate", self.evaluate_impl(x, y, batch_size))
+    }
+
+    fn evaluate_impl(&self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Vec<(String, f64)>> {
         let c = self.compiled()?;
         let (l, m) = self.evaluate_batched(x, y, batch_size)?;
         let mut out = vec![("loss".to_string(), l)];
@@ -431,9 +455,14 @@ impl Sequential {
     }
 
     /// The model's outputs for `x` (inference mode), in batches.
+    #[track_caller]
     pub fn predict(&self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
+        at_caller("Sequential.predict", self.predict_impl(x, batch_size))
+    }
+
+    fn predict_impl(&self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
         let n = *x.shape().first().ok_or_else(|| Error::shape("predict needs a batch axis"))?;
-        let idx: Vec<i64> = (0..n as i64).collect();
+        let idx = indices(0..n)?;
         let mut parts = Vec::new();
         for chunk in idx.chunks(batch_size.max(1)) {
             let bx = rows(x, chunk)?;
@@ -457,7 +486,12 @@ impl Sequential {
     /// Create every variable (layers, optimizer slots; in graph mode the
     /// graph and session) from example inputs, without training: what a
     /// fresh model needs before a checkpoint is restored into it.
+    #[track_caller]
     pub fn build(&self, x: &Tensor, y: &Tensor) -> Result<()> {
+        at_caller("Sequential.build", self.build_impl(x, y))
+    }
+
+    fn build_impl(&self, x: &Tensor, y: &Tensor) -> Result<()> {
         let c = self.compiled()?;
         match c.mode {
             ExecutionMode::Graph => self.graph_run(c, x, y).map(drop),
@@ -501,7 +535,12 @@ impl Sequential {
     /// A checkpoint of the model, its optimizer and the epoch. (Layers keep
     /// their random state in variables, so nothing else is needed to resume
     /// bit for bit.)
+    #[track_caller]
     pub fn checkpoint(&self, epoch: u64) -> Result<crate::io::CheckpointData> {
+        at_caller("Sequential.checkpoint", self.checkpoint_impl(epoch))
+    }
+
+    fn checkpoint_impl(&self, epoch: u64) -> Result<crate::io::CheckpointData> {
         let mut data = crate::io::CheckpointData::default();
         for (name, v) in self.structural_variables() {
             data.tensors.insert(name, self.variable_value(&v)?);
@@ -515,7 +554,12 @@ impl Sequential {
     /// checkpoint with the same dtype and shape. All or nothing: everything
     /// is checked before any variable changes, and a failure while writing
     /// puts back the values already overwritten.
+    #[track_caller]
     pub fn restore(&self, data: &crate::io::CheckpointData) -> Result<u64> {
+        at_caller("Sequential.restore", self.restore_impl(data))
+    }
+
+    fn restore_impl(&self, data: &crate::io::CheckpointData) -> Result<u64> {
         let vars = self.structural_variables();
         if vars.is_empty() {
             bail!(precondition, "build the model (Sequential::build) before restoring a checkpoint");
@@ -555,7 +599,12 @@ impl Sequential {
     }
 
     /// Every variable's value by name (from the session in graph mode).
+    #[track_caller]
     pub fn get_weights(&self) -> Result<Vec<(String, Tensor)>> {
+        at_caller("Sequential.get_weights", self.get_weights_impl())
+    }
+
+    fn get_weights_impl(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::new();
         for v in self.variables() {
             out.push((v.name().to_string(), self.variable_value(&v)?));
@@ -584,6 +633,14 @@ impl Sequential {
     }
 }
 
+/// `r` as returned by the public method `op`: errors from ops the model
+/// made on the caller's behalf point at the caller's line.
+#[track_caller]
+fn at_caller<T>(op: &str, r: Result<T>) -> Result<T> {
+    let at = std::panic::Location::caller();
+    r.map_err(|e| e.relocated(op, at))
+}
+
 fn op_context(layer: &str) -> crate::error::OpContext {
     crate::error::OpContext {
         op: "Layer".into(),
@@ -610,16 +667,25 @@ fn scalar(t: &Tensor) -> Result<f64> {
     v.to_scalar::<f64>()
 }
 
+/// The example indices `range` (their count comes from the caller's data:
+/// out of memory is an error).
+fn indices(range: std::ops::Range<usize>) -> Result<Vec<i64>> {
+    let mut v = crate::tensor::storage::try_vec_with_capacity(range.len())?;
+    v.extend(range.map(|i| i as i64));
+    Ok(v)
+}
+
 /// A permutation of `idx` from `seed` and `epoch` (Fisher-Yates with SplitMix64).
-fn shuffled(idx: &[i64], seed: u64, epoch: u64) -> Vec<i64> {
-    let mut v = idx.to_vec();
+fn shuffled(idx: &[i64], seed: u64, epoch: u64) -> Result<Vec<i64>> {
+    let mut v = crate::tensor::storage::try_vec_with_capacity(idx.len())?;
+    v.extend_from_slice(idx);
     let mut state = crate::ops::creation::splitmix64(seed ^ epoch.wrapping_mul(0xD1B5_4A32_D192_ED03));
     for i in (1..v.len()).rev() {
         state = crate::ops::creation::splitmix64(state);
         let j = (state % (i as u64 + 1)) as usize;
         v.swap(i, j);
     }
-    v
+    Ok(v)
 }
 
 fn progress_bar(steps: usize, visible: bool) -> ProgressBar {

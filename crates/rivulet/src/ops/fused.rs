@@ -94,6 +94,9 @@ impl FusedProgram {
         for m in inputs {
             s = broadcast_shapes(&s, &m.shape)?;
         }
+        if s.is_fully_known() {
+            s.checked_numel()?;
+        }
         Ok(s)
     }
 

@@ -149,9 +149,12 @@ fn einsum_impl(equation: &str, operands: &[&Tensor]) -> Result<Tensor> {
             once
         }
     };
-    for c in &out {
+    for (i, c) in out.iter().enumerate() {
         if !terms.iter().flatten().any(|d| d == c) {
             bail!(invalid, "einsum output letter '{c}' does not appear in any input");
+        }
+        if out[..i].contains(c) {
+            bail!(unimplemented, "einsum: repeated output letter '{c}' (a diagonal) is not supported");
         }
     }
     // Sum away letters that appear only in one operand and not in the output.

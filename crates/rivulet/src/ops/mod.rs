@@ -31,6 +31,10 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::panic::Location;
 
+/// The most outputs one op may have (split, unstack): a count from a caller
+/// never sizes an allocation beyond it.
+pub const MAX_OUTPUTS: usize = 1 << 20;
+
 /// Static type of one tensor: dtype and (possibly partial) shape.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
@@ -341,8 +345,21 @@ impl Op {
 
     /// Dtype and shape of every output, from those of the inputs. Runs when a
     /// node is added and before every eager kernel; with unknown input
-    /// dimensions it returns unknown output dimensions where it must.
+    /// dimensions it returns unknown output dimensions where it must. No
+    /// output may hold more than [`MAX_ELEMENTS`](crate::tensor::shape::MAX_ELEMENTS)
+    /// elements, so that element counts never overflow (a broadcast can
+    /// describe far more elements than memory holds).
     pub fn infer(&self, inputs: &[Meta]) -> Result<Metas> {
+        let outputs = self.infer_outputs(inputs)?;
+        for m in &outputs {
+            if m.shape.is_fully_known() {
+                m.shape.checked_numel()?;
+            }
+        }
+        Ok(outputs)
+    }
+
+    fn infer_outputs(&self, inputs: &[Meta]) -> Result<Metas> {
         if let Some(n) = self.arity() {
             if inputs.len() != n {
                 return Err(Error::invalid(format!("takes {n} inputs, got {}", inputs.len())));
@@ -463,13 +480,15 @@ pub(crate) fn apply1_in(ctx: Ctx<'_>, op: Op, inputs: &[&Tensor]) -> Result<Tens
     apply_in(ctx, op, inputs).map(|mut v| v.swap_remove(0))
 }
 
-/// Give an argument error found before the op is built (a bad axis, say)
-/// the same context as errors from inference: op type, inputs, call site.
+/// Give an error of a public function the context of its call: op type,
+/// inputs, the caller's line. Used for argument errors found before the op
+/// is built (a bad axis, say), and around composites, whose inner ops would
+/// otherwise report a line inside the library.
 #[track_caller]
 pub(crate) fn checked<T>(r: Result<T>, op_type: &str, inputs: &[&Tensor]) -> Result<T> {
     let location = Location::caller();
     r.map_err(|e| {
-        e.with_context(|| OpContext {
+        e.at_caller(|| OpContext {
             op: op_type.to_string(),
             node: None,
             inputs: inputs.iter().map(|t| format!("{}{}", t.dtype(), t.shape())).collect(),

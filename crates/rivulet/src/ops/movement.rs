@@ -313,7 +313,11 @@ pub(crate) fn infer(op: &Op, inputs: &[Meta]) -> Result<Metas> {
             if *axis >= x.shape.rank() {
                 bail!(invalid, "split axis {axis} is out of range for shape {}", x.shape);
             }
-            let total: usize = sizes.iter().sum();
+            if sizes.len() > super::MAX_OUTPUTS {
+                bail!(invalid, "split into {} pieces: at most {} outputs", sizes.len(), super::MAX_OUTPUTS);
+            }
+            let total = sizes.iter().try_fold(0usize, |acc, &s| acc.checked_add(s));
+            let Some(total) = total else { bail!(invalid, "split sizes {sizes:?} overflow") };
             if x.shape[*axis] != UNKNOWN && total != x.shape[*axis] {
                 bail!(
                     shape,
@@ -338,6 +342,9 @@ pub(crate) fn infer(op: &Op, inputs: &[Meta]) -> Result<Metas> {
             }
             if x.shape[*axis] != *num {
                 bail!(shape, "unstack of {} along axis {axis} gives {} tensors, not {num}", x.shape, x.shape[*axis]);
+            }
+            if *num > super::MAX_OUTPUTS {
+                bail!(invalid, "unstack into {num} tensors: at most {} outputs", super::MAX_OUTPUTS);
             }
             let mut dims = x.shape.to_vec();
             dims.remove(*axis);
@@ -701,9 +708,28 @@ pub fn concat(xs: &[&Tensor], axis: i64) -> Result<Tensor> {
 /// Join tensors of equal shape along a new `axis`.
 #[track_caller]
 pub fn stack(xs: &[&Tensor], axis: i64) -> Result<Tensor> {
-    let first = checked(super::elementwise::nonempty("stack", xs), "Pack", xs)?[0];
-    let axis = checked(normalize_axis(axis, first.rank() + 1), "Pack", xs)?;
-    let expanded: Vec<Tensor> = xs.iter().map(|x| expand_dims(x, axis as i64)).collect::<Result<_>>()?;
+    checked(stack_parts(xs, axis), "Pack", xs)
+}
+
+fn stack_parts(xs: &[&Tensor], axis: i64) -> Result<Tensor> {
+    let first = super::elementwise::nonempty("stack", xs)?[0];
+    let axis = normalize_axis(axis, first.rank() + 1)?;
+    for (i, x) in xs.iter().enumerate().skip(1) {
+        if x.dtype() != first.dtype() || !x.shape().is_compatible_with(first.shape()) {
+            bail!(
+                shape,
+                "stack needs tensors of one dtype and shape: input {i} is {}{}, input 0 is {}{}",
+                x.dtype(),
+                x.shape(),
+                first.dtype(),
+                first.shape()
+            );
+        }
+    }
+    let mut expanded: Vec<Tensor> = Vec::with_capacity(xs.len());
+    for x in xs {
+        expanded.push(expand_dims(x, axis as i64)?);
+    }
     let refs: Vec<&Tensor> = expanded.iter().collect();
     concat(&refs, axis as i64)
 }
@@ -713,8 +739,12 @@ pub fn stack(xs: &[&Tensor], axis: i64) -> Result<Tensor> {
 pub fn unstack(x: &Tensor, axis: i64) -> Result<Vec<Tensor>> {
     let axis = checked(normalize_axis(axis, x.rank()), "Unpack", &[x])?;
     let num = x.shape()[axis];
-    if num == UNKNOWN {
-        let e = Error::shape(format!("unstack along axis {axis} of unknown size (shape {})", x.shape()));
+    if num == UNKNOWN || num > super::MAX_OUTPUTS {
+        let e = Error::shape(format!(
+            "unstack along axis {axis} of shape {}: the size must be known and at most {}",
+            x.shape(),
+            super::MAX_OUTPUTS
+        ));
         return checked(Err(e), "Unpack", &[x]);
     }
     Ok(apply(Op::Unstack { axis, num }, &[x])?.into_vec())
@@ -725,8 +755,12 @@ pub fn unstack(x: &Tensor, axis: i64) -> Result<Vec<Tensor>> {
 pub fn split(x: &Tensor, num: usize, axis: i64) -> Result<Vec<Tensor>> {
     let a = checked(normalize_axis(axis, x.rank()), "SplitV", &[x])?;
     let n = x.shape()[a];
-    if num == 0 || n == UNKNOWN || !n.is_multiple_of(num) {
-        let e = Error::invalid(format!("cannot split axis {a} of {} into {num} equal pieces", x.shape()));
+    if num == 0 || n == UNKNOWN || !n.is_multiple_of(num) || num > super::MAX_OUTPUTS {
+        let e = Error::invalid(format!(
+            "cannot split axis {a} of {} into {num} equal pieces (at most {} outputs)",
+            x.shape(),
+            super::MAX_OUTPUTS
+        ));
         return checked(Err(e), "SplitV", &[x]);
     }
     split_sizes(x, &vec![(n / num) as i64; num], axis)

@@ -258,17 +258,23 @@ impl Tensor {
     }
 
     /// The elements in row-major order. `T` must be the tensor's dtype
-    /// (use [`cast`](crate::ops::cast) to convert).
+    /// (use [`cast`](crate::ops::cast) to convert). Running out of memory
+    /// is an error, not an abort.
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
         let v = self.value()?;
         if T::DTYPE != v.dtype {
             bail!(dtype, "to_vec::<{}>() on a {} tensor; cast it first", T::DTYPE, v.dtype);
         }
+        let copy = |s: &[T]| -> Result<Vec<T>> {
+            let mut out = storage::try_vec_with_capacity(s.len())?;
+            out.extend_from_slice(s);
+            Ok(out)
+        };
         if let Some(s) = v.contiguous_slice::<T>() {
-            return Ok(s.to_vec());
+            return copy(s);
         }
         let c = crate::backend::cpu::movement::materialize(v)?;
-        Ok(c.contiguous_slice::<T>().map(|s| s.to_vec()).unwrap_or_default())
+        copy(c.contiguous_slice::<T>().unwrap_or_default())
     }
 
     /// The single element of a tensor with one element (any rank).
@@ -287,27 +293,75 @@ impl Tensor {
             bail!(shape, "to_vec2() on a tensor of rank {} (shape {s})", s.rank());
         }
         let flat = self.to_vec::<T>()?;
+        let mut rows = storage::try_vec_with_capacity(s[0])?;
         if s[1] == 0 {
-            return Ok(vec![Vec::new(); s[0]]);
+            rows.resize(s[0], Vec::new());
+        } else {
+            rows.extend(flat.chunks(s[1]).map(|c| c.to_vec()));
         }
-        Ok(flat.chunks(s[1]).map(|c| c.to_vec()).collect())
+        Ok(rows)
     }
 
-    /// True when both are values with equal dtype, shape and bitwise-equal elements.
+    /// True when both are values with equal dtype, shape and bitwise-equal
+    /// elements. Compares in place, whatever the layouts (no copies).
     pub fn bitwise_eq(&self, other: &Tensor) -> bool {
         let (Ok(a), Ok(b)) = (self.value(), other.value()) else { return false };
         if a.dtype != b.dtype || a.shape() != b.shape() {
             return false;
         }
-        let bytes = |v: &Value| -> Vec<u8> {
-            dtype::with_dtype!(v.dtype, T => {
-                let t = Tensor { repr: Repr::Value(Arc::new(v.view(v.layout.clone()))) };
-                let data = t.to_vec::<T>().unwrap_or_default();
-                let size = std::mem::size_of::<T>();
-                // SAFETY: reading the bytes of plain-old-data elements.
-                unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), data.len() * size) }.to_vec()
-            })
-        };
-        bytes(a) == bytes(b)
+        if Arc::ptr_eq(&a.storage, &b.storage) && a.layout == b.layout {
+            return true;
+        }
+        let size = a.dtype.size();
+        let (ab, bb) = (a.storage.host().bytes(), b.storage.host().bytes());
+        fn element(bytes: &[u8], at: isize, size: usize) -> &[u8] {
+            let at = at as usize * size;
+            &bytes[at..at + size]
+        }
+        let rank = a.shape().rank();
+        if a.numel() == 0 {
+            return true;
+        }
+        if rank == 0 {
+            return element(ab, a.layout.offset as isize, size) == element(bb, b.layout.offset as isize, size);
+        }
+        // An odometer over the outer dimensions; the last one is compared as a row.
+        let dims = a.shape();
+        let inner = dims[rank - 1];
+        let (sa, sb) = (&a.layout.strides, &b.layout.strides);
+        let mut index = vec![0usize; rank - 1];
+        let (mut oa, mut ob) = (a.layout.offset as isize, b.layout.offset as isize);
+        loop {
+            let (ia, ib) = (sa[rank - 1], sb[rank - 1]);
+            if ia == 1 && ib == 1 {
+                let (pa, pb) = (oa as usize * size, ob as usize * size);
+                if ab[pa..pa + inner * size] != bb[pb..pb + inner * size] {
+                    return false;
+                }
+            } else {
+                for j in 0..inner as isize {
+                    if element(ab, oa + j * ia, size) != element(bb, ob + j * ib, size) {
+                        return false;
+                    }
+                }
+            }
+            // Next row.
+            let mut d = rank - 1;
+            loop {
+                if d == 0 {
+                    return true;
+                }
+                d -= 1;
+                index[d] += 1;
+                oa += sa[d];
+                ob += sb[d];
+                if index[d] < dims[d] {
+                    break;
+                }
+                oa -= sa[d] * dims[d] as isize;
+                ob -= sb[d] * dims[d] as isize;
+                index[d] = 0;
+            }
+        }
     }
 }

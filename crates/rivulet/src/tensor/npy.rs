@@ -102,15 +102,11 @@ pub(crate) fn tensor_from_le_bytes(dtype: DType, shape: Shape, bytes: &[u8]) -> 
             bail!(format, "bool data holds the byte {b}, not 0 or 1");
         }
     }
-    with_dtype!(dtype, T => {
-        let size = std::mem::size_of::<T>();
-        let mut v: Vec<T> = vec![T::default(); n];
-        // SAFETY: v has n * size bytes; every byte pattern is valid for the
-        // numeric types and bools were checked above. Host order is little-endian
-        // on every supported target.
-        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), n * size) }.copy_from_slice(bytes);
-        Tensor::from_vec(v, shape)
-    })
+    // Straight into tensor storage: one copy of the data, and an error
+    // rather than an abort when memory runs out.
+    let mut buf = super::storage::HostBuffer::new(bytes.len())?;
+    buf.bytes_mut().copy_from_slice(bytes);
+    Ok(super::Value::from_buffer(dtype, shape, buf).into_tensor())
 }
 
 /// A short read is a damaged file; any other read failure is an I/O error.

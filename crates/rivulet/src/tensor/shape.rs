@@ -62,9 +62,15 @@ impl Shape {
         }
         (n <= MAX_ELEMENTS).then_some(n)
     }
-    /// Number of elements of a known shape (callers have checked it is known).
+    /// Number of elements of a known shape (callers have checked it is
+    /// known). Never overflows: an empty dimension makes it 0 whatever the
+    /// others, and a count beyond `usize` (only internal views of empty
+    /// tensors can describe one) saturates.
     pub(crate) fn numel_known(&self) -> usize {
-        self.0.iter().product()
+        if self.0.contains(&0) {
+            return 0;
+        }
+        self.0.iter().fold(1usize, |n, &d| n.saturating_mul(d))
     }
     /// Row-major (C order) strides in elements.
     pub(crate) fn contiguous_strides(&self) -> SmallVec<[isize; 4]> {

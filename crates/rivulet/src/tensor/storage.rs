@@ -98,9 +98,7 @@ impl HostBuffer {
                 return Ok(HostBuffer { ptr: unsafe { NonNull::new_unchecked(addr as *mut u8) }, bytes });
             }
         }
-        if bytes > (crate::tensor::shape::MAX_ELEMENTS << 3) {
-            bail!(invalid, "refusing to allocate {bytes} bytes");
-        }
+        check_request(bytes)?;
         let raw = allocate_zeroed(bytes);
         match NonNull::new(raw) {
             Some(ptr) => Ok(HostBuffer { ptr, bytes }),
@@ -203,6 +201,55 @@ pub fn release_cached_memory() {
             unsafe { alloc::dealloc(addr as *mut u8, layout(bytes)) }
         }
     }
+}
+
+/// The machine's physical memory in bytes (`usize::MAX` where unknown).
+fn physical_memory() -> usize {
+    static BYTES: OnceLock<usize> = OnceLock::new();
+    *BYTES.get_or_init(|| {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: sysconf has no preconditions.
+            let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+            if pages > 0 && size > 0 {
+                return (pages as usize).saturating_mul(size as usize);
+            }
+        }
+        usize::MAX
+    })
+}
+
+/// Refuse a request that cannot be met: more than the machine's physical
+/// memory (with overcommit the allocation would "succeed" and the process
+/// be killed when it touches the pages) or beyond what any tensor may hold.
+pub(crate) fn check_request(bytes: usize) -> Result<()> {
+    if bytes > (crate::tensor::shape::MAX_ELEMENTS << 3) || bytes > physical_memory() {
+        bail!(
+            invalid,
+            "out of memory: refusing to allocate {bytes} bytes (the machine has {} bytes)",
+            physical_memory()
+        );
+    }
+    Ok(())
+}
+
+/// An empty `Vec` with room for `n` elements, or an error where an
+/// infallible allocation would abort the process: for lists whose length a
+/// caller or a file controls (index lists, per-row scratch, outputs).
+pub(crate) fn try_vec_with_capacity<T>(n: usize) -> Result<Vec<T>> {
+    check_request(n.saturating_mul(std::mem::size_of::<T>()))?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        crate::Error::new(crate::ErrorKind::InvalidArgument, format!("out of memory allocating {n} elements"))
+    })?;
+    Ok(v)
+}
+
+/// `vec![value; n]`, fallibly (see [`try_vec_with_capacity`]).
+pub(crate) fn try_vec<T: Clone>(value: T, n: usize) -> Result<Vec<T>> {
+    let mut v = try_vec_with_capacity(n)?;
+    v.resize(n, value);
+    Ok(v)
 }
 
 /// Where a tensor's data lives. Only the host for now; device memory joins

@@ -11,7 +11,7 @@
 
 use super::elementwise::{bool_binary_fn, compare_fn, f32_predicate, f32_unary, float_binary_fn};
 use super::loops::{Lane, Map, Select, Splat, Update, Zip, ZipInPlace};
-use super::reduce::{fold_row, Num};
+use super::reduce::Num;
 use super::simd::{vectorize, Kernel};
 use super::strided::Rows;
 use crate::error::{bail, Result};
@@ -1235,7 +1235,11 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: 
         };
     };
     // A trailing reduction: rows of length r, each folded exactly as the
-    // plain reduction kernel folds it.
+    // plain reduction kernel folds it. The unfused ops would hold the
+    // elementwise result in memory: refuse what they would refuse, so that
+    // fusion never turns an out-of-memory error into hours of arithmetic
+    // over a broadcast of absurd size.
+    crate::tensor::storage::check_request(n.saturating_mul(std::mem::size_of::<f32>()))?;
     let r: usize = reduce.axes.iter().map(|&a| shape[a]).product();
     let rows = n.checked_div(r).unwrap_or_else(|| shape[..shape.rank() - reduce.axes.len()].iter().product());
     let fold: fn(&[f32]) -> f32 = match reduce.f {
@@ -1247,25 +1251,33 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: 
     let finish = |v: f32| if reduce.f == ReduceOp::Mean { v.div_count(r) } else { v };
     let mut out_buf = HostBuffer::for_elements::<f32>(rows)?;
     let outs = out_buf.as_mut_slice::<f32>();
-    let row_value = |row: usize, scratch: &mut Scratch, tmp: &mut Vec<f32>| -> Result<f32> {
-        tmp.resize(r, 0.0);
-        let out = OutRange { ptr: tmp.as_mut_ptr(), len: tmp.len() };
-        eval_range(lowered, &sources, row * r, out, scratch, Write::Direct)?;
-        Ok(finish(fold_row(tmp, &fold)))
+    // A row is computed and folded a block at a time, as `fold_row` folds
+    // it (blocks of BLOCK, then their partial results), so that a row of a
+    // broadcast input needs memory for one block, not for the row.
+    let block = super::reduce::BLOCK;
+    let fold_block = |start: usize, len: usize, scratch: &mut Scratch, tmp: &mut Vec<f32>| -> Result<f32> {
+        tmp.resize(len, 0.0);
+        let out = OutRange { ptr: tmp.as_mut_ptr(), len };
+        eval_range(lowered, &sources, start, out, scratch, Write::Direct)?;
+        Ok(fold(tmp))
     };
-    if rows == 1 && r > 2 * super::reduce::BLOCK {
+    let row_value = |row: usize, scratch: &mut Scratch, tmp: &mut Vec<f32>| -> Result<f32> {
+        if r <= block {
+            return Ok(finish(fold_block(row * r, r, scratch, tmp)?));
+        }
+        let mut partials = crate::tensor::storage::try_vec_with_capacity(r.div_ceil(block))?;
+        for b in 0..r.div_ceil(block) {
+            partials.push(fold_block(row * r + b * block, block.min(r - b * block), scratch, tmp)?);
+        }
+        Ok(finish(fold(&partials)))
+    };
+    if rows == 1 && r > 2 * block {
         // One long row: its blocks in parallel, folded in order (as fold_row_parallel).
-        let block = super::reduce::BLOCK;
-        let partials: Vec<f32> = (0..r.div_ceil(block))
-            .into_par_iter()
-            .map(|b| -> Result<f32> {
-                let len = block.min(r - b * block);
-                let mut tmp = vec![0.0f32; len];
-                let out = OutRange { ptr: tmp.as_mut_ptr(), len: tmp.len() };
-                eval_range(lowered, &sources, b * block, out, &mut Scratch::new(lowered), Write::Direct)?;
-                Ok(fold(&tmp))
-            })
-            .collect::<Result<_>>()?;
+        let mut partials = crate::tensor::storage::try_vec(0.0f32, r.div_ceil(block))?;
+        partials.par_iter_mut().enumerate().try_for_each(|(b, p)| -> Result<()> {
+            *p = fold_block(b * block, block.min(r - b * block), &mut Scratch::new(lowered), &mut Vec::new())?;
+            Ok(())
+        })?;
         outs[0] = finish(fold(&partials));
     } else {
         let per_task = (TASK / r.max(1)).max(1);

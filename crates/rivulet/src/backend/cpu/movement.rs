@@ -359,12 +359,14 @@ fn concat_typed<T: Element>(xs: &[&Value], axis: usize, shape: &Shape) -> Result
 /// Integer indices as i64.
 fn indices_i64(v: &Value) -> Result<Vec<i64>> {
     let c = materialize(v)?;
-    Ok(match v.dtype {
-        DType::I32 => c.contiguous_slice::<i32>().unwrap_or(&[]).iter().map(|&i| i as i64).collect(),
-        DType::I64 => c.contiguous_slice::<i64>().unwrap_or(&[]).to_vec(),
-        DType::U8 => c.contiguous_slice::<u8>().unwrap_or(&[]).iter().map(|&i| i as i64).collect(),
+    let mut out = crate::tensor::storage::try_vec_with_capacity(c.numel())?;
+    match v.dtype {
+        DType::I32 => out.extend(c.contiguous_slice::<i32>().unwrap_or(&[]).iter().map(|&i| i as i64)),
+        DType::I64 => out.extend_from_slice(c.contiguous_slice::<i64>().unwrap_or(&[])),
+        DType::U8 => out.extend(c.contiguous_slice::<u8>().unwrap_or(&[]).iter().map(|&i| i as i64)),
         d => bail!(dtype, "indices must be integers, got {d}"),
-    })
+    }
+    Ok(out)
 }
 
 pub(crate) fn gather(params: &Value, indices: &Value, axis: usize, batch_dims: usize, out: &Meta) -> Result<Value> {
@@ -636,6 +638,8 @@ fn gather_grad_typed<T: super::reduce::Num>(
     }
     let mut buf = HostBuffer::zeroed::<T>(shape.numel_known())?;
     let o = buf.as_mut_slice::<T>();
+    // Nothing to add (no gradient elements): no walk over empty rows.
+    let batch = if src.is_empty() { 0 } else { batch };
     for b in 0..batch {
         for m in 0..outer {
             let base = ((b * outer + m) * n_axis) * inner;

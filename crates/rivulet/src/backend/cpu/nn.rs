@@ -137,11 +137,15 @@ pub(crate) fn top_k(x: &Value, k: usize) -> Result<(Value, Value)> {
     with_dtype!(x.dtype, T => {
         let src = c.contiguous_slice::<T>().unwrap_or(&[]);
         let mut vals = HostBuffer::for_elements::<T>(outer * k)?;
-        let mut idx = vec![0i32; outer * k];
-        let vs = vals.as_mut_slice::<T>();
-        for row in 0..outer {
+        let mut idx_buf = HostBuffer::zeroed::<i32>(outer * k)?;
+        let (vs, idx) = (vals.as_mut_slice::<T>(), idx_buf.as_mut_slice::<i32>());
+        // Nothing to pick (k = 0, or no rows): no pass over the rows.
+        let rows = if k == 0 { 0 } else { outer };
+        let mut order: Vec<usize> = crate::tensor::storage::try_vec_with_capacity(r)?;
+        for row in 0..rows {
             let x = &src[row * r..(row + 1) * r];
-            let mut order: Vec<usize> = (0..r).collect();
+            order.clear();
+            order.extend(0..r);
             // Descending, NaN first, ties by index (stable sort).
             order.sort_by(|&a, &b| {
                 let (xa, xb) = (x[a], x[b]);
@@ -159,7 +163,7 @@ pub(crate) fn top_k(x: &Value, k: usize) -> Result<(Value, Value)> {
         }
         Ok((
             Value::from_buffer(T::DTYPE, out_shape.clone(), vals),
-            Value::from_buffer(DType::I32, out_shape.clone(), HostBuffer::from_slice(&idx)?),
+            Value::from_buffer(DType::I32, out_shape.clone(), idx_buf),
         ))
     }, [F32, F64, I32, I64, U8], bail!(dtype, "top_k does not accept {}", x.dtype))
 }

@@ -328,10 +328,11 @@ pub(crate) fn arg_reduce(f: ArgOp, x: &Value, axis: usize, out: &Meta) -> Result
         return arg_reduce(f, &cast(x, DType::F32)?, axis, out);
     }
     let (data, a, r, b) = canonical(x, &[axis])?;
-    let mut idx = vec![0i64; a * b];
-    with_dtype!(x.dtype, T => arg_abr::<T>(data.contiguous_slice::<T>().unwrap_or(&[]), (a, r, b), &mut idx, f == ArgOp::ArgMax),
+    let mut buf = HostBuffer::zeroed::<i64>(a * b)?;
+    let idx = buf.as_mut_slice::<i64>();
+    with_dtype!(x.dtype, T => arg_abr::<T>(data.contiguous_slice::<T>().unwrap_or(&[]), (a, r, b), idx, f == ArgOp::ArgMax),
         [F32, F64, I32, I64, U8], bail!(dtype, "argmax/argmin do not accept {}", x.dtype));
-    let v = Value::from_buffer(DType::I64, out.shape.clone(), HostBuffer::from_slice(&idx)?);
+    let v = Value::from_buffer(DType::I64, out.shape.clone(), buf);
     if out.dtype == DType::I64 {
         Ok(v)
     } else {
