@@ -138,6 +138,11 @@ pub(crate) fn infer_reduce(f: ReduceOp, axes: &[usize], keepdims: bool, x: &Meta
     if let Some(&a) = axes.iter().find(|&&a| a >= x.shape.rank()) {
         bail!(invalid, "axis {a} is out of range for shape {}", x.shape);
     }
+    // The kernels rely on the form the public functions give (a loaded
+    // graph may hold anything).
+    if axes.windows(2).any(|w| w[0] >= w[1]) {
+        bail!(invalid, "reduction axes {axes:?} must be distinct and in increasing order");
+    }
     Ok(Meta::new(x.dtype, reduced_shape(&x.shape, axes, keepdims)))
 }
 
