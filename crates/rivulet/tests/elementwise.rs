@@ -2444,3 +2444,6 @@ proptest! {
         }
     }
 }
+
+// The tests of this file pass at every instruction-set level (RIVULET_SIMD).
+tests_at_every_simd_level!("");

@@ -274,6 +274,23 @@ fn matmul_non_contiguous_inputs() {
     check_matmul(&ia, &ib, false, false);
 }
 
+/// A large product runs in column blocks on several threads; its values are
+/// right, and its bits equal those of the same columns multiplied alone.
+#[test]
+fn matmul_column_blocks_give_the_same_bits() {
+    for dtype in [DType::F32, DType::F64] {
+        let a = rand_tensor(&[96, 80], dtype, 91);
+        let b = rand_tensor(&[80, 1000], dtype, 92);
+        check_matmul(&a, &b, false, false);
+        let whole = ops::matmul(&a, &b).unwrap();
+        for (j0, w) in [(0, 256), (256, 300), (600, 400), (984, 16), (0, 1000)] {
+            let part = ops::matmul(&a, &ops::slice(&b, &[0, j0], &[80, w as i64]).unwrap()).unwrap();
+            let same = ops::slice(&whole, &[0, j0], &[96, w as i64]).unwrap();
+            assert!(part.bitwise_eq(&same), "{dtype} columns {j0}..{}", j0 + w);
+        }
+    }
+}
+
 #[test]
 fn matmul_f64() {
     check_matmul(&rand_tensor(&[67, 129], DType::F64, 71), &rand_tensor(&[129, 33], DType::F64, 72), false, false);
@@ -1266,3 +1283,6 @@ fn top_k_3d_vs_reference() {
     assert_eq!(values(&v), vec![2.0, 0.5]);
     assert_eq!(i.to_vec::<i32>().unwrap(), vec![2, 0]);
 }
+
+// The matrix-product tests pass at every instruction-set level (RIVULET_SIMD).
+tests_at_every_simd_level!("matmul", "tensordot", "einsum");

@@ -1372,3 +1372,6 @@ proptest! {
         prop_assert_eq!(all.shape().dims(), &vec![1; shape.len()][..]);
     }
 }
+
+// The tests of this file pass at every instruction-set level (RIVULET_SIMD).
+tests_at_every_simd_level!("");

@@ -133,3 +133,67 @@ impl Rng {
         (self.next_u64() % n as u64) as usize
     }
 }
+
+/// Set in the child runs of [`rerun_at_lower_simd_levels`].
+pub const SIMD_RERUN: &str = "RIVULET_SIMD_RERUN";
+
+/// Runs this test binary again with `RIVULET_SIMD=avx2` and `=scalar`,
+/// limited to the tests matching `filters`, and fails if any of them fails:
+/// every instruction set's kernels (Rivulet's and gemm's) are tested on one
+/// machine. Inside such a rerun it returns at once.
+pub fn rerun_at_lower_simd_levels(filters: &[&str]) {
+    if std::env::var_os(SIMD_RERUN).is_some() {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    for level in ["avx2", "scalar"] {
+        let out = std::process::Command::new(&exe)
+            .args(filters)
+            .arg("simd_level_is_the_one_asked_for")
+            .env("RIVULET_SIMD", level)
+            .env(SIMD_RERUN, level)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "with RIVULET_SIMD={level}:\n{text}");
+        let passed: usize = text
+            .lines()
+            .find_map(|l| l.strip_prefix("test result: ok. "))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(passed >= 2, "with RIVULET_SIMD={level}, only {passed} tests ran:\n{text}");
+        println!("RIVULET_SIMD={level}: {passed} tests passed");
+    }
+}
+
+/// In a rerun of [`rerun_at_lower_simd_levels`], the level in force is the
+/// one asked for (where this CPU has it).
+pub fn check_simd_level() {
+    let Ok(level) = std::env::var(SIMD_RERUN) else { return };
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        if level == "scalar" || avx2 {
+            assert_eq!(rivulet::simd_level(), level);
+        }
+    }
+}
+
+/// The two tests a binary needs to run its tests (those matching the
+/// filters) at every instruction-set level: [`rerun_at_lower_simd_levels`]
+/// and, in the reruns, [`check_simd_level`].
+#[macro_export]
+macro_rules! tests_at_every_simd_level {
+    ($($filter:expr),+) => {
+        #[test]
+        fn every_simd_level_passes() {
+            common::rerun_at_lower_simd_levels(&[$($filter),+]);
+        }
+
+        #[test]
+        fn simd_level_is_the_one_asked_for() {
+            common::check_simd_level();
+        }
+    };
+}

@@ -5,6 +5,7 @@
 
 use super::elementwise::cast;
 use super::movement::materialize;
+use super::parallel::Shared;
 use super::simd::{vectorize, Kernel};
 use crate::error::{bail, Result};
 use crate::ops::optim::UpdateRule;
@@ -233,22 +234,6 @@ impl<T: Copy, R: Rule<T, N>, const N: usize> Kernel for Over<'_, T, R, N> {
                 s[k][i] = ns[k];
             }
         }
-    }
-}
-
-/// A buffer that chunks write in disjoint ranges from several threads.
-#[derive(Clone, Copy)]
-struct Shared<T>(*mut T);
-// SAFETY: each chunk writes a disjoint range of a buffer whose owner lets no
-// one else read or write it meanwhile (see the users).
-unsafe impl<T: Send + Sync> Sync for Shared<T> {}
-unsafe impl<T: Send + Sync> Send for Shared<T> {}
-impl<T> Shared<T> {
-    /// # Safety
-    /// Ranges handed out must be disjoint, within the buffer, and not
-    /// accessed by anyone else while the slice lives.
-    unsafe fn part<'a>(self, r: &std::ops::Range<usize>) -> &'a mut [T] {
-        std::slice::from_raw_parts_mut(self.0.add(r.start), r.len())
     }
 }
 

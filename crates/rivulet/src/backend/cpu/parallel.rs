@@ -28,3 +28,19 @@ pub(crate) fn fill_chunks<U: Send>(dst: &mut [U], grain: usize, f: impl Fn(usize
         dst.par_chunks_mut(grain).enumerate().for_each(|(i, d)| f(i * grain, d));
     }
 }
+
+/// A buffer that tasks write in disjoint parts from several threads.
+#[derive(Clone, Copy)]
+pub(crate) struct Shared<T>(pub(crate) *mut T);
+// SAFETY: each task writes a disjoint part of a buffer whose owner lets no
+// one else read or write it meanwhile (see the users).
+unsafe impl<T: Send + Sync> Sync for Shared<T> {}
+unsafe impl<T: Send + Sync> Send for Shared<T> {}
+impl<T> Shared<T> {
+    /// # Safety
+    /// Ranges handed out must be disjoint, within the buffer, and not
+    /// accessed by anyone else while the slice lives.
+    pub(crate) unsafe fn part<'a>(self, r: &std::ops::Range<usize>) -> &'a mut [T] {
+        std::slice::from_raw_parts_mut(self.0.add(r.start), r.len())
+    }
+}

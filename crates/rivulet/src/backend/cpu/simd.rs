@@ -3,6 +3,12 @@
 //! Kernels are written as plain loops over slices; inside [`vectorize`] the
 //! compiler vectorises them for AVX-512 or AVX2 where the CPU has it. The
 //! loops never rely on reassociation, so every path gives the same bits.
+//!
+//! `RIVULET_SIMD=avx512|avx2|scalar` lowers the level, for Rivulet's kernels
+//! and for matrix products alike (see `matmul`), so that every path can be
+//! measured and tested on one machine. Matrix products are the exception
+//! to "same bits": gemm's AVX-512, AVX2 and scalar kernels block the
+//! depth differently.
 
 #[cfg(target_arch = "x86_64")]
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -23,18 +29,49 @@ static LEVEL: AtomicU8 = AtomicU8::new(Level::Unknown as u8);
 #[cfg(target_arch = "x86_64")]
 fn detect() -> Level {
     let forced = std::env::var("RIVULET_SIMD").ok();
-    let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    // Everything `run_avx2` enables (a VM may hide BMI or F16C beside AVX2).
+    let avx2 = is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+        && is_x86_feature_detected!("bmi1")
+        && is_x86_feature_detected!("bmi2")
+        && is_x86_feature_detected!("lzcnt")
+        && is_x86_feature_detected!("popcnt");
     let avx512 = avx2
         && is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512dq")
         && is_x86_feature_detected!("avx512vl");
-    match forced.as_deref() {
-        Some("base") => Level::Base,
-        Some("avx2") if avx2 => Level::Avx2,
-        _ if avx512 => Level::Avx512,
-        _ if avx2 => Level::Avx2,
-        _ => Level::Base,
+    let best = if avx512 {
+        Level::Avx512
+    } else if avx2 {
+        Level::Avx2
+    } else {
+        Level::Base
+    };
+    let wanted = match forced.as_deref() {
+        None | Some("") => return best,
+        Some("scalar" | "base") => Level::Base,
+        Some("avx2") => Level::Avx2,
+        Some("avx512") => Level::Avx512,
+        Some(other) => {
+            eprintln!("rivulet: RIVULET_SIMD={other:?} is not one of avx512, avx2, scalar; ignored");
+            return best;
+        }
+    };
+    if wanted as u8 > best as u8 {
+        eprintln!("rivulet: RIVULET_SIMD asks for a level this CPU lacks; using {}", name(best));
+        return best;
+    }
+    wanted
+}
+
+#[cfg(target_arch = "x86_64")]
+fn name(l: Level) -> &'static str {
+    match l {
+        Level::Avx512 => "avx512",
+        Level::Avx2 => "avx2",
+        _ => "scalar",
     }
 }
 
@@ -53,20 +90,16 @@ fn level() -> Level {
     }
 }
 
-/// The instruction set [`vectorize`] uses: `avx512`, `avx2` or `base`
-/// (`RIVULET_SIMD=avx2|base` forces a lower one).
+/// The instruction set CPU kernels use: `avx512`, `avx2` or `scalar` on
+/// x86-64 (`RIVULET_SIMD` forces a lower one), `native` elsewhere.
 pub fn simd_level() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
-        match level() {
-            Level::Avx512 => "avx512",
-            Level::Avx2 => "avx2",
-            _ => "base",
-        }
+        name(level())
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        "base"
+        "native"
     }
 }
 
