@@ -173,7 +173,14 @@ pub fn check_simd_level() {
     let Ok(level) = std::env::var(SIMD_RERUN) else { return };
     #[cfg(target_arch = "x86_64")]
     {
-        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        // The features the library requires for its AVX2 level.
+        let avx2 = std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+            && std::is_x86_feature_detected!("bmi1")
+            && std::is_x86_feature_detected!("bmi2")
+            && std::is_x86_feature_detected!("lzcnt")
+            && std::is_x86_feature_detected!("popcnt");
         if level == "scalar" || avx2 {
             assert_eq!(rivulet::simd_level(), level);
         }
