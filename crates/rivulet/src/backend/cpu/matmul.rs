@@ -305,8 +305,8 @@ impl GemmFloat for f64 {
     }
 }
 
-/// Half precision keeps gemm's own choice: its f16 kernels convert to f32
-/// and have no scalar/AVX2 split worth forcing.
+/// Half precision keeps gemm's own choice of kernels: `RIVULET_SIMD` does
+/// not reach f16 products (only f32 and f64 ones).
 impl GemmFloat for half::f16 {
     fn kernels() -> GemmFn<half::f16> {
         gemm::gemm::<half::f16>
