@@ -4,8 +4,7 @@
 //! caught by the checksum), and restoring a `Sequential` model: bit for bit
 //! in eager and graph mode, all or nothing.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use half::{bf16, f16};
 use rivulet::io::checkpoint::{from_bytes, to_bytes, FORMAT};
@@ -971,7 +970,7 @@ fn kill_during_saves(kills: usize, keep: usize, seed: u64) {
     let (mut next, mut newest) = (1u64, None::<u64>);
     for k in 0..kills {
         let mut child = Command::new(&exe)
-            .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args(["checkpoints::crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
             .env(CRASH_CHILD_DIR, &*dir)
             .env("RIVULET_CRASH_CHILD_KEEP", keep.to_string())
             .env("RIVULET_CRASH_CHILD_FIRST", next.to_string())

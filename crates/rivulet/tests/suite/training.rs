@@ -7,8 +7,7 @@
 //! Every expected number is computed independently here: by hand, or by an
 //! f64 reference that follows the published equations.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use rivulet::nn::init::fans;
 use rivulet::nn::losses;
@@ -53,13 +52,6 @@ fn scalar_f64(t: &Tensor) -> f64 {
     let v = values(t);
     assert_eq!(v.len(), 1, "expected one element, got shape {:?}", dims(t));
     v[0]
-}
-
-impl Rng {
-    /// Uniform on [-1, 1).
-    fn uniform(&mut self) -> f64 {
-        self.unit() * 2.0 - 1.0
-    }
 }
 
 fn mean_std(v: &[f64]) -> (f64, f64) {
@@ -1514,7 +1506,7 @@ fn separable(n: usize, seed: u64) -> (Tensor, Tensor) {
     let mut rng = Rng(seed);
     let (mut xs, mut ys) = (Vec::new(), Vec::new());
     while ys.len() < n {
-        let (a, b) = (rng.uniform(), rng.uniform());
+        let (a, b) = (rng.uniform(-1.0, 1.0), rng.uniform(-1.0, 1.0));
         let s = a - 0.5 * b - 0.1;
         if s.abs() < 0.15 {
             continue;
@@ -1767,7 +1759,7 @@ fn comparison_model(mode: ExecutionMode) -> Sequential {
 #[test]
 fn eager_and_graph_training_agree() -> TestResult {
     let mut rng = Rng(77);
-    let xs: Vec<f32> = (0..64 * 4).map(|_| rng.uniform() as f32).collect();
+    let xs: Vec<f32> = (0..64 * 4).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
     let x = Tensor::from_vec(xs.clone(), [64, 4])?;
     let y = Tensor::from(xs.chunks(4).map(|r| i32::from(r[0] > r[1]) + i32::from(r[2] > 0.3)).collect::<Vec<_>>());
     let eager = comparison_model(ExecutionMode::Eager);

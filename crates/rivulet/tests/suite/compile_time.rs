@@ -1,8 +1,8 @@
-//! Plan compilation scales about linearly with graph size: long chains
-//! (unrolled loops, long simulations) and their gradients compile in
-//! seconds. Times are printed; the assertions are generous bounds, so that a
-//! return of quadratic or cubic behaviour fails without making the test
-//! flaky on a busy machine.
+//! Long chains (unrolled loops, long simulations) and their gradients
+//! compile and run correctly. Plan compilation is about linear in graph size:
+//! the times are printed (`cargo test compile_time -- --nocapture`) but not
+//! asserted, as tests make no timed assertions; a return of the quadratic
+//! passes would make the 100k-node chains take hours instead of seconds.
 
 use rivulet::{gradients, ops, DType, Graph, Session, Tensor, Unconnected};
 use std::time::{Duration, Instant};
@@ -32,9 +32,6 @@ impl Times {
             self.gradient.as_secs_f64(),
             self.compile.as_secs_f64()
         );
-    }
-    fn total(&self) -> Duration {
-        self.build + self.gradient + self.compile
     }
 }
 
@@ -72,26 +69,15 @@ fn compile_chain(nodes: usize, with_gradient: bool) -> Times {
 }
 
 #[test]
-fn a_long_chain_and_its_gradient_compile_in_about_linear_time() {
-    let mut compile = Vec::new();
+fn chains_of_growing_length_and_a_gradient_compile_and_run() {
     for nodes in [2_000, 4_000, 8_000, 16_000] {
-        let t = compile_chain(nodes, false);
-        t.print(&format!("chain of {nodes} nodes"));
-        compile.push(t.compile.as_secs_f64());
+        compile_chain(nodes, false).print(&format!("chain of {nodes} nodes"));
     }
-    let t = compile_chain(20_000, true);
-    t.print("chain of 20000 nodes and its gradient");
-    // About a second; the quadratic passes took minutes here.
-    assert!(t.total() < Duration::from_secs(30), "20k chain with gradient took {:?}", t.total());
-    // 8x the nodes may not cost 64x the time (noise allowed for: the small one is milliseconds).
-    assert!(compile[3] < 40.0 * compile[0] + 0.5, "compile times {compile:?} grow faster than linearly");
+    compile_chain(20_000, true).print("chain of 20000 nodes and its gradient");
 }
 
 #[test]
-fn a_chain_of_100k_nodes_and_its_gradient_compile_in_seconds() {
-    let t = compile_chain(100_000, false);
-    t.print("chain of 100000 nodes");
-    let tg = compile_chain(100_000, true);
-    tg.print("chain of 100000 nodes and its gradient");
-    assert!(t.total() < Duration::from_secs(60) && tg.total() < Duration::from_secs(120));
+fn a_chain_of_100k_nodes_and_its_gradient_compile_and_run() {
+    compile_chain(100_000, false).print("chain of 100000 nodes");
+    compile_chain(100_000, true).print("chain of 100000 nodes and its gradient");
 }

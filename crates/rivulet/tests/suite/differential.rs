@@ -6,8 +6,7 @@
 //! `RIVULET_DIFF_CASES` sets the number of programs (default sized for CI);
 //! the opt-in long run is `a_hundred_thousand_programs_agree` (--ignored).
 
-mod common;
-use common::Rng;
+use crate::common::Rng;
 
 use rivulet::nn::losses;
 use rivulet::ops::{self, Axes};

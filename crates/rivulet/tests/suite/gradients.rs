@@ -12,8 +12,7 @@
 //! discontinuities of the op under test (so that the finite difference is
 //! meaningful there), with random shapes and broadcasting between inputs.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use rivulet::autodiff::tape::untracked;
 use rivulet::ops::{self, BinaryOp, PadMode, ReduceOp, SliceItem, UnaryOp};
@@ -32,9 +31,6 @@ impl Rng {
     }
     fn named(name: &str) -> Rng {
         Rng::new(seed_of(name))
-    }
-    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.unit()
     }
     fn coin(&mut self) -> bool {
         self.next_u64() & 1 == 1

@@ -124,6 +124,10 @@ impl Rng {
     pub fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
+    /// Uniform on [lo, hi).
+    pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
     /// True with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
         self.unit() <= p
@@ -136,6 +140,30 @@ impl Rng {
 
 /// Set in the child runs of [`rerun_at_lower_simd_levels`].
 pub const SIMD_RERUN: &str = "RIVULET_SIMD_RERUN";
+
+/// Runs the test `name` (its full path, `module::test`) alone in a child
+/// process of this test binary, and fails if it fails. For the few tests that
+/// change process-wide state (the global random seed) and assert on it: in
+/// the shared binary other tests run beside them on other threads. Returns
+/// `true` in the child, where the caller then does the work.
+pub fn run_alone(name: &str) -> bool {
+    if std::env::var_os(RUN_ALONE).is_some() {
+        return true;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(&exe)
+        .args([name, "--exact", "--test-threads=1"])
+        .env(RUN_ALONE, name)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{name}, run alone:\n{text}");
+    assert!(text.contains("test result: ok. 1 passed"), "{name} did not run in its child:\n{text}");
+    false
+}
+
+/// Set in the child run of [`run_alone`].
+const RUN_ALONE: &str = "RIVULET_TEST_RUN_ALONE";
 
 /// Runs this test binary again with `RIVULET_SIMD=avx2` and `=scalar`,
 /// limited to the tests matching `filters`, and fails if any of them fails:
@@ -183,17 +211,16 @@ pub fn check_simd_level() {
 /// The two tests a binary needs to run its tests (those matching the
 /// filters) at every instruction-set level: [`rerun_at_lower_simd_levels`]
 /// and, in the reruns, [`check_simd_level`].
-#[macro_export]
 macro_rules! tests_at_every_simd_level {
     ($($filter:expr),+) => {
         #[test]
         fn every_simd_level_passes() {
-            common::rerun_at_lower_simd_levels(&[$($filter),+]);
+            $crate::common::rerun_at_lower_simd_levels(&[$($filter),+]);
         }
 
         #[test]
         fn simd_level_is_the_one_asked_for() {
-            common::check_simd_level();
+            $crate::common::check_simd_level();
         }
     };
 }

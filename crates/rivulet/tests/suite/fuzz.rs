@@ -6,8 +6,7 @@
 //!
 //! `RIVULET_FUZZ_CASES` sets the number of random calls (default sized for CI).
 
-mod common;
-use common::Rng;
+use crate::common::Rng;
 
 use half::{bf16, f16};
 use rivulet::nn::losses;
@@ -23,7 +22,7 @@ fn unlocated(e: &Error) -> Option<&'static str> {
     match e.op_context() {
         None => Some("error without op context"),
         Some(c) if c.op.is_empty() => Some("no op name"),
-        Some(c) if !c.location.contains("tests/fuzz.rs:") => Some("location is not the caller's"),
+        Some(c) if !c.location.contains("tests/suite/fuzz.rs:") => Some("location is not the caller's"),
         Some(_) => None,
     }
 }

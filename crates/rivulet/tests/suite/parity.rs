@@ -7,8 +7,7 @@
 //! what runs. Where eager mode refuses an input, graph mode must refuse it
 //! too, with the same error kind.
 
-mod common;
-use common::Rng;
+use crate::common::Rng;
 
 use half::{bf16, f16};
 use rivulet::ops::{self, BinaryOp, Ctx, Op, PadMode, SliceItem, UnaryOp};

@@ -3,8 +3,7 @@
 //! composites (`logsumexp`, `variance`, `std_dev`), checked against
 //! nested-loop float64 / i128 references computed here.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use half::{bf16, f16};
 use proptest::prelude::*;
@@ -1374,4 +1373,4 @@ proptest! {
 }
 
 // The tests of this file pass at every instruction-set level (RIVULET_SIMD).
-tests_at_every_simd_level!("");
+tests_at_every_simd_level!("reduce::");

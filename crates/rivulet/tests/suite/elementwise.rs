@@ -6,8 +6,7 @@
 //! `select`, `cast` between every pair of dtypes, `clip_by_value`, the
 //! operator overloads, large (parallel) inputs, and property tests.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use half::{bf16, f16};
 use proptest::prelude::*;
@@ -453,7 +452,7 @@ fn unary(op: UnaryOp, x: &Tensor) -> rivulet::Result<Tensor> {
         "logical_not" => ops::logical_not(x),
         "is_nan" => ops::is_nan(x),
         "is_finite" => ops::is_finite(x),
-        other => panic!("unary op `{other}` is not wired into tests/elementwise.rs"),
+        other => panic!("unary op `{other}` is not wired into tests/suite/elementwise.rs"),
     }
 }
 
@@ -479,7 +478,7 @@ fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> rivulet::Result<Tensor> {
         "greater_equal" => ops::greater_equal(a, b),
         "logical_and" => ops::logical_and(a, b),
         "logical_or" => ops::logical_or(a, b),
-        other => panic!("binary op `{other}` is not wired into tests/elementwise.rs"),
+        other => panic!("binary op `{other}` is not wired into tests/suite/elementwise.rs"),
     }
 }
 
@@ -2446,4 +2445,4 @@ proptest! {
 }
 
 // The tests of this file pass at every instruction-set level (RIVULET_SIMD).
-tests_at_every_simd_level!("");
+tests_at_every_simd_level!("elementwise::");

@@ -1,9 +1,9 @@
 //! The example programs, run as tests.
 
-#[path = "../examples/logistic_regression.rs"]
+#[path = "../../examples/logistic_regression.rs"]
 mod logistic_regression;
 
-#[path = "../examples/quickstart.rs"]
+#[path = "../../examples/quickstart.rs"]
 mod quickstart;
 
 #[test]

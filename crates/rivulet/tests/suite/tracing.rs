@@ -4,8 +4,7 @@
 //! a trace, captured eager variables (reads, assignments, optimizer slots),
 //! gradient tapes inside a trace, and errors.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use rivulet::nn::Optimizer;
 use rivulet::ops::{self, Ctx};

@@ -7,8 +7,7 @@
 //! rank-0 and empty tensors and non-contiguous views (transposes, strided
 //! slices, reversals).
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use proptest::prelude::*;
 use rivulet::ops::{self, PadMode, SliceItem};

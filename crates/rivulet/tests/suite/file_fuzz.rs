@@ -12,8 +12,7 @@
 //!
 //! `RIVULET_FILE_FUZZ_CASES` sets the mutations per format (default sized for CI).
 
-mod common;
-use common::Rng;
+use crate::common::Rng;
 
 use rivulet::io::checkpoint::{from_bytes, to_bytes};
 use rivulet::io::{CheckpointData, CheckpointManager};

@@ -3,8 +3,7 @@
 //! damaged `.npy` files and serialized graphs, which must give `Format`
 //! errors and never panic.
 
-mod common;
-use common::Rng;
+use crate::common::Rng;
 
 use half::{bf16, f16};
 use rivulet::ops::{self, SliceItem};
@@ -1108,7 +1107,7 @@ fn randomly_mutated_graph_documents_never_panic() {
 fn assert_at_caller(e: &Error, op: &str) {
     let c = e.op_context().unwrap_or_else(|| panic!("no op context: {e}"));
     assert_eq!(c.op, op, "{e}");
-    assert!(c.location.contains("tests/errors_io.rs:"), "points at the caller: {e}");
+    assert!(c.location.contains("tests/suite/errors_io.rs:"), "points at the caller: {e}");
 }
 
 #[test]
@@ -1142,10 +1141,10 @@ fn model_errors_point_at_the_callers_line() -> TestResult {
         // Labels of the wrong width: the loss fails inside the model's step.
         let e = model.train_on_batch(&x, &Tensor::from([[1.0f32, 2.0]])).unwrap_err();
         let c = e.op_context().unwrap_or_else(|| panic!("{mode:?}: no op context: {e}"));
-        assert!(c.location.contains("tests/errors_io.rs:"), "{mode:?}: {e}");
+        assert!(c.location.contains("tests/suite/errors_io.rs:"), "{mode:?}: {e}");
         // Inputs of the wrong width: the layer fails.
         let e = model.predict(&Tensor::from([[1.0f32, 2.0, 3.0]]), 8).unwrap_err();
-        assert!(e.op_context().unwrap().location.contains("tests/errors_io.rs:"), "{mode:?}: {e}");
+        assert!(e.op_context().unwrap().location.contains("tests/suite/errors_io.rs:"), "{mode:?}: {e}");
     }
     Ok(())
 }

@@ -1,0 +1,25 @@
+//! Rivulet's integration tests, one module per area, built as one test
+//! binary: the crate and its dependencies are linked once, not once per file.
+//!
+//! `cargo test -p rivulet --test suite <module>::` runs one area.
+
+#[macro_use]
+mod common;
+
+mod checkpoints;
+mod compile_time;
+mod differential;
+mod elementwise;
+mod errors_io;
+mod examples;
+mod file_fuzz;
+mod fuzz;
+mod gradients;
+mod graph_session;
+mod linalg_creation_nn;
+mod movement;
+mod parity;
+mod passes;
+mod reduce;
+mod tracing;
+mod training;
