@@ -158,7 +158,7 @@ fn print_profile(g: &Graph, fetches: &[&Tensor], feeds: &[Tensor], targets: &[&O
     steps.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
     println!("slowest steps:");
     for s in steps.iter().take(20) {
-        println!("  {:<48} {:<20} {:>10.3} ms", s.node, s.op, s.seconds * 1e3);
+        println!("  {:<48} {:<20} {:<16} {:>10.3} ms", s.node, s.op, s.device.short_name(), s.seconds * 1e3);
     }
     Ok(())
 }

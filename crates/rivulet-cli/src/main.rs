@@ -64,7 +64,7 @@ enum Command {
         #[arg(long)]
         profile: Option<usize>,
     },
-    /// Print what this machine offers Rivulet (vector extension, threads).
+    /// List the devices Rivulet found (and what it looked for but did not find).
     Devices,
 }
 
@@ -80,7 +80,20 @@ fn main() -> ExitCode {
             inspect::run(file, fetch, feed, target, dot, full, profile)
         }
         Command::Devices => {
-            println!("cpu:0  simd={}  threads={}", rivulet::simd_level(), rayon_threads());
+            for d in rivulet::devices() {
+                match d.kind {
+                    rivulet::DeviceKind::Cpu => println!(
+                        "{d}  (cpu: optimized kernels, simd={}, threads={})",
+                        rivulet::simd_level(),
+                        rayon_threads()
+                    ),
+                    rivulet::DeviceKind::Reference => {
+                        println!("{d}  (reference: plain scalar loops on the host, the oracle for other backends)")
+                    }
+                    rivulet::DeviceKind::Gpu => println!("{d}  (gpu)"),
+                }
+            }
+            println!("no GPU backend in this build (the CUDA backend is not written yet)");
             Ok(())
         }
     };

@@ -26,6 +26,7 @@
 
 pub mod autodiff;
 pub(crate) mod backend;
+pub mod context;
 pub mod data;
 pub mod error;
 pub mod graph;
@@ -39,6 +40,7 @@ pub mod tensor;
 
 pub use autodiff::{gradients, GradientTape, Unconnected};
 pub use backend::cpu::simd_level;
+pub use context::{device, device_scope, devices, DeviceScope};
 pub use error::{Error, ErrorKind, OpContext, Result};
 pub use graph::{Graph, Operation};
 pub use ops::creation::set_random_seed;
@@ -47,7 +49,7 @@ pub use passes::PassOptions;
 pub use runtime::{function, Function, FunctionOptions, PlanReport, RunProfile, Session, SessionOptions, StepProfile};
 pub use tensor::npy::{load_npy, read_npy, save_npy, write_npy};
 pub use tensor::storage::release_cached_memory;
-pub use tensor::{DType, Scalar, Shape, Tensor, UNKNOWN};
+pub use tensor::{DType, Device, DeviceKind, Scalar, Shape, Tensor, UNKNOWN};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../../../README.md")]

@@ -1,13 +1,28 @@
-//! Backends: where kernels run. The CPU backend is always present. A backend
-//! knows ops and values, never graphs.
+//! Backends: where kernels run. A backend knows ops and values, never graphs.
+//!
+//! Every backend implements the [`Backend`] primitives (elementwise,
+//! reductions, matmul, strided assembly, sequences, random numbers, gathers
+//! and scatters, top-k, transfers); an op that is not a primitive is either a
+//! view (one implementation for all, in [`views`]) or a composite that runs
+//! as its decomposition ([`decompose`]) wherever the backend has no fused
+//! kernel for it. The CPU backend has a kernel for every op and is always
+//! present; the reference backend implements only the primitives, in plain
+//! loops, and is the oracle the others are compared with.
 
 pub(crate) mod cpu;
+pub(crate) mod decompose;
+pub(crate) mod reference;
+pub(crate) mod views;
 
 pub(crate) use cpu::optim::{apply_update, update_operands, InPlaceUpdate};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::ops::creation::Distribution;
+use crate::ops::elementwise::{BinaryOp, UnaryOp};
+use crate::ops::reduce::{ArgOp, ReduceOp, ScanOp};
 use crate::ops::{Meta, Op};
-use crate::tensor::Value;
+use crate::tensor::layout::Layout;
+use crate::tensor::{Device, DeviceKind, Scalar, Value};
 use smallvec::SmallVec;
 
 /// Per-call facts a kernel may need beyond its inputs.
@@ -22,35 +37,188 @@ impl KernelCtx {
     pub const EAGER: KernelCtx = KernelCtx { random_stream: 0 };
 }
 
-/// Infer the outputs of `op` on these inputs and run its kernel. Eager calls
-/// and session runs both come through here, so they agree bit for bit.
-pub(crate) fn execute(op: &Op, inputs: &[&Value], ctx: &KernelCtx) -> Result<SmallVec<[Value; 1]>> {
-    let metas: SmallVec<[Meta; 4]> = inputs.iter().map(|v| Meta::new(v.dtype, v.shape().clone())).collect();
+/// Outputs of one op: almost always one value.
+pub(crate) type Values = SmallVec<[Value; 1]>;
+
+/// What a device must implement. Inputs arrive on the backend's device, with
+/// any layout (strided, broadcast, reversed views), and their output metas
+/// already inferred; outputs are new values on the device.
+pub(crate) trait Backend: Send + Sync {
+    /// The device this backend runs.
+    fn device(&self) -> Device;
+
+    /// A kernel of the backend's own for `op`, where it has one (fused
+    /// programs, composites, in-place forms): `None` runs the op the generic
+    /// way (views, primitives, decompositions).
+    fn kernel(&self, _op: &Op, _inputs: &[&Value], _outs: &[Meta], _ctx: &KernelCtx) -> Option<Result<Values>> {
+        None
+    }
+
+    /// `f(x)` elementwise.
+    fn unary(&self, f: UnaryOp, x: &Value, out: &Meta) -> Result<Value>;
+    /// `f(a, b)` elementwise, both broadcast to `out`'s shape.
+    fn binary(&self, f: BinaryOp, a: &Value, b: &Value, out: &Meta) -> Result<Value>;
+    /// `c ? a : b` elementwise, all broadcast to `out`'s shape.
+    fn select(&self, c: &Value, a: &Value, b: &Value, out: &Meta) -> Result<Value>;
+    /// Conversion to `out.dtype`.
+    fn cast(&self, x: &Value, out: &Meta) -> Result<Value>;
+    /// Reduction over `axes` (distinct, increasing).
+    fn reduce(&self, f: ReduceOp, x: &Value, axes: &[usize], out: &Meta) -> Result<Value>;
+    /// Index of the largest or smallest element along `axis`.
+    fn arg_reduce(&self, f: ArgOp, x: &Value, axis: usize, out: &Meta) -> Result<Value>;
+    /// Cumulative sum or product along `axis`.
+    fn scan(&self, f: ScanOp, x: &Value, axis: usize, exclusive: bool, reverse: bool, out: &Meta) -> Result<Value>;
+    /// Batched matrix product with broadcast batch dimensions.
+    fn matmul(&self, a: &Value, b: &Value, ta: bool, tb: bool, out: &Meta) -> Result<Value>;
+    /// A new contiguous value of `out`, filled with `fill`, then each piece
+    /// written into the region its layout describes within `out`'s
+    /// row-major buffer (the strided copy behind contiguous copies, concat,
+    /// pad, tile and slice gradients).
+    fn assemble(&self, out: &Meta, fill: Scalar, pieces: &[(Layout, &Value)]) -> Result<Value>;
+    /// `start + i * delta` for each position `i` of `out` (integers exact).
+    fn range(&self, start: Scalar, delta: Scalar, out: &Meta) -> Result<Value>;
+    /// Samples of `dist` from the counter-based stream `(seed, stream)`:
+    /// the same numbers on every backend.
+    fn random(&self, dist: &Distribution, out: &Meta, seed: u64, stream: u64) -> Result<Value>;
+    /// Slices of `params` along `axis` picked by `indices` (TensorFlow's GatherV2).
+    fn gather(&self, params: &Value, indices: &Value, axis: usize, batch_dims: usize, out: &Meta) -> Result<Value>;
+    /// Slices of `params` picked by index vectors (the last axis of `indices`).
+    fn gather_nd(&self, params: &Value, indices: &Value, out: &Meta) -> Result<Value>;
+    /// Zeros of `out` with `updates` added where [`Backend::gather`] would
+    /// have read them (the gradient of gather).
+    fn scatter_add(
+        &self,
+        updates: &Value,
+        indices: &Value,
+        axis: usize,
+        batch_dims: usize,
+        out: &Meta,
+    ) -> Result<Value>;
+    /// Zeros of `out` with `updates` added at the index vectors of `indices`.
+    fn scatter_nd(&self, indices: &Value, updates: &Value, out: &Meta) -> Result<Value>;
+    /// The `k` largest entries along the last axis, and their indices.
+    fn top_k(&self, x: &Value, k: usize, outs: &[Meta]) -> Result<(Value, Value)>;
+    /// A copy of a CPU value on this device.
+    fn upload(&self, host: &Value) -> Result<Value>;
+    /// A copy of a value of this device on the CPU.
+    fn download(&self, v: &Value) -> Result<Value>;
+}
+
+static CPU: cpu::CpuBackend = cpu::CpuBackend;
+static REFERENCE: reference::ReferenceBackend = reference::ReferenceBackend;
+
+/// Every device found on this machine, fastest first.
+pub fn devices() -> Vec<Device> {
+    vec![Device::CPU, Device::REFERENCE]
+}
+
+/// The backend of `device`, or an error naming it and the devices there are.
+pub(crate) fn backend(device: Device) -> Result<&'static dyn Backend> {
+    match (device.kind, device.index) {
+        (DeviceKind::Cpu, 0) => Ok(&CPU),
+        (DeviceKind::Reference, 0) => Ok(&REFERENCE),
+        _ => Err(Error::invalid(format!(
+            "no device {device} on this machine (devices: {})",
+            devices().iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+/// Where an op on inputs from these devices runs when nothing asks for a
+/// device: where all of them are, else the fastest device (a copy brings the
+/// others); the CPU for an op without inputs.
+pub(crate) fn automatic_device(inputs: impl IntoIterator<Item = Device>) -> Device {
+    let mut found: Option<Device> = None;
+    for d in inputs {
+        match found {
+            None => found = Some(d),
+            Some(f) if f == d => {}
+            Some(_) => return Device::CPU,
+        }
+    }
+    found.unwrap_or(Device::CPU)
+}
+
+/// `v` on `device`: itself when it is there, else a copy (through the host).
+pub(crate) fn transfer(v: &Value, device: Device) -> Result<Value> {
+    let from = v.device();
+    if from == device {
+        return Ok(v.clone());
+    }
+    let host = if from == Device::CPU { v.clone() } else { backend(from)?.download(v)? };
+    if device == Device::CPU {
+        return Ok(host);
+    }
+    backend(device)?.upload(&host)
+}
+
+/// Infer the outputs of `op` on these inputs and run it on the device where
+/// all the inputs are (or the fastest one). Eager calls and session runs both
+/// come through here, so they agree bit for bit.
+pub(crate) fn execute(op: &Op, inputs: &[&Value], ctx: &KernelCtx) -> Result<Values> {
+    if inputs.iter().all(|v| v.device() == Device::CPU) {
+        // The common case, without a dynamic call: every op has a CPU kernel.
+        let outputs = infer(op, inputs)?;
+        return cpu::execute(op, inputs, &outputs, ctx);
+    }
+    let device = automatic_device(inputs.iter().map(|v| v.device()));
+    execute_on(device, op, inputs, ctx)
+}
+
+/// [`execute`] on `device`; inputs elsewhere are copied there first.
+pub(crate) fn execute_on(device: Device, op: &Op, inputs: &[&Value], ctx: &KernelCtx) -> Result<Values> {
+    let local = inputs.iter().all(|v| v.device() == device);
+    if local && device == Device::CPU {
+        let outputs = infer(op, inputs)?;
+        return cpu::execute(op, inputs, &outputs, ctx);
+    }
+    let be = backend(device)?;
+    if !local {
+        let moved: SmallVec<[Value; 4]> = inputs.iter().map(|v| transfer(v, device)).collect::<Result<_>>()?;
+        let moved: SmallVec<[&Value; 4]> = moved.iter().collect();
+        let outputs = infer(op, &moved)?;
+        return run_inferred(be, op, &moved, &outputs, ctx);
+    }
+    let outputs = infer(op, inputs)?;
+    run_inferred(be, op, inputs, &outputs, ctx)
+}
+
+/// The output metas of `op` on these values, each within the element limit.
+#[inline(always)]
+fn infer(op: &Op, inputs: &[&Value]) -> Result<crate::ops::Metas> {
+    let mut metas: SmallVec<[Meta; 4]> = SmallVec::new();
+    for v in inputs {
+        metas.push(Meta::new(v.dtype, v.shape().clone()));
+    }
     let outputs = op.infer(&metas)?;
     for m in &outputs {
         // Broadcasts and tiles of large inputs could describe more elements than exist.
         m.shape.checked_numel()?;
     }
-    cpu::execute(op, inputs, &outputs, ctx)
+    Ok(outputs)
+}
+
+/// Run `op` on `be`, inputs on its device and outputs inferred: the
+/// backend's own kernel where it has one, else views, primitives and
+/// decompositions.
+fn run_inferred(be: &dyn Backend, op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx) -> Result<Values> {
+    if let Some(r) = be.kernel(op, inputs, outs, ctx) {
+        return r;
+    }
+    decompose::run(be, op, inputs, outs, ctx)
 }
 
 /// [`execute`], writing the output into `inputs[donated]`'s buffer when the
 /// kernel can and the buffer is not shared (the caller gives up that input).
-pub(crate) fn execute_donating(
-    op: &Op,
-    inputs: &[&Value],
-    donated: usize,
-    ctx: &KernelCtx,
-) -> Result<SmallVec<[Value; 1]>> {
-    let metas: SmallVec<[Meta; 4]> = inputs.iter().map(|v| Meta::new(v.dtype, v.shape().clone())).collect();
-    let outputs = op.infer(&metas)?;
+pub(crate) fn execute_donating(op: &Op, inputs: &[&Value], donated: usize, ctx: &KernelCtx) -> Result<Values> {
+    if !inputs.iter().all(|v| v.device() == Device::CPU) {
+        return execute(op, inputs, ctx);
+    }
+    let outputs = infer(op, inputs)?;
     if outputs.len() == 1 {
         if let Some(v) = cpu::in_place::try_in_place(op, inputs, donated, &outputs[0]) {
             return Ok(smallvec::smallvec![v]);
         }
     }
-    for m in &outputs {
-        m.shape.checked_numel()?;
-    }
-    cpu::execute(op, inputs, &outputs, ctx)
+    run_inferred(&CPU, op, inputs, &outputs, ctx)
 }

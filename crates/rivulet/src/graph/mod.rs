@@ -13,7 +13,7 @@ mod serialize;
 
 use crate::error::{location_string, Error, OpContext, Result};
 use crate::ops::{Meta, Metas, Op};
-use crate::tensor::{DType, Repr, Shape, Tensor};
+use crate::tensor::{DType, Device, Repr, Shape, Tensor};
 use parking_lot::{RwLock, RwLockReadGuard};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
@@ -47,6 +47,9 @@ pub struct Node {
     pub location: String,
     /// Inferred dtype and (possibly partial) shape of each output.
     pub outputs: Metas,
+    /// The device asked for by the scope the node was made in (`None`:
+    /// placed automatically when a session compiles it).
+    pub device: Option<Device>,
 }
 
 impl Node {
@@ -406,6 +409,7 @@ impl Graph {
                 return Err(Error::invalid(format!("'{n}' is not a valid node name (contains ':')")));
             }
         }
+        let device = crate::context::current_device();
         let mut s = self.inner.state.write();
         let loc = location_string(location);
         // Type-check first, so that a failing op leaves the graph untouched.
@@ -451,6 +455,7 @@ impl Graph {
                         name,
                         location: loc.clone(),
                         outputs: smallvec::smallvec![meta.clone()],
+                        device,
                     });
                     edges.push(Edge { node: id, index: 0 });
                 }
@@ -460,8 +465,15 @@ impl Graph {
         control.sort_unstable();
         control.dedup();
         let name = s.unique_name(&stem);
-        let id =
-            s.push(Node { op, inputs: edges, control_inputs: control, name, location: loc, outputs: outputs.clone() });
+        let id = s.push(Node {
+            op,
+            inputs: edges,
+            control_inputs: control,
+            name,
+            location: loc,
+            outputs: outputs.clone(),
+            device,
+        });
         drop(s);
         let tensors = outputs
             .into_iter()

@@ -10,7 +10,7 @@ use super::{Edge, Graph, Node};
 use crate::error::{Error, Result};
 use crate::ops::{ConstValue, Meta, Op};
 use crate::tensor::dtype::with_dtype;
-use crate::tensor::{DType, Shape, Tensor};
+use crate::tensor::{DType, Device, Shape, Tensor};
 use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -35,6 +35,9 @@ struct NodeDoc {
     control_inputs: Vec<usize>,
     location: String,
     outputs: Vec<Meta>,
+    /// The device asked for, as TensorFlow names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    device: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -107,6 +110,7 @@ impl Graph {
                     control_inputs: n.control_inputs.clone(),
                     location: n.location.clone(),
                     outputs: n.outputs.to_vec(),
+                    device: n.device.map(|d| d.to_string()),
                 })
                 .collect(),
         };
@@ -159,6 +163,12 @@ impl Graph {
             if outputs.as_slice() != n.outputs.as_slice() {
                 return Err(Error::format(format!("node '{}': stored output types disagree with inference", n.name)));
             }
+            let device = match &n.device {
+                Some(d) => {
+                    Some(Device::parse(d).map_err(|e| Error::format(format!("node '{}': {}", n.name, e.message())))?)
+                }
+                None => None,
+            };
             g.push_checked(Node {
                 op: n.op,
                 inputs: n.inputs,
@@ -166,6 +176,7 @@ impl Graph {
                 name: n.name,
                 location: n.location,
                 outputs,
+                device,
             })?;
         }
         Ok(g)

@@ -341,3 +341,159 @@ impl Tensor {
         random_normal(Ctx::Eager, shape, 0.0, 1.0, DType::F32, Some(seed))
     }
 }
+
+// ---------------------------------------------------------------------------
+// The random stream: one definition for every backend
+// ---------------------------------------------------------------------------
+
+/// Philox 4x32 with 10 rounds (Salmon et al., SC'11): four 32-bit outputs
+/// from a 128-bit counter and a 64-bit key.
+#[inline(always)]
+pub(crate) fn philox4x32(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
+    const M0: u64 = 0xD251_1F53;
+    const M1: u64 = 0xCD9E_8D57;
+    const W0: u32 = 0x9E37_79B9;
+    const W1: u32 = 0xBB67_AE85;
+    let (mut c, mut k) = (counter, key);
+    for _ in 0..10 {
+        let p0 = M0 * c[0] as u64;
+        let p1 = M1 * c[2] as u64;
+        c = [(p1 >> 32) as u32 ^ c[1] ^ k[0], p1 as u32, (p0 >> 32) as u32 ^ c[3] ^ k[1], p0 as u32];
+        k = [k[0].wrapping_add(W0), k[1].wrapping_add(W1)];
+    }
+    c
+}
+
+/// The counter-based stream of one random draw: block `i` of it is a pure
+/// function of the seed, the stream number and `i`, so every backend (and
+/// every thread) computes the same numbers for the same element.
+#[derive(Clone, Copy)]
+pub(crate) struct RandomStream {
+    key: [u32; 2],
+    stream: u64,
+}
+
+/// The values of one block: up to four floats (as f64), or two exact integers.
+#[derive(Clone, Copy)]
+pub(crate) enum Sample {
+    F([f64; 4]),
+    I([i64; 2]),
+}
+
+impl RandomStream {
+    pub(crate) fn new(seed: u64, stream: u64) -> RandomStream {
+        RandomStream { key: [seed as u32, (seed >> 32) as u32], stream }
+    }
+
+    /// Values per block for this dtype and distribution.
+    pub(crate) fn per_block(dtype: DType, dist: &Distribution) -> usize {
+        let wide = dtype == DType::F64 || matches!(dist, Distribution::UniformInt { .. });
+        match dist {
+            Distribution::TruncatedNormal { .. } => 1,
+            _ if wide => 2,
+            _ => 4,
+        }
+    }
+
+    /// The samples of block `blk` (elements `blk * per_block ..`).
+    #[inline]
+    pub(crate) fn sample_block(&self, dist: &Distribution, dtype: DType, blk: u64) -> Sample {
+        let per = RandomStream::per_block(dtype, dist);
+        let wide = dtype == DType::F64;
+        let mut vals = [0f64; 4];
+        match *dist {
+            Distribution::Uniform { low, high } => {
+                let b = self.block(blk, 0);
+                for (l, v) in vals.iter_mut().enumerate().take(per) {
+                    let u = match dtype {
+                        DType::F64 => unit_f64(b[2 * l], b[2 * l + 1]),
+                        DType::F16 => unit_bits(b[l], 11),
+                        DType::BF16 => unit_bits(b[l], 8),
+                        _ => unit_f32(b[l]),
+                    };
+                    *v = low + (high - low) * u;
+                }
+            }
+            Distribution::UniformInt { low, high } => {
+                // Integers exactly (f64 would round large values).
+                let b = self.block(blk, 0);
+                let span = (high as i128 - low as i128) as u128;
+                let draw = |l: usize| {
+                    let r = ((b[2 * l] as u128) << 32) | b[2 * l + 1] as u128;
+                    (low as i128 + (r % span) as i128) as i64
+                };
+                return Sample::I([draw(0), draw(1)]);
+            }
+            Distribution::Normal { mean, stddev } => {
+                let b = self.block(blk, 0);
+                if wide {
+                    let (z0, z1) = box_muller(unit_f64(b[0], b[1]), unit_f64(b[2], b[3]));
+                    vals[0] = mean + stddev * z0;
+                    vals[1] = mean + stddev * z1;
+                } else {
+                    let (z0, z1) = box_muller(unit_f32(b[0]), unit_f32(b[1]));
+                    let (z2, z3) = box_muller(unit_f32(b[2]), unit_f32(b[3]));
+                    vals = [mean + stddev * z0, mean + stddev * z1, mean + stddev * z2, mean + stddev * z3];
+                }
+            }
+            Distribution::TruncatedNormal { mean, stddev } => {
+                vals[0] = mean + stddev * truncated(self, blk, wide);
+            }
+        }
+        Sample::F(vals)
+    }
+
+    #[inline(always)]
+    fn block(&self, index: u64, attempt: u32) -> [u32; 4] {
+        philox4x32(
+            [
+                index as u32,
+                (index >> 32) as u32,
+                self.stream as u32,
+                ((self.stream >> 32) as u32) ^ attempt.wrapping_mul(0x9E37_79B9),
+            ],
+            self.key,
+        )
+    }
+}
+
+/// Uniform in [0, 1) with 24 random bits.
+#[inline(always)]
+fn unit_f32(x: u32) -> f64 {
+    (x >> 8) as f64 * (1.0 / 16_777_216.0)
+}
+
+/// Uniform in [0, 1) with `bits` random bits: no more than the target
+/// dtype's mantissa holds, so rounding to it can never reach 1.
+#[inline(always)]
+fn unit_bits(x: u32, bits: u32) -> f64 {
+    (x >> (32 - bits)) as f64 / (1u64 << bits) as f64
+}
+/// Uniform in [0, 1) with 53 random bits.
+#[inline(always)]
+fn unit_f64(hi: u32, lo: u32) -> f64 {
+    ((((hi as u64) << 32) | lo as u64) >> 11) as f64 * (1.0 / 9_007_199_254_740_992.0)
+}
+
+/// Box-Muller from two uniforms in [0, 1): two standard normals. libm keeps
+/// the numbers identical on every platform.
+#[inline(always)]
+fn box_muller(u1: f64, u2: f64) -> (f64, f64) {
+    let r = libm::sqrt(-2.0 * libm::log(1.0 - u1));
+    let t = 2.0 * std::f64::consts::PI * u2;
+    (r * libm::cos(t), r * libm::sin(t))
+}
+
+/// Standard normal for element `i` within two standard deviations (rejection).
+fn truncated(s: &RandomStream, i: u64, wide: bool) -> f64 {
+    for attempt in 0..64u32 {
+        let b = s.block(i, attempt);
+        let (u1, u2) =
+            if wide { (unit_f64(b[0], b[1]), unit_f64(b[2], b[3])) } else { (unit_f32(b[0]), unit_f32(b[1])) };
+        let (z, _) = box_muller(u1, u2);
+        if z.abs() <= 2.0 {
+            return z;
+        }
+    }
+    0.0
+}

@@ -10,6 +10,11 @@ use crate::tensor::shape::broadcast_shapes;
 use crate::tensor::{DType, Scalar, Tensor};
 use serde::{Deserialize, Serialize};
 
+/// SELU's `alpha` (Klambauer et al. 2017).
+pub const SELU_ALPHA: f64 = 1.673_263_242_354_377_3;
+/// SELU's `lambda`, the scale (Klambauer et al. 2017).
+pub const SELU_SCALE: f64 = 1.050_700_987_355_480_5;
+
 /// Which inputs a unary op accepts and what it returns.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Domain {
@@ -280,6 +285,19 @@ fn resolve<'a, 'b>(
     })
 }
 
+/// Unary op `f` of `x`, for code that picks the op at run time (the named
+/// functions, `exp` and so on, are the same op).
+#[track_caller]
+pub fn unary_op(f: UnaryOp, x: &Tensor) -> Result<Tensor> {
+    apply1(Op::Unary { f }, &[x])
+}
+
+/// Binary op `f` of `a` and `b` (see [`unary_op`]).
+#[track_caller]
+pub fn binary_op<'a, 'b>(f: BinaryOp, a: impl Into<Operand<'a>>, b: impl Into<Operand<'b>>) -> Result<Tensor> {
+    binary(f, a.into(), b.into())
+}
+
 #[track_caller]
 fn binary(f: BinaryOp, a: Operand<'_>, b: Operand<'_>) -> Result<Tensor> {
     let (a, b) = resolve(a, b)?;
@@ -418,7 +436,6 @@ impl std::ops::Neg for Tensor {
 /// Gradient of a unary op: `g` flows back through `y = f(x)`. `None` for
 /// ops without a gradient (logical ops, NaN tests).
 pub(crate) fn unary_grad(f: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-    use crate::backend::cpu::math::{SELU_ALPHA, SELU_SCALE};
     use UnaryOp::*;
     let zeros = || super::zeros_like(x);
     Ok(Some(match f {

@@ -70,6 +70,9 @@ pub enum Op {
     Identity,
     /// Identity whose gradient is zero.
     StopGradient,
+    /// The input, copied to `device` (inserted by placement where a value
+    /// crosses devices).
+    CopyToDevice { device: crate::tensor::Device },
     /// Does nothing; a target that groups control dependencies.
     NoOp,
 
@@ -216,6 +219,7 @@ impl Op {
             Op::Const { .. } => "Const",
             Op::Placeholder { .. } => "Placeholder",
             Op::Identity => "Identity",
+            Op::CopyToDevice { .. } => "CopyToDevice",
             Op::StopGradient => "StopGradient",
             Op::NoOp => "NoOp",
             Op::Unary { f } => f.type_name(),
@@ -369,7 +373,7 @@ impl Op {
         match self {
             Op::Const { value } => one(Meta::new(value.0.dtype(), value.0.shape().clone())),
             Op::Placeholder { dtype, shape } => one(Meta::new(*dtype, shape.clone())),
-            Op::Identity | Op::StopGradient => one(inputs[0].clone()),
+            Op::Identity | Op::StopGradient | Op::CopyToDevice { .. } => one(inputs[0].clone()),
             Op::NoOp => Ok(SmallVec::new()),
             Op::Unary { f } => one(f.infer(&inputs[0])?),
             Op::Binary { f } => one(f.infer(&inputs[0], &inputs[1])?),
@@ -513,8 +517,12 @@ fn eager(op: &Op, inputs: &[&Tensor], location: &'static Location<'static>) -> R
         // All inputs are values here: symbolic ones took the graph path.
         values.push(t.value()?);
     }
-    let outputs = crate::backend::execute(op, &values, &crate::backend::KernelCtx::EAGER)
-        .map_err(|e| e.with_context(|| context(op, None, inputs, location)))?;
+    let ctx = crate::backend::KernelCtx::EAGER;
+    let outputs = match crate::context::current_device() {
+        Some(device) => crate::backend::execute_on(device, op, &values, &ctx),
+        None => crate::backend::execute(op, &values, &ctx),
+    }
+    .map_err(|e| e.with_context(|| context(op, None, inputs, location)))?;
     let outputs: SmallVec<[Tensor; 1]> = outputs.into_iter().map(Tensor::from_value).collect();
     crate::autodiff::tape::record(op, inputs, &outputs);
     Ok(outputs)
@@ -546,7 +554,7 @@ impl Op {
         };
         let want = |i: usize| wants.get(i).copied().unwrap_or(false);
         Ok(match self {
-            Op::Identity => vec![Some(g)],
+            Op::Identity | Op::CopyToDevice { .. } => vec![Some(g)],
             Op::StopGradient
             | Op::NoOp
             | Op::Assign { .. }

@@ -35,6 +35,8 @@ pub struct IrNode {
     pub variables: Vec<(NodeId, String)>,
     /// Removed by a pass (or never needed).
     pub dead: bool,
+    /// The device asked for (`None`: automatic); placement fills it in.
+    pub device: Option<crate::tensor::Device>,
 }
 
 impl IrNode {
@@ -182,6 +184,7 @@ impl IrGraph {
                 origin: None,
                 variables: Vec::new(),
                 dead: false,
+                device: None,
             });
             edge_map.insert(*e, IrEdge { node: id, index: 0 });
             ir.feeds.push((id, meta, name));
@@ -226,6 +229,7 @@ impl IrGraph {
                 origin: Some(id),
                 variables,
                 dead: false,
+                device: node.device,
             });
             node_map.insert(id, ir_id);
         }
@@ -301,8 +305,18 @@ impl IrGraph {
         for (i, n) in self.nodes.iter().enumerate().filter(|(_, n)| !n.dead) {
             let inputs: Vec<String> = n.inputs.iter().map(|e| format!("%{}:{}", e.node, e.index)).collect();
             let outs: Vec<String> = n.outputs.iter().map(|m| m.to_string()).collect();
-            let _ =
-                writeln!(s, "%{i} = {}({}) -> {}  // {}", n.op.type_name(), inputs.join(", "), outs.join(", "), n.name);
+            let on = match n.device {
+                Some(d) if d != crate::tensor::Device::CPU => format!(" @ {d}"),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                s,
+                "%{i} = {}({}) -> {}  // {}{on}",
+                n.op.type_name(),
+                inputs.join(", "),
+                outs.join(", "),
+                n.name
+            );
             if let Op::FusedElementwise { program } = &n.op {
                 for line in program.describe().lines() {
                     let _ = writeln!(s, "      {line}");
@@ -321,7 +335,11 @@ impl IrGraph {
             let fused = matches!(n.op, Op::FusedElementwise { .. } | Op::FusedMatMul { .. });
             let style = if fused { ", style=filled, fillcolor=\"#fde68a\"" } else { "" };
             let label = n.name.replace('"', "\\\"");
-            let _ = writeln!(s, "  n{i} [label=\"{label}\\n{}\"{style}];", n.op.type_name());
+            let on = match n.device {
+                Some(d) if d != crate::tensor::Device::CPU => format!("\\n{}", d.short_name()),
+                _ => String::new(),
+            };
+            let _ = writeln!(s, "  n{i} [label=\"{label}\\n{}{on}\"{style}];", n.op.type_name());
             for e in &n.inputs {
                 let _ = writeln!(s, "  n{} -> n{i};", e.node);
             }

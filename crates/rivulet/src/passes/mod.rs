@@ -4,6 +4,7 @@
 //! can be switched off in [`PassOptions`].
 
 pub mod ir;
+pub(crate) mod placement;
 mod rewrite;
 
 pub use ir::{IrEdge, IrGraph, IrNode};
@@ -103,6 +104,11 @@ pub(crate) fn optimize(ir: &mut IrGraph, options: &PassOptions, keep_dumps: bool
             ir.prune();
             dump(name, ir);
         }
+    }
+    // Always: every step needs a device. Shown only where it changes something.
+    let copies = placement::place(ir)?;
+    if copies > 0 || ir.nodes.iter().any(|n| !n.dead && n.device.is_some_and(|d| d != crate::tensor::Device::CPU)) {
+        dump("placement", ir);
     }
     Ok(dumps)
 }

@@ -71,7 +71,8 @@ pub(super) fn simplify(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
         subst.apply(&mut ir.nodes[i].inputs);
         let inputs = ir.nodes[i].inputs.clone();
         match ir.nodes[i].op.clone() {
-            Op::Identity | Op::StopGradient => {
+            // An identity that moves a value to another device stays.
+            Op::Identity | Op::StopGradient if ir.nodes[i].device == ir.nodes[inputs[0].node].device => {
                 forward(ir, &mut subst, i, inputs[0]);
             }
             Op::Cast { dtype } if ir.nodes[inputs[0].node].outputs[inputs[0].index].dtype == dtype => {
@@ -197,9 +198,9 @@ pub(super) fn eliminate_common_subexpressions(ir: &mut IrGraph, _: &PassOptions)
         let key = match &n.op {
             Op::Const { value } => {
                 let bytes = crate::tensor::npy::le_bytes(&value.0).unwrap_or_default();
-                format!("const|{}|{}|{bytes:02x?}|{:?}", value.0.dtype(), value.0.shape(), n.control)
+                format!("const|{}|{}|{bytes:02x?}|{:?}|{:?}", value.0.dtype(), value.0.shape(), n.control, n.device)
             }
-            op => format!("{op:?}|{:?}|{:?}", n.inputs, n.control),
+            op => format!("{op:?}|{:?}|{:?}|{:?}", n.inputs, n.control, n.device),
         };
         match seen.get(&key) {
             Some(&first) => {
@@ -237,6 +238,7 @@ pub(super) fn fuse_matmul(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
         let Some(&add) = consumers.get(&me).and_then(|c| c.first()) else { continue };
         if !matches!(ir.nodes[add].op, Op::Binary { f: BinaryOp::Add })
             || ir.nodes[add].outputs[0] != ir.nodes[m].outputs[0]
+            || ir.nodes[add].device != ir.nodes[m].device
         {
             continue;
         }
@@ -253,7 +255,7 @@ pub(super) fn fuse_matmul(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
         if single(ae) {
             if let Some(&act) = consumers.get(&ae).and_then(|c| c.first()) {
                 if let Op::Unary { f } = ir.nodes[act].op {
-                    if fusable_activation(f) {
+                    if fusable_activation(f) && ir.nodes[act].device == ir.nodes[m].device {
                         root = act;
                         activation = Some(f);
                     }
@@ -329,6 +331,7 @@ pub(super) fn fuse_elementwise(ir: &mut IrGraph, _: &PassOptions) -> Result<()> 
                     && !group.contains(&p)
                     && !taken.contains(&p)
                     && elementwise(ir, p)
+                    && ir.nodes[p].device == ir.nodes[root].device
                 {
                     group.insert(p);
                     joined.push(p);
@@ -341,7 +344,9 @@ pub(super) fn fuse_elementwise(ir: &mut IrGraph, _: &PassOptions) -> Result<()> 
         let mut target = root;
         if uses.get(&re).copied() == Some(1) && ir.nodes[root].outputs[0].dtype == DType::F32 {
             if let Some(&r) = cons.get(&re).and_then(|c| c.first()) {
-                if let Op::Reduce { f, axes, keepdims } = &ir.nodes[r].op {
+                if let (Op::Reduce { f, axes, keepdims }, true) =
+                    (&ir.nodes[r].op, ir.nodes[r].device == ir.nodes[root].device)
+                {
                     let rank = ir.nodes[root].outputs[0].shape.rank();
                     let trailing =
                         !axes.is_empty() && axes.iter().enumerate().all(|(k, &a)| a == rank - axes.len() + k);

@@ -66,6 +66,8 @@ pub(crate) struct Step {
     pub random_stream: Option<Arc<AtomicU64>>,
     /// Estimated elements produced, to decide whether threading pays.
     pub work: usize,
+    /// Where the step runs (placement decided it).
+    pub device: crate::tensor::Device,
     pub context: OpContext,
 }
 
@@ -209,6 +211,7 @@ fn lower(
                     _ => None,
                 },
                 work,
+                device: node.device.unwrap_or(crate::tensor::Device::CPU),
                 context: node.context(),
             }
         })

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::graph::{Edge, Graph, NodeId, Operation};
 use crate::ops::{AssignOp, BinaryOp, Op, Variable};
 use crate::passes::PassOptions;
-use crate::tensor::{Repr, Tensor, Value};
+use crate::tensor::{Device, Repr, Tensor, Value};
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
@@ -58,6 +58,8 @@ pub struct StepProfile {
     pub node: String,
     /// The op type.
     pub op: String,
+    /// Where the step ran.
+    pub device: crate::tensor::Device,
     pub seconds: f64,
 }
 
@@ -308,6 +310,7 @@ impl Session {
             .map(|(step, t)| StepProfile {
                 node: step.context.node.clone().unwrap_or_default(),
                 op: step.context.op.clone(),
+                device: step.device,
                 seconds: t.as_secs_f64() / runs as f64,
             })
             .collect();
@@ -387,14 +390,24 @@ fn run_step(
 ) -> Result<SmallVec<[Value; 1]>> {
     let result = match &step.stateful {
         Stateful::No => match donated {
-            Some(pos) => backend::execute_donating(&step.op, inputs, pos, &kernel_ctx(step)),
-            None => backend::execute(&step.op, inputs, &kernel_ctx(step)),
+            Some(pos) if step.device == Device::CPU => {
+                backend::execute_donating(&step.op, inputs, pos, &kernel_ctx(step))
+            }
+            _ => backend::execute_on(step.device, &step.op, inputs, &kernel_ctx(step)),
         },
         Stateful::Read { var, name } => match store.get(*var) {
             Some(v) => Ok(smallvec::smallvec![v]),
             None => Err(uninitialized(name)),
         },
+        // The store keeps variables on the CPU (placement copies their inputs there).
+        Stateful::Assign { f, var, name } if inputs[0].device() != Device::CPU => {
+            assign(*f, *var, name, &backend::transfer(inputs[0], Device::CPU)?, store)
+        }
         Stateful::Assign { f, var, name } => assign(*f, *var, name, inputs[0], store),
+        Stateful::Update { rule, vars } if inputs.iter().any(|v| v.device() != Device::CPU) => {
+            let host: Vec<Value> = inputs.iter().map(|v| backend::transfer(v, Device::CPU)).collect::<Result<_>>()?;
+            store.update(*rule, vars, &host[0], &host[1], &host[2]).map(|v| v.into_iter().collect())
+        }
         Stateful::Update { rule, vars } => {
             store.update(*rule, vars, inputs[0], inputs[1], inputs[2]).map(|v| v.into_iter().collect())
         }

@@ -9,6 +9,7 @@
 //! tensor type as eager code.
 
 mod convert;
+pub mod device;
 mod display;
 pub mod dtype;
 pub mod layout;
@@ -16,6 +17,7 @@ pub mod npy;
 pub mod shape;
 pub mod storage;
 
+pub use device::{Device, DeviceKind};
 pub use dtype::{DType, Element, Scalar};
 pub use layout::Layout;
 pub use shape::{Shape, UNKNOWN};
@@ -58,8 +60,19 @@ pub(crate) struct Symbolic {
 
 impl Value {
     /// A value over a fresh contiguous buffer.
+    #[inline]
     pub fn from_buffer(dtype: DType, shape: Shape, buffer: HostBuffer) -> Value {
-        Value { dtype, layout: Layout::contiguous(shape), storage: Arc::new(Storage::Host(buffer)) }
+        Value::from_buffer_on(Device::CPU, dtype, shape, buffer)
+    }
+    /// A value over a fresh contiguous host buffer of `device` (the CPU or the reference device).
+    #[inline]
+    pub fn from_buffer_on(device: Device, dtype: DType, shape: Shape, buffer: HostBuffer) -> Value {
+        Value { dtype, layout: Layout::contiguous(shape), storage: Arc::new(Storage::host_on(device, buffer)) }
+    }
+    /// The device the data lives on.
+    #[inline]
+    pub fn device(&self) -> Device {
+        self.storage.device()
     }
     /// A view of the same storage with another layout.
     pub fn view(&self, layout: Layout) -> Value {
@@ -171,6 +184,28 @@ impl Tensor {
         match &self.repr {
             Repr::Value(v) => &v.layout.shape,
             Repr::Symbolic(s) => &s.shape,
+        }
+    }
+
+    /// The device the value lives on; for a symbolic tensor, the device its
+    /// node asked for (the CPU where it asked for none).
+    pub fn device(&self) -> Device {
+        match &self.repr {
+            Repr::Value(v) => v.device(),
+            Repr::Symbolic(s) => s.graph.read().nodes[s.node].device.unwrap_or(Device::CPU),
+        }
+    }
+
+    /// This tensor on the device named `device` (`/cpu:0`, `/reference:0`,
+    /// ...): an identity op placed there, so that eagerly it is a copy (the
+    /// tensor itself where it lives there already) and in a graph a node on
+    /// that device; tapes and gradients see it like any op.
+    #[track_caller]
+    pub fn to_device(&self, device: &str) -> Result<Tensor> {
+        let _scope = crate::context::device_scope(device)?;
+        match &self.repr {
+            Repr::Value(v) if Some(v.device()) == crate::context::current_device() => Ok(self.clone()),
+            _ => crate::ops::identity(self),
         }
     }
 

@@ -9,6 +9,7 @@
 
 use crate::error::{bail, Result};
 use crate::tensor::dtype::Element;
+use crate::tensor::Device;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use std::alloc::{self, Layout};
@@ -252,16 +253,48 @@ pub(crate) fn try_vec<T: Clone>(value: T, n: usize) -> Result<Vec<T>> {
     Ok(v)
 }
 
-/// Where a tensor's data lives. Only the host for now; device memory joins
-/// this enum when a device backend arrives.
-pub enum Storage {
+/// A tensor's data and the device it lives on. The CPU and reference
+/// devices both keep host memory; device memory joins [`Memory`] when a
+/// device backend arrives.
+pub struct Storage {
+    device: Device,
+    memory: Memory,
+}
+
+/// The memory behind a [`Storage`].
+pub enum Memory {
     Host(HostBuffer),
 }
 
 impl Storage {
+    /// Host memory on `device` (the CPU or the reference device).
+    #[inline]
+    pub(crate) fn host_on(device: Device, buffer: HostBuffer) -> Storage {
+        Storage { device, memory: Memory::Host(buffer) }
+    }
+    /// The device the data lives on.
+    #[inline]
+    pub fn device(&self) -> Device {
+        self.device
+    }
+    /// The host memory (of the CPU or reference device; their backends and
+    /// the transfer primitive are the only readers).
+    #[inline]
     pub(crate) fn host(&self) -> &HostBuffer {
-        match self {
-            Storage::Host(b) => b,
+        match &self.memory {
+            Memory::Host(b) => b,
+        }
+    }
+    /// The host memory, mutably (the caller holds the only reference).
+    pub(crate) fn host_mut(&mut self) -> &mut HostBuffer {
+        match &mut self.memory {
+            Memory::Host(b) => b,
+        }
+    }
+    /// The host memory, taken.
+    pub(crate) fn into_host(self) -> HostBuffer {
+        match self.memory {
+            Memory::Host(b) => b,
         }
     }
 }

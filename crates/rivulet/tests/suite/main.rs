@@ -8,6 +8,7 @@ mod common;
 
 mod checkpoints;
 mod compile_time;
+mod devices;
 mod differential;
 mod elementwise;
 mod errors_io;

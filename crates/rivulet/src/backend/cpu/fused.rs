@@ -1313,7 +1313,7 @@ pub(crate) fn fused_matmul(
     let stride = if bias_s.len() == 1 { 0 } else { 1 };
     let storage =
         std::sync::Arc::try_unwrap(y.storage).map_err(|_| crate::Error::invalid("FusedMatMul output is shared"))?;
-    let crate::tensor::storage::Storage::Host(mut buf) = storage;
+    let mut buf = storage.into_host();
     let data = buf.as_mut_slice::<f32>();
     let rows_per_task = (TASK / n.max(1)).max(1);
     data.par_chunks_mut(rows_per_task * n.max(1)).try_for_each(|chunk| -> Result<()> {

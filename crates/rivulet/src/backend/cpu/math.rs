@@ -187,8 +187,7 @@ pub fn erf64(x: f64) -> f64 {
 }
 
 /// Scaled ELU constants (Klambauer et al. 2017).
-pub const SELU_ALPHA: f64 = 1.673_263_242_354_377_3;
-pub const SELU_SCALE: f64 = 1.050_700_987_355_480_5;
+pub use crate::ops::elementwise::{SELU_ALPHA, SELU_SCALE};
 
 #[cfg(test)]
 mod tests {

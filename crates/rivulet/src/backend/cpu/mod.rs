@@ -18,22 +18,101 @@ pub(crate) mod strided;
 
 pub use simd::simd_level;
 
-use super::KernelCtx;
+use super::{Backend, KernelCtx, Values};
 use crate::error::{Error, Result};
+use crate::ops::creation::Distribution;
+use crate::ops::elementwise::{BinaryOp, UnaryOp};
+use crate::ops::movement::PadMode;
+use crate::ops::reduce::{ArgOp, ReduceOp, ScanOp};
 use crate::ops::{Meta, Op};
-use crate::tensor::Value;
+use crate::tensor::layout::Layout;
+use crate::tensor::{Device, Scalar, Value};
 use smallvec::{smallvec, SmallVec};
+
+/// The optimized CPU backend: a kernel of its own for every op (fused
+/// programs, composites and all), so nothing runs as a decomposition here.
+pub(crate) struct CpuBackend;
+
+impl Backend for CpuBackend {
+    fn device(&self) -> Device {
+        Device::CPU
+    }
+    fn kernel(&self, op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx) -> Option<Result<Values>> {
+        Some(execute(op, inputs, outs, ctx))
+    }
+    fn unary(&self, f: UnaryOp, x: &Value, out: &Meta) -> Result<Value> {
+        elementwise::unary(f, x, out)
+    }
+    fn binary(&self, f: BinaryOp, a: &Value, b: &Value, out: &Meta) -> Result<Value> {
+        elementwise::binary(f, a, b, out)
+    }
+    fn select(&self, c: &Value, a: &Value, b: &Value, out: &Meta) -> Result<Value> {
+        elementwise::select(c, a, b, out)
+    }
+    fn cast(&self, x: &Value, out: &Meta) -> Result<Value> {
+        elementwise::cast(x, out.dtype)
+    }
+    fn reduce(&self, f: ReduceOp, x: &Value, axes: &[usize], out: &Meta) -> Result<Value> {
+        reduce::reduce(f, x, axes, out)
+    }
+    fn arg_reduce(&self, f: ArgOp, x: &Value, axis: usize, out: &Meta) -> Result<Value> {
+        reduce::arg_reduce(f, x, axis, out)
+    }
+    fn scan(&self, f: ScanOp, x: &Value, axis: usize, exclusive: bool, reverse: bool, _: &Meta) -> Result<Value> {
+        reduce::scan(f, x, axis, exclusive, reverse)
+    }
+    fn matmul(&self, a: &Value, b: &Value, ta: bool, tb: bool, out: &Meta) -> Result<Value> {
+        matmul::matmul(a, b, ta, tb, out)
+    }
+    fn assemble(&self, out: &Meta, fill: Scalar, pieces: &[(Layout, &Value)]) -> Result<Value> {
+        movement::assemble(out, fill, pieces)
+    }
+    fn range(&self, start: Scalar, delta: Scalar, out: &Meta) -> Result<Value> {
+        creation::range(start, delta, out)
+    }
+    fn random(&self, dist: &Distribution, out: &Meta, seed: u64, stream: u64) -> Result<Value> {
+        creation::random(dist, &out.shape, out.dtype, seed, stream)
+    }
+    fn gather(&self, params: &Value, indices: &Value, axis: usize, batch_dims: usize, out: &Meta) -> Result<Value> {
+        movement::gather(params, indices, axis, batch_dims, out)
+    }
+    fn gather_nd(&self, params: &Value, indices: &Value, out: &Meta) -> Result<Value> {
+        movement::gather_nd(params, indices, out)
+    }
+    fn scatter_add(
+        &self,
+        updates: &Value,
+        indices: &Value,
+        axis: usize,
+        batch_dims: usize,
+        out: &Meta,
+    ) -> Result<Value> {
+        movement::gather_grad(updates, indices, axis, batch_dims, out)
+    }
+    fn scatter_nd(&self, indices: &Value, updates: &Value, out: &Meta) -> Result<Value> {
+        movement::scatter_nd(indices, updates, out)
+    }
+    fn top_k(&self, x: &Value, k: usize, _: &[Meta]) -> Result<(Value, Value)> {
+        nn::top_k(x, k)
+    }
+    fn upload(&self, host: &Value) -> Result<Value> {
+        Ok(host.clone())
+    }
+    fn download(&self, v: &Value) -> Result<Value> {
+        Ok(v.clone())
+    }
+}
 
 /// Run the kernel of `op` on values whose output metas are already inferred.
 pub(crate) fn execute(op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx) -> Result<SmallVec<[Value; 1]>> {
     let x = || inputs[0];
     let out = || &outs[0];
     let v: Value = match op {
-        Op::Const { value } => value.0.value()?.clone(),
+        Op::Const { value } => super::transfer(value.0.value()?, Device::CPU)?,
         Op::Placeholder { .. } => {
             return Err(Error::precondition("a placeholder has no value: feed it in Session::run"));
         }
-        Op::Identity | Op::StopGradient => x().clone(),
+        Op::Identity | Op::StopGradient | Op::CopyToDevice { .. } => x().clone(),
         Op::NoOp => return Ok(SmallVec::new()),
         Op::Unary { f } => elementwise::unary(*f, x(), out())?,
         Op::Binary { f } => elementwise::binary(*f, inputs[0], inputs[1], out())?,
@@ -59,7 +138,9 @@ pub(crate) fn execute(op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx
         Op::GatherNd => movement::gather_nd(inputs[0], inputs[1], out())?,
         Op::ScatterNd { .. } => movement::scatter_nd(inputs[0], inputs[1], out())?,
         Op::Tile { multiples } => movement::tile(x(), multiples, out())?,
-        Op::Pad { paddings, mode, value } => movement::pad(x(), paddings, *mode, *value, out())?,
+        Op::Pad { paddings, mode: PadMode::Constant, value } => movement::pad(x(), paddings, *value, out())?,
+        // Reflections are strided copies: the shared decomposition is as fast.
+        Op::Pad { .. } => return super::decompose::run(&CpuBackend, op, inputs, outs, ctx),
         Op::Reverse { axes } => movement::reverse(x(), axes),
         Op::OneHot { depth, on, off, axis, .. } => movement::one_hot(x(), *depth, *on, *off, *axis, out())?,
         Op::Fill { shape, value, dtype } => creation::fill(shape, *value, *dtype)?,

@@ -6,7 +6,6 @@
 use super::elementwise::map_unary;
 use super::parallel::GRAIN;
 use crate::error::{bail, Result};
-use crate::ops::movement::{resolve_reshape, resolve_strided, PadMode, SliceDim};
 use crate::ops::Meta;
 use crate::tensor::dtype::{with_dtype, Element};
 use crate::tensor::layout::{Layout, Strides};
@@ -181,129 +180,13 @@ mod x86 {
     }
 }
 
+pub(crate) use crate::backend::views::{
+    broadcast_to, expand_dims, reverse, slice, split, squeeze, strided_layout, strided_slice, transpose, unstack,
+};
+
+/// Reshape: a view where the layout allows one, else a contiguous copy.
 pub(crate) fn reshape(x: &Value, spec: &[i64]) -> Result<Value> {
-    let shape = resolve_reshape(spec, x.shape())?;
-    // The same shape is the identity, view or not (the graph optimizer
-    // removes such reshapes: both modes then hand kernels the same layout).
-    if shape == *x.shape() {
-        return Ok(x.clone());
-    }
-    match x.layout.reshape_view(shape.clone()) {
-        Some(l) => Ok(x.view(l)),
-        None => {
-            let c = copy(x)?;
-            Ok(c.view(Layout::contiguous(shape)))
-        }
-    }
-}
-
-pub(crate) fn transpose(x: &Value, perm: &[usize]) -> Value {
-    x.view(x.layout.permute(perm))
-}
-
-pub(crate) fn expand_dims(x: &Value, axis: usize) -> Value {
-    let mut l = x.layout.clone();
-    l.shape.dims_mut().insert(axis, 1);
-    l.strides.insert(axis, 0);
-    x.view(l)
-}
-
-/// Drop the listed axes (all of size 1), or every size-1 axis when `axes` is empty.
-pub(crate) fn squeeze(x: &Value, axes: &[usize]) -> Value {
-    let mut l = Layout { shape: Shape::scalar(), strides: Strides::new(), offset: x.layout.offset };
-    for (i, &d) in x.shape().iter().enumerate() {
-        let drop = if axes.is_empty() { d == 1 } else { axes.contains(&i) };
-        if !drop {
-            l.shape.dims_mut().push(d);
-            l.strides.push(x.layout.strides[i]);
-        }
-    }
-    x.view(l)
-}
-
-pub(crate) fn broadcast_to(x: &Value, shape: &Shape) -> Result<Value> {
-    Ok(x.view(x.layout.broadcast_to(shape)?))
-}
-
-pub(crate) fn slice(x: &Value, begin: &[usize], out: &Meta) -> Value {
-    let mut l = x.layout.clone();
-    l.offset = x.layout.offset_of(begin);
-    l.shape = out.shape.clone();
-    x.view(l)
-}
-
-pub(crate) fn split(x: &Value, axis: usize, sizes: &[usize]) -> Vec<Value> {
-    let mut start = 0;
-    sizes
-        .iter()
-        .map(|&s| {
-            let mut begin = vec![0usize; x.shape().rank()];
-            begin[axis] = start;
-            let mut l = x.layout.clone();
-            l.offset = if x.numel() == 0 { x.layout.offset } else { x.layout.offset_of(&begin) };
-            l.shape.dims_mut()[axis] = s;
-            start += s;
-            x.view(l)
-        })
-        .collect()
-}
-
-pub(crate) fn unstack(x: &Value, axis: usize, num: usize) -> Vec<Value> {
-    (0..num)
-        .map(|i| {
-            let mut l = x.layout.clone();
-            l.offset = (x.layout.offset as isize + i as isize * x.layout.strides[axis]) as usize;
-            l.shape.dims_mut().remove(axis);
-            l.strides.remove(axis);
-            x.view(l)
-        })
-        .collect()
-}
-
-pub(crate) fn strided_slice(x: &Value, spec: &[crate::ops::movement::SliceItem]) -> Result<Value> {
-    Ok(x.view(strided_layout(&x.layout, spec)?))
-}
-
-/// The layout of `l` indexed by `spec` (a view of the same buffer).
-fn strided_layout(l: &Layout, spec: &[crate::ops::movement::SliceItem]) -> Result<Layout> {
-    let (dims, fixed) = resolve_strided(spec, l.shape())?;
-    let mut offset = l.offset as isize;
-    for &(d, i) in &fixed {
-        offset += i as isize * l.strides[d];
-    }
-    let mut shape = Vec::with_capacity(dims.len());
-    let mut strides = Strides::new();
-    for d in &dims {
-        match *d {
-            SliceDim::New => {
-                shape.push(1);
-                strides.push(0);
-            }
-            SliceDim::Input { dim, start, step, len } => {
-                if len > 0 {
-                    offset += start as isize * l.strides[dim];
-                }
-                shape.push(len);
-                // With at most one element the step never applies (and may be huge).
-                strides.push(if len <= 1 { 0 } else { l.strides[dim] * step as isize });
-            }
-        }
-    }
-    let empty = shape.contains(&0);
-    let offset = if empty { l.offset } else { offset as usize };
-    Ok(Layout { shape: Shape::from(shape), strides, offset })
-}
-
-pub(crate) fn reverse(x: &Value, axes: &[usize]) -> Value {
-    let mut l = x.layout.clone();
-    for &a in axes {
-        let d = l.shape[a];
-        if d > 1 {
-            l.offset = (l.offset as isize + (d as isize - 1) * l.strides[a]) as usize;
-            l.strides[a] = -l.strides[a];
-        }
-    }
-    x.view(l)
+    crate::backend::views::reshape(x, spec, copy)
 }
 
 /// Copy the elements of `src` into the region of `dst` described by `dst_layout`
@@ -322,6 +205,23 @@ fn copy_into<T: Element>(src: &Value, dst: &mut [T], dst_layout: &Layout) {
             dst[(od + j * sd) as usize] = sbuf[(os + j * ss) as usize];
         }
     });
+}
+
+/// A new value of `out` filled with `fill`, each piece copied into the
+/// region of the row-major output its layout describes.
+pub(crate) fn assemble(out: &Meta, fill: Scalar, pieces: &[(Layout, &Value)]) -> Result<Value> {
+    with_dtype!(out.dtype, T => {
+        let mut buf = HostBuffer::for_elements::<T>(out.shape.numel_known())?;
+        let o = buf.as_mut_slice::<T>();
+        o.fill(fill.to_element::<T>());
+        for (region, v) in pieces {
+            if v.dtype != out.dtype || region.shape() != v.shape() {
+                bail!(invalid, "assemble: a {}{} piece for a {}{} region", v.dtype, v.shape(), out.dtype, region.shape());
+            }
+            copy_into::<T>(v, o, region);
+        }
+        Ok(Value::from_buffer(T::DTYPE, out.shape.clone(), buf))
+    })
 }
 
 pub(crate) fn concat(xs: &[&Value], axis: usize, out: &Meta) -> Result<Value> {
@@ -505,47 +405,22 @@ pub(crate) fn tile(x: &Value, multiples: &[usize], out: &Meta) -> Result<Value> 
     Ok(c.view(Layout::contiguous(out.shape.clone())))
 }
 
-pub(crate) fn pad(x: &Value, paddings: &[(usize, usize)], mode: PadMode, value: Scalar, out: &Meta) -> Result<Value> {
-    match mode {
-        PadMode::Constant => with_dtype!(x.dtype, T => {
-            let mut buf = HostBuffer::for_elements::<T>(out.shape.numel_known())?;
-            let o = buf.as_mut_slice::<T>();
-            o.fill(value.to_element::<T>());
-            let full = Layout::contiguous(out.shape.clone());
-            let begin: Vec<usize> = paddings.iter().map(|p| p.0).collect();
-            let interior = Layout {
-                shape: x.shape().clone(),
-                strides: full.strides.clone(),
-                offset: if x.numel() == 0 { 0 } else { full.offset_of(&begin) },
-            };
-            copy_into::<T>(x, o, &interior);
-            Ok(Value::from_buffer(T::DTYPE, out.shape.clone(), buf))
-        }),
-        PadMode::Reflect | PadMode::Symmetric => {
-            // One dimension at a time: concat(reversed edge, x, reversed edge).
-            let shift = if mode == PadMode::Reflect { 1 } else { 0 };
-            let mut cur = x.clone();
-            for (axis, &(before, after)) in paddings.iter().enumerate() {
-                if before == 0 && after == 0 {
-                    continue;
-                }
-                let n = cur.shape()[axis];
-                let mut begin = vec![0usize; cur.shape().rank()];
-                let mut size: Vec<usize> = cur.shape().to_vec();
-                begin[axis] = shift;
-                size[axis] = before;
-                let head = reverse(&slice(&cur, &begin, &Meta::new(cur.dtype, Shape::from(size.clone()))), &[axis]);
-                begin[axis] = n - after - shift;
-                size[axis] = after;
-                let tail = reverse(&slice(&cur, &begin, &Meta::new(cur.dtype, Shape::from(size))), &[axis]);
-                let mut dims = cur.shape().to_vec();
-                dims[axis] += before + after;
-                let m = Meta::new(cur.dtype, Shape::from(dims));
-                cur = concat(&[&head, &cur, &tail], axis, &m)?;
-            }
-            materialize(&cur)
-        }
-    }
+/// Constant padding: the value everywhere, then `x` copied into the interior.
+pub(crate) fn pad(x: &Value, paddings: &[(usize, usize)], value: Scalar, out: &Meta) -> Result<Value> {
+    with_dtype!(x.dtype, T => {
+        let mut buf = HostBuffer::for_elements::<T>(out.shape.numel_known())?;
+        let o = buf.as_mut_slice::<T>();
+        o.fill(value.to_element::<T>());
+        let full = Layout::contiguous(out.shape.clone());
+        let begin: Vec<usize> = paddings.iter().map(|p| p.0).collect();
+        let interior = Layout {
+            shape: x.shape().clone(),
+            strides: full.strides.clone(),
+            offset: if x.numel() == 0 { 0 } else { full.offset_of(&begin) },
+        };
+        copy_into::<T>(x, o, &interior);
+        Ok(Value::from_buffer(T::DTYPE, out.shape.clone(), buf))
+    })
 }
 
 pub(crate) fn one_hot(

@@ -355,7 +355,7 @@ impl InPlaceUpdate {
         let mut ptrs = Vec::with_capacity(targets.len());
         for t in &mut targets {
             // A unique handle (checked above): no view or clone of the buffer exists.
-            if let Some(crate::tensor::storage::Storage::Host(b)) = Arc::get_mut(&mut t.storage) {
+            if let Some(b) = Arc::get_mut(&mut t.storage).map(|s| s.host_mut()) {
                 ptrs.push(Shared(b.as_mut_ptr()));
             }
         }

@@ -1,0 +1,385 @@
+//! Running any op on a backend that has no kernel of its own for it: views
+//! share one layout implementation, primitives go to the backend, and
+//! composites (softmax, concat, pad, tile, one-hot, optimizer updates, fused
+//! programs, ...) run as their decomposition into primitives.
+//!
+//! The match below is exhaustive: a new op does not compile until it says
+//! which of the three it is.
+
+use super::{transfer, views, Backend, KernelCtx, Values};
+use crate::error::{bail, Error, Result};
+use crate::ops::elementwise::{BinaryOp, UnaryOp};
+use crate::ops::fused::{FusedProgram, Instr};
+use crate::ops::optim::UpdateRule;
+use crate::ops::reduce::{reduced_shape, ReduceOp};
+use crate::ops::{Meta, Op};
+use crate::tensor::layout::Layout;
+use crate::tensor::{DType, Scalar, Shape, Value};
+use smallvec::{smallvec, SmallVec};
+
+/// Runs ops of a decomposition on one backend.
+struct Ex<'a> {
+    be: &'a dyn Backend,
+    ctx: &'a KernelCtx,
+}
+
+impl Ex<'_> {
+    /// Run `op` here (inferring its outputs like any other call).
+    fn op(&self, op: Op, inputs: &[&Value]) -> Result<Value> {
+        let mut out = super::execute_on(self.be.device(), &op, inputs, self.ctx)?;
+        if out.is_empty() {
+            bail!(invalid, "{} gave no output", op.type_name());
+        }
+        Ok(out.swap_remove(0))
+    }
+    fn unary(&self, f: UnaryOp, x: &Value) -> Result<Value> {
+        self.op(Op::Unary { f }, &[x])
+    }
+    fn binary(&self, f: BinaryOp, a: &Value, b: &Value) -> Result<Value> {
+        self.op(Op::Binary { f }, &[a, b])
+    }
+    /// A scalar of `dtype` on this device.
+    fn scalar(&self, v: impl Into<Scalar>, dtype: DType) -> Result<Value> {
+        self.be.assemble(&Meta::new(dtype, Shape::scalar()), v.into(), &[])
+    }
+    /// `op(x, scalar)` with the scalar in `x`'s dtype.
+    fn with(&self, f: BinaryOp, x: &Value, v: f64) -> Result<Value> {
+        let s = self.scalar(v, x.dtype)?;
+        self.binary(f, x, &s)
+    }
+    fn reduce(&self, f: ReduceOp, x: &Value, axes: &[usize], keepdims: bool) -> Result<Value> {
+        self.op(Op::Reduce { f, axes: axes.to_vec(), keepdims }, &[x])
+    }
+    /// A contiguous copy (or `x` when it is contiguous already).
+    fn contiguous(&self, x: &Value) -> Result<Value> {
+        if x.layout.is_contiguous() {
+            return Ok(x.clone());
+        }
+        self.be.assemble(
+            &Meta::new(x.dtype, x.shape().clone()),
+            Scalar::I64(0),
+            &[(Layout::contiguous(x.shape().clone()), x)],
+        )
+    }
+}
+
+/// The region of a row-major `shape` that starts at `begin` and has `size`.
+fn region(shape: &Shape, begin: &[usize], size: &Shape) -> Layout {
+    let full = Layout::contiguous(shape.clone());
+    let offset = if size.numel_known() == 0 { 0 } else { full.offset_of(begin) };
+    Layout { shape: size.clone(), strides: full.strides.clone(), offset }
+}
+
+/// The first element of a value, as f64 (learning rates, steps, seeds).
+fn first(be: &dyn Backend, v: &Value) -> Result<Scalar> {
+    let host = be.download(v)?;
+    let c = crate::backend::cpu::elementwise::cast(&host, DType::F64)?;
+    match c.contiguous_slice::<f64>().and_then(|s| s.first().copied()) {
+        Some(x) => Ok(Scalar::F64(x)),
+        None => bail!(invalid, "expected a scalar, got shape {}", v.shape()),
+    }
+}
+
+/// Run `op` on `be` without a kernel of the backend's own.
+pub(crate) fn run(be: &dyn Backend, op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx) -> Result<Values> {
+    let x = || inputs[0];
+    let out = || &outs[0];
+    let ex = Ex { be, ctx };
+    let v: Value = match op {
+        // Graph plumbing.
+        Op::Const { value } => transfer(value.0.value()?, be.device())?,
+        Op::Placeholder { .. } => {
+            return Err(Error::precondition("a placeholder has no value: feed it in Session::run"));
+        }
+        Op::Identity | Op::StopGradient | Op::CopyToDevice { .. } => x().clone(),
+        Op::NoOp => return Ok(SmallVec::new()),
+        Op::Variable { .. } | Op::Assign { .. } | Op::ResourceApplyUpdate { .. } => {
+            return Err(Error::precondition(
+                "variables live in a Session (graph mode) or an eager Variable; this op cannot run on its own",
+            ));
+        }
+
+        // Primitives.
+        Op::Unary { f } => be.unary(*f, x(), out())?,
+        Op::Binary { f } => be.binary(*f, inputs[0], inputs[1], out())?,
+        Op::Select => be.select(inputs[0], inputs[1], inputs[2], out())?,
+        Op::Cast { .. } if x().dtype == out().dtype => x().clone(),
+        Op::Cast { .. } => be.cast(x(), out())?,
+        Op::Reduce { f, axes, .. } => be.reduce(*f, x(), axes, out())?,
+        Op::ArgReduce { f, axis, .. } => be.arg_reduce(*f, x(), *axis, out())?,
+        Op::Scan { f, axis, exclusive, reverse } => be.scan(*f, x(), *axis, *exclusive, *reverse, out())?,
+        Op::MatMul { transpose_a, transpose_b } => {
+            be.matmul(inputs[0], inputs[1], *transpose_a, *transpose_b, out())?
+        }
+        Op::Range { start, delta, .. } => be.range(*start, *delta, out())?,
+        Op::Random { dist, seed, .. } => be.random(dist, out(), *seed, ctx.random_stream)?,
+        Op::RandomLike { dist, seed } => match inputs.get(1) {
+            Some(offset) => {
+                let o = first(be, offset)?.as_f64() as i64;
+                let mixed = crate::ops::creation::splitmix64(*seed ^ crate::ops::creation::splitmix64(o as u64));
+                be.random(dist, out(), mixed, 0)?
+            }
+            None => be.random(dist, out(), *seed, ctx.random_stream)?,
+        },
+        Op::Gather { axis, batch_dims } => be.gather(inputs[0], inputs[1], *axis, *batch_dims, out())?,
+        Op::GatherNd => be.gather_nd(inputs[0], inputs[1], out())?,
+        Op::ScatterNd { .. } => be.scatter_nd(inputs[0], inputs[1], out())?,
+        Op::GatherGrad { axis, batch_dims } => be.scatter_add(inputs[0], inputs[1], *axis, *batch_dims, out())?,
+        Op::GatherNdGrad => be.scatter_nd(inputs[1], inputs[0], out())?,
+        Op::TopK { k, .. } => {
+            let (v, i) = be.top_k(x(), *k, outs)?;
+            return Ok(smallvec![v, i]);
+        }
+
+        // Views.
+        Op::Reshape { shape } => views::reshape(x(), shape, |v| ex.contiguous(v))?,
+        Op::ReshapeLike => {
+            let spec: Vec<i64> = out().shape.iter().map(|&d| d as i64).collect();
+            views::reshape(x(), &spec, |v| ex.contiguous(v))?
+        }
+        Op::Transpose { perm } => views::transpose(x(), perm),
+        Op::ExpandDims { axis } => views::expand_dims(x(), *axis),
+        Op::Squeeze { axes } => views::squeeze(x(), axes),
+        Op::BroadcastTo { .. } | Op::BroadcastLike => views::broadcast_to(x(), &out().shape)?,
+        Op::Slice { begin, .. } => views::slice(x(), begin, out()),
+        Op::StridedSlice { spec } => views::strided_slice(x(), spec)?,
+        Op::Reverse { axes } => views::reverse(x(), axes),
+        Op::Split { axis, sizes } => return Ok(views::split(x(), *axis, sizes).into()),
+        Op::Unstack { axis, num } => return Ok(views::unstack(x(), *axis, *num).into()),
+        Op::SplitLike { axis } => {
+            let sizes: Vec<usize> = inputs[1..].iter().map(|v| v.shape()[*axis]).collect();
+            return Ok(views::split(x(), *axis, &sizes).into());
+        }
+
+        // Composites.
+        Op::Fill { value, .. } | Op::FillLike { value } => be.assemble(out(), *value, &[])?,
+        Op::Size { .. } => be.assemble(out(), Scalar::I64(x().numel() as i64), &[])?,
+        Op::Concat { axis } => {
+            let mut begin = vec![0usize; out().shape.rank()];
+            let mut pieces = Vec::with_capacity(inputs.len());
+            for v in inputs {
+                pieces.push((region(&out().shape, &begin, v.shape()), *v));
+                begin[*axis] += v.shape()[*axis];
+            }
+            be.assemble(out(), Scalar::I64(0), &pieces)?
+        }
+        Op::Pad { paddings, mode, value } => pad(&ex, x(), paddings, *mode, *value, out())?,
+        Op::Tile { multiples } => {
+            // [d0, d1] -> [1, d0, 1, d1] broadcast to [m0, d0, m1, d1], copied, reshaped.
+            let dims = x().shape().to_vec();
+            let spread: Vec<i64> = dims.iter().flat_map(|&d| [1, d as i64]).collect();
+            let target: Vec<usize> = dims.iter().zip(multiples).flat_map(|(&d, &m)| [m, d]).collect();
+            let s = views::reshape(x(), &spread, |v| ex.contiguous(v))?;
+            let b = views::broadcast_to(&s, &Shape::from(target))?;
+            let spec: Vec<i64> = out().shape.iter().map(|&d| d as i64).collect();
+            views::reshape(&ex.contiguous(&b)?, &spec, |v| ex.contiguous(v))?
+        }
+        Op::OneHot { depth, on, off, axis, dtype } => {
+            // indices[..., None, ...] == range(depth) along `axis`, then on/off.
+            let idx = ex.op(Op::Cast { dtype: DType::I64 }, &[x()])?;
+            let idx = views::expand_dims(&idx, *axis);
+            let mut r_shape = vec![1usize; out().shape.rank()];
+            r_shape[*axis] = *depth;
+            let r = be.range(Scalar::I64(0), Scalar::I64(1), &Meta::new(DType::I64, Shape::from(r_shape)))?;
+            let hit = ex.binary(BinaryOp::Equal, &idx, &r)?;
+            let (on, off) = (ex.scalar(*on, *dtype)?, ex.scalar(*off, *dtype)?);
+            be.select(&hit, &on, &off, out())?
+        }
+        Op::Linspace { start, stop, .. } => {
+            let n = out().shape.numel_known();
+            let step = if n > 1 { (stop - start) / (n - 1) as f64 } else { 0.0 };
+            let r = be.range(Scalar::F64(*start), Scalar::F64(step), out())?;
+            if n > 1 {
+                // The last value is `stop` exactly.
+                let head = views::slice(&r, &[0], &Meta::new(out().dtype, Shape::from(vec![n - 1])));
+                let last = ex.scalar(*stop, out().dtype)?;
+                let last = views::expand_dims(&last, 0);
+                let at_end = region(&out().shape, &[n - 1], last.shape());
+                be.assemble(
+                    out(),
+                    Scalar::I64(0),
+                    &[(region(&out().shape, &[0], head.shape()), &head), (at_end, &last)],
+                )?
+            } else {
+                r
+            }
+        }
+        Op::Eye { rows, cols, dtype } => {
+            let r = be.range(Scalar::I64(0), Scalar::I64(1), &Meta::new(DType::I64, Shape::from(vec![*rows, 1])))?;
+            let c = be.range(Scalar::I64(0), Scalar::I64(1), &Meta::new(DType::I64, Shape::from(vec![1, *cols])))?;
+            let hit = ex.binary(BinaryOp::Equal, &r, &c)?;
+            ex.op(Op::Cast { dtype: *dtype }, &[&hit])?
+        }
+        Op::Softmax { axis } | Op::LogSoftmax { axis } => {
+            let m = ex.reduce(ReduceOp::Max, x(), &[*axis], true)?;
+            let z = ex.binary(BinaryOp::Sub, x(), &m)?;
+            let e = ex.unary(UnaryOp::Exp, &z)?;
+            let s = ex.reduce(ReduceOp::Sum, &e, &[*axis], true)?;
+            if matches!(op, Op::Softmax { .. }) {
+                ex.binary(BinaryOp::Div, &e, &s)?
+            } else {
+                ex.binary(BinaryOp::Sub, &z, &ex.unary(UnaryOp::Log, &s)?)?
+            }
+        }
+        Op::SumTo => {
+            let (gr, lr) = (x().shape().rank(), out().shape.rank());
+            let lead = gr - lr;
+            let axes: Vec<usize> =
+                (0..gr).filter(|&d| d < lead || (out().shape[d - lead] == 1 && x().shape()[d] != 1)).collect();
+            let summed = if axes.is_empty() {
+                x().clone()
+            } else {
+                let keep = reduced_shape(x().shape(), &axes, true);
+                be.reduce(ReduceOp::Sum, x(), &axes, &Meta::new(x().dtype, keep))?
+            };
+            let spec: Vec<i64> = out().shape.iter().map(|&d| d as i64).collect();
+            views::reshape(&summed, &spec, |v| ex.contiguous(v))?
+        }
+        Op::StridedSliceGrad { spec } => {
+            let region = views::strided_layout(&Layout::contiguous(out().shape.clone()), spec)?;
+            be.assemble(out(), Scalar::I64(0), &[(region, x())])?
+        }
+        Op::ApplyUpdate { rule } => return Ok(apply_update(&ex, rule, inputs)?.into()),
+        Op::FusedElementwise { program } => fused(&ex, program, inputs)?,
+        Op::FusedMatMul { transpose_a, transpose_b, activation } => {
+            let y =
+                ex.op(Op::MatMul { transpose_a: *transpose_a, transpose_b: *transpose_b }, &[inputs[0], inputs[1]])?;
+            let y = ex.binary(BinaryOp::Add, &y, inputs[2])?;
+            match activation {
+                Some(f) => ex.unary(*f, &y)?,
+                None => y,
+            }
+        }
+    };
+    Ok(smallvec![v])
+}
+
+/// Reflect and symmetric padding one dimension at a time: the reversed edges
+/// and the middle assembled side by side; constant padding in one assembly.
+fn pad(
+    ex: &Ex<'_>,
+    x: &Value,
+    paddings: &[(usize, usize)],
+    mode: crate::ops::movement::PadMode,
+    value: Scalar,
+    out: &Meta,
+) -> Result<Value> {
+    use crate::ops::movement::PadMode;
+    if mode == PadMode::Constant {
+        let begin: Vec<usize> = paddings.iter().map(|p| p.0).collect();
+        return ex.be.assemble(out, value, &[(region(&out.shape, &begin, x.shape()), x)]);
+    }
+    let shift = if mode == PadMode::Reflect { 1 } else { 0 };
+    let mut cur = x.clone();
+    for (axis, &(before, after)) in paddings.iter().enumerate() {
+        if before == 0 && after == 0 {
+            continue;
+        }
+        let n = cur.shape()[axis];
+        let edge = |start: usize, len: usize| {
+            let mut begin = vec![0usize; cur.shape().rank()];
+            let mut size = cur.shape().to_vec();
+            begin[axis] = start;
+            size[axis] = len;
+            views::reverse(&views::slice(&cur, &begin, &Meta::new(cur.dtype, Shape::from(size))), &[axis])
+        };
+        let (head, tail) = (edge(shift, before), edge(n - after - shift, after));
+        let mut dims = cur.shape().to_vec();
+        dims[axis] += before + after;
+        let shape = Shape::from(dims);
+        let mut at = vec![0usize; shape.rank()];
+        let mut pieces = vec![(region(&shape, &at, head.shape()), &head)];
+        at[axis] = before;
+        pieces.push((region(&shape, &at, cur.shape()), &cur));
+        at[axis] = before + n;
+        pieces.push((region(&shape, &at, tail.shape()), &tail));
+        let next = ex.be.assemble(&Meta::new(cur.dtype, shape), Scalar::I64(0), &pieces)?;
+        cur = next;
+    }
+    ex.contiguous(&cur)
+}
+
+/// An optimizer update as elementwise ops, with the rules' published
+/// formulas (`ops::optim::UpdateRule`): new values of the variable and slots.
+fn apply_update(ex: &Ex<'_>, rule: &UpdateRule, inputs: &[&Value]) -> Result<Vec<Value>> {
+    let (w, g) = (inputs[0], inputs[1]);
+    if !w.dtype.is_float() {
+        bail!(dtype, "optimizer updates need a floating-point variable, got {}", w.dtype);
+    }
+    if g.shape() != w.shape() || inputs[4..].iter().any(|s| s.shape() != w.shape()) {
+        bail!(shape, "optimizer update: the gradient and slots must have the variable's shape {}", w.shape());
+    }
+    let lr = first(ex.be, inputs[2])?.as_f64();
+    let step = first(ex.be, inputs[3])?.as_f64();
+    let (mul, add, sub, div) = (BinaryOp::Mul, BinaryOp::Add, BinaryOp::Sub, BinaryOp::Div);
+    let scaled = |v: &Value, k: f64| ex.with(mul, v, k);
+    let minus_lr = |step: &Value| -> Result<Value> { ex.binary(sub, w, &scaled(step, lr)?) };
+    Ok(match *rule {
+        UpdateRule::Sgd => vec![minus_lr(g)?],
+        UpdateRule::Momentum { momentum, nesterov } => {
+            let acc = ex.binary(add, &scaled(inputs[4], momentum)?, g)?;
+            let step = if nesterov { ex.binary(add, g, &scaled(&acc, momentum)?)? } else { acc.clone() };
+            vec![minus_lr(&step)?, acc]
+        }
+        UpdateRule::Adam { beta1, beta2, epsilon, weight_decay } => {
+            let m = ex.binary(add, &scaled(inputs[4], beta1)?, &scaled(g, 1.0 - beta1)?)?;
+            let g2 = ex.binary(mul, &scaled(g, 1.0 - beta2)?, g)?;
+            let v = ex.binary(add, &scaled(inputs[5], beta2)?, &g2)?;
+            let m_hat = scaled(&m, 1.0 / (1.0 - beta1.powf(step)))?;
+            let v_hat = scaled(&v, 1.0 / (1.0 - beta2.powf(step)))?;
+            let denom = ex.with(add, &ex.unary(UnaryOp::Sqrt, &v_hat)?, epsilon)?;
+            let mut update = ex.binary(div, &m_hat, &denom)?;
+            if weight_decay > 0.0 {
+                update = ex.binary(add, &update, &scaled(w, weight_decay)?)?;
+            }
+            vec![minus_lr(&update)?, m, v]
+        }
+        UpdateRule::RmsProp { rho, epsilon } => {
+            let g2 = ex.binary(mul, &scaled(g, 1.0 - rho)?, g)?;
+            let ms = ex.binary(add, &scaled(inputs[4], rho)?, &g2)?;
+            let denom = ex.with(add, &ex.unary(UnaryOp::Sqrt, &ms)?, epsilon)?;
+            vec![ex.binary(sub, w, &ex.binary(div, &scaled(g, lr)?, &denom)?)?, ms]
+        }
+        UpdateRule::Adagrad { epsilon } => {
+            let acc = ex.binary(add, inputs[4], &ex.binary(mul, g, g)?)?;
+            let denom = ex.with(add, &ex.unary(UnaryOp::Sqrt, &acc)?, epsilon)?;
+            vec![ex.binary(sub, w, &ex.binary(div, &scaled(g, lr)?, &denom)?)?, acc]
+        }
+    })
+}
+
+/// A fused elementwise program, one instruction at a time.
+fn fused(ex: &Ex<'_>, program: &FusedProgram, inputs: &[&Value]) -> Result<Value> {
+    let mut regs: Vec<Value> = Vec::with_capacity(program.instrs.len());
+    for (i, ins) in program.instrs.iter().enumerate() {
+        let get = |r: usize| -> Result<&Value> {
+            match regs.get(r) {
+                Some(v) if r < i => Ok(v),
+                _ => bail!(invalid, "fused instruction {i} reads register {r}, which is not computed yet"),
+            }
+        };
+        let v = match ins {
+            Instr::Input(k) => match inputs.get(*k) {
+                Some(v) => (*v).clone(),
+                None => bail!(invalid, "fused program reads input {k} of {}", inputs.len()),
+            },
+            Instr::Scalar(s, dtype) => ex.scalar(*s, *dtype)?,
+            Instr::Unary(f, a) => ex.unary(*f, get(*a)?)?,
+            Instr::Binary(f, a, b) => ex.binary(*f, get(*a)?, get(*b)?)?,
+            Instr::Select(c, a, b) => ex.op(Op::Select, &[get(*c)?, get(*a)?, get(*b)?])?,
+            Instr::Cast(dtype, a) => ex.op(Op::Cast { dtype: *dtype }, &[get(*a)?])?,
+        };
+        regs.push(v);
+    }
+    let Some(result) = regs.get(program.output) else {
+        bail!(invalid, "fused program output register {} does not exist", program.output);
+    };
+    // The program's result has the broadcast shape of all its inputs.
+    let metas: Vec<Meta> = inputs.iter().map(|v| Meta::new(v.dtype, v.shape().clone())).collect();
+    let shape = program.shape(&metas)?;
+    let result = views::broadcast_to(result, &shape)?;
+    match &program.reduce {
+        Some(r) => ex.reduce(r.f, &result, &r.axes, r.keepdims),
+        None => ex.contiguous(&result),
+    }
+}

@@ -1,0 +1,108 @@
+//! Placement: each node gets a device, and a `CopyToDevice` node is
+//! inserted wherever a value crosses from one device to another (one copy
+//! per value and destination, shared by every reader there).
+//!
+//! A node runs where its device scope asked, else on the fastest device
+//! with a kernel for it (the CPU, until a GPU backend is found). Variable
+//! reads and updates stay on the CPU, where the session's variable store
+//! keeps them. Feeds have no device until they arrive: the step that reads
+//! a feed copies it if it must.
+
+use super::{IrEdge, IrGraph, IrNode};
+use crate::backend;
+use crate::error::Result;
+use crate::ops::Op;
+use crate::tensor::Device;
+use rustc_hash::FxHashMap;
+
+/// Whether a node's value lives in the variable store (on the CPU).
+fn on_host_only(op: &Op) -> bool {
+    matches!(op, Op::Variable { .. } | Op::Assign { .. } | Op::ResourceApplyUpdate { .. })
+}
+
+/// Give every live node a device and insert the copies; returns how many.
+pub(crate) fn place(ir: &mut IrGraph) -> Result<usize> {
+    let is_feed: Vec<bool> = {
+        let mut v = vec![false; ir.nodes.len()];
+        for f in &ir.feeds {
+            v[f.0] = true;
+        }
+        v
+    };
+    for (i, n) in ir.nodes.iter_mut().enumerate() {
+        if n.dead || is_feed[i] {
+            continue;
+        }
+        let device = match n.device {
+            _ if on_host_only(&n.op) => Device::CPU,
+            Some(d) => {
+                backend::backend(d).map_err(|e| e.with_context(|| n.context()))?;
+                d
+            }
+            None => backend::automatic_device(std::iter::empty()),
+        };
+        n.device = Some(device);
+    }
+    let needs_copy = |ir: &IrGraph, e: &IrEdge, to: Option<Device>| -> bool {
+        let from = ir.nodes[e.node].device;
+        from.is_some() && to.is_some() && from != to
+    };
+    let any = ir.nodes.iter().any(|n| !n.dead && n.inputs.iter().any(|e| needs_copy(ir, e, n.device)));
+    if !any {
+        return Ok(0);
+    }
+    // Rebuild the node list with each copy just before its first reader (the
+    // list stays in topological order), remapping every reference.
+    let old = std::mem::take(&mut ir.nodes);
+    let mut new_index = vec![0usize; old.len()];
+    let mut copies: FxHashMap<(IrEdge, Device), usize> = FxHashMap::default();
+    let mut nodes: Vec<IrNode> = Vec::with_capacity(old.len() + 8);
+    let mut count = 0;
+    for (i, mut n) in old.into_iter().enumerate() {
+        for k in 0..n.inputs.len() {
+            let e = n.inputs[k];
+            let (from, to) = (nodes[new_index[e.node]].device, n.device);
+            let mapped = IrEdge { node: new_index[e.node], index: e.index };
+            n.inputs[k] = match (from, to) {
+                (Some(f), Some(t)) if f != t && !n.dead => {
+                    let id = *copies.entry((e, t)).or_insert_with(|| {
+                        let producer = &nodes[mapped.node];
+                        let copy = IrNode {
+                            op: Op::CopyToDevice { device: t },
+                            inputs: vec![mapped],
+                            control: Vec::new(),
+                            name: format!("{}/copy_to_{}", producer.name, t.short_name().trim_start_matches('/')),
+                            location: producer.location.clone(),
+                            outputs: smallvec::smallvec![producer.outputs[mapped.index].clone()],
+                            origin: None,
+                            variables: Vec::new(),
+                            dead: false,
+                            device: Some(t),
+                        };
+                        nodes.push(copy);
+                        count += 1;
+                        nodes.len() - 1
+                    });
+                    IrEdge { node: id, index: 0 }
+                }
+                _ => mapped,
+            };
+        }
+        for c in &mut n.control {
+            *c = new_index[*c];
+        }
+        new_index[i] = nodes.len();
+        nodes.push(n);
+    }
+    ir.nodes = nodes;
+    for e in &mut ir.fetches {
+        e.node = new_index[e.node];
+    }
+    for f in &mut ir.feeds {
+        f.0 = new_index[f.0];
+    }
+    for t in &mut ir.targets {
+        *t = new_index[*t];
+    }
+    Ok(count)
+}

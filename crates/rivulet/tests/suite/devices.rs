@@ -1,0 +1,748 @@
+//! The device matrix: one registry of op cases, each run on every backend
+//! (the optimized CPU and the plain-loop reference) in eager and graph mode,
+//! with gradients; the backends are compared with each other. This is the
+//! conformance suite a new backend (CUDA) must pass. Also: placement across
+//! devices, copies, device names and errors.
+
+use crate::common::Rng;
+use rivulet::ops::{self, Op, PadMode, SliceItem, UnaryOp, UpdateRule};
+use rivulet::{gradients, Ctx, DType, Device, GradientTape, Graph, Result, Session, Tensor, Unconnected};
+use std::collections::BTreeSet;
+
+const REFERENCE: &str = "/reference:0";
+
+type Build = Box<dyn Fn(Ctx<'_>, &[Tensor]) -> Result<Vec<Tensor>>>;
+
+/// One op case: inputs (host tensors) and the computation, written once for
+/// eager and graph mode (`Ctx` for ops without inputs).
+struct Case {
+    name: String,
+    inputs: Vec<Tensor>,
+    build: Build,
+    /// Check gradients with respect to the float inputs.
+    grad: bool,
+}
+
+fn case(
+    name: &str,
+    inputs: Vec<Tensor>,
+    grad: bool,
+    build: impl Fn(Ctx<'_>, &[Tensor]) -> Result<Vec<Tensor>> + 'static,
+) -> Case {
+    Case { name: name.to_string(), inputs, build: Box::new(build), grad }
+}
+
+fn f32s(rng: &mut Rng, shape: &[usize], lo: f64, hi: f64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.uniform(lo, hi) as f32).collect();
+    Tensor::from_slice(&v, shape).unwrap()
+}
+
+fn i32s(rng: &mut Rng, shape: &[usize], lo: i32, hi: i32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<i32> = (0..n).map(|_| lo + rng.below((hi - lo) as usize) as i32).collect();
+    Tensor::from_slice(&v, shape).unwrap()
+}
+
+/// Every case of the registry.
+fn registry() -> Vec<Case> {
+    let mut rng = Rng(0xDE71CE);
+    let mut cases = Vec::new();
+    // Elementwise: every unary op on floats (inside its domain), the numeric ones on integers.
+    for &f in UnaryOp::ALL {
+        let name = f.name();
+        if matches!(f, UnaryOp::LogicalNot) {
+            let b = ops::greater(&f32s(&mut rng, &[3, 4], -1.0, 1.0), 0.0).unwrap();
+            cases.push(case(name, vec![b], false, |_, x| Ok(vec![ops::logical_not(&x[0])?])));
+            continue;
+        }
+        let x = match f {
+            UnaryOp::Log | UnaryOp::Log1p | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Reciprocal => {
+                f32s(&mut rng, &[3, 4], 0.2, 3.0)
+            }
+            UnaryOp::Tan => f32s(&mut rng, &[3, 4], -1.2, 1.2),
+            _ => f32s(&mut rng, &[3, 4], -2.5, 2.5),
+        };
+        let smooth = !matches!(
+            f,
+            UnaryOp::Sign | UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::Round | UnaryOp::IsNan | UnaryOp::IsFinite
+        );
+        cases.push(case(&format!("{name} f32"), vec![x], smooth, move |_, x| Ok(vec![ops::unary_op(f, &x[0])?])));
+        let x64 = ops::cast(&f32s(&mut rng, &[5], 0.3, 2.0), DType::F64).unwrap();
+        cases.push(case(&format!("{name} f64"), vec![x64], false, move |_, x| Ok(vec![ops::unary_op(f, &x[0])?])));
+        if matches!(f, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Sign | UnaryOp::Square | UnaryOp::Relu | UnaryOp::Relu6) {
+            let xi = i32s(&mut rng, &[7], -9, 9);
+            cases.push(case(&format!("{name} i32"), vec![xi], false, move |_, x| Ok(vec![ops::unary_op(f, &x[0])?])));
+        }
+    }
+    for &f in ops::BinaryOp::ALL {
+        let name = f.name();
+        if matches!(f, ops::BinaryOp::LogicalAnd | ops::BinaryOp::LogicalOr) {
+            let a = ops::greater(&f32s(&mut rng, &[2, 3], -1.0, 1.0), 0.0).unwrap();
+            let b = ops::greater(&f32s(&mut rng, &[3], -1.0, 1.0), 0.0).unwrap();
+            cases.push(case(name, vec![a, b], false, move |_, x| Ok(vec![ops::binary_op(f, &x[0], &x[1])?])));
+            continue;
+        }
+        let a = f32s(&mut rng, &[2, 3], 0.5, 2.0);
+        let b = f32s(&mut rng, &[3], 0.5, 2.0);
+        let smooth = !f.is_comparison() && !matches!(f, ops::BinaryOp::FloorDiv | ops::BinaryOp::FloorMod);
+        cases.push(case(&format!("{name} f32"), vec![a, b], smooth, move |_, x| {
+            Ok(vec![ops::binary_op(f, &x[0], &x[1])?])
+        }));
+        let ai = i32s(&mut rng, &[2, 3], -20, 20);
+        let bi = i32s(&mut rng, &[3], 1, 5);
+        if ops::binary_op(f, &ai, &bi).is_ok() {
+            cases.push(case(&format!("{name} i32"), vec![ai, bi], false, move |_, x| {
+                Ok(vec![ops::binary_op(f, &x[0], &x[1])?])
+            }));
+        }
+    }
+    let c = ops::greater(&f32s(&mut rng, &[2, 3], -1.0, 1.0), 0.0).unwrap();
+    cases.push(case(
+        "select",
+        vec![c, f32s(&mut rng, &[2, 3], -1.0, 1.0), f32s(&mut rng, &[3], -1.0, 1.0)],
+        true,
+        |_, x| Ok(vec![ops::select(&x[0], &x[1], &x[2])?]),
+    ));
+    for to in [DType::I32, DType::F16, DType::BF16, DType::F64, DType::Bool, DType::U8] {
+        cases.push(case(
+            &format!("cast f32 -> {to}"),
+            vec![f32s(&mut rng, &[6], -3.0, 300.0)],
+            to.is_float(),
+            move |_, x| Ok(vec![ops::cast(&x[0], to)?]),
+        ));
+    }
+    // Reductions and scans.
+    let x = f32s(&mut rng, &[3, 4, 5], -1.0, 1.0);
+    for (name, axes) in [("axis 1", vec![1i64]), ("axes 0 2", vec![0, 2]), ("all", vec![0, 1, 2])] {
+        for f in ["sum", "mean", "max", "min", "prod"] {
+            let axes = axes.clone();
+            cases.push(case(&format!("{f} {name}"), vec![x.clone()], true, move |_, x| {
+                let a: &[i64] = &axes;
+                Ok(vec![match f {
+                    "sum" => ops::sum(&x[0], a, false)?,
+                    "mean" => ops::mean(&x[0], a, true)?,
+                    "max" => ops::max(&x[0], a, false)?,
+                    "min" => ops::min(&x[0], a, false)?,
+                    _ => ops::prod(&x[0], a, false)?,
+                }])
+            }));
+        }
+    }
+    cases.push(case("sum i32", vec![i32s(&mut rng, &[4, 5], -100, 100)], false, |_, x| {
+        Ok(vec![ops::sum(&x[0], 1, false)?, ops::mean(&x[0], 0, false)?])
+    }));
+    let b = ops::greater(&f32s(&mut rng, &[3, 4], -1.0, 1.0), 0.0).unwrap();
+    cases
+        .push(case("any all", vec![b], false, |_, x| Ok(vec![ops::any(&x[0], 1, false)?, ops::all(&x[0], 0, false)?])));
+    cases.push(case("argmax argmin", vec![f32s(&mut rng, &[3, 5], -1.0, 1.0)], false, |_, x| {
+        Ok(vec![ops::argmax(&x[0], 1)?, ops::argmin(&x[0], 0)?])
+    }));
+    for (exclusive, reverse) in [(false, false), (true, false), (false, true), (true, true)] {
+        cases.push(case(
+            &format!("cumsum cumprod {exclusive} {reverse}"),
+            vec![f32s(&mut rng, &[3, 4], 0.5, 1.5)],
+            true,
+            move |_, x| {
+                Ok(vec![ops::cumsum(&x[0], 1, exclusive, reverse)?, ops::cumprod(&x[0], 0, exclusive, reverse)?])
+            },
+        ));
+    }
+    // Products.
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        let a = if ta { f32s(&mut rng, &[2, 4, 3], -1.0, 1.0) } else { f32s(&mut rng, &[2, 3, 4], -1.0, 1.0) };
+        let b = if tb { f32s(&mut rng, &[5, 4], -1.0, 1.0) } else { f32s(&mut rng, &[4, 5], -1.0, 1.0) };
+        cases.push(case(&format!("matmul {ta} {tb}"), vec![a, b], true, move |_, x| {
+            Ok(vec![ops::matmul_t(&x[0], &x[1], ta, tb)?])
+        }));
+    }
+    cases.push(case(
+        "matmul i32",
+        vec![i32s(&mut rng, &[3, 4], -5, 5), i32s(&mut rng, &[4, 2], -5, 5)],
+        false,
+        |_, x| Ok(vec![ops::matmul(&x[0], &x[1])?]),
+    ));
+    // Movement.
+    let x = f32s(&mut rng, &[2, 3, 4], -1.0, 1.0);
+    let m = |name: &str, grad: bool, f: fn(&Tensor) -> Result<Tensor>| {
+        case(name, vec![x.clone()], grad, move |_, x| Ok(vec![f(&x[0])?]))
+    };
+    cases.extend([
+        m("reshape", true, |x| ops::reshape(x, &[4, -1])),
+        m("reshape of a transpose", true, |x| ops::reshape(&ops::transpose(x, &[2, 0, 1])?, &[-1])),
+        m("transpose", true, |x| ops::transpose(x, &[1, 2, 0])),
+        m("expand_dims squeeze", true, |x| ops::squeeze(&ops::expand_dims(x, 1)?, &[1])),
+        m("broadcast_to", true, |x| ops::broadcast_to(x, [3, 2, 3, 4])),
+        m("slice", true, |x| ops::slice(x, &[0, 1, 1], &[2, -1, 2])),
+        m("strided_slice", true, |x| {
+            ops::strided_slice(
+                x,
+                &[SliceItem::Index(1), SliceItem::Range { start: None, stop: None, step: -1 }, SliceItem::NewAxis],
+            )
+        }),
+        m("tile", true, |x| ops::tile(x, &[2, 1, 3])),
+        m("pad constant", true, |x| ops::pad(x, &[(1, 0), (0, 2), (1, 1)], PadMode::Constant, 0.5)),
+        m("pad reflect", true, |x| ops::pad(x, &[(1, 1), (2, 1), (0, 3)], PadMode::Reflect, 0.0)),
+        m("pad symmetric", true, |x| ops::pad(x, &[(1, 1), (3, 0), (2, 2)], PadMode::Symmetric, 0.0)),
+        m("reverse", true, |x| ops::reverse(x, &[0, 2])),
+        m("softmax", true, |x| ops::softmax(x, -1)),
+        m("log_softmax", true, |x| ops::log_softmax(x, 1)),
+        m("size", false, |x| ops::size(x, DType::I32)),
+    ]);
+    cases.push(case("concat", vec![x.clone(), f32s(&mut rng, &[2, 1, 4], -1.0, 1.0)], true, |_, x| {
+        Ok(vec![ops::concat(&[&x[0], &x[1]], 1)?])
+    }));
+    cases.push(case("split unstack", vec![x.clone()], true, |_, x| {
+        let mut out = ops::split_sizes(&x[0], &[1, 3], 2)?;
+        out.extend(ops::unstack(&x[0], 1)?);
+        Ok(out)
+    }));
+    let idx = Tensor::from_slice(&[2i32, 0, 1, 2, 2], [5]).unwrap();
+    cases.push(case("gather", vec![x.clone(), idx], true, |_, x| Ok(vec![ops::gather(&x[0], &x[1], 1, 0)?])));
+    let idx = Tensor::from_slice(&[1i64, 0, 2, 2, 1, 0], [2, 3]).unwrap();
+    cases
+        .push(case("gather batch_dims", vec![x.clone(), idx], true, |_, x| Ok(vec![ops::gather(&x[0], &x[1], 2, 1)?])));
+    let idx = Tensor::from_slice(&[1i32, 2, 0, 0, 1, 1], [3, 2]).unwrap();
+    cases.push(case("gather_nd", vec![x.clone(), idx], true, |_, x| Ok(vec![ops::gather_nd(&x[0], &x[1])?])));
+    let idx = Tensor::from_slice(&[1i32, 3, 1], [3, 1]).unwrap();
+    cases.push(case("scatter_nd", vec![idx, f32s(&mut rng, &[3, 2], -1.0, 1.0)], true, |_, x| {
+        Ok(vec![ops::scatter_nd(&x[0], &x[1], [5, 2])?])
+    }));
+    let idx = Tensor::from_slice(&[0i32, 3, 1, 7, 2], [5]).unwrap();
+    cases.push(case("one_hot", vec![idx], false, |_, x| {
+        Ok(vec![ops::one_hot(&x[0], 4)?, ops::one_hot_with(&x[0], 3, 2.0, -1.0, 0, DType::F64)?])
+    }));
+    cases.push(case("top_k", vec![f32s(&mut rng, &[3, 6], -1.0, 1.0)], true, |_, x| {
+        let (v, i) = ops::top_k(&x[0], 3)?;
+        Ok(vec![v, i])
+    }));
+    cases.push(case(
+        "sum_to broadcast_like reshape_like",
+        vec![f32s(&mut rng, &[2, 3, 4], -1.0, 1.0), f32s(&mut rng, &[3, 1], -1.0, 1.0)],
+        true,
+        |_, x| {
+            let s = ops::sum_to(&x[0], &x[1])?;
+            Ok(vec![
+                s.clone(),
+                ops::broadcast_like(&x[1], &x[0])?,
+                ops::reshape_like(&s, &ops::reshape(&x[1], &[1, 3])?)?,
+            ])
+        },
+    ));
+    // Creation.
+    cases.push(case("creation", vec![], false, |c, _| {
+        Ok(vec![
+            ops::fill(c, [2, 3], 1.5, DType::F32)?,
+            ops::range(c, 3i64, 20i64, 4i64, DType::I32)?,
+            ops::range(c, 0.5, 2.0, 0.25, DType::F32)?,
+            ops::linspace(c, -1.0, 2.0, 7, DType::F64)?,
+            ops::eye(c, 3, 4, DType::F32)?,
+        ])
+    }));
+    cases.push(case("random", vec![], false, |c, _| {
+        Ok(vec![
+            ops::random_uniform(c, [3, 5], -1.0, 2.0, DType::F32, Some(7))?,
+            ops::random_uniform(c, [5], 0.0, 1.0, DType::F64, Some(8))?,
+            ops::random_normal(c, [2, 7], 1.0, 2.0, DType::F32, Some(9))?,
+            ops::truncated_normal(c, [9], 0.0, 1.0, DType::F32, Some(10))?,
+            ops::random_uniform_int(c, [6], -5, 50, DType::I64, Some(11))?,
+        ])
+    }));
+    cases.push(case(
+        "random_like zeros_like",
+        vec![f32s(&mut rng, &[4, 3], -1.0, 1.0), Tensor::scalar(5i64)],
+        false,
+        |_, x| {
+            Ok(vec![
+                ops::random_uniform_like(&x[0], 0.0, 1.0, Some(3))?,
+                ops::random_uniform_like_offset(&x[0], 0.0, 1.0, 4, &x[1])?,
+                ops::zeros_like(&x[0])?,
+            ])
+        },
+    ));
+    // Optimizer updates (the pure op).
+    for rule in [
+        UpdateRule::Sgd,
+        UpdateRule::Momentum { momentum: 0.9, nesterov: true },
+        UpdateRule::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-7, weight_decay: 0.01 },
+        UpdateRule::Adam { beta1: 0.8, beta2: 0.99, epsilon: 1e-3, weight_decay: 0.0 },
+        UpdateRule::RmsProp { rho: 0.9, epsilon: 1e-7 },
+        UpdateRule::Adagrad { epsilon: 1e-7 },
+    ] {
+        let mut inputs = vec![
+            f32s(&mut rng, &[4, 3], -1.0, 1.0),
+            f32s(&mut rng, &[4, 3], -1.0, 1.0),
+            Tensor::scalar(0.05f32),
+            Tensor::scalar(3.0f32),
+        ];
+        for _ in 0..rule.num_slots() {
+            inputs.push(f32s(&mut rng, &[4, 3], 0.0, 1.0));
+        }
+        cases.push(case(&format!("apply_update {rule:?}"), inputs, false, move |_, x| {
+            let slots: Vec<&Tensor> = x[4..].iter().collect();
+            ops::apply_update(rule, &x[0], &x[1], &x[2], &x[3], &slots)
+        }));
+    }
+    // Programs the graph optimizer fuses (graph mode runs them fused).
+    cases.push(case("fusable chain", vec![f32s(&mut rng, &[8, 9], -2.0, 2.0)], true, |_, x| {
+        let y = ops::mul(&ops::tanh(&ops::add(&ops::mul(&x[0], 1.5)?, 0.5)?)?, &ops::sigmoid(&x[0])?)?;
+        Ok(vec![ops::sub(&y, &ops::square(&x[0])?)?, ops::sum(&ops::exp(&x[0])?, 1, false)?])
+    }));
+    cases.push(case(
+        "dense layer",
+        vec![f32s(&mut rng, &[4, 6], -1.0, 1.0), f32s(&mut rng, &[6, 3], -1.0, 1.0), f32s(&mut rng, &[3], -1.0, 1.0)],
+        true,
+        |_, x| Ok(vec![ops::relu(&ops::add(&ops::matmul(&x[0], &x[1])?, &x[2])?)?]),
+    ));
+    cases
+}
+
+/// Whether two outputs agree: exactly for integers and bools, within a
+/// relative tolerance for floats (the reference computes in f64 and rounds
+/// once; the CPU's kernels round per step and vectorise transcendentals).
+fn close(what: &str, a: &Tensor, b: &Tensor) {
+    assert_eq!(a.dtype(), b.dtype(), "{what}: dtypes");
+    assert_eq!(a.shape(), b.shape(), "{what}: shapes");
+    let (x, y) = (crate::common::values(a), crate::common::values(b));
+    let tol = match a.dtype() {
+        DType::F64 => 1e-12,
+        DType::F32 => 2e-5,
+        DType::F16 | DType::BF16 => 1e-2,
+        _ => 0.0,
+    };
+    for (i, (p, q)) in x.iter().zip(&y).enumerate() {
+        let ok = (p.is_nan() && q.is_nan()) || p == q || (p - q).abs() <= tol * (1.0 + p.abs().max(q.abs()));
+        assert!(ok, "{what}: element {i}: {p} vs {q}");
+    }
+}
+
+/// The case run eagerly on `device` (inputs moved there first).
+fn eager(c: &Case, device: &str) -> Result<Vec<Tensor>> {
+    let inputs: Vec<Tensor> = c.inputs.iter().map(|t| t.to_device(device)).collect::<Result<_>>()?;
+    rivulet::device(device, || (c.build)(Ctx::Eager, &inputs))?
+}
+
+/// A placeholder for each input of the case.
+fn placeholders(g: &Graph, c: &Case) -> Result<Vec<Tensor>> {
+    c.inputs.iter().enumerate().map(|(i, t)| g.placeholder(&format!("x{i}"), t.dtype(), t.shape().clone())).collect()
+}
+
+/// The case as a graph placed on `device`, run in a session with the host
+/// inputs fed (optimized: fused programs run as such).
+fn graph(c: &Case, device: &str) -> Result<(Vec<Tensor>, BTreeSet<String>)> {
+    let g = Graph::new();
+    let (xs, ys) = rivulet::device(device, || -> Result<_> {
+        let xs = placeholders(&g, c)?;
+        let ys = (c.build)(Ctx::Graph(&g), &xs)?;
+        Ok((xs, ys))
+    })??;
+    let feeds: Vec<(&Tensor, &Tensor)> = xs.iter().zip(&c.inputs).collect();
+    let fetches: Vec<&Tensor> = ys.iter().collect();
+    let s = Session::new(&g);
+    let out = s.run(&fetches, &feeds)?;
+    let here = Device::parse(device)?;
+    let ops =
+        s.profile(&fetches, &feeds, &[], 1)?.steps.into_iter().filter(|p| p.device == here).map(|p| p.op).collect();
+    Ok((out, ops))
+}
+
+/// `sum(y * w)` over the float outputs, for gradients.
+fn loss(ys: &[Tensor]) -> Result<Tensor> {
+    let mut total: Option<Tensor> = None;
+    for (k, y) in ys.iter().enumerate().filter(|(_, y)| y.dtype().is_float()) {
+        let y = &ops::cast(y, DType::F32)?;
+        let n = y.numel().unwrap_or(0);
+        let w: Vec<f32> = (0..n).map(|i| ((i * 7 + k * 3) % 11) as f32 * 0.1 - 0.5).collect();
+        let w = Tensor::from_slice(&w, y.shape().clone())?.to_device(&y.device().to_string())?;
+        let term = ops::sum(&ops::mul(y, &w)?, rivulet::Axes::All, false)?;
+        total = Some(match total {
+            Some(t) => ops::add(&t, &term)?,
+            None => term,
+        });
+    }
+    total.ok_or_else(|| rivulet::Error::new(rivulet::ErrorKind::InvalidArgument, "no float output"))
+}
+
+fn eager_gradients(c: &Case, device: &str) -> Result<Vec<Option<Tensor>>> {
+    let inputs: Vec<Tensor> = c.inputs.iter().map(|t| t.to_device(device)).collect::<Result<_>>()?;
+    rivulet::device(device, || {
+        let tape = GradientTape::new();
+        for x in &inputs {
+            tape.watch(x);
+        }
+        let l = loss(&(c.build)(Ctx::Eager, &inputs)?)?;
+        let refs: Vec<&Tensor> = inputs.iter().collect();
+        tape.gradient(&l, &refs)
+    })?
+}
+
+fn graph_gradients(c: &Case, device: &str) -> Result<Vec<Option<Tensor>>> {
+    let g = Graph::new();
+    let (xs, grads) = rivulet::device(device, || -> Result<_> {
+        let xs = placeholders(&g, c)?;
+        let l = loss(&(c.build)(Ctx::Graph(&g), &xs)?)?;
+        let refs: Vec<&Tensor> = xs.iter().collect();
+        Ok((xs.clone(), gradients(&[&l], &refs, None, Unconnected::None)?))
+    })??;
+    let wanted: Vec<&Tensor> = grads.iter().flatten().collect();
+    let feeds: Vec<(&Tensor, &Tensor)> = xs.iter().zip(&c.inputs).collect();
+    let mut values = Session::new(&g).run(&wanted, &feeds)?.into_iter();
+    Ok(grads.iter().map(|g| g.as_ref().and_then(|_| values.next())).collect())
+}
+
+/// Every registered op, on the CPU and the reference device, eagerly and as
+/// a graph: the same values (to rounding), and each output on the device
+/// the op ran on.
+#[test]
+fn every_op_agrees_on_every_backend_in_both_modes() {
+    let mut ran_on_reference: BTreeSet<String> = BTreeSet::new();
+    for c in registry() {
+        let want = eager(&c, "/cpu:0").unwrap_or_else(|e| panic!("{}: cpu eager: {e}", c.name));
+        let got = eager(&c, REFERENCE).unwrap_or_else(|e| panic!("{}: reference eager: {e}", c.name));
+        assert_eq!(want.len(), got.len(), "{}", c.name);
+        for (k, (w, g)) in want.iter().zip(&got).enumerate() {
+            assert_eq!(w.device(), Device::CPU, "{}: output {k}", c.name);
+            assert_eq!(g.device(), Device::REFERENCE, "{}: output {k} left the reference device", c.name);
+            close(&format!("{}: reference eager output {k}", c.name), g, w);
+        }
+        for device in ["/cpu:0", REFERENCE] {
+            let (out, ops) = graph(&c, device).unwrap_or_else(|e| panic!("{}: {device} graph: {e}", c.name));
+            for (k, (w, g)) in want.iter().zip(&out).enumerate() {
+                close(&format!("{}: {device} graph output {k}", c.name), g, w);
+            }
+            if device == REFERENCE {
+                ran_on_reference.extend(ops);
+            }
+        }
+    }
+    // The registry covers every op a backend can be asked to run (those
+    // made only inside a session's store aside).
+    let mut every_op: Vec<&str> = vec![
+        "All",
+        "Any",
+        "ArgMax",
+        "ArgMin",
+        "BroadcastLike",
+        "BroadcastTo",
+        "Cast",
+        "ConcatV2",
+        "Cumprod",
+        "Cumsum",
+        "Eye",
+        "Fill",
+        "FillLike",
+        "FusedElementwise",
+        "_FusedMatMul",
+        "GatherNd",
+        "GatherV2",
+        "LinSpace",
+        "LogSoftmax",
+        "Max",
+        "Mean",
+        "Min",
+        "OneHot",
+        "Pad",
+        "Prod",
+        "RandomStandardNormal",
+        "RandomUniform",
+        "RandomUniformInt",
+        "Range",
+        "Reshape",
+        "ReshapeLike",
+        "ReverseV2",
+        "ScatterNd",
+        "Select",
+        "Size",
+        "Slice",
+        "Softmax",
+        "SplitV",
+        "StridedSlice",
+        "Sum",
+        "SumTo",
+        "Tile",
+        "TopKV2",
+        "Transpose",
+        "TruncatedNormal",
+        "Unpack",
+        "ApplyAdam",
+        "ApplyGradientDescent",
+        "ApplyMomentum",
+        "ApplyRMSProp",
+        "ApplyAdagrad",
+        "ApplyAdamW",
+        "MatMul",
+    ];
+    let unary = UnaryOp::ALL.iter().map(|&f| Op::Unary { f }.type_name());
+    let binary = ops::BinaryOp::ALL.iter().map(|&f| Op::Binary { f }.type_name());
+    every_op.extend(unary.chain(binary));
+    let missing: Vec<&&str> = every_op.iter().filter(|op| !ran_on_reference.contains(**op)).collect();
+    assert!(
+        missing.is_empty(),
+        "ops the registry never ran on the reference device: {missing:?}\nran: {ran_on_reference:?}"
+    );
+}
+
+/// The case's float inputs as f64 (integer inputs as they are).
+fn widened(c: &Case) -> Vec<Tensor> {
+    c.inputs
+        .iter()
+        .map(|t| if t.dtype() == DType::F32 { ops::cast(t, DType::F64).unwrap() } else { t.clone() })
+        .collect()
+}
+
+/// `sum(y * w)` in f64 over the float outputs of the case at `inputs`.
+fn loss64(c: &Case, inputs: &[Tensor]) -> Result<f64> {
+    let ys = (c.build)(Ctx::Eager, inputs)?;
+    let mut total = 0.0;
+    for (k, y) in ys.iter().enumerate().filter(|(_, y)| y.dtype().is_float()) {
+        let v = crate::common::values(y);
+        total += v.iter().enumerate().map(|(i, x)| x * (((i * 7 + k * 3) % 11) as f64 * 0.1 - 0.5)).sum::<f64>();
+    }
+    Ok(total)
+}
+
+/// The analytic gradient (a tape, in f64 on the CPU) against central
+/// differences, at a few elements of each float input: the rules that the
+/// backends share are right, not only the same everywhere.
+fn check_finite_differences(c: &Case) -> Result<bool> {
+    let x = widened(c);
+    let tape = GradientTape::new();
+    for t in &x {
+        tape.watch(t);
+    }
+    let ys = (c.build)(Ctx::Eager, &x)?;
+    if ys.iter().any(|y| y.dtype().is_float() && y.dtype() != DType::F64) {
+        // Rounded to a narrower float on the way: a step function to differences.
+        return Ok(false);
+    }
+    let mut l: Option<Tensor> = None;
+    for (k, y) in ys.iter().enumerate().filter(|(_, y)| y.dtype().is_float()) {
+        let n = y.numel().unwrap_or(0);
+        let w: Vec<f64> = (0..n).map(|i| ((i * 7 + k * 3) % 11) as f64 * 0.1 - 0.5).collect();
+        let term = ops::sum(
+            &ops::mul(&ops::cast(y, DType::F64)?, &Tensor::from_slice(&w, y.shape().clone())?)?,
+            rivulet::Axes::All,
+            false,
+        )?;
+        l = Some(match l {
+            Some(t) => ops::add(&t, &term)?,
+            None => term,
+        });
+    }
+    let Some(l) = l else { return Ok(false) };
+    let refs: Vec<&Tensor> = x.iter().collect();
+    let grads = tape.gradient(&l, &refs)?;
+    for (i, (xi, gi)) in x.iter().zip(&grads).enumerate() {
+        let (Some(gi), true) = (gi, xi.dtype() == DType::F64) else { continue };
+        let g = crate::common::values(gi);
+        let base = crate::common::values(xi);
+        for j in (0..base.len()).step_by((base.len() / 5).max(1)) {
+            let h = 1e-6 * (1.0 + base[j].abs());
+            let at = |d: f64| -> Result<f64> {
+                let mut v = base.clone();
+                v[j] += d;
+                let mut inputs = x.clone();
+                inputs[i] = Tensor::from_slice(&v, xi.shape().clone())?;
+                loss64(c, &inputs)
+            };
+            let fd = (at(h)? - at(-h)?) / (2.0 * h);
+            assert!(
+                (fd - g[j]).abs() <= 1e-5 * (1.0 + fd.abs()),
+                "{}: d/dx{i}[{j}]: analytic {} vs finite differences {fd}",
+                c.name,
+                g[j]
+            );
+        }
+    }
+    Ok(true)
+}
+
+/// Gradients of every differentiable case are right (finite differences)
+/// and agree across backends and modes.
+#[test]
+fn gradients_agree_on_every_backend_in_both_modes() {
+    let (mut checked, mut differenced) = (0, 0);
+    for c in registry().into_iter().filter(|c| c.grad) {
+        checked += 1;
+        differenced +=
+            check_finite_differences(&c).unwrap_or_else(|e| panic!("{}: finite differences: {e}", c.name)) as usize;
+        let want = eager_gradients(&c, "/cpu:0").unwrap_or_else(|e| panic!("{}: cpu tape: {e}", c.name));
+        let runs = [
+            ("reference tape", eager_gradients(&c, REFERENCE)),
+            ("cpu graph", graph_gradients(&c, "/cpu:0")),
+            ("reference graph", graph_gradients(&c, REFERENCE)),
+        ];
+        for (what, got) in runs {
+            let got = got.unwrap_or_else(|e| panic!("{}: {what}: {e}", c.name));
+            assert_eq!(want.len(), got.len());
+            for (k, (w, g)) in want.iter().zip(&got).enumerate() {
+                match (w, g) {
+                    (Some(w), Some(g)) => close(&format!("{}: {what} gradient {k}", c.name), g, w),
+                    (None, None) => {}
+                    _ => panic!("{}: {what} gradient {k}: one backend has none", c.name),
+                }
+            }
+        }
+    }
+    assert!(checked >= 75 && differenced >= 65, "{checked} differentiable cases, {differenced} differenced");
+}
+
+/// A model split across devices: the hidden layer on the reference device,
+/// the head on the CPU, the loss back on the reference device.
+fn split_model(x: &Tensor, w: &Tensor, b: &Tensor, t: &Tensor, placed: bool) -> Result<Tensor> {
+    let on = |d: &str| if placed { Some(rivulet::device_scope(d)) } else { None };
+    let h = {
+        let _s = on(REFERENCE).transpose()?;
+        ops::tanh(&ops::add(&ops::matmul(x, w)?, b)?)?
+    };
+    let y = {
+        let _s = on("/cpu:0").transpose()?;
+        ops::add(&ops::mul(&h, 2.0)?, 1.0)?
+    };
+    let _s = on(REFERENCE).transpose()?;
+    ops::sum(&ops::mul(&ops::log_softmax(&y, -1)?, t)?, rivulet::Axes::All, false)
+}
+
+/// A graph placed across the CPU and the reference device, with copies both
+/// ways, gives the all-CPU values, forward and backward; its plan shows the
+/// copies and the steps on each device.
+#[test]
+fn a_graph_split_across_devices_matches_all_cpu() -> Result<()> {
+    let mut rng = Rng(41);
+    let (xv, wv, bv, tv) = (
+        f32s(&mut rng, &[5, 4], -1.0, 1.0),
+        f32s(&mut rng, &[4, 3], -1.0, 1.0),
+        f32s(&mut rng, &[3], -1.0, 1.0),
+        f32s(&mut rng, &[5, 3], 0.0, 1.0),
+    );
+    let mut results = Vec::new();
+    for placed in [false, true] {
+        let g = Graph::new();
+        let x = g.placeholder("x", DType::F32, [5, 4])?;
+        let (w, b) = (g.constant(wv.clone())?, g.constant(bv.clone())?);
+        let t = g.constant(tv.clone())?;
+        let loss = split_model(&x, &w, &b, &t, placed)?;
+        let dx = gradients(&[&loss], &[&x], None, Unconnected::None)?.remove(0).expect("connected");
+        let s = Session::new(&g);
+        let out = s.run(&[&loss, &dx], &[(&x, &xv)])?;
+        if placed {
+            let report = s.explain(&[&loss, &dx], &[&x], &[])?;
+            let last = report.passes.last().expect("dumps");
+            assert_eq!(last.pass, "placement");
+            assert!(last.text.contains("CopyToDevice"), "{}", last.text);
+            let profile = s.profile(&[&loss, &dx], &[(&x, &xv)], &[], 1)?;
+            let on = |d: Device| profile.steps.iter().filter(|p| p.device == d).count();
+            assert!(on(Device::REFERENCE) >= 5 && on(Device::CPU) >= 3, "{:?}", profile.steps);
+            let copies: Vec<_> = profile.steps.iter().filter(|p| p.op == "CopyToDevice").collect();
+            assert!(
+                copies.iter().any(|p| p.device == Device::CPU) && copies.iter().any(|p| p.device == Device::REFERENCE)
+            );
+        }
+        results.push(out);
+    }
+    for (k, (placed, all_cpu)) in results[1].iter().zip(&results[0]).enumerate() {
+        close(&format!("split graph output {k}"), placed, all_cpu);
+    }
+    Ok(())
+}
+
+/// The same split model eagerly under a tape, and traced by `function`.
+#[test]
+fn eager_tapes_and_traced_functions_follow_device_scopes() -> Result<()> {
+    let mut rng = Rng(42);
+    let (x, w, b, t) = (
+        f32s(&mut rng, &[5, 4], -1.0, 1.0),
+        f32s(&mut rng, &[4, 3], -1.0, 1.0),
+        f32s(&mut rng, &[3], -1.0, 1.0),
+        f32s(&mut rng, &[5, 3], 0.0, 1.0),
+    );
+    let grad = |placed: bool| -> Result<(Tensor, Tensor)> {
+        let tape = GradientTape::new();
+        tape.watch(&w);
+        let loss = split_model(&x, &w, &b, &t, placed)?;
+        let dw = tape.gradient(&loss, &[&w])?.remove(0).expect("connected");
+        Ok((loss, dw))
+    };
+    let (want_loss, want_dw) = grad(false)?;
+    let (loss, dw) = grad(true)?;
+    assert_eq!(loss.device(), Device::REFERENCE, "the loss was computed on the reference device");
+    close("eager split loss", &loss, &want_loss);
+    close("eager split gradient", &dw, &want_dw);
+    let (w2, b2, t2) = (w.clone(), b.clone(), t.clone());
+    let f = rivulet::function(move |args: &[Tensor]| Ok(vec![split_model(&args[0], &w2, &b2, &t2, true)?]));
+    let traced = f.call(&[&x])?.remove(0);
+    close("traced split loss", &traced, &want_loss);
+    Ok(())
+}
+
+/// Training with the forward pass placed on the reference device and the
+/// variables (always on the CPU) updated by the optimizer: the same weights
+/// as training all on the CPU.
+#[test]
+fn training_with_layers_on_the_reference_device_matches_the_cpu() -> Result<()> {
+    let mut rng = Rng(43);
+    let (xv, yv) = (f32s(&mut rng, &[16, 4], -1.0, 1.0), f32s(&mut rng, &[16, 1], -1.0, 1.0));
+    let mut finals = Vec::new();
+    for placed in [false, true] {
+        let g = Graph::new();
+        let x = g.placeholder("x", DType::F32, [16, 4])?;
+        let w = rivulet::Variable::in_graph(&g, "w", &Tensor::from_slice(&[0.1f32, -0.2, 0.3, 0.05], [4, 1])?, true)?;
+        let loss = {
+            let _s = if placed { Some(rivulet::device_scope(REFERENCE)?) } else { None };
+            let e = ops::sub(&ops::matmul(&x, &w.read())?, &yv)?;
+            ops::mean(&ops::square(&e)?, rivulet::Axes::All, false)?
+        };
+        let train = rivulet::nn::Optimizer::adam(0.05).minimize(&loss, &[&w])?;
+        let s = Session::new(&g);
+        s.run_targets(&[&g.global_variables_initializer()?])?;
+        for _ in 0..5 {
+            s.run_with_targets(&[], &[(&x, &xv)], &[&train])?;
+        }
+        finals.push(s.variable_value(&w)?);
+    }
+    close("weights after training", &finals[1], &finals[0]);
+    Ok(())
+}
+
+/// Device names as TensorFlow writes them; a device this machine lacks is an
+/// error that names it and the devices there are, never a panic.
+#[test]
+fn device_names_and_missing_devices() {
+    for (name, want) in [
+        ("/cpu:0", Device::CPU),
+        ("/device:CPU:0", Device::CPU),
+        ("CPU:0", Device::CPU),
+        ("cpu", Device::CPU),
+        ("/job:localhost/replica:0/task:0/device:CPU:0", Device::CPU),
+        ("/reference:0", Device::REFERENCE),
+        ("/device:REFERENCE:0", Device::REFERENCE),
+    ] {
+        assert_eq!(Device::parse(name).unwrap(), want, "{name}");
+    }
+    assert_eq!(Device::CPU.to_string(), "/device:CPU:0");
+    assert_eq!(Device::REFERENCE.short_name(), "/reference:0");
+    for bad in ["", "/tpu:0", "/cpu:x", "gpu:-1", "/device:CPU:0:1"] {
+        assert_eq!(Device::parse(bad).unwrap_err().kind(), rivulet::ErrorKind::InvalidArgument, "{bad:?}");
+    }
+    assert_eq!(rivulet::devices(), vec![Device::CPU, Device::REFERENCE]);
+    for missing in ["/gpu:0", "/device:GPU:1", "/cpu:1", "/reference:2"] {
+        let e = rivulet::device(missing, || ()).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains(&Device::parse(missing).unwrap().to_string()), "names the device: {text}");
+        assert!(text.contains("/device:CPU:0") && text.contains("/device:REFERENCE:0"), "lists the devices: {text}");
+        let x = Tensor::from([1.0f32, 2.0]);
+        assert!(x.to_device(missing).is_err());
+    }
+    // A graph document that asks for a missing device loads, and says so when compiled.
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [2]).unwrap();
+    let y = rivulet::device(REFERENCE, || ops::exp(&x)).unwrap().unwrap();
+    let json = g.to_json().unwrap().replace("/device:REFERENCE:0", "/device:GPU:0");
+    let loaded = Graph::from_json(&json).unwrap();
+    let (lx, ly) = (loaded.tensor("x:0").unwrap(), loaded.tensor(&y.name().unwrap()).unwrap());
+    let e = Session::new(&loaded).run(&[&ly], &[(&lx, &Tensor::from([0.0f32, 1.0]))]).unwrap_err();
+    assert!(e.to_string().contains("/device:GPU:0") && e.to_string().contains("exp"), "{e}");
+    // And round-trips a placement it can honour.
+    let back = Graph::from_json(&g.to_json().unwrap()).unwrap();
+    assert_eq!(back.tensor(&y.name().unwrap()).unwrap().device(), Device::REFERENCE);
+}
