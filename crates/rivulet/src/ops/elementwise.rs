@@ -144,6 +144,7 @@ impl UnaryOp {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum BinaryDomain {
     Numeric,
+    Float,
     Any,
     Bool,
 }
@@ -204,6 +205,13 @@ binary_ops! {
     Maximum => maximum, "Maximum", Numeric, false;
     /// Smaller of the two (NaN if either is NaN).
     Minimum => minimum, "Minimum", Numeric, false;
+    /// The angle of the point `(b, a)`: `atan(a / b)` in the right quadrant
+    /// (TensorFlow's `atan2(y, x)` with `y = a`, `x = b`).
+    Atan2 => atan2, "Atan2", Float, false;
+    /// `sqrt(a^2 + b^2)` without overflow or underflow on the way.
+    Hypot => hypot, "Hypot", Float, false;
+    /// `log(exp(a) + exp(b))` without overflow.
+    LogAddExp => logaddexp, "LogAddExp", Float, false;
     /// `a == b`.
     Equal => equal, "Equal", Any, true;
     /// `a != b`.
@@ -229,6 +237,7 @@ impl BinaryOp {
         }
         let ok = match self.domain() {
             BinaryDomain::Numeric => a.dtype.is_numeric(),
+            BinaryDomain::Float => a.dtype.is_float(),
             BinaryDomain::Any => true,
             BinaryDomain::Bool => a.dtype == DType::Bool,
         };
@@ -519,6 +528,24 @@ pub(crate) fn binary_grad(
         Maximum | Minimum => {
             let take_a = if f == Maximum { greater_equal(a, b)? } else { less_equal(a, b)? };
             [side(wants[0], &|| select(&take_a, g, 0.0), a)?, side(wants[1], &|| select(&take_a, 0.0, g), b)?]
+        }
+        Atan2 => {
+            // d/da atan2(a, b) = b / (a^2 + b^2); d/db = -a / (a^2 + b^2).
+            let r2 = || add(&square(a)?, &square(b)?);
+            [side(wants[0], &|| div(&mul(g, b)?, &r2()?), a)?, side(wants[1], &|| neg(&div(&mul(g, a)?, &r2()?)?), b)?]
+        }
+        Hypot => {
+            // d/da hypot(a, b) = a / hypot(a, b), taken as 0 at the origin.
+            let part = |t: &Tensor| -> Result<Tensor> {
+                let nonzero = greater(y, 0.0)?;
+                mul(g, &select(&nonzero, &div(t, &select(&nonzero, y, 1.0)?)?, 0.0)?)
+            };
+            [side(wants[0], &|| part(a), a)?, side(wants[1], &|| part(b), b)?]
+        }
+        LogAddExp => {
+            // d/da log(e^a + e^b) = e^(a - y) = sigmoid(a - b).
+            let d = || sub(a, b);
+            [side(wants[0], &|| mul(g, &sigmoid(&d()?)?), a)?, side(wants[1], &|| mul(g, &sigmoid(&neg(&d()?)?)?), b)?]
         }
         FloorDiv | Equal | NotEqual | Less | LessEqual | Greater | GreaterEqual | LogicalAnd | LogicalOr => {
             [None, None]

@@ -478,19 +478,24 @@ fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> rivulet::Result<Tensor> {
         "greater_equal" => ops::greater_equal(a, b),
         "logical_and" => ops::logical_and(a, b),
         "logical_or" => ops::logical_or(a, b),
+        "atan2" => ops::atan2(a, b),
+        "hypot" => ops::hypot(a, b),
+        "logaddexp" => ops::logaddexp(a, b),
         other => panic!("binary op `{other}` is not wired into tests/suite/elementwise.rs"),
     }
 }
 
 const COMPARISONS: &[&str] = &["equal", "not_equal", "less", "less_equal", "greater", "greater_equal"];
 const LOGICAL: &[&str] = &["logical_and", "logical_or"];
+/// Binary ops defined on floating-point dtypes only.
+const FLOAT_ONLY: &[&str] = &["atan2", "hypot", "logaddexp"];
 
 /// Every op of `UnaryOp::ALL` / `BinaryOp::ALL` must be wired here (a new op
 /// without tests fails this test).
 #[test]
 fn every_op_is_wired_and_named() {
     assert_eq!(UnaryOp::ALL.len(), 29, "UnaryOp::ALL changed: extend these tests");
-    assert_eq!(BinaryOp::ALL.len(), 17, "BinaryOp::ALL changed: extend these tests");
+    assert_eq!(BinaryOp::ALL.len(), 20, "BinaryOp::ALL changed: extend these tests");
     let xf = Tensor::from([0.5f32, -2.0]);
     let xb = Tensor::from([true, false]);
     for &op in UnaryOp::ALL {
@@ -998,6 +1003,18 @@ fn float_binary_ref(dtype: DType, name: &str, a: f64, b: f64) -> f64 {
                 b
             }
         }
+        "atan2" => a.atan2(b),
+        "hypot" => a.hypot(b),
+        "logaddexp" => {
+            // NumPy's definition, in f64.
+            if a == b {
+                a + std::f64::consts::LN_2
+            } else if a.is_nan() || b.is_nan() {
+                f64::NAN
+            } else {
+                a.max(b) + (-(a - b).abs()).exp().ln_1p()
+            }
+        }
         "equal" => flag(a == b),
         "not_equal" => flag(a != b),
         "less" => flag(a < b),
@@ -1091,6 +1108,40 @@ fn binary_floats_exact_ops() {
     for dtype in [DType::F32, DType::F64, DType::F16, DType::BF16] {
         check_float_binary(dtype, &names, &vals, &vals, None);
         check_float_binary(dtype, COMPARISONS, &vals, &vals, None);
+    }
+}
+
+/// atan2, hypot and logaddexp over every pair of the general values
+/// (signed zeros, infinities, NaN, subnormals) against f64, with
+/// TensorFlow's and NumPy's special cases written out; integers are refused.
+#[test]
+fn binary_floats_atan2_hypot_logaddexp() {
+    let vals = general_float_values();
+    for (dtype, rel) in
+        [(DType::F32, 4e-7), (DType::F64, 4e-16), (DType::F16, 2f64.powi(-11)), (DType::BF16, 2f64.powi(-8))]
+    {
+        check_float_binary(dtype, &["atan2", "hypot", "logaddexp"], &vals, &vals, Some(rel));
+    }
+    let pi = std::f32::consts::PI;
+    let y = Tensor::from([0.0f32, 0.0, -0.0, 1.0, -1.0, f32::INFINITY, 1.0]);
+    let x = Tensor::from([0.0f32, -0.0, -0.0, 0.0, f32::NEG_INFINITY, f32::INFINITY, f32::NAN]);
+    let got = ops::atan2(&y, &x).unwrap().to_vec::<f32>().unwrap();
+    assert_eq!(&got[..6], &[0.0, pi, -pi, pi / 2.0, -pi, pi / 4.0]);
+    assert!(got[6].is_nan());
+    let h =
+        ops::hypot(&Tensor::from([3.0f32, f32::INFINITY, 1e30, 0.0]), &Tensor::from([4.0f32, f32::NAN, 1e30, -0.0]));
+    let big = (1e30f32 as f64).hypot(1e30f32 as f64) as f32;
+    assert_eq!(h.unwrap().to_vec::<f32>().unwrap(), vec![5.0, f32::INFINITY, big, 0.0]);
+    let l = ops::logaddexp(
+        &Tensor::from([f32::NEG_INFINITY, f32::INFINITY, 1000.0, 0.0, f32::NAN]),
+        &Tensor::from([f32::NEG_INFINITY, f32::INFINITY, 1000.0, f32::NEG_INFINITY, 0.0]),
+    );
+    let l = l.unwrap().to_vec::<f32>().unwrap();
+    assert_eq!(&l[..4], &[f32::NEG_INFINITY, f32::INFINITY, 1000.0 + std::f32::consts::LN_2, 0.0]);
+    assert!(l[4].is_nan());
+    let i = Tensor::from([1i32, 2]);
+    for f in [ops::atan2, ops::hypot, ops::logaddexp] {
+        assert_eq!(kind(f(&i, &i)), ErrorKind::DType);
     }
 }
 
@@ -1251,7 +1302,7 @@ fn binary_integers_wrap_and_floor() {
     for (dtype, vals) in cases {
         for &op in BinaryOp::ALL {
             let name = op.name();
-            if LOGICAL.contains(&name) {
+            if LOGICAL.contains(&name) || FLOAT_ONLY.contains(&name) {
                 let x = int_tensor(&vals, &[vals.len()], dtype);
                 assert_eq!(err_kind(binary(op, &x, &x)), ErrorKind::DType, "{name} on {dtype}");
                 continue;

@@ -623,6 +623,9 @@ fn binary_fn(op: BinaryOp) -> BinFn {
         GreaterEqual => |a, b| ops::greater_equal(a, b),
         LogicalAnd => |a, b| ops::logical_and(a, b),
         LogicalOr => |a, b| ops::logical_or(a, b),
+        Atan2 => |a, b| ops::atan2(a, b),
+        Hypot => |a, b| ops::hypot(a, b),
+        LogAddExp => |a, b| ops::logaddexp(a, b),
     }
 }
 
@@ -697,7 +700,7 @@ fn check_binary(op: BinaryOp) {
         BINARY_SHAPES.iter().map(|(a, b)| (a.to_vec(), b.to_vec())).collect();
     shapes.extend((0..3).map(|_| random_broadcast_pair(&mut rng)));
     match op {
-        Add | Sub | Mul | Div | FloorMod | Pow | Maximum | Minimum => {
+        Add | Sub | Mul | Div | FloorMod | Pow | Maximum | Minimum | Atan2 | Hypot | LogAddExp => {
             for (sa, sb) in shapes {
                 let (a, b) = binary_inputs(op, &mut rng, &sa, &sb);
                 check_grad(&format!("{name}{sa:?}{sb:?}"), |xs| f(&xs[0], &xs[1]), &[a, b]);
@@ -756,6 +759,9 @@ binary_tests! {
     binary_greater_equal_none => GreaterEqual,
     binary_logical_and_none => LogicalAnd,
     binary_logical_or_none => LogicalOr,
+    binary_atan2 => Atan2,
+    binary_hypot => Hypot,
+    binary_logaddexp => LogAddExp,
 }
 
 #[test]

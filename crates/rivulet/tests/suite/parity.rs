@@ -275,6 +275,9 @@ fn binary_fn(op: BinaryOp) -> fn(&Tensor, &Tensor) -> Result<Tensor> {
         BinaryOp::GreaterEqual => |a, b| ops::greater_equal(a, b),
         BinaryOp::LogicalAnd => |a, b| ops::logical_and(a, b),
         BinaryOp::LogicalOr => |a, b| ops::logical_or(a, b),
+        BinaryOp::Atan2 => |a, b| ops::atan2(a, b),
+        BinaryOp::Hypot => |a, b| ops::hypot(a, b),
+        BinaryOp::LogAddExp => |a, b| ops::logaddexp(a, b),
     }
 }
 
@@ -326,7 +329,7 @@ fn op_function_tables_match_the_op_enums() -> Result<()> {
         assert_eq!(y.dtype(), if op.is_comparison() { DType::Bool } else { x.dtype() });
     }
     assert_eq!(UnaryOp::ALL.len(), 29);
-    assert_eq!(BinaryOp::ALL.len(), 17);
+    assert_eq!(BinaryOp::ALL.len(), 20);
     Ok(())
 }
 
@@ -394,6 +397,10 @@ fn every_binary_op_on_every_dtype_with_broadcasting() {
         match op {
             BinaryOp::LogicalAnd | BinaryOp::LogicalOr => assert_eq!(accepted, vec![DType::Bool], "{op:?}"),
             BinaryOp::Equal | BinaryOp::NotEqual => assert_eq!(accepted, DType::ALL.to_vec(), "{op:?}"),
+            BinaryOp::Atan2 | BinaryOp::Hypot | BinaryOp::LogAddExp => {
+                let floats: Vec<DType> = DType::ALL.into_iter().filter(|d| d.is_float()).collect();
+                assert_eq!(accepted, floats, "{op:?}");
+            }
             _ => {
                 let numeric: Vec<DType> = DType::ALL.into_iter().filter(|d| *d != DType::Bool).collect();
                 assert_eq!(accepted, numeric, "{op:?}");

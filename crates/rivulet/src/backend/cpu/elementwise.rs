@@ -298,6 +298,28 @@ macro_rules! float_binary_fn {
                 };
                 $body
             }
+            Atan2 => {
+                let $f = |x: $t, y: $t| x.atan2(y);
+                $body
+            }
+            Hypot => {
+                let $f = |x: $t, y: $t| x.hypot(y);
+                $body
+            }
+            LogAddExp => {
+                // The larger plus log1p(e^-|x - y|); exact where the two are
+                // equal (infinities included), NaN if either is NaN.
+                let $f = |x: $t, y: $t| {
+                    if x == y {
+                        x + std::f64::consts::LN_2 as $t
+                    } else if x.is_nan() || y.is_nan() {
+                        <$t>::NAN
+                    } else {
+                        x.max(y) + (-(x - y).abs()).exp().ln_1p()
+                    }
+                };
+                $body
+            }
             _ => $other,
         }
     }};
@@ -558,6 +580,7 @@ fn binary_int<T: Int>(op: BinaryOp, a: &Value, b: &Value, shape: &Shape) -> Resu
         Greater => map_binary(a, b, shape, |x: T, y: T| x > y),
         GreaterEqual => map_binary(a, b, shape, |x: T, y: T| x >= y),
         LogicalAnd | LogicalOr => bail!(dtype, "{} needs bool inputs", op.name()),
+        Atan2 | Hypot | LogAddExp => bail!(dtype, "{} needs a floating-point dtype, got {}", op.name(), T::DTYPE),
     }
 }
 
