@@ -635,12 +635,13 @@ impl Backend for ReferenceBackend {
         let s = RandomStream::new(seed, stream);
         let per = RandomStream::per_block(out.dtype, dist);
         let n = out.shape.numel_known();
-        let mut f = Vec::new();
-        let mut ints = Vec::new();
-        for i in 0..n {
-            match s.sample_block(dist, out.dtype, (i / per) as u64) {
-                Sample::F(v) => f.push(v[i % per]),
-                Sample::I(v) => ints.push(v[i % per]),
+        let (mut f, mut ints) = (Vec::new(), Vec::new());
+        // Block `b` holds elements `b * per ..`: each block drawn once.
+        for b in 0..n.div_ceil(per) {
+            let take = per.min(n - b * per);
+            match s.sample_block(dist, out.dtype, b as u64) {
+                Sample::F(v) => f.extend_from_slice(&v[..take]),
+                Sample::I(v) => ints.extend_from_slice(&v[..take]),
             }
         }
         let e = if matches!(dist, Distribution::UniformInt { .. }) { Elems::I(ints) } else { Elems::F(f) };
