@@ -24,15 +24,19 @@
 //! # Ok::<(), rivulet::Error>(())
 //! ```
 
+// The layers, bottom up (docs/ARCHITECTURE.md; a test forbids a module to
+// import one above its own layer).
 pub mod autodiff;
 pub(crate) mod backend;
 pub mod context;
 pub mod data;
 pub mod error;
+pub mod function;
 pub mod graph;
 pub mod io;
 mod methods;
 pub mod nn;
+pub mod op;
 pub mod ops;
 pub mod passes;
 pub mod runtime;
@@ -40,16 +44,17 @@ pub mod tensor;
 
 pub use autodiff::{gradients, GradientTape, Unconnected};
 pub use backend::cpu::simd_level;
-pub use context::{device, device_scope, devices, DeviceScope};
+pub use context::{device, device_scope, devices, eager_scope, DefaultGraphGuard, DeviceScope};
 pub use error::{Error, ErrorKind, OpContext, Result};
-pub use graph::{Graph, Operation};
+pub use function::{function, Function, FunctionOptions};
+pub use graph::{Graph, Operation, Tensor};
+pub use io::npy::{load_npy, read_npy, save_npy, write_npy};
 pub use ops::creation::set_random_seed;
 pub use ops::{Axes, Ctx, Op, Variable};
 pub use passes::PassOptions;
-pub use runtime::{function, Function, FunctionOptions, PlanReport, RunProfile, Session, SessionOptions, StepProfile};
-pub use tensor::npy::{load_npy, read_npy, save_npy, write_npy};
+pub use runtime::{PlanReport, RunProfile, Session, SessionOptions, StepProfile};
 pub use tensor::storage::release_cached_memory;
-pub use tensor::{DType, Device, DeviceKind, Scalar, Shape, Tensor, UNKNOWN};
+pub use tensor::{DType, Device, DeviceKind, Scalar, Shape, UNKNOWN};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../../../README.md")]

@@ -2,12 +2,27 @@
 //! Each method forwards to the one definition in [`crate::ops`].
 
 use crate::error::Result;
+use crate::graph::Tensor;
 use crate::ops::{self, Axes, Operand, SliceItem};
-use crate::tensor::{DType, Shape, Tensor};
+use crate::tensor::{DType, Shape};
 
 macro_rules! unary_methods {
     ($($name:ident),*) => {
         impl Tensor {
+    /// This tensor on the device named `device` (`/cpu:0`, `/reference:0`,
+    /// ...): an identity op placed there, so that eagerly it is a copy (the
+    /// tensor itself where it lives there already) and in a graph a node on
+    /// that device; tapes and gradients see it like any op.
+    #[track_caller]
+    pub fn to_device(&self, device: &str) -> Result<Tensor> {
+        let _scope = crate::context::device_scope(device)?;
+        match self.value() {
+            Ok(v) if Some(v.device()) == crate::context::current_device() => Ok(self.clone()),
+            _ => ops::identity(self),
+        }
+    }
+
+
             $(
                 #[doc = concat!("[`ops::", stringify!($name), "`] as a method.")]
                 #[track_caller]

@@ -11,33 +11,12 @@ pub mod tape;
 
 pub use tape::GradientTape;
 
+use crate::context::{key, Key, Record};
 use crate::error::{Error, Result};
 use crate::graph::Edge;
-use crate::ops::{self, Op};
-use crate::tensor::{Repr, Tensor};
+use crate::graph::Tensor;
+use crate::ops::{self};
 use rustc_hash::{FxHashMap, FxHashSet};
-use std::sync::Arc;
-
-/// One application of an op: what the engine differentiates through.
-pub(crate) struct Record {
-    pub op: Op,
-    pub inputs: Vec<Tensor>,
-    pub outputs: Vec<Tensor>,
-}
-
-/// Identity of a tensor: a graph edge, or the address of an eager value.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub(crate) enum Key {
-    Edge(Edge),
-    Value(usize),
-}
-
-pub(crate) fn key(t: &Tensor) -> Key {
-    match &t.repr {
-        Repr::Symbolic(s) => Key::Edge(Edge { node: s.node, index: s.index }),
-        Repr::Value(v) => Key::Value(Arc::as_ptr(v) as usize),
-    }
-}
 
 /// Add `g` to the gradient accumulated for `k`.
 fn accumulate(grads: &mut FxHashMap<Key, Tensor>, k: Key, g: Tensor) -> Result<()> {

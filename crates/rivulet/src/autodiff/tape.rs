@@ -7,107 +7,16 @@
 //! the ops an inner tape runs to compute a gradient are recorded by the
 //! outer tapes, which can then differentiate the gradient again.
 
-use super::{backprop, finish, key, Key, Record, Unconnected};
+use super::{backprop, finish, Unconnected};
+use crate::context::{self, key, Key, TapeState};
 use crate::error::{Error, Result};
-use crate::ops::{self, Op, Variable};
-use crate::tensor::Tensor;
-use rustc_hash::FxHashSet;
-use smallvec::SmallVec;
-use std::cell::{Cell, RefCell};
+use crate::graph::Tensor;
+use crate::ops::{self, Variable};
+use std::cell::Cell;
 use std::rc::Rc;
 
-struct TapeState {
-    records: RefCell<Vec<Record>>,
-    tracked: RefCell<FxHashSet<Key>>,
-    /// Watched tensors, kept alive so that their addresses stay theirs.
-    watched: RefCell<Vec<Tensor>>,
-    /// Values of each variable read while recording, by variable id.
-    variable_reads: RefCell<rustc_hash::FxHashMap<u64, Vec<Tensor>>>,
-    watch_variables: bool,
-    /// Not recording while it computes its own gradients.
-    paused: Cell<bool>,
-}
-
-thread_local! {
-    static ACTIVE: RefCell<Vec<Rc<TapeState>>> = const { RefCell::new(Vec::new()) };
-    static UNTRACKED: Cell<usize> = const { Cell::new(0) };
-}
-
-/// True when some tape on this thread might record (cheap check for the
-/// eager dispatch path).
-#[inline]
-pub(crate) fn any_active() -> bool {
-    ACTIVE.with(|a| !a.borrow().is_empty()) && UNTRACKED.with(|u| u.get() == 0)
-}
-
-/// Record an eager op application on every active tape that tracks one of its inputs.
-pub(crate) fn record(op: &Op, inputs: &[&Tensor], outputs: &[Tensor]) {
-    if !any_active() {
-        return;
-    }
-    let tapes: SmallVec<[Rc<TapeState>; 2]> = ACTIVE.with(|a| a.borrow().iter().cloned().collect());
-    let in_keys: SmallVec<[Key; 4]> = inputs.iter().map(|t| key(t)).collect();
-    for tape in tapes {
-        if tape.paused.get() {
-            continue;
-        }
-        let hit = {
-            let tracked = tape.tracked.borrow();
-            in_keys.iter().any(|k| tracked.contains(k))
-        };
-        if hit {
-            tape.tracked.borrow_mut().extend(outputs.iter().map(key));
-            tape.records.borrow_mut().push(Record {
-                op: op.clone(),
-                inputs: inputs.iter().map(|t| (*t).clone()).collect(),
-                outputs: outputs.to_vec(),
-            });
-        }
-    }
-}
-
-/// A trainable variable was read: watch its value on the tapes that watch variables.
-pub(crate) fn watch_variable(var_id: u64, t: &Tensor) {
-    if !any_active() {
-        return;
-    }
-    ACTIVE.with(|a| {
-        for tape in a.borrow().iter() {
-            if tape.watch_variables && !tape.paused.get() {
-                tape.watch_as(var_id, t);
-            }
-        }
-    });
-}
-
-impl TapeState {
-    fn watch(&self, t: &Tensor) {
-        if self.tracked.borrow_mut().insert(key(t)) {
-            self.watched.borrow_mut().push(t.clone());
-        }
-    }
-    fn watch_as(&self, var_id: u64, t: &Tensor) {
-        self.watch(t);
-        let mut reads = self.variable_reads.borrow_mut();
-        let list = reads.entry(var_id).or_default();
-        if !list.iter().any(|r| key(r) == key(t)) {
-            list.push(t.clone());
-        }
-    }
-}
-
 /// Run `f` without recording on any tape (optimizer updates, assignments).
-pub fn untracked<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore;
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            UNTRACKED.with(|u| u.set(u.get() - 1));
-        }
-    }
-    UNTRACKED.with(|u| u.set(u.get() + 1));
-    let _restore = Restore;
-    f()
-}
+pub use crate::context::untracked;
 
 /// Records eager ops for [`GradientTape::gradient`]. Recording starts at
 /// creation and stops when the tape is dropped (or, for a non-persistent
@@ -138,15 +47,8 @@ impl GradientTape {
     /// Full control: `watch_accessed_variables: false` watches only what
     /// [`GradientTape::watch`] is given.
     pub fn with_options(persistent: bool, watch_accessed_variables: bool) -> GradientTape {
-        let state = Rc::new(TapeState {
-            records: RefCell::new(Vec::new()),
-            tracked: RefCell::new(FxHashSet::default()),
-            watched: RefCell::new(Vec::new()),
-            variable_reads: RefCell::new(rustc_hash::FxHashMap::default()),
-            watch_variables: watch_accessed_variables,
-            paused: Cell::new(false),
-        });
-        ACTIVE.with(|a| a.borrow_mut().push(state.clone()));
+        let state = Rc::new(TapeState::new(watch_accessed_variables));
+        context::push_tape(state.clone());
         GradientTape { state, persistent, used: Cell::new(false) }
     }
 
@@ -162,7 +64,7 @@ impl GradientTape {
 
     /// Stop recording (the tape keeps what it has; gradients still work).
     pub fn stop_recording(&self) {
-        ACTIVE.with(|a| a.borrow_mut().retain(|s| !Rc::ptr_eq(s, &self.state)));
+        context::remove_tape(&self.state);
     }
 
     /// Number of ops recorded so far.

@@ -8,11 +8,11 @@
 
 use super::{transfer, views, Backend, KernelCtx, Values};
 use crate::error::{bail, Error, Result};
-use crate::ops::elementwise::{BinaryOp, UnaryOp};
-use crate::ops::fused::{FusedProgram, Instr};
-use crate::ops::optim::UpdateRule;
-use crate::ops::reduce::{reduced_shape, ReduceOp};
-use crate::ops::{Meta, Op};
+use crate::op::elementwise::{BinaryOp, UnaryOp};
+use crate::op::fused::{FusedProgram, Instr};
+use crate::op::optim::UpdateRule;
+use crate::op::reduce::{reduced_shape, ReduceOp};
+use crate::op::{Meta, Op};
 use crate::tensor::layout::Layout;
 use crate::tensor::{DType, Scalar, Shape, Value};
 use smallvec::{smallvec, SmallVec};
@@ -87,7 +87,7 @@ pub(crate) fn run(be: &dyn Backend, op: &Op, inputs: &[&Value], outs: &[Meta], c
     let ex = Ex { be, ctx };
     let v: Value = match op {
         // Graph plumbing.
-        Op::Const { value } => transfer(value.0.value()?, be.device())?,
+        Op::Const { value } => transfer(&value.0, be.device())?,
         Op::Placeholder { .. } => {
             return Err(Error::precondition("a placeholder has no value: feed it in Session::run"));
         }
@@ -116,7 +116,7 @@ pub(crate) fn run(be: &dyn Backend, op: &Op, inputs: &[&Value], outs: &[Meta], c
         Op::RandomLike { dist, seed } => match inputs.get(1) {
             Some(offset) => {
                 let o = first(be, offset)?.as_f64() as i64;
-                let mixed = crate::ops::creation::splitmix64(*seed ^ crate::ops::creation::splitmix64(o as u64));
+                let mixed = crate::op::creation::splitmix64(*seed ^ crate::op::creation::splitmix64(o as u64));
                 be.random(dist, out(), mixed, 0)?
             }
             None => be.random(dist, out(), *seed, ctx.random_stream)?,
@@ -260,11 +260,11 @@ fn pad(
     ex: &Ex<'_>,
     x: &Value,
     paddings: &[(usize, usize)],
-    mode: crate::ops::movement::PadMode,
+    mode: crate::op::movement::PadMode,
     value: Scalar,
     out: &Meta,
 ) -> Result<Value> {
-    use crate::ops::movement::PadMode;
+    use crate::op::movement::PadMode;
     if mode == PadMode::Constant {
         let begin: Vec<usize> = paddings.iter().map(|p| p.0).collect();
         return ex.be.assemble(out, value, &[(region(&out.shape, &begin, x.shape()), x)]);

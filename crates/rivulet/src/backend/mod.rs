@@ -17,10 +17,10 @@ pub(crate) mod views;
 pub(crate) use cpu::optim::{apply_update, update_operands, InPlaceUpdate};
 
 use crate::error::{Error, Result};
-use crate::ops::creation::Distribution;
-use crate::ops::elementwise::{BinaryOp, UnaryOp};
-use crate::ops::reduce::{ArgOp, ReduceOp, ScanOp};
-use crate::ops::{Meta, Op};
+use crate::op::creation::Distribution;
+use crate::op::elementwise::{BinaryOp, UnaryOp};
+use crate::op::reduce::{ArgOp, ReduceOp, ScanOp};
+use crate::op::{Meta, Op};
 use crate::tensor::layout::Layout;
 use crate::tensor::{Device, DeviceKind, Scalar, Value};
 use smallvec::SmallVec;
@@ -185,7 +185,7 @@ pub(crate) fn execute_on(device: Device, op: &Op, inputs: &[&Value], ctx: &Kerne
 
 /// The output metas of `op` on these values, each within the element limit.
 #[inline(always)]
-fn infer(op: &Op, inputs: &[&Value]) -> Result<crate::ops::Metas> {
+fn infer(op: &Op, inputs: &[&Value]) -> Result<crate::op::Metas> {
     let mut metas: SmallVec<[Meta; 4]> = SmallVec::new();
     for v in inputs {
         metas.push(Meta::new(v.dtype, v.shape().clone()));

@@ -4,8 +4,8 @@
 //! implementation serves every backend, and a view stays on its device.
 
 use crate::error::Result;
-use crate::ops::movement::{resolve_reshape, resolve_strided, SliceDim};
-use crate::ops::Meta;
+use crate::op::movement::{resolve_reshape, resolve_strided, SliceDim};
+use crate::op::Meta;
 use crate::tensor::layout::{Layout, Strides};
 use crate::tensor::{Shape, Value};
 
@@ -90,12 +90,12 @@ pub(crate) fn unstack(x: &Value, axis: usize, num: usize) -> Vec<Value> {
         .collect()
 }
 
-pub(crate) fn strided_slice(x: &Value, spec: &[crate::ops::movement::SliceItem]) -> Result<Value> {
+pub(crate) fn strided_slice(x: &Value, spec: &[crate::op::movement::SliceItem]) -> Result<Value> {
     Ok(x.view(strided_layout(&x.layout, spec)?))
 }
 
 /// The layout of `l` indexed by `spec` (a view of the same buffer).
-pub(crate) fn strided_layout(l: &Layout, spec: &[crate::ops::movement::SliceItem]) -> Result<Layout> {
+pub(crate) fn strided_layout(l: &Layout, spec: &[crate::op::movement::SliceItem]) -> Result<Layout> {
     let (dims, fixed) = resolve_strided(spec, l.shape())?;
     let mut offset = l.offset as isize;
     for &(d, i) in &fixed {

@@ -1,7 +1,8 @@
 //! Data: the bundled handwritten-digits set and mini-batching helpers.
 
 use crate::error::{bail, Error, Result};
-use crate::tensor::{Shape, Tensor};
+use crate::graph::Tensor;
+use crate::tensor::Shape;
 use std::io::Read;
 
 /// The 8x8 handwritten digits (UCI optical recognition set, as
@@ -61,7 +62,7 @@ pub fn load_digits() -> Result<Digits> {
     let mut order: Vec<usize> = (0..DIGITS_EXAMPLES).collect();
     let mut state = 0u64;
     for i in (1..order.len()).rev() {
-        state = crate::ops::creation::splitmix64(state);
+        state = crate::op::creation::splitmix64(state);
         order.swap(i, (state % (i as u64 + 1)) as usize);
     }
     let take = |idx: &[usize]| -> Result<(Tensor, Tensor)> {

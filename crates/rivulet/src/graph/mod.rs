@@ -8,16 +8,21 @@
 //! appended and an input always precedes its consumer, node ids are a
 //! topological order.
 
+mod convert;
+mod display;
 mod dot;
 mod serialize;
+mod tensor;
+
+pub(crate) use tensor::Repr;
+pub use tensor::Tensor;
 
 use crate::error::{location_string, Error, OpContext, Result};
-use crate::ops::{Meta, Metas, Op};
-use crate::tensor::{DType, Device, Repr, Shape, Tensor};
+use crate::op::{describe, ConstValue, Meta, Metas, Op};
+use crate::tensor::{DType, Device, Shape};
 use parking_lot::{RwLock, RwLockReadGuard};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
-use std::cell::RefCell;
 use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -134,35 +139,6 @@ impl std::fmt::Debug for Graph {
 }
 
 static NEXT_GRAPH_ID: AtomicU64 = AtomicU64::new(1);
-
-thread_local! {
-    /// Default graphs, innermost last; `None` marks an eager scope.
-    static DEFAULT_GRAPHS: RefCell<Vec<Option<Graph>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// The innermost graph made default on this thread with [`Graph::as_default`].
-pub(crate) fn default_graph() -> Option<Graph> {
-    DEFAULT_GRAPHS.with(|d| d.borrow().last().cloned().flatten())
-}
-
-/// Run `f` eagerly even inside `as_default` or a trace (TensorFlow's
-/// `init_scope`): for initial values of variables created on first use.
-pub fn eager_scope<R>(f: impl FnOnce() -> R) -> R {
-    DEFAULT_GRAPHS.with(|d| d.borrow_mut().push(None));
-    let _guard = DefaultGraphGuard { _not_send: std::marker::PhantomData };
-    f()
-}
-
-/// Restores the previous default graph when dropped.
-pub struct DefaultGraphGuard {
-    _not_send: std::marker::PhantomData<*const ()>,
-}
-
-impl Drop for DefaultGraphGuard {
-    fn drop(&mut self) {
-        DEFAULT_GRAPHS.with(|d| d.borrow_mut().pop());
-    }
-}
 
 /// Pops a name scope or control-dependency scope when dropped.
 pub struct ScopeGuard {
@@ -314,21 +290,15 @@ impl Graph {
     pub fn placeholder(&self, name: &str, dtype: DType, shape: impl Into<Shape>) -> Result<Tensor> {
         let stem = if name.is_empty() { None } else { Some(name) };
         let op = Op::Placeholder { dtype, shape: shape.into() };
-        let (_, mut out) = self.add_node_named(op, &[], stem, Location::caller())?;
+        let (_, mut out) = self.add_node_named(op, &[], stem, None, Location::caller())?;
         Ok(out.swap_remove(0))
-    }
-
-    /// A constant node holding `value`.
-    #[track_caller]
-    pub fn constant(&self, value: impl Into<Tensor>) -> Result<Tensor> {
-        crate::ops::constant(self, value)
     }
 
     /// A no-op node that runs after `deps`: a single target for a group of ops.
     #[track_caller]
     pub fn group(&self, deps: &[&Operation]) -> Result<Operation> {
         let _guard = self.control_dependencies(deps)?;
-        let (id, _) = self.add_node_named(Op::NoOp, &[], Some("group_deps"), Location::caller())?;
+        let (id, _) = self.add_node_named(Op::NoOp, &[], Some("group_deps"), None, Location::caller())?;
         Ok(Operation { graph: self.clone(), id })
     }
 
@@ -378,22 +348,15 @@ impl Graph {
         Ok(ScopeGuard { graph: self.clone(), kind: ScopeKind::Control })
     }
 
-    /// Make this the thread's default graph while the guard lives: ops on
-    /// values (and creation ops with `Ctx::Eager`) then add nodes here, as in
-    /// TensorFlow's `with graph.as_default():`.
-    pub fn as_default(&self) -> DefaultGraphGuard {
-        DEFAULT_GRAPHS.with(|d| d.borrow_mut().push(Some(self.clone())));
-        DefaultGraphGuard { _not_send: std::marker::PhantomData }
-    }
-
     /// Add a node for `op` on `inputs` (values become `Const` nodes).
     pub(crate) fn add_node(
         &self,
         op: Op,
         inputs: &[&Tensor],
+        device: Option<Device>,
         location: &'static Location<'static>,
     ) -> Result<SmallVec<[Tensor; 1]>> {
-        Ok(self.add_node_named(op, inputs, None, location)?.1)
+        Ok(self.add_node_named(op, inputs, None, device, location)?.1)
     }
 
     /// [`Graph::add_node`] with an explicit name stem; returns the node id too.
@@ -402,6 +365,7 @@ impl Graph {
         op: Op,
         inputs: &[&Tensor],
         stem: Option<&str>,
+        device: Option<Device>,
         location: &'static Location<'static>,
     ) -> Result<(NodeId, SmallVec<[Tensor; 1]>)> {
         if let Some(n) = stem {
@@ -409,7 +373,6 @@ impl Graph {
                 return Err(Error::invalid(format!("'{n}' is not a valid node name (contains ':')")));
             }
         }
-        let device = crate::context::current_device();
         let mut s = self.inner.state.write();
         let loc = location_string(location);
         // Type-check first, so that a failing op leaves the graph untouched.
@@ -436,7 +399,7 @@ impl Graph {
                 return Err(e.with_context(|| OpContext {
                     op: op.type_name().to_string(),
                     node: Some(name),
-                    inputs: crate::ops::describe(&metas),
+                    inputs: describe(&metas),
                     location: loc.clone(),
                 }));
             }
@@ -446,10 +409,10 @@ impl Graph {
         for (t, meta) in inputs.iter().zip(&metas) {
             match &t.repr {
                 Repr::Symbolic(sym) => edges.push(Edge { node: sym.node, index: sym.index }),
-                Repr::Value(_) => {
+                Repr::Value(v) => {
                     let name = s.unique_name("Const");
                     let id = s.push(Node {
-                        op: Op::Const { value: crate::ops::ConstValue((*t).clone()) },
+                        op: Op::Const { value: ConstValue((**v).clone()) },
                         inputs: Vec::new(),
                         control_inputs: Vec::new(),
                         name,
@@ -485,20 +448,6 @@ impl Graph {
 
     pub(crate) fn register_variable(&self, node: NodeId, initializer: NodeId, trainable: bool) {
         self.inner.state.write().variables.push(VariableRecord { node, initializer, trainable });
-    }
-
-    /// Every variable of the graph, in creation order.
-    pub fn variables(&self) -> Vec<crate::ops::Variable> {
-        let records = self.inner.state.read().variables.clone();
-        records
-            .iter()
-            .filter_map(|r| crate::ops::Variable::from_graph_node(self, r.node, r.initializer, r.trainable).ok())
-            .collect()
-    }
-
-    /// The variables optimizers train (TensorFlow's `trainable_variables`).
-    pub fn trainable_variables(&self) -> Vec<crate::ops::Variable> {
-        self.variables().into_iter().filter(|v| v.trainable()).collect()
     }
 
     /// One target that runs every variable's initializer.

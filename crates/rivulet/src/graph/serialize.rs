@@ -8,9 +8,8 @@
 
 use super::{Edge, Graph, Node};
 use crate::error::{Error, Result};
-use crate::ops::{ConstValue, Meta, Op};
-use crate::tensor::dtype::with_dtype;
-use crate::tensor::{DType, Device, Shape, Tensor};
+use crate::op::{ConstValue, Meta, Op};
+use crate::tensor::{DType, Device, Shape, Value};
 use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -50,14 +49,9 @@ struct TensorDoc {
 impl Serialize for ConstValue {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let t = &self.0;
-        let bytes = with_dtype!(t.dtype(), T => {
-            let v = t.to_vec::<T>().map_err(serde::ser::Error::custom)?;
-            let size = std::mem::size_of::<T>();
-            // SAFETY: plain-old-data elements viewed as bytes (little-endian host).
-            unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), v.len() * size) }.to_vec()
-        });
+        let bytes = t.to_le_bytes().map_err(serde::ser::Error::custom)?;
         TensorDoc {
-            dtype: t.dtype(),
+            dtype: t.dtype,
             shape: t.shape().clone(),
             data: base64::engine::general_purpose::STANDARD.encode(bytes),
         }
@@ -68,11 +62,11 @@ impl Serialize for ConstValue {
 impl<'de> Deserialize<'de> for ConstValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<ConstValue, D::Error> {
         let doc = TensorDoc::deserialize(d)?;
-        tensor_from_bytes(doc).map(ConstValue).map_err(serde::de::Error::custom)
+        value_from_bytes(doc).map(ConstValue).map_err(serde::de::Error::custom)
     }
 }
 
-fn tensor_from_bytes(doc: TensorDoc) -> Result<Tensor> {
+fn value_from_bytes(doc: TensorDoc) -> Result<Value> {
     let n = doc.shape.checked_numel()?;
     let expected = n.checked_mul(doc.dtype.size()).ok_or_else(|| Error::format("constant too large"))?;
     // base64 expands by 4/3: refuse before decoding anything absurd.
@@ -90,7 +84,7 @@ fn tensor_from_bytes(doc: TensorDoc) -> Result<Tensor> {
             bytes.len()
         )));
     }
-    crate::tensor::npy::tensor_from_le_bytes(doc.dtype, doc.shape, &bytes)
+    Value::from_le_bytes(doc.dtype, doc.shape, &bytes)
 }
 
 impl Graph {

@@ -10,8 +10,8 @@
 
 use super::{checksum, write_atomic, TEMP_MARKER};
 use crate::error::{bail, Error, Result};
-use crate::tensor::npy::{le_bytes, tensor_from_le_bytes};
-use crate::tensor::{DType, Shape, Tensor};
+use crate::graph::Tensor;
+use crate::tensor::{DType, Shape, Value};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -91,7 +91,7 @@ pub fn to_bytes(data: &CheckpointData) -> Result<Vec<u8>> {
     }
     let mut owned: Vec<(String, DType, Vec<usize>, Vec<u8>)> = Vec::with_capacity(data.tensors.len());
     for (name, t) in &data.tensors {
-        owned.push((name.clone(), t.dtype(), t.shape().to_vec(), le_bytes(t)?));
+        owned.push((name.clone(), t.dtype(), t.shape().to_vec(), t.value()?.to_le_bytes()?));
     }
     let mut views = Vec::with_capacity(owned.len());
     for (name, dtype, shape, bytes) in &owned {
@@ -131,7 +131,8 @@ pub fn from_bytes(bytes: &[u8]) -> Result<CheckpointData> {
     for (name, view) in st.tensors() {
         let dtype = from_safetensors_dtype(view.dtype())?;
         let shape = Shape::new(view.shape());
-        let t = tensor_from_le_bytes(dtype, shape, view.data())
+        let t = Value::from_le_bytes(dtype, shape, view.data())
+            .map(Value::into_tensor)
             .map_err(|e| Error::format(format!("checkpoint tensor '{name}': {}", e.message())))?;
         tensors.insert(name, t);
     }

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 mod checksum;
+pub mod npy;
 
 pub use checkpoint::{load_file, save_file, CheckpointData, CheckpointManager};
 

@@ -2,8 +2,9 @@
 //! seed gives the same weights on every machine.
 
 use crate::error::Result;
+use crate::graph::Tensor;
 use crate::ops::{self, Ctx};
-use crate::tensor::{DType, Shape, Tensor};
+use crate::tensor::{DType, Shape};
 
 /// How a variable's first value is drawn.
 #[derive(Clone, Copy, Debug, PartialEq)]

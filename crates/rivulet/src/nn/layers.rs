@@ -9,9 +9,10 @@ use super::init::Initializer;
 use crate::autodiff::tape;
 use crate::error::{bail, Error, Result};
 use crate::graph::Operation;
+use crate::graph::Tensor;
 use crate::ops::creation::next_seed as creation_seed;
 use crate::ops::{self, Ctx, Variable};
-use crate::tensor::{DType, Shape, Tensor, UNKNOWN};
+use crate::tensor::{DType, Shape, UNKNOWN};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -66,7 +67,7 @@ fn make_variable(
             Variable::in_graph(g, name, &value, trainable)
         }
         None => {
-            let value = crate::graph::eager_scope(|| tape::untracked(|| init.init(Ctx::Eager, shape, dtype, seed)))?;
+            let value = crate::context::eager_scope(|| tape::untracked(|| init.init(Ctx::Eager, shape, dtype, seed)))?;
             Variable::new(name, &value, trainable)
         }
     }

@@ -2,8 +2,8 @@
 //! probabilities with `from_logits: false`) and are computed stably.
 
 use crate::error::{bail, Result};
+use crate::graph::Tensor;
 use crate::ops::{self, checked, Axes};
-use crate::tensor::Tensor;
 
 /// A loss for [`Sequential::compile`](super::Sequential::compile).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -1,8 +1,9 @@
 //! Metrics reported by `fit` and `evaluate`.
 
 use crate::error::Result;
+use crate::graph::Tensor;
 use crate::ops::{self, Axes};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::DType;
 
 /// A metric computed per batch and averaged over batches (weighted by size).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

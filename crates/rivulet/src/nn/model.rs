@@ -12,10 +12,11 @@ use super::metrics::{Mean, Metric};
 use super::optimizers::Optimizer;
 use crate::autodiff::{tape, GradientTape};
 use crate::error::{bail, Error, Result};
+use crate::graph::Tensor;
 use crate::graph::{Graph, Operation};
 use crate::ops::{self, Variable};
 use crate::runtime::Session;
-use crate::tensor::{DType, Shape, Tensor};
+use crate::tensor::{DType, Shape};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -679,9 +680,9 @@ fn indices(range: std::ops::Range<usize>) -> Result<Vec<i64>> {
 fn shuffled(idx: &[i64], seed: u64, epoch: u64) -> Result<Vec<i64>> {
     let mut v = crate::tensor::storage::try_vec_with_capacity(idx.len())?;
     v.extend_from_slice(idx);
-    let mut state = crate::ops::creation::splitmix64(seed ^ epoch.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let mut state = crate::op::creation::splitmix64(seed ^ epoch.wrapping_mul(0xD1B5_4A32_D192_ED03));
     for i in (1..v.len()).rev() {
-        state = crate::ops::creation::splitmix64(state);
+        state = crate::op::creation::splitmix64(state);
         let j = (state % (i as u64 + 1)) as usize;
         v.swap(i, j);
     }

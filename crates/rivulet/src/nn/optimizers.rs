@@ -10,8 +10,8 @@
 use crate::autodiff::{gradients, tape, Unconnected};
 use crate::error::{Error, Result};
 use crate::graph::Operation;
+use crate::graph::Tensor;
 use crate::ops::{self, Ctx, UpdateRule, Variable};
-use crate::tensor::Tensor;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 
@@ -225,7 +225,7 @@ impl Optimizer {
         let home = match var.graph() {
             Some(g) => Ok(g),
             // Eager even when first used inside a traced function.
-            None => Err(crate::graph::eager_scope(|| Tensor::zeros(var.shape().clone(), var.dtype()))?),
+            None => Err(crate::context::eager_scope(|| Tensor::zeros(var.shape().clone(), var.dtype()))?),
         };
         let mut slots = self.slots.lock();
         if let Some(s) = slots.get(&var.id()) {

@@ -1,21 +1,10 @@
 //! Neural-network helpers that are ops of their own: `softmax`,
 //! `log_softmax` (composites with a fused CPU kernel) and `top_k`.
 
-use super::{apply, apply1, checked, elementwise as ew, reduce, Meta, Metas, Op};
+use super::{apply, apply1, checked, elementwise as ew, reduce, Op};
 use crate::error::{bail, Result};
-use crate::tensor::shape::{normalize_axis, UNKNOWN};
-use crate::tensor::{DType, Shape, Tensor};
-use smallvec::smallvec;
-
-pub(crate) fn infer_softmax(axis: usize, x: &Meta) -> Result<Meta> {
-    if !x.dtype.is_float() {
-        bail!(dtype, "softmax needs a floating-point dtype, got {}", x.dtype);
-    }
-    if axis >= x.shape.rank() {
-        bail!(invalid, "softmax axis {axis} is out of range for shape {}", x.shape);
-    }
-    Ok(x.clone())
-}
+use crate::graph::Tensor;
+use crate::tensor::shape::normalize_axis;
 
 /// `exp(x) / sum(exp(x))` along `axis` (`-1`: the last), shifted by the
 /// maximum so that large inputs do not overflow.
@@ -47,22 +36,6 @@ pub fn log_softmax_decomposed(x: &Tensor, axis: i64) -> Result<Tensor> {
     let m = reduce::max(x, axis, true)?;
     let shifted = ew::sub(x, &m)?;
     ew::sub(&shifted, &ew::log(&reduce::sum(&ew::exp(&shifted)?, axis, true)?)?)
-}
-
-pub(crate) fn infer_top_k(k: usize, x: &Meta) -> Result<Metas> {
-    if !x.dtype.is_numeric() {
-        bail!(dtype, "top_k needs a numeric dtype, got {}", x.dtype);
-    }
-    let Some(&last) = x.shape.last() else {
-        bail!(shape, "top_k needs rank >= 1, got a scalar");
-    };
-    if last != UNKNOWN && k > last {
-        bail!(invalid, "top_k: k = {k} exceeds the last dimension of {}", x.shape);
-    }
-    let mut dims = x.shape.to_vec();
-    *dims.last_mut().unwrap_or(&mut 0) = k;
-    let s = Shape::from(dims);
-    Ok(smallvec![Meta::new(x.dtype, s.clone()), Meta::new(DType::I32, s)])
 }
 
 /// The `k` largest entries along the last axis, largest first, and their

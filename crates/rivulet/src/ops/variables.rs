@@ -1,89 +1,17 @@
-//! Variables: the only mutable state. In eager mode a [`Variable`] holds its
-//! value; in a graph it is a `VariableV2` node whose value lives in each
-//! [`Session`](crate::Session)'s variable store, set by an initializer and by
-//! `Assign` nodes. The same `Variable` API serves both.
+//! Reading and assigning variables (see [`Variable`]): eagerly on the
+//! variable's cell, in a graph as `Assign` nodes, and inside a trace on the
+//! captured stand-in. Tapes watch trainable variables as they are read.
 
-use super::{Meta, Op};
+use super::Op;
+use crate::context::{self, Capture, TraceState};
 use crate::error::{bail, Error, Result};
-use crate::graph::{Graph, NodeId, Operation};
-use crate::runtime::VariableCell;
-use crate::tensor::{DType, Shape, Tensor};
-use serde::{Deserialize, Serialize};
+use crate::graph::{Graph, Tensor};
+use crate::op::variables::infer_assign;
+pub use crate::op::variables::AssignOp;
+use crate::op::Meta;
+pub use crate::runtime::Variable;
+use crate::runtime::{State, VariableCell};
 use std::panic::Location;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
-/// How an `Assign` node changes its variable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AssignOp {
-    /// `var = value`
-    Assign,
-    /// `var += value`
-    AssignAdd,
-    /// `var -= value`
-    AssignSub,
-}
-
-impl AssignOp {
-    pub(crate) fn type_name(self) -> &'static str {
-        match self {
-            AssignOp::Assign => "Assign",
-            AssignOp::AssignAdd => "AssignAdd",
-            AssignOp::AssignSub => "AssignSub",
-        }
-    }
-}
-
-pub(crate) fn infer_assign(f: AssignOp, var: &Meta, value: &Meta) -> Result<Meta> {
-    if var.dtype != value.dtype {
-        bail!(dtype, "{} of a {} variable with a {} value", f.type_name(), var.dtype, value.dtype);
-    }
-    if !var.shape.is_compatible_with(&value.shape) {
-        bail!(shape, "{} of a variable of shape {} with a value of shape {}", f.type_name(), var.shape, value.shape);
-    }
-    Ok(var.clone())
-}
-
-static NEXT_VARIABLE: AtomicU64 = AtomicU64::new(1);
-
-/// Mutable state for training: weights, optimizer slots, counters.
-///
-/// Cloning gives another handle to the same variable.
-#[derive(Clone)]
-pub struct Variable {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    id: u64,
-    name: String,
-    trainable: bool,
-    dtype: DType,
-    shape: Shape,
-    state: State,
-}
-
-enum State {
-    /// The value's cell (shared with the sessions of functions that capture it).
-    Eager(Arc<VariableCell>),
-    Graph {
-        graph: Graph,
-        node: NodeId,
-        handle: Tensor,
-        initializer: NodeId,
-    },
-}
-
-impl std::fmt::Debug for Variable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Variable('{}', {}{}, trainable={})",
-            self.inner.name, self.inner.dtype, self.inner.shape, self.inner.trainable
-        )
-    }
-}
 
 impl Variable {
     /// An eager variable holding `initial`.
@@ -91,16 +19,8 @@ impl Variable {
         let value = initial.value().map(|_| initial.clone()).map_err(|_| {
             Error::graph(format!("eager variable '{name}' needs a value; use Variable::in_graph for graph variables"))
         })?;
-        Ok(Variable {
-            inner: Arc::new(Inner {
-                id: NEXT_VARIABLE.fetch_add(1, Ordering::Relaxed),
-                name: name.to_string(),
-                trainable,
-                dtype: value.dtype(),
-                shape: value.shape().clone(),
-                state: State::Eager(VariableCell::new(value)),
-            }),
-        })
+        let (dtype, shape) = (value.dtype(), value.shape().clone());
+        Ok(Variable::from_parts(name.to_string(), trainable, dtype, shape, State::Eager(VariableCell::new(value))))
     }
 
     /// A variable in graph `g`, initialised by `initial` (a value or any
@@ -112,99 +32,25 @@ impl Variable {
             bail!(shape, "variable '{name}' needs a fully known shape, got {}", initial.shape());
         }
         let op = Op::Variable { dtype: initial.dtype(), shape: initial.shape().clone() };
-        let (node, mut outs) = g.add_node_named(op, &[], Some(name), location)?;
+        let (node, mut outs) = g.add_node_named(op, &[], Some(name), context::current_device(), location)?;
         let handle = outs.swap_remove(0);
         let leaf = g.node_name(node).rsplit('/').next().unwrap_or(name).to_string();
         let init_stem = format!("{leaf}/Assign");
-        let (init, _) =
-            g.add_node_named(Op::Assign { f: AssignOp::Assign }, &[&handle, initial], Some(&init_stem), location)?;
+        let (init, _) = g.add_node_named(
+            Op::Assign { f: AssignOp::Assign },
+            &[&handle, initial],
+            Some(&init_stem),
+            context::current_device(),
+            location,
+        )?;
         g.register_variable(node, init, trainable);
-        Ok(Variable {
-            inner: Arc::new(Inner {
-                id: NEXT_VARIABLE.fetch_add(1, Ordering::Relaxed),
-                name: g.node_name(node),
-                trainable,
-                dtype: initial.dtype(),
-                shape: initial.shape().clone(),
-                state: State::Graph { graph: g.clone(), node, handle, initializer: init },
-            }),
-        })
-    }
-
-    /// The handle of an existing graph variable node (e.g. after loading a graph).
-    pub(crate) fn from_graph_node(g: &Graph, node: NodeId, initializer: NodeId, trainable: bool) -> Result<Variable> {
-        let n = g.node(node).ok_or_else(|| Error::not_found(format!("no node {node}")))?;
-        let Op::Variable { dtype, shape } = n.op else {
-            bail!(invalid, "node '{}' is not a variable", n.name);
-        };
-        let handle = Operation { graph: g.clone(), id: node }.output(0)?;
-        Ok(Variable {
-            inner: Arc::new(Inner {
-                id: NEXT_VARIABLE.fetch_add(1, Ordering::Relaxed),
-                name: n.name,
-                trainable,
-                dtype,
-                shape,
-                state: State::Graph { graph: g.clone(), node, handle, initializer },
-            }),
-        })
-    }
-
-    /// The variable's name (the node name in a graph).
-    pub fn name(&self) -> &str {
-        &self.inner.name
-    }
-    /// Element type.
-    pub fn dtype(&self) -> DType {
-        self.inner.dtype
-    }
-    /// Shape.
-    pub fn shape(&self) -> &Shape {
-        &self.inner.shape
-    }
-    /// Whether optimizers train it (and tapes watch it automatically).
-    pub fn trainable(&self) -> bool {
-        self.inner.trainable
-    }
-    /// A number unique to this variable in the process (the same for every
-    /// handle to one graph variable).
-    pub fn id(&self) -> u64 {
-        match &self.inner.state {
-            State::Graph { graph, node, .. } => (graph.id() << 32) | *node as u64,
-            State::Eager(_) => self.inner.id | (1 << 63),
-        }
-    }
-    /// True for a variable of a graph.
-    pub fn is_graph(&self) -> bool {
-        matches!(self.inner.state, State::Graph { .. })
-    }
-    /// The graph node of a graph variable.
-    pub fn node(&self) -> Option<NodeId> {
-        match &self.inner.state {
-            State::Graph { node, .. } => Some(*node),
-            State::Eager(_) => None,
-        }
-    }
-    /// The graph of a graph variable.
-    pub fn graph(&self) -> Option<&Graph> {
-        match &self.inner.state {
-            State::Graph { graph, .. } => Some(graph),
-            State::Eager(_) => None,
-        }
-    }
-    /// The cell holding an eager variable's value.
-    pub(crate) fn cell(&self) -> Option<&Arc<VariableCell>> {
-        match &self.inner.state {
-            State::Eager(cell) => Some(cell),
-            State::Graph { .. } => None,
-        }
-    }
-    /// The op that sets the initial value (graph variables).
-    pub fn initializer(&self) -> Option<Operation> {
-        match &self.inner.state {
-            State::Graph { graph, initializer, .. } => Some(Operation { graph: graph.clone(), id: *initializer }),
-            State::Eager(_) => None,
-        }
+        Ok(Variable::from_parts(
+            g.node_name(node),
+            trainable,
+            initial.dtype(),
+            initial.shape().clone(),
+            State::Graph { graph: g.clone(), node, handle, initializer: init },
+        ))
     }
 
     /// The value: in eager mode the current value (watched by active
@@ -213,7 +59,7 @@ impl Variable {
     pub fn read(&self) -> Tensor {
         if let Some(t) = self.traced_value() {
             if self.inner.trainable {
-                crate::autodiff::tape::watch_variable(self.id(), &t);
+                context::watch_variable(self.id(), &t);
             }
             return t;
         }
@@ -221,7 +67,7 @@ impl Variable {
             State::Eager(cell) => {
                 let t = cell.get();
                 if self.inner.trainable {
-                    crate::autodiff::tape::watch_variable(self.id(), &t);
+                    context::watch_variable(self.id(), &t);
                 }
                 t
             }
@@ -235,7 +81,7 @@ impl Variable {
         if !matches!(self.inner.state, State::Eager(_)) {
             return None;
         }
-        let trace = crate::runtime::function::current_trace()?;
+        let trace = context::current_trace()?;
         trace.capture(self).ok()
     }
 
@@ -244,7 +90,7 @@ impl Variable {
         if !matches!(self.inner.state, State::Eager(_)) {
             return None;
         }
-        crate::runtime::function::current_trace()?.read(self).ok()
+        context::current_trace()?.read(self).ok()
     }
 
     /// The current value without watching it (eager), or the read handle (graph).
@@ -284,14 +130,20 @@ impl Variable {
             // orders it after the earlier reads and writes of the variable,
             // and later reads in the trace see its result.
             let out = mirror.update(f, value)?;
-            if let Some(trace) = crate::runtime::function::current_trace() {
+            if let Some(trace) = context::current_trace() {
                 trace.assigned(self, &out);
             }
             return Ok(out);
         }
         match &self.inner.state {
             State::Graph { graph, handle, .. } => {
-                let (_, mut out) = graph.add_node_named(Op::Assign { f }, &[handle, value], None, location)?;
+                let (_, mut out) = graph.add_node_named(
+                    Op::Assign { f },
+                    &[handle, value],
+                    None,
+                    context::current_device(),
+                    location,
+                )?;
                 Ok(out.swap_remove(0))
             }
             State::Eager(cell) => {
@@ -314,8 +166,8 @@ impl Variable {
                 };
                 // Eager even under a default graph: the cell holds values.
                 let combine = |current: &Tensor| {
-                    crate::graph::eager_scope(|| {
-                        crate::autodiff::tape::untracked(|| match f {
+                    context::eager_scope(|| {
+                        context::untracked(|| match f {
                             AssignOp::AssignSub => super::sub(current, value),
                             _ => super::add(current, value),
                         })
@@ -340,5 +192,37 @@ impl Variable {
             inputs: vec![format!("{}{}", self.inner.dtype, self.inner.shape)],
             location: crate::error::location_string(location),
         }
+    }
+}
+
+/// What a variable sees of a trace in progress.
+impl TraceState {
+    /// The stand-in of eager variable `v` in the traced graph (created on first use).
+    pub(crate) fn capture(&self, v: &Variable) -> Result<Variable> {
+        if let Some(c) = self.captures.borrow().iter().find(|c| c.eager.id() == v.id()) {
+            return Ok(c.mirror.clone());
+        }
+        // The stand-in's value is the eager variable's: its initializer
+        // never runs (a Fill node: no data is kept for it).
+        let zero = super::zeros(&self.graph, v.shape().clone(), v.dtype())?;
+        let mirror = Variable::in_graph(&self.graph, &format!("captured/{}", v.name()), &zero, v.trainable())?;
+        self.captures.borrow_mut().push(Capture { eager: v.clone(), mirror: mirror.clone() });
+        Ok(mirror)
+    }
+
+    /// The traced code assigned `value` to a captured variable.
+    pub(crate) fn assigned(&self, v: &Variable, value: &Tensor) {
+        self.effects.borrow_mut().extend(value.op());
+        self.latest.borrow_mut().insert(v.id(), value.clone());
+    }
+
+    /// The value a read of `v` sees here: the last assignment traced so far,
+    /// else the variable's value when the run reads it (before this call's
+    /// own writes).
+    pub(crate) fn read(&self, v: &Variable) -> Result<Tensor> {
+        if let Some(t) = self.latest.borrow().get(&v.id()) {
+            return Ok(t.clone());
+        }
+        Ok(self.capture(v)?.current())
     }
 }

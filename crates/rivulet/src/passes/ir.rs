@@ -7,7 +7,7 @@
 
 use crate::error::{Error, OpContext, Result};
 use crate::graph::{Edge, GraphState, NodeId};
-use crate::ops::{Meta, Metas, Op};
+use crate::op::{Meta, Metas, Op};
 use rustc_hash::FxHashMap;
 use std::fmt::Write;
 

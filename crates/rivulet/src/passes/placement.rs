@@ -11,7 +11,7 @@
 use super::{IrEdge, IrGraph, IrNode};
 use crate::backend;
 use crate::error::Result;
-use crate::ops::Op;
+use crate::op::Op;
 use crate::tensor::Device;
 use rustc_hash::FxHashMap;
 

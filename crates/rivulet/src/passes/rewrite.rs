@@ -5,22 +5,18 @@ use super::PassOptions;
 use crate::backend::{self, KernelCtx};
 use crate::error::Result;
 use crate::graph::NodeId;
-use crate::ops::elementwise::{BinaryOp, UnaryOp};
-use crate::ops::fused::{FusedProgram, FusedReduce, Instr};
-use crate::ops::reduce::ReduceOp;
-use crate::ops::{AssignOp, ConstValue, Op};
-use crate::tensor::{DType, Scalar, Tensor, Value};
+use crate::op::elementwise::{BinaryOp, UnaryOp};
+use crate::op::fused::{FusedProgram, FusedReduce, Instr};
+use crate::op::reduce::ReduceOp;
+use crate::op::{AssignOp, ConstValue, Op};
+use crate::tensor::dtype::with_dtype;
+use crate::tensor::storage::HostBuffer;
+use crate::tensor::{DType, Scalar, Value};
 use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 
-/// Run `f` on values even when the session's graph is the thread's default
-/// (passes must never add nodes to the graph they optimize) and off any tape.
-fn eager<R>(f: impl FnOnce() -> R) -> R {
-    crate::graph::eager_scope(|| crate::autodiff::tape::untracked(f))
-}
-
 /// The value of a constant node.
-fn const_value(ir: &IrGraph, e: IrEdge) -> Option<&Tensor> {
+fn const_value(ir: &IrGraph, e: IrEdge) -> Option<&Value> {
     match &ir.nodes[e.node].op {
         Op::Const { value } if !ir.nodes[e.node].dead => Some(&value.0),
         _ => None,
@@ -29,11 +25,7 @@ fn const_value(ir: &IrGraph, e: IrEdge) -> Option<&Tensor> {
 
 /// The single value of a one-element constant, as f64.
 fn const_scalar(ir: &IrGraph, e: IrEdge) -> Option<f64> {
-    let t = const_value(ir, e)?;
-    if t.numel() != Some(1) {
-        return None;
-    }
-    eager(|| t.cast(DType::F64)).ok()?.to_scalar::<f64>().ok()
+    const_value(ir, e)?.scalar_f64()
 }
 
 /// Point every reader of `node`'s output 0 at `to` (when types agree).
@@ -97,8 +89,10 @@ pub(super) fn simplify(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
                     // x - x = 0 for integers (floats keep it: inf - inf is NaN).
                     let shape = ir.nodes[i].outputs[0].shape.clone();
                     if shape.is_fully_known() {
-                        if let Ok(z) = eager(|| Tensor::zeros(shape, dtype)) {
-                            ir.nodes[i].op = Op::Const { value: ConstValue(z) };
+                        let zeros =
+                            shape.checked_numel().and_then(|n| with_dtype!(dtype, T => HostBuffer::zeroed::<T>(n)));
+                        if let Ok(buffer) = zeros {
+                            ir.nodes[i].op = Op::Const { value: ConstValue(Value::from_buffer(dtype, shape, buffer)) };
                             ir.nodes[i].inputs.clear();
                         }
                     }
@@ -161,15 +155,14 @@ pub(super) fn fold_constants(ir: &mut IrGraph, options: &PassOptions) -> Result<
             Some(k) if k <= options.constant_folding_limit => {}
             _ => continue,
         }
-        let values: Option<Vec<Value>> =
-            n.inputs.iter().map(|e| const_value(ir, *e).and_then(|t| t.value().ok().cloned())).collect();
+        let values: Option<Vec<Value>> = n.inputs.iter().map(|e| const_value(ir, *e).cloned()).collect();
         let Some(values) = values else { continue };
         let refs: Vec<&Value> = values.iter().collect();
         // An op that fails (integer division by zero) stays, to fail at run time with its context.
         if let Ok(mut out) = backend::execute(&n.op, &refs, &KernelCtx::EAGER) {
             if let Some(v) = out.pop() {
                 let node = &mut ir.nodes[i];
-                node.op = Op::Const { value: ConstValue(Tensor::from_value(v)) };
+                node.op = Op::Const { value: ConstValue(v) };
                 node.inputs.clear();
             }
         }
@@ -190,15 +183,15 @@ pub(super) fn eliminate_common_subexpressions(ir: &mut IrGraph, _: &PassOptions)
         }
         // Large constants are compared by reference only (hashing their text would cost more than it saves).
         if let Op::Const { value } = &n.op {
-            if value.0.numel().is_none_or(|k| k > 64) {
+            if value.0.numel() > 64 {
                 continue;
             }
         }
         // Constants are keyed by their exact bytes (their text rounds).
         let key = match &n.op {
             Op::Const { value } => {
-                let bytes = crate::tensor::npy::le_bytes(&value.0).unwrap_or_default();
-                format!("const|{}|{}|{bytes:02x?}|{:?}|{:?}", value.0.dtype(), value.0.shape(), n.control, n.device)
+                let bytes = value.0.to_le_bytes().unwrap_or_default();
+                format!("const|{}|{}|{bytes:02x?}|{:?}|{:?}", value.0.dtype, value.0.shape(), n.control, n.device)
             }
             op => format!("{op:?}|{:?}|{:?}|{:?}", n.inputs, n.control, n.device),
         };
@@ -298,11 +291,11 @@ fn elementwise(ir: &IrGraph, i: usize) -> bool {
 /// A one-element f32 or bool constant: becomes an immediate.
 fn immediate(ir: &IrGraph, e: IrEdge) -> Option<(Scalar, DType)> {
     let t = const_value(ir, e)?;
-    if t.numel() != Some(1) || !matches!(t.dtype(), DType::F32 | DType::Bool) || t.rank() != 0 {
+    if !matches!(t.dtype, DType::F32 | DType::Bool) || t.shape().rank() != 0 {
         return None;
     }
-    let v = eager(|| t.cast(DType::F64)).ok()?.to_scalar::<f64>().ok()?;
-    Some(if t.dtype() == DType::Bool { (Scalar::Bool(v != 0.0), DType::Bool) } else { (Scalar::F64(v), DType::F32) })
+    let v = t.scalar_f64()?;
+    Some(if t.dtype == DType::Bool { (Scalar::Bool(v != 0.0), DType::Bool) } else { (Scalar::F64(v), DType::F32) })
 }
 
 /// Fuse chains and trees of elementwise ops, with an optional trailing reduction.

@@ -1,12 +1,14 @@
-//! The run stage: sessions and their compiled plans.
+//! The run stage: sessions, their compiled plans, and the variables whose
+//! values persist across runs.
 
-pub mod function;
 mod plan;
 mod session;
 mod store;
+mod variable;
 
 pub(crate) use store::VariableCell;
+pub(crate) use variable::State;
 
-pub use function::{function, Function, FunctionOptions};
 pub use plan::PlanReport;
 pub use session::{RunProfile, Session, SessionOptions, StepProfile};
+pub use variable::Variable;

@@ -10,7 +10,7 @@
 
 use crate::error::{OpContext, Result};
 use crate::graph::NodeId;
-use crate::ops::{Meta, Op};
+use crate::op::{Meta, Op};
 use crate::passes::{self, IrEdge, IrGraph, PassDump, PassOptions};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
@@ -27,10 +27,10 @@ pub(crate) enum Stateful {
     /// Read a variable from the session's store.
     Read { var: NodeId, name: String },
     /// Update a variable in the store with the step's one data input.
-    Assign { f: crate::ops::AssignOp, var: NodeId, name: String },
+    Assign { f: crate::op::AssignOp, var: NodeId, name: String },
     /// Apply an optimizer update to a variable and its slots in the store
     /// (inputs: gradient, learning rate, step).
-    Update { rule: crate::ops::optim::UpdateRule, vars: Vec<(NodeId, String)> },
+    Update { rule: crate::op::optim::UpdateRule, vars: Vec<(NodeId, String)> },
 }
 
 impl Stateful {

@@ -8,12 +8,14 @@
 
 use super::plan::{compile, Compile, Plan, PlanReport, Slot, Stateful, Step};
 use super::store::{VariableCell, VariableStore};
+use super::Variable;
 use crate::backend::{self, KernelCtx};
 use crate::error::{Error, Result};
 use crate::graph::{Edge, Graph, NodeId, Operation};
-use crate::ops::{AssignOp, BinaryOp, Op, Variable};
+use crate::graph::{Repr, Tensor};
+use crate::op::{AssignOp, BinaryOp, Op};
 use crate::passes::PassOptions;
-use crate::tensor::{Device, Repr, Tensor, Value};
+use crate::tensor::{Device, Value};
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;

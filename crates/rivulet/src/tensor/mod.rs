@@ -1,19 +1,12 @@
-//! Tensors: immutable n-dimensional values, and their symbolic counterparts
-//! in a graph.
+//! Values: n-dimensional arrays of one dtype in memory of one device, and
+//! what describes them (dtype, shape, strided layout, device, storage).
 //!
-//! A [`Tensor`] is either a *value* (a buffer, a layout and a dtype: what eager
-//! code computes with) or *symbolic* (an output of a node in a [`Graph`],
-//! whose value exists only while a [`Session`](crate::Session) runs). Every op
-//! accepts both: with values it runs at once, with symbolic tensors it adds a
-//! node. This is TensorFlow 2's model, where a traced function sees the same
-//! tensor type as eager code.
+//! The user-facing [`Tensor`](crate::Tensor) (a value, or a symbolic output
+//! of a graph node) is in `crate::graph`; this layer knows nothing of graphs.
 
-mod convert;
 pub mod device;
-mod display;
 pub mod dtype;
 pub mod layout;
-pub mod npy;
 pub mod shape;
 pub mod storage;
 
@@ -22,24 +15,9 @@ pub use dtype::{DType, Element, Scalar};
 pub use layout::Layout;
 pub use shape::{Shape, UNKNOWN};
 
-use crate::error::{bail, Error, Result};
-use crate::graph::{Graph, NodeId, Operation};
+use crate::error::{bail, Result};
 use std::sync::Arc;
 use storage::{HostBuffer, Storage};
-
-/// An n-dimensional array of one dtype: a value, or a symbolic output of a graph node.
-///
-/// Cloning is cheap (reference counted); tensors are immutable.
-#[derive(Clone)]
-pub struct Tensor {
-    pub(crate) repr: Repr,
-}
-
-#[derive(Clone)]
-pub(crate) enum Repr {
-    Value(Arc<Value>),
-    Symbolic(Arc<Symbolic>),
-}
 
 /// A computed tensor: dtype, layout and shared storage.
 #[derive(Clone)]
@@ -47,15 +25,6 @@ pub(crate) struct Value {
     pub dtype: DType,
     pub layout: Layout,
     pub storage: Arc<Storage>,
-}
-
-/// Output `index` of node `node` in `graph`, with its static dtype and shape.
-pub(crate) struct Symbolic {
-    pub graph: Graph,
-    pub node: NodeId,
-    pub index: usize,
-    pub dtype: DType,
-    pub shape: Shape,
 }
 
 impl Value {
@@ -115,232 +84,84 @@ impl Value {
         }
         Some(&self.buffer::<T>()[self.layout.offset..self.layout.offset + n])
     }
-    pub fn into_tensor(self) -> Tensor {
-        Tensor { repr: Repr::Value(Arc::new(self)) }
-    }
     /// Whether `other` is this very value: same storage, layout and dtype.
     pub fn is_same(&self, other: &Value) -> bool {
         Arc::ptr_eq(&self.storage, &other.storage) && self.layout == other.layout && self.dtype == other.dtype
     }
-}
-
-impl Tensor {
-    /// Whether both are the very same tensor (not merely equal values).
-    pub(crate) fn is_same_value(&self, other: &Tensor) -> bool {
-        match (&self.repr, &other.repr) {
-            (Repr::Value(a), Repr::Value(b)) => Arc::ptr_eq(a, b) || a.is_same(b),
-            (Repr::Symbolic(a), Repr::Symbolic(b)) => Arc::ptr_eq(a, b),
-            _ => false,
-        }
-    }
-
-    /// A tensor of `shape` holding `data` in row-major order.
-    pub fn from_vec<T: Element>(data: Vec<T>, shape: impl Into<Shape>) -> Result<Tensor> {
-        Tensor::from_slice(&data, shape)
-    }
-
-    /// A tensor of `shape` holding a copy of `data` in row-major order.
-    pub fn from_slice<T: Element>(data: &[T], shape: impl Into<Shape>) -> Result<Tensor> {
-        let shape = shape.into();
+    /// A contiguous value of `dtype` and `shape` over a copy of
+    /// little-endian `bytes` (files and serialized graphs: untrusted, so the
+    /// size and bool bytes are checked).
+    pub fn from_le_bytes(dtype: DType, shape: Shape, bytes: &[u8]) -> Result<Value> {
         let n = shape.checked_numel()?;
-        if n != data.len() {
-            bail!(shape, "{} elements cannot fill shape {shape} ({n} elements)", data.len());
+        if Some(bytes.len()) != n.checked_mul(dtype.size()) {
+            bail!(format, "{} bytes cannot hold {dtype}{shape}", bytes.len());
         }
-        Ok(Value::from_buffer(T::DTYPE, shape, HostBuffer::from_slice(data)?).into_tensor())
-    }
-
-    /// A rank-0 tensor.
-    pub fn scalar<T: Element>(v: T) -> Tensor {
-        Tensor::from_known(&[v], Shape::scalar())
-    }
-
-    /// A rank-0 tensor of `dtype` holding `v` converted to it.
-    pub fn scalar_of(v: impl Into<Scalar>, dtype: DType) -> Tensor {
-        let v = v.into();
-        dtype::with_dtype!(dtype, T => Tensor::scalar::<T>(v.to_element::<T>()))
-    }
-
-    /// For data whose size is known to fit (built from Rust arrays).
-    pub(crate) fn from_known<T: Element>(data: &[T], shape: Shape) -> Tensor {
-        let buffer = match HostBuffer::from_slice(data) {
-            Ok(b) => b,
-            // Only reachable when the allocator itself fails: behave like Vec.
-            Err(_) => std::alloc::handle_alloc_error(std::alloc::Layout::new::<T>()),
-        };
-        Value::from_buffer(T::DTYPE, shape, buffer).into_tensor()
-    }
-
-    /// The element type.
-    pub fn dtype(&self) -> DType {
-        match &self.repr {
-            Repr::Value(v) => v.dtype,
-            Repr::Symbolic(s) => s.dtype,
-        }
-    }
-
-    /// The shape. For a symbolic tensor, the static shape: dimensions known
-    /// only at run time are [`UNKNOWN`] (printed `?`).
-    pub fn shape(&self) -> &Shape {
-        match &self.repr {
-            Repr::Value(v) => &v.layout.shape,
-            Repr::Symbolic(s) => &s.shape,
-        }
-    }
-
-    /// The device the value lives on; for a symbolic tensor, the device its
-    /// node asked for (the CPU where it asked for none).
-    pub fn device(&self) -> Device {
-        match &self.repr {
-            Repr::Value(v) => v.device(),
-            Repr::Symbolic(s) => s.graph.read().nodes[s.node].device.unwrap_or(Device::CPU),
-        }
-    }
-
-    /// This tensor on the device named `device` (`/cpu:0`, `/reference:0`,
-    /// ...): an identity op placed there, so that eagerly it is a copy (the
-    /// tensor itself where it lives there already) and in a graph a node on
-    /// that device; tapes and gradients see it like any op.
-    #[track_caller]
-    pub fn to_device(&self, device: &str) -> Result<Tensor> {
-        let _scope = crate::context::device_scope(device)?;
-        match &self.repr {
-            Repr::Value(v) if Some(v.device()) == crate::context::current_device() => Ok(self.clone()),
-            _ => crate::ops::identity(self),
-        }
-    }
-
-    /// Number of dimensions.
-    pub fn rank(&self) -> usize {
-        self.shape().rank()
-    }
-
-    /// Number of elements; `None` for a symbolic tensor with unknown dimensions.
-    pub fn numel(&self) -> Option<usize> {
-        self.shape().numel()
-    }
-
-    /// True for an output of a graph node (no value until a session runs it).
-    pub fn is_symbolic(&self) -> bool {
-        matches!(self.repr, Repr::Symbolic(_))
-    }
-
-    /// The graph node that produces this tensor, when it is symbolic.
-    pub fn op(&self) -> Option<Operation> {
-        match &self.repr {
-            Repr::Symbolic(s) => Some(Operation { graph: s.graph.clone(), id: s.node }),
-            Repr::Value(_) => None,
-        }
-    }
-
-    /// The graph of a symbolic tensor.
-    pub fn graph(&self) -> Option<&Graph> {
-        match &self.repr {
-            Repr::Symbolic(s) => Some(&s.graph),
-            Repr::Value(_) => None,
-        }
-    }
-
-    /// Name of the producing node and output index, `node:index`, for symbolic tensors.
-    pub fn name(&self) -> Option<String> {
-        match &self.repr {
-            Repr::Symbolic(s) => Some(format!("{}:{}", s.graph.node_name(s.node), s.index)),
-            Repr::Value(_) => None,
-        }
-    }
-
-    pub(crate) fn value(&self) -> Result<&Value> {
-        match &self.repr {
-            Repr::Value(v) => Ok(v),
-            Repr::Symbolic(s) => Err(Error::graph(format!(
-                "tensor {}:{} is symbolic (a node of a graph); run it in a Session to get its value",
-                s.graph.node_name(s.node),
-                s.index
-            ))),
-        }
-    }
-
-    pub(crate) fn from_value(v: Value) -> Tensor {
-        v.into_tensor()
-    }
-
-    /// Whether this handle is the only one to its value and to its buffer.
-    pub(crate) fn is_unique(&self) -> bool {
-        match &self.repr {
-            Repr::Value(v) => {
-                Arc::strong_count(v) == 1
-                    && Arc::weak_count(v) == 0
-                    && Arc::strong_count(&v.storage) == 1
-                    && Arc::weak_count(&v.storage) == 0
+        if dtype == DType::Bool {
+            if let Some(b) = bytes.iter().find(|&&b| b > 1) {
+                bail!(format, "bool data holds the byte {b}, not 0 or 1");
             }
-            Repr::Symbolic(_) => false,
+        }
+        // Straight into storage: one copy of the data, and an error rather
+        // than an abort when memory runs out.
+        let mut buf = HostBuffer::new(bytes.len())?;
+        buf.bytes_mut().copy_from_slice(bytes);
+        Ok(Value::from_buffer(dtype, shape, buf))
+    }
+
+    /// The elements in row-major order as little-endian bytes, whatever the
+    /// layout (host values).
+    pub fn to_le_bytes(&self) -> Result<Vec<u8>> {
+        let size = self.dtype.size();
+        let n = self.numel();
+        let mut out = storage::try_vec_with_capacity(n * size)?;
+        let bytes = self.storage.host().bytes();
+        if n == 0 {
+            return Ok(out);
+        }
+        if self.layout.is_contiguous() {
+            let at = self.layout.offset * size;
+            out.extend_from_slice(&bytes[at..at + n * size]);
+            return Ok(out);
+        }
+        let dims = self.shape();
+        let rank = dims.rank();
+        let strides = &self.layout.strides;
+        // An odometer over the index; offsets in elements.
+        let mut index = vec![0usize; rank];
+        let mut at = self.layout.offset as isize;
+        loop {
+            let p = at as usize * size;
+            out.extend_from_slice(&bytes[p..p + size]);
+            let mut d = rank;
+            loop {
+                if d == 0 {
+                    return Ok(out);
+                }
+                d -= 1;
+                index[d] += 1;
+                at += strides[d];
+                if index[d] < dims[d] {
+                    break;
+                }
+                at -= strides[d] * dims[d] as isize;
+                index[d] = 0;
+            }
         }
     }
 
-    /// The value, if this handle is the only one to it and to its buffer
-    /// (no clone, view or read of either exists); else the tensor back.
-    pub(crate) fn into_unique_value(self) -> std::result::Result<Value, Tensor> {
-        if !self.is_unique() {
-            return Err(self);
+    /// The single element of a one-element (host) value, as f64.
+    pub fn scalar_f64(&self) -> Option<f64> {
+        if self.numel() != 1 {
+            return None;
         }
-        match self.repr {
-            Repr::Value(v) => Arc::try_unwrap(v).map_err(|v| Tensor { repr: Repr::Value(v) }),
-            repr => Err(Tensor { repr }),
-        }
+        let at = self.layout.offset;
+        Some(dtype::with_dtype!(self.dtype, T => self.storage.host().as_slice::<T>()[at].to_f64()))
     }
 
-    pub(crate) fn symbolic(graph: Graph, node: NodeId, index: usize, dtype: DType, shape: Shape) -> Tensor {
-        Tensor { repr: Repr::Symbolic(Arc::new(Symbolic { graph, node, index, dtype, shape })) }
-    }
-
-    /// The elements in row-major order. `T` must be the tensor's dtype
-    /// (use [`cast`](crate::ops::cast) to convert). Running out of memory
-    /// is an error, not an abort.
-    pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
-        let v = self.value()?;
-        if T::DTYPE != v.dtype {
-            bail!(dtype, "to_vec::<{}>() on a {} tensor; cast it first", T::DTYPE, v.dtype);
-        }
-        let copy = |s: &[T]| -> Result<Vec<T>> {
-            let mut out = storage::try_vec_with_capacity(s.len())?;
-            out.extend_from_slice(s);
-            Ok(out)
-        };
-        if let Some(s) = v.contiguous_slice::<T>() {
-            return copy(s);
-        }
-        let c = crate::backend::cpu::movement::materialize(v)?;
-        copy(c.contiguous_slice::<T>().unwrap_or_default())
-    }
-
-    /// The single element of a tensor with one element (any rank).
-    pub fn to_scalar<T: Element>(&self) -> Result<T> {
-        let v = self.value()?;
-        if v.numel() != 1 {
-            bail!(shape, "to_scalar() on a tensor of shape {} ({} elements)", v.shape(), v.numel());
-        }
-        Ok(self.to_vec::<T>()?[0])
-    }
-
-    /// The elements of a rank-2 tensor as rows.
-    pub fn to_vec2<T: Element>(&self) -> Result<Vec<Vec<T>>> {
-        let s = self.shape().clone();
-        if s.rank() != 2 {
-            bail!(shape, "to_vec2() on a tensor of rank {} (shape {s})", s.rank());
-        }
-        let flat = self.to_vec::<T>()?;
-        let mut rows = storage::try_vec_with_capacity(s[0])?;
-        if s[1] == 0 {
-            rows.resize(s[0], Vec::new());
-        } else {
-            rows.extend(flat.chunks(s[1]).map(|c| c.to_vec()));
-        }
-        Ok(rows)
-    }
-
-    /// True when both are values with equal dtype, shape and bitwise-equal
-    /// elements. Compares in place, whatever the layouts (no copies).
-    pub fn bitwise_eq(&self, other: &Tensor) -> bool {
-        let (Ok(a), Ok(b)) = (self.value(), other.value()) else { return false };
+    /// True when both have equal dtype, shape and bitwise-equal elements.
+    /// Compares in place, whatever the layouts (no copies).
+    pub fn bitwise_eq(&self, other: &Value) -> bool {
+        let (a, b) = (self, other);
         if a.dtype != b.dtype || a.shape() != b.shape() {
             return false;
         }

@@ -103,8 +103,8 @@ impl HostBuffer {
         let raw = allocate_zeroed(bytes);
         match NonNull::new(raw) {
             Some(ptr) => Ok(HostBuffer { ptr, bytes }),
-            None => Err(crate::Error::new(
-                crate::ErrorKind::InvalidArgument,
+            None => Err(crate::error::Error::new(
+                crate::error::ErrorKind::InvalidArgument,
                 format!("out of memory allocating {bytes} bytes"),
             )),
         }
@@ -241,7 +241,7 @@ pub(crate) fn try_vec_with_capacity<T>(n: usize) -> Result<Vec<T>> {
     check_request(n.saturating_mul(std::mem::size_of::<T>()))?;
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| {
-        crate::Error::new(crate::ErrorKind::InvalidArgument, format!("out of memory allocating {n} elements"))
+        crate::error::Error::new(crate::error::ErrorKind::InvalidArgument, format!("out of memory allocating {n} elements"))
     })?;
     Ok(v)
 }

@@ -17,6 +17,7 @@ mod file_fuzz;
 mod fuzz;
 mod gradients;
 mod graph_session;
+mod layering;
 mod linalg_creation_nn;
 mod movement;
 mod parity;

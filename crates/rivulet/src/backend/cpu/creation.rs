@@ -2,8 +2,8 @@
 
 use super::parallel::fill_chunks;
 use crate::error::Result;
-use crate::ops::creation::{Distribution, RandomStream, Sample};
-use crate::ops::Meta;
+use crate::op::creation::{Distribution, RandomStream, Sample};
+use crate::op::Meta;
 use crate::tensor::dtype::{with_dtype, Element};
 use crate::tensor::storage::HostBuffer;
 use crate::tensor::{DType, Scalar, Shape, Value};

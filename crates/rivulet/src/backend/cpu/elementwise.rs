@@ -11,8 +11,8 @@ use super::parallel::{fill_chunks, map_slices, GRAIN};
 use super::simd::vectorize;
 use super::strided::Rows;
 use crate::error::{bail, Result};
-use crate::ops::elementwise::{BinaryOp, UnaryOp};
-use crate::ops::Meta;
+use crate::op::elementwise::{BinaryOp, UnaryOp};
+use crate::op::Meta;
 use crate::tensor::dtype::{with_dtype, Element};
 use crate::tensor::storage::HostBuffer;
 use crate::tensor::{DType, Shape, Value};
@@ -98,7 +98,7 @@ macro_rules! f32_unary {
     ($op:expr, $f:ident => $body:expr, $other:expr) => {{
         use $crate::backend::cpu::math;
         #[allow(unused_imports)]
-        use $crate::ops::elementwise::UnaryOp::*;
+        use $crate::op::elementwise::UnaryOp::*;
         let alpha = math::SELU_ALPHA as f32;
         let scale = math::SELU_SCALE as f32;
         let _ = (alpha, scale);
@@ -225,11 +225,11 @@ pub(crate) use f32_unary;
 macro_rules! f32_predicate {
     ($op:expr, $f:ident => $body:expr, $other:expr) => {{
         match $op {
-            $crate::ops::elementwise::UnaryOp::IsNan => {
+            $crate::op::elementwise::UnaryOp::IsNan => {
                 let $f = |v: f32| v.is_nan();
                 $body
             }
-            $crate::ops::elementwise::UnaryOp::IsFinite => {
+            $crate::op::elementwise::UnaryOp::IsFinite => {
                 let $f = |v: f32| v.is_finite();
                 $body
             }
@@ -244,7 +244,7 @@ pub(crate) use f32_predicate;
 macro_rules! float_binary_fn {
     ($t:ty, $op:expr, $f:ident => $body:expr, $other:expr) => {{
         #[allow(unused_imports)]
-        use $crate::ops::elementwise::BinaryOp::*;
+        use $crate::op::elementwise::BinaryOp::*;
         match $op {
             Add => {
                 let $f = |x: $t, y: $t| x + y;
@@ -330,7 +330,7 @@ pub(crate) use float_binary_fn;
 macro_rules! compare_fn {
     ($t:ty, $op:expr, $f:ident => $body:expr, $other:expr) => {{
         #[allow(unused_imports)]
-        use $crate::ops::elementwise::BinaryOp::*;
+        use $crate::op::elementwise::BinaryOp::*;
         match $op {
             Equal => {
                 let $f = |x: $t, y: $t| x == y;
@@ -366,7 +366,7 @@ pub(crate) use compare_fn;
 macro_rules! bool_binary_fn {
     ($op:expr, $f:ident => $body:expr, $other:expr) => {{
         #[allow(unused_imports)]
-        use $crate::ops::elementwise::BinaryOp::*;
+        use $crate::op::elementwise::BinaryOp::*;
         match $op {
             Equal => {
                 let $f = |x: bool, y: bool| x == y;

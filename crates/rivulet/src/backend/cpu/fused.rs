@@ -15,10 +15,10 @@ use super::reduce::Num;
 use super::simd::{vectorize, Kernel};
 use super::strided::Rows;
 use crate::error::{bail, Result};
-use crate::ops::elementwise::{BinaryOp, UnaryOp};
-use crate::ops::fused::{FusedProgram, Instr};
-use crate::ops::reduce::ReduceOp;
-use crate::ops::Meta;
+use crate::op::elementwise::{BinaryOp, UnaryOp};
+use crate::op::fused::{FusedProgram, Instr};
+use crate::op::reduce::ReduceOp;
+use crate::op::Meta;
 use crate::tensor::layout::Layout;
 use crate::tensor::storage::HostBuffer;
 use crate::tensor::{DType, Shape, Value};
@@ -1312,13 +1312,13 @@ pub(crate) fn fused_matmul(
     }
     let stride = if bias_s.len() == 1 { 0 } else { 1 };
     let storage =
-        std::sync::Arc::try_unwrap(y.storage).map_err(|_| crate::Error::invalid("FusedMatMul output is shared"))?;
+        std::sync::Arc::try_unwrap(y.storage).map_err(|_| crate::error::Error::invalid("FusedMatMul output is shared"))?;
     let mut buf = storage.into_host();
     let data = buf.as_mut_slice::<f32>();
     let rows_per_task = (TASK / n.max(1)).max(1);
     data.par_chunks_mut(rows_per_task * n.max(1)).try_for_each(|chunk| -> Result<()> {
         for row in chunk.chunks_mut(n.max(1)) {
-            float_binary_fn!(f32, crate::ops::elementwise::BinaryOp::Add, g => vectorize(ZipInPlace { x: &mut *row, y: bias_s, stride, f: g }), ());
+            float_binary_fn!(f32, crate::op::elementwise::BinaryOp::Add, g => vectorize(ZipInPlace { x: &mut *row, y: bias_s, stride, f: g }), ());
             if let Some(f) = act {
                 f32_unary!(f, g => vectorize(Update { x: &mut *row, f: g }), bail!(dtype, "fused activation {}", f.name()));
             }
@@ -1331,7 +1331,7 @@ pub(crate) fn fused_matmul(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tensor::Tensor;
+    use crate::graph::Tensor;
 
     /// `tanh(x * 1.5 + 0.5) * sigmoid(x) - x * x` (the B2 workload).
     fn b2_program() -> FusedProgram {

@@ -6,7 +6,7 @@
 use super::elementwise::{f32_unary, float_binary_fn};
 use super::loops::{Update, ZipInPlace};
 use super::simd::vectorize;
-use crate::ops::{Meta, Op};
+use crate::op::{Meta, Op};
 use crate::tensor::layout::Layout;
 use crate::tensor::{DType, Value};
 use rayon::prelude::*;

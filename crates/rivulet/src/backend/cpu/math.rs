@@ -187,7 +187,7 @@ pub fn erf64(x: f64) -> f64 {
 }
 
 /// Scaled ELU constants (Klambauer et al. 2017).
-pub use crate::ops::elementwise::{SELU_ALPHA, SELU_SCALE};
+pub use crate::op::elementwise::{SELU_ALPHA, SELU_SCALE};
 
 #[cfg(test)]
 mod tests {

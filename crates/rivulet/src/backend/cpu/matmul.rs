@@ -5,7 +5,7 @@ use super::elementwise::cast;
 use super::movement::{copy, materialize};
 use super::parallel::Shared;
 use crate::error::{bail, Result};
-use crate::ops::Meta;
+use crate::op::Meta;
 use crate::tensor::dtype::Element;
 use crate::tensor::layout::Layout;
 use crate::tensor::storage::HostBuffer;

@@ -20,11 +20,11 @@ pub use simd::simd_level;
 
 use super::{Backend, KernelCtx, Values};
 use crate::error::{Error, Result};
-use crate::ops::creation::Distribution;
-use crate::ops::elementwise::{BinaryOp, UnaryOp};
-use crate::ops::movement::PadMode;
-use crate::ops::reduce::{ArgOp, ReduceOp, ScanOp};
-use crate::ops::{Meta, Op};
+use crate::op::creation::Distribution;
+use crate::op::elementwise::{BinaryOp, UnaryOp};
+use crate::op::movement::PadMode;
+use crate::op::reduce::{ArgOp, ReduceOp, ScanOp};
+use crate::op::{Meta, Op};
 use crate::tensor::layout::Layout;
 use crate::tensor::{Device, Scalar, Value};
 use smallvec::{smallvec, SmallVec};
@@ -108,7 +108,7 @@ pub(crate) fn execute(op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx
     let x = || inputs[0];
     let out = || &outs[0];
     let v: Value = match op {
-        Op::Const { value } => super::transfer(value.0.value()?, Device::CPU)?,
+        Op::Const { value } => super::transfer(&value.0, Device::CPU)?,
         Op::Placeholder { .. } => {
             return Err(Error::precondition("a placeholder has no value: feed it in Session::run"));
         }
@@ -153,7 +153,7 @@ pub(crate) fn execute(op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx
             Some(offset) => {
                 let off = elementwise::cast(offset, crate::tensor::DType::I64)?;
                 let o = off.contiguous_slice::<i64>().and_then(|s| s.first().copied()).unwrap_or(0);
-                let mixed = crate::ops::creation::splitmix64(*seed ^ crate::ops::creation::splitmix64(o as u64));
+                let mixed = crate::op::creation::splitmix64(*seed ^ crate::op::creation::splitmix64(o as u64));
                 creation::random(dist, &out().shape, out().dtype, mixed, 0)?
             }
             None => creation::random(dist, &out().shape, out().dtype, *seed, ctx.random_stream)?,

@@ -6,7 +6,7 @@
 use super::elementwise::map_unary;
 use super::parallel::GRAIN;
 use crate::error::{bail, Result};
-use crate::ops::Meta;
+use crate::op::Meta;
 use crate::tensor::dtype::{with_dtype, Element};
 use crate::tensor::layout::{Layout, Strides};
 use crate::tensor::storage::HostBuffer;
@@ -460,15 +460,15 @@ pub(crate) fn sum_to(g: &Value, out: &Meta) -> Result<Value> {
     let summed = if axes.is_empty() {
         g.clone()
     } else {
-        let keep = crate::ops::reduce::reduced_shape(g.shape(), &axes, true);
-        super::reduce::reduce(crate::ops::reduce::ReduceOp::Sum, g, &axes, &Meta::new(g.dtype, keep))?
+        let keep = crate::op::reduce::reduced_shape(g.shape(), &axes, true);
+        super::reduce::reduce(crate::op::reduce::ReduceOp::Sum, g, &axes, &Meta::new(g.dtype, keep))?
     };
     let spec: Vec<i64> = out.shape.iter().map(|&d| d as i64).collect();
     reshape(&summed, &spec)
 }
 
 /// Zeros shaped like `out`, with `g` written into the region `spec` selects.
-pub(crate) fn strided_slice_grad(g: &Value, spec: &[crate::ops::movement::SliceItem], out: &Meta) -> Result<Value> {
+pub(crate) fn strided_slice_grad(g: &Value, spec: &[crate::op::movement::SliceItem], out: &Meta) -> Result<Value> {
     with_dtype!(g.dtype, T => {
         let mut buf = HostBuffer::zeroed::<T>(out.shape.numel_known())?;
         let region = strided_layout(&Layout::contiguous(out.shape.clone()), spec)?;

@@ -8,7 +8,7 @@ use super::movement::materialize;
 use super::parallel::Shared;
 use super::simd::{vectorize, Kernel};
 use crate::error::{bail, Result};
-use crate::ops::optim::UpdateRule;
+use crate::op::optim::UpdateRule;
 use crate::tensor::dtype::Element;
 use crate::tensor::storage::HostBuffer;
 use crate::tensor::{DType, Value};

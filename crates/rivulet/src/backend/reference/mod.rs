@@ -11,10 +11,10 @@
 
 use super::Backend;
 use crate::error::{bail, Result};
-use crate::ops::creation::{Distribution, RandomStream, Sample};
-use crate::ops::elementwise::{BinaryOp, UnaryOp, SELU_ALPHA, SELU_SCALE};
-use crate::ops::reduce::{ArgOp, ReduceOp, ScanOp};
-use crate::ops::Meta;
+use crate::op::creation::{Distribution, RandomStream, Sample};
+use crate::op::elementwise::{BinaryOp, UnaryOp, SELU_ALPHA, SELU_SCALE};
+use crate::op::reduce::{ArgOp, ReduceOp, ScanOp};
+use crate::op::Meta;
 use crate::tensor::dtype::{with_dtype, Element};
 use crate::tensor::layout::Layout;
 use crate::tensor::storage::{try_vec_with_capacity, HostBuffer};

@@ -9,71 +9,14 @@
 //! a call copies nothing in or out, and sees and makes the eager values).
 //! Gradient tapes work inside (they record the symbolic ops).
 
-use super::session::{Session, SessionOptions};
+use crate::context::{self, TraceState};
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Operation};
-use crate::ops::Variable;
-use crate::tensor::{DType, Shape, Tensor, UNKNOWN};
+use crate::graph::{Graph, Operation, Tensor};
+use crate::runtime::{Session, SessionOptions};
+use crate::tensor::{DType, Shape, UNKNOWN};
 use parking_lot::Mutex;
 use std::cell::RefCell;
 use std::rc::Rc;
-
-/// One captured eager variable and its stand-in in the traced graph.
-struct Capture {
-    eager: Variable,
-    mirror: Variable,
-}
-
-/// What a trace in progress collects.
-pub(crate) struct TraceState {
-    graph: Graph,
-    captures: RefCell<Vec<Capture>>,
-    /// Assignments made by the traced code: run as targets on every call.
-    effects: RefCell<Vec<Operation>>,
-    /// The latest value assigned to each captured variable (by id): reads
-    /// after a write see it, in program order.
-    latest: RefCell<rustc_hash::FxHashMap<u64, Tensor>>,
-}
-
-thread_local! {
-    static TRACES: RefCell<Vec<Rc<TraceState>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// The trace in progress on this thread, if any.
-pub(crate) fn current_trace() -> Option<Rc<TraceState>> {
-    TRACES.with(|t| t.borrow().last().cloned())
-}
-
-impl TraceState {
-    /// The stand-in of eager variable `v` in the traced graph (created on first use).
-    pub(crate) fn capture(&self, v: &Variable) -> Result<Variable> {
-        if let Some(c) = self.captures.borrow().iter().find(|c| c.eager.id() == v.id()) {
-            return Ok(c.mirror.clone());
-        }
-        // The stand-in's value is the eager variable's: its initializer
-        // never runs (a Fill node: no data is kept for it).
-        let zero = crate::ops::zeros(&self.graph, v.shape().clone(), v.dtype())?;
-        let mirror = Variable::in_graph(&self.graph, &format!("captured/{}", v.name()), &zero, v.trainable())?;
-        self.captures.borrow_mut().push(Capture { eager: v.clone(), mirror: mirror.clone() });
-        Ok(mirror)
-    }
-
-    /// The traced code assigned `value` to a captured variable.
-    pub(crate) fn assigned(&self, v: &Variable, value: &Tensor) {
-        self.effects.borrow_mut().extend(value.op());
-        self.latest.borrow_mut().insert(v.id(), value.clone());
-    }
-
-    /// The value a read of `v` sees here: the last assignment traced so far,
-    /// else the variable's value when the run reads it (before this call's
-    /// own writes).
-    pub(crate) fn read(&self, v: &Variable) -> Result<Tensor> {
-        if let Some(t) = self.latest.borrow().get(&v.id()) {
-            return Ok(t.clone());
-        }
-        Ok(self.capture(v)?.current())
-    }
-}
 
 /// Dtype and shape of each argument of one trace.
 type Signature = Vec<(DType, Shape)>;
@@ -245,15 +188,8 @@ where
             effects: RefCell::new(Vec::new()),
             latest: RefCell::new(rustc_hash::FxHashMap::default()),
         });
-        TRACES.with(|t| t.borrow_mut().push(state.clone()));
-        struct Pop;
-        impl Drop for Pop {
-            fn drop(&mut self) {
-                TRACES.with(|t| t.borrow_mut().pop());
-            }
-        }
         let result = {
-            let _pop = Pop;
+            let _trace = context::push_trace(state.clone());
             let _default = graph.as_default();
             (self.f)(&inputs)
         };

@@ -3,7 +3,8 @@
 //! `Tensor::from([[1.0f32, 2.0], [3.0, 4.0]])` builds a 2x2 tensor; the shape
 //! comes from the array type, so these conversions cannot fail.
 
-use super::{Element, Shape, Tensor};
+use super::Tensor;
+use crate::tensor::{Element, Shape};
 use half::{bf16, f16};
 
 macro_rules! from_scalar {

@@ -1,6 +1,8 @@
 //! Printing tensors the way NumPy prints arrays, abbreviated when large.
 
-use super::{dtype::with_dtype, Element, Repr, Tensor};
+use super::tensor::{Repr, Tensor};
+use crate::tensor::dtype::with_dtype;
+use crate::tensor::Element;
 use std::fmt;
 
 const EDGE: usize = 3;

@@ -1,14 +1,14 @@
 //! NumPy `.npy` files (format versions 1.0, 2.0 and 3.0), read and write.
 //!
 //! Files are untrusted: the header length is bounded, the shape is checked
-//! against [`MAX_ELEMENTS`](super::shape::MAX_ELEMENTS) before anything is
+//! against [`MAX_ELEMENTS`](crate::tensor::shape::MAX_ELEMENTS) before anything is
 //! allocated, the data must have exactly the bytes the header promises, and
 //! bool data must be 0 or 1. Big-endian and Fortran-order arrays are
 //! converted on load.
 
-use super::dtype::with_dtype;
-use super::{DType, Shape, Tensor};
 use crate::error::{bail, Error, Result};
+use crate::graph::Tensor;
+use crate::tensor::{DType, Shape, Value};
 use std::io::{Read, Write};
 use std::path::Path;
 
@@ -91,24 +91,6 @@ fn parse_header(header: &str) -> Result<(DType, bool, bool, Shape)> {
     Ok((dtype, big, fortran, shape))
 }
 
-/// A tensor from little-endian element bytes (bool bytes must be 0 or 1).
-pub(crate) fn tensor_from_le_bytes(dtype: DType, shape: Shape, bytes: &[u8]) -> Result<Tensor> {
-    let n = shape.checked_numel()?;
-    if bytes.len() != n * dtype.size() {
-        bail!(format, "{} bytes cannot hold {dtype}{shape}", bytes.len());
-    }
-    if dtype == DType::Bool {
-        if let Some(b) = bytes.iter().find(|&&b| b > 1) {
-            bail!(format, "bool data holds the byte {b}, not 0 or 1");
-        }
-    }
-    // Straight into tensor storage: one copy of the data, and an error
-    // rather than an abort when memory runs out.
-    let mut buf = super::storage::HostBuffer::new(bytes.len())?;
-    buf.bytes_mut().copy_from_slice(bytes);
-    Ok(super::Value::from_buffer(dtype, shape, buf).into_tensor())
-}
-
 /// A short read is a damaged file; any other read failure is an I/O error.
 fn header_error(e: std::io::Error, what: &str) -> Error {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -158,11 +140,11 @@ pub fn read_npy(mut reader: impl Read) -> Result<Tensor> {
     }
     if fortran && shape.rank() > 1 {
         let reversed: Vec<usize> = shape.iter().rev().copied().collect();
-        let t = tensor_from_le_bytes(dtype, Shape::from(reversed), &data)?;
+        let t = Value::from_le_bytes(dtype, Shape::from(reversed), &data)?.into_tensor();
         let perm: Vec<usize> = (0..shape.rank()).rev().collect();
         return crate::ops::movement::transpose(&t, &perm).and_then(|t| contiguous(&t));
     }
-    tensor_from_le_bytes(dtype, shape, &data)
+    Ok(Value::from_le_bytes(dtype, shape, &data)?.into_tensor())
 }
 
 fn contiguous(t: &Tensor) -> Result<Tensor> {
@@ -190,18 +172,8 @@ pub fn write_npy(t: &Tensor, mut writer: impl Write) -> Result<()> {
     writer.write_all(&[1, 0])?;
     writer.write_all(&(header.len() as u16).to_le_bytes())?;
     writer.write_all(header.as_bytes())?;
-    writer.write_all(&le_bytes(t)?)?;
+    writer.write_all(&t.value()?.to_le_bytes()?)?;
     Ok(())
-}
-
-/// The elements of `t` as little-endian bytes in row-major order.
-pub(crate) fn le_bytes(t: &Tensor) -> Result<Vec<u8>> {
-    with_dtype!(t.dtype(), T => {
-        let v = t.to_vec::<T>()?;
-        let size = std::mem::size_of::<T>();
-        // SAFETY: plain-old-data elements viewed as bytes.
-        Ok(unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), v.len() * size) }.to_vec())
-    })
 }
 
 /// Read a `.npy` file.
