@@ -183,6 +183,31 @@ pub(crate) fn execute_on(device: Device, op: &Op, inputs: &[&Value], ctx: &Kerne
     run_inferred(be, op, inputs, &outputs, ctx)
 }
 
+/// [`execute_on`] (or [`execute_donating`], with `donated`) with the outputs
+/// already inferred: a compiled plan's step whose shapes were known when it
+/// compiled, run on inputs of exactly those shapes.
+pub(crate) fn execute_inferred(
+    device: Device,
+    op: &Op,
+    inputs: &[&Value],
+    outputs: &[Meta],
+    donated: Option<usize>,
+    ctx: &KernelCtx,
+) -> Result<Values> {
+    if !inputs.iter().all(|v| v.device() == device) {
+        return execute_on(device, op, inputs, ctx);
+    }
+    if device != Device::CPU {
+        return run_inferred(backend(device)?, op, inputs, outputs, ctx);
+    }
+    if let (Some(pos), [out]) = (donated, outputs) {
+        if let Some(v) = cpu::in_place::try_in_place(op, inputs, pos, out) {
+            return Ok(smallvec::smallvec![v]);
+        }
+    }
+    cpu::execute(op, inputs, outputs, ctx)
+}
+
 /// The output metas of `op` on these values, each within the element limit.
 #[inline(always)]
 fn infer(op: &Op, inputs: &[&Value]) -> Result<crate::op::Metas> {

@@ -208,7 +208,7 @@ impl Tensor {
         if let Some(s) = v.contiguous_slice::<T>() {
             return copy(s);
         }
-        let c = crate::backend::cpu::movement::materialize(v)?;
+        let c = crate::backend::cpu::copy::materialize(v)?;
         copy(c.contiguous_slice::<T>().unwrap_or_default())
     }
 

@@ -149,7 +149,7 @@ pub fn read_npy(mut reader: impl Read) -> Result<Tensor> {
 
 fn contiguous(t: &Tensor) -> Result<Tensor> {
     let v = t.value()?;
-    Ok(Tensor::from_value(crate::backend::cpu::movement::materialize(v)?))
+    Ok(Tensor::from_value(crate::backend::cpu::copy::materialize(v)?))
 }
 
 /// Write `t` as a version 1.0 `.npy` array.

@@ -5,7 +5,7 @@
 //! number on one side takes the dtype of the tensor on the other.
 
 use super::{apply1, Op};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::graph::Tensor;
 use crate::op::elementwise::{binary_table, unary_table};
 pub use crate::op::elementwise::{BinaryOp, UnaryOp, SELU_ALPHA, SELU_SCALE};
@@ -122,14 +122,6 @@ pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
 #[track_caller]
 pub fn clip_by_value<'a, 'b>(x: &Tensor, lo: impl Into<Operand<'a>>, hi: impl Into<Operand<'b>>) -> Result<Tensor> {
     minimum(&maximum(x, lo)?, hi)
-}
-
-/// Check an operand list for the variadic helpers.
-pub(crate) fn nonempty<'a>(what: &str, xs: &'a [&'a Tensor]) -> Result<&'a [&'a Tensor]> {
-    if xs.is_empty() {
-        return Err(Error::invalid(format!("{what} needs at least one tensor")));
-    }
-    Ok(xs)
 }
 
 macro_rules! operator {

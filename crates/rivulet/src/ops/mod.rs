@@ -104,6 +104,14 @@ pub(crate) fn apply1_in(ctx: Ctx<'_>, op: Op, inputs: &[&Tensor]) -> Result<Tens
     apply_in(ctx, op, inputs).map(|mut v| v.swap_remove(0))
 }
 
+/// Check an operand list for the variadic helpers.
+pub(crate) fn nonempty<'a>(what: &str, xs: &'a [&'a Tensor]) -> Result<&'a [&'a Tensor]> {
+    if xs.is_empty() {
+        return Err(Error::invalid(format!("{what} needs at least one tensor")));
+    }
+    Ok(xs)
+}
+
 /// Give an error of a public function the context of its call: op type,
 /// inputs, the caller's line. Used for argument errors found before the op
 /// is built (a bad axis, say), and around composites, whose inner ops would

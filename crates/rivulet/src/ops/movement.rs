@@ -112,7 +112,7 @@ pub fn broadcast_to(x: &Tensor, shape: impl Into<Shape>) -> Result<Tensor> {
 /// Join tensors along an existing `axis`.
 #[track_caller]
 pub fn concat(xs: &[&Tensor], axis: i64) -> Result<Tensor> {
-    let first = checked(super::elementwise::nonempty("concat", xs), "ConcatV2", xs)?[0];
+    let first = checked(super::nonempty("concat", xs), "ConcatV2", xs)?[0];
     let axis = checked(normalize_axis(axis, first.rank()), "ConcatV2", xs)?;
     apply1(Op::Concat { axis }, xs)
 }
@@ -124,7 +124,7 @@ pub fn stack(xs: &[&Tensor], axis: i64) -> Result<Tensor> {
 }
 
 fn stack_parts(xs: &[&Tensor], axis: i64) -> Result<Tensor> {
-    let first = super::elementwise::nonempty("stack", xs)?[0];
+    let first = super::nonempty("stack", xs)?[0];
     let axis = normalize_axis(axis, first.rank() + 1)?;
     for (i, x) in xs.iter().enumerate().skip(1) {
         if x.dtype() != first.dtype() || !x.shape().is_compatible_with(first.shape()) {

@@ -21,23 +21,6 @@ pub fn log_softmax(x: &Tensor, axis: i64) -> Result<Tensor> {
     apply1(Op::LogSoftmax { axis }, &[x])
 }
 
-/// Softmax written with primitives: what the fused kernel computes, for
-/// backends without one and for testing.
-#[track_caller]
-pub fn softmax_decomposed(x: &Tensor, axis: i64) -> Result<Tensor> {
-    let m = reduce::max(x, axis, true)?;
-    let e = ew::exp(&ew::sub(x, &m)?)?;
-    ew::div(&e, &reduce::sum(&e, axis, true)?)
-}
-
-/// Log-softmax written with primitives.
-#[track_caller]
-pub fn log_softmax_decomposed(x: &Tensor, axis: i64) -> Result<Tensor> {
-    let m = reduce::max(x, axis, true)?;
-    let shifted = ew::sub(x, &m)?;
-    ew::sub(&shifted, &ew::log(&reduce::sum(&ew::exp(&shifted)?, axis, true)?)?)
-}
-
 /// The `k` largest entries along the last axis, largest first, and their
 /// indices (i32); ties keep the lower index first.
 #[track_caller]

@@ -10,8 +10,10 @@
 
 use crate::error::{OpContext, Result};
 use crate::graph::NodeId;
-use crate::op::{Meta, Op};
+use crate::op::{Meta, Metas, Op};
+use crate::passes::IrNode;
 use crate::passes::{self, IrEdge, IrGraph, PassDump, PassOptions};
+use crate::tensor::Value;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::sync::atomic::AtomicU64;
@@ -68,7 +70,42 @@ pub(crate) struct Step {
     pub work: usize,
     /// Where the step runs (placement decided it).
     pub device: crate::tensor::Device,
+    /// Input and output types inferred when the plan compiled, where every
+    /// shape was fully known: a run whose inputs have exactly these types
+    /// skips inference.
+    pub inferred: Option<Inferred>,
     pub context: OpContext,
+}
+
+/// The types of a step, inferred once at compile time.
+pub(crate) struct Inferred {
+    pub inputs: SmallVec<[Meta; 4]>,
+    pub outputs: Metas,
+}
+
+impl Inferred {
+    /// For a stateless node whose input shapes are all fully known.
+    fn of(ir: &IrGraph, node: &IrNode) -> Option<Inferred> {
+        let inputs: SmallVec<[Meta; 4]> =
+            node.inputs.iter().map(|e| ir.nodes[e.node].outputs[e.index].clone()).collect();
+        if !inputs.iter().all(|m| m.shape.is_fully_known()) {
+            return None;
+        }
+        let outputs = node.op.infer(&inputs).ok()?;
+        // An output with an unknown (or too large) dimension is an error the
+        // run reports, with the step's context.
+        if !outputs.iter().all(|m| m.shape.checked_numel().is_ok()) {
+            return None;
+        }
+        Some(Inferred { inputs, outputs })
+    }
+
+    /// Whether `values` have exactly the types inferred for.
+    #[inline]
+    pub fn matches(&self, values: &[&Value]) -> bool {
+        values.len() == self.inputs.len()
+            && values.iter().zip(&self.inputs).all(|(v, m)| v.dtype == m.dtype && *v.shape() == m.shape)
+    }
 }
 
 /// A compiled request.
@@ -196,6 +233,10 @@ fn lower(
             reads.sort_unstable();
             reads.dedup();
             let random = matches!(node.op, Op::Random { .. } | Op::RandomLike { .. });
+            let inferred = match stateful {
+                Stateful::No => Inferred::of(ir, node),
+                _ => None,
+            };
             Step {
                 stateful,
                 op: node.op.clone(),
@@ -212,6 +253,7 @@ fn lower(
                 },
                 work,
                 device: node.device.unwrap_or(crate::tensor::Device::CPU),
+                inferred,
                 context: node.context(),
             }
         })

@@ -7,7 +7,7 @@
 //! A `Session` is `Send + Sync`: many threads may run it at once.
 
 use super::plan::{compile, Compile, Plan, PlanReport, Slot, Stateful, Step};
-use super::store::{VariableCell, VariableStore};
+use super::store::{uninitialized, VariableCell, VariableStore};
 use super::Variable;
 use crate::backend::{self, KernelCtx};
 use crate::error::{Error, Result};
@@ -378,12 +378,6 @@ fn kernel_ctx(step: &Step) -> KernelCtx {
     }
 }
 
-pub(super) fn uninitialized(name: &str) -> Error {
-    Error::precondition(format!(
-        "variable '{name}' is not initialized: run its initializer (graph.global_variables_initializer()) first"
-    ))
-}
-
 fn run_step(
     step: &Step,
     inputs: &[&Value],
@@ -391,8 +385,12 @@ fn run_step(
     donated: Option<usize>,
 ) -> Result<SmallVec<[Value; 1]>> {
     let result = match &step.stateful {
-        Stateful::No => match donated {
-            Some(pos) if step.device == Device::CPU => {
+        Stateful::No => match (&step.inferred, donated) {
+            (Some(known), _) if known.matches(inputs) => {
+                let donated = donated.filter(|_| step.device == Device::CPU);
+                backend::execute_inferred(step.device, &step.op, inputs, &known.outputs, donated, &kernel_ctx(step))
+            }
+            (_, Some(pos)) if step.device == Device::CPU => {
                 backend::execute_donating(&step.op, inputs, pos, &kernel_ctx(step))
             }
             _ => backend::execute_on(step.device, &step.op, inputs, &kernel_ctx(step)),

@@ -9,7 +9,6 @@
 //! simply waits: it runs the update's remaining chunks itself, and then
 //! waits only for chunks that other threads are running right now.
 
-use super::session::uninitialized;
 use crate::backend::{self, InPlaceUpdate};
 use crate::error::{Error, Result};
 use crate::graph::NodeId;
@@ -366,6 +365,13 @@ impl VariableStore {
             vars.iter().map(|(v, name)| self.cell(*v).ok_or_else(|| uninitialized(name))).collect::<Result<_>>()?;
         update(rule, &cells, grad, lr, step)
     }
+}
+
+/// The error for reading a variable before its initializer ran.
+pub(super) fn uninitialized(name: &str) -> Error {
+    Error::precondition(format!(
+        "variable '{name}' is not initialized: run its initializer (graph.global_variables_initializer()) first"
+    ))
 }
 
 #[cfg(test)]

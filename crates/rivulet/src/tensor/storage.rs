@@ -241,7 +241,10 @@ pub(crate) fn try_vec_with_capacity<T>(n: usize) -> Result<Vec<T>> {
     check_request(n.saturating_mul(std::mem::size_of::<T>()))?;
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| {
-        crate::error::Error::new(crate::error::ErrorKind::InvalidArgument, format!("out of memory allocating {n} elements"))
+        crate::error::Error::new(
+            crate::error::ErrorKind::InvalidArgument,
+            format!("out of memory allocating {n} elements"),
+        )
     })?;
     Ok(v)
 }

@@ -576,9 +576,6 @@ fn logsumexp_variance_std_softmax_top_k() {
             same_partial(&format!("softmax {dtype} {axis}"), &[&x], |xs| ops::softmax(xs[0], axis));
             same_partial(&format!("log_softmax {dtype} {axis}"), &[&x], |xs| ops::log_softmax(xs[0], axis));
             same(&format!("softmax special {dtype} {axis}"), &[&xs_special], |xs| ops::softmax(xs[0], axis));
-            same(&format!("softmax_decomposed {dtype} {axis}"), &[&x], |xs| ops::softmax_decomposed(xs[0], axis));
-            let what = format!("log_softmax_decomposed {dtype} {axis}");
-            same(&what, &[&x], |xs| ops::log_softmax_decomposed(xs[0], axis));
         }
         for (axes, keep) in [(Axes::All, false), (Axes::List(vec![1]), false), (Axes::List(vec![0]), true)] {
             let what = format!("logsumexp {dtype} {axes:?} {keep}");

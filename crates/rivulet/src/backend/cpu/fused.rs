@@ -78,7 +78,7 @@ enum AnySource<'a> {
 fn source<'a, T: crate::tensor::Element>(v: &'a Value, shape: &Shape) -> Result<Source<'a, T>> {
     if v.numel() == 1 {
         return Ok(Source::Scalar(
-            crate::backend::cpu::movement::materialize(v)?.contiguous_slice::<T>().map(|s| s[0]).unwrap_or_default(),
+            crate::backend::cpu::copy::materialize(v)?.contiguous_slice::<T>().map(|s| s[0]).unwrap_or_default(),
         ));
     }
     if v.shape() == shape {
@@ -1305,14 +1305,14 @@ pub(crate) fn fused_matmul(
 ) -> Result<Value> {
     let y = super::matmul::matmul(a, b, ta, tb, out)?;
     let n = *out.shape.last().unwrap_or(&1);
-    let bias_c = super::movement::materialize(bias)?;
+    let bias_c = super::copy::materialize(bias)?;
     let bias_s = bias_c.contiguous_slice::<f32>().unwrap_or(&[]);
     if bias_s.len() != n && bias_s.len() != 1 {
         bail!(shape, "FusedMatMul bias of {} elements for rows of {n}", bias_s.len());
     }
     let stride = if bias_s.len() == 1 { 0 } else { 1 };
-    let storage =
-        std::sync::Arc::try_unwrap(y.storage).map_err(|_| crate::error::Error::invalid("FusedMatMul output is shared"))?;
+    let storage = std::sync::Arc::try_unwrap(y.storage)
+        .map_err(|_| crate::error::Error::invalid("FusedMatMul output is shared"))?;
     let mut buf = storage.into_host();
     let data = buf.as_mut_slice::<f32>();
     let rows_per_task = (TASK / n.max(1)).max(1);

@@ -1,8 +1,8 @@
 //! Batched matrix multiplication: the `gemm` crate for floats (packed,
 //! vectorised, parallel), a blocked loop for integers.
 
+use super::copy::{copy, materialize};
 use super::elementwise::cast;
-use super::movement::{copy, materialize};
 use super::parallel::Shared;
 use crate::error::{bail, Result};
 use crate::op::Meta;

@@ -1,5 +1,6 @@
 //! The CPU backend: a kernel for every op.
 
+pub(crate) mod copy;
 pub(crate) mod creation;
 pub(crate) mod elementwise;
 pub(crate) mod fold_f32;

@@ -1,9 +1,9 @@
 //! Fused softmax / log-softmax (one pass per row over data in L1) and top_k.
 
+use super::copy::materialize;
 use super::elementwise::cast;
 use super::fold_f32;
 use super::math;
-use super::movement::materialize;
 use super::parallel::GRAIN;
 use super::reduce::Num;
 use super::simd::{vectorize, Kernel};

@@ -3,8 +3,8 @@
 //! `ApplyUpdate` op) or over the old ones ([`InPlaceUpdate`], for a
 //! session's variables: about a third less memory traffic).
 
+use super::copy::materialize;
 use super::elementwise::cast;
-use super::movement::materialize;
 use super::parallel::Shared;
 use super::simd::{vectorize, Kernel};
 use crate::error::{bail, Result};

@@ -5,10 +5,10 @@
 //! contiguous). Rows are folded with many independent accumulators in fixed
 //! blocks, so results do not depend on the thread count or the vector width.
 
+use super::copy::materialize;
 use super::elementwise::cast;
 use super::fold_f32;
 use super::loops::{Accumulate, Fold, Update};
-use super::movement::materialize;
 use super::parallel::GRAIN;
 use super::simd::vectorize;
 use crate::error::{bail, Result};
