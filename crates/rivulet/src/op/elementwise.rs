@@ -31,7 +31,7 @@ enum Domain {
 
 /// Makes `UnaryOp` from [`unary_table`].
 macro_rules! define_unary_ops {
-    ($( $(#[$doc:meta])* $variant:ident => $fname:ident, $tf:literal, $domain:ident; )*) => {
+    ($( $(#[$doc:meta])* $variant:ident => $fname:ident, $tf:literal, $domain:ident, $grad:expr; )*) => {
         /// A unary elementwise function.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
@@ -54,68 +54,85 @@ macro_rules! define_unary_ops {
     };
 }
 
-/// The unary ops: `unary_table!(m)` calls `m!` with every entry.
+/// The unary ops: `unary_table!(m)` calls `m!` with every entry: variant,
+/// public function, TensorFlow type, dtype domain, and the gradient rule
+/// `|x, y, g|` (input, output, output gradient) written with the public
+/// functions. This module only reads the first four; `crate::ops` expands
+/// the functions and the rules (`some(r)`: the gradient `r`; `none()`: no gradient).
 macro_rules! unary_table {
     ($then:ident) => {
         $then! {
             /// `-x`.
-            Neg => neg, "Neg", Numeric;
+            Neg => neg, "Neg", Numeric, |x, y, g| some(neg(g));
             /// `|x|`.
-            Abs => abs, "Abs", Numeric;
+            Abs => abs, "Abs", Numeric, |x, y, g| some(mul(g, &sign(x)?));
             /// `-1`, `0` or `1` by the sign of `x` (NaN stays NaN).
-            Sign => sign, "Sign", Numeric;
+            Sign => sign, "Sign", Numeric, |x, y, g| some(zeros_like(x));
             /// `x * x`.
-            Square => square, "Square", Numeric;
+            Square => square, "Square", Numeric, |x, y, g| some(mul(g, &mul(x, 2.0)?));
             /// `max(x, 0)`.
-            Relu => relu, "Relu", Numeric;
+            // Through the output, positive exactly where the input is (so a graph
+            // can run `relu(matmul + bias)` as one step; TensorFlow's ReluGrad takes
+            // the output too).
+            Relu => relu, "Relu", Numeric, |x, y, g| some(select(&greater(y, 0.0)?, g, 0.0));
             /// `min(max(x, 0), 6)`.
-            Relu6 => relu6, "Relu6", Numeric;
+            Relu6 => relu6, "Relu6", Numeric, |x, y, g| some(select(&logical_and(&greater(y, 0.0)?, &less(y, 6.0)?)?, g, 0.0));
             /// `e^x`.
-            Exp => exp, "Exp", Float;
+            Exp => exp, "Exp", Float, |x, y, g| some(mul(g, y));
             /// `e^x - 1`, accurate near 0.
-            Expm1 => expm1, "Expm1", Float;
+            Expm1 => expm1, "Expm1", Float, |x, y, g| some(mul(g, &add(y, 1.0)?));
             /// Natural logarithm.
-            Log => log, "Log", Float;
+            Log => log, "Log", Float, |x, y, g| some(div(g, x));
             /// `ln(1 + x)`, accurate near 0.
-            Log1p => log1p, "Log1p", Float;
+            Log1p => log1p, "Log1p", Float, |x, y, g| some(div(g, &add(x, 1.0)?));
             /// Square root.
-            Sqrt => sqrt, "Sqrt", Float;
+            Sqrt => sqrt, "Sqrt", Float, |x, y, g| some(div(&mul(g, 0.5)?, y));
             /// `1 / sqrt(x)`.
-            Rsqrt => rsqrt, "Rsqrt", Float;
+            // d/dx x^(-1/2) = -1/2 x^(-3/2) = -1/2 y^3.
+            Rsqrt => rsqrt, "Rsqrt", Float, |x, y, g| some(mul(&mul(g, -0.5)?, &mul(y, &square(y)?)?));
             /// `1 / x`.
-            Reciprocal => reciprocal, "Reciprocal", Float;
+            Reciprocal => reciprocal, "Reciprocal", Float, |x, y, g| some(neg(&mul(g, &square(y)?)?));
             /// Sine.
-            Sin => sin, "Sin", Float;
+            Sin => sin, "Sin", Float, |x, y, g| some(mul(g, &cos(x)?));
             /// Cosine.
-            Cos => cos, "Cos", Float;
+            Cos => cos, "Cos", Float, |x, y, g| some(neg(&mul(g, &sin(x)?)?));
             /// Tangent.
-            Tan => tan, "Tan", Float;
+            Tan => tan, "Tan", Float, |x, y, g| some(mul(g, &add(&square(y)?, 1.0)?));
             /// Hyperbolic tangent.
-            Tanh => tanh, "Tanh", Float;
+            Tanh => tanh, "Tanh", Float, |x, y, g| some(mul(g, &sub(1.0, &square(y)?)?));
             /// `1 / (1 + e^-x)`.
-            Sigmoid => sigmoid, "Sigmoid", Float;
+            Sigmoid => sigmoid, "Sigmoid", Float, |x, y, g| some(mul(g, &mul(y, &sub(1.0, y)?)?));
             /// `x` for `x > 0`, else `e^x - 1`.
-            Elu => elu, "Elu", Float;
+            Elu => elu, "Elu", Float, |x, y, g| some(select(&greater(x, 0.0)?, g, &mul(g, &add(y, 1.0)?)?));
             /// Scaled ELU (Klambauer et al. 2017) with its fixed constants.
-            Selu => selu, "Selu", Float;
+            // For x <= 0, y = scale * alpha * (e^x - 1), so dy/dx = y + scale * alpha.
+            Selu => selu, "Selu", Float, |x, y, g| some(select(&greater(x, 0.0)?, &mul(g, SELU_SCALE)?, &mul(g, &add(y, SELU_SCALE * SELU_ALPHA)?)?));
             /// Gaussian error linear unit, exact form `x * Φ(x)`.
-            Gelu => gelu, "Gelu", Float;
+            // d/dx x Φ(x) = Φ(x) + x φ(x).
+            Gelu => gelu, "Gelu", Float, |x, y, g| {
+                let cdf = mul(&add(&erf(&mul(x, std::f64::consts::FRAC_1_SQRT_2)?)?, 1.0)?, 0.5)?;
+                let pdf = mul(
+                    &exp(&mul(&square(x)?, -0.5)?)?,
+                    0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2,
+                )?;
+                some(mul(g, &add(&cdf, &mul(x, &pdf)?)?))
+            };
             /// `ln(1 + e^x)`, computed without overflow.
-            Softplus => softplus, "Softplus", Float;
+            Softplus => softplus, "Softplus", Float, |x, y, g| some(mul(g, &sigmoid(x)?));
             /// The error function.
-            Erf => erf, "Erf", Float;
+            Erf => erf, "Erf", Float, |x, y, g| some(mul(g, &mul(&exp(&neg(&square(x)?)?)?, std::f64::consts::FRAC_2_SQRT_PI)?));
             /// Largest integer not above `x`.
-            Floor => floor, "Floor", Numeric;
+            Floor => floor, "Floor", Numeric, |x, y, g| some(zeros_like(x));
             /// Smallest integer not below `x`.
-            Ceil => ceil, "Ceil", Numeric;
+            Ceil => ceil, "Ceil", Numeric, |x, y, g| some(zeros_like(x));
             /// Nearest integer, halves to even (banker's rounding, as TensorFlow).
-            Round => round, "Round", Numeric;
+            Round => round, "Round", Numeric, |x, y, g| some(zeros_like(x));
             /// Boolean not.
-            LogicalNot => logical_not, "LogicalNot", Bool;
+            LogicalNot => logical_not, "LogicalNot", Bool, |x, y, g| none();
             /// True where `x` is NaN.
-            IsNan => is_nan, "IsNan", FloatToBool;
+            IsNan => is_nan, "IsNan", FloatToBool, |x, y, g| none();
             /// True where `x` is neither infinite nor NaN.
-            IsFinite => is_finite, "IsFinite", FloatToBool;
+            IsFinite => is_finite, "IsFinite", FloatToBool, |x, y, g| none();
         }
     };
 }
@@ -152,7 +169,7 @@ enum BinaryDomain {
 
 /// Makes `BinaryOp` from [`binary_table`].
 macro_rules! define_binary_ops {
-    ($( $(#[$doc:meta])* $variant:ident => $fname:ident, $tf:literal, $domain:ident, $cmp:literal; )*) => {
+    ($( $(#[$doc:meta])* $variant:ident => $fname:ident, $tf:literal, $domain:ident, $cmp:literal, $da:expr, $db:expr; )*) => {
         /// A binary elementwise function.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
@@ -179,52 +196,105 @@ macro_rules! define_binary_ops {
     };
 }
 
-/// The binary ops: `binary_table!(m)` calls `m!` with every entry.
+/// The binary ops: `binary_table!(m)` calls `m!` with every entry: variant,
+/// public function, TensorFlow type, dtype domain, whether it compares, and
+/// the gradient rules `|a, b, y, g|` for `a` and for `b` (before summing
+/// back over broadcast dimensions; `same(g)` passes the gradient through).
 macro_rules! binary_table {
     ($then:ident) => {
         $then! {
             /// `a + b`.
-            Add => add, "AddV2", Numeric, false;
+            Add => add, "AddV2", Numeric, false,
+                |a, b, y, g| same(g),
+                |a, b, y, g| same(g);
             /// `a - b`.
-            Sub => sub, "Sub", Numeric, false;
+            Sub => sub, "Sub", Numeric, false,
+                |a, b, y, g| same(g),
+                |a, b, y, g| some(neg(g));
             /// `a * b`.
-            Mul => mul, "Mul", Numeric, false;
+            Mul => mul, "Mul", Numeric, false,
+                |a, b, y, g| some(mul(g, b)),
+                |a, b, y, g| some(mul(g, a));
             /// `a / b`: true division for floats, truncating for integers (division
             /// by an integer zero is an error).
-            Div => div, "RealDiv", Numeric, false;
+            Div => div, "RealDiv", Numeric, false,
+                |a, b, y, g| some(div(g, b)),
+                |a, b, y, g| some(neg(&div(&mul(g, y)?, b)?));
             /// `floor(a / b)` (Python's `//`).
-            FloorDiv => floor_div, "FloorDiv", Numeric, false;
+            FloorDiv => floor_div, "FloorDiv", Numeric, false,
+                |a, b, y, g| none(),
+                |a, b, y, g| none();
             /// Remainder with the sign of `b` (Python's `%`, TensorFlow's `floormod`).
-            FloorMod => floor_mod, "FloorMod", Numeric, false;
+            FloorMod => floor_mod, "FloorMod", Numeric, false,
+                |a, b, y, g| same(g),
+                |a, b, y, g| some(neg(&mul(g, &floor_div(a, b)?)?));
             /// `a ^ b`.
-            Pow => pow, "Pow", Numeric, false;
+            // d/da a^b = b a^(b-1); d/db a^b = a^b ln a (taken as 0 where a <= 0).
+            Pow => pow, "Pow", Numeric, false,
+                |a, b, y, g| some(mul(g, &mul(b, &pow(a, &sub(b, 1.0)?)?)?)),
+                |a, b, y, g| {
+                let positive = greater(a, 0.0)?;
+                let safe_a = select(&positive, a, 1.0)?;
+                some(mul(g, &select(&positive, &mul(y, &log(&safe_a)?)?, 0.0)?))
+            };
             /// Larger of the two (NaN if either is NaN).
-            Maximum => maximum, "Maximum", Numeric, false;
+            // The gradient goes to `a` on ties.
+            Maximum => maximum, "Maximum", Numeric, false,
+                |a, b, y, g| some(select(&greater_equal(a, b)?, g, 0.0)),
+                |a, b, y, g| some(select(&greater_equal(a, b)?, 0.0, g));
             /// Smaller of the two (NaN if either is NaN).
-            Minimum => minimum, "Minimum", Numeric, false;
+            // The gradient goes to `a` on ties.
+            Minimum => minimum, "Minimum", Numeric, false,
+                |a, b, y, g| some(select(&less_equal(a, b)?, g, 0.0)),
+                |a, b, y, g| some(select(&less_equal(a, b)?, 0.0, g));
             /// The angle of the point `(b, a)`: `atan(a / b)` in the right quadrant
             /// (TensorFlow's `atan2(y, x)` with `y = a`, `x = b`).
-            Atan2 => atan2, "Atan2", Float, false;
+            // d/da atan2(a, b) = b / (a^2 + b^2); d/db = -a / (a^2 + b^2).
+            Atan2 => atan2, "Atan2", Float, false,
+                |a, b, y, g| some(div(&mul(g, b)?, &add(&square(a)?, &square(b)?)?)),
+                |a, b, y, g| some(neg(&div(&mul(g, a)?, &add(&square(a)?, &square(b)?)?)?));
             /// `sqrt(a^2 + b^2)` without overflow or underflow on the way.
-            Hypot => hypot, "Hypot", Float, false;
+            // d/da hypot(a, b) = a / hypot(a, b), taken as 0 at the origin.
+            Hypot => hypot, "Hypot", Float, false,
+                |a, b, y, g| some(mul(g, &select(&greater(y, 0.0)?, &div(a, &select(&greater(y, 0.0)?, y, 1.0)?)?, 0.0)?)),
+                |a, b, y, g| some(mul(g, &select(&greater(y, 0.0)?, &div(b, &select(&greater(y, 0.0)?, y, 1.0)?)?, 0.0)?));
             /// `log(exp(a) + exp(b))` without overflow.
-            LogAddExp => logaddexp, "LogAddExp", Float, false;
+            // d/da log(e^a + e^b) = e^(a - y) = sigmoid(a - b).
+            LogAddExp => logaddexp, "LogAddExp", Float, false,
+                |a, b, y, g| some(mul(g, &sigmoid(&sub(a, b)?)?)),
+                |a, b, y, g| some(mul(g, &sigmoid(&sub(b, a)?)?));
             /// `a == b`.
-            Equal => equal, "Equal", Any, true;
+            Equal => equal, "Equal", Any, true,
+                |a, b, y, g| none(),
+                |a, b, y, g| none();
             /// `a != b`.
-            NotEqual => not_equal, "NotEqual", Any, true;
+            NotEqual => not_equal, "NotEqual", Any, true,
+                |a, b, y, g| none(),
+                |a, b, y, g| none();
             /// `a < b`.
-            Less => less, "Less", Numeric, true;
+            Less => less, "Less", Numeric, true,
+                |a, b, y, g| none(),
+                |a, b, y, g| none();
             /// `a <= b`.
-            LessEqual => less_equal, "LessEqual", Numeric, true;
+            LessEqual => less_equal, "LessEqual", Numeric, true,
+                |a, b, y, g| none(),
+                |a, b, y, g| none();
             /// `a > b`.
-            Greater => greater, "Greater", Numeric, true;
+            Greater => greater, "Greater", Numeric, true,
+                |a, b, y, g| none(),
+                |a, b, y, g| none();
             /// `a >= b`.
-            GreaterEqual => greater_equal, "GreaterEqual", Numeric, true;
+            GreaterEqual => greater_equal, "GreaterEqual", Numeric, true,
+                |a, b, y, g| none(),
+                |a, b, y, g| none();
             /// Boolean and.
-            LogicalAnd => logical_and, "LogicalAnd", Bool, false;
+            LogicalAnd => logical_and, "LogicalAnd", Bool, false,
+                |a, b, y, g| none(),
+                |a, b, y, g| none();
             /// Boolean or.
-            LogicalOr => logical_or, "LogicalOr", Bool, false;
+            LogicalOr => logical_or, "LogicalOr", Bool, false,
+                |a, b, y, g| none(),
+                |a, b, y, g| none();
         }
     };
 }

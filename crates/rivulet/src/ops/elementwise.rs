@@ -4,16 +4,17 @@
 //! Binary ops take the same dtype on both sides (as TensorFlow does); a Rust
 //! number on one side takes the dtype of the tensor on the other.
 
-use super::{apply1, Op};
+use super::{apply1, zeros_like, Op};
 use crate::error::Result;
 use crate::graph::Tensor;
 use crate::op::elementwise::{binary_table, unary_table};
 pub use crate::op::elementwise::{BinaryOp, UnaryOp, SELU_ALPHA, SELU_SCALE};
 use crate::tensor::{DType, Scalar};
 
-/// Makes one public function per entry of the unary table.
+/// Makes one public function per entry of the unary table, and
+/// [`unary_grad`] from the entries' gradient rules.
 macro_rules! unary_functions {
-    ($( $(#[$doc:meta])* $variant:ident => $fname:ident, $tf:literal, $domain:ident; )*) => {
+    ($( $(#[$doc:meta])* $variant:ident => $fname:ident, $tf:literal, $domain:ident, $grad:expr; )*) => {
         $(
             $(#[$doc])*
             #[track_caller]
@@ -21,13 +22,23 @@ macro_rules! unary_functions {
                 apply1(Op::Unary { f: UnaryOp::$variant }, &[x])
             }
         )*
+
+        /// Gradient of unary op `f` at input `x` with output `y`, given the
+        /// output gradient `g` (`None`: the op has no gradient).
+        #[allow(unused_variables)]
+        pub(crate) fn unary_grad(f: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+            match f {
+                $( UnaryOp::$variant => ($grad)(x, y, g), )*
+            }
+        }
     };
 }
 unary_table!(unary_functions);
 
-/// Makes one public function per entry of the binary table.
+/// Makes one public function per entry of the binary table, and
+/// [`binary_grad`] from the entries' gradient rules.
 macro_rules! binary_functions {
-    ($( $(#[$doc:meta])* $variant:ident => $fname:ident, $tf:literal, $domain:ident, $cmp:literal; )*) => {
+    ($( $(#[$doc:meta])* $variant:ident => $fname:ident, $tf:literal, $domain:ident, $cmp:literal, $da:expr, $db:expr; )*) => {
         $(
             $(#[$doc])*
             #[track_caller]
@@ -35,9 +46,45 @@ macro_rules! binary_functions {
                 binary(BinaryOp::$variant, a.into(), b.into())
             }
         )*
+
+        /// Gradient of a binary op with broadcasting: each side's gradient
+        /// is summed back to that side's shape. `wants` says which sides are
+        /// needed; the rules of the others do not run.
+        #[allow(unused_variables)]
+        pub(crate) fn binary_grad(
+            f: BinaryOp,
+            a: &Tensor,
+            b: &Tensor,
+            y: &Tensor,
+            g: &Tensor,
+            wants: [bool; 2],
+        ) -> Result<[Option<Tensor>; 2]> {
+            let back = |grad: Option<Tensor>, like: &Tensor| grad.map(|t| super::movement::sum_to(&t, like)).transpose();
+            Ok(match f {
+                $( BinaryOp::$variant => [
+                    if wants[0] { back(($da)(a, b, y, g)?, a)? } else { None },
+                    if wants[1] { back(($db)(a, b, y, g)?, b)? } else { None },
+                ], )*
+            })
+        }
     };
 }
 binary_table!(binary_functions);
+
+/// A gradient rule's result: the gradient `r`.
+fn some(r: Result<Tensor>) -> Result<Option<Tensor>> {
+    r.map(Some)
+}
+
+/// A gradient rule's result: no gradient (integer-valued or boolean ops).
+fn none() -> Result<Option<Tensor>> {
+    Ok(None)
+}
+
+/// A gradient rule's result: the output gradient itself.
+fn same(g: &Tensor) -> Result<Option<Tensor>> {
+    Ok(Some(g.clone()))
+}
 
 /// One side of a binary op: a tensor, or a Rust number that takes the other side's dtype.
 #[derive(Clone)]
@@ -209,115 +256,4 @@ impl std::ops::Neg for Tensor {
     fn neg(self) -> Result<Tensor> {
         neg(&self)
     }
-}
-
-/// Gradient of a unary op: `g` flows back through `y = f(x)`. `None` for
-/// ops without a gradient (logical ops, NaN tests).
-pub(crate) fn unary_grad(f: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-    use UnaryOp::*;
-    let zeros = || super::zeros_like(x);
-    Ok(Some(match f {
-        Neg => neg(g)?,
-        Abs => mul(g, &sign(x)?)?,
-        Sign | Floor | Ceil | Round => zeros()?,
-        Square => mul(g, &mul(x, 2.0)?)?,
-        // Through the output, which is positive exactly where the input is
-        // (and in (0, 6) exactly where the input is, for Relu6): then the
-        // pre-activation is not needed after the forward pass, so a graph
-        // runs `relu(matmul + bias)` as one step (TensorFlow's ReluGrad
-        // takes the output too).
-        Relu => select(&greater(y, 0.0)?, g, 0.0)?,
-        Relu6 => select(&logical_and(&greater(y, 0.0)?, &less(y, 6.0)?)?, g, 0.0)?,
-        Exp => mul(g, y)?,
-        Expm1 => mul(g, &add(y, 1.0)?)?,
-        Log => div(g, x)?,
-        Log1p => div(g, &add(x, 1.0)?)?,
-        Sqrt => div(&mul(g, 0.5)?, y)?,
-        // d/dx x^(-1/2) = -1/2 x^(-3/2) = -1/2 y^3
-        Rsqrt => mul(&mul(g, -0.5)?, &mul(y, &square(y)?)?)?,
-        Reciprocal => neg(&mul(g, &square(y)?)?)?,
-        Sin => mul(g, &cos(x)?)?,
-        Cos => neg(&mul(g, &sin(x)?)?)?,
-        Tan => mul(g, &add(&square(y)?, 1.0)?)?,
-        Tanh => mul(g, &sub(1.0, &square(y)?)?)?,
-        Sigmoid => mul(g, &mul(y, &sub(1.0, y)?)?)?,
-        Elu => select(&greater(x, 0.0)?, g, &mul(g, &add(y, 1.0)?)?)?,
-        // For x <= 0, y = scale * alpha * (e^x - 1), so dy/dx = y + scale * alpha.
-        Selu => select(&greater(x, 0.0)?, &mul(g, SELU_SCALE)?, &mul(g, &add(y, SELU_SCALE * SELU_ALPHA)?)?)?,
-        Gelu => {
-            // d/dx x Φ(x) = Φ(x) + x φ(x)
-            let cdf = mul(&add(&erf(&mul(x, std::f64::consts::FRAC_1_SQRT_2)?)?, 1.0)?, 0.5)?;
-            let pdf = mul(
-                &exp(&mul(&square(x)?, -0.5)?)?,
-                0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2,
-            )?;
-            mul(g, &add(&cdf, &mul(x, &pdf)?)?)?
-        }
-        Softplus => mul(g, &sigmoid(x)?)?,
-        Erf => mul(g, &mul(&exp(&neg(&square(x)?)?)?, std::f64::consts::FRAC_2_SQRT_PI)?)?,
-        LogicalNot | IsNan | IsFinite => return Ok(None),
-    }))
-}
-
-/// Gradient of a binary op with broadcasting: each side's gradient is
-/// summed back to that side's shape. `wants` says which sides are needed.
-pub(crate) fn binary_grad(
-    f: BinaryOp,
-    a: &Tensor,
-    b: &Tensor,
-    y: &Tensor,
-    g: &Tensor,
-    wants: [bool; 2],
-) -> Result<[Option<Tensor>; 2]> {
-    use super::movement::sum_to;
-    use BinaryOp::*;
-    let side = |want: bool, t: &dyn Fn() -> Result<Tensor>, like: &Tensor| -> Result<Option<Tensor>> {
-        if want {
-            Ok(Some(sum_to(&t()?, like)?))
-        } else {
-            Ok(None)
-        }
-    };
-    Ok(match f {
-        Add => [side(wants[0], &|| Ok(g.clone()), a)?, side(wants[1], &|| Ok(g.clone()), b)?],
-        Sub => [side(wants[0], &|| Ok(g.clone()), a)?, side(wants[1], &|| neg(g), b)?],
-        Mul => [side(wants[0], &|| mul(g, b), a)?, side(wants[1], &|| mul(g, a), b)?],
-        Div => [side(wants[0], &|| div(g, b), a)?, side(wants[1], &|| neg(&div(&mul(g, y)?, b)?), b)?],
-        FloorMod => [side(wants[0], &|| Ok(g.clone()), a)?, side(wants[1], &|| neg(&mul(g, &floor_div(a, b)?)?), b)?],
-        Pow => {
-            // d/da a^b = b a^(b-1); d/db a^b = a^b ln a (taken as 0 where a <= 0).
-            let da = || mul(g, &mul(b, &pow(a, &sub(b, 1.0)?)?)?);
-            let db = || {
-                let positive = greater(a, 0.0)?;
-                let safe_a = select(&positive, a, 1.0)?;
-                mul(g, &select(&positive, &mul(y, &log(&safe_a)?)?, 0.0)?)
-            };
-            [side(wants[0], &da, a)?, side(wants[1], &db, b)?]
-        }
-        Maximum | Minimum => {
-            let take_a = if f == Maximum { greater_equal(a, b)? } else { less_equal(a, b)? };
-            [side(wants[0], &|| select(&take_a, g, 0.0), a)?, side(wants[1], &|| select(&take_a, 0.0, g), b)?]
-        }
-        Atan2 => {
-            // d/da atan2(a, b) = b / (a^2 + b^2); d/db = -a / (a^2 + b^2).
-            let r2 = || add(&square(a)?, &square(b)?);
-            [side(wants[0], &|| div(&mul(g, b)?, &r2()?), a)?, side(wants[1], &|| neg(&div(&mul(g, a)?, &r2()?)?), b)?]
-        }
-        Hypot => {
-            // d/da hypot(a, b) = a / hypot(a, b), taken as 0 at the origin.
-            let part = |t: &Tensor| -> Result<Tensor> {
-                let nonzero = greater(y, 0.0)?;
-                mul(g, &select(&nonzero, &div(t, &select(&nonzero, y, 1.0)?)?, 0.0)?)
-            };
-            [side(wants[0], &|| part(a), a)?, side(wants[1], &|| part(b), b)?]
-        }
-        LogAddExp => {
-            // d/da log(e^a + e^b) = e^(a - y) = sigmoid(a - b).
-            let d = || sub(a, b);
-            [side(wants[0], &|| mul(g, &sigmoid(&d()?)?), a)?, side(wants[1], &|| mul(g, &sigmoid(&neg(&d()?)?)?), b)?]
-        }
-        FloorDiv | Equal | NotEqual | Less | LessEqual | Greater | GreaterEqual | LogicalAnd | LogicalOr => {
-            [None, None]
-        }
-    })
 }
