@@ -68,7 +68,19 @@ enum Command {
     Devices,
 }
 
+/// A closed pipe (`rivulet bench --json | head`) ends the process quietly,
+/// as it does for other command-line tools, instead of a panic in `println!`.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: restores the signal's default disposition at startup, before
+    // any other thread exists; no handler runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    default_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench { ids, json, mode } => bench::run(&ids, json, mode.as_deref()),

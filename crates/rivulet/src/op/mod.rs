@@ -326,7 +326,32 @@ impl Op {
             | Op::RandomLike { .. }
             | Op::FusedElementwise { .. } => return None,
             Op::FusedMatMul { .. } | Op::ResourceApplyUpdate { .. } => 3,
-            _ => 1,
+            Op::Identity
+            | Op::StopGradient
+            | Op::CopyToDevice { .. }
+            | Op::Unary { .. }
+            | Op::Cast { .. }
+            | Op::Reduce { .. }
+            | Op::ArgReduce { .. }
+            | Op::Scan { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::ExpandDims { .. }
+            | Op::Squeeze { .. }
+            | Op::BroadcastTo { .. }
+            | Op::Split { .. }
+            | Op::Unstack { .. }
+            | Op::Slice { .. }
+            | Op::StridedSlice { .. }
+            | Op::Tile { .. }
+            | Op::Pad { .. }
+            | Op::Reverse { .. }
+            | Op::OneHot { .. }
+            | Op::FillLike { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::TopK { .. }
+            | Op::Size { .. } => 1,
         })
     }
 
@@ -400,7 +425,31 @@ impl Op {
             Op::FusedMatMul { transpose_a, transpose_b, activation } => {
                 fused::infer_fused_matmul(*transpose_a, *transpose_b, *activation, inputs)
             }
-            _ => movement::infer(self, inputs),
+            Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::ExpandDims { .. }
+            | Op::Squeeze { .. }
+            | Op::BroadcastTo { .. }
+            | Op::Concat { .. }
+            | Op::Split { .. }
+            | Op::Unstack { .. }
+            | Op::Slice { .. }
+            | Op::StridedSlice { .. }
+            | Op::Gather { .. }
+            | Op::GatherNd
+            | Op::ScatterNd { .. }
+            | Op::Tile { .. }
+            | Op::Pad { .. }
+            | Op::Reverse { .. }
+            | Op::OneHot { .. }
+            | Op::SumTo
+            | Op::BroadcastLike
+            | Op::ReshapeLike
+            | Op::Size { .. }
+            | Op::StridedSliceGrad { .. }
+            | Op::GatherGrad { .. }
+            | Op::GatherNdGrad
+            | Op::SplitLike { .. } => movement::infer(self, inputs),
         }
     }
 }
