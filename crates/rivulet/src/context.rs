@@ -34,7 +34,7 @@ struct Context {
     device: Cell<Option<Device>>,
     /// Default graphs; `None` marks an eager scope.
     graphs: RefCell<Vec<Option<Graph>>>,
-    /// Whether `graphs` is empty or ends in an eager scope (every op reads it).
+    /// Whether `graphs` ends in a graph, not an eager scope (every op reads it).
     graph_open: Cell<bool>,
     /// Recording tapes.
     tapes: RefCell<Vec<Rc<TapeState>>>,

@@ -19,7 +19,7 @@ pub use tensor::Tensor;
 
 use crate::error::{location_string, Error, OpContext, Result};
 use crate::op::{describe, ConstValue, Meta, Metas, Op};
-use crate::tensor::{DType, Device, Shape};
+use crate::tensor::Device;
 use parking_lot::{RwLock, RwLockReadGuard};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
@@ -283,25 +283,6 @@ impl Graph {
         Ok(Tensor::symbolic(self.clone(), e.node, e.index, meta.dtype, meta.shape.clone()))
     }
 
-    /// A placeholder: an input whose value is fed to [`Session::run`](crate::Session::run).
-    /// `shape` may hold unknown dimensions: `[None, Some(784)]`.
-    /// The name is made unique like any other (`x`, `x_1`, ...).
-    #[track_caller]
-    pub fn placeholder(&self, name: &str, dtype: DType, shape: impl Into<Shape>) -> Result<Tensor> {
-        let stem = if name.is_empty() { None } else { Some(name) };
-        let op = Op::Placeholder { dtype, shape: shape.into() };
-        let (_, mut out) = self.add_node_named(op, &[], stem, None, Location::caller())?;
-        Ok(out.swap_remove(0))
-    }
-
-    /// A no-op node that runs after `deps`: a single target for a group of ops.
-    #[track_caller]
-    pub fn group(&self, deps: &[&Operation]) -> Result<Operation> {
-        let _guard = self.control_dependencies(deps)?;
-        let (id, _) = self.add_node_named(Op::NoOp, &[], Some("group_deps"), None, Location::caller())?;
-        Ok(Operation { graph: self.clone(), id })
-    }
-
     /// Give node `op` the name `name` (which must be free).
     pub fn rename(&self, op: &Operation, name: &str) -> Result<()> {
         if !op.graph.same_as(self) {
@@ -448,21 +429,6 @@ impl Graph {
 
     pub(crate) fn register_variable(&self, node: NodeId, initializer: NodeId, trainable: bool) {
         self.inner.state.write().variables.push(VariableRecord { node, initializer, trainable });
-    }
-
-    /// One target that runs every variable's initializer.
-    #[track_caller]
-    pub fn global_variables_initializer(&self) -> Result<Operation> {
-        let inits: Vec<Operation> = self
-            .inner
-            .state
-            .read()
-            .variables
-            .iter()
-            .map(|r| Operation { graph: self.clone(), id: r.initializer })
-            .collect();
-        let refs: Vec<&Operation> = inits.iter().collect();
-        self.group(&refs)
     }
 
     /// Add a node built elsewhere (deserialization), checked.

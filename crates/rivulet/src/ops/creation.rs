@@ -9,10 +9,11 @@
 use super::{apply1, apply1_in, Ctx, Op};
 use crate::context;
 use crate::error::Result;
-use crate::graph::{Graph, Tensor};
+use crate::graph::{Graph, Operation, Tensor};
 use crate::op::creation::splitmix64;
 pub use crate::op::creation::Distribution;
 use crate::tensor::{DType, Scalar, Shape};
+use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static GLOBAL_SEED: AtomicU64 = AtomicU64::new(0x05EE_D0F4_17E7);
@@ -59,7 +60,38 @@ pub fn constant<'a>(ctx: impl Into<Ctx<'a>>, value: impl Into<Tensor>) -> Result
     }
 }
 
+/// Graph nodes made by the graph's own methods, placed by the device scope
+/// like every other op.
 impl Graph {
+    /// A placeholder: an input whose value is fed to [`Session::run`](crate::Session::run).
+    /// `shape` may hold unknown dimensions: `[None, Some(784)]`.
+    /// The name is made unique like any other (`x`, `x_1`, ...).
+    #[track_caller]
+    pub fn placeholder(&self, name: &str, dtype: DType, shape: impl Into<Shape>) -> Result<Tensor> {
+        let stem = if name.is_empty() { None } else { Some(name) };
+        let op = Op::Placeholder { dtype, shape: shape.into() };
+        let (_, mut out) = self.add_node_named(op, &[], stem, context::current_device(), Location::caller())?;
+        Ok(out.swap_remove(0))
+    }
+
+    /// A no-op node that runs after `deps`: a single target for a group of ops.
+    #[track_caller]
+    pub fn group(&self, deps: &[&Operation]) -> Result<Operation> {
+        let _guard = self.control_dependencies(deps)?;
+        let (id, _) =
+            self.add_node_named(Op::NoOp, &[], Some("group_deps"), context::current_device(), Location::caller())?;
+        Ok(Operation { graph: self.clone(), id })
+    }
+
+    /// One target that runs every variable's initializer.
+    #[track_caller]
+    pub fn global_variables_initializer(&self) -> Result<Operation> {
+        let inits: Vec<Operation> =
+            self.read().variables.iter().map(|r| Operation { graph: self.clone(), id: r.initializer }).collect();
+        let refs: Vec<&Operation> = inits.iter().collect();
+        self.group(&refs)
+    }
+
     /// A constant node holding `value`.
     #[track_caller]
     pub fn constant(&self, value: impl Into<Tensor>) -> Result<Tensor> {

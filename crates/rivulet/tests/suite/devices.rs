@@ -746,3 +746,24 @@ fn device_names_and_missing_devices() {
     let back = Graph::from_json(&g.to_json().unwrap()).unwrap();
     assert_eq!(back.tensor(&y.name().unwrap()).unwrap().device(), Device::REFERENCE);
 }
+
+#[test]
+fn every_node_a_graph_makes_takes_the_device_scope() -> Result<()> {
+    let g = Graph::new();
+    let reference = Device::parse("/reference:0")?;
+    let (x, c, sum) = rivulet::device("/reference:0", || -> Result<_> {
+        let x = g.placeholder("x", DType::F32, [2])?;
+        let c = g.constant(Tensor::from([1.0f32, 2.0]))?;
+        Ok((x.clone(), c.clone(), ops::add(&x, &c)?))
+    })??;
+    for t in [&x, &c, &sum] {
+        assert_eq!(t.device(), reference, "{}", t.name().unwrap_or_default());
+    }
+    let group = rivulet::device("/reference:0", || g.group(&[]))??;
+    assert_eq!(g.node(group.id()).and_then(|n| n.device), Some(reference));
+    // Outside the scope: no device asked for (placed on the CPU).
+    assert_eq!(g.placeholder("y", DType::F32, [2])?.device(), Device::CPU);
+    let out = Session::new(&g).run(&[&sum], &[(&x, &Tensor::from([3.0f32, 4.0]))])?;
+    assert_eq!(out[0].to_vec::<f32>()?, vec![4.0, 6.0]);
+    Ok(())
+}
