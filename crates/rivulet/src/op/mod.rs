@@ -31,6 +31,39 @@ use smallvec::SmallVec;
 /// never sizes an allocation beyond it.
 pub const MAX_OUTPUTS: usize = 1 << 20;
 
+/// The pattern of every movement op (shape rules in `movement.rs`, gradient
+/// rules in `ops/movement.rs`): one list for the matches that hand them on.
+macro_rules! movement_ops {
+    () => {
+        Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::ExpandDims { .. }
+            | Op::Squeeze { .. }
+            | Op::BroadcastTo { .. }
+            | Op::Concat { .. }
+            | Op::Split { .. }
+            | Op::Unstack { .. }
+            | Op::Slice { .. }
+            | Op::StridedSlice { .. }
+            | Op::Gather { .. }
+            | Op::GatherNd
+            | Op::ScatterNd { .. }
+            | Op::Tile { .. }
+            | Op::Pad { .. }
+            | Op::Reverse { .. }
+            | Op::OneHot { .. }
+            | Op::SumTo
+            | Op::BroadcastLike
+            | Op::ReshapeLike
+            | Op::Size { .. }
+            | Op::StridedSliceGrad { .. }
+            | Op::GatherGrad { .. }
+            | Op::GatherNdGrad
+            | Op::SplitLike { .. }
+    };
+}
+pub(crate) use movement_ops;
+
 /// Static type of one tensor: dtype and (possibly partial) shape.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
@@ -425,31 +458,7 @@ impl Op {
             Op::FusedMatMul { transpose_a, transpose_b, activation } => {
                 fused::infer_fused_matmul(*transpose_a, *transpose_b, *activation, inputs)
             }
-            Op::Reshape { .. }
-            | Op::Transpose { .. }
-            | Op::ExpandDims { .. }
-            | Op::Squeeze { .. }
-            | Op::BroadcastTo { .. }
-            | Op::Concat { .. }
-            | Op::Split { .. }
-            | Op::Unstack { .. }
-            | Op::Slice { .. }
-            | Op::StridedSlice { .. }
-            | Op::Gather { .. }
-            | Op::GatherNd
-            | Op::ScatterNd { .. }
-            | Op::Tile { .. }
-            | Op::Pad { .. }
-            | Op::Reverse { .. }
-            | Op::OneHot { .. }
-            | Op::SumTo
-            | Op::BroadcastLike
-            | Op::ReshapeLike
-            | Op::Size { .. }
-            | Op::StridedSliceGrad { .. }
-            | Op::GatherGrad { .. }
-            | Op::GatherNdGrad
-            | Op::SplitLike { .. } => movement::infer(self, inputs),
+            movement_ops!() => movement::infer(self, inputs),
         }
     }
 }

@@ -242,31 +242,7 @@ impl Op {
             | Op::Linspace { .. }
             | Op::Eye { .. }
             | Op::Random { .. } => none(),
-            Op::Reshape { .. }
-            | Op::Transpose { .. }
-            | Op::ExpandDims { .. }
-            | Op::Squeeze { .. }
-            | Op::BroadcastTo { .. }
-            | Op::Concat { .. }
-            | Op::Split { .. }
-            | Op::Unstack { .. }
-            | Op::Slice { .. }
-            | Op::StridedSlice { .. }
-            | Op::Gather { .. }
-            | Op::GatherNd
-            | Op::ScatterNd { .. }
-            | Op::Tile { .. }
-            | Op::Pad { .. }
-            | Op::Reverse { .. }
-            | Op::OneHot { .. }
-            | Op::SumTo
-            | Op::BroadcastLike
-            | Op::ReshapeLike
-            | Op::Size { .. }
-            | Op::StridedSliceGrad { .. }
-            | Op::GatherGrad { .. }
-            | Op::GatherNdGrad
-            | Op::SplitLike { .. } => movement::movement_grad(self, inputs, outputs, grads)?,
+            crate::op::movement_ops!() => movement::movement_grad(self, inputs, outputs, grads)?,
         })
     }
 }
