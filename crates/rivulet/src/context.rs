@@ -5,7 +5,8 @@
 //! - default graphs: ops on values add nodes there instead of running
 //!   (`Graph::as_default`), with eager scopes (`None`) inside them;
 //! - gradient tapes: what eager ops are recorded on;
-//! - traces: the `function` being traced, which captures eager variables.
+//! - traces: the `function` being traced, which captures eager variables;
+//! - bodies: the control-flow branches and loop bodies being built.
 //!
 //! Only the op-calling layer (`crate::ops`, variables, `function`) reads it.
 //! Graphs, passes, plans and kernels never do: a rayon job runs with what
@@ -42,6 +43,8 @@ struct Context {
     untracked: Cell<usize>,
     /// Traces in progress.
     traces: RefCell<Vec<Rc<TraceState>>>,
+    /// Control-flow bodies being built.
+    bodies: RefCell<Vec<Rc<BodyState>>>,
 }
 
 thread_local! {
@@ -54,6 +57,7 @@ thread_local! {
             tapes: RefCell::new(Vec::new()),
             untracked: Cell::new(0),
             traces: RefCell::new(Vec::new()),
+            bodies: RefCell::new(Vec::new()),
         }
     };
 }
@@ -338,4 +342,58 @@ impl Drop for TraceGuard {
 pub(crate) fn push_trace(trace: Rc<TraceState>) -> TraceGuard {
     CONTEXT.with(|c| c.traces.borrow_mut().push(trace));
     TraceGuard { _not_send: std::marker::PhantomData }
+}
+
+// ---------------------------------------------------------------------------
+// Function bodies
+// ---------------------------------------------------------------------------
+
+/// A control-flow branch or body being built (the building itself is
+/// `crate::ops::control`): its graph, the graph it is called from, and what
+/// its code used of the enclosing graphs.
+pub(crate) struct BodyState {
+    pub graph: Graph,
+    /// The graph of the node that will call it.
+    pub parent: Graph,
+    /// The body being built around this one, when bodies nest.
+    pub outer: Option<Rc<BodyState>>,
+    /// Tensors of enclosing graphs used here (as tensors of `parent`), and
+    /// the placeholder standing for each.
+    pub captures: RefCell<Vec<(Tensor, Tensor)>>,
+    /// Variables of enclosing graphs used here, by the outermost graph's
+    /// node: the stand-in read, and the handle in `parent` passed in.
+    pub variables: RefCell<Vec<(crate::graph::NodeId, Tensor, Tensor)>>,
+    /// Nodes run for their effect (assignments, nested control flow that assigns).
+    pub effects: RefCell<Vec<crate::graph::NodeId>>,
+}
+
+/// The body being built on this thread, when its graph is the default graph.
+pub(crate) fn current_body() -> Option<Rc<BodyState>> {
+    CONTEXT.with(|c| {
+        let body = c.bodies.borrow().last().cloned()?;
+        let default = if c.graph_open.get() { c.graphs.borrow().last().cloned().flatten() } else { None };
+        default.filter(|g| g.same_as(&body.graph)).map(|_| body)
+    })
+}
+
+/// The innermost body being built, default graph or not.
+pub(crate) fn innermost_body() -> Option<Rc<BodyState>> {
+    CONTEXT.with(|c| c.bodies.borrow().last().cloned())
+}
+
+/// Ends a body when dropped.
+pub(crate) struct BodyGuard {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for BodyGuard {
+    fn drop(&mut self) {
+        CONTEXT.with(|c| c.bodies.borrow_mut().pop());
+    }
+}
+
+/// Make `body` the body being built while the guard lives.
+pub(crate) fn push_body(body: Rc<BodyState>) -> BodyGuard {
+    CONTEXT.with(|c| c.bodies.borrow_mut().push(body));
+    BodyGuard { _not_send: std::marker::PhantomData }
 }

@@ -50,7 +50,7 @@ pub use function::{function, Function, FunctionOptions};
 pub use graph::{Graph, Operation, Tensor};
 pub use io::npy::{load_npy, read_npy, save_npy, write_npy};
 pub use ops::creation::set_random_seed;
-pub use ops::{Axes, Ctx, Op, Variable};
+pub use ops::{cond, switch_case, while_loop, Axes, Ctx, Nest, Op, Variable, WhileOptions};
 pub use passes::PassOptions;
 pub use runtime::{PlanReport, RunProfile, Session, SessionOptions, StepProfile};
 pub use tensor::storage::release_cached_memory;

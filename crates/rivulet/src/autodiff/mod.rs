@@ -7,6 +7,7 @@
 //! compute at once — and, being ops themselves, they can be differentiated
 //! again (gradients of gradients).
 
+mod control;
 pub mod tape;
 
 pub use tape::GradientTape;
@@ -62,7 +63,11 @@ pub(crate) fn backprop<'a>(
         if !wants.iter().any(|&w| w) {
             continue;
         }
-        let in_grads = r.op.gradient(&r.inputs, &r.outputs, &out_grads, &wants)?;
+        let in_grads = if r.op.is_control_flow() {
+            control::gradient(r, &out_grads, &wants)?
+        } else {
+            r.op.gradient(&r.inputs, &r.outputs, &out_grads, &wants)?
+        };
         for ((t, g), want) in r.inputs.iter().zip(in_grads).zip(&wants) {
             if let (Some(g), true) = (g, *want) {
                 if g.dtype() != t.dtype() {

@@ -93,9 +93,14 @@ pub(crate) fn run(be: &dyn Backend, op: &Op, inputs: &[&Value], outs: &[Meta], c
         }
         Op::Identity | Op::StopGradient | Op::CopyToDevice { .. } => x().clone(),
         Op::NoOp => return Ok(SmallVec::new()),
-        Op::Variable { .. } | Op::Assign { .. } | Op::ResourceApplyUpdate { .. } => {
+        Op::Variable { .. } | Op::Assign { .. } | Op::ReadVariable | Op::ResourceApplyUpdate { .. } => {
             return Err(Error::precondition(
                 "variables live in a Session (graph mode) or an eager Variable; this op cannot run on its own",
+            ));
+        }
+        Op::If { .. } | Op::Case { .. } | Op::While { .. } => {
+            return Err(Error::precondition(
+                "control flow runs its bodies in a Session (graph mode), or as Rust closures eagerly",
             ));
         }
 

@@ -11,9 +11,11 @@
 mod convert;
 mod display;
 mod dot;
+mod library;
 mod serialize;
 mod tensor;
 
+pub use library::Function;
 pub(crate) use tensor::Repr;
 pub use tensor::Tensor;
 
@@ -84,6 +86,11 @@ pub(crate) struct GraphState {
     next_suffix: FxHashMap<String, usize>,
     scopes: Vec<String>,
     control: Vec<Vec<NodeId>>,
+    /// The function library (control-flow branches and bodies).
+    pub functions: Vec<Arc<Function>>,
+    /// Stand-in variable nodes of a function graph: the outermost graph's
+    /// variable node each one stands for.
+    pub aliases: FxHashMap<NodeId, NodeId>,
 }
 
 impl GraphState {
@@ -272,6 +279,11 @@ impl Graph {
         };
         let op = self.operation(node)?;
         op.output(index)
+    }
+
+    /// The symbolic tensor of edge `e`.
+    pub(crate) fn tensor_at(&self, e: Edge) -> Result<Tensor> {
+        self.output(e)
     }
 
     fn output(&self, e: Edge) -> Result<Tensor> {

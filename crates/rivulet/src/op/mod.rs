@@ -4,6 +4,7 @@
 //! a graph: the public functions are in `crate::ops`, the kernels in
 //! `crate::backend`, the gradient rules next to the public functions.
 
+pub mod control;
 pub mod creation;
 pub mod elementwise;
 pub mod fused;
@@ -14,6 +15,7 @@ pub mod optim;
 pub mod reduce;
 pub mod variables;
 
+pub use control::{FunctionId, History, WhileSpec};
 pub use creation::Distribution;
 pub use elementwise::{BinaryOp, UnaryOp};
 pub use fused::FusedProgram;
@@ -223,6 +225,20 @@ pub enum Op {
     /// Set (or add to, or subtract from) the variable that is the first
     /// input; the output is the variable's new value.
     Assign { f: variables::AssignOp },
+    /// The current value of the variable that is the input, read where the
+    /// node's dependencies place it (after the writes it waits for).
+    ReadVariable,
+
+    /// Run function `then_branch` or `else_branch` of the graph's library
+    /// (inputs: a bool scalar, then the branches' arguments); only the
+    /// taken branch runs.
+    If { then_branch: control::FunctionId, else_branch: control::FunctionId, outputs: Vec<Meta> },
+    /// Run branch `index` of `branches` (the last one for an index out of
+    /// range: the default); inputs: an integer scalar, then the arguments.
+    Case { branches: Vec<control::FunctionId>, outputs: Vec<Meta> },
+    /// Run the body while the condition holds (inputs: the loop variables,
+    /// then the captured tensors).
+    While { spec: control::WhileSpec },
 }
 
 /// A constant's value (a wrapper so that graphs can serialize it).
@@ -299,6 +315,10 @@ impl Op {
             Op::FusedElementwise { .. } => "FusedElementwise",
             Op::FusedMatMul { .. } => "_FusedMatMul",
             Op::Assign { f } => f.type_name(),
+            Op::ReadVariable => "ReadVariableOp",
+            Op::If { .. } => "If",
+            Op::Case { .. } => "Case",
+            Op::While { .. } => "While",
         }
     }
 
@@ -357,7 +377,10 @@ impl Op {
             | Op::SplitLike { .. }
             | Op::ApplyUpdate { .. }
             | Op::RandomLike { .. }
-            | Op::FusedElementwise { .. } => return None,
+            | Op::FusedElementwise { .. }
+            | Op::If { .. }
+            | Op::Case { .. }
+            | Op::While { .. } => return None,
             Op::FusedMatMul { .. } | Op::ResourceApplyUpdate { .. } => 3,
             Op::Identity
             | Op::StopGradient
@@ -384,7 +407,8 @@ impl Op {
             | Op::Softmax { .. }
             | Op::LogSoftmax { .. }
             | Op::TopK { .. }
-            | Op::Size { .. } => 1,
+            | Op::Size { .. }
+            | Op::ReadVariable => 1,
         })
     }
 
@@ -397,8 +421,17 @@ impl Op {
                 | Op::RandomLike { .. }
                 | Op::Variable { .. }
                 | Op::Assign { .. }
+                | Op::ReadVariable
                 | Op::ResourceApplyUpdate { .. }
+                | Op::If { .. }
+                | Op::Case { .. }
+                | Op::While { .. }
         )
+    }
+
+    /// True for `If`, `Case` and `While`, whose bodies are functions of the graph.
+    pub fn is_control_flow(&self) -> bool {
+        matches!(self, Op::If { .. } | Op::Case { .. } | Op::While { .. })
     }
 
     /// Dtype and shape of every output, from those of the inputs. Runs when a
@@ -450,6 +483,7 @@ impl Op {
             | Op::RandomLike { .. } => creation::infer(self, inputs),
             Op::Variable { dtype, shape } => one(Meta::new(*dtype, shape.clone())),
             Op::Assign { f } => one(variables::infer_assign(*f, &inputs[0], &inputs[1])?),
+            Op::ReadVariable => one(inputs[0].clone()),
             Op::ApplyUpdate { rule } => optim::infer_update(rule, inputs),
             Op::ResourceApplyUpdate { rule } => {
                 Err(Error::invalid(format!("{} is made by the graph optimizer only", rule.resource_type_name())))
@@ -458,6 +492,9 @@ impl Op {
             Op::FusedMatMul { transpose_a, transpose_b, activation } => {
                 fused::infer_fused_matmul(*transpose_a, *transpose_b, *activation, inputs)
             }
+            Op::If { outputs, .. } => Ok(control::infer_branches("If", true, outputs, inputs)?.into()),
+            Op::Case { outputs, .. } => Ok(control::infer_branches("Case", false, outputs, inputs)?.into()),
+            Op::While { spec } => Ok(control::infer_while(spec, inputs)?.into()),
             movement_ops!() => movement::infer(self, inputs),
         }
     }

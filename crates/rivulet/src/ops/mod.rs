@@ -7,6 +7,7 @@
 //!
 //! Names follow TensorFlow (`add`, `reduce_sum` is [`sum`], `matmul`, ...).
 
+pub mod control;
 pub mod creation;
 pub mod elementwise;
 pub mod linalg;
@@ -16,6 +17,7 @@ pub mod optim;
 pub mod reduce;
 pub mod variables;
 
+pub use control::{cond, switch_case, while_loop, Nest, WhileOptions};
 pub use creation::*;
 pub use elementwise::*;
 pub use linalg::*;
@@ -66,6 +68,25 @@ pub(crate) fn apply1(op: Op, inputs: &[&Tensor]) -> Result<Tensor> {
 #[track_caller]
 pub(crate) fn apply_in(ctx: Ctx<'_>, op: Op, inputs: &[&Tensor]) -> Result<SmallVec<[Tensor; 1]>> {
     let location = Location::caller();
+    // Inside a control-flow body, tensors of enclosing graphs are captured.
+    if inputs.iter().any(|t| t.is_symbolic()) {
+        if let Some(body) = context::current_body() {
+            if inputs.iter().any(|t| t.graph().is_some_and(|g| !g.same_as(&body.graph))) {
+                let captured: SmallVec<[Tensor; 4]> = inputs.iter().map(|t| body.capture(t)).collect::<Result<_>>()?;
+                let refs: SmallVec<[&Tensor; 4]> = captured.iter().collect();
+                return apply_located(ctx, op, &refs, location);
+            }
+        }
+    }
+    apply_located(ctx, op, inputs, location)
+}
+
+fn apply_located(
+    ctx: Ctx<'_>,
+    op: Op,
+    inputs: &[&Tensor],
+    location: &'static Location<'static>,
+) -> Result<SmallVec<[Tensor; 1]>> {
     let mut target: Option<&Graph> = match ctx {
         Ctx::Graph(g) => Some(g),
         Ctx::Eager => None,
@@ -182,7 +203,10 @@ impl Op {
         };
         let want = |i: usize| wants.get(i).copied().unwrap_or(false);
         Ok(match self {
-            Op::Identity | Op::CopyToDevice { .. } => vec![Some(g)],
+            Op::Identity | Op::CopyToDevice { .. } | Op::ReadVariable => vec![Some(g)],
+            Op::If { .. } | Op::Case { .. } | Op::While { .. } => {
+                return Err(Error::graph("internal: control flow is differentiated by autodiff"))
+            }
             Op::StopGradient
             | Op::NoOp
             | Op::Assign { .. }

@@ -57,6 +57,9 @@ impl Variable {
     /// gradient tapes when trainable); in a graph a tensor that reads the
     /// variable when a session runs it.
     pub fn read(&self) -> Tensor {
+        if let Some(t) = self.in_body() {
+            return t;
+        }
         if let Some(t) = self.traced_value() {
             if self.inner.trainable {
                 context::watch_variable(self.id(), &t);
@@ -73,6 +76,21 @@ impl Variable {
             }
             State::Graph { handle, .. } => handle.clone(),
         }
+    }
+
+    /// Inside a control-flow body being built: the body's stand-in read of
+    /// this variable (of the graph variable standing for it, in a trace).
+    fn in_body(&self) -> Option<Tensor> {
+        let body = context::current_body()?;
+        let graph_var = match &self.inner.state {
+            State::Graph { .. } => self.clone(),
+            State::Eager(_) => context::current_trace()?.capture(self).ok()?,
+        };
+        let State::Graph { graph, node, handle, .. } = &graph_var.inner.state else { return None };
+        if graph.same_as(&body.graph) {
+            return None;
+        }
+        body.variable(graph, *node, handle).ok()
     }
 
     /// Inside a trace, an eager variable reads and writes its stand-in in
@@ -95,6 +113,9 @@ impl Variable {
 
     /// The current value without watching it (eager), or the read handle (graph).
     pub fn current(&self) -> Tensor {
+        if let Some(t) = self.in_body() {
+            return t;
+        }
         if let Some(t) = self.traced_value() {
             return t;
         }
@@ -124,6 +145,20 @@ impl Variable {
     #[track_caller]
     fn update(&self, f: AssignOp, value: &Tensor) -> Result<Tensor> {
         let location = Location::caller();
+        if let Some(stand_in) = self.in_body() {
+            // A body's assignment: a node of the body, run for its effect.
+            let body = context::current_body().ok_or_else(|| Error::graph("internal: no body"))?;
+            let value = body.capture(value)?;
+            let (node, mut out) = body.graph.add_node_named(
+                Op::Assign { f },
+                &[&stand_in, &value],
+                None,
+                context::current_device(),
+                location,
+            )?;
+            body.effects.borrow_mut().push(node);
+            return Ok(out.swap_remove(0));
+        }
         if let Some(mirror) = self.traced() {
             // The stand-in's own AssignAdd/Sub: atomic, so an update of the
             // variable from another thread meanwhile is not lost. A run
@@ -214,6 +249,18 @@ impl TraceState {
     pub(crate) fn assigned(&self, v: &Variable, value: &Tensor) {
         self.effects.borrow_mut().extend(value.op());
         self.latest.borrow_mut().insert(v.id(), value.clone());
+    }
+
+    /// A control-flow node that may assign captured variables was traced:
+    /// later reads in the trace read the variables after it runs.
+    pub(crate) fn after_control_flow(&self, node: &crate::graph::Operation) -> Result<()> {
+        let _deps = self.graph.control_dependencies(&[node])?;
+        for c in self.captures.borrow().iter() {
+            let State::Graph { handle, .. } = &c.mirror.inner.state else { continue };
+            let read = super::apply1_in(super::Ctx::Graph(&self.graph), Op::ReadVariable, &[handle])?;
+            self.latest.borrow_mut().insert(c.eager.id(), read);
+        }
+        Ok(())
     }
 
     /// The value a read of `v` sees here: the last assignment traced so far,

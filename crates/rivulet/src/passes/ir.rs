@@ -6,10 +6,11 @@
 //! the list) and mark the ones they make unnecessary dead.
 
 use crate::error::{Error, OpContext, Result};
-use crate::graph::{Edge, GraphState, NodeId};
+use crate::graph::{Edge, Function, GraphState, NodeId};
 use crate::op::{Meta, Metas, Op};
 use rustc_hash::FxHashMap;
 use std::fmt::Write;
+use std::sync::Arc;
 
 /// Output `index` of IR node `node`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -33,6 +34,9 @@ pub struct IrNode {
     /// For variable reads and assignments: the variable's graph node and
     /// name; for in-place optimizer updates, the variable and its slots.
     pub variables: Vec<(NodeId, String)>,
+    /// For control flow: the branches (`If`: then, else; `Case`: in
+    /// order) or the condition and body (`While`).
+    pub functions: Vec<Arc<Function>>,
     /// Removed by a pass (or never needed).
     pub dead: bool,
     /// The device asked for (`None`: automatic); placement fills it in.
@@ -109,7 +113,7 @@ impl IrGraph {
     /// as placeholders. Unfed placeholders on the way are an error.
     pub(crate) fn extract(g: &GraphState, fetches: &[Edge], feeds: &[Edge], targets: &[NodeId]) -> Result<IrGraph> {
         for node in &g.nodes {
-            if let Op::Assign { .. } = node.op {
+            if let Op::Assign { .. } | Op::ReadVariable = node.op {
                 let target = &g.nodes[node.inputs[0].node];
                 if !matches!(target.op, Op::Variable { .. }) {
                     return Err(Error::invalid(format!(
@@ -129,7 +133,7 @@ impl IrGraph {
         let data_inputs = |id: NodeId| -> &[Edge] {
             let n = &g.nodes[id];
             match n.op {
-                Op::Assign { .. } => &n.inputs[1..],
+                Op::Assign { .. } | Op::ReadVariable => &n.inputs[1..],
                 _ => &n.inputs,
             }
         };
@@ -183,6 +187,7 @@ impl IrGraph {
                 outputs: smallvec::smallvec![meta.clone()],
                 origin: None,
                 variables: Vec::new(),
+                functions: Vec::new(),
                 dead: false,
                 device: None,
             });
@@ -211,13 +216,30 @@ impl IrGraph {
             }
             let control = node.control_inputs.iter().filter_map(|c| node_map.get(c).copied()).collect();
             let variables = match &node.op {
-                Op::Variable { .. } => vec![(id, node.name.clone())],
-                Op::Assign { .. } => {
+                Op::Variable { .. } => vec![(g.resolve_variable(id), node.name.clone())],
+                Op::Assign { .. } | Op::ReadVariable => {
                     let var = node.inputs[0].node;
-                    vec![(var, g.nodes[var].name.clone())]
+                    vec![(g.resolve_variable(var), g.nodes[var].name.clone())]
                 }
                 _ => Vec::new(),
             };
+            let functions = match &node.op {
+                Op::If { then_branch, else_branch, .. } => vec![g.function(*then_branch)?, g.function(*else_branch)?],
+                Op::Case { branches, .. } => branches.iter().map(|&b| g.function(b)).collect::<Result<_>>()?,
+                Op::While { spec } => vec![g.function(spec.cond)?, g.function(spec.body)?],
+                _ => Vec::new(),
+            };
+            // Control flow touches the variables its functions use.
+            let mut variables = variables;
+            for f in &functions {
+                let fg = f.graph.read();
+                for (_, stand_in) in &f.variable_inputs {
+                    let root = fg.resolve_variable(*stand_in);
+                    if !variables.iter().any(|(v, _)| *v == root) {
+                        variables.push((root, fg.nodes[*stand_in].name.clone()));
+                    }
+                }
+            }
             let ir_id = ir.nodes.len();
             ir.nodes.push(IrNode {
                 op: node.op.clone(),
@@ -228,6 +250,7 @@ impl IrGraph {
                 outputs: node.outputs.clone(),
                 origin: Some(id),
                 variables,
+                functions,
                 dead: false,
                 device: node.device,
             });

@@ -17,7 +17,7 @@ use rustc_hash::FxHashMap;
 
 /// Whether a node's value lives in the variable store (on the CPU).
 fn on_host_only(op: &Op) -> bool {
-    matches!(op, Op::Variable { .. } | Op::Assign { .. } | Op::ResourceApplyUpdate { .. })
+    matches!(op, Op::Variable { .. } | Op::Assign { .. } | Op::ReadVariable | Op::ResourceApplyUpdate { .. })
 }
 
 /// Give every live node a device and insert the copies; returns how many.
@@ -31,6 +31,11 @@ pub(crate) fn place(ir: &mut IrGraph) -> Result<usize> {
     };
     for (i, n) in ir.nodes.iter_mut().enumerate() {
         if n.dead || is_feed[i] {
+            continue;
+        }
+        // Control flow passes values to its bodies where they are: no device, no copies.
+        if n.op.is_control_flow() {
+            n.device = None;
             continue;
         }
         let device = match n.device {
@@ -76,6 +81,7 @@ pub(crate) fn place(ir: &mut IrGraph) -> Result<usize> {
                             outputs: smallvec::smallvec![producer.outputs[mapped.index].clone()],
                             origin: None,
                             variables: Vec::new(),
+                            functions: Vec::new(),
                             dead: false,
                             device: Some(t),
                         };

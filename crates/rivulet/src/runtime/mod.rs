@@ -1,6 +1,7 @@
 //! The run stage: sessions, their compiled plans, and the variables whose
 //! values persist across runs.
 
+mod control;
 mod plan;
 mod session;
 mod store;

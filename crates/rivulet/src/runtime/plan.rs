@@ -33,6 +33,10 @@ pub(crate) enum Stateful {
     /// Apply an optimizer update to a variable and its slots in the store
     /// (inputs: gradient, learning rate, step).
     Update { rule: crate::op::optim::UpdateRule, vars: Vec<(NodeId, String)> },
+    /// Run a branch or a loop: sub-plans of its own, run by the same
+    /// executor. `vars` are the variables its bodies use; `writes`, whether
+    /// they may assign them.
+    Control { plan: Box<super::control::ControlPlan>, vars: Vec<NodeId>, writes: bool },
 }
 
 impl Stateful {
@@ -41,7 +45,8 @@ impl Stateful {
         match self {
             Stateful::Assign { var, .. } => smallvec::smallvec![*var],
             Stateful::Update { vars, .. } => vars.iter().map(|(v, _)| *v).collect(),
-            Stateful::No | Stateful::Read { .. } => SmallVec::new(),
+            Stateful::Control { vars, writes: true, .. } => vars.iter().copied().collect(),
+            Stateful::No | Stateful::Read { .. } | Stateful::Control { .. } => SmallVec::new(),
         }
     }
 }
@@ -139,6 +144,8 @@ pub struct PlanReport {
     /// Peak bytes of intermediate values alive at once (feeds and variables
     /// excluded); `None` when a shape is only known at run time.
     pub peak_bytes: Option<usize>,
+    /// The plans of control-flow bodies: the node, the function, its report.
+    pub bodies: Vec<(String, String, PlanReport)>,
 }
 
 /// Elements above which independent nodes are worth running in parallel.
@@ -162,6 +169,16 @@ pub(crate) fn compile(
     let mut plan = lower(&ir, random_counter, settings)?;
     plan.report.passes = dumps;
     Ok(plan)
+}
+
+/// Compile a function of a graph's library as a plan of its own: its
+/// inputs are the feeds, its outputs the fetches, its effects the targets.
+/// The same passes run inside (folding, CSE, fusion).
+pub(crate) fn compile_function(f: &crate::graph::Function, settings: &Compile<'_>) -> Result<Plan> {
+    let ir = IrGraph::extract(&f.graph.read(), &f.outputs, &f.inputs, &f.effects)?;
+    // Random nodes of a body draw from counters of their own.
+    let mut counter = |_: NodeId| Arc::new(AtomicU64::new(0));
+    compile(ir, &mut counter, settings)
 }
 
 /// Ops whose output can take over an input's buffer (same shape and dtype).
@@ -221,8 +238,14 @@ fn lower(
             let node = &ir.nodes[i];
             let inputs: SmallVec<[Slot; 4]> = node.inputs.iter().map(|e| slot_of[e]).collect();
             let stateful = match (&node.op, &node.variables[..]) {
+                (op, vars) if op.is_control_flow() => Stateful::Control {
+                    plan: Box::new(super::control::ControlPlan::compile(node, settings)?),
+                    vars: vars.iter().map(|(v, _)| *v).collect(),
+                    writes: node.functions.iter().any(|f| f.has_effects()),
+                },
                 (Op::Variable { .. }, [(var, name)]) => Stateful::Read { var: *var, name: name.clone() },
                 (Op::Assign { f }, [(var, name)]) => Stateful::Assign { f: *f, var: *var, name: name.clone() },
+                (Op::ReadVariable, [(var, name)]) => Stateful::Read { var: *var, name: name.clone() },
                 (Op::ResourceApplyUpdate { rule }, vars) => Stateful::Update { rule: *rule, vars: vars.to_vec() },
                 _ => Stateful::No,
             };
@@ -237,7 +260,7 @@ fn lower(
                 Stateful::No => Inferred::of(ir, node),
                 _ => None,
             };
-            Step {
+            Ok(Step {
                 stateful,
                 op: node.op.clone(),
                 reads,
@@ -255,9 +278,9 @@ fn lower(
                 device: node.device.unwrap_or(crate::tensor::Device::CPU),
                 inferred,
                 context: node.context(),
-            }
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     // Last readers: a slot dies after the last step that reads it, unless fetched.
     let fetched: Vec<Slot> = ir.fetches.iter().map(|e| slot_of[e]).collect();
     let mut is_fetched = vec![false; num_slots];
@@ -330,6 +353,11 @@ fn lower(
     }
     let mut users: FxHashMap<NodeId, Vec<u32>> = FxHashMap::default();
     for (k, st) in steps.iter().enumerate() {
+        if let Stateful::Control { vars, writes: false, .. } = &st.stateful {
+            for var in vars {
+                touched.entry(*var).or_default().push(k as u32);
+            }
+        }
         if let Stateful::Read { var, .. } = &st.stateful {
             touched.entry(*var).or_default().push(k as u32);
             for slot in st.outputs.iter().flatten() {
@@ -395,7 +423,21 @@ fn lower(
         })
         .collect();
     Ok(Plan {
-        report: PlanReport { passes: Vec::new(), steps: steps.len(), fused, in_place, peak_bytes },
+        report: PlanReport {
+            passes: Vec::new(),
+            steps: steps.len(),
+            fused,
+            in_place,
+            peak_bytes,
+            bodies: steps
+                .iter()
+                .filter_map(|st| match &st.stateful {
+                    Stateful::Control { plan, .. } => Some(plan.reports(st.context.node.as_deref().unwrap_or(""))),
+                    _ => None,
+                })
+                .flatten()
+                .collect(),
+        },
         steps,
         num_slots,
         feeds: feeds_out,
@@ -458,6 +500,7 @@ fn peak_memory(ir: &IrGraph, order: &[usize], steps: &[Step], slot_of: &FxHashMa
                 | Op::Unstack { .. }
                 | Op::SplitLike { .. }
                 | Op::Assign { .. }
+                | Op::ReadVariable
                 | Op::ResourceApplyUpdate { .. }
         ) && st.donate.is_none();
         for (index, m) in node.outputs.iter().enumerate() {

@@ -301,21 +301,12 @@ impl Session {
         }
         let plan = self.plan_for(fetches, feeds, targets)?;
         let values = self.feed_values(&plan, feeds)?;
-        let mut times = vec![std::time::Duration::ZERO; plan.steps.len()];
+        let mut profiler = Profiler::default();
         for _ in 0..runs {
-            execute_sequential(&plan, &values, &self.variables, Some(&mut times))?;
+            execute_sequential(&plan, &values, &self.variables, Some(&mut profiler))?;
         }
-        let steps = plan
-            .steps
-            .iter()
-            .zip(times)
-            .map(|(step, t)| StepProfile {
-                node: step.context.node.clone().unwrap_or_default(),
-                op: step.context.op.clone(),
-                device: step.device,
-                seconds: t.as_secs_f64() / runs as f64,
-            })
-            .collect();
+        let mut steps = Vec::new();
+        profiler.rows(&plan, "", runs, &mut steps);
         Ok(RunProfile { runs, steps })
     }
 
@@ -383,8 +374,10 @@ fn run_step(
     inputs: &[&Value],
     store: &VariableStore,
     donated: Option<usize>,
+    prof: Option<&mut Profiler>,
 ) -> Result<SmallVec<[Value; 1]>> {
     let result = match &step.stateful {
+        Stateful::Control { plan, .. } => plan.run(inputs, store, prof),
         Stateful::No => match (&step.inferred, donated) {
             (Some(known), _) if known.matches(inputs) => {
                 let donated = donated.filter(|_| step.device == Device::CPU);
@@ -440,14 +433,63 @@ fn assign(f: AssignOp, var: NodeId, name: &str, value: &Value, store: &VariableS
     Ok(smallvec::smallvec![new])
 }
 
-/// Where a sequential run records each step's time (index = step).
-type StepTimes<'a> = Option<&'a mut [std::time::Duration]>;
+/// Step times of profiled runs, per plan (the request's and its bodies').
+#[derive(Default)]
+pub(super) struct Profiler {
+    times: FxHashMap<usize, Vec<std::time::Duration>>,
+}
+
+impl Profiler {
+    fn add(&mut self, plan: &Plan, step: usize, t: std::time::Duration) {
+        let times = self
+            .times
+            .entry(plan as *const Plan as usize)
+            .or_insert_with(|| vec![Default::default(); plan.steps.len()]);
+        times[step] += t;
+    }
+
+    /// One row per step of `plan`, then its bodies' steps after each
+    /// control-flow step (named `node/function/step`).
+    fn rows(&self, plan: &Plan, prefix: &str, runs: usize, out: &mut Vec<StepProfile>) {
+        let times = self.times.get(&(plan as *const Plan as usize));
+        for (k, step) in plan.steps.iter().enumerate() {
+            let node = step.context.node.clone().unwrap_or_default();
+            let t = times.map(|t| t[k]).unwrap_or_default();
+            out.push(StepProfile {
+                node: format!("{prefix}{node}"),
+                op: step.context.op.clone(),
+                device: step.device,
+                seconds: t.as_secs_f64() / runs as f64,
+            });
+            if let Stateful::Control { plan: control, .. } = &step.stateful {
+                for (name, sub) in control.plans() {
+                    let inner = format!("{prefix}{node}/{}/", name.rsplit('/').next().unwrap_or(name));
+                    self.rows(sub, &inner, runs, out);
+                }
+            }
+        }
+    }
+}
+
+/// Run a plan on `feeds` (the functions of control flow).
+pub(super) fn run_plan(
+    plan: &Plan,
+    feeds: &[&Value],
+    store: &VariableStore,
+    prof: Option<&mut Profiler>,
+) -> Result<Vec<Value>> {
+    if plan.parallel && prof.is_none() {
+        execute_parallel(plan, feeds, store)
+    } else {
+        execute_sequential(plan, feeds, store, prof)
+    }
+}
 
 fn execute_sequential(
     plan: &Plan,
     feeds: &[&Value],
     store: &VariableStore,
-    mut times: StepTimes<'_>,
+    mut times: Option<&mut Profiler>,
 ) -> Result<Vec<Value>> {
     let mut slots: SmallVec<[Option<Value>; 8]> = SmallVec::from_elem(None, plan.num_slots);
     for (i, v) in feeds.iter().enumerate() {
@@ -469,7 +511,7 @@ fn execute_sequential(
                     }
                 }
             }
-            run_step(step, &inputs, store, step.donate.filter(|_| donated.is_some()))?
+            run_step(step, &inputs, store, step.donate.filter(|_| donated.is_some()), times.as_deref_mut())?
         };
         drop(donated);
         for (slot, v) in step.outputs.iter().zip(outputs) {
@@ -481,7 +523,7 @@ fn execute_sequential(
             slots[s as usize] = None;
         }
         if let (Some(t), Some(started)) = (times.as_deref_mut(), started) {
-            t[k] += started.elapsed();
+            t.add(plan, k, started.elapsed());
         }
     }
     collect(plan, |s| slots[s as usize].clone())
@@ -518,7 +560,7 @@ impl<'p> Run<'p> {
                         step.inputs.iter().map(|&s| self.slots[s as usize].lock().clone()).collect();
                     let inputs: Option<SmallVec<[&Value; 4]>> = held.iter().map(|v| v.as_ref()).collect();
                     match inputs {
-                        Some(inputs) => run_step(step, &inputs, self.store, None),
+                        Some(inputs) => run_step(step, &inputs, self.store, None, None),
                         None => Err(Error::graph("internal: an input was freed before use")
                             .with_context(|| step.context.clone())),
                     }

@@ -172,7 +172,13 @@ pub(crate) fn execute(op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx
         Op::GatherGrad { axis, batch_dims } => movement::gather_grad(inputs[0], inputs[1], *axis, *batch_dims, out())?,
         Op::GatherNdGrad => movement::scatter_nd(inputs[1], inputs[0], out())?,
         Op::SplitLike { axis } => return Ok(movement::split_like(x(), &inputs[1..], *axis)?.into()),
-        Op::Variable { .. } | Op::Assign { .. } | Op::ResourceApplyUpdate { .. } => {
+        Op::Variable { .. }
+        | Op::Assign { .. }
+        | Op::ReadVariable
+        | Op::ResourceApplyUpdate { .. }
+        | Op::If { .. }
+        | Op::Case { .. }
+        | Op::While { .. } => {
             return Err(Error::precondition(
                 "variables live in a Session (graph mode) or an eager Variable; this op cannot run on its own",
             ));

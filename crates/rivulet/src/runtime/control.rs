@@ -1,0 +1,197 @@
+//! Control-flow steps: a branch or a loop holds the plans of its functions
+//! (compiled once, with the plan that holds them) and runs them with the
+//! same executor as every other plan. A loop is a Rust loop over its
+//! condition and body plans: no recursion, so the stack stays flat however
+//! many iterations run, and each iteration's values replace the last.
+
+use super::plan::{compile_function, Compile, Plan, PlanReport};
+use super::session::{run_plan, Profiler};
+use super::store::VariableStore;
+use crate::backend::{self, KernelCtx};
+use crate::error::{Error, Result};
+use crate::op::control::keeps_invariant;
+use crate::op::{History, Meta, Op};
+use crate::passes::IrNode;
+use crate::tensor::{Device, Scalar, Shape, Value};
+use smallvec::SmallVec;
+use std::sync::Arc;
+
+/// The compiled functions of an `If`, `Case` or `While` step.
+pub(crate) enum ControlPlan {
+    /// `If` (`boolean`: branch 0 when true) or `Case` (branch `index`, the
+    /// last one when out of range).
+    Branches { boolean: bool, names: Vec<String>, plans: Vec<Arc<Plan>> },
+    While {
+        names: [String; 2],
+        cond: Arc<Plan>,
+        body: Arc<Plan>,
+        vars: Vec<Meta>,
+        maximum_iterations: Option<u64>,
+        history: History,
+    },
+}
+
+impl ControlPlan {
+    pub fn compile(node: &IrNode, settings: &Compile<'_>) -> Result<ControlPlan> {
+        let plan = |i: usize| -> Result<Arc<Plan>> {
+            let f =
+                node.functions.get(i).ok_or_else(|| Error::graph("internal: a control-flow function is missing"))?;
+            compile_function(f, settings).map(Arc::new).map_err(|e| e.with_context(|| node.context()))
+        };
+        let names: Vec<String> = node.functions.iter().map(|f| f.name.clone()).collect();
+        Ok(match &node.op {
+            Op::If { .. } => ControlPlan::Branches { boolean: true, names, plans: vec![plan(0)?, plan(1)?] },
+            Op::Case { branches, .. } => ControlPlan::Branches {
+                boolean: false,
+                names,
+                plans: (0..branches.len()).map(plan).collect::<Result<_>>()?,
+            },
+            Op::While { spec } => ControlPlan::While {
+                names: [names[0].clone(), names[1].clone()],
+                cond: plan(0)?,
+                body: plan(1)?,
+                vars: spec.vars.clone(),
+                maximum_iterations: spec.maximum_iterations,
+                history: spec.history,
+            },
+            other => return Err(Error::graph(format!("internal: {} is not control flow", other.type_name()))),
+        })
+    }
+
+    /// Each function's plan, with its name.
+    pub fn plans(&self) -> Vec<(&str, &Arc<Plan>)> {
+        match self {
+            ControlPlan::Branches { names, plans, .. } => names.iter().map(String::as_str).zip(plans).collect(),
+            ControlPlan::While { names, cond, body, .. } => vec![(&names[0], cond), (&names[1], body)],
+        }
+    }
+
+    /// The reports of the functions' plans, for `Session::explain`.
+    pub fn reports(&self, node: &str) -> Vec<(String, String, PlanReport)> {
+        self.plans().into_iter().map(|(name, p)| (node.to_string(), name.to_string(), p.report.clone())).collect()
+    }
+
+    /// Run the step on its inputs.
+    pub fn run(
+        &self,
+        inputs: &[&Value],
+        store: &VariableStore,
+        mut prof: Option<&mut Profiler>,
+    ) -> Result<SmallVec<[Value; 1]>> {
+        match self {
+            ControlPlan::Branches { boolean, plans, .. } => {
+                let Some((selector, args)) = inputs.split_first() else {
+                    return Err(Error::graph("internal: a branch step without a selector"));
+                };
+                let s = scalar(selector)?;
+                let chosen = if *boolean {
+                    if s != 0.0 {
+                        0
+                    } else {
+                        1
+                    }
+                } else if s >= 0.0 && (s as usize) < plans.len() {
+                    s as usize
+                } else {
+                    plans.len() - 1
+                };
+                Ok(run_plan(&plans[chosen], args, store, prof)?.into_iter().collect())
+            }
+            ControlPlan::While { cond, body, vars, maximum_iterations, history, .. } => {
+                let n = vars.len();
+                let mut state: Vec<Value> = inputs.iter().map(|v| (*v).clone()).collect();
+                let every = match history {
+                    History::None => None,
+                    History::Every { every } => Some((*every).max(1)),
+                };
+                let mut saved: Vec<Vec<Value>> = vec![Vec::new(); if every.is_some() { n } else { 0 }];
+                let mut trips: u64 = 0;
+                loop {
+                    if maximum_iterations.is_some_and(|m| trips >= m) {
+                        break;
+                    }
+                    let refs: SmallVec<[&Value; 8]> = state.iter().collect();
+                    let c = run_plan(cond, &refs, store, prof.as_deref_mut())?;
+                    let go = c.first().ok_or_else(|| Error::graph("internal: the loop condition returned nothing"))?;
+                    if scalar(go)? == 0.0 {
+                        break;
+                    }
+                    if let Some(k) = every {
+                        if trips % k == 0 {
+                            for (list, v) in saved.iter_mut().zip(&state) {
+                                list.push(v.clone());
+                            }
+                        }
+                    }
+                    let next = run_plan(body, &refs, store, prof.as_deref_mut())?;
+                    drop(refs);
+                    if next.len() != n {
+                        return Err(Error::graph("internal: the loop body returned the wrong number of values"));
+                    }
+                    for (i, (v, m)) in next.iter().zip(vars).enumerate() {
+                        if v.dtype != m.dtype || !keeps_invariant(v.shape(), &m.shape) {
+                            return Err(Error::shape(format!(
+                                "iteration {trips}: the loop body made loop variable {i} {}{}, outside its invariant {m}",
+                                v.dtype,
+                                v.shape()
+                            )));
+                        }
+                    }
+                    for (slot, v) in state.iter_mut().zip(next) {
+                        *slot = v;
+                    }
+                    trips += 1;
+                }
+                state.truncate(n);
+                let mut out: SmallVec<[Value; 1]> = state.into_iter().collect();
+                if every.is_some() {
+                    for (i, (list, m)) in saved.iter().zip(vars).enumerate() {
+                        out.push(stack(list, m).map_err(|e| {
+                            Error::new(
+                                e.kind(),
+                                format!(
+                                    "keeping loop variable {i} for the gradient: {} (a loop variable that changes \
+                                     shape cannot be differentiated)",
+                                    e.message()
+                                ),
+                            )
+                        })?);
+                    }
+                    let count = i64::try_from(trips).map_err(|_| Error::invalid("trip count overflow"))?;
+                    out.push(Value::from_le_bytes(crate::tensor::DType::I64, Shape::scalar(), &count.to_le_bytes())?);
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// A scalar's value as f64 (a selector or a condition).
+fn scalar(v: &Value) -> Result<f64> {
+    let host;
+    let v = if v.device() == Device::CPU {
+        v
+    } else {
+        host = backend::transfer(v, Device::CPU)?;
+        &host
+    };
+    v.scalar_f64().ok_or_else(|| Error::shape(format!("expected a scalar, got {}{}", v.dtype, v.shape())))
+}
+
+/// `values` stacked along a new first axis (an empty stack of `meta`'s
+/// shape, unknown dimensions as 0, when there are none).
+fn stack(values: &[Value], meta: &Meta) -> Result<Value> {
+    let ctx = KernelCtx::EAGER;
+    if values.is_empty() {
+        let mut dims = vec![0usize];
+        dims.extend(meta.shape.dims().iter().map(|&d| if d == crate::tensor::UNKNOWN { 0 } else { d }));
+        let op = Op::Fill { shape: Shape::from(dims), value: Scalar::from(0i64), dtype: meta.dtype };
+        return backend::execute(&op, &[], &ctx).map(|mut v| v.swap_remove(0));
+    }
+    let expanded: Vec<Value> = values
+        .iter()
+        .map(|v| backend::execute(&Op::ExpandDims { axis: 0 }, &[v], &ctx).map(|mut o| o.swap_remove(0)))
+        .collect::<Result<_>>()?;
+    let refs: Vec<&Value> = expanded.iter().collect();
+    backend::execute(&Op::Concat { axis: 0 }, &refs, &ctx).map(|mut v| v.swap_remove(0))
+}
