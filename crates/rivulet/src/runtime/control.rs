@@ -4,8 +4,8 @@
 //! condition and body plans: no recursion, so the stack stays flat however
 //! many iterations run, and each iteration's values replace the last.
 
-use super::plan::{compile_function, Compile, Plan, PlanReport};
-use super::session::{run_plan, Profiler};
+use super::plan::{compile_function, compile_loop_step, Compile, Plan, PlanReport};
+use super::session::{run_plan, run_sequential, Profiler};
 use super::store::VariableStore;
 use crate::backend::{self, KernelCtx};
 use crate::error::{Error, Result};
@@ -25,6 +25,9 @@ pub(crate) enum ControlPlan {
         names: [String; 2],
         cond: Arc<Plan>,
         body: Arc<Plan>,
+        /// The body then the condition, as one plan (when neither uses
+        /// variables, whose reads and writes would then need ordering).
+        step: Option<Arc<Plan>>,
         vars: Vec<Meta>,
         maximum_iterations: Option<u64>,
         history: History,
@@ -50,6 +53,12 @@ impl ControlPlan {
                 names: [names[0].clone(), names[1].clone()],
                 cond: plan(0)?,
                 body: plan(1)?,
+                step: match (&node.functions[..], node.variables.is_empty()) {
+                    ([c, b], true) => Some(Arc::new(
+                        compile_loop_step(c, b, settings).map_err(|e| e.with_context(|| node.context()))?,
+                    )),
+                    _ => None,
+                },
                 vars: spec.vars.clone(),
                 maximum_iterations: spec.maximum_iterations,
                 history: spec.history,
@@ -62,7 +71,13 @@ impl ControlPlan {
     pub fn plans(&self) -> Vec<(&str, &Arc<Plan>)> {
         match self {
             ControlPlan::Branches { names, plans, .. } => names.iter().map(String::as_str).zip(plans).collect(),
-            ControlPlan::While { names, cond, body, .. } => vec![(&names[0], cond), (&names[1], body)],
+            ControlPlan::While { names, cond, body, step, .. } => {
+                let mut v = vec![(names[0].as_str(), cond), (names[1].as_str(), body)];
+                if let Some(s) = step {
+                    v.push(("step (body, then cond)", s));
+                }
+                v
+            }
         }
     }
 
@@ -97,7 +112,7 @@ impl ControlPlan {
                 };
                 Ok(run_plan(&plans[chosen], args, store, prof)?.into_iter().collect())
             }
-            ControlPlan::While { cond, body, vars, maximum_iterations, history, .. } => {
+            ControlPlan::While { cond, body, step, vars, maximum_iterations, history, .. } => {
                 let n = vars.len();
                 let mut state: Vec<Value> = inputs.iter().map(|v| (*v).clone()).collect();
                 let every = match history {
@@ -106,14 +121,26 @@ impl ControlPlan {
                 };
                 let mut saved: Vec<Vec<Value>> = vec![Vec::new(); if every.is_some() { n } else { 0 }];
                 let mut trips: u64 = 0;
+                let (mut cond_frame, mut body_frame) = (Frame::new(cond), Frame::new(step.as_ref().unwrap_or(body)));
+                // With the fused step, the condition of the next iteration
+                // comes out of this iteration's run.
+                let mut pending: Option<Value> = None;
                 loop {
                     if maximum_iterations.is_some_and(|m| trips >= m) {
                         break;
                     }
                     let refs: SmallVec<[&Value; 8]> = state.iter().collect();
-                    let c = run_plan(cond, &refs, store, prof.as_deref_mut())?;
-                    let go = c.first().ok_or_else(|| Error::graph("internal: the loop condition returned nothing"))?;
-                    if scalar(go)? == 0.0 {
+                    let go = match pending.take() {
+                        Some(go) => go,
+                        None => {
+                            let mut c = cond_frame.run(&refs, store, prof.as_deref_mut())?;
+                            if c.is_empty() {
+                                return Err(Error::graph("internal: the loop condition returned nothing"));
+                            }
+                            c.swap_remove(0)
+                        }
+                    };
+                    if scalar(&go)? == 0.0 {
                         break;
                     }
                     if let Some(k) = every {
@@ -123,8 +150,11 @@ impl ControlPlan {
                             }
                         }
                     }
-                    let next = run_plan(body, &refs, store, prof.as_deref_mut())?;
+                    let mut next = body_frame.run(&refs, store, prof.as_deref_mut())?;
                     drop(refs);
+                    if step.is_some() {
+                        pending = next.pop();
+                    }
                     if next.len() != n {
                         return Err(Error::graph("internal: the loop body returned the wrong number of values"));
                     }
@@ -163,6 +193,43 @@ impl ControlPlan {
                 Ok(out)
             }
         }
+    }
+}
+
+/// A plan and the slots it runs in, kept from one iteration to the next.
+struct Frame<'p> {
+    plan: &'p Plan,
+    slots: Vec<Option<Value>>,
+}
+
+impl<'p> Frame<'p> {
+    fn new(plan: &'p Plan) -> Frame<'p> {
+        Frame { plan, slots: vec![None; if plan.parallel { 0 } else { plan.num_slots }] }
+    }
+
+    fn run(
+        &mut self,
+        feeds: &[&Value],
+        store: &VariableStore,
+        prof: Option<&mut Profiler>,
+    ) -> Result<SmallVec<[Value; 4]>> {
+        if self.plan.parallel {
+            return Ok(run_plan(self.plan, feeds, store, prof)?.into_iter().collect());
+        }
+        let ran = run_sequential(self.plan, feeds, store, prof, &mut self.slots);
+        let out = ran.and_then(|()| {
+            self.plan
+                .fetches
+                .iter()
+                .map(|&s| {
+                    self.slots[s as usize].clone().ok_or_else(|| Error::graph("internal: a fetched value is missing"))
+                })
+                .collect()
+        });
+        for s in &mut self.slots {
+            *s = None;
+        }
+        out
     }
 }
 

@@ -117,6 +117,9 @@ impl Inferred {
 pub(crate) struct Plan {
     pub steps: Vec<Step>,
     pub num_slots: usize,
+    /// Constants on the CPU: put in their slots when a run starts, instead
+    /// of being steps.
+    pub constants: Vec<(Slot, Value)>,
     /// Per feed (in request order): its slot and expected dtype/shape.
     pub feeds: Vec<(Slot, Meta, String)>,
     /// Per fetch (in request order): its slot.
@@ -171,6 +174,50 @@ pub(crate) fn compile(
     Ok(plan)
 }
 
+/// The body of a loop followed by its condition on the body's results, as
+/// one plan (fetches: the next loop variables, then the condition): one
+/// plan run per iteration instead of two. Inputs: those of the body.
+pub(crate) fn compile_loop_step(
+    cond: &crate::graph::Function,
+    body: &crate::graph::Function,
+    settings: &Compile<'_>,
+) -> Result<Plan> {
+    let mut ir = IrGraph::extract(&body.graph.read(), &body.outputs, &body.inputs, &body.effects)?;
+    let c = IrGraph::extract(&cond.graph.read(), &cond.outputs, &cond.inputs, &cond.effects)?;
+    let n = body.outputs.len();
+    // The condition's inputs: the body's results for the loop variables,
+    // the body's own inputs for the captures.
+    let mut feed_edge: FxHashMap<usize, IrEdge> = FxHashMap::default();
+    for (k, (node, _, _)) in c.feeds.iter().enumerate() {
+        let e = if k < n { ir.fetches[k] } else { IrEdge { node: ir.feeds[k].0, index: 0 } };
+        feed_edge.insert(*node, e);
+    }
+    let mut node_map: FxHashMap<usize, usize> = FxHashMap::default();
+    for (i, node) in c.nodes.into_iter().enumerate() {
+        if feed_edge.contains_key(&i) {
+            continue;
+        }
+        let mut node = node;
+        for e in &mut node.inputs {
+            *e = match feed_edge.get(&e.node) {
+                Some(&f) => f,
+                None => IrEdge { node: node_map[&e.node], index: e.index },
+            };
+        }
+        node.control = node.control.iter().filter_map(|c| node_map.get(c).copied()).collect();
+        node_map.insert(i, ir.nodes.len());
+        ir.nodes.push(node);
+    }
+    let map = |e: IrEdge| match feed_edge.get(&e.node) {
+        Some(&f) => f,
+        None => IrEdge { node: node_map[&e.node], index: e.index },
+    };
+    ir.fetches.extend(c.fetches.iter().map(|&e| map(e)));
+    ir.targets.extend(c.targets.iter().filter_map(|t| node_map.get(t).copied()));
+    let mut counter = |_: NodeId| Arc::new(AtomicU64::new(0));
+    compile(ir, &mut counter, settings)
+}
+
 /// Compile a function of a graph's library as a plan of its own: its
 /// inputs are the feeds, its outputs the fetches, its effects the targets.
 /// The same passes run inside (folding, CSE, fusion).
@@ -211,7 +258,23 @@ fn lower(
         let slot = *slot_of.entry(e).or_insert(next);
         feeds_out.push((slot, meta.clone(), name.clone()));
     }
-    let order: Vec<usize> = (0..ir.nodes.len()).filter(|&i| !ir.nodes[i].dead && !is_feed[i]).collect();
+    let is_constant = |i: usize| {
+        matches!(ir.nodes[i].op, Op::Const { .. })
+            && !ir.nodes[i].dead
+            && !is_feed[i]
+            && ir.nodes[i].device.is_none_or(|d| d == crate::tensor::Device::CPU)
+    };
+    let mut constants = Vec::new();
+    for i in (0..ir.nodes.len()).filter(|&i| is_constant(i)) {
+        if let Op::Const { value } = &ir.nodes[i].op {
+            let e = IrEdge { node: i, index: 0 };
+            let next = slot_of.len() as Slot;
+            let slot = *slot_of.entry(e).or_insert(next);
+            constants.push((slot, value.0.clone()));
+        }
+    }
+    let order: Vec<usize> =
+        (0..ir.nodes.len()).filter(|&i| !ir.nodes[i].dead && !is_feed[i] && !is_constant(i)).collect();
     let mut read: FxHashMap<IrEdge, ()> = FxHashMap::default();
     for &i in &order {
         for e in &ir.nodes[i].inputs {
@@ -425,7 +488,7 @@ fn lower(
     Ok(Plan {
         report: PlanReport {
             passes: Vec::new(),
-            steps: steps.len(),
+            steps: steps.len() + constants.len(),
             fused,
             in_place,
             peak_bytes,
@@ -440,6 +503,7 @@ fn lower(
         },
         steps,
         num_slots,
+        constants,
         feeds: feeds_out,
         fetches: fetched,
         parallel,

@@ -489,11 +489,28 @@ fn execute_sequential(
     plan: &Plan,
     feeds: &[&Value],
     store: &VariableStore,
-    mut times: Option<&mut Profiler>,
+    times: Option<&mut Profiler>,
 ) -> Result<Vec<Value>> {
     let mut slots: SmallVec<[Option<Value>; 8]> = SmallVec::from_elem(None, plan.num_slots);
+    run_sequential(plan, feeds, store, times, &mut slots)?;
+    collect(plan, |s| slots[s as usize].clone())
+}
+
+/// Run `plan`'s steps one after another in `slots` (one per slot of the
+/// plan, all empty); the fetched values are left in their slots. A loop
+/// reuses one set of slots for every iteration.
+pub(super) fn run_sequential(
+    plan: &Plan,
+    feeds: &[&Value],
+    store: &VariableStore,
+    mut times: Option<&mut Profiler>,
+    slots: &mut [Option<Value>],
+) -> Result<()> {
     for (i, v) in feeds.iter().enumerate() {
         slots[plan.feeds[i].0 as usize] = Some((*v).clone());
+    }
+    for (s, v) in &plan.constants {
+        slots[*s as usize] = Some(v.clone());
     }
     for (k, step) in plan.steps.iter().enumerate() {
         let started = times.as_ref().map(|_| std::time::Instant::now());
@@ -526,7 +543,7 @@ fn execute_sequential(
             t.add(plan, k, started.elapsed());
         }
     }
-    collect(plan, |s| slots[s as usize].clone())
+    Ok(())
 }
 
 fn collect(plan: &Plan, mut get: impl FnMut(Slot) -> Option<Value>) -> Result<Vec<Value>> {
@@ -615,6 +632,9 @@ fn execute_parallel(plan: &Plan, feeds: &[&Value], store: &VariableStore) -> Res
     };
     for (i, v) in feeds.iter().enumerate() {
         *run.slots[plan.feeds[i].0 as usize].lock() = Some((*v).clone());
+    }
+    for (s, v) in &plan.constants {
+        *run.slots[*s as usize].lock() = Some(v.clone());
     }
     let roots: Vec<usize> = plan.steps.iter().enumerate().filter(|(_, s)| s.num_deps == 0).map(|(i, _)| i).collect();
     rayon::in_place_scope(|scope| {
