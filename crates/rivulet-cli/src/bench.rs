@@ -3,14 +3,14 @@
 //! median of the samples), printed as a table or as the peers' JSON lines.
 
 use rivulet::nn::{losses::sparse_softmax_cross_entropy, Initializer, Optimizer};
-use rivulet::{ops, Ctx, DType, GradientTape, Graph, Result, Session, Tensor, Variable};
+use rivulet::{ops, while_loop, Ctx, DType, GradientTape, Graph, Result, Session, Tensor, Variable, WhileOptions};
 use serde_json::json;
 use std::time::Instant;
 
 const N2: f64 = 4096.0 * 4096.0;
 
 /// The workloads of BENCHMARKS.md this command times.
-pub const WORKLOADS: [&str; 6] = ["B1", "B2", "B3", "B4", "B5", "B8"];
+pub const WORKLOADS: [&str; 7] = ["B1", "B2", "B3", "B4", "B5", "B7", "B8"];
 
 /// One measurement.
 struct Record {
@@ -34,6 +34,7 @@ impl Record {
             }
             "B2" => (8.0 * N2 / (t * 1e-3) / 1e9, "GB/s"),
             "B8" => (t * 1e3, "us"),
+            "B7" => (t, "ms/step"),
             _ => (t, "ms"),
         }
     }
@@ -197,6 +198,43 @@ fn b5(r: &mut Runner) -> Result<()> {
     Ok(())
 }
 
+/// One B7 step: `u + 0.2 * pad(laplacian(interior))`, the boundary fixed
+/// (Dirichlet), written as the TensorFlow and JAX peers write it.
+fn heat_step(u: &Tensor) -> Result<Tensor> {
+    let n = u.shape().dims()[0];
+    let m = (n - 2) as i64;
+    let at = |i: usize, j: usize| ops::slice(u, &[i, j], &[m, m]);
+    let sum = (&(&(&at(0, 1)? + &at(2, 1)?)? + &at(1, 0)?)? + &at(1, 2)?)?;
+    let lap = (&sum - &(&at(1, 1)? * 4.0)?)?;
+    u + &(&ops::pad(&lap, &[(1, 1), (1, 1)], ops::PadMode::Constant, 0.0)? * 0.2)?
+}
+
+/// B7: the 2-D heat equation, 200 steps per call: one `Session::run` of a
+/// `while_loop` (graph), or a Rust loop of ops (eager).
+fn b7(r: &mut Runner) -> Result<()> {
+    const PARAM: &str = "1024x1024, 200 steps/call";
+    let u0 = normal(&[1024, 1024], 7)?;
+    let budget = || Budget { budget_s: 6.0, min_reps: 5, max_reps: 7, per: 200 };
+    r.time("eager", "B7", PARAM, budget(), || {
+        let mut u = u0.clone();
+        for _ in 0..200 {
+            u = heat_step(&u)?;
+        }
+        Ok(())
+    })?;
+    let g = Graph::new();
+    let pu = g.placeholder("u", DType::F32, [1024, 1024])?;
+    let (_, u) = while_loop(
+        |(i, _): &(Tensor, Tensor)| ops::less(i, &Tensor::scalar(200i32)),
+        |(i, u): &(Tensor, Tensor)| Ok((ops::add(i, &Tensor::scalar(1i32))?, heat_step(u)?)),
+        (Tensor::scalar(0i32), pu.clone()),
+        &WhileOptions::default(),
+    )?;
+    let s = Session::new(&g);
+    r.time("graph", "B7", PARAM, budget(), || s.run(&[&u], &[(&pu, &u0)]).map(drop))?;
+    Ok(())
+}
+
 struct Runner {
     records: Vec<Record>,
     json: bool,
@@ -303,6 +341,9 @@ pub fn run(ids: &[String], json: bool, mode: Option<&str>) -> Result<()> {
     if want("B5") {
         b5(&mut r)?;
     }
+    if want("B7") {
+        b7(&mut r)?;
+    }
     if want("B8") {
         let b8 = |per| Budget { min_reps: 5, max_reps: 15, per, ..Budget::default() };
         r.time("eager", "B8", "eager: a = a + 1", b8(10_000), || {
@@ -322,6 +363,21 @@ pub fn run(ids: &[String], json: bool, mode: Option<&str>) -> Result<()> {
                 a = s.run(&[&y], &[(&p, &a)])?.swap_remove(0);
             }
             Ok(())
+        })?;
+        // Control-flow overhead: one run of a 100,000-iteration loop whose
+        // body is one scalar add (TensorFlow's costs tens of us an iteration).
+        let g = Graph::new();
+        let limit = g.placeholder("limit", DType::I32, ())?;
+        let count = while_loop(
+            |i: &Tensor| ops::less(i, &limit),
+            |i: &Tensor| ops::add(i, &Tensor::scalar(1i32)),
+            Tensor::scalar(0i32),
+            &WhileOptions::default(),
+        )?;
+        let s = Session::new(&g);
+        let n = Tensor::scalar(100_000i32);
+        r.time("graph", "B8", "while_loop: one scalar add per iteration", b8(100_000), || {
+            s.run(&[&count], &[(&limit, &n)]).map(drop)
         })?;
     }
     Ok(())

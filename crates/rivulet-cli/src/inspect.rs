@@ -96,6 +96,10 @@ pub fn run(
             }
         }
     }
+    if !optimized.bodies.is_empty() {
+        println!("== control-flow bodies");
+        print_bodies(&optimized, 1);
+    }
     if full {
         if let (Some(first), Some(last)) = (optimized.passes.first(), optimized.passes.last()) {
             println!("== before optimization\n{}", first.text);
@@ -161,6 +165,25 @@ fn print_profile(g: &Graph, fetches: &[&Tensor], feeds: &[Tensor], targets: &[&O
         println!("  {:<48} {:<20} {:<16} {:>10.3} ms", s.node, s.op, s.device.short_name(), s.seconds * 1e3);
     }
     Ok(())
+}
+
+/// The plans of control-flow branches and bodies, nested as they nest.
+fn print_bodies(r: &PlanReport, depth: usize) {
+    for (node, function, body) in &r.bodies {
+        let pad = "  ".repeat(depth);
+        println!(
+            "{pad}{node} / {function}: {} steps, {} fused groups, peak bytes {}",
+            body.steps,
+            body.fused.len(),
+            body.peak_bytes.map_or("unknown".into(), |b| b.to_string())
+        );
+        if let Some(last) = body.passes.last() {
+            for line in last.text.lines() {
+                println!("{pad}    {line}");
+            }
+        }
+        print_bodies(body, depth + 1);
+    }
 }
 
 fn write_dots(dir: &Path, r: &PlanReport) -> Result<()> {

@@ -18,7 +18,7 @@ use crate::context::{self, Record};
 use crate::error::{Error, Result};
 use crate::graph::{Function, Graph, NodeId, Tensor};
 use crate::op::{History, Op, WhileSpec};
-use crate::ops::control::{branch_node, call_inline, while_node, LoopSpec};
+use crate::ops::control::{branch_node, call_inline, while_node, Branches, LoopSpec};
 use crate::ops::{self};
 use crate::tensor::Shape;
 use std::panic::Location;
@@ -95,7 +95,7 @@ fn branches_gradient(
     let operands: Vec<Tensor> = args.iter().chain(&gys).map(local).collect::<Result<_>>()?;
     let operand_refs: Vec<&Tensor> = operands.iter().collect();
     let n_args = args.len();
-    let mut closures: Vec<(String, Box<dyn FnOnce(&[Tensor]) -> Result<Vec<Tensor>> + '_>)> = Vec::new();
+    let mut closures: Branches<'_> = Vec::new();
     for f in fs {
         let (with_grad, wanted) = (&with_grad, &wanted);
         let body = move |xs: &[Tensor]| -> Result<Vec<Tensor>> {

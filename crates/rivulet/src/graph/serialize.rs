@@ -5,8 +5,12 @@
 //! it checks the format and version, that inputs refer to earlier nodes and
 //! existing outputs, that constants have the bytes their shape needs, and it
 //! re-runs shape inference and compares with the stored output types.
+//!
+//! Version 2 adds the function library (control-flow branches and bodies,
+//! each a graph document of its own, recursively) and the variable aliases
+//! of function graphs; version 1 documents still load.
 
-use super::{Edge, Graph, Node};
+use super::{Edge, Function, Graph, Node};
 use crate::error::{Error, Result};
 use crate::op::{ConstValue, Meta, Op};
 use crate::tensor::{DType, Device, Shape, Value};
@@ -16,13 +20,30 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// The `format` field of a serialized graph.
 pub const FORMAT: &str = "rivulet.graph";
 /// The version this build writes and reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct GraphDoc {
     format: String,
     version: u32,
     nodes: Vec<NodeDoc>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    functions: Vec<FunctionDoc>,
+    /// Stand-in variable nodes and the outermost graph's variable each stands for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    aliases: Vec<(usize, usize)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FunctionDoc {
+    name: String,
+    graph: Box<GraphDoc>,
+    inputs: Vec<Edge>,
+    outputs: Vec<Edge>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    effects: Vec<usize>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    variable_inputs: Vec<(usize, usize)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -90,8 +111,16 @@ fn value_from_bytes(doc: TensorDoc) -> Result<Value> {
 impl Graph {
     /// The graph as versioned JSON (`{"format": "rivulet.graph", "version": 1, ...}`).
     pub fn to_json(&self) -> Result<String> {
+        let doc = self.to_doc();
+        serde_json::to_string(&doc).map_err(|e| Error::format(format!("cannot serialize the graph: {e}")))
+    }
+
+    fn to_doc(&self) -> GraphDoc {
         let s = self.read();
-        let doc = GraphDoc {
+        let functions = s.functions.clone();
+        let mut aliases: Vec<(usize, usize)> = s.aliases.iter().map(|(&a, &b)| (a, b)).collect();
+        aliases.sort_unstable();
+        let mut doc = GraphDoc {
             format: FORMAT.to_string(),
             version: VERSION,
             nodes: s
@@ -107,11 +136,24 @@ impl Graph {
                     device: n.device.map(|d| d.to_string()),
                 })
                 .collect(),
+            functions: Vec::new(),
+            aliases,
         };
         // Serializing a constant may copy it with parallel kernels: not
         // while the graph's lock is held.
         drop(s);
-        serde_json::to_string(&doc).map_err(|e| Error::format(format!("cannot serialize the graph: {e}")))
+        doc.functions = functions
+            .iter()
+            .map(|f| FunctionDoc {
+                name: f.name.clone(),
+                graph: Box::new(f.graph.to_doc()),
+                inputs: f.inputs.clone(),
+                outputs: f.outputs.clone(),
+                effects: f.effects.clone(),
+                variable_inputs: f.variable_inputs.clone(),
+            })
+            .collect();
+        doc
     }
 
     /// Load a graph written by [`Graph::to_json`], checking it thoroughly.
@@ -121,13 +163,54 @@ impl Graph {
         if doc.format != FORMAT {
             return Err(Error::format(format!("format is '{}', expected '{FORMAT}'", doc.format)));
         }
-        if doc.version != VERSION {
+        if !(1..=VERSION).contains(&doc.version) {
             return Err(Error::format(format!(
-                "graph version {} is not supported (this build reads {VERSION})",
+                "graph version {} is not supported (this build reads 1 to {VERSION})",
                 doc.version
             )));
         }
+        let g = Graph::from_doc(doc)?;
+        // Every alias, at any depth, names a variable of this outermost graph.
+        check_aliases(&g, &g)?;
+        Ok(g)
+    }
+
+    fn from_doc(doc: GraphDoc) -> Result<Graph> {
         let g = Graph::new();
+        for f in doc.functions {
+            let fg = Graph::from_doc(*f.graph)?;
+            let check_edge = |e: &Edge, what: &str| -> Result<()> {
+                match fg.node(e.node) {
+                    Some(n) if e.index < n.outputs.len() => Ok(()),
+                    _ => Err(Error::format(format!("function '{}': {what} {e:?} does not exist", f.name))),
+                }
+            };
+            for e in &f.inputs {
+                check_edge(e, "input")?;
+                if !matches!(fg.node(e.node).map(|n| n.op), Some(Op::Placeholder { .. })) {
+                    return Err(Error::format(format!("function '{}': input {e:?} is not a placeholder", f.name)));
+                }
+            }
+            for e in &f.outputs {
+                check_edge(e, "output")?;
+            }
+            if let Some(&bad) = f.effects.iter().find(|&&n| n >= fg.num_nodes()) {
+                return Err(Error::format(format!("function '{}': effect node {bad} does not exist", f.name)));
+            }
+            for &(input, node) in &f.variable_inputs {
+                if input >= f.inputs.len() || !matches!(fg.node(node).map(|n| n.op), Some(Op::Variable { .. })) {
+                    return Err(Error::format(format!("function '{}': bad variable input ({input}, {node})", f.name)));
+                }
+            }
+            g.add_function(Function {
+                name: f.name,
+                graph: fg,
+                inputs: f.inputs,
+                outputs: f.outputs,
+                effects: f.effects,
+                variable_inputs: f.variable_inputs,
+            })?;
+        }
         for (id, n) in doc.nodes.into_iter().enumerate() {
             let mut metas = Vec::with_capacity(n.inputs.len());
             for e in &n.inputs {
@@ -173,6 +256,67 @@ impl Graph {
                 device,
             })?;
         }
+        for (node, root) in doc.aliases {
+            if !matches!(g.node(node).map(|n| n.op), Some(Op::Variable { .. })) {
+                return Err(Error::format(format!("alias of node {node}, which is not a variable")));
+            }
+            g.set_variable_alias(node, root);
+        }
+        for n in g.read().nodes.iter() {
+            check_calls(&g, n)?;
+        }
         Ok(g)
     }
+}
+
+/// A control-flow node's functions exist and take and return what the node passes and expects.
+fn check_calls(g: &Graph, n: &Node) -> Result<()> {
+    let bad = |why: String| Error::format(format!("node '{}' ({}): {why}", n.name, n.op.type_name()));
+    let arity = |id: u32, inputs: usize, outputs: usize| -> Result<()> {
+        let f = g.function(id).map_err(|e| bad(e.message().to_string()))?;
+        if f.inputs.len() != inputs || f.outputs.len() != outputs {
+            return Err(bad(format!(
+                "function '{}' takes {} and returns {}, the node passes {inputs} and expects {outputs}",
+                f.name,
+                f.inputs.len(),
+                f.outputs.len()
+            )));
+        }
+        Ok(())
+    };
+    let args = n.inputs.len().saturating_sub(1);
+    match &n.op {
+        Op::If { then_branch, else_branch, outputs } => {
+            arity(*then_branch, args, outputs.len())?;
+            arity(*else_branch, args, outputs.len())
+        }
+        Op::Case { branches, outputs } => {
+            if branches.is_empty() {
+                return Err(bad("no branches".into()));
+            }
+            branches.iter().try_for_each(|&b| arity(b, args, outputs.len()))
+        }
+        Op::While { spec } => {
+            arity(spec.cond, n.inputs.len(), 1)?;
+            arity(spec.body, n.inputs.len(), spec.vars.len())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Aliases of `g`'s function graphs (recursively) name variables of `root`.
+fn check_aliases(g: &Graph, root: &Graph) -> Result<()> {
+    for f in g.functions() {
+        let aliases: Vec<usize> = f.graph.read().aliases.values().copied().collect();
+        for a in aliases {
+            if !matches!(root.node(a).map(|n| n.op), Some(Op::Variable { .. })) {
+                return Err(Error::format(format!(
+                    "function '{}' stands in for node {a}, which is not a variable of the graph",
+                    f.name
+                )));
+            }
+        }
+        check_aliases(&f.graph, root)?;
+    }
+    Ok(())
 }

@@ -188,6 +188,13 @@ impl BodyState {
     }
 }
 
+/// A branch being traced: it gets the placeholders of its arguments.
+pub(crate) type BranchFn<'a> = Box<dyn FnOnce(&[Tensor]) -> Result<Vec<Tensor>> + 'a>;
+/// Branches with their functions' names.
+pub(crate) type Branches<'a> = Vec<(String, BranchFn<'a>)>;
+/// An inlined call's outputs, and per variable stand-in the copy's read.
+pub(crate) type Inlined = (Vec<Tensor>, Vec<(NodeId, Tensor)>);
+
 /// A branch or body traced into its own graph.
 struct Traced {
     state: Rc<BodyState>,
@@ -384,7 +391,7 @@ pub(crate) fn branch_node(
     selector: &Tensor,
     boolean: bool,
     args: &[&Tensor],
-    branches: Vec<(String, Box<dyn FnOnce(&[Tensor]) -> Result<Vec<Tensor>> + '_>)>,
+    branches: Branches<'_>,
     location: &'static Location<'static>,
 ) -> Result<Vec<Tensor>> {
     let op_name = if boolean { "If" } else { "Case" };
@@ -450,7 +457,7 @@ pub fn cond<T: Nest>(
         template.borrow_mut().get_or_insert(t);
         Ok(flat)
     };
-    let branches: Vec<(String, Box<dyn FnOnce(&[Tensor]) -> Result<Vec<Tensor>> + '_>)> = vec![
+    let branches: Branches<'_> = vec![
         ("cond/then".into(), Box::new(|_: &[Tensor]| record(true_fn()))),
         ("cond/else".into(), Box::new(|_: &[Tensor]| record(false_fn()))),
     ];
@@ -494,12 +501,12 @@ pub fn switch_case<T: Nest>(
         Ok(flat)
     };
     let record = &record;
-    let boxed: Vec<(String, Box<dyn FnOnce(&[Tensor]) -> Result<Vec<Tensor>> + '_>)> = all
+    let boxed: Branches<'_> = all
         .iter()
         .enumerate()
         .map(|(i, f)| {
             let f = *f;
-            let b: Box<dyn FnOnce(&[Tensor]) -> Result<Vec<Tensor>> + '_> = Box::new(move |_: &[Tensor]| record(f()));
+            let b: BranchFn<'_> = Box::new(move |_: &[Tensor]| record(f()));
             (format!("case/branch{i}"), b)
         })
         .collect();
@@ -541,9 +548,20 @@ pub fn while_loop<T: Nest>(
     let flat = loop_vars.flatten();
     let refs: Vec<&Tensor> = flat.iter().collect();
     let invariants = invariants(&flat, options).map_err(|e| e.at_caller(|| context_of("While", &refs, location)))?;
-    let Some(parent) = target_graph(&refs) else {
-        return eager_while(&cond, &body, loop_vars, &invariants, options.maximum_iterations)
-            .map_err(|e| e.at_caller(|| context_of("While", &refs, location)));
+    let parent = match target_graph(&refs) {
+        Some(g) => g,
+        None => {
+            // Values in, but a condition on tensors of a graph (a
+            // placeholder it closes over): the loop belongs in that graph.
+            let first = cond(&loop_vars).map_err(|e| e.at_caller(|| context_of("While", &refs, location)))?;
+            match first.graph() {
+                Some(g) => g.clone(),
+                None => {
+                    return eager_while(&cond, &body, loop_vars, first, &invariants, options.maximum_iterations)
+                        .map_err(|e| e.at_caller(|| context_of("While", &refs, location)))
+                }
+            }
+        }
     };
     let mut cond_fn = |xs: &[Tensor]| -> Result<Tensor> { cond(&rebuild(&loop_vars, xs.to_vec())?) };
     let mut body_fn =
@@ -574,7 +592,9 @@ fn invariants(flat: &[Tensor], options: &WhileOptions) -> Result<Vec<Shape>> {
                 )));
             }
             for (i, (t, s)) in flat.iter().zip(shapes).enumerate() {
-                if !keeps_invariant(t.shape(), s) && !(t.shape().is_compatible_with(s) && !t.shape().is_fully_known()) {
+                let ok =
+                    keeps_invariant(t.shape(), s) || (!t.shape().is_fully_known() && t.shape().is_compatible_with(s));
+                if !ok {
                     return Err(Error::shape(format!(
                         "loop variable {i} enters with shape {}, outside its shape invariant {s}",
                         t.shape()
@@ -610,20 +630,26 @@ fn check_next(next: &[Tensor], dtypes: &[DType], invariants: &[Shape]) -> Result
     Ok(())
 }
 
+/// The loop run eagerly; `first` is the condition on the entering values.
 fn eager_while<T: Nest>(
     cond: &impl Fn(&T) -> Result<Tensor>,
     body: &impl Fn(&T) -> Result<T>,
     mut vars: T,
+    first: Tensor,
     invariants: &[Shape],
     maximum_iterations: Option<u64>,
 ) -> Result<T> {
     let dtypes: Vec<DType> = vars.flatten().iter().map(|t| t.dtype()).collect();
     let mut trips = 0u64;
+    let mut first = Some(first);
     loop {
         if maximum_iterations.is_some_and(|m| trips >= m) {
             return Ok(vars);
         }
-        let c = cond(&vars)?;
+        let c = match first.take() {
+            Some(c) => c,
+            None => cond(&vars)?,
+        };
         if eager_selector(&c, "While condition", true)? == 0 {
             return Ok(vars);
         }
@@ -693,11 +719,7 @@ pub(crate) fn while_node(
 /// Call function `f` of `graph`'s library on `inputs` (tensors of the
 /// current default graph) by copying its nodes there. Returns its outputs
 /// and, per variable stand-in of `f`, the copy's read.
-pub(crate) fn call_inline(
-    graph: &Graph,
-    f: &Arc<Function>,
-    inputs: &[Tensor],
-) -> Result<(Vec<Tensor>, Vec<(NodeId, Tensor)>)> {
+pub(crate) fn call_inline(graph: &Graph, f: &Arc<Function>, inputs: &[Tensor]) -> Result<Inlined> {
     let edges: Vec<Edge> = inputs.iter().map(edge).collect::<Result<_>>()?;
     let (outs, stand_ins) = graph.inline(f, &edges)?;
     let outs = outs.into_iter().map(|e| graph.tensor_at(e)).collect::<Result<_>>()?;

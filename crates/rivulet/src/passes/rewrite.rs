@@ -208,7 +208,41 @@ pub(super) fn eliminate_common_subexpressions(ir: &mut IrGraph, _: &PassOptions)
         }
     }
     ir.substitute(&subst);
+    merge_loops(ir);
     Ok(())
+}
+
+/// A loop and the same loop again keeping its states (made for its
+/// gradient) run once: the first becomes the one that keeps its states,
+/// and the second's readers read it. (The first comes earlier in the list,
+/// so every reader still follows what it reads.)
+fn merge_loops(ir: &mut IrGraph) {
+    let mut subst = Substitution::default();
+    for b in 0..ir.nodes.len() {
+        let Op::While { spec: kept } = &ir.nodes[b].op else { continue };
+        if ir.nodes[b].dead || kept.history == crate::op::History::None {
+            continue;
+        }
+        let plain = (0..b).find(|&a| {
+            let n = &ir.nodes[a];
+            matches!(&n.op, Op::While { spec } if !n.dead
+                && spec.history == crate::op::History::None
+                && spec.cond == kept.cond
+                && spec.body == kept.body
+                && spec.vars == kept.vars
+                && spec.maximum_iterations == kept.maximum_iterations)
+                && n.inputs == ir.nodes[b].inputs
+                && n.device == ir.nodes[b].device
+        });
+        let Some(a) = plain else { continue };
+        ir.nodes[a].op = ir.nodes[b].op.clone();
+        ir.nodes[a].outputs = ir.nodes[b].outputs.clone();
+        for index in 0..ir.nodes[b].outputs.len() {
+            subst.insert(IrEdge { node: b, index }, IrEdge { node: a, index });
+        }
+        ir.nodes[b].dead = true;
+    }
+    ir.substitute(&subst);
 }
 
 /// Activations the fused matmul can apply.

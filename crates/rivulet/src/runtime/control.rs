@@ -67,16 +67,13 @@ impl ControlPlan {
         })
     }
 
-    /// Each function's plan, with its name.
+    /// The plans that run, with their functions' names (a loop's body plan
+    /// holds the condition too when they are fused).
     pub fn plans(&self) -> Vec<(&str, &Arc<Plan>)> {
         match self {
             ControlPlan::Branches { names, plans, .. } => names.iter().map(String::as_str).zip(plans).collect(),
             ControlPlan::While { names, cond, body, step, .. } => {
-                let mut v = vec![(names[0].as_str(), cond), (names[1].as_str(), body)];
-                if let Some(s) = step {
-                    v.push(("step (body, then cond)", s));
-                }
-                v
+                vec![(names[0].as_str(), cond), (names[1].as_str(), step.as_ref().unwrap_or(body))]
             }
         }
     }
@@ -144,7 +141,7 @@ impl ControlPlan {
                         break;
                     }
                     if let Some(k) = every {
-                        if trips % k == 0 {
+                        if trips.is_multiple_of(k) {
                             for (list, v) in saved.iter_mut().zip(&state) {
                                 list.push(v.clone());
                             }

@@ -506,6 +506,13 @@ pub(super) fn run_sequential(
     mut times: Option<&mut Profiler>,
     slots: &mut [Option<Value>],
 ) -> Result<()> {
+    if feeds.len() != plan.feeds.len() || slots.len() != plan.num_slots {
+        return Err(Error::graph(format!(
+            "internal: {} values for a plan of {} inputs",
+            feeds.len(),
+            plan.feeds.len()
+        )));
+    }
     for (i, v) in feeds.iter().enumerate() {
         slots[plan.feeds[i].0 as usize] = Some((*v).clone());
     }
@@ -621,6 +628,13 @@ impl<'p> Run<'p> {
 }
 
 fn execute_parallel(plan: &Plan, feeds: &[&Value], store: &VariableStore) -> Result<Vec<Value>> {
+    if feeds.len() != plan.feeds.len() {
+        return Err(Error::graph(format!(
+            "internal: {} values for a plan of {} inputs",
+            feeds.len(),
+            plan.feeds.len()
+        )));
+    }
     let run = Run {
         plan,
         store,

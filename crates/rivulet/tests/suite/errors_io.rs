@@ -863,7 +863,11 @@ fn the_base_graph_document_is_valid() {
     assert_eq!(g.num_nodes(), 5);
     let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(doc["format"], "rivulet.graph");
-    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["version"], 2);
+    // Version 1 documents (before function libraries) still load.
+    let v1 = text.replacen("\"version\":2", "\"version\":1", 1);
+    assert_ne!(v1, text);
+    assert_eq!(Graph::from_json(&v1).unwrap().num_nodes(), 5);
     assert_eq!(doc["nodes"][2]["inputs"][1]["node"], 1);
     assert_eq!(doc["nodes"][3]["control_inputs"][0], 1);
     assert_eq!(doc["nodes"][1]["op"]["type"], "const");
@@ -887,7 +891,7 @@ fn damaged_graph_documents_are_format_errors() {
                 d.as_object_mut().unwrap().remove("format");
             }),
         ),
-        ("wrong version", Box::new(|d| d["version"] = 2.into())),
+        ("wrong version", Box::new(|d| d["version"] = 3.into())),
         ("version 0", Box::new(|d| d["version"] = 0.into())),
         ("version as text", Box::new(|d| d["version"] = "1".into())),
         (

@@ -8,6 +8,8 @@ mod common;
 
 mod checkpoints;
 mod compile_time;
+mod concurrency;
+mod control_flow;
 mod devices;
 mod differential;
 mod elementwise;
