@@ -4,10 +4,12 @@
 //! can be switched off in [`PassOptions`].
 
 pub mod ir;
+mod licm;
 pub(crate) mod placement;
 mod rewrite;
 
 pub use ir::{IrEdge, IrGraph, IrNode};
+pub(crate) use licm::hoist_loop_invariants;
 
 use crate::error::Result;
 
@@ -30,6 +32,9 @@ pub struct PassOptions {
     /// Write elementwise results into an input buffer that dies there, and
     /// optimizer updates over the variables' own buffers.
     pub in_place: bool,
+    /// Compute what a loop body does not change across iterations once,
+    /// before the loop.
+    pub loop_invariant_code_motion: bool,
 }
 
 impl Default for PassOptions {
@@ -49,6 +54,7 @@ impl PassOptions {
             elementwise_fusion: true,
             matmul_fusion: true,
             in_place: true,
+            loop_invariant_code_motion: true,
         }
     }
     /// Every pass off: the plan runs the graph as written (pruned).
@@ -61,6 +67,7 @@ impl PassOptions {
             elementwise_fusion: false,
             matmul_fusion: false,
             in_place: false,
+            loop_invariant_code_motion: false,
         }
     }
 }

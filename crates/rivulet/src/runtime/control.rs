@@ -4,7 +4,7 @@
 //! condition and body plans: no recursion, so the stack stays flat however
 //! many iterations run, and each iteration's values replace the last.
 
-use super::plan::{compile_function, compile_loop_step, Compile, Plan, PlanReport};
+use super::plan::{compile_function, compile_loop, Compile, Plan, PlanReport};
 use super::session::{run_plan, run_sequential, Profiler};
 use super::store::VariableStore;
 use crate::backend::{self, KernelCtx};
@@ -28,6 +28,9 @@ pub(crate) enum ControlPlan {
         /// The body then the condition, as one plan (when neither uses
         /// variables, whose reads and writes would then need ordering).
         step: Option<Arc<Plan>>,
+        /// The loop-invariant values the iteration plan (`step`, else
+        /// `body`) reads after its own inputs, computed once before the loop.
+        hoisted: Option<Arc<Plan>>,
         vars: Vec<Meta>,
         maximum_iterations: Option<u64>,
         history: History,
@@ -49,20 +52,24 @@ impl ControlPlan {
                 names,
                 plans: (0..branches.len()).map(plan).collect::<Result<_>>()?,
             },
-            Op::While { spec } => ControlPlan::While {
-                names: [names[0].clone(), names[1].clone()],
-                cond: plan(0)?,
-                body: plan(1)?,
-                step: match (&node.functions[..], node.variables.is_empty()) {
-                    ([c, b], true) => Some(Arc::new(
-                        compile_loop_step(c, b, settings).map_err(|e| e.with_context(|| node.context()))?,
-                    )),
-                    _ => None,
-                },
-                vars: spec.vars.clone(),
-                maximum_iterations: spec.maximum_iterations,
-                history: spec.history,
-            },
+            Op::While { spec } => {
+                let ([c, b], fused) = (&node.functions[..], node.variables.is_empty()) else {
+                    return Err(Error::graph("internal: a loop needs a condition and a body"));
+                };
+                let (iteration, hoisted) =
+                    compile_loop(c, b, fused, settings).map_err(|e| e.with_context(|| node.context()))?;
+                let (iteration, hoisted) = (Arc::new(iteration), hoisted.map(Arc::new));
+                ControlPlan::While {
+                    names: [names[0].clone(), names[1].clone()],
+                    cond: plan(0)?,
+                    body: iteration.clone(),
+                    step: fused.then_some(iteration),
+                    hoisted,
+                    vars: spec.vars.clone(),
+                    maximum_iterations: spec.maximum_iterations,
+                    history: spec.history,
+                }
+            }
             other => return Err(Error::graph(format!("internal: {} is not control flow", other.type_name()))),
         })
     }
@@ -72,8 +79,12 @@ impl ControlPlan {
     pub fn plans(&self) -> Vec<(&str, &Arc<Plan>)> {
         match self {
             ControlPlan::Branches { names, plans, .. } => names.iter().map(String::as_str).zip(plans).collect(),
-            ControlPlan::While { names, cond, body, step, .. } => {
-                vec![(names[0].as_str(), cond), (names[1].as_str(), step.as_ref().unwrap_or(body))]
+            ControlPlan::While { names, cond, body, step, hoisted, .. } => {
+                let mut v = vec![(names[0].as_str(), cond), (names[1].as_str(), step.as_ref().unwrap_or(body))];
+                if let Some(h) = hoisted {
+                    v.push(("loop invariants", h));
+                }
+                v
             }
         }
     }
@@ -109,7 +120,7 @@ impl ControlPlan {
                 };
                 Ok(run_plan(&plans[chosen], args, store, prof)?.into_iter().collect())
             }
-            ControlPlan::While { cond, body, step, vars, maximum_iterations, history, .. } => {
+            ControlPlan::While { cond, body, step, hoisted, vars, maximum_iterations, history, .. } => {
                 let n = vars.len();
                 let mut state: Vec<Value> = inputs.iter().map(|v| (*v).clone()).collect();
                 let every = match history {
@@ -119,6 +130,10 @@ impl ControlPlan {
                 let mut saved: Vec<Vec<Value>> = vec![Vec::new(); if every.is_some() { n } else { 0 }];
                 let mut trips: u64 = 0;
                 let (mut cond_frame, mut body_frame) = (Frame::new(cond), Frame::new(step.as_ref().unwrap_or(body)));
+                let invariants: SmallVec<[Value; 4]> = match hoisted {
+                    Some(h) => run_plan(h, inputs, store, prof.as_deref_mut())?.into_iter().collect(),
+                    None => SmallVec::new(),
+                };
                 // With the fused step, the condition of the next iteration
                 // comes out of this iteration's run.
                 let mut pending: Option<Value> = None;
@@ -147,6 +162,8 @@ impl ControlPlan {
                             }
                         }
                     }
+                    let mut refs = refs;
+                    refs.extend(invariants.iter());
                     let mut next = body_frame.run(&refs, store, prof.as_deref_mut())?;
                     drop(refs);
                     if step.is_some() {

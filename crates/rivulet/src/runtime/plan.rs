@@ -174,48 +174,61 @@ pub(crate) fn compile(
     Ok(plan)
 }
 
-/// The body of a loop followed by its condition on the body's results, as
-/// one plan (fetches: the next loop variables, then the condition): one
-/// plan run per iteration instead of two. Inputs: those of the body.
-pub(crate) fn compile_loop_step(
+/// The plan of a loop's iteration and, when loop-invariant code motion
+/// found anything, the plan that computes the invariant values once before
+/// the loop (the iteration plan takes them as extra inputs, after its own).
+///
+/// With `fused`, the iteration is the body followed by the condition on the
+/// body's results, as one plan (fetches: the next loop variables, then the
+/// condition): one plan run per iteration instead of two.
+pub(crate) fn compile_loop(
     cond: &crate::graph::Function,
     body: &crate::graph::Function,
+    fused: bool,
     settings: &Compile<'_>,
-) -> Result<Plan> {
+) -> Result<(Plan, Option<Plan>)> {
     let mut ir = IrGraph::extract(&body.graph.read(), &body.outputs, &body.inputs, &body.effects)?;
-    let c = IrGraph::extract(&cond.graph.read(), &cond.outputs, &cond.inputs, &cond.effects)?;
     let n = body.outputs.len();
-    // The condition's inputs: the body's results for the loop variables,
-    // the body's own inputs for the captures.
-    let mut feed_edge: FxHashMap<usize, IrEdge> = FxHashMap::default();
-    for (k, (node, _, _)) in c.feeds.iter().enumerate() {
-        let e = if k < n { ir.fetches[k] } else { IrEdge { node: ir.feeds[k].0, index: 0 } };
-        feed_edge.insert(*node, e);
-    }
-    let mut node_map: FxHashMap<usize, usize> = FxHashMap::default();
-    for (i, node) in c.nodes.into_iter().enumerate() {
-        if feed_edge.contains_key(&i) {
-            continue;
+    if fused {
+        let c = IrGraph::extract(&cond.graph.read(), &cond.outputs, &cond.inputs, &cond.effects)?;
+        // The condition's inputs: the body's results for the loop variables,
+        // the body's own inputs for the captures.
+        let mut feed_edge: FxHashMap<usize, IrEdge> = FxHashMap::default();
+        for (k, (node, _, _)) in c.feeds.iter().enumerate() {
+            let e = if k < n { ir.fetches[k] } else { IrEdge { node: ir.feeds[k].0, index: 0 } };
+            feed_edge.insert(*node, e);
         }
-        let mut node = node;
-        for e in &mut node.inputs {
-            *e = match feed_edge.get(&e.node) {
-                Some(&f) => f,
-                None => IrEdge { node: node_map[&e.node], index: e.index },
-            };
+        let mut node_map: FxHashMap<usize, usize> = FxHashMap::default();
+        for (i, node) in c.nodes.into_iter().enumerate() {
+            if feed_edge.contains_key(&i) {
+                continue;
+            }
+            let mut node = node;
+            for e in &mut node.inputs {
+                *e = match feed_edge.get(&e.node) {
+                    Some(&f) => f,
+                    None => IrEdge { node: node_map[&e.node], index: e.index },
+                };
+            }
+            node.control = node.control.iter().filter_map(|c| node_map.get(c).copied()).collect();
+            node_map.insert(i, ir.nodes.len());
+            ir.nodes.push(node);
         }
-        node.control = node.control.iter().filter_map(|c| node_map.get(c).copied()).collect();
-        node_map.insert(i, ir.nodes.len());
-        ir.nodes.push(node);
+        let map = |e: IrEdge| match feed_edge.get(&e.node) {
+            Some(&f) => f,
+            None => IrEdge { node: node_map[&e.node], index: e.index },
+        };
+        ir.fetches.extend(c.fetches.iter().map(|&e| map(e)));
+        ir.targets.extend(c.targets.iter().filter_map(|t| node_map.get(t).copied()));
     }
-    let map = |e: IrEdge| match feed_edge.get(&e.node) {
-        Some(&f) => f,
-        None => IrEdge { node: node_map[&e.node], index: e.index },
+    let before = match settings.passes.loop_invariant_code_motion {
+        true => passes::hoist_loop_invariants(&mut ir, n),
+        false => None,
     };
-    ir.fetches.extend(c.fetches.iter().map(|&e| map(e)));
-    ir.targets.extend(c.targets.iter().filter_map(|t| node_map.get(t).copied()));
     let mut counter = |_: NodeId| Arc::new(AtomicU64::new(0));
-    compile(ir, &mut counter, settings)
+    let iteration = compile(ir, &mut counter, settings)?;
+    let before = before.map(|ir| compile(ir, &mut counter, settings)).transpose()?;
+    Ok((iteration, before))
 }
 
 /// Compile a function of a graph's library as a plan of its own: its

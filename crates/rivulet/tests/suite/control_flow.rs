@@ -573,3 +573,53 @@ fn bad_bodies_and_predicates_are_errors_that_name_the_op_and_the_line() -> Resul
     assert_eq!(f64s(&out[0]), vec![2.0; 3]);
     Ok(())
 }
+
+#[test]
+fn loop_invariant_work_is_hoisted_out_of_the_body_and_runs_once() -> Result<()> {
+    let g = Graph::new();
+    let a = g.placeholder("a", DType::F64, [8, 8])?;
+    let x0 = g.placeholder("x0", DType::F64, [8])?;
+    // The body multiplies by a matrix built from captures only (invariant).
+    let (_, x) = while_loop(
+        |(i, _): &(Tensor, Tensor)| ops::less(i, &Tensor::scalar(5i32)),
+        |(i, x): &(Tensor, Tensor)| {
+            let m = ops::mul(&ops::exp(&ops::neg(&ops::matmul(&a, &a)?)?)?, &lit(0.5))?;
+            let y = ops::squeeze(&ops::matmul(&m, &ops::expand_dims(x, 1)?)?, &[1])?;
+            Ok((ops::add(i, &Tensor::scalar(1i32))?, y))
+        },
+        (Tensor::scalar(0i32), x0.clone()),
+        &WhileOptions::default(),
+    )?;
+    let av: Vec<f64> = (0..64).map(|k| ((k * 7) % 11) as f64 * 0.05 - 0.2).collect();
+    let xv: Vec<f64> = (0..8).map(|k| k as f64 - 3.0).collect();
+    let (at, xt) = (Tensor::from_slice(&av, [8, 8])?, Tensor::from_slice(&xv, [8])?);
+    // Reference: the same arithmetic unrolled, in f64 by hand.
+    let mut aa = [[0.0f64; 8]; 8];
+    for i in 0..8 {
+        for j in 0..8 {
+            aa[i][j] = 0.5 * (-(0..8).map(|k| av[i * 8 + k] * av[k * 8 + j]).sum::<f64>()).exp();
+        }
+    }
+    let mut want = xv.clone();
+    for _ in 0..5 {
+        want = (0..8).map(|i| (0..8).map(|j| aa[i][j] * want[j]).sum()).collect();
+    }
+    let mut runs = Vec::new();
+    for options in [rivulet::SessionOptions::default(), rivulet::SessionOptions::unoptimized()] {
+        let hoisting = options.passes.loop_invariant_code_motion;
+        let s = Session::with_options(&g, options);
+        let out = s.run(&[&x], &[(&a, &at), (&x0, &xt)])?;
+        for (p, q) in f64s(&out[0]).iter().zip(&want) {
+            assert!((p - q).abs() <= 1e-9 * (1.0 + q.abs()), "{p} vs {q}");
+        }
+        // The profile: the invariant matmul runs in the hoisted plan, once.
+        let profile = s.profile(&[&x], &[(&a, &at), (&x0, &xt)], &[], 1)?;
+        let in_body = |p: &rivulet::StepProfile| p.node.contains("/body/") && p.op == "MatMul";
+        let hoisted = |p: &rivulet::StepProfile| p.node.contains("/loop invariants/") && p.op == "MatMul";
+        assert_eq!(profile.steps.iter().filter(|p| in_body(p)).count(), if hoisting { 1 } else { 2 });
+        assert_eq!(profile.steps.iter().filter(|p| hoisted(p)).count(), if hoisting { 1 } else { 0 });
+        runs.push(f64s(&out[0]));
+    }
+    assert_eq!(runs[0], runs[1], "hoisting changes no bit");
+    Ok(())
+}
