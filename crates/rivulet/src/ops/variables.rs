@@ -57,8 +57,10 @@ impl Variable {
     /// gradient tapes when trainable); in a graph a tensor that reads the
     /// variable when a session runs it.
     pub fn read(&self) -> Tensor {
-        if let Some(t) = self.in_body() {
-            return t;
+        if let Some(handle) = self.in_body() {
+            // Inside a body: a read in program order, after the body's
+            // earlier assignments.
+            return super::apply1(Op::ReadVariable, &[&handle]).unwrap_or(handle);
         }
         if let Some(t) = self.traced_value() {
             if self.inner.trainable {
@@ -113,8 +115,8 @@ impl Variable {
 
     /// The current value without watching it (eager), or the read handle (graph).
     pub fn current(&self) -> Tensor {
-        if let Some(t) = self.in_body() {
-            return t;
+        if let Some(handle) = self.in_body() {
+            return super::apply1(Op::ReadVariable, &[&handle]).unwrap_or(handle);
         }
         if let Some(t) = self.traced_value() {
             return t;

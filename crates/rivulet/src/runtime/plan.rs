@@ -428,13 +428,21 @@ fn lower(
         }
     }
     let mut users: FxHashMap<NodeId, Vec<u32>> = FxHashMap::default();
+    // And a `ReadVariableOp` (or control flow that only reads) waits for the
+    // earlier writes, so that it sees them (a `Variable` node is the
+    // variable's handle: it reads whenever its step runs).
+    let mut writers: FxHashMap<NodeId, Vec<u32>> = FxHashMap::default();
     for (k, st) in steps.iter().enumerate() {
         if let Stateful::Control { vars, writes: false, .. } = &st.stateful {
             for var in vars {
                 touched.entry(*var).or_default().push(k as u32);
+                deps[k].extend(writers.get(var).into_iter().flatten().copied());
             }
         }
         if let Stateful::Read { var, .. } = &st.stateful {
+            if matches!(st.op, Op::ReadVariable) {
+                deps[k].extend(writers.get(var).into_iter().flatten().copied());
+            }
             touched.entry(*var).or_default().push(k as u32);
             for slot in st.outputs.iter().flatten() {
                 users.entry(*var).or_default().extend(slot_readers.get(slot).into_iter().flatten().copied());
@@ -445,6 +453,7 @@ fn lower(
             let earlier = touched.entry(var).or_default();
             deps[k].extend(earlier.iter().copied());
             earlier.push(k as u32);
+            writers.entry(var).or_default().push(k as u32);
             if in_place {
                 deps[k].extend(users.get(&var).into_iter().flatten().copied().filter(|&j| (j as usize) < k));
             }

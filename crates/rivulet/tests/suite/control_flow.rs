@@ -623,3 +623,35 @@ fn loop_invariant_work_is_hoisted_out_of_the_body_and_runs_once() -> Result<()> 
     assert_eq!(runs[0], runs[1], "hoisting changes no bit");
     Ok(())
 }
+
+#[test]
+fn a_read_in_a_body_sees_the_assignments_before_it() -> Result<()> {
+    let g = Graph::new();
+    let counter = Variable::in_graph(&g, "counter", &lit(0.0), false)?;
+    let building = g.as_default();
+    let (_, seen) = while_loop(
+        |(i, _): &(Tensor, Tensor)| ops::less(i, &Tensor::scalar(4i32)),
+        |(i, seen): &(Tensor, Tensor)| {
+            let before = counter.read();
+            counter.assign_add(&lit(1.0))?;
+            let after = counter.read();
+            // 10 * before + after: the read before sees k, the one after k + 1.
+            let term = ops::add(&ops::mul(&before, &lit(10.0))?, &after)?;
+            Ok((ops::add(i, &Tensor::scalar(1i32))?, ops::add(seen, &term)?))
+        },
+        (Tensor::scalar(0i32), lit(0.0)),
+        &WhileOptions::default(),
+    )?;
+    let after_loop = counter.read();
+    drop(building);
+    for options in [rivulet::SessionOptions::default(), rivulet::SessionOptions::unoptimized()] {
+        let s = Session::with_options(&g, options);
+        s.run_targets(&[&g.global_variables_initializer()?])?;
+        let out = s.run(&[&seen], &[])?;
+        // sum over k = 0..3 of (10k + k + 1) = 60 + 10.
+        assert_eq!(one(&out[0]), 70.0);
+        assert_eq!(one(&s.variable_value(&counter)?), 4.0);
+        assert_eq!(one(&s.run(&[&after_loop], &[])?[0]), 4.0);
+    }
+    Ok(())
+}
