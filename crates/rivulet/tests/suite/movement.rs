@@ -1317,3 +1317,32 @@ proptest! {
         }
     }
 }
+
+/// Large pads and concats copy rows in parallel blocks: every element lands
+/// where the row-major formula says.
+#[test]
+fn large_pads_and_concats_copy_every_row_to_its_place() -> rivulet::Result<()> {
+    let (r, c) = (300usize, 700usize);
+    let data: Vec<f32> = (0..r * c).map(|k| k as f32).collect();
+    let x = Tensor::from_slice(&data, [r, c])?;
+    let p = ops::pad(&x, &[(2, 1), (3, 4)], ops::PadMode::Constant, -1.0)?;
+    let (pr, pc) = (r + 3, c + 7);
+    assert_eq!(p.shape().dims(), &[pr, pc]);
+    let got = p.to_vec::<f32>()?;
+    for i in 0..pr {
+        for j in 0..pc {
+            let want =
+                if (2..2 + r).contains(&i) && (3..3 + c).contains(&j) { ((i - 2) * c + (j - 3)) as f32 } else { -1.0 };
+            assert_eq!(got[i * pc + j], want, "pad at ({i}, {j})");
+        }
+    }
+    let y = ops::mul(&x, 2.0)?;
+    let cat = ops::concat(&[&x, &y], 1)?.to_vec::<f32>()?;
+    for i in 0..r {
+        for j in 0..2 * c {
+            let want = if j < c { (i * c + j) as f32 } else { 2.0 * (i * c + j - c) as f32 };
+            assert_eq!(cat[i * 2 * c + j], want, "concat at ({i}, {j})");
+        }
+    }
+    Ok(())
+}

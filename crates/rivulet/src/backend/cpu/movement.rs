@@ -33,12 +33,47 @@ fn copy_into<T: Element>(src: &Value, dst: &mut [T], dst_layout: &Layout) {
     let (sd, ss) = (rows.inner_stride(0), rows.inner_stride(1));
     let inner = rows.inner();
     let sbuf = src.buffer::<T>();
+    if sd == 1 && ss == 1 {
+        // Rows contiguous on both sides (pad, concat, slices): row copies,
+        // in parallel over blocks of rows when there is enough to copy.
+        let n = rows.rows();
+        let per = (COPY_GRAIN / inner.max(1)).max(1);
+        if n <= per {
+            rows.for_rows(0, n, |_, [od, os]| {
+                dst[od as usize..od as usize + inner].copy_from_slice(&sbuf[os as usize..os as usize + inner]);
+            });
+            return;
+        }
+        let out = SharedOut(dst.as_mut_ptr(), dst.len());
+        (0..n.div_ceil(per)).into_par_iter().for_each(|b| {
+            let out = &out;
+            rows.for_rows(b * per, ((b + 1) * per).min(n), |_, [od, os]| {
+                let src_row = &sbuf[os as usize..os as usize + inner];
+                assert!(od >= 0 && od as usize + inner <= out.1, "copy_into: row outside the output");
+                // SAFETY: in bounds (checked above); the destination layout
+                // maps distinct rows of the source to disjoint ranges of the
+                // output (a region of a row-major buffer), so blocks of rows
+                // on different threads never write the same element.
+                unsafe { std::ptr::copy_nonoverlapping(src_row.as_ptr(), out.0.add(od as usize), inner) };
+            });
+        });
+        return;
+    }
     rows.for_rows(0, rows.rows(), |_, [od, os]| {
         for j in 0..inner as isize {
             dst[(od + j * sd) as usize] = sbuf[(os + j * ss) as usize];
         }
     });
 }
+
+/// Elements per parallel block of a row copy.
+const COPY_GRAIN: usize = 1 << 16;
+
+/// The output of a parallel row copy, shared by the threads that write its
+/// disjoint rows.
+struct SharedOut<T>(*mut T, usize);
+// SAFETY: the threads write disjoint ranges (see `copy_into`).
+unsafe impl<T: Send> Sync for SharedOut<T> {}
 
 /// A new value of `out` filled with `fill`, each piece copied into the
 /// region of the row-major output its layout describes.
@@ -243,7 +278,8 @@ pub(crate) fn pad(x: &Value, paddings: &[(usize, usize)], value: Scalar, out: &M
     with_dtype!(x.dtype, T => {
         let mut buf = HostBuffer::for_elements::<T>(out.shape.numel_known())?;
         let o = buf.as_mut_slice::<T>();
-        o.fill(value.to_element::<T>());
+        let fill = value.to_element::<T>();
+        o.par_chunks_mut(COPY_GRAIN).for_each(|c| c.fill(fill));
         let full = Layout::contiguous(out.shape.clone());
         let begin: Vec<usize> = paddings.iter().map(|p| p.0).collect();
         let interior = Layout {
