@@ -304,14 +304,24 @@ fn check_calls(g: &Graph, n: &Node) -> Result<()> {
     }
 }
 
-/// Aliases of `g`'s function graphs (recursively) name variables of `root`.
+/// Every variable node of `g`'s function graphs (recursively) stands for a
+/// variable of `root` of the same dtype and shape.
 fn check_aliases(g: &Graph, root: &Graph) -> Result<()> {
     for f in g.functions() {
-        let aliases: Vec<usize> = f.graph.read().aliases.values().copied().collect();
-        for a in aliases {
-            if !matches!(root.node(a).map(|n| n.op), Some(Op::Variable { .. })) {
+        let stand_ins: Vec<(usize, Option<usize>, Op)> = {
+            let s = f.graph.read();
+            s.nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| matches!(n.op, Op::Variable { .. }))
+                .map(|(id, n)| (id, s.aliases.get(&id).copied(), n.op.clone()))
+                .collect()
+        };
+        for (id, alias, op) in stand_ins {
+            let target = alias.and_then(|a| root.node(a)).map(|n| n.op);
+            if target.as_ref() != Some(&op) {
                 return Err(Error::format(format!(
-                    "function '{}' stands in for node {a}, which is not a variable of the graph",
+                    "function '{}': variable node {id} does not stand for a variable of the graph of its type",
                     f.name
                 )));
             }

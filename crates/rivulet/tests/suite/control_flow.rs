@@ -446,6 +446,17 @@ fn bodies_read_and_assign_variables_in_a_session_and_gradients_reach_them() -> R
     assert_eq!(one(&s.variable_value(&counter)?), 4.0);
     s.run(&[&y], &[(&n, &Tensor::scalar(3i32)), (&x, &lit(2.0))])?;
     assert_eq!(one(&s.variable_value(&counter)?), 7.0);
+    // Saved and loaded, the stand-ins still find their variables; a
+    // document whose stand-in lost its alias is refused.
+    let text = g.to_json()?;
+    let h = Graph::from_json(&text)?;
+    let s = Session::new(&h);
+    s.run_targets(&[&h.operation("counter/Assign")?, &h.operation("w/Assign")?])?;
+    let hy = h.tensor(&y.name().unwrap())?;
+    let out = s.run(&[&hy], &[(&h.tensor("n")?, &Tensor::scalar(4i32)), (&h.tensor("x")?, &lit(2.0))])?;
+    assert!((one(&out[0]) - 2.0 * 1.5f64.powi(4)).abs() < 1e-12);
+    assert!(text.contains("\"aliases\":[["));
+    assert!(Graph::from_json(&text.replace("\"aliases\":[[", "\"ignored\":[[")).is_err());
     Ok(())
 }
 
