@@ -127,68 +127,145 @@ fn scalar_i64(v: i64) -> Tensor {
     Tensor::scalar(v)
 }
 
-/// The backward loop over `count` stacked states `history` (the loop
-/// variables entering each iteration, oldest first): from the last state
-/// back to the first, apply the body's vector-Jacobian product to `gx`
-/// (the gradients of the float loop variables `floats`), adding the
-/// gradients of the wanted captures to `gc`.
-#[allow(clippy::too_many_arguments)]
-fn backward_loop(
-    parent: &Graph,
-    body: &Arc<Function>,
-    history: &[Tensor],
-    count: &Tensor,
-    captures: &[Tensor],
-    floats: &[usize],
-    wanted: &[usize],
-    gx: Vec<Tensor>,
-    gc: Vec<Tensor>,
-    invariants: &[Shape],
-) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
-    let n = history.len();
-    let last = ops::sub(count, &scalar_i64(1))?;
-    let mut vars = vec![last];
-    vars.extend(gx.iter().cloned());
-    vars.extend(gc.iter().cloned());
-    let mut shapes = vec![Shape::scalar()];
-    shapes.extend(floats.iter().map(|&j| invariants[j].clone()));
-    shapes.extend(wanted.iter().map(|&m| captures[m].shape().clone()));
-    let mut cond = |xs: &[Tensor]| ops::greater_equal(&xs[0], &scalar_i64(0));
-    let mut step = |xs: &[Tensor]| -> Result<Vec<Tensor>> {
-        let i = &xs[0];
-        let (gx, gc) = xs[1..].split_at(floats.len());
-        let mut inputs: Vec<Tensor> = history.iter().map(|h| ops::gather(h, i, 0, 0)).collect::<Result<_>>()?;
-        for c in captures {
+/// What the backward loops need of the forward loop: its body, its
+/// captures, which loop variables are float (`floats`, the ones with
+/// gradients), which captures want gradients, and the loop variables'
+/// shape invariants.
+struct Backward<'a> {
+    body: &'a Arc<Function>,
+    captures: &'a [Tensor],
+    floats: &'a [usize],
+    wanted: &'a [usize],
+    invariants: &'a [Shape],
+}
+
+/// The gradients a backward loop carries: of the float loop variables, of
+/// the wanted captures.
+type Carried = (Vec<Tensor>, Vec<Tensor>);
+
+/// One step of a count-down loop: `(k, gx, gc)` to the next gradients.
+type CountDownStep<'a> = dyn FnMut(&Tensor, &[Tensor], &[Tensor]) -> Result<Carried> + 'a;
+
+impl Backward<'_> {
+    /// The body inlined in the body being built, on `state` (the loop
+    /// variables) and the captures.
+    fn call_body(&self, state: Vec<Tensor>) -> Result<(Vec<Tensor>, crate::ops::control::Inlined)> {
+        let mut inputs = state;
+        for c in self.captures {
             inputs.push(local(c)?);
         }
-        let inputs: Vec<Tensor> = inputs.iter().map(local).collect::<Result<_>>()?;
         let here = inputs[0].graph().cloned().ok_or_else(|| Error::graph("internal: the state is not symbolic"))?;
-        let (outs, stand_ins) = call_inline(&here, body, &inputs)?;
-        let ys: Vec<&Tensor> = floats.iter().map(|&j| &outs[j]).collect();
-        let mut wanted_inputs: Vec<usize> = floats.to_vec();
-        wanted_inputs.extend(wanted.iter().map(|&m| n + m));
-        let srcs = sources(body, &inputs, &stand_ins, &wanted_inputs);
-        let src_refs: Vec<&Tensor> = srcs.iter().collect();
-        let g_refs: Vec<&Tensor> = gx.iter().collect();
-        let found = gradients(&ys, &src_refs, Some(&g_refs), Unconnected::Zero)?;
-        let mut next = vec![ops::sub(i, &scalar_i64(1))?];
-        for (k, g) in found.into_iter().enumerate() {
-            let g = g.ok_or_else(|| Error::graph("internal: no gradient"))?;
-            next.push(if k < floats.len() { g } else { ops::add(&gc[k - floats.len()], &g)? });
-        }
-        Ok(next)
-    };
-    let spec = LoopSpec {
-        invariants: shapes,
-        maximum_iterations: None,
-        history: History::None,
-        checkpoint_every: None,
-        name: format!("{}/grad", body.name),
-    };
-    let outs = while_node(parent, &vars, &mut cond, &mut step, &spec, Location::caller())?;
-    let gx = outs[1..1 + floats.len()].to_vec();
-    let gc = outs[1 + floats.len()..].to_vec();
-    Ok((gx, gc))
+        let inlined = call_inline(&here, self.body, &inputs)?;
+        Ok((inputs, inlined))
+    }
+
+    /// A loop in `parent` with `k` running from `count - 1` down to 0,
+    /// carrying the gradients: `step(k, gx, gc)` gives the next ones.
+    fn count_down(
+        &self,
+        parent: &Graph,
+        count: &Tensor,
+        (gx, gc): Carried,
+        step: &mut CountDownStep<'_>,
+    ) -> Result<Carried> {
+        let nf = self.floats.len();
+        let mut vars = vec![ops::sub(count, &scalar_i64(1))?];
+        vars.extend(gx);
+        vars.extend(gc);
+        let mut shapes = vec![Shape::scalar()];
+        shapes.extend(self.floats.iter().map(|&j| self.invariants[j].clone()));
+        shapes.extend(self.wanted.iter().map(|&m| self.captures[m].shape().clone()));
+        let mut cond = |xs: &[Tensor]| ops::greater_equal(&xs[0], &scalar_i64(0));
+        let mut body = |xs: &[Tensor]| -> Result<Vec<Tensor>> {
+            let (gx, gc) = xs[1..].split_at(nf);
+            let (gx, gc) = step(&xs[0], gx, gc)?;
+            let mut next = vec![ops::sub(&xs[0], &scalar_i64(1))?];
+            next.extend(gx);
+            next.extend(gc);
+            Ok(next)
+        };
+        let spec = LoopSpec {
+            invariants: shapes,
+            maximum_iterations: None,
+            history: History::None,
+            checkpoint_every: None,
+            name: format!("{}/grad", self.body.name),
+        };
+        let outs = while_node(parent, &vars, &mut cond, &mut body, &spec, Location::caller())?;
+        Ok((outs[1..1 + nf].to_vec(), outs[1 + nf..].to_vec()))
+    }
+
+    /// The backward loop over `count` stacked states `history` (the loop
+    /// variables entering each iteration, oldest first): from the last
+    /// state back to the first, apply the body's vector-Jacobian product
+    /// to the loop variables' gradients and add the captures' to theirs.
+    fn walk(&self, parent: &Graph, history: &[Tensor], count: &Tensor, carried: Carried) -> Result<Carried> {
+        let n = history.len();
+        self.count_down(parent, count, carried, &mut |i, gx, gc| {
+            let state: Vec<Tensor> = history.iter().map(|h| ops::gather(h, i, 0, 0)).collect::<Result<_>>()?;
+            let (inputs, (outs, stand_ins)) = self.call_body(state)?;
+            let ys: Vec<&Tensor> = self.floats.iter().map(|&j| &outs[j]).collect();
+            let mut wanted_inputs: Vec<usize> = self.floats.to_vec();
+            wanted_inputs.extend(self.wanted.iter().map(|&m| n + m));
+            let srcs = sources(self.body, &inputs, &stand_ins, &wanted_inputs);
+            let src_refs: Vec<&Tensor> = srcs.iter().collect();
+            let g_refs: Vec<&Tensor> = gx.iter().collect();
+            let found = gradients(&ys, &src_refs, Some(&g_refs), Unconnected::Zero)?;
+            let mut found = found
+                .into_iter()
+                .map(|g| g.ok_or_else(|| Error::graph("internal: no gradient")))
+                .collect::<Result<Vec<_>>>()?;
+            let dc = found.split_off(gx.len());
+            let gc = gc.iter().zip(&dc).map(|(a, b)| ops::add(a, b)).collect::<Result<_>>()?;
+            Ok((found, gc))
+        })
+    }
+
+    /// The backward pass from checkpoints kept every `every` iterations:
+    /// for each segment, last first, recompute its states from its
+    /// checkpoint with a loop that keeps them, then walk them back.
+    fn segmented(
+        &self,
+        parent: &Graph,
+        checkpoints: &[Tensor],
+        trips: &Tensor,
+        every: u64,
+        carried: Carried,
+    ) -> Result<Carried> {
+        let k = i64::try_from(every).map_err(|_| Error::invalid("checkpoint_every is too large"))?;
+        let n = checkpoints.len();
+        let segments = ops::floor_div(&ops::add(trips, &scalar_i64(k - 1))?, &scalar_i64(k))?;
+        self.count_down(parent, &segments, carried, &mut |s, gx, gc| {
+            let here =
+                context::current_body().map(|b| b.graph.clone()).ok_or_else(|| Error::graph("internal: no body"))?;
+            let start = ops::mul(s, &scalar_i64(k))?;
+            let len = ops::minimum(&scalar_i64(k), &ops::sub(&local(trips)?, &start)?)?;
+            // Recompute the segment's states: `len` runs of the body from the checkpoint.
+            let mut seg_vars = vec![ops::constant(&here, scalar_i64(0))?];
+            for c in checkpoints {
+                seg_vars.push(ops::gather(&local(c)?, s, 0, 0)?);
+            }
+            let mut seg_cond = |ys: &[Tensor]| ops::less(&ys[0], &len);
+            let mut seg_body = |ys: &[Tensor]| -> Result<Vec<Tensor>> {
+                let (_, (outs, _)) = self.call_body(ys[1..].to_vec())?;
+                let mut next = vec![ops::add(&ys[0], &scalar_i64(1))?];
+                next.extend(outs);
+                Ok(next)
+            };
+            let mut seg_shapes = vec![Shape::scalar()];
+            seg_shapes.extend(self.invariants.iter().cloned());
+            let seg_spec = LoopSpec {
+                invariants: seg_shapes,
+                maximum_iterations: None,
+                history: History::Every { every: 1 },
+                checkpoint_every: None,
+                name: format!("{}/recompute", self.body.name),
+            };
+            let outs = while_node(&here, &seg_vars, &mut seg_cond, &mut seg_body, &seg_spec, Location::caller())?;
+            // Outputs: the n + 1 variables, their n + 1 stacks, the count.
+            self.walk(&here, &outs[n + 2..2 * n + 2], &outs[2 * n + 2], (gx.to_vec(), gc.to_vec()))
+        })
+    }
 }
 
 fn while_gradient(
@@ -234,10 +311,12 @@ fn while_gradient(
         .collect::<Result<_>>()?;
     let gc: Vec<Tensor> = wanted.iter().map(|&m| ops::zeros_like(&captures[m])).collect::<Result<_>>()?;
     let invariants: Vec<Shape> = spec.vars.iter().map(|m| m.shape.clone()).collect();
+    let backward =
+        Backward { body: &body, captures: &captures, floats: &floats, wanted: &wanted, invariants: &invariants };
     let (gx, gc) = if every == 1 {
-        backward_loop(&parent, &body, &history, &trips, &captures, &floats, &wanted, gx, gc, &invariants)?
+        backward.walk(&parent, &history, &trips, (gx, gc))?
     } else {
-        segmented_backward(&parent, &body, &history, &trips, every, &captures, &floats, &wanted, gx, gc, &invariants)?
+        backward.segmented(&parent, &history, &trips, every, (gx, gc))?
     };
     let mut result = vec![None; r.inputs.len()];
     for (k, &j) in floats.iter().enumerate() {
@@ -249,95 +328,4 @@ fn while_gradient(
         result[n + m] = Some(gc[k].clone());
     }
     Ok(result)
-}
-
-/// The backward pass from checkpoints kept every `every` iterations: for
-/// each segment, last first, recompute its states from its checkpoint,
-/// then walk them back.
-#[allow(clippy::too_many_arguments)]
-fn segmented_backward(
-    parent: &Graph,
-    body: &Arc<Function>,
-    checkpoints: &[Tensor],
-    trips: &Tensor,
-    every: u64,
-    captures: &[Tensor],
-    floats: &[usize],
-    wanted: &[usize],
-    gx: Vec<Tensor>,
-    gc: Vec<Tensor>,
-    invariants: &[Shape],
-) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
-    let k = i64::try_from(every).map_err(|_| Error::invalid("checkpoint_every is too large"))?;
-    let n = checkpoints.len();
-    let segments = ops::floor_div(&ops::add(trips, &scalar_i64(k - 1))?, &scalar_i64(k))?;
-    let mut vars = vec![ops::sub(&segments, &scalar_i64(1))?];
-    vars.extend(gx.iter().cloned());
-    vars.extend(gc.iter().cloned());
-    let mut shapes = vec![Shape::scalar()];
-    shapes.extend(floats.iter().map(|&j| invariants[j].clone()));
-    shapes.extend(wanted.iter().map(|&m| captures[m].shape().clone()));
-    let mut cond = |xs: &[Tensor]| ops::greater_equal(&xs[0], &scalar_i64(0));
-    let mut step = |xs: &[Tensor]| -> Result<Vec<Tensor>> {
-        let s = &xs[0];
-        let (gx, gc) = xs[1..].split_at(floats.len());
-        let here = context::current_body().map(|b| b.graph.clone()).ok_or_else(|| Error::graph("internal: no body"))?;
-        let start = ops::mul(s, &scalar_i64(k))?;
-        let len = ops::minimum(&scalar_i64(k), &ops::sub(&local(trips)?, &start)?)?;
-        let state: Vec<Tensor> = checkpoints.iter().map(|c| ops::gather(&local(c)?, s, 0, 0)).collect::<Result<_>>()?;
-        // Recompute the segment's states: `len` runs of the body from the checkpoint.
-        let mut seg_vars = vec![ops::constant(&here, scalar_i64(0))?];
-        seg_vars.extend(state);
-        let mut seg_cond = |ys: &[Tensor]| ops::less(&ys[0], &len);
-        let mut seg_body = |ys: &[Tensor]| -> Result<Vec<Tensor>> {
-            let mut inputs: Vec<Tensor> = ys[1..].to_vec();
-            for c in captures {
-                inputs.push(local(c)?);
-            }
-            let inputs: Vec<Tensor> = inputs.iter().map(local).collect::<Result<_>>()?;
-            let g = inputs[0].graph().cloned().ok_or_else(|| Error::graph("internal: the state is not symbolic"))?;
-            let (outs, _) = call_inline(&g, body, &inputs)?;
-            let mut next = vec![ops::add(&ys[0], &scalar_i64(1))?];
-            next.extend(outs);
-            Ok(next)
-        };
-        let mut seg_shapes = vec![Shape::scalar()];
-        seg_shapes.extend(invariants.iter().cloned());
-        let seg_spec = LoopSpec {
-            invariants: seg_shapes,
-            maximum_iterations: None,
-            history: History::Every { every: 1 },
-            checkpoint_every: None,
-            name: format!("{}/recompute", body.name),
-        };
-        let outs = while_node(&here, &seg_vars, &mut seg_cond, &mut seg_body, &seg_spec, Location::caller())?;
-        // Outputs: the n + 1 variables, their n + 1 stacks, the count.
-        let stacks: Vec<Tensor> = outs[n + 2..2 * n + 2].to_vec();
-        let count = outs[2 * n + 2].clone();
-        let (gx, gc) = backward_loop(
-            &here,
-            body,
-            &stacks,
-            &count,
-            captures,
-            floats,
-            wanted,
-            gx.to_vec(),
-            gc.to_vec(),
-            invariants,
-        )?;
-        let mut next = vec![ops::sub(s, &scalar_i64(1))?];
-        next.extend(gx);
-        next.extend(gc);
-        Ok(next)
-    };
-    let spec = LoopSpec {
-        invariants: shapes,
-        maximum_iterations: None,
-        history: History::None,
-        checkpoint_every: None,
-        name: format!("{}/grad", body.name),
-    };
-    let outs = while_node(parent, &vars, &mut cond, &mut step, &spec, Location::caller())?;
-    Ok((outs[1..1 + floats.len()].to_vec(), outs[1 + floats.len()..].to_vec()))
 }

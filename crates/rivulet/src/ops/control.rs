@@ -449,7 +449,25 @@ pub fn cond<T: Nest>(
         let p = eager_selector(pred, "If", true).map_err(|e| e.at_caller(|| context_of("If", &[pred], location)))?;
         return if p != 0 { true_fn() } else { false_fn() };
     };
-    let pred = capture_into(&parent, pred)?;
+    let branches: Vec<(String, Closure<'_, T>)> =
+        vec![("cond/then".into(), Box::new(true_fn)), ("cond/else".into(), Box::new(false_fn))];
+    structured_branches(&parent, pred, true, branches, location)
+}
+
+/// A branch closure of `cond`/`switch_case`, boxed.
+type Closure<'f, T> = Box<dyn FnOnce() -> Result<T> + 'f>;
+
+/// A branching node over closures that return structures: each traced
+/// into a function, the node's outputs put back in the first one's shape.
+fn structured_branches<'f, T: Nest>(
+    parent: &Graph,
+    selector: &Tensor,
+    boolean: bool,
+    branches: Vec<(String, Closure<'f, T>)>,
+    location: &'static Location<'static>,
+) -> Result<T> {
+    let op = if boolean { "If" } else { "Case" };
+    let selector = capture_into(parent, selector)?;
     let template = std::cell::RefCell::new(None);
     let record = |r: Result<T>| -> Result<Vec<Tensor>> {
         let t = r?;
@@ -457,12 +475,16 @@ pub fn cond<T: Nest>(
         template.borrow_mut().get_or_insert(t);
         Ok(flat)
     };
-    let branches: Branches<'_> = vec![
-        ("cond/then".into(), Box::new(|_: &[Tensor]| record(true_fn()))),
-        ("cond/else".into(), Box::new(|_: &[Tensor]| record(false_fn()))),
-    ];
-    let outs = branch_node(&parent, &pred, true, &[], branches, location)
-        .map_err(|e| e.at_caller(|| context_of("If", &[&pred], location)))?;
+    let record = &record;
+    let traced: Branches<'_> = branches
+        .into_iter()
+        .map(|(name, f)| {
+            let b: BranchFn<'_> = Box::new(move |_: &[Tensor]| record(f()));
+            (name, b)
+        })
+        .collect();
+    let outs = branch_node(parent, &selector, boolean, &[], traced, location)
+        .map_err(|e| e.at_caller(|| context_of(op, &[&selector], location)))?;
     let template = template.into_inner().ok_or_else(|| Error::invalid("internal: no branch traced"))?;
     rebuild(&template, outs)
 }
@@ -492,28 +514,9 @@ pub fn switch_case<T: Nest>(
         let chosen = if (0..n).contains(&i) { i as usize } else { all.len() - 1 };
         return all[chosen]();
     };
-    let index = capture_into(&parent, index)?;
-    let template = std::cell::RefCell::new(None);
-    let record = |r: Result<T>| -> Result<Vec<Tensor>> {
-        let t = r?;
-        let flat = t.flatten();
-        template.borrow_mut().get_or_insert(t);
-        Ok(flat)
-    };
-    let record = &record;
-    let boxed: Branches<'_> = all
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let f = *f;
-            let b: BranchFn<'_> = Box::new(move |_: &[Tensor]| record(f()));
-            (format!("case/branch{i}"), b)
-        })
-        .collect();
-    let outs = branch_node(&parent, &index, false, &[], boxed, location)
-        .map_err(|e| e.at_caller(|| context_of("Case", &[&index], location)))?;
-    let template = template.into_inner().ok_or_else(|| Error::invalid("internal: no branch traced"))?;
-    rebuild(&template, outs)
+    let boxed: Vec<(String, Closure<'_, T>)> =
+        all.iter().enumerate().map(|(i, &f)| (format!("case/branch{i}"), Box::new(f) as Closure<'_, T>)).collect();
+    structured_branches(&parent, index, false, boxed, location)
 }
 
 /// `t` as a tensor of `graph`: captured when building a body, a constant for a value.

@@ -67,18 +67,7 @@ pub(crate) fn apply1(op: Op, inputs: &[&Tensor]) -> Result<Tensor> {
 /// [`apply`] with an explicit context (for ops without inputs).
 #[track_caller]
 pub(crate) fn apply_in(ctx: Ctx<'_>, op: Op, inputs: &[&Tensor]) -> Result<SmallVec<[Tensor; 1]>> {
-    let location = Location::caller();
-    // Inside a control-flow body, tensors of enclosing graphs are captured.
-    if inputs.iter().any(|t| t.is_symbolic()) {
-        if let Some(body) = context::current_body() {
-            if inputs.iter().any(|t| t.graph().is_some_and(|g| !g.same_as(&body.graph))) {
-                let captured: SmallVec<[Tensor; 4]> = inputs.iter().map(|t| body.capture(t)).collect::<Result<_>>()?;
-                let refs: SmallVec<[&Tensor; 4]> = captured.iter().collect();
-                return apply_located(ctx, op, &refs, location);
-            }
-        }
-    }
-    apply_located(ctx, op, inputs, location)
+    apply_located(ctx, op, inputs, Location::caller())
 }
 
 fn apply_located(
@@ -91,8 +80,22 @@ fn apply_located(
         Ctx::Graph(g) => Some(g),
         Ctx::Eager => None,
     };
+    let mut checked_body = false;
     for t in inputs {
         if let Repr::Symbolic(s) = &t.repr {
+            // Inside a control-flow body, tensors of enclosing graphs are
+            // captured (looked at once, at the first symbolic input: eager
+            // calls never get here).
+            if !std::mem::replace(&mut checked_body, true) {
+                if let Some(body) = context::current_body() {
+                    if inputs.iter().any(|t| t.graph().is_some_and(|g| !g.same_as(&body.graph))) {
+                        let captured: SmallVec<[Tensor; 4]> =
+                            inputs.iter().map(|t| body.capture(t)).collect::<Result<_>>()?;
+                        let refs: SmallVec<[&Tensor; 4]> = captured.iter().collect();
+                        return apply_located(ctx, op, &refs, location);
+                    }
+                }
+            }
             match target {
                 None => target = Some(&s.graph),
                 Some(g) if !g.same_as(&s.graph) => {

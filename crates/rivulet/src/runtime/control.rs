@@ -24,12 +24,13 @@ pub(crate) enum ControlPlan {
     While {
         names: [String; 2],
         cond: Arc<Plan>,
-        body: Arc<Plan>,
-        /// The body then the condition, as one plan (when neither uses
+        /// One iteration: the body, or (`fused`) the body then the
+        /// condition on its results, as one plan (when neither uses
         /// variables, whose reads and writes would then need ordering).
-        step: Option<Arc<Plan>>,
-        /// The loop-invariant values the iteration plan (`step`, else
-        /// `body`) reads after its own inputs, computed once before the loop.
+        iteration: Arc<Plan>,
+        fused: bool,
+        /// The loop-invariant values the iteration plan reads after its
+        /// own inputs, computed once before the loop.
         hoisted: Option<Arc<Plan>>,
         vars: Vec<Meta>,
         maximum_iterations: Option<u64>,
@@ -62,8 +63,8 @@ impl ControlPlan {
                 ControlPlan::While {
                     names: [names[0].clone(), names[1].clone()],
                     cond: plan(0)?,
-                    body: iteration.clone(),
-                    step: fused.then_some(iteration),
+                    iteration,
+                    fused,
                     hoisted,
                     vars: spec.vars.clone(),
                     maximum_iterations: spec.maximum_iterations,
@@ -79,8 +80,8 @@ impl ControlPlan {
     pub fn plans(&self) -> Vec<(&str, &Arc<Plan>)> {
         match self {
             ControlPlan::Branches { names, plans, .. } => names.iter().map(String::as_str).zip(plans).collect(),
-            ControlPlan::While { names, cond, body, step, hoisted, .. } => {
-                let mut v = vec![(names[0].as_str(), cond), (names[1].as_str(), step.as_ref().unwrap_or(body))];
+            ControlPlan::While { names, cond, iteration, hoisted, .. } => {
+                let mut v = vec![(names[0].as_str(), cond), (names[1].as_str(), iteration)];
                 if let Some(h) = hoisted {
                     v.push(("loop invariants", h));
                 }
@@ -120,7 +121,7 @@ impl ControlPlan {
                 };
                 Ok(run_plan(&plans[chosen], args, store, prof)?.into_iter().collect())
             }
-            ControlPlan::While { cond, body, step, hoisted, vars, maximum_iterations, history, .. } => {
+            ControlPlan::While { cond, iteration, fused, hoisted, vars, maximum_iterations, history, .. } => {
                 let n = vars.len();
                 let mut state: Vec<Value> = inputs.iter().map(|v| (*v).clone()).collect();
                 let every = match history {
@@ -129,7 +130,7 @@ impl ControlPlan {
                 };
                 let mut saved: Vec<Vec<Value>> = vec![Vec::new(); if every.is_some() { n } else { 0 }];
                 let mut trips: u64 = 0;
-                let (mut cond_frame, mut body_frame) = (Frame::new(cond), Frame::new(step.as_ref().unwrap_or(body)));
+                let (mut cond_frame, mut body_frame) = (Frame::new(cond), Frame::new(iteration));
                 let invariants: SmallVec<[Value; 4]> = match hoisted {
                     Some(h) => run_plan(h, inputs, store, prof.as_deref_mut())?.into_iter().collect(),
                     None => SmallVec::new(),
@@ -166,7 +167,7 @@ impl ControlPlan {
                     refs.extend(invariants.iter());
                     let mut next = body_frame.run(&refs, store, prof.as_deref_mut())?;
                     drop(refs);
-                    if step.is_some() {
+                    if *fused {
                         pending = next.pop();
                     }
                     if next.len() != n {
