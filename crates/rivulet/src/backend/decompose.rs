@@ -373,6 +373,11 @@ fn fused(ex: &Ex<'_>, program: &FusedProgram, inputs: &[&Value]) -> Result<Value
             Instr::Binary(f, a, b) => ex.binary(*f, get(*a)?, get(*b)?)?,
             Instr::Select(c, a, b) => ex.op(Op::Select, &[get(*c)?, get(*a)?, get(*b)?])?,
             Instr::Cast(dtype, a) => ex.op(Op::Cast { dtype: *dtype }, &[get(*a)?])?,
+            Instr::Pad { operand, pads, value } => {
+                let pad =
+                    Op::Pad { paddings: pads.clone(), mode: crate::op::movement::PadMode::Constant, value: *value };
+                ex.op(pad, &[get(*operand)?])?
+            }
         };
         regs.push(v);
     }

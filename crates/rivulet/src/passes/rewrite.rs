@@ -436,7 +436,128 @@ pub(super) fn fuse_elementwise(ir: &mut IrGraph, _: &PassOptions) -> Result<()> 
         t.op = Op::FusedElementwise { program };
         t.inputs = inputs;
     }
+    ir.prune();
+    fuse_pads(ir);
     Ok(())
+}
+
+/// Shortest rows worth reading under a fused pad: the kernel cuts each row
+/// at the pad's edges, and shorter chunks cost more per element than the
+/// separate pad saves.
+const FUSED_PAD_MIN_ROW: usize = 64;
+
+/// A constant `Pad` read only by a fused program goes into that program,
+/// with what it pads (a fused program of its own, or any tensor): the
+/// padding is then never written out, the padded tensor never stored, and
+/// the operand is computed only where the result is not padding (B7's
+/// `u + 0.2 * pad(laplacian(u))` is one pass over the grid).
+fn fuse_pads(ir: &mut IrGraph) {
+    let uses = ir.uses();
+    let controlled: FxHashSet<usize> = ir.nodes.iter().filter(|n| !n.dead).flat_map(|n| n.control.clone()).collect();
+    let plain = |ir: &IrGraph, i: usize, device| {
+        let n = &ir.nodes[i];
+        !n.dead && n.control.is_empty() && !controlled.contains(&i) && n.device == device
+    };
+    for o in 0..ir.nodes.len() {
+        let Op::FusedElementwise { program } = &ir.nodes[o].op else { continue };
+        if ir.nodes[o].dead || program.reduce.is_some() {
+            continue;
+        }
+        let out = ir.nodes[o].outputs[0].clone();
+        let row = out.shape.last().copied().unwrap_or(0);
+        if !out.shape.is_fully_known() || row < FUSED_PAD_MIN_ROW || row == crate::tensor::UNKNOWN {
+            continue;
+        }
+        let mut program = program.clone();
+        let mut inputs = ir.nodes[o].inputs.clone();
+        let device = ir.nodes[o].device;
+        let mut k = 0;
+        while k < inputs.len() {
+            let e = inputs[k];
+            let pad_node = &ir.nodes[e.node];
+            let Op::Pad { paddings, mode: crate::op::movement::PadMode::Constant, value } = &pad_node.op else {
+                k += 1;
+                continue;
+            };
+            let pads_so_far = program.instrs.iter().filter(|i| matches!(i, Instr::Pad { .. })).count();
+            if uses.get(&e) != Some(&1)
+                || !plain(ir, e.node, device)
+                || pad_node.outputs[0].shape != out.shape
+                || !matches!(pad_node.outputs[0].dtype, DType::F32 | DType::Bool)
+                || pads_so_far >= 4
+            {
+                k += 1;
+                continue;
+            }
+            // What is padded: a fused program read only here, or an input.
+            let ie = pad_node.inputs[0];
+            let inner = match &ir.nodes[ie.node].op {
+                Op::FusedElementwise { program: p }
+                    if p.reduce.is_none()
+                        && !p.has_pads()
+                        && uses.get(&ie) == Some(&1)
+                        && plain(ir, ie.node, device) =>
+                {
+                    Some((p.clone(), ir.nodes[ie.node].inputs.clone()))
+                }
+                _ => None,
+            };
+            let (inner, inner_inputs) = inner
+                .unwrap_or_else(|| (FusedProgram { instrs: vec![Instr::Input(0)], output: 0, reduce: None }, vec![ie]));
+            let merged = splice_pad(&program, k, inputs.len(), &inner, paddings, *value);
+            let mut merged_inputs: Vec<IrEdge> = inputs.clone();
+            merged_inputs.remove(k);
+            merged_inputs.extend(inner_inputs);
+            let metas: Vec<_> = merged_inputs.iter().map(|e| ir.nodes[e.node].outputs[e.index].clone()).collect();
+            match merged.infer(&metas) {
+                Ok(m) if m[0] == out => {
+                    program = merged;
+                    inputs = merged_inputs;
+                }
+                _ => k += 1,
+            }
+        }
+        if inputs != ir.nodes[o].inputs {
+            ir.nodes[o].op = Op::FusedElementwise { program };
+            ir.nodes[o].inputs = inputs;
+        }
+    }
+    ir.prune();
+}
+
+/// `outer` with its input `k` (of `n`) replaced by `inner`'s result padded
+/// with `value`: `inner`'s instructions go where that input was read, its
+/// inputs after the others (`outer`'s inputs after `k` move down one).
+fn splice_pad(
+    outer: &FusedProgram,
+    k: usize,
+    n: usize,
+    inner: &FusedProgram,
+    pads: &[(usize, usize)],
+    value: Scalar,
+) -> FusedProgram {
+    let mut instrs = Vec::with_capacity(outer.instrs.len() + inner.instrs.len() + 1);
+    let mut moved = vec![0usize; outer.instrs.len()];
+    let renumber = |q: usize| if q > k { q - 1 } else { q };
+    for (i, ins) in outer.instrs.iter().enumerate() {
+        let ins = match ins {
+            Instr::Input(q) if *q == k => {
+                let base = instrs.len();
+                for x in &inner.instrs {
+                    instrs.push(match x {
+                        Instr::Input(j) => Instr::Input(n - 1 + j),
+                        other => other.map_registers(|r| base + r),
+                    });
+                }
+                Instr::Pad { operand: base + inner.output, pads: pads.to_vec(), value }
+            }
+            Instr::Input(q) => Instr::Input(renumber(*q)),
+            other => other.map_registers(|r| moved[r]),
+        };
+        instrs.push(ins);
+        moved[i] = instrs.len() - 1;
+    }
+    FusedProgram { instrs, output: moved[outer.output], reduce: outer.reduce.clone() }
 }
 
 /// An optimizer update whose inputs are reads of a variable and its slots

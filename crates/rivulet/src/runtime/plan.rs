@@ -245,7 +245,7 @@ pub(crate) fn compile_function(f: &crate::graph::Function, settings: &Compile<'_
 fn may_run_in_place(op: &Op) -> bool {
     match op {
         Op::Unary { .. } | Op::Binary { .. } => true,
-        Op::FusedElementwise { program } => program.reduce.is_none(),
+        Op::FusedElementwise { program } => program.reduce.is_none() && !program.has_pads(),
         _ => false,
     }
 }

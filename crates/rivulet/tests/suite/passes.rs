@@ -1119,6 +1119,123 @@ fn elementwise_fusion_keeps_shared_intermediates_materialized() -> Result<()> {
     Ok(())
 }
 
+/// The heat-equation step of B7 on a small grid: `u + k * pad(laplacian)`.
+fn stencil_step(u: &Tensor, pad_value: f32) -> Result<Tensor> {
+    let (n, m) = (dims(u)[0] - 2, dims(u)[1] - 2);
+    let at = |i: usize, j: usize| ops::slice(u, &[i, j], &[n as i64, m as i64]);
+    let sum = ops::add(&ops::add(&ops::add(&at(0, 1)?, &at(2, 1)?)?, &at(1, 0)?)?, &at(1, 2)?)?;
+    let lap = ops::sub(&sum, &ops::mul(&at(1, 1)?, 4.0)?)?;
+    let padded = ops::pad(&lap, &[(1, 1), (1, 1)], ops::PadMode::Constant, pad_value)?;
+    ops::add(u, &ops::mul(&padded, 0.2)?)
+}
+
+#[test]
+fn elementwise_fusion_takes_in_a_constant_pad_and_its_operand() -> Result<()> {
+    let g = Graph::new();
+    let u = g.placeholder("u", DType::F32, [70, 130])?;
+    let y = stencil_step(&u, 0.0)?;
+    let r = explain_one(&g, elementwise_fusion(), "elementwise_fusion", &[&y], &[&u]);
+    // One fused step: the laplacian's program inside the update's, padded.
+    assert_eq!(count_ops(&r.passes[1].text, "FusedElementwise"), 1, "{}", r.passes[1].text);
+    assert_eq!(count_ops(&r.passes[1].text, "Pad"), 0, "{}", r.passes[1].text);
+    assert_eq!(r.fused.len(), 1);
+    assert!(r.fused[0].1.contains("pad(r") && r.fused[0].1.contains("[(1, 1), (1, 1)]"), "{}", r.fused[0].1);
+    let mut rng = Rng(21);
+    let mut uv = rng.tensor(&[70, 130], 3.0);
+    run_same(&g, elementwise_fusion(), &[&y], &[(&u, &uv)]);
+    // Signed zeros, infinities and NaN along the edges and inside.
+    let mut data = values(&uv).iter().map(|&v| v as f32).collect::<Vec<_>>();
+    for (i, v) in [(0, -0.0), (1, f32::INFINITY), (131, f32::NAN), (200, -0.0), (70 * 130 - 1, f32::NEG_INFINITY)] {
+        data[i] = v;
+    }
+    uv = f32s(&data, &[70, 130]);
+    let out = run_same(&g, elementwise_fusion(), &[&y], &[(&u, &uv)]);
+    // The corner stays what it was (plus 0.2 * 0): -0 + 0 = +0.
+    assert_eq!(values(&out[0])[0].to_bits(), 0.0f64.to_bits());
+
+    // Against a hand computation of one interior point and one edge point.
+    let uv = rng.tensor(&[70, 130], 1.0);
+    let out = run_same(&g, elementwise_fusion(), &[&y], &[(&u, &uv)]);
+    let (x, o) = (values(&uv), values(&out[0]));
+    let at = |i: usize, j: usize| x[i * 130 + j] as f32;
+    let lap = at(4, 6) + at(6, 6) + at(5, 5) + at(5, 7) - at(5, 6) * 4.0;
+    assert_eq!(o[5 * 130 + 6] as f32, at(5, 6) + lap * 0.2);
+    assert_eq!(o[69 * 130 + 3] as f32, at(69, 3) + 0.0 * 0.2);
+
+    // A pad value other than zero, wider and uneven pads, a broadcast and a
+    // transposed input under the pad, and a bool pad feeding a select.
+    let a = g.placeholder("a", DType::F32, [66, 100])?;
+    let b = g.placeholder("b", DType::F32, [100, 62])?;
+    let bias = g.placeholder("bias", DType::F32, [97])?;
+    let mask = g.placeholder("mask", DType::Bool, [66, 94])?;
+    let inner = ops::tanh(&ops::add(&ops::slice(&ops::transpose(&b, &[])?, &[1, 0], &[60, 97])?, &bias)?)?;
+    let inner = ops::mul(&inner, 3.0)?;
+    let padded = ops::pad(&inner, &[(2, 4), (0, 3)], ops::PadMode::Constant, -1.5f32)?;
+    let m = ops::pad(&mask, &[(0, 0), (6, 0)], ops::PadMode::Constant, true)?;
+    let z = ops::select(&m, &ops::add(&a, &padded)?, &ops::sub(&a, 1.0)?)?;
+    let z = ops::add(&z, 0.5)?;
+    let r = explain_one(&g, elementwise_fusion(), "elementwise_fusion", &[&z], &[&a, &b, &bias, &mask]);
+    assert_eq!(count_ops(&r.passes[1].text, "Pad"), 0, "{}", r.passes[1].text);
+    assert_eq!(r.fused.len(), 1, "{}", r.passes[1].text);
+    let mut rng = Rng(22);
+    let mv: Vec<bool> = (0..66 * 94).map(|i| i % 3 != 0).collect();
+    let feeds = [
+        (&a, &rng.tensor(&[66, 100], 2.0)),
+        (&b, &rng.tensor(&[100, 62], 2.0)),
+        (&bias, &rng.tensor(&[97], 2.0)),
+        (&mask, &Tensor::from_slice(&mv, [66, 94])?),
+    ];
+    run_same(&g, elementwise_fusion(), &[&z], &feeds);
+
+    // A pad of an input (no program of its own), and two pads in one program.
+    let p = g.placeholder("p", DType::F32, [8, 90])?;
+    let q = g.placeholder("q", DType::F32, [10, 100])?;
+    let two = ops::add(
+        &ops::mul(&ops::pad(&p, &[(1, 1), (4, 6)], ops::PadMode::Constant, 2.0f32)?, &q)?,
+        &ops::pad(
+            &ops::exp(&ops::neg(&ops::slice(&q, &[1, 0], &[9, 64])?)?)?,
+            &[(0, 1), (30, 6)],
+            ops::PadMode::Constant,
+            0.0f32,
+        )?,
+    )?;
+    let r = explain_one(&g, elementwise_fusion(), "elementwise_fusion", &[&two], &[&p, &q]);
+    assert_eq!(count_ops(&r.passes[1].text, "Pad"), 0, "{}", r.passes[1].text);
+    assert_eq!(r.fused.len(), 1, "{}", r.passes[1].text);
+    assert_eq!(r.fused[0].1.matches("pad(r").count(), 2, "{}", r.fused[0].1);
+    run_same(
+        &g,
+        elementwise_fusion(),
+        &[&two],
+        &[(&p, &rng.tensor(&[8, 90], 2.0)), (&q, &rng.tensor(&[10, 100], 2.0))],
+    );
+
+    // Short rows: the pad stays a step of its own, results the same.
+    let s = g.placeholder("s", DType::F32, [12, 20])?;
+    let y = stencil_step(&s, 0.0)?;
+    let r = explain_one(&g, elementwise_fusion(), "elementwise_fusion", &[&y], &[&s]);
+    assert_eq!(count_ops(&r.passes[1].text, "Pad"), 1, "{}", r.passes[1].text);
+    run_same(&g, elementwise_fusion(), &[&y], &[(&s, &rng.tensor(&[12, 20], 2.0))]);
+    Ok(())
+}
+
+/// Slices of one buffer (row-strided views) are read in place, a row at a
+/// time, whatever the task and chunk boundaries: a grid larger than a task.
+#[test]
+fn elementwise_fusion_reads_strided_views_in_place_across_tasks() -> Result<()> {
+    let g = Graph::new();
+    let u = g.placeholder("u", DType::F32, [400, 1030])?;
+    let y = stencil_step(&u, 0.25)?;
+    let mut rng = Rng(23);
+    let uv = rng.tensor(&[400, 1030], 2.0);
+    run_same(&g, SessionOptions::default(), &[&y], &[(&u, &uv)]);
+    // The views alone, no pad: fused, read in place, same bits.
+    let v =
+        ops::add(&ops::slice(&u, &[1, 3], &[300, 1000])?, &ops::mul(&ops::slice(&u, &[0, 0], &[300, 1000])?, 1.5)?)?;
+    run_same(&g, elementwise_fusion(), &[&v], &[(&u, &uv)]);
+    Ok(())
+}
+
 #[test]
 fn elementwise_fusion_with_unknown_batch_dimensions() -> Result<()> {
     let g = Graph::new();

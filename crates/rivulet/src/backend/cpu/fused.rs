@@ -75,19 +75,170 @@ enum AnySource<'a> {
     Bool(Source<'a, bool>),
 }
 
-fn source<'a, T: crate::tensor::Element>(v: &'a Value, shape: &Shape) -> Result<Source<'a, T>> {
-    if v.numel() == 1 {
-        return Ok(Source::Scalar(
-            crate::backend::cpu::copy::materialize(v)?.contiguous_slice::<T>().map(|s| s[0]).unwrap_or_default(),
-        ));
+/// Below this row length, strided inputs are gathered rather than read in
+/// place a row at a time: chunks that short cost more in per-step overhead
+/// than the gather saves.
+const ROW_MIN: usize = 64;
+
+/// Where an input's chunk starts, as a function of the position of the
+/// chunk's first element in the output: `base + Σ index[d] · strides[d]`,
+/// an element of the input's buffer (a `Slice`) or a flat position in its
+/// broadcast shape (a `Strided` input). An input read under a pad is
+/// shifted by the pad's leading widths, so its base may be negative: it is
+/// read only where the pad is not padding, and there the sum is in range.
+#[derive(Clone, Debug, Default)]
+struct Addr {
+    base: isize,
+    strides: smallvec::SmallVec<[isize; 4]>,
+}
+
+impl Addr {
+    /// Row-major positions in `shape`, shifted by `lo`.
+    fn row_major(shape: &Shape, lo: &[usize]) -> Addr {
+        Addr::strided(0, shape.contiguous_strides().iter().copied().collect(), lo)
     }
-    if v.shape() == shape {
+
+    fn strided(offset: isize, strides: smallvec::SmallVec<[isize; 4]>, lo: &[usize]) -> Addr {
+        let shift: isize = strides.iter().zip(lo).map(|(&s, &l)| s * l as isize).sum();
+        Addr { base: offset - shift, strides }
+    }
+
+    /// The start at `index`, in wrapping arithmetic: out of range (or
+    /// "negative") only for an input under a pad where it is padding, which
+    /// no step reads, and `Run::chunk` clips that to nothing anyway.
+    fn at(&self, index: &[usize]) -> usize {
+        let off = self.base + index.iter().zip(&self.strides).map(|(&i, &s)| i as isize * s).sum::<isize>();
+        off as usize
+    }
+
+    /// How far the start moves per element along a row.
+    fn along_row(&self) -> usize {
+        self.strides.last().copied().unwrap_or(0) as usize
+    }
+}
+
+/// An input, where its chunks start, and whether it is read in place a row
+/// at a time (so chunks must not cross rows).
+type Placed<'a, T> = (Source<'a, T>, Addr, bool);
+
+/// `v` as an input of the index space `space` (the program's shape, or a
+/// pad's unpadded shape), shifted by the pad's leading widths `lo`.
+fn source<'a, T: crate::tensor::Element>(v: &'a Value, space: &Shape, lo: &[usize]) -> Result<Placed<'a, T>> {
+    if v.numel() == 1 {
+        let x = crate::backend::cpu::copy::materialize(v)?.contiguous_slice::<T>().map(|s| s[0]).unwrap_or_default();
+        return Ok((Source::Scalar(x), Addr::default(), false));
+    }
+    if v.shape() == space {
         if let Some(s) = v.contiguous_slice::<T>() {
-            return Ok(Source::Slice(Run::new(s)));
+            return Ok((Source::Slice(Run::new(s)), Addr::row_major(space, lo), false));
         }
     }
-    let l: Layout = v.layout.broadcast_to(shape)?;
-    Ok(Source::Strided(v.buffer::<T>(), Rows::new(shape, [&l])))
+    let l: Layout = v.layout.broadcast_to(space)?;
+    let row = space.last().copied().unwrap_or(0);
+    if row >= ROW_MIN && l.strides.last() == Some(&1) && l.strides.iter().all(|&s| s >= 0) {
+        // Rows of the view are runs of its buffer: read them in place.
+        let addr = Addr::strided(l.offset as isize, l.strides.iter().copied().collect(), lo);
+        return Ok((Source::Slice(Run::new(v.buffer::<T>())), addr, true));
+    }
+    Ok((Source::Strided(v.buffer::<T>(), Rows::new(space, [&l])), Addr::row_major(space, lo), false))
+}
+
+/// One pad's unpadded region, `[lo, end)` per dimension of the output.
+struct PadBox {
+    lo: smallvec::SmallVec<[usize; 4]>,
+    end: smallvec::SmallVec<[usize; 4]>,
+}
+
+/// How the output is cut into chunks, and where each input's chunk starts.
+///
+/// Flat mode (the common case: every input is contiguous, broadcast or
+/// gathered) cuts the output anywhere. Row mode, for programs that pad or
+/// read a strided view in place, keeps each chunk within one row and on
+/// one side of every pad edge, so that each input's chunk is one run of
+/// its buffer and each pad is wholly padding or wholly its operand.
+struct Geometry {
+    dims: smallvec::SmallVec<[usize; 4]>,
+    row_mode: bool,
+    /// Positions within a row that chunks do not straddle (pad edges).
+    cuts: smallvec::SmallVec<[usize; 8]>,
+    pads: Vec<PadBox>,
+    addrs: Vec<Addr>,
+}
+
+/// Walks the output a chunk at a time from some position: each chunk's
+/// length, where each input's elements start, and which lowering of the
+/// program computes it (bit `p` set: pad `p` is inside its region).
+struct Cursor<'g> {
+    g: &'g Geometry,
+    /// Row mode: the multi-index of the chunk's first element.
+    index: smallvec::SmallVec<[usize; 4]>,
+    starts: smallvec::SmallVec<[usize; 8]>,
+    /// The chunk's first element in the output.
+    flat: usize,
+}
+
+impl Geometry {
+    fn cursor(&self, f: usize) -> Cursor<'_> {
+        let mut c = Cursor { g: self, index: smallvec::SmallVec::new(), starts: smallvec::SmallVec::new(), flat: f };
+        if self.row_mode {
+            let mut rest = f;
+            c.index = smallvec::smallvec![0; self.dims.len()];
+            for d in (0..self.dims.len()).rev() {
+                c.index[d] = rest % self.dims[d].max(1);
+                rest /= self.dims[d].max(1);
+            }
+            c.starts = self.addrs.iter().map(|a| a.at(&c.index)).collect();
+        } else {
+            c.starts = smallvec::smallvec![f; self.addrs.len()];
+        }
+        c
+    }
+}
+
+impl Cursor<'_> {
+    /// The length (at most `remaining`) and the lowering of the chunk here.
+    fn chunk(&self, remaining: usize) -> (usize, usize) {
+        let g = self.g;
+        if !g.row_mode {
+            return (CHUNK.min(remaining), 0);
+        }
+        let col = self.index.last().copied().unwrap_or(0);
+        let row_len = g.dims.last().copied().unwrap_or(1);
+        let cut = g.cuts.iter().copied().find(|&c| c > col).unwrap_or(row_len);
+        let inside = |b: &PadBox| self.index.iter().zip(&b.lo).zip(&b.end).all(|((&i, &lo), &end)| lo <= i && i < end);
+        let lowering = g.pads.iter().enumerate().filter(|(_, b)| inside(b)).map(|(p, _)| 1 << p).sum();
+        (CHUNK.min(cut - col).min(remaining).max(1), lowering)
+    }
+
+    /// Move `len` elements on.
+    fn advance(&mut self, len: usize) {
+        let g = self.g;
+        self.flat += len;
+        if !g.row_mode {
+            self.starts.iter_mut().for_each(|s| *s = self.flat);
+            return;
+        }
+        let last = g.dims.len() - 1;
+        if self.index[last] + len < g.dims[last] {
+            self.index[last] += len;
+            for (s, a) in self.starts.iter_mut().zip(&g.addrs) {
+                *s = s.wrapping_add(len.wrapping_mul(a.along_row()));
+            }
+            return;
+        }
+        // The next row (a chunk never crosses one).
+        self.index[last] = 0;
+        for d in (0..last).rev() {
+            self.index[d] += 1;
+            if self.index[d] < g.dims[d] || d == 0 {
+                break;
+            }
+            self.index[d] = 0;
+        }
+        for (s, a) in self.starts.iter_mut().zip(&g.addrs) {
+            *s = a.at(&self.index);
+        }
+    }
 }
 
 /// An f32 operand of a step within the current chunk.
@@ -200,6 +351,11 @@ enum Step {
         c: F32In,
         dst: Dst,
     },
+    /// `((t0 + t1) + t2) [+ t3]`, three or four runs in one pass.
+    Sum {
+        terms: smallvec::SmallVec<[F32In; 4]>,
+        dst: Dst,
+    },
     /// `a * f(b)`, or `f(b) * a` with `unary_first`.
     MulUnary {
         f: UnaryOp,
@@ -243,6 +399,7 @@ impl Step {
             Step::GatherF32 { dst, .. }
             | Step::AffineUnary { dst, .. }
             | Step::MulThen { dst, .. }
+            | Step::Sum { dst, .. }
             | Step::MulUnary { dst, .. }
             | Step::SelectF32 { dst, .. }
             | Step::ToF32 { dst, .. } => (dst, false),
@@ -277,12 +434,10 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(lowered: &Lowered) -> Scratch {
-        Scratch {
-            f32s: vec![vec![0.0; CHUNK]; lowered.f32_bufs],
-            bools: vec![vec![false; CHUNK]; lowered.bool_bufs],
-            ahead: Lookahead::new(),
-        }
+    fn new(lowerings: &[Lowered]) -> Scratch {
+        let f32s = lowerings.iter().map(|l| l.f32_bufs).max().unwrap_or(0);
+        let bools = lowerings.iter().map(|l| l.bool_bufs).max().unwrap_or(0);
+        Scratch { f32s: vec![vec![0.0; CHUNK]; f32s], bools: vec![vec![false; CHUNK]; bools], ahead: Lookahead::new() }
     }
 }
 
@@ -302,23 +457,13 @@ fn const_bool(r: Option<Reg>) -> Option<bool> {
     }
 }
 
-/// The registers an instruction reads.
-fn operands(ins: &Instr) -> smallvec::SmallVec<[usize; 3]> {
-    match ins {
-        Instr::Input(_) | Instr::Scalar(..) => smallvec::smallvec![],
-        Instr::Unary(_, a) | Instr::Cast(_, a) => smallvec::smallvec![*a],
-        Instr::Binary(_, a, b) => smallvec::smallvec![*a, *b],
-        Instr::Select(c, a, b) => smallvec::smallvec![*c, *a, *b],
-    }
-}
-
 /// The value of every register that is a constant once the inputs are known
 /// (scalar inputs, literals, and what is computed from constants only),
 /// computed with the ops' own scalar functions.
 fn fold_constants(program: &FusedProgram, sources: &[AnySource<'_>]) -> Result<Vec<Option<Reg>>> {
     let mut c: Vec<Option<Reg>> = Vec::with_capacity(program.instrs.len());
     for ins in &program.instrs {
-        let all = operands(ins).iter().all(|&r| c[r].is_some());
+        let all = ins.operands().iter().all(|&r| c[r].is_some());
         let cf = |r: usize| const_f32(c[r]).unwrap_or(0.0);
         let cb = |r: usize| const_bool(c[r]).unwrap_or(false);
         let v = match ins {
@@ -362,6 +507,7 @@ fn fold_constants(program: &FusedProgram, sources: &[AnySource<'_>]) -> Result<V
                 (Some(Reg::Bool(_)), DType::F32) => Some(Reg::F32(F32In::Const(if cb(*a) { 1.0 } else { 0.0 }))),
                 (v, _) => v,
             },
+            Instr::Pad { .. } => bail!(invalid, "internal: fused pad {} was not specialized", c.len()),
         };
         c.push(v);
     }
@@ -381,10 +527,18 @@ fn scalar_side(program: &FusedProgram, r: usize, consts: &[Option<Reg>]) -> Opti
     }
 }
 
-/// Which registers are computed inside their reader's step.
-fn absorptions(program: &FusedProgram, regs: &[Meta], consts: &[Option<Reg>], readers: &[usize]) -> Vec<bool> {
+/// Which registers are computed inside their reader's step, and which
+/// additions sum three or four terms in one pass (their inner additions
+/// absorbed).
+fn absorptions(
+    program: &FusedProgram,
+    regs: &[Meta],
+    consts: &[Option<Reg>],
+    readers: &[usize],
+) -> (Vec<bool>, Vec<Option<Terms>>) {
     let n = program.instrs.len();
     let mut absorbed = vec![false; n];
+    let mut sums: Vec<Option<Terms>> = vec![None; n];
     let is_f32 = |r: usize| regs[r].dtype == DType::F32;
     // A register that can vanish into its only reader.
     let private = |r: usize, absorbed: &[bool]| readers[r] == 1 && consts[r].is_none() && is_f32(r) && !absorbed[r];
@@ -421,25 +575,44 @@ fn absorptions(program: &FusedProgram, regs: &[Meta], consts: &[Option<Reg>], re
                     }
                 }
             }
-            Instr::Binary(BinaryOp::Add | BinaryOp::Sub, a, b) => {
+            Instr::Binary(op @ (BinaryOp::Add | BinaryOp::Sub), a, b) => {
                 if let Some(r) = [b, a].into_iter().find(|&r| private(r, &absorbed) && op_of(r) == Some(BinaryOp::Mul))
                 {
                     absorbed[r] = true;
+                } else if op == BinaryOp::Add {
+                    // `((t0 + t1) + t2) + t3`: the inner sums go in.
+                    let (mut terms, mut inner): (Terms, Terms) = (smallvec::smallvec![b], Terms::new());
+                    let mut left = a;
+                    while terms.len() < 3 && private(left, &absorbed) {
+                        let Instr::Binary(BinaryOp::Add, x, y) = program.instrs[left] else { break };
+                        terms.push(y);
+                        inner.push(left);
+                        left = x;
+                    }
+                    terms.push(left);
+                    terms.reverse();
+                    if terms.len() >= 3 && terms.iter().all(|&t| consts[t].is_none() && is_f32(t)) {
+                        inner.iter().for_each(|&r| absorbed[r] = true);
+                        sums[c] = Some(terms);
+                    }
                 }
             }
             _ => {}
         }
     }
-    absorbed
+    (absorbed, sums)
 }
+
+/// The terms of a sum computed in one pass, in the program's order.
+type Terms = smallvec::SmallVec<[usize; 4]>;
 
 /// The registers instruction `i` reads, looking through absorbed ones.
 fn reads_through(program: &FusedProgram, i: usize, absorbed: &[bool]) -> smallvec::SmallVec<[usize; 4]> {
     let mut out = smallvec::SmallVec::new();
-    let mut stack: smallvec::SmallVec<[usize; 4]> = operands(&program.instrs[i]).into_iter().collect();
+    let mut stack: smallvec::SmallVec<[usize; 4]> = program.instrs[i].operands().into_iter().collect();
     while let Some(r) = stack.pop() {
         if absorbed[r] {
-            stack.extend(operands(&program.instrs[r]));
+            stack.extend(program.instrs[r].operands());
         } else if !out.contains(&r) {
             out.push(r);
         }
@@ -468,13 +641,13 @@ fn lower(program: &FusedProgram, regs: &[Meta], sources: &[AnySource<'_>]) -> Re
     let consts = fold_constants(program, sources)?;
     let mut readers = vec![0usize; n];
     for ins in &program.instrs {
-        for r in operands(ins) {
+        for r in ins.operands() {
             readers[r] += 1;
         }
     }
     let direct_out = readers[program.output] == 0;
     readers[program.output] += 1;
-    let absorbed = absorptions(program, regs, &consts, &readers);
+    let (absorbed, sums) = absorptions(program, regs, &consts, &readers);
     // A no-op cast is its operand under another name: both are one value,
     // with one buffer, which lives until the last read of either.
     let mut root: Vec<usize> = (0..n).collect();
@@ -551,6 +724,10 @@ fn lower(program: &FusedProgram, regs: &[Meta], sources: &[AnySource<'_>]) -> Re
             Instr::Binary(f, x, y) => {
                 let (d, v) = dst();
                 let step = match (vals[x], vals[y]) {
+                    _ if sums[i].is_some() => {
+                        let terms = sums[i].iter().flatten().map(|&t| fin(&vals, t)).collect();
+                        Step::Sum { terms, dst: d }
+                    }
                     (Reg::Absorbed, _) | (_, Reg::Absorbed) if f == BinaryOp::Mul => {
                         let unary_first = matches!(vals[x], Reg::Absorbed);
                         let (u, other) = if unary_first { (x, y) } else { (y, x) };
@@ -599,6 +776,7 @@ fn lower(program: &FusedProgram, regs: &[Meta], sources: &[AnySource<'_>]) -> Re
                 // A no-op cast: the register itself.
                 (v, _) => (None, v),
             },
+            Instr::Pad { .. } => bail!(invalid, "internal: fused pad {i} was not specialized"),
         };
         steps.extend(step);
         // Buffers of registers that die here go back to the pool, after this
@@ -661,12 +839,15 @@ impl<'a, T: Copy> Chunk<'a, T> {
     }
 }
 
-/// Chunk `(start, len)` of an f32 operand.
-fn f32_chunk<'a>(o: F32In, bufs: &'a [Vec<f32>], sources: &'a [AnySource<'a>], at: (usize, usize)) -> Chunk<'a, f32> {
+/// A chunk's position: where each input's elements start, and its length.
+type Span<'s> = (&'s [usize], usize);
+
+/// The chunk `at` of an f32 operand.
+fn f32_chunk<'a>(o: F32In, bufs: &'a [Vec<f32>], sources: &'a [AnySource<'a>], at: Span<'_>) -> Chunk<'a, f32> {
     match o {
         F32In::Buf(k) => Chunk::Run(&bufs[k][..at.1]),
         F32In::Input(k) => match &sources[k] {
-            AnySource::F32(Source::Slice(s)) => Chunk::Run(s.chunk(at.0, at.1)),
+            AnySource::F32(Source::Slice(s)) => Chunk::Run(s.chunk(at.0[k], at.1)),
             AnySource::F32(Source::Scalar(v)) => Chunk::Splat(*v),
             _ => Chunk::Splat(0.0),
         },
@@ -674,17 +855,12 @@ fn f32_chunk<'a>(o: F32In, bufs: &'a [Vec<f32>], sources: &'a [AnySource<'a>], a
     }
 }
 
-/// Chunk `(start, len)` of a bool operand.
-fn bool_chunk<'a>(
-    o: BoolIn,
-    bufs: &'a [Vec<bool>],
-    sources: &'a [AnySource<'a>],
-    at: (usize, usize),
-) -> Chunk<'a, bool> {
+/// The chunk `at` of a bool operand.
+fn bool_chunk<'a>(o: BoolIn, bufs: &'a [Vec<bool>], sources: &'a [AnySource<'a>], at: Span<'_>) -> Chunk<'a, bool> {
     match o {
         BoolIn::Buf(k) => Chunk::Run(&bufs[k][..at.1]),
         BoolIn::Input(k) => match &sources[k] {
-            AnySource::Bool(Source::Slice(s)) => Chunk::Run(s.chunk(at.0, at.1)),
+            AnySource::Bool(Source::Slice(s)) => Chunk::Run(s.chunk(at.0[k], at.1)),
             AnySource::Bool(Source::Scalar(v)) => Chunk::Splat(*v),
             _ => Chunk::Splat(false),
         },
@@ -757,6 +933,40 @@ impl Kernel for MulThenLoop<'_> {
     }
 }
 
+/// `dst[i] = ((t0[i] + t1[i]) + t2[i]) [+ t3[i]]`: one pass where three
+/// additions would store and reload the chunk twice more (B7's laplacian).
+struct SumLoop<'a> {
+    terms: smallvec::SmallVec<[&'a [f32]; 4]>,
+    dst: &'a mut [f32],
+}
+
+impl Kernel for SumLoop<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let SumLoop { terms, dst } = self;
+        let n = dst.len();
+        if terms.iter().any(|t| t.len() < n) {
+            return;
+        }
+        match terms[..] {
+            [a, b, c] => {
+                let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
+                for i in 0..n {
+                    dst[i] = a[i] + b[i] + c[i];
+                }
+            }
+            [a, b, c, d] => {
+                let (a, b, c, d) = (&a[..n], &b[..n], &c[..n], &d[..n]);
+                for i in 0..n {
+                    dst[i] = a[i] + b[i] + c[i] + d[i];
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// `dst[i] = f(a[i], b[i])` over contiguous runs only (one loop to compile
 /// per function, where `Zip` has one per stride pattern).
 struct ZipRuns<'a, F> {
@@ -777,14 +987,14 @@ impl<F: Fn(f32, f32) -> f32> Kernel for ZipRuns<'_, F> {
     }
 }
 
-/// Run one step on the chunk `at = (start, len)`, writing into its
-/// destination: `fd` for f32 results, `bd` for bool results.
+/// Run one step on the chunk `at`, writing into its destination: `fd` for
+/// f32 results, `bd` for bool results.
 fn exec(
     step: &Step,
     fb: &[Vec<f32>],
     bb: &[Vec<bool>],
     sources: &[AnySource<'_>],
-    at: (usize, usize),
+    at: Span<'_>,
     fd: &mut [f32],
     bd: &mut [bool],
 ) -> Result<()> {
@@ -793,12 +1003,12 @@ fn exec(
     match *step {
         Step::GatherF32 { input, .. } => {
             if let AnySource::F32(Source::Strided(buf, rows)) = &sources[input] {
-                rows.gather_flat(buf, at.0, fd);
+                rows.gather_flat(buf, at.0[input], fd);
             }
         }
         Step::GatherBool { input, .. } => {
             if let AnySource::Bool(Source::Strided(buf, rows)) = &sources[input] {
-                rows.gather_flat(buf, at.0, bd);
+                rows.gather_flat(buf, at.0[input], bd);
             }
         }
         Step::Unary { f, a, .. } => {
@@ -846,6 +1056,14 @@ fn exec(
                 bail!(dtype, "fused {} of bool", f.name()))
         }
         Step::MulThen { op, a, b, c, .. } => vectorize(MulThenLoop { op, a: fc(a), b: fc(b), c: fc(c), dst: fd }),
+        Step::Sum { ref terms, .. } => {
+            let mut runs: smallvec::SmallVec<[&[f32]; 4]> = smallvec::SmallVec::new();
+            for &t in terms {
+                let Chunk::Run(r) = fc(t) else { bail!(invalid, "internal: fused sum of a constant") };
+                runs.push(r);
+            }
+            vectorize(SumLoop { terms: runs, dst: fd });
+        }
         Step::MulUnary { f, a, b, unary_first, .. } => {
             let (Chunk::Run(a), Chunk::Run(b)) = (fc(a), fc(b)) else {
                 bail!(invalid, "internal: fused product of a unary op with a constant");
@@ -884,16 +1102,15 @@ fn exec(
     Ok(())
 }
 
-/// Evaluate the lowered program on the chunk `[start, start + len)` into `out`.
+/// Evaluate the lowered program on the chunk `at` into `out`.
 fn eval_chunk(
     lowered: &Lowered,
     sources: &[AnySource<'_>],
-    start: usize,
-    len: usize,
+    at: Span<'_>,
     scratch: &mut Scratch,
     mut out: OutChunk<'_>,
 ) -> Result<()> {
-    let at = (start, len);
+    let len = at.1;
     let parts = lowered.steps.len().max(1);
     for (k, step) in lowered.steps.iter().enumerate() {
         let (dst, is_bool) = step.dst();
@@ -965,16 +1182,21 @@ impl Lookahead {
         Lookahead { regions: Vec::new(), total_lines: 0, issued: 0, next: (0, 0) }
     }
 
-    /// Point at elements `[start, start + len)` of every contiguous input and of `out`.
-    fn aim<T>(&mut self, sources: &[AnySource<'_>], start: usize, len: usize, out: &[T]) {
+    /// Point at the `ahead` elements after the chunk `at` in every input
+    /// that asks for it, and at `out`.
+    fn aim<T>(&mut self, sources: &[AnySource<'_>], at: Span<'_>, ahead: usize, out: &[T]) {
         fn region<T>(s: &[T]) -> (*const i8, usize) {
             (s.as_ptr().cast::<i8>(), std::mem::size_of_val(s))
         }
         self.regions.clear();
-        for src in sources {
+        for (k, src) in sources.iter().enumerate() {
             match src {
-                AnySource::F32(Source::Slice(s)) => self.regions.push(region(s.chunk(start, len))),
-                AnySource::Bool(Source::Slice(s)) => self.regions.push(region(s.chunk(start, len))),
+                AnySource::F32(Source::Slice(s)) if ahead > 0 => {
+                    self.regions.push(region(s.chunk(at.0[k].wrapping_add(at.1), ahead)))
+                }
+                AnySource::Bool(Source::Slice(s)) if ahead > 0 => {
+                    self.regions.push(region(s.chunk(at.0[k].wrapping_add(at.1), ahead)))
+                }
                 _ => {}
             }
         }
@@ -1042,20 +1264,15 @@ impl OutRange {
 }
 
 /// Evaluate the program over `[start, start + out.len)` into `out`, chunk by chunk.
-fn eval_range(
-    lowered: &Lowered,
-    sources: &[AnySource<'_>],
-    start: usize,
-    out: OutRange,
-    scratch: &mut Scratch,
-    write: Write,
-) -> Result<()> {
+fn eval_range(p: &Prepared<'_>, start: usize, out: OutRange, scratch: &mut Scratch, write: Write) -> Result<()> {
+    let sources = &p.sources;
     let mut done = 0;
     let staged = write != Write::Direct;
     let mut stage = if staged { vec![0.0; CHUNK] } else { Vec::new() };
+    let mut cursor = p.geometry.cursor(start);
     while done < out.len {
-        let len = CHUNK.min(out.len - done);
-        let next = CHUNK.min(out.len - done - len);
+        let (len, lowering) = cursor.chunk(out.len - done);
+        let lowered = &p.lowerings[lowering];
         // SAFETY (both slices below): within the task's output range, which
         // this task alone writes; no view of these elements is alive (an
         // input view of a chunk ends with the chunk's evaluation).
@@ -1063,22 +1280,27 @@ fn eval_range(
         // Prefetch the next chunk's inputs and output, except when streaming:
         // then the output lines are never read, and the inputs (long runs on
         // huge pages) are fetched in time by the hardware prefetcher; asking
-        // for them too only stalled on outstanding misses (B2: 15.3 -> 14.7 ms
-        // on one thread).
-        let ahead = if write == Write::Stream { 0 } else { next };
+        // for them too only stalled on outstanding misses (B2: 15.3 -> 14.7
+        // ms on one thread). Nor in row mode: views of one buffer overlap
+        // (B7's five are three rows, mostly in cache), a pad's edge makes
+        // one-element chunks whose single step would wait on every request,
+        // and B7 ran 0.75 ms per step without prefetching against 1.0 with.
+        let ahead = if write == Write::Stream || p.geometry.row_mode { 0 } else { CHUNK.min(out.len - done - len) };
         let out_next = if write == Write::Direct { ahead } else { 0 };
-        scratch.ahead.aim(sources, start + done + len, ahead, &*chunk(len, out_next));
+        scratch.ahead.aim(sources, (&cursor.starts, len), ahead, &*chunk(len, out_next));
+        let at = (&cursor.starts[..], len);
         if staged {
-            eval_chunk(lowered, sources, start + done, len, scratch, OutChunk::F32(&mut stage[..len]))?;
+            eval_chunk(lowered, sources, at, scratch, OutChunk::F32(&mut stage[..len]))?;
             if write == Write::Stream {
                 stream_copy(&stage[..len], chunk(0, len));
             } else {
                 chunk(0, len).copy_from_slice(&stage[..len]);
             }
         } else {
-            eval_chunk(lowered, sources, start + done, len, scratch, OutChunk::F32(chunk(0, len)))?;
+            eval_chunk(lowered, sources, at, scratch, OutChunk::F32(chunk(0, len)))?;
         }
         done += len;
+        cursor.advance(len);
     }
     if write == Write::Stream {
         stream_fence();
@@ -1095,22 +1317,28 @@ pub(crate) fn fused_elementwise_in_place(program: &FusedProgram, inputs: &[&Valu
     if program.reduce.is_some() {
         return None;
     }
-    let (shape, regs, mut sources) = prepare(program, inputs).ok()?;
-    let n = shape.numel_known();
-    let x = inputs.get(pos)?;
-    if regs.get(program.output)?.dtype != DType::F32 || x.shape() != &shape || x.numel() != n {
+    // A padded program reads its inputs at shifted positions: a chunk
+    // written early could be read again later.
+    if program.has_pads() {
         return None;
     }
-    // The donated input is read and written through the same pointer.
+    let mut p = prepare(program, inputs).ok()?;
+    let n = p.shape.numel_known();
+    let x = inputs.get(pos)?;
+    if p.regs.get(program.output)?.dtype != DType::F32 || x.shape() != &p.shape || x.numel() != n {
+        return None;
+    }
+    // The donated input is read and written through the same pointer (a
+    // contiguous input of the output's shape: the lowering is unchanged).
     let ptr = x.storage.host().raw_ptr() as *mut f32;
-    sources[pos] = AnySource::F32(Source::Slice(Run { ptr, len: n, _input: std::marker::PhantomData }));
-    let lowered = lower(program, &regs, &sources).ok()?;
+    p.sources[pos] = AnySource::F32(Source::Slice(Run { ptr, len: n, _input: std::marker::PhantomData }));
     let all = OutRange { ptr, len: n };
+    let p = &p;
     (0..n.div_ceil(TASK))
         .into_par_iter()
         .try_for_each(|t| {
             let out = all.part(t * TASK, TASK);
-            eval_range(&lowered, &sources, t * TASK, out, &mut Scratch::new(&lowered), Write::Staged)
+            eval_range(p, t * TASK, out, &mut Scratch::new(&p.lowerings), Write::Staged)
         })
         .ok()
 }
@@ -1171,29 +1399,111 @@ fn stream_fence() {
     };
 }
 
-/// The elementwise shape, the registers and the input sources of a call.
-type Prepared<'a> = (Shape, Vec<Meta>, Vec<AnySource<'a>>);
+/// Most pads one program may hold: it is lowered once per subset of them.
+const MAX_PADS: usize = 4;
+
+/// A call made ready: the elementwise shape, the registers, the inputs, how
+/// the output is chunked, and the program lowered once per combination of
+/// its pads being inside or outside their unpadded regions (just once for
+/// a program without pads).
+struct Prepared<'a> {
+    shape: Shape,
+    regs: Vec<Meta>,
+    sources: Vec<AnySource<'a>>,
+    geometry: Geometry,
+    lowerings: Vec<Lowered>,
+}
 
 fn prepare<'a>(program: &FusedProgram, inputs: &[&'a Value]) -> Result<Prepared<'a>> {
     let metas: Vec<Meta> = inputs.iter().map(|v| Meta::new(v.dtype, v.shape().clone())).collect();
     let shape = program.shape(&metas)?;
     let regs = program.registers(&metas)?;
-    let sources = inputs
-        .iter()
-        .map(|v| match v.dtype {
-            DType::F32 => source::<f32>(v, &shape).map(AnySource::F32),
-            DType::Bool => source::<bool>(v, &shape).map(AnySource::Bool),
+    let pads: Vec<usize> =
+        (0..program.instrs.len()).filter(|&i| matches!(program.instrs[i], Instr::Pad { .. })).collect();
+    if pads.len() > MAX_PADS {
+        bail!(invalid, "a fused program pads {} registers, at most {MAX_PADS}", pads.len());
+    }
+    let spaces = if pads.is_empty() { vec![None; program.instrs.len()] } else { program.spaces()? };
+    // The index space each input is read in, and each pad's region.
+    let mut input_space: Vec<Option<usize>> = vec![None; inputs.len()];
+    for (i, ins) in program.instrs.iter().enumerate() {
+        if let (Instr::Input(k), Some(sp)) = (ins, spaces[i]) {
+            let reads_elsewhere = program
+                .instrs
+                .iter()
+                .enumerate()
+                .any(|(j, other)| matches!(other, Instr::Input(q) if q == k) && spaces[j] != Some(sp));
+            if reads_elsewhere {
+                bail!(invalid, "fused input {k} is read both inside and outside a padded region");
+            }
+            if let Some(s) = input_space.get_mut(*k) {
+                *s = Some(sp);
+            }
+        }
+    }
+    let rank = shape.rank();
+    let mut boxes = Vec::with_capacity(pads.len());
+    let mut cuts: smallvec::SmallVec<[usize; 8]> = smallvec::SmallVec::new();
+    for &p in &pads {
+        let Instr::Pad { operand, pads: widths, .. } = &program.instrs[p] else { continue };
+        if regs[p].shape != shape {
+            bail!(shape, "fused pad {p} gives {}, not the program's shape {shape}", regs[p].shape);
+        }
+        let lo: smallvec::SmallVec<[usize; 4]> = widths.iter().map(|w| w.0).collect();
+        let end: smallvec::SmallVec<[usize; 4]> =
+            lo.iter().zip(regs[*operand].shape.iter()).map(|(l, d)| l + d).collect();
+        cuts.extend([lo[rank - 1], end[rank - 1]]);
+        boxes.push(PadBox { lo, end });
+    }
+    let row_len = shape.last().copied().unwrap_or(1);
+    cuts.retain(|c| *c > 0 && *c < row_len);
+    cuts.sort_unstable();
+    cuts.dedup();
+    let zeros = vec![0; rank];
+    let mut sources = Vec::with_capacity(inputs.len());
+    let mut addrs = Vec::with_capacity(inputs.len());
+    let mut row_mode = !pads.is_empty();
+    for (k, v) in inputs.iter().enumerate() {
+        let (space, lo) = match input_space[k].map(|p| &program.instrs[p]) {
+            Some(Instr::Pad { operand, pads: widths, .. }) => {
+                (&regs[*operand].shape, widths.iter().map(|w| w.0).collect::<Vec<_>>())
+            }
+            _ => (&shape, zeros.clone()),
+        };
+        let (source, addr, mapped) = match v.dtype {
+            DType::F32 => {
+                let (s, a, m) = source::<f32>(v, space, &lo)?;
+                (AnySource::F32(s), a, m)
+            }
+            DType::Bool => {
+                let (s, a, m) = source::<bool>(v, space, &lo)?;
+                (AnySource::Bool(s), a, m)
+            }
             d => bail!(dtype, "fused programs read f32 or bool inputs, got {d}"),
-        })
-        .collect::<Result<_>>()?;
-    Ok((shape, regs, sources))
+        };
+        row_mode |= mapped;
+        sources.push(source);
+        addrs.push(addr);
+    }
+    let lowerings = if pads.is_empty() {
+        vec![lower(program, &regs, &sources)?]
+    } else {
+        (0..1usize << pads.len())
+            .map(|mask| {
+                let inside = |i: usize| pads.iter().position(|&q| q == i).is_some_and(|b| mask & (1 << b) != 0);
+                lower(&program.specialize(&regs, inside), &regs, &sources)
+            })
+            .collect::<Result<_>>()?
+    };
+    let geometry = Geometry { dims: shape.iter().copied().collect(), row_mode, cuts, pads: boxes, addrs };
+    Ok(Prepared { shape, regs, sources, geometry, lowerings })
 }
 
 pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: &Meta) -> Result<Value> {
-    let (shape, regs, sources) = prepare(program, inputs)?;
+    let p = prepare(program, inputs)?;
+    let (shape, regs) = (&p.shape, &p.regs);
     let n = shape.numel_known();
-    let lowered = lower(program, &regs, &sources)?;
-    let lowered = &lowered;
+    let p = &p;
     let Some(reduce) = &program.reduce else {
         // Plain elementwise: parallel tasks of whole chunks.
         return match regs[program.output].dtype {
@@ -1201,26 +1511,27 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: 
                 let mut buf = HostBuffer::for_elements::<bool>(n)?;
                 let out_s = buf.as_mut_slice::<bool>();
                 let task = |t: usize, d: &mut [bool]| -> Result<()> {
-                    let mut scratch = Scratch::new(lowered);
+                    let mut scratch = Scratch::new(&p.lowerings);
                     let mut done = 0;
+                    let mut cursor = p.geometry.cursor(t * TASK);
                     while done < d.len() {
-                        let len = CHUNK.min(d.len() - done);
-                        let next = CHUNK.min(d.len() - done - len);
-                        scratch.ahead.aim(&sources, t * TASK + done + len, next, &d[done + len..done + len + next]);
+                        let (len, lowering) = cursor.chunk(d.len() - done);
+                        let ahead = if p.geometry.row_mode { 0 } else { CHUNK.min(d.len() - done - len) };
+                        scratch.ahead.aim(&p.sources, (&cursor.starts, len), ahead, &d[done + len..done + len + ahead]);
                         eval_chunk(
-                            lowered,
-                            &sources,
-                            t * TASK + done,
-                            len,
+                            &p.lowerings[lowering],
+                            &p.sources,
+                            (&cursor.starts, len),
                             &mut scratch,
                             OutChunk::Bool(&mut d[done..done + len]),
                         )?;
                         done += len;
+                        cursor.advance(len);
                     }
                     Ok(())
                 };
                 out_s.par_chunks_mut(TASK).enumerate().try_for_each(|(t, d)| task(t, d))?;
-                Ok(Value::from_buffer(DType::Bool, shape, buf))
+                Ok(Value::from_buffer(DType::Bool, shape.clone(), buf))
             }
             _ => {
                 let write =
@@ -1228,9 +1539,9 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: 
                 let mut buf = HostBuffer::for_elements::<f32>(n)?;
                 buf.as_mut_slice::<f32>().par_chunks_mut(TASK).enumerate().try_for_each(|(t, d)| {
                     let out = OutRange { ptr: d.as_mut_ptr(), len: d.len() };
-                    eval_range(lowered, &sources, t * TASK, out, &mut Scratch::new(lowered), write)
+                    eval_range(p, t * TASK, out, &mut Scratch::new(&p.lowerings), write)
                 })?;
-                Ok(Value::from_buffer(DType::F32, shape, buf))
+                Ok(Value::from_buffer(DType::F32, shape.clone(), buf))
             }
         };
     };
@@ -1258,7 +1569,7 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: 
     let fold_block = |start: usize, len: usize, scratch: &mut Scratch, tmp: &mut Vec<f32>| -> Result<f32> {
         tmp.resize(len, 0.0);
         let out = OutRange { ptr: tmp.as_mut_ptr(), len };
-        eval_range(lowered, &sources, start, out, scratch, Write::Direct)?;
+        eval_range(p, start, out, scratch, Write::Direct)?;
         Ok(fold(tmp))
     };
     let row_value = |row: usize, scratch: &mut Scratch, tmp: &mut Vec<f32>| -> Result<f32> {
@@ -1274,15 +1585,15 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: 
     if rows == 1 && r > 2 * block {
         // One long row: its blocks in parallel, folded in order (as fold_row_parallel).
         let mut partials = crate::tensor::storage::try_vec(0.0f32, r.div_ceil(block))?;
-        partials.par_iter_mut().enumerate().try_for_each(|(b, p)| -> Result<()> {
-            *p = fold_block(b * block, block.min(r - b * block), &mut Scratch::new(lowered), &mut Vec::new())?;
+        partials.par_iter_mut().enumerate().try_for_each(|(b, slot)| -> Result<()> {
+            *slot = fold_block(b * block, block.min(r - b * block), &mut Scratch::new(&p.lowerings), &mut Vec::new())?;
             Ok(())
         })?;
         outs[0] = finish(fold(&partials));
     } else {
         let per_task = (TASK / r.max(1)).max(1);
         outs.par_chunks_mut(per_task).enumerate().try_for_each(|(t, o)| -> Result<()> {
-            let (mut scratch, mut tmp) = (Scratch::new(lowered), Vec::new());
+            let (mut scratch, mut tmp) = (Scratch::new(&p.lowerings), Vec::new());
             for (k, v) in o.iter_mut().enumerate() {
                 *v = row_value(t * per_task + k, &mut scratch, &mut tmp)?;
             }
@@ -1332,6 +1643,7 @@ pub(crate) fn fused_matmul(
 mod tests {
     use super::*;
     use crate::graph::Tensor;
+    use crate::tensor::Scalar;
 
     /// `tanh(x * 1.5 + 0.5) * sigmoid(x) - x * x` (the B2 workload).
     fn b2_program() -> FusedProgram {
@@ -1361,7 +1673,7 @@ mod tests {
         let v = x.value()?;
         let metas = [Meta::new(DType::F32, v.shape().clone())];
         let regs = program.registers(&metas)?;
-        let sources = [AnySource::F32(source::<f32>(v, v.shape())?)];
+        let sources = [AnySource::F32(source::<f32>(v, v.shape(), &[])?.0)];
         let lowered = lower(&program, &regs, &sources)?;
         let kinds: Vec<&str> = lowered
             .steps
@@ -1446,6 +1758,78 @@ mod tests {
         Ok(())
     }
 
+    /// B7's step with its pad: a four-term sum and two products in the
+    /// interior; the edges are the update alone, the laplacian gone.
+    #[test]
+    fn a_padded_stencil_lowers_to_three_passes_inside_and_one_outside() -> Result<()> {
+        let k = |v: f32| Instr::Scalar(v.into(), DType::F32);
+        let program = FusedProgram {
+            instrs: vec![
+                Instr::Input(1),
+                Instr::Input(2),
+                Instr::Binary(BinaryOp::Add, 0, 1),
+                Instr::Input(3),
+                Instr::Binary(BinaryOp::Add, 2, 3),
+                Instr::Input(4),
+                Instr::Binary(BinaryOp::Add, 4, 5),
+                Instr::Input(5),
+                k(4.0),
+                Instr::Binary(BinaryOp::Mul, 7, 8),
+                Instr::Binary(BinaryOp::Sub, 6, 9),
+                Instr::Pad { operand: 10, pads: vec![(1, 1), (1, 1)], value: Scalar::F64(0.0) },
+                k(0.2),
+                Instr::Binary(BinaryOp::Mul, 11, 12),
+                Instr::Input(0),
+                Instr::Binary(BinaryOp::Add, 14, 13),
+            ],
+            output: 15,
+            reduce: None,
+        };
+        let u = Tensor::randn([70, 80], 5)?;
+        let uv = u.value()?;
+        let views: Vec<Tensor> = [(0, 1), (2, 1), (1, 0), (1, 2), (1, 1)]
+            .iter()
+            .map(|&(i, j)| crate::ops::slice(&u, &[i, j], &[68, 78]))
+            .collect::<Result<_>>()?;
+        let mut inputs = vec![uv];
+        for v in &views {
+            inputs.push(v.value()?);
+        }
+        let p = prepare(&program, &inputs)?;
+        assert!(p.geometry.row_mode);
+        assert_eq!(&p.geometry.cuts[..], &[1, 79]);
+        let kinds = |l: &Lowered| -> Vec<&str> {
+            l.steps
+                .iter()
+                .map(|s| match s {
+                    Step::Sum { terms, .. } if terms.len() == 4 => "sum of 4",
+                    Step::MulThen { op: MulThen::SubFrom, .. } => "c - a * b",
+                    Step::MulThen { op: MulThen::AddTo, .. } => "c + a * b",
+                    Step::Binary { f: BinaryOp::Add, .. } => "add",
+                    _ => "other",
+                })
+                .collect()
+        };
+        assert_eq!(kinds(&p.lowerings[0]), ["add"], "outside: u + 0 * 0.2, folded");
+        assert_eq!(kinds(&p.lowerings[1]), ["sum of 4", "c - a * b", "c + a * b"], "inside");
+        // The views are read in place: no gathers.
+        assert!(p.lowerings.iter().all(|l| l.steps.iter().all(|s| !matches!(s, Step::GatherF32 { .. }))));
+        let metas: Vec<Meta> = inputs.iter().map(|v| Meta::new(v.dtype, v.shape().clone())).collect();
+        let out = fused_elementwise(&program, &inputs, &program.infer(&metas)?[0])?;
+        let (x, o) = (uv.contiguous_slice::<f32>().unwrap_or(&[]), out.contiguous_slice::<f32>().unwrap_or(&[]));
+        let at = |i: usize, j: usize| x[i * 80 + j];
+        for (i, j) in [(0, 0), (0, 5), (1, 1), (5, 0), (5, 1), (5, 78), (5, 79), (68, 40), (69, 79)] {
+            let want = if (1..69).contains(&i) && (1..79).contains(&j) {
+                let lap = at(i - 1, j) + at(i + 1, j) + at(i, j - 1) + at(i, j + 1) - at(i, j) * 4.0;
+                at(i, j) + lap * 0.2
+            } else {
+                at(i, j) + 0.0 * 0.2
+            };
+            assert_eq!(o[i * 80 + j].to_bits(), want.to_bits(), "at ({i}, {j})");
+        }
+        Ok(())
+    }
+
     #[test]
     fn stream_copy_copies_every_element_at_any_alignment() {
         let src: Vec<f32> = (0..300).map(|i| i as f32 * 0.5 - 7.0).collect();
@@ -1482,7 +1866,8 @@ mod tests {
         let metas = [Meta::new(DType::F32, xv.shape().clone()), Meta::new(DType::F32, sv.shape().clone())];
         let regs = program.registers(&metas)?;
         let shape = program.shape(&metas)?;
-        let sources = [AnySource::F32(source::<f32>(xv, &shape)?), AnySource::F32(source::<f32>(sv, &shape)?)];
+        let sources =
+            [AnySource::F32(source::<f32>(xv, &shape, &[])?.0), AnySource::F32(source::<f32>(sv, &shape, &[])?.0)];
         let lowered = lower(&program, &regs, &sources)?;
         // exp(0.5) is a constant; x * x goes to a buffer, copied out at the end.
         assert!(matches!(lowered.result, Reg::F32(F32In::Buf(_))));
