@@ -1219,6 +1219,42 @@ fn elementwise_fusion_takes_in_a_constant_pad_and_its_operand() -> Result<()> {
     Ok(())
 }
 
+/// Random pads (widths, values, rank 2 and 3, zero widths, edges on every
+/// side) of random programs over slices, some outputs larger than a
+/// parallel task so that tasks start mid-row: bitwise the unfused ops.
+#[test]
+fn fused_pads_of_random_shapes_match_the_unfused_ops() -> Result<()> {
+    let mut rng = Rng(24);
+    for case in 0..24 {
+        let rank = 2 + rng.below(2);
+        let inner: Vec<usize> =
+            (0..rank).map(|d| if d + 1 == rank { 60 + rng.below(240) } else { 1 + rng.below(40) }).collect();
+        let pads: Vec<(usize, usize)> = (0..rank).map(|_| (rng.below(4), rng.below(4))).collect();
+        let outer: Vec<usize> = inner.iter().zip(&pads).map(|(d, (lo, hi))| d + lo + hi).collect();
+        let g = Graph::new();
+        // The padded operand: a program over two offset views of one input.
+        let big: Vec<usize> = inner.iter().map(|d| d + 2).collect();
+        let x = g.placeholder("x", DType::F32, big.as_slice())?;
+        let size: Vec<i64> = inner.iter().map(|&d| d as i64).collect();
+        let a = ops::slice(&x, &vec![0; rank], &size)?;
+        let b = ops::slice(&x, &vec![2; rank], &size)?;
+        let operand = match case % 3 {
+            0 => ops::sub(&ops::add(&a, &b)?, &ops::mul(&a, 0.5)?)?,
+            1 => ops::mul(&ops::exp(&ops::neg(&a)?)?, &b)?,
+            _ => ops::add(&ops::add(&ops::add(&a, &b)?, &a)?, &ops::square(&b)?)?,
+        };
+        let value = [0.0f32, -2.5, f32::INFINITY][case % 3];
+        let padded = ops::pad(&operand, &pads, ops::PadMode::Constant, value)?;
+        let y = g.placeholder("y", DType::F32, outer.as_slice())?;
+        let z = ops::add(&ops::mul(&padded, &y)?, &y)?;
+        let r = explain_one(&g, elementwise_fusion(), "elementwise_fusion", &[&z], &[&x, &y]);
+        assert_eq!(count_ops(&r.passes[1].text, "Pad"), 0, "case {case}: {}", r.passes[1].text);
+        let (xv, yv) = (rng.tensor(&big, 2.0), rng.tensor(&outer, 2.0));
+        run_same(&g, elementwise_fusion(), &[&z], &[(&x, &xv), (&y, &yv)]);
+    }
+    Ok(())
+}
+
 /// Slices of one buffer (row-strided views) are read in place, a row at a
 /// time, whatever the task and chunk boundaries: a grid larger than a task.
 #[test]
