@@ -465,7 +465,7 @@ fn fuse_pads(ir: &mut IrGraph) {
         }
         let out = ir.nodes[o].outputs[0].clone();
         let row = out.shape.last().copied().unwrap_or(0);
-        if !out.shape.is_fully_known() || row < FUSED_PAD_MIN_ROW || row == crate::tensor::UNKNOWN {
+        if !out.shape.is_fully_known() || row < FUSED_PAD_MIN_ROW {
             continue;
         }
         let mut program = program.clone();

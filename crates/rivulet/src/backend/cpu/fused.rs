@@ -1425,19 +1425,15 @@ fn prepare<'a>(program: &FusedProgram, inputs: &[&'a Value]) -> Result<Prepared<
     }
     let spaces = if pads.is_empty() { vec![None; program.instrs.len()] } else { program.spaces()? };
     // The index space each input is read in, and each pad's region.
-    let mut input_space: Vec<Option<usize>> = vec![None; inputs.len()];
+    let mut input_space: Vec<Option<Option<usize>>> = vec![None; inputs.len()];
     for (i, ins) in program.instrs.iter().enumerate() {
-        if let (Instr::Input(k), Some(sp)) = (ins, spaces[i]) {
-            let reads_elsewhere = program
-                .instrs
-                .iter()
-                .enumerate()
-                .any(|(j, other)| matches!(other, Instr::Input(q) if q == k) && spaces[j] != Some(sp));
-            if reads_elsewhere {
-                bail!(invalid, "fused input {k} is read both inside and outside a padded region");
-            }
-            if let Some(s) = input_space.get_mut(*k) {
-                *s = Some(sp);
+        if let Instr::Input(k) = ins {
+            match input_space.get_mut(*k) {
+                Some(Some(sp)) if *sp != spaces[i] => {
+                    bail!(invalid, "fused input {k} is read both inside and outside a padded region")
+                }
+                Some(slot) => *slot = Some(spaces[i]),
+                None => {}
             }
         }
     }
@@ -1464,7 +1460,7 @@ fn prepare<'a>(program: &FusedProgram, inputs: &[&'a Value]) -> Result<Prepared<
     let mut addrs = Vec::with_capacity(inputs.len());
     let mut row_mode = !pads.is_empty();
     for (k, v) in inputs.iter().enumerate() {
-        let (space, lo) = match input_space[k].map(|p| &program.instrs[p]) {
+        let (space, lo) = match input_space[k].flatten().map(|p| &program.instrs[p]) {
             Some(Instr::Pad { operand, pads: widths, .. }) => {
                 (&regs[*operand].shape, widths.iter().map(|w| w.0).collect::<Vec<_>>())
             }
