@@ -27,8 +27,6 @@ struct Trace {
     inputs: Vec<Tensor>,
     outputs: Vec<Tensor>,
     effects: Vec<Operation>,
-    /// Held by a call while it runs.
-    calls: Mutex<()>,
 }
 
 /// How a [`Function`] traces.
@@ -85,11 +83,13 @@ where
     }
 
     /// Call it: trace if no trace fits the arguments, then run the graph.
-    /// Calls from several threads may trace concurrently; calls of one
-    /// trace run one at a time. Captured variables change as the run
-    /// assigns them, as in TensorFlow 2: eager code on other threads may see
-    /// a call's updates before it returns, and a call that fails keeps the
-    /// updates it made before the error.
+    /// Calls from several threads may trace and run concurrently, also
+    /// calls of one trace (none waits for another: a call from inside a
+    /// parallel loop of another call is fine). Captured variables change as
+    /// the run assigns them, as in TensorFlow 2: eager code on other threads
+    /// may see a call's updates before it returns, and a call that fails
+    /// keeps the updates it made before the error. See the memory model in
+    /// docs/ARCHITECTURE.md for what overlapping calls see.
     pub fn call(&self, args: &[&Tensor]) -> Result<Vec<Tensor>> {
         if args.iter().any(|a| a.is_symbolic()) {
             return Err(Error::graph("a traced function takes values; call it eagerly"));
@@ -122,13 +122,11 @@ where
                 }
             }
         };
-        // Calls of one trace run one at a time: traced code often reads a
-        // variable and assigns a value computed from it (an optimizer step,
-        // a dropout layer's random counter), and overlapping calls would
-        // lose updates or draw the same numbers. (Held across the run: a
-        // call made from inside a parallel loop nested in another call of
-        // the same function can still deadlock.)
-        let _call = t.calls.lock();
+        // No lock around the run: calls of one trace may overlap, as in
+        // TensorFlow 2. Each variable op is atomic on its own (reads see a
+        // whole value; `assign_add` and optimizer updates lose nothing),
+        // and the plan orders a call's own reads and writes; a read and a
+        // later assign in one call may interleave with another call's.
         let feeds: Vec<(&Tensor, &Tensor)> = t.inputs.iter().zip(args.iter().copied()).collect();
         let fetches: Vec<&Tensor> = t.outputs.iter().collect();
         let targets: Vec<&Operation> = t.effects.iter().collect();
@@ -214,6 +212,6 @@ where
             })?;
             session.bind_variable(&c.mirror, cell.clone())?;
         }
-        Ok(Trace { signature, session, inputs, outputs, effects, calls: Mutex::new(()) })
+        Ok(Trace { signature, session, inputs, outputs, effects })
     }
 }

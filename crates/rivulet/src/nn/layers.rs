@@ -248,21 +248,37 @@ impl Layer for Dropout {
             return Ok(x.clone());
         }
         let state = self.state(x)?;
-        let s = state.current();
-        // offset = seed * K + calls (wrapping), a different stream per call.
-        let parts = ops::unstack(&s, 0)?;
-        let offset = ops::add(&ops::mul(&parts[0], 0x2545_F491_4F6C_DD1Di64)?, &parts[1])?;
-        let mask = ops::random_uniform_like_offset(x, 0.0, 1.0, 0x0D50_D5E1, &offset)?;
         let step = Tensor::from([0i64, 1]);
-        if let (Some(g), Some(draw)) = (x.graph(), mask.op()) {
-            // Draw, then count the call (sessions also order a variable's
-            // writes after its reads; this states it in the graph).
-            let _after = g.control_dependencies(&[&draw])?;
+        // offset = seed * K + calls (wrapping), a different stream per call.
+        let draw = |s: &Tensor| -> Result<Tensor> {
+            let parts = ops::unstack(s, 0)?;
+            let offset = ops::add(&ops::mul(&parts[0], 0x2545_F491_4F6C_DD1Di64)?, &parts[1])?;
+            ops::random_uniform_like_offset(x, 0.0, 1.0, 0x0D50_D5E1, &offset)
+        };
+        let mask = if let (true, Some(g)) = (state.is_graph(), x.graph()) {
+            // A graph layer (TensorFlow 1): draw from the state, then count
+            // the call in an update op of its own, which the caller runs
+            // (sessions also order a variable's writes after its reads; the
+            // control edge states it in the graph).
+            let mask = draw(&state.current())?;
+            let _after = mask.op().map(|op| g.control_dependencies(&[&op])).transpose()?;
             let bumped = state.assign_add(&step)?;
             self.updates.lock().extend(bumped.op());
+            mask
         } else {
-            tape::untracked(|| state.assign_add(&step))?;
-        }
+            // Eager or traced: count the call and draw from the count
+            // before it, taken from the increment's own result, so that
+            // calls that overlap (traced calls on several threads) each
+            // get a stream of their own.
+            let bumped = if x.is_symbolic() {
+                let bumped = state.assign_add(&step)?;
+                self.updates.lock().extend(bumped.op());
+                bumped
+            } else {
+                tape::untracked(|| state.assign_add(&step))?
+            };
+            draw(&ops::sub(&bumped, &step)?)?
+        };
         let keep = ops::cast(&ops::greater_equal(&mask, self.rate)?, x.dtype())?;
         ops::mul(&ops::mul(x, &keep)?, 1.0 / (1.0 - self.rate))
     }

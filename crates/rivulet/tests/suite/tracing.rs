@@ -411,6 +411,79 @@ fn reads_and_writes_inside_follow_program_order() -> Result<()> {
     Ok(())
 }
 
+/// Calls of one trace from many threads overlap (there is no call lock):
+/// counts kept with `assign_add`, optimizer steps and dropout's random
+/// state lose nothing, and every call draws its own dropout mask.
+#[test]
+fn overlapping_calls_of_one_trace_lose_no_update_and_draw_their_own_masks() -> Result<()> {
+    use rivulet::nn::{Dropout, Layer};
+    let calls = Variable::new("overlap_calls", &Tensor::scalar(0i64), false)?;
+    let w = Variable::new("overlap_w", &Tensor::scalar(0.0f64), true)?;
+    let opt = Optimizer::sgd(1.0);
+    let dropout = Dropout::new(0.5)?;
+    let ones = Tensor::ones([64], DType::F32)?;
+    dropout.build(&ones)?;
+    let f = function(|args: &[Tensor]| {
+        calls.assign_add(&Tensor::scalar(1i64))?;
+        opt.apply_gradients(&[(Tensor::scalar(1.0f64), &w)])?;
+        Ok(vec![dropout.call(&args[0], true)?])
+    });
+    f.call(&[&ones])?;
+    let (threads, per_thread) = (8, 40);
+    let masks: Vec<Vec<u8>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> Result<Vec<Vec<u8>>> {
+                    (0..per_thread)
+                        .map(|_| Ok(f.call(&[&ones])?[0].to_vec::<f32>()?.iter().map(|&x| (x > 0.0) as u8).collect()))
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a calling thread panicked")).collect::<Result<Vec<_>>>()
+    })?
+    .into_iter()
+    .flatten()
+    .collect();
+    let n = 1 + threads * per_thread;
+    assert_eq!(calls.current().to_scalar::<i64>()?, n as i64, "assign_add counts every call");
+    assert_eq!(w.current().to_scalar::<f64>()?, -(n as f64), "every SGD step of -1 landed");
+    let state = dropout.variables()[0].current().to_vec::<i64>()?;
+    assert_eq!(state[1], n as i64, "dropout counted every call");
+    let distinct: std::collections::HashSet<&Vec<u8>> = masks.iter().collect();
+    assert_eq!(distinct.len(), masks.len(), "two overlapping calls drew the same mask");
+    assert_eq!(f.num_traces(), 1);
+    Ok(())
+}
+
+/// A call made from a parallel loop that runs inside another call of the
+/// same function (a pool thread waiting for a kernel's chunk picks up the
+/// loop's next item) runs at once instead of waiting for the outer call.
+#[test]
+fn calls_from_a_parallel_loop_inside_another_call_do_not_wait_for_it() -> Result<()> {
+    use rayon::prelude::*;
+    let n = 1 << 20;
+    let x = Tensor::from_slice(&(0..n).map(|i| (i % 7) as f32).collect::<Vec<_>>(), [n])?;
+    let want: f32 = (0..n).map(|i| ((i % 7) * (i % 7)) as f32).sum();
+    let f = function(|args: &[Tensor]| Ok(vec![ops::sum(&ops::mul(&args[0], &args[0])?, Axes::All, false)?]));
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(8).build().expect("a thread pool");
+    let sums: Vec<f32> = pool.install(|| {
+        // Half the items run the same sum eagerly (no call), so that pool
+        // threads are free to take a call's chunks and then wait for them.
+        (0..256)
+            .into_par_iter()
+            .map(|i| match i % 2 {
+                0 => f.call(&[&x])?[0].to_scalar::<f32>(),
+                _ => ops::sum(&ops::mul(&x, &x)?, Axes::All, false)?.to_scalar::<f32>(),
+            })
+            .collect::<Result<_>>()
+    })?;
+    for s in sums {
+        assert!((s - want).abs() <= want * 1e-5, "{s} vs {want}");
+    }
+    Ok(())
+}
+
 /// One training step on eager variables: the same code eagerly and traced.
 fn train_step(vars: &[Variable], opt: &Optimizer, x: &Tensor, y: &Tensor) -> Result<Tensor> {
     let tape = GradientTape::new();
