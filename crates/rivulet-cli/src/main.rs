@@ -105,7 +105,7 @@ fn main() -> ExitCode {
                     rivulet::DeviceKind::Gpu => println!("{d}  (gpu)"),
                 }
             }
-            println!("no GPU backend in this build (the CUDA backend is not written yet)");
+            println!("{}", rivulet::cuda_probe().describe());
             Ok(())
         }
     };

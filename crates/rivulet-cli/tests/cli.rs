@@ -1,6 +1,7 @@
 //! The command line refuses nonsense: unknown workloads and modes, missing
 //! files and malformed settings are errors with a non-zero exit status and a
-//! message that names what was wrong.
+//! message that names what was wrong; `devices` reports a missing GPU
+//! driver instead of failing.
 
 use std::process::Command;
 
@@ -36,4 +37,24 @@ fn an_invalid_demo_seed_is_an_error() {
     let (ok, err) = rivulet(&["demo", "--epochs", "1", "--quiet"], &[("RIVULET_DEMO_SEED", "abc")]);
     assert!(!ok);
     assert!(err.contains("RIVULET_DEMO_SEED") && err.contains("abc"), "{err}");
+}
+
+/// `rivulet devices` without an NVIDIA driver (or with a library that is
+/// not one) lists the CPU devices and says what it looked for, exit 0.
+#[test]
+fn devices_says_what_driver_it_looked_for() {
+    for (driver, says) in [
+        ("/nonexistent/libcuda.so.1", "no NVIDIA driver: looked for /nonexistent/libcuda.so.1"),
+        ("libc.so.6", "NVIDIA driver libc.so.6 loaded, but it has no cuInit"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+            .arg("devices")
+            .env("RIVULET_CUDA_DRIVER", driver)
+            .output()
+            .expect("the binary runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{driver}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("/device:CPU:0") && stdout.contains(says), "{driver}: {stdout}");
+        assert!(stdout.contains("running on the CPU"), "{stdout}");
+    }
 }

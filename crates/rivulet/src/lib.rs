@@ -44,6 +44,7 @@ pub mod tensor;
 
 pub use autodiff::{gradients, GradientTape, Unconnected};
 pub use backend::cpu::simd_level;
+pub use backend::cuda::probe::{cuda_probe, CudaProbe};
 pub use context::{device, device_scope, devices, eager_scope, DefaultGraphGuard, DeviceScope};
 pub use error::{Error, ErrorKind, OpContext, Result};
 pub use function::{function, Function, FunctionOptions};

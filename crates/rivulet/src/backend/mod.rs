@@ -10,6 +10,7 @@
 //! loops, and is the oracle the others are compared with.
 
 pub(crate) mod cpu;
+pub(crate) mod cuda;
 pub(crate) mod decompose;
 pub(crate) mod reference;
 pub(crate) mod views;

@@ -1,0 +1,1006 @@
+//! CUDA C source for a fused elementwise program: the same
+//! [`FusedProgram`] the CPU kernel interprets, written out as one kernel
+//! that NVRTC compiles (once per [`KernelSource::key`]).
+//!
+//! Every kernel has one ABI, [`FusedParams`] passed by value: input
+//! pointers, the output, an error flag, the element count, the output's
+//! dimensions and each input's strides in elements (0 where it broadcasts).
+//! So one launcher serves every program, and a kernel compiled for a rank
+//! and a set of dtypes serves every shape of that rank.
+//!
+//! Semantics are the CPU backend's, bitwise wherever the arithmetic is
+//! IEEE's (so NVRTC must compile with `--fmad=false`: no contraction into
+//! fused multiply-adds): f16/bf16 compute in f32 and round back (to
+//! nearest, ties to even, in the prelude, without CUDA headers);
+//! integers wrap; an integer division by zero or a negative integer power
+//! sets the error flag (the launcher turns it into the op's error); a float
+//! to integer cast saturates and takes NaN to 0, as Rust's `as` does.
+
+use crate::error::{Error, Result};
+use crate::op::elementwise::{BinaryOp, UnaryOp, SELU_ALPHA, SELU_SCALE};
+use crate::op::fused::{FusedProgram, Instr};
+use crate::op::Meta;
+use crate::tensor::{DType, Scalar};
+use std::fmt::Write;
+
+/// Most inputs a generated kernel takes (more run unfused).
+pub(crate) const MAX_INPUTS: usize = 16;
+/// Highest output rank a generated kernel indexes.
+pub(crate) const MAX_RANK: usize = 8;
+
+/// The kernel's one argument; its C twin is in [`PRELUDE`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FusedParams {
+    pub inputs: [*const u8; MAX_INPUTS],
+    pub out: *mut u8,
+    /// Set to 1 by an integer division by zero, 2 by a negative integer power.
+    pub error: *mut i32,
+    /// Output elements.
+    pub n: i64,
+    pub dims: [i64; MAX_RANK],
+    /// Input `k`'s stride along output dimension `d`, in elements.
+    pub strides: [[i64; MAX_RANK]; MAX_INPUTS],
+}
+
+impl FusedParams {
+    /// Parameters for an output of `dims` and inputs at `inputs`, each with
+    /// its strides along the output's dimensions (0 where it broadcasts).
+    pub fn new(
+        out: *mut u8,
+        error: *mut i32,
+        dims: &[usize],
+        inputs: &[(*const u8, Vec<isize>)],
+    ) -> Result<FusedParams> {
+        if dims.len() > MAX_RANK || inputs.len() > MAX_INPUTS {
+            return Err(Error::unimplemented(format!(
+                "a generated kernel takes rank {MAX_RANK} and {MAX_INPUTS} inputs at most, got rank {} and {} inputs",
+                dims.len(),
+                inputs.len()
+            )));
+        }
+        let mut p = FusedParams {
+            inputs: [std::ptr::null(); MAX_INPUTS],
+            out,
+            error,
+            n: dims.iter().product::<usize>() as i64,
+            dims: [1; MAX_RANK],
+            strides: [[0; MAX_RANK]; MAX_INPUTS],
+        };
+        for (d, &n) in dims.iter().enumerate() {
+            p.dims[d] = n as i64;
+        }
+        for (k, (ptr, strides)) in inputs.iter().enumerate() {
+            if strides.len() != dims.len() {
+                return Err(Error::shape(format!(
+                    "input {k} has {} strides for an output of rank {}",
+                    strides.len(),
+                    dims.len()
+                )));
+            }
+            p.inputs[k] = *ptr;
+            for (d, &s) in strides.iter().enumerate() {
+                p.strides[k][d] = s as i64;
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// Generated source and the name of its kernel.
+#[derive(Clone, Debug)]
+pub(crate) struct KernelSource {
+    pub name: String,
+    pub source: String,
+    /// What the compiled kernel is cached under (in memory and on disk).
+    pub key: u64,
+}
+
+/// Shared by every kernel: the parameter block, bit casts and the f16/bf16
+/// conversions.
+pub(crate) const PRELUDE: &str = r#"
+#define RV_MAX_INPUTS 16
+#define RV_MAX_RANK 8
+struct RvParams {
+    const void* inputs[RV_MAX_INPUTS];
+    void* out;
+    int* error;
+    long long n;
+    long long dims[RV_MAX_RANK];
+    long long strides[RV_MAX_INPUTS][RV_MAX_RANK];
+};
+typedef unsigned short rv_f16;
+typedef unsigned short rv_bf16;
+__device__ __forceinline__ float rv_bits_f32(unsigned int u) { return __uint_as_float(u); }
+__device__ __forceinline__ double rv_bits_f64(unsigned long long u) { return __longlong_as_double((long long)u); }
+__device__ __forceinline__ float rv_from_bf16(rv_bf16 h) { return __uint_as_float(((unsigned int)h) << 16); }
+__device__ __forceinline__ rv_bf16 rv_to_bf16(float f) {
+    unsigned int u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (rv_bf16)((u >> 16) | 0x40u);
+    return (rv_bf16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+__device__ __forceinline__ float rv_from_f16(rv_f16 h) {
+    unsigned int sign = ((unsigned int)(h & 0x8000u)) << 16;
+    unsigned int exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+    if (exp == 0x1fu) return __uint_as_float(sign | 0x7f800000u | (man << 13));
+    if (exp == 0u) {
+        float m = (float)man * 5.9604644775390625e-8f;
+        return sign ? -m : m;
+    }
+    return __uint_as_float(sign | ((exp + 112u) << 23) | (man << 13));
+}
+__device__ __forceinline__ rv_f16 rv_to_f16(float f) {
+    unsigned int u = __float_as_uint(f);
+    unsigned int sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (rv_f16)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
+    if (a >= 0x477ff000u) return (rv_f16)(sign | 0x7c00u);
+    if (a < 0x38800000u) {
+        /* A subnormal half: add 0.5 (exponent 126) so the FPU rounds the bits out, ties to even. */
+        float r = __uint_as_float(a) + 0.5f;
+        return (rv_f16)(sign | (__float_as_uint(r) - 0x3f000000u));
+    }
+    unsigned int odd = (a >> 13) & 1u;
+    a += 0xc8000fffu + odd;
+    return (rv_f16)(sign | (a >> 13));
+}
+"#;
+
+/// The C type a register of `dtype` computes in.
+fn compute_type(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F32 | DType::F16 | DType::BF16 => "float",
+        DType::F64 => "double",
+        DType::I32 => "int",
+        DType::I64 => "long long",
+        DType::U8 => "unsigned char",
+        DType::Bool => "bool",
+    }
+}
+
+/// The C type an element of `dtype` is stored as.
+fn storage_type(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F16 => "rv_f16",
+        DType::BF16 => "rv_bf16",
+        d => compute_type(d),
+    }
+}
+
+/// An expression loading element `idx` of `ptr` (of `dtype`) as its compute type.
+fn load(dtype: DType, ptr: &str, idx: &str) -> String {
+    match dtype {
+        DType::F16 => format!("rv_from_f16(((const rv_f16*){ptr})[{idx}])"),
+        DType::BF16 => format!("rv_from_bf16(((const rv_bf16*){ptr})[{idx}])"),
+        d => format!("((const {}*){ptr})[{idx}]", storage_type(d)),
+    }
+}
+
+/// A constant of `dtype`, exactly (floats by their bits: NaN and inf too).
+fn literal(value: Scalar, dtype: DType) -> String {
+    match dtype {
+        DType::F32 | DType::F16 | DType::BF16 => {
+            // A f16/bf16 constant is its rounded value, like a stored element.
+            let v = value.as_f64() as f32;
+            let v = match dtype {
+                DType::F16 => half::f16::from_f32(v).to_f32(),
+                DType::BF16 => half::bf16::from_f32(v).to_f32(),
+                _ => v,
+            };
+            format!("rv_bits_f32(0x{:08x}u)", v.to_bits())
+        }
+        DType::F64 => format!("rv_bits_f64(0x{:016x}ull)", value.as_f64().to_bits()),
+        DType::Bool => (value.as_f64() != 0.0).to_string(),
+        DType::I32 => format!("((int){})", value_i64(value) as i32),
+        DType::I64 => match value_i64(value) {
+            i64::MIN => "(-9223372036854775807ll - 1)".to_string(),
+            v => format!("{v}ll"),
+        },
+        DType::U8 => format!("((unsigned char){})", value_i64(value) as u8),
+    }
+}
+
+fn value_i64(value: Scalar) -> i64 {
+    match value {
+        Scalar::Bool(b) => b as i64,
+        Scalar::I64(v) => v,
+        Scalar::F64(v) => v as i64,
+    }
+}
+
+/// The unsigned twin of an integer compute type, for wrapping arithmetic.
+fn unsigned_of(dtype: DType) -> &'static str {
+    match dtype {
+        DType::I32 => "unsigned int",
+        DType::I64 => "unsigned long long",
+        _ => "unsigned char",
+    }
+}
+
+/// `f(x)` for a register of `dtype` (the operand's and the result's, except
+/// for the predicates, whose result is bool).
+fn unary(f: UnaryOp, dtype: DType, x: &str) -> Result<String> {
+    use UnaryOp::*;
+    if dtype == DType::Bool {
+        return match f {
+            LogicalNot => Ok(format!("!{x}")),
+            _ => Err(Error::dtype(format!("{} does not take bool", f.name()))),
+        };
+    }
+    if dtype.is_float() {
+        let sfx = if compute_type(dtype) == "float" { "f" } else { "" };
+        let c = |v: f64| if sfx == "f" { format!("{:?}f", v as f32) } else { format!("{v:?}") };
+        let call = |name: &str| format!("{name}{sfx}({x})");
+        return Ok(match f {
+            Neg => format!("(-{x})"),
+            Abs => call("fabs"),
+            Sign => format!("({x} > 0 ? {} : ({x} < 0 ? {} : {x}))", c(1.0), c(-1.0)),
+            Square => format!("({x} * {x})"),
+            Relu => format!("(({x} > 0 || isnan({x})) ? {x} : {})", c(0.0)),
+            Relu6 => format!("({x} < 0 ? {} : ({x} > 6 ? {} : {x}))", c(0.0), c(6.0)),
+            Exp => call("exp"),
+            Expm1 => call("expm1"),
+            Log => call("log"),
+            Log1p => call("log1p"),
+            Sqrt => call("sqrt"),
+            Rsqrt => format!("({} / sqrt{sfx}({x}))", c(1.0)),
+            Reciprocal => format!("({} / {x})", c(1.0)),
+            Sin => call("sin"),
+            Cos => call("cos"),
+            Tan => call("tan"),
+            Tanh => call("tanh"),
+            Sigmoid => format!("({one} / ({one} + exp{sfx}(-{x})))", one = c(1.0)),
+            Elu => format!("({x} > 0 ? {x} : expm1{sfx}({x}))"),
+            Selu => format!("({} * ({x} > 0 ? {x} : {} * expm1{sfx}({x})))", c(SELU_SCALE), c(SELU_ALPHA)),
+            Gelu => {
+                format!("({} * {x} * ({} + erf{sfx}({x} * {})))", c(0.5), c(1.0), c(std::f64::consts::FRAC_1_SQRT_2))
+            }
+            Softplus => {
+                format!("(isnan({x}) ? {x} : fmax{sfx}({x}, {}) + log1p{sfx}(exp{sfx}(-fabs{sfx}({x}))))", c(0.0))
+            }
+            Erf => call("erf"),
+            Floor => call("floor"),
+            Ceil => call("ceil"),
+            Round => call("rint"),
+            IsNan => format!("((bool)isnan({x}))"),
+            IsFinite => format!("((bool)isfinite({x}))"),
+            LogicalNot => return Err(Error::dtype(format!("logical_not needs bool, got {dtype}"))),
+        });
+    }
+    // Integers: wrapping, through the unsigned twin (no undefined overflow).
+    let t = compute_type(dtype);
+    let u = unsigned_of(dtype);
+    let unsigned = dtype == DType::U8;
+    Ok(match f {
+        Neg => format!("(({t})(({u})0 - ({u}){x}))"),
+        Abs if unsigned => x.to_string(),
+        Abs => format!("({x} < 0 ? (({t})(({u})0 - ({u}){x})) : {x})"),
+        Sign => format!("(({t})(({x} > 0) - ({x} < 0)))"),
+        Square => format!("(({t})(({u}){x} * ({u}){x}))"),
+        Relu => format!("({x} > 0 ? {x} : ({t})0)"),
+        Relu6 => format!("({x} > 6 ? ({t})6 : ({x} > 0 ? {x} : ({t})0))"),
+        Floor | Ceil | Round => x.to_string(),
+        LogicalNot => format!("(({t})({x} == 0))"),
+        _ => return Err(Error::dtype(format!("{} needs a floating-point dtype, got {dtype}", f.name()))),
+    })
+}
+
+/// `f(a, b)` for operands of `dtype` (comparisons give bool). Integer
+/// division errors set `*p.error` and give 0.
+fn binary(f: BinaryOp, dtype: DType, a: &str, b: &str) -> Result<String> {
+    use BinaryOp::*;
+    let cmp = |op: &str| format!("({a} {op} {b})");
+    match f {
+        Equal => return Ok(cmp("==")),
+        NotEqual => return Ok(cmp("!=")),
+        Less => return Ok(cmp("<")),
+        LessEqual => return Ok(cmp("<=")),
+        Greater => return Ok(cmp(">")),
+        GreaterEqual => return Ok(cmp(">=")),
+        LogicalAnd if dtype == DType::Bool => return Ok(cmp("&&")),
+        LogicalOr if dtype == DType::Bool => return Ok(cmp("||")),
+        _ => {}
+    }
+    if dtype == DType::Bool {
+        return Err(Error::dtype(format!("{} does not take bool", f.name())));
+    }
+    if dtype.is_float() {
+        let sfx = if compute_type(dtype) == "float" { "f" } else { "" };
+        let nan = if sfx == "f" { "rv_bits_f32(0x7fc00000u)" } else { "rv_bits_f64(0x7ff8000000000000ull)" };
+        let ln2 =
+            if sfx == "f" { format!("{:?}f", std::f32::consts::LN_2) } else { format!("{:?}", std::f64::consts::LN_2) };
+        return Ok(match f {
+            Add => cmp("+"),
+            Sub => cmp("-"),
+            Mul => cmp("*"),
+            Div => cmp("/"),
+            FloorDiv => format!("floor{sfx}({a} / {b})"),
+            FloorMod => format!("rv_fmod_floor{sfx}({a}, {b})"),
+            Pow => format!("pow{sfx}({a}, {b})"),
+            Maximum => format!("((isnan({a}) || isnan({b})) ? {nan} : fmax{sfx}({a}, {b}))"),
+            Minimum => format!("((isnan({a}) || isnan({b})) ? {nan} : fmin{sfx}({a}, {b}))"),
+            Atan2 => format!("atan2{sfx}({a}, {b})"),
+            Hypot => format!("hypot{sfx}({a}, {b})"),
+            LogAddExp => format!(
+                "({a} == {b} ? {a} + {ln2} : ((isnan({a}) || isnan({b})) ? {nan} : \
+                 fmax{sfx}({a}, {b}) + log1p{sfx}(exp{sfx}(-fabs{sfx}({a} - {b})))))"
+            ),
+            _ => return Err(Error::dtype(format!("{} needs bool, got {dtype}", f.name()))),
+        });
+    }
+    let t = compute_type(dtype);
+    let u = unsigned_of(dtype);
+    let wrap = |op: &str| format!("(({t})(({u}){a} {op} ({u}){b}))");
+    Ok(match f {
+        Add => wrap("+"),
+        Sub => wrap("-"),
+        Mul => wrap("*"),
+        Div => format!("rv_div_{}({a}, {b}, p.error)", int_suffix(dtype)),
+        FloorDiv => format!("rv_floordiv_{}({a}, {b}, p.error)", int_suffix(dtype)),
+        FloorMod => format!("rv_floormod_{}({a}, {b}, p.error)", int_suffix(dtype)),
+        Pow => format!("rv_pow_{}({a}, {b}, p.error)", int_suffix(dtype)),
+        Maximum => format!("({a} > {b} ? {a} : {b})"),
+        Minimum => format!("({a} < {b} ? {a} : {b})"),
+        LogicalAnd => format!("(({t})({a} != 0 && {b} != 0))"),
+        LogicalOr => format!("(({t})({a} != 0 || {b} != 0))"),
+        _ => return Err(Error::dtype(format!("{} needs a floating-point dtype, got {dtype}", f.name()))),
+    })
+}
+
+fn int_suffix(dtype: DType) -> &'static str {
+    match dtype {
+        DType::I32 => "i32",
+        DType::I64 => "i64",
+        _ => "u8",
+    }
+}
+
+/// Integer division helpers of one type: truncating and floor division,
+/// floor modulo (the divisor's sign) and powers, wrapping, with the error
+/// flag for a zero divisor (1) or a negative exponent (2).
+fn int_helpers(dtype: DType) -> String {
+    let (t, u, s) = (compute_type(dtype), unsigned_of(dtype), int_suffix(dtype));
+    let signed = dtype != DType::U8;
+    // x / -1 and x % -1 overflow for the most negative x: negate, wrapping.
+    let minus_one =
+        if signed { format!("if (y == ({t})-1) return ({t})(({u})0 - ({u})x);\n    ") } else { String::new() };
+    let minus_one_mod = if signed { format!("if (y == ({t})-1) return ({t})0;\n    ") } else { String::new() };
+    let floor_fix = if signed { "if (r != 0 && ((r < 0) != (y < 0))) q -= 1;\n    " } else { "" };
+    let mod_fix = if signed { "if (r != 0 && ((r < 0) != (y < 0))) r += y;\n    " } else { "" };
+    let negative = if signed { "if (y < 0) { atomicExch(err, 2); return 0; }\n    " } else { "" };
+    format!(
+        r#"
+__device__ __forceinline__ {t} rv_div_{s}({t} x, {t} y, int* err) {{
+    if (y == 0) {{ atomicExch(err, 1); return 0; }}
+    {minus_one}return x / y;
+}}
+__device__ __forceinline__ {t} rv_floordiv_{s}({t} x, {t} y, int* err) {{
+    if (y == 0) {{ atomicExch(err, 1); return 0; }}
+    {minus_one}{t} q = x / y, r = x % y;
+    {floor_fix}return q;
+}}
+__device__ __forceinline__ {t} rv_floormod_{s}({t} x, {t} y, int* err) {{
+    if (y == 0) {{ atomicExch(err, 1); return 0; }}
+    {minus_one_mod}{t} r = x % y;
+    {mod_fix}return r;
+}}
+__device__ __forceinline__ {t} rv_pow_{s}({t} x, {t} y, int* err) {{
+    {negative}{u} acc = 1, base = ({u})x;
+    for ({u} e = ({u})y; e > 0; e >>= 1) {{
+        if (e & 1) acc = acc * base;
+        base = base * base;
+    }}
+    return ({t})acc;
+}}
+"#
+    )
+}
+
+/// Floor modulo of floats (the result takes the divisor's sign).
+const FLOAT_HELPERS: &str = r#"
+__device__ __forceinline__ float rv_fmod_floorf(float x, float y) {
+    float r = fmodf(x, y);
+    return (r != 0 && ((r < 0) != (y < 0))) ? r + y : r;
+}
+__device__ __forceinline__ double rv_fmod_floor(double x, double y) {
+    double r = fmod(x, y);
+    return (r != 0 && ((r < 0) != (y < 0))) ? r + y : r;
+}
+"#;
+
+/// `x` (of `from`) as `to`, as Rust's `as` converts (floats to integers
+/// saturate, NaN to 0; to bool: nonzero).
+fn cast(from: DType, to: DType, x: &str) -> String {
+    let t = compute_type(to);
+    if to == DType::Bool {
+        return format!("({x} != 0)");
+    }
+    if from.is_float() && !to.is_float() {
+        let (lo, hi) = match to {
+            DType::I32 => ("-2147483648.0", "2147483647.0"),
+            DType::I64 => ("-9223372036854775808.0", "9223372036854775807.0"),
+            _ => ("0.0", "255.0"),
+        };
+        let min = if to == DType::I64 { "(-9223372036854775807ll - 1)".to_string() } else { format!("({t}){lo}") };
+        let max = if to == DType::I64 { "9223372036854775807ll".to_string() } else { format!("({t}){hi}") };
+        return format!(
+            "(isnan((double){x}) ? ({t})0 : ((double){x} <= {lo} ? {min} : ((double){x} >= {hi} ? {max} : ({t}){x})))"
+        );
+    }
+    format!("(({t}){x})")
+}
+
+/// Each register's dtype. Unlike the CPU's fused programs (f32 and bool
+/// only), a generated kernel computes in any dtype, so the backend's plain
+/// unary, binary, select and cast ops are one-instruction programs.
+fn register_types(program: &FusedProgram, inputs: &[Meta]) -> Result<Vec<DType>> {
+    let mut regs: Vec<DType> = Vec::with_capacity(program.instrs.len());
+    for (r, instr) in program.instrs.iter().enumerate() {
+        let at = |x: usize| {
+            regs.get(x)
+                .copied()
+                .ok_or_else(|| Error::invalid(format!("register {r} reads register {x}, not yet computed")))
+        };
+        let dtype = match instr {
+            Instr::Input(k) => inputs
+                .get(*k)
+                .map(|m| m.dtype)
+                .ok_or_else(|| Error::invalid(format!("fused program reads input {k}")))?,
+            Instr::Scalar(_, d) | Instr::Cast(d, _) => *d,
+            Instr::Unary(UnaryOp::IsNan | UnaryOp::IsFinite | UnaryOp::LogicalNot, _) => DType::Bool,
+            Instr::Unary(_, a) => at(*a)?,
+            Instr::Binary(f, a, b) => {
+                let (da, db) = (at(*a)?, at(*b)?);
+                if da != db {
+                    return Err(Error::dtype(format!("{} of {da} and {db} in register {r}", f.name())));
+                }
+                if f.is_comparison() || matches!(f, BinaryOp::LogicalAnd | BinaryOp::LogicalOr) && da == DType::Bool {
+                    DType::Bool
+                } else {
+                    da
+                }
+            }
+            Instr::Select(c, a, b) => {
+                let (dc, da, db) = (at(*c)?, at(*a)?, at(*b)?);
+                if dc != DType::Bool || da != db {
+                    return Err(Error::dtype(format!("select of {dc} between {da} and {db} in register {r}")));
+                }
+                da
+            }
+            Instr::Pad { operand, .. } => at(*operand)?,
+        };
+        regs.push(dtype);
+    }
+    Ok(regs)
+}
+
+/// The kernel for `program` over inputs of `inputs` (their dtypes; shapes
+/// only for their ranks) into an output of `out`. Reductions and pads are
+/// not generated (the backend runs those programs decomposed).
+pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[Meta], out: &Meta) -> Result<KernelSource> {
+    let unsupported = |what: &str| Error::unimplemented(format!("generated CUDA kernels do not take {what} yet"));
+    if program.reduce.is_some() {
+        return Err(unsupported("a trailing reduction"));
+    }
+    if program.instrs.iter().any(|i| matches!(i, Instr::Pad { .. })) {
+        return Err(unsupported("a pad"));
+    }
+    let rank = out.shape.rank();
+    if rank > MAX_RANK || inputs.len() > MAX_INPUTS {
+        return Err(Error::unimplemented(format!(
+            "a generated kernel takes rank {MAX_RANK} and {MAX_INPUTS} inputs at most, got rank {rank} and {} inputs",
+            inputs.len()
+        )));
+    }
+    let regs = register_types(program, inputs)?;
+    if regs.get(program.output) != Some(&out.dtype) {
+        return Err(Error::dtype(format!("fused program's result is not {}", out.dtype)));
+    }
+    let mut body = String::new();
+    let used: Vec<usize> = (0..inputs.len()).collect();
+    // Offsets of each input from the output's multi-index.
+    let _ = writeln!(body, "        long long rest = i;");
+    for k in &used {
+        let _ = writeln!(body, "        long long o{k} = 0;");
+    }
+    if rank > 0 {
+        let _ = writeln!(body, "        for (int d = {} ; d >= 0; --d) {{", rank - 1);
+        let _ = writeln!(body, "            long long idx = rest % p.dims[d];");
+        let _ = writeln!(body, "            rest /= p.dims[d];");
+        for k in &used {
+            let _ = writeln!(body, "            o{k} += idx * p.strides[{k}][d];");
+        }
+        let _ = writeln!(body, "        }}");
+    }
+    for (r, instr) in program.instrs.iter().enumerate() {
+        let dtype = regs[r];
+        let t = compute_type(dtype);
+        let reg = |x: usize| format!("r{x}");
+        let expr = match instr {
+            Instr::Input(k) => {
+                let from = inputs.get(*k).ok_or_else(|| Error::invalid(format!("fused program reads input {k}")))?;
+                load(from.dtype, &format!("p.inputs[{k}]"), &format!("o{k}"))
+            }
+            Instr::Scalar(v, d) => literal(*v, *d),
+            Instr::Unary(f, a) => unary(*f, regs[*a], &reg(*a))?,
+            Instr::Binary(f, a, b) => binary(*f, regs[*a], &reg(*a), &reg(*b))?,
+            Instr::Select(c, a, b) => format!("({} ? {} : {})", reg(*c), reg(*a), reg(*b)),
+            Instr::Cast(to, a) => cast(regs[*a], *to, &reg(*a)),
+            Instr::Pad { .. } => return Err(unsupported("a pad")),
+        };
+        // f16/bf16 registers round to their type after each instruction,
+        // as the unfused ops (which store each result) do.
+        let expr = match dtype {
+            DType::F16 => format!("rv_from_f16(rv_to_f16({expr}))"),
+            DType::BF16 => format!("rv_from_bf16(rv_to_bf16({expr}))"),
+            _ => expr,
+        };
+        let _ = writeln!(body, "        const {t} r{r} = {expr};");
+    }
+    let result = format!("r{}", program.output);
+    let store = match out.dtype {
+        DType::F16 => format!("rv_to_f16({result})"),
+        DType::BF16 => format!("rv_to_bf16({result})"),
+        _ => result,
+    };
+    let _ = writeln!(body, "        (({}*)p.out)[i] = {store};", storage_type(out.dtype));
+
+    // The key must not change between builds (it names files of the disk
+    // cache), so not `DefaultHasher`: FNV-1a over the body, which with the
+    // fixed prelude determines the source.
+    let key = body.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    let name = format!("rivulet_fused_{key:016x}");
+    let mut source = String::from(PRELUDE);
+    source.push_str(FLOAT_HELPERS);
+    for d in [DType::I32, DType::I64, DType::U8] {
+        source.push_str(&int_helpers(d));
+    }
+    let _ = write!(
+        source,
+        "\nextern \"C\" __global__ void {name}(const RvParams p) {{\n    \
+         for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < p.n; \
+         i += (long long)gridDim.x * blockDim.x) {{\n{body}    }}\n}}\n"
+    );
+    Ok(KernelSource { name, source, key })
+}
+
+/// The generated kernels, compiled for the host by the system C++ compiler
+/// (CUDA's qualifiers and intrinsics defined away by a shim, one thread
+/// walking the grid-stride loop) and run against the CPU backend: bitwise
+/// for arithmetic, comparisons, casts, integer division and the f16/bf16
+/// conversions; within 32 ulps for library functions (exp, erf, pow...),
+/// whose host, device and CPU-kernel versions differ anyway (gelu near -2.5
+/// loses digits to cancellation: 9 ulps apart).
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use crate::backend::{execute_on, KernelCtx};
+    use crate::op::Op;
+    use crate::tensor::dtype::with_dtype;
+    use crate::tensor::storage::HostBuffer;
+    use crate::tensor::{Device, Element, Shape, Value};
+    use std::ffi::{c_void, CString};
+
+    const SHIM: &str = r#"
+#include <math.h>
+#include <string.h>
+#define __global__
+#define __device__
+#define __forceinline__ inline
+struct RvDim { unsigned int x; };
+static const RvDim blockIdx = {0}, threadIdx = {0}, blockDim = {1}, gridDim = {1};
+static inline float __uint_as_float(unsigned int u) { float f; memcpy(&f, &u, 4); return f; }
+static inline unsigned int __float_as_uint(float f) { unsigned int u; memcpy(&u, &f, 4); return u; }
+static inline double __longlong_as_double(long long u) { double f; memcpy(&f, &u, 8); return f; }
+static inline int atomicExch(int* p, int v) { int o = *p; *p = v; return o; }
+"#;
+
+    /// A compiled kernel, or `None` (with a message) where no C++ compiler is.
+    struct HostKernel {
+        _dir: std::path::PathBuf,
+        handle: *mut c_void,
+        f: unsafe extern "C" fn(FusedParams),
+    }
+
+    impl Drop for HostKernel {
+        fn drop(&mut self) {
+            // SAFETY: the handle came from dlopen; `f` is not used after this.
+            unsafe { libc::dlclose(self.handle) };
+            let _ = std::fs::remove_dir_all(&self._dir);
+        }
+    }
+
+    fn compile(k: &KernelSource) -> Option<HostKernel> {
+        let dir = std::env::temp_dir().join(format!("rivulet-codegen-{}-{:016x}", std::process::id(), k.key));
+        std::fs::create_dir_all(&dir).ok()?;
+        let src = dir.join("kernel.cpp");
+        let lib = dir.join("kernel.so");
+        std::fs::write(&src, format!("{SHIM}{}", k.source)).ok()?;
+        let out = std::process::Command::new("c++")
+            .args(["-std=c++17", "-O0", "-fPIC", "-shared", "-ffp-contract=off", "-o"])
+            .arg(&lib)
+            .arg(&src)
+            .output();
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("skipping: no host C++ compiler to check generated CUDA source ({e})");
+                return None;
+            }
+        };
+        assert!(
+            out.status.success(),
+            "generated source does not compile:\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            k.source
+        );
+        let c = CString::new(lib.to_str()?).ok()?;
+        // SAFETY: a library just built from the source above.
+        let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+        assert!(!handle.is_null(), "dlopen of the compiled kernel failed");
+        let name = CString::new(k.name.as_str()).ok()?;
+        // SAFETY: a live handle; the symbol is the kernel, `void(RvParams)`.
+        let f = unsafe { libc::dlsym(handle, name.as_ptr()) };
+        assert!(!f.is_null(), "kernel {} not found", k.name);
+        // SAFETY: FusedParams is RvParams's #[repr(C)] twin, passed by value.
+        let f = unsafe { std::mem::transmute::<*mut c_void, unsafe extern "C" fn(FusedParams)>(f) };
+        Some(HostKernel { _dir: dir, handle, f })
+    }
+
+    fn value(dtype: DType, shape: &[usize], data: &[f64]) -> Value {
+        let buf = with_dtype!(dtype, T => {
+            let v: Vec<T> = data.iter().map(|&x| T::from_f64(x)).collect();
+            HostBuffer::from_slice(&v).expect("buffer")
+        });
+        Value::from_buffer(dtype, Shape::new(shape), buf)
+    }
+
+    /// Row-major strides of `shape` broadcast to `out` (0 where broadcast).
+    fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<isize> {
+        let mut strides = vec![0isize; out.len()];
+        let mut s = 1isize;
+        for (d, &n) in shape.iter().enumerate().rev() {
+            let od = out.len() - shape.len() + d;
+            strides[od] = if n == 1 { 0 } else { s };
+            s *= n as isize;
+        }
+        strides
+    }
+
+    /// Run `program` as a generated kernel: the output bytes and the error flag.
+    fn run_generated(program: &FusedProgram, inputs: &[&Value], out: &Meta) -> Option<(Vec<u8>, i32)> {
+        let metas: Vec<Meta> = inputs.iter().map(|v| Meta::new(v.dtype, v.shape().clone())).collect();
+        let k = fused_elementwise(program, &metas, out).expect("source");
+        let kernel = compile(&k)?;
+        let dims = out.shape.dims().to_vec();
+        let mut bytes = vec![0u8; out.shape.dims().iter().product::<usize>() * out.dtype.size()];
+        let mut error = 0i32;
+        let ins: Vec<(*const u8, Vec<isize>)> = inputs
+            .iter()
+            .map(|v| (v.storage.host().bytes().as_ptr(), broadcast_strides(v.shape().dims(), &dims)))
+            .collect();
+        let params = FusedParams::new(bytes.as_mut_ptr(), &mut error, &dims, &ins).expect("params");
+        // SAFETY: every pointer in `params` is live for the call, and the
+        // strides stay within each input for the output's indices.
+        unsafe { (kernel.f)(params) };
+        Some((bytes, error))
+    }
+
+    /// The CPU backend's result of `program`, one op per instruction (the
+    /// reference backend computes f32 in f64, so `floor_div(1e-40, -3e38)`
+    /// is -1 there and -0 in f32, as in TensorFlow and here).
+    fn reference(program: &FusedProgram, inputs: &[&Value]) -> crate::error::Result<Value> {
+        let device = crate::backend::backend(Device::CPU)?;
+        let mut regs: Vec<Value> = Vec::new();
+        for instr in &program.instrs {
+            let run = |op: Op, args: &[usize]| -> crate::error::Result<Value> {
+                let refs: Vec<&Value> = args.iter().map(|&a| &regs[a]).collect();
+                Ok(execute_on(Device::CPU, &op, &refs, &KernelCtx::EAGER)?.remove(0))
+            };
+            let v = match instr {
+                Instr::Input(k) => device.upload(inputs[*k])?,
+                Instr::Scalar(v, d) => device.upload(&with_dtype!(*d, T => {
+                    let x: T = match v {
+                        Scalar::F64(f) => T::from_f64(*f),
+                        other => T::from_i64(other.as_f64() as i64),
+                    };
+                    Value::from_buffer(*d, Shape::scalar(), HostBuffer::from_slice(&[x])?)
+                }))?,
+                Instr::Unary(f, a) => run(Op::Unary { f: *f }, &[*a])?,
+                Instr::Binary(f, a, b) => run(Op::Binary { f: *f }, &[*a, *b])?,
+                Instr::Select(c, a, b) => run(Op::Select, &[*c, *a, *b])?,
+                Instr::Cast(d, a) => run(Op::Cast { dtype: *d }, &[*a])?,
+                Instr::Pad { .. } => unreachable!("no pads here"),
+            };
+            regs.push(v);
+        }
+        device.download(&regs[program.output])
+    }
+
+    /// Compare element by element, as f64; `ulps` > 0 allows that many f32
+    /// (or f64) units in the last place, else bitwise (NaN matches NaN).
+    fn check(what: &str, got: &[u8], want: &Value, ulps: u64) {
+        let dtype = want.dtype;
+        let want_bytes = want.storage.host().bytes();
+        if ulps == 0 && dtype != DType::Bool && !dtype.is_float() {
+            assert_eq!(got, &want_bytes[..got.len()], "{what}: integer results differ");
+            return;
+        }
+        with_dtype!(dtype, T => {
+            let n = got.len() / std::mem::size_of::<T>();
+            for i in 0..n {
+                let g: T = unsafe { std::ptr::read_unaligned(got.as_ptr().cast::<T>().add(i)) };
+                let w: T = unsafe { std::ptr::read_unaligned(want_bytes.as_ptr().cast::<T>().add(i)) };
+                let (g, w) = (g.to_f64(), w.to_f64());
+                if g.is_nan() && w.is_nan() || g.to_bits() == w.to_bits() {
+                    continue;
+                }
+                let ulp = if dtype == DType::F64 { f64::EPSILON * w.abs() } else { f32::EPSILON as f64 * w.abs().max(f32::MIN_POSITIVE as f64) };
+                assert!(
+                    ulps > 0 && (g - w).abs() <= ulps as f64 * ulp,
+                    "{what}: element {i}: generated {g:e}, reference {w:e}"
+                );
+            }
+        });
+    }
+
+    /// Edge values for floats: signed zeros, infinities, NaN, tiny and huge.
+    const FLOATS: [f64; 16] = [
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        2.5,
+        -2.5,
+        0.5,
+        -7.25,
+        1e-40,
+        -3e38,
+        3e38,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+        6.0,
+        100.75,
+    ];
+
+    fn unary_program(f: UnaryOp) -> FusedProgram {
+        FusedProgram { instrs: vec![Instr::Input(0), Instr::Unary(f, 0)], output: 1, reduce: None }
+    }
+
+    fn binary_program(f: BinaryOp) -> FusedProgram {
+        FusedProgram { instrs: vec![Instr::Input(0), Instr::Input(1), Instr::Binary(f, 0, 1)], output: 2, reduce: None }
+    }
+
+    /// Run `program` generated and on the CPU and compare (see [`check`]);
+    /// `false` where no host compiler is.
+    fn matches_cpu(what: &str, program: &FusedProgram, inputs: &[&Value], ulps: u64) -> bool {
+        let want = reference(program, inputs).expect("the CPU runs it");
+        let out = Meta::new(want.dtype, want.shape().clone());
+        let Some((got, err)) = run_generated(program, inputs, &out) else { return false };
+        assert_eq!(err, 0, "{what}: error flag");
+        check(what, &got, &want, ulps);
+        true
+    }
+
+    /// Every unary op on f32 and f64 edge values.
+    #[test]
+    fn unary_ops_match_the_cpu_backend() {
+        use UnaryOp::*;
+        let exact = [Neg, Abs, Sign, Square, Relu, Relu6, Sqrt, Reciprocal, Floor, Ceil, Round, IsNan, IsFinite];
+        for dtype in [DType::F32, DType::F64] {
+            let x = value(dtype, &[FLOATS.len()], &FLOATS);
+            for &f in UnaryOp::ALL.iter().filter(|&&f| f != LogicalNot) {
+                let ulps = if exact.contains(&f) { 0 } else { 32 };
+                if !matches_cpu(&format!("{} {dtype}", f.name()), &unary_program(f), &[&x], ulps) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Every binary op on every pair of edge values, f32 and f64, the second
+    /// operand broadcast along the first dimension.
+    #[test]
+    fn binary_ops_match_the_cpu_backend() {
+        use BinaryOp::*;
+        let n = FLOATS.len();
+        let a: Vec<f64> = (0..n * n).map(|i| FLOATS[i / n]).collect();
+        let inexact = [Pow, Atan2, Hypot, LogAddExp];
+        for dtype in [DType::F32, DType::F64] {
+            let (x, y) = (value(dtype, &[n, n], &a), value(dtype, &[n], &FLOATS));
+            for &f in BinaryOp::ALL.iter().filter(|&&f| !matches!(f, LogicalAnd | LogicalOr)) {
+                let ulps = if inexact.contains(&f) { 32 } else { 0 };
+                if !matches_cpu(&format!("{} {dtype}", f.name()), &binary_program(f), &[&x, &y], ulps) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Integer arithmetic wraps and divides as the reference does, at the
+    /// extremes too; a zero divisor or a negative power raises the flag.
+    #[test]
+    fn integer_ops_wrap_and_flag_division_by_zero() {
+        use BinaryOp::*;
+        for dtype in [DType::I32, DType::I64, DType::U8] {
+            let (min, max) = match dtype {
+                DType::I32 => (i32::MIN as f64, i32::MAX as f64),
+                DType::I64 => (i64::MIN as f64, i64::MAX as f64),
+                _ => (0.0, 255.0),
+            };
+            let vals = [0.0, 1.0, -1.0, 2.0, -7.0, 7.0, 3.0, -3.0, min, max, 100.0, 13.0];
+            let divisors: Vec<f64> =
+                [1.0, -1.0, 2.0, -7.0, 7.0, 3.0, -3.0, max, 13.0].into_iter().filter(|&d| d > min).collect();
+            let n = vals.len();
+            let m = divisors.len();
+            let a: Vec<f64> = (0..n * m).map(|i| vals[i / m]).collect();
+            let (x, y) = (value(dtype, &[n, m], &a), value(dtype, &[m], &divisors));
+            for f in [Add, Sub, Mul, Div, FloorDiv, FloorMod, Maximum, Minimum, Equal, Less, GreaterEqual] {
+                if !matches_cpu(&format!("{} {dtype}", f.name()), &binary_program(f), &[&x, &y], 0) {
+                    return;
+                }
+            }
+            let column = value(dtype, &[n], &vals);
+            for f in [UnaryOp::Neg, UnaryOp::Abs, UnaryOp::Sign, UnaryOp::Square, UnaryOp::Relu, UnaryOp::Relu6] {
+                matches_cpu(&format!("{} {dtype}", f.name()), &unary_program(f), &[&column], 0);
+            }
+            let (b, e) = (value(dtype, &[4], &[3.0, 2.0, 7.0, max]), value(dtype, &[4], &[5.0, 40.0, 0.0, 3.0]));
+            matches_cpu(&format!("pow {dtype}"), &binary_program(Pow), &[&b, &e], 0);
+            for (f, divisor, flag) in [(Div, 0.0, 1), (FloorMod, 0.0, 1), (Pow, -1.0, 2)] {
+                if dtype == DType::U8 && flag == 2 {
+                    continue;
+                }
+                let program = binary_program(f);
+                let (x, y) = (value(dtype, &[2], &[5.0, 6.0]), value(dtype, &[2], &[1.0, divisor]));
+                assert!(reference(&program, &[&x, &y]).is_err(), "the CPU refuses it too");
+                let Some((_, err)) = run_generated(&program, &[&x, &y], &Meta::new(dtype, Shape::new(&[2]))) else {
+                    return;
+                };
+                assert_eq!(err, flag, "{} {dtype} by {divisor}", f.name());
+            }
+        }
+    }
+
+    /// Casts between every pair of dtypes, floats saturating into integers;
+    /// every f16 and bf16 bit pattern widens exactly, and f32 values round
+    /// to f16/bf16 to nearest, ties to even, as the `half` crate rounds.
+    #[test]
+    fn casts_and_half_conversions_are_exact() {
+        let mut data: Vec<f64> = FLOATS.to_vec();
+        data.extend([1e10, -1e10, 255.5, 256.0, -0.75, 65504.0, 65520.0, 1e-5, 6e-8, 3e-8, 2.98e-8]);
+        for from in DType::ALL {
+            let x = value(from, &[data.len()], &data);
+            for to in DType::ALL {
+                let program =
+                    FusedProgram { instrs: vec![Instr::Input(0), Instr::Cast(to, 0)], output: 1, reduce: None };
+                let want = reference(&program, &[&x]).expect("reference");
+                let Some((got, _)) = run_generated(&program, &[&x], &Meta::new(to, Shape::new(&[data.len()]))) else {
+                    return;
+                };
+                check(&format!("cast {from} -> {to}"), &got, &want, 0);
+            }
+        }
+        for (half, widen) in [(DType::F16, 0), (DType::BF16, 1)] {
+            let bits: Vec<u16> = (0..=u16::MAX).collect();
+            let x = if widen == 0 {
+                let h: Vec<half::f16> = bits.iter().map(|&b| half::f16::from_bits(b)).collect();
+                Value::from_buffer(half, Shape::new(&[bits.len()]), HostBuffer::from_slice(&h).expect("bits"))
+            } else {
+                let h: Vec<half::bf16> = bits.iter().map(|&b| half::bf16::from_bits(b)).collect();
+                Value::from_buffer(half, Shape::new(&[bits.len()]), HostBuffer::from_slice(&h).expect("bits"))
+            };
+            let program =
+                FusedProgram { instrs: vec![Instr::Input(0), Instr::Cast(DType::F32, 0)], output: 1, reduce: None };
+            let Some((got, _)) = run_generated(&program, &[&x], &Meta::new(DType::F32, Shape::new(&[bits.len()])))
+            else {
+                return;
+            };
+            for (i, &b) in bits.iter().enumerate() {
+                let g = f32::from_le_bytes(got[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+                let w = if widen == 0 { half::f16::from_bits(b).to_f32() } else { half::bf16::from_bits(b).to_f32() };
+                assert!(g.to_bits() == w.to_bits() || g.is_nan() && w.is_nan(), "{half} bits {b:#06x}: {g:e} vs {w:e}");
+            }
+            // f32 -> half: a pseudo-random sweep of bit patterns plus the edges.
+            let mut state = 0x9E37_79B9_7F4A_7C15u64;
+            let mut floats: Vec<f32> = (0..200_000)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    f32::from_bits((state >> 32) as u32)
+                })
+                .collect();
+            floats.extend([
+                0.0,
+                -0.0,
+                65504.0,
+                65519.99,
+                65520.0,
+                5.96e-8,
+                2.98e-8,
+                2.9802322e-8,
+                f32::INFINITY,
+                f32::NAN,
+            ]);
+            let x = Value::from_buffer(
+                DType::F32,
+                Shape::new(&[floats.len()]),
+                HostBuffer::from_slice(&floats).expect("f"),
+            );
+            let program = FusedProgram { instrs: vec![Instr::Input(0), Instr::Cast(half, 0)], output: 1, reduce: None };
+            let Some((got, _)) = run_generated(&program, &[&x], &Meta::new(half, Shape::new(&[floats.len()]))) else {
+                return;
+            };
+            for (i, &f) in floats.iter().enumerate() {
+                let g = u16::from_le_bytes([got[2 * i], got[2 * i + 1]]);
+                let w = if widen == 0 { half::f16::from_f32(f).to_bits() } else { half::bf16::from_f32(f).to_bits() };
+                let nan = if widen == 0 { half::f16::from_bits(g).is_nan() } else { half::bf16::from_bits(g).is_nan() };
+                assert!(g == w || f.is_nan() && nan, "{half} of {f:e} ({:#010x}): {g:#06x} vs {w:#06x}", f.to_bits());
+            }
+        }
+    }
+
+    /// A program mixing dtypes, constants (NaN and inf among them), select,
+    /// comparisons and broadcasting, against the reference; the kernel's
+    /// name follows its source, and one source serves every shape of a rank.
+    #[test]
+    fn a_mixed_program_matches_the_cpu_backend_and_keys_by_source() {
+        use BinaryOp::*;
+        let k = |v: f64| Instr::Scalar(Scalar::F64(v), DType::F32);
+        let program = FusedProgram {
+            instrs: vec![
+                Instr::Input(0),
+                Instr::Input(1),
+                Instr::Binary(Mul, 0, 1),
+                k(0.5),
+                Instr::Binary(Add, 2, 3),
+                Instr::Binary(Greater, 4, 0),
+                k(f64::NAN),
+                Instr::Select(5, 4, 6),
+                Instr::Unary(UnaryOp::Tanh, 7),
+                k(f64::INFINITY),
+                Instr::Binary(Minimum, 8, 9),
+                Instr::Input(2),
+                Instr::Cast(DType::F32, 11),
+                Instr::Binary(Sub, 10, 12),
+            ],
+            output: 13,
+            reduce: None,
+        };
+        let a: Vec<f64> = (0..24).map(|i| (i as f64 - 11.0) * 0.37).collect();
+        let x = value(DType::F32, &[2, 3, 4], &a);
+        let y = value(DType::F32, &[3, 1], &[2.0, -1.5, 0.25]);
+        let z = value(DType::I32, &[4], &[1.0, -2.0, 3.0, 40.0]);
+        let want = reference(&program, &[&x, &y, &z]).expect("reference");
+        let Some((got, err)) = run_generated(&program, &[&x, &y, &z], &Meta::new(DType::F32, Shape::new(&[2, 3, 4])))
+        else {
+            return;
+        };
+        assert_eq!(err, 0);
+        check("mixed", &got, &want, 4);
+        let metas = |s: &[usize]| {
+            vec![
+                Meta::new(DType::F32, Shape::new(s)),
+                Meta::new(DType::F32, Shape::new(&[3, 1])),
+                Meta::new(DType::I32, Shape::new(&[4])),
+            ]
+        };
+        let one =
+            fused_elementwise(&program, &metas(&[2, 3, 4]), &Meta::new(DType::F32, Shape::new(&[2, 3, 4]))).expect("k");
+        let other =
+            fused_elementwise(&program, &metas(&[5, 3, 4]), &Meta::new(DType::F32, Shape::new(&[5, 3, 4]))).expect("k");
+        assert_eq!((one.key, &one.name), (other.key, &other.name), "shapes of one rank share a kernel");
+        let mut changed = program.clone();
+        changed.instrs[3] = k(0.25);
+        let third =
+            fused_elementwise(&changed, &metas(&[2, 3, 4]), &Meta::new(DType::F32, Shape::new(&[2, 3, 4]))).expect("k");
+        assert_ne!(one.key, third.key, "another constant is another kernel");
+        // Reductions and pads are refused (the backend runs them decomposed).
+        let mut reduced = program.clone();
+        reduced.reduce =
+            Some(crate::op::fused::FusedReduce { f: crate::op::reduce::ReduceOp::Sum, axes: vec![2], keepdims: false });
+        let e =
+            fused_elementwise(&reduced, &metas(&[2, 3, 4]), &Meta::new(DType::F32, Shape::new(&[2, 3]))).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::Unimplemented);
+    }
+}
