@@ -136,7 +136,9 @@ fn huber_parts(y_true: &Tensor, y_pred: &Tensor, delta: f64) -> Result<Tensor> {
     ops::mean(&ops::select(&ops::less_equal(&e, delta)?, &quad, &lin)?, Axes::All, false)
 }
 
-/// Binary cross-entropy from logits `z`: `max(z, 0) - z y + log(1 + e^-|z|)`.
+/// Binary cross-entropy from logits `z`: `max(z, 0) - z y + log(1 + e^-|z|)`,
+/// with TensorFlow's kinks: both `max` and `|z|` take the `z >= 0` branch at
+/// 0, so the gradient is `sigmoid(z) - y` there too (0.5 - y, not -y).
 #[track_caller]
 pub fn binary_crossentropy_with_logits(labels: &Tensor, logits: &Tensor) -> Result<Tensor> {
     checked(bce_parts(labels, logits), "SigmoidCrossEntropyWithLogits", &[labels, logits])
@@ -145,10 +147,10 @@ pub fn binary_crossentropy_with_logits(labels: &Tensor, logits: &Tensor) -> Resu
 #[track_caller]
 fn bce_parts(labels: &Tensor, logits: &Tensor) -> Result<Tensor> {
     let y = ops::cast(labels, logits.dtype())?;
-    let per = ops::add(
-        &ops::sub(&ops::relu(logits)?, &ops::mul(logits, &y)?)?,
-        &ops::log1p(&ops::exp(&ops::neg(&ops::abs(logits)?)?)?)?,
-    )?;
+    let nonnegative = ops::greater_equal(logits, 0.0)?;
+    let relu = ops::select(&nonnegative, logits, 0.0)?;
+    let neg_abs = ops::select(&nonnegative, &ops::neg(logits)?, logits)?;
+    let per = ops::add(&ops::sub(&relu, &ops::mul(logits, &y)?)?, &ops::log1p(&ops::exp(&neg_abs)?)?)?;
     ops::mean(&per, Axes::All, false)
 }
 

@@ -86,12 +86,15 @@ macro_rules! unary_table {
             /// `ln(1 + x)`, accurate near 0.
             Log1p => log1p, "Log1p", Float, |x, y, g| some(div(g, &add(x, 1.0)?));
             /// Square root.
-            Sqrt => sqrt, "Sqrt", Float, |x, y, g| some(div(&mul(g, 0.5)?, y));
+            // Sqrt, Rsqrt and Reciprocal: zero where the upstream gradient is
+            // (TensorFlow's SqrtGrad and kin), so `where(x > 0, sqrt(x), 0)`
+            // has a finite gradient at 0.
+            Sqrt => sqrt, "Sqrt", Float, |x, y, g| some(select(&equal(g, 0.0)?, 0.0, &div(&mul(g, 0.5)?, y)?));
             /// `1 / sqrt(x)`.
             // d/dx x^(-1/2) = -1/2 x^(-3/2) = -1/2 y^3.
-            Rsqrt => rsqrt, "Rsqrt", Float, |x, y, g| some(mul(&mul(g, -0.5)?, &mul(y, &square(y)?)?));
+            Rsqrt => rsqrt, "Rsqrt", Float, |x, y, g| some(select(&equal(g, 0.0)?, 0.0, &mul(&mul(g, -0.5)?, &mul(y, &square(y)?)?)?));
             /// `1 / x`.
-            Reciprocal => reciprocal, "Reciprocal", Float, |x, y, g| some(neg(&mul(g, &square(y)?)?));
+            Reciprocal => reciprocal, "Reciprocal", Float, |x, y, g| some(select(&equal(g, 0.0)?, 0.0, &neg(&mul(g, &square(y)?)?)?));
             /// Sine.
             Sin => sin, "Sin", Float, |x, y, g| some(mul(g, &cos(x)?));
             /// Cosine.

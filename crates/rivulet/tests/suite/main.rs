@@ -15,6 +15,7 @@ mod differential;
 mod elementwise;
 mod errors_io;
 mod examples;
+mod fidelity;
 mod file_fuzz;
 mod fuzz;
 mod gradients;

@@ -112,11 +112,14 @@ macro_rules! f32_unary {
                 $body
             }
             Sign => {
+                // TensorFlow's: +0 for either zero, NaN for NaN.
                 let $f = |v: f32| {
                     if v > 0.0 {
                         1.0
                     } else if v < 0.0 {
                         -1.0
+                    } else if v == 0.0 {
+                        0.0
                     } else {
                         v
                     }
@@ -405,6 +408,8 @@ fn unary_f64(op: UnaryOp, x: &Value) -> Result<Value> {
                 1.0
             } else if v < 0.0 {
                 -1.0
+            } else if v == 0.0 {
+                0.0
             } else {
                 v
             }

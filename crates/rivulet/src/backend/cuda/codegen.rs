@@ -233,7 +233,7 @@ fn unary(f: UnaryOp, dtype: DType, x: &str) -> Result<String> {
         return Ok(match f {
             Neg => format!("(-{x})"),
             Abs => call("fabs"),
-            Sign => format!("({x} > 0 ? {} : ({x} < 0 ? {} : {x}))", c(1.0), c(-1.0)),
+            Sign => format!("({x} > 0 ? {} : ({x} < 0 ? {} : ({x} == 0 ? {} : {x})))", c(1.0), c(-1.0), c(0.0)),
             Square => format!("({x} * {x})"),
             Relu => format!("(({x} > 0 || isnan({x})) ? {x} : {})", c(0.0)),
             Relu6 => format!("({x} < 0 ? {} : ({x} > 6 ? {} : {x}))", c(0.0), c(6.0)),

@@ -126,6 +126,8 @@ fn float_unary(f: UnaryOp, v: f64) -> f64 {
                 1.0
             } else if v < 0.0 {
                 -1.0
+            } else if v == 0.0 {
+                0.0
             } else {
                 v
             }

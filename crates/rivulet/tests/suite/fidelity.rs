@@ -1,0 +1,103 @@
+//! TensorFlow fidelity (issue 15): results that differed from TensorFlow's
+//! without an error, each pinned to what TensorFlow 2 gives. The expected
+//! values were printed by TensorFlow (`tf.math.sign`, gradients of
+//! `tf.nn.sigmoid_cross_entropy_with_logits` and of
+//! `tf.where(v > 0, f(v), 0)` through `tf.GradientTape`), and are also what
+//! the formulas say: sign(±0) = +0, d/dz BCE = sigmoid(z) - y, and a zero
+//! upstream gradient gives a zero gradient.
+
+use rivulet::nn::Loss;
+use rivulet::ops;
+use rivulet::{Axes, DType, GradientTape, Graph, Result, Session, Tensor, Unconnected};
+
+/// A function of one tensor, as the tests below tabulate them.
+type OfOne<'a> = &'a dyn Fn(&Tensor) -> Result<Tensor>;
+
+/// `sign` of either zero is +0 (the sign bit clear), of NaN is NaN, eagerly
+/// and in a fused graph, f32 and f64.
+#[test]
+fn sign_of_negative_zero_is_positive_zero() -> Result<()> {
+    let data = [-0.0f64, 0.0, f64::NAN, -2.0, 3.0];
+    let check = |got: Vec<f64>, how: &str| {
+        assert_eq!(got[0].to_bits(), 0.0f64.to_bits(), "{how}: sign(-0.0) must be +0.0, got {:?}", got[0]);
+        assert_eq!(got[1].to_bits(), 0.0f64.to_bits(), "{how}");
+        assert!(got[2].is_nan(), "{how}: sign(NaN) is NaN");
+        assert_eq!(&got[3..], &[-1.0, 1.0], "{how}");
+    };
+    for dtype in [DType::F32, DType::F64] {
+        let x = ops::cast(&Tensor::from_slice(&data, [5])?, dtype)?;
+        check(ops::cast(&ops::sign(&x)?, DType::F64)?.to_vec::<f64>()?, &format!("eager {dtype}"));
+        // In a graph, sign inside a fused elementwise program.
+        let g = Graph::new();
+        let p = g.placeholder("x", dtype, [5])?;
+        let y = ops::add(&ops::mul(&ops::sign(&p)?, 1.0)?, 0.0)?;
+        let out = Session::new(&g).run(&[&y], &[(&p, &x)])?.remove(0);
+        check(ops::cast(&out, DType::F64)?.to_vec::<f64>()?, &format!("graph {dtype}"));
+    }
+    Ok(())
+}
+
+/// The gradient of binary cross-entropy from logits at logit 0 is 0.5 - y
+/// (TensorFlow: [-0.5, 0.5, -0.26894143] for z = [0, 0, 1], y = [1, 0, 1],
+/// summed), not -y: every zero-initialised logistic model's first step.
+#[test]
+fn binary_crossentropy_from_logits_has_the_sigmoid_gradient_at_zero() -> Result<()> {
+    let z = Tensor::from_slice(&[0.0f32, 0.0, 1.0], [3, 1])?;
+    let y = Tensor::from_slice(&[1.0f32, 0.0, 1.0], [3, 1])?;
+    let tf = [-0.5f32, 0.5, -0.268_941_43];
+    let losses: [(&str, OfOne<'_>); 2] = [
+        ("binary_crossentropy_with_logits", &|z| rivulet::nn::losses::binary_crossentropy_with_logits(&y, z)),
+        ("Loss::BinaryCrossentropy", &|z| Loss::BinaryCrossentropy { from_logits: true }.compute(&y, z)),
+    ];
+    for (name, loss) in losses {
+        let tape = GradientTape::new();
+        tape.watch(&z);
+        // Both are means over the 3 examples: 3x the mean is TF's sum.
+        let l = ops::mul(&loss(&z)?, 3.0)?;
+        let grad = tape.gradient(&l, &[&z])?.remove(0).expect("a gradient");
+        let grad = grad.to_vec::<f32>()?;
+        for (g, t) in grad.iter().zip(tf) {
+            assert!((g - t).abs() <= 1e-6, "{name}: gradient {grad:?}, TensorFlow {tf:?}");
+        }
+        // The value is unchanged: log 2 at 0, softplus(1) - 1 at 1.
+        let v = loss(&z)?.to_scalar::<f32>()?;
+        let want = (2.0 * 2f32.ln() + (1.0 + (-1f32).exp()).ln()) / 3.0;
+        assert!((v - want).abs() <= 1e-6, "{name}: loss {v}, want {want}");
+    }
+    Ok(())
+}
+
+/// `where(v > 0, f(v), 0)` at v = 0 has gradient 0 for sqrt, rsqrt and
+/// reciprocal (TensorFlow's gradients are 0 where the upstream one is), and
+/// the usual one elsewhere: 0.25, -0.0625, -0.0625 at v = 4.
+#[test]
+fn sqrt_rsqrt_and_reciprocal_gradients_are_zero_where_the_upstream_is() -> Result<()> {
+    let fs: [(&str, OfOne<'_>, f32); 3] = [
+        ("sqrt", &|v| ops::sqrt(v), 0.25),
+        ("rsqrt", &|v| ops::rsqrt(v), -0.0625),
+        ("reciprocal", &|v| ops::reciprocal(v), -0.0625),
+    ];
+    for (name, f, at_four) in fs {
+        for graph in [false, true] {
+            let v = Tensor::from_slice(&[0.0f32, 4.0], [2])?;
+            let loss = |v: &Tensor| -> Result<Tensor> {
+                let zero = ops::mul(v, 0.0)?;
+                ops::sum(&ops::select(&ops::greater(v, 0.0)?, &f(v)?, &zero)?, Axes::All, false)
+            };
+            let grad = if graph {
+                let g = Graph::new();
+                let p = g.placeholder("v", DType::F32, [2])?;
+                let l = loss(&p)?;
+                let dv = rivulet::gradients(&[&l], &[&p], None, Unconnected::None)?.remove(0).expect("a gradient");
+                Session::new(&g).run(&[&dv], &[(&p, &v)])?.remove(0)
+            } else {
+                let tape = GradientTape::new();
+                tape.watch(&v);
+                let l = loss(&v)?;
+                tape.gradient(&l, &[&v])?.remove(0).expect("a gradient")
+            };
+            assert_eq!(grad.to_vec::<f32>()?, vec![0.0, at_four], "{name} (graph: {graph})");
+        }
+    }
+    Ok(())
+}
