@@ -327,17 +327,20 @@ fn apply_update(ex: &Ex<'_>, rule: &UpdateRule, inputs: &[&Value]) -> Result<Vec
             vec![minus_lr(&step)?, acc]
         }
         UpdateRule::Adam { beta1, beta2, epsilon, weight_decay } => {
-            let m = ex.binary(add, &scaled(inputs[4], beta1)?, &scaled(g, 1.0 - beta1)?)?;
-            let g2 = ex.binary(mul, &scaled(g, 1.0 - beta2)?, g)?;
-            let v = ex.binary(add, &scaled(inputs[5], beta2)?, &g2)?;
-            let m_hat = scaled(&m, 1.0 / (1.0 - beta1.powf(step)))?;
-            let v_hat = scaled(&v, 1.0 / (1.0 - beta2.powf(step)))?;
-            let denom = ex.with(add, &ex.unary(UnaryOp::Sqrt, &v_hat)?, epsilon)?;
-            let mut update = ex.binary(div, &m_hat, &denom)?;
-            if weight_decay > 0.0 {
-                update = ex.binary(add, &update, &scaled(w, weight_decay)?)?;
-            }
-            vec![minus_lr(&update)?, m, v]
+            // Keras: m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); with decay
+            // w -= w wd lr first; then w -= m alpha / (sqrt(v) + eps).
+            let m = ex.binary(add, inputs[4], &scaled(&ex.binary(sub, g, inputs[4])?, 1.0 - beta1)?)?;
+            let g2 = ex.binary(mul, g, g)?;
+            let v = ex.binary(add, inputs[5], &scaled(&ex.binary(sub, &g2, inputs[5])?, 1.0 - beta2)?)?;
+            let alpha = lr * (1.0 - beta2.powf(step)).sqrt() / (1.0 - beta1.powf(step));
+            let w = if weight_decay > 0.0 {
+                ex.binary(sub, w, &scaled(&scaled(w, weight_decay)?, lr)?)?
+            } else {
+                w.clone()
+            };
+            let denom = ex.with(add, &ex.unary(UnaryOp::Sqrt, &v)?, epsilon)?;
+            let update = ex.binary(div, &scaled(&m, alpha)?, &denom)?;
+            vec![ex.binary(sub, &w, &update)?, m, v]
         }
         UpdateRule::RmsProp { rho, epsilon } => {
             let g2 = ex.binary(mul, &scaled(g, 1.0 - rho)?, g)?;

@@ -15,9 +15,11 @@ pub enum UpdateRule {
     /// `a = momentum * a + g; w -= lr * a`, or with Nesterov
     /// `w -= lr * (g + momentum * a)` (slot: `a`).
     Momentum { momentum: f64, nesterov: bool },
-    /// Kingma & Ba (2015) with bias correction; with `weight_decay > 0` the
-    /// decoupled decay of AdamW (Loshchilov & Hutter 2019):
-    /// `w -= lr * (m_hat / (sqrt(v_hat) + eps) + weight_decay * w)` (slots: `m`, `v`).
+    /// Kingma & Ba (2015) in Keras's form, epsilon outside the bias
+    /// correction: `m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2);
+    /// w -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)`; with
+    /// `weight_decay > 0` Keras's AdamW decays first, `w -= w * wd * lr`
+    /// (Loshchilov & Hutter 2019) (slots: `m`, `v`).
     Adam { beta1: f64, beta2: f64, epsilon: f64, weight_decay: f64 },
     /// `ms = rho * ms + (1 - rho) * g^2; w -= lr * g / (sqrt(ms) + eps)`
     /// (Hinton's lecture 6e; slot: `ms`).

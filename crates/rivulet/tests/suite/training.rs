@@ -99,14 +99,13 @@ fn reference_step(rule: UpdateRule, w: &mut [f64], g: &[f64], slots: &mut [Vec<f
                 }
             }
             UpdateRule::Adam { beta1, beta2, epsilon, weight_decay } => {
-                // Kingma & Ba (2015), Algorithm 1, with the decoupled decay of
-                // Loshchilov & Hutter (2019) when weight_decay > 0.
-                slots[0][i] = beta1 * slots[0][i] + (1.0 - beta1) * g[i];
-                slots[1][i] = beta2 * slots[1][i] + (1.0 - beta2) * g[i] * g[i];
-                let m_hat = slots[0][i] / (1.0 - beta1.powi(t as i32));
-                let v_hat = slots[1][i] / (1.0 - beta2.powi(t as i32));
-                let step = m_hat / (v_hat.sqrt() + epsilon) + weight_decay * w[i];
-                w[i] -= lr * step;
+                // Keras (TensorFlow 2): epsilon outside the bias correction,
+                // AdamW's decoupled decay (Loshchilov & Hutter 2019) first.
+                slots[0][i] += (g[i] - slots[0][i]) * (1.0 - beta1);
+                slots[1][i] += (g[i] * g[i] - slots[1][i]) * (1.0 - beta2);
+                let alpha = lr * (1.0 - beta2.powi(t as i32)).sqrt() / (1.0 - beta1.powi(t as i32));
+                w[i] -= w[i] * weight_decay * lr;
+                w[i] -= slots[0][i] * alpha / (slots[1][i].sqrt() + epsilon);
             }
             UpdateRule::RmsProp { rho, epsilon } => {
                 slots[0][i] = rho * slots[0][i] + (1.0 - rho) * g[i] * g[i];
@@ -262,16 +261,24 @@ fn nesterov_by_hand_and_by_equation() -> TestResult {
 
 #[test]
 fn adam_by_hand_and_by_equation() -> TestResult {
-    // With a constant gradient the bias-corrected moments are exactly g and
-    // g^2 at every step, so each step moves w by lr * g / (|g| + eps).
+    // With a constant gradient m_t = (1 - b1^t) g and v_t = (1 - b2^t) g^2,
+    // so Keras's step lr sqrt(c2)/(1 - b1^t) m / (sqrt(v) + eps), c2 = 1 - b2^t,
+    // is lr g sqrt(c2) / (sqrt(c2) |g| + eps).
     let (lr, eps) = (0.01, 1e-7);
     let opt = Optimizer::adam(lr);
     assert_eq!(opt.rule(), UpdateRule::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-7, weight_decay: 0.0 });
     let g = [0.5, -2.0];
     let snaps = eager_run(&opt, &[1.0, 1.0], &vec![g.to_vec(); 3])?;
     for (k, s) in snaps.iter().enumerate() {
-        let n = (k + 1) as f64;
-        let expected: Vec<f64> = g.iter().map(|g| 1.0 - n * lr * g / (g.abs() + eps)).collect();
+        let moved = |g: f64| -> f64 {
+            (1..=k + 1)
+                .map(|t| {
+                    let c2 = (1.0 - 0.999f64.powi(t as i32)).sqrt();
+                    lr * g * c2 / (c2 * g.abs() + eps)
+                })
+                .sum()
+        };
+        let expected: Vec<f64> = g.iter().map(|&g| 1.0 - moved(g)).collect();
         assert_close(&s.w, &expected, 1e-12, &format!("adam constant-gradient step {}", k + 1));
     }
     // m after 3 steps = (1 - 0.9^3) g, v = (1 - 0.999^3) g^2.
@@ -285,9 +292,11 @@ fn adam_by_hand_and_by_equation() -> TestResult {
 fn adamw_decouples_weight_decay() -> TestResult {
     let opt = Optimizer::adamw(0.01, 0.1);
     assert_eq!(opt.rule(), UpdateRule::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-7, weight_decay: 0.1 });
-    // One step by hand from w = 2 with g = 1: adam step 1/(1 + 1e-7), decay 0.1 * 2.
+    // One step by hand from w = 2 with g = 1 (Keras): decay first, w -= w wd lr
+    // = 0.002; then the adam step lr s / (s + 1e-7) with s = sqrt(1 - 0.999).
     let snaps = eager_run(&opt, &[2.0], &[vec![1.0]])?;
-    assert_close(&snaps[0].w, &[2.0 - 0.01 * (1.0 / (1.0 + 1e-7) + 0.2)], 1e-14, "adamw step 1");
+    let s = 0.001f64.sqrt();
+    assert_close(&snaps[0].w, &[2.0 - 0.002 - 0.01 * s / (s + 1e-7)], 1e-14, "adamw step 1");
     // A zero gradient still decays the weight (decoupled from the gradient).
     let opt = Optimizer::adamw(0.5, 0.1);
     let snaps = eager_run(&opt, &[2.0], &[vec![0.0], vec![0.0]])?;

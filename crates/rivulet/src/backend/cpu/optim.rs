@@ -91,14 +91,11 @@ impl<T: Real> Rule<T, 1> for Momentum<T> {
 #[derive(Clone, Copy)]
 struct Adam<T> {
     lr: T,
-    b1: T,
-    b2: T,
     one_b1: T,
     one_b2: T,
-    /// Reciprocal bias corrections 1 / (1 - beta^t), computed once in f64:
-    /// a multiplication per element instead of a division.
-    inv_c1: T,
-    inv_c2: T,
+    /// `lr * sqrt(1 - beta2^t) / (1 - beta1^t)`, computed once in f64:
+    /// Keras's step size, with epsilon added to the uncorrected `sqrt(v)`.
+    alpha: T,
     eps: T,
     wd: T,
     decay: bool,
@@ -106,11 +103,11 @@ struct Adam<T> {
 impl<T: Real> Rule<T, 2> for Adam<T> {
     #[inline(always)]
     fn apply(&self, w: T, g: T, [m, v]: [T; 2]) -> (T, [T; 2]) {
-        let m = self.b1 * m + self.one_b1 * g;
-        let v = self.b2 * v + self.one_b2 * g * g;
-        let step = (m * self.inv_c1) / ((v * self.inv_c2).sqrt() + self.eps);
-        let step = if self.decay { step + self.wd * w } else { step };
-        (w - self.lr * step, [m, v])
+        // Keras's order of operations, so that results match TensorFlow's.
+        let m = m + (g - m) * self.one_b1;
+        let v = v + (g * g - v) * self.one_b2;
+        let w = if self.decay { w - w * self.wd * self.lr } else { w };
+        (w - (m * self.alpha) / (v.sqrt() + self.eps), [m, v])
     }
 }
 
@@ -159,12 +156,9 @@ macro_rules! with_rule {
             UpdateRule::Adam { beta1, beta2, epsilon, weight_decay } => {
                 let $r = Adam {
                     lr,
-                    b1: <$t>::of(beta1),
-                    b2: <$t>::of(beta2),
                     one_b1: <$t>::of(1.0 - beta1),
                     one_b2: <$t>::of(1.0 - beta2),
-                    inv_c1: <$t>::of(1.0 / (1.0 - beta1.powf($step))),
-                    inv_c2: <$t>::of(1.0 / (1.0 - beta2.powf($step))),
+                    alpha: <$t>::of($lr * (1.0 - beta2.powf($step)).sqrt() / (1.0 - beta1.powf($step))),
                     eps: <$t>::of(epsilon),
                     wd: <$t>::of(weight_decay),
                     decay: weight_decay > 0.0,
