@@ -54,7 +54,13 @@ impl Default for Budget {
     }
 }
 
-fn auto_bench(mut f: impl FnMut() -> Result<()>, b: Budget) -> Result<(f64, f64, f64, usize, usize)> {
+fn auto_bench(mut g: impl FnMut() -> Result<()>, b: Budget) -> Result<(f64, f64, f64, usize, usize)> {
+    // Each call waits for the device's queued work, as the peers'
+    // `block_until_ready` / `torch.cuda.synchronize()` do.
+    let mut f = || -> Result<()> {
+        g()?;
+        rivulet::synchronize()
+    };
     f()?;
     let (mut k, t0) = (1, Instant::now());
     while k < 3 || t0.elapsed().as_secs_f64() < 0.3 {
@@ -239,6 +245,8 @@ struct Runner {
     records: Vec<Record>,
     json: bool,
     mode: Option<String>,
+    /// Where the workloads run (`/cpu:0`, `/gpu:0`).
+    device: String,
 }
 
 impl Runner {
@@ -271,7 +279,7 @@ impl Runner {
                 "{}",
                 json!({"peer": "rivulet", "mode": r.mode, "id": r.id, "param": r.param, "median_ms": r.median_ms,
                        "min_ms": r.min_ms, "max_ms": r.max_ms, "figure": figure, "unit": unit, "reps": r.reps,
-                       "inner": r.inner, "simd": rivulet::simd_level()})
+                       "inner": r.inner, "simd": rivulet::simd_level(), "device": self.device})
             );
         } else {
             eprintln!("  {} {:<6} {:<40} {:>10.4} ms  {:>9.2} {}", r.id, r.mode, r.param, r.median_ms, figure, unit);
@@ -290,14 +298,29 @@ fn b2_expr(x: &Tensor) -> Result<Tensor> {
     (t * x.sigmoid()?)? - (x * x)?
 }
 
-pub fn run(ids: &[String], json: bool, mode: Option<&str>) -> Result<()> {
+pub fn run(ids: &[String], json: bool, mode: Option<&str>, device: &str) -> Result<()> {
     let want = |id: &str| ids.is_empty() || ids.iter().any(|i| i.eq_ignore_ascii_case(id));
-    let mut r = Runner { records: Vec::new(), json, mode: mode.map(str::to_string) };
+    let device = rivulet::Device::parse(device)?;
+    let gpu = device.kind == rivulet::DeviceKind::Gpu;
+    let mut r = Runner { records: Vec::new(), json, mode: mode.map(str::to_string), device: device.short_name() };
     if !json {
-        eprintln!("rivulet bench (simd={}, threads={})", rivulet::simd_level(), crate::rayon_threads());
+        eprintln!("rivulet bench on {device} (simd={}, threads={})", rivulet::simd_level(), crate::rayon_threads());
     }
     if want("B1") {
-        for n in [128usize, 512, 1024, 2048] {
+        // On a GPU, f32 products are strict f32 (cuBLAS sgemm, as PyTorch's
+        // default), with one TensorFloat-32 row (TensorFlow's default) beside.
+        let sizes: &[usize] = if gpu { &[128, 512, 1024, 2048, 4096] } else { &[128, 512, 1024, 2048] };
+        let tf32 = rivulet::tensor_float_32_execution_enabled();
+        if gpu {
+            rivulet::enable_tensor_float_32_execution(false);
+            let n = 4096;
+            let (a, b) = (normal(&[n, n], 1)?, normal(&[n, n], 2)?);
+            rivulet::enable_tensor_float_32_execution(true);
+            let budget = Budget { budget_s: 3.0, ..Budget::default() };
+            r.time("eager", "B1", &format!("n={n} tf32"), budget, || ops::matmul(&a, &b).map(drop))?;
+            rivulet::enable_tensor_float_32_execution(false);
+        }
+        for &n in sizes {
             let (a, b) = (normal(&[n, n], 1)?, normal(&[n, n], 2)?);
             let p = format!("n={n}");
             let budget = || Budget { budget_s: if n >= 1024 { 3.0 } else { 2.0 }, ..Budget::default() };
@@ -308,6 +331,7 @@ pub fn run(ids: &[String], json: bool, mode: Option<&str>) -> Result<()> {
             let s = Session::new(&g);
             r.time("graph", "B1", &p, budget(), || s.run(&[&c], &[(&pa, &a), (&pb, &b)]).map(drop))?;
         }
+        rivulet::enable_tensor_float_32_execution(tf32);
     }
     if want("B2") || want("B3") {
         let x = normal(&[4096, 4096], 3)?;

@@ -14,6 +14,12 @@ struct Cli {
     command: Command,
 }
 
+/// Run `f` with every op it creates placed on `device` (a device scope).
+fn on_device(device: &str, f: impl FnOnce() -> rivulet::Result<()>) -> rivulet::Result<()> {
+    let _scope = rivulet::device_scope(device)?;
+    f()
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Time the BENCHMARKS.md workloads in eager and graph mode.
@@ -27,6 +33,10 @@ enum Command {
         /// Only this mode.
         #[arg(long, value_parser = ["eager", "graph"])]
         mode: Option<String>,
+        /// Run on this device (`cpu`, `gpu`, `reference`, or a TensorFlow
+        /// device name such as `/gpu:0`).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Train an MLP on the bundled handwritten digits; prints the test accuracy.
     Demo {
@@ -39,6 +49,9 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Train on this device (`cpu`, `gpu`, `reference`, or `/gpu:0`...).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Show what graph optimization does to a graph (the B5 training step by default).
     Inspect {
@@ -83,10 +96,12 @@ fn main() -> ExitCode {
     default_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Bench { ids, json, mode } => bench::run(&ids, json, mode.as_deref()),
-        Command::Demo { eager, epochs, quiet } => {
+        Command::Bench { ids, json, mode, device } => {
+            on_device(&device, || bench::run(&ids, json, mode.as_deref(), &device))
+        }
+        Command::Demo { eager, epochs, quiet, device } => {
             let mode = if eager { rivulet::nn::ExecutionMode::Eager } else { rivulet::nn::ExecutionMode::Graph };
-            demo::run(mode, epochs, quiet)
+            on_device(&device, || demo::run(mode, epochs, quiet))
         }
         Command::Inspect { file, fetch, feed, target, dot, full, profile } => {
             inspect::run(file, fetch, feed, target, dot, full, profile)
@@ -102,10 +117,15 @@ fn main() -> ExitCode {
                     rivulet::DeviceKind::Reference => {
                         println!("{d}  (reference: plain scalar loops on the host, the oracle for other backends)")
                     }
-                    rivulet::DeviceKind::Gpu => println!("{d}  (gpu)"),
+                    rivulet::DeviceKind::Gpu => println!("{d}  ({})", rivulet::gpu_status()),
                 }
             }
-            println!("{}", rivulet::cuda_probe().describe());
+            let driver = rivulet::cuda_probe().describe();
+            println!("{driver}");
+            let status = rivulet::gpu_status();
+            if status != driver && !rivulet::devices().iter().any(|d| d.kind == rivulet::DeviceKind::Gpu) {
+                println!("CUDA backend: {status}");
+            }
             Ok(())
         }
     };

@@ -36,6 +36,9 @@ pub enum ErrorKind {
     Graph,
     /// Something the library does not support (yet), said plainly.
     Unimplemented,
+    /// An accelerator failed: a driver call, a kernel compilation, or its
+    /// memory ran out.
+    Device,
 }
 
 impl ErrorKind {
@@ -50,6 +53,7 @@ impl ErrorKind {
             ErrorKind::FailedPrecondition => "failed precondition",
             ErrorKind::Graph => "graph error",
             ErrorKind::Unimplemented => "unimplemented",
+            ErrorKind::Device => "device error",
         }
     }
 }
@@ -106,6 +110,9 @@ impl Error {
     }
     pub(crate) fn unimplemented(message: impl Into<String>) -> Error {
         Error::new(ErrorKind::Unimplemented, message)
+    }
+    pub(crate) fn device(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Device, message)
     }
 
     /// The broad kind of the error.

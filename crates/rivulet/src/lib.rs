@@ -45,6 +45,8 @@ pub mod tensor;
 pub use autodiff::{gradients, GradientTape, Unconnected};
 pub use backend::cpu::simd_level;
 pub use backend::cuda::probe::{cuda_probe, CudaProbe};
+pub use backend::cuda::{enable_tensor_float_32_execution, gpu_status, tensor_float_32_execution_enabled};
+pub use backend::{release_cached_memory, synchronize};
 pub use context::{device, device_scope, devices, eager_scope, DefaultGraphGuard, DeviceScope};
 pub use error::{Error, ErrorKind, OpContext, Result};
 pub use function::{function, Function, FunctionOptions};
@@ -54,7 +56,6 @@ pub use ops::creation::set_random_seed;
 pub use ops::{cond, switch_case, while_loop, Axes, Ctx, Nest, Op, Variable, WhileOptions};
 pub use passes::PassOptions;
 pub use runtime::{PlanReport, RunProfile, Session, SessionOptions, StepProfile};
-pub use tensor::storage::release_cached_memory;
 pub use tensor::{DType, Device, DeviceKind, Scalar, Shape, UNKNOWN};
 
 /// The README's examples, compiled and run as doctests.

@@ -108,9 +108,18 @@ pub(crate) trait Backend: Send + Sync {
 static CPU: cpu::CpuBackend = cpu::CpuBackend;
 static REFERENCE: reference::ReferenceBackend = reference::ReferenceBackend;
 
-/// Every device found on this machine, fastest first.
+/// Every device found on this machine, fastest first: GPUs (when the
+/// CUDA backend found one), the CPU, the reference device.
 pub fn devices() -> Vec<Device> {
-    vec![Device::CPU, Device::REFERENCE]
+    let mut all = cuda::devices();
+    all.extend([Device::CPU, Device::REFERENCE]);
+    all
+}
+
+/// Give cached memory back: the host buffer cache and every GPU pool.
+pub fn release_cached_memory() {
+    crate::tensor::storage::release_cached_memory();
+    cuda::release_cached_memory();
 }
 
 /// The backend of `device`, or an error naming it and the devices there are.
@@ -118,6 +127,9 @@ pub(crate) fn backend(device: Device) -> Result<&'static dyn Backend> {
     match (device.kind, device.index) {
         (DeviceKind::Cpu, 0) => Ok(&CPU),
         (DeviceKind::Reference, 0) => Ok(&REFERENCE),
+        (DeviceKind::Gpu, i) if cuda::backend(i).is_some() => {
+            cuda::backend(i).map(|b| b as &dyn Backend).ok_or_else(|| Error::invalid("gpu vanished"))
+        }
         _ => Err(Error::invalid(format!(
             "no device {device} on this machine (devices: {})",
             devices().iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
@@ -126,18 +138,30 @@ pub(crate) fn backend(device: Device) -> Result<&'static dyn Backend> {
 }
 
 /// Where an op on inputs from these devices runs when nothing asks for a
-/// device: where all of them are, else the fastest device (a copy brings the
-/// others); the CPU for an op without inputs.
+/// device: where all of them are, else the fastest of them (a GPU before
+/// the CPU before the reference device; copies bring the others); the CPU
+/// for an op without inputs.
 pub(crate) fn automatic_device(inputs: impl IntoIterator<Item = Device>) -> Device {
+    let speed = |d: &Device| match d.kind {
+        DeviceKind::Gpu => 0,
+        DeviceKind::Cpu => 1,
+        DeviceKind::Reference => 2,
+    };
     let mut found: Option<Device> = None;
     for d in inputs {
         match found {
-            None => found = Some(d),
-            Some(f) if f == d => {}
-            Some(_) => return Device::CPU,
+            Some(f) if speed(&f) <= speed(&d) => {}
+            _ => found = Some(d),
         }
     }
     found.unwrap_or(Device::CPU)
+}
+
+/// Wait until every device has finished the work queued on it (like
+/// `torch.cuda.synchronize()`): for timing; results are synchronized by
+/// any read anyway.
+pub fn synchronize() -> Result<()> {
+    cuda::synchronize()
 }
 
 /// `v` on `device`: itself when it is there, else a copy (through the host).

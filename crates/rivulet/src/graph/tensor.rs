@@ -200,6 +200,8 @@ impl Tensor {
         if T::DTYPE != v.dtype {
             bail!(dtype, "to_vec::<{}>() on a {} tensor; cast it first", T::DTYPE, v.dtype);
         }
+        // A GPU value is read back here (waiting for its kernels).
+        v.storage.sync_host()?;
         let copy = |s: &[T]| -> Result<Vec<T>> {
             let mut out = storage::try_vec_with_capacity(s.len())?;
             out.extend_from_slice(s);

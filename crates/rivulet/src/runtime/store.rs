@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 use crate::graph::NodeId;
 use crate::graph::Tensor;
 use crate::op::optim::UpdateRule;
-use crate::tensor::Value;
+use crate::op::Op;
+use crate::tensor::{Device, Value};
 use parking_lot::{RwLock, RwLockWriteGuard};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
@@ -206,8 +207,11 @@ pub(crate) fn update(
             cells.len()
         )));
     }
+    // In place only on the host: an accelerator's values are immutable
+    // (its backend's update writes new buffers, on the device).
+    let host = grad.device() == Device::CPU;
     // Kernels (a copy of a strided gradient, casts) run before any lock.
-    let (grad, lr_f, step_f) = backend::update_operands(grad, lr, step)?;
+    let (grad, lr_f, step_f) = if host { backend::update_operands(grad, lr, step)? } else { (grad.clone(), 0.0, 0.0) };
     loop {
         let mut guards = lock_all(cells);
         let busy = guards.iter().find_map(|g| match &**g {
@@ -219,7 +223,8 @@ pub(crate) fn update(
             u.finish();
             continue;
         }
-        if guards.iter().all(|g| matches!(&**g, State::Ready(t) if t.is_unique())) {
+        if host && guards.iter().all(|g| matches!(&**g, State::Ready(t) if t.is_unique() && t.device() == Device::CPU))
+        {
             // Unique handles under every lock: nobody can clone them now.
             let taken: Vec<std::result::Result<Value, Tensor>> = guards
                 .iter_mut()
@@ -264,7 +269,12 @@ pub(crate) fn update(
         let old_values: Vec<&Value> = old.iter().map(|t| t.value()).collect::<Result<_>>()?;
         let mut inputs: Vec<&Value> = vec![old_values[0], &grad, lr, step];
         inputs.extend(old_values[1..].iter().copied());
-        let new = backend::apply_update(&rule, &inputs)?;
+        let device = old_values[0].device();
+        let new = if device == Device::CPU {
+            backend::apply_update(&rule, &inputs)?
+        } else {
+            backend::execute_on(device, &Op::ApplyUpdate { rule }, &inputs, &backend::KernelCtx::EAGER)?.into_vec()
+        };
         let mut guards = lock_all(cells);
         let unchanged = guards.iter().zip(&old).all(|(g, o)| matches!(&**g, State::Ready(t) if t.is_same_value(o)));
         if unchanged {

@@ -257,16 +257,28 @@ pub(crate) fn try_vec<T: Clone>(value: T, n: usize) -> Result<Vec<T>> {
 }
 
 /// A tensor's data and the device it lives on. The CPU and reference
-/// devices both keep host memory; device memory joins [`Memory`] when a
-/// device backend arrives.
+/// devices keep host memory; an accelerator keeps its own, behind
+/// [`DeviceAllocation`], with a host copy made on the first host read.
 pub struct Storage {
     device: Device,
     memory: Memory,
 }
 
+/// Memory on an accelerator, owned by its backend (dropping it gives the
+/// memory back to the backend's pool). Device values are never written
+/// after their kernel has produced them, so a host copy stays true.
+pub(crate) trait DeviceAllocation: Send + Sync {
+    /// The device address.
+    fn address(&self) -> u64;
+    /// A host copy of the bytes, after the device's queued work (a host
+    /// read synchronizes).
+    fn download(&self) -> Result<HostBuffer>;
+}
+
 /// The memory behind a [`Storage`].
-pub enum Memory {
+pub(crate) enum Memory {
     Host(HostBuffer),
+    Device { memory: Box<dyn DeviceAllocation>, host_copy: OnceLock<HostBuffer> },
 }
 
 impl Storage {
@@ -275,29 +287,62 @@ impl Storage {
     pub(crate) fn host_on(device: Device, buffer: HostBuffer) -> Storage {
         Storage { device, memory: Memory::Host(buffer) }
     }
+    /// Memory of an accelerator.
+    pub(crate) fn on_device(device: Device, memory: Box<dyn DeviceAllocation>) -> Storage {
+        Storage { device, memory: Memory::Device { memory, host_copy: OnceLock::new() } }
+    }
     /// The device the data lives on.
     #[inline]
     pub fn device(&self) -> Device {
         self.device
     }
-    /// The host memory (of the CPU or reference device; their backends and
-    /// the transfer primitive are the only readers).
+    /// The accelerator memory, for its backend (`None` for host memory).
+    #[inline]
+    pub(crate) fn device_memory(&self) -> Option<&dyn DeviceAllocation> {
+        match &self.memory {
+            Memory::Host(_) => None,
+            Memory::Device { memory, .. } => Some(memory.as_ref()),
+        }
+    }
+    /// Make sure [`Storage::host`] can answer: a device value is copied to
+    /// the host once (synchronizing its device); the error of that copy is
+    /// returned here rather than met inside `host`.
+    pub(crate) fn sync_host(&self) -> Result<()> {
+        if let Memory::Device { memory, host_copy } = &self.memory {
+            if host_copy.get().is_none() {
+                let copy = memory.download()?;
+                // A concurrent reader may have set it first: same bytes.
+                let _ = host_copy.set(copy);
+            }
+        }
+        Ok(())
+    }
+    /// The host memory (of the CPU or reference device; a device value's
+    /// host copy, made now if [`Storage::sync_host`] has not made it).
     #[inline]
     pub(crate) fn host(&self) -> &HostBuffer {
         match &self.memory {
             Memory::Host(b) => b,
+            Memory::Device { memory, host_copy } => host_copy.get_or_init(|| {
+                // Only a failing driver gets here: user-facing reads call
+                // `sync_host` first and return its error.
+                memory.download().unwrap_or_else(|e| panic!("reading a {} tensor back failed: {e}", self.device))
+            }),
         }
     }
-    /// The host memory, mutably (the caller holds the only reference).
+    /// The host memory, mutably (the caller holds the only reference; host
+    /// devices only: the CPU backend's in-place kernels).
     pub(crate) fn host_mut(&mut self) -> &mut HostBuffer {
         match &mut self.memory {
             Memory::Host(b) => b,
+            Memory::Device { .. } => unreachable!("in-place host kernels run on host values only"),
         }
     }
-    /// The host memory, taken.
+    /// The host memory, taken (host devices only, like [`Storage::host_mut`]).
     pub(crate) fn into_host(self) -> HostBuffer {
         match self.memory {
             Memory::Host(b) => b,
+            Memory::Device { .. } => unreachable!("host kernels take host values only"),
         }
     }
 }

@@ -301,13 +301,18 @@ fn registry() -> Vec<Case> {
 /// relative tolerance for floats (the reference computes in f64 and rounds
 /// once; the CPU's kernels round per step and vectorise transcendentals).
 fn close(what: &str, a: &Tensor, b: &Tensor) {
+    close_within(what, a, b, [1e-12, 2e-5, 1e-2]);
+}
+
+/// `a` and `b` equal, floats within relative `tol` (f64, f32, f16/bf16).
+fn close_within(what: &str, a: &Tensor, b: &Tensor, tol: [f64; 3]) {
     assert_eq!(a.dtype(), b.dtype(), "{what}: dtypes");
     assert_eq!(a.shape(), b.shape(), "{what}: shapes");
     let (x, y) = (crate::common::values(a), crate::common::values(b));
     let tol = match a.dtype() {
-        DType::F64 => 1e-12,
-        DType::F32 => 2e-5,
-        DType::F16 | DType::BF16 => 1e-2,
+        DType::F64 => tol[0],
+        DType::F32 => tol[1],
+        DType::F16 | DType::BF16 => tol[2],
         _ => 0.0,
     };
     for (i, (p, q)) in x.iter().zip(&y).enumerate() {
@@ -724,8 +729,15 @@ fn device_names_and_missing_devices() {
     for bad in ["", "/tpu:0", "/cpu:x", "gpu:-1", "/device:CPU:0:1"] {
         assert_eq!(Device::parse(bad).unwrap_err().kind(), rivulet::ErrorKind::InvalidArgument, "{bad:?}");
     }
-    assert_eq!(rivulet::devices(), vec![Device::CPU, Device::REFERENCE]);
-    for missing in ["/gpu:0", "/device:GPU:1", "/cpu:1", "/reference:2"] {
+    let gpus = gpu_devices();
+    let mut want = gpus.clone();
+    want.extend([Device::CPU, Device::REFERENCE]);
+    assert_eq!(rivulet::devices(), want, "GPUs first, then the CPU and the reference device");
+    let mut missing_ones = vec!["/device:GPU:1", "/cpu:1", "/reference:2"];
+    if gpus.is_empty() {
+        missing_ones.push("/gpu:0");
+    }
+    for missing in missing_ones {
         let e = rivulet::device(missing, || ()).unwrap_err();
         let text = e.to_string();
         assert!(text.contains(&Device::parse(missing).unwrap().to_string()), "names the device: {text}");
@@ -737,11 +749,11 @@ fn device_names_and_missing_devices() {
     let g = Graph::new();
     let x = g.placeholder("x", DType::F32, [2]).unwrap();
     let y = rivulet::device(REFERENCE, || ops::exp(&x)).unwrap().unwrap();
-    let json = g.to_json().unwrap().replace("/device:REFERENCE:0", "/device:GPU:0");
+    let json = g.to_json().unwrap().replace("/device:REFERENCE:0", "/device:GPU:7");
     let loaded = Graph::from_json(&json).unwrap();
     let (lx, ly) = (loaded.tensor("x:0").unwrap(), loaded.tensor(&y.name().unwrap()).unwrap());
     let e = Session::new(&loaded).run(&[&ly], &[(&lx, &Tensor::from([0.0f32, 1.0]))]).unwrap_err();
-    assert!(e.to_string().contains("/device:GPU:0") && e.to_string().contains("exp"), "{e}");
+    assert!(e.to_string().contains("/device:GPU:7") && e.to_string().contains("exp"), "{e}");
     // And round-trips a placement it can honour.
     let back = Graph::from_json(&g.to_json().unwrap()).unwrap();
     assert_eq!(back.tensor(&y.name().unwrap()).unwrap().device(), Device::REFERENCE);
@@ -765,5 +777,160 @@ fn every_node_a_graph_makes_takes_the_device_scope() -> Result<()> {
     assert_eq!(g.placeholder("y", DType::F32, [2])?.device(), Device::CPU);
     let out = Session::new(&g).run(&[&sum], &[(&x, &Tensor::from([3.0f32, 4.0]))])?;
     assert_eq!(out[0].to_vec::<f32>()?, vec![4.0, 6.0]);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The CUDA backend: the same registry on the GPU, where one is found.
+// ---------------------------------------------------------------------------
+
+/// The GPUs this process found (none on CI).
+fn gpu_devices() -> Vec<Device> {
+    rivulet::devices().into_iter().filter(|d| d.kind == rivulet::DeviceKind::Gpu).collect()
+}
+
+/// Whether a GPU is here; if not, say why the GPU test is skipped.
+fn have_gpu(test: &str) -> bool {
+    if gpu_devices().is_empty() {
+        eprintln!("skipped {test}: no GPU ({})", rivulet::gpu_status());
+        return false;
+    }
+    true
+}
+
+/// Tolerances on the GPU, per op class: integers and bools exactly; floats
+/// within 1e-4 relative in f32 (library functions a few ulps apart, sums
+/// and matrix products in another order: TensorFloat-32 is off for the
+/// matrix), 1e-10 in f64, 1e-2 in f16/bf16.
+fn gpu_close(what: &str, got: &Tensor, want: &Tensor) {
+    close_within(&format!("{what} (gpu vs cpu)"), got, want, [1e-10, 1e-4, 1e-2]);
+}
+
+/// The device matrix on the GPU: every registered op eagerly and as a
+/// graph placed there, each output left on the GPU, the values the CPU's.
+#[test]
+fn every_op_agrees_on_the_gpu_in_both_modes() {
+    if !have_gpu("every_op_agrees_on_the_gpu_in_both_modes") {
+        return;
+    }
+    rivulet::enable_tensor_float_32_execution(false);
+    let gpu = "/gpu:0";
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for c in registry() {
+        let want = eager(&c, "/cpu:0").unwrap_or_else(|e| panic!("{}: cpu eager: {e}", c.name));
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let got = eager(&c, gpu).unwrap_or_else(|e| panic!("gpu eager: {e}"));
+            for (k, (w, g)) in want.iter().zip(&got).enumerate() {
+                assert_eq!(g.device(), Device::parse(gpu).unwrap(), "output {k} left the GPU");
+                gpu_close(&format!("eager output {k}"), g, w);
+            }
+            let (out, _) = graph(&c, gpu).unwrap_or_else(|e| panic!("gpu graph: {e}"));
+            for (k, (w, g)) in want.iter().zip(&out).enumerate() {
+                gpu_close(&format!("graph output {k}"), g, w);
+            }
+        }));
+        ran += 1;
+        if let Err(p) = run {
+            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+            failures.push(format!("{}: {}", c.name, msg.unwrap_or_default()));
+        }
+    }
+    eprintln!("gpu device matrix: {ran} cases, {} failed", failures.len());
+    assert!(failures.is_empty(), "{} of {ran} cases failed on the GPU:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Gradients on the GPU, by tape and by graph, match the CPU's.
+#[test]
+fn gradients_agree_on_the_gpu() {
+    if !have_gpu("gradients_agree_on_the_gpu") {
+        return;
+    }
+    rivulet::enable_tensor_float_32_execution(false);
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for c in registry().into_iter().filter(|c| c.grad) {
+        let want = eager_gradients(&c, "/cpu:0").unwrap_or_else(|e| panic!("{}: cpu tape: {e}", c.name));
+        for (what, got) in [("gpu tape", eager_gradients(&c, "/gpu:0")), ("gpu graph", graph_gradients(&c, "/gpu:0"))] {
+            ran += 1;
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let got = got.unwrap_or_else(|e| panic!("{e}"));
+                for (k, (w, g)) in want.iter().zip(&got).enumerate() {
+                    match (w, g) {
+                        (Some(w), Some(g)) => gpu_close(&format!("gradient {k}"), g, w),
+                        (None, None) => {}
+                        _ => panic!("gradient {k}: one backend has none"),
+                    }
+                }
+            }));
+            if let Err(p) = run {
+                let msg =
+                    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+                failures.push(format!("{} ({what}): {}", c.name, msg.unwrap_or_default()));
+            }
+        }
+    }
+    eprintln!("gpu gradients: {ran} runs, {} failed", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {ran} gradient runs failed on the GPU:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Larger shapes than the registry's: the two-pass reductions (one long
+/// row, long columns), a matrix product through cuBLAS with and without
+/// TensorFloat-32, and an integer division by zero reported as an error.
+#[test]
+fn gpu_kernels_at_scale_match_float64() -> Result<()> {
+    if !have_gpu("gpu_kernels_at_scale_match_float64") {
+        return Ok(());
+    }
+    let mut rng = Rng(77);
+    let n = 1 << 20;
+    let x = f32s(&mut rng, &[n], -1.0, 1.0);
+    let host: Vec<f32> = x.to_vec()?;
+    let exact: f64 = host.iter().map(|&v| v as f64).sum();
+    let g = x.to_device("/gpu:0")?;
+    let s: f32 = ops::sum(&g, rivulet::Axes::All, false)?.to_scalar()?;
+    assert!((s as f64 - exact).abs() <= 1e-5 * n as f64, "sum of 2^20: {s} vs {exact}");
+    let m = ops::max(&g, rivulet::Axes::All, false)?.to_scalar::<f32>()?;
+    assert_eq!(m, host.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+    // Columns: 4096 x 256 summed over axis 0.
+    let y = ops::reshape(&g, &[4096, 256])?;
+    let cols: Vec<f32> = ops::sum(&y, 0, false)?.to_vec()?;
+    for j in [0usize, 17, 255] {
+        let e: f64 = (0..4096).map(|i| host[i * 256 + j] as f64).sum();
+        assert!((cols[j] as f64 - e).abs() < 1e-3, "column {j}: {} vs {e}", cols[j]);
+    }
+    // Matrix products, 256 x 512 by 512 x 128, against f64 on the host.
+    let (a, b) = (f32s(&mut rng, &[256, 512], -1.0, 1.0), f32s(&mut rng, &[512, 128], -1.0, 1.0));
+    let (ah, bh): (Vec<f32>, Vec<f32>) = (a.to_vec()?, b.to_vec()?);
+    let exact = |i: usize, j: usize| (0..512).map(|p| ah[i * 512 + p] as f64 * bh[p * 128 + j] as f64).sum::<f64>();
+    let (ag, bg) = (a.to_device("/gpu:0")?, b.to_device("/gpu:0")?);
+    let mut worst = [0.0f64; 2];
+    for (slot, tf32) in [(0, false), (1, true)] {
+        rivulet::enable_tensor_float_32_execution(tf32);
+        let c: Vec<f32> = ops::matmul(&ag, &bg)?.to_vec()?;
+        for i in (0..256).step_by(37) {
+            for j in (0..128).step_by(11) {
+                worst[slot] = worst[slot].max((c[i * 128 + j] as f64 - exact(i, j)).abs());
+            }
+        }
+    }
+    rivulet::enable_tensor_float_32_execution(false);
+    assert!(worst[0] < 1e-4, "strict f32 matmul error {}", worst[0]);
+    assert!(worst[1] < 5e-2 && worst[1] > worst[0], "TensorFloat-32 error {} (strict {})", worst[1], worst[0]);
+    // Transposed operands.
+    let ct: Vec<f32> = ops::matmul_t(&bg, &ag, true, true)?.to_vec()?;
+    assert!((ct[5 * 256 + 3] as f64 - exact(3, 5)).abs() < 1e-4);
+    // Integer division by zero is an error, as on the CPU.
+    let i = Tensor::from([4i32, 5, 6]).to_device("/gpu:0")?;
+    let z = Tensor::from([1i32, 0, 2]).to_device("/gpu:0")?;
+    let e = ops::floor_div(&i, &z).and_then(|t| t.to_vec::<i32>()).unwrap_err();
+    assert!(e.to_string().contains("division by zero"), "{e}");
+    // And the device is usable afterwards.
+    assert_eq!(ops::add(&i, &i)?.to_vec::<i32>()?, vec![8, 10, 12]);
     Ok(())
 }

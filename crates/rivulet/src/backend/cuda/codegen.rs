@@ -92,8 +92,16 @@ impl FusedParams {
 pub(crate) struct KernelSource {
     pub name: String,
     pub source: String,
-    /// What the compiled kernel is cached under (in memory and on disk).
+    /// A hash of the kernel's body (it names the kernel; the backend's
+    /// caches hash the whole source).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub key: u64,
+}
+
+/// FNV-1a: a hash that is the same in every build (kernel caches on disk
+/// are named by it, so not `DefaultHasher`).
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Shared by every kernel: the parameter block, bit casts and the f16/bf16
@@ -502,12 +510,16 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[Meta], out: &M
     for k in &used {
         let _ = writeln!(body, "        long long o{k} = 0;");
     }
-    if rank > 0 {
-        let _ = writeln!(body, "        for (int d = {} ; d >= 0; --d) {{", rank - 1);
-        let _ = writeln!(body, "            long long idx = rest % p.dims[d];");
-        let _ = writeln!(body, "            rest /= p.dims[d];");
+    // Unrolled, innermost first; the outermost index is what remains, so a
+    // rank-1 kernel (every contiguous operand) divides nothing.
+    for d in (0..rank).rev() {
+        if d > 0 {
+            let _ = writeln!(body, "        {{ long long idx = rest % p.dims[{d}]; rest /= p.dims[{d}];");
+        } else {
+            let _ = writeln!(body, "        {{ long long idx = rest;");
+        }
         for k in &used {
-            let _ = writeln!(body, "            o{k} += idx * p.strides[{k}][d];");
+            let _ = writeln!(body, "          o{k} += idx * p.strides[{k}][{d}];");
         }
         let _ = writeln!(body, "        }}");
     }
@@ -547,7 +559,7 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[Meta], out: &M
     // The key must not change between builds (it names files of the disk
     // cache), so not `DefaultHasher`: FNV-1a over the body, which with the
     // fixed prelude determines the source.
-    let key = body.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    let key = fnv1a(body.as_bytes());
     let name = format!("rivulet_fused_{key:016x}");
     let mut source = String::from(PRELUDE);
     source.push_str(FLOAT_HELPERS);

@@ -1,14 +1,926 @@
-//! The CUDA backend, as far as it is built: finding the driver at run time
-//! ([`probe`]), the source of the fused elementwise kernels ([`codegen`])
-//! and the stream-ordered caching allocator's bookkeeping ([`allocator`]),
-//! all checked on machines without a GPU. Compiling the kernels (NVRTC),
-//! the driver calls behind the allocator, launches and the
-//! [`super::Backend`] implementation come next (issue 14); until then no GPU
-//! device is registered and every op runs on the CPU.
+//! The CUDA backend: NVIDIA GPUs found at run time.
+//!
+//! [`probe`] finds the driver without linking it; [`gpu`] holds a device's
+//! context, stream, caching allocator ([`allocator`]) and compiled kernels;
+//! elementwise ops and fused elementwise programs run as kernels generated
+//! from the same programs the CPU interprets ([`codegen`]); reductions,
+//! scans, copies and fills are the templates of [`kernels`]; float matrix
+//! products go to cuBLAS. Everything is queued on one stream per device: a
+//! host read (`to_vec`, a transfer) synchronizes, nothing else does, except
+//! an integer division or power, whose error flag is read back at once.
+//!
+//! Gathers, scatters, top-k and random numbers run on the CPU backend and
+//! are copied over (the same numbers, since the random stream is the CPU's):
+//! correct, not yet fast.
 
-// Used by the backend that comes next; exercised by their tests now.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod allocator;
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod codegen;
+pub(crate) mod gpu;
+pub(crate) mod kernels;
 pub(crate) mod probe;
+
+use super::{Backend, KernelCtx, Values};
+use crate::error::{Error, ErrorKind, Result};
+use crate::op::creation::Distribution;
+use crate::op::elementwise::{BinaryOp, UnaryOp};
+use crate::op::fused::{FusedProgram, Instr};
+use crate::op::optim::UpdateRule;
+use crate::op::reduce::{ArgOp, ReduceOp, ScanOp};
+use crate::op::{Meta, Op};
+use crate::tensor::layout::Layout;
+use crate::tensor::storage::Storage;
+use crate::tensor::{DType, Device, Scalar, Shape, Value};
+use codegen::FusedParams;
+use gpu::{Function, Gpu};
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// Threads per block of the elementwise and column kernels.
+const BLOCK: u32 = 256;
+
+static TF32: AtomicBool = AtomicBool::new(true);
+
+/// Whether f32 matrix products on GPUs may use TensorFloat-32 tensor cores
+/// (TensorFlow's `tf.config.experimental.enable_tensor_float_32_execution`,
+/// on by default as in TensorFlow: inputs rounded to 10-bit mantissas,
+/// f32 accumulation).
+pub fn enable_tensor_float_32_execution(enabled: bool) {
+    TF32.store(enabled, Ordering::Relaxed);
+}
+
+/// Whether TensorFloat-32 is enabled (see [`enable_tensor_float_32_execution`]).
+pub fn tensor_float_32_execution_enabled() -> bool {
+    TF32.load(Ordering::Relaxed)
+}
+
+/// The CUDA backend of one GPU.
+pub(crate) struct CudaBackend {
+    gpu: Arc<Gpu>,
+    /// Generated elementwise kernels by program signature, and whether
+    /// each can raise the integer-error flag.
+    programs: Mutex<FxHashMap<String, (Function, bool)>>,
+}
+
+/// The first GPU's backend, opened on first use; why there is none otherwise.
+fn opened() -> &'static std::result::Result<CudaBackend, String> {
+    static GPU0: OnceLock<std::result::Result<CudaBackend, String>> = OnceLock::new();
+    GPU0.get_or_init(|| {
+        let probe = probe::cuda_probe();
+        if probe.library.is_none() || probe.problem.is_some() || probe.devices.is_empty() {
+            return Err(probe.describe());
+        }
+        if std::env::var("RIVULET_DISABLE_GPU").is_ok_and(|v| !v.is_empty() && v != "0") {
+            return Err("RIVULET_DISABLE_GPU is set; running on the CPU".to_string());
+        }
+        // SAFETY: these only try to open the libraries (no symbol is used).
+        let (driver, nvrtc) =
+            unsafe { (cudarc::driver::sys::is_culib_present(), cudarc::nvrtc::sys::is_culib_present()) };
+        if !driver {
+            return Err("the CUDA driver library was found by path but not by its usual names".to_string());
+        }
+        if !nvrtc {
+            return Err(
+                "NVRTC (libnvrtc.so) was not found, so no kernel can be compiled; running on the CPU".to_string()
+            );
+        }
+        let gpu = Gpu::open(0).map_err(|e| format!("opening gpu:0 failed: {}", e.message()))?;
+        OPENED.store(true, Ordering::Relaxed);
+        Ok(CudaBackend { gpu: Arc::new(gpu), programs: Mutex::new(FxHashMap::default()) })
+    })
+}
+
+/// The backend of GPU `index`, if this machine has it.
+pub(crate) fn backend(index: u32) -> Option<&'static CudaBackend> {
+    match (index, opened()) {
+        (0, Ok(b)) => Some(b),
+        _ => None,
+    }
+}
+
+/// The GPUs this process can use.
+pub(crate) fn devices() -> Vec<Device> {
+    backend(0).map(|b| b.gpu.device).into_iter().collect()
+}
+
+/// The CUDA backend's state in a line, for `rivulet devices`: the GPU it
+/// opened, or why it runs everything on the CPU.
+pub fn gpu_status() -> String {
+    match opened() {
+        Ok(b) => {
+            let s = b.gpu.memory_stats();
+            format!(
+                "{}: {} (compute capability {}.{}, {} multiprocessors); CUDA backend ready, pool {} B in use, {} B cached",
+                b.gpu.device,
+                b.gpu.name,
+                b.gpu.capability.0,
+                b.gpu.capability.1,
+                b.gpu.multiprocessors,
+                s.in_use,
+                s.cached
+            )
+        }
+        Err(why) => why.clone(),
+    }
+}
+
+/// Give the GPU pool's cached blocks back to the driver (part of
+/// [`crate::release_cached_memory`]); a GPU not opened yet holds nothing.
+pub(crate) fn release_cached_memory() {
+    if OPENED.load(Ordering::Relaxed) {
+        if let Some(b) = backend(0) {
+            b.gpu.release_cached();
+        }
+    }
+}
+
+/// Wait for the work queued on every opened GPU.
+pub(crate) fn synchronize() -> Result<()> {
+    if OPENED.load(Ordering::Relaxed) {
+        if let Some(b) = backend(0) {
+            b.gpu.synchronize()?;
+        }
+    }
+    Ok(())
+}
+
+/// Set once a GPU is open.
+static OPENED: AtomicBool = AtomicBool::new(false);
+
+/// The device address of `v`'s first element (its storage plus offset).
+fn address(v: &Value) -> Result<u64> {
+    let base = v
+        .storage
+        .device_memory()
+        .map(|m| m.address())
+        .ok_or_else(|| Error::invalid(format!("a {} value reached the CUDA backend without a copy", v.device())))?;
+    Ok(base + (v.layout.offset * v.dtype.size()) as u64)
+}
+
+/// `v`'s storage address (without its offset).
+fn base_address(v: &Value) -> Result<u64> {
+    Ok(address(v)? - (v.layout.offset * v.dtype.size()) as u64)
+}
+
+/// `v`'s strides along `dims` (the output's, `v` right-aligned and
+/// broadcast: stride 0 where `v` has extent 1).
+fn broadcast_strides(v: &Value, dims: &[usize]) -> Vec<isize> {
+    let shape = v.shape().dims();
+    let off = dims.len() - shape.len();
+    (0..dims.len()).map(|d| if d < off || shape[d - off] == 1 { 0 } else { v.layout.strides[d - off] }).collect()
+}
+
+/// Merge neighbouring dimensions that every operand walks as one, and
+/// drop extents of 1: a contiguous elementwise op becomes rank 1.
+fn coalesce(dims: &[usize], strides: &mut [Vec<isize>]) -> Vec<usize> {
+    let mut out_dims: Vec<usize> = Vec::new();
+    let mut out_strides: Vec<Vec<isize>> = vec![Vec::new(); strides.len()];
+    for d in 0..dims.len() {
+        if dims[d] == 1 {
+            continue;
+        }
+        let merge = match out_dims.last() {
+            Some(_) => strides.iter().zip(&out_strides).all(|(s, o)| {
+                let last = *o.last().unwrap_or(&0);
+                last == s[d] * dims[d] as isize
+            }),
+            None => false,
+        };
+        if merge {
+            if let Some(n) = out_dims.last_mut() {
+                *n *= dims[d];
+            }
+            for (s, o) in strides.iter().zip(out_strides.iter_mut()) {
+                if let Some(x) = o.last_mut() {
+                    *x = s[d];
+                }
+            }
+        } else {
+            out_dims.push(dims[d]);
+            for (s, o) in strides.iter().zip(out_strides.iter_mut()) {
+                o.push(s[d]);
+            }
+        }
+    }
+    if out_dims.is_empty() {
+        out_dims.push(1);
+        for o in out_strides.iter_mut() {
+            o.push(0);
+        }
+    }
+    for (s, o) in strides.iter_mut().zip(out_strides) {
+        *s = o;
+    }
+    out_dims
+}
+
+/// Blocks for `n` elements at `BLOCK` threads each, for grid-stride loops.
+fn grid_for(n: usize, sms: u32) -> u32 {
+    let blocks = n.div_ceil(BLOCK as usize).max(1);
+    blocks.min(sms as usize * 32) as u32
+}
+
+/// One argument of a launch: a pointer to the value.
+fn arg<T>(x: &mut T) -> *mut c_void {
+    x as *mut T as *mut c_void
+}
+
+/// The single-op fused program `f(inputs...)`.
+fn single(instr: Instr, inputs: usize) -> FusedProgram {
+    let mut instrs: Vec<Instr> = (0..inputs).map(Instr::Input).collect();
+    instrs.push(instr);
+    FusedProgram { output: inputs, instrs, reduce: None }
+}
+
+impl CudaBackend {
+    /// A new contiguous value of `meta` (uninitialised) and its address.
+    fn empty(&self, meta: &Meta) -> Result<(Value, u64)> {
+        let n = meta.shape.checked_numel()?;
+        let bytes = n.checked_mul(meta.dtype.size()).ok_or_else(|| Error::invalid("tensor too large"))?;
+        let buf = self.gpu.alloc(bytes)?;
+        let ptr = buf.ptr();
+        let storage = Storage::on_device(self.gpu.device, Box::new(buf));
+        Ok((
+            Value { dtype: meta.dtype, layout: Layout::contiguous(meta.shape.clone()), storage: Arc::new(storage) },
+            ptr,
+        ))
+    }
+
+    /// `v` itself when contiguous, else a contiguous copy.
+    fn contiguous(&self, v: &Value) -> Result<Value> {
+        if v.layout.is_contiguous() {
+            return Ok(v.clone());
+        }
+        let meta = Meta::new(v.dtype, v.shape().clone());
+        self.assemble(&meta, Scalar::I64(0), &[(Layout::contiguous(v.shape().clone()), v)])
+    }
+
+    /// Run a generated elementwise kernel: `program` over `inputs` into `out`.
+    fn run_program(&self, program: &FusedProgram, inputs: &[&Value], out: &Meta) -> Result<Value> {
+        let (value, out_ptr) = self.empty(out)?;
+        let n = out.shape.numel_known();
+        if n == 0 {
+            return Ok(value);
+        }
+        let dims = out.shape.dims().to_vec();
+        let mut strides: Vec<Vec<isize>> = inputs.iter().map(|v| broadcast_strides(v, &dims)).collect();
+        // The output's own (contiguous) strides join the merge test.
+        strides.push(Layout::contiguous(out.shape.clone()).strides.to_vec());
+        let dims = coalesce(&dims, &mut strides);
+        strides.pop();
+        let rank = dims.len();
+        let dtypes: Vec<DType> = inputs.iter().map(|v| v.dtype).collect();
+        let signature = format!("{program:?}|{dtypes:?}|{rank}|{}", out.dtype);
+        let cached = self.programs.lock().get(&signature).copied();
+        let (f, can_fail) = match cached {
+            Some(k) => k,
+            None => {
+                let metas: Vec<Meta> = inputs.iter().map(|v| Meta::new(v.dtype, Shape::new(&vec![1; rank]))).collect();
+                let src = codegen::fused_elementwise(program, &metas, &Meta::new(out.dtype, Shape::new(&dims)))?;
+                // The disk cache is keyed by the whole source, prelude included.
+                let key = format!("{}_{:016x}", src.name, codegen::fnv1a(src.source.as_bytes()));
+                let f = self.gpu.function(&key, &src.name, || src.source.clone())?;
+                let k = (f, src.source.contains("p.error)"));
+                self.programs.lock().insert(signature, k);
+                k
+            }
+        };
+        let ins: Vec<(*const u8, Vec<isize>)> =
+            inputs.iter().zip(strides).map(|(v, s)| Ok((address(v)? as *const u8, s))).collect::<Result<_>>()?;
+        let mut params = FusedParams::new(out_ptr as *mut u8, self.gpu.error_word() as *mut i32, &dims, &ins)?;
+        // SAFETY: the parameter block matches `RvParams`; every address is a
+        // live device buffer, held by `inputs` and `value` until the kernel
+        // has run (stream order).
+        unsafe { self.gpu.launch(f, (grid_for(n, self.gpu.multiprocessors), 1, 1), BLOCK, &mut [arg(&mut params)])? };
+        if can_fail {
+            match self.gpu.take_error()? {
+                0 => {}
+                1 => return Err(Error::invalid("integer division by zero")),
+                2 => return Err(Error::invalid("integers cannot be raised to a negative integer power")),
+                c => return Err(Error::device(format!("generated kernel reported error {c}"))),
+            }
+        }
+        Ok(value)
+    }
+
+    /// Launch a template instance with `args`.
+    fn launch(&self, inst: kernels::Instance, grid: (u32, u32, u32), args: &mut [*mut c_void]) -> Result<()> {
+        let kernels::Instance { key, name, source } = inst;
+        let f = self.gpu.function(&key, &name, move || source)?;
+        // SAFETY: each caller passes the arguments of its template's
+        // signature, over live device buffers.
+        unsafe { self.gpu.launch(f, grid, BLOCK, args) }
+    }
+
+    /// Host fallback: run `f` on the CPU backend with `inputs` copied there,
+    /// and copy the results back.
+    fn on_host<R, F>(&self, inputs: &[&Value], f: F) -> Result<R>
+    where
+        F: FnOnce(&dyn Backend, &[&Value]) -> Result<R>,
+        R: IntoIterator<Item = Value> + FromIterator<Value>,
+    {
+        let host: Vec<Value> = inputs.iter().map(|v| self.download(v)).collect::<Result<_>>()?;
+        let refs: Vec<&Value> = host.iter().collect();
+        let cpu = super::backend(Device::CPU)?;
+        let out = f(cpu, &refs)?;
+        out.into_iter().map(|v| self.upload(&v)).collect()
+    }
+
+    /// `(outer, R, inner)` of a contiguous `shape` reduced along `axes` (a
+    /// run of neighbouring axes).
+    fn split(dims: &[usize], first: usize, last: usize) -> (usize, usize, usize) {
+        let p = |r: &[usize]| r.iter().product::<usize>();
+        (p(&dims[..first]), p(&dims[first..=last]), p(&dims[last + 1..]))
+    }
+
+    /// Reduce a contiguous `[outer, R, inner]` value into `out`.
+    fn reduce_contiguous(
+        &self,
+        f: ReduceOp,
+        x: &Value,
+        (outer, r, inner): (usize, usize, usize),
+        out: &Meta,
+    ) -> Result<Value> {
+        let (value, out_ptr) = self.empty(out)?;
+        let total = outer * inner;
+        if total == 0 {
+            return Ok(value);
+        }
+        let sms = self.gpu.multiprocessors as usize;
+        let (mut inp, mut count) = (address(x)?, r as i64);
+        let acc = kernels::acc_dtype(out.dtype);
+        if inner == 1 {
+            // Enough blocks to fill the GPU, each at least 2048 elements long.
+            let parts = (4 * sms).div_ceil(outer).clamp(1, r.div_ceil(2048).max(1)).min(65_535) as i32;
+            let mut rows = outer as i64;
+            let mut len = r as i64;
+            if parts > 1 {
+                let (partial, part_ptr) = self.empty(&Meta::new(acc, Shape::new(&[outer * parts as usize])))?;
+                let mut po = part_ptr;
+                let mut one = parts;
+                self.launch(
+                    kernels::reduce(f, true, x.dtype, out.dtype, false),
+                    ((outer * parts as usize) as u32, 1, 1),
+                    &mut [arg(&mut inp), arg(&mut po), arg(&mut rows), arg(&mut len), arg(&mut one), arg(&mut count)],
+                )?;
+                let mut o = out_ptr;
+                let mut plen = parts as i64;
+                let mut single = 1i32;
+                self.launch(
+                    kernels::reduce(f, true, acc, out.dtype, true),
+                    (outer as u32, 1, 1),
+                    &mut [arg(&mut po), arg(&mut o), arg(&mut rows), arg(&mut plen), arg(&mut single), arg(&mut count)],
+                )?;
+                drop(partial);
+                return Ok(value);
+            }
+            let mut o = out_ptr;
+            let mut one = 1i32;
+            self.launch(
+                kernels::reduce(f, true, x.dtype, out.dtype, true),
+                (outer as u32, 1, 1),
+                &mut [arg(&mut inp), arg(&mut o), arg(&mut rows), arg(&mut len), arg(&mut one), arg(&mut count)],
+            )?;
+            return Ok(value);
+        }
+        let blocks = total.div_ceil(BLOCK as usize);
+        // Split R when the columns alone would leave the GPU idle.
+        let parts =
+            if total < sms * 1024 { (sms * 2048).div_ceil(total).clamp(1, (r / 16).max(1)).min(65_535) } else { 1 };
+        let (mut o64, mut r64, mut i64_) = (outer as i64, r as i64, inner as i64);
+        if parts > 1 {
+            let (partial, part_ptr) = self.empty(&Meta::new(acc, Shape::new(&[parts * total])))?;
+            let mut po = part_ptr;
+            let mut p32 = parts as i32;
+            self.launch(
+                kernels::reduce(f, false, x.dtype, out.dtype, false),
+                (blocks as u32, parts as u32, 1),
+                &mut [
+                    arg(&mut inp),
+                    arg(&mut po),
+                    arg(&mut o64),
+                    arg(&mut r64),
+                    arg(&mut i64_),
+                    arg(&mut p32),
+                    arg(&mut count),
+                ],
+            )?;
+            let (mut one_outer, mut rp, mut tot) = (1i64, parts as i64, total as i64);
+            let mut o = out_ptr;
+            let mut single = 1i32;
+            self.launch(
+                kernels::reduce(f, false, acc, out.dtype, true),
+                (blocks as u32, 1, 1),
+                &mut [
+                    arg(&mut po),
+                    arg(&mut o),
+                    arg(&mut one_outer),
+                    arg(&mut rp),
+                    arg(&mut tot),
+                    arg(&mut single),
+                    arg(&mut count),
+                ],
+            )?;
+            drop(partial);
+            return Ok(value);
+        }
+        let mut o = out_ptr;
+        let mut single = 1i32;
+        self.launch(
+            kernels::reduce(f, false, x.dtype, out.dtype, true),
+            (blocks as u32, 1, 1),
+            &mut [
+                arg(&mut inp),
+                arg(&mut o),
+                arg(&mut o64),
+                arg(&mut r64),
+                arg(&mut i64_),
+                arg(&mut single),
+                arg(&mut count),
+            ],
+        )?;
+        Ok(value)
+    }
+
+    /// `x` made contiguous with `axis` as the middle of `(outer, R, inner)`.
+    fn along(&self, x: &Value, axis: usize) -> Result<(Value, (usize, usize, usize))> {
+        let x = self.contiguous(x)?;
+        let dims = x.shape().dims().to_vec();
+        let split = Self::split(&dims, axis, axis);
+        Ok((x, split))
+    }
+
+    /// The operand of a matrix product as cuBLAS takes it: its address,
+    /// whether it is stored transposed relative to `transposed`, its
+    /// leading dimension and its batch stride (0: one matrix for all).
+    fn matrix_operand(&self, v: &Value, batch: &[usize]) -> Result<(Value, bool, i64, i64)> {
+        let rank = v.shape().rank();
+        let (rows, cols) = (v.shape()[rank - 2], v.shape()[rank - 1]);
+        let (s0, s1) = (v.layout.strides[rank - 2], v.layout.strides[rank - 1]);
+        // One stride steps through the batch when the operand's batch
+        // dims (broadcast to the output's) nest exactly, or all broadcast.
+        let vb = &v.shape().dims()[..rank - 2];
+        let off = batch.len() - vb.len();
+        let walked: Vec<(usize, isize)> = (0..batch.len())
+            .filter(|&d| batch[d] != 1)
+            .map(|d| (batch[d], if d < off || vb[d - off] == 1 { 0 } else { v.layout.strides[d - off] }))
+            .collect();
+        let one_stride = if walked.iter().all(|&(_, s)| s == 0) {
+            Some(0)
+        } else if walked.windows(2).all(|w| w[0].1 == w[1].1 * w[1].0 as isize) {
+            walked.last().map(|&(_, s)| s)
+        } else {
+            None
+        };
+        let row_major = s1 == 1 && (s0 >= cols.max(1) as isize || rows == 1);
+        let col_major = s0 == 1 && (s1 >= rows.max(1) as isize || cols == 1) && !row_major;
+        match (one_stride, row_major, col_major) {
+            (Some(bs), true, _) if bs >= 0 => Ok((v.clone(), false, s0.max(cols.max(1) as isize) as i64, bs as i64)),
+            (Some(bs), _, true) if bs >= 0 => Ok((v.clone(), true, s1.max(rows.max(1) as isize) as i64, bs as i64)),
+            _ => {
+                // A full contiguous copy, broadcast over the batch.
+                let mut full: Vec<usize> = batch.to_vec();
+                full.extend([rows, cols]);
+                let meta = Meta::new(v.dtype, Shape::new(&full));
+                let bcast = crate::backend::views::broadcast_to(v, &meta.shape)?;
+                let c = self.assemble(&meta, Scalar::I64(0), &[(Layout::contiguous(meta.shape.clone()), &bcast)])?;
+                let stride = if batch.iter().product::<usize>() > 1 { (rows * cols) as i64 } else { 0 };
+                Ok((c, false, cols.max(1) as i64, stride))
+            }
+        }
+    }
+}
+
+impl CudaBackend {
+    /// One optimizer step as one kernel: new variable and slot values.
+    fn apply_update(&self, rule: &UpdateRule, inputs: &[&Value]) -> Result<Vec<Value>> {
+        let (w, g) = (inputs[0], inputs[1]);
+        let slots = &inputs[4..];
+        if slots.len() != rule.num_slots() || g.shape() != w.shape() || slots.iter().any(|s| s.shape() != w.shape()) {
+            return Err(Error::shape(format!(
+                "optimizer update: the gradient and {} slots must have the variable's shape {}",
+                rule.num_slots(),
+                w.shape()
+            )));
+        }
+        if g.dtype != w.dtype || slots.iter().any(|s| s.dtype != w.dtype) {
+            return Err(Error::dtype(format!("optimizer update: gradient and slots must be {}", w.dtype)));
+        }
+        let meta = Meta::new(w.dtype, w.shape().clone());
+        let scalar = |v: &Value| -> Result<Value> {
+            if v.numel() != 1 {
+                return Err(Error::invalid(format!("expected a scalar, got shape {}", v.shape())));
+            }
+            self.cast(v, &Meta::new(DType::F64, v.shape().clone()))
+        };
+        let (lr, step) = (scalar(inputs[2])?, scalar(inputs[3])?);
+        let (w, g) = (self.contiguous(w)?, self.contiguous(g)?);
+        let slots: Vec<Value> = slots.iter().map(|s| self.contiguous(s)).collect::<Result<_>>()?;
+        let mut outs = Vec::with_capacity(1 + slots.len());
+        let mut ptrs = [0u64; 3];
+        for p in ptrs.iter_mut().take(1 + slots.len()) {
+            let (v, ptr) = self.empty(&meta)?;
+            outs.push(v);
+            *p = ptr;
+        }
+        let n = meta.shape.numel_known();
+        if n == 0 {
+            return Ok(outs);
+        }
+        let slot = |k: usize| slots.get(k).map(address).transpose().map(|a| a.unwrap_or(0));
+        let (rule_code, flag, h) = match *rule {
+            UpdateRule::Sgd => (0, 0, [0.0; 4]),
+            UpdateRule::Momentum { momentum, nesterov } => (1, nesterov as i32, [momentum, 0.0, 0.0, 0.0]),
+            UpdateRule::Adam { beta1, beta2, epsilon, weight_decay } => (2, 0, [beta1, beta2, epsilon, weight_decay]),
+            UpdateRule::RmsProp { rho, epsilon } => (3, 0, [rho, epsilon, 0.0, 0.0]),
+            UpdateRule::Adagrad { epsilon } => (4, 0, [epsilon, 0.0, 0.0, 0.0]),
+        };
+        let mut p = kernels::UpdateParams {
+            w: address(&w)?,
+            g: address(&g)?,
+            s1: slot(0)?,
+            s2: slot(1)?,
+            w_out: ptrs[0],
+            s1_out: ptrs[1],
+            s2_out: ptrs[2],
+            lr: address(&lr)?,
+            step: address(&step)?,
+            n: n as i64,
+            h,
+            rule: rule_code,
+            flag,
+        };
+        self.launch(kernels::apply_update(w.dtype), (grid_for(n, self.gpu.multiprocessors), 1, 1), &mut [arg(&mut p)])?;
+        Ok(outs)
+    }
+}
+
+impl Backend for CudaBackend {
+    fn device(&self) -> Device {
+        self.gpu.device
+    }
+
+    fn kernel(&self, op: &Op, inputs: &[&Value], outs: &[Meta], _ctx: &KernelCtx) -> Option<Result<Values>> {
+        match op {
+            Op::FusedElementwise { program } if program.reduce.is_none() && !program.has_pads() => {
+                let [out] = outs else { return None };
+                match self.run_program(program, inputs, out) {
+                    Err(e) if e.kind() == ErrorKind::Unimplemented => None,
+                    r => Some(r.map(|v| smallvec::smallvec![v])),
+                }
+            }
+            Op::ApplyUpdate { rule } if inputs.first().is_some_and(|w| w.dtype.is_float()) => {
+                Some(self.apply_update(rule, inputs).map(Values::from_vec))
+            }
+            _ => None,
+        }
+    }
+
+    fn unary(&self, f: UnaryOp, x: &Value, out: &Meta) -> Result<Value> {
+        self.run_program(&single(Instr::Unary(f, 0), 1), &[x], out)
+    }
+    fn binary(&self, f: BinaryOp, a: &Value, b: &Value, out: &Meta) -> Result<Value> {
+        self.run_program(&single(Instr::Binary(f, 0, 1), 2), &[a, b], out)
+    }
+    fn select(&self, c: &Value, a: &Value, b: &Value, out: &Meta) -> Result<Value> {
+        self.run_program(&single(Instr::Select(0, 1, 2), 3), &[c, a, b], out)
+    }
+    fn cast(&self, x: &Value, out: &Meta) -> Result<Value> {
+        self.run_program(&single(Instr::Cast(out.dtype, 0), 1), &[x], out)
+    }
+
+    fn reduce(&self, f: ReduceOp, x: &Value, axes: &[usize], out: &Meta) -> Result<Value> {
+        let x = self.contiguous(x)?;
+        let dims = x.shape().dims().to_vec();
+        if axes.is_empty() {
+            // Nothing reduced: an elementwise pass (the mean of one is itself).
+            return self.reduce_contiguous(f, &x, (x.numel(), 1, 1), out);
+        }
+        let neighbours = axes.windows(2).all(|w| w[1] == w[0] + 1);
+        let (x, split) = if neighbours {
+            (x, Self::split(&dims, axes[0], axes[axes.len() - 1]))
+        } else {
+            // Reduced axes last: a transposed contiguous copy.
+            let kept: Vec<usize> = (0..dims.len()).filter(|d| !axes.contains(d)).collect();
+            let mut perm = kept.clone();
+            perm.extend_from_slice(axes);
+            let t = crate::backend::views::transpose(&x, &perm);
+            let c = self.contiguous(&t)?;
+            let outer: usize = kept.iter().map(|&d| dims[d]).product();
+            let r: usize = axes.iter().map(|&d| dims[d]).product();
+            (c, (outer, r, 1))
+        };
+        self.reduce_contiguous(f, &x, split, out)
+    }
+
+    fn arg_reduce(&self, f: ArgOp, x: &Value, axis: usize, out: &Meta) -> Result<Value> {
+        let (x, (outer, r, inner)) = self.along(x, axis)?;
+        let (value, out_ptr) = self.empty(out)?;
+        let total = outer * inner;
+        if total == 0 {
+            return Ok(value);
+        }
+        if r == 0 {
+            return Err(Error::invalid(format!("{f:?} over an empty axis {axis}")));
+        }
+        let (mut i, mut o) = (address(&x)?, out_ptr);
+        let (mut a, mut b, mut c) = (outer as i64, r as i64, inner as i64);
+        self.launch(
+            kernels::arg_reduce(f, x.dtype, out.dtype),
+            (total.div_ceil(BLOCK as usize) as u32, 1, 1),
+            &mut [arg(&mut i), arg(&mut o), arg(&mut a), arg(&mut b), arg(&mut c)],
+        )?;
+        Ok(value)
+    }
+
+    fn scan(&self, f: ScanOp, x: &Value, axis: usize, exclusive: bool, reverse: bool, out: &Meta) -> Result<Value> {
+        let (x, (outer, r, inner)) = self.along(x, axis)?;
+        let (value, out_ptr) = self.empty(out)?;
+        let total = outer * inner;
+        if total == 0 || r == 0 {
+            return Ok(value);
+        }
+        let (mut i, mut o) = (address(&x)?, out_ptr);
+        let (mut a, mut b, mut c) = (outer as i64, r as i64, inner as i64);
+        let (mut e, mut rv) = (exclusive as i32, reverse as i32);
+        self.launch(
+            kernels::scan(f, x.dtype),
+            (total.div_ceil(BLOCK as usize) as u32, 1, 1),
+            &mut [arg(&mut i), arg(&mut o), arg(&mut a), arg(&mut b), arg(&mut c), arg(&mut e), arg(&mut rv)],
+        )?;
+        Ok(value)
+    }
+
+    fn matmul(&self, a: &Value, b: &Value, ta: bool, tb: bool, out: &Meta) -> Result<Value> {
+        use cudarc::cublas::sys as blas;
+        let (value, c_ptr) = self.empty(out)?;
+        let r = out.shape.rank();
+        let (m, n) = (out.shape[r - 2], out.shape[r - 1]);
+        let ar = a.shape().rank();
+        let k = if ta { a.shape()[ar - 2] } else { a.shape()[ar - 1] };
+        let batch: Vec<usize> = out.shape.dims()[..r - 2].to_vec();
+        let batches: usize = batch.iter().product();
+        if m == 0 || n == 0 || batches == 0 {
+            return Ok(value);
+        }
+        if k == 0 {
+            return self.assemble(out, Scalar::I64(0), &[]);
+        }
+        let (av, a_flip, lda, sa) = self.matrix_operand(a, &batch)?;
+        let (bv, b_flip, ldb, sb) = self.matrix_operand(b, &batch)?;
+        let (pa, pb) = (address(&av)?, address(&bv)?);
+        let dt = out.dtype;
+        if !dt.is_float() {
+            // Strided integer kernel: element (i, p) of op(A) and (p, j) of op(B).
+            let at = ta ^ a_flip;
+            let bt = tb ^ b_flip;
+            // Row-major op(A)[i, p]: stored [i, p] (stride lda, 1) or transposed.
+            let (sam, sak) = if at { (1, lda) } else { (lda, 1) };
+            let (sbk, sbn) = if bt { (1, ldb) } else { (ldb, 1) };
+            let mut p = kernels::MatmulParams {
+                a: pa,
+                b: pb,
+                c: c_ptr,
+                batch: batches as i64,
+                m: m as i64,
+                n: n as i64,
+                k: k as i64,
+                sab: sa,
+                sam,
+                sak,
+                sbb: sb,
+                sbk,
+                sbn,
+            };
+            let total = batches * m * n;
+            self.launch(kernels::matmul(dt), (total.div_ceil(BLOCK as usize) as u32, 1, 1), &mut [arg(&mut p)])?;
+            return Ok(value);
+        }
+        let big = |x: usize| x > i32::MAX as usize;
+        if big(m) || big(n) || big(k) || big(batches) || big(lda as usize) || big(ldb as usize) {
+            return Err(Error::unimplemented(format!(
+                "a GPU matmul of {m}x{k} by {k}x{n} exceeds cuBLAS's 32-bit sizes"
+            )));
+        }
+        // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T:
+        // cuBLAS's first operand is B, its second A.
+        let op = |t: bool| if t { blas::cublasOperation_t::CUBLAS_OP_T } else { blas::cublasOperation_t::CUBLAS_OP_N };
+        let (data_type, compute) = match dt {
+            DType::F32 if tensor_float_32_execution_enabled() => {
+                (blas::cudaDataType::CUDA_R_32F, blas::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32)
+            }
+            DType::F32 => (blas::cudaDataType::CUDA_R_32F, blas::cublasComputeType_t::CUBLAS_COMPUTE_32F),
+            DType::F64 => (blas::cudaDataType::CUDA_R_64F, blas::cublasComputeType_t::CUBLAS_COMPUTE_64F),
+            DType::F16 => (blas::cudaDataType::CUDA_R_16F, blas::cublasComputeType_t::CUBLAS_COMPUTE_32F),
+            DType::BF16 => (blas::cudaDataType::CUDA_R_16BF, blas::cublasComputeType_t::CUBLAS_COMPUTE_32F),
+            d => return Err(Error::dtype(format!("MatMul on the GPU does not take {d}"))),
+        };
+        let (one64, zero64) = (1f64, 0f64);
+        let (one32, zero32) = (1f32, 0f32);
+        let (alpha, beta): (*const c_void, *const c_void) = if dt == DType::F64 {
+            (&one64 as *const f64 as _, &zero64 as *const f64 as _)
+        } else {
+            (&one32 as *const f32 as _, &zero32 as *const f32 as _)
+        };
+        self.gpu.with_blas(|h| {
+            // SAFETY: the operands are live device buffers laid out as
+            // described by the leading dimensions and batch strides; the
+            // scalars outlive the (host-pointer-mode) call.
+            unsafe {
+                gpu::check_blas(
+                    "cublasGemmStridedBatchedEx",
+                    blas::cublasGemmStridedBatchedEx(
+                        h.0,
+                        op(tb ^ b_flip),
+                        op(ta ^ a_flip),
+                        n as i32,
+                        m as i32,
+                        k as i32,
+                        alpha,
+                        pb as *const c_void,
+                        data_type,
+                        ldb as i32,
+                        sb,
+                        pa as *const c_void,
+                        data_type,
+                        lda as i32,
+                        sa,
+                        beta,
+                        c_ptr as *mut c_void,
+                        data_type,
+                        n as i32,
+                        (m * n) as i64,
+                        batches as i32,
+                        compute,
+                        blas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                    ),
+                )
+            }
+        })?;
+        drop((av, bv));
+        Ok(value)
+    }
+
+    fn assemble(&self, out: &Meta, fill: Scalar, pieces: &[(Layout, &Value)]) -> Result<Value> {
+        let (value, out_ptr) = self.empty(out)?;
+        let n = out.shape.numel_known();
+        if n == 0 {
+            return Ok(value);
+        }
+        let size = out.dtype.size();
+        let whole = Layout::contiguous(out.shape.clone());
+        if !pieces.iter().any(|(l, _)| *l == whole) {
+            // The fill's bits in the output dtype, as the CPU converts it.
+            let host = super::backend(Device::CPU)?.assemble(&Meta::new(out.dtype, Shape::scalar()), fill, &[])?;
+            let mut bits = [0u8; 8];
+            bits[..size].copy_from_slice(&host.storage.host().bytes()[..size]);
+            let (mut o, mut count, mut b) = (out_ptr, n as i64, u64::from_le_bytes(bits));
+            self.launch(
+                kernels::fill(size),
+                (grid_for(n, self.gpu.multiprocessors), 1, 1),
+                &mut [arg(&mut o), arg(&mut count), arg(&mut b)],
+            )?;
+        }
+        for (layout, v) in pieces {
+            let m = v.numel();
+            if m == 0 {
+                continue;
+            }
+            if v.dtype != out.dtype || v.shape() != &layout.shape {
+                return Err(Error::invalid(format!(
+                    "assemble: a {}{} piece for a {}{} region of {}{}",
+                    v.dtype,
+                    v.shape(),
+                    out.dtype,
+                    layout.shape,
+                    out.dtype,
+                    out.shape
+                )));
+            }
+            if v.shape().rank() > 8 {
+                return Err(Error::unimplemented("GPU copies of rank above 8"));
+            }
+            let mut p = kernels::CopyParams {
+                src: base_address(v)?,
+                dst: out_ptr,
+                n: m as i64,
+                src_offset: v.layout.offset as i64,
+                dst_offset: layout.offset as i64,
+                rank: v.shape().rank() as i32,
+                ..Default::default()
+            };
+            for d in 0..v.shape().rank() {
+                p.dims[d] = v.shape()[d] as i64;
+                p.src_strides[d] = v.layout.strides[d] as i64;
+                p.dst_strides[d] = layout.strides[d] as i64;
+            }
+            self.launch(kernels::copy(size), (grid_for(m, self.gpu.multiprocessors), 1, 1), &mut [arg(&mut p)])?;
+        }
+        Ok(value)
+    }
+
+    fn range(&self, start: Scalar, delta: Scalar, out: &Meta) -> Result<Value> {
+        let (value, out_ptr) = self.empty(out)?;
+        let n = out.shape.numel_known();
+        if n == 0 {
+            return Ok(value);
+        }
+        let integer = matches!((start, delta), (Scalar::I64(_), Scalar::I64(_))) && !out.dtype.is_float();
+        let (mut o, mut count) = (out_ptr, n as i64);
+        let (mut s, mut d) = (start.as_f64(), delta.as_f64());
+        let (mut si, mut di) = match (start, delta) {
+            (Scalar::I64(a), Scalar::I64(b)) => (a, b),
+            _ => (0, 0),
+        };
+        let mut int = integer as i32;
+        self.launch(
+            kernels::range(out.dtype),
+            (n.div_ceil(BLOCK as usize) as u32, 1, 1),
+            &mut [arg(&mut o), arg(&mut count), arg(&mut s), arg(&mut d), arg(&mut si), arg(&mut di), arg(&mut int)],
+        )?;
+        Ok(value)
+    }
+
+    fn random(&self, dist: &Distribution, out: &Meta, seed: u64, stream: u64) -> Result<Value> {
+        let v: Vec<Value> = self.on_host(&[], |cpu, _| Ok(vec![cpu.random(dist, out, seed, stream)?]))?;
+        v.into_iter().next().ok_or_else(|| Error::invalid("random gave no value"))
+    }
+
+    fn gather(&self, params: &Value, indices: &Value, axis: usize, batch_dims: usize, out: &Meta) -> Result<Value> {
+        let v: Vec<Value> =
+            self.on_host(&[params, indices], |cpu, x| Ok(vec![cpu.gather(x[0], x[1], axis, batch_dims, out)?]))?;
+        v.into_iter().next().ok_or_else(|| Error::invalid("gather gave no value"))
+    }
+
+    fn gather_nd(&self, params: &Value, indices: &Value, out: &Meta) -> Result<Value> {
+        let v: Vec<Value> = self.on_host(&[params, indices], |cpu, x| Ok(vec![cpu.gather_nd(x[0], x[1], out)?]))?;
+        v.into_iter().next().ok_or_else(|| Error::invalid("gather_nd gave no value"))
+    }
+
+    fn scatter_add(
+        &self,
+        updates: &Value,
+        indices: &Value,
+        axis: usize,
+        batch_dims: usize,
+        out: &Meta,
+    ) -> Result<Value> {
+        let v: Vec<Value> =
+            self.on_host(&[updates, indices], |cpu, x| Ok(vec![cpu.scatter_add(x[0], x[1], axis, batch_dims, out)?]))?;
+        v.into_iter().next().ok_or_else(|| Error::invalid("scatter_add gave no value"))
+    }
+
+    fn scatter_nd(&self, indices: &Value, updates: &Value, out: &Meta) -> Result<Value> {
+        let v: Vec<Value> = self.on_host(&[indices, updates], |cpu, x| Ok(vec![cpu.scatter_nd(x[0], x[1], out)?]))?;
+        v.into_iter().next().ok_or_else(|| Error::invalid("scatter_nd gave no value"))
+    }
+
+    fn top_k(&self, x: &Value, k: usize, outs: &[Meta]) -> Result<(Value, Value)> {
+        let v: Vec<Value> = self.on_host(&[x], |cpu, x| {
+            let (a, b) = cpu.top_k(x[0], k, outs)?;
+            Ok(vec![a, b])
+        })?;
+        let mut it = v.into_iter();
+        match (it.next(), it.next()) {
+            (Some(a), Some(b)) => Ok((a, b)),
+            _ => Err(Error::invalid("top_k gave no values")),
+        }
+    }
+
+    fn upload(&self, host: &Value) -> Result<Value> {
+        let meta = Meta::new(host.dtype, host.shape().clone());
+        let (value, ptr) = self.empty(&meta)?;
+        let n = host.numel();
+        if n == 0 {
+            return Ok(value);
+        }
+        let contiguous;
+        let src = if host.layout.is_contiguous() {
+            host
+        } else {
+            contiguous = super::backend(Device::CPU)?.assemble(
+                &meta,
+                Scalar::I64(0),
+                &[(Layout::contiguous(meta.shape.clone()), host)],
+            )?;
+            &contiguous
+        };
+        let size = src.dtype.size();
+        let at = src.layout.offset * size;
+        self.gpu.upload(ptr, &src.storage.host().bytes()[at..at + n * size])?;
+        Ok(value)
+    }
+
+    fn download(&self, v: &Value) -> Result<Value> {
+        let c = self.contiguous(v)?;
+        let n = c.numel();
+        let size = c.dtype.size();
+        let mut buf = crate::tensor::storage::HostBuffer::new(n * size)?;
+        if n > 0 {
+            self.gpu.download(buf.bytes_mut(), address(&c)?)?;
+        }
+        Ok(Value::from_buffer(c.dtype, c.shape().clone(), buf))
+    }
+}

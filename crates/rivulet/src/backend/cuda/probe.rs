@@ -39,7 +39,6 @@ impl CudaProbe {
                 for (i, d) in self.devices.iter().enumerate() {
                     s.push_str(&format!("\n  gpu:{i}  {d}"));
                 }
-                s.push_str("\n  (the CUDA backend's kernels are not built yet: work runs on the CPU)");
                 s
             }
         }

@@ -1,0 +1,380 @@
+//! One GPU as the backend sees it: its primary context, the stream every
+//! kernel and copy of the device is queued on, the caching allocator over
+//! the driver's memory, compiled kernels (NVRTC, cached in memory and on
+//! disk) and the cuBLAS handle.
+//!
+//! Every driver call goes through cudarc's raw bindings, after
+//! [`super::probe`] found the driver library (cudarc's loader panics
+//! where it is missing) and after NVRTC's and cuBLAS's libraries were found
+//! the same way.
+
+use super::allocator::{Block, CachingAllocator, DeviceMemory, MemoryStats};
+use crate::error::{Error, Result};
+use crate::tensor::storage::{DeviceAllocation, HostBuffer};
+use crate::tensor::Device;
+use cudarc::driver::{result as drv, sys};
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+use std::cell::Cell;
+use std::ffi::{c_void, CString};
+use std::sync::Arc;
+
+/// A driver error as a rivulet error naming what was being done.
+pub(crate) fn driver_error(what: &str, e: drv::DriverError) -> Error {
+    let name = e.error_name().map(|c| c.to_string_lossy().into_owned()).unwrap_or_else(|_| format!("{:?}", e.0));
+    Error::device(format!("CUDA {what} failed: {name}"))
+}
+
+/// Driver handles, shared by every thread (the driver API is thread-safe).
+#[derive(Clone, Copy)]
+struct Handles {
+    ctx: sys::CUcontext,
+    stream: sys::CUstream,
+}
+// SAFETY: CUDA contexts and streams may be used from any thread.
+unsafe impl Send for Handles {}
+// SAFETY: as above.
+unsafe impl Sync for Handles {}
+
+/// The driver's memory, under the caching allocator.
+struct DriverMemory {
+    handles: Handles,
+    name: String,
+}
+
+impl DeviceMemory for DriverMemory {
+    fn alloc(&self, bytes: usize) -> Option<u64> {
+        make_current(self.handles.ctx).ok()?;
+        // SAFETY: a plain allocation in the current context.
+        unsafe { drv::malloc_sync(bytes) }.ok()
+    }
+    fn free(&self, ptr: u64, _bytes: usize) {
+        if make_current(self.handles.ctx).is_err() {
+            return;
+        }
+        // Queued kernels may still read the block: wait for them first.
+        // SAFETY: the stream and the allocation are live; nothing uses the block after this.
+        unsafe {
+            let _ = drv::stream::synchronize(self.handles.stream);
+            let _ = drv::free_sync(ptr);
+        }
+    }
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+}
+
+thread_local! {
+    static CURRENT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Make `ctx` current on this thread (once per thread and context).
+fn make_current(ctx: sys::CUcontext) -> Result<()> {
+    let key = ctx as usize;
+    if CURRENT.with(|c| c.get()) == key {
+        return Ok(());
+    }
+    // SAFETY: a live primary context.
+    unsafe { drv::ctx::set_current(ctx) }.map_err(|e| driver_error("cuCtxSetCurrent", e))?;
+    CURRENT.with(|c| c.set(key));
+    Ok(())
+}
+
+/// A compiled kernel.
+#[derive(Clone, Copy)]
+pub(crate) struct Function(sys::CUfunction);
+// SAFETY: function handles are immutable and valid in every thread of the context.
+unsafe impl Send for Function {}
+// SAFETY: as above.
+unsafe impl Sync for Function {}
+
+/// The cuBLAS handle, used by one thread at a time.
+pub(crate) struct Blas(pub cudarc::cublas::sys::cublasHandle_t);
+// SAFETY: a cuBLAS handle may move between threads; the mutex around it
+// keeps its use to one at a time.
+unsafe impl Send for Blas {}
+
+/// One GPU.
+pub(crate) struct Gpu {
+    pub device: Device,
+    pub name: String,
+    /// Compute capability, e.g. (9, 0).
+    pub capability: (i32, i32),
+    pub multiprocessors: u32,
+    handles: Handles,
+    allocator: CachingAllocator<DriverMemory>,
+    kernels: Mutex<FxHashMap<String, Function>>,
+    blas: Mutex<Option<Blas>>,
+    /// The integer-error word generated kernels set (see `codegen`).
+    error_word: u64,
+    arch: &'static str,
+}
+
+impl Gpu {
+    /// Open GPU `index`: its primary context, a stream, the error word.
+    pub fn open(index: u32) -> Result<Gpu> {
+        drv::init().map_err(|e| driver_error("cuInit", e))?;
+        let dev = drv::device::get(index as i32).map_err(|e| driver_error("cuDeviceGet", e))?;
+        let name = drv::device::get_name(dev).unwrap_or_else(|_| "NVIDIA GPU".to_string());
+        let attr = |a: sys::CUdevice_attribute| -> Result<i32> {
+            // SAFETY: a valid device ordinal.
+            unsafe { drv::device::get_attribute(dev, a) }.map_err(|e| driver_error("cuDeviceGetAttribute", e))
+        };
+        let major = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
+        let minor = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
+        let sms = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+        // SAFETY: a valid device; the context is released never (it lives as long as the process).
+        let ctx = unsafe { drv::primary_ctx::retain(dev) }.map_err(|e| driver_error("cuDevicePrimaryCtxRetain", e))?;
+        make_current(ctx)?;
+        let stream =
+            drv::stream::create(drv::stream::StreamKind::NonBlocking).map_err(|e| driver_error("cuStreamCreate", e))?;
+        let handles = Handles { ctx, stream };
+        let device = Device { kind: crate::tensor::DeviceKind::Gpu, index };
+        let allocator = CachingAllocator::new(DriverMemory { handles, name: format!("{device} ({name})") });
+        // SAFETY: a plain allocation in the current context, zeroed before use.
+        let error_word = unsafe { drv::malloc_sync(8) }.map_err(|e| driver_error("cuMemAlloc", e))?;
+        // SAFETY: the allocation just made, 8 bytes.
+        unsafe { drv::memset_d8_sync(error_word, 0, 8) }.map_err(|e| driver_error("cuMemsetD8", e))?;
+        let arch: &'static str = Box::leak(format!("sm_{major}{minor}").into_boxed_str());
+        Ok(Gpu {
+            device,
+            name,
+            capability: (major, minor),
+            multiprocessors: sms.max(1) as u32,
+            handles,
+            allocator,
+            kernels: Mutex::new(FxHashMap::default()),
+            blas: Mutex::new(None),
+            error_word,
+            arch,
+        })
+    }
+
+    /// Make this GPU's context current on the calling thread.
+    #[inline]
+    pub fn enter(&self) -> Result<()> {
+        make_current(self.handles.ctx)
+    }
+
+    /// `bytes` of device memory (uninitialised), freed when the last
+    /// storage over it drops.
+    pub fn alloc(self: &Arc<Self>, bytes: usize) -> Result<GpuBuffer> {
+        let block = self.allocator.alloc(bytes.max(1), self.handles.stream as u64)?;
+        Ok(GpuBuffer { gpu: self.clone(), block: Some(block), bytes })
+    }
+
+    /// Give cached blocks back to the driver; the bytes released.
+    pub fn release_cached(&self) -> usize {
+        self.allocator.release_cached()
+    }
+
+    /// Bytes in use, cached and at the peak.
+    pub fn memory_stats(&self) -> MemoryStats {
+        self.allocator.stats()
+    }
+
+    /// Wait for everything queued on the stream.
+    pub fn synchronize(&self) -> Result<()> {
+        self.enter()?;
+        // SAFETY: a live stream.
+        unsafe { drv::stream::synchronize(self.handles.stream) }.map_err(|e| driver_error("cuStreamSynchronize", e))
+    }
+
+    /// Copy host bytes to `dst` (queued; pageable memory is staged by the
+    /// driver before the call returns, so `src` may be dropped after).
+    pub fn upload(&self, dst: u64, src: &[u8]) -> Result<()> {
+        if src.is_empty() {
+            return Ok(());
+        }
+        self.enter()?;
+        // SAFETY: `dst` holds at least `src.len()` bytes (the caller's allocation).
+        unsafe { drv::memcpy_htod_async(dst, src, self.handles.stream) }.map_err(|e| driver_error("cuMemcpyHtoD", e))
+    }
+
+    /// Copy `dst.len()` bytes from `src` to the host, after all queued work.
+    pub fn download(&self, dst: &mut [u8], src: u64) -> Result<()> {
+        self.enter()?;
+        if !dst.is_empty() {
+            // SAFETY: `src` holds at least `dst.len()` bytes.
+            unsafe { drv::memcpy_dtoh_async(dst, src, self.handles.stream) }
+                .map_err(|e| driver_error("cuMemcpyDtoH", e))?;
+        }
+        self.synchronize()
+    }
+
+    /// The kernel `name` of `source`, compiled on first use (NVRTC, then a
+    /// PTX file in the disk cache named by `key`, so later processes skip
+    /// the compiler).
+    pub fn function(&self, key: &str, name: &str, source: impl FnOnce() -> String) -> Result<Function> {
+        if let Some(f) = self.kernels.lock().get(key) {
+            return Ok(*f);
+        }
+        self.enter()?;
+        let ptx = match disk_cache_path(key, self.arch).and_then(|p| std::fs::read_to_string(p).ok()) {
+            Some(ptx) => ptx,
+            None => {
+                let src = source();
+                let ptx = compile(&src, self.arch)?;
+                if let Some(p) = disk_cache_path(key, self.arch) {
+                    // A cache, not data: a temporary name and a rename keep
+                    // readers from a half-written file; losing it costs a compile.
+                    let tmp = p.with_extension(format!("tmp{}", std::process::id()));
+                    if std::fs::write(&tmp, ptx.as_bytes()).is_ok() && std::fs::rename(&tmp, &p).is_err() {
+                        let _ = std::fs::remove_file(&tmp);
+                    }
+                }
+                ptx
+            }
+        };
+        let image = CString::new(ptx).map_err(|_| Error::device("NVRTC produced PTX with a NUL byte"))?;
+        // SAFETY: a NUL-terminated PTX image; the module is kept for the process.
+        let module = unsafe { drv::module::load_data(image.as_ptr() as *const c_void) }
+            .map_err(|e| driver_error(&format!("loading kernel {name}"), e))?;
+        let cname = CString::new(name).map_err(|_| Error::invalid("kernel name with a NUL byte"))?;
+        // SAFETY: a live module.
+        let f = unsafe { drv::module::get_function(module, cname) }
+            .map_err(|e| driver_error(&format!("finding kernel {name}"), e))?;
+        let f = Function(f);
+        self.kernels.lock().insert(key.to_string(), f);
+        Ok(f)
+    }
+
+    /// Launch `f` on the stream with one by-value argument per entry of `args`.
+    ///
+    /// # Safety
+    /// `args` must match the kernel's parameters, and every device pointer
+    /// they hold must stay allocated until the kernel has run (stream order
+    /// guarantees that for buffers freed to the caching allocator).
+    pub unsafe fn launch(
+        &self,
+        f: Function,
+        grid: (u32, u32, u32),
+        block: u32,
+        args: &mut [*mut c_void],
+    ) -> Result<()> {
+        self.enter()?;
+        drv::launch_kernel(f.0, grid, (block, 1, 1), 0, self.handles.stream, args)
+            .map_err(|e| driver_error("cuLaunchKernel", e))
+    }
+
+    /// The device address of the integer-error word.
+    pub fn error_word(&self) -> u64 {
+        self.error_word
+    }
+
+    /// Read and clear the integer-error word (synchronizes).
+    pub fn take_error(&self) -> Result<i32> {
+        let mut word = [0u8; 4];
+        self.download(&mut word, self.error_word)?;
+        let code = i32::from_le_bytes(word);
+        if code != 0 {
+            // SAFETY: the live 8-byte error word.
+            unsafe { drv::memset_d8_async(self.error_word, 0, 8, self.handles.stream) }
+                .map_err(|e| driver_error("cuMemsetD8", e))?;
+        }
+        Ok(code)
+    }
+
+    /// Run `f` with the cuBLAS handle (made on first use, bound to the stream).
+    pub fn with_blas<R>(&self, f: impl FnOnce(&Blas) -> Result<R>) -> Result<R> {
+        use cudarc::cublas::sys as blas;
+        self.enter()?;
+        let mut guard = self.blas.lock();
+        if guard.is_none() {
+            // SAFETY: probe checked the library is present (see `super::available`).
+            let present = unsafe { blas::is_culib_present() };
+            if !present {
+                return Err(Error::device("cuBLAS (libcublas) was not found: GPU matrix products are unavailable"));
+            }
+            let mut h: blas::cublasHandle_t = std::ptr::null_mut();
+            // SAFETY: out-pointer to a handle; then bound to our live stream.
+            unsafe {
+                check_blas("cublasCreate", blas::cublasCreate_v2(&mut h))?;
+                check_blas("cublasSetStream", blas::cublasSetStream_v2(h, self.handles.stream as _))?;
+            }
+            *guard = Some(Blas(h));
+        }
+        match guard.as_ref() {
+            Some(b) => f(b),
+            None => Err(Error::device("cuBLAS handle missing")),
+        }
+    }
+}
+
+/// A cuBLAS status as a result.
+pub(crate) fn check_blas(what: &str, status: cudarc::cublas::sys::cublasStatus_t) -> Result<()> {
+    if status == cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+        Ok(())
+    } else {
+        Err(Error::device(format!("{what} failed: {status:?}")))
+    }
+}
+
+/// Compile CUDA C to PTX for `arch`, IEEE-exact (no contraction into FMAs,
+/// no flush to zero: the CPU's numbers).
+pub(crate) fn compile(source: &str, arch: &'static str) -> Result<String> {
+    use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
+    let opts = CompileOptions {
+        fmad: Some(false),
+        ftz: Some(false),
+        prec_div: Some(true),
+        prec_sqrt: Some(true),
+        arch: Some(arch),
+        options: vec!["--std=c++17".to_string()],
+        ..Default::default()
+    };
+    let ptx = compile_ptx_with_opts(source, opts).map_err(|e| Error::device(format!("NVRTC: {e}")))?;
+    Ok(ptx.to_src())
+}
+
+/// Where the PTX of kernel `key` is cached: `$RIVULET_KERNEL_CACHE`, else
+/// `$XDG_CACHE_HOME/rivulet/kernels`, else `~/.cache/rivulet/kernels`
+/// (`RIVULET_KERNEL_CACHE=off` turns the disk cache off).
+fn disk_cache_path(key: &str, arch: &str) -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let dir = match std::env::var("RIVULET_KERNEL_CACHE") {
+        Ok(v) if v == "off" => return None,
+        Ok(v) if !v.is_empty() => PathBuf::from(v),
+        _ => match std::env::var("XDG_CACHE_HOME") {
+            Ok(v) if !v.is_empty() => PathBuf::from(v).join("rivulet/kernels"),
+            _ => PathBuf::from(std::env::var("HOME").ok()?).join(".cache/rivulet/kernels"),
+        },
+    };
+    std::fs::create_dir_all(&dir).ok()?;
+    // The crate version is in the name: a new build never reads an old kernel.
+    Some(dir.join(format!("{key}-{arch}-{}.ptx", env!("CARGO_PKG_VERSION"))))
+}
+
+/// Device memory of one value: a block of the caching allocator, given back
+/// (stream-ordered: later work on the stream may reuse it at once) when dropped.
+pub(crate) struct GpuBuffer {
+    gpu: Arc<Gpu>,
+    block: Option<Block>,
+    bytes: usize,
+}
+
+impl GpuBuffer {
+    /// The device address.
+    pub fn ptr(&self) -> u64 {
+        self.block.as_ref().map_or(0, |b| b.ptr)
+    }
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        if let Some(b) = self.block.take() {
+            self.gpu.allocator.free(b);
+        }
+    }
+}
+
+impl DeviceAllocation for GpuBuffer {
+    fn address(&self) -> u64 {
+        self.ptr()
+    }
+    fn download(&self) -> Result<HostBuffer> {
+        let mut host = HostBuffer::new(self.bytes)?;
+        self.gpu.download(host.bytes_mut(), self.ptr())?;
+        Ok(host)
+    }
+}
