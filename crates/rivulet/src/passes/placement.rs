@@ -2,22 +2,37 @@
 //! inserted wherever a value crosses from one device to another (one copy
 //! per value and destination, shared by every reader there).
 //!
-//! A node runs where its device scope asked, else on the fastest device
-//! with a kernel for it (the CPU, until a GPU backend is found). Variable
-//! reads and updates stay on the CPU, where the session's variable store
-//! keeps them. Feeds have no device until they arrive: the step that reads
-//! a feed copies it if it must.
+//! A node runs where its device scope asked, else on the CPU. Variable
+//! reads and updates run where their variable's scope put them (the
+//! session's store keeps each value on its device, so a GPU model's weights
+//! never cross to the host). Integer and bool scalars placed on a GPU run
+//! on the CPU (loop counters and predicates: TensorFlow keeps int32 in host
+//! memory for the same reason). Feeds have no device until they arrive: the
+//! step that reads a feed copies it if it must.
 
 use super::{IrEdge, IrGraph, IrNode};
 use crate::backend;
 use crate::error::Result;
 use crate::op::Op;
-use crate::tensor::Device;
+use crate::tensor::{Device, DeviceKind};
 use rustc_hash::FxHashMap;
 
-/// Whether a node's value lives in the variable store (on the CPU).
-fn on_host_only(op: &Op) -> bool {
+/// Whether a node's value lives in the variable store.
+fn is_variable_op(op: &Op) -> bool {
     matches!(op, Op::Variable { .. } | Op::Assign { .. } | Op::ReadVariable | Op::ResourceApplyUpdate { .. })
+}
+
+/// Whether every value a node reads and makes is an integer or bool
+/// scalar: loop counters, trip limits, predicates. Like TensorFlow's
+/// int32 host memory, such nodes run on the CPU when placed on a GPU, so a
+/// loop's condition is read without waiting for the device.
+fn host_scalar(ir: &IrGraph, n: &IrNode) -> bool {
+    let small = |m: &crate::op::Meta| m.shape.rank() == 0 && !m.dtype.is_float();
+    !n.outputs.is_empty()
+        && n.outputs.iter().all(small)
+        && n.inputs.iter().all(|e| ir.nodes[e.node].outputs.get(e.index).is_some_and(small))
+        && !is_variable_op(&n.op)
+        && !matches!(n.op, Op::CopyToDevice { .. })
 }
 
 /// Give every live node a device and insert the copies; returns how many.
@@ -29,6 +44,15 @@ pub(crate) fn place(ir: &mut IrGraph) -> Result<usize> {
         }
         v
     };
+    let host_scalars: Vec<bool> = ir.nodes.iter().map(|n| !n.dead && host_scalar(ir, n)).collect();
+    // Reads, assignments and updates of a variable go where the variable
+    // was placed (TensorFlow's colocation), unless asked elsewhere.
+    let variable_device: FxHashMap<crate::graph::NodeId, Device> = ir
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Variable { .. }))
+        .filter_map(|n| Some((n.origin?, n.device?)))
+        .collect();
     for (i, n) in ir.nodes.iter_mut().enumerate() {
         if n.dead || is_feed[i] {
             continue;
@@ -39,10 +63,18 @@ pub(crate) fn place(ir: &mut IrGraph) -> Result<usize> {
             continue;
         }
         let device = match n.device {
-            _ if on_host_only(&n.op) => Device::CPU,
+            // Variables stay in the store where their scope put them: on the
+            // CPU unless a GPU or the reference device was asked for.
+            None if is_variable_op(&n.op) => {
+                n.variables.first().and_then(|(v, _)| variable_device.get(v)).copied().unwrap_or(Device::CPU)
+            }
             Some(d) => {
                 backend::backend(d).map_err(|e| e.with_context(|| n.context()))?;
-                d
+                if d.kind == DeviceKind::Gpu && host_scalars[i] {
+                    Device::CPU
+                } else {
+                    d
+                }
             }
             None => backend::automatic_device(std::iter::empty()),
         };

@@ -392,14 +392,15 @@ fn run_step(
             Some(v) => Ok(smallvec::smallvec![v]),
             None => Err(uninitialized(name)),
         },
-        // The store keeps variables on the CPU (placement copies their inputs there).
-        Stateful::Assign { f, var, name } if inputs[0].device() != Device::CPU => {
-            assign(*f, *var, name, &backend::transfer(inputs[0], Device::CPU)?, store)
+        // The store keeps each variable on its step's device (placement puts
+        // it where its scope asked, the CPU by default).
+        Stateful::Assign { f, var, name } if inputs[0].device() != step.device => {
+            assign(*f, *var, name, &backend::transfer(inputs[0], step.device)?, store)
         }
         Stateful::Assign { f, var, name } => assign(*f, *var, name, inputs[0], store),
-        Stateful::Update { rule, vars } if inputs.iter().any(|v| v.device() != Device::CPU) => {
-            let host: Vec<Value> = inputs.iter().map(|v| backend::transfer(v, Device::CPU)).collect::<Result<_>>()?;
-            store.update(*rule, vars, &host[0], &host[1], &host[2]).map(|v| v.into_iter().collect())
+        Stateful::Update { rule, vars } if inputs.iter().any(|v| v.device() != step.device) => {
+            let here: Vec<Value> = inputs.iter().map(|v| backend::transfer(v, step.device)).collect::<Result<_>>()?;
+            store.update(*rule, vars, &here[0], &here[1], &here[2]).map(|v| v.into_iter().collect())
         }
         Stateful::Update { rule, vars } => {
             store.update(*rule, vars, inputs[0], inputs[1], inputs[2]).map(|v| v.into_iter().collect())

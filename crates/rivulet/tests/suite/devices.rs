@@ -709,6 +709,56 @@ fn training_with_layers_on_the_reference_device_matches_the_cpu() -> Result<()> 
     Ok(())
 }
 
+/// A variable made under a device scope lives on that device: the session
+/// keeps its value there and updates it there (no copy to the host per
+/// step), with the CPU's numbers; loop counters placed on such a device run
+/// on the CPU.
+#[test]
+fn variables_live_and_train_on_their_device() -> Result<()> {
+    let mut rng = Rng(44);
+    let xv = f32s(&mut rng, &[8, 3], -1.0, 1.0);
+    let mut finals = Vec::new();
+    let mut devices = vec!["/cpu:0", REFERENCE];
+    if !gpu_devices().is_empty() {
+        devices.push("/gpu:0");
+    }
+    for device in devices {
+        let g = Graph::new();
+        let x = g.placeholder("x", DType::F32, [8, 3])?;
+        let limit = g.placeholder("limit", DType::I32, ())?;
+        let (w, loss, count) = rivulet::device(device, || -> Result<_> {
+            let w = rivulet::Variable::in_graph(&g, "w", &Tensor::from_slice(&[0.5f32, -0.25, 1.0], [3, 1])?, true)?;
+            let loss = ops::mean(&ops::square(&ops::matmul(&x, &w.read())?)?, rivulet::Axes::All, false)?;
+            let count = rivulet::while_loop(
+                |i: &Tensor| ops::less(i, &limit),
+                |i: &Tensor| ops::add(i, &Tensor::scalar(1i32)),
+                ops::mul(&limit, 0i32)?,
+                &rivulet::WhileOptions::default(),
+            )?;
+            Ok((w, loss, count))
+        })??;
+        let train = rivulet::nn::Optimizer::adam(0.1).minimize(&loss, &[&w])?;
+        let s = Session::new(&g);
+        s.run_targets(&[&g.global_variables_initializer()?])?;
+        for _ in 0..4 {
+            s.run_with_targets(&[], &[(&x, &xv)], &[&train])?;
+        }
+        let value = s.variable_value(&w)?;
+        assert_eq!(value.device(), Device::parse(device)?, "the variable's value stays on {device}");
+        let steps = s.profile(&[&loss], &[(&x, &xv)], &[&train], 1)?.steps;
+        let on_device: Vec<&str> =
+            steps.iter().filter(|p| p.device == Device::parse(device).unwrap()).map(|p| p.op.as_str()).collect();
+        assert!(on_device.iter().any(|op| op.contains("ResourceApply")), "{device}: {on_device:?}");
+        assert_eq!(s.run(&[&count], &[(&limit, &Tensor::scalar(3i32))])?[0].to_scalar::<i32>()?, 3);
+        finals.push(value);
+    }
+    close("weights trained on the reference device", &finals[1], &finals[0]);
+    if let Some(gpu) = finals.get(2) {
+        gpu_close("weights trained on the GPU", gpu, &finals[0]);
+    }
+    Ok(())
+}
+
 /// Device names as TensorFlow writes them; a device this machine lacks is an
 /// error that names it and the devices there are, never a panic.
 #[test]
@@ -932,5 +982,59 @@ fn gpu_kernels_at_scale_match_float64() -> Result<()> {
     assert!(e.to_string().contains("division by zero"), "{e}");
     // And the device is usable afterwards.
     assert_eq!(ops::add(&i, &i)?.to_vec::<i32>()?, vec![8, 10, 12]);
+    Ok(())
+}
+
+/// The B7 heat equation as one graph on the GPU (a `while_loop` whose step
+/// is one generated kernel with a pad, its counter on the host): the CPU's
+/// numbers after 50 steps; prints the step profile (where the time goes).
+#[test]
+fn gpu_heat_equation_loop_matches_the_cpu() -> Result<()> {
+    if !have_gpu("gpu_heat_equation_loop_matches_the_cpu") {
+        return Ok(());
+    }
+    let n = 512usize;
+    let mut rng = Rng(45);
+    let u0 = f32s(&mut rng, &[n, n], -1.0, 1.0);
+    let mut results = Vec::new();
+    for device in ["/cpu:0", "/gpu:0"] {
+        let g = Graph::new();
+        let pu = g.placeholder("u", DType::F32, [n, n])?;
+        let steps = g.placeholder("steps", DType::I32, ())?;
+        let u = rivulet::device(device, || -> Result<Tensor> {
+            let (_, u) = rivulet::while_loop(
+                |(i, _): &(Tensor, Tensor)| ops::less(i, &steps),
+                |(i, u): &(Tensor, Tensor)| {
+                    let m = (n - 2) as i64;
+                    let at = |a: usize, b: usize| ops::slice(u, &[a, b], &[m, m]);
+                    let sum = ops::add(&ops::add(&ops::add(&at(0, 1)?, &at(2, 1)?)?, &at(1, 0)?)?, &at(1, 2)?)?;
+                    let lap = ops::sub(&sum, &ops::mul(&at(1, 1)?, 4.0)?)?;
+                    let pad = ops::pad(&lap, &[(1, 1), (1, 1)], ops::PadMode::Constant, 0.0)?;
+                    Ok((ops::add(i, &Tensor::scalar(1i32))?, ops::add(u, &ops::mul(&pad, 0.2)?)?))
+                },
+                (ops::mul(&steps, 0i32)?, pu.clone()),
+                &rivulet::WhileOptions::default(),
+            )?;
+            Ok(u)
+        })??;
+        let s = Session::new(&g);
+        let feeds = [(&pu, &u0), (&steps, &Tensor::scalar(50i32))];
+        let out = s.run(&[&u], &feeds)?.remove(0);
+        assert_eq!(out.device(), Device::parse(device)?);
+        if device == "/gpu:0" {
+            let p = s.profile(&[&u], &feeds, &[], 3)?;
+            for st in &p.steps {
+                eprintln!(
+                    "gpu heat profile: {:<32} {:<18} {:<16} {:9.1} us",
+                    st.node,
+                    st.op,
+                    st.device,
+                    st.seconds * 1e6
+                );
+            }
+        }
+        results.push(out);
+    }
+    gpu_close("heat equation after 50 steps", &results[1], &results[0]);
     Ok(())
 }

@@ -437,6 +437,47 @@ fn cast(from: DType, to: DType, x: &str) -> String {
     format!("(({t}){x})")
 }
 
+/// The pad widths of instruction `p`, if it is a pad.
+fn pad_widths(program: &FusedProgram, p: usize) -> Option<&[(usize, usize)]> {
+    match program.instrs.get(p) {
+        Some(Instr::Pad { pads, .. }) => Some(pads),
+        _ => None,
+    }
+}
+
+/// The space each input is read in (`None`: the output's; `Some(p)`: pad
+/// `p`'s operand space), from the program's register spaces. An input read
+/// in no register of the program counts as the output's.
+pub(crate) fn input_spaces(
+    program: &FusedProgram,
+    spaces: &[Option<usize>],
+    inputs: usize,
+) -> Result<Vec<Option<usize>>> {
+    let mut out: Vec<Option<Option<usize>>> = vec![None; inputs];
+    for (r, instr) in program.instrs.iter().enumerate() {
+        if let Instr::Input(k) = instr {
+            let here = spaces.get(r).copied().flatten();
+            match out.get_mut(*k) {
+                Some(Some(seen)) if *seen != here => {
+                    return Err(Error::unimplemented(format!("input {k} read in two index spaces")));
+                }
+                Some(slot) => *slot = Some(here),
+                None => return Err(Error::invalid(format!("fused program reads input {k} of {inputs}"))),
+            }
+        }
+    }
+    Ok(out.into_iter().map(Option::flatten).collect())
+}
+
+/// The dims each input's strides run along: the output's, or a pad's
+/// operand space (the output's minus the pad's widths).
+pub(crate) fn input_dims(program: &FusedProgram, out: &[usize], space: Option<usize>) -> Vec<usize> {
+    match space.and_then(|p| pad_widths(program, p)) {
+        Some(w) => out.iter().zip(w).map(|(&n, &(b, a))| n.saturating_sub(b + a)).collect(),
+        None => out.to_vec(),
+    }
+}
+
 /// Each register's dtype. Unlike the CPU's fused programs (f32 and bool
 /// only), a generated kernel computes in any dtype, so the backend's plain
 /// unary, binary, select and cast ops are one-instruction programs.
@@ -482,15 +523,31 @@ fn register_types(program: &FusedProgram, inputs: &[Meta]) -> Result<Vec<DType>>
 }
 
 /// The kernel for `program` over inputs of `inputs` (their dtypes; shapes
-/// only for their ranks) into an output of `out`. Reductions and pads are
+/// only for their ranks) into an output of `out`. Trailing reductions are
 /// not generated (the backend runs those programs decomposed).
+///
+/// A pad evaluates its operand (and what feeds it) in its own, unpadded
+/// index space and only where the output is not padding: the host passes
+/// each input's strides along the space it is read in (see
+/// [`input_spaces`]), and the pads' widths are literals of the source.
+#[cfg(test)]
 pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[Meta], out: &Meta) -> Result<KernelSource> {
+    fused_elementwise_indexed(program, inputs, out, false)
+}
+
+/// [`fused_elementwise`], with 32-bit index arithmetic when `narrow` (for
+/// outputs of fewer than 2^31 elements: a 64-bit division costs several
+/// times a 32-bit one, and each element divides once per dimension).
+pub(crate) fn fused_elementwise_indexed(
+    program: &FusedProgram,
+    inputs: &[Meta],
+    out: &Meta,
+    narrow: bool,
+) -> Result<KernelSource> {
+    let index = if narrow { "unsigned int" } else { "long long" };
     let unsupported = |what: &str| Error::unimplemented(format!("generated CUDA kernels do not take {what} yet"));
     if program.reduce.is_some() {
         return Err(unsupported("a trailing reduction"));
-    }
-    if program.instrs.iter().any(|i| matches!(i, Instr::Pad { .. })) {
-        return Err(unsupported("a pad"));
     }
     let rank = out.shape.rank();
     if rank > MAX_RANK || inputs.len() > MAX_INPUTS {
@@ -503,25 +560,51 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[Meta], out: &M
     if regs.get(program.output) != Some(&out.dtype) {
         return Err(Error::dtype(format!("fused program's result is not {}", out.dtype)));
     }
-    let mut body = String::new();
-    let used: Vec<usize> = (0..inputs.len()).collect();
-    // Offsets of each input from the output's multi-index.
-    let _ = writeln!(body, "        long long rest = i;");
-    for k in &used {
-        let _ = writeln!(body, "        long long o{k} = 0;");
+    let spaces = if program.has_pads() { program.spaces()? } else { vec![None; program.instrs.len()] };
+    let in_space = input_spaces(program, &spaces, inputs.len())?;
+    for instr in &program.instrs {
+        if let Instr::Pad { pads, .. } = instr {
+            if pads.len() != rank {
+                return Err(unsupported(&format!("a pad of rank {} in a kernel of rank {rank}", pads.len())));
+            }
+        }
     }
-    // Unrolled, innermost first; the outermost index is what remains, so a
-    // rank-1 kernel (every contiguous operand) divides nothing.
+    let mut body = String::new();
+    // The output's multi-index, innermost first; the outermost index is
+    // what remains, so a rank-1 kernel divides nothing.
+    let _ = writeln!(body, "        {index} rest = i;");
     for d in (0..rank).rev() {
         if d > 0 {
-            let _ = writeln!(body, "        {{ long long idx = rest % p.dims[{d}]; rest /= p.dims[{d}];");
+            let _ = writeln!(
+                body,
+                "        const long long x{d} = (long long)(rest % ({index})p.dims[{d}]); rest /= ({index})p.dims[{d}];"
+            );
         } else {
-            let _ = writeln!(body, "        {{ long long idx = rest;");
+            let _ = writeln!(body, "        const long long x0 = (long long)rest;");
         }
-        for k in &used {
-            let _ = writeln!(body, "          o{k} += idx * p.strides[{k}][{d}];");
+    }
+    // Whether each pad's operand is in range here.
+    for (r, instr) in program.instrs.iter().enumerate() {
+        if let Instr::Pad { pads, .. } = instr {
+            let conds: Vec<String> = pads
+                .iter()
+                .enumerate()
+                .map(|(d, &(b, a))| format!("x{d} >= {b} && x{d} < p.dims[{d}] - {a}"))
+                .collect();
+            let cond = if conds.is_empty() { "true".to_string() } else { conds.join(" && ") };
+            let _ = writeln!(body, "        const bool in{r} = {cond};");
         }
-        let _ = writeln!(body, "        }}");
+    }
+    // Each input's offset, from the index of the space it is read in.
+    for (k, space) in in_space.iter().enumerate() {
+        let terms: Vec<String> = (0..rank)
+            .map(|d| match space.and_then(|p| pad_widths(program, p)).map(|w| w[d].0) {
+                Some(b) if b > 0 => format!("(x{d} - {b}) * p.strides[{k}][{d}]"),
+                _ => format!("x{d} * p.strides[{k}][{d}]"),
+            })
+            .collect();
+        let sum = if terms.is_empty() { "0".to_string() } else { terms.join(" + ") };
+        let _ = writeln!(body, "        const long long o{k} = {sum};");
     }
     for (r, instr) in program.instrs.iter().enumerate() {
         let dtype = regs[r];
@@ -537,7 +620,7 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[Meta], out: &M
             Instr::Binary(f, a, b) => binary(*f, regs[*a], &reg(*a), &reg(*b))?,
             Instr::Select(c, a, b) => format!("({} ? {} : {})", reg(*c), reg(*a), reg(*b)),
             Instr::Cast(to, a) => cast(regs[*a], *to, &reg(*a)),
-            Instr::Pad { .. } => return Err(unsupported("a pad")),
+            Instr::Pad { operand, value, .. } => format!("(in{r} ? {} : {})", reg(*operand), literal(*value, dtype)),
         };
         // f16/bf16 registers round to their type after each instruction,
         // as the unfused ops (which store each result) do.
@@ -546,7 +629,15 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[Meta], out: &M
             DType::BF16 => format!("rv_from_bf16(rv_to_bf16({expr}))"),
             _ => expr,
         };
-        let _ = writeln!(body, "        const {t} r{r} = {expr};");
+        match spaces.get(r).copied().flatten() {
+            // Inside a pad: computed only where its operand is in range.
+            Some(p) if !matches!(instr, Instr::Scalar(..)) => {
+                let _ = writeln!(body, "        {t} r{r} = ({t})0;\n        if (in{p}) r{r} = {expr};");
+            }
+            _ => {
+                let _ = writeln!(body, "        const {t} r{r} = {expr};");
+            }
+        }
     }
     let result = format!("r{}", program.output);
     let store = match out.dtype {
@@ -560,7 +651,7 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[Meta], out: &M
     // cache), so not `DefaultHasher`: FNV-1a over the body, which with the
     // fixed prelude determines the source.
     let key = fnv1a(body.as_bytes());
-    let name = format!("rivulet_fused_{key:016x}");
+    let name = format!("rivulet_fused_{key:016x}{}", if narrow { "_n" } else { "" });
     let mut source = String::from(PRELUDE);
     source.push_str(FLOAT_HELPERS);
     for d in [DType::I32, DType::I64, DType::U8] {
@@ -569,8 +660,8 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[Meta], out: &M
     let _ = write!(
         source,
         "\nextern \"C\" __global__ void {name}(const RvParams p) {{\n    \
-         for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < p.n; \
-         i += (long long)gridDim.x * blockDim.x) {{\n{body}    }}\n}}\n"
+         for ({index} i = ({index})blockIdx.x * blockDim.x + threadIdx.x; i < ({index})p.n; \
+         i += ({index})gridDim.x * blockDim.x) {{\n{body}    }}\n}}\n"
     );
     Ok(KernelSource { name, source, key })
 }
@@ -681,14 +772,23 @@ static inline int atomicExch(int* p, int v) { int o = *p; *p = v; return o; }
     /// Run `program` as a generated kernel: the output bytes and the error flag.
     fn run_generated(program: &FusedProgram, inputs: &[&Value], out: &Meta) -> Option<(Vec<u8>, i32)> {
         let metas: Vec<Meta> = inputs.iter().map(|v| Meta::new(v.dtype, v.shape().clone())).collect();
-        let k = fused_elementwise(program, &metas, out).expect("source");
+        // The 32-bit indexing the backend uses below 2^31 elements (the
+        // NVRTC test compiles the 64-bit form).
+        let k = fused_elementwise_indexed(program, &metas, out, true).expect("source");
         let kernel = compile(&k)?;
         let dims = out.shape.dims().to_vec();
         let mut bytes = vec![0u8; out.shape.dims().iter().product::<usize>() * out.dtype.size()];
         let mut error = 0i32;
+        let spaces =
+            if program.has_pads() { program.spaces().expect("spaces") } else { vec![None; program.instrs.len()] };
+        let in_space = input_spaces(program, &spaces, inputs.len()).expect("input spaces");
         let ins: Vec<(*const u8, Vec<isize>)> = inputs
             .iter()
-            .map(|v| (v.storage.host().bytes().as_ptr(), broadcast_strides(v.shape().dims(), &dims)))
+            .zip(&in_space)
+            .map(|(v, &sp)| {
+                let along = input_dims(program, &dims, sp);
+                (v.storage.host().bytes().as_ptr(), broadcast_strides(v.shape().dims(), &along))
+            })
             .collect();
         let params = FusedParams::new(bytes.as_mut_ptr(), &mut error, &dims, &ins).expect("params");
         // SAFETY: every pointer in `params` is live for the call, and the
@@ -721,7 +821,10 @@ static inline int atomicExch(int* p, int v) { int o = *p; *p = v; return o; }
                 Instr::Binary(f, a, b) => run(Op::Binary { f: *f }, &[*a, *b])?,
                 Instr::Select(c, a, b) => run(Op::Select, &[*c, *a, *b])?,
                 Instr::Cast(d, a) => run(Op::Cast { dtype: *d }, &[*a])?,
-                Instr::Pad { .. } => unreachable!("no pads here"),
+                Instr::Pad { operand, pads, value } => run(
+                    Op::Pad { paddings: pads.clone(), mode: crate::op::movement::PadMode::Constant, value: *value },
+                    &[*operand],
+                )?,
             };
             regs.push(v);
         }
@@ -950,6 +1053,47 @@ static inline int atomicExch(int* p, int v) { int o = *p; *p = v; return o; }
                 assert!(g == w || f.is_nan() && nan, "{half} of {f:e} ({:#010x}): {g:#06x} vs {w:#06x}", f.to_bits());
             }
         }
+    }
+
+    /// A pad inside a program (the B7 stencil's form): its operand is read
+    /// in the unpadded space, the border is the pad value.
+    #[test]
+    fn a_stencil_with_a_pad_matches_the_cpu_backend() {
+        // The B7 step's shape: u + 0.2 * pad(u[0:4,1:6] + u[1:5,1:6]*-4, 1) on a 6x7 grid,
+        // the slices fed as inputs read in the pad's space.
+        use BinaryOp::*;
+        let k = |v: f64| Instr::Scalar(Scalar::F64(v), DType::F32);
+        let program = FusedProgram {
+            instrs: vec![
+                Instr::Input(0),
+                Instr::Input(1),
+                k(-4.0),
+                Instr::Binary(Mul, 1, 2),
+                Instr::Binary(Add, 0, 3),
+                Instr::Pad { operand: 4, pads: vec![(1, 1), (1, 1)], value: Scalar::F64(0.0) },
+                k(0.2),
+                Instr::Binary(Mul, 5, 6),
+                Instr::Input(2),
+                Instr::Binary(Add, 8, 7),
+            ],
+            output: 9,
+            reduce: None,
+        };
+        let a: Vec<f64> = (0..20).map(|i| (i as f64 * 0.7).sin()).collect();
+        let b: Vec<f64> = (0..20).map(|i| (i as f64 * 0.3).cos()).collect();
+        let u: Vec<f64> = (0..42).map(|i| i as f64 * 0.01 - 0.2).collect();
+        let (x, y, z) =
+            (value(DType::F32, &[4, 5], &a), value(DType::F32, &[4, 5], &b), value(DType::F32, &[6, 7], &u));
+        let want = reference(&program, &[&x, &y, &z]).expect("reference");
+        let Some((got, err)) = run_generated(&program, &[&x, &y, &z], &Meta::new(DType::F32, Shape::new(&[6, 7])))
+        else {
+            return;
+        };
+        assert_eq!(err, 0);
+        check("stencil", &got, &want, 0);
+        // The border is the input plus 0.2 * 0: exactly u.
+        let border: f32 = unsafe { std::ptr::read_unaligned(got.as_ptr().cast::<f32>()) };
+        assert_eq!(border, u[0] as f32);
     }
 
     /// A program mixing dtypes, constants (NaN and inf among them), select,

@@ -29,6 +29,14 @@ template <> struct Num<BF16> {
     __device__ static float ld(BF16 x) { return rv_from_bf16(x.b); }
     __device__ static BF16 st(float a) { BF16 r; r.b = rv_to_bf16(a); return r; }
 };
+/* exp, log and sqrt in the accumulator's own precision (a bare exp(float)
+   would promote to double). */
+__device__ __forceinline__ float rv_exp(float x) { return expf(x); }
+__device__ __forceinline__ double rv_exp(double x) { return exp(x); }
+__device__ __forceinline__ float rv_log(float x) { return logf(x); }
+__device__ __forceinline__ double rv_log(double x) { return log(x); }
+__device__ __forceinline__ float rv_sqrt(float x) { return sqrtf(x); }
+__device__ __forceinline__ double rv_sqrt(double x) { return sqrt(x); }
 template <class A> struct Lim;
 template <> struct Lim<float> { __device__ static float lo() { return -__int_as_float(0x7f800000); } __device__ static float hi() { return __int_as_float(0x7f800000); } };
 template <> struct Lim<double> { __device__ static double lo() { return -__longlong_as_double(0x7ff0000000000000LL); } __device__ static double hi() { return __longlong_as_double(0x7ff0000000000000LL); } };
@@ -69,9 +77,19 @@ __device__ void reduce_rows(const TI* in, void* out, long long rows, long long R
     int part = blockIdx.x % parts;
     long long chunk = (R + parts - 1) / parts;
     long long lo = part * chunk, hi = lo + chunk < R ? lo + chunk : R;
-    TA acc = OP::template id<TA>();
     const TI* p = in + row * R;
-    for (long long i = lo + threadIdx.x; i < hi; i += blockDim.x) acc = OP::f(acc, (TA)Num<TI>::ld(p[i]));
+    /* Four independent accumulators keep four loads in flight per thread. */
+    TA a0 = OP::template id<TA>(), a1 = a0, a2 = a0, a3 = a0;
+    const long long step = blockDim.x;
+    long long i = lo + threadIdx.x;
+    for (; i + 3 * step < hi; i += 4 * step) {
+        a0 = OP::f(a0, (TA)Num<TI>::ld(p[i]));
+        a1 = OP::f(a1, (TA)Num<TI>::ld(p[i + step]));
+        a2 = OP::f(a2, (TA)Num<TI>::ld(p[i + 2 * step]));
+        a3 = OP::f(a3, (TA)Num<TI>::ld(p[i + 3 * step]));
+    }
+    for (; i < hi; i += step) a0 = OP::f(a0, (TA)Num<TI>::ld(p[i]));
+    TA acc = OP::f(OP::f(a0, a1), OP::f(a2, a3));
     for (int o = 16; o > 0; o >>= 1) acc = OP::f(acc, rv_shfl(acc, o));
     __shared__ TA warps[32];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -100,8 +118,16 @@ __device__ void reduce_cols(const TI* in, void* out, long long outer, long long 
     long long lo = part * chunk, hi = lo + chunk < R ? lo + chunk : R;
     long long o = t / inner, j = t - o * inner;
     const TI* p = in + o * R * inner + j;
-    TA acc = OP::template id<TA>();
-    for (long long r = lo; r < hi; ++r) acc = OP::f(acc, (TA)Num<TI>::ld(p[r * inner]));
+    TA a0 = OP::template id<TA>(), a1 = a0, a2 = a0, a3 = a0;
+    long long r = lo;
+    for (; r + 3 < hi; r += 4) {
+        a0 = OP::f(a0, (TA)Num<TI>::ld(p[r * inner]));
+        a1 = OP::f(a1, (TA)Num<TI>::ld(p[(r + 1) * inner]));
+        a2 = OP::f(a2, (TA)Num<TI>::ld(p[(r + 2) * inner]));
+        a3 = OP::f(a3, (TA)Num<TI>::ld(p[(r + 3) * inner]));
+    }
+    for (; r < hi; ++r) a0 = OP::f(a0, (TA)Num<TI>::ld(p[r * inner]));
+    TA acc = OP::f(OP::f(a0, a1), OP::f(a2, a3));
     if (FINAL) rv_store<TO, TA>(out, t, rv_finish<TA, MEAN>(acc, count));
     else ((TA*)out)[part * n + t] = acc;
 }
@@ -222,18 +248,180 @@ __device__ void apply_update(const RvUpdate p) {
             A m = m0 + (gi - m0) * (A)(1.0 - p.h1);
             A v = v0 + (gi * gi - v0) * (A)(1.0 - p.h2);
             A wd = p.h4 > 0.0 ? wi - (wi * (A)p.h4) * lr : wi;
-            wo[i] = Num<T>::st(wd - (m * alpha) / (sqrt(v) + (A)p.h3));
+            wo[i] = Num<T>::st(wd - (m * alpha) / (rv_sqrt(v) + (A)p.h3));
             s1o[i] = Num<T>::st(m);
             s2o[i] = Num<T>::st(v);
         } else if (p.rule == 3) {
             A ms = Num<T>::ld(s1[i]) * (A)p.h1 + (gi * (A)(1.0 - p.h1)) * gi;
-            wo[i] = Num<T>::st(wi - (gi * lr) / (sqrt(ms) + (A)p.h2));
+            wo[i] = Num<T>::st(wi - (gi * lr) / (rv_sqrt(ms) + (A)p.h2));
             s1o[i] = Num<T>::st(ms);
         } else {
             A acc = Num<T>::ld(s1[i]) + gi * gi;
-            wo[i] = Num<T>::st(wi - (gi * lr) / (sqrt(acc) + (A)p.h1));
+            wo[i] = Num<T>::st(wi - (gi * lr) / (rv_sqrt(acc) + (A)p.h1));
             s1o[i] = Num<T>::st(acc);
         }
+    }
+}
+
+/* Softmax or log-softmax along rows of a contiguous [rows, L] input, one
+   block per row: the max, the sum of exp(x - max), then e / s or z - log s
+   (the decomposition's formulas). */
+template <class TA> __device__ TA rv_block_reduce(TA v, bool is_max) {
+    __shared__ TA warps[32];
+    for (int o = 16; o > 0; o >>= 1) { TA w = rv_shfl(v, o); v = is_max ? ((v > w || v != v) ? v : w) : v + w; }
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    __syncthreads();
+    if (lane == 0) warps[warp] = v;
+    __syncthreads();
+    int nw = (blockDim.x + 31) >> 5;
+    v = lane < nw ? warps[lane] : (is_max ? Lim<TA>::lo() : (TA)0);
+    for (int o = 16; o > 0; o >>= 1) { TA w = rv_shfl(v, o); v = is_max ? ((v > w || v != v) ? v : w) : v + w; }
+    return __shfl_sync(0xffffffffu, v, 0);
+}
+template <class T, bool LOG>
+__device__ void softmax(const T* in, T* out, long long L) {
+    typedef typename Num<T>::acc A;
+    const T* x = in + blockIdx.x * L;
+    T* y = out + blockIdx.x * L;
+    A m = Lim<A>::lo();
+    for (long long i = threadIdx.x; i < L; i += blockDim.x) { A v = Num<T>::ld(x[i]); m = (m > v || m != m) ? m : v; }
+    m = rv_block_reduce<A>(m, true);
+    A s = 0;
+    for (long long i = threadIdx.x; i < L; i += blockDim.x) s += rv_exp(Num<T>::ld(x[i]) - m);
+    s = rv_block_reduce<A>(s, false);
+    if (LOG) {
+        A ls = rv_log(s);
+        for (long long i = threadIdx.x; i < L; i += blockDim.x) y[i] = Num<T>::st((Num<T>::ld(x[i]) - m) - ls);
+    } else {
+        for (long long i = threadIdx.x; i < L; i += blockDim.x) y[i] = Num<T>::st(rv_exp(Num<T>::ld(x[i]) - m) / s);
+    }
+}
+
+/* The CPU's counter-based random stream (op::creation::RandomStream):
+   Philox-4x32-10 of (block, stream) under the seed, the same uniforms and
+   Box-Muller, so a seed gives the same numbers on both devices (f64 library
+   functions may differ in the last bit). dist 0 uniform, 1 uniform int,
+   2 normal, 3 truncated normal; `wide` for f64; `bits` 11 (f16) or 8 (bf16)
+   for uniforms, else 24. */
+struct RvRandom {
+    void* out;
+    long long n;
+    unsigned int k0, k1;
+    unsigned long long stream;
+    double a, b;
+    long long ilow, ihigh;
+    int dist, wide, bits;
+};
+__device__ __forceinline__ void rv_philox(unsigned int c[4], unsigned int k0, unsigned int k1) {
+    for (int r = 0; r < 10; ++r) {
+        unsigned long long p0 = 0xD2511F53ull * c[0], p1 = 0xCD9E8D57ull * c[2];
+        unsigned int n0 = (unsigned int)(p1 >> 32) ^ c[1] ^ k0, n1 = (unsigned int)p1;
+        unsigned int n2 = (unsigned int)(p0 >> 32) ^ c[3] ^ k1, n3 = (unsigned int)p0;
+        c[0] = n0; c[1] = n1; c[2] = n2; c[3] = n3;
+        k0 += 0x9E3779B9u; k1 += 0xBB67AE85u;
+    }
+}
+__device__ __forceinline__ double rv_unit_f32(unsigned int x) { return (double)(x >> 8) * (1.0 / 16777216.0); }
+__device__ __forceinline__ double rv_unit_bits(unsigned int x, int bits) { return (double)(x >> (32 - bits)) / (double)(1ull << bits); }
+__device__ __forceinline__ double rv_unit_f64(unsigned int hi, unsigned int lo) {
+    return (double)((((unsigned long long)hi << 32) | lo) >> 11) * (1.0 / 9007199254740992.0);
+}
+__device__ __forceinline__ void rv_box_muller(double u1, double u2, double* z0, double* z1) {
+    double r = sqrt(-2.0 * log(1.0 - u1));
+    double t = 2.0 * 3.141592653589793 * u2;
+    *z0 = r * cos(t);
+    *z1 = r * sin(t);
+}
+__device__ __forceinline__ void rv_block(const RvRandom& p, long long blk, unsigned int attempt, unsigned int c[4]) {
+    c[0] = (unsigned int)blk; c[1] = (unsigned int)((unsigned long long)blk >> 32);
+    c[2] = (unsigned int)p.stream; c[3] = ((unsigned int)(p.stream >> 32)) ^ (attempt * 0x9E3779B9u);
+    rv_philox(c, p.k0, p.k1);
+}
+template <class T>
+__device__ void random(const RvRandom p) {
+    const int per = p.dist == 3 ? 1 : ((p.wide || p.dist == 1) ? 2 : 4);
+    const long long blocks = (p.n + per - 1) / per;
+    T* out = (T*)p.out;
+    for (long long blk = (long long)blockIdx.x * blockDim.x + threadIdx.x; blk < blocks; blk += (long long)gridDim.x * blockDim.x) {
+        unsigned int c[4];
+        double v[4] = {0.0, 0.0, 0.0, 0.0};
+        if (p.dist == 1) {
+            rv_block(p, blk, 0, c);
+            unsigned long long span = (unsigned long long)(p.ihigh - p.ilow);
+            for (int l = 0; l < 2; ++l) {
+                long long i = blk * 2 + l;
+                unsigned long long r = ((unsigned long long)c[2 * l] << 32) | c[2 * l + 1];
+                if (i < p.n) out[i] = Num<T>::st((typename Num<T>::acc)(long long)((unsigned long long)p.ilow + r % span));
+            }
+            continue;
+        }
+        if (p.dist == 0) {
+            rv_block(p, blk, 0, c);
+            for (int l = 0; l < per; ++l) {
+                double u = p.wide ? rv_unit_f64(c[2 * l], c[2 * l + 1]) : (p.bits != 24 ? rv_unit_bits(c[l], p.bits) : rv_unit_f32(c[l]));
+                v[l] = p.a + (p.b - p.a) * u;
+            }
+        } else if (p.dist == 2) {
+            rv_block(p, blk, 0, c);
+            double z[4];
+            if (p.wide) {
+                rv_box_muller(rv_unit_f64(c[0], c[1]), rv_unit_f64(c[2], c[3]), &z[0], &z[1]);
+            } else {
+                rv_box_muller(rv_unit_f32(c[0]), rv_unit_f32(c[1]), &z[0], &z[1]);
+                rv_box_muller(rv_unit_f32(c[2]), rv_unit_f32(c[3]), &z[2], &z[3]);
+            }
+            for (int l = 0; l < per; ++l) v[l] = p.a + p.b * z[l];
+        } else {
+            double z = 0.0;
+            for (unsigned int attempt = 0; attempt < 64; ++attempt) {
+                rv_block(p, blk, attempt, c);
+                double u1 = p.wide ? rv_unit_f64(c[0], c[1]) : rv_unit_f32(c[0]);
+                double u2 = p.wide ? rv_unit_f64(c[2], c[3]) : rv_unit_f32(c[1]);
+                double z0, z1;
+                rv_box_muller(u1, u2, &z0, &z1);
+                if (fabs(z0) <= 2.0) { z = z0; break; }
+            }
+            v[0] = p.a + p.b * z;
+        }
+        for (int l = 0; l < per; ++l) {
+            long long i = blk * per + l;
+            if (i < p.n) out[i] = Num<T>::st((typename Num<T>::acc)v[l]);
+        }
+    }
+}
+
+/* Gather (TensorFlow's GatherV2) over params viewed as [B, O, A, I] and
+   indices as [B, K]: out[b, o, k, i] = params[b, o, idx[b, k], i]. An index
+   outside [0, A) sets the error word to 3 (the launcher reports it, as the
+   CPU does) and reads nothing. With `add`, the scatter-add that is its
+   gradient: out (zeroed) [b, o, idx, i] += updates[b, o, k, i]. */
+struct RvGather {
+    const void* src; const void* idx; void* out; int* error;
+    long long B, O, A, I, K;
+    int idx64;
+};
+template <class U>
+__device__ void gather(const RvGather p) {
+    long long n = p.B * p.O * p.K * p.I;
+    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < n; t += (long long)gridDim.x * blockDim.x) {
+        long long i = t % p.I, r = t / p.I;
+        long long k = r % p.K; r /= p.K;
+        long long o = r % p.O, b = r / p.O;
+        long long ix = p.idx64 ? ((const long long*)p.idx)[b * p.K + k] : (long long)((const int*)p.idx)[b * p.K + k];
+        if (ix < 0 || ix >= p.A) { *p.error = 3; ((U*)p.out)[t] = (U)0; continue; }
+        ((U*)p.out)[t] = ((const U*)p.src)[((b * p.O + o) * p.A + ix) * p.I + i];
+    }
+}
+template <class T>
+__device__ void scatter_add(const RvGather p) {
+    long long n = p.B * p.O * p.K * p.I;
+    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < n; t += (long long)gridDim.x * blockDim.x) {
+        long long i = t % p.I, r = t / p.I;
+        long long k = r % p.K; r /= p.K;
+        long long o = r % p.O, b = r / p.O;
+        long long ix = p.idx64 ? ((const long long*)p.idx)[b * p.K + k] : (long long)((const int*)p.idx)[b * p.K + k];
+        if (ix < 0 || ix >= p.A) { *p.error = 3; continue; }
+        atomicAdd(&((T*)p.out)[((b * p.O + o) * p.A + ix) * p.I + i], ((const T*)p.src)[t]);
     }
 }
 
@@ -286,20 +474,41 @@ pub(crate) fn acc_dtype(dtype: DType) -> DType {
     }
 }
 
-/// One instantiation: its cache key, kernel name and source.
+/// One instantiation: its cache key and kernel name; the source is made
+/// only when the kernel is compiled (a launch of a cached kernel builds
+/// no 20 KB string).
 pub(crate) struct Instance {
     pub key: String,
     pub name: String,
-    pub source: String,
+    params: &'static str,
+    body: String,
 }
 
-fn instance(name: String, params: &str, body: &str) -> Instance {
-    let mut source = String::from(PRELUDE);
-    source.push_str(TEMPLATES);
-    source.push_str(&format!("\nextern \"C\" __global__ void {name}({params}) {{ {body}; }}\n"));
-    // The template text is part of the key: a changed template is a new kernel.
-    let h = super::codegen::fnv1a(source.as_bytes());
-    Instance { key: format!("{name}_{h:016x}"), name, source }
+impl Instance {
+    /// The whole CUDA source of this instantiation.
+    pub fn source(&self) -> String {
+        let mut source = String::from(PRELUDE);
+        source.push_str(TEMPLATES);
+        source
+            .push_str(&format!("\nextern \"C\" __global__ void {}({}) {{ {}; }}\n", self.name, self.params, self.body));
+        source
+    }
+}
+
+/// A hash of the shared source: part of every key, so a changed template
+/// is a new kernel (in memory and in the disk cache).
+fn templates_hash() -> u64 {
+    static HASH: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *HASH.get_or_init(|| {
+        let mut text = String::from(PRELUDE);
+        text.push_str(TEMPLATES);
+        super::codegen::fnv1a(text.as_bytes())
+    })
+}
+
+fn instance(name: String, params: &'static str, body: &str) -> Instance {
+    let call = super::codegen::fnv1a(format!("{params}|{body}").as_bytes());
+    Instance { key: format!("{name}_{:016x}{call:016x}", templates_hash()), name, params, body: body.to_string() }
 }
 
 fn ident(dtype: DType) -> String {
@@ -409,6 +618,69 @@ pub(crate) fn matmul(dtype: DType) -> Instance {
     instance(format!("rv_matmul_{}", ident(dtype)), "const RvMatmul p", &format!("matmul<{}>(p)", ctype(dtype)))
 }
 
+/// Softmax (or log-softmax) along the rows of `dtype` (a float).
+pub(crate) fn softmax(dtype: DType, log: bool) -> Instance {
+    let t = ctype(dtype);
+    instance(
+        format!("rv_{}softmax_{}", if log { "log_" } else { "" }, ident(dtype)),
+        "const void* in, void* out, long long L",
+        &format!("softmax<{t}, {log}>((const {t}*)in, ({t}*)out, L)"),
+    )
+}
+
+/// A gather of elements of `size` bytes ([`GatherParams`]).
+pub(crate) fn gather(size: usize) -> Instance {
+    instance(format!("rv_gather_{size}"), "const RvGather p", &format!("gather<{}>(p)", bits_type(size)))
+}
+
+/// The scatter-add of `dtype` (f32, f64, i32: what `atomicAdd` takes).
+pub(crate) fn scatter_add(dtype: DType) -> Instance {
+    instance(
+        format!("rv_scatter_add_{}", ident(dtype)),
+        "const RvGather p",
+        &format!("scatter_add<{}>(p)", ctype(dtype)),
+    )
+}
+
+/// [`gather`]'s and [`scatter_add`]'s argument; the C twin is `RvGather`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct GatherParams {
+    pub src: u64,
+    pub idx: u64,
+    pub out: u64,
+    pub error: u64,
+    pub b: i64,
+    pub o: i64,
+    pub a: i64,
+    pub i: i64,
+    pub k: i64,
+    pub idx64: i32,
+}
+
+/// Random numbers of `dtype` ([`RandomParams`]).
+pub(crate) fn random(dtype: DType) -> Instance {
+    instance(format!("rv_random_{}", ident(dtype)), "const RvRandom p", &format!("random<{}>(p)", ctype(dtype)))
+}
+
+/// [`random`]'s argument; the C twin is `RvRandom`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RandomParams {
+    pub out: u64,
+    pub n: i64,
+    pub k0: u32,
+    pub k1: u32,
+    pub stream: u64,
+    pub a: f64,
+    pub b: f64,
+    pub ilow: i64,
+    pub ihigh: i64,
+    pub dist: i32,
+    pub wide: i32,
+    pub bits: i32,
+}
+
 /// An optimizer step over `dtype` ([`UpdateParams`]).
 pub(crate) fn apply_update(dtype: DType) -> Instance {
     instance(format!("rv_update_{}", ident(dtype)), "const RvUpdate p", &format!("apply_update<{}>(p)", ctype(dtype)))
@@ -499,6 +771,11 @@ mod tests {
                 all.push(arg_reduce(f, d, DType::I64));
                 all.push(arg_reduce(f, d, DType::I32));
             }
+            if d.is_float() {
+                all.push(softmax(d, false));
+                all.push(softmax(d, true));
+            }
+            all.push(random(d));
             all.push(scan(ScanOp::Cumsum, d));
             all.push(scan(ScanOp::Cumprod, d));
             all.push(range(d));
@@ -512,13 +789,17 @@ mod tests {
             all.push(reduce(f, true, DType::Bool, DType::Bool, true));
             all.push(reduce(f, false, DType::Bool, DType::Bool, false));
         }
+        for d in [DType::F32, DType::F64, DType::I32] {
+            all.push(scatter_add(d));
+        }
         for size in [1, 2, 4, 8] {
+            all.push(gather(size));
             all.push(fill(size));
             all.push(copy(size));
         }
         let mut failed = Vec::new();
         for inst in &all {
-            if let Err(e) = crate::backend::cuda::gpu::compile(&inst.source, "sm_90") {
+            if let Err(e) = crate::backend::cuda::gpu::compile(&inst.source(), "sm_90") {
                 failed.push(format!("{}: {e}", inst.name));
             }
         }
@@ -551,10 +832,13 @@ mod tests {
                 _ => return,
             };
             let Ok(out) = op.infer(&ins).map(|m| m[0].clone()) else { return };
-            let Ok(src) = crate::backend::cuda::codegen::fused_elementwise(&program, &ins, &out) else { return };
-            compiled += 1;
-            if let Err(e) = crate::backend::cuda::gpu::compile(&src.source, "sm_90") {
-                failed.push(format!("{}: {e}", program.describe()));
+            for narrow in [false, true] {
+                let made = crate::backend::cuda::codegen::fused_elementwise_indexed(&program, &ins, &out, narrow);
+                let Ok(src) = made else { return };
+                compiled += 1;
+                if let Err(e) = crate::backend::cuda::gpu::compile(&src.source, "sm_90") {
+                    failed.push(format!("{}: {e}", program.describe()));
+                }
             }
         };
         for &d in &dtypes {

@@ -2,16 +2,17 @@
 //!
 //! [`probe`] finds the driver without linking it; [`gpu`] holds a device's
 //! context, stream, caching allocator ([`allocator`]) and compiled kernels;
-//! elementwise ops and fused elementwise programs run as kernels generated
-//! from the same programs the CPU interprets ([`codegen`]); reductions,
-//! scans, copies and fills are the templates of [`kernels`]; float matrix
-//! products go to cuBLAS. Everything is queued on one stream per device: a
-//! host read (`to_vec`, a transfer) synchronizes, nothing else does, except
-//! an integer division or power, whose error flag is read back at once.
+//! elementwise ops and fused elementwise programs (pads included) run as
+//! kernels generated from the same programs the CPU interprets
+//! ([`codegen`]); reductions, scans, softmax, gathers, random numbers,
+//! optimizer updates, copies and fills are the templates of [`kernels`];
+//! float matrix products go to cuBLAS. Everything is queued on one stream
+//! per device: a host read (`to_vec`, a transfer) synchronizes, nothing else
+//! does, except kernels that can fail (an integer division or power, a
+//! gather's index check), whose error word is read back at once.
 //!
-//! Gathers, scatters, top-k and random numbers run on the CPU backend and
-//! are copied over (the same numbers, since the random stream is the CPU's):
-//! correct, not yet fast.
+//! `gather_nd`, `scatter_nd` and top-k run on the CPU backend and are
+//! copied over: correct, not yet fast.
 
 pub(crate) mod allocator;
 pub(crate) mod codegen;
@@ -56,13 +57,94 @@ pub fn tensor_float_32_execution_enabled() -> bool {
     TF32.load(Ordering::Relaxed)
 }
 
+/// What a generated kernel is looked up by: cheap for the one-op programs
+/// of eager code (no formatting on the hot path), the program's text for
+/// fused ones; with the operand dtypes and the rank.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Signature {
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    Select,
+    Cast,
+    /// A fused program by its [`fingerprint`] (the entry keeps the program
+    /// itself, compared on every hit).
+    Program(u64),
+}
+
+/// A structural hash of a fused program, constants by their bits (cheaper
+/// than formatting it, on every run of a plan step).
+fn fingerprint(p: &FusedProgram) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    p.output.hash(&mut h);
+    for ins in &p.instrs {
+        std::mem::discriminant(ins).hash(&mut h);
+        match ins {
+            Instr::Input(k) => k.hash(&mut h),
+            Instr::Scalar(v, d) => (scalar_bits(v), d).hash(&mut h),
+            Instr::Unary(f, a) => (f, a).hash(&mut h),
+            Instr::Binary(f, a, b) => (f, a, b).hash(&mut h),
+            Instr::Select(c, a, b) => (c, a, b).hash(&mut h),
+            Instr::Cast(d, a) => (d, a).hash(&mut h),
+            Instr::Pad { operand, pads, value } => (operand, pads, scalar_bits(value)).hash(&mut h),
+        }
+    }
+    h.finish()
+}
+
+/// A scalar's kind and bits (NaN equal to itself, -0 apart from +0).
+fn scalar_bits(v: &Scalar) -> (u8, u64) {
+    match *v {
+        Scalar::Bool(b) => (0, b as u64),
+        Scalar::I64(i) => (1, i as u64),
+        Scalar::F64(f) => (2, f.to_bits()),
+    }
+}
+
+/// Whether two programs are the same, constants compared by bits.
+fn same_program(a: &FusedProgram, b: &FusedProgram) -> bool {
+    let instr = |x: &Instr, y: &Instr| match (x, y) {
+        (Instr::Scalar(u, d), Instr::Scalar(v, e)) => scalar_bits(u) == scalar_bits(v) && d == e,
+        (Instr::Pad { operand: o, pads: p, value: u }, Instr::Pad { operand: q, pads: r, value: v }) => {
+            o == q && p == r && scalar_bits(u) == scalar_bits(v)
+        }
+        _ => x == y,
+    };
+    a.output == b.output
+        && a.reduce == b.reduce
+        && a.instrs.len() == b.instrs.len()
+        && a.instrs.iter().zip(&b.instrs).all(|(x, y)| instr(x, y))
+}
+
+/// A kernel signature with its operand dtypes, output dtype, rank and
+/// whether it indexes in 32 bits.
+type KernelKey = (Signature, smallvec::SmallVec<[DType; 4]>, DType, usize, bool);
+
+/// A compiled generated kernel: the program it was made from (to check a
+/// fingerprint hit), the function, and whether it can raise the error word.
+#[derive(Clone)]
+struct Generated {
+    program: Option<Arc<FusedProgram>>,
+    function: Function,
+    can_fail: bool,
+}
+
+/// Scalars uploaded already, by dtype, bits and rank (eager code feeds the
+/// same constants, `x + 1.0`, over and over; device values are immutable,
+/// so one copy serves every use).
+type ScalarKey = (DType, u64, usize);
+
 /// The CUDA backend of one GPU.
 pub(crate) struct CudaBackend {
     gpu: Arc<Gpu>,
-    /// Generated elementwise kernels by program signature, and whether
-    /// each can raise the integer-error flag.
-    programs: Mutex<FxHashMap<String, (Function, bool)>>,
+    /// Generated elementwise kernels, and whether each can raise the
+    /// integer-error flag.
+    programs: Mutex<FxHashMap<KernelKey, Generated>>,
+    scalars: Mutex<FxHashMap<ScalarKey, Value>>,
 }
+
+/// Most scalars kept uploaded.
+const SCALAR_CACHE: usize = 1024;
 
 /// The first GPU's backend, opened on first use; why there is none otherwise.
 fn opened() -> &'static std::result::Result<CudaBackend, String> {
@@ -88,7 +170,11 @@ fn opened() -> &'static std::result::Result<CudaBackend, String> {
         }
         let gpu = Gpu::open(0).map_err(|e| format!("opening gpu:0 failed: {}", e.message()))?;
         OPENED.store(true, Ordering::Relaxed);
-        Ok(CudaBackend { gpu: Arc::new(gpu), programs: Mutex::new(FxHashMap::default()) })
+        Ok(CudaBackend {
+            gpu: Arc::new(gpu),
+            programs: Mutex::new(FxHashMap::default()),
+            scalars: Mutex::new(FxHashMap::default()),
+        })
     })
 }
 
@@ -131,6 +217,7 @@ pub fn gpu_status() -> String {
 pub(crate) fn release_cached_memory() {
     if OPENED.load(Ordering::Relaxed) {
         if let Some(b) = backend(0) {
+            b.scalars.lock().clear();
             b.gpu.release_cached();
         }
     }
@@ -258,33 +345,53 @@ impl CudaBackend {
     }
 
     /// Run a generated elementwise kernel: `program` over `inputs` into `out`.
-    fn run_program(&self, program: &FusedProgram, inputs: &[&Value], out: &Meta) -> Result<Value> {
+    fn run_program(&self, sig: Signature, program: &FusedProgram, inputs: &[&Value], out: &Meta) -> Result<Value> {
         let (value, out_ptr) = self.empty(out)?;
         let n = out.shape.numel_known();
         if n == 0 {
             return Ok(value);
         }
         let dims = out.shape.dims().to_vec();
-        let mut strides: Vec<Vec<isize>> = inputs.iter().map(|v| broadcast_strides(v, &dims)).collect();
-        // The output's own (contiguous) strides join the merge test.
-        strides.push(Layout::contiguous(out.shape.clone()).strides.to_vec());
-        let dims = coalesce(&dims, &mut strides);
-        strides.pop();
+        let (dims, strides) = if program.has_pads() {
+            // Pads index per dimension: no merging; inputs under a pad
+            // stride along its operand's space.
+            let spaces = program.spaces()?;
+            let in_space = codegen::input_spaces(program, &spaces, inputs.len())?;
+            let strides: Vec<Vec<isize>> = inputs
+                .iter()
+                .zip(&in_space)
+                .map(|(v, &sp)| broadcast_strides(v, &codegen::input_dims(program, &dims, sp)))
+                .collect();
+            (dims, strides)
+        } else {
+            let mut strides: Vec<Vec<isize>> = inputs.iter().map(|v| broadcast_strides(v, &dims)).collect();
+            // The output's own (contiguous) strides join the merge test.
+            strides.push(Layout::contiguous(out.shape.clone()).strides.to_vec());
+            let dims = coalesce(&dims, &mut strides);
+            strides.pop();
+            (dims, strides)
+        };
         let rank = dims.len();
-        let dtypes: Vec<DType> = inputs.iter().map(|v| v.dtype).collect();
-        let signature = format!("{program:?}|{dtypes:?}|{rank}|{}", out.dtype);
-        let cached = self.programs.lock().get(&signature).copied();
-        let (f, can_fail) = match cached {
+        let narrow = n < (1 << 31);
+        let fused = matches!(sig, Signature::Program(_));
+        let signature: KernelKey = (sig, inputs.iter().map(|v| v.dtype).collect(), out.dtype, rank, narrow);
+        let hit = self.programs.lock().get(&signature).and_then(|g| match &g.program {
+            Some(p) if !same_program(p, program) => None,
+            _ => Some((g.function, g.can_fail)),
+        });
+        let (f, can_fail) = match hit {
             Some(k) => k,
             None => {
                 let metas: Vec<Meta> = inputs.iter().map(|v| Meta::new(v.dtype, Shape::new(&vec![1; rank]))).collect();
-                let src = codegen::fused_elementwise(program, &metas, &Meta::new(out.dtype, Shape::new(&dims)))?;
+                let out_meta = Meta::new(out.dtype, Shape::new(&dims));
+                let src = codegen::fused_elementwise_indexed(program, &metas, &out_meta, narrow)?;
                 // The disk cache is keyed by the whole source, prelude included.
                 let key = format!("{}_{:016x}", src.name, codegen::fnv1a(src.source.as_bytes()));
-                let f = self.gpu.function(&key, &src.name, || src.source.clone())?;
-                let k = (f, src.source.contains("p.error)"));
-                self.programs.lock().insert(signature, k);
-                k
+                let function = self.gpu.function(&key, &src.name, || src.source.clone())?;
+                let can_fail = src.source.contains("p.error)");
+                let program = fused.then(|| Arc::new(program.clone()));
+                self.programs.lock().insert(signature, Generated { program, function, can_fail });
+                (function, can_fail)
             }
         };
         let ins: Vec<(*const u8, Vec<isize>)> =
@@ -307,8 +414,7 @@ impl CudaBackend {
 
     /// Launch a template instance with `args`.
     fn launch(&self, inst: kernels::Instance, grid: (u32, u32, u32), args: &mut [*mut c_void]) -> Result<()> {
-        let kernels::Instance { key, name, source } = inst;
-        let f = self.gpu.function(&key, &name, move || source)?;
+        let f = self.gpu.function(&inst.key, &inst.name, || inst.source())?;
         // SAFETY: each caller passes the arguments of its template's
         // signature, over live device buffers.
         unsafe { self.gpu.launch(f, grid, BLOCK, args) }
@@ -494,6 +600,68 @@ impl CudaBackend {
 }
 
 impl CudaBackend {
+    /// The `[B, O, A, I]` view of `params` and `[B, K]` of `indices` for a
+    /// gather along `axis` with `batch_dims` (addresses filled by the caller).
+    fn gather_params(
+        &self,
+        params: &Value,
+        indices: &Value,
+        axis: usize,
+        batch_dims: usize,
+        out: u64,
+    ) -> Result<kernels::GatherParams> {
+        if !matches!(indices.dtype, DType::I32 | DType::I64) {
+            return Err(Error::dtype(format!("gather indices must be int32 or int64, got {}", indices.dtype)));
+        }
+        let pd = params.shape().dims();
+        let prod = |r: &[usize]| r.iter().product::<usize>();
+        let b = prod(&pd[..batch_dims]);
+        let k = indices.numel().checked_div(b).unwrap_or(0);
+        Ok(kernels::GatherParams {
+            out,
+            error: self.gpu.error_word(),
+            b: b as i64,
+            o: prod(&pd[batch_dims..axis]) as i64,
+            a: pd[axis] as i64,
+            i: prod(&pd[axis + 1..]) as i64,
+            k: k as i64,
+            idx64: (indices.dtype == DType::I64) as i32,
+            ..Default::default()
+        })
+    }
+
+    /// The error of an out-of-range index, if a gather kernel flagged one
+    /// (reading the flag waits for the kernel).
+    fn index_error(&self, params: &Value, axis: usize) -> Result<()> {
+        match self.gpu.take_error()? {
+            0 => Ok(()),
+            _ => Err(Error::invalid(format!(
+                "a gather index is out of range [0, {}) for axis {axis} of params {}",
+                params.shape()[axis],
+                params.shape()
+            ))),
+        }
+    }
+
+    /// Softmax or log-softmax along the last axis: one block per row.
+    fn softmax(&self, x: &Value, log: bool) -> Result<Value> {
+        let x = self.contiguous(x)?;
+        let meta = Meta::new(x.dtype, x.shape().clone());
+        let (value, out_ptr) = self.empty(&meta)?;
+        let dims = x.shape().dims();
+        let len = dims.last().copied().unwrap_or(1);
+        let rows: usize = dims[..dims.len().saturating_sub(1)].iter().product();
+        if rows == 0 || len == 0 {
+            return Ok(value);
+        }
+        if rows > u32::MAX as usize {
+            return Err(Error::unimplemented(format!("a GPU softmax over {rows} rows")));
+        }
+        let (mut i, mut o, mut l) = (address(&x)?, out_ptr, len as i64);
+        self.launch(kernels::softmax(x.dtype, log), (rows as u32, 1, 1), &mut [arg(&mut i), arg(&mut o), arg(&mut l)])?;
+        Ok(value)
+    }
+
     /// One optimizer step as one kernel: new variable and slot values.
     fn apply_update(&self, rule: &UpdateRule, inputs: &[&Value]) -> Result<Vec<Value>> {
         let (w, g) = (inputs[0], inputs[1]);
@@ -564,12 +732,18 @@ impl Backend for CudaBackend {
 
     fn kernel(&self, op: &Op, inputs: &[&Value], outs: &[Meta], _ctx: &KernelCtx) -> Option<Result<Values>> {
         match op {
-            Op::FusedElementwise { program } if program.reduce.is_none() && !program.has_pads() => {
+            Op::FusedElementwise { program } if program.reduce.is_none() => {
                 let [out] = outs else { return None };
-                match self.run_program(program, inputs, out) {
+                match self.run_program(Signature::Program(fingerprint(program)), program, inputs, out) {
                     Err(e) if e.kind() == ErrorKind::Unimplemented => None,
                     r => Some(r.map(|v| smallvec::smallvec![v])),
                 }
+            }
+            Op::Softmax { axis } | Op::LogSoftmax { axis }
+                if inputs.len() == 1 && inputs[0].dtype.is_float() && *axis + 1 == inputs[0].shape().rank() =>
+            {
+                let log = matches!(op, Op::LogSoftmax { .. });
+                Some(self.softmax(inputs[0], log).map(|v| smallvec::smallvec![v]))
             }
             Op::ApplyUpdate { rule } if inputs.first().is_some_and(|w| w.dtype.is_float()) => {
                 Some(self.apply_update(rule, inputs).map(Values::from_vec))
@@ -579,16 +753,16 @@ impl Backend for CudaBackend {
     }
 
     fn unary(&self, f: UnaryOp, x: &Value, out: &Meta) -> Result<Value> {
-        self.run_program(&single(Instr::Unary(f, 0), 1), &[x], out)
+        self.run_program(Signature::Unary(f), &single(Instr::Unary(f, 0), 1), &[x], out)
     }
     fn binary(&self, f: BinaryOp, a: &Value, b: &Value, out: &Meta) -> Result<Value> {
-        self.run_program(&single(Instr::Binary(f, 0, 1), 2), &[a, b], out)
+        self.run_program(Signature::Binary(f), &single(Instr::Binary(f, 0, 1), 2), &[a, b], out)
     }
     fn select(&self, c: &Value, a: &Value, b: &Value, out: &Meta) -> Result<Value> {
-        self.run_program(&single(Instr::Select(0, 1, 2), 3), &[c, a, b], out)
+        self.run_program(Signature::Select, &single(Instr::Select(0, 1, 2), 3), &[c, a, b], out)
     }
     fn cast(&self, x: &Value, out: &Meta) -> Result<Value> {
-        self.run_program(&single(Instr::Cast(out.dtype, 0), 1), &[x], out)
+        self.run_program(Signature::Cast, &single(Instr::Cast(out.dtype, 0), 1), &[x], out)
     }
 
     fn reduce(&self, f: ReduceOp, x: &Value, axes: &[usize], out: &Meta) -> Result<Value> {
@@ -844,14 +1018,57 @@ impl Backend for CudaBackend {
     }
 
     fn random(&self, dist: &Distribution, out: &Meta, seed: u64, stream: u64) -> Result<Value> {
-        let v: Vec<Value> = self.on_host(&[], |cpu, _| Ok(vec![cpu.random(dist, out, seed, stream)?]))?;
-        v.into_iter().next().ok_or_else(|| Error::invalid("random gave no value"))
+        let d = out.dtype;
+        let mut p = kernels::RandomParams {
+            n: out.shape.numel_known() as i64,
+            k0: seed as u32,
+            k1: (seed >> 32) as u32,
+            stream,
+            wide: (d == DType::F64) as i32,
+            bits: match d {
+                DType::F16 => 11,
+                DType::BF16 => 8,
+                _ => 24,
+            },
+            ..Default::default()
+        };
+        match *dist {
+            Distribution::Uniform { low, high } if d.is_float() => (p.dist, p.a, p.b) = (0, low, high),
+            Distribution::Normal { mean, stddev } if d.is_float() => (p.dist, p.a, p.b) = (2, mean, stddev),
+            Distribution::TruncatedNormal { mean, stddev } if d.is_float() => (p.dist, p.a, p.b) = (3, mean, stddev),
+            Distribution::UniformInt { low, high } if matches!(d, DType::I32 | DType::I64) && high > low => {
+                (p.dist, p.ilow, p.ihigh) = (1, low, high)
+            }
+            _ => {
+                // Other pairings (float draws into integers...) as the CPU makes them.
+                let v: Vec<Value> = self.on_host(&[], |cpu, _| Ok(vec![cpu.random(dist, out, seed, stream)?]))?;
+                return v.into_iter().next().ok_or_else(|| Error::invalid("random gave no value"));
+            }
+        }
+        let (value, ptr) = self.empty(out)?;
+        if p.n == 0 {
+            return Ok(value);
+        }
+        p.out = ptr;
+        let per = crate::op::creation::RandomStream::per_block(d, dist);
+        let blocks = (p.n as usize).div_ceil(per);
+        self.launch(kernels::random(d), (grid_for(blocks, self.gpu.multiprocessors), 1, 1), &mut [arg(&mut p)])?;
+        Ok(value)
     }
 
     fn gather(&self, params: &Value, indices: &Value, axis: usize, batch_dims: usize, out: &Meta) -> Result<Value> {
-        let v: Vec<Value> =
-            self.on_host(&[params, indices], |cpu, x| Ok(vec![cpu.gather(x[0], x[1], axis, batch_dims, out)?]))?;
-        v.into_iter().next().ok_or_else(|| Error::invalid("gather gave no value"))
+        let (value, ptr) = self.empty(out)?;
+        let mut p = self.gather_params(params, indices, axis, batch_dims, ptr)?;
+        let n = out.shape.numel_known();
+        if n == 0 {
+            return Ok(value);
+        }
+        let (src, idx) = (self.contiguous(params)?, self.contiguous(indices)?);
+        (p.src, p.idx) = (address(&src)?, address(&idx)?);
+        let size = params.dtype.size();
+        self.launch(kernels::gather(size), (grid_for(n, self.gpu.multiprocessors), 1, 1), &mut [arg(&mut p)])?;
+        self.index_error(params, axis)?;
+        Ok(value)
     }
 
     fn gather_nd(&self, params: &Value, indices: &Value, out: &Meta) -> Result<Value> {
@@ -867,9 +1084,28 @@ impl Backend for CudaBackend {
         batch_dims: usize,
         out: &Meta,
     ) -> Result<Value> {
-        let v: Vec<Value> =
-            self.on_host(&[updates, indices], |cpu, x| Ok(vec![cpu.scatter_add(x[0], x[1], axis, batch_dims, out)?]))?;
-        v.into_iter().next().ok_or_else(|| Error::invalid("scatter_add gave no value"))
+        if !matches!(out.dtype, DType::F32 | DType::F64 | DType::I32) {
+            // atomicAdd has no form for these: the CPU's kernel, copied over.
+            let v: Vec<Value> = self
+                .on_host(&[updates, indices], |cpu, x| Ok(vec![cpu.scatter_add(x[0], x[1], axis, batch_dims, out)?]))?;
+            return v.into_iter().next().ok_or_else(|| Error::invalid("scatter_add gave no value"));
+        }
+        let value = self.assemble(out, Scalar::I64(0), &[])?;
+        if updates.numel() == 0 || out.shape.numel_known() == 0 {
+            return Ok(value);
+        }
+        // The output has the gathered params' shape.
+        let mut p = self.gather_params(&value, indices, axis, batch_dims, address(&value)?)?;
+        let (src, idx) = (self.contiguous(updates)?, self.contiguous(indices)?);
+        (p.src, p.idx) = (address(&src)?, address(&idx)?);
+        let n = updates.numel();
+        self.launch(
+            kernels::scatter_add(out.dtype),
+            (grid_for(n, self.gpu.multiprocessors), 1, 1),
+            &mut [arg(&mut p)],
+        )?;
+        self.index_error(&value, axis)?;
+        Ok(value)
     }
 
     fn scatter_nd(&self, indices: &Value, updates: &Value, out: &Meta) -> Result<Value> {
@@ -890,6 +1126,44 @@ impl Backend for CudaBackend {
     }
 
     fn upload(&self, host: &Value) -> Result<Value> {
+        let size = host.dtype.size();
+        let scalar_key = (host.numel() == 1).then(|| {
+            let at = host.layout.offset * size;
+            let mut bits = [0u8; 8];
+            bits[..size].copy_from_slice(&host.storage.host().bytes()[at..at + size]);
+            (host.dtype, u64::from_le_bytes(bits), host.shape().rank())
+        });
+        if let Some(key) = scalar_key {
+            if let Some(v) = self.scalars.lock().get(&key) {
+                return Ok(v.view(Layout::contiguous(host.shape().clone())));
+            }
+        }
+        let v = self.upload_new(host)?;
+        if let Some(key) = scalar_key {
+            let mut cache = self.scalars.lock();
+            if cache.len() >= SCALAR_CACHE {
+                cache.clear();
+            }
+            cache.insert(key, v.clone());
+        }
+        Ok(v)
+    }
+
+    fn download(&self, v: &Value) -> Result<Value> {
+        let c = self.contiguous(v)?;
+        let n = c.numel();
+        let size = c.dtype.size();
+        let mut buf = crate::tensor::storage::HostBuffer::new(n * size)?;
+        if n > 0 {
+            self.gpu.download(buf.bytes_mut(), address(&c)?)?;
+        }
+        Ok(Value::from_buffer(c.dtype, c.shape().clone(), buf))
+    }
+}
+
+impl CudaBackend {
+    /// A fresh device copy of a host value.
+    fn upload_new(&self, host: &Value) -> Result<Value> {
         let meta = Meta::new(host.dtype, host.shape().clone());
         let (value, ptr) = self.empty(&meta)?;
         let n = host.numel();
@@ -911,16 +1185,5 @@ impl Backend for CudaBackend {
         let at = src.layout.offset * size;
         self.gpu.upload(ptr, &src.storage.host().bytes()[at..at + n * size])?;
         Ok(value)
-    }
-
-    fn download(&self, v: &Value) -> Result<Value> {
-        let c = self.contiguous(v)?;
-        let n = c.numel();
-        let size = c.dtype.size();
-        let mut buf = crate::tensor::storage::HostBuffer::new(n * size)?;
-        if n > 0 {
-            self.gpu.download(buf.bytes_mut(), address(&c)?)?;
-        }
-        Ok(Value::from_buffer(c.dtype, c.shape().clone(), buf))
     }
 }
