@@ -54,21 +54,22 @@ impl Default for Budget {
     }
 }
 
-fn auto_bench(mut g: impl FnMut() -> Result<()>, b: Budget) -> Result<(f64, f64, f64, usize, usize)> {
-    // Each call waits for the device's queued work, as the peers'
-    // `block_until_ready` / `torch.cuda.synchronize()` do.
-    let mut f = || -> Result<()> {
-        g()?;
-        rivulet::synchronize()
-    };
+fn auto_bench(mut f: impl FnMut() -> Result<()>, b: Budget) -> Result<(f64, f64, f64, usize, usize)> {
+    // A device's queued work is waited for after the warm-up, the
+    // calibration call and each timed inner loop, as the GPU peers wait
+    // (`torch.cuda.synchronize()`, `block_until_ready`): calls within a loop
+    // may overlap the device's work, as theirs do.
+    let sync = rivulet::synchronize;
     f()?;
     let (mut k, t0) = (1, Instant::now());
     while k < 3 || t0.elapsed().as_secs_f64() < 0.3 {
         f()?;
         k += 1;
     }
+    sync()?;
     let t = Instant::now();
     f()?;
+    sync()?;
     let one = t.elapsed().as_secs_f64().max(1e-7);
     let inner = ((5e-3 / one).ceil() as usize).max(1);
     let reps = ((b.budget_s / (one * inner as f64)) as usize).clamp(b.min_reps, b.max_reps);
@@ -78,6 +79,7 @@ fn auto_bench(mut g: impl FnMut() -> Result<()>, b: Budget) -> Result<(f64, f64,
         for _ in 0..inner {
             f()?;
         }
+        sync()?;
         samples.push(t.elapsed().as_secs_f64() * 1e3 / inner as f64 / b.per as f64);
     }
     samples.sort_by(f64::total_cmp);

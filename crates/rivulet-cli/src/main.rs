@@ -76,6 +76,9 @@ enum Command {
         /// print the time of each step.
         #[arg(long)]
         profile: Option<usize>,
+        /// Build (and profile) the default graph on this device (`cpu`, `gpu`, `reference`).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// List the devices Rivulet found (and what it looked for but did not find).
     Devices,
@@ -103,8 +106,8 @@ fn main() -> ExitCode {
             let mode = if eager { rivulet::nn::ExecutionMode::Eager } else { rivulet::nn::ExecutionMode::Graph };
             on_device(&device, || demo::run(mode, epochs, quiet))
         }
-        Command::Inspect { file, fetch, feed, target, dot, full, profile } => {
-            inspect::run(file, fetch, feed, target, dot, full, profile)
+        Command::Inspect { file, fetch, feed, target, dot, full, profile, device } => {
+            on_device(&device, || inspect::run(file, fetch, feed, target, dot, full, profile))
         }
         Command::Devices => {
             for d in rivulet::devices() {

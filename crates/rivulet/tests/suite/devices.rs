@@ -993,7 +993,7 @@ fn gpu_heat_equation_loop_matches_the_cpu() -> Result<()> {
     if !have_gpu("gpu_heat_equation_loop_matches_the_cpu") {
         return Ok(());
     }
-    let n = 512usize;
+    let n = 1024usize;
     let mut rng = Rng(45);
     let u0 = f32s(&mut rng, &[n, n], -1.0, 1.0);
     let mut results = Vec::new();

@@ -140,7 +140,7 @@ impl<M: DeviceMemory> CachingAllocator<M> {
 
     fn out_of_memory(&self, bytes: usize, size: usize) -> Error {
         let s = self.stats();
-        Error::invalid(format!(
+        Error::device(format!(
             "out of memory on {}: allocating {bytes} bytes (a block of {size}) failed with {} bytes in use by \
              tensors (at most {} so far) and the cache emptied; free tensors or use a smaller batch",
             self.memory.name(),

@@ -903,6 +903,34 @@ impl Backend for CudaBackend {
             // described by the leading dimensions and batch strides; the
             // scalars outlive the (host-pointer-mode) call.
             unsafe {
+                if batches == 1 {
+                    // One product: the plain GEMM (cuBLAS picks its kernels
+                    // for it as for cublasSgemm, not among batched ones).
+                    return gpu::check_blas(
+                        "cublasGemmEx",
+                        blas::cublasGemmEx(
+                            h.0,
+                            op(tb ^ b_flip),
+                            op(ta ^ a_flip),
+                            n as i32,
+                            m as i32,
+                            k as i32,
+                            alpha,
+                            pb as *const c_void,
+                            data_type,
+                            ldb as i32,
+                            pa as *const c_void,
+                            data_type,
+                            lda as i32,
+                            beta,
+                            c_ptr as *mut c_void,
+                            data_type,
+                            n as i32,
+                            compute,
+                            blas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                        ),
+                    );
+                }
                 gpu::check_blas(
                     "cublasGemmStridedBatchedEx",
                     blas::cublasGemmStridedBatchedEx(
