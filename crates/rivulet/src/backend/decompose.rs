@@ -345,12 +345,12 @@ fn apply_update(ex: &Ex<'_>, rule: &UpdateRule, inputs: &[&Value]) -> Result<Vec
         UpdateRule::RmsProp { rho, epsilon } => {
             let g2 = ex.binary(mul, &scaled(g, 1.0 - rho)?, g)?;
             let ms = ex.binary(add, &scaled(inputs[4], rho)?, &g2)?;
-            let denom = ex.with(add, &ex.unary(UnaryOp::Sqrt, &ms)?, epsilon)?;
+            let denom = ex.unary(UnaryOp::Sqrt, &ex.with(add, &ms, epsilon)?)?;
             vec![ex.binary(sub, w, &ex.binary(div, &scaled(g, lr)?, &denom)?)?, ms]
         }
         UpdateRule::Adagrad { epsilon } => {
             let acc = ex.binary(add, inputs[4], &ex.binary(mul, g, g)?)?;
-            let denom = ex.with(add, &ex.unary(UnaryOp::Sqrt, &acc)?, epsilon)?;
+            let denom = ex.unary(UnaryOp::Sqrt, &ex.with(add, &acc, epsilon)?)?;
             vec![ex.binary(sub, w, &ex.binary(div, &scaled(g, lr)?, &denom)?)?, acc]
         }
     })

@@ -105,6 +105,8 @@ pub struct Optimizer {
     rule: UpdateRule,
     learning_rate: LearningRate,
     clip_norm: Option<f64>,
+    /// Adagrad's accumulator starts here (Keras's `initial_accumulator_value`).
+    initial_accumulator: f64,
     slots: Mutex<FxHashMap<u64, Slots>>,
     iterations: Mutex<Option<Variable>>,
 }
@@ -122,6 +124,7 @@ impl Optimizer {
             rule,
             learning_rate: learning_rate.into(),
             clip_norm: None,
+            initial_accumulator: 0.1,
             slots: Mutex::new(FxHashMap::default()),
             iterations: Mutex::new(None),
         }
@@ -150,13 +153,20 @@ impl Optimizer {
     pub fn rmsprop(lr: impl Into<LearningRate>) -> Optimizer {
         Optimizer::with_rule("RMSProp", UpdateRule::RmsProp { rho: 0.9, epsilon: 1e-7 }, lr)
     }
-    /// Adagrad (epsilon 1e-7).
+    /// Adagrad as Keras has it: epsilon 1e-7 inside the root, the
+    /// accumulator starting at 0.1 (see [`Optimizer::with_initial_accumulator_value`]).
     pub fn adagrad(lr: impl Into<LearningRate>) -> Optimizer {
         Optimizer::with_rule("Adagrad", UpdateRule::Adagrad { epsilon: 1e-7 }, lr)
     }
     /// Any rule.
     pub fn new(rule: UpdateRule, lr: impl Into<LearningRate>) -> Optimizer {
         Optimizer::with_rule("Optimizer", rule, lr)
+    }
+    /// Where Adagrad's accumulator starts (Keras's
+    /// `initial_accumulator_value`, 0.1 by default; other rules' slots start at 0).
+    pub fn with_initial_accumulator_value(mut self, value: f64) -> Optimizer {
+        self.initial_accumulator = value;
+        self
     }
     /// Clip gradients to this global norm before each update.
     pub fn with_clip_norm(mut self, clip_norm: f64) -> Optimizer {
@@ -221,11 +231,12 @@ impl Optimizer {
         // parallel, and a thread waiting for it may pick up another update
         // that needs the lock. (Values are never written in place, so the
         // slots may share them.)
-        // Ok: the variable's graph; Err: the eager slots' initial zeros.
+        // Ok: the variable's graph; Err: the eager slots' initial values.
+        let init = if matches!(self.rule, UpdateRule::Adagrad { .. }) { self.initial_accumulator } else { 0.0 };
         let home = match var.graph() {
             Some(g) => Ok(g),
             // Eager even when first used inside a traced function.
-            None => Err(crate::context::eager_scope(|| Tensor::zeros(var.shape().clone(), var.dtype()))?),
+            None => Err(crate::context::eager_scope(|| ops::fill(Ctx::Eager, var.shape().clone(), init, var.dtype()))?),
         };
         let mut slots = self.slots.lock();
         if let Some(s) = slots.get(&var.id()) {
@@ -236,8 +247,8 @@ impl Optimizer {
             let slot_name = format!("{}/{}", var.name(), name);
             let v = match &home {
                 Ok(g) => {
-                    let zeros = ops::zeros(Ctx::Graph(g), var.shape().clone(), var.dtype())?;
-                    Variable::in_graph(g, &slot_name, &zeros, false)?
+                    let start = ops::fill(Ctx::Graph(g), var.shape().clone(), init, var.dtype())?;
+                    Variable::in_graph(g, &slot_name, &start, false)?
                 }
                 Err(zeros) => Variable::new(&slot_name, zeros, false)?,
             };

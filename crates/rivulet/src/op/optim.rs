@@ -21,10 +21,12 @@ pub enum UpdateRule {
     /// `weight_decay > 0` Keras's AdamW decays first, `w -= w * wd * lr`
     /// (Loshchilov & Hutter 2019) (slots: `m`, `v`).
     Adam { beta1: f64, beta2: f64, epsilon: f64, weight_decay: f64 },
-    /// `ms = rho * ms + (1 - rho) * g^2; w -= lr * g / (sqrt(ms) + eps)`
-    /// (Hinton's lecture 6e; slot: `ms`).
+    /// `ms = rho * ms + (1 - rho) * g^2; w -= lr * g / sqrt(ms + eps)`
+    /// (Hinton's lecture 6e, with Keras's epsilon inside the root; slot: `ms`).
     RmsProp { rho: f64, epsilon: f64 },
-    /// `acc += g^2; w -= lr * g / (sqrt(acc) + eps)` (Duchi et al. 2011; slot: `acc`).
+    /// `acc += g^2; w -= lr * g / sqrt(acc + eps)` (Duchi et al. 2011, with
+    /// Keras's epsilon inside the root; slot: `acc`, which `Optimizer`
+    /// starts at Keras's `initial_accumulator_value`, 0.1).
     Adagrad { epsilon: f64 },
 }
 

@@ -139,3 +139,52 @@ fn adam_places_epsilon_as_keras_does() -> Result<()> {
     }
     Ok(())
 }
+
+/// Keras's RMSprop and Adagrad put epsilon inside the root
+/// (`lr·g/√(v+ε)`), and Adagrad's accumulator starts at 0.1: three steps on
+/// `scale · Σw³` (f64 weights) against `keras.optimizers.RMSprop(0.01)`,
+/// `Adagrad(0.1)` and `Adagrad(0.1, initial_accumulator_value=0)` in
+/// TensorFlow 2.21 (`tests/reference/keras_rmsprop_adagrad.py`). At scale
+/// 1e-4 the textbook `√v+ε` lands about 0.02 to 0.2 away.
+#[test]
+fn rmsprop_and_adagrad_place_epsilon_and_start_as_keras_does() -> Result<()> {
+    use rivulet::nn::Optimizer;
+    use rivulet::Variable;
+    type Case = (&'static str, fn() -> Optimizer, f64, [f64; 3]);
+    let cases: [Case; 6] = [
+        ("rmsprop", || Optimizer::rmsprop(0.01), 1.0, [0.9278841218122824, -0.5767733236102873, 1.9270424396979915]),
+        ("rmsprop", || Optimizer::rmsprop(0.01), 1e-4, [0.9740554200389853, -0.5071448125002448, 1.9396547989386284]),
+        ("adagrad", || Optimizer::adagrad(0.1), 1.0, [0.7900324293937131, -0.7425109695120289, 1.780140520653244]),
+        ("adagrad", || Optimizer::adagrad(0.1), 1e-4, [0.9997154493990118, -0.5000711579587784, 1.9988620288518084]),
+        (
+            "adagrad0",
+            || Optimizer::adagrad(0.1).with_initial_accumulator_value(0.0),
+            1.0,
+            [0.7892398019489447, -0.754929459897251, 1.7800883541411432],
+        ),
+        (
+            "adagrad0",
+            || Optimizer::adagrad(0.1).with_initial_accumulator_value(0.0),
+            1e-4,
+            [0.8383191684985856, -0.5734811074874181, 1.7850950427910939],
+        ),
+    ];
+    for (name, make, scale, tf) in cases {
+        let opt = make();
+        let w = Variable::new(&format!("{name}_{scale}"), &Tensor::from_slice(&[1.0f64, -0.5, 2.0], [3])?, true)?;
+        for _ in 0..3 {
+            let tape = GradientTape::new();
+            let r = w.read();
+            let l = ops::sum(&ops::mul(&ops::mul(&ops::mul(&r, &r)?, &r)?, scale)?, Axes::All, false)?;
+            let g = tape.gradient_vars(&l, &[&w])?.remove(0).expect("a gradient");
+            opt.apply_gradients(&[(g, &w)])?;
+        }
+        let got = w.read().to_vec::<f64>()?;
+        for (g, t) in got.iter().zip(tf) {
+            // Keras holds the learning rate (and the initial accumulator) in
+            // f32: 0.1 is 0.10000000149 there, a relative 1.5e-8.
+            assert!((g - t).abs() <= 1e-7, "{name} at scale {scale}: {got:?}, TensorFlow {tf:?}");
+        }
+    }
+    Ok(())
+}

@@ -108,12 +108,13 @@ fn reference_step(rule: UpdateRule, w: &mut [f64], g: &[f64], slots: &mut [Vec<f
                 w[i] -= slots[0][i] * alpha / (slots[1][i].sqrt() + epsilon);
             }
             UpdateRule::RmsProp { rho, epsilon } => {
+                // Keras: epsilon inside the root.
                 slots[0][i] = rho * slots[0][i] + (1.0 - rho) * g[i] * g[i];
-                w[i] -= lr * g[i] / (slots[0][i].sqrt() + epsilon);
+                w[i] -= lr * g[i] / (slots[0][i] + epsilon).sqrt();
             }
             UpdateRule::Adagrad { epsilon } => {
                 slots[0][i] += g[i] * g[i];
-                w[i] -= lr * g[i] / (slots[0][i].sqrt() + epsilon);
+                w[i] -= lr * g[i] / (slots[0][i] + epsilon).sqrt();
             }
         }
     }
@@ -129,7 +130,9 @@ struct Snapshot {
 
 fn reference_run(rule: UpdateRule, w0: &[f64], grads: &[Vec<f64>], lr: impl Fn(u32) -> f64) -> Vec<Snapshot> {
     let mut w = w0.to_vec();
-    let mut slots = vec![vec![0.0; w0.len()]; rule.num_slots()];
+    // Keras starts Adagrad's accumulator at 0.1, the others' slots at 0.
+    let init = if matches!(rule, UpdateRule::Adagrad { .. }) { 0.1 } else { 0.0 };
+    let mut slots = vec![vec![init; w0.len()]; rule.num_slots()];
     let mut out = Vec::new();
     for (k, g) in grads.iter().enumerate() {
         // The schedule sees the number of updates done before this one.
@@ -307,24 +310,26 @@ fn adamw_decouples_weight_decay() -> TestResult {
 
 #[test]
 fn rmsprop_by_hand_and_by_equation() -> TestResult {
-    // One step: ms = 0.1 g^2, w -= lr g / (sqrt(0.1) |g| + eps).
+    // One step: ms = 0.1 g^2, w -= lr g / sqrt(ms + eps) (Keras's placement).
     let opt = Optimizer::rmsprop(0.01);
     assert_eq!(opt.rule(), UpdateRule::RmsProp { rho: 0.9, epsilon: 1e-7 });
     let snaps = eager_run(&opt, &[1.0], &[vec![2.0]])?;
     assert_close(&snaps[0].slots[0], &[0.4], 1e-15, "rmsprop ms");
-    assert_close(&snaps[0].w, &[1.0 - 0.01 * 2.0 / (0.4f64.sqrt() + 1e-7)], 1e-15, "rmsprop w");
+    assert_close(&snaps[0].w, &[1.0 - 0.01 * 2.0 / (0.4f64 + 1e-7).sqrt()], 1e-15, "rmsprop w");
     check_rule(|| Optimizer::rmsprop(0.01), 0.01)
 }
 
 #[test]
 fn adagrad_by_hand_and_by_equation() -> TestResult {
-    // acc = 9 then 25: w -= 0.1 * 3 / 3 then 0.1 * 4 / 5.
+    // Keras: the accumulator starts at 0.1, so acc = 9.1 then 25.1, and
+    // w -= 0.1 * 3 / sqrt(9.1 + eps) then 0.1 * 4 / sqrt(25.1 + eps).
     let opt = Optimizer::adagrad(0.1);
     assert_eq!(opt.rule(), UpdateRule::Adagrad { epsilon: 1e-7 });
     let snaps = eager_run(&opt, &[1.0], &[vec![3.0], vec![4.0]])?;
-    assert_close(&snaps[0].w, &[1.0 - 0.3 / (3.0 + 1e-7)], 1e-15, "adagrad step 1");
-    assert_close(&snaps[1].w, &[1.0 - 0.3 / (3.0 + 1e-7) - 0.4 / (5.0 + 1e-7)], 1e-15, "adagrad step 2");
-    assert_close(&snaps[1].slots[0], &[25.0], 0.0, "adagrad accumulator");
+    let (s1, s2) = ((9.1f64 + 1e-7).sqrt(), (25.1f64 + 1e-7).sqrt());
+    assert_close(&snaps[0].w, &[1.0 - 0.3 / s1], 1e-15, "adagrad step 1");
+    assert_close(&snaps[1].w, &[1.0 - 0.3 / s1 - 0.4 / s2], 1e-15, "adagrad step 2");
+    assert_close(&snaps[1].slots[0], &[25.1], 1e-15, "adagrad accumulator");
     check_rule(|| Optimizer::adagrad(0.1), 0.1)
 }
 

@@ -122,7 +122,7 @@ impl<T: Real> Rule<T, 1> for RmsProp<T> {
     #[inline(always)]
     fn apply(&self, w: T, g: T, [ms]: [T; 1]) -> (T, [T; 1]) {
         let ms = self.rho * ms + self.one_rho * g * g;
-        (w - self.lr * g / (ms.sqrt() + self.eps), [ms])
+        (w - self.lr * g / (ms + self.eps).sqrt(), [ms])
     }
 }
 
@@ -135,7 +135,7 @@ impl<T: Real> Rule<T, 1> for Adagrad<T> {
     #[inline(always)]
     fn apply(&self, w: T, g: T, [acc]: [T; 1]) -> (T, [T; 1]) {
         let acc = acc + g * g;
-        (w - self.lr * g / (acc.sqrt() + self.eps), [acc])
+        (w - self.lr * g / (acc + self.eps).sqrt(), [acc])
     }
 }
 

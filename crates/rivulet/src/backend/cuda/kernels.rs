@@ -253,11 +253,11 @@ __device__ void apply_update(const RvUpdate p) {
             s2o[i] = Num<T>::st(v);
         } else if (p.rule == 3) {
             A ms = Num<T>::ld(s1[i]) * (A)p.h1 + (gi * (A)(1.0 - p.h1)) * gi;
-            wo[i] = Num<T>::st(wi - (gi * lr) / (rv_sqrt(ms) + (A)p.h2));
+            wo[i] = Num<T>::st(wi - (gi * lr) / rv_sqrt(ms + (A)p.h2));
             s1o[i] = Num<T>::st(ms);
         } else {
             A acc = Num<T>::ld(s1[i]) + gi * gi;
-            wo[i] = Num<T>::st(wi - (gi * lr) / (rv_sqrt(acc) + (A)p.h1));
+            wo[i] = Num<T>::st(wi - (gi * lr) / rv_sqrt(acc + (A)p.h1));
             s1o[i] = Num<T>::st(acc);
         }
     }
