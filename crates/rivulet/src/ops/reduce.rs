@@ -112,14 +112,15 @@ pub fn all(x: &Tensor, axes: impl Into<Axes>, keepdims: bool) -> Result<Tensor> 
     reduce(ReduceOp::All, x, axes.into(), keepdims)
 }
 
-/// Index (i64) of the largest element along `axis`; the first one on ties
-/// (and the first NaN, if any).
+/// Index (i64) of the largest element along `axis`; the first one on ties,
+/// NaN skipped (0 where all are NaN), as in TensorFlow.
 #[track_caller]
 pub fn argmax(x: &Tensor, axis: i64) -> Result<Tensor> {
     let axis = checked(normalize_axis(axis, x.rank()), "ArgMax", &[x])?;
     apply1(Op::ArgReduce { f: ArgOp::ArgMax, axis, output: DType::I64 }, &[x])
 }
-/// Index (i64) of the smallest element along `axis`; the first one on ties.
+/// Index (i64) of the smallest element along `axis`; the first one on ties,
+/// NaN skipped (0 where all are NaN), as in TensorFlow.
 #[track_caller]
 pub fn argmin(x: &Tensor, axis: i64) -> Result<Tensor> {
     let axis = checked(normalize_axis(axis, x.rank()), "ArgMin", &[x])?;

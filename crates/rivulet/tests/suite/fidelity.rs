@@ -188,3 +188,34 @@ fn rmsprop_and_adagrad_place_epsilon_and_start_as_keras_does() -> Result<()> {
     }
     Ok(())
 }
+
+/// argmax and argmin skip NaN, as TensorFlow does (its values, from
+/// `tf.argmax`/`tf.argmin` in 2.21): the first of the largest (smallest)
+/// number, 0 where all are NaN; on the CPU and the reference device.
+#[test]
+fn argmax_and_argmin_skip_nan_as_tensorflow_does() -> Result<()> {
+    let n = f32::NAN;
+    let rows: [([f32; 4], i64, i64); 5] = [
+        ([1.0, n, 3.0, n], 2, 0),
+        ([n, 1.0, 3.0, n], 2, 1),
+        ([n, n, n, n], 0, 0),
+        ([3.0, n, 1.0, n], 0, 2),
+        ([n, 5.0, 2.0, 5.0], 1, 2),
+    ];
+    for device in ["/cpu:0", "/reference:0"] {
+        for (x, max_at, min_at) in rows {
+            let t = Tensor::from_slice(&x, [4])?.to_device(device)?;
+            let (a, b) = rivulet::device(device, || -> Result<(i64, i64)> {
+                Ok((ops::argmax(&t, 0)?.to_scalar()?, ops::argmin(&t, 0)?.to_scalar()?))
+            })??;
+            assert_eq!((a, b), (max_at, min_at), "{device}: argmax/argmin of {x:?}");
+        }
+        // Along axis 0 of [[1, nan], [nan, 2], [4, 3]]: TensorFlow gives [2, 2] and [0, 1].
+        let m = Tensor::from_slice(&[1.0f32, n, n, 2.0, 4.0, 3.0], [3, 2])?.to_device(device)?;
+        let (a, b) = rivulet::device(device, || -> Result<(Vec<i64>, Vec<i64>)> {
+            Ok((ops::argmax(&m, 0)?.to_vec()?, ops::argmin(&m, 0)?.to_vec()?))
+        })??;
+        assert_eq!((a, b), (vec![2, 2], vec![0, 1]), "{device}: along axis 0");
+    }
+    Ok(())
+}

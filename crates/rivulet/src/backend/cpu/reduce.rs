@@ -284,12 +284,14 @@ pub(crate) fn reduce(f: ReduceOp, x: &Value, axes: &[usize], out: &Meta) -> Resu
     }
 }
 
-/// Index of the best element along the reduced axis of `[a, r, b]` data.
+/// Index of the best element along the reduced axis of `[a, r, b]` data:
+/// the first of the largest (smallest), NaN skipped, 0 when all are NaN
+/// (TensorFlow's argmax/argmin).
 fn arg_abr<T: Num>(src: &[T], (a, r, b): (usize, usize, usize), out: &mut [i64], is_max: bool) {
     let better = move |v: T, best: T| -> bool {
-        if best.is_nan() {
+        if v.is_nan() {
             false
-        } else if v.is_nan() {
+        } else if best.is_nan() {
             true
         } else if is_max {
             v > best

@@ -133,7 +133,7 @@ __device__ void reduce_cols(const TI* in, void* out, long long outer, long long 
 }
 
 /* Index of the largest (smallest) along R of [outer, R, inner]: the first
-   one, and the first NaN wherever there is one. */
+   one, NaN skipped, 0 when all are NaN (TensorFlow's). */
 template <class TI, class TO, bool MAX>
 __device__ void arg_reduce(const TI* in, TO* out, long long outer, long long R, long long inner) {
     long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -143,12 +143,9 @@ __device__ void arg_reduce(const TI* in, TO* out, long long outer, long long R, 
     typedef typename Num<TI>::acc A;
     A best = Num<TI>::ld(p[0]);
     long long at = 0;
-    if (best == best) {
-        for (long long r = 1; r < R; ++r) {
-            A v = Num<TI>::ld(p[r * inner]);
-            if (v != v) { at = r; break; }
-            if (MAX ? v > best : v < best) { best = v; at = r; }
-        }
+    for (long long r = 1; r < R; ++r) {
+        A v = Num<TI>::ld(p[r * inner]);
+        if (v == v && (best != best || (MAX ? v > best : v < best))) { best = v; at = r; }
     }
     out[t] = (TO)at;
 }

@@ -506,7 +506,8 @@ impl Backend for ReferenceBackend {
             let mut at = 0usize;
             for k in 1..shape[axis] {
                 let (c, b) = (v[base + k * st[axis]], v[base + at * st[axis]]);
-                let better = !b.is_nan() && (c.is_nan() || if f == ArgOp::ArgMax { c > b } else { c < b });
+                // TensorFlow's: NaN skipped, the first of equals kept.
+                let better = !c.is_nan() && (b.is_nan() || if f == ArgOp::ArgMax { c > b } else { c < b });
                 if better {
                     at = k;
                 }
