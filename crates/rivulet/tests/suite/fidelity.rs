@@ -190,7 +190,7 @@ fn rmsprop_and_adagrad_place_epsilon_and_start_as_keras_does() -> Result<()> {
 }
 
 /// argmax and argmin skip NaN, as TensorFlow does (its values, from
-/// `tf.argmax`/`tf.argmin` in 2.21): the first of the largest (smallest)
+/// `tf.argmax`/`tf.argmin` in 2.21, tests/reference/tf_reductions.py): the first of the largest (smallest)
 /// number, 0 where all are NaN; on the CPU and the reference device.
 #[test]
 fn argmax_and_argmin_skip_nan_as_tensorflow_does() -> Result<()> {
@@ -216,6 +216,28 @@ fn argmax_and_argmin_skip_nan_as_tensorflow_does() -> Result<()> {
             Ok((ops::argmax(&m, 0)?.to_vec()?, ops::argmin(&m, 0)?.to_vec()?))
         })??;
         assert_eq!((a, b), (vec![2, 2], vec![0, 1]), "{device}: along axis 0");
+    }
+    Ok(())
+}
+
+/// An integer `reduce_mean` is exact, as TensorFlow's: int32 and uint8 sum
+/// wide (int64 wraps, as there), and the quotient truncates toward zero
+/// (TensorFlow 2.21's values, tests/reference/tf_reductions.py).
+#[test]
+fn integer_mean_is_exact_as_in_tensorflow() -> Result<()> {
+    for device in ["/cpu:0", "/reference:0"] {
+        let on = |t: Tensor| t.to_device(device);
+        let mean = |t: &Tensor| rivulet::device(device, || ops::mean(t, Axes::All, false));
+        let big = on(Tensor::from([1i32 << 30, 1 << 30, 1 << 30]))?;
+        assert_eq!(mean(&big)??.to_scalar::<i32>()?, 1 << 30, "{device}: int32 mean of 3 x 2^30");
+        assert_eq!(mean(&on(Tensor::from([-3i32, 0]))?)??.to_scalar::<i32>()?, -1, "{device}: truncated");
+        assert_eq!(mean(&on(Tensor::from([-1i32, -1, 0]))?)??.to_scalar::<i32>()?, 0, "{device}: truncated");
+        assert_eq!(mean(&on(Tensor::from([200u8, 200, 100]))?)??.to_scalar::<u8>()?, 166, "{device}: uint8");
+        let wide = on(Tensor::from([1i64 << 62, 1 << 62, 1 << 62]))?;
+        assert_eq!(mean(&wide)??.to_scalar::<i64>()?, -1537228672809129301, "{device}: int64 wraps, as in TF");
+        let rows = on(Tensor::from_slice(&[1i32 << 30, 1 << 30, 1, 2], [2, 2])?)?;
+        let m = rivulet::device(device, || ops::mean(&rows, 1, false))??.to_vec::<i32>()?;
+        assert_eq!(m, vec![1 << 30, 1], "{device}: along axis 1");
     }
     Ok(())
 }

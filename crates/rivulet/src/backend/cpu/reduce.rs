@@ -257,6 +257,12 @@ pub(crate) fn reduce(f: ReduceOp, x: &Value, axes: &[usize], out: &Meta) -> Resu
         let r = reduce(f, &cast(x, DType::F32)?, axes, &Meta::new(DType::F32, out.shape.clone()))?;
         return cast(&r, x.dtype);
     }
+    if f == ReduceOp::Mean && matches!(x.dtype, DType::I32 | DType::U8) {
+        // TensorFlow's integer mean is exact: summed in i64 (the quotient,
+        // truncated toward zero, fits the type again).
+        let r = reduce(f, &cast(x, DType::I64)?, axes, &Meta::new(DType::I64, out.shape.clone()))?;
+        return cast(&r, x.dtype);
+    }
     let (data, a, r, b) = canonical(x, axes)?;
     let n = a * b;
     match x.dtype {

@@ -455,18 +455,14 @@ pub(crate) fn ctype(dtype: DType) -> &'static str {
     }
 }
 
-/// The accumulator type of a reduction over `dtype`.
-pub(crate) fn acc_type(dtype: DType) -> &'static str {
-    match dtype {
-        DType::F16 | DType::BF16 | DType::F32 => "float",
-        d => ctype(d),
-    }
-}
-
-/// The accumulator dtype (partials of a two-pass reduction).
-pub(crate) fn acc_dtype(dtype: DType) -> DType {
+/// The accumulator dtype of `f` over `dtype` (and of a two-pass
+/// reduction's partials): f16/bf16 in f32; int32 and uint8 sums, means and
+/// products in 64 bits (an exact mean, as TensorFlow's; sums and products
+/// wrap to the same bits when stored); the rest in their own type.
+pub(crate) fn acc_dtype(f: ReduceOp, dtype: DType) -> DType {
     match dtype {
         DType::F16 | DType::BF16 => DType::F32,
+        DType::I32 | DType::U8 if matches!(f, ReduceOp::Sum | ReduceOp::Mean | ReduceOp::Prod) => DType::I64,
         d => d,
     }
 }
@@ -527,7 +523,7 @@ fn op_struct(f: ReduceOp) -> &'static str {
 /// (the value's dtype, or the accumulator's in a second pass), writing the
 /// result as `out` when `last`, else partials.
 pub(crate) fn reduce(f: ReduceOp, rows: bool, input: DType, out: DType, last: bool) -> Instance {
-    let (ti, ta, to) = (ctype(input), acc_type(out), ctype(out));
+    let (ti, ta, to) = (ctype(input), ctype(acc_dtype(f, out)), ctype(out));
     let mean = matches!(f, ReduceOp::Mean);
     let kind = if rows { "rows" } else { "cols" };
     let name = format!(
@@ -761,7 +757,7 @@ mod tests {
                 for rows in [true, false] {
                     all.push(reduce(f, rows, d, d, true));
                     all.push(reduce(f, rows, d, d, false));
-                    all.push(reduce(f, rows, acc_dtype(d), d, true));
+                    all.push(reduce(f, rows, acc_dtype(f, d), d, true));
                 }
             }
             for f in [ArgOp::ArgMax, ArgOp::ArgMin] {

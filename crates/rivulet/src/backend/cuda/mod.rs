@@ -456,7 +456,7 @@ impl CudaBackend {
         }
         let sms = self.gpu.multiprocessors as usize;
         let (mut inp, mut count) = (address(x)?, r as i64);
-        let acc = kernels::acc_dtype(out.dtype);
+        let acc = kernels::acc_dtype(f, out.dtype);
         if inner == 1 {
             // Enough blocks to fill the GPU, each at least 2048 elements long.
             let parts = (4 * sms).div_ceil(outer).clamp(1, r.div_ceil(2048).max(1)).min(65_535) as i32;

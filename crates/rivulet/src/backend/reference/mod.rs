@@ -466,11 +466,17 @@ impl Backend for ReferenceBackend {
                             match f {
                                 ReduceOp::Sum => xs.fold(0, |a, b| wrap(dt, a as i128 + b as i128)),
                                 ReduceOp::Mean => {
-                                    let s = xs.fold(0, |a, b| wrap(dt, a as i128 + b as i128));
+                                    // TensorFlow's: exact for int32 and uint8
+                                    // (summed wide), wrapping for int64; the
+                                    // quotient truncated toward zero.
+                                    let s: i128 = match dt {
+                                        DType::I64 => xs.fold(0, |a, b| wrap(dt, a as i128 + b as i128)) as i128,
+                                        _ => xs.map(|b| b as i128).sum(),
+                                    };
                                     if count == 0 {
                                         0
                                     } else {
-                                        wrap(dt, s as i128 / wrap(dt, count as i128) as i128)
+                                        wrap(dt, s / count as i128)
                                     }
                                 }
                                 ReduceOp::Prod => xs.fold(1, |a, b| wrap(dt, a as i128 * b as i128)),
