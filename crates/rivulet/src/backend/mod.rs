@@ -15,7 +15,7 @@ pub(crate) mod decompose;
 pub(crate) mod reference;
 pub(crate) mod views;
 
-pub(crate) use cpu::optim::{apply_update, update_operands, InPlaceUpdate};
+pub(crate) use cpu::optim::{update_operands, InPlaceUpdate};
 
 use crate::error::{Error, Result};
 use crate::op::creation::Distribution;
@@ -124,12 +124,11 @@ pub fn release_cached_memory() {
 
 /// The backend of `device`, or an error naming it and the devices there are.
 pub(crate) fn backend(device: Device) -> Result<&'static dyn Backend> {
-    match (device.kind, device.index) {
-        (DeviceKind::Cpu, 0) => Ok(&CPU),
-        (DeviceKind::Reference, 0) => Ok(&REFERENCE),
-        (DeviceKind::Gpu, i) if cuda::backend(i).is_some() => {
-            cuda::backend(i).map(|b| b as &dyn Backend).ok_or_else(|| Error::invalid("gpu vanished"))
-        }
+    let gpu = if device.kind == DeviceKind::Gpu { cuda::backend(device.index) } else { None };
+    match (device.kind, device.index, gpu) {
+        (DeviceKind::Cpu, 0, _) => Ok(&CPU),
+        (DeviceKind::Reference, 0, _) => Ok(&REFERENCE),
+        (DeviceKind::Gpu, _, Some(b)) => Ok(b),
         _ => Err(Error::invalid(format!(
             "no device {device} on this machine (devices: {})",
             devices().iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")

@@ -269,12 +269,9 @@ pub(crate) fn update(
         let old_values: Vec<&Value> = old.iter().map(|t| t.value()).collect::<Result<_>>()?;
         let mut inputs: Vec<&Value> = vec![old_values[0], &grad, lr, step];
         inputs.extend(old_values[1..].iter().copied());
-        let device = old_values[0].device();
-        let new = if device == Device::CPU {
-            backend::apply_update(&rule, &inputs)?
-        } else {
-            backend::execute_on(device, &Op::ApplyUpdate { rule }, &inputs, &backend::KernelCtx::EAGER)?.into_vec()
-        };
+        // On the variable's device, by that backend's kernel.
+        let op = Op::ApplyUpdate { rule };
+        let new = backend::execute_on(old_values[0].device(), &op, &inputs, &backend::KernelCtx::EAGER)?.into_vec();
         let mut guards = lock_all(cells);
         let unchanged = guards.iter().zip(&old).all(|(g, o)| matches!(&**g, State::Ready(t) if t.is_same_value(o)));
         if unchanged {

@@ -114,6 +114,8 @@ impl Value {
         let size = self.dtype.size();
         let n = self.numel();
         let mut out = storage::try_vec_with_capacity(n * size)?;
+        // A device value is read back here, its error returned (not met in `host`).
+        self.storage.sync_host()?;
         let bytes = self.storage.host().bytes();
         if n == 0 {
             return Ok(out);
@@ -151,7 +153,7 @@ impl Value {
 
     /// The single element of a one-element (host) value, as f64.
     pub fn scalar_f64(&self) -> Option<f64> {
-        if self.numel() != 1 {
+        if self.numel() != 1 || self.storage.sync_host().is_err() {
             return None;
         }
         let at = self.layout.offset;
@@ -169,6 +171,10 @@ impl Value {
             return true;
         }
         let size = a.dtype.size();
+        // Device values are read back first; one that cannot be is unequal.
+        if a.storage.sync_host().is_err() || b.storage.sync_host().is_err() {
+            return false;
+        }
         let (ab, bb) = (a.storage.host().bytes(), b.storage.host().bytes());
         fn element(bytes: &[u8], at: isize, size: usize) -> &[u8] {
             let at = at as usize * size;

@@ -421,17 +421,11 @@ impl CudaBackend {
     }
 
     /// Host fallback: run `f` on the CPU backend with `inputs` copied there,
-    /// and copy the results back.
-    fn on_host<R, F>(&self, inputs: &[&Value], f: F) -> Result<R>
-    where
-        F: FnOnce(&dyn Backend, &[&Value]) -> Result<R>,
-        R: IntoIterator<Item = Value> + FromIterator<Value>,
-    {
+    /// and copy its result back.
+    fn on_host(&self, inputs: &[&Value], f: impl FnOnce(&dyn Backend, &[&Value]) -> Result<Value>) -> Result<Value> {
         let host: Vec<Value> = inputs.iter().map(|v| self.download(v)).collect::<Result<_>>()?;
         let refs: Vec<&Value> = host.iter().collect();
-        let cpu = super::backend(Device::CPU)?;
-        let out = f(cpu, &refs)?;
-        out.into_iter().map(|v| self.upload(&v)).collect()
+        self.upload(&f(super::backend(Device::CPU)?, &refs)?)
     }
 
     /// `(outer, R, inner)` of a contiguous `shape` reduced along `axes` (a
@@ -1069,8 +1063,7 @@ impl Backend for CudaBackend {
             }
             _ => {
                 // Other pairings (float draws into integers...) as the CPU makes them.
-                let v: Vec<Value> = self.on_host(&[], |cpu, _| Ok(vec![cpu.random(dist, out, seed, stream)?]))?;
-                return v.into_iter().next().ok_or_else(|| Error::invalid("random gave no value"));
+                return self.on_host(&[], |cpu, _| cpu.random(dist, out, seed, stream));
             }
         }
         let (value, ptr) = self.empty(out)?;
@@ -1100,8 +1093,7 @@ impl Backend for CudaBackend {
     }
 
     fn gather_nd(&self, params: &Value, indices: &Value, out: &Meta) -> Result<Value> {
-        let v: Vec<Value> = self.on_host(&[params, indices], |cpu, x| Ok(vec![cpu.gather_nd(x[0], x[1], out)?]))?;
-        v.into_iter().next().ok_or_else(|| Error::invalid("gather_nd gave no value"))
+        self.on_host(&[params, indices], |cpu, x| cpu.gather_nd(x[0], x[1], out))
     }
 
     fn scatter_add(
@@ -1114,9 +1106,7 @@ impl Backend for CudaBackend {
     ) -> Result<Value> {
         if !matches!(out.dtype, DType::F32 | DType::F64 | DType::I32) {
             // atomicAdd has no form for these: the CPU's kernel, copied over.
-            let v: Vec<Value> = self
-                .on_host(&[updates, indices], |cpu, x| Ok(vec![cpu.scatter_add(x[0], x[1], axis, batch_dims, out)?]))?;
-            return v.into_iter().next().ok_or_else(|| Error::invalid("scatter_add gave no value"));
+            return self.on_host(&[updates, indices], |cpu, x| cpu.scatter_add(x[0], x[1], axis, batch_dims, out));
         }
         let value = self.assemble(out, Scalar::I64(0), &[])?;
         if updates.numel() == 0 || out.shape.numel_known() == 0 {
@@ -1137,20 +1127,13 @@ impl Backend for CudaBackend {
     }
 
     fn scatter_nd(&self, indices: &Value, updates: &Value, out: &Meta) -> Result<Value> {
-        let v: Vec<Value> = self.on_host(&[indices, updates], |cpu, x| Ok(vec![cpu.scatter_nd(x[0], x[1], out)?]))?;
-        v.into_iter().next().ok_or_else(|| Error::invalid("scatter_nd gave no value"))
+        self.on_host(&[indices, updates], |cpu, x| cpu.scatter_nd(x[0], x[1], out))
     }
 
     fn top_k(&self, x: &Value, k: usize, outs: &[Meta]) -> Result<(Value, Value)> {
-        let v: Vec<Value> = self.on_host(&[x], |cpu, x| {
-            let (a, b) = cpu.top_k(x[0], k, outs)?;
-            Ok(vec![a, b])
-        })?;
-        let mut it = v.into_iter();
-        match (it.next(), it.next()) {
-            (Some(a), Some(b)) => Ok((a, b)),
-            _ => Err(Error::invalid("top_k gave no values")),
-        }
+        let host = self.download(x)?;
+        let (values, indices) = super::backend(Device::CPU)?.top_k(&host, k, outs)?;
+        Ok((self.upload(&values)?, self.upload(&indices)?))
     }
 
     fn upload(&self, host: &Value) -> Result<Value> {
