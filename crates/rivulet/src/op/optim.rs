@@ -91,7 +91,13 @@ pub(crate) fn infer_update(rule: &UpdateRule, inputs: &[Meta]) -> Result<Metas> 
             bail!(shape, "{} input {i} (learning rate or step) must be a scalar, got {}", rule.type_name(), m.shape);
         }
         if !scalar && !m.shape.is_compatible_with(&var.shape) {
-            bail!(shape, "{} input {i} has shape {}, the variable {}", rule.type_name(), m.shape, var.shape);
+            bail!(
+                shape,
+                "{} input {i} has shape {}, not the variable's shape {}",
+                rule.type_name(),
+                m.shape,
+                var.shape
+            );
         }
     }
     Ok((0..1 + rule.num_slots()).map(|_| var.clone()).collect())
