@@ -124,6 +124,25 @@ macro_rules! unary_table {
             Softplus => softplus, "Softplus", Float, |x, y, g| some(mul(g, &sigmoid(x)?));
             /// The error function.
             Erf => erf, "Erf", Float, |x, y, g| some(mul(g, &mul(&exp(&neg(&square(x)?)?)?, std::f64::consts::FRAC_2_SQRT_PI)?));
+            /// The complementary error function `1 - erf(x)`, accurate where `erf` is near 1.
+            Erfc => erfc, "Erfc", Float, |x, y, g| some(mul(g, &mul(&exp(&neg(&square(x)?)?)?, -std::f64::consts::FRAC_2_SQRT_PI)?));
+            /// Hyperbolic sine.
+            Sinh => sinh, "Sinh", Float, |x, y, g| some(mul(g, &cosh(x)?));
+            /// Hyperbolic cosine.
+            Cosh => cosh, "Cosh", Float, |x, y, g| some(mul(g, &sinh(x)?));
+            /// Inverse sine, in `[-pi/2, pi/2]` (NaN outside `[-1, 1]`).
+            Asin => asin, "Asin", Float, |x, y, g| some(mul(g, &rsqrt(&sub(1.0, &square(x)?)?)?));
+            /// Inverse cosine, in `[0, pi]` (NaN outside `[-1, 1]`).
+            Acos => acos, "Acos", Float, |x, y, g| some(neg(&mul(g, &rsqrt(&sub(1.0, &square(x)?)?)?)?));
+            /// Inverse tangent, in `(-pi/2, pi/2)`.
+            Atan => atan, "Atan", Float, |x, y, g| some(div(g, &add(&square(x)?, 1.0)?));
+            /// Inverse hyperbolic sine.
+            // As TensorFlow: through the output, 1 / cosh(asinh x).
+            Asinh => asinh, "Asinh", Float, |x, y, g| some(div(g, &cosh(y)?));
+            /// Inverse hyperbolic cosine (NaN below 1).
+            Acosh => acosh, "Acosh", Float, |x, y, g| some(div(g, &sinh(y)?));
+            /// Inverse hyperbolic tangent (NaN outside `[-1, 1]`).
+            Atanh => atanh, "Atanh", Float, |x, y, g| some(div(g, &sub(1.0, &square(x)?)?));
             /// Largest integer not above `x`.
             Floor => floor, "Floor", Numeric, |x, y, g| some(zeros_like(x));
             /// Smallest integer not below `x`.
@@ -136,6 +155,8 @@ macro_rules! unary_table {
             IsNan => is_nan, "IsNan", FloatToBool, |x, y, g| none();
             /// True where `x` is neither infinite nor NaN.
             IsFinite => is_finite, "IsFinite", FloatToBool, |x, y, g| none();
+            /// True where `x` is +inf or -inf.
+            IsInf => is_inf, "IsInf", FloatToBool, |x, y, g| none();
         }
     };
 }
@@ -218,9 +239,10 @@ macro_rules! binary_table {
             Mul => mul, "Mul", Numeric, false,
                 |a, b, y, g| some(mul(g, b)),
                 |a, b, y, g| some(mul(g, a));
-            /// `a / b`: true division for floats, truncating for integers (division
-            /// by an integer zero is an error).
-            Div => div, "RealDiv", Numeric, false,
+            /// `a / b` in the operands' own dtype: true division for floats,
+            /// truncating for integers (TensorFlow's `RealDiv` and `TruncateDiv`;
+            /// division by an integer zero is an error). [`div`] is Python 3's `/`.
+            Div => real_div, "RealDiv", Numeric, false,
                 |a, b, y, g| some(div(g, b)),
                 |a, b, y, g| some(neg(&div(&mul(g, y)?, b)?));
             /// `floor(a / b)` (Python's `//`).
@@ -231,6 +253,27 @@ macro_rules! binary_table {
             FloorMod => floor_mod, "FloorMod", Numeric, false,
                 |a, b, y, g| same(g),
                 |a, b, y, g| some(neg(&mul(g, &floor_div(a, b)?)?));
+            /// Remainder with the sign of `a` (C's `%`, TensorFlow's `truncatemod`).
+            // TensorFlow registers no gradient for TruncateMod.
+            TruncateMod => truncate_mod, "TruncateMod", Numeric, false,
+                |a, b, y, g| none(),
+                |a, b, y, g| none();
+            /// `a / b`, and 0 where `b` is 0 (TensorFlow's `divide_no_nan`).
+            DivNoNan => div_no_nan, "DivNoNan", Float, false,
+                |a, b, y, g| some(div_no_nan(g, b)),
+                |a, b, y, g| some(mul(g, &div_no_nan(&div_no_nan(&neg(a)?, b)?, b)?));
+            /// `a * log(b)`, and 0 where `a` is 0 (whatever `b` is).
+            Xlogy => xlogy, "Xlogy", Float, false,
+                |a, b, y, g| some(mul(g, &xlogy(&nonzero(a)?, b)?)),
+                |a, b, y, g| some(mul(g, &xdivy(a, b)?));
+            /// `a * log(1 + b)`, and 0 where `a` is 0.
+            Xlog1py => xlog1py, "Xlog1py", Float, false,
+                |a, b, y, g| some(mul(g, &xlog1py(&nonzero(a)?, b)?)),
+                |a, b, y, g| some(mul(g, &xdivy(a, &add(b, 1.0)?)?));
+            /// `a / b`, and 0 where `a` is 0 (whatever `b` is).
+            Xdivy => xdivy, "Xdivy", Float, false,
+                |a, b, y, g| some(mul(g, &xdivy(&nonzero(a)?, b)?)),
+                |a, b, y, g| some(mul(g, &xdivy(&neg(a)?, &square(b)?)?));
             /// `a ^ b`.
             // d/da a^b = b a^(b-1); d/db a^b = a^b ln a (taken as 0 where a <= 0).
             Pow => pow, "Pow", Numeric, false,

@@ -71,6 +71,11 @@ macro_rules! binary_functions {
 }
 binary_table!(binary_functions);
 
+/// 1 where `x` is nonzero, else 0, in `x`'s dtype (the `x` side of the xlogy family's gradients).
+fn nonzero(x: &Tensor) -> Result<Tensor> {
+    cast(&not_equal(x, 0.0)?, x.dtype())
+}
+
 /// A gradient rule's result: the gradient `r`.
 fn some(r: Result<Tensor>) -> Result<Option<Tensor>> {
     r.map(Some)
@@ -163,6 +168,68 @@ pub fn select<'a, 'b>(cond: &Tensor, a: impl Into<Operand<'a>>, b: impl Into<Ope
 #[track_caller]
 pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
     apply1(Op::Cast { dtype }, &[x])
+}
+
+/// `a / b` as Python 3's `/` and TensorFlow's `truediv`: integers are divided
+/// as floats (int32 and int64 as f64, uint8 as f32, as TensorFlow does), so
+/// `7 / 2` is 3.5 and `1 / 0` is inf. [`truncate_div`] and [`floor_div`]
+/// divide integers as integers.
+#[doc(alias = "truediv")]
+#[track_caller]
+pub fn div<'a, 'b>(a: impl Into<Operand<'a>>, b: impl Into<Operand<'b>>) -> Result<Tensor> {
+    let (a, b) = resolve(a.into(), b.into())?;
+    match true_div_dtype(a.dtype()) {
+        Some(float) if a.dtype() == b.dtype() => real_div(&cast(&a, float)?, &cast(&b, float)?),
+        _ => real_div(&*a, &*b),
+    }
+}
+
+/// The float dtype TensorFlow's `truediv` divides integers of `dtype` in
+/// (`None` for floats and bool).
+fn true_div_dtype(dtype: DType) -> Option<DType> {
+    match dtype {
+        DType::I32 | DType::I64 => Some(DType::F64),
+        DType::U8 => Some(DType::F32),
+        _ => None,
+    }
+}
+
+/// Integer division rounding toward zero (C's `/`, TensorFlow's
+/// `truncatediv`); division by zero is an error. Integers only.
+#[track_caller]
+pub fn truncate_div<'a, 'b>(a: impl Into<Operand<'a>>, b: impl Into<Operand<'b>>) -> Result<Tensor> {
+    let (a, b) = resolve(a.into(), b.into())?;
+    if !a.dtype().is_int() {
+        crate::error::bail!(dtype, "truncate_div needs an integer dtype, got {} (use div for floats)", a.dtype());
+    }
+    real_div(&*a, &*b)
+}
+
+/// `(a - b)^2` (TensorFlow's `squared_difference`).
+#[track_caller]
+pub fn squared_difference<'a, 'b>(a: impl Into<Operand<'a>>, b: impl Into<Operand<'b>>) -> Result<Tensor> {
+    square(&sub(a, b)?)
+}
+
+/// Boolean exclusive or.
+#[track_caller]
+pub fn logical_xor(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.dtype() != DType::Bool || b.dtype() != DType::Bool {
+        crate::error::bail!(dtype, "logical_xor needs bool inputs, got {} and {}", a.dtype(), b.dtype());
+    }
+    not_equal(a, b)
+}
+
+/// Nearest integer, halves to even: TensorFlow's `rint`, the same as [`round`].
+#[track_caller]
+pub fn rint(x: &Tensor) -> Result<Tensor> {
+    round(x)
+}
+
+/// `1 / x`, and 0 where `x` is 0 (TensorFlow's `reciprocal_no_nan`).
+#[track_caller]
+pub fn reciprocal_no_nan(x: &Tensor) -> Result<Tensor> {
+    div_no_nan(1.0, x)
 }
 
 /// Clamp to `[lo, hi]` elementwise: `minimum(maximum(x, lo), hi)`.

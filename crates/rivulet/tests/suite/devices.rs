@@ -61,14 +61,23 @@ fn registry() -> Vec<Case> {
                 f32s(&mut rng, &[3, 4], 0.2, 3.0)
             }
             UnaryOp::Tan => f32s(&mut rng, &[3, 4], -1.2, 1.2),
+            UnaryOp::Asin | UnaryOp::Acos | UnaryOp::Atanh => f32s(&mut rng, &[3, 4], -0.9, 0.9),
+            UnaryOp::Acosh => f32s(&mut rng, &[3, 4], 1.2, 3.0),
             _ => f32s(&mut rng, &[3, 4], -2.5, 2.5),
         };
         let smooth = !matches!(
             f,
-            UnaryOp::Sign | UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::Round | UnaryOp::IsNan | UnaryOp::IsFinite
+            UnaryOp::Sign
+                | UnaryOp::Floor
+                | UnaryOp::Ceil
+                | UnaryOp::Round
+                | UnaryOp::IsNan
+                | UnaryOp::IsFinite
+                | UnaryOp::IsInf
         );
         cases.push(case(&format!("{name} f32"), vec![x], smooth, move |_, x| Ok(vec![ops::unary_op(f, &x[0])?])));
-        let x64 = ops::cast(&f32s(&mut rng, &[5], 0.3, 2.0), DType::F64).unwrap();
+        let (lo, hi) = if f == UnaryOp::Acosh { (1.2, 3.0) } else { (0.3, 0.9) };
+        let x64 = ops::cast(&f32s(&mut rng, &[5], lo, hi), DType::F64).unwrap();
         cases.push(case(&format!("{name} f64"), vec![x64], false, move |_, x| Ok(vec![ops::unary_op(f, &x[0])?])));
         if matches!(f, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Sign | UnaryOp::Square | UnaryOp::Relu | UnaryOp::Relu6) {
             let xi = i32s(&mut rng, &[7], -9, 9);
@@ -85,7 +94,8 @@ fn registry() -> Vec<Case> {
         }
         let a = f32s(&mut rng, &[2, 3], 0.5, 2.0);
         let b = f32s(&mut rng, &[3], 0.5, 2.0);
-        let smooth = !f.is_comparison() && !matches!(f, ops::BinaryOp::FloorDiv | ops::BinaryOp::FloorMod);
+        let smooth = !f.is_comparison()
+            && !matches!(f, ops::BinaryOp::FloorDiv | ops::BinaryOp::FloorMod | ops::BinaryOp::TruncateMod);
         cases.push(case(&format!("{name} f32"), vec![a, b], smooth, move |_, x| {
             Ok(vec![ops::binary_op(f, &x[0], &x[1])?])
         }));

@@ -315,11 +315,27 @@ fn unary_ref(name: &str, x: f64) -> f64 {
         "gelu" => 0.5 * x * erfc_ref(-x / SQRT_2),
         "softplus" => softplus_ref(x),
         "erf" => erf_ref(x),
+        "erfc" => erfc_ref(x),
+        "sinh" => x.sinh(),
+        "cosh" => x.cosh(),
+        "asin" => x.asin(),
+        "acos" => x.acos(),
+        "atan" => x.atan(),
+        "asinh" => libm::asinh(x),
+        "acosh" => {
+            if x < 1.0 {
+                f64::NAN
+            } else {
+                libm::acosh(x)
+            }
+        }
+        "atanh" => libm::atanh(x),
         "floor" => x.floor(),
         "ceil" => x.ceil(),
         "round" => round_half_even(x),
         "is_nan" => flag(x.is_nan()),
         "is_finite" => flag(x.is_finite()),
+        "is_inf" => flag(x.is_infinite()),
         other => panic!("no float reference for unary op `{other}`"),
     }
 }
@@ -339,6 +355,7 @@ const EXACT_UNARY: &[&str] = &[
     "round",
     "is_nan",
     "is_finite",
+    "is_inf",
 ];
 
 /// Smallest positive subnormal of f32.
@@ -374,6 +391,8 @@ fn unary_tolerance(dtype: DType, name: &str, x: f64, want: f64) -> Option<f64> {
                 "sigmoid" => 1e-15 * w + f64::MIN_POSITIVE,
                 "gelu" => 1e-12 * w + 2e-16 * x.abs() + 1e-320,
                 "erf" => 1e-14 * w + 1e-320,
+                // The reference takes 1 - erf(x) below 2: an ulp of 1 besides the relative error.
+                "erfc" => 1e-14 * w + 5e-16,
                 _ => 1e-15 * w + 1e-320,
             })
         }
@@ -446,12 +465,22 @@ fn unary(op: UnaryOp, x: &Tensor) -> rivulet::Result<Tensor> {
         "gelu" => ops::gelu(x),
         "softplus" => ops::softplus(x),
         "erf" => ops::erf(x),
+        "erfc" => ops::erfc(x),
+        "sinh" => ops::sinh(x),
+        "cosh" => ops::cosh(x),
+        "asin" => ops::asin(x),
+        "acos" => ops::acos(x),
+        "atan" => ops::atan(x),
+        "asinh" => ops::asinh(x),
+        "acosh" => ops::acosh(x),
+        "atanh" => ops::atanh(x),
         "floor" => ops::floor(x),
         "ceil" => ops::ceil(x),
         "round" => ops::round(x),
         "logical_not" => ops::logical_not(x),
         "is_nan" => ops::is_nan(x),
         "is_finite" => ops::is_finite(x),
+        "is_inf" => ops::is_inf(x),
         other => panic!("unary op `{other}` is not wired into tests/suite/elementwise.rs"),
     }
 }
@@ -464,7 +493,12 @@ fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> rivulet::Result<Tensor> {
         "add" => ops::add(a, b),
         "sub" => ops::sub(a, b),
         "mul" => ops::mul(a, b),
-        "div" => ops::div(a, b),
+        "real_div" => ops::real_div(a, b),
+        "truncate_mod" => ops::truncate_mod(a, b),
+        "div_no_nan" => ops::div_no_nan(a, b),
+        "xlogy" => ops::xlogy(a, b),
+        "xlog1py" => ops::xlog1py(a, b),
+        "xdivy" => ops::xdivy(a, b),
         "floor_div" => ops::floor_div(a, b),
         "floor_mod" => ops::floor_mod(a, b),
         "pow" => ops::pow(a, b),
@@ -488,14 +522,14 @@ fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> rivulet::Result<Tensor> {
 const COMPARISONS: &[&str] = &["equal", "not_equal", "less", "less_equal", "greater", "greater_equal"];
 const LOGICAL: &[&str] = &["logical_and", "logical_or"];
 /// Binary ops defined on floating-point dtypes only.
-const FLOAT_ONLY: &[&str] = &["atan2", "hypot", "logaddexp"];
+const FLOAT_ONLY: &[&str] = &["atan2", "hypot", "logaddexp", "div_no_nan", "xlogy", "xlog1py", "xdivy"];
 
 /// Every op of `UnaryOp::ALL` / `BinaryOp::ALL` must be wired here (a new op
 /// without tests fails this test).
 #[test]
 fn every_op_is_wired_and_named() {
-    assert_eq!(UnaryOp::ALL.len(), 29, "UnaryOp::ALL changed: extend these tests");
-    assert_eq!(BinaryOp::ALL.len(), 20, "BinaryOp::ALL changed: extend these tests");
+    assert_eq!(UnaryOp::ALL.len(), 39, "UnaryOp::ALL changed: extend these tests");
+    assert_eq!(BinaryOp::ALL.len(), 25, "BinaryOp::ALL changed: extend these tests");
     let xf = Tensor::from([0.5f32, -2.0]);
     let xb = Tensor::from([true, false]);
     for &op in UnaryOp::ALL {
@@ -746,7 +780,7 @@ fn check_unary_floats(dtype: DType, inputs: &[f64]) {
             continue;
         }
         let y = unary(op, &x).unwrap_or_else(|e| panic!("{name} on {dtype}: {e}"));
-        let out_dtype = if name == "is_nan" || name == "is_finite" { DType::Bool } else { dtype };
+        let out_dtype = if matches!(name, "is_nan" | "is_finite" | "is_inf") { DType::Bool } else { dtype };
         assert_eq!(y.dtype(), out_dtype, "{name} on {dtype}: output dtype");
         assert_eq!(y.shape().dims(), &[inputs.len()], "{name} on {dtype}: shape");
         for (&xi, g) in xs.iter().zip(values(&y)) {
@@ -975,7 +1009,24 @@ fn float_binary_ref(dtype: DType, name: &str, a: f64, b: f64) -> f64 {
         "add" => in_dtype(|x, y| x + y, |x, y| x + y),
         "sub" => in_dtype(|x, y| x - y, |x, y| x - y),
         "mul" => in_dtype(|x, y| x * y, |x, y| x * y),
-        "div" => in_dtype(|x, y| x / y, |x, y| x / y),
+        "real_div" => in_dtype(|x, y| x / y, |x, y| x / y),
+        "truncate_mod" => in_dtype(|x, y| x % y, |x, y| x % y),
+        "div_no_nan" => in_dtype(|x, y| if y == 0.0 { 0.0 } else { x / y }, |x, y| if y == 0.0 { 0.0 } else { x / y }),
+        "xdivy" => in_dtype(|x, y| if x == 0.0 { 0.0 } else { x / y }, |x, y| if x == 0.0 { 0.0 } else { x / y }),
+        "xlogy" => {
+            if a == 0.0 {
+                0.0
+            } else {
+                a * b.ln()
+            }
+        }
+        "xlog1py" => {
+            if a == 0.0 {
+                0.0
+            } else {
+                a * b.ln_1p()
+            }
+        }
         "floor_div" => (a / b).floor(),
         "floor_mod" => {
             if b == 0.0 || a.is_infinite() {
@@ -1103,7 +1154,7 @@ const NICE: &[f64] =
 
 #[test]
 fn binary_floats_exact_ops() {
-    let names = ["add", "sub", "mul", "div", "maximum", "minimum"];
+    let names = ["add", "sub", "mul", "real_div", "maximum", "minimum"];
     let vals = general_float_values();
     for dtype in [DType::F32, DType::F64, DType::F16, DType::BF16] {
         check_float_binary(dtype, &names, &vals, &vals, None);
@@ -1143,6 +1194,59 @@ fn binary_floats_atan2_hypot_logaddexp() {
     for f in [ops::atan2, ops::hypot, ops::logaddexp] {
         assert_eq!(kind(f(&i, &i)), ErrorKind::DType);
     }
+}
+
+/// TensorFlow's zero-guarded divisions and logs, and C's remainder, over
+/// every pair of the general values; the zero rules spelled out.
+#[test]
+fn binary_floats_no_nan_family_and_truncate_mod() {
+    let vals = general_float_values();
+    for (dtype, rel) in
+        [(DType::F32, 4e-7), (DType::F64, 4e-16), (DType::F16, 2f64.powi(-11)), (DType::BF16, 2f64.powi(-8))]
+    {
+        check_float_binary(dtype, &["truncate_mod", "div_no_nan", "xdivy"], &vals, &vals, None);
+        check_float_binary(dtype, &["xlogy", "xlog1py"], &vals, &vals, Some(rel));
+    }
+    let (nan, inf) = (f32::NAN, f32::INFINITY);
+    let a = Tensor::from([0.0f32, 0.0, 0.0, 2.0, -3.0]);
+    let b = Tensor::from([0.0f32, nan, inf, 0.0, 0.0]);
+    // divide_no_nan is 0 wherever b is 0, NaN numerator or not; the x-family is 0 wherever a is 0.
+    assert_eq!(ops::div_no_nan(&a, &b).unwrap().to_vec::<f32>().unwrap()[3..], [0.0, 0.0]);
+    assert_eq!(ops::div_no_nan(&Tensor::from([nan]), 0.0).unwrap().to_vec::<f32>().unwrap(), [0.0]);
+    assert_eq!(ops::xlogy(&a, &b).unwrap().to_vec::<f32>().unwrap()[..3], [0.0, 0.0, 0.0]);
+    assert_eq!(ops::xdivy(&a, &b).unwrap().to_vec::<f32>().unwrap()[..3], [0.0, 0.0, 0.0]);
+    assert_eq!(
+        ops::xlog1py(&a, &Tensor::from([-1.0f32, nan, inf, 0.0, 0.0])).unwrap().to_vec::<f32>().unwrap(),
+        [0.0; 5]
+    );
+    let t = ops::truncate_mod(&Tensor::from([7.5f32, -7.5, 7.5, -7.5]), &Tensor::from([2.0f32, 2.0, -2.0, -2.0]));
+    assert_eq!(t.unwrap().to_vec::<f32>().unwrap(), [1.5, -1.5, 1.5, -1.5]);
+}
+
+/// `div` is Python 3's `/` (TensorFlow's truediv): integers divide as floats,
+/// int32 and int64 in f64, uint8 in f32; `truncate_div` keeps integers.
+#[test]
+fn integer_true_division_gives_floats_as_tensorflow() {
+    let a = Tensor::from([7i32, -7, 1, 0, i32::MAX]);
+    let b = Tensor::from([2i32, 2, 0, 0, 3]);
+    let q = ops::div(&a, &b).unwrap();
+    assert_eq!(q.dtype(), DType::F64);
+    let q = q.to_vec::<f64>().unwrap();
+    assert_eq!(q[..3], [3.5, -3.5, f64::INFINITY]);
+    assert!(q[3].is_nan());
+    assert_eq!(q[4], f64::from(i32::MAX) / 3.0);
+    let q = (&Tensor::from([9i64, -1]) / &Tensor::from([4i64, 3])).unwrap();
+    assert_eq!((q.dtype(), q.to_vec::<f64>().unwrap()), (DType::F64, vec![2.25, -1.0 / 3.0]));
+    let q = ops::div(&Tensor::from([255u8, 1]), 2).unwrap();
+    assert_eq!((q.dtype(), q.to_vec::<f32>().unwrap()), (DType::F32, vec![127.5, 0.5]));
+    assert_eq!(ops::truncate_div(&a, 2).unwrap().to_vec::<i32>().unwrap(), vec![3, -3, 0, 0, 1_073_741_823]);
+    assert_eq!(kind(ops::truncate_div(&Tensor::from([1.0f32]), 2.0)), ErrorKind::DType);
+    // Graph mode agrees, and the gradient of a float division is unchanged.
+    let g = rivulet::Graph::new();
+    let x = g.placeholder("x", DType::I32, [2]).unwrap();
+    let y = ops::div(&x, 4).unwrap();
+    let out = rivulet::Session::new(&g).run(&[&y], &[(&x, &Tensor::from([3i32, -6]))]).unwrap();
+    assert_eq!(out[0].to_vec::<f64>().unwrap(), vec![0.75, -1.5]);
 }
 
 #[test]
@@ -1249,7 +1353,8 @@ fn int_binary_ref(dtype: DType, name: &str, a: i128, b: i128) -> i128 {
         "add" => wrap_int(dtype, a + b),
         "sub" => wrap_int(dtype, a - b),
         "mul" => wrap_int(dtype, a * b),
-        "div" => wrap_int(dtype, a / b), // truncating
+        "real_div" => wrap_int(dtype, a / b), // truncating
+        "truncate_mod" => wrap_int(dtype, a % b),
         "floor_div" => wrap_int(dtype, py_floor_div(a, b)),
         "floor_mod" => wrap_int(dtype, a - b * py_floor_div(a, b)),
         "pow" => {
@@ -1308,7 +1413,9 @@ fn binary_integers_wrap_and_floor() {
                 continue;
             }
             let bs: Vec<i128> = match name {
-                "div" | "floor_div" | "floor_mod" => vals.iter().copied().filter(|&v| v != 0).collect(),
+                "real_div" | "floor_div" | "floor_mod" | "truncate_mod" => {
+                    vals.iter().copied().filter(|&v| v != 0).collect()
+                }
                 "pow" => pow_exps.to_vec(),
                 _ => vals.clone(),
             };
@@ -1335,7 +1442,8 @@ fn binary_integers_wrap_and_floor() {
     let b = Tensor::from([2i32, 2, -2, -2, -1, 1]);
     assert_eq!(ops::floor_div(&a, &b).unwrap().to_vec::<i32>().unwrap(), vec![3, -4, -4, 3, i32::MIN, i32::MIN]);
     assert_eq!(ops::floor_mod(&a, &b).unwrap().to_vec::<i32>().unwrap(), vec![1, 1, -1, -1, 0, 0]);
-    assert_eq!(ops::div(&a, &b).unwrap().to_vec::<i32>().unwrap(), vec![3, -3, -3, 3, i32::MIN, i32::MIN]);
+    assert_eq!(ops::truncate_div(&a, &b).unwrap().to_vec::<i32>().unwrap(), vec![3, -3, -3, 3, i32::MIN, i32::MIN]);
+    assert_eq!(ops::truncate_mod(&a, &b).unwrap().to_vec::<i32>().unwrap(), vec![1, -1, 1, -1, 0, 0]);
     assert_eq!(ops::add(&Tensor::from([i32::MAX]), 1).unwrap().to_vec::<i32>().unwrap(), vec![i32::MIN]);
     assert_eq!(ops::sub(&Tensor::from([0u8]), 1).unwrap().to_vec::<u8>().unwrap(), vec![255]);
     assert_eq!(ops::mul(&Tensor::from([16u8]), 16).unwrap().to_vec::<u8>().unwrap(), vec![0]);
@@ -1351,13 +1459,13 @@ fn integer_division_by_zero_is_an_error() {
     for dtype in [DType::I32, DType::I64, DType::U8] {
         let a = int_tensor(&[6, 4, 2], &[3], dtype);
         let b = int_tensor(&[1, 0, 2], &[3], dtype);
-        for name in ["div", "floor_div", "floor_mod"] {
+        for name in ["real_div", "floor_div", "floor_mod", "truncate_mod"] {
             let op = *BinaryOp::ALL.iter().find(|o| o.name() == name).unwrap();
             assert_eq!(err_kind(binary(op, &a, &b)), ErrorKind::InvalidArgument, "{name} on {dtype}");
         }
     }
     let a = Tensor::from([[1i32, 2], [3, 4]]);
-    assert_eq!(err_kind(ops::div(&a, 0)), ErrorKind::InvalidArgument);
+    assert_eq!(err_kind(ops::truncate_div(&a, 0)), ErrorKind::InvalidArgument);
     assert_eq!(err_kind(ops::floor_mod(&a, &Tensor::from([1i32, 0]))), ErrorKind::InvalidArgument);
     assert_eq!(err_kind(&a % &Tensor::from([0i32])), ErrorKind::InvalidArgument);
 }
@@ -1447,7 +1555,7 @@ fn broadcast_pairs() -> Vec<(Vec<usize>, Vec<usize>)> {
 #[test]
 fn broadcasting_floats_against_index_reference() {
     let names =
-        ["add", "sub", "mul", "div", "floor_mod", "pow", "maximum", "minimum", "less", "equal", "greater_equal"];
+        ["add", "sub", "mul", "real_div", "floor_mod", "pow", "maximum", "minimum", "less", "equal", "greater_equal"];
     for (sa, sb) in broadcast_pairs() {
         let out = broadcast_shape(&sa, &sb).unwrap();
         let na: usize = sa.iter().product();
@@ -1496,7 +1604,9 @@ fn broadcasting_integers_against_index_reference() {
         for dtype in [DType::I32, DType::I64] {
             let a = int_tensor(&av, &sa, dtype);
             let b = int_tensor(&bv, &sb, dtype);
-            for name in ["add", "sub", "mul", "div", "floor_div", "floor_mod", "maximum", "less_equal", "not_equal"] {
+            for name in
+                ["add", "sub", "mul", "real_div", "floor_div", "floor_mod", "maximum", "less_equal", "not_equal"]
+            {
                 let op = *BinaryOp::ALL.iter().find(|o| o.name() == name).unwrap();
                 let r = binary(op, &a, &b).unwrap();
                 assert_eq!(r.shape().dims(), &out[..], "{name} {sa:?} x {sb:?}");

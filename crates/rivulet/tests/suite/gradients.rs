@@ -443,12 +443,22 @@ fn unary_fn(op: UnaryOp) -> fn(&Tensor) -> Result<Tensor> {
         Gelu => ops::gelu,
         Softplus => ops::softplus,
         Erf => ops::erf,
+        Erfc => ops::erfc,
+        Sinh => ops::sinh,
+        Cosh => ops::cosh,
+        Asin => ops::asin,
+        Acos => ops::acos,
+        Atan => ops::atan,
+        Asinh => ops::asinh,
+        Acosh => ops::acosh,
+        Atanh => ops::atanh,
         Floor => ops::floor,
         Ceil => ops::ceil,
         Round => ops::round,
         LogicalNot => ops::logical_not,
         IsNan => ops::is_nan,
         IsFinite => ops::is_finite,
+        IsInf => ops::is_inf,
     }
 }
 
@@ -485,7 +495,9 @@ fn unary_grad_kind(op: UnaryOp) -> UnaryGrad {
     use UnaryGrad::*;
     use UnaryOp::*;
     match op {
-        Neg | Square | Exp | Expm1 | Erf => Smooth(dom(-2.0, 2.0)),
+        Neg | Square | Exp | Expm1 | Erf | Erfc | Sinh | Cosh | Atan | Asinh => Smooth(dom(-2.0, 2.0)),
+        Asin | Acos | Atanh => Smooth(dom(-0.9, 0.9)),
+        Acosh => Smooth(dom(1.2, 3.0)),
         Abs | Relu => Smooth(dom_away(-2.0, 2.0, &[0.0], 0.05)),
         Relu6 => Smooth(dom_away(-2.0, 8.0, &[0.0, 6.0], 0.05)),
         Log | Sqrt | Rsqrt => Smooth(dom(0.2, 3.0)),
@@ -498,7 +510,7 @@ fn unary_grad_kind(op: UnaryOp) -> UnaryGrad {
         Sign => Zero(dom_away(-2.0, 2.0, &[0.0], 0.05)),
         Floor | Ceil => Zero(dom_away(-3.0, 3.0, INTEGERS, 0.01)),
         Round => Zero(dom_away(-3.0, 3.0, HALVES, 0.01)),
-        LogicalNot | IsNan | IsFinite => NoGradient,
+        LogicalNot | IsNan | IsFinite | IsInf => NoGradient,
     }
 }
 
@@ -582,12 +594,22 @@ unary_tests! {
     unary_gelu => Gelu,
     unary_softplus => Softplus,
     unary_erf => Erf,
+    unary_erfc => Erfc,
+    unary_sinh => Sinh,
+    unary_cosh => Cosh,
+    unary_asin => Asin,
+    unary_acos => Acos,
+    unary_atan => Atan,
+    unary_asinh => Asinh,
+    unary_acosh => Acosh,
+    unary_atanh => Atanh,
     unary_floor_zero => Floor,
     unary_ceil_zero => Ceil,
     unary_round_zero => Round,
     unary_logical_not_none => LogicalNot,
     unary_is_nan_none => IsNan,
     unary_is_finite_none => IsFinite,
+    unary_is_inf_none => IsInf,
 }
 
 #[test]
@@ -609,7 +631,12 @@ fn binary_fn(op: BinaryOp) -> BinFn {
         Add => |a, b| ops::add(a, b),
         Sub => |a, b| ops::sub(a, b),
         Mul => |a, b| ops::mul(a, b),
-        Div => |a, b| ops::div(a, b),
+        Div => |a, b| ops::real_div(a, b),
+        TruncateMod => |a, b| ops::truncate_mod(a, b),
+        DivNoNan => |a, b| ops::div_no_nan(a, b),
+        Xlogy => |a, b| ops::xlogy(a, b),
+        Xlog1py => |a, b| ops::xlog1py(a, b),
+        Xdivy => |a, b| ops::xdivy(a, b),
         FloorDiv => |a, b| ops::floor_div(a, b),
         FloorMod => |a, b| ops::floor_mod(a, b),
         Pow => |a, b| ops::pow(a, b),
@@ -671,7 +698,9 @@ fn binary_inputs(op: BinaryOp, rng: &mut Rng, sa: &[usize], sb: &[usize]) -> (Te
     let pairs = broadcast_pairs(sa, sb);
     loop {
         let (a, b) = match op {
-            Div => (uniform(rng, sa, -2.0, 2.0), signed(rng, sb, 0.5, 2.0)),
+            Div | DivNoNan | Xdivy => (uniform(rng, sa, -2.0, 2.0), signed(rng, sb, 0.5, 2.0)),
+            Xlogy => (uniform(rng, sa, -2.0, 2.0), uniform(rng, sb, 0.3, 2.0)),
+            Xlog1py => (uniform(rng, sa, -2.0, 2.0), uniform(rng, sb, -0.7, 2.0)),
             FloorMod => (uniform(rng, sa, -3.0, 3.0), signed(rng, sb, 0.5, 2.0)),
             Pow => (uniform(rng, sa, 0.5, 2.0), uniform(rng, sb, -2.0, 2.0)),
             _ => (uniform(rng, sa, -2.0, 2.0), uniform(rng, sb, -2.0, 2.0)),
@@ -700,13 +729,14 @@ fn check_binary(op: BinaryOp) {
         BINARY_SHAPES.iter().map(|(a, b)| (a.to_vec(), b.to_vec())).collect();
     shapes.extend((0..3).map(|_| random_broadcast_pair(&mut rng)));
     match op {
-        Add | Sub | Mul | Div | FloorMod | Pow | Maximum | Minimum | Atan2 | Hypot | LogAddExp => {
+        Add | Sub | Mul | Div | FloorMod | Pow | Maximum | Minimum | Atan2 | Hypot | LogAddExp | DivNoNan | Xlogy
+        | Xlog1py | Xdivy => {
             for (sa, sb) in shapes {
                 let (a, b) = binary_inputs(op, &mut rng, &sa, &sb);
                 check_grad(&format!("{name}{sa:?}{sb:?}"), |xs| f(&xs[0], &xs[1]), &[a, b]);
             }
         }
-        FloorDiv | Equal | NotEqual | Less | LessEqual | Greater | GreaterEqual => {
+        FloorDiv | TruncateMod | Equal | NotEqual | Less | LessEqual | Greater | GreaterEqual => {
             // Integer- or bool-valued: no gradient for either side.
             let (a, b) = (uniform(&mut rng, &[3, 1], -2.0, 2.0), signed(&mut rng, &[4], 0.5, 2.0));
             let tape = GradientTape::new();
@@ -762,6 +792,11 @@ binary_tests! {
     binary_atan2 => Atan2,
     binary_hypot => Hypot,
     binary_logaddexp => LogAddExp,
+    binary_truncate_mod_none => TruncateMod,
+    binary_div_no_nan => DivNoNan,
+    binary_xlogy => Xlogy,
+    binary_xlog1py => Xlog1py,
+    binary_xdivy => Xdivy,
 }
 
 #[test]

@@ -247,12 +247,22 @@ fn unary_fn(op: UnaryOp) -> fn(&Tensor) -> Result<Tensor> {
         UnaryOp::Gelu => ops::gelu,
         UnaryOp::Softplus => ops::softplus,
         UnaryOp::Erf => ops::erf,
+        UnaryOp::Erfc => ops::erfc,
+        UnaryOp::Sinh => ops::sinh,
+        UnaryOp::Cosh => ops::cosh,
+        UnaryOp::Asin => ops::asin,
+        UnaryOp::Acos => ops::acos,
+        UnaryOp::Atan => ops::atan,
+        UnaryOp::Asinh => ops::asinh,
+        UnaryOp::Acosh => ops::acosh,
+        UnaryOp::Atanh => ops::atanh,
         UnaryOp::Floor => ops::floor,
         UnaryOp::Ceil => ops::ceil,
         UnaryOp::Round => ops::round,
         UnaryOp::LogicalNot => ops::logical_not,
         UnaryOp::IsNan => ops::is_nan,
         UnaryOp::IsFinite => ops::is_finite,
+        UnaryOp::IsInf => ops::is_inf,
     }
 }
 
@@ -261,7 +271,12 @@ fn binary_fn(op: BinaryOp) -> fn(&Tensor, &Tensor) -> Result<Tensor> {
         BinaryOp::Add => |a, b| ops::add(a, b),
         BinaryOp::Sub => |a, b| ops::sub(a, b),
         BinaryOp::Mul => |a, b| ops::mul(a, b),
-        BinaryOp::Div => |a, b| ops::div(a, b),
+        BinaryOp::Div => |a, b| ops::real_div(a, b),
+        BinaryOp::TruncateMod => |a, b| ops::truncate_mod(a, b),
+        BinaryOp::DivNoNan => |a, b| ops::div_no_nan(a, b),
+        BinaryOp::Xlogy => |a, b| ops::xlogy(a, b),
+        BinaryOp::Xlog1py => |a, b| ops::xlog1py(a, b),
+        BinaryOp::Xdivy => |a, b| ops::xdivy(a, b),
         BinaryOp::FloorDiv => |a, b| ops::floor_div(a, b),
         BinaryOp::FloorMod => |a, b| ops::floor_mod(a, b),
         BinaryOp::Pow => |a, b| ops::pow(a, b),
@@ -328,8 +343,8 @@ fn op_function_tables_match_the_op_enums() -> Result<()> {
         assert_eq!(y.op().unwrap().name(), op.name());
         assert_eq!(y.dtype(), if op.is_comparison() { DType::Bool } else { x.dtype() });
     }
-    assert_eq!(UnaryOp::ALL.len(), 29);
-    assert_eq!(BinaryOp::ALL.len(), 20);
+    assert_eq!(UnaryOp::ALL.len(), 39);
+    assert_eq!(BinaryOp::ALL.len(), 25);
     Ok(())
 }
 
@@ -397,7 +412,13 @@ fn every_binary_op_on_every_dtype_with_broadcasting() {
         match op {
             BinaryOp::LogicalAnd | BinaryOp::LogicalOr => assert_eq!(accepted, vec![DType::Bool], "{op:?}"),
             BinaryOp::Equal | BinaryOp::NotEqual => assert_eq!(accepted, DType::ALL.to_vec(), "{op:?}"),
-            BinaryOp::Atan2 | BinaryOp::Hypot | BinaryOp::LogAddExp => {
+            BinaryOp::Atan2
+            | BinaryOp::Hypot
+            | BinaryOp::LogAddExp
+            | BinaryOp::DivNoNan
+            | BinaryOp::Xlogy
+            | BinaryOp::Xlog1py
+            | BinaryOp::Xdivy => {
                 let floats: Vec<DType> = DType::ALL.into_iter().filter(|d| d.is_float()).collect();
                 assert_eq!(accepted, floats, "{op:?}");
             }

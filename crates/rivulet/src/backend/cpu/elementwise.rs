@@ -206,6 +206,43 @@ macro_rules! f32_unary {
                 let $f = math::erf;
                 $body
             }
+            Erfc => {
+                let $f = libm::erfcf;
+                $body
+            }
+            Sinh => {
+                let $f = |v: f32| v.sinh();
+                $body
+            }
+            Cosh => {
+                let $f = |v: f32| v.cosh();
+                $body
+            }
+            Asin => {
+                let $f = |v: f32| v.asin();
+                $body
+            }
+            Acos => {
+                let $f = |v: f32| v.acos();
+                $body
+            }
+            Atan => {
+                let $f = |v: f32| v.atan();
+                $body
+            }
+            Asinh => {
+                let $f = libm::asinhf;
+                $body
+            }
+            Acosh => {
+                // libm answers for |x| below -1 too; acosh is NaN below 1.
+                let $f = |v: f32| if v < 1.0 { f32::NAN } else { libm::acoshf(v) };
+                $body
+            }
+            Atanh => {
+                let $f = libm::atanhf;
+                $body
+            }
             Floor => {
                 let $f = |v: f32| v.floor();
                 $body
@@ -234,6 +271,10 @@ macro_rules! f32_predicate {
             }
             $crate::op::elementwise::UnaryOp::IsFinite => {
                 let $f = |v: f32| v.is_finite();
+                $body
+            }
+            $crate::op::elementwise::UnaryOp::IsInf => {
+                let $f = |v: f32| v.is_infinite();
                 $body
             }
             _ => $other,
@@ -275,6 +316,26 @@ macro_rules! float_binary_fn {
             }
             Pow => {
                 let $f = |x: $t, y: $t| x.powf(y);
+                $body
+            }
+            TruncateMod => {
+                let $f = |x: $t, y: $t| x % y;
+                $body
+            }
+            DivNoNan => {
+                let $f = |x: $t, y: $t| if y == 0.0 { 0.0 } else { x / y };
+                $body
+            }
+            Xlogy => {
+                let $f = |x: $t, y: $t| if x == 0.0 { 0.0 } else { x * y.ln() };
+                $body
+            }
+            Xlog1py => {
+                let $f = |x: $t, y: $t| if x == 0.0 { 0.0 } else { x * y.ln_1p() };
+                $body
+            }
+            Xdivy => {
+                let $f = |x: $t, y: $t| if x == 0.0 { 0.0 } else { x / y };
                 $body
             }
             Maximum => {
@@ -434,11 +495,21 @@ fn unary_f64(op: UnaryOp, x: &Value) -> Result<Value> {
         Gelu => map_unary(x, |v: f64| 0.5 * v * (1.0 + math::erf64(v * std::f64::consts::FRAC_1_SQRT_2))),
         Softplus => map_unary(x, |v: f64| if v.is_nan() { v } else { v.max(0.0) + (-v.abs()).exp().ln_1p() }),
         Erf => map_unary(x, math::erf64),
+        Erfc => map_unary(x, libm::erfc),
+        Sinh => map_unary(x, |v: f64| v.sinh()),
+        Cosh => map_unary(x, |v: f64| v.cosh()),
+        Asin => map_unary(x, |v: f64| v.asin()),
+        Acos => map_unary(x, |v: f64| v.acos()),
+        Atan => map_unary(x, |v: f64| v.atan()),
+        Asinh => map_unary(x, libm::asinh),
+        Acosh => map_unary(x, |v: f64| if v < 1.0 { f64::NAN } else { libm::acosh(v) }),
+        Atanh => map_unary(x, libm::atanh),
         Floor => map_unary(x, |v: f64| v.floor()),
         Ceil => map_unary(x, |v: f64| v.ceil()),
         Round => map_unary(x, |v: f64| v.round_ties_even()),
         IsNan => map_unary(x, |v: f64| v.is_nan()),
         IsFinite => map_unary(x, |v: f64| v.is_finite()),
+        IsInf => map_unary(x, |v: f64| v.is_infinite()),
         LogicalNot => bail!(dtype, "logical_not needs bool, got f64"),
     }
 }
@@ -548,7 +619,7 @@ fn any_element<T: Element>(v: &Value, pred: impl Fn(T) -> bool + Sync + Send + C
 
 fn binary_int<T: Int>(op: BinaryOp, a: &Value, b: &Value, shape: &Shape) -> Result<Value> {
     use BinaryOp::*;
-    if matches!(op, Div | FloorDiv | FloorMod) && any_element(b, |y: T| y == T::ZERO)? {
+    if matches!(op, Div | FloorDiv | FloorMod | TruncateMod) && any_element(b, |y: T| y == T::ZERO)? {
         bail!(invalid, "integer division by zero in {}", op.name());
     }
     if op == Pow && any_element(b, |y: T| y.negative())? {
@@ -575,6 +646,7 @@ fn binary_int<T: Int>(op: BinaryOp, a: &Value, b: &Value, shape: &Shape) -> Resu
                 r
             }
         }),
+        TruncateMod => map_binary(a, b, shape, |x: T, y: T| x.wrem(y)),
         Pow => map_binary(a, b, shape, int_pow::<T>),
         Maximum => map_binary(a, b, shape, |x: T, y: T| x.max(y)),
         Minimum => map_binary(a, b, shape, |x: T, y: T| x.min(y)),
@@ -585,7 +657,9 @@ fn binary_int<T: Int>(op: BinaryOp, a: &Value, b: &Value, shape: &Shape) -> Resu
         Greater => map_binary(a, b, shape, |x: T, y: T| x > y),
         GreaterEqual => map_binary(a, b, shape, |x: T, y: T| x >= y),
         LogicalAnd | LogicalOr => bail!(dtype, "{} needs bool inputs", op.name()),
-        Atan2 | Hypot | LogAddExp => bail!(dtype, "{} needs a floating-point dtype, got {}", op.name(), T::DTYPE),
+        Atan2 | Hypot | LogAddExp | DivNoNan | Xlogy | Xlog1py | Xdivy => {
+            bail!(dtype, "{} needs a floating-point dtype, got {}", op.name(), T::DTYPE)
+        }
     }
 }
 

@@ -266,11 +266,21 @@ fn unary(f: UnaryOp, dtype: DType, x: &str) -> Result<String> {
                 format!("(isnan({x}) ? {x} : fmax{sfx}({x}, {}) + log1p{sfx}(exp{sfx}(-fabs{sfx}({x}))))", c(0.0))
             }
             Erf => call("erf"),
+            Erfc => call("erfc"),
+            Sinh => call("sinh"),
+            Cosh => call("cosh"),
+            Asin => call("asin"),
+            Acos => call("acos"),
+            Atan => call("atan"),
+            Asinh => call("asinh"),
+            Acosh => call("acosh"),
+            Atanh => call("atanh"),
             Floor => call("floor"),
             Ceil => call("ceil"),
             Round => call("rint"),
             IsNan => format!("((bool)isnan({x}))"),
             IsFinite => format!("((bool)isfinite({x}))"),
+            IsInf => format!("((bool)isinf({x}))"),
             LogicalNot => return Err(Error::dtype(format!("logical_not needs bool, got {dtype}"))),
         });
     }
@@ -314,6 +324,7 @@ fn binary(f: BinaryOp, dtype: DType, a: &str, b: &str) -> Result<String> {
     if dtype.is_float() {
         let sfx = if compute_type(dtype) == "float" { "f" } else { "" };
         let nan = if sfx == "f" { "rv_bits_f32(0x7fc00000u)" } else { "rv_bits_f64(0x7ff8000000000000ull)" };
+        let zero = if sfx == "f" { "0.0f" } else { "0.0" };
         let ln2 =
             if sfx == "f" { format!("{:?}f", std::f32::consts::LN_2) } else { format!("{:?}", std::f64::consts::LN_2) };
         return Ok(match f {
@@ -324,6 +335,11 @@ fn binary(f: BinaryOp, dtype: DType, a: &str, b: &str) -> Result<String> {
             FloorDiv => format!("floor{sfx}({a} / {b})"),
             FloorMod => format!("rv_fmod_floor{sfx}({a}, {b})"),
             Pow => format!("pow{sfx}({a}, {b})"),
+            TruncateMod => format!("fmod{sfx}({a}, {b})"),
+            DivNoNan => format!("({b} == 0 ? {zero} : {a} / {b})"),
+            Xlogy => format!("({a} == 0 ? {zero} : {a} * log{sfx}({b}))"),
+            Xlog1py => format!("({a} == 0 ? {zero} : {a} * log1p{sfx}({b}))"),
+            Xdivy => format!("({a} == 0 ? {zero} : {a} / {b})"),
             Maximum => format!("((isnan({a}) || isnan({b})) ? {nan} : fmax{sfx}({a}, {b}))"),
             Minimum => format!("((isnan({a}) || isnan({b})) ? {nan} : fmin{sfx}({a}, {b}))"),
             Atan2 => format!("atan2{sfx}({a}, {b})"),
@@ -345,6 +361,7 @@ fn binary(f: BinaryOp, dtype: DType, a: &str, b: &str) -> Result<String> {
         Div => format!("rv_div_{}({a}, {b}, p.error)", int_suffix(dtype)),
         FloorDiv => format!("rv_floordiv_{}({a}, {b}, p.error)", int_suffix(dtype)),
         FloorMod => format!("rv_floormod_{}({a}, {b}, p.error)", int_suffix(dtype)),
+        TruncateMod => format!("rv_truncmod_{}({a}, {b}, p.error)", int_suffix(dtype)),
         Pow => format!("rv_pow_{}({a}, {b}, p.error)", int_suffix(dtype)),
         Maximum => format!("({a} > {b} ? {a} : {b})"),
         Minimum => format!("({a} < {b} ? {a} : {b})"),
@@ -390,6 +407,10 @@ __device__ __forceinline__ {t} rv_floormod_{s}({t} x, {t} y, int* err) {{
     if (y == 0) {{ atomicExch(err, 1); return 0; }}
     {minus_one_mod}{t} r = x % y;
     {mod_fix}return r;
+}}
+__device__ __forceinline__ {t} rv_truncmod_{s}({t} x, {t} y, int* err) {{
+    if (y == 0) {{ atomicExch(err, 1); return 0; }}
+    {minus_one_mod}return x % y;
 }}
 __device__ __forceinline__ {t} rv_pow_{s}({t} x, {t} y, int* err) {{
     {negative}{u} acc = 1, base = ({u})x;
@@ -495,7 +516,7 @@ fn register_types(program: &FusedProgram, inputs: &[Meta]) -> Result<Vec<DType>>
                 .map(|m| m.dtype)
                 .ok_or_else(|| Error::invalid(format!("fused program reads input {k}")))?,
             Instr::Scalar(_, d) | Instr::Cast(d, _) => *d,
-            Instr::Unary(UnaryOp::IsNan | UnaryOp::IsFinite | UnaryOp::LogicalNot, _) => DType::Bool,
+            Instr::Unary(UnaryOp::IsNan | UnaryOp::IsFinite | UnaryOp::IsInf | UnaryOp::LogicalNot, _) => DType::Bool,
             Instr::Unary(_, a) => at(*a)?,
             Instr::Binary(f, a, b) => {
                 let (da, db) = (at(*a)?, at(*b)?);
@@ -901,7 +922,7 @@ static inline int atomicExch(int* p, int v) { int o = *p; *p = v; return o; }
     #[test]
     fn unary_ops_match_the_cpu_backend() {
         use UnaryOp::*;
-        let exact = [Neg, Abs, Sign, Square, Relu, Relu6, Sqrt, Reciprocal, Floor, Ceil, Round, IsNan, IsFinite];
+        let exact = [Neg, Abs, Sign, Square, Relu, Relu6, Sqrt, Reciprocal, Floor, Ceil, Round, IsNan, IsFinite, IsInf];
         for dtype in [DType::F32, DType::F64] {
             let x = value(dtype, &[FLOATS.len()], &FLOATS);
             for &f in UnaryOp::ALL.iter().filter(|&&f| f != LogicalNot) {
@@ -920,7 +941,7 @@ static inline int atomicExch(int* p, int v) { int o = *p; *p = v; return o; }
         use BinaryOp::*;
         let n = FLOATS.len();
         let a: Vec<f64> = (0..n * n).map(|i| FLOATS[i / n]).collect();
-        let inexact = [Pow, Atan2, Hypot, LogAddExp];
+        let inexact = [Pow, Atan2, Hypot, LogAddExp, Xlogy, Xlog1py];
         for dtype in [DType::F32, DType::F64] {
             let (x, y) = (value(dtype, &[n, n], &a), value(dtype, &[n], &FLOATS));
             for &f in BinaryOp::ALL.iter().filter(|&&f| !matches!(f, LogicalAnd | LogicalOr)) {

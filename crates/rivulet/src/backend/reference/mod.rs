@@ -176,11 +176,22 @@ fn float_unary(f: UnaryOp, v: f64) -> f64 {
             }
         }
         Erf => libm::erf(v),
+        Erfc => libm::erfc(v),
+        Sinh => v.sinh(),
+        Cosh => v.cosh(),
+        Asin => v.asin(),
+        Acos => v.acos(),
+        Atan => v.atan(),
+        Asinh => libm::asinh(v),
+        Acosh if v < 1.0 => f64::NAN,
+        Acosh => libm::acosh(v),
+        Atanh => libm::atanh(v),
         Floor => v.floor(),
         Ceil => v.ceil(),
         Round => v.round_ties_even(),
         IsNan => v.is_nan() as i64 as f64,
         IsFinite => v.is_finite() as i64 as f64,
+        IsInf => v.is_infinite() as i64 as f64,
         LogicalNot => f64::NAN,
     }
 }
@@ -221,6 +232,13 @@ fn float_binary(f: BinaryOp, x: f64, y: f64) -> f64 {
                 r
             }
         }
+        TruncateMod => x % y,
+        DivNoNan if y == 0.0 => 0.0,
+        DivNoNan => x / y,
+        Xlogy | Xlog1py | Xdivy if x == 0.0 => 0.0,
+        Xlogy => x * y.ln(),
+        Xlog1py => x * y.ln_1p(),
+        Xdivy => x / y,
         Pow => x.powf(y),
         Maximum | Minimum if x.is_nan() || y.is_nan() => f64::NAN,
         Maximum => x.max(y),
@@ -243,7 +261,7 @@ fn float_binary(f: BinaryOp, x: f64, y: f64) -> f64 {
 fn int_binary(f: BinaryOp, dtype: DType, x: i64, y: i64) -> Result<i64> {
     use BinaryOp::*;
     let (x, y) = (x as i128, y as i128);
-    if matches!(f, Div | FloorDiv | FloorMod) && y == 0 {
+    if matches!(f, Div | FloorDiv | FloorMod | TruncateMod) && y == 0 {
         bail!(invalid, "integer division by zero in {}", f.name());
     }
     let w = |v: i128| wrap(dtype, v);
@@ -257,6 +275,7 @@ fn int_binary(f: BinaryOp, dtype: DType, x: i64, y: i64) -> Result<i64> {
             let r = x % y;
             w(if r != 0 && ((r < 0) != (y < 0)) { r + y } else { r })
         }
+        TruncateMod => w(x % y),
         Pow => {
             if y < 0 {
                 bail!(invalid, "integers cannot be raised to negative integer powers");
@@ -279,7 +298,9 @@ fn int_binary(f: BinaryOp, dtype: DType, x: i64, y: i64) -> Result<i64> {
         LessEqual => (x <= y) as i64,
         Greater => (x > y) as i64,
         GreaterEqual => (x >= y) as i64,
-        Atan2 | Hypot | LogAddExp => bail!(dtype, "{} needs a floating-point dtype, got {dtype}", f.name()),
+        Atan2 | Hypot | LogAddExp | DivNoNan | Xlogy | Xlog1py | Xdivy => {
+            bail!(dtype, "{} needs a floating-point dtype, got {dtype}", f.name())
+        }
         LogicalAnd => (x != 0 && y != 0) as i64,
         LogicalOr => (x != 0 || y != 0) as i64,
     })
