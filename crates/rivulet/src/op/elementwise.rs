@@ -144,11 +144,13 @@ macro_rules! unary_table {
             /// Inverse hyperbolic tangent (NaN outside `[-1, 1]`).
             Atanh => atanh, "Atanh", Float, |x, y, g| some(div(g, &sub(1.0, &square(x)?)?));
             /// Largest integer not above `x`.
-            Floor => floor, "Floor", Numeric, |x, y, g| some(zeros_like(x));
+            // Floor, Ceil and Round have no gradient in TensorFlow (None, not
+            // zeros: a loss reached only through them is unconnected).
+            Floor => floor, "Floor", Numeric, |x, y, g| none();
             /// Smallest integer not below `x`.
-            Ceil => ceil, "Ceil", Numeric, |x, y, g| some(zeros_like(x));
+            Ceil => ceil, "Ceil", Numeric, |x, y, g| none();
             /// Nearest integer, halves to even (banker's rounding, as TensorFlow).
-            Round => round, "Round", Numeric, |x, y, g| some(zeros_like(x));
+            Round => round, "Round", Numeric, |x, y, g| none();
             /// Boolean not.
             LogicalNot => logical_not, "LogicalNot", Bool, |x, y, g| none();
             /// True where `x` is NaN.
@@ -262,6 +264,10 @@ macro_rules! binary_table {
             DivNoNan => div_no_nan, "DivNoNan", Float, false,
                 |a, b, y, g| some(div_no_nan(g, b)),
                 |a, b, y, g| some(mul(g, &div_no_nan(&div_no_nan(&neg(a)?, b)?, b)?));
+            /// `a * b`, and 0 where `b` is 0 (whatever `a` is: inf and NaN too).
+            MulNoNan => multiply_no_nan, "MulNoNan", Float, false,
+                |a, b, y, g| some(multiply_no_nan(g, b)),
+                |a, b, y, g| some(multiply_no_nan(a, g));
             /// `a * log(b)`, and 0 where `a` is 0 (whatever `b` is).
             Xlogy => xlogy, "Xlogy", Float, false,
                 |a, b, y, g| some(mul(g, &xlogy(&nonzero(a)?, b)?)),

@@ -7,20 +7,24 @@
 //!
 //! Names follow TensorFlow (`add`, `reduce_sum` is [`sum`], `matmul`, ...).
 
+pub mod array;
 pub mod control;
 pub mod creation;
 pub mod elementwise;
 pub mod linalg;
+pub mod math;
 pub mod movement;
 pub mod nn;
 pub mod optim;
 pub mod reduce;
 pub mod variables;
 
+pub use array::*;
 pub use control::{cond, switch_case, while_loop, Nest, WhileOptions};
 pub use creation::*;
 pub use elementwise::*;
 pub use linalg::*;
+pub use math::*;
 pub use movement::*;
 pub use nn::*;
 pub use optim::*;

@@ -1,7 +1,7 @@
 //! Neural-network helpers that are ops of their own: `softmax`,
 //! `log_softmax` (composites with a fused CPU kernel) and `top_k`.
 
-use super::{apply, apply1, checked, elementwise as ew, reduce, Op};
+use super::{apply, apply1, checked, creation as cr, elementwise as ew, movement as mv, reduce, Axes, Op};
 use crate::error::{bail, Result};
 use crate::graph::Tensor;
 use crate::tensor::shape::normalize_axis;
@@ -44,4 +44,320 @@ pub(crate) fn softmax_grad(log: bool, axis: usize, y: &Tensor, g: &Tensor) -> Re
         // y * (g - sum(g * y))
         ew::mul(y, &ew::sub(g, &reduce::sum(&ew::mul(g, y)?, axis, true)?)?)
     }
+}
+
+// ---------------------------------------------------------------------------
+// tf.nn functions composed of the primitive ops
+// ---------------------------------------------------------------------------
+
+/// `x` where positive, else `alpha * x` (TensorFlow's default `alpha` is 0.2).
+#[track_caller]
+pub fn leaky_relu(x: &Tensor, alpha: f64) -> Result<Tensor> {
+    ew::select(&ew::greater(x, 0.0)?, x, &ew::mul(x, alpha)?)
+}
+
+/// `log(sigmoid(x))`, as `-softplus(-x)` (no overflow either way).
+#[track_caller]
+pub fn log_sigmoid(x: &Tensor) -> Result<Tensor> {
+    ew::neg(&ew::softplus(&ew::neg(x)?)?)
+}
+
+/// `x / (1 + |x|)`.
+#[track_caller]
+pub fn softsign(x: &Tensor) -> Result<Tensor> {
+    ew::div(x, &ew::add(&ew::abs(x)?, 1.0)?)
+}
+
+/// `x * sigmoid(beta * x)` (TensorFlow's `silu`, also called `swish`).
+#[doc(alias = "swish")]
+#[track_caller]
+pub fn silu(x: &Tensor, beta: f64) -> Result<Tensor> {
+    let z = if beta == 1.0 { x.clone() } else { ew::mul(x, beta)? };
+    ew::mul(x, &ew::sigmoid(&z)?)
+}
+
+/// GELU's tanh approximation, `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`
+/// (TensorFlow's `gelu(approximate=True)`; [`ew::gelu`] is the exact form).
+#[track_caller]
+pub fn gelu_approximate(x: &Tensor) -> Result<Tensor> {
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    let inner = ew::mul(&ew::add(x, &ew::mul(&ew::mul(&ew::square(x)?, x)?, 0.044715)?)?, c)?;
+    ew::mul(&ew::mul(x, 0.5)?, &ew::add(&ew::tanh(&inner)?, 1.0)?)
+}
+
+/// `concat([relu(x), relu(-x)], axis)`: both signs, doubling `axis`.
+#[track_caller]
+pub fn crelu(x: &Tensor, axis: i64) -> Result<Tensor> {
+    mv::concat(&[&ew::relu(x)?, &ew::relu(&ew::neg(x)?)?], axis)
+}
+
+/// `x + bias`, with `bias` (a vector) along the last axis.
+#[track_caller]
+pub fn bias_add(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let last = x.rank().checked_sub(1).and_then(|a| x.shape().dim(a));
+    if bias.rank() != 1 || (last.is_some() && bias.shape().dim(0) != last) {
+        bail!(
+            shape,
+            "bias_add needs a bias vector as long as the last axis, got {:?} for {:?}",
+            bias.shape(),
+            x.shape()
+        );
+    }
+    ew::add(x, bias)
+}
+
+/// `sum(x^2) / 2`.
+#[track_caller]
+pub fn l2_loss(x: &Tensor) -> Result<Tensor> {
+    ew::mul(&reduce::sum(&ew::square(x)?, Axes::All, false)?, 0.5)
+}
+
+/// `x / sqrt(max(sum(x^2, axes), epsilon))` (TensorFlow's default epsilon is 1e-12).
+#[track_caller]
+pub fn l2_normalize(x: &Tensor, axes: impl Into<Axes>, epsilon: f64) -> Result<Tensor> {
+    let ss = reduce::sum(&ew::square(x)?, axes, true)?;
+    ew::mul(x, &ew::rsqrt(&ew::maximum(&ss, epsilon)?)?)
+}
+
+/// Mean and variance over `axes`.
+#[track_caller]
+pub fn moments(x: &Tensor, axes: impl Into<Axes>, keepdims: bool) -> Result<(Tensor, Tensor)> {
+    let axes = axes.into();
+    let m = reduce::mean(x, axes.clone(), true)?;
+    let v = reduce::mean(&ew::squared_difference(x, &mv::stop_gradient(&m)?)?, axes.clone(), keepdims)?;
+    let m = if keepdims { m } else { reduce::mean(x, axes, false)? };
+    Ok((m, v))
+}
+
+/// Frequency-weighted mean and variance over `axes`.
+#[track_caller]
+pub fn weighted_moments(
+    x: &Tensor,
+    axes: impl Into<Axes>,
+    weights: &Tensor,
+    keepdims: bool,
+) -> Result<(Tensor, Tensor)> {
+    let axes = axes.into();
+    let w = ew::add(&ew::mul(x, 0.0)?, weights)?;
+    let total = reduce::sum(&w, axes.clone(), true)?;
+    let m = ew::div_no_nan(&reduce::sum(&ew::mul(x, &w)?, axes.clone(), true)?, &total)?;
+    let v = ew::div_no_nan(
+        &reduce::sum(&ew::mul(&ew::squared_difference(x, &mv::stop_gradient(&m)?)?, &w)?, axes.clone(), true)?,
+        &total,
+    )?;
+    if keepdims {
+        return Ok((m, v));
+    }
+    let drop: Vec<i64> = axes.resolve(x.rank())?.into_iter().map(|a| a as i64).collect();
+    Ok((mv::squeeze(&m, &drop)?, mv::squeeze(&v, &drop)?))
+}
+
+/// The sufficient statistics of `x` over `axes`: the count, the (shifted)
+/// sum and sum of squares; `normalize_moments` turns them into moments.
+#[track_caller]
+pub fn sufficient_statistics(
+    x: &Tensor,
+    axes: impl Into<Axes>,
+    shift: Option<&Tensor>,
+    keepdims: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let axes = axes.into();
+    let resolved = axes.resolve(x.rank())?;
+    let count: usize = resolved.iter().map(|&a| x.shape().dim(a).unwrap_or(0)).product();
+    let count = ew::cast(&ew::add(&ew::mul(&reduce::sum(x, Axes::All, false)?, 0.0)?, count as f64)?, x.dtype())?;
+    let shifted = match shift {
+        Some(s) => ew::sub(x, s)?,
+        None => x.clone(),
+    };
+    Ok((count, reduce::sum(&shifted, axes.clone(), keepdims)?, reduce::sum(&ew::square(&shifted)?, axes, keepdims)?))
+}
+
+/// Mean and variance from sufficient statistics.
+#[track_caller]
+pub fn normalize_moments(
+    counts: &Tensor,
+    mean_ss: &Tensor,
+    variance_ss: &Tensor,
+    shift: Option<&Tensor>,
+) -> Result<(Tensor, Tensor)> {
+    let divisor = ew::reciprocal(counts)?;
+    let shifted_mean = ew::mul(mean_ss, &divisor)?;
+    let mean = match shift {
+        Some(s) => ew::add(&shifted_mean, s)?,
+        None => shifted_mean.clone(),
+    };
+    let variance = ew::sub(&ew::mul(variance_ss, &divisor)?, &ew::square(&shifted_mean)?)?;
+    Ok((mean, variance))
+}
+
+/// `(x - mean) * scale / sqrt(variance + epsilon) + offset`, computed as
+/// TensorFlow does (one multiply and one add per element).
+#[track_caller]
+pub fn batch_normalization(
+    x: &Tensor,
+    mean: &Tensor,
+    variance: &Tensor,
+    offset: Option<&Tensor>,
+    scale: Option<&Tensor>,
+    epsilon: f64,
+) -> Result<Tensor> {
+    let mut inv = ew::rsqrt(&ew::add(variance, epsilon)?)?;
+    if let Some(s) = scale {
+        inv = ew::mul(&inv, s)?;
+    }
+    let shift = match offset {
+        Some(o) => ew::sub(o, &ew::mul(mean, &inv)?)?,
+        None => ew::neg(&ew::mul(mean, &inv)?)?,
+    };
+    ew::add(&ew::mul(x, &inv)?, &shift)
+}
+
+/// Local response normalization along the last axis:
+/// `x / (bias + alpha * sum(x^2 over depth_radius neighbours))^beta`.
+#[doc(alias = "lrn")]
+#[track_caller]
+pub fn local_response_normalization(
+    x: &Tensor,
+    depth_radius: usize,
+    bias: f64,
+    alpha: f64,
+    beta: f64,
+) -> Result<Tensor> {
+    let rank = x.rank();
+    let Some(depth) = rank.checked_sub(1).and_then(|a| x.shape().dim(a)) else {
+        bail!(shape, "local_response_normalization needs a known last axis, got {:?}", x.shape());
+    };
+    // A windowed sum as the difference of an exclusive running sum.
+    let r = depth_radius;
+    let mut pads = vec![(0, 0); rank];
+    pads[rank - 1] = (r, r + 1);
+    let c = reduce::cumsum(&mv::pad(&ew::square(x)?, &pads, mv::PadMode::Constant, 0)?, -1, true, false)?;
+    let mut begin = vec![0usize; rank];
+    let mut size = vec![-1i64; rank];
+    size[rank - 1] = depth as i64;
+    let lo = mv::slice(&c, &begin, &size)?;
+    begin[rank - 1] = 2 * r + 1;
+    let hi = mv::slice(&c, &begin, &size)?;
+    let window = ew::sub(&hi, &lo)?;
+    ew::div(x, &ew::pow(&ew::add(&ew::mul(&window, alpha)?, bias)?, beta)?)
+}
+
+/// Per-element `sigmoid` cross-entropy of `logits` against `labels` in
+/// [0, 1], `max(z, 0) - z y + log(1 + e^-|z|)`, with TensorFlow's
+/// derivative `sigmoid(z) - y` at `z = 0` too.
+#[track_caller]
+pub fn sigmoid_cross_entropy_with_logits(labels: &Tensor, logits: &Tensor) -> Result<Tensor> {
+    let y = ew::cast(labels, logits.dtype())?;
+    let nonnegative = ew::greater_equal(logits, 0.0)?;
+    let relu = ew::select(&nonnegative, logits, 0.0)?;
+    let neg_abs = ew::select(&nonnegative, &ew::neg(logits)?, logits)?;
+    ew::add(&ew::sub(&relu, &ew::mul(logits, &y)?)?, &ew::log1p(&ew::exp(&neg_abs)?)?)
+}
+
+/// Per-element sigmoid cross-entropy with positives weighted by `pos_weight`:
+/// `(1 - y) z + (1 + (q - 1) y) (log(1 + e^-|z|) + max(-z, 0))`.
+#[track_caller]
+pub fn weighted_cross_entropy_with_logits(labels: &Tensor, logits: &Tensor, pos_weight: f64) -> Result<Tensor> {
+    let y = ew::cast(labels, logits.dtype())?;
+    let log_weight = ew::add(&ew::mul(&y, pos_weight - 1.0)?, 1.0)?;
+    let tail = ew::add(&ew::log1p(&ew::exp(&ew::neg(&ew::abs(logits)?)?)?)?, &ew::relu(&ew::neg(logits)?)?)?;
+    ew::add(&ew::mul(&ew::sub(1.0, &y)?, logits)?, &ew::mul(&log_weight, &tail)?)
+}
+
+/// Per-example softmax cross-entropy of `logits` against probability
+/// `labels` along `axis`: `-sum(labels * log_softmax(logits))`. The gradient
+/// reaches the labels too, as in TensorFlow 2.
+#[track_caller]
+pub fn softmax_cross_entropy_with_logits(labels: &Tensor, logits: &Tensor, axis: i64) -> Result<Tensor> {
+    let y = ew::cast(labels, logits.dtype())?;
+    ew::neg(&reduce::sum(&ew::mul(&y, &log_softmax(logits, axis)?)?, axis, false)?)
+}
+
+/// Per-example softmax cross-entropy of `logits` (`[..., classes]`) against
+/// integer class `labels` (`[...]`); a label outside `0..classes` is an error.
+#[track_caller]
+pub fn sparse_softmax_cross_entropy_with_logits(labels: &Tensor, logits: &Tensor) -> Result<Tensor> {
+    if !labels.dtype().is_int() || logits.rank() != labels.rank() + 1 {
+        bail!(
+            shape,
+            "sparse_softmax_cross_entropy_with_logits needs integer labels of the logits' shape without the last axis, got {} {:?} and {:?}",
+            labels.dtype(),
+            labels.shape(),
+            logits.shape()
+        );
+    }
+    let logp = log_softmax(logits, -1)?;
+    let picked = mv::gather(&logp, &mv::expand_dims(labels, -1)?, -1, labels.rank())?;
+    ew::neg(&mv::squeeze(&picked, &[-1])?)
+}
+
+/// Poisson negative log-likelihood from log rates, `exp(c) - z c`; with
+/// `compute_full_loss`, plus Stirling's approximation of `log(z!)` where `z > 1`.
+#[track_caller]
+pub fn log_poisson_loss(targets: &Tensor, log_input: &Tensor, compute_full_loss: bool) -> Result<Tensor> {
+    let loss = ew::sub(&ew::exp(log_input)?, &ew::mul(log_input, targets)?)?;
+    if !compute_full_loss {
+        return Ok(loss);
+    }
+    let stirling = ew::add(
+        &ew::sub(&ew::xlogy(targets, targets)?, targets)?,
+        &ew::mul(&ew::log(&ew::mul(targets, 2.0 * std::f64::consts::PI)?)?, 0.5)?,
+    )?;
+    let big = ew::greater(targets, 1.0)?;
+    ew::add(&loss, &ew::select(&big, &stirling, 0.0)?)
+}
+
+/// The sum of per-example losses (times `sample_weight`) divided by the
+/// global batch size (by default, the first dimension).
+#[track_caller]
+pub fn compute_average_loss(
+    per_example_loss: &Tensor,
+    sample_weight: Option<&Tensor>,
+    global_batch_size: Option<usize>,
+) -> Result<Tensor> {
+    let l = match sample_weight {
+        Some(w) => ew::mul(per_example_loss, w)?,
+        None => per_example_loss.clone(),
+    };
+    let total = reduce::sum(&l, Axes::All, false)?;
+    match global_batch_size {
+        Some(n) => ew::div(&total, n as f64),
+        None if per_example_loss.rank() == 0 => Ok(total),
+        None => match per_example_loss.shape().dim(0) {
+            Some(n) => ew::div(&total, n as f64),
+            None if per_example_loss.rank() == 1 => ew::div(&total, &mv::size(per_example_loss, total.dtype())?),
+            None => bail!(
+                shape,
+                "compute_average_loss needs a known batch size or global_batch_size, got {:?}",
+                per_example_loss.shape()
+            ),
+        },
+    }
+}
+
+/// A regularization loss scaled for the replicas of a distribution strategy
+/// (one replica here, so the loss itself).
+#[track_caller]
+pub fn scale_regularization_loss(loss: &Tensor) -> Result<Tensor> {
+    mv::identity(loss)
+}
+
+/// Rows of `params` picked by `ids` (TensorFlow's `embedding_lookup`).
+#[track_caller]
+pub fn embedding_lookup(params: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    mv::gather(params, ids, 0, 0)
+}
+
+/// Zero a fraction `rate` of the elements at random and scale the rest by
+/// `1 / (1 - rate)`; the same `seed` keeps the same mask.
+#[track_caller]
+pub fn dropout(x: &Tensor, rate: f64, seed: Option<u64>) -> Result<Tensor> {
+    if !(0.0..1.0).contains(&rate) {
+        bail!(invalid, "dropout needs a rate in [0, 1), got {rate}");
+    }
+    if rate == 0.0 {
+        return mv::identity(x);
+    }
+    let keep = ew::greater_equal(&cr::random_uniform_like(x, 0.0, 1.0, seed)?, rate)?;
+    ew::select(&keep, &ew::mul(x, 1.0 / (1.0 - rate))?, 0.0)
 }

@@ -496,6 +496,7 @@ fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> rivulet::Result<Tensor> {
         "real_div" => ops::real_div(a, b),
         "truncate_mod" => ops::truncate_mod(a, b),
         "div_no_nan" => ops::div_no_nan(a, b),
+        "multiply_no_nan" => ops::multiply_no_nan(a, b),
         "xlogy" => ops::xlogy(a, b),
         "xlog1py" => ops::xlog1py(a, b),
         "xdivy" => ops::xdivy(a, b),
@@ -522,14 +523,15 @@ fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> rivulet::Result<Tensor> {
 const COMPARISONS: &[&str] = &["equal", "not_equal", "less", "less_equal", "greater", "greater_equal"];
 const LOGICAL: &[&str] = &["logical_and", "logical_or"];
 /// Binary ops defined on floating-point dtypes only.
-const FLOAT_ONLY: &[&str] = &["atan2", "hypot", "logaddexp", "div_no_nan", "xlogy", "xlog1py", "xdivy"];
+const FLOAT_ONLY: &[&str] =
+    &["atan2", "hypot", "logaddexp", "div_no_nan", "multiply_no_nan", "xlogy", "xlog1py", "xdivy"];
 
 /// Every op of `UnaryOp::ALL` / `BinaryOp::ALL` must be wired here (a new op
 /// without tests fails this test).
 #[test]
 fn every_op_is_wired_and_named() {
     assert_eq!(UnaryOp::ALL.len(), 39, "UnaryOp::ALL changed: extend these tests");
-    assert_eq!(BinaryOp::ALL.len(), 25, "BinaryOp::ALL changed: extend these tests");
+    assert_eq!(BinaryOp::ALL.len(), 26, "BinaryOp::ALL changed: extend these tests");
     let xf = Tensor::from([0.5f32, -2.0]);
     let xb = Tensor::from([true, false]);
     for &op in UnaryOp::ALL {
@@ -1012,6 +1014,9 @@ fn float_binary_ref(dtype: DType, name: &str, a: f64, b: f64) -> f64 {
         "real_div" => in_dtype(|x, y| x / y, |x, y| x / y),
         "truncate_mod" => in_dtype(|x, y| x % y, |x, y| x % y),
         "div_no_nan" => in_dtype(|x, y| if y == 0.0 { 0.0 } else { x / y }, |x, y| if y == 0.0 { 0.0 } else { x / y }),
+        "multiply_no_nan" => {
+            in_dtype(|x, y| if y == 0.0 { 0.0 } else { x * y }, |x, y| if y == 0.0 { 0.0 } else { x * y })
+        }
         "xdivy" => in_dtype(|x, y| if x == 0.0 { 0.0 } else { x / y }, |x, y| if x == 0.0 { 0.0 } else { x / y }),
         "xlogy" => {
             if a == 0.0 {
@@ -1204,7 +1209,7 @@ fn binary_floats_no_nan_family_and_truncate_mod() {
     for (dtype, rel) in
         [(DType::F32, 4e-7), (DType::F64, 4e-16), (DType::F16, 2f64.powi(-11)), (DType::BF16, 2f64.powi(-8))]
     {
-        check_float_binary(dtype, &["truncate_mod", "div_no_nan", "xdivy"], &vals, &vals, None);
+        check_float_binary(dtype, &["truncate_mod", "div_no_nan", "multiply_no_nan", "xdivy"], &vals, &vals, None);
         check_float_binary(dtype, &["xlogy", "xlog1py"], &vals, &vals, Some(rel));
     }
     let (nan, inf) = (f32::NAN, f32::INFINITY);

@@ -488,9 +488,6 @@ enum UnaryGrad {
     NoGradient,
 }
 
-const INTEGERS: &[f64] = &[-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0];
-const HALVES: &[f64] = &[-2.5, -1.5, -0.5, 0.5, 1.5, 2.5];
-
 fn unary_grad_kind(op: UnaryOp) -> UnaryGrad {
     use UnaryGrad::*;
     use UnaryOp::*;
@@ -508,9 +505,8 @@ fn unary_grad_kind(op: UnaryOp) -> UnaryGrad {
         Sigmoid | Softplus => Smooth(dom(-4.0, 4.0)),
         Elu | Selu => Smooth(dom_away(-3.0, 3.0, &[0.0], 0.05)),
         Sign => Zero(dom_away(-2.0, 2.0, &[0.0], 0.05)),
-        Floor | Ceil => Zero(dom_away(-3.0, 3.0, INTEGERS, 0.01)),
-        Round => Zero(dom_away(-3.0, 3.0, HALVES, 0.01)),
-        LogicalNot | IsNan | IsFinite | IsInf => NoGradient,
+        // No gradient at all, as in TensorFlow.
+        Floor | Ceil | Round | LogicalNot | IsNan | IsFinite | IsInf => NoGradient,
     }
 }
 
@@ -603,9 +599,9 @@ unary_tests! {
     unary_asinh => Asinh,
     unary_acosh => Acosh,
     unary_atanh => Atanh,
-    unary_floor_zero => Floor,
-    unary_ceil_zero => Ceil,
-    unary_round_zero => Round,
+    unary_floor_none => Floor,
+    unary_ceil_none => Ceil,
+    unary_round_none => Round,
     unary_logical_not_none => LogicalNot,
     unary_is_nan_none => IsNan,
     unary_is_finite_none => IsFinite,
@@ -634,6 +630,7 @@ fn binary_fn(op: BinaryOp) -> BinFn {
         Div => |a, b| ops::real_div(a, b),
         TruncateMod => |a, b| ops::truncate_mod(a, b),
         DivNoNan => |a, b| ops::div_no_nan(a, b),
+        MulNoNan => |a, b| ops::multiply_no_nan(a, b),
         Xlogy => |a, b| ops::xlogy(a, b),
         Xlog1py => |a, b| ops::xlog1py(a, b),
         Xdivy => |a, b| ops::xdivy(a, b),
@@ -698,7 +695,7 @@ fn binary_inputs(op: BinaryOp, rng: &mut Rng, sa: &[usize], sb: &[usize]) -> (Te
     let pairs = broadcast_pairs(sa, sb);
     loop {
         let (a, b) = match op {
-            Div | DivNoNan | Xdivy => (uniform(rng, sa, -2.0, 2.0), signed(rng, sb, 0.5, 2.0)),
+            Div | DivNoNan | MulNoNan | Xdivy => (uniform(rng, sa, -2.0, 2.0), signed(rng, sb, 0.5, 2.0)),
             Xlogy => (uniform(rng, sa, -2.0, 2.0), uniform(rng, sb, 0.3, 2.0)),
             Xlog1py => (uniform(rng, sa, -2.0, 2.0), uniform(rng, sb, -0.7, 2.0)),
             FloorMod => (uniform(rng, sa, -3.0, 3.0), signed(rng, sb, 0.5, 2.0)),
@@ -729,8 +726,8 @@ fn check_binary(op: BinaryOp) {
         BINARY_SHAPES.iter().map(|(a, b)| (a.to_vec(), b.to_vec())).collect();
     shapes.extend((0..3).map(|_| random_broadcast_pair(&mut rng)));
     match op {
-        Add | Sub | Mul | Div | FloorMod | Pow | Maximum | Minimum | Atan2 | Hypot | LogAddExp | DivNoNan | Xlogy
-        | Xlog1py | Xdivy => {
+        Add | Sub | Mul | Div | FloorMod | Pow | Maximum | Minimum | Atan2 | Hypot | LogAddExp | DivNoNan
+        | MulNoNan | Xlogy | Xlog1py | Xdivy => {
             for (sa, sb) in shapes {
                 let (a, b) = binary_inputs(op, &mut rng, &sa, &sb);
                 check_grad(&format!("{name}{sa:?}{sb:?}"), |xs| f(&xs[0], &xs[1]), &[a, b]);
@@ -794,6 +791,7 @@ binary_tests! {
     binary_logaddexp => LogAddExp,
     binary_truncate_mod_none => TruncateMod,
     binary_div_no_nan => DivNoNan,
+    binary_multiply_no_nan => MulNoNan,
     binary_xlogy => Xlogy,
     binary_xlog1py => Xlog1py,
     binary_xdivy => Xdivy,

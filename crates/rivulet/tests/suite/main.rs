@@ -26,5 +26,6 @@ mod movement;
 mod parity;
 mod passes;
 mod reduce;
+mod tf_reference;
 mod tracing;
 mod training;

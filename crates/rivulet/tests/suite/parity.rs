@@ -274,6 +274,7 @@ fn binary_fn(op: BinaryOp) -> fn(&Tensor, &Tensor) -> Result<Tensor> {
         BinaryOp::Div => |a, b| ops::real_div(a, b),
         BinaryOp::TruncateMod => |a, b| ops::truncate_mod(a, b),
         BinaryOp::DivNoNan => |a, b| ops::div_no_nan(a, b),
+        BinaryOp::MulNoNan => |a, b| ops::multiply_no_nan(a, b),
         BinaryOp::Xlogy => |a, b| ops::xlogy(a, b),
         BinaryOp::Xlog1py => |a, b| ops::xlog1py(a, b),
         BinaryOp::Xdivy => |a, b| ops::xdivy(a, b),
@@ -344,7 +345,7 @@ fn op_function_tables_match_the_op_enums() -> Result<()> {
         assert_eq!(y.dtype(), if op.is_comparison() { DType::Bool } else { x.dtype() });
     }
     assert_eq!(UnaryOp::ALL.len(), 39);
-    assert_eq!(BinaryOp::ALL.len(), 25);
+    assert_eq!(BinaryOp::ALL.len(), 26);
     Ok(())
 }
 
@@ -416,6 +417,7 @@ fn every_binary_op_on_every_dtype_with_broadcasting() {
             | BinaryOp::Hypot
             | BinaryOp::LogAddExp
             | BinaryOp::DivNoNan
+            | BinaryOp::MulNoNan
             | BinaryOp::Xlogy
             | BinaryOp::Xlog1py
             | BinaryOp::Xdivy => {

@@ -322,6 +322,10 @@ macro_rules! float_binary_fn {
                 let $f = |x: $t, y: $t| x % y;
                 $body
             }
+            MulNoNan => {
+                let $f = |x: $t, y: $t| if y == 0.0 { 0.0 } else { x * y };
+                $body
+            }
             DivNoNan => {
                 let $f = |x: $t, y: $t| if y == 0.0 { 0.0 } else { x / y };
                 $body
@@ -657,7 +661,7 @@ fn binary_int<T: Int>(op: BinaryOp, a: &Value, b: &Value, shape: &Shape) -> Resu
         Greater => map_binary(a, b, shape, |x: T, y: T| x > y),
         GreaterEqual => map_binary(a, b, shape, |x: T, y: T| x >= y),
         LogicalAnd | LogicalOr => bail!(dtype, "{} needs bool inputs", op.name()),
-        Atan2 | Hypot | LogAddExp | DivNoNan | Xlogy | Xlog1py | Xdivy => {
+        Atan2 | Hypot | LogAddExp | DivNoNan | MulNoNan | Xlogy | Xlog1py | Xdivy => {
             bail!(dtype, "{} needs a floating-point dtype, got {}", op.name(), T::DTYPE)
         }
     }

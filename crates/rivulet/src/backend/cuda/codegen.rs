@@ -336,6 +336,7 @@ fn binary(f: BinaryOp, dtype: DType, a: &str, b: &str) -> Result<String> {
             FloorMod => format!("rv_fmod_floor{sfx}({a}, {b})"),
             Pow => format!("pow{sfx}({a}, {b})"),
             TruncateMod => format!("fmod{sfx}({a}, {b})"),
+            MulNoNan => format!("({b} == 0 ? {zero} : {a} * {b})"),
             DivNoNan => format!("({b} == 0 ? {zero} : {a} / {b})"),
             Xlogy => format!("({a} == 0 ? {zero} : {a} * log{sfx}({b}))"),
             Xlog1py => format!("({a} == 0 ? {zero} : {a} * log1p{sfx}({b}))"),

@@ -233,6 +233,8 @@ fn float_binary(f: BinaryOp, x: f64, y: f64) -> f64 {
             }
         }
         TruncateMod => x % y,
+        MulNoNan if y == 0.0 => 0.0,
+        MulNoNan => x * y,
         DivNoNan if y == 0.0 => 0.0,
         DivNoNan => x / y,
         Xlogy | Xlog1py | Xdivy if x == 0.0 => 0.0,
@@ -298,7 +300,7 @@ fn int_binary(f: BinaryOp, dtype: DType, x: i64, y: i64) -> Result<i64> {
         LessEqual => (x <= y) as i64,
         Greater => (x > y) as i64,
         GreaterEqual => (x >= y) as i64,
-        Atan2 | Hypot | LogAddExp | DivNoNan | Xlogy | Xlog1py | Xdivy => {
+        Atan2 | Hypot | LogAddExp | DivNoNan | MulNoNan | Xlogy | Xlog1py | Xdivy => {
             bail!(dtype, "{} needs a floating-point dtype, got {dtype}", f.name())
         }
         LogicalAnd => (x != 0 && y != 0) as i64,

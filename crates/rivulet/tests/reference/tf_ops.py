@@ -1,0 +1,257 @@
+"""Reference values from real TensorFlow for tests/suite/tf_reference.rs.
+
+Run in a throwaway virtualenv (never in CI):
+
+    python3 -m venv /tmp/tfvenv && /tmp/tfvenv/bin/pip install tensorflow-cpu numpy
+    /tmp/tfvenv/bin/python crates/rivulet/tests/reference/tf_ops.py
+
+It writes crates/rivulet/tests/reference/tf_ops/: for each case NAME,
+NAME.in<i>.npy (the inputs), NAME.out<k>.npy (TensorFlow's outputs) and, for
+cases with gradients, NAME.grad<i>.npy: the gradient with respect to each
+float input of loss = sum_k sum(cast(out_k, f32) * w_k), with
+w_k[i] = ((7 i + 3 k) % 11) * 0.1 - 0.5 over the flattened output (the
+weights tests/suite/tf_reference.rs uses). manifest.json lists the cases
+with their tolerances. The Rust side builds each case by name.
+"""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import tensorflow as tf
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tf_ops")
+rng = np.random.default_rng(20261204)
+CASES = []
+
+
+def case(name, inputs, fn, grad=False, rtol=2e-6, atol=1e-6):
+    CASES.append(dict(name=name, inputs=inputs, fn=fn, grad=grad, rtol=rtol, atol=atol))
+
+
+def f32(*shape, lo=-2.0, hi=2.0):
+    return rng.uniform(lo, hi, size=shape).astype(np.float32)
+
+
+def f64(*shape, lo=-2.0, hi=2.0):
+    return rng.uniform(lo, hi, size=shape).astype(np.float64)
+
+
+EDGES = np.array([0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.5, -2.5, 1e-30, 30.0, -30.0,
+                  np.inf, -np.inf, np.nan], dtype=np.float32)
+m = tf.math
+nn = tf.nn
+
+# Elementwise unary: TensorFlow's values at the edges (signed zeros,
+# infinities, NaN, halves) and gradients inside each op's domain.
+unary = {
+    "erfc": (m.erfc, (-2, 2)), "sinh": (m.sinh, (-2, 2)), "cosh": (m.cosh, (-2, 2)),
+    "asin": (m.asin, (-0.9, 0.9)), "acos": (m.acos, (-0.9, 0.9)), "atan": (m.atan, (-2, 2)),
+    "asinh": (m.asinh, (-2, 2)), "acosh": (m.acosh, (1.2, 3)), "atanh": (m.atanh, (-0.9, 0.9)),
+    "exp": (m.exp, (-2, 2)), "expm1": (m.expm1, (-2, 2)), "log": (m.log, (0.2, 3)),
+    "log1p": (m.log1p, (-0.8, 3)), "sqrt": (m.sqrt, (0.2, 3)), "rsqrt": (m.rsqrt, (0.2, 3)),
+    "reciprocal": (m.reciprocal, (0.3, 2)), "square": (m.square, (-2, 2)),
+    "sin": (m.sin, (-3, 3)), "cos": (m.cos, (-3, 3)), "tan": (m.tan, (-1.2, 1.2)),
+    "tanh": (m.tanh, (-3, 3)), "sigmoid": (m.sigmoid, (-4, 4)), "softplus": (m.softplus, (-4, 4)),
+    "erf": (m.erf, (-2, 2)), "abs": (m.abs, (0.1, 2)), "sign": (m.sign, (0.1, 2)),
+    "relu": (nn.relu, (0.1, 2)), "relu6": (nn.relu6, (0.1, 5.9)), "elu": (nn.elu, (0.1, 2)),
+    "selu": (nn.selu, (0.1, 2)), "gelu": (lambda x: nn.gelu(x, approximate=False), (-3, 3)),
+    "gelu_approximate": (lambda x: nn.gelu(x, approximate=True), (-3, 3)),
+    "leaky_relu": (lambda x: nn.leaky_relu(x, 0.2), (0.1, 2)),
+    "log_sigmoid": (m.log_sigmoid, (-4, 4)), "softsign": (nn.softsign, (-3, 3)),
+    "silu": (nn.silu, (-3, 3)), "round": (m.round, (0.1, 0.4)), "rint": (m.rint, (0.1, 0.4)),
+    "floor": (m.floor, (0.1, 0.9)), "ceil": (m.ceil, (0.1, 0.9)),
+    "reciprocal_no_nan": (m.reciprocal_no_nan, (0.3, 2)),
+    "is_inf": (m.is_inf, None), "is_nan": (m.is_nan, None), "is_finite": (m.is_finite, None),
+}
+for name, (fn, dom) in unary.items():
+    case(f"{name} edges", [EDGES.copy()], lambda x, fn=fn: [fn(x)], rtol=4e-6)
+    if dom is not None:
+        case(f"{name} grad", [f32(3, 4, lo=dom[0], hi=dom[1])], lambda x, fn=fn: [fn(x)], grad=True, rtol=4e-6)
+case("erfc f64", [f64(9, lo=-3, hi=6)], lambda x: [m.erfc(x)], rtol=1e-14, atol=1e-300)
+case("leaky_relu at 0", [np.array([-1.0, 0.0, 1.0], np.float32)], lambda x: [nn.leaky_relu(x, 0.3)], grad=True)
+
+# Binary ops and TensorFlow's integer division rules.
+ai = np.array([7, -7, 7, -7, 0, 9, -9, 2147483647], np.int32)
+bi = np.array([2, 2, -2, -2, 5, 4, 4, 3], np.int32)
+case("truediv int32", [ai, bi], lambda a, b: [a / b])
+case("truediv int64", [ai.astype(np.int64), bi.astype(np.int64)], lambda a, b: [a / b])
+case("truediv int32 by zero", [np.array([1, -1, 0], np.int32), np.array([0, 0, 0], np.int32)], lambda a, b: [a / b])
+case("floordiv int32", [ai, bi], lambda a, b: [a // b])
+case("floormod int32", [ai, bi], lambda a, b: [a % b])
+case("truncatediv int32", [ai, bi], lambda a, b: [tf.truncatediv(a, b)])
+case("truncatemod int32", [ai, bi], lambda a, b: [tf.truncatemod(a, b)])
+af = np.array([7.5, -7.5, 7.5, -7.5, 0.0, 1.0, np.inf, 2.0], np.float32)
+bf = np.array([2.0, 2.0, -2.0, -2.0, 3.0, 0.0, 2.0, np.inf], np.float32)
+case("truncatemod f32", [af, bf], lambda a, b: [tf.truncatemod(a, b)])
+case("floormod f32", [af, bf], lambda a, b: [m.floormod(a, b)])
+za = np.array([0.0, 0.0, 0.0, 0.0, 2.0, -3.0, 1.5, np.nan], np.float32)
+zb = np.array([0.0, np.nan, np.inf, -1.0, 0.0, 0.0, 4.0, 0.0], np.float32)
+for name, fn in {"div_no_nan": m.divide_no_nan, "xlogy": m.xlogy, "xdivy": m.xdivy,
+                 "xlog1py": m.xlog1py, "multiply_no_nan": m.multiply_no_nan}.items():
+    case(f"{name} zeros", [za, zb], lambda a, b, fn=fn: [fn(a, b)])
+pos = lambda *s: f32(*s, lo=0.3, hi=2.0)
+case("div_no_nan grad", [f32(2, 3), pos(3)], lambda a, b: [m.divide_no_nan(a, b)], grad=True)
+case("xlogy grad", [f32(2, 3), pos(3)], lambda a, b: [m.xlogy(a, b)], grad=True)
+case("xdivy grad", [f32(2, 3), pos(3)], lambda a, b: [m.xdivy(a, b)], grad=True)
+case("xlog1py grad", [f32(2, 3), pos(3)], lambda a, b: [m.xlog1py(a, b)], grad=True)
+case("xlogy grad at x = 0", [np.array([0.0, 1.0], np.float32), np.array([0.0, 2.0], np.float32)],
+     lambda a, b: [m.xlogy(a, b)], grad=True)
+case("squared_difference", [f32(2, 3), f32(3)], lambda a, b: [m.squared_difference(a, b)], grad=True)
+case("atan2", [f32(2, 3), f32(3)], lambda a, b: [m.atan2(a, b)], grad=True)
+case("pow", [pos(2, 3), f32(3)], lambda a, b: [m.pow(a, b)], grad=True, rtol=1e-5)
+case("maximum nan", [np.array([np.nan, 1.0, 2.0], np.float32), np.array([1.0, np.nan, 1.0], np.float32)],
+     lambda a, b: [m.maximum(a, b), m.minimum(a, b)])
+bools = [np.array([True, True, False, False]), np.array([True, False, True, False])]
+case("logical_xor", bools, lambda a, b: [m.logical_xor(a, b)])
+
+# Reductions, scans and counting.
+x34 = f32(3, 4)
+case("count_nonzero", [np.array([[0.0, 1.0, 0.0], [2.0, -0.0, 3.0]], np.float32)],
+     lambda x: [m.count_nonzero(x), m.count_nonzero(x, axis=1)])
+case("reduce_euclidean_norm", [x34], lambda x: [m.reduce_euclidean_norm(x, axis=1)], grad=True)
+case("reduce_logsumexp", [x34], lambda x: [m.reduce_logsumexp(x, axis=0)], grad=True)
+case("reduce_std", [x34], lambda x: [m.reduce_std(x, axis=1)], grad=True)
+case("reduce_variance", [x34], lambda x: [m.reduce_variance(x, axis=[0, 1])], grad=True)
+case("cumulative_logsumexp", [x34], lambda x: [m.cumulative_logsumexp(x, axis=1),
+                                               m.cumulative_logsumexp(x, axis=0, reverse=True)], grad=True)
+case("reduce_mean int32", [np.array([2147483647, 2147483647, 1], np.int32)], lambda x: [m.reduce_mean(x)])
+case("argmax nan", [np.array([[1.0, np.nan, 3.0], [np.nan, np.nan, np.nan]], np.float32)],
+     lambda x: [m.argmax(x, axis=1), m.argmin(x, axis=1)])
+case("zero_fraction", [np.array([0.0, 1.0, 0.0, 3.0, -0.0], np.float32)], lambda x: [m.zero_fraction(x)])
+case("add_n", [f32(2, 3), f32(2, 3), f32(2, 3)], lambda a, b, c: [m.add_n([a, b, c])], grad=True)
+case("polyval", [np.float32(2.0), np.float32(-1.0), np.float32(0.5), f32(5)],
+     lambda a, b, c, x: [m.polyval([a, b, c], x)], grad=True)
+case("is_non_decreasing", [np.array([1, 2, 2, 5], np.int32)],
+     lambda x: [m.is_non_decreasing(x), m.is_strictly_increasing(x)])
+
+# Segments, bincount, confusion matrices, top-k membership.
+data = f32(6, 2)
+ids = np.array([0, 0, 2, 2, 2, 3], np.int32)
+uids = np.array([3, 0, -1, 3, 0, 1], np.int32)
+for op in ["sum", "max", "min", "prod", "mean", "sqrt_n"]:
+    fn = getattr(m, f"unsorted_segment_{op}")
+    case(f"unsorted_segment_{op}", [data, uids], lambda d, i, fn=fn: [fn(d, i, num_segments=5)], grad=True)
+for op in ["sum", "max", "min", "prod", "mean"]:
+    fn = getattr(m, f"segment_{op}")
+    case(f"segment_{op}", [data, ids], lambda d, i, fn=fn: [fn(d, i)], grad=True)
+case("bincount", [np.array([1, 1, 4, 0, 1], np.int32)], lambda x: [m.bincount(x)])
+case("bincount weights", [np.array([1, 1, 4, 0, 1], np.int32), np.array([0.5, 1.0, 2.0, 3.0, 0.25], np.float32)],
+     lambda x, w: [m.bincount(x, weights=w, minlength=7)])
+case("confusion_matrix", [np.array([0, 1, 2, 2, 1], np.int32), np.array([0, 2, 2, 1, 1], np.int32)],
+     lambda l, p: [m.confusion_matrix(l, p, num_classes=4)])
+case("in_top_k", [np.array([2, 0, 1], np.int32),
+                  np.array([[0.1, 0.5, 0.5], [0.9, 0.2, 0.3], [0.2, np.inf, 0.1]], np.float32)],
+     lambda t, p: [m.in_top_k(t, p, k=1), m.in_top_k(t, p, k=2)])
+
+# tf.nn.
+x = f32(4, 5)
+case("l2_normalize", [x], lambda x: [nn.l2_normalize(x, axis=1)], grad=True)
+case("l2_loss", [x], lambda x: [nn.l2_loss(x)], grad=True)
+case("moments", [x], lambda x: list(nn.moments(x, axes=[0])), grad=True)
+case("moments keepdims", [x], lambda x: list(nn.moments(x, axes=[1], keepdims=True)), grad=True)
+case("weighted_moments", [x, pos(4, 1)], lambda x, w: list(nn.weighted_moments(x, [0], w)), grad=True)
+case("batch_normalization", [x, f32(5), pos(5), f32(5), pos(5)],
+     lambda x, mu, v, o, s: [nn.batch_normalization(x, mu, v, o, s, 1e-3)], grad=True)
+case("sufficient_statistics", [x], lambda x: list(nn.sufficient_statistics(x, [0])[:3]), grad=True)
+case("normalize_moments", [np.float32(4.0), f32(5), pos(5)],
+     lambda c, s, ss: list(nn.normalize_moments(c, s, ss, None)), grad=True)
+x4 = f32(2, 3, 3, 6)
+case("local_response_normalization", [x4],
+     lambda x: [nn.local_response_normalization(x, depth_radius=2, bias=1.0, alpha=0.5, beta=0.75)],
+     grad=True, rtol=1e-5)
+labels01 = rng.uniform(0, 1, size=(3, 4)).astype(np.float32)
+logits = f32(3, 4, lo=-3, hi=3)
+logits[0, 0] = 0.0
+case("sigmoid_cross_entropy_with_logits", [labels01, logits],
+     lambda y, z: [nn.sigmoid_cross_entropy_with_logits(labels=y, logits=z)], grad=True)
+case("weighted_cross_entropy_with_logits", [labels01, logits],
+     lambda y, z: [nn.weighted_cross_entropy_with_logits(labels=y, logits=z, pos_weight=2.5)], grad=True)
+probs = tf.nn.softmax(f32(3, 4)).numpy()
+case("softmax_cross_entropy_with_logits", [probs, logits],
+     lambda y, z: [nn.softmax_cross_entropy_with_logits(labels=y, logits=z)], grad=True)
+case("sparse_softmax_cross_entropy_with_logits", [np.array([3, 0, 2], np.int32), logits],
+     lambda y, z: [nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=z)], grad=True)
+case("log_poisson_loss", [rng.uniform(0, 4, size=(6,)).astype(np.float32), f32(6)],
+     lambda t, c: [nn.log_poisson_loss(t, c, compute_full_loss=True)], grad=True)
+case("crelu", [f32(2, 3)], lambda x: [nn.crelu(x)], grad=True)
+case("bias_add", [f32(2, 3, 4), f32(4)], lambda x, b: [nn.bias_add(x, b)], grad=True)
+case("softmax", [f32(3, 4)], lambda x: [nn.softmax(x)], grad=True)
+case("log_softmax", [f32(3, 4)], lambda x: [nn.log_softmax(x)], grad=True)
+case("compute_average_loss", [f32(4), pos(4)],
+     lambda l, w: [nn.compute_average_loss(l, sample_weight=w, global_batch_size=8)], grad=True)
+case("top_k", [np.array([[1.0, 3.0, 3.0, 2.0], [0.0, -1.0, 5.0, 5.0]], np.float32)],
+     lambda x: list(m.top_k(x, k=2)))
+
+# Array functions.
+case("meshgrid", [f32(3), f32(2)], lambda a, b: tf.meshgrid(a, b), grad=True)
+case("meshgrid ij", [f32(3), f32(2)], lambda a, b: tf.meshgrid(a, b, indexing="ij"), grad=True)
+case("repeat", [f32(2, 3)], lambda x: [tf.repeat(x, 2, axis=1), tf.repeat(x, 3)], grad=True)
+case("sequence_mask", [np.array([0, 2, 4], np.int32)], lambda l: [tf.sequence_mask(l, 5)])
+case("reverse_sequence", [f32(3, 4, 2), np.array([2, 4, 0], np.int64)],
+     lambda x, l: [tf.reverse_sequence(x, l, seq_axis=1, batch_axis=0)], grad=True)
+case("searchsorted", [np.array([[1.0, 2.0, 2.0, 5.0]], np.float32), np.array([[2.0, 0.0, 6.0]], np.float32)],
+     lambda s, v: [tf.searchsorted(s, v, side="left"), tf.searchsorted(s, v, side="right")])
+case("unravel_index", [np.array([0, 5, 11, 7], np.int32)], lambda i: [tf.unravel_index(i, [3, 4])])
+sx = f32(4, 3)
+sidx = np.array([[1], [3], [1]], np.int32)
+supd = f32(3, 3)
+for op in ["add", "sub", "max", "min"]:
+    fn = getattr(tf, f"tensor_scatter_nd_{op}")
+    case(f"tensor_scatter_nd_{op}", [sx, sidx, supd], lambda x, i, u, fn=fn: [fn(x, i, u)], grad=op in ("add", "sub"))
+case("tensor_scatter_nd_update", [sx, np.array([[1], [3]], np.int32), f32(2, 3)],
+     lambda x, i, u: [tf.tensor_scatter_nd_update(x, i, u)], grad=True)
+case("where one argument", [np.array([[0.0, 1.0], [2.0, 0.0]], np.float32)], lambda x: [tf.where(x)])
+case("boolean_mask", [f32(4, 2), np.array([True, False, True, True])], lambda x, k: [tf.boolean_mask(x, k)], grad=True)
+case("unique_with_counts", [np.array([3, 1, 3, 2, 1, 3], np.int32)], lambda x: list(tf.unique_with_counts(x)))
+case("space_to_batch_nd", [f32(1, 4, 4, 1)], lambda x: [tf.space_to_batch_nd(x, [2, 2], [[0, 0], [0, 0]])], grad=True)
+case("space_to_batch_nd padded", [f32(2, 3, 2, 3)], lambda x: [tf.space_to_batch_nd(x, [2, 2], [[1, 0], [1, 1]])])
+case("batch_to_space", [f32(8, 1, 3, 2)], lambda x: [tf.batch_to_space(x, [2, 2], [[0, 1], [1, 1]])], grad=True)
+
+
+def loss_of(outs):
+    total = tf.constant(0.0, tf.float32)
+    for k, y in enumerate(outs):
+        if not y.dtype.is_floating:
+            continue
+        n = int(np.prod(y.shape))
+        w = np.array([((i * 7 + k * 3) % 11) * 0.1 - 0.5 for i in range(n)], np.float32).reshape(y.shape)
+        total += tf.reduce_sum(tf.cast(y, tf.float32) * w)
+    return total
+
+
+def main():
+    shutil.rmtree(OUT, ignore_errors=True)
+    os.makedirs(OUT)
+    manifest = []
+    for c in CASES:
+        file = c["name"].replace(" ", "_").replace("=", "eq")
+        xs = [tf.constant(v) for v in c["inputs"]]
+        with tf.GradientTape(persistent=True) as tape:
+            for v in xs:
+                if v.dtype.is_floating:
+                    tape.watch(v)
+            outs = c["fn"](*xs)
+            loss = loss_of(outs) if c["grad"] else None
+        for i, v in enumerate(c["inputs"]):
+            np.save(os.path.join(OUT, f"{file}.in{i}.npy"), np.asarray(v))
+        for k, y in enumerate(outs):
+            np.save(os.path.join(OUT, f"{file}.out{k}.npy"), y.numpy())
+        grads = []
+        if c["grad"]:
+            for i, v in enumerate(xs):
+                g = tape.gradient(loss, v) if v.dtype.is_floating else None
+                if g is not None:
+                    g = tf.convert_to_tensor(g)
+                    np.save(os.path.join(OUT, f"{file}.grad{i}.npy"), g.numpy())
+                grads.append(g is not None)
+        manifest.append(dict(name=c["name"], file=file, inputs=len(xs), outputs=len(outs), grads=grads,
+                             rtol=c["rtol"], atol=c["atol"]))
+    with open(os.path.join(OUT, "manifest.json"), "w") as f:
+        json.dump(dict(tensorflow=tf.__version__, cases=manifest), f, indent=1)
+    print(f"{len(manifest)} cases from TensorFlow {tf.__version__} in {OUT}")
+
+
+if __name__ == "__main__":
+    main()

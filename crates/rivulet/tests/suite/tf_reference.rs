@@ -1,0 +1,396 @@
+//! The TensorFlow-generated reference suite: every case of
+//! `tests/reference/tf_ops/manifest.json` (made by `tests/reference/tf_ops.py`
+//! with real TensorFlow) is built here by name and run on every device
+//! (the CPU, the reference backend, and a GPU where one is found), eagerly
+//! and as a graph. Outputs must have TensorFlow's dtype and shape and its
+//! values within the case's tolerance; gradients of the same weighted loss
+//! must match TensorFlow's.
+
+use rivulet::ops;
+use rivulet::{gradients, load_npy, Axes, DType, GradientTape, Graph, Result, Session, Tensor, Unconnected};
+use std::path::PathBuf;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reference/tf_ops")
+}
+
+type Build = Box<dyn Fn(&[Tensor]) -> Result<Vec<Tensor>>>;
+
+/// How a case runs: its computation, and whether a graph can hold it.
+struct Recipe {
+    build: Build,
+    /// Inputs that become graph constants instead of placeholders (values
+    /// the op needs when it is built, such as sorted segment ids).
+    consts: &'static [usize],
+    /// The output size depends on the values: eager only.
+    eager_only: bool,
+}
+
+fn r(build: impl Fn(&[Tensor]) -> Result<Vec<Tensor>> + 'static) -> Recipe {
+    Recipe { build: Box::new(build), consts: &[], eager_only: false }
+}
+
+fn one(t: Result<Tensor>) -> Result<Vec<Tensor>> {
+    Ok(vec![t?])
+}
+
+fn two((a, b): (Tensor, Tensor)) -> Result<Vec<Tensor>> {
+    Ok(vec![a, b])
+}
+
+/// The Rust side of each case, by the manifest's name.
+fn recipe(name: &str) -> Option<Recipe> {
+    let unary: Option<fn(&Tensor) -> Result<Tensor>> = match name.rsplit_once(' ').map(|(op, _)| op) {
+        Some("erfc") => Some(ops::erfc),
+        Some("sinh") => Some(ops::sinh),
+        Some("cosh") => Some(ops::cosh),
+        Some("asin") => Some(ops::asin),
+        Some("acos") => Some(ops::acos),
+        Some("atan") => Some(ops::atan),
+        Some("asinh") => Some(ops::asinh),
+        Some("acosh") => Some(ops::acosh),
+        Some("atanh") => Some(ops::atanh),
+        Some("exp") => Some(ops::exp),
+        Some("expm1") => Some(ops::expm1),
+        Some("log") => Some(ops::log),
+        Some("log1p") => Some(ops::log1p),
+        Some("sqrt") => Some(ops::sqrt),
+        Some("rsqrt") => Some(ops::rsqrt),
+        Some("reciprocal") => Some(ops::reciprocal),
+        Some("square") => Some(ops::square),
+        Some("sin") => Some(ops::sin),
+        Some("cos") => Some(ops::cos),
+        Some("tan") => Some(ops::tan),
+        Some("tanh") => Some(ops::tanh),
+        Some("sigmoid") => Some(ops::sigmoid),
+        Some("softplus") => Some(ops::softplus),
+        Some("erf") => Some(ops::erf),
+        Some("abs") => Some(ops::abs),
+        Some("sign") => Some(ops::sign),
+        Some("relu") => Some(ops::relu),
+        Some("relu6") => Some(ops::relu6),
+        Some("elu") => Some(ops::elu),
+        Some("selu") => Some(ops::selu),
+        Some("gelu") => Some(ops::gelu),
+        Some("gelu_approximate") => Some(ops::gelu_approximate),
+        Some("leaky_relu") => Some(|x| ops::leaky_relu(x, 0.2)),
+        Some("log_sigmoid") => Some(ops::log_sigmoid),
+        Some("softsign") => Some(ops::softsign),
+        Some("silu") => Some(|x| ops::silu(x, 1.0)),
+        Some("round") => Some(ops::round),
+        Some("rint") => Some(ops::rint),
+        Some("floor") => Some(ops::floor),
+        Some("ceil") => Some(ops::ceil),
+        Some("reciprocal_no_nan") => Some(ops::reciprocal_no_nan),
+        Some("is_inf") => Some(ops::is_inf),
+        Some("is_nan") => Some(ops::is_nan),
+        Some("is_finite") => Some(ops::is_finite),
+        _ => None,
+    };
+    if let Some(f) = unary {
+        return Some(r(move |x| one(f(&x[0]))));
+    }
+    let segment_sorted = |b: fn(&[Tensor]) -> Result<Vec<Tensor>>| Recipe { consts: &[1], ..r(b) };
+    let eager = |b: fn(&[Tensor]) -> Result<Vec<Tensor>>| Recipe { eager_only: true, ..r(b) };
+    Some(match name {
+        "leaky_relu at 0" => r(|x| one(ops::leaky_relu(&x[0], 0.3))),
+        "truediv int32" | "truediv int64" | "truediv int32 by zero" => r(|x| one(ops::div(&x[0], &x[1]))),
+        "floordiv int32" => r(|x| one(ops::floor_div(&x[0], &x[1]))),
+        "floormod int32" | "floormod f32" => r(|x| one(ops::floor_mod(&x[0], &x[1]))),
+        "truncatediv int32" => r(|x| one(ops::truncate_div(&x[0], &x[1]))),
+        "truncatemod int32" | "truncatemod f32" => r(|x| one(ops::truncate_mod(&x[0], &x[1]))),
+        "div_no_nan zeros" | "div_no_nan grad" => r(|x| one(ops::div_no_nan(&x[0], &x[1]))),
+        "xlogy zeros" | "xlogy grad" | "xlogy grad at x = 0" => r(|x| one(ops::xlogy(&x[0], &x[1]))),
+        "xdivy zeros" | "xdivy grad" => r(|x| one(ops::xdivy(&x[0], &x[1]))),
+        "xlog1py zeros" | "xlog1py grad" => r(|x| one(ops::xlog1py(&x[0], &x[1]))),
+        "multiply_no_nan zeros" => r(|x| one(ops::multiply_no_nan(&x[0], &x[1]))),
+        "squared_difference" => r(|x| one(ops::squared_difference(&x[0], &x[1]))),
+        "atan2" => r(|x| one(ops::atan2(&x[0], &x[1]))),
+        "pow" => r(|x| one(ops::pow(&x[0], &x[1]))),
+        "maximum nan" => r(|x| Ok(vec![ops::maximum(&x[0], &x[1])?, ops::minimum(&x[0], &x[1])?])),
+        "logical_xor" => r(|x| one(ops::logical_xor(&x[0], &x[1]))),
+        "count_nonzero" => {
+            r(|x| Ok(vec![ops::count_nonzero(&x[0], Axes::All, false)?, ops::count_nonzero(&x[0], 1, false)?]))
+        }
+        "reduce_euclidean_norm" => r(|x| one(ops::euclidean_norm(&x[0], 1, false))),
+        "reduce_logsumexp" => r(|x| one(ops::logsumexp(&x[0], 0, false))),
+        "reduce_std" => r(|x| one(ops::std_dev(&x[0], 1, false))),
+        "reduce_variance" => r(|x| one(ops::variance(&x[0], [0i64, 1].as_slice(), false))),
+        "cumulative_logsumexp" => r(|x| {
+            Ok(vec![
+                ops::cumulative_logsumexp(&x[0], 1, false, false)?,
+                ops::cumulative_logsumexp(&x[0], 0, false, true)?,
+            ])
+        }),
+        "reduce_mean int32" => r(|x| one(ops::mean(&x[0], Axes::All, false))),
+        "argmax nan" => r(|x| Ok(vec![ops::argmax(&x[0], 1)?, ops::argmin(&x[0], 1)?])),
+        "zero_fraction" => r(|x| one(ops::zero_fraction(&x[0]))),
+        "add_n" => r(|x| one(ops::add_n(&[&x[0], &x[1], &x[2]]))),
+        "polyval" => r(|x| one(ops::polyval(&[&x[0], &x[1], &x[2]], &x[3]))),
+        "is_non_decreasing" => r(|x| Ok(vec![ops::is_non_decreasing(&x[0])?, ops::is_strictly_increasing(&x[0])?])),
+        "unsorted_segment_sum" => r(|x| one(ops::unsorted_segment_sum(&x[0], &x[1], 5))),
+        "unsorted_segment_max" => r(|x| one(ops::unsorted_segment_max(&x[0], &x[1], 5))),
+        "unsorted_segment_min" => r(|x| one(ops::unsorted_segment_min(&x[0], &x[1], 5))),
+        "unsorted_segment_prod" => r(|x| one(ops::unsorted_segment_prod(&x[0], &x[1], 5))),
+        "unsorted_segment_mean" => r(|x| one(ops::unsorted_segment_mean(&x[0], &x[1], 5))),
+        "unsorted_segment_sqrt_n" => r(|x| one(ops::unsorted_segment_sqrt_n(&x[0], &x[1], 5))),
+        "segment_sum" => segment_sorted(|x| one(ops::segment_sum(&x[0], &x[1]))),
+        "segment_max" => segment_sorted(|x| one(ops::segment_max(&x[0], &x[1]))),
+        "segment_min" => segment_sorted(|x| one(ops::segment_min(&x[0], &x[1]))),
+        "segment_prod" => segment_sorted(|x| one(ops::segment_prod(&x[0], &x[1]))),
+        "segment_mean" => segment_sorted(|x| one(ops::segment_mean(&x[0], &x[1]))),
+        "bincount" => eager(|x| one(ops::bincount(&x[0], None, None, None))),
+        "bincount weights" => eager(|x| one(ops::bincount(&x[0], Some(&x[1]), Some(7), None))),
+        "confusion_matrix" => r(|x| one(ops::confusion_matrix(&x[0], &x[1], 4, None))),
+        "in_top_k" => r(|x| Ok(vec![ops::in_top_k(&x[0], &x[1], 1)?, ops::in_top_k(&x[0], &x[1], 2)?])),
+        "l2_normalize" => r(|x| one(ops::l2_normalize(&x[0], 1, 1e-12))),
+        "l2_loss" => r(|x| one(ops::l2_loss(&x[0]))),
+        "moments" => r(|x| two(ops::moments(&x[0], 0, false)?)),
+        "moments keepdims" => r(|x| two(ops::moments(&x[0], 1, true)?)),
+        "weighted_moments" => r(|x| two(ops::weighted_moments(&x[0], 0, &x[1], false)?)),
+        "batch_normalization" => {
+            r(|x| one(ops::batch_normalization(&x[0], &x[1], &x[2], Some(&x[3]), Some(&x[4]), 1e-3)))
+        }
+        "sufficient_statistics" => r(|x| {
+            let (c, s, ss) = ops::sufficient_statistics(&x[0], 0, None, false)?;
+            Ok(vec![c, s, ss])
+        }),
+        "normalize_moments" => r(|x| two(ops::normalize_moments(&x[0], &x[1], &x[2], None)?)),
+        "local_response_normalization" => r(|x| one(ops::local_response_normalization(&x[0], 2, 1.0, 0.5, 0.75))),
+        "sigmoid_cross_entropy_with_logits" => r(|x| one(ops::sigmoid_cross_entropy_with_logits(&x[0], &x[1]))),
+        "weighted_cross_entropy_with_logits" => r(|x| one(ops::weighted_cross_entropy_with_logits(&x[0], &x[1], 2.5))),
+        "softmax_cross_entropy_with_logits" => r(|x| one(ops::softmax_cross_entropy_with_logits(&x[0], &x[1], -1))),
+        "sparse_softmax_cross_entropy_with_logits" => {
+            r(|x| one(ops::sparse_softmax_cross_entropy_with_logits(&x[0], &x[1])))
+        }
+        "log_poisson_loss" => r(|x| one(ops::log_poisson_loss(&x[0], &x[1], true))),
+        "crelu" => r(|x| one(ops::crelu(&x[0], -1))),
+        "bias_add" => r(|x| one(ops::bias_add(&x[0], &x[1]))),
+        "softmax" => r(|x| one(ops::softmax(&x[0], -1))),
+        "log_softmax" => r(|x| one(ops::log_softmax(&x[0], -1))),
+        "compute_average_loss" => r(|x| one(ops::compute_average_loss(&x[0], Some(&x[1]), Some(8)))),
+        "top_k" => r(|x| two(ops::top_k(&x[0], 2)?)),
+        "meshgrid" => r(|x| ops::meshgrid(&[&x[0], &x[1]], true)),
+        "meshgrid ij" => r(|x| ops::meshgrid(&[&x[0], &x[1]], false)),
+        "repeat" => r(|x| Ok(vec![ops::repeat(&x[0], 2, Some(1))?, ops::repeat(&x[0], 3, None)?])),
+        "sequence_mask" => r(|x| one(ops::sequence_mask(&x[0], 5))),
+        "reverse_sequence" => r(|x| one(ops::reverse_sequence(&x[0], &x[1], 1, 0))),
+        "searchsorted" => {
+            r(|x| Ok(vec![ops::searchsorted(&x[0], &x[1], false)?, ops::searchsorted(&x[0], &x[1], true)?]))
+        }
+        "unravel_index" => r(|x| one(ops::unravel_index(&x[0], &[3, 4]))),
+        "tensor_scatter_nd_add" => r(|x| one(ops::tensor_scatter_nd_add(&x[0], &x[1], &x[2]))),
+        "tensor_scatter_nd_sub" => r(|x| one(ops::tensor_scatter_nd_sub(&x[0], &x[1], &x[2]))),
+        "tensor_scatter_nd_max" => r(|x| one(ops::tensor_scatter_nd_max(&x[0], &x[1], &x[2]))),
+        "tensor_scatter_nd_min" => r(|x| one(ops::tensor_scatter_nd_min(&x[0], &x[1], &x[2]))),
+        "tensor_scatter_nd_update" => r(|x| one(ops::tensor_scatter_nd_update(&x[0], &x[1], &x[2]))),
+        "where one argument" => eager(|x| one(ops::nonzero(&x[0]))),
+        "boolean_mask" => eager(|x| one(ops::boolean_mask(&x[0], &x[1]))),
+        "unique_with_counts" => eager(|x| {
+            let (a, b, c) = ops::unique_with_counts(&x[0])?;
+            Ok(vec![a, b, c])
+        }),
+        "space_to_batch_nd" => r(|x| one(ops::space_to_batch_nd(&x[0], &[2, 2], &[(0, 0), (0, 0)]))),
+        "space_to_batch_nd padded" => r(|x| one(ops::space_to_batch_nd(&x[0], &[2, 2], &[(1, 0), (1, 1)]))),
+        "batch_to_space" => r(|x| one(ops::batch_to_space(&x[0], &[2, 2], &[(0, 1), (1, 1)]))),
+        _ => return None,
+    })
+}
+
+/// One case of the manifest.
+#[derive(serde::Deserialize)]
+struct Entry {
+    name: String,
+    file: String,
+    inputs: usize,
+    outputs: usize,
+    grads: Vec<bool>,
+    rtol: f64,
+    atol: f64,
+}
+
+#[derive(serde::Deserialize)]
+struct Manifest {
+    tensorflow: String,
+    cases: Vec<Entry>,
+}
+
+fn manifest() -> Manifest {
+    let text = std::fs::read_to_string(dir().join("manifest.json")).expect("tests/reference/tf_ops/manifest.json");
+    serde_json::from_str(&text).expect("a valid manifest")
+}
+
+fn load(file: &str) -> Tensor {
+    load_npy(dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+/// `got` has `want`'s dtype and shape, and its values within `rtol`/`atol`
+/// (NaN where TensorFlow has NaN, the same infinities); the failures as text.
+fn compare(what: &str, got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Option<String> {
+    if got.dtype() != want.dtype() || got.shape() != want.shape() {
+        return Some(format!(
+            "{what}: {} {:?}, TensorFlow has {} {:?}",
+            got.dtype(),
+            got.shape(),
+            want.dtype(),
+            want.shape()
+        ));
+    }
+    let (g, w) = (crate::common::values(got), crate::common::values(want));
+    let bad: Vec<String> = g
+        .iter()
+        .zip(&w)
+        .enumerate()
+        .filter(|(_, (p, q))| {
+            let same = (p.is_nan() && q.is_nan()) || p == q;
+            !same && !(p.is_finite() && q.is_finite() && (*p - *q).abs() <= atol + rtol * q.abs())
+        })
+        .map(|(i, (p, q))| format!("[{i}] {p:e} vs TensorFlow {q:e}"))
+        .take(4)
+        .collect();
+    (!bad.is_empty()).then(|| format!("{what}: {}", bad.join(", ")))
+}
+
+/// `sum_k sum(cast(y_k, f32) * w_k)` over the float outputs, with the
+/// generator's weights.
+fn weighted_loss(ys: &[Tensor]) -> Result<Tensor> {
+    let mut total: Option<Tensor> = None;
+    for (k, y) in ys.iter().enumerate().filter(|(_, y)| y.dtype().is_float()) {
+        let y = ops::cast(y, DType::F32)?;
+        let n = y.numel().unwrap_or(0);
+        let w: Vec<f32> = (0..n).map(|i| ((i * 7 + k * 3) % 11) as f32 * 0.1 - 0.5).collect();
+        let w = Tensor::from_slice(&w, y.shape().clone())?;
+        let term = ops::sum(&ops::mul(&y, &w)?, Axes::All, false)?;
+        total = Some(match total {
+            Some(t) => ops::add(&t, &term)?,
+            None => term,
+        });
+    }
+    total.ok_or_else(|| rivulet::Error::new(rivulet::ErrorKind::InvalidArgument, "no float output"))
+}
+
+/// Outputs and gradients of one case, eagerly on `device`.
+fn eager(rc: &Recipe, inputs: &[Tensor], device: &str, grads: bool) -> Result<(Vec<Tensor>, Vec<Option<Tensor>>)> {
+    let xs: Vec<Tensor> = inputs.iter().map(|t| t.to_device(device)).collect::<Result<_>>()?;
+    rivulet::device(device, || {
+        let tape = GradientTape::new();
+        for x in xs.iter().filter(|x| x.dtype().is_float()) {
+            tape.watch(x);
+        }
+        let ys = (rc.build)(&xs)?;
+        let g = if grads {
+            let l = weighted_loss(&ys)?;
+            tape.gradient(&l, &xs.iter().collect::<Vec<_>>())?
+        } else {
+            Vec::new()
+        };
+        Ok((ys, g))
+    })?
+}
+
+/// Outputs and gradients of one case as a graph placed on `device`.
+fn graph(rc: &Recipe, inputs: &[Tensor], device: &str, grads: bool) -> Result<(Vec<Tensor>, Vec<Option<Tensor>>)> {
+    let g = Graph::new();
+    let (xs, ys, gs) = rivulet::device(device, || -> Result<_> {
+        let xs: Vec<Tensor> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                if rc.consts.contains(&i) {
+                    g.constant(t.clone())
+                } else {
+                    g.placeholder(&format!("x{i}"), t.dtype(), t.shape().clone())
+                }
+            })
+            .collect::<Result<_>>()?;
+        let ys = (rc.build)(&xs)?;
+        let gs = if grads {
+            let l = weighted_loss(&ys)?;
+            gradients(&[&l], &xs.iter().collect::<Vec<_>>(), None, Unconnected::None)?
+        } else {
+            Vec::new()
+        };
+        Ok((xs, ys, gs))
+    })??;
+    let feeds: Vec<(&Tensor, &Tensor)> =
+        xs.iter().zip(inputs).enumerate().filter(|(i, _)| !rc.consts.contains(i)).map(|(_, p)| p).collect();
+    let mut fetches: Vec<&Tensor> = ys.iter().collect();
+    fetches.extend(gs.iter().flatten());
+    let mut out = Session::new(&g).run(&fetches, &feeds)?.into_iter();
+    let ys: Vec<Tensor> = out.by_ref().take(ys.len()).collect();
+    let gs = gs.iter().map(|g| g.as_ref().and_then(|_| out.next())).collect();
+    Ok((ys, gs))
+}
+
+/// Every case of the manifest has a recipe, on every device, in both modes,
+/// with TensorFlow's outputs and gradients.
+#[test]
+fn tensorflow_reference_suite_on_every_device_in_both_modes() {
+    let m = manifest();
+    let devices: Vec<String> = rivulet::devices().iter().map(|d| d.to_string()).collect();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for e in &m.cases {
+        let Some(rc) = recipe(&e.name) else {
+            failures.push(format!("{}: no recipe in tests/suite/tf_reference.rs", e.name));
+            continue;
+        };
+        let inputs: Vec<Tensor> = (0..e.inputs).map(|i| load(&format!("{}.in{i}.npy", e.file))).collect();
+        let outputs: Vec<Tensor> = (0..e.outputs).map(|k| load(&format!("{}.out{k}.npy", e.file))).collect();
+        let grads: Vec<Option<Tensor>> =
+            e.grads.iter().enumerate().map(|(i, &has)| has.then(|| load(&format!("{}.grad{i}.npy", e.file)))).collect();
+        let with_grads = !e.grads.is_empty();
+        for device in &devices {
+            let modes: &[&str] = if rc.eager_only { &["eager"] } else { &["eager", "graph"] };
+            for &mode in modes {
+                let what = format!("{} ({mode}, {device})", e.name);
+                let run = if mode == "eager" { eager } else { graph };
+                let (ys, gs) = match run(&rc, &inputs, device, with_grads) {
+                    Ok(r) => r,
+                    Err(err) => {
+                        failures.push(format!("{what}: {err}"));
+                        continue;
+                    }
+                };
+                checked += 1;
+                if ys.len() != outputs.len() {
+                    failures.push(format!("{what}: {} outputs, TensorFlow has {}", ys.len(), outputs.len()));
+                    continue;
+                }
+                for (k, (y, want)) in ys.iter().zip(&outputs).enumerate() {
+                    failures.extend(compare(&format!("{what} output {k}"), y, want, e.rtol, e.atol));
+                }
+                for (i, want) in grads.iter().enumerate() {
+                    let got = gs.get(i).cloned().flatten();
+                    match (got, want) {
+                        (Some(g), Some(w)) => {
+                            let g = ops::cast(&g, w.dtype()).unwrap();
+                            failures.extend(compare(
+                                &format!("{what} gradient {i}"),
+                                &g,
+                                w,
+                                e.rtol.max(1e-5) * 4.0,
+                                e.atol.max(1e-6) * 4.0,
+                            ));
+                        }
+                        (None, None) => {}
+                        (Some(_), None) => {
+                            failures.push(format!("{what}: a gradient for input {i}; TensorFlow has none"))
+                        }
+                        (None, Some(_)) => {
+                            failures.push(format!("{what}: no gradient for input {i}; TensorFlow has one"))
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures against TensorFlow {}:\n{}",
+        failures.len(),
+        m.tensorflow,
+        failures.join("\n")
+    );
+    assert!(checked >= 2 * m.cases.len(), "only {checked} runs");
+}
