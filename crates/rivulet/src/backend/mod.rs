@@ -13,6 +13,7 @@ pub(crate) mod cpu;
 pub(crate) mod cuda;
 pub(crate) mod decompose;
 pub(crate) mod reference;
+pub(crate) mod special;
 pub(crate) mod views;
 
 pub(crate) use cpu::optim::{update_operands, InPlaceUpdate};

@@ -143,6 +143,27 @@ macro_rules! unary_table {
             Acosh => acosh, "Acosh", Float, |x, y, g| some(div(g, &sinh(y)?));
             /// Inverse hyperbolic tangent (NaN outside `[-1, 1]`).
             Atanh => atanh, "Atanh", Float, |x, y, g| some(div(g, &sub(1.0, &square(x)?)?));
+            /// `ln |Gamma(x)|` (inf at the poles 0, -1, -2, ...).
+            Lgamma => lgamma, "Lgamma", Float, |x, y, g| some(mul(g, &digamma(x)?));
+            /// `d/dx ln Gamma(x)` (NaN at the poles).
+            Digamma => digamma, "Digamma", Float, |x, y, g| some(mul(g, &polygamma(&ones_like(x)?, x)?));
+            /// The inverse error function on `[-1, 1]`.
+            // d/dy erfinv(y) = sqrt(pi)/2 e^(erfinv(y)^2).
+            Erfinv => erfinv, "Erfinv", Float, |x, y, g| some(mul(g, &mul(&exp(&square(y)?)?, 0.5 * std::f64::consts::PI.sqrt())?));
+            /// The standard normal quantile (inverse CDF) on `[0, 1]`.
+            // d/dp ndtri(p) = sqrt(2 pi) e^(ndtri(p)^2 / 2).
+            Ndtri => ndtri, "Ndtri", Float, |x, y, g| some(mul(g, &mul(&exp(&mul(&square(y)?, 0.5)?)?, (2.0 * std::f64::consts::PI).sqrt())?));
+            /// `I0(x) e^-|x|`, the exponentially scaled modified Bessel function of order 0.
+            // d/dx = i1e(x) - sign(x) i0e(x).
+            BesselI0e => bessel_i0e, "BesselI0e", Float, |x, y, g| some(mul(g, &sub(&bessel_i1e(x)?, &mul(&sign(x)?, y)?)?));
+            /// `I1(x) e^-|x|`, the exponentially scaled modified Bessel function of order 1.
+            // d/dx = i0e(x) - i1e(x) (sign(x) + 1/x), and 1/2 at 0 (TensorFlow's rule).
+            BesselI1e => bessel_i1e, "BesselI1e", Float, |x, y, g| {
+                let zero = equal(x, 0.0)?;
+                let safe = select(&zero, 1.0, x)?;
+                let d = sub(&bessel_i0e(x)?, &mul(y, &add(&sign(x)?, &reciprocal(&safe)?)?)?)?;
+                some(mul(g, &select(&zero, 0.5, &d)?))
+            };
             /// Largest integer not above `x`.
             // Floor, Ceil and Round have no gradient in TensorFlow (None, not
             // zeros: a loss reached only through them is unconnected).
@@ -280,6 +301,29 @@ macro_rules! binary_table {
             Xdivy => xdivy, "Xdivy", Float, false,
                 |a, b, y, g| some(mul(g, &xdivy(&nonzero(a)?, b)?)),
                 |a, b, y, g| some(mul(g, &xdivy(&neg(a)?, &square(b)?)?));
+            /// Hurwitz's zeta function `sum_k (b + k)^-a` (TensorFlow's `zeta(x, q)`).
+            // No gradient for `a`, as in TensorFlow; d/db = -a zeta(a + 1, b).
+            Zeta => zeta, "Zeta", Float, false,
+                |a, b, y, g| none(),
+                |a, b, y, g| some(mul(g, &neg(&mul(a, &zeta(&add(a, 1.0)?, b)?)?)?));
+            /// The `a`-th derivative of digamma at `b` (integer `a >= 0`; NaN otherwise).
+            // No gradient for the order; d/db = polygamma(a + 1, b).
+            Polygamma => polygamma, "Polygamma", Float, false,
+                |a, b, y, g| none(),
+                |a, b, y, g| some(mul(g, &polygamma(&add(a, 1.0)?, b)?));
+            /// The regularized lower incomplete gamma function `P(a, x)`.
+            // d/dx = x^(a-1) e^-x / Gamma(a); the derivative in `a` is not provided yet.
+            Igamma => igamma, "Igamma", Float, false,
+                |a, b, y, g| none(),
+                |a, b, y, g| some(mul(g, &exp(&sub(&sub(&xlogy(&sub(a, 1.0)?, b)?, b)?, &lgamma(a)?)?)?));
+            /// The regularized upper incomplete gamma function `Q(a, x) = 1 - P(a, x)`.
+            Igammac => igammac, "Igammac", Float, false,
+                |a, b, y, g| none(),
+                |a, b, y, g| some(neg(&mul(g, &exp(&sub(&sub(&xlogy(&sub(a, 1.0)?, b)?, b)?, &lgamma(a)?)?)?)?));
+            /// The next representable value after `a` towards `b`.
+            NextAfter => nextafter, "NextAfter", Float, false,
+                |a, b, y, g| none(),
+                |a, b, y, g| none();
             /// `a ^ b`.
             // d/da a^b = b a^(b-1); d/db a^b = a^b ln a (taken as 0 where a <= 0).
             Pow => pow, "Pow", Numeric, false,
@@ -364,7 +408,8 @@ impl BinaryOp {
             BinaryDomain::Any => true,
             BinaryDomain::Bool => a.dtype == DType::Bool,
         };
-        if !ok {
+        // NextAfter steps in the dtype's own representation: f32 and f64 only, as TensorFlow's.
+        if !ok || (self == BinaryOp::NextAfter && !matches!(a.dtype, DType::F32 | DType::F64)) {
             bail!(dtype, "{} does not accept {}", self.name(), a.dtype);
         }
         let shape = broadcast_shapes(&a.shape, &b.shape)?;

@@ -4,7 +4,7 @@
 //! Binary ops take the same dtype on both sides (as TensorFlow does); a Rust
 //! number on one side takes the dtype of the tensor on the other.
 
-use super::{apply1, zeros_like, Op};
+use super::{apply1, ones_like, zeros_like, Op};
 use crate::error::Result;
 use crate::graph::Tensor;
 use crate::op::elementwise::{binary_table, unary_table};

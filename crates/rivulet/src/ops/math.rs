@@ -443,3 +443,53 @@ pub fn approx_min_k(x: &Tensor, k: usize) -> Result<(Tensor, Tensor)> {
     let (v, i) = nn::top_k(&ew::neg(x)?, k)?;
     Ok((ew::neg(&v)?, i))
 }
+
+/// The inverse complementary error function on `[0, 2]`: `-ndtri(x / 2) / sqrt(2)`.
+#[track_caller]
+pub fn erfcinv(x: &Tensor) -> Result<Tensor> {
+    ew::mul(&ew::ndtri(&ew::mul(x, 0.5)?)?, -std::f64::consts::FRAC_1_SQRT_2)
+}
+
+/// `ln |B(x)|` of the last axis: `sum(lgamma(x)) - lgamma(sum(x))`.
+#[track_caller]
+pub fn lbeta(x: &Tensor) -> Result<Tensor> {
+    ew::sub(&rd::sum(&ew::lgamma(x)?, -1, false)?, &ew::lgamma(&rd::sum(x, -1, false)?)?)
+}
+
+/// The modified Bessel function of the first kind of order 0, `I0(x)`.
+#[track_caller]
+pub fn bessel_i0(x: &Tensor) -> Result<Tensor> {
+    ew::mul(&ew::bessel_i0e(x)?, &ew::exp(&ew::abs(x)?)?)
+}
+
+/// The modified Bessel function of the first kind of order 1, `I1(x)`.
+#[track_caller]
+pub fn bessel_i1(x: &Tensor) -> Result<Tensor> {
+    ew::mul(&ew::bessel_i1e(x)?, &ew::exp(&ew::abs(x)?)?)
+}
+
+/// The inverse of the permutation vector `x`: `y[x[i]] = i`. Eagerly, a
+/// vector that is not a permutation of `0..n` is an error.
+#[track_caller]
+pub fn invert_permutation(x: &Tensor) -> Result<Tensor> {
+    let n = match (x.rank(), x.shape().dim(0)) {
+        (1, Some(n)) if x.dtype().is_int() => n,
+        _ => bail!(
+            shape,
+            "invert_permutation needs an integer vector of known length, got {} {:?}",
+            x.dtype(),
+            x.shape()
+        ),
+    };
+    if !x.is_symbolic() {
+        let mut seen = vec![false; n];
+        for v in ew::cast(x, DType::I64)?.to_vec::<i64>()? {
+            match usize::try_from(v).ok().filter(|&v| v < n) {
+                Some(i) if !seen[i] => seen[i] = true,
+                _ => bail!(invalid, "invert_permutation: {v} is repeated or outside 0..{n}"),
+            }
+        }
+    }
+    let positions = cr::range(ctx_of(x), 0i64, n as i64, 1i64, x.dtype())?;
+    mv::scatter_nd(&mv::expand_dims(x, -1)?, &positions, Shape::new(&[n]))
+}

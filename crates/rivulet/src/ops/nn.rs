@@ -361,3 +361,19 @@ pub fn dropout(x: &Tensor, rate: f64, seed: Option<u64>) -> Result<Tensor> {
     let keep = ew::greater_equal(&cr::random_uniform_like(x, 0.0, 1.0, seed)?, rate)?;
     ew::select(&keep, &ew::mul(x, 1.0 / (1.0 - rate))?, 0.0)
 }
+
+/// TensorFlow 1's batch normalization: [`batch_normalization`] with `gamma`
+/// applied only when `scale_after_normalization`.
+#[allow(clippy::too_many_arguments)]
+#[track_caller]
+pub fn batch_norm_with_global_normalization(
+    t: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    beta: &Tensor,
+    gamma: &Tensor,
+    variance_epsilon: f64,
+    scale_after_normalization: bool,
+) -> Result<Tensor> {
+    batch_normalization(t, m, v, Some(beta), scale_after_normalization.then_some(gamma), variance_epsilon)
+}

@@ -63,6 +63,9 @@ fn registry() -> Vec<Case> {
             UnaryOp::Tan => f32s(&mut rng, &[3, 4], -1.2, 1.2),
             UnaryOp::Asin | UnaryOp::Acos | UnaryOp::Atanh => f32s(&mut rng, &[3, 4], -0.9, 0.9),
             UnaryOp::Acosh => f32s(&mut rng, &[3, 4], 1.2, 3.0),
+            UnaryOp::Erfinv => f32s(&mut rng, &[3, 4], -0.9, 0.9),
+            UnaryOp::Ndtri => f32s(&mut rng, &[3, 4], 0.05, 0.95),
+            UnaryOp::Lgamma | UnaryOp::Digamma => f32s(&mut rng, &[3, 4], 0.3, 4.0),
             _ => f32s(&mut rng, &[3, 4], -2.5, 2.5),
         };
         let smooth = !matches!(
@@ -92,10 +95,17 @@ fn registry() -> Vec<Case> {
             cases.push(case(name, vec![a, b], false, move |_, x| Ok(vec![ops::binary_op(f, &x[0], &x[1])?])));
             continue;
         }
-        let a = f32s(&mut rng, &[2, 3], 0.5, 2.0);
+        use ops::BinaryOp::{FloorDiv, FloorMod, Igamma, Igammac, NextAfter, Polygamma, TruncateMod, Zeta};
+        let a = match f {
+            // Integer orders; exponents above 1.
+            Polygamma => ops::cast(&i32s(&mut rng, &[2, 3], 0, 3), DType::F32).unwrap(),
+            Zeta => f32s(&mut rng, &[2, 3], 1.5, 3.0),
+            _ => f32s(&mut rng, &[2, 3], 0.5, 2.0),
+        };
         let b = f32s(&mut rng, &[3], 0.5, 2.0);
+        // The special functions' first argument has no gradient (checked in gradients.rs).
         let smooth = !f.is_comparison()
-            && !matches!(f, ops::BinaryOp::FloorDiv | ops::BinaryOp::FloorMod | ops::BinaryOp::TruncateMod);
+            && !matches!(f, FloorDiv | FloorMod | TruncateMod | Zeta | Polygamma | Igamma | Igammac | NextAfter);
         cases.push(case(&format!("{name} f32"), vec![a, b], smooth, move |_, x| {
             Ok(vec![ops::binary_op(f, &x[0], &x[1])?])
         }));

@@ -443,6 +443,12 @@ fn unary_fn(op: UnaryOp) -> fn(&Tensor) -> Result<Tensor> {
         Gelu => ops::gelu,
         Softplus => ops::softplus,
         Erf => ops::erf,
+        Lgamma => ops::lgamma,
+        Digamma => ops::digamma,
+        Erfinv => ops::erfinv,
+        Ndtri => ops::ndtri,
+        BesselI0e => ops::bessel_i0e,
+        BesselI1e => ops::bessel_i1e,
         Erfc => ops::erfc,
         Sinh => ops::sinh,
         Cosh => ops::cosh,
@@ -493,7 +499,10 @@ fn unary_grad_kind(op: UnaryOp) -> UnaryGrad {
     use UnaryOp::*;
     match op {
         Neg | Square | Exp | Expm1 | Erf | Erfc | Sinh | Cosh | Atan | Asinh => Smooth(dom(-2.0, 2.0)),
-        Asin | Acos | Atanh => Smooth(dom(-0.9, 0.9)),
+        Asin | Acos | Atanh | Erfinv => Smooth(dom(-0.9, 0.9)),
+        Lgamma | Digamma => Smooth(dom(0.3, 4.0)),
+        Ndtri => Smooth(dom(0.05, 0.95)),
+        BesselI0e | BesselI1e => Smooth(dom_away(-3.0, 3.0, &[0.0], 0.05)),
         Acosh => Smooth(dom(1.2, 3.0)),
         Abs | Relu => Smooth(dom_away(-2.0, 2.0, &[0.0], 0.05)),
         Relu6 => Smooth(dom_away(-2.0, 8.0, &[0.0, 6.0], 0.05)),
@@ -590,6 +599,12 @@ unary_tests! {
     unary_gelu => Gelu,
     unary_softplus => Softplus,
     unary_erf => Erf,
+    unary_lgamma => Lgamma,
+    unary_digamma => Digamma,
+    unary_erfinv => Erfinv,
+    unary_ndtri => Ndtri,
+    unary_bessel_i0e => BesselI0e,
+    unary_bessel_i1e => BesselI1e,
     unary_erfc => Erfc,
     unary_sinh => Sinh,
     unary_cosh => Cosh,
@@ -631,6 +646,11 @@ fn binary_fn(op: BinaryOp) -> BinFn {
         TruncateMod => |a, b| ops::truncate_mod(a, b),
         DivNoNan => |a, b| ops::div_no_nan(a, b),
         MulNoNan => |a, b| ops::multiply_no_nan(a, b),
+        Zeta => |a, b| ops::zeta(a, b),
+        Polygamma => |a, b| ops::polygamma(a, b),
+        Igamma => |a, b| ops::igamma(a, b),
+        Igammac => |a, b| ops::igammac(a, b),
+        NextAfter => |a, b| ops::nextafter(a, b),
         Xlogy => |a, b| ops::xlogy(a, b),
         Xlog1py => |a, b| ops::xlog1py(a, b),
         Xdivy => |a, b| ops::xdivy(a, b),
@@ -697,6 +717,10 @@ fn binary_inputs(op: BinaryOp, rng: &mut Rng, sa: &[usize], sb: &[usize]) -> (Te
         let (a, b) = match op {
             Div | DivNoNan | MulNoNan | Xdivy => (uniform(rng, sa, -2.0, 2.0), signed(rng, sb, 0.5, 2.0)),
             Xlogy => (uniform(rng, sa, -2.0, 2.0), uniform(rng, sb, 0.3, 2.0)),
+            // Orders and exponents are not differentiated; only the second argument is.
+            Zeta => (uniform(rng, sa, 2.0, 4.0), uniform(rng, sb, 0.5, 3.0)),
+            Polygamma => (uniform(rng, sa, 1.0, 1.0), uniform(rng, sb, 0.5, 3.0)),
+            Igamma | Igammac => (uniform(rng, sa, 0.5, 3.0), uniform(rng, sb, 0.3, 3.0)),
             Xlog1py => (uniform(rng, sa, -2.0, 2.0), uniform(rng, sb, -0.7, 2.0)),
             FloorMod => (uniform(rng, sa, -3.0, 3.0), signed(rng, sb, 0.5, 2.0)),
             Pow => (uniform(rng, sa, 0.5, 2.0), uniform(rng, sb, -2.0, 2.0)),
@@ -733,7 +757,13 @@ fn check_binary(op: BinaryOp) {
                 check_grad(&format!("{name}{sa:?}{sb:?}"), |xs| f(&xs[0], &xs[1]), &[a, b]);
             }
         }
-        FloorDiv | TruncateMod | Equal | NotEqual | Less | LessEqual | Greater | GreaterEqual => {
+        Zeta | Polygamma | Igamma | Igammac => {
+            for (sa, sb) in shapes {
+                let (a, b) = binary_inputs(op, &mut rng, &sa, &sb);
+                check_grad(&format!("{name}{sa:?}{sb:?}"), |xs| f(&a, &xs[0]), &[b]);
+            }
+        }
+        FloorDiv | NextAfter | TruncateMod | Equal | NotEqual | Less | LessEqual | Greater | GreaterEqual => {
             // Integer- or bool-valued: no gradient for either side.
             let (a, b) = (uniform(&mut rng, &[3, 1], -2.0, 2.0), signed(&mut rng, &[4], 0.5, 2.0));
             let tape = GradientTape::new();
@@ -792,6 +822,11 @@ binary_tests! {
     binary_truncate_mod_none => TruncateMod,
     binary_div_no_nan => DivNoNan,
     binary_multiply_no_nan => MulNoNan,
+    binary_zeta => Zeta,
+    binary_polygamma => Polygamma,
+    binary_igamma => Igamma,
+    binary_igammac => Igammac,
+    binary_nextafter_none => NextAfter,
     binary_xlogy => Xlogy,
     binary_xlog1py => Xlog1py,
     binary_xdivy => Xdivy,

@@ -247,6 +247,12 @@ fn unary_fn(op: UnaryOp) -> fn(&Tensor) -> Result<Tensor> {
         UnaryOp::Gelu => ops::gelu,
         UnaryOp::Softplus => ops::softplus,
         UnaryOp::Erf => ops::erf,
+        UnaryOp::Lgamma => ops::lgamma,
+        UnaryOp::Digamma => ops::digamma,
+        UnaryOp::Erfinv => ops::erfinv,
+        UnaryOp::Ndtri => ops::ndtri,
+        UnaryOp::BesselI0e => ops::bessel_i0e,
+        UnaryOp::BesselI1e => ops::bessel_i1e,
         UnaryOp::Erfc => ops::erfc,
         UnaryOp::Sinh => ops::sinh,
         UnaryOp::Cosh => ops::cosh,
@@ -275,6 +281,11 @@ fn binary_fn(op: BinaryOp) -> fn(&Tensor, &Tensor) -> Result<Tensor> {
         BinaryOp::TruncateMod => |a, b| ops::truncate_mod(a, b),
         BinaryOp::DivNoNan => |a, b| ops::div_no_nan(a, b),
         BinaryOp::MulNoNan => |a, b| ops::multiply_no_nan(a, b),
+        BinaryOp::Zeta => |a, b| ops::zeta(a, b),
+        BinaryOp::Polygamma => |a, b| ops::polygamma(a, b),
+        BinaryOp::Igamma => |a, b| ops::igamma(a, b),
+        BinaryOp::Igammac => |a, b| ops::igammac(a, b),
+        BinaryOp::NextAfter => |a, b| ops::nextafter(a, b),
         BinaryOp::Xlogy => |a, b| ops::xlogy(a, b),
         BinaryOp::Xlog1py => |a, b| ops::xlog1py(a, b),
         BinaryOp::Xdivy => |a, b| ops::xdivy(a, b),
@@ -344,8 +355,8 @@ fn op_function_tables_match_the_op_enums() -> Result<()> {
         assert_eq!(y.op().unwrap().name(), op.name());
         assert_eq!(y.dtype(), if op.is_comparison() { DType::Bool } else { x.dtype() });
     }
-    assert_eq!(UnaryOp::ALL.len(), 39);
-    assert_eq!(BinaryOp::ALL.len(), 26);
+    assert_eq!(UnaryOp::ALL.len(), 45);
+    assert_eq!(BinaryOp::ALL.len(), 31);
     Ok(())
 }
 
@@ -418,12 +429,17 @@ fn every_binary_op_on_every_dtype_with_broadcasting() {
             | BinaryOp::LogAddExp
             | BinaryOp::DivNoNan
             | BinaryOp::MulNoNan
+            | BinaryOp::Zeta
+            | BinaryOp::Polygamma
+            | BinaryOp::Igamma
+            | BinaryOp::Igammac
             | BinaryOp::Xlogy
             | BinaryOp::Xlog1py
             | BinaryOp::Xdivy => {
                 let floats: Vec<DType> = DType::ALL.into_iter().filter(|d| d.is_float()).collect();
                 assert_eq!(accepted, floats, "{op:?}");
             }
+            BinaryOp::NextAfter => assert_eq!(accepted, vec![DType::F32, DType::F64], "{op:?}"),
             _ => {
                 let numeric: Vec<DType> = DType::ALL.into_iter().filter(|d| *d != DType::Bool).collect();
                 assert_eq!(accepted, numeric, "{op:?}");

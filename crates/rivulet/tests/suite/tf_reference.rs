@@ -85,6 +85,15 @@ fn recipe(name: &str) -> Option<Recipe> {
         Some("is_inf") => Some(ops::is_inf),
         Some("is_nan") => Some(ops::is_nan),
         Some("is_finite") => Some(ops::is_finite),
+        Some("lgamma") => Some(ops::lgamma),
+        Some("digamma") => Some(ops::digamma),
+        Some("erfinv") => Some(ops::erfinv),
+        Some("ndtri") => Some(ops::ndtri),
+        Some("erfcinv") => Some(ops::erfcinv),
+        Some("bessel_i0e") => Some(ops::bessel_i0e),
+        Some("bessel_i1e") => Some(ops::bessel_i1e),
+        Some("bessel_i0") => Some(ops::bessel_i0),
+        Some("bessel_i1") => Some(ops::bessel_i1),
         _ => None,
     };
     if let Some(f) = unary {
@@ -93,6 +102,22 @@ fn recipe(name: &str) -> Option<Recipe> {
     let segment_sorted = |b: fn(&[Tensor]) -> Result<Vec<Tensor>>| Recipe { consts: &[1], ..r(b) };
     let eager = |b: fn(&[Tensor]) -> Result<Vec<Tensor>>| Recipe { eager_only: true, ..r(b) };
     Some(match name {
+        "bessel f64" => r(|x| Ok(vec![ops::bessel_i0e(&x[0])?, ops::bessel_i1e(&x[0])?])),
+        "zeta f64" => r(|x| one(ops::zeta(&x[0], &x[1]))),
+        "polygamma f64" => r(|x| one(ops::polygamma(&x[0], &x[1]))),
+        "igamma f64" => r(|x| Ok(vec![ops::igamma(&x[0], &x[1])?, ops::igammac(&x[0], &x[1])?])),
+        "zeta grad" => r(|x| one(ops::zeta(&Tensor::from([2.0f32, 3.5, 5.0]), &x[0]))),
+        "polygamma grad" => r(|x| one(ops::polygamma(&Tensor::from([0.0f32, 1.0, 2.0]), &x[0]))),
+        "igamma grad" => r(|x| {
+            let a = Tensor::from([0.5f32, 1.0, 2.5]);
+            Ok(vec![ops::igamma(&a, &x[0])?, ops::igammac(&a, &x[0])?])
+        }),
+        "nextafter" | "nextafter f64" => r(|x| one(ops::nextafter(&x[0], &x[1]))),
+        "lbeta" => r(|x| one(ops::lbeta(&x[0]))),
+        "invert_permutation" => r(|x| one(ops::invert_permutation(&x[0]))),
+        "batch_norm_with_global_normalization" => {
+            r(|x| one(ops::batch_norm_with_global_normalization(&x[0], &x[1], &x[2], &x[3], &x[4], 1e-3, true)))
+        }
         "leaky_relu at 0" => r(|x| one(ops::leaky_relu(&x[0], 0.3))),
         "truediv int32" | "truediv int64" | "truediv int32 by zero" => r(|x| one(ops::div(&x[0], &x[1]))),
         "floordiv int32" => r(|x| one(ops::floor_div(&x[0], &x[1]))),

@@ -10,6 +10,7 @@ use super::math;
 use super::parallel::{fill_chunks, map_slices, GRAIN};
 use super::simd::vectorize;
 use super::strided::Rows;
+use crate::backend::special;
 use crate::error::{bail, Result};
 use crate::op::elementwise::{BinaryOp, UnaryOp};
 use crate::op::Meta;
@@ -206,6 +207,31 @@ macro_rules! f32_unary {
                 let $f = math::erf;
                 $body
             }
+            Lgamma => {
+                // In f64 and rounded once: lgammaf loses digits near its zeros at 1 and 2.
+                let $f = |v: f32| libm::lgamma(f64::from(v)) as f32;
+                $body
+            }
+            Digamma => {
+                let $f = |v: f32| $crate::backend::special::digamma(f64::from(v)) as f32;
+                $body
+            }
+            Erfinv => {
+                let $f = |v: f32| $crate::backend::special::erfinv(f64::from(v)) as f32;
+                $body
+            }
+            Ndtri => {
+                let $f = |v: f32| $crate::backend::special::ndtri(f64::from(v)) as f32;
+                $body
+            }
+            BesselI0e => {
+                let $f = |v: f32| $crate::backend::special::bessel_i0e(f64::from(v)) as f32;
+                $body
+            }
+            BesselI1e => {
+                let $f = |v: f32| $crate::backend::special::bessel_i1e(f64::from(v)) as f32;
+                $body
+            }
             Erfc => {
                 let $f = libm::erfcf;
                 $body
@@ -320,6 +346,26 @@ macro_rules! float_binary_fn {
             }
             TruncateMod => {
                 let $f = |x: $t, y: $t| x % y;
+                $body
+            }
+            Zeta => {
+                let $f = |x: $t, y: $t| $crate::backend::special::zeta(x as f64, y as f64) as $t;
+                $body
+            }
+            Polygamma => {
+                let $f = |x: $t, y: $t| $crate::backend::special::polygamma(x as f64, y as f64) as $t;
+                $body
+            }
+            Igamma => {
+                let $f = |x: $t, y: $t| $crate::backend::special::igamma(x as f64, y as f64) as $t;
+                $body
+            }
+            Igammac => {
+                let $f = |x: $t, y: $t| $crate::backend::special::igammac(x as f64, y as f64) as $t;
+                $body
+            }
+            NextAfter => {
+                let $f = <$t as $crate::backend::cpu::elementwise::NextAfter>::next_after;
                 $body
             }
             MulNoNan => {
@@ -499,6 +545,12 @@ fn unary_f64(op: UnaryOp, x: &Value) -> Result<Value> {
         Gelu => map_unary(x, |v: f64| 0.5 * v * (1.0 + math::erf64(v * std::f64::consts::FRAC_1_SQRT_2))),
         Softplus => map_unary(x, |v: f64| if v.is_nan() { v } else { v.max(0.0) + (-v.abs()).exp().ln_1p() }),
         Erf => map_unary(x, math::erf64),
+        Lgamma => map_unary(x, libm::lgamma),
+        Digamma => map_unary(x, special::digamma),
+        Erfinv => map_unary(x, special::erfinv),
+        Ndtri => map_unary(x, special::ndtri),
+        BesselI0e => map_unary(x, special::bessel_i0e),
+        BesselI1e => map_unary(x, special::bessel_i1e),
         Erfc => map_unary(x, libm::erfc),
         Sinh => map_unary(x, |v: f64| v.sinh()),
         Cosh => map_unary(x, |v: f64| v.cosh()),
@@ -572,6 +624,21 @@ fn unary_int<T: Int>(op: UnaryOp, x: &Value) -> Result<Value> {
         Relu6 => map_unary(x, |v: T| v.max(T::ZERO).min(T::SIX)),
         Floor | Ceil | Round => map_unary(x, |v: T| v),
         _ => bail!(dtype, "{} needs a floating-point dtype, got {}", op.name(), T::DTYPE),
+    }
+}
+
+/// The next representable value of the type after `self` towards `to`.
+pub(crate) trait NextAfter {
+    fn next_after(self, to: Self) -> Self;
+}
+impl NextAfter for f32 {
+    fn next_after(self, to: f32) -> f32 {
+        libm::nextafterf(self, to)
+    }
+}
+impl NextAfter for f64 {
+    fn next_after(self, to: f64) -> f64 {
+        libm::nextafter(self, to)
     }
 }
 
@@ -661,7 +728,8 @@ fn binary_int<T: Int>(op: BinaryOp, a: &Value, b: &Value, shape: &Shape) -> Resu
         Greater => map_binary(a, b, shape, |x: T, y: T| x > y),
         GreaterEqual => map_binary(a, b, shape, |x: T, y: T| x >= y),
         LogicalAnd | LogicalOr => bail!(dtype, "{} needs bool inputs", op.name()),
-        Atan2 | Hypot | LogAddExp | DivNoNan | MulNoNan | Xlogy | Xlog1py | Xdivy => {
+        Atan2 | Hypot | LogAddExp | DivNoNan | MulNoNan | Zeta | Polygamma | Igamma | Igammac | NextAfter | Xlogy
+        | Xlog1py | Xdivy => {
             bail!(dtype, "{} needs a floating-point dtype, got {}", op.name(), T::DTYPE)
         }
     }

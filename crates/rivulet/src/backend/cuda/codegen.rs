@@ -238,6 +238,8 @@ fn unary(f: UnaryOp, dtype: DType, x: &str) -> Result<String> {
         let sfx = if compute_type(dtype) == "float" { "f" } else { "" };
         let c = |v: f64| if sfx == "f" { format!("{:?}f", v as f32) } else { format!("{v:?}") };
         let call = |name: &str| format!("{name}{sfx}({x})");
+        // The special functions compute in double, as the CPU does.
+        let special = |e: &str| if sfx == "f" { format!("((float){e})") } else { e.to_string() };
         return Ok(match f {
             Neg => format!("(-{x})"),
             Abs => call("fabs"),
@@ -266,6 +268,12 @@ fn unary(f: UnaryOp, dtype: DType, x: &str) -> Result<String> {
                 format!("(isnan({x}) ? {x} : fmax{sfx}({x}, {}) + log1p{sfx}(exp{sfx}(-fabs{sfx}({x}))))", c(0.0))
             }
             Erf => call("erf"),
+            Lgamma => special(&format!("lgamma((double){x})")),
+            Digamma => special(&format!("rv_sp_digamma((double){x})")),
+            Erfinv => special(&format!("rv_sp_erfinv((double){x})")),
+            Ndtri => special(&format!("rv_sp_ndtri((double){x})")),
+            BesselI0e => special(&format!("rv_sp_bessel((double){x}, 0)")),
+            BesselI1e => special(&format!("rv_sp_bessel((double){x}, 1)")),
             Erfc => call("erfc"),
             Sinh => call("sinh"),
             Cosh => call("cosh"),
@@ -325,6 +333,7 @@ fn binary(f: BinaryOp, dtype: DType, a: &str, b: &str) -> Result<String> {
         let sfx = if compute_type(dtype) == "float" { "f" } else { "" };
         let nan = if sfx == "f" { "rv_bits_f32(0x7fc00000u)" } else { "rv_bits_f64(0x7ff8000000000000ull)" };
         let zero = if sfx == "f" { "0.0f" } else { "0.0" };
+        let special = |e: &str| if sfx == "f" { format!("((float){e})") } else { e.to_string() };
         let ln2 =
             if sfx == "f" { format!("{:?}f", std::f32::consts::LN_2) } else { format!("{:?}", std::f64::consts::LN_2) };
         return Ok(match f {
@@ -336,6 +345,11 @@ fn binary(f: BinaryOp, dtype: DType, a: &str, b: &str) -> Result<String> {
             FloorMod => format!("rv_fmod_floor{sfx}({a}, {b})"),
             Pow => format!("pow{sfx}({a}, {b})"),
             TruncateMod => format!("fmod{sfx}({a}, {b})"),
+            Zeta => special(&format!("rv_sp_zeta((double){a}, (double){b})")),
+            Polygamma => special(&format!("rv_sp_polygamma((double){a}, (double){b})")),
+            Igamma => special(&format!("rv_sp_igamma((double){a}, (double){b})")),
+            Igammac => special(&format!("rv_sp_igammac((double){a}, (double){b})")),
+            NextAfter => format!("nextafter{sfx}({a}, {b})"),
             MulNoNan => format!("({b} == 0 ? {zero} : {a} * {b})"),
             DivNoNan => format!("({b} == 0 ? {zero} : {a} / {b})"),
             Xlogy => format!("({a} == 0 ? {zero} : {a} * log{sfx}({b}))"),
@@ -424,6 +438,146 @@ __device__ __forceinline__ {t} rv_pow_{s}({t} x, {t} y, int* err) {{
 "#
     )
 }
+
+/// The special functions of `backend::special` in C (double precision; f32
+/// computes in double and rounds, as the CPU does), included in a kernel
+/// only when it calls one of them (`rv_sp_`).
+pub(crate) const SPECIAL_HELPERS: &str = r#"
+#define RV_PI 3.141592653589793
+__device__ double rv_sp_digamma(double x) {
+    if (isnan(x) || x == -INFINITY || (x <= 0 && x == floor(x))) return __longlong_as_double(0x7ff8000000000000ll);
+    if (x == INFINITY) return x;
+    double acc = 0;
+    if (x < 0) { acc = -RV_PI / tan(RV_PI * (x - rint(x))); x = 1 - x; }
+    while (x < 10) { acc -= 1 / x; x += 1; }
+    double f = 1 / (x * x);
+    double s = f * (1.0 / 12 - f * (1.0 / 120 - f * (1.0 / 252 - f * (1.0 / 240 - f * (1.0 / 132 - f * (691.0 / 32760 - f / 12))))));
+    return acc + log(x) - 0.5 / x - s;
+}
+__device__ double rv_sp_zeta(double x, double q) {
+    const double c[12] = {1.0 / 12, -1.0 / 720, 1.0 / 30240, -1.0 / 1209600, 1.0 / 47900160,
+        -691.0 / 1307674368000.0, 1.0 / 74724249600.0, -3617.0 / 10670622842880000.0,
+        43867.0 / 5109094217170944000.0, -174611.0 / 802857662698291200000.0,
+        77683.0 / 14101100039391805440000.0, -236364091.0 / 1693824136731743669452800000.0};
+    double nan = __longlong_as_double(0x7ff8000000000000ll);
+    if (isnan(x) || isnan(q) || x < 1) return nan;
+    if (x == 1) return INFINITY;
+    if (q <= 0) { if (q == floor(q)) return INFINITY; if (x != floor(x)) return nan; }
+    if (q == INFINITY) return 0;
+    double sum = 0, a = q;
+    int k = 0;
+    while (a < 10 || k < 2) { sum += pow(a, -x); a += 1; k += 1; }
+    double ax = pow(a, -x);
+    sum += a * ax / (x - 1) + 0.5 * ax;
+    double rising = x * ax / a;
+    for (int j = 0; j < 12; ++j) {
+        double term = c[j] * rising;
+        sum += term;
+        if (fabs(term) <= fabs(sum) * 1e-17) break;
+        double m = 2.0 * j + 1;
+        rising *= (x + m) * (x + m + 1) / (a * a);
+    }
+    return sum;
+}
+__device__ double rv_sp_polygamma(double n, double x) {
+    if (isnan(n) || n < 0 || n != floor(n)) return __longlong_as_double(0x7ff8000000000000ll);
+    if (n == 0) return rv_sp_digamma(x);
+    double sign = fmod(n, 2.0) == 0 ? -1 : 1;
+    return sign * exp(lgamma(n + 1)) * rv_sp_zeta(n + 1, x);
+}
+__device__ double rv_sp_gamma_prefactor(double a, double x) { return exp(a * log(x) - x - lgamma(a)); }
+__device__ double rv_sp_igamma_series(double a, double x) {
+    double term = 1 / a, sum = 1 / a, n = a;
+    for (int i = 0; i < 2000; ++i) { n += 1; term *= x / n; sum += term; if (fabs(term) < fabs(sum) * 1e-17) break; }
+    return sum * rv_sp_gamma_prefactor(a, x);
+}
+__device__ double rv_sp_igammac_fraction(double a, double x) {
+    const double tiny = 1e-300;
+    double b = x + 1 - a, c = 1 / tiny, d = 1 / b, h = d;
+    for (int i = 1; i < 2000; ++i) {
+        double an = -i * (i - a);
+        b += 2;
+        d = an * d + b; if (fabs(d) < tiny) d = tiny;
+        c = b + an / c; if (fabs(c) < tiny) c = tiny;
+        d = 1 / d;
+        double step = d * c;
+        h *= step;
+        if (fabs(step - 1) < 1e-16) break;
+    }
+    return rv_sp_gamma_prefactor(a, x) * h;
+}
+__device__ double rv_sp_igamma(double a, double x) {
+    if (isnan(a) || isnan(x) || a <= 0 || x < 0) return __longlong_as_double(0x7ff8000000000000ll);
+    if (x == 0) return 0;
+    if (x == INFINITY) return 1;
+    return x < a + 1 ? rv_sp_igamma_series(a, x) : 1 - rv_sp_igammac_fraction(a, x);
+}
+__device__ double rv_sp_igammac(double a, double x) {
+    if (isnan(a) || isnan(x) || a <= 0 || x < 0) return __longlong_as_double(0x7ff8000000000000ll);
+    if (x == 0) return 1;
+    if (x == INFINITY) return 0;
+    return x < a + 1 ? 1 - rv_sp_igamma_series(a, x) : rv_sp_igammac_fraction(a, x);
+}
+__device__ double rv_sp_ndtri(double p) {
+    if (isnan(p) || p < 0 || p > 1) return __longlong_as_double(0x7ff8000000000000ll);
+    if (p == 0) return -INFINITY;
+    if (p == 1) return INFINITY;
+    if (p == 0.5) return 0;
+    double sign = 1;
+    if (p > 0.5) { p = 1 - p; sign = -1; }
+    double t = sqrt(-2 * log(p));
+    double x = -(t - (2.515517 + t * (0.802853 + t * 0.010328)) / (1 + t * (1.432788 + t * (0.189269 + t * 0.001308))));
+    for (int i = 0; i < 3; ++i) {
+        double e = 0.5 * erfc(-x * 0.7071067811865476) - p;
+        double u = e * sqrt(2 * RV_PI) * exp(0.5 * x * x);
+        if (!isfinite(u)) break;
+        x -= u / (1 + 0.5 * x * u);
+    }
+    return sign * x;
+}
+__device__ double rv_sp_erfinv(double y) {
+    if (isnan(y) || fabs(y) > 1) return __longlong_as_double(0x7ff8000000000000ll);
+    if (fabs(y) == 1) return y * INFINITY;
+    if (y == 0) return y;
+    if (fabs(y) <= 0.5) {
+        double x = rv_sp_ndtri(0.5 * (1 + y)) * 0.7071067811865476;
+        for (int i = 0; i < 2; ++i) x -= (erf(x) - y) / (2 / sqrt(RV_PI) * exp(-x * x));
+        return x;
+    }
+    double r = 1 - fabs(y);
+    double x = -rv_sp_ndtri(0.5 * r) * 0.7071067811865476;
+    x += (erfc(x) - r) / (2 / sqrt(RV_PI) * exp(-x * x));
+    return copysign(x, y);
+}
+__device__ double rv_sp_bessel(double x, int order1) {
+    if (isnan(x)) return x;
+    double ax = fabs(x), value;
+    if (ax <= 30) {
+        double q = 0.25 * ax * ax, term = order1 ? 0.5 * ax : 1, k = 0, sum = term;
+        for (int i = 0; i < 500; ++i) {
+            k += 1;
+            term *= q / (k * (order1 ? k + 1 : k));
+            sum += term;
+            if (term < sum * 1e-17) break;
+        }
+        value = sum * exp(-ax);
+    } else if (ax == INFINITY) {
+        value = 0;
+    } else {
+        double mu = order1 ? 4 : 0, term = 1, sum = 1;
+        for (int k = 1; k < 100; ++k) {
+            double m = 2.0 * k - 1;
+            double next = term * (m * m - mu) / (8.0 * k * ax);
+            if (fabs(next) >= fabs(term)) break;
+            term = next;
+            sum += term;
+            if (fabs(term) < fabs(sum) * 1e-17) break;
+        }
+        value = sum / sqrt(2 * RV_PI * ax);
+    }
+    return order1 ? copysign(value, x) : value;
+}
+"#;
 
 /// Floor modulo of floats (the result takes the divisor's sign).
 const FLOAT_HELPERS: &str = r#"
@@ -676,6 +830,9 @@ pub(crate) fn fused_elementwise_indexed(
     let name = format!("rivulet_fused_{key:016x}{}", if narrow { "_n" } else { "" });
     let mut source = String::from(PRELUDE);
     source.push_str(FLOAT_HELPERS);
+    if body.contains("rv_sp_") {
+        source.push_str(SPECIAL_HELPERS);
+    }
     for d in [DType::I32, DType::I64, DType::U8] {
         source.push_str(&int_helpers(d));
     }
@@ -942,7 +1099,7 @@ static inline int atomicExch(int* p, int v) { int o = *p; *p = v; return o; }
         use BinaryOp::*;
         let n = FLOATS.len();
         let a: Vec<f64> = (0..n * n).map(|i| FLOATS[i / n]).collect();
-        let inexact = [Pow, Atan2, Hypot, LogAddExp, Xlogy, Xlog1py];
+        let inexact = [Pow, Atan2, Hypot, LogAddExp, Xlogy, Xlog1py, Zeta, Polygamma, Igamma, Igammac];
         for dtype in [DType::F32, DType::F64] {
             let (x, y) = (value(dtype, &[n, n], &a), value(dtype, &[n], &FLOATS));
             for &f in BinaryOp::ALL.iter().filter(|&&f| !matches!(f, LogicalAnd | LogicalOr)) {

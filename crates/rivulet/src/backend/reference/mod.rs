@@ -10,6 +10,7 @@
 //! dtype's width as TensorFlow's does.
 
 use super::Backend;
+use crate::backend::special;
 use crate::error::{bail, Result};
 use crate::op::creation::{Distribution, RandomStream, Sample};
 use crate::op::elementwise::{BinaryOp, UnaryOp, SELU_ALPHA, SELU_SCALE};
@@ -176,6 +177,12 @@ fn float_unary(f: UnaryOp, v: f64) -> f64 {
             }
         }
         Erf => libm::erf(v),
+        Lgamma => libm::lgamma(v),
+        Digamma => special::digamma(v),
+        Erfinv => special::erfinv(v),
+        Ndtri => special::ndtri(v),
+        BesselI0e => special::bessel_i0e(v),
+        BesselI1e => special::bessel_i1e(v),
         Erfc => libm::erfc(v),
         Sinh => v.sinh(),
         Cosh => v.cosh(),
@@ -233,6 +240,11 @@ fn float_binary(f: BinaryOp, x: f64, y: f64) -> f64 {
             }
         }
         TruncateMod => x % y,
+        Zeta => special::zeta(x, y),
+        Polygamma => special::polygamma(x, y),
+        Igamma => special::igamma(x, y),
+        Igammac => special::igammac(x, y),
+        NextAfter => libm::nextafter(x, y),
         MulNoNan if y == 0.0 => 0.0,
         MulNoNan => x * y,
         DivNoNan if y == 0.0 => 0.0,
@@ -300,7 +312,8 @@ fn int_binary(f: BinaryOp, dtype: DType, x: i64, y: i64) -> Result<i64> {
         LessEqual => (x <= y) as i64,
         Greater => (x > y) as i64,
         GreaterEqual => (x >= y) as i64,
-        Atan2 | Hypot | LogAddExp | DivNoNan | MulNoNan | Xlogy | Xlog1py | Xdivy => {
+        Atan2 | Hypot | LogAddExp | DivNoNan | MulNoNan | Zeta | Polygamma | Igamma | Igammac | NextAfter | Xlogy
+        | Xlog1py | Xdivy => {
             bail!(dtype, "{} needs a floating-point dtype, got {dtype}", f.name())
         }
         LogicalAnd => (x != 0 && y != 0) as i64,
@@ -402,6 +415,10 @@ impl Backend for ReferenceBackend {
 
     fn binary(&self, f: BinaryOp, a: &Value, b: &Value, out: &Meta) -> Result<Value> {
         let e = match (read_as(a, &out.shape)?, read_as(b, &out.shape)?) {
+            // f32's next value is f32's own.
+            (Elems::F(x), Elems::F(y)) if f == BinaryOp::NextAfter && a.dtype == DType::F32 => {
+                Elems::F(x.iter().zip(&y).map(|(&x, &y)| f64::from(libm::nextafterf(x as f32, y as f32))).collect())
+            }
             (Elems::F(x), Elems::F(y)) => Elems::F(x.iter().zip(&y).map(|(&x, &y)| float_binary(f, x, y)).collect()),
             (x, y) => {
                 let (x, y) = (x.ints(), y.ints());
