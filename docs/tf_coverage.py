@@ -318,11 +318,55 @@ random.stateless_truncated_normal C truncated_normal | counter-based
 random.shuffle P - | #18 (Dataset.shuffle)
 
 losses.BinaryCrossentropy S BinaryCrossentropy
+losses.BinaryFocalCrossentropy S BinaryFocalCrossentropy
 losses.CategoricalCrossentropy S CategoricalCrossentropy
-losses.SparseCategoricalCrossentropy S SparseCategoricalCrossentropy
-losses.MeanSquaredError S MeanSquaredError
-losses.MeanAbsoluteError S MeanAbsoluteError
+losses.CategoricalFocalCrossentropy S CategoricalFocalCrossentropy
+losses.CategoricalGeneralizedCrossEntropy S CategoricalGeneralizedCrossEntropy
+losses.CategoricalHinge S CategoricalHinge
+losses.CosineSimilarity S CosineSimilarity
+losses.Dice S Dice
+losses.Hinge S Hinge
 losses.Huber S Huber
+losses.KLDivergence S KLDivergence
+losses.LogCosh S LogCosh
+losses.MeanAbsoluteError S MeanAbsoluteError
+losses.MeanAbsolutePercentageError S MeanAbsolutePercentageError
+losses.MeanSquaredError S MeanSquaredError
+losses.MeanSquaredLogarithmicError S MeanSquaredLogarithmicError
+losses.Poisson S Poisson
+losses.SparseCategoricalCrossentropy S SparseCategoricalCrossentropy
+losses.SquaredHinge S SquaredHinge
+losses.Tversky S Tversky
+losses.KLD C KLDivergence
+losses.MAE C MeanAbsoluteError
+losses.MAPE C MeanAbsolutePercentageError
+losses.MSE C MeanSquaredError
+losses.MSLE C MeanSquaredLogarithmicError
+losses.CTC P - | CTC loss (with tf.nn.ctc_loss)
+losses.Circle P - | metric-learning loss over pairwise similarities
+losses.ctc P - | CTC loss (with tf.nn.ctc_loss)
+losses.circle P - | metric-learning loss over pairwise similarities
+losses.binary_crossentropy C per_example | Loss::BinaryCrossentropy.per_example
+losses.binary_focal_crossentropy C per_example | Loss::BinaryFocalCrossentropy.per_example
+losses.categorical_crossentropy C per_example | Loss::CategoricalCrossentropy.per_example
+losses.categorical_focal_crossentropy C per_example | Loss::CategoricalFocalCrossentropy.per_example
+losses.categorical_generalized_cross_entropy C per_example | Loss::CategoricalGeneralizedCrossEntropy.per_example
+losses.categorical_hinge C per_example | Loss::CategoricalHinge.per_example
+losses.cosine_similarity C per_example | Loss::CosineSimilarity.per_example
+losses.dice C per_example | Loss::Dice.per_example
+losses.hinge C per_example | Loss::Hinge.per_example
+losses.huber C per_example | Loss::Huber.per_example
+losses.kld C per_example | Loss::KLDivergence.per_example
+losses.kullback_leibler_divergence C per_example | Loss::KLDivergence.per_example
+losses.logcosh C per_example | Loss::LogCosh.per_example
+losses.mae C per_example | Loss::MeanAbsoluteError.per_example
+losses.mape C per_example | Loss::MeanAbsolutePercentageError.per_example
+losses.mse C per_example | Loss::MeanSquaredError.per_example
+losses.msle C per_example | Loss::MeanSquaredLogarithmicError.per_example
+losses.poisson C per_example | Loss::Poisson.per_example
+losses.sparse_categorical_crossentropy C per_example | Loss::SparseCategoricalCrossentropy.per_example
+losses.squared_hinge C per_example | Loss::SquaredHinge.per_example
+losses.tversky C per_example | Loss::Tversky.per_example
 
 optimizers.SGD S sgd | momentum and Nesterov too
 optimizers.Adam S adam

@@ -4,38 +4,154 @@
 use crate::error::{bail, Result};
 use crate::graph::Tensor;
 use crate::ops::{self, checked, Axes};
+use crate::tensor::DType;
 
-/// A loss for [`Sequential::compile`](super::Sequential::compile).
+/// A loss for [`Sequential::compile`](super::Sequential::compile): Keras's
+/// loss classes with their defaults. [`Loss::per_example`] is Keras's loss
+/// function (one value per example, reduced over the last axis);
+/// [`Loss::compute`] averages it over the batch as Keras's default
+/// `sum_over_batch_size` reduction does, [`Loss::compute_with`] takes the
+/// reduction and sample weights.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Loss {
     MeanSquaredError,
     MeanAbsoluteError,
+    /// `100 |y - p| / max(|y|, eps)`, averaged over the last axis.
+    MeanAbsolutePercentageError,
+    /// `(log(1 + max(p, eps)) - log(1 + max(y, eps)))^2`, averaged over the last axis.
+    MeanSquaredLogarithmicError,
     /// Quadratic within `delta` of the target, linear beyond.
     Huber {
         delta: f64,
     },
+    /// `log(cosh(p - y))`, averaged over the last axis.
+    LogCosh,
+    /// `max(1 - y p, 0)` with labels in {-1, 1} (0/1 labels are converted).
+    Hinge,
+    /// `max(1 - y p, 0)^2` with labels in {-1, 1} (0/1 labels are converted).
+    SquaredHinge,
+    /// `max(max((1 - y) p) - sum(y p) + 1, 0)` over one-hot labels.
+    CategoricalHinge,
+    /// `-cosine(y, p)` along `axis`.
+    CosineSimilarity {
+        axis: i64,
+    },
+    /// `sum(y log(y / p))` over the last axis, both clipped to `[eps, 1]`.
+    KLDivergence,
+    /// `p - y log(p + eps)`, averaged over the last axis.
+    Poisson,
     /// Targets in {0, 1}; predictions one per target.
     BinaryCrossentropy {
         from_logits: bool,
+    },
+    /// Binary cross-entropy scaled by `(1 - p_t)^gamma` (Lin et al. 2017),
+    /// optionally by `alpha` for positives and `1 - alpha` for negatives.
+    BinaryFocalCrossentropy {
+        apply_class_balancing: bool,
+        alpha: f64,
+        gamma: f64,
+        from_logits: bool,
+        label_smoothing: f64,
     },
     /// One-hot (or soft) targets over the last axis.
     CategoricalCrossentropy {
         from_logits: bool,
     },
+    /// Categorical cross-entropy scaled by `alpha (1 - p)^gamma`.
+    CategoricalFocalCrossentropy {
+        alpha: f64,
+        gamma: f64,
+        from_logits: bool,
+        label_smoothing: f64,
+    },
     /// Integer class targets.
     SparseCategoricalCrossentropy {
         from_logits: bool,
     },
+    /// `(1 - p_y^q) / q` for integer class targets and probabilities (Zhang and Sabuncu 2018).
+    CategoricalGeneralizedCrossEntropy {
+        q: f64,
+    },
+    /// `1 - 2 sum(y p) / (sum(y) + sum(p) + eps)` over the whole batch.
+    Dice,
+    /// `1 - tp / (tp + alpha fp + beta fn + eps)` over the whole batch.
+    Tversky {
+        alpha: f64,
+        beta: f64,
+    },
 }
 
-/// Probabilities are clipped to `[EPS, 1 - EPS]` before taking logs (as Keras).
+/// How [`Loss::compute_with`] combines the per-example losses (Keras's `reduction`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Reduction {
+    /// The weighted sum divided by the number of per-example values (Keras's default).
+    #[default]
+    SumOverBatchSize,
+    /// The weighted sum.
+    Sum,
+    /// The weighted sum divided by the sum of the weights.
+    MeanWithSampleWeight,
+    /// The weighted per-example losses themselves.
+    None,
+}
+
+/// Keras's `epsilon()`: probabilities are clipped to `[EPS, 1 - EPS]` before
+/// taking logs, and it guards the divisions.
 const EPS: f64 = 1e-7;
 
 impl Loss {
-    /// The mean loss over the batch.
+    /// The mean loss over the batch (Keras's `sum_over_batch_size`).
     #[track_caller]
     pub fn compute(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
-        checked(self.compute_parts(y_true, y_pred), self.op_name(), &[y_true, y_pred])
+        self.compute_with(y_true, y_pred, Reduction::SumOverBatchSize, None)
+    }
+
+    /// The per-example losses, weighted by `sample_weight` (broadcast against
+    /// them) and reduced by `reduction`.
+    #[track_caller]
+    pub fn compute_with(
+        &self,
+        y_true: &Tensor,
+        y_pred: &Tensor,
+        reduction: Reduction,
+        sample_weight: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        checked(self.reduced(y_true, y_pred, reduction, sample_weight), self.op_name(), &[y_true, y_pred])
+    }
+
+    #[track_caller]
+    fn reduced(
+        &self,
+        y_true: &Tensor,
+        y_pred: &Tensor,
+        reduction: Reduction,
+        sample_weight: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let per = self.per_example_parts(y_true, y_pred)?;
+        let weight = sample_weight.map(|w| ops::cast(w, per.dtype())).transpose()?;
+        let weighted = match &weight {
+            Some(w) => ops::mul(&per, w)?,
+            None => per.clone(),
+        };
+        match reduction {
+            Reduction::None => Ok(weighted),
+            Reduction::Sum => ops::sum(&weighted, Axes::All, false),
+            Reduction::SumOverBatchSize => ops::mean(&weighted, Axes::All, false),
+            Reduction::MeanWithSampleWeight => match &weight {
+                Some(w) => {
+                    let total = ops::sum(&ops::mul(&ops::ones_like(&per)?, w)?, Axes::All, false)?;
+                    ops::div_no_nan(&ops::sum(&weighted, Axes::All, false)?, &total)
+                }
+                None => ops::mean(&per, Axes::All, false),
+            },
+        }
+    }
+
+    /// Keras's loss function: one loss per example (the last axis reduced;
+    /// `Dice` and `Tversky` reduce everything).
+    #[track_caller]
+    pub fn per_example(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
+        checked(self.per_example_parts(y_true, y_pred), self.op_name(), &[y_true, y_pred])
     }
 
     /// The op name errors report (Keras's class name).
@@ -43,34 +159,138 @@ impl Loss {
         match self {
             Loss::MeanSquaredError => "MeanSquaredError",
             Loss::MeanAbsoluteError => "MeanAbsoluteError",
+            Loss::MeanAbsolutePercentageError => "MeanAbsolutePercentageError",
+            Loss::MeanSquaredLogarithmicError => "MeanSquaredLogarithmicError",
             Loss::Huber { .. } => "Huber",
+            Loss::LogCosh => "LogCosh",
+            Loss::Hinge => "Hinge",
+            Loss::SquaredHinge => "SquaredHinge",
+            Loss::CategoricalHinge => "CategoricalHinge",
+            Loss::CosineSimilarity { .. } => "CosineSimilarity",
+            Loss::KLDivergence => "KLDivergence",
+            Loss::Poisson => "Poisson",
             Loss::BinaryCrossentropy { .. } => "BinaryCrossentropy",
+            Loss::BinaryFocalCrossentropy { .. } => "BinaryFocalCrossentropy",
             Loss::CategoricalCrossentropy { .. } => "CategoricalCrossentropy",
+            Loss::CategoricalFocalCrossentropy { .. } => "CategoricalFocalCrossentropy",
             Loss::SparseCategoricalCrossentropy { .. } => "SparseCategoricalCrossentropy",
+            Loss::CategoricalGeneralizedCrossEntropy { .. } => "CategoricalGeneralizedCrossEntropy",
+            Loss::Dice => "Dice",
+            Loss::Tversky { .. } => "Tversky",
         }
     }
 
     #[track_caller]
-    fn compute_parts(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
+    fn per_example_parts(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
+        let dtype = y_pred.dtype();
         match *self {
-            Loss::MeanSquaredError => mse_parts(y_true, y_pred),
-            Loss::MeanAbsoluteError => mae_parts(y_true, y_pred),
-            Loss::Huber { delta } => huber_parts(y_true, y_pred, delta),
-            Loss::BinaryCrossentropy { from_logits } => {
-                if from_logits {
-                    bce_parts(y_true, y_pred)
-                } else {
-                    let p = ops::clip_by_value(y_pred, EPS, 1.0 - EPS)?;
-                    bce_parts(y_true, &ops::sub(&ops::log(&p)?, &ops::log1p(&ops::neg(&p)?)?)?)
-                }
+            Loss::MeanSquaredError => mean_last(&ops::square(&ops::sub(y_pred, &ops::cast(y_true, dtype)?)?)?),
+            Loss::MeanAbsoluteError => mean_last(&ops::abs(&ops::sub(y_pred, &ops::cast(y_true, dtype)?)?)?),
+            Loss::MeanAbsolutePercentageError => {
+                let y = ops::cast(y_true, dtype)?;
+                let d = ops::abs(&ops::div(&ops::sub(&y, y_pred)?, &ops::maximum(&ops::abs(&y)?, EPS)?)?)?;
+                ops::mul(&mean_last(&d)?, 100.0)
             }
-            Loss::CategoricalCrossentropy { from_logits } => {
-                let logp = log_probs(y_pred, from_logits)?;
-                let y = ops::cast(y_true, logp.dtype())?;
-                ops::neg(&ops::mean(&ops::sum(&ops::mul(&y, &logp)?, -1, false)?, Axes::All, false)?)
+            Loss::MeanSquaredLogarithmicError => {
+                let first = ops::log1p(&ops::maximum(y_pred, EPS)?)?;
+                let second = ops::log1p(&ops::maximum(&ops::cast(y_true, dtype)?, EPS)?)?;
+                mean_last(&ops::square(&ops::sub(&first, &second)?)?)
+            }
+            Loss::Huber { delta } => mean_last(&huber_elements(&ops::cast(y_true, dtype)?, y_pred, delta)?),
+            Loss::LogCosh => {
+                let x = ops::sub(y_pred, &ops::cast(y_true, dtype)?)?;
+                let lc = ops::sub(&ops::add(&x, &ops::softplus(&ops::mul(&x, -2.0)?)?)?, std::f64::consts::LN_2)?;
+                mean_last(&lc)
+            }
+            Loss::Hinge => {
+                mean_last(&ops::relu(&ops::sub(1.0, &ops::mul(&hinge_labels(&ops::cast(y_true, dtype)?)?, y_pred)?)?)?)
+            }
+            Loss::SquaredHinge => mean_last(&ops::square(&ops::relu(&ops::sub(
+                1.0,
+                &ops::mul(&hinge_labels(&ops::cast(y_true, dtype)?)?, y_pred)?,
+            )?)?)?),
+            Loss::CategoricalHinge => {
+                let y = ops::cast(y_true, dtype)?;
+                let pos = ops::sum(&ops::mul(&y, y_pred)?, -1, false)?;
+                let neg = ops::max(&ops::mul(&ops::sub(1.0, &y)?, y_pred)?, -1, false)?;
+                ops::maximum(&ops::add(&ops::sub(&neg, &pos)?, 1.0)?, 0.0)
+            }
+            Loss::CosineSimilarity { axis } => {
+                let a = ops::l2_normalize(&ops::cast(y_true, dtype)?, axis, 1e-12)?;
+                let b = ops::l2_normalize(y_pred, axis, 1e-12)?;
+                ops::neg(&ops::sum(&ops::mul(&a, &b)?, axis, false)?)
+            }
+            Loss::KLDivergence => {
+                let yt = ops::clip_by_value(&ops::cast(y_true, dtype)?, EPS, 1.0)?;
+                let p = ops::clip_by_value(y_pred, EPS, 1.0)?;
+                ops::sum(&ops::mul(&yt, &ops::log(&ops::div(&yt, &p)?)?)?, -1, false)
+            }
+            Loss::Poisson => mean_last(&ops::sub(
+                y_pred,
+                &ops::mul(&ops::cast(y_true, dtype)?, &ops::log(&ops::add(y_pred, EPS)?)?)?,
+            )?),
+            Loss::BinaryCrossentropy { from_logits } => {
+                mean_last(&binary_elements(&ops::cast(y_true, dtype)?, y_pred, from_logits)?)
+            }
+            Loss::BinaryFocalCrossentropy { apply_class_balancing, alpha, gamma, from_logits, label_smoothing } => {
+                let mut y = ops::cast(y_true, dtype)?;
+                if label_smoothing != 0.0 {
+                    y = ops::add(&ops::mul(&y, 1.0 - label_smoothing)?, 0.5 * label_smoothing)?;
+                }
+                let p = if from_logits { ops::sigmoid(y_pred)? } else { y_pred.clone() };
+                let bce = binary_elements(&y, &p, false)?;
+                let p_t = ops::add(&ops::mul(&y, &p)?, &ops::mul(&ops::sub(1.0, &y)?, &ops::sub(1.0, &p)?)?)?;
+                let mut focal = ops::mul(&ops::pow(&ops::sub(1.0, &p_t)?, gamma)?, &bce)?;
+                if apply_class_balancing {
+                    let w = ops::add(&ops::mul(&y, alpha)?, &ops::mul(&ops::sub(1.0, &y)?, 1.0 - alpha)?)?;
+                    focal = ops::mul(&w, &focal)?;
+                }
+                mean_last(&focal)
+            }
+            Loss::CategoricalCrossentropy { from_logits } => ops::neg(&ops::sum(
+                &ops::mul(&ops::cast(y_true, dtype)?, &log_probs(y_pred, from_logits)?)?,
+                -1,
+                false,
+            )?),
+            Loss::CategoricalFocalCrossentropy { alpha, gamma, from_logits, label_smoothing } => {
+                let mut y = ops::cast(y_true, dtype)?;
+                if label_smoothing != 0.0 {
+                    let classes = y_pred.shape().dims().last().copied().unwrap_or(1) as f64;
+                    y = ops::add(&ops::mul(&y, 1.0 - label_smoothing)?, label_smoothing / classes)?;
+                }
+                let p = if from_logits { ops::softmax(y_pred, -1)? } else { y_pred.clone() };
+                let p = ops::clip_by_value(&ops::div(&p, &ops::sum(&p, -1, true)?)?, EPS, 1.0 - EPS)?;
+                let cce = ops::neg(&ops::mul(&y, &ops::log(&p)?)?)?;
+                let w = ops::mul(&ops::pow(&ops::sub(1.0, &p)?, gamma)?, alpha)?;
+                ops::sum(&ops::mul(&w, &cce)?, -1, false)
             }
             Loss::SparseCategoricalCrossentropy { from_logits } => {
-                sparse_parts(y_true, &log_probs(y_pred, from_logits)?)
+                sparse_per_example(y_true, &log_probs(y_pred, from_logits)?)
+            }
+            Loss::CategoricalGeneralizedCrossEntropy { q } => {
+                if q <= 0.0 || q > 1.0 {
+                    bail!(invalid, "categorical_generalized_cross_entropy needs q in (0, 1], got {q}");
+                }
+                let classes = y_pred.shape().dims().last().copied().unwrap_or(0);
+                let onehot = ops::one_hot_with(&ops::cast(y_true, DType::I64)?, classes, 1.0, 0.0, -1, dtype)?;
+                let p = ops::sum(&ops::mul(y_pred, &onehot)?, -1, false)?;
+                ops::div(&ops::sub(1.0, &ops::pow(&p, q)?)?, q)
+            }
+            Loss::Dice => {
+                let y = ops::cast(y_true, dtype)?;
+                let inter = ops::sum(&ops::mul(&y, y_pred)?, Axes::All, false)?;
+                let total =
+                    ops::add(&ops::add(&ops::sum(&y, Axes::All, false)?, &ops::sum(y_pred, Axes::All, false)?)?, EPS)?;
+                ops::sub(1.0, &ops::div(&ops::mul(&inter, 2.0)?, &total)?)
+            }
+            Loss::Tversky { alpha, beta } => {
+                let y = ops::cast(y_true, dtype)?;
+                let tp = ops::sum(&ops::mul(&y, y_pred)?, Axes::All, false)?;
+                let fp = ops::sum(&ops::mul(&ops::sub(1.0, y_pred)?, &y)?, Axes::All, false)?;
+                let fneg = ops::sum(&ops::mul(y_pred, &ops::sub(1.0, &y)?)?, Axes::All, false)?;
+                let denom =
+                    ops::add(&ops::add(&ops::add(&tp, &ops::mul(&fp, alpha)?)?, &ops::mul(&fneg, beta)?)?, EPS)?;
+                ops::sub(1.0, &ops::div(&tp, &denom)?)
             }
         }
     }
@@ -80,103 +300,137 @@ impl Loss {
         match self {
             Loss::MeanSquaredError => "mean_squared_error",
             Loss::MeanAbsoluteError => "mean_absolute_error",
+            Loss::MeanAbsolutePercentageError => "mean_absolute_percentage_error",
+            Loss::MeanSquaredLogarithmicError => "mean_squared_logarithmic_error",
             Loss::Huber { .. } => "huber",
+            Loss::LogCosh => "log_cosh",
+            Loss::Hinge => "hinge",
+            Loss::SquaredHinge => "squared_hinge",
+            Loss::CategoricalHinge => "categorical_hinge",
+            Loss::CosineSimilarity { .. } => "cosine_similarity",
+            Loss::KLDivergence => "kl_divergence",
+            Loss::Poisson => "poisson",
             Loss::BinaryCrossentropy { .. } => "binary_crossentropy",
+            Loss::BinaryFocalCrossentropy { .. } => "binary_focal_crossentropy",
             Loss::CategoricalCrossentropy { .. } => "categorical_crossentropy",
+            Loss::CategoricalFocalCrossentropy { .. } => "categorical_focal_crossentropy",
             Loss::SparseCategoricalCrossentropy { .. } => "sparse_categorical_crossentropy",
+            Loss::CategoricalGeneralizedCrossEntropy { .. } => "categorical_generalized_cross_entropy",
+            Loss::Dice => "dice",
+            Loss::Tversky { .. } => "tversky",
         }
     }
 }
 
+/// The mean of all of `t`'s elements.
+#[track_caller]
+fn mean_all(t: Result<Tensor>) -> Result<Tensor> {
+    ops::mean(&t?, Axes::All, false)
+}
+
+/// The mean over the last axis.
+#[track_caller]
+fn mean_last(t: &Tensor) -> Result<Tensor> {
+    ops::mean(t, -1, false)
+}
+
+/// Hinge labels: {0, 1} labels become {-1, 1}; other labels stay (Keras's rule).
+#[track_caller]
+fn hinge_labels(y: &Tensor) -> Result<Tensor> {
+    let binary = ops::all(&ops::logical_or(&ops::equal(y, 0.0)?, &ops::equal(y, 1.0)?)?, Axes::All, false)?;
+    ops::select(&binary, &ops::sub(&ops::mul(y, 2.0)?, 1.0)?, y)
+}
+
+/// Elementwise binary cross-entropy: from logits stably, from probabilities
+/// as Keras (clipped to `[eps, 1 - eps]`).
+#[track_caller]
+fn binary_elements(y: &Tensor, y_pred: &Tensor, from_logits: bool) -> Result<Tensor> {
+    if from_logits {
+        return ops::sigmoid_cross_entropy_with_logits(y, y_pred);
+    }
+    let p = ops::clip_by_value(y_pred, EPS, 1.0 - EPS)?;
+    let pos = ops::mul(y, &ops::log(&p)?)?;
+    let neg = ops::mul(&ops::sub(1.0, y)?, &ops::log(&ops::sub(1.0, &p)?)?)?;
+    ops::neg(&ops::add(&pos, &neg)?)
+}
+
+#[track_caller]
+fn huber_elements(y: &Tensor, y_pred: &Tensor, delta: f64) -> Result<Tensor> {
+    if delta <= 0.0 || !delta.is_finite() {
+        bail!(invalid, "huber delta must be positive, got {delta}");
+    }
+    let e = ops::abs(&ops::sub(y_pred, y)?)?;
+    let quad = ops::mul(&ops::square(&e)?, 0.5)?;
+    let lin = ops::mul(&ops::sub(&e, 0.5 * delta)?, delta)?;
+    ops::select(&ops::less_equal(&e, delta)?, &quad, &lin)
+}
+
+#[track_caller]
+/// Log-probabilities over the last axis: from logits stably, from
+/// probabilities as Keras (renormalized to sum to 1, then clipped to
+/// `[eps, 1 - eps]`, so the gradient reaches every class).
 #[track_caller]
 fn log_probs(y_pred: &Tensor, from_logits: bool) -> Result<Tensor> {
+    if y_pred.rank() == 0 {
+        bail!(shape, "cross-entropy needs predictions with a class axis, got a scalar");
+    }
     if from_logits {
         ops::log_softmax(y_pred, -1)
     } else {
-        ops::log(&ops::clip_by_value(y_pred, EPS, 1.0 - EPS)?)
+        let p = ops::div(y_pred, &ops::sum(y_pred, -1, true)?)?;
+        ops::log(&ops::clip_by_value(&p, EPS, 1.0 - EPS)?)
     }
 }
 
 /// `mean((y_pred - y_true)^2)`.
 #[track_caller]
 pub fn mean_squared_error(y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
-    checked(mse_parts(y_true, y_pred), "MeanSquaredError", &[y_true, y_pred])
-}
-
-#[track_caller]
-fn mse_parts(y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
-    ops::mean(&ops::square(&ops::sub(y_pred, y_true)?)?, Axes::All, false)
+    Loss::MeanSquaredError.compute(y_true, y_pred)
 }
 
 /// `mean(|y_pred - y_true|)`.
 #[track_caller]
 pub fn mean_absolute_error(y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
-    checked(mae_parts(y_true, y_pred), "MeanAbsoluteError", &[y_true, y_pred])
+    Loss::MeanAbsoluteError.compute(y_true, y_pred)
 }
 
-#[track_caller]
-fn mae_parts(y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
-    ops::mean(&ops::abs(&ops::sub(y_pred, y_true)?)?, Axes::All, false)
-}
-
-/// Huber loss: `0.5 e^2` for `|e| <= delta`, else `delta (|e| - delta / 2)`.
+/// Huber loss: `0.5 e^2` for `|e| <= delta`, else `delta (|e| - delta / 2)`, averaged.
 #[track_caller]
 pub fn huber(y_true: &Tensor, y_pred: &Tensor, delta: f64) -> Result<Tensor> {
-    checked(huber_parts(y_true, y_pred, delta), "Huber", &[y_true, y_pred])
+    Loss::Huber { delta }.compute(y_true, y_pred)
 }
 
-#[track_caller]
-fn huber_parts(y_true: &Tensor, y_pred: &Tensor, delta: f64) -> Result<Tensor> {
-    if delta <= 0.0 || !delta.is_finite() {
-        bail!(invalid, "huber delta must be positive, got {delta}");
-    }
-    let e = ops::abs(&ops::sub(y_pred, y_true)?)?;
-    let quad = ops::mul(&ops::square(&e)?, 0.5)?;
-    let lin = ops::mul(&ops::sub(&e, 0.5 * delta)?, delta)?;
-    ops::mean(&ops::select(&ops::less_equal(&e, delta)?, &quad, &lin)?, Axes::All, false)
-}
-
-/// Binary cross-entropy from logits `z`: `max(z, 0) - z y + log(1 + e^-|z|)`,
+/// Mean binary cross-entropy from logits `z`: `max(z, 0) - z y + log(1 + e^-|z|)`,
 /// with TensorFlow's kinks: both `max` and `|z|` take the `z >= 0` branch at
 /// 0, so the gradient is `sigmoid(z) - y` there too (0.5 - y, not -y).
 #[track_caller]
 pub fn binary_crossentropy_with_logits(labels: &Tensor, logits: &Tensor) -> Result<Tensor> {
-    checked(bce_parts(labels, logits), "SigmoidCrossEntropyWithLogits", &[labels, logits])
-}
-
-#[track_caller]
-fn bce_parts(labels: &Tensor, logits: &Tensor) -> Result<Tensor> {
-    let y = ops::cast(labels, logits.dtype())?;
-    let nonnegative = ops::greater_equal(logits, 0.0)?;
-    let relu = ops::select(&nonnegative, logits, 0.0)?;
-    let neg_abs = ops::select(&nonnegative, &ops::neg(logits)?, logits)?;
-    let per = ops::add(&ops::sub(&relu, &ops::mul(logits, &y)?)?, &ops::log1p(&ops::exp(&neg_abs)?)?)?;
-    ops::mean(&per, Axes::All, false)
+    Loss::BinaryCrossentropy { from_logits: true }.compute(labels, logits)
 }
 
 /// Sparse categorical cross-entropy from log-probabilities `logp` (last axis)
 /// and integer class labels.
 #[track_caller]
 pub fn sparse_categorical_crossentropy(labels: &Tensor, logp: &Tensor) -> Result<Tensor> {
-    checked(sparse_parts(labels, logp), "SparseCategoricalCrossentropy", &[labels, logp])
+    checked(mean_all(sparse_per_example(labels, logp)), "SparseCategoricalCrossentropy", &[labels, logp])
 }
 
+/// `-logp[label]` per example.
 #[track_caller]
-fn sparse_parts(labels: &Tensor, logp: &Tensor) -> Result<Tensor> {
-    let Some(&classes) = logp.shape().last() else {
+fn sparse_per_example(labels: &Tensor, logp: &Tensor) -> Result<Tensor> {
+    let Some(&classes) = logp.shape().dims().last() else {
         bail!(shape, "sparse cross-entropy needs predictions with a class axis, got a scalar");
     };
     let onehot = ops::one_hot_with(labels, classes, 1.0, 0.0, -1, logp.dtype())?;
-    ops::neg(&ops::mean(&ops::sum(&ops::mul(&onehot, logp)?, -1, false)?, Axes::All, false)?)
+    ops::neg(&ops::sum(&ops::mul(&onehot, logp)?, -1, false)?)
 }
 
 /// Mean sparse softmax cross-entropy of `logits` against integer `labels`.
 #[track_caller]
 pub fn sparse_softmax_cross_entropy(labels: &Tensor, logits: &Tensor) -> Result<Tensor> {
-    checked(sparse_softmax_parts(labels, logits), "SparseSoftmaxCrossEntropyWithLogits", &[labels, logits])
-}
-
-#[track_caller]
-fn sparse_softmax_parts(labels: &Tensor, logits: &Tensor) -> Result<Tensor> {
-    sparse_parts(labels, &ops::log_softmax(logits, -1)?)
+    checked(
+        mean_all(ops::sparse_softmax_cross_entropy_with_logits(labels, logits)),
+        "SparseSoftmaxCrossEntropyWithLogits",
+        &[labels, logits],
+    )
 }

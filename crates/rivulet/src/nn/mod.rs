@@ -12,7 +12,7 @@ pub use init::Initializer;
 pub use layers::{
     Activation, ActivationLayer, BatchNormalization, Dense, Dropout, Embedding, Flatten, Layer, LayerNorm,
 };
-pub use losses::Loss;
+pub use losses::{Loss, Reduction};
 pub use metrics::Metric;
 pub use model::{ExecutionMode, FitOptions, History, Sequential, Verbosity};
 pub use optimizers::{clip_by_global_norm, LearningRate, Optimizer};

@@ -254,6 +254,53 @@ case("space_to_batch_nd", [f32(1, 4, 4, 1)], lambda x: [tf.space_to_batch_nd(x, 
 case("space_to_batch_nd padded", [f32(2, 3, 2, 3)], lambda x: [tf.space_to_batch_nd(x, [2, 2], [[1, 0], [1, 1]])])
 case("batch_to_space", [f32(8, 1, 3, 2)], lambda x: [tf.batch_to_space(x, [2, 2], [[0, 1], [1, 1]])], grad=True)
 
+# Keras losses: per example (reduction None), the default
+# sum_over_batch_size, and sum with sample weights; gradients for the predictions.
+K = tf.keras.losses
+y01 = (rng.uniform(0, 1, size=(4, 3)) > 0.5).astype(np.float32)
+ypm = 2 * y01 - 1
+probs3 = tf.nn.softmax(f32(4, 3)).numpy()
+onehot = np.eye(3, dtype=np.float32)[[0, 2, 1, 2]]
+sparse = np.array([0, 2, 1, 2], np.int32)
+reg_t, reg_p = f32(4, 3, lo=0.1, hi=3), f32(4, 3, lo=0.1, hi=3)
+sw = np.array([1.0, 0.5, 2.0, 0.0], np.float32)
+losses = {
+    "MeanSquaredError": (K.MeanSquaredError, {}, f32(4, 3), f32(4, 3)),
+    "MeanAbsoluteError": (K.MeanAbsoluteError, {}, f32(4, 3), f32(4, 3)),
+    "MeanAbsolutePercentageError": (K.MeanAbsolutePercentageError, {}, reg_t, reg_p),
+    "MeanSquaredLogarithmicError": (K.MeanSquaredLogarithmicError, {}, reg_t, reg_p),
+    "Huber": (K.Huber, {"delta": 0.7}, f32(4, 3), f32(4, 3)),
+    "LogCosh": (K.LogCosh, {}, f32(4, 3), f32(4, 3)),
+    "Hinge": (K.Hinge, {}, y01, f32(4, 3)),
+    "Hinge pm1": (K.Hinge, {}, ypm, f32(4, 3)),
+    "SquaredHinge": (K.SquaredHinge, {}, y01, f32(4, 3)),
+    "CategoricalHinge": (K.CategoricalHinge, {}, onehot, f32(4, 3)),
+    "CosineSimilarity": (K.CosineSimilarity, {}, f32(4, 3), f32(4, 3)),
+    "KLDivergence": (K.KLDivergence, {}, probs3, tf.nn.softmax(f32(4, 3)).numpy()),
+    "Poisson": (K.Poisson, {}, reg_t, reg_p),
+    "BinaryCrossentropy": (K.BinaryCrossentropy, {}, y01, rng.uniform(0.05, 0.95, size=(4, 3)).astype(np.float32)),
+    "BinaryCrossentropy logits": (K.BinaryCrossentropy, {"from_logits": True}, y01, f32(4, 3)),
+    "BinaryFocalCrossentropy": (K.BinaryFocalCrossentropy, {"apply_class_balancing": True, "gamma": 1.5},
+                                y01, rng.uniform(0.05, 0.95, size=(4, 3)).astype(np.float32)),
+    "BinaryFocalCrossentropy logits": (K.BinaryFocalCrossentropy, {"from_logits": True, "label_smoothing": 0.1},
+                                       y01, f32(4, 3)),
+    "CategoricalCrossentropy": (K.CategoricalCrossentropy, {}, onehot, probs3),
+    "CategoricalCrossentropy logits": (K.CategoricalCrossentropy, {"from_logits": True}, onehot, f32(4, 3)),
+    "CategoricalFocalCrossentropy": (K.CategoricalFocalCrossentropy, {}, onehot, probs3),
+    "CategoricalFocalCrossentropy logits": (K.CategoricalFocalCrossentropy,
+                                            {"from_logits": True, "label_smoothing": 0.2, "alpha": 0.5}, onehot, f32(4, 3)),
+    "SparseCategoricalCrossentropy": (K.SparseCategoricalCrossentropy, {}, sparse, probs3),
+    "SparseCategoricalCrossentropy logits": (K.SparseCategoricalCrossentropy, {"from_logits": True}, sparse, f32(4, 3)),
+    "CategoricalGeneralizedCrossEntropy": (K.CategoricalGeneralizedCrossEntropy, {"q": 0.7}, sparse, probs3),
+    "Dice": (K.Dice, {}, y01, rng.uniform(0.05, 0.95, size=(4, 3)).astype(np.float32)),
+    "Tversky": (K.Tversky, {"alpha": 0.3, "beta": 0.7}, y01, rng.uniform(0.05, 0.95, size=(4, 3)).astype(np.float32)),
+}
+for name, (cls, kw, yt, yp) in losses.items():
+    case(f"keras {name}", [yt, yp, sw],
+         lambda y, p, w, cls=cls, kw=kw: [cls(**kw, reduction=None)(y, p), cls(**kw)(y, p),
+                                          cls(**kw, reduction="sum")(y, p, sample_weight=w)],
+         grad=True, rtol=1e-5, atol=1e-6)
+
 
 def loss_of(outs):
     total = tf.constant(0.0, tf.float32)

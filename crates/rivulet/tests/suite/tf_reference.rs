@@ -6,6 +6,7 @@
 //! values within the case's tolerance; gradients of the same weighted loss
 //! must match TensorFlow's.
 
+use rivulet::nn::{Loss, Reduction};
 use rivulet::ops;
 use rivulet::{gradients, load_npy, Axes, DType, GradientTape, Graph, Result, Session, Tensor, Unconnected};
 use std::path::PathBuf;
@@ -218,8 +219,64 @@ fn recipe(name: &str) -> Option<Recipe> {
         "space_to_batch_nd" => r(|x| one(ops::space_to_batch_nd(&x[0], &[2, 2], &[(0, 0), (0, 0)]))),
         "space_to_batch_nd padded" => r(|x| one(ops::space_to_batch_nd(&x[0], &[2, 2], &[(1, 0), (1, 1)]))),
         "batch_to_space" => r(|x| one(ops::batch_to_space(&x[0], &[2, 2], &[(0, 1), (1, 1)]))),
-        _ => return None,
+        _ => return keras_loss(name),
     })
+}
+
+/// The Keras loss cases: per example, the default reduction, and the
+/// weighted sum.
+fn keras_loss(name: &str) -> Option<Recipe> {
+    let loss = match name.strip_prefix("keras ")? {
+        "MeanSquaredError" => Loss::MeanSquaredError,
+        "MeanAbsoluteError" => Loss::MeanAbsoluteError,
+        "MeanAbsolutePercentageError" => Loss::MeanAbsolutePercentageError,
+        "MeanSquaredLogarithmicError" => Loss::MeanSquaredLogarithmicError,
+        "Huber" => Loss::Huber { delta: 0.7 },
+        "LogCosh" => Loss::LogCosh,
+        "Hinge" | "Hinge pm1" => Loss::Hinge,
+        "SquaredHinge" => Loss::SquaredHinge,
+        "CategoricalHinge" => Loss::CategoricalHinge,
+        "CosineSimilarity" => Loss::CosineSimilarity { axis: -1 },
+        "KLDivergence" => Loss::KLDivergence,
+        "Poisson" => Loss::Poisson,
+        "BinaryCrossentropy" => Loss::BinaryCrossentropy { from_logits: false },
+        "BinaryCrossentropy logits" => Loss::BinaryCrossentropy { from_logits: true },
+        "BinaryFocalCrossentropy" => Loss::BinaryFocalCrossentropy {
+            apply_class_balancing: true,
+            alpha: 0.25,
+            gamma: 1.5,
+            from_logits: false,
+            label_smoothing: 0.0,
+        },
+        "BinaryFocalCrossentropy logits" => Loss::BinaryFocalCrossentropy {
+            apply_class_balancing: false,
+            alpha: 0.25,
+            gamma: 2.0,
+            from_logits: true,
+            label_smoothing: 0.1,
+        },
+        "CategoricalCrossentropy" => Loss::CategoricalCrossentropy { from_logits: false },
+        "CategoricalCrossentropy logits" => Loss::CategoricalCrossentropy { from_logits: true },
+        "CategoricalFocalCrossentropy" => {
+            Loss::CategoricalFocalCrossentropy { alpha: 0.25, gamma: 2.0, from_logits: false, label_smoothing: 0.0 }
+        }
+        "CategoricalFocalCrossentropy logits" => {
+            Loss::CategoricalFocalCrossentropy { alpha: 0.5, gamma: 2.0, from_logits: true, label_smoothing: 0.2 }
+        }
+        "SparseCategoricalCrossentropy" => Loss::SparseCategoricalCrossentropy { from_logits: false },
+        "SparseCategoricalCrossentropy logits" => Loss::SparseCategoricalCrossentropy { from_logits: true },
+        "CategoricalGeneralizedCrossEntropy" => Loss::CategoricalGeneralizedCrossEntropy { q: 0.7 },
+        "Dice" => Loss::Dice,
+        "Tversky" => Loss::Tversky { alpha: 0.3, beta: 0.7 },
+        _ => return None,
+    };
+    Some(r(move |x| {
+        Ok(vec![
+            loss.compute_with(&x[0], &x[1], Reduction::None, None)?,
+            loss.compute(&x[0], &x[1])?,
+            loss.compute_with(&x[0], &x[1], Reduction::Sum, Some(&x[2]))?,
+        ])
+    }))
 }
 
 /// One case of the manifest.
