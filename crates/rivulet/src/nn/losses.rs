@@ -365,7 +365,6 @@ fn huber_elements(y: &Tensor, y_pred: &Tensor, delta: f64) -> Result<Tensor> {
     ops::select(&ops::less_equal(&e, delta)?, &quad, &lin)
 }
 
-#[track_caller]
 /// Log-probabilities over the last axis: from logits stably, from
 /// probabilities as Keras (renormalized to sum to 1, then clipped to
 /// `[eps, 1 - eps]`, so the gradient reaches every class).

@@ -387,7 +387,7 @@ pub fn space_to_batch_nd(x: &Tensor, block: &[usize], paddings: &[(usize, usize)
     let mut shape = vec![dims[0] as i64];
     for i in 0..m {
         let p = dims[i + 1] + paddings[i].0 + paddings[i].1;
-        if p % block[i] != 0 {
+        if !p.is_multiple_of(block[i]) {
             bail!(shape, "space_to_batch_nd: padded axis {} ({p}) is not a multiple of the block {}", i + 1, block[i]);
         }
         shape.push((p / block[i]) as i64);
@@ -415,7 +415,8 @@ pub fn batch_to_space(x: &Tensor, block: &[usize], crops: &[(usize, usize)]) -> 
     let m = block.len();
     let dims = x.shape().dims().to_vec();
     let prod: usize = block.iter().product();
-    if crops.len() != m || x.rank() < m + 1 || !x.shape().is_fully_known() || prod == 0 || dims[0] % prod != 0 {
+    if crops.len() != m || x.rank() < m + 1 || !x.shape().is_fully_known() || prod == 0 || !dims[0].is_multiple_of(prod)
+    {
         bail!(shape, "batch_to_space: {m} block sizes and crops for {:?}", x.shape());
     }
     let b = dims[0] / prod;
@@ -448,6 +449,9 @@ pub fn batch_to_space(x: &Tensor, block: &[usize], crops: &[(usize, usize)]) -> 
     mv::slice(&full, &begin, &size)
 }
 
+/// `(before, after)` amounts per axis.
+pub type Paddings = Vec<(usize, usize)>;
+
 /// The paddings (and crops) that make each spatial axis of `input_shape`
 /// a multiple of its block, after `base_paddings` (TensorFlow's
 /// `required_space_to_batch_paddings`).
@@ -455,7 +459,7 @@ pub fn required_space_to_batch_paddings(
     input_shape: &[usize],
     block: &[usize],
     base_paddings: Option<&[(usize, usize)]>,
-) -> Result<(Vec<(usize, usize)>, Vec<(usize, usize)>)> {
+) -> Result<(Paddings, Paddings)> {
     if input_shape.len() != block.len() || block.contains(&0) {
         bail!(shape, "required_space_to_batch_paddings: {} dims and {} block sizes", input_shape.len(), block.len());
     }
