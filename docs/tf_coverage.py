@@ -368,11 +368,21 @@ losses.sparse_categorical_crossentropy C per_example | Loss::SparseCategoricalCr
 losses.squared_hinge C per_example | Loss::SquaredHinge.per_example
 losses.tversky C per_example | Loss::Tversky.per_example
 
-optimizers.SGD S sgd | momentum and Nesterov too
-optimizers.Adam S adam
+optimizers.SGD S momentum | Keras 3's velocity form; sgd without momentum
+optimizers.Adam S adam | amsgrad planned
 optimizers.AdamW S adamw
-optimizers.RMSprop S rmsprop
+optimizers.RMSprop S rmsprop | momentum and centered planned
 optimizers.Adagrad S adagrad
+optimizers.Adamax S adamax
+optimizers.Nadam S nadam
+optimizers.Adadelta S adadelta
+optimizers.Ftrl S ftrl | every regularization option through UpdateRule::Ftrl
+optimizers.Lion S lion
+optimizers.Adafactor P - | factored second moments (two slots of other shapes)
+optimizers.Lamb P - | layer-wise trust ratio (a norm per variable)
+optimizers.LossScaleOptimizer P - | mixed precision's dynamic loss scaling
+optimizers.Muon P - | Newton-Schulz orthogonalization (matrix products per step)
+optimizers.ScheduleFreeAdamW P - | schedule-free averaging (an extra copy of the weights)
 
 linalg.matmul S matmul
 linalg.einsum S einsum

@@ -322,9 +322,10 @@ fn apply_update(ex: &Ex<'_>, rule: &UpdateRule, inputs: &[&Value]) -> Result<Vec
     Ok(match *rule {
         UpdateRule::Sgd => vec![minus_lr(g)?],
         UpdateRule::Momentum { momentum, nesterov } => {
-            let acc = ex.binary(add, &scaled(inputs[4], momentum)?, g)?;
-            let step = if nesterov { ex.binary(add, g, &scaled(&acc, momentum)?)? } else { acc.clone() };
-            vec![minus_lr(&step)?, acc]
+            // Keras 3: m = m mu - g lr; w += m, or w += m mu - g lr (Nesterov).
+            let m = ex.binary(sub, &scaled(inputs[4], momentum)?, &scaled(g, lr)?)?;
+            let step = if nesterov { ex.binary(sub, &scaled(&m, momentum)?, &scaled(g, lr)?)? } else { m.clone() };
+            vec![ex.binary(add, w, &step)?, m]
         }
         UpdateRule::Adam { beta1, beta2, epsilon, weight_decay } => {
             // Keras: m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); with decay
@@ -352,6 +353,49 @@ fn apply_update(ex: &Ex<'_>, rule: &UpdateRule, inputs: &[&Value]) -> Result<Vec
             let acc = ex.binary(add, inputs[4], &ex.binary(mul, g, g)?)?;
             let denom = ex.unary(UnaryOp::Sqrt, &ex.with(add, &acc, epsilon)?)?;
             vec![ex.binary(sub, w, &ex.binary(div, &scaled(g, lr)?, &denom)?)?, acc]
+        }
+        UpdateRule::Adamax { beta1, beta2, epsilon } => {
+            let m = ex.binary(add, inputs[4], &scaled(&ex.binary(sub, g, inputs[4])?, 1.0 - beta1)?)?;
+            let u = ex.binary(BinaryOp::Maximum, &scaled(inputs[5], beta2)?, &ex.unary(UnaryOp::Abs, g)?)?;
+            let denom = scaled(&ex.with(add, &u, epsilon)?, 1.0 - beta1.powf(step))?;
+            vec![ex.binary(sub, w, &ex.binary(div, &scaled(&m, lr)?, &denom)?)?, m, u]
+        }
+        UpdateRule::Nadam { beta1, beta2, epsilon } => {
+            let (u_t, u_next, prod, prod_next) = crate::op::optim::nadam_schedule(beta1, step);
+            let m = ex.binary(add, inputs[4], &scaled(&ex.binary(sub, g, inputs[4])?, 1.0 - beta1)?)?;
+            let g2 = ex.binary(mul, g, g)?;
+            let v = ex.binary(add, inputs[5], &scaled(&ex.binary(sub, &g2, inputs[5])?, 1.0 - beta2)?)?;
+            let m_hat =
+                ex.binary(add, &scaled(&m, u_next / (1.0 - prod_next))?, &scaled(g, (1.0 - u_t) / (1.0 - prod))?)?;
+            let v_hat = ex.with(div, &v, 1.0 - beta2.powf(step))?;
+            let denom = ex.with(add, &ex.unary(UnaryOp::Sqrt, &v_hat)?, epsilon)?;
+            vec![ex.binary(sub, w, &ex.binary(div, &scaled(&m_hat, lr)?, &denom)?)?, m, v]
+        }
+        UpdateRule::Adadelta { rho, epsilon } => {
+            let rms = |x: &Value| ex.unary(UnaryOp::Sqrt, &ex.with(add, x, epsilon)?);
+            let ag = ex.binary(add, &scaled(inputs[4], rho)?, &scaled(&ex.binary(mul, g, g)?, 1.0 - rho)?)?;
+            let delta = ex.unary(UnaryOp::Neg, &ex.binary(div, &ex.binary(mul, &rms(inputs[5])?, g)?, &rms(&ag)?)?)?;
+            let d2 = ex.binary(mul, &delta, &delta)?;
+            let ad = ex.binary(add, &scaled(inputs[5], rho)?, &scaled(&d2, 1.0 - rho)?)?;
+            vec![ex.binary(add, w, &scaled(&delta, lr)?)?, ag, ad]
+        }
+        UpdateRule::Ftrl { learning_rate_power, l1, l2, l2_shrinkage, beta } => {
+            let (acc, linear) = (inputs[4], inputs[5]);
+            let power = -learning_rate_power;
+            let grad = ex.binary(add, g, &scaled(w, 2.0 * l2_shrinkage)?)?;
+            let new_acc = ex.binary(add, acc, &ex.binary(mul, g, g)?)?;
+            let (pn, pa) = (ex.with(BinaryOp::Pow, &new_acc, power)?, ex.with(BinaryOp::Pow, acc, power)?);
+            let sigma = ex.with(div, &ex.binary(sub, &pn, &pa)?, lr)?;
+            let linear = ex.binary(add, linear, &ex.binary(sub, &grad, &ex.binary(mul, &sigma, w)?)?)?;
+            let quadratic = ex.with(add, &ex.with(div, &pn, lr)?, 2.0 * (l2 + beta / (2.0 * lr)))?;
+            let clipped = ex.with(BinaryOp::Minimum, &ex.with(BinaryOp::Maximum, &linear, -l1)?, l1)?;
+            vec![ex.binary(div, &ex.binary(sub, &clipped, &linear)?, &quadratic)?, new_acc, linear]
+        }
+        UpdateRule::Lion { beta1, beta2 } => {
+            let m = inputs[4];
+            let direction = ex.unary(UnaryOp::Sign, &ex.binary(add, &scaled(m, beta1)?, &scaled(g, 1.0 - beta1)?)?)?;
+            let m_new = ex.binary(add, &scaled(m, beta2)?, &scaled(g, 1.0 - beta2)?)?;
+            vec![ex.binary(sub, w, &scaled(&direction, lr)?)?, m_new]
         }
     })
 }

@@ -158,12 +158,34 @@ impl Optimizer {
     pub fn adagrad(lr: impl Into<LearningRate>) -> Optimizer {
         Optimizer::with_rule("Adagrad", UpdateRule::Adagrad { epsilon: 1e-7 }, lr)
     }
+    /// Adamax with Keras's defaults (beta1 0.9, beta2 0.999, epsilon 1e-7).
+    pub fn adamax(lr: impl Into<LearningRate>) -> Optimizer {
+        Optimizer::with_rule("Adamax", UpdateRule::Adamax { beta1: 0.9, beta2: 0.999, epsilon: 1e-7 }, lr)
+    }
+    /// Nadam with Keras's defaults (beta1 0.9, beta2 0.999, epsilon 1e-7).
+    pub fn nadam(lr: impl Into<LearningRate>) -> Optimizer {
+        Optimizer::with_rule("Nadam", UpdateRule::Nadam { beta1: 0.9, beta2: 0.999, epsilon: 1e-7 }, lr)
+    }
+    /// Adadelta with Keras's defaults (rho 0.95, epsilon 1e-7).
+    pub fn adadelta(lr: impl Into<LearningRate>) -> Optimizer {
+        Optimizer::with_rule("Adadelta", UpdateRule::Adadelta { rho: 0.95, epsilon: 1e-7 }, lr)
+    }
+    /// FTRL with Keras's defaults (learning-rate power -0.5, no
+    /// regularization, the accumulator starting at 0.1).
+    pub fn ftrl(lr: impl Into<LearningRate>) -> Optimizer {
+        let rule = UpdateRule::Ftrl { learning_rate_power: -0.5, l1: 0.0, l2: 0.0, l2_shrinkage: 0.0, beta: 0.0 };
+        Optimizer::with_rule("Ftrl", rule, lr)
+    }
+    /// Lion with Keras's defaults (beta1 0.9, beta2 0.99).
+    pub fn lion(lr: impl Into<LearningRate>) -> Optimizer {
+        Optimizer::with_rule("Lion", UpdateRule::Lion { beta1: 0.9, beta2: 0.99 }, lr)
+    }
     /// Any rule.
     pub fn new(rule: UpdateRule, lr: impl Into<LearningRate>) -> Optimizer {
         Optimizer::with_rule("Optimizer", rule, lr)
     }
-    /// Where Adagrad's accumulator starts (Keras's
-    /// `initial_accumulator_value`, 0.1 by default; other rules' slots start at 0).
+    /// Where Adagrad's and FTRL's accumulators start (Keras's
+    /// `initial_accumulator_value`, 0.1 by default; other slots start at 0).
     pub fn with_initial_accumulator_value(mut self, value: f64) -> Optimizer {
         self.initial_accumulator = value;
         self
@@ -232,25 +254,30 @@ impl Optimizer {
         // that needs the lock. (Values are never written in place, so the
         // slots may share them.)
         // Ok: the variable's graph; Err: the eager slots' initial values.
-        let init = if matches!(self.rule, UpdateRule::Adagrad { .. }) { self.initial_accumulator } else { 0.0 };
+        let accumulates = matches!(self.rule, UpdateRule::Adagrad { .. } | UpdateRule::Ftrl { .. });
+        let init = |k: usize| if accumulates && k == 0 { self.initial_accumulator } else { 0.0 };
         let home = match var.graph() {
             Some(g) => Ok(g),
             // Eager even when first used inside a traced function.
-            None => Err(crate::context::eager_scope(|| ops::fill(Ctx::Eager, var.shape().clone(), init, var.dtype()))?),
+            None => Err((0..self.rule.num_slots())
+                .map(|k| {
+                    crate::context::eager_scope(|| ops::fill(Ctx::Eager, var.shape().clone(), init(k), var.dtype()))
+                })
+                .collect::<Result<Vec<_>>>()?),
         };
         let mut slots = self.slots.lock();
         if let Some(s) = slots.get(&var.id()) {
             return Ok(s.vars.clone());
         }
         let mut vars = Vec::new();
-        for name in self.rule.slot_names() {
+        for (k, name) in self.rule.slot_names().iter().enumerate() {
             let slot_name = format!("{}/{}", var.name(), name);
             let v = match &home {
                 Ok(g) => {
-                    let start = ops::fill(Ctx::Graph(g), var.shape().clone(), init, var.dtype())?;
+                    let start = ops::fill(Ctx::Graph(g), var.shape().clone(), init(k), var.dtype())?;
                     Variable::in_graph(g, &slot_name, &start, false)?
                 }
-                Err(zeros) => Variable::new(&slot_name, zeros, false)?,
+                Err(starts) => Variable::new(&slot_name, &starts[k], false)?,
             };
             vars.push(v);
         }

@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 pub enum UpdateRule {
     /// `w -= lr * g`
     Sgd,
-    /// `a = momentum * a + g; w -= lr * a`, or with Nesterov
-    /// `w -= lr * (g + momentum * a)` (slot: `a`).
+    /// Keras 3's velocity form: `m = momentum * m - lr * g; w += m`, or with
+    /// Nesterov `w += momentum * m - lr * g` (slot: `m`). The learning rate
+    /// is inside the velocity, so under a schedule it differs from TF1's
+    /// `a = momentum * a + g; w -= lr * a`.
     Momentum { momentum: f64, nesterov: bool },
     /// Kingma & Ba (2015) in Keras's form, epsilon outside the bias
     /// correction: `m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2);
@@ -28,6 +30,33 @@ pub enum UpdateRule {
     /// Keras's epsilon inside the root; slot: `acc`, which `Optimizer`
     /// starts at Keras's `initial_accumulator_value`, 0.1).
     Adagrad { epsilon: f64 },
+    /// Adam with the infinity norm (Kingma & Ba 2015, section 7.1), Keras's
+    /// form: `m += (g - m)(1 - b1); u = max(b2 u, |g|);
+    /// w -= lr m / ((1 - b1^t)(u + eps))` (slots: `m`, `u`).
+    Adamax { beta1: f64, beta2: f64, epsilon: f64 },
+    /// Adam with Nesterov momentum (Dozat 2016), Keras's form with the
+    /// momentum schedule `u_t = b1 (1 - 0.5 * 0.96^t)` (slots: `m`, `v`).
+    Nadam { beta1: f64, beta2: f64, epsilon: f64 },
+    /// Zeiler (2012): `ag = rho ag + (1 - rho) g^2;
+    /// d = -sqrt(ad + eps) g / sqrt(ag + eps); ad = rho ad + (1 - rho) d^2;
+    /// w += lr d` (slots: `ag`, `ad`).
+    Adadelta { rho: f64, epsilon: f64 },
+    /// Follow-the-regularized-leader (McMahan et al. 2013) as Keras computes
+    /// it, with `l2` already including `beta / (2 lr)` (slots: the
+    /// accumulator, which `Optimizer` starts at 0.1, and `linear`).
+    Ftrl { learning_rate_power: f64, l1: f64, l2: f64, l2_shrinkage: f64, beta: f64 },
+    /// Chen et al. (2023): `w -= lr sign(b1 m + (1 - b1) g); m = b2 m + (1 - b2) g` (slot: `m`).
+    Lion { beta1: f64, beta2: f64 },
+}
+
+/// Nadam's momentum-schedule factors at 1-based `step`: `(u_t, u_(t+1),
+/// prod_(i<=t) u_i, prod_(i<=t+1) u_i)`.
+pub(crate) fn nadam_schedule(beta1: f64, step: f64) -> (f64, f64, f64, f64) {
+    let u = |i: f64| beta1 * (1.0 - 0.5 * 0.96f64.powf(i));
+    let steps = step.max(0.0).min(1e7) as u64;
+    let product = (1..=steps).fold(1.0, |p, i| p * u(i as f64));
+    let next = u(step + 1.0);
+    (u(step), next, product, product * next)
 }
 
 impl UpdateRule {
@@ -35,8 +64,15 @@ impl UpdateRule {
     pub fn num_slots(&self) -> usize {
         match self {
             UpdateRule::Sgd => 0,
-            UpdateRule::Momentum { .. } | UpdateRule::RmsProp { .. } | UpdateRule::Adagrad { .. } => 1,
-            UpdateRule::Adam { .. } => 2,
+            UpdateRule::Momentum { .. }
+            | UpdateRule::RmsProp { .. }
+            | UpdateRule::Adagrad { .. }
+            | UpdateRule::Lion { .. } => 1,
+            UpdateRule::Adam { .. }
+            | UpdateRule::Adamax { .. }
+            | UpdateRule::Nadam { .. }
+            | UpdateRule::Adadelta { .. }
+            | UpdateRule::Ftrl { .. } => 2,
         }
     }
     /// Names of the slots, in input/output order.
@@ -47,6 +83,11 @@ impl UpdateRule {
             UpdateRule::Adam { .. } => &["m", "v"],
             UpdateRule::RmsProp { .. } => &["ms"],
             UpdateRule::Adagrad { .. } => &["accumulator"],
+            UpdateRule::Adamax { .. } => &["m", "u"],
+            UpdateRule::Nadam { .. } => &["m", "v"],
+            UpdateRule::Adadelta { .. } => &["accumulated_grad", "accumulated_delta_var"],
+            UpdateRule::Ftrl { .. } => &["accumulator", "linear"],
+            UpdateRule::Lion { .. } => &["m"],
         }
     }
     pub(crate) fn type_name(&self) -> &'static str {
@@ -57,6 +98,11 @@ impl UpdateRule {
             UpdateRule::Adam { .. } => "ApplyAdam",
             UpdateRule::RmsProp { .. } => "ApplyRMSProp",
             UpdateRule::Adagrad { .. } => "ApplyAdagrad",
+            UpdateRule::Adamax { .. } => "ApplyAdaMax",
+            UpdateRule::Nadam { .. } => "ApplyNadam",
+            UpdateRule::Adadelta { .. } => "ApplyAdadelta",
+            UpdateRule::Ftrl { .. } => "ApplyFtrl",
+            UpdateRule::Lion { .. } => "ApplyLion",
         }
     }
     /// Name of the in-place form (`Op::ResourceApplyUpdate`).
@@ -68,6 +114,11 @@ impl UpdateRule {
             UpdateRule::Adam { .. } => "_ResourceApplyAdam",
             UpdateRule::RmsProp { .. } => "_ResourceApplyRMSProp",
             UpdateRule::Adagrad { .. } => "_ResourceApplyAdagrad",
+            UpdateRule::Adamax { .. } => "_ResourceApplyAdaMax",
+            UpdateRule::Nadam { .. } => "_ResourceApplyNadam",
+            UpdateRule::Adadelta { .. } => "_ResourceApplyAdadelta",
+            UpdateRule::Ftrl { .. } => "_ResourceApplyFtrl",
+            UpdateRule::Lion { .. } => "_ResourceApplyLion",
         }
     }
 }

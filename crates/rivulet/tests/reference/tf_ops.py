@@ -313,6 +313,47 @@ def loss_of(outs):
     return total
 
 
+# Keras optimizer trajectories: f64 weights [1, -0.5, 2, 0.25], ten steps on
+# loss = scale * sum(w^3 + w^2 / 2), at gradient scales 1 and 1e-4; each
+# file holds the weights after every step.
+OPTIMIZERS = {
+    # Learning rates Keras's f32 variable holds exactly where a trajectory grows fast.
+    "SGD": lambda: tf.keras.optimizers.SGD(0.03125),
+    "SGD momentum": lambda: tf.keras.optimizers.SGD(0.03125, momentum=0.9),
+    "SGD nesterov": lambda: tf.keras.optimizers.SGD(0.03125, momentum=0.9, nesterov=True),
+    "Adam": lambda: tf.keras.optimizers.Adam(0.01),
+    "AdamW": lambda: tf.keras.optimizers.AdamW(0.01, weight_decay=0.1),
+    "RMSprop": lambda: tf.keras.optimizers.RMSprop(0.01),
+    "Adagrad": lambda: tf.keras.optimizers.Adagrad(0.1),
+    "Adamax": lambda: tf.keras.optimizers.Adamax(0.01),
+    "Nadam": lambda: tf.keras.optimizers.Nadam(0.01),
+    "Adadelta": lambda: tf.keras.optimizers.Adadelta(1.0),
+    "Ftrl": lambda: tf.keras.optimizers.Ftrl(0.1),
+    "Ftrl regularized": lambda: tf.keras.optimizers.Ftrl(0.1, learning_rate_power=-0.7, l1_regularization_strength=0.01,
+                                                         l2_regularization_strength=0.02, beta=0.5,
+                                                         l2_shrinkage_regularization_strength=0.03),
+    "Lion": lambda: tf.keras.optimizers.Lion(0.01),
+}
+
+
+def optimizer_trajectories(steps=10):
+    out = []
+    for name, make in OPTIMIZERS.items():
+        for scale in [1.0, 1e-4]:
+            opt = make()
+            w = tf.Variable(np.array([1.0, -0.5, 2.0, 0.25], np.float64))
+            path = []
+            for _ in range(steps):
+                with tf.GradientTape() as t:
+                    loss = scale * tf.reduce_sum(w * w * w + 0.5 * w * w)
+                opt.apply_gradients(zip(t.gradient(loss, [w]), [w]))
+                path.append(w.numpy().copy())
+            file = f"optimizer_{name.replace(' ', '_')}_{scale:g}.npy"
+            np.save(os.path.join(OUT, file), np.array(path))
+            out.append(dict(name=name, scale=scale, file=file))
+    return out
+
+
 def main():
     shutil.rmtree(OUT, ignore_errors=True)
     os.makedirs(OUT)
@@ -340,8 +381,9 @@ def main():
                 grads.append(g is not None)
         manifest.append(dict(name=c["name"], file=file, inputs=len(xs), outputs=len(outs), grads=grads,
                              rtol=c["rtol"], atol=c["atol"]))
+    optimizers = optimizer_trajectories()
     with open(os.path.join(OUT, "manifest.json"), "w") as f:
-        json.dump(dict(tensorflow=tf.__version__, cases=manifest), f, indent=1)
+        json.dump(dict(tensorflow=tf.__version__, cases=manifest, optimizers=optimizers), f, indent=1)
     print(f"{len(manifest)} cases from TensorFlow {tf.__version__} in {OUT}")
 
 

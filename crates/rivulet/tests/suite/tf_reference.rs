@@ -6,8 +6,9 @@
 //! values within the case's tolerance; gradients of the same weighted loss
 //! must match TensorFlow's.
 
-use rivulet::nn::{Loss, Reduction};
+use rivulet::nn::{Loss, Optimizer, Reduction};
 use rivulet::ops;
+use rivulet::ops::UpdateRule;
 use rivulet::{gradients, load_npy, Axes, DType, GradientTape, Graph, Result, Session, Tensor, Unconnected};
 use std::path::PathBuf;
 
@@ -295,6 +296,15 @@ struct Entry {
 struct Manifest {
     tensorflow: String,
     cases: Vec<Entry>,
+    optimizers: Vec<Trajectory>,
+}
+
+/// A Keras optimizer's weights after each step.
+#[derive(serde::Deserialize)]
+struct Trajectory {
+    name: String,
+    scale: f64,
+    file: String,
 }
 
 fn manifest() -> Manifest {
@@ -476,4 +486,100 @@ fn tensorflow_reference_suite_on_every_device_in_both_modes() {
         failures.join("\n")
     );
     assert!(checked >= 2 * m.cases.len(), "only {checked} runs");
+}
+
+/// The optimizer of a trajectory, as Keras's constructor in the generator makes it.
+fn keras_optimizer(name: &str) -> Option<Optimizer> {
+    Some(match name {
+        "SGD" => Optimizer::sgd(0.03125),
+        "SGD momentum" => Optimizer::momentum(0.03125, 0.9, false),
+        "SGD nesterov" => Optimizer::momentum(0.03125, 0.9, true),
+        "Adam" => Optimizer::adam(0.01),
+        "AdamW" => Optimizer::adamw(0.01, 0.1),
+        "RMSprop" => Optimizer::rmsprop(0.01),
+        "Adagrad" => Optimizer::adagrad(0.1),
+        "Adamax" => Optimizer::adamax(0.01),
+        "Nadam" => Optimizer::nadam(0.01),
+        "Adadelta" => Optimizer::adadelta(1.0),
+        "Ftrl" => Optimizer::ftrl(0.1),
+        "Ftrl regularized" => Optimizer::new(
+            UpdateRule::Ftrl { learning_rate_power: -0.7, l1: 0.01, l2: 0.02, l2_shrinkage: 0.03, beta: 0.5 },
+            0.1,
+        ),
+        "Lion" => Optimizer::lion(0.01),
+        _ => return None,
+    })
+}
+
+/// `scale * sum(w^3 + w^2 / 2)`, the generator's loss.
+fn trajectory_loss(w: &Tensor, scale: f64) -> Result<Tensor> {
+    let cube = ops::mul(&ops::mul(w, w)?, w)?;
+    let l = ops::add(&cube, &ops::mul(&ops::mul(w, w)?, 0.5)?)?;
+    ops::mul(&ops::sum(&l, Axes::All, false)?, scale)
+}
+
+/// Ten steps of every Keras optimizer (two scales of gradient) land on
+/// Keras's weights, eagerly and in a graph, on every device. Keras holds
+/// hyper-parameters in f32 (0.01 is 0.0099999998), hence 1e-6.
+#[test]
+fn keras_optimizer_trajectories_on_every_device_in_both_modes() {
+    let m = manifest();
+    let devices: Vec<String> = rivulet::devices().iter().map(|d| d.to_string()).collect();
+    let mut failures = Vec::new();
+    for t in &m.optimizers {
+        let want = load(&t.file);
+        let steps = want.shape().dims()[0];
+        let want = crate::common::values(&want);
+        let start = Tensor::from_slice(&[1.0f64, -0.5, 2.0, 0.25], [4]).unwrap();
+        for device in &devices {
+            for graph_mode in [false, true] {
+                let what = format!(
+                    "{} at scale {} ({}, {device})",
+                    t.name,
+                    t.scale,
+                    if graph_mode { "graph" } else { "eager" }
+                );
+                let opt = keras_optimizer(&t.name).unwrap_or_else(|| panic!("no optimizer for {}", t.name));
+                let run = || -> Result<Vec<Vec<f64>>> {
+                    rivulet::device(device, || -> Result<Vec<Vec<f64>>> {
+                        let mut path = Vec::new();
+                        if graph_mode {
+                            let g = Graph::new();
+                            let w = rivulet::Variable::in_graph(&g, "w", &start, true)?;
+                            let step = opt.minimize(&trajectory_loss(&w.read(), t.scale)?, &[&w])?;
+                            let s = Session::new(&g);
+                            s.run_targets(&[&g.global_variables_initializer()?])?;
+                            for _ in 0..steps {
+                                s.run_targets(&[&step])?;
+                                path.push(crate::common::values(&s.run(&[&w.read()], &[])?[0]));
+                            }
+                        } else {
+                            let w = rivulet::Variable::new(&what, &start, true)?;
+                            for _ in 0..steps {
+                                let tape = GradientTape::new();
+                                let l = trajectory_loss(&w.read(), t.scale)?;
+                                let grad = tape.gradient_vars(&l, &[&w])?.remove(0).expect("a gradient");
+                                opt.apply_gradients(&[(grad, &w)])?;
+                                path.push(crate::common::values(&w.read()));
+                            }
+                        }
+                        Ok(path)
+                    })?
+                };
+                match run() {
+                    Err(e) => failures.push(format!("{what}: {e}")),
+                    Ok(path) => {
+                        for (k, row) in path.iter().enumerate() {
+                            let tf = &want[k * 4..k * 4 + 4];
+                            if row.iter().zip(tf).any(|(a, b)| (a - b).abs() > 1e-6 * (1.0 + b.abs())) {
+                                failures.push(format!("{what}: step {}: {row:?}, Keras {tf:?}", k + 1));
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} failures against Keras:\n{}", failures.len(), failures.join("\n"));
 }

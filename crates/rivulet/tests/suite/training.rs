@@ -89,13 +89,13 @@ fn reference_step(rule: UpdateRule, w: &mut [f64], g: &[f64], slots: &mut [Vec<f
         match rule {
             UpdateRule::Sgd => w[i] -= lr * g[i],
             UpdateRule::Momentum { momentum, nesterov } => {
-                // Keras/TF: accum = momentum * accum + g;
-                // w -= lr * accum, or with Nesterov w -= lr * (g + momentum * accum).
-                slots[0][i] = momentum * slots[0][i] + g[i];
+                // Keras 3: m = momentum * m - lr * g; w += m, or with
+                // Nesterov w += momentum * m - lr * g.
+                slots[0][i] = momentum * slots[0][i] - lr * g[i];
                 if nesterov {
-                    w[i] -= lr * (g[i] + momentum * slots[0][i]);
+                    w[i] += momentum * slots[0][i] - lr * g[i];
                 } else {
-                    w[i] -= lr * slots[0][i];
+                    w[i] += slots[0][i];
                 }
             }
             UpdateRule::Adam { beta1, beta2, epsilon, weight_decay } => {
@@ -116,6 +116,49 @@ fn reference_step(rule: UpdateRule, w: &mut [f64], g: &[f64], slots: &mut [Vec<f
                 slots[0][i] += g[i] * g[i];
                 w[i] -= lr * g[i] / (slots[0][i] + epsilon).sqrt();
             }
+            UpdateRule::Adamax { beta1, beta2, epsilon } => {
+                slots[0][i] += (g[i] - slots[0][i]) * (1.0 - beta1);
+                slots[1][i] = (beta2 * slots[1][i]).max(g[i].abs());
+                w[i] -= lr * slots[0][i] / ((1.0 - beta1.powi(t as i32)) * (slots[1][i] + epsilon));
+            }
+            UpdateRule::Nadam { beta1, beta2, epsilon } => {
+                // Dozat's momentum schedule u_t = b1 (1 - 0.96^t / 2), as Keras.
+                let u = |k: u32| beta1 * (1.0 - 0.5 * 0.96f64.powi(k as i32));
+                let product: f64 = (1..=t).map(u).product();
+                let next = product * u(t + 1);
+                slots[0][i] += (g[i] - slots[0][i]) * (1.0 - beta1);
+                slots[1][i] += (g[i] * g[i] - slots[1][i]) * (1.0 - beta2);
+                let m_hat = u(t + 1) * slots[0][i] / (1.0 - next) + (1.0 - u(t)) * g[i] / (1.0 - product);
+                let v_hat = slots[1][i] / (1.0 - beta2.powi(t as i32));
+                w[i] -= lr * m_hat / (v_hat.sqrt() + epsilon);
+            }
+            UpdateRule::Adadelta { rho, epsilon } => {
+                slots[0][i] = rho * slots[0][i] + (1.0 - rho) * g[i] * g[i];
+                let delta = -(slots[1][i] + epsilon).sqrt() * g[i] / (slots[0][i] + epsilon).sqrt();
+                slots[1][i] = rho * slots[1][i] + (1.0 - rho) * delta * delta;
+                w[i] += lr * delta;
+            }
+            UpdateRule::Ftrl { learning_rate_power, l1, l2, l2_shrinkage, beta } => {
+                let p = -learning_rate_power;
+                let grad = g[i] + 2.0 * l2_shrinkage * w[i];
+                let acc = slots[0][i] + g[i] * g[i];
+                slots[1][i] += grad - (acc.powf(p) - slots[0][i].powf(p)) / lr * w[i];
+                let quadratic = acc.powf(p) / lr + 2.0 * (l2 + beta / (2.0 * lr));
+                w[i] = (slots[1][i].clamp(-l1, l1) - slots[1][i]) / quadratic;
+                slots[0][i] = acc;
+            }
+            UpdateRule::Lion { beta1, beta2 } => {
+                let d = beta1 * slots[0][i] + (1.0 - beta1) * g[i];
+                w[i] -= lr
+                    * if d > 0.0 {
+                        1.0
+                    } else if d < 0.0 {
+                        -1.0
+                    } else {
+                        0.0
+                    };
+                slots[0][i] = beta2 * slots[0][i] + (1.0 - beta2) * g[i];
+            }
         }
     }
 }
@@ -131,8 +174,9 @@ struct Snapshot {
 fn reference_run(rule: UpdateRule, w0: &[f64], grads: &[Vec<f64>], lr: impl Fn(u32) -> f64) -> Vec<Snapshot> {
     let mut w = w0.to_vec();
     // Keras starts Adagrad's accumulator at 0.1, the others' slots at 0.
-    let init = if matches!(rule, UpdateRule::Adagrad { .. }) { 0.1 } else { 0.0 };
-    let mut slots = vec![vec![init; w0.len()]; rule.num_slots()];
+    let accumulates = matches!(rule, UpdateRule::Adagrad { .. } | UpdateRule::Ftrl { .. });
+    let mut slots: Vec<Vec<f64>> =
+        (0..rule.num_slots()).map(|k| vec![if accumulates && k == 0 { 0.1 } else { 0.0 }; w0.len()]).collect();
     let mut out = Vec::new();
     for (k, g) in grads.iter().enumerate() {
         // The schedule sees the number of updates done before this one.
@@ -239,14 +283,14 @@ fn sgd_by_hand_and_by_equation() -> TestResult {
 
 #[test]
 fn momentum_by_hand_and_by_equation() -> TestResult {
-    // By hand, g = 1 each step, momentum 0.9, lr 0.1:
-    // accum 1, 1.9, 2.71 -> w decreases by 0.1, 0.19, 0.271.
+    // By hand, g = 1 each step, momentum 0.9, lr 0.1 (Keras 3's velocity
+    // m = 0.9 m - 0.1): m = -0.1, -0.19, -0.271 -> w moves by m.
     let opt = Optimizer::momentum(0.1, 0.9, false);
     let snaps = eager_run(&opt, &[0.0], &vec![vec![1.0]; 3])?;
     assert_close(&snaps[0].w, &[-0.1], 1e-15, "momentum step 1");
     assert_close(&snaps[1].w, &[-0.29], 1e-15, "momentum step 2");
     assert_close(&snaps[2].w, &[-0.561], 1e-15, "momentum step 3");
-    assert_close(&snaps[2].slots[0], &[2.71], 1e-15, "momentum accumulator");
+    assert_close(&snaps[2].slots[0], &[-0.271], 1e-15, "momentum velocity");
     check_rule(|| Optimizer::momentum(0.05, 0.9, false), 0.05)
 }
 
@@ -442,7 +486,7 @@ fn counter_slots_and_build_with_two_variables() -> TestResult {
 fn apply_update_op_directly_eager_and_graph() -> TestResult {
     let w = [1.0f64, -2.0, 0.5];
     let g = [0.5f64, -1.0, 2.0];
-    let s0 = [0.1f64, 0.2, -0.3];
+    let s0 = [0.1f64, 0.2, 0.3];
     let s1 = [0.01f64, 0.04, 0.09];
     let rules = [
         UpdateRule::Sgd,
@@ -452,6 +496,12 @@ fn apply_update_op_directly_eager_and_graph() -> TestResult {
         UpdateRule::Adam { beta1: 0.8, beta2: 0.99, epsilon: 1e-3, weight_decay: 0.01 },
         UpdateRule::RmsProp { rho: 0.9, epsilon: 1e-7 },
         UpdateRule::Adagrad { epsilon: 1e-7 },
+        UpdateRule::Adamax { beta1: 0.9, beta2: 0.999, epsilon: 1e-7 },
+        UpdateRule::Nadam { beta1: 0.9, beta2: 0.999, epsilon: 1e-7 },
+        UpdateRule::Adadelta { rho: 0.95, epsilon: 1e-7 },
+        UpdateRule::Ftrl { learning_rate_power: -0.5, l1: 0.0, l2: 0.0, l2_shrinkage: 0.0, beta: 0.0 },
+        UpdateRule::Ftrl { learning_rate_power: -0.7, l1: 0.3, l2: 0.02, l2_shrinkage: 0.03, beta: 0.5 },
+        UpdateRule::Lion { beta1: 0.9, beta2: 0.99 },
     ];
     let (lr, step) = (0.05f64, 3u32);
     for rule in rules {

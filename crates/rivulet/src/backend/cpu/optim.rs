@@ -29,6 +29,12 @@ trait Real:
 {
     fn of(v: f64) -> Self;
     fn sqrt(self) -> Self;
+    fn abs(self) -> Self;
+    fn maximum(self, o: Self) -> Self;
+    fn clamp_to(self, lo: Self, hi: Self) -> Self;
+    fn powf(self, e: Self) -> Self;
+    /// -1, 0 or 1 (TensorFlow's sign: zero stays zero, NaN stays NaN).
+    fn sign(self) -> Self;
 }
 impl Real for f32 {
     #[inline(always)]
@@ -39,6 +45,38 @@ impl Real for f32 {
     fn sqrt(self) -> f32 {
         f32::sqrt(self)
     }
+    #[inline(always)]
+    fn abs(self) -> f32 {
+        f32::abs(self)
+    }
+    #[inline(always)]
+    fn maximum(self, o: f32) -> f32 {
+        if self.is_nan() || o.is_nan() {
+            f32::NAN
+        } else {
+            f32::max(self, o)
+        }
+    }
+    #[inline(always)]
+    fn clamp_to(self, lo: f32, hi: f32) -> f32 {
+        self.max(lo).min(hi)
+    }
+    #[inline(always)]
+    fn powf(self, e: f32) -> f32 {
+        f32::powf(self, e)
+    }
+    #[inline(always)]
+    fn sign(self) -> f32 {
+        if self > 0.0 {
+            1.0
+        } else if self < 0.0 {
+            -1.0
+        } else if self == 0.0 {
+            0.0
+        } else {
+            self
+        }
+    }
 }
 impl Real for f64 {
     #[inline(always)]
@@ -48,6 +86,38 @@ impl Real for f64 {
     #[inline(always)]
     fn sqrt(self) -> f64 {
         f64::sqrt(self)
+    }
+    #[inline(always)]
+    fn abs(self) -> f64 {
+        f64::abs(self)
+    }
+    #[inline(always)]
+    fn maximum(self, o: f64) -> f64 {
+        if self.is_nan() || o.is_nan() {
+            f64::NAN
+        } else {
+            f64::max(self, o)
+        }
+    }
+    #[inline(always)]
+    fn clamp_to(self, lo: f64, hi: f64) -> f64 {
+        self.max(lo).min(hi)
+    }
+    #[inline(always)]
+    fn powf(self, e: f64) -> f64 {
+        f64::powf(self, e)
+    }
+    #[inline(always)]
+    fn sign(self) -> f64 {
+        if self > 0.0 {
+            1.0
+        } else if self < 0.0 {
+            -1.0
+        } else if self == 0.0 {
+            0.0
+        } else {
+            self
+        }
     }
 }
 
@@ -81,10 +151,10 @@ struct Momentum<T> {
 }
 impl<T: Real> Rule<T, 1> for Momentum<T> {
     #[inline(always)]
-    fn apply(&self, w: T, g: T, [a]: [T; 1]) -> (T, [T; 1]) {
-        let acc = self.mu * a + g;
-        let w = if self.nesterov { w - self.lr * (g + self.mu * acc) } else { w - self.lr * acc };
-        (w, [acc])
+    fn apply(&self, w: T, g: T, [m]: [T; 1]) -> (T, [T; 1]) {
+        let m = m * self.mu - g * self.lr;
+        let w = if self.nesterov { w + (m * self.mu - g * self.lr) } else { w + m };
+        (w, [m])
     }
 }
 
@@ -139,6 +209,103 @@ impl<T: Real> Rule<T, 1> for Adagrad<T> {
     }
 }
 
+#[derive(Clone, Copy)]
+struct Adamax<T> {
+    lr: T,
+    one_b1: T,
+    b2: T,
+    /// `1 - b1^t`.
+    correction: T,
+    eps: T,
+}
+impl<T: Real> Rule<T, 2> for Adamax<T> {
+    #[inline(always)]
+    fn apply(&self, w: T, g: T, [m, u]: [T; 2]) -> (T, [T; 2]) {
+        let m = m + (g - m) * self.one_b1;
+        let u = (self.b2 * u).maximum(g.abs());
+        (w - self.lr * m / (self.correction * (u + self.eps)), [m, u])
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Nadam<T> {
+    lr: T,
+    one_b1: T,
+    one_b2: T,
+    /// `u_(t+1) / (1 - prod u_(<=t+1))` and `(1 - u_t) / (1 - prod u_(<=t))`.
+    c_m: T,
+    c_g: T,
+    /// `1 - b2^t`.
+    v_correction: T,
+    eps: T,
+}
+impl<T: Real> Rule<T, 2> for Nadam<T> {
+    #[inline(always)]
+    fn apply(&self, w: T, g: T, [m, v]: [T; 2]) -> (T, [T; 2]) {
+        let m = m + (g - m) * self.one_b1;
+        let v = v + (g * g - v) * self.one_b2;
+        let m_hat = self.c_m * m + self.c_g * g;
+        let v_hat = v / self.v_correction;
+        (w - m_hat * self.lr / (v_hat.sqrt() + self.eps), [m, v])
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Adadelta<T> {
+    lr: T,
+    rho: T,
+    one_rho: T,
+    eps: T,
+}
+impl<T: Real> Rule<T, 2> for Adadelta<T> {
+    #[inline(always)]
+    fn apply(&self, w: T, g: T, [ag, ad]: [T; 2]) -> (T, [T; 2]) {
+        let ag = self.rho * ag + self.one_rho * (g * g);
+        let delta = T::of(0.0) - (ad + self.eps).sqrt() * g / (ag + self.eps).sqrt();
+        let ad = self.rho * ad + self.one_rho * (delta * delta);
+        (w + self.lr * delta, [ag, ad])
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Ftrl<T> {
+    lr: T,
+    /// `-learning_rate_power`.
+    power: T,
+    l1: T,
+    /// `l2 + beta / (2 lr)`.
+    l2: T,
+    l2_shrinkage: T,
+}
+impl<T: Real> Rule<T, 2> for Ftrl<T> {
+    #[inline(always)]
+    fn apply(&self, w: T, g: T, [acc, linear]: [T; 2]) -> (T, [T; 2]) {
+        let two = T::of(2.0);
+        let grad = g + two * self.l2_shrinkage * w;
+        let new_acc = acc + g * g;
+        let linear = linear + (grad - (new_acc.powf(self.power) - acc.powf(self.power)) / self.lr * w);
+        let quadratic = new_acc.powf(self.power) / self.lr + two * self.l2;
+        let clipped = linear.clamp_to(T::of(0.0) - self.l1, self.l1);
+        ((clipped - linear) / quadratic, [new_acc, linear])
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Lion<T> {
+    lr: T,
+    b1: T,
+    one_b1: T,
+    b2: T,
+    one_b2: T,
+}
+impl<T: Real> Rule<T, 1> for Lion<T> {
+    #[inline(always)]
+    fn apply(&self, w: T, g: T, [m]: [T; 1]) -> (T, [T; 1]) {
+        let update = (m * self.b1 + g * self.one_b1).sign();
+        (w - self.lr * update, [m * self.b2 + g * self.one_b2])
+    }
+}
+
 /// Evaluate `$body` with `$r` bound to `$rule`'s arithmetic for type `$t`
 /// (learning rate `$lr` and 1-based step `$step`, both f64).
 macro_rules! with_rule {
@@ -171,6 +338,53 @@ macro_rules! with_rule {
             }
             UpdateRule::Adagrad { epsilon } => {
                 let $r = Adagrad { lr, eps: <$t>::of(epsilon) };
+                $body
+            }
+            UpdateRule::Adamax { beta1, beta2, epsilon } => {
+                let $r = Adamax {
+                    lr,
+                    one_b1: <$t>::of(1.0 - beta1),
+                    b2: <$t>::of(beta2),
+                    correction: <$t>::of(1.0 - beta1.powf($step)),
+                    eps: <$t>::of(epsilon),
+                };
+                $body
+            }
+            UpdateRule::Nadam { beta1, beta2, epsilon } => {
+                let (u_t, u_next, prod, prod_next) = $crate::op::optim::nadam_schedule(beta1, $step);
+                let $r = Nadam {
+                    lr,
+                    one_b1: <$t>::of(1.0 - beta1),
+                    one_b2: <$t>::of(1.0 - beta2),
+                    c_m: <$t>::of(u_next / (1.0 - prod_next)),
+                    c_g: <$t>::of((1.0 - u_t) / (1.0 - prod)),
+                    v_correction: <$t>::of(1.0 - beta2.powf($step)),
+                    eps: <$t>::of(epsilon),
+                };
+                $body
+            }
+            UpdateRule::Adadelta { rho, epsilon } => {
+                let $r = Adadelta { lr, rho: <$t>::of(rho), one_rho: <$t>::of(1.0 - rho), eps: <$t>::of(epsilon) };
+                $body
+            }
+            UpdateRule::Ftrl { learning_rate_power, l1, l2, l2_shrinkage, beta } => {
+                let $r = Ftrl {
+                    lr,
+                    power: <$t>::of(-learning_rate_power),
+                    l1: <$t>::of(l1),
+                    l2: <$t>::of(l2 + beta / (2.0 * $lr)),
+                    l2_shrinkage: <$t>::of(l2_shrinkage),
+                };
+                $body
+            }
+            UpdateRule::Lion { beta1, beta2 } => {
+                let $r = Lion {
+                    lr,
+                    b1: <$t>::of(beta1),
+                    one_b1: <$t>::of(1.0 - beta1),
+                    b2: <$t>::of(beta2),
+                    one_b2: <$t>::of(1.0 - beta2),
+                };
                 $body
             }
         }

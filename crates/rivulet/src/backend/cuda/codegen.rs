@@ -444,9 +444,10 @@ __device__ __forceinline__ {t} rv_pow_{s}({t} x, {t} y, int* err) {{
 /// only when it calls one of them (`rv_sp_`).
 pub(crate) const SPECIAL_HELPERS: &str = r#"
 #define RV_PI 3.141592653589793
+#define RV_INF __longlong_as_double(0x7ff0000000000000ll)
 __device__ double rv_sp_digamma(double x) {
-    if (isnan(x) || x == -INFINITY || (x <= 0 && x == floor(x))) return __longlong_as_double(0x7ff8000000000000ll);
-    if (x == INFINITY) return x;
+    if (isnan(x) || x == -RV_INF || (x <= 0 && x == floor(x))) return __longlong_as_double(0x7ff8000000000000ll);
+    if (x == RV_INF) return x;
     double acc = 0;
     if (x < 0) { acc = -RV_PI / tan(RV_PI * (x - rint(x))); x = 1 - x; }
     while (x < 10) { acc -= 1 / x; x += 1; }
@@ -461,9 +462,9 @@ __device__ double rv_sp_zeta(double x, double q) {
         77683.0 / 14101100039391805440000.0, -236364091.0 / 1693824136731743669452800000.0};
     double nan = __longlong_as_double(0x7ff8000000000000ll);
     if (isnan(x) || isnan(q) || x < 1) return nan;
-    if (x == 1) return INFINITY;
-    if (q <= 0) { if (q == floor(q)) return INFINITY; if (x != floor(x)) return nan; }
-    if (q == INFINITY) return 0;
+    if (x == 1) return RV_INF;
+    if (q <= 0) { if (q == floor(q)) return RV_INF; if (x != floor(x)) return nan; }
+    if (q == RV_INF) return 0;
     double sum = 0, a = q;
     int k = 0;
     while (a < 10 || k < 2) { sum += pow(a, -x); a += 1; k += 1; }
@@ -509,19 +510,19 @@ __device__ double rv_sp_igammac_fraction(double a, double x) {
 __device__ double rv_sp_igamma(double a, double x) {
     if (isnan(a) || isnan(x) || a <= 0 || x < 0) return __longlong_as_double(0x7ff8000000000000ll);
     if (x == 0) return 0;
-    if (x == INFINITY) return 1;
+    if (x == RV_INF) return 1;
     return x < a + 1 ? rv_sp_igamma_series(a, x) : 1 - rv_sp_igammac_fraction(a, x);
 }
 __device__ double rv_sp_igammac(double a, double x) {
     if (isnan(a) || isnan(x) || a <= 0 || x < 0) return __longlong_as_double(0x7ff8000000000000ll);
     if (x == 0) return 1;
-    if (x == INFINITY) return 0;
+    if (x == RV_INF) return 0;
     return x < a + 1 ? 1 - rv_sp_igamma_series(a, x) : rv_sp_igammac_fraction(a, x);
 }
 __device__ double rv_sp_ndtri(double p) {
     if (isnan(p) || p < 0 || p > 1) return __longlong_as_double(0x7ff8000000000000ll);
-    if (p == 0) return -INFINITY;
-    if (p == 1) return INFINITY;
+    if (p == 0) return -RV_INF;
+    if (p == 1) return RV_INF;
     if (p == 0.5) return 0;
     double sign = 1;
     if (p > 0.5) { p = 1 - p; sign = -1; }
@@ -537,7 +538,7 @@ __device__ double rv_sp_ndtri(double p) {
 }
 __device__ double rv_sp_erfinv(double y) {
     if (isnan(y) || fabs(y) > 1) return __longlong_as_double(0x7ff8000000000000ll);
-    if (fabs(y) == 1) return y * INFINITY;
+    if (fabs(y) == 1) return y * RV_INF;
     if (y == 0) return y;
     if (fabs(y) <= 0.5) {
         double x = rv_sp_ndtri(0.5 * (1 + y)) * 0.7071067811865476;
@@ -561,7 +562,7 @@ __device__ double rv_sp_bessel(double x, int order1) {
             if (term < sum * 1e-17) break;
         }
         value = sum * exp(-ax);
-    } else if (ax == INFINITY) {
+    } else if (ax == RV_INF) {
         value = 0;
     } else {
         double mu = order1 ? 4 : 0, term = 1, sum = 1;

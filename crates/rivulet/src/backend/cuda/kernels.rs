@@ -236,10 +236,10 @@ __device__ void apply_update(const RvUpdate p) {
         if (p.rule == 0) {
             wo[i] = Num<T>::st(wi - gi * lr);
         } else if (p.rule == 1) {
-            A acc = Num<T>::ld(s1[i]) * (A)p.h1 + gi;
-            A st = p.flag ? gi + acc * (A)p.h1 : acc;
-            wo[i] = Num<T>::st(wi - st * lr);
-            s1o[i] = Num<T>::st(acc);
+            A m = Num<T>::ld(s1[i]) * (A)p.h1 - gi * lr;
+            A st = p.flag ? m * (A)p.h1 - gi * lr : m;
+            wo[i] = Num<T>::st(wi + st);
+            s1o[i] = Num<T>::st(m);
         } else if (p.rule == 2) {
             A m0 = Num<T>::ld(s1[i]), v0 = Num<T>::ld(s2[i]);
             A m = m0 + (gi - m0) * (A)(1.0 - p.h1);

@@ -698,6 +698,8 @@ impl CudaBackend {
             UpdateRule::Adam { beta1, beta2, epsilon, weight_decay } => (2, 0, [beta1, beta2, epsilon, weight_decay]),
             UpdateRule::RmsProp { rho, epsilon } => (3, 0, [rho, epsilon, 0.0, 0.0]),
             UpdateRule::Adagrad { epsilon } => (4, 0, [epsilon, 0.0, 0.0, 0.0]),
+            // The newer rules run as their decomposition into generated elementwise kernels.
+            _ => return Err(Error::unimplemented(format!("no CUDA kernel of its own for {}", rule.type_name()))),
         };
         let mut p = kernels::UpdateParams {
             w: address(&w)?,
@@ -740,7 +742,10 @@ impl Backend for CudaBackend {
                 Some(self.softmax(inputs[0], log).map(|v| smallvec::smallvec![v]))
             }
             Op::ApplyUpdate { rule } if inputs.first().is_some_and(|w| w.dtype.is_float()) => {
-                Some(self.apply_update(rule, inputs).map(Values::from_vec))
+                match self.apply_update(rule, inputs) {
+                    Err(e) if e.kind() == ErrorKind::Unimplemented => None,
+                    r => Some(r.map(Values::from_vec)),
+                }
             }
             _ => None,
         }
