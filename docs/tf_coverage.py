@@ -369,9 +369,9 @@ losses.squared_hinge C per_example | Loss::SquaredHinge.per_example
 losses.tversky C per_example | Loss::Tversky.per_example
 
 optimizers.SGD S momentum | Keras 3's velocity form; sgd without momentum
-optimizers.Adam S adam | amsgrad planned
+optimizers.Adam S adam | amsgrad: adam_amsgrad
 optimizers.AdamW S adamw
-optimizers.RMSprop S rmsprop | momentum and centered planned
+optimizers.RMSprop S rmsprop | momentum and centered: rmsprop_with
 optimizers.Adagrad S adagrad
 optimizers.Adamax S adamax
 optimizers.Nadam S nadam

@@ -391,6 +391,29 @@ fn apply_update(ex: &Ex<'_>, rule: &UpdateRule, inputs: &[&Value]) -> Result<Vec
             let clipped = ex.with(BinaryOp::Minimum, &ex.with(BinaryOp::Maximum, &linear, -l1)?, l1)?;
             vec![ex.binary(div, &ex.binary(sub, &clipped, &linear)?, &quadratic)?, new_acc, linear]
         }
+        UpdateRule::RmsPropMomentum { rho, momentum, epsilon, centered } => {
+            let g2 = ex.binary(mul, g, g)?;
+            let v = ex.binary(add, &scaled(inputs[4], rho)?, &scaled(&g2, 1.0 - rho)?)?;
+            let (a, denom) = if centered {
+                let a = ex.binary(add, &scaled(inputs[5], rho)?, &scaled(g, 1.0 - rho)?)?;
+                let d = ex.with(add, &ex.binary(sub, &v, &ex.binary(mul, &a, &a)?)?, epsilon)?;
+                (a, d)
+            } else {
+                (inputs[5].clone(), ex.with(add, &v, epsilon)?)
+            };
+            let increment = ex.binary(div, &scaled(g, lr)?, &ex.unary(UnaryOp::Sqrt, &denom)?)?;
+            let m = ex.binary(add, &scaled(inputs[6], momentum)?, &increment)?;
+            vec![ex.binary(sub, w, &m)?, v, a, m]
+        }
+        UpdateRule::AdamAmsgrad { beta1, beta2, epsilon } => {
+            let m = ex.binary(add, inputs[4], &scaled(&ex.binary(sub, g, inputs[4])?, 1.0 - beta1)?)?;
+            let g2 = ex.binary(mul, g, g)?;
+            let v = ex.binary(add, inputs[5], &scaled(&ex.binary(sub, &g2, inputs[5])?, 1.0 - beta2)?)?;
+            let v_hat = ex.binary(BinaryOp::Maximum, inputs[6], &v)?;
+            let alpha = lr * (1.0 - beta2.powf(step)).sqrt() / (1.0 - beta1.powf(step));
+            let denom = ex.with(add, &ex.unary(UnaryOp::Sqrt, &v_hat)?, epsilon)?;
+            vec![ex.binary(sub, w, &ex.binary(div, &scaled(&m, alpha)?, &denom)?)?, m, v, v_hat]
+        }
         UpdateRule::Lion { beta1, beta2 } => {
             let m = inputs[4];
             let direction = ex.unary(UnaryOp::Sign, &ex.binary(add, &scaled(m, beta1)?, &scaled(g, 1.0 - beta1)?)?)?;

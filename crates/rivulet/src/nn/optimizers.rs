@@ -158,6 +158,14 @@ impl Optimizer {
     pub fn adagrad(lr: impl Into<LearningRate>) -> Optimizer {
         Optimizer::with_rule("Adagrad", UpdateRule::Adagrad { epsilon: 1e-7 }, lr)
     }
+    /// RMSprop with Keras's `momentum` and `centered` options (rho 0.9, epsilon 1e-7).
+    pub fn rmsprop_with(lr: impl Into<LearningRate>, momentum: f64, centered: bool) -> Optimizer {
+        Optimizer::with_rule("RMSProp", UpdateRule::RmsPropMomentum { rho: 0.9, momentum, epsilon: 1e-7, centered }, lr)
+    }
+    /// Adam with AMSGrad (Keras's `amsgrad=True`; beta1 0.9, beta2 0.999, epsilon 1e-7).
+    pub fn adam_amsgrad(lr: impl Into<LearningRate>) -> Optimizer {
+        Optimizer::with_rule("Adam", UpdateRule::AdamAmsgrad { beta1: 0.9, beta2: 0.999, epsilon: 1e-7 }, lr)
+    }
     /// Adamax with Keras's defaults (beta1 0.9, beta2 0.999, epsilon 1e-7).
     pub fn adamax(lr: impl Into<LearningRate>) -> Optimizer {
         Optimizer::with_rule("Adamax", UpdateRule::Adamax { beta1: 0.9, beta2: 0.999, epsilon: 1e-7 }, lr)

@@ -45,6 +45,14 @@ pub enum UpdateRule {
     /// it, with `l2` already including `beta / (2 lr)` (slots: the
     /// accumulator, which `Optimizer` starts at 0.1, and `linear`).
     Ftrl { learning_rate_power: f64, l1: f64, l2: f64, l2_shrinkage: f64, beta: f64 },
+    /// RMSprop with Keras's `momentum` and `centered` options:
+    /// `v = rho v + (1 - rho) g^2`; centered: `a = rho a + (1 - rho) g`,
+    /// `d = v - a^2 + eps`, else `d = v + eps`; `i = lr g / sqrt(d)`;
+    /// `m = momentum m + i; w -= m` (slots: `v`, `a`, `m`).
+    RmsPropMomentum { rho: f64, momentum: f64, epsilon: f64, centered: bool },
+    /// Adam with AMSGrad's running maximum of `v` (Reddi et al. 2018), Keras's
+    /// form (slots: `m`, `v`, `v_hat`).
+    AdamAmsgrad { beta1: f64, beta2: f64, epsilon: f64 },
     /// Chen et al. (2023): `w -= lr sign(b1 m + (1 - b1) g); m = b2 m + (1 - b2) g` (slot: `m`).
     Lion { beta1: f64, beta2: f64 },
 }
@@ -73,6 +81,7 @@ impl UpdateRule {
             | UpdateRule::Nadam { .. }
             | UpdateRule::Adadelta { .. }
             | UpdateRule::Ftrl { .. } => 2,
+            UpdateRule::RmsPropMomentum { .. } | UpdateRule::AdamAmsgrad { .. } => 3,
         }
     }
     /// Names of the slots, in input/output order.
@@ -88,6 +97,8 @@ impl UpdateRule {
             UpdateRule::Adadelta { .. } => &["accumulated_grad", "accumulated_delta_var"],
             UpdateRule::Ftrl { .. } => &["accumulator", "linear"],
             UpdateRule::Lion { .. } => &["m"],
+            UpdateRule::RmsPropMomentum { .. } => &["velocity", "average_gradient", "momentum"],
+            UpdateRule::AdamAmsgrad { .. } => &["m", "v", "v_hat"],
         }
     }
     pub(crate) fn type_name(&self) -> &'static str {
@@ -103,6 +114,9 @@ impl UpdateRule {
             UpdateRule::Adadelta { .. } => "ApplyAdadelta",
             UpdateRule::Ftrl { .. } => "ApplyFtrl",
             UpdateRule::Lion { .. } => "ApplyLion",
+            UpdateRule::RmsPropMomentum { centered: true, .. } => "ApplyCenteredRMSProp",
+            UpdateRule::RmsPropMomentum { .. } => "ApplyRMSPropMomentum",
+            UpdateRule::AdamAmsgrad { .. } => "ApplyAdamAmsgrad",
         }
     }
     /// Name of the in-place form (`Op::ResourceApplyUpdate`).
@@ -119,6 +133,9 @@ impl UpdateRule {
             UpdateRule::Adadelta { .. } => "_ResourceApplyAdadelta",
             UpdateRule::Ftrl { .. } => "_ResourceApplyFtrl",
             UpdateRule::Lion { .. } => "_ResourceApplyLion",
+            UpdateRule::RmsPropMomentum { centered: true, .. } => "_ResourceApplyCenteredRMSProp",
+            UpdateRule::RmsPropMomentum { .. } => "_ResourceApplyRMSPropMomentum",
+            UpdateRule::AdamAmsgrad { .. } => "_ResourceApplyAdamAmsgrad",
         }
     }
 }

@@ -333,6 +333,9 @@ OPTIMIZERS = {
                                                          l2_regularization_strength=0.02, beta=0.5,
                                                          l2_shrinkage_regularization_strength=0.03),
     "Lion": lambda: tf.keras.optimizers.Lion(0.01),
+    "RMSprop centered momentum": lambda: tf.keras.optimizers.RMSprop(0.01, momentum=0.5, centered=True),
+    "RMSprop momentum": lambda: tf.keras.optimizers.RMSprop(0.01, momentum=0.9),
+    "Adam amsgrad": lambda: tf.keras.optimizers.Adam(0.01, amsgrad=True),
 }
 
 

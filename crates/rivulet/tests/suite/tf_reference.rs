@@ -507,6 +507,9 @@ fn keras_optimizer(name: &str) -> Option<Optimizer> {
             0.1,
         ),
         "Lion" => Optimizer::lion(0.01),
+        "RMSprop centered momentum" => Optimizer::rmsprop_with(0.01, 0.5, true),
+        "RMSprop momentum" => Optimizer::rmsprop_with(0.01, 0.9, false),
+        "Adam amsgrad" => Optimizer::adam_amsgrad(0.01),
         _ => return None,
     })
 }

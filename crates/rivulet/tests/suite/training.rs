@@ -147,6 +147,24 @@ fn reference_step(rule: UpdateRule, w: &mut [f64], g: &[f64], slots: &mut [Vec<f
                 w[i] = (slots[1][i].clamp(-l1, l1) - slots[1][i]) / quadratic;
                 slots[0][i] = acc;
             }
+            UpdateRule::RmsPropMomentum { rho, momentum, epsilon, centered } => {
+                slots[0][i] = rho * slots[0][i] + (1.0 - rho) * g[i] * g[i];
+                let denom = if centered {
+                    slots[1][i] = rho * slots[1][i] + (1.0 - rho) * g[i];
+                    slots[0][i] - slots[1][i] * slots[1][i] + epsilon
+                } else {
+                    slots[0][i] + epsilon
+                };
+                slots[2][i] = momentum * slots[2][i] + lr * g[i] / denom.sqrt();
+                w[i] -= slots[2][i];
+            }
+            UpdateRule::AdamAmsgrad { beta1, beta2, epsilon } => {
+                slots[0][i] += (g[i] - slots[0][i]) * (1.0 - beta1);
+                slots[1][i] += (g[i] * g[i] - slots[1][i]) * (1.0 - beta2);
+                slots[2][i] = slots[2][i].max(slots[1][i]);
+                let alpha = lr * (1.0 - beta2.powi(t as i32)).sqrt() / (1.0 - beta1.powi(t as i32));
+                w[i] -= slots[0][i] * alpha / (slots[2][i].sqrt() + epsilon);
+            }
             UpdateRule::Lion { beta1, beta2 } => {
                 let d = beta1 * slots[0][i] + (1.0 - beta1) * g[i];
                 w[i] -= lr
@@ -502,10 +520,14 @@ fn apply_update_op_directly_eager_and_graph() -> TestResult {
         UpdateRule::Ftrl { learning_rate_power: -0.5, l1: 0.0, l2: 0.0, l2_shrinkage: 0.0, beta: 0.0 },
         UpdateRule::Ftrl { learning_rate_power: -0.7, l1: 0.3, l2: 0.02, l2_shrinkage: 0.03, beta: 0.5 },
         UpdateRule::Lion { beta1: 0.9, beta2: 0.99 },
+        UpdateRule::RmsPropMomentum { rho: 0.9, momentum: 0.5, epsilon: 1e-7, centered: true },
+        UpdateRule::RmsPropMomentum { rho: 0.8, momentum: 0.0, epsilon: 1e-3, centered: false },
+        UpdateRule::AdamAmsgrad { beta1: 0.9, beta2: 0.999, epsilon: 1e-7 },
     ];
     let (lr, step) = (0.05f64, 3u32);
     for rule in rules {
-        let slot_vals: Vec<Vec<f64>> = [s0.to_vec(), s1.to_vec()].into_iter().take(rule.num_slots()).collect();
+        let slot_vals: Vec<Vec<f64>> =
+            [s0.to_vec(), s1.to_vec(), vec![0.02, 0.5, 0.001]].into_iter().take(rule.num_slots()).collect();
         let mut ew = w.to_vec();
         let mut es = slot_vals.clone();
         reference_step(rule, &mut ew, &g, &mut es, lr, step);

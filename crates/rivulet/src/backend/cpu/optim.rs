@@ -306,6 +306,48 @@ impl<T: Real> Rule<T, 1> for Lion<T> {
     }
 }
 
+#[derive(Clone, Copy)]
+struct RmsPropMomentum<T> {
+    lr: T,
+    rho: T,
+    one_rho: T,
+    momentum: T,
+    eps: T,
+    centered: bool,
+}
+impl<T: Real> Rule<T, 3> for RmsPropMomentum<T> {
+    #[inline(always)]
+    fn apply(&self, w: T, g: T, [v, a, m]: [T; 3]) -> (T, [T; 3]) {
+        let v = self.rho * v + self.one_rho * (g * g);
+        let (a, denom) = if self.centered {
+            let a = self.rho * a + self.one_rho * g;
+            (a, v - a * a + self.eps)
+        } else {
+            (a, v + self.eps)
+        };
+        let increment = self.lr * g / denom.sqrt();
+        let m = self.momentum * m + increment;
+        (w - m, [v, a, m])
+    }
+}
+
+#[derive(Clone, Copy)]
+struct AdamAmsgrad<T> {
+    one_b1: T,
+    one_b2: T,
+    alpha: T,
+    eps: T,
+}
+impl<T: Real> Rule<T, 3> for AdamAmsgrad<T> {
+    #[inline(always)]
+    fn apply(&self, w: T, g: T, [m, v, v_hat]: [T; 3]) -> (T, [T; 3]) {
+        let m = m + (g - m) * self.one_b1;
+        let v = v + (g * g - v) * self.one_b2;
+        let v_hat = v_hat.maximum(v);
+        (w - m * self.alpha / (v_hat.sqrt() + self.eps), [m, v, v_hat])
+    }
+}
+
 /// Evaluate `$body` with `$r` bound to `$rule`'s arithmetic for type `$t`
 /// (learning rate `$lr` and 1-based step `$step`, both f64).
 macro_rules! with_rule {
@@ -374,6 +416,26 @@ macro_rules! with_rule {
                     l1: <$t>::of(l1),
                     l2: <$t>::of(l2 + beta / (2.0 * $lr)),
                     l2_shrinkage: <$t>::of(l2_shrinkage),
+                };
+                $body
+            }
+            UpdateRule::RmsPropMomentum { rho, momentum, epsilon, centered } => {
+                let $r = RmsPropMomentum {
+                    lr,
+                    rho: <$t>::of(rho),
+                    one_rho: <$t>::of(1.0 - rho),
+                    momentum: <$t>::of(momentum),
+                    eps: <$t>::of(epsilon),
+                    centered,
+                };
+                $body
+            }
+            UpdateRule::AdamAmsgrad { beta1, beta2, epsilon } => {
+                let $r = AdamAmsgrad {
+                    one_b1: <$t>::of(1.0 - beta1),
+                    one_b2: <$t>::of(1.0 - beta2),
+                    alpha: <$t>::of($lr * (1.0 - beta2.powf($step)).sqrt() / (1.0 - beta1.powf($step))),
+                    eps: <$t>::of(epsilon),
                 };
                 $body
             }
