@@ -129,6 +129,18 @@ impl GradientTape {
     /// Gradients with respect to variables: summed over every value of each
     /// variable read while recording (`None` for a variable not read).
     pub fn gradient_vars(&self, target: &Tensor, vars: &[&Variable]) -> Result<Vec<Option<Tensor>>> {
+        self.gradient_vars_with(target, vars, Unconnected::None)
+    }
+
+    /// [`GradientTape::gradient_vars`] with TensorFlow's
+    /// `unconnected_gradients`: `Unconnected::Zero` gives zeros of the
+    /// variable's shape and dtype where the target does not depend on it.
+    pub fn gradient_vars_with(
+        &self,
+        target: &Tensor,
+        vars: &[&Variable],
+        unconnected: Unconnected,
+    ) -> Result<Vec<Option<Tensor>>> {
         let reads: Vec<Vec<Tensor>> = {
             let map = self.state.variable_reads.borrow();
             vars.iter().map(|v| map.get(&v.id()).cloned().unwrap_or_default()).collect()
@@ -147,6 +159,13 @@ impl GradientTape {
                 }
             }
             out.push(sum);
+        }
+        if unconnected == Unconnected::Zero {
+            for (g, v) in out.iter_mut().zip(vars) {
+                if g.is_none() {
+                    *g = Some(ops::zeros(crate::ops::Ctx::Eager, v.shape().clone(), v.dtype())?);
+                }
+            }
         }
         Ok(out)
     }

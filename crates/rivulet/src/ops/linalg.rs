@@ -32,6 +32,22 @@ pub fn tensordot(a: &Tensor, b: &Tensor, axes_a: &[i64], axes_b: &[i64]) -> Resu
     checked(tensordot_impl(a, b, axes_a, axes_b), "Tensordot", &[a, b])
 }
 
+/// [`tensordot`] over the last `n` axes of `a` and the first `n` of `b`
+/// (TensorFlow's integer `axes`).
+#[track_caller]
+pub fn tensordot_n(a: &Tensor, b: &Tensor, n: usize) -> Result<Tensor> {
+    if n > a.rank() || n > b.rank() {
+        return checked(
+            Err(Error::invalid(format!("tensordot over {n} axes of operands of ranks {} and {}", a.rank(), b.rank()))),
+            "Tensordot",
+            &[a, b],
+        );
+    }
+    let axes_a: Vec<i64> = (a.rank() - n..a.rank()).map(|i| i as i64).collect();
+    let axes_b: Vec<i64> = (0..n).map(|i| i as i64).collect();
+    tensordot(a, b, &axes_a, &axes_b)
+}
+
 #[track_caller]
 fn tensordot_impl(a: &Tensor, b: &Tensor, axes_a: &[i64], axes_b: &[i64]) -> Result<Tensor> {
     if axes_a.len() != axes_b.len() {
@@ -59,21 +75,66 @@ fn tensordot_impl(a: &Tensor, b: &Tensor, axes_a: &[i64], axes_b: &[i64]) -> Res
 }
 
 /// Parsed einsum operand: one letter per axis.
-fn parse_term(term: &str) -> Result<Vec<char>> {
-    let letters: Vec<char> = term.chars().collect();
-    if let Some(c) = letters.iter().find(|c| !c.is_ascii_alphabetic()) {
-        bail!(invalid, "einsum subscripts must be letters, found '{c}' in '{term}' (ellipsis is not supported)");
+/// The letters of one einsum term; `...` stands for `ellipsis` (the
+/// broadcast dimensions, right-aligned across operands).
+fn parse_term(term: &str, ellipsis: Option<&[char]>) -> Result<Vec<char>> {
+    let mut letters = Vec::new();
+    let (head, tail) = match term.split_once("...") {
+        Some((h, t)) => (h, Some(t)),
+        None => (term, None),
+    };
+    let letter = |c: char| -> Result<char> {
+        if c.is_ascii_alphabetic() {
+            Ok(c)
+        } else {
+            bail!(invalid, "einsum subscripts must be letters or one '...', found '{c}' in '{term}'")
+        }
+    };
+    for c in head.chars() {
+        letters.push(letter(c)?);
+    }
+    if let Some(tail) = tail {
+        letters.extend(ellipsis.unwrap_or(&[]));
+        for c in tail.chars() {
+            letters.push(letter(c)?);
+        }
     }
     Ok(letters)
 }
 
-/// Einstein summation over one or two operands, e.g. `"ij,jk->ik"`,
-/// `"bij,bjk->bik"`, `"ij->ji"`, `"ii->"` is not supported (repeated letters
-/// within one operand). Letters only in inputs are summed. Lowered to
-/// transpose, reduce, reshape and `matmul`.
+/// Einstein summation in TensorFlow's notation: any number of operands,
+/// `...` for broadcast dimensions, repeated letters within an operand for
+/// its diagonal (`"ii->i"`, `"ii->"` is the trace), letters only in inputs
+/// summed, an implicit output (the letters that appear once, in order).
+/// Lowered to diagonals, transposes, reductions, reshapes and `matmul`
+/// (left to right for more than two operands).
 #[track_caller]
 pub fn einsum(equation: &str, operands: &[&Tensor]) -> Result<Tensor> {
     checked(einsum_impl(equation, operands), "Einsum", operands)
+}
+
+/// The diagonal of `x` over every letter repeated in `term` (the later axis goes).
+#[track_caller]
+fn einsum_diagonals(x: &Tensor, term: &[char]) -> Result<(Tensor, Vec<char>)> {
+    let (mut x, mut term) = (x.clone(), term.to_vec());
+    while let Some((p, q)) = (0..term.len()).find_map(|q| term[..q].iter().position(|&c| c == term[q]).map(|p| (p, q)))
+    {
+        let dims = known_dims(&x, "einsum")?;
+        if dims[p] != dims[q] {
+            bail!(shape, "einsum letter '{}' repeats over axes of sizes {} and {}", term[q], dims[p], dims[q]);
+        }
+        let ctx = match x.graph() {
+            Some(g) => super::Ctx::Graph(g),
+            None => super::Ctx::Eager,
+        };
+        let mut shape = vec![1i64; dims.len()];
+        shape[p] = dims[p] as i64;
+        shape[q] = dims[q] as i64;
+        let mask = mv::reshape(&super::creation::eye(ctx, dims[p], dims[q], x.dtype())?, &shape)?;
+        x = reduce::sum(&super::elementwise::mul(&x, &mask)?, q as i64, false)?;
+        term.remove(q);
+    }
+    Ok((x, term))
 }
 
 #[track_caller]
@@ -83,41 +144,40 @@ fn einsum_impl(equation: &str, operands: &[&Tensor]) -> Result<Tensor> {
         Some((l, r)) => (l.to_string(), Some(r.to_string())),
         None => (eq.clone(), None),
     };
-    let terms: Vec<Vec<char>> = lhs.split(',').map(parse_term).collect::<Result<_>>()?;
-    if terms.len() != operands.len() {
-        bail!(invalid, "einsum '{equation}' names {} operands, got {}", terms.len(), operands.len());
+    let raw: Vec<&str> = lhs.split(',').collect();
+    if raw.len() != operands.len() {
+        bail!(invalid, "einsum '{equation}' names {} operands, got {}", raw.len(), operands.len());
     }
-    if terms.is_empty() || terms.len() > 2 {
-        bail!(unimplemented, "einsum supports one or two operands, got {}", terms.len());
+    if operands.is_empty() {
+        bail!(invalid, "einsum needs at least one operand");
     }
-    for (t, x) in terms.iter().zip(operands) {
-        if t.len() != x.rank() {
-            bail!(
-                shape,
-                "einsum term '{}' has {} letters but the operand has shape {}",
-                t.iter().collect::<String>(),
-                t.len(),
-                x.shape()
-            );
-        }
-        for (i, c) in t.iter().enumerate() {
-            if t[..i].contains(c) {
-                bail!(unimplemented, "einsum: repeated letter '{c}' within one operand (diagonals) is not supported");
-            }
+    // The ellipsis covers each operand's dimensions beyond its letters;
+    // fresh labels (outside ASCII) name them, right-aligned.
+    let mut widths = Vec::with_capacity(raw.len());
+    for (t, x) in raw.iter().zip(operands) {
+        let explicit = t.replace("...", "").chars().count();
+        let width = if t.contains("...") { x.rank().checked_sub(explicit) } else { Some(0) };
+        match width {
+            Some(w) if t.contains("...") || explicit == x.rank() => widths.push(w),
+            _ => bail!(shape, "einsum term '{t}' has {explicit} letters but the operand has shape {}", x.shape()),
         }
     }
-    // Implicit output: letters appearing exactly once, in alphabetical order.
-    let out: Vec<char> = match rhs {
-        Some(r) => parse_term(&r)?,
+    let widest = widths.iter().copied().max().unwrap_or(0);
+    let fresh: Vec<char> = (0..widest).map(|i| char::from_u32(0x100 + i as u32).unwrap_or('?')).collect();
+    let terms: Vec<Vec<char>> =
+        raw.iter().zip(&widths).map(|(t, &w)| parse_term(t, Some(&fresh[widest - w..]))).collect::<Result<_>>()?;
+    // Implicit output: the ellipsis, then the letters appearing exactly once, in alphabetical order.
+    let out: Vec<char> = match &rhs {
+        Some(r) => parse_term(r, Some(&fresh))?,
         None => {
             let mut once: Vec<char> = terms
                 .iter()
                 .flatten()
                 .copied()
-                .filter(|c| terms.iter().flatten().filter(|d| *d == c).count() == 1)
+                .filter(|c| c.is_ascii() && terms.iter().flatten().filter(|d| *d == c).count() == 1)
                 .collect();
             once.sort_unstable();
-            once
+            fresh.iter().copied().chain(once).collect()
         }
     };
     for (i, c) in out.iter().enumerate() {
@@ -125,13 +185,44 @@ fn einsum_impl(equation: &str, operands: &[&Tensor]) -> Result<Tensor> {
             bail!(invalid, "einsum output letter '{c}' does not appear in any input");
         }
         if out[..i].contains(c) {
-            bail!(unimplemented, "einsum: repeated output letter '{c}' (a diagonal) is not supported");
+            bail!(unimplemented, "einsum: repeated output letter '{c}' (writing a diagonal) is not supported");
         }
     }
+    let mut xs = Vec::with_capacity(operands.len());
+    let mut ts = Vec::with_capacity(operands.len());
+    for (t, x) in terms.iter().zip(operands) {
+        let (x, t) = einsum_diagonals(x, t)?;
+        xs.push(x);
+        ts.push(t);
+    }
+    // Left to right: each intermediate keeps the letters still needed.
+    let (mut acc, mut acc_t) = (xs[0].clone(), ts[0].clone());
+    for k in 1..xs.len() {
+        let needed: Vec<char> = ts[k + 1..].iter().flatten().chain(&out).copied().collect();
+        let keep: Vec<char> = if k + 1 == xs.len() {
+            out.clone()
+        } else {
+            let mut keep: Vec<char> = acc_t.iter().copied().filter(|c| needed.contains(c)).collect();
+            keep.extend(ts[k].iter().copied().filter(|c| needed.contains(c) && !acc_t.contains(c)));
+            keep
+        };
+        acc = einsum_contract(equation, vec![acc_t.clone(), ts[k].clone()], vec![acc, xs[k].clone()], &keep)?;
+        acc_t = keep;
+    }
+    if xs.len() == 1 {
+        return einsum_contract(equation, vec![acc_t], vec![acc], &out);
+    }
+    Ok(acc)
+}
+
+/// One or two operands (their letters distinct within each) contracted into `out`.
+#[track_caller]
+fn einsum_contract(equation: &str, terms: Vec<Vec<char>>, operands: Vec<Tensor>, out: &[char]) -> Result<Tensor> {
+    let out = out.to_vec();
     // Sum away letters that appear only in one operand and not in the output.
     let mut xs: Vec<Tensor> = Vec::new();
     let mut ts: Vec<Vec<char>> = Vec::new();
-    for (k, (t, x)) in terms.iter().zip(operands).enumerate() {
+    for (k, (t, x)) in terms.iter().zip(&operands).enumerate() {
         let other: Vec<char> = terms.iter().enumerate().filter(|(j, _)| *j != k).flat_map(|(_, t)| t.clone()).collect();
         let drop: Vec<i64> = t
             .iter()
@@ -139,7 +230,7 @@ fn einsum_impl(equation: &str, operands: &[&Tensor]) -> Result<Tensor> {
             .filter(|(_, c)| !out.contains(c) && !other.contains(c))
             .map(|(i, _)| i as i64)
             .collect();
-        let x = if drop.is_empty() { (*x).clone() } else { reduce::sum(x, drop.clone(), false)? };
+        let x = if drop.is_empty() { x.clone() } else { reduce::sum(x, drop.clone(), false)? };
         let t: Vec<char> =
             t.iter().enumerate().filter(|(i, _)| !drop.contains(&(*i as i64))).map(|(_, c)| *c).collect();
         xs.push(x);

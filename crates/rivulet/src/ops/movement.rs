@@ -230,6 +230,54 @@ pub fn gather(params: &Tensor, indices: &Tensor, axis: i64, batch_dims: usize) -
     apply1(Op::Gather { axis, batch_dims }, &[params, indices])
 }
 
+/// TensorFlow's `strided_slice` with its masks: bit `i` of `begin_mask`
+/// (`end_mask`) ignores `begin[i]` (`end[i]`); of `ellipsis_mask`, entry
+/// `i` is `...`; of `new_axis_mask`, a new axis; of `shrink_axis_mask`,
+/// the single index `begin[i]`. The same as [`strided_slice`] with the
+/// equivalent [`SliceItem`]s.
+#[allow(clippy::too_many_arguments)]
+#[track_caller]
+pub fn strided_slice_with_masks(
+    x: &Tensor,
+    begin: &[i64],
+    end: &[i64],
+    strides: &[i64],
+    begin_mask: u64,
+    end_mask: u64,
+    ellipsis_mask: u64,
+    new_axis_mask: u64,
+    shrink_axis_mask: u64,
+) -> Result<Tensor> {
+    if begin.len() != end.len() || begin.len() != strides.len() || begin.len() > 64 {
+        let e = crate::error::Error::invalid(format!(
+            "strided_slice needs begin, end and strides of one length (at most 64), got {}, {} and {}",
+            begin.len(),
+            end.len(),
+            strides.len()
+        ));
+        return checked(Err(e), "StridedSlice", &[x]);
+    }
+    let bit = |m: u64, i: usize| m >> i & 1 == 1;
+    let spec: Vec<SliceItem> = (0..begin.len())
+        .map(|i| {
+            if bit(ellipsis_mask, i) {
+                SliceItem::Ellipsis
+            } else if bit(new_axis_mask, i) {
+                SliceItem::NewAxis
+            } else if bit(shrink_axis_mask, i) {
+                SliceItem::Index(begin[i])
+            } else {
+                SliceItem::Range {
+                    start: (!bit(begin_mask, i)).then_some(begin[i]),
+                    stop: (!bit(end_mask, i)).then_some(end[i]),
+                    step: strides[i],
+                }
+            }
+        })
+        .collect();
+    strided_slice(x, &spec)
+}
+
 /// Slices of `params` picked by the index vectors in the last dimension of `indices`.
 #[track_caller]
 pub fn gather_nd(params: &Tensor, indices: &Tensor) -> Result<Tensor> {

@@ -116,15 +116,37 @@ pub fn all(x: &Tensor, axes: impl Into<Axes>, keepdims: bool) -> Result<Tensor> 
 /// NaN skipped (0 where all are NaN), as in TensorFlow.
 #[track_caller]
 pub fn argmax(x: &Tensor, axis: i64) -> Result<Tensor> {
-    let axis = checked(normalize_axis(axis, x.rank()), "ArgMax", &[x])?;
-    apply1(Op::ArgReduce { f: ArgOp::ArgMax, axis, output: DType::I64 }, &[x])
+    arg_reduce(ArgOp::ArgMax, "ArgMax", x, axis, DType::I64)
 }
 /// Index (i64) of the smallest element along `axis`; the first one on ties,
 /// NaN skipped (0 where all are NaN), as in TensorFlow.
 #[track_caller]
 pub fn argmin(x: &Tensor, axis: i64) -> Result<Tensor> {
-    let axis = checked(normalize_axis(axis, x.rank()), "ArgMin", &[x])?;
-    apply1(Op::ArgReduce { f: ArgOp::ArgMin, axis, output: DType::I64 }, &[x])
+    arg_reduce(ArgOp::ArgMin, "ArgMin", x, axis, DType::I64)
+}
+
+/// [`argmax`] with TensorFlow's `output_type` (int32 or int64).
+#[track_caller]
+pub fn argmax_with(x: &Tensor, axis: i64, output_type: DType) -> Result<Tensor> {
+    arg_reduce(ArgOp::ArgMax, "ArgMax", x, axis, output_type)
+}
+/// [`argmin`] with TensorFlow's `output_type` (int32 or int64).
+#[track_caller]
+pub fn argmin_with(x: &Tensor, axis: i64, output_type: DType) -> Result<Tensor> {
+    arg_reduce(ArgOp::ArgMin, "ArgMin", x, axis, output_type)
+}
+
+#[track_caller]
+fn arg_reduce(f: ArgOp, name: &str, x: &Tensor, axis: i64, output: DType) -> Result<Tensor> {
+    let axis = checked(normalize_axis(axis, x.rank()), name, &[x])?;
+    if !matches!(output, DType::I32 | DType::I64) {
+        return checked(
+            Err(crate::error::Error::dtype(format!("{name} output_type must be int32 or int64, got {output}"))),
+            name,
+            &[x],
+        );
+    }
+    apply1(Op::ArgReduce { f, axis, output }, &[x])
 }
 
 /// Running sum along `axis`; `exclusive` starts from 0 (excluding the

@@ -301,6 +301,26 @@ for name, (cls, kw, yt, yp) in losses.items():
                                           cls(**kw, reduction="sum")(y, p, sample_weight=w)],
          grad=True, rtol=1e-5, atol=1e-6)
 
+# einsum beyond two plain operands, tensordot with integer axes, argmax's
+# output_type, strided_slice's masks.
+A, B, C = f32(2, 3), f32(3, 4), f32(4, 2)
+sq = f32(3, 3)
+case("einsum three operands", [A, B, C], lambda a, b, c: [tf.einsum("ij,jk,kl->il", a, b, c)], grad=True, rtol=1e-5)
+case("einsum trace and diagonal", [sq], lambda x: [tf.einsum("ii->", x), tf.einsum("ii->i", x)], grad=True)
+case("einsum ellipsis", [f32(2, 5, 3), f32(2, 3, 4)],
+     lambda a, b: [tf.einsum("...ij,...jk->...ik", a, b)], grad=True, rtol=1e-5)
+case("einsum implicit output", [f32(2, 3), f32(3, 4)], lambda a, b: [tf.einsum("ij,jk", a, b)], grad=True, rtol=1e-5)
+case("einsum outer and batch diagonal", [f32(2, 3, 3), f32(4)],
+     lambda a, v: [tf.einsum("bii,k->bik", a, v)], grad=True, rtol=1e-5)
+case("tensordot integer axes", [f32(2, 3, 4), f32(3, 4, 5)],
+     lambda a, b: [tf.tensordot(a, b, 2), tf.tensordot(a, b, 0)], grad=True, rtol=1e-5)
+case("argmax output_type", [f32(3, 4)], lambda x: [tf.argmax(x, 1, output_type=tf.int32),
+                                                  tf.argmin(x, 0, output_type=tf.int32)])
+case("strided_slice masks", [f32(4, 5, 6)],
+     lambda x: [tf.strided_slice(x, [1, 0, 4], [3, 4, 0], [1, 2, -2], begin_mask=2, end_mask=0),
+                tf.strided_slice(x, [0, 2, 0], [0, 3, 0], [1, 1, 1], ellipsis_mask=1, shrink_axis_mask=2),
+                tf.strided_slice(x, [1, 0, 0], [4, 0, 0], [2, 1, 1], new_axis_mask=2, end_mask=4)], grad=True)
+
 
 def loss_of(outs):
     total = tf.constant(0.0, tf.float32)

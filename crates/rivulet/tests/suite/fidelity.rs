@@ -241,3 +241,25 @@ fn integer_mean_is_exact_as_in_tensorflow() -> Result<()> {
     }
     Ok(())
 }
+
+/// `GradientTape.gradient(loss, variables, unconnected_gradients=ZERO)`:
+/// zeros of the variable's shape for a variable the loss does not use (a
+/// variable never read, or read but not on the loss's path), `None` without it.
+#[test]
+fn unconnected_variable_gradients_are_zeros_on_request() -> Result<()> {
+    use rivulet::Variable;
+    let used = Variable::new("used_u", &Tensor::from_slice(&[1.0f32, 2.0], [2])?, true)?;
+    let read = Variable::new("read_u", &Tensor::from_slice(&[3.0f64; 3], [3])?, true)?;
+    let never = Variable::new("never_u", &Tensor::from_slice(&[0.5f32; 4], [2, 2])?, true)?;
+    let tape = GradientTape::persistent();
+    let _unused = read.read();
+    let loss = ops::sum(&ops::square(&used.read())?, Axes::All, false)?;
+    let plain = tape.gradient_vars_with(&loss, &[&used, &read, &never], Unconnected::None)?;
+    assert_eq!(plain[0].as_ref().unwrap().to_vec::<f32>()?, vec![2.0, 4.0]);
+    assert!(plain[1].is_none() && plain[2].is_none());
+    let zeros = tape.gradient_vars_with(&loss, &[&used, &read, &never], Unconnected::Zero)?;
+    assert_eq!(zeros[1].as_ref().unwrap().to_vec::<f64>()?, vec![0.0; 3]);
+    let z = zeros[2].as_ref().unwrap();
+    assert_eq!((z.dtype(), z.shape().dims().to_vec(), z.to_vec::<f32>()?), (DType::F32, vec![2, 2], vec![0.0; 4]));
+    Ok(())
+}

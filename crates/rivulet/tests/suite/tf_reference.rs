@@ -120,6 +120,24 @@ fn recipe(name: &str) -> Option<Recipe> {
         "batch_norm_with_global_normalization" => {
             r(|x| one(ops::batch_norm_with_global_normalization(&x[0], &x[1], &x[2], &x[3], &x[4], 1e-3, true)))
         }
+        "einsum three operands" => r(|x| one(ops::einsum("ij,jk,kl->il", &[&x[0], &x[1], &x[2]]))),
+        "einsum trace and diagonal" => r(|x| Ok(vec![ops::einsum("ii->", &[&x[0]])?, ops::einsum("ii->i", &[&x[0]])?])),
+        "einsum ellipsis" => r(|x| one(ops::einsum("...ij,...jk->...ik", &[&x[0], &x[1]]))),
+        "einsum implicit output" => r(|x| one(ops::einsum("ij,jk", &[&x[0], &x[1]]))),
+        "einsum outer and batch diagonal" => r(|x| one(ops::einsum("bii,k->bik", &[&x[0], &x[1]]))),
+        "tensordot integer axes" => {
+            r(|x| Ok(vec![ops::tensordot_n(&x[0], &x[1], 2)?, ops::tensordot_n(&x[0], &x[1], 0)?]))
+        }
+        "argmax output_type" => {
+            r(|x| Ok(vec![ops::argmax_with(&x[0], 1, DType::I32)?, ops::argmin_with(&x[0], 0, DType::I32)?]))
+        }
+        "strided_slice masks" => r(|x| {
+            Ok(vec![
+                ops::strided_slice_with_masks(&x[0], &[1, 0, 4], &[3, 4, 0], &[1, 2, -2], 2, 0, 0, 0, 0)?,
+                ops::strided_slice_with_masks(&x[0], &[0, 2, 0], &[0, 3, 0], &[1, 1, 1], 0, 0, 1, 0, 2)?,
+                ops::strided_slice_with_masks(&x[0], &[1, 0, 0], &[4, 0, 0], &[2, 1, 1], 0, 4, 0, 2, 0)?,
+            ])
+        }),
         "leaky_relu at 0" => r(|x| one(ops::leaky_relu(&x[0], 0.3))),
         "truediv int32" | "truediv int64" | "truediv int32 by zero" => r(|x| one(ops::div(&x[0], &x[1]))),
         "floordiv int32" => r(|x| one(ops::floor_div(&x[0], &x[1]))),
