@@ -61,7 +61,8 @@ pub enum UpdateRule {
 /// prod_(i<=t) u_i, prod_(i<=t+1) u_i)`.
 pub(crate) fn nadam_schedule(beta1: f64, step: f64) -> (f64, f64, f64, f64) {
     let u = |i: f64| beta1 * (1.0 - 0.5 * 0.96f64.powf(i));
-    let steps = step.max(0.0).min(1e7) as u64;
+    // The product falls below 1e-40 within a few thousand steps; 10^7 factors bound the loop.
+    let steps = step.clamp(0.0, 1e7) as u64;
     let product = (1..=steps).fold(1.0, |p, i| p * u(i as f64));
     let next = u(step + 1.0);
     (u(step), next, product, product * next)

@@ -36,90 +36,41 @@ trait Real:
     /// -1, 0 or 1 (TensorFlow's sign: zero stays zero, NaN stays NaN).
     fn sign(self) -> Self;
 }
-impl Real for f32 {
-    #[inline(always)]
-    fn of(v: f64) -> f32 {
-        v as f32
-    }
-    #[inline(always)]
-    fn sqrt(self) -> f32 {
-        f32::sqrt(self)
-    }
-    #[inline(always)]
-    fn abs(self) -> f32 {
-        f32::abs(self)
-    }
-    #[inline(always)]
-    fn maximum(self, o: f32) -> f32 {
-        if self.is_nan() || o.is_nan() {
-            f32::NAN
-        } else {
-            f32::max(self, o)
+macro_rules! real_impl {
+    ($($t:ty),*) => {$(
+        impl Real for $t {
+            #[inline(always)]
+            fn of(v: f64) -> $t {
+                v as $t
+            }
+            #[inline(always)]
+            fn sqrt(self) -> $t {
+                <$t>::sqrt(self)
+            }
+            #[inline(always)]
+            fn abs(self) -> $t {
+                <$t>::abs(self)
+            }
+            #[inline(always)]
+            fn maximum(self, o: $t) -> $t {
+                if self.is_nan() || o.is_nan() { <$t>::NAN } else { <$t>::max(self, o) }
+            }
+            #[inline(always)]
+            fn clamp_to(self, lo: $t, hi: $t) -> $t {
+                self.max(lo).min(hi)
+            }
+            #[inline(always)]
+            fn powf(self, e: $t) -> $t {
+                <$t>::powf(self, e)
+            }
+            #[inline(always)]
+            fn sign(self) -> $t {
+                if self > 0.0 { 1.0 } else if self < 0.0 { -1.0 } else if self == 0.0 { 0.0 } else { self }
+            }
         }
-    }
-    #[inline(always)]
-    fn clamp_to(self, lo: f32, hi: f32) -> f32 {
-        self.max(lo).min(hi)
-    }
-    #[inline(always)]
-    fn powf(self, e: f32) -> f32 {
-        f32::powf(self, e)
-    }
-    #[inline(always)]
-    fn sign(self) -> f32 {
-        if self > 0.0 {
-            1.0
-        } else if self < 0.0 {
-            -1.0
-        } else if self == 0.0 {
-            0.0
-        } else {
-            self
-        }
-    }
+    )*};
 }
-impl Real for f64 {
-    #[inline(always)]
-    fn of(v: f64) -> f64 {
-        v
-    }
-    #[inline(always)]
-    fn sqrt(self) -> f64 {
-        f64::sqrt(self)
-    }
-    #[inline(always)]
-    fn abs(self) -> f64 {
-        f64::abs(self)
-    }
-    #[inline(always)]
-    fn maximum(self, o: f64) -> f64 {
-        if self.is_nan() || o.is_nan() {
-            f64::NAN
-        } else {
-            f64::max(self, o)
-        }
-    }
-    #[inline(always)]
-    fn clamp_to(self, lo: f64, hi: f64) -> f64 {
-        self.max(lo).min(hi)
-    }
-    #[inline(always)]
-    fn powf(self, e: f64) -> f64 {
-        f64::powf(self, e)
-    }
-    #[inline(always)]
-    fn sign(self) -> f64 {
-        if self > 0.0 {
-            1.0
-        } else if self < 0.0 {
-            -1.0
-        } else if self == 0.0 {
-            0.0
-        } else {
-            self
-        }
-    }
-}
+real_impl!(f32, f64);
 
 fn scalar(v: &Value) -> Result<f64> {
     let c = cast(v, DType::F64)?;
