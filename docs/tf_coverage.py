@@ -186,7 +186,7 @@ nn.convolution P - | #17 (convolutions)
 nn.crelu C crelu
 nn.ctc_beam_search_decoder P - | CTC
 nn.ctc_greedy_decoder P - | CTC
-nn.ctc_loss P - | CTC
+nn.ctc_loss C ctc_loss | dense labels, batch-major logits
 nn.ctc_unique_labels P - | CTC
 nn.depth_to_space P - | #17
 nn.depthwise_conv2d P - | #17 (convolutions)
@@ -342,9 +342,9 @@ losses.MAE C MeanAbsoluteError
 losses.MAPE C MeanAbsolutePercentageError
 losses.MSE C MeanSquaredError
 losses.MSLE C MeanSquaredLogarithmicError
-losses.CTC P - | CTC loss (with tf.nn.ctc_loss)
+losses.CTC S Ctc
 losses.Circle P - | metric-learning loss over pairwise similarities
-losses.ctc P - | CTC loss (with tf.nn.ctc_loss)
+losses.ctc C per_example | Loss::Ctc.per_example
 losses.circle P - | metric-learning loss over pairwise similarities
 losses.binary_crossentropy C per_example | Loss::BinaryCrossentropy.per_example
 losses.binary_focal_crossentropy C per_example | Loss::BinaryFocalCrossentropy.per_example

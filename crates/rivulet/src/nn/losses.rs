@@ -79,6 +79,10 @@ pub enum Loss {
         alpha: f64,
         beta: f64,
     },
+    /// CTC ([`ops::ctc_loss`]) of logits `[batch, time, classes]` against
+    /// integer labels `[batch, length]` padded with 0, class 0 the blank
+    /// (Keras's `CTC`).
+    Ctc,
 }
 
 /// How [`Loss::compute_with`] combines the per-example losses (Keras's `reduction`).
@@ -177,6 +181,7 @@ impl Loss {
             Loss::CategoricalGeneralizedCrossEntropy { .. } => "CategoricalGeneralizedCrossEntropy",
             Loss::Dice => "Dice",
             Loss::Tversky { .. } => "Tversky",
+            Loss::Ctc => "CTC",
         }
     }
 
@@ -283,6 +288,16 @@ impl Loss {
                     ops::add(&ops::add(&ops::sum(&y, Axes::All, false)?, &ops::sum(y_pred, Axes::All, false)?)?, EPS)?;
                 ops::sub(1.0, &ops::div(&ops::mul(&inter, 2.0)?, &total)?)
             }
+            Loss::Ctc => {
+                let (batch, time) = match y_pred.shape().dims() {
+                    [b, t, _] => (*b, *t),
+                    _ => bail!(shape, "CTC needs predictions [batch, time, classes], got {:?}", y_pred.shape()),
+                };
+                let label_length = ops::count_nonzero(y_true, -1, false)?;
+                let ctx = if let Some(g) = y_pred.graph() { ops::Ctx::Graph(g) } else { ops::Ctx::Eager };
+                let logit_length = ops::fill(ctx, [batch], time as i64, DType::I64)?;
+                ops::ctc_loss(y_true, y_pred, &label_length, &logit_length, 0)
+            }
             Loss::Tversky { alpha, beta } => {
                 let y = ops::cast(y_true, dtype)?;
                 let tp = ops::sum(&ops::mul(&y, y_pred)?, Axes::All, false)?;
@@ -318,6 +333,7 @@ impl Loss {
             Loss::CategoricalGeneralizedCrossEntropy { .. } => "categorical_generalized_cross_entropy",
             Loss::Dice => "dice",
             Loss::Tversky { .. } => "tversky",
+            Loss::Ctc => "ctc",
         }
     }
 }

@@ -5,6 +5,7 @@ use super::{apply, apply1, checked, creation as cr, elementwise as ew, movement 
 use crate::error::{bail, Result};
 use crate::graph::Tensor;
 use crate::tensor::shape::normalize_axis;
+use crate::tensor::DType;
 
 /// `exp(x) / sum(exp(x))` along `axis` (`-1`: the last), shifted by the
 /// maximum so that large inputs do not overflow.
@@ -376,4 +377,87 @@ pub fn batch_norm_with_global_normalization(
     scale_after_normalization: bool,
 ) -> Result<Tensor> {
     batch_normalization(t, m, v, Some(beta), scale_after_normalization.then_some(gamma), variance_epsilon)
+}
+
+/// Connectionist temporal classification loss (Graves et al. 2006), per
+/// example: `-log p(labels | logits)` summed over every alignment.
+/// `labels` is `[batch, max_label_length]` (dense, padded past
+/// `label_length`), `logits` is `[batch, time, classes]` (batch major, so
+/// TensorFlow's `logits_time_major=False`), class `blank_index` is the
+/// blank. The forward recursion runs in log space over the time steps
+/// (unrolled: the graph grows with `time`); an alignment that cannot exist
+/// costs about 1e30 rather than inf, which keeps gradients finite.
+#[track_caller]
+pub fn ctc_loss(
+    labels: &Tensor,
+    logits: &Tensor,
+    label_length: &Tensor,
+    logit_length: &Tensor,
+    blank_index: usize,
+) -> Result<Tensor> {
+    let (dl, dz) = (labels.shape().dims(), logits.shape().dims());
+    if !labels.dtype().is_int()
+        || labels.rank() != 2
+        || logits.rank() != 3
+        || !labels.shape().is_fully_known()
+        || !logits.shape().is_fully_known()
+        || dl[0] != dz[0]
+        || blank_index >= dz[2]
+    {
+        bail!(
+            shape,
+            "ctc_loss needs integer labels [batch, length] and logits [batch, time, classes] with the blank among the classes, got {} {:?}, {:?} and blank {blank_index}",
+            labels.dtype(),
+            labels.shape(),
+            logits.shape()
+        );
+    }
+    let (batch, max_len, time) = (dl[0], dl[1], dz[1]);
+    let states = 2 * max_len + 1;
+    const NEG: f64 = -1e30;
+    let ctx = super::math::ctx_of(logits);
+    let logp = log_softmax(logits, -1)?;
+    // The label sequence with blanks around and between: [batch, states].
+    let labels = ew::cast(labels, DType::I64)?;
+    let blanks = cr::fill(ctx, [batch, max_len], blank_index as i64, DType::I64)?;
+    let pairs = mv::reshape(&mv::stack(&[&blanks, &labels], 2)?, &[batch as i64, 2 * max_len as i64])?;
+    let ext = mv::concat(&[&pairs, &cr::fill(ctx, [batch, 1], blank_index as i64, DType::I64)?], 1)?;
+    // Emissions: log-probability of each state's class at each step, [batch, time, states].
+    let idx = mv::broadcast_to(&mv::expand_dims(&ext, 1)?, [batch, time, states])?;
+    let emit = mv::gather(&logp, &idx, 2, 2)?;
+    // A state may also be entered from two back: a label differing from the one two before.
+    let skip = if states > 2 {
+        let cur = mv::slice(&ext, &[0, 2], &[-1, -1])?;
+        let back = mv::slice(&ext, &[0, 0], &[-1, states as i64 - 2])?;
+        let ok = ew::logical_and(&ew::not_equal(&cur, blank_index as i64)?, &ew::not_equal(&cur, &back)?)?;
+        mv::concat(&[&cr::fill(ctx, [batch, 2], false, DType::Bool)?, &ok], 1)?
+    } else {
+        cr::fill(ctx, [batch, states], false, DType::Bool)?
+    };
+    let lengths = ew::cast(logit_length, DType::I64)?;
+    let step = |t: usize| mv::squeeze(&mv::slice(&emit, &[0, t, 0], &[-1, 1, -1])?, &[1]);
+    let neg = |n: usize| cr::fill(ctx, [batch, n], NEG, logits.dtype());
+    // alpha_0: the first blank or the first label.
+    let first_two = mv::slice(&step(0)?, &[0, 0], &[-1, states.min(2) as i64])?;
+    let mut alpha = if states > 2 { mv::concat(&[&first_two, &neg(states - 2)?], 1)? } else { first_two };
+    for t in 1..time {
+        let prev1 = mv::concat(&[&neg(1)?, &mv::slice(&alpha, &[0, 0], &[-1, states as i64 - 1])?], 1)?;
+        let mut total = ew::logaddexp(&alpha, &prev1)?;
+        if states > 2 {
+            let prev2 = mv::concat(&[&neg(2)?, &mv::slice(&alpha, &[0, 0], &[-1, states as i64 - 2])?], 1)?;
+            total = ew::logaddexp(&total, &ew::select(&skip, &prev2, NEG)?)?;
+        }
+        let next = ew::add(&total, &step(t)?)?;
+        // Past an example's logit length its alphas stay as they are.
+        let live = mv::expand_dims(&ew::less(t as i64, &lengths)?, 1)?;
+        alpha = ew::select(&live, &next, &alpha)?;
+    }
+    // The path ends on the last label or the blank after it.
+    let ll = ew::cast(label_length, DType::I64)?;
+    let last_blank = mv::expand_dims(&ew::mul(&ll, 2i64)?, 1)?;
+    let last_label = ew::maximum(&ew::sub(&last_blank, 1i64)?, 0i64)?;
+    let end_blank = mv::squeeze(&mv::gather(&alpha, &last_blank, 1, 1)?, &[1])?;
+    let end_label = mv::squeeze(&mv::gather(&alpha, &last_label, 1, 1)?, &[1])?;
+    let has_label = ew::greater(&ll, 0i64)?;
+    ew::neg(&ew::select(&has_label, &ew::logaddexp(&end_blank, &end_label)?, &end_blank)?)
 }

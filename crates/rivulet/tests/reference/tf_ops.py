@@ -293,6 +293,7 @@ losses = {
     "SparseCategoricalCrossentropy logits": (K.SparseCategoricalCrossentropy, {"from_logits": True}, sparse, f32(4, 3)),
     "CategoricalGeneralizedCrossEntropy": (K.CategoricalGeneralizedCrossEntropy, {"q": 0.7}, sparse, probs3),
     "Dice": (K.Dice, {}, y01, rng.uniform(0.05, 0.95, size=(4, 3)).astype(np.float32)),
+    "CTC": (K.CTC, {}, np.array([[1, 2, 0], [3, 3, 4], [2, 0, 0], [1, 1, 1]], np.int32), f32(4, 6, 5)),
     "Tversky": (K.Tversky, {"alpha": 0.3, "beta": 0.7}, y01, rng.uniform(0.05, 0.95, size=(4, 3)).astype(np.float32)),
 }
 for name, (cls, kw, yt, yp) in losses.items():
@@ -320,6 +321,18 @@ case("strided_slice masks", [f32(4, 5, 6)],
      lambda x: [tf.strided_slice(x, [1, 0, 4], [3, 4, 0], [1, 2, -2], begin_mask=2, end_mask=0),
                 tf.strided_slice(x, [0, 2, 0], [0, 3, 0], [1, 1, 1], ellipsis_mask=1, shrink_axis_mask=2),
                 tf.strided_slice(x, [1, 0, 0], [4, 0, 0], [2, 1, 1], new_axis_mask=2, end_mask=4)], grad=True)
+
+# CTC: repeated labels (the skip rule), different label and logit lengths.
+ctc_labels = np.array([[1, 2, 0], [3, 3, 4], [2, 0, 0]], np.int32)
+ctc_label_length = np.array([2, 3, 1], np.int32)
+ctc_logit_length = np.array([6, 5, 6], np.int32)
+case("ctc_loss", [ctc_labels, f32(3, 6, 5), ctc_label_length, ctc_logit_length],
+     lambda l, z, ll, zl: [tf.nn.ctc_loss(l, z, ll, zl, logits_time_major=False, blank_index=0)],
+     grad=True, rtol=1e-5, atol=1e-5)
+case("ctc_loss blank last", [np.array([[1, 2, 0], [3, 3, 1], [2, 0, 0]], np.int32), f32(3, 6, 5), ctc_label_length,
+                              ctc_logit_length],
+     lambda l, z, ll, zl: [tf.nn.ctc_loss(l, z, ll, zl, logits_time_major=False, blank_index=-1)],
+     grad=True, rtol=1e-5, atol=1e-5)
 
 
 def loss_of(outs):

@@ -138,6 +138,8 @@ fn recipe(name: &str) -> Option<Recipe> {
                 ops::strided_slice_with_masks(&x[0], &[1, 0, 0], &[4, 0, 0], &[2, 1, 1], 0, 4, 0, 2, 0)?,
             ])
         }),
+        "ctc_loss" => r(|x| one(ops::ctc_loss(&x[0], &x[1], &x[2], &x[3], 0))),
+        "ctc_loss blank last" => r(|x| one(ops::ctc_loss(&x[0], &x[1], &x[2], &x[3], 4))),
         "leaky_relu at 0" => r(|x| one(ops::leaky_relu(&x[0], 0.3))),
         "truediv int32" | "truediv int64" | "truediv int32 by zero" => r(|x| one(ops::div(&x[0], &x[1]))),
         "floordiv int32" => r(|x| one(ops::floor_div(&x[0], &x[1]))),
@@ -287,6 +289,7 @@ fn keras_loss(name: &str) -> Option<Recipe> {
         "CategoricalGeneralizedCrossEntropy" => Loss::CategoricalGeneralizedCrossEntropy { q: 0.7 },
         "Dice" => Loss::Dice,
         "Tversky" => Loss::Tversky { alpha: 0.3, beta: 0.7 },
+        "CTC" => Loss::Ctc,
         _ => return None,
     };
     Some(r(move |x| {
