@@ -294,8 +294,7 @@ impl Loss {
                     _ => bail!(shape, "CTC needs predictions [batch, time, classes], got {:?}", y_pred.shape()),
                 };
                 let label_length = ops::count_nonzero(y_true, -1, false)?;
-                let ctx = if let Some(g) = y_pred.graph() { ops::Ctx::Graph(g) } else { ops::Ctx::Eager };
-                let logit_length = ops::fill(ctx, [batch], time as i64, DType::I64)?;
+                let logit_length = ops::fill(ops::Ctx::of(y_pred), [batch], time as i64, DType::I64)?;
                 ops::ctc_loss(y_true, y_pred, &label_length, &logit_length, 0)
             }
             Loss::Tversky { alpha, beta } => {

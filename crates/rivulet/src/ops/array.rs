@@ -4,8 +4,8 @@
 //! whose output size depends on the values (`boolean_mask`, `unique`,
 //! one-argument `where`), which need the values when they are called.
 
-use super::math::{ctx_of, unsorted_segment_max, unsorted_segment_min};
-use super::{creation as cr, elementwise as ew, movement as mv, reduce as rd};
+use super::math::{unsorted_segment_max, unsorted_segment_min};
+use super::{creation as cr, elementwise as ew, movement as mv, reduce as rd, Ctx};
 use crate::error::{bail, Result};
 use crate::graph::Tensor;
 use crate::tensor::shape::broadcast_shapes;
@@ -111,7 +111,7 @@ pub fn repeat(x: &Tensor, repeats: usize, axis: Option<i64>) -> Result<Tensor> {
 /// `[..., maxlen]` booleans, true below each length.
 #[track_caller]
 pub fn sequence_mask(lengths: &Tensor, maxlen: usize) -> Result<Tensor> {
-    let steps = cr::range(ctx_of(lengths), 0i64, maxlen as i64, 1i64, DType::I64)?;
+    let steps = cr::range(Ctx::of(lengths), 0i64, maxlen as i64, 1i64, DType::I64)?;
     ew::less(&steps, &mv::expand_dims(&ew::cast(lengths, DType::I64)?, -1)?)
 }
 
@@ -128,7 +128,7 @@ pub fn reverse_sequence(x: &Tensor, seq_lengths: &Tensor, seq_axis: i64, batch_a
     let mut perm = vec![b, s];
     perm.extend((0..rank).filter(|&a| a != b && a != s));
     let moved = mv::transpose(x, &perm)?;
-    let t = cr::range(ctx_of(x), 0i64, steps as i64, 1i64, DType::I64)?;
+    let t = cr::range(Ctx::of(x), 0i64, steps as i64, 1i64, DType::I64)?;
     let len = mv::expand_dims(&ew::cast(seq_lengths, DType::I64)?, -1)?;
     let idx = ew::select(&ew::less(&t, &len)?, &ew::sub(&ew::sub(&len, 1i64)?, &t)?, &t)?;
     let picked = mv::gather(&moved, &idx, 1, 1)?;
@@ -161,7 +161,9 @@ pub fn searchsorted(sorted_sequence: &Tensor, values: &Tensor, right: bool) -> R
 /// `[rank, ...]` tensor (TensorFlow's `unravel_index`).
 #[track_caller]
 pub fn unravel_index(indices: &Tensor, dims: &[usize]) -> Result<Tensor> {
-    let total: usize = dims.iter().product();
+    let Some(total) = dims.iter().try_fold(1usize, |p, &d| p.checked_mul(d)) else {
+        bail!(invalid, "unravel_index: the shape {dims:?} has too many elements");
+    };
     if !indices.dtype().is_int() {
         bail!(dtype, "unravel_index needs integer indices, got {}", indices.dtype());
     }
@@ -386,7 +388,7 @@ pub fn space_to_batch_nd(x: &Tensor, block: &[usize], paddings: &[(usize, usize)
     let padded = mv::pad(x, &pads, mv::PadMode::Constant, 0)?;
     let mut shape = vec![dims[0] as i64];
     for i in 0..m {
-        let p = dims[i + 1] + paddings[i].0 + paddings[i].1;
+        let p = dims[i + 1].saturating_add(paddings[i].0).saturating_add(paddings[i].1);
         if !p.is_multiple_of(block[i]) {
             bail!(shape, "space_to_batch_nd: padded axis {} ({p}) is not a multiple of the block {}", i + 1, block[i]);
         }
@@ -440,7 +442,7 @@ pub fn batch_to_space(x: &Tensor, block: &[usize], crops: &[(usize, usize)]) -> 
     let mut size: Vec<i64> = merged.clone();
     for i in 0..m {
         let (lo, hi) = crops[i];
-        if lo + hi > merged[i + 1] as usize {
+        if lo.saturating_add(hi) > merged[i + 1] as usize {
             bail!(shape, "batch_to_space: crops {lo} + {hi} exceed axis {} ({})", i + 1, merged[i + 1]);
         }
         begin[i + 1] = lo;
@@ -467,7 +469,7 @@ pub fn required_space_to_batch_paddings(
     let mut crops = Vec::new();
     for (i, (&d, &k)) in input_shape.iter().zip(block).enumerate() {
         let (lo, hi) = base_paddings.map_or((0, 0), |p| p.get(i).copied().unwrap_or((0, 0)));
-        let full = d + lo + hi;
+        let full = d.saturating_add(lo).saturating_add(hi);
         let extra = (k - full % k) % k;
         paddings.push((lo, hi + extra));
         crops.push((0, extra));

@@ -123,10 +123,7 @@ fn einsum_diagonals(x: &Tensor, term: &[char]) -> Result<(Tensor, Vec<char>)> {
         if dims[p] != dims[q] {
             bail!(shape, "einsum letter '{}' repeats over axes of sizes {} and {}", term[q], dims[p], dims[q]);
         }
-        let ctx = match x.graph() {
-            Some(g) => super::Ctx::Graph(g),
-            None => super::Ctx::Eager,
-        };
+        let ctx = super::Ctx::of(&x);
         let mut shape = vec![1i64; dims.len()];
         shape[p] = dims[p] as i64;
         shape[q] = dims[q] as i64;

@@ -9,14 +9,6 @@ use crate::error::{bail, Result};
 use crate::graph::Tensor;
 use crate::tensor::{DType, Scalar, Shape};
 
-/// The context `x` lives in: its graph, or eager.
-pub(crate) fn ctx_of(x: &Tensor) -> Ctx<'_> {
-    match x.graph() {
-        Some(g) => Ctx::Graph(g),
-        None => Ctx::Eager,
-    }
-}
-
 /// The sum of a list of tensors of one shape and dtype (TensorFlow's `add_n`
 /// and `accumulate_n`).
 #[doc(alias = "accumulate_n")]
@@ -192,37 +184,30 @@ fn unsorted_segment(f: Segment, data: &Tensor, ids: &Tensor, num_segments: usize
     let ids = ew::select(&keep, &ids, 0i64)?;
     let mut out_shape = vec![num_segments];
     out_shape.extend(&rest);
-    let ones_rest = vec![1usize; rest.len()];
-    let keep_b =
-        mv::reshape(&keep, &[&[-1i64][..], &ones_rest.iter().map(|&o| o as i64).collect::<Vec<_>>()].concat())?;
+    // `keep` per row, broadcast over the row's own axes.
+    let row_shape =
+        |lead: &[i64]| -> Vec<i64> { lead.iter().copied().chain(std::iter::repeat_n(1, rest.len())).collect() };
+    let keep_b = mv::reshape(&keep, &row_shape(&[-1]))?;
     let sum_of = |values: &Tensor| -> Result<Tensor> {
         let masked = ew::select(&keep_b, values, 0)?;
         mv::scatter_nd(&mv::expand_dims(&ids, -1)?, &masked, Shape::new(&out_shape))
     };
-    let count = || -> Result<Tensor> {
-        let ones = ew::cast(&keep, data.dtype())?;
-        let c = mv::scatter_nd(&mv::expand_dims(&ids, -1)?, &ones, Shape::new(&[num_segments]))?;
-        let mut shape = vec![num_segments as i64];
-        shape.extend(ones_rest.iter().map(|&o| o as i64));
-        mv::reshape(&c, &shape)
-    };
+    let count = || segment_sizes(&ids, &ew::cast(&keep, data.dtype())?, num_segments, rest.len());
     match f {
         Segment::Sum => sum_of(&data),
         Segment::Mean => ew::div_no_nan(&sum_of(&data)?, &count()?),
         Segment::SqrtN => ew::div_no_nan(&sum_of(&data)?, &ew::sqrt(&count()?)?),
         Segment::Max | Segment::Min | Segment::Prod => {
             if num_segments == 0 {
-                return cr::zeros(ctx_of(&data), Shape::new(&out_shape), data.dtype());
+                return cr::zeros(Ctx::of(&data), Shape::new(&out_shape), data.dtype());
             }
             // [S, N, rest...]: each segment sees its members and the identity elsewhere.
-            let segs = cr::range(ctx_of(&data), 0i64, num_segments as i64, 1i64, DType::I64)?;
+            let segs = cr::range(Ctx::of(&data), 0i64, num_segments as i64, 1i64, DType::I64)?;
             let member = ew::logical_and(
                 &ew::equal(&mv::expand_dims(&segs, 1)?, &mv::expand_dims(&ids, 0)?)?,
                 &mv::expand_dims(&keep, 0)?,
             )?;
-            let mut mshape = vec![num_segments as i64, -1];
-            mshape.extend(ones_rest.iter().map(|&o| o as i64));
-            let member = mv::reshape(&member, &mshape)?;
+            let member = mv::reshape(&member, &row_shape(&[num_segments as i64, -1]))?;
             let identity = match f {
                 Segment::Max => extreme(data.dtype(), false),
                 Segment::Min => extreme(data.dtype(), true),
@@ -294,17 +279,24 @@ fn sorted_segments(ids: &Tensor, what: &str) -> Result<usize> {
     Ok(values.last().map_or(0, |&v| v as usize + 1))
 }
 
+/// How many rows each of `n` segments holds (`present`: 1 for a row that
+/// counts, 0 for a dropped one), shaped `[n, 1, ...]` to broadcast against
+/// rows of rank `rest_rank`.
+fn segment_sizes(ids: &Tensor, present: &Tensor, n: usize, rest_rank: usize) -> Result<Tensor> {
+    let c = mv::scatter_nd(&mv::expand_dims(ids, -1)?, present, Shape::new(&[n]))?;
+    let mut shape = vec![n as i64];
+    shape.extend(std::iter::repeat_n(1i64, rest_rank));
+    mv::reshape(&c, &shape)
+}
+
 fn sorted_segment(f: Segment, data: &Tensor, ids: &Tensor, what: &str) -> Result<Tensor> {
     let n = sorted_segments(ids, what)?;
     let r = unsorted_segment(f, data, ids, n, what)?;
     if matches!(f, Segment::Max | Segment::Min) {
         // TensorFlow's sorted max and min give 0 for an empty segment.
         let (_, flat_ids, rest) = flatten_segments(data, ids, what)?;
-        let ones = ew::cast(&cr::ones_like(&flat_ids)?, data.dtype())?;
-        let c = mv::scatter_nd(&mv::expand_dims(&flat_ids, -1)?, &ones, Shape::new(&[n]))?;
-        let mut shape = vec![n as i64];
-        shape.extend(rest.iter().map(|_| 1i64));
-        return ew::select(&ew::greater(&mv::reshape(&c, &shape)?, 0)?, &r, 0);
+        let sizes = segment_sizes(&flat_ids, &ew::cast(&cr::ones_like(&flat_ids)?, data.dtype())?, n, rest.len())?;
+        return ew::select(&ew::greater(&sizes, 0)?, &r, 0);
     }
     Ok(r)
 }
@@ -389,6 +381,9 @@ pub fn confusion_matrix(
         Some(w) => mv::reshape(w, &[-1])?,
         None => ew::cast(&cr::ones_like(&l)?, DType::I32)?,
     };
+    let Some(cells) = num_classes.checked_mul(num_classes) else {
+        bail!(invalid, "confusion_matrix: {num_classes} classes is too many");
+    };
     let flat = ew::add(&ew::mul(&l, num_classes as i64)?, &p)?;
     let in_range = ew::logical_and(
         &ew::logical_and(&ew::greater_equal(&l, 0i64)?, &ew::less(&l, num_classes as i64)?)?,
@@ -401,7 +396,7 @@ pub fn confusion_matrix(
         bail!(invalid, "confusion_matrix: labels and predictions must lie in [0, {num_classes})");
     }
     let ids = ew::select(&in_range, &flat, -1i64)?;
-    let m = unsorted_segment_sum(&values, &ids, num_classes * num_classes)?;
+    let m = unsorted_segment_sum(&values, &ids, cells)?;
     mv::reshape(&m, &[num_classes as i64, num_classes as i64])
 }
 
@@ -490,6 +485,6 @@ pub fn invert_permutation(x: &Tensor) -> Result<Tensor> {
             }
         }
     }
-    let positions = cr::range(ctx_of(x), 0i64, n as i64, 1i64, x.dtype())?;
+    let positions = cr::range(Ctx::of(x), 0i64, n as i64, 1i64, x.dtype())?;
     mv::scatter_nd(&mv::expand_dims(x, -1)?, &positions, Shape::new(&[n]))
 }

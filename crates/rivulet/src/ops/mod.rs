@@ -49,6 +49,17 @@ pub enum Ctx<'a> {
     Graph(&'a Graph),
 }
 
+impl<'a> Ctx<'a> {
+    /// The context `x` lives in: its graph, or eager (for ops without inputs
+    /// that go beside `x`, such as a `range` of indices).
+    pub fn of(x: &'a Tensor) -> Ctx<'a> {
+        match x.graph() {
+            Some(g) => Ctx::Graph(g),
+            None => Ctx::Eager,
+        }
+    }
+}
+
 impl<'a> From<&'a Graph> for Ctx<'a> {
     fn from(g: &'a Graph) -> Ctx<'a> {
         Ctx::Graph(g)

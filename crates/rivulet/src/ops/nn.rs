@@ -228,8 +228,9 @@ pub fn local_response_normalization(
     let Some(depth) = rank.checked_sub(1).and_then(|a| x.shape().dim(a)) else {
         bail!(shape, "local_response_normalization needs a known last axis, got {:?}", x.shape());
     };
-    // A windowed sum as the difference of an exclusive running sum.
-    let r = depth_radius;
+    // A windowed sum as the difference of an exclusive running sum; a radius
+    // past the depth reaches only zeros, so it is clamped to the depth.
+    let r = depth_radius.min(depth);
     let mut pads = vec![(0, 0); rank];
     pads[rank - 1] = (r, r + 1);
     let c = reduce::cumsum(&mv::pad(&ew::square(x)?, &pads, mv::PadMode::Constant, 0)?, -1, true, false)?;
@@ -415,7 +416,7 @@ pub fn ctc_loss(
     let (batch, max_len, time) = (dl[0], dl[1], dz[1]);
     let states = 2 * max_len + 1;
     const NEG: f64 = -1e30;
-    let ctx = super::math::ctx_of(logits);
+    let ctx = super::Ctx::of(logits);
     let logp = log_softmax(logits, -1)?;
     // The label sequence with blanks around and between: [batch, states].
     let labels = ew::cast(labels, DType::I64)?;

@@ -263,3 +263,25 @@ fn unconnected_variable_gradients_are_zeros_on_request() -> Result<()> {
     assert_eq!((z.dtype(), z.shape().dims().to_vec(), z.to_vec::<f32>()?), (DType::F32, vec![2, 2], vec![0.0; 4]));
     Ok(())
 }
+
+/// Sizes from the caller that would overflow are errors, not panics, and a
+/// local-response radius past the depth acts as the depth.
+#[test]
+fn composed_functions_refuse_overflowing_sizes() -> Result<()> {
+    use rivulet::ErrorKind;
+    let i = Tensor::from_slice(&[1i32, 2], [2])?;
+    let huge = [usize::MAX, 3];
+    assert_eq!(ops::unravel_index(&i, &huge).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(ops::confusion_matrix(&i, &i, usize::MAX, None).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert!(ops::space_to_batch_nd(&Tensor::from_slice(&[1.0f32; 4], [1, 2, 2])?, &[2], &[(usize::MAX, 1)]).is_err());
+    let x = Tensor::from_slice(&[1.0f64, -2.0, 0.5], [1, 3])?;
+    let wide = ops::local_response_normalization(&x, usize::MAX, 1.0, 0.5, 0.75)?;
+    let exact = ops::local_response_normalization(&x, 3, 1.0, 0.5, 0.75)?;
+    assert_eq!(wide.to_vec::<f64>()?, exact.to_vec::<f64>()?);
+    // Every element sees the whole depth: x / (1 + 0.5 * 5.25)^0.75.
+    let want: Vec<f64> = [1.0, -2.0, 0.5].iter().map(|v| v / (1.0f64 + 0.5 * 5.25).powf(0.75)).collect();
+    for (g, w) in wide.to_vec::<f64>()?.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-14, "{g} vs {w}");
+    }
+    Ok(())
+}
