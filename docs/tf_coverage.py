@@ -172,7 +172,7 @@ nn.avg_pool3d P - | #17 (pooling)
 nn.batch_norm_with_global_normalization C batch_norm_with_global_normalization
 nn.batch_normalization C batch_normalization
 nn.bias_add C bias_add | channels last
-nn.collapse_repeated P - | CTC helpers
+nn.collapse_repeated S collapse_repeated | eager (the output length depends on the values)
 nn.compute_accidental_hits P - | #19 (sampled losses)
 nn.compute_average_loss C compute_average_loss
 nn.conv1d P - | #17 (convolutions)
@@ -184,10 +184,10 @@ nn.conv3d_transpose P - | #17 (convolutions)
 nn.conv_transpose P - | #17 (convolutions)
 nn.convolution P - | #17 (convolutions)
 nn.crelu C crelu
-nn.ctc_beam_search_decoder P - | CTC
-nn.ctc_greedy_decoder P - | CTC
+nn.ctc_beam_search_decoder S ctc_beam_search_decoder | eager; decoded paths as SparseLabels
+nn.ctc_greedy_decoder S ctc_greedy_decoder | eager; decoded paths as SparseLabels
 nn.ctc_loss C ctc_loss | dense labels, batch-major logits
-nn.ctc_unique_labels P - | CTC
+nn.ctc_unique_labels S ctc_unique_labels
 nn.depth_to_space P - | #17
 nn.depthwise_conv2d P - | #17 (convolutions)
 nn.depthwise_conv2d_backprop_filter P - | #17 (convolutions)
@@ -203,7 +203,7 @@ nn.fractional_avg_pool P - | #17 (pooling)
 nn.fractional_max_pool P - | #17 (pooling)
 nn.gelu S gelu | approximate=True is gelu_approximate
 nn.in_top_k C in_top_k
-nn.isotonic_regression P - | pool-adjacent-violators kernel
+nn.isotonic_regression S isotonic_regression | a host kernel on every device
 nn.l2_loss C l2_loss
 nn.l2_normalize C l2_normalize
 nn.leaky_relu C leaky_relu
@@ -244,7 +244,7 @@ nn.tanh S tanh
 nn.top_k S top_k
 nn.weighted_cross_entropy_with_logits C weighted_cross_entropy_with_logits
 nn.weighted_moments C weighted_moments
-nn.with_space_to_batch P - | dilated ops of #17
+nn.with_space_to_batch C with_space_to_batch | the op is a Rust closure
 nn.zero_fraction C zero_fraction
 
 array.batch_to_space C batch_to_space

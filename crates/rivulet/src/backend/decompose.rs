@@ -135,6 +135,12 @@ pub(crate) fn run(be: &dyn Backend, op: &Op, inputs: &[&Value], outs: &[Meta], c
             let (v, i) = be.top_k(x(), *k, outs)?;
             return Ok(smallvec![v, i]);
         }
+        // Row-sequential algorithms: on a host copy, the results copied back.
+        Op::Host { f } => {
+            let host = transfer(x(), crate::tensor::Device::CPU)?;
+            let results = super::cpu::host::run(*f, &host, outs)?;
+            return results.iter().map(|r| transfer(r, be.device())).collect();
+        }
 
         // Views.
         Op::Reshape { shape } => views::reshape(x(), shape, |v| ex.contiguous(v))?,

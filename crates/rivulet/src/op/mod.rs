@@ -8,6 +8,7 @@ pub mod control;
 pub mod creation;
 pub mod elementwise;
 pub mod fused;
+pub mod host;
 pub mod linalg;
 pub mod movement;
 pub mod nn;
@@ -19,6 +20,7 @@ pub use control::{FunctionId, History, WhileSpec};
 pub use creation::Distribution;
 pub use elementwise::{BinaryOp, UnaryOp};
 pub use fused::FusedProgram;
+pub use host::HostOp;
 pub use movement::{PadMode, SliceItem};
 pub use optim::UpdateRule;
 pub use reduce::{ArgOp, ReduceOp, ScanOp};
@@ -185,6 +187,8 @@ pub enum Op {
     LogSoftmax { axis: usize },
     /// The `k` largest entries along the last axis and their indices.
     TopK { k: usize, sorted: bool },
+    /// A row-sequential algorithm run on the host (see [`HostOp`]).
+    Host { f: host::HostOp },
 
     /// Sum the first input down to the shape of the second (the gradient of
     /// broadcasting; the shape may be known only at run time).
@@ -301,6 +305,7 @@ impl Op {
             Op::Softmax { .. } => "Softmax",
             Op::LogSoftmax { .. } => "LogSoftmax",
             Op::TopK { .. } => "TopKV2",
+            Op::Host { f } => f.type_name(),
             Op::SumTo => "SumTo",
             Op::BroadcastLike => "BroadcastLike",
             Op::ReshapeLike => "ReshapeLike",
@@ -407,6 +412,7 @@ impl Op {
             | Op::Softmax { .. }
             | Op::LogSoftmax { .. }
             | Op::TopK { .. }
+            | Op::Host { .. }
             | Op::Size { .. }
             | Op::ReadVariable => 1,
         })
@@ -474,6 +480,7 @@ impl Op {
             }
             Op::Softmax { axis } | Op::LogSoftmax { axis } => one(nn::infer_softmax(*axis, &inputs[0])?),
             Op::TopK { k, .. } => nn::infer_top_k(*k, &inputs[0]),
+            Op::Host { f } => f.infer(&inputs[0]),
             Op::Fill { .. }
             | Op::FillLike { .. }
             | Op::Range { .. }

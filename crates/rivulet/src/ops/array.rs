@@ -261,7 +261,7 @@ pub fn tensor_scatter_nd_min(x: &Tensor, indices: &Tensor, updates: &Tensor) -> 
 
 /// The values of `x` a host-side function needs now: the output size of
 /// the value-dependent functions below.
-fn host_values<T: crate::tensor::Element>(x: &Tensor, what: &str) -> Result<Vec<T>> {
+pub(super) fn host_values<T: crate::tensor::Element>(x: &Tensor, what: &str) -> Result<Vec<T>> {
     if x.is_symbolic() {
         bail!(
             invalid,

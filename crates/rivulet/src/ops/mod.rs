@@ -10,6 +10,7 @@
 pub mod array;
 pub mod control;
 pub mod creation;
+pub mod ctc;
 pub mod elementwise;
 pub mod linalg;
 pub mod math;
@@ -22,6 +23,7 @@ pub mod variables;
 pub use array::*;
 pub use control::{cond, switch_case, while_loop, Nest, WhileOptions};
 pub use creation::*;
+pub use ctc::*;
 pub use elementwise::*;
 pub use linalg::*;
 pub use math::*;
@@ -276,6 +278,11 @@ impl Op {
                 let last = inputs[0].rank() - 1;
                 vec![Some(movement::gather_grad(&gv, &outputs[1], &inputs[0], last, last)?)]
             }
+            Op::Host { f: crate::op::HostOp::IsotonicRegression } => match &grads[0] {
+                Some(gv) => vec![Some(nn::segment_average(gv, &outputs[1])?)],
+                None => none(),
+            },
+            Op::Host { f: crate::op::HostOp::UniqueRows } => none(),
             Op::Const { .. }
             | Op::Placeholder { .. }
             | Op::Variable { .. }

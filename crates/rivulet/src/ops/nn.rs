@@ -380,85 +380,96 @@ pub fn batch_norm_with_global_normalization(
     batch_normalization(t, m, v, Some(beta), scale_after_normalization.then_some(gamma), variance_epsilon)
 }
 
-/// Connectionist temporal classification loss (Graves et al. 2006), per
-/// example: `-log p(labels | logits)` summed over every alignment.
-/// `labels` is `[batch, max_label_length]` (dense, padded past
-/// `label_length`), `logits` is `[batch, time, classes]` (batch major, so
-/// TensorFlow's `logits_time_major=False`), class `blank_index` is the
-/// blank. The forward recursion runs in log space over the time steps
-/// (unrolled: the graph grows with `time`); an alignment that cannot exist
-/// costs about 1e30 rather than inf, which keeps gradients finite.
+/// The closest sequence in least squares along `axis` that is
+/// non-increasing (`decreasing`, TensorFlow's default) or non-decreasing,
+/// and each element's segment: the run of elements pooled to one mean,
+/// numbered from 0 along the axis (int32). Float inputs keep their dtype,
+/// integers give float64, as `tf.nn.isotonic_regression`. The gradient
+/// averages the incoming gradient over each segment.
 #[track_caller]
-pub fn ctc_loss(
-    labels: &Tensor,
-    logits: &Tensor,
-    label_length: &Tensor,
-    logit_length: &Tensor,
-    blank_index: usize,
+pub fn isotonic_regression(x: &Tensor, decreasing: bool, axis: i64) -> Result<(Tensor, Tensor)> {
+    let axis = checked(normalize_axis(axis, x.rank()), "IsotonicRegression", &[x])?;
+    if !x.dtype().is_numeric() {
+        bail!(dtype, "isotonic_regression needs a numeric dtype, got {}", x.dtype());
+    }
+    let last = x.rank() - 1;
+    let mut perm: Vec<usize> = (0..x.rank()).collect();
+    perm.swap(axis, last);
+    let moved = if axis == last { x.clone() } else { mv::transpose(x, &perm)? };
+    let moved = if moved.dtype().is_float() { moved } else { ew::cast(&moved, DType::F64)? };
+    let input = if decreasing { moved } else { ew::neg(&moved)? };
+    let mut out = apply(Op::Host { f: crate::op::HostOp::IsotonicRegression }, &[&input])?;
+    let (Some(segments), Some(y)) = (out.pop(), out.pop()) else {
+        bail!(graph, "isotonic_regression produced no outputs");
+    };
+    let y = if decreasing { y } else { ew::neg(&y)? };
+    if axis == last {
+        Ok((y, segments))
+    } else {
+        Ok((mv::transpose(&y, &perm)?, mv::transpose(&segments, &perm)?))
+    }
+}
+
+/// The gradient of isotonic regression: `g` averaged over each run of equal
+/// `segments` ids along the last axis (an `[n, n]` same-segment matrix per
+/// row, so that it is made of ops and differentiates again).
+pub(crate) fn segment_average(g: &Tensor, segments: &Tensor) -> Result<Tensor> {
+    let same = ew::equal(&mv::expand_dims(segments, -1)?, &mv::expand_dims(segments, -2)?)?;
+    let same = ew::cast(&same, g.dtype())?;
+    let sums = mv::squeeze(&super::linalg::matmul(&same, &mv::expand_dims(g, -1)?)?, &[-1])?;
+    ew::div(&sums, &reduce::sum(&same, -1, false)?)
+}
+
+/// How a windowed op (convolution, pooling) pads its input: `Valid` keeps
+/// every window inside the input; `Same` pads so that the output has
+/// `ceil(input / stride)` positions, the extra padding at the end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Padding {
+    Valid,
+    Same,
+}
+
+/// Run a windowed `op` with dilation `dilation_rate` over the spatial axes
+/// `1..=dilation_rate.len()` of `input` as an undilated one: space-to-batch
+/// by the rate, `op` with `Valid` padding, batch-to-space back
+/// (`tf.nn.with_space_to_batch`). `Same` padding needs the window's
+/// `filter_shape`. With every rate 1, `op` runs on `input` with `padding`.
+#[track_caller]
+pub fn with_space_to_batch(
+    input: &Tensor,
+    dilation_rate: &[usize],
+    padding: Padding,
+    filter_shape: Option<&[usize]>,
+    op: impl FnOnce(&Tensor, Padding) -> Result<Tensor>,
 ) -> Result<Tensor> {
-    let (dl, dz) = (labels.shape().dims(), logits.shape().dims());
-    if !labels.dtype().is_int()
-        || labels.rank() != 2
-        || logits.rank() != 3
-        || !labels.shape().is_fully_known()
-        || !logits.shape().is_fully_known()
-        || dl[0] != dz[0]
-        || blank_index >= dz[2]
-    {
+    let m = dilation_rate.len();
+    let dims = input.shape().dims();
+    if m == 0 || input.rank() < m + 1 || !input.shape().is_fully_known() || dilation_rate.contains(&0) {
         bail!(
             shape,
-            "ctc_loss needs integer labels [batch, length] and logits [batch, time, classes] with the blank among the classes, got {} {:?}, {:?} and blank {blank_index}",
-            labels.dtype(),
-            labels.shape(),
-            logits.shape()
+            "with_space_to_batch needs positive rates for spatial axes 1..={m} of a known shape, got rates {dilation_rate:?} for {:?}",
+            input.shape()
         );
     }
-    let (batch, max_len, time) = (dl[0], dl[1], dz[1]);
-    let states = 2 * max_len + 1;
-    const NEG: f64 = -1e30;
-    let ctx = super::Ctx::of(logits);
-    let logp = log_softmax(logits, -1)?;
-    // The label sequence with blanks around and between: [batch, states].
-    let labels = ew::cast(labels, DType::I64)?;
-    let blanks = cr::fill(ctx, [batch, max_len], blank_index as i64, DType::I64)?;
-    let pairs = mv::reshape(&mv::stack(&[&blanks, &labels], 2)?, &[batch as i64, 2 * max_len as i64])?;
-    let ext = mv::concat(&[&pairs, &cr::fill(ctx, [batch, 1], blank_index as i64, DType::I64)?], 1)?;
-    // Emissions: log-probability of each state's class at each step, [batch, time, states].
-    let idx = mv::broadcast_to(&mv::expand_dims(&ext, 1)?, [batch, time, states])?;
-    let emit = mv::gather(&logp, &idx, 2, 2)?;
-    // A state may also be entered from two back: a label differing from the one two before.
-    let skip = if states > 2 {
-        let cur = mv::slice(&ext, &[0, 2], &[-1, -1])?;
-        let back = mv::slice(&ext, &[0, 0], &[-1, states as i64 - 2])?;
-        let ok = ew::logical_and(&ew::not_equal(&cur, blank_index as i64)?, &ew::not_equal(&cur, &back)?)?;
-        mv::concat(&[&cr::fill(ctx, [batch, 2], false, DType::Bool)?, &ok], 1)?
-    } else {
-        cr::fill(ctx, [batch, states], false, DType::Bool)?
-    };
-    let lengths = ew::cast(logit_length, DType::I64)?;
-    let step = |t: usize| mv::squeeze(&mv::slice(&emit, &[0, t, 0], &[-1, 1, -1])?, &[1]);
-    let neg = |n: usize| cr::fill(ctx, [batch, n], NEG, logits.dtype());
-    // alpha_0: the first blank or the first label.
-    let first_two = mv::slice(&step(0)?, &[0, 0], &[-1, states.min(2) as i64])?;
-    let mut alpha = if states > 2 { mv::concat(&[&first_two, &neg(states - 2)?], 1)? } else { first_two };
-    for t in 1..time {
-        let prev1 = mv::concat(&[&neg(1)?, &mv::slice(&alpha, &[0, 0], &[-1, states as i64 - 1])?], 1)?;
-        let mut total = ew::logaddexp(&alpha, &prev1)?;
-        if states > 2 {
-            let prev2 = mv::concat(&[&neg(2)?, &mv::slice(&alpha, &[0, 0], &[-1, states as i64 - 2])?], 1)?;
-            total = ew::logaddexp(&total, &ew::select(&skip, &prev2, NEG)?)?;
-        }
-        let next = ew::add(&total, &step(t)?)?;
-        // Past an example's logit length its alphas stay as they are.
-        let live = mv::expand_dims(&ew::less(t as i64, &lengths)?, 1)?;
-        alpha = ew::select(&live, &next, &alpha)?;
+    if dilation_rate.iter().all(|&r| r == 1) {
+        return op(input, padding);
     }
-    // The path ends on the last label or the blank after it.
-    let ll = ew::cast(label_length, DType::I64)?;
-    let last_blank = mv::expand_dims(&ew::mul(&ll, 2i64)?, 1)?;
-    let last_label = ew::maximum(&ew::sub(&last_blank, 1i64)?, 0i64)?;
-    let end_blank = mv::squeeze(&mv::gather(&alpha, &last_blank, 1, 1)?, &[1])?;
-    let end_label = mv::squeeze(&mv::gather(&alpha, &last_label, 1, 1)?, &[1])?;
-    let has_label = ew::greater(&ll, 0i64)?;
-    ew::neg(&ew::select(&has_label, &ew::logaddexp(&end_blank, &end_label)?, &end_blank)?)
+    let base: Vec<(usize, usize)> = match (padding, filter_shape) {
+        (Padding::Valid, _) => vec![(0, 0); m],
+        (Padding::Same, Some(f)) if f.len() == m && !f.contains(&0) => f
+            .iter()
+            .zip(dilation_rate)
+            .map(|(&k, &r)| {
+                let extra = (k - 1).saturating_mul(r);
+                (extra / 2, extra - extra / 2)
+            })
+            .collect(),
+        (Padding::Same, f) => {
+            bail!(invalid, "with_space_to_batch: Same padding needs a filter shape of {m} positive sizes, got {f:?}")
+        }
+    };
+    let (paddings, crops) = super::array::required_space_to_batch_paddings(&dims[1..=m], dilation_rate, Some(&base))?;
+    let converted = super::array::space_to_batch_nd(input, dilation_rate, &paddings)?;
+    let result = op(&converted, Padding::Valid)?;
+    super::array::batch_to_space(&result, dilation_rate, &crops)
 }

@@ -334,6 +334,57 @@ case("ctc_loss blank last", [np.array([[1, 2, 0], [3, 3, 1], [2, 0, 0]], np.int3
      lambda l, z, ll, zl: [tf.nn.ctc_loss(l, z, ll, zl, logits_time_major=False, blank_index=-1)],
      grad=True, rtol=1e-5, atol=1e-5)
 
+# Isotonic regression: ties stay apart, pooled runs, both directions, an axis, integers.
+iso_x = np.array([[3.0, 1.0, 2.0, 2.0, 5.0], [1.0, 2.0, 2.0, 1.0, 0.5], [2.0, 1.0, 1.0, 2.0, 2.0]], np.float32)
+case("isotonic_regression", [iso_x], lambda x: list(nn.isotonic_regression(x)), grad=True)
+case("isotonic_regression increasing axis 0", [f32(5, 3)],
+     lambda x: list(nn.isotonic_regression(x, decreasing=False, axis=0)), grad=True)
+case("isotonic_regression f64", [f64(3, 9)], lambda x: list(nn.isotonic_regression(x)), grad=True, rtol=1e-12,
+     atol=1e-12)
+case("isotonic_regression int32", [np.array([[1, 3, 2, 2], [4, 3, 5, 0]], np.int32)],
+     lambda x: list(nn.isotonic_regression(x)))
+
+# CTC label helpers and decoders (sparse results compared as dense, -1 past each end).
+case("ctc_unique_labels", [np.array([[3, 4, 4, 3, 0], [1, 1, 1, 1, 1]], np.int32)],
+     lambda x: list(nn.ctc_unique_labels(x)))
+case("collapse_repeated", [np.array([[1, 1, 2, 2, 1], [1, 2, 3, 4, 5], [7, 7, 7, 7, 7]], np.int32),
+                           np.array([5, 3, 4], np.int32)], lambda l, s: list(nn.collapse_repeated(l, s)))
+
+
+def greedy(z, l, merge, blank):
+    d, n = nn.ctc_greedy_decoder(z, l, merge_repeated=merge, blank_index=blank)
+    return [tf.sparse.to_dense(d[0], default_value=-1), n]
+
+
+def beam(z, l, width, paths):
+    d, lp = nn.ctc_beam_search_decoder(z, l, beam_width=width, top_paths=paths)
+    return [tf.sparse.to_dense(x, default_value=-1) for x in d] + [lp]
+
+
+dec_logits = f32(9, 3, 4, lo=-3.0, hi=3.0)
+dec_len = np.array([9, 5, 0], np.int32)
+case("ctc_greedy_decoder", [dec_logits, dec_len], lambda z, l: greedy(z, l, True, None))
+case("ctc_greedy_decoder unmerged blank 0", [dec_logits, dec_len], lambda z, l: greedy(z, l, False, 0))
+case("ctc_beam_search_decoder", [f32(8, 3, 4), np.array([8, 5, 1], np.int32)], lambda z, l: beam(z, l, 100, 3),
+     rtol=1e-5, atol=1e-5)
+case("ctc_beam_search_decoder narrow beam", [f32(12, 2, 5), np.array([12, 9], np.int32)],
+     lambda z, l: beam(z, l, 3, 2), rtol=1e-5, atol=1e-5)
+
+
+# with_space_to_batch: a dilated two-tap window sum along each spatial axis.
+def pair_sum(x, n, padding):
+    assert padding == "VALID"
+    y = x[:, :-1] + x[:, 1:]
+    return y[:, :, :-1] + y[:, :, 1:] if n == 2 else y
+
+
+case("with_space_to_batch valid", [f32(2, 7, 3)], lambda x: [nn.with_space_to_batch(x, [2], "VALID", pair_sum)],
+     grad=True)
+case("with_space_to_batch same", [f32(2, 7, 3)],
+     lambda x: [nn.with_space_to_batch(x, [3], "SAME", pair_sum, filter_shape=[2])], grad=True)
+case("with_space_to_batch 2d", [f32(1, 6, 5, 2)], lambda x: [nn.with_space_to_batch(x, [2, 3], "VALID", pair_sum)],
+     grad=True)
+
 
 def loss_of(outs):
     total = tf.constant(0.0, tf.float32)

@@ -285,3 +285,100 @@ fn composed_functions_refuse_overflowing_sizes() -> Result<()> {
     }
     Ok(())
 }
+
+/// The beam search's best path and its log-probability are CTC's: summing
+/// the probability of every alignment (3 steps of 3 classes, the blank
+/// last) by brute force gives the same best label sequence and total.
+#[test]
+fn beam_search_scores_are_ctc_probabilities_by_brute_force() -> Result<()> {
+    let logits: [[f64; 3]; 3] = [[0.2, -0.4, 0.1], [1.0, 0.3, -0.2], [-0.5, 0.6, 0.4]];
+    let logp: Vec<Vec<f64>> = logits
+        .iter()
+        .map(|r| {
+            let z = r.iter().map(|v| v.exp()).sum::<f64>().ln();
+            r.iter().map(|v| v - z).collect()
+        })
+        .collect();
+    let mut totals: std::collections::HashMap<Vec<i64>, f64> = std::collections::HashMap::new();
+    for a in 0..27 {
+        let path = [a / 9, (a / 3) % 3, a % 3];
+        let p = (0..3).map(|t| logp[t][path[t]]).sum::<f64>().exp();
+        let mut labels = Vec::new();
+        let mut prev = None;
+        for &c in &path {
+            if c != 2 && prev != Some(c) {
+                labels.push(c as i64);
+            }
+            prev = Some(c);
+        }
+        *totals.entry(labels).or_insert(0.0) += p;
+    }
+    let mut ranked: Vec<(Vec<i64>, f64)> = totals.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let x = Tensor::from_vec(logits.iter().flatten().copied().collect::<Vec<f64>>(), [3, 1, 3])?;
+    let (paths, log_probs) = ops::ctc_beam_search_decoder(&x, &Tensor::from_slice(&[3i32], [1])?, 10, 3)?;
+    let lp = log_probs.to_vec::<f64>()?;
+    for (rank, (labels, p)) in ranked.iter().take(3).enumerate() {
+        assert_eq!(&paths[rank].values.to_vec::<i64>()?, labels, "rank {rank}");
+        assert!((lp[rank] - p.ln()).abs() < 1e-12, "rank {rank}: {} vs {}", lp[rank], p.ln());
+    }
+    // Greedy decoding takes each step's best class: 0, 0 (merged), 1.
+    let (greedy, neg) = ops::ctc_greedy_decoder(&x, &Tensor::from_slice(&[3i32], [1])?, true, None)?;
+    assert_eq!(greedy.values.to_vec::<i64>()?, vec![0, 1]);
+    assert!((neg.to_vec::<f64>()?[0] + 1.8).abs() < 1e-12);
+    Ok(())
+}
+
+/// Isotonic regression runs in a graph, and its gradient there averages the
+/// upstream gradient over each pooled segment (hand-computed: [3, 1, 2]
+/// pools 1 and 2 to 1.5).
+#[test]
+fn isotonic_regression_in_a_graph_averages_gradients_over_segments() -> Result<()> {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [1, 3])?;
+    let (y, seg) = ops::isotonic_regression(&x, true, -1)?;
+    let w = g.constant(Tensor::from_slice(&[1.0f32, 2.0, 4.0], [1, 3])?)?;
+    let loss = ops::sum(&ops::mul(&y, &w)?, Axes::All, false)?;
+    let grad = rivulet::gradients(&[&loss], &[&x], None, Unconnected::None)?.remove(0).expect("a gradient");
+    let feed = Tensor::from_slice(&[3.0f32, 1.0, 2.0], [1, 3])?;
+    let out = Session::new(&g).run(&[&y, &seg, &grad], &[(&x, &feed)])?;
+    assert_eq!(out[0].to_vec::<f32>()?, vec![3.0, 1.5, 1.5]);
+    assert_eq!(out[1].to_vec::<i32>()?, vec![0, 1, 1]);
+    assert_eq!(out[2].to_vec::<f32>()?, vec![1.0, 3.0, 3.0]);
+    Ok(())
+}
+
+/// The CTC helpers and isotonic regression refuse bad arguments with
+/// errors, and the value-dependent ones say to call them eagerly.
+#[test]
+fn ctc_helpers_refuse_bad_arguments() -> Result<()> {
+    use rivulet::ErrorKind;
+    let z = Tensor::from_vec(vec![0.5f32; 2 * 3 * 4], [2, 3, 4])?;
+    let len = Tensor::from_slice(&[2i32, 1, 0], [3])?;
+    let too_long = Tensor::from_slice(&[2i32, 3, 0], [3])?;
+    assert!(ops::ctc_greedy_decoder(&z, &too_long, true, None).is_err());
+    assert!(ops::ctc_greedy_decoder(&z, &len, true, Some(4)).is_err());
+    assert!(ops::ctc_greedy_decoder(&z, &Tensor::from_slice(&[1i32], [1])?, true, None).is_err());
+    assert!(ops::ctc_greedy_decoder(&ops::cast(&z, DType::I32)?, &len, true, None).is_err());
+    assert_eq!(ops::ctc_beam_search_decoder(&z, &len, 2, 3).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert!(ops::ctc_beam_search_decoder(&z, &len, 0, 0).is_err());
+    // A zero-length sequence decodes to nothing with log-probability 0.
+    let (paths, lp) = ops::ctc_beam_search_decoder(&z, &len, 4, 1)?;
+    assert_eq!(paths[0].to_dense(-1)?.shape().dims()[0], 3);
+    assert_eq!(lp.to_vec::<f32>()?[2], 0.0);
+    assert!(ops::isotonic_regression(&Tensor::scalar(1.0f32), true, -1).is_err());
+    assert!(ops::isotonic_regression(&Tensor::from_slice(&[true], [1])?, true, -1).is_err());
+    assert!(ops::ctc_unique_labels(&Tensor::from_slice(&[1.0f32], [1, 1])?).is_err());
+    assert!(ops::collapse_repeated(&Tensor::from_slice(&[1i32, 1], [1, 2])?, &Tensor::from_slice(&[1i32, 1], [2])?)
+        .is_err());
+    let g = Graph::new();
+    let labels = g.placeholder("labels", DType::I32, [1, 2])?;
+    let lengths = g.placeholder("lengths", DType::I32, [1])?;
+    let err = ops::collapse_repeated(&labels, &lengths).unwrap_err();
+    assert!(err.to_string().contains("eagerly"), "{err}");
+    let x = Tensor::from_vec(vec![1.0f32; 7], [1, 7, 1])?;
+    let same = ops::with_space_to_batch(&x, &[2], ops::Padding::Same, None, |y, _| Ok(y.clone()));
+    assert_eq!(same.unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert!(ops::with_space_to_batch(&x, &[0], ops::Padding::Valid, None, |y, _| Ok(y.clone())).is_err());
+    Ok(())
+}

@@ -40,6 +40,32 @@ fn two((a, b): (Tensor, Tensor)) -> Result<Vec<Tensor>> {
     Ok(vec![a, b])
 }
 
+/// The decoded paths as dense matrices (-1 past each end), then the
+/// log-probabilities.
+fn beam((paths, log_probs): (Vec<ops::SparseLabels>, Tensor)) -> Result<Vec<Tensor>> {
+    let mut out = paths.iter().map(|p| p.to_dense(-1)).collect::<Result<Vec<_>>>()?;
+    out.push(log_probs);
+    Ok(out)
+}
+
+/// A two-tap window sum along the first `n` spatial axes with `Valid`
+/// padding (the generator's `pair_sum`).
+fn pair_sum(x: &Tensor, n: usize, padding: ops::Padding) -> Result<Tensor> {
+    assert_eq!(padding, ops::Padding::Valid);
+    let mut y = x.clone();
+    for axis in 1..=n {
+        let len = y.shape().dims()[axis] as i64;
+        let mut begin = vec![0usize; y.rank()];
+        let mut size = vec![-1i64; y.rank()];
+        size[axis] = len - 1;
+        let head = ops::slice(&y, &begin, &size)?;
+        begin[axis] = 1;
+        let tail = ops::slice(&y, &begin, &size)?;
+        y = ops::add(&head, &tail)?;
+    }
+    Ok(y)
+}
+
 /// The Rust side of each case, by the manifest's name.
 fn recipe(name: &str) -> Option<Recipe> {
     let unary: Option<fn(&Tensor) -> Result<Tensor>> = match name.rsplit_once(' ').map(|(op, _)| op) {
@@ -240,6 +266,31 @@ fn recipe(name: &str) -> Option<Recipe> {
         "space_to_batch_nd" => r(|x| one(ops::space_to_batch_nd(&x[0], &[2, 2], &[(0, 0), (0, 0)]))),
         "space_to_batch_nd padded" => r(|x| one(ops::space_to_batch_nd(&x[0], &[2, 2], &[(1, 0), (1, 1)]))),
         "batch_to_space" => r(|x| one(ops::batch_to_space(&x[0], &[2, 2], &[(0, 1), (1, 1)]))),
+        "isotonic_regression" | "isotonic_regression f64" | "isotonic_regression int32" => {
+            r(|x| two(ops::isotonic_regression(&x[0], true, -1)?))
+        }
+        "isotonic_regression increasing axis 0" => r(|x| two(ops::isotonic_regression(&x[0], false, 0)?)),
+        "ctc_unique_labels" => r(|x| two(ops::ctc_unique_labels(&x[0])?)),
+        "collapse_repeated" => eager(|x| two(ops::collapse_repeated(&x[0], &x[1])?)),
+        "ctc_greedy_decoder" => eager(|x| {
+            let (d, n) = ops::ctc_greedy_decoder(&x[0], &x[1], true, None)?;
+            Ok(vec![d.to_dense(-1)?, n])
+        }),
+        "ctc_greedy_decoder unmerged blank 0" => eager(|x| {
+            let (d, n) = ops::ctc_greedy_decoder(&x[0], &x[1], false, Some(0))?;
+            Ok(vec![d.to_dense(-1)?, n])
+        }),
+        "ctc_beam_search_decoder" => eager(|x| beam(ops::ctc_beam_search_decoder(&x[0], &x[1], 100, 3)?)),
+        "ctc_beam_search_decoder narrow beam" => eager(|x| beam(ops::ctc_beam_search_decoder(&x[0], &x[1], 3, 2)?)),
+        "with_space_to_batch valid" => {
+            r(|x| one(ops::with_space_to_batch(&x[0], &[2], ops::Padding::Valid, None, |y, p| pair_sum(y, 1, p))))
+        }
+        "with_space_to_batch same" => {
+            r(|x| one(ops::with_space_to_batch(&x[0], &[3], ops::Padding::Same, Some(&[2]), |y, p| pair_sum(y, 1, p))))
+        }
+        "with_space_to_batch 2d" => {
+            r(|x| one(ops::with_space_to_batch(&x[0], &[2, 3], ops::Padding::Valid, None, |y, p| pair_sum(y, 2, p))))
+        }
         _ => return keras_loss(name),
     })
 }

@@ -5,6 +5,7 @@ pub(crate) mod creation;
 pub(crate) mod elementwise;
 pub(crate) mod fold_f32;
 pub(crate) mod fused;
+pub(crate) mod host;
 pub(crate) mod in_place;
 pub(crate) mod loops;
 pub(crate) mod math;
@@ -192,6 +193,7 @@ pub(crate) fn execute(op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx
             let (v, i) = nn::top_k(x(), *k)?;
             return Ok(smallvec![v, i]);
         }
+        Op::Host { f } => return Ok(host::run(*f, x(), outs)?.into_iter().collect()),
     };
     Ok(smallvec![v])
 }
