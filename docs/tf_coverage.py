@@ -160,7 +160,7 @@ math.xlogy S xlogy
 math.zero_fraction C zero_fraction
 math.zeta S zeta
 
-nn.all_candidate_sampler P - | #19 (sampled losses)
+nn.all_candidate_sampler S all_candidate_sampler
 nn.approx_max_k C approx_max_k | exact top-k
 nn.approx_min_k C approx_min_k | exact top-k
 nn.atrous_conv2d P - | #17 (convolutions)
@@ -173,7 +173,7 @@ nn.batch_norm_with_global_normalization C batch_norm_with_global_normalization
 nn.batch_normalization C batch_normalization
 nn.bias_add C bias_add | channels last
 nn.collapse_repeated S collapse_repeated | eager (the output length depends on the values)
-nn.compute_accidental_hits P - | #19 (sampled losses)
+nn.compute_accidental_hits S compute_accidental_hits | eager (the hit count depends on the values)
 nn.compute_average_loss C compute_average_loss
 nn.conv1d P - | #17 (convolutions)
 nn.conv1d_transpose P - | #17 (convolutions)
@@ -198,7 +198,7 @@ nn.elu S elu
 nn.embedding_lookup C embedding_lookup
 nn.embedding_lookup_sparse O - | sparse tensors are not a Rivulet type
 nn.erosion2d P - | #17 (morphological convolutions)
-nn.fixed_unigram_candidate_sampler P - | #19 (sampled losses)
+nn.fixed_unigram_candidate_sampler S fixed_unigram_candidate_sampler | eager; unigrams in memory (no vocab_file, num_shards)
 nn.fractional_avg_pool P - | #17 (pooling)
 nn.fractional_max_pool P - | #17 (pooling)
 nn.gelu S gelu | approximate=True is gelu_approximate
@@ -207,7 +207,7 @@ nn.isotonic_regression S isotonic_regression | a host kernel on every device
 nn.l2_loss C l2_loss
 nn.l2_normalize C l2_normalize
 nn.leaky_relu C leaky_relu
-nn.learned_unigram_candidate_sampler P - | #19 (sampled losses)
+nn.learned_unigram_candidate_sampler S learned_unigram_candidate_sampler | eager; LearnedUnigramSampler keeps the counts across calls
 nn.local_response_normalization C local_response_normalization
 nn.log_poisson_loss C log_poisson_loss
 nn.log_softmax S log_softmax
@@ -218,13 +218,13 @@ nn.max_pool2d P - | #17 (pooling)
 nn.max_pool3d P - | #17 (pooling)
 nn.max_pool_with_argmax P - | #17 (pooling)
 nn.moments C moments
-nn.nce_loss P - | #19 (sampled losses)
+nn.nce_loss C nce_loss | in graphs with sampled_values given
 nn.normalize_moments C normalize_moments
 nn.pool P - | #17 (pooling)
 nn.relu S relu
 nn.relu6 S relu6
 nn.safe_embedding_lookup_sparse O - | sparse tensors are not a Rivulet type
-nn.sampled_softmax_loss P - | #19 (sampled losses)
+nn.sampled_softmax_loss C sampled_softmax_loss | in graphs with sampled_values given
 nn.scale_regularization_loss C scale_regularization_loss | one replica until #20
 nn.selu S selu
 nn.separable_conv2d P - | #17 (convolutions)
@@ -316,6 +316,11 @@ random.stateless_normal C random_normal | counter-based: the same seed gives the
 random.stateless_uniform C random_uniform | counter-based: the same seed gives the same numbers
 random.stateless_truncated_normal C truncated_normal | counter-based
 random.shuffle P - | #18 (Dataset.shuffle)
+random.all_candidate_sampler S all_candidate_sampler
+random.fixed_unigram_candidate_sampler S fixed_unigram_candidate_sampler | eager; unigrams in memory
+random.learned_unigram_candidate_sampler S learned_unigram_candidate_sampler | eager
+random.log_uniform_candidate_sampler S log_uniform_candidate_sampler | eager
+random.uniform_candidate_sampler S uniform_candidate_sampler | eager
 
 losses.BinaryCrossentropy S BinaryCrossentropy
 losses.BinaryFocalCrossentropy S BinaryFocalCrossentropy

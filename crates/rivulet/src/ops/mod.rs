@@ -18,6 +18,7 @@ pub mod movement;
 pub mod nn;
 pub mod optim;
 pub mod reduce;
+pub mod sampling;
 pub mod variables;
 
 pub use array::*;
@@ -31,6 +32,7 @@ pub use movement::*;
 pub use nn::*;
 pub use optim::*;
 pub use reduce::*;
+pub use sampling::*;
 pub use variables::*;
 
 pub use crate::op::{fused, ConstValue, Meta, Metas, Op, MAX_OUTPUTS};

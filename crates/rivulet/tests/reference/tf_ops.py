@@ -385,6 +385,45 @@ case("with_space_to_batch same", [f32(2, 7, 3)],
 case("with_space_to_batch 2d", [f32(1, 6, 5, 2)], lambda x: [nn.with_space_to_batch(x, [2, 3], "VALID", pair_sum)],
      grad=True)
 
+# Candidate samplers: the expected counts of the true classes (TensorFlow's
+# draws cannot be reproduced; without unique they do not depend on them).
+sampler_truth = np.array([[0, 5], [9, 2], [3, 3]], np.int64)
+
+
+def true_counts(fn, **kw):
+    return lambda t: [fn(true_classes=t, num_true=2, num_sampled=4, unique=False, **kw)[1]]
+
+
+case("log_uniform_candidate_sampler counts", [sampler_truth],
+     true_counts(tf.random.log_uniform_candidate_sampler, range_max=10))
+case("uniform_candidate_sampler counts", [sampler_truth], true_counts(tf.random.uniform_candidate_sampler, range_max=10))
+case("learned_unigram_candidate_sampler counts", [sampler_truth],
+     true_counts(tf.random.learned_unigram_candidate_sampler, range_max=10))
+case("fixed_unigram_candidate_sampler counts", [sampler_truth],
+     true_counts(tf.random.fixed_unigram_candidate_sampler, range_max=10, distortion=0.5, num_reserved_ids=2,
+                 unigrams=[5.0, 1.0, 2.0, 8.0, 3.0, 1.0, 4.0, 6.0]))
+case("all_candidate_sampler", [np.array([[0, 4], [2, 2]], np.int64)],
+     lambda t: list(tf.random.all_candidate_sampler(t, 2, 5, True)))
+case("compute_accidental_hits", [sampler_truth, np.array([3, 7, 5, 3, 0], np.int64)],
+     lambda t, s: list(nn.compute_accidental_hits(t, s, num_true=2)))
+
+# Sampled losses on given sampled values, with and without removing accidental hits.
+sampled_inputs = [f32(10, 4), f32(10), np.array([[1, 7], [3, 3], [0, 9]], np.int64), f32(3, 4),
+                  np.array([2, 7, 5, 3, 0], np.int64), pos(3, 2), pos(5)]
+
+
+def sampled_loss(fn, remove):
+    return lambda w, b, l, x, s, te, se: [fn(w, b, l, x, num_sampled=5, num_classes=10, num_true=2,
+                                             sampled_values=(s, te, se), remove_accidental_hits=remove)]
+
+
+case("nce_loss", sampled_inputs, sampled_loss(nn.nce_loss, False), grad=True, rtol=1e-5, atol=1e-5)
+case("nce_loss without hits", sampled_inputs, sampled_loss(nn.nce_loss, True), grad=True, rtol=1e-5, atol=1e-5)
+case("sampled_softmax_loss", sampled_inputs, sampled_loss(nn.sampled_softmax_loss, True), grad=True, rtol=1e-5,
+     atol=1e-5)
+case("sampled_softmax_loss with hits", sampled_inputs, sampled_loss(nn.sampled_softmax_loss, False), grad=True,
+     rtol=1e-5, atol=1e-5)
+
 
 def loss_of(outs):
     total = tf.constant(0.0, tf.float32)

@@ -382,3 +382,94 @@ fn ctc_helpers_refuse_bad_arguments() -> Result<()> {
     assert!(ops::with_space_to_batch(&x, &[0], ops::Padding::Valid, None, |y, _| Ok(y.clone())).is_err());
     Ok(())
 }
+
+/// The candidate samplers draw from their distributions (class frequencies
+/// within 4.5 standard errors of the probabilities over 40,000 draws), give TensorFlow's
+/// expected counts, keep reserved ids out, learn, and repeat with a seed.
+#[test]
+fn candidate_samplers_draw_from_their_distributions() -> Result<()> {
+    let truth = Tensor::from_slice(&[0i64, 3, 9, 9], [2, 2])?;
+    let n = 40_000;
+    let s = ops::log_uniform_candidate_sampler(&truth, 2, n, false, 10, Some(7))?;
+    let sampled = s.sampled.to_vec::<i64>()?;
+    let p = |k: f64| ((k + 2.0) / (k + 1.0)).ln() / 11f64.ln();
+    for k in 0..10 {
+        let freq = sampled.iter().filter(|&&v| v == k).count() as f64 / n as f64;
+        // Within 4.5 standard errors of the binomial frequency.
+        let pk = p(k as f64);
+        let tolerance = 4.5 * (pk * (1.0 - pk) / n as f64).sqrt();
+        assert!((freq - pk).abs() < tolerance, "class {k}: {freq} vs {pk}");
+    }
+    let counts = s.true_expected_count.to_vec::<f32>()?;
+    for (c, k) in counts.iter().zip([0.0, 3.0, 9.0, 9.0]) {
+        assert!((*c as f64 - p(k) * n as f64).abs() < 1e-3 * p(k) * n as f64);
+    }
+    // The same seed draws the same classes.
+    let again = ops::log_uniform_candidate_sampler(&truth, 2, n, false, 10, Some(7))?;
+    assert_eq!(again.sampled.to_vec::<i64>()?, sampled);
+
+    // Distinct samples of every class: a permutation, each expected
+    // 1 - (1 - 1/8)^tries with tries >= 8.
+    let u = ops::uniform_candidate_sampler(&Tensor::from_slice(&[1i64, 2], [1, 2])?, 2, 8, true, 8, Some(3))?;
+    let mut perm = u.sampled.to_vec::<i64>()?;
+    perm.sort();
+    assert_eq!(perm, (0..8).collect::<Vec<i64>>());
+    let e = u.sampled_expected_count.to_vec::<f32>()?;
+    assert!(e.iter().all(|&c| c == e[0] && c > 1.0 - 0.875f32.powi(8) - 1e-6 && c <= 1.0));
+
+    // Reserved ids are never drawn; weights follow unigram^distortion.
+    let f = ops::fixed_unigram_candidate_sampler(&truth, 2, 2000, false, 10, &[4.0; 8], 1.0, 2, Some(5))?;
+    assert!(f.sampled.to_vec::<i64>()?.iter().all(|&k| k >= 2));
+    assert_eq!(f.true_expected_count.to_vec::<f32>()?[0], 0.0);
+
+    // A learned sampler counts the true classes it has seen: after [3, 3]
+    // the weights over 4 classes are [1, 1, 1, 3].
+    let mut learned = ops::LearnedUnigramSampler::new(4, Some(1));
+    let t = Tensor::from_slice(&[3i64, 3], [1, 2])?;
+    let first = learned.sample(&t, 2, 6, false)?;
+    assert_eq!(first.true_expected_count.to_vec::<f32>()?, vec![1.5, 1.5]);
+    let second = learned.sample(&t, 2, 6, false)?;
+    assert_eq!(second.true_expected_count.to_vec::<f32>()?, vec![3.0, 3.0]);
+
+    // Errors: a true class out of range, more distinct samples than
+    // classes, bad weights, and a graph (the draws need the values).
+    use rivulet::ErrorKind;
+    let bad = ops::uniform_candidate_sampler(&Tensor::from_slice(&[10i64], [1, 1])?, 1, 2, false, 10, None);
+    assert_eq!(bad.unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert!(ops::uniform_candidate_sampler(&truth, 2, 11, true, 10, None).is_err());
+    assert!(ops::fixed_unigram_candidate_sampler(&truth, 2, 3, false, 10, &[-1.0; 8], 1.0, 2, None).is_err());
+    assert!(ops::fixed_unigram_candidate_sampler(&truth, 2, 3, false, 10, &[1.0; 7], 1.0, 2, None).is_err());
+    assert!(ops::all_candidate_sampler(&truth, 2, 5).is_err());
+    let g = Graph::new();
+    let symbolic = g.placeholder("truth", DType::I64, [2, 2])?;
+    assert!(ops::log_uniform_candidate_sampler(&symbolic, 2, 3, true, 10, None)
+        .unwrap_err()
+        .to_string()
+        .contains("eagerly"));
+    Ok(())
+}
+
+/// Without `sampled_values` the sampled losses draw from the log-uniform
+/// sampler with their seed: the same loss as passing that draw in.
+#[test]
+fn sampled_losses_draw_their_own_candidates() -> Result<()> {
+    let w = ops::random_normal(rivulet::Ctx::Eager, [20, 3], 0.0, 1.0, DType::F32, Some(1))?;
+    let b = ops::random_normal(rivulet::Ctx::Eager, [20], 0.0, 1.0, DType::F32, Some(2))?;
+    let x = ops::random_normal(rivulet::Ctx::Eager, [4, 3], 0.0, 1.0, DType::F32, Some(3))?;
+    let labels = Tensor::from_slice(&[1i64, 4, 0, 19], [4, 1])?;
+    let mut o = ops::SampledLossOptions {
+        num_sampled: 6,
+        num_classes: 20,
+        num_true: 1,
+        sampled_values: None,
+        remove_accidental_hits: true,
+        seed: Some(11),
+    };
+    let own = ops::sampled_softmax_loss(&w, &b, &labels, &x, &o)?.to_vec::<f32>()?;
+    o.sampled_values = Some(ops::log_uniform_candidate_sampler(&labels, 1, 6, true, 20, Some(11))?);
+    let given = ops::sampled_softmax_loss(&w, &b, &labels, &x, &o)?.to_vec::<f32>()?;
+    assert_eq!(own, given);
+    assert!(own.iter().all(|v| v.is_finite() && *v > 0.0));
+    assert!(ops::nce_loss(&w, &b, &Tensor::from_slice(&[1.0f32; 4], [4, 1])?, &x, &o).is_err());
+    Ok(())
+}

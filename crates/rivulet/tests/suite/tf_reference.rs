@@ -66,6 +66,23 @@ fn pair_sum(x: &Tensor, n: usize, padding: ops::Padding) -> Result<Tensor> {
     Ok(y)
 }
 
+/// The sampled losses' options with the generator's sampled values
+/// (inputs 4 to 6).
+fn sampled_options(x: &[Tensor], remove_accidental_hits: bool) -> ops::SampledLossOptions {
+    ops::SampledLossOptions {
+        num_sampled: 5,
+        num_classes: 10,
+        num_true: 2,
+        sampled_values: Some(ops::SampledCandidates {
+            sampled: x[4].clone(),
+            true_expected_count: x[5].clone(),
+            sampled_expected_count: x[6].clone(),
+        }),
+        remove_accidental_hits,
+        seed: None,
+    }
+}
+
 /// The Rust side of each case, by the manifest's name.
 fn recipe(name: &str) -> Option<Recipe> {
     let unary: Option<fn(&Tensor) -> Result<Tensor>> = match name.rsplit_once(' ').map(|(op, _)| op) {
@@ -290,6 +307,36 @@ fn recipe(name: &str) -> Option<Recipe> {
         }
         "with_space_to_batch 2d" => {
             r(|x| one(ops::with_space_to_batch(&x[0], &[2, 3], ops::Padding::Valid, None, |y, p| pair_sum(y, 2, p))))
+        }
+        "log_uniform_candidate_sampler counts" => {
+            eager(|x| one(Ok(ops::log_uniform_candidate_sampler(&x[0], 2, 4, false, 10, Some(1))?.true_expected_count)))
+        }
+        "uniform_candidate_sampler counts" => {
+            eager(|x| one(Ok(ops::uniform_candidate_sampler(&x[0], 2, 4, false, 10, Some(1))?.true_expected_count)))
+        }
+        "learned_unigram_candidate_sampler counts" => eager(|x| {
+            one(Ok(ops::learned_unigram_candidate_sampler(&x[0], 2, 4, false, 10, Some(1))?.true_expected_count))
+        }),
+        "fixed_unigram_candidate_sampler counts" => eager(|x| {
+            let unigrams = [5.0, 1.0, 2.0, 8.0, 3.0, 1.0, 4.0, 6.0];
+            let s = ops::fixed_unigram_candidate_sampler(&x[0], 2, 4, false, 10, &unigrams, 0.5, 2, Some(1))?;
+            one(Ok(s.true_expected_count))
+        }),
+        "all_candidate_sampler" => r(|x| {
+            let s = ops::all_candidate_sampler(&x[0], 2, 5)?;
+            Ok(vec![s.sampled, s.true_expected_count, s.sampled_expected_count])
+        }),
+        "compute_accidental_hits" => eager(|x| {
+            let (a, b, c) = ops::compute_accidental_hits(&x[0], &x[1], 2)?;
+            Ok(vec![a, b, c])
+        }),
+        "nce_loss" => r(|x| one(ops::nce_loss(&x[0], &x[1], &x[2], &x[3], &sampled_options(x, false)))),
+        "nce_loss without hits" => r(|x| one(ops::nce_loss(&x[0], &x[1], &x[2], &x[3], &sampled_options(x, true)))),
+        "sampled_softmax_loss" => {
+            r(|x| one(ops::sampled_softmax_loss(&x[0], &x[1], &x[2], &x[3], &sampled_options(x, true))))
+        }
+        "sampled_softmax_loss with hits" => {
+            r(|x| one(ops::sampled_softmax_loss(&x[0], &x[1], &x[2], &x[3], &sampled_options(x, false))))
         }
         _ => return keras_loss(name),
     })
