@@ -348,9 +348,9 @@ losses.MAPE C MeanAbsolutePercentageError
 losses.MSE C MeanSquaredError
 losses.MSLE C MeanSquaredLogarithmicError
 losses.CTC S Ctc
-losses.Circle P - | metric-learning loss over pairwise similarities
+losses.Circle S Circle | Loss::Circle
 losses.ctc C per_example | Loss::Ctc.per_example
-losses.circle P - | metric-learning loss over pairwise similarities
+losses.circle S Circle | Loss::Circle.per_example
 losses.binary_crossentropy C per_example | Loss::BinaryCrossentropy.per_example
 losses.binary_focal_crossentropy C per_example | Loss::BinaryFocalCrossentropy.per_example
 losses.categorical_crossentropy C per_example | Loss::CategoricalCrossentropy.per_example
@@ -383,11 +383,11 @@ optimizers.Nadam S nadam
 optimizers.Adadelta S adadelta
 optimizers.Ftrl S ftrl | every regularization option through UpdateRule::Ftrl
 optimizers.Lion S lion
-optimizers.Adafactor P - | factored second moments (two slots of other shapes)
-optimizers.Lamb P - | layer-wise trust ratio (a norm per variable)
-optimizers.LossScaleOptimizer P - | mixed precision's dynamic loss scaling
-optimizers.Muon P - | Newton-Schulz orthogonalization (matrix products per step)
-optimizers.ScheduleFreeAdamW P - | schedule-free averaging (an extra copy of the weights)
+optimizers.Adafactor C adafactor | a composed rule (factored slots)
+optimizers.Lamb C lamb | a composed rule
+optimizers.LossScaleOptimizer S loss_scale_optimizer | also Optimizer::with_loss_scale
+optimizers.Muon C muon | a composed rule
+optimizers.ScheduleFreeAdamW C schedule_free_adamw | a composed rule, Keras-on-TensorFlow's numbers
 
 linalg.matmul S matmul
 linalg.einsum S einsum

@@ -83,6 +83,17 @@ pub enum Loss {
     /// integer labels `[batch, length]` padded with 0, class 0 the blank
     /// (Keras's `CTC`).
     Ctc,
+    /// Circle loss (Sun et al. 2020) of L2-normalized embeddings `[batch,
+    /// dim]` with integer labels `[batch]`: pairs of one label pulled
+    /// together and pairs of different labels pushed apart, each weighted by
+    /// how far it is from its optimum. Examples without a positive pair
+    /// lose 0 and, as in Keras, are left out of the batch mean.
+    Circle {
+        gamma: f64,
+        margin: f64,
+        /// Leave each example's pair with itself out of its positives.
+        remove_diagonal: bool,
+    },
 }
 
 /// How [`Loss::compute_with`] combines the per-example losses (Keras's `reduction`).
@@ -132,7 +143,23 @@ impl Loss {
         sample_weight: Option<&Tensor>,
     ) -> Result<Tensor> {
         let per = self.per_example_parts(y_true, y_pred)?;
-        let weight = sample_weight.map(|w| ops::cast(w, per.dtype())).transpose()?;
+        let mut weight = sample_weight.map(|w| ops::cast(w, per.dtype())).transpose()?;
+        if let Loss::Circle { .. } = self {
+            // Keras masks the zero losses: the batch mean is over the rest.
+            let valid = ops::greater(&per, 0.0)?;
+            let mask = match reduction {
+                Reduction::SumOverBatchSize => {
+                    let count = ops::sum(&ops::cast(&valid, per.dtype())?, Axes::All, false)?;
+                    let total = ops::cast(&ops::size(&per, DType::I64)?, per.dtype())?;
+                    ops::select(&valid, &ops::div_no_nan(&total, &count)?, 0.0)?
+                }
+                _ => ops::cast(&valid, per.dtype())?,
+            };
+            weight = Some(match weight {
+                Some(w) => ops::mul(&w, &mask)?,
+                None => mask,
+            });
+        }
         let weighted = match &weight {
             Some(w) => ops::mul(&per, w)?,
             None => per.clone(),
@@ -182,6 +209,7 @@ impl Loss {
             Loss::Dice => "Dice",
             Loss::Tversky { .. } => "Tversky",
             Loss::Ctc => "CTC",
+            Loss::Circle { .. } => "Circle",
         }
     }
 
@@ -297,6 +325,7 @@ impl Loss {
                 let logit_length = ops::fill(ops::Ctx::of(y_pred), [batch], time as i64, DType::I64)?;
                 ops::ctc_loss(y_true, y_pred, &label_length, &logit_length, 0)
             }
+            Loss::Circle { gamma, margin, remove_diagonal } => circle(y_true, y_pred, gamma, margin, remove_diagonal),
             Loss::Tversky { alpha, beta } => {
                 let y = ops::cast(y_true, dtype)?;
                 let tp = ops::sum(&ops::mul(&y, y_pred)?, Axes::All, false)?;
@@ -333,8 +362,37 @@ impl Loss {
             Loss::Dice => "dice",
             Loss::Tversky { .. } => "tversky",
             Loss::Ctc => "ctc",
+            Loss::Circle { .. } => "circle",
         }
     }
+}
+
+/// Keras's circle loss per example (see [`Loss::Circle`]).
+fn circle(labels: &Tensor, embeddings: &Tensor, gamma: f64, margin: f64, remove_diagonal: bool) -> Result<Tensor> {
+    let b = match embeddings.shape().dims() {
+        [b, _] => *b,
+        _ => bail!(shape, "Circle needs embeddings [batch, dim], got {:?}", embeddings.shape()),
+    };
+    let labels = ops::reshape(&ops::cast(labels, DType::I64)?, &[-1, 1])?;
+    if labels.shape().dims() != [b, 1] {
+        bail!(shape, "Circle needs one integer label per embedding ({b}), got {:?}", labels.shape());
+    }
+    let distance = ops::maximum(&ops::sub(1.0, &ops::matmul_t(embeddings, embeddings, false, true)?)?, 0.0)?;
+    let mut positive = ops::equal(&labels, &ops::transpose(&labels, &[1, 0])?)?;
+    let negative = ops::logical_not(&positive)?;
+    if remove_diagonal {
+        let eye = ops::greater(&ops::eye(ops::Ctx::of(embeddings), b, b, embeddings.dtype())?, 0.5)?;
+        positive = ops::logical_and(&positive, &ops::logical_not(&eye)?)?;
+    }
+    let dtype = embeddings.dtype();
+    let (pos_mask, neg_mask) = (ops::cast(&positive, dtype)?, ops::cast(&negative, dtype)?);
+    let pos_weight = ops::maximum(&ops::mul(&ops::add(&distance, margin)?, &pos_mask)?, 0.0)?;
+    let neg_weight = ops::maximum(&ops::mul(&ops::sub(1.0 + margin, &distance)?, &neg_mask)?, 0.0)?;
+    let pos = ops::mul(&ops::mul(&pos_weight, &ops::sub(margin, &distance)?)?, -gamma)?;
+    let neg = ops::mul(&ops::mul(&neg_weight, &ops::sub(1.0 - margin, &distance)?)?, gamma)?;
+    let p = ops::logsumexp(&ops::select(&positive, &pos, f64::NEG_INFINITY)?, 1, false)?;
+    let n = ops::logsumexp(&ops::select(&negative, &neg, f64::NEG_INFINITY)?, 1, false)?;
+    ops::softplus(&ops::add(&p, &n)?)
 }
 
 /// The mean of all of `t`'s elements.

@@ -297,7 +297,7 @@ impl Sequential {
                 let loss = c.loss.compute(y, &pred)?;
                 let vars = self.trainable_variables();
                 let refs: Vec<&Variable> = vars.iter().collect();
-                let grads = tape.gradient_vars(&loss, &refs)?;
+                let grads = tape.gradient_vars(&c.optimizer.scale_loss(&loss)?, &refs)?;
                 drop(tape);
                 let pairs: Vec<(Tensor, &Variable)> =
                     grads.into_iter().zip(refs).filter_map(|(g, v)| g.map(|g| (g, v))).collect();

@@ -1,17 +1,22 @@
 //! Optimizers: SGD, Momentum (and Nesterov), Adam, AdamW, RMSProp, Adagrad,
-//! with learning-rate schedules and gradient clipping by global norm.
+//! Adamax, Nadam, Adadelta, FTRL, Lion, and the composed Lamb, Adafactor,
+//! Muon and ScheduleFreeAdamW, with learning-rate schedules and gradient
+//! clipping by global norm.
 //!
 //! One optimizer works in both modes. `apply_gradients` on eager variables
 //! updates them at once; on graph variables it adds the update nodes and
 //! returns the train op to run. Each variable is updated by one fused
 //! [`ApplyUpdate`](crate::Op::ApplyUpdate) op that follows the published
-//! equations ([`UpdateRule`]).
+//! equations ([`UpdateRule`]), or by ops written out per variable
+//! ([`ComposedRule`]) where a rule is not elementwise.
 
+use super::composed_rules::ComposedRule;
 use crate::autodiff::{gradients, tape, Unconnected};
 use crate::error::{Error, Result};
 use crate::graph::Operation;
 use crate::graph::Tensor;
 use crate::ops::{self, Ctx, UpdateRule, Variable};
+use crate::tensor::Shape;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 
@@ -99,34 +104,60 @@ struct Slots {
     vars: Vec<Variable>,
 }
 
+/// How an optimizer computes each variable's update.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Update {
+    /// One fused [`ApplyUpdate`](crate::Op::ApplyUpdate) op (elementwise rules).
+    Fused(UpdateRule),
+    /// Ops written out per variable (rules with norms, matrix products or
+    /// slots of other shapes).
+    Composed(ComposedRule),
+}
+
+/// Dynamic loss scaling (Keras's `LossScaleOptimizer`): the loss is
+/// multiplied by a scale before differentiation and the gradients divided
+/// by it; a step whose gradients are not all finite is skipped and halves
+/// the scale, and `growth_steps` finite steps in a row double it.
+struct LossScale {
+    initial: f64,
+    growth_steps: i64,
+    /// The finite-step counter (i64) and the scale (f32), made on first use.
+    state: Mutex<Option<(Variable, Variable)>>,
+}
+
 /// A gradient-descent optimizer (see the module documentation).
 pub struct Optimizer {
     name: &'static str,
-    rule: UpdateRule,
+    update: Update,
     learning_rate: LearningRate,
     clip_norm: Option<f64>,
     /// Adagrad's accumulator starts here (Keras's `initial_accumulator_value`).
     initial_accumulator: f64,
     slots: Mutex<FxHashMap<u64, Slots>>,
     iterations: Mutex<Option<Variable>>,
+    loss_scale: Option<LossScale>,
 }
 
 impl std::fmt::Debug for Optimizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}({:?}, lr={:?})", self.name, self.rule, self.learning_rate)
+        write!(f, "{}({:?}, lr={:?})", self.name, self.update, self.learning_rate)
     }
 }
 
 impl Optimizer {
     fn with_rule(name: &'static str, rule: UpdateRule, learning_rate: impl Into<LearningRate>) -> Optimizer {
+        Optimizer::with_update(name, Update::Fused(rule), learning_rate)
+    }
+    fn with_update(name: &'static str, update: Update, learning_rate: impl Into<LearningRate>) -> Optimizer {
         Optimizer {
             name,
-            rule,
+            update,
             learning_rate: learning_rate.into(),
             clip_norm: None,
             initial_accumulator: 0.1,
             slots: Mutex::new(FxHashMap::default()),
             iterations: Mutex::new(None),
+            loss_scale: None,
         }
     }
     /// Plain gradient descent.
@@ -188,9 +219,53 @@ impl Optimizer {
     pub fn lion(lr: impl Into<LearningRate>) -> Optimizer {
         Optimizer::with_rule("Lion", UpdateRule::Lion { beta1: 0.9, beta2: 0.99 }, lr)
     }
-    /// Any rule.
+    /// Lamb with Keras's defaults (beta1 0.9, beta2 0.999, epsilon 1e-7).
+    pub fn lamb(lr: impl Into<LearningRate>) -> Optimizer {
+        Optimizer::composed("Lamb", ComposedRule::Lamb { beta1: 0.9, beta2: 0.999, epsilon: 1e-7 }, lr)
+    }
+    /// Adafactor with Keras's defaults (beta_2_decay -0.8, epsilon_1 1e-30,
+    /// epsilon_2 1e-3, clip threshold 1).
+    pub fn adafactor(lr: impl Into<LearningRate>) -> Optimizer {
+        let rule =
+            ComposedRule::Adafactor { beta_2_decay: -0.8, epsilon_1: 1e-30, epsilon_2: 1e-3, clip_threshold: 1.0 };
+        Optimizer::composed("Adafactor", rule, lr)
+    }
+    /// Muon with Keras's defaults: momentum 0.95 (Nesterov), five
+    /// Newton-Schulz steps (3.4445, -4.7750, 2.0315), RMS rate 0.2, weight
+    /// decay 0.004 for matrices and AdamW variables alike (beta1 0.9,
+    /// beta2 0.999, epsilon 1e-7, the same learning rate), embeddings by AdamW.
+    pub fn muon(lr: impl Into<LearningRate>) -> Optimizer {
+        let rule = ComposedRule::Muon {
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            epsilon: 1e-7,
+            momentum: 0.95,
+            nesterov: true,
+            ns_steps: 5,
+            ns_coefficients: (3.4445, -4.7750, 2.0315),
+            rms_rate: Some(0.2),
+            adam_lr_ratio: 1.0,
+            weight_decay: 0.004,
+            adam_weight_decay: 0.004,
+            exclude_embeddings: true,
+        };
+        Optimizer::composed("Muon", rule, lr)
+    }
+    /// ScheduleFreeAdamW with Keras's defaults (beta1 0.9, beta2 0.999,
+    /// epsilon 1e-8, no warmup). Its base sequence starts at a variable's
+    /// value at the optimizer's first step, so every variable must take
+    /// part from the first update on.
+    pub fn schedule_free_adamw(lr: impl Into<LearningRate>) -> Optimizer {
+        let rule = ComposedRule::ScheduleFreeAdamW { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, warmup_steps: 0 };
+        Optimizer::composed("ScheduleFreeAdamW", rule, lr)
+    }
+    /// Any fused rule.
     pub fn new(rule: UpdateRule, lr: impl Into<LearningRate>) -> Optimizer {
         Optimizer::with_rule("Optimizer", rule, lr)
+    }
+    /// Any composed rule, under a display name.
+    pub fn composed(name: &'static str, rule: ComposedRule, lr: impl Into<LearningRate>) -> Optimizer {
+        Optimizer::with_update(name, Update::Composed(rule), lr)
     }
     /// Where Adagrad's and FTRL's accumulators start (Keras's
     /// `initial_accumulator_value`, 0.1 by default; other slots start at 0).
@@ -198,14 +273,77 @@ impl Optimizer {
         self.initial_accumulator = value;
         self
     }
+    /// Keras's `LossScaleOptimizer(inner)`: dynamic loss scaling from 2^15,
+    /// doubled after 2000 finite steps (see [`Optimizer::with_loss_scale`]).
+    pub fn loss_scale_optimizer(inner: Optimizer) -> Optimizer {
+        inner.with_loss_scale(32768.0, 2000)
+    }
+    /// Scale losses dynamically (mixed precision): [`Optimizer::minimize`]
+    /// and `Sequential::fit` multiply the loss by the scale (a custom loop
+    /// calls [`Optimizer::scale_loss`]), and every update divides the
+    /// gradients by it. A step with a gradient that is not finite changes
+    /// no variable and halves the scale; `growth_steps` finite steps in a
+    /// row double it.
+    pub fn with_loss_scale(mut self, initial_scale: f64, growth_steps: u64) -> Optimizer {
+        self.loss_scale = Some(LossScale {
+            initial: initial_scale,
+            growth_steps: growth_steps.clamp(1, i64::MAX as u64) as i64,
+            state: Mutex::new(None),
+        });
+        self
+    }
+    /// The current loss scale (a float32 variable), with loss scaling on and
+    /// after the first update or [`Optimizer::scale_loss`].
+    pub fn dynamic_scale(&self) -> Option<Variable> {
+        self.loss_scale.as_ref().and_then(|ls| ls.state.lock().as_ref().map(|(_, scale)| scale.clone()))
+    }
+    /// `loss` times the loss scale (the loss itself without loss scaling).
+    #[track_caller]
+    pub fn scale_loss(&self, loss: &Tensor) -> Result<Tensor> {
+        match &self.loss_scale {
+            None => Ok(loss.clone()),
+            Some(ls) => {
+                let (_, scale) = self.loss_scale_state(ls, loss.graph())?;
+                ops::mul(loss, &ops::cast(&scale.current(), loss.dtype())?)
+            }
+        }
+    }
+
+    fn loss_scale_state(&self, ls: &LossScale, graph: Option<&crate::graph::Graph>) -> Result<(Variable, Variable)> {
+        let mut state = ls.state.lock();
+        if let Some(s) = &*state {
+            return Ok(s.clone());
+        }
+        let (counter, scale) = (Tensor::scalar(0i64), Tensor::scalar(ls.initial as f32));
+        let made = match graph {
+            Some(g) => (
+                Variable::in_graph(g, "optimizer/loss_scale/step_counter", &counter, false)?,
+                Variable::in_graph(g, "optimizer/loss_scale/dynamic_scale", &scale, false)?,
+            ),
+            None => (
+                Variable::new("optimizer/loss_scale/step_counter", &counter, false)?,
+                Variable::new("optimizer/loss_scale/dynamic_scale", &scale, false)?,
+            ),
+        };
+        *state = Some(made.clone());
+        Ok(made)
+    }
+
     /// Clip gradients to this global norm before each update.
     pub fn with_clip_norm(mut self, clip_norm: f64) -> Optimizer {
         self.clip_norm = Some(clip_norm);
         self
     }
-    /// The update rule.
-    pub fn rule(&self) -> UpdateRule {
-        self.rule
+    /// The fused update rule (`None` for a composed rule).
+    pub fn rule(&self) -> Option<UpdateRule> {
+        match self.update {
+            Update::Fused(rule) => Some(rule),
+            Update::Composed(_) => None,
+        }
+    }
+    /// How the optimizer updates each variable.
+    pub fn update(&self) -> Update {
+        self.update
     }
     /// The learning-rate schedule.
     pub fn learning_rate(&self) -> LearningRate {
@@ -227,6 +365,10 @@ impl Optimizer {
         let mut out = Vec::new();
         if let Some(it) = self.iterations() {
             out.push(("optimizer/iterations".to_string(), it));
+        }
+        if let Some((counter, scale)) = self.loss_scale.as_ref().and_then(|ls| ls.state.lock().clone()) {
+            out.push((counter.name().to_string(), counter));
+            out.push((scale.name().to_string(), scale));
         }
         let slots = self.slots.lock();
         let mut entries: Vec<&Slots> = slots.values().collect();
@@ -262,14 +404,22 @@ impl Optimizer {
         // that needs the lock. (Values are never written in place, so the
         // slots may share them.)
         // Ok: the variable's graph; Err: the eager slots' initial values.
-        let accumulates = matches!(self.rule, UpdateRule::Adagrad { .. } | UpdateRule::Ftrl { .. });
+        let specs: Vec<(&str, Shape)> = match self.update {
+            Update::Fused(rule) => rule.slot_names().iter().map(|n| (*n, var.shape().clone())).collect(),
+            Update::Composed(rule) => {
+                rule.slots(var.name(), var.shape()).into_iter().map(|s| (s.name, s.shape)).collect()
+            }
+        };
+        let accumulates = matches!(self.update, Update::Fused(UpdateRule::Adagrad { .. } | UpdateRule::Ftrl { .. }));
         let init = |k: usize| if accumulates && k == 0 { self.initial_accumulator } else { 0.0 };
         let home = match var.graph() {
             Some(g) => Ok(g),
             // Eager even when first used inside a traced function.
-            None => Err((0..self.rule.num_slots())
-                .map(|k| {
-                    crate::context::eager_scope(|| ops::fill(Ctx::Eager, var.shape().clone(), init(k), var.dtype()))
+            None => Err(specs
+                .iter()
+                .enumerate()
+                .map(|(k, (_, shape))| {
+                    crate::context::eager_scope(|| ops::fill(Ctx::Eager, shape.clone(), init(k), var.dtype()))
                 })
                 .collect::<Result<Vec<_>>>()?),
         };
@@ -278,11 +428,11 @@ impl Optimizer {
             return Ok(s.vars.clone());
         }
         let mut vars = Vec::new();
-        for (k, name) in self.rule.slot_names().iter().enumerate() {
+        for (k, (name, shape)) in specs.iter().enumerate() {
             let slot_name = format!("{}/{}", var.name(), name);
             let v = match &home {
                 Ok(g) => {
-                    let start = ops::fill(Ctx::Graph(g), var.shape().clone(), init(k), var.dtype())?;
+                    let start = ops::fill(Ctx::Graph(g), shape.clone(), init(k), var.dtype())?;
                     Variable::in_graph(g, &slot_name, &start, false)?
                 }
                 Err(starts) => Variable::new(&slot_name, &starts[k], false)?,
@@ -323,15 +473,57 @@ impl Optimizer {
         }
         let counter = self.counter(first)?;
         let body = || -> Result<Option<Operation>> {
+            let mut grads: Vec<Tensor> = grads_and_vars.iter().map(|(g, _)| g.clone()).collect();
+            // With loss scaling: unscaled gradients, and (in a graph) the
+            // condition under which the step applies.
+            let mut applies: Option<Tensor> = None;
+            let mut targets: Vec<Operation> = Vec::new();
+            if let Some(ls) = &self.loss_scale {
+                let (steps, scale) = self.loss_scale_state(ls, first.graph())?;
+                let (old_steps, old_scale) = (steps.current(), scale.current());
+                let mut finite = Tensor::scalar(true);
+                for g in &grads {
+                    finite = ops::logical_and(&finite, &ops::all(&ops::is_finite(g)?, ops::Axes::All, false)?)?;
+                }
+                let grown = ops::equal(&old_steps, ls.growth_steps - 1)?;
+                let next_steps = ops::select(&finite, &ops::select(&grown, 0i64, &ops::add(&old_steps, 1i64)?)?, 0i64)?;
+                let next_scale = ops::select(
+                    &finite,
+                    &ops::select(&grown, &ops::mul(&old_scale, 2.0)?, &old_scale)?,
+                    &ops::mul(&old_scale, 0.5)?,
+                )?;
+                grads = grads.iter().map(|g| ops::div(g, &ops::cast(&old_scale, g.dtype())?)).collect::<Result<_>>()?;
+                targets.extend(steps.assign(&next_steps)?.op());
+                targets.extend(scale.assign(&next_scale)?.op());
+                if first.graph().is_none() {
+                    if !finite.to_vec::<bool>()?.first().copied().unwrap_or(false) {
+                        // Eagerly, a skipped step changes nothing else.
+                        return Ok(None);
+                    }
+                } else {
+                    applies = Some(finite);
+                }
+            }
+            // Keep the old value where a conditional step does not apply.
+            let kept = |new: &Tensor, old: &Tensor| -> Result<Tensor> {
+                match &applies {
+                    Some(c) => ops::select(c, new, old),
+                    None => Ok(new.clone()),
+                }
+            };
             // The schedule sees the count before this update; derive it from the
             // incremented value so no separate read can race with the increment.
-            let after = counter.assign_add(&Tensor::scalar(1i64))?;
+            let after = match &applies {
+                None => counter.assign_add(&Tensor::scalar(1i64))?,
+                Some(_) => {
+                    let old = counter.current();
+                    counter.assign(&kept(&ops::add(&old, 1i64)?, &old)?)?
+                }
+            };
             let before = ops::sub(&after, 1i64)?;
-            let mut grads: Vec<Tensor> = grads_and_vars.iter().map(|(g, _)| g.clone()).collect();
             if let Some(c) = self.clip_norm {
                 grads = clip_by_global_norm(&grads, c)?.0;
             }
-            let mut targets: Vec<Operation> = Vec::new();
             for (g, (_, var)) in grads.iter().zip(grads_and_vars) {
                 let dtype = var.dtype();
                 if !dtype.is_float() {
@@ -346,11 +538,19 @@ impl Optimizer {
                 let slot_values: Vec<Tensor> = slots.iter().map(|s| s.read()).collect();
                 let slot_refs: Vec<&Tensor> = slot_values.iter().collect();
                 let g = if g.dtype() == dtype { g.clone() } else { ops::cast(g, dtype)? };
-                let new = ops::apply_update(self.rule, &var.current(), &g, &lr, &step, &slot_refs)?;
-                let a = var.assign(&new[0])?;
+                let old = var.current();
+                let (value, new_slots) = match self.update {
+                    Update::Fused(rule) => {
+                        let mut new = ops::apply_update(rule, &old, &g, &lr, &step, &slot_refs)?;
+                        let rest = new.split_off(1);
+                        (new.remove(0), rest)
+                    }
+                    Update::Composed(rule) => rule.apply(var.name(), &old, &g, &lr, &step, &slot_values)?,
+                };
+                let a = var.assign(&kept(&value, &old)?)?;
                 targets.extend(a.op());
-                for (slot, value) in slots.iter().zip(&new[1..]) {
-                    targets.extend(slot.assign(value)?.op());
+                for ((slot, value), old) in slots.iter().zip(&new_slots).zip(&slot_values) {
+                    targets.extend(slot.assign(&kept(value, old)?)?.op());
                 }
             }
             if let Some(op) = after.op() {
@@ -382,7 +582,7 @@ impl Optimizer {
         }
         let reads: Vec<Tensor> = vars.iter().map(|v| v.read()).collect();
         let refs: Vec<&Tensor> = reads.iter().collect();
-        let grads = gradients(&[loss], &refs, None, Unconnected::Zero)?;
+        let grads = gradients(&[&self.scale_loss(loss)?], &refs, None, Unconnected::Zero)?;
         let pairs: Vec<(Tensor, &Variable)> =
             grads.into_iter().zip(vars).map(|(g, v)| (g.unwrap_or_else(|| Tensor::scalar(0.0f32)), *v)).collect();
         self.apply_gradients(&pairs)?.ok_or_else(|| Error::graph("minimize() produced no train op"))

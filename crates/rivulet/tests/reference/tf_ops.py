@@ -296,6 +296,11 @@ losses = {
     "CTC": (K.CTC, {}, np.array([[1, 2, 0], [3, 3, 4], [2, 0, 0], [1, 1, 1]], np.int32), f32(4, 6, 5)),
     "Tversky": (K.Tversky, {"alpha": 0.3, "beta": 0.7}, y01, rng.uniform(0.05, 0.95, size=(4, 3)).astype(np.float32)),
 }
+# Circle: L2-normalized embeddings; labels 1 and 2 have no positive pair
+# (zero losses, masked out of the mean).
+circle_pred = f32(4, 5)
+circle_pred /= np.linalg.norm(circle_pred, axis=1, keepdims=True)
+losses["Circle"] = (K.Circle, {"gamma": 10.0, "margin": 0.3}, np.array([0, 1, 0, 2], np.int32), circle_pred)
 for name, (cls, kw, yt, yp) in losses.items():
     case(f"keras {name}", [yt, yp, sw],
          lambda y, p, w, cls=cls, kw=kw: [cls(**kw, reduction=None)(y, p), cls(**kw)(y, p),
@@ -436,7 +441,8 @@ def loss_of(outs):
     return total
 
 
-# Keras optimizer trajectories: f64 weights [1, -0.5, 2, 0.25], ten steps on
+# Keras optimizer trajectories: f64 weights [1, -0.5, 2, 0.25] (or those and
+# -1.5, 0.75 as a [2, 3] or [3, 2] matrix), ten steps on
 # loss = scale * sum(w^3 + w^2 / 2), at gradient scales 1 and 1e-4; each
 # file holds the weights after every step.
 OPTIMIZERS = {
@@ -459,6 +465,19 @@ OPTIMIZERS = {
     "RMSprop centered momentum": lambda: tf.keras.optimizers.RMSprop(0.01, momentum=0.5, centered=True),
     "RMSprop momentum": lambda: tf.keras.optimizers.RMSprop(0.01, momentum=0.9),
     "Adam amsgrad": lambda: tf.keras.optimizers.Adam(0.01, amsgrad=True),
+    "Lamb": lambda: tf.keras.optimizers.Lamb(0.01),
+    "Adafactor": lambda: tf.keras.optimizers.Adafactor(0.1),
+    "Muon": lambda: tf.keras.optimizers.Muon(0.01),
+    "ScheduleFreeAdamW": lambda: tf.keras.optimizers.ScheduleFreeAdamW(0.01),
+    # " matrix": the weights as a [2, 3] matrix (factored, orthogonalized).
+    "Lamb matrix": lambda: tf.keras.optimizers.Lamb(0.01),
+    "Adafactor matrix": lambda: tf.keras.optimizers.Adafactor(0.1),
+    "Muon matrix": lambda: tf.keras.optimizers.Muon(0.01),
+    "Muon matrix tall": lambda: tf.keras.optimizers.Muon(0.01),
+    # Scale 4 doubling every 3 finite steps: powers of two, so the inner
+    # optimizer's path is unchanged by the scaling.
+    "LossScaleOptimizer Adam": lambda: tf.keras.optimizers.LossScaleOptimizer(
+        tf.keras.optimizers.Adam(0.01), initial_scale=4.0, dynamic_growth_steps=3),
 }
 
 
@@ -467,11 +486,21 @@ def optimizer_trajectories(steps=10):
     for name, make in OPTIMIZERS.items():
         for scale in [1.0, 1e-4]:
             opt = make()
-            w = tf.Variable(np.array([1.0, -0.5, 2.0, 0.25], np.float64))
+            start = np.array([1.0, -0.5, 2.0, 0.25], np.float64)
+            if name.endswith(" matrix"):
+                start = np.array([[1.0, -0.5, 2.0], [0.25, -1.5, 0.75]], np.float64)
+            elif name.endswith(" matrix tall"):
+                start = np.array([[1.0, -0.5], [2.0, 0.25], [-1.5, 0.75]], np.float64)
+            if name.startswith("Muon matrix"):
+                # Keras's Muon multiplies an f32 rate into the matrix update:
+                # these run in f32.
+                start = start.astype(np.float32)
+            # Muon reads the variable's Keras path (embeddings go to AdamW).
+            w = tf.keras.Variable(start, name="w") if name.startswith("Muon") else tf.Variable(start)
             path = []
             for _ in range(steps):
                 with tf.GradientTape() as t:
-                    loss = scale * tf.reduce_sum(w * w * w + 0.5 * w * w)
+                    loss = opt.scale_loss(scale * tf.reduce_sum(w * w * w + 0.5 * w * w))
                 opt.apply_gradients(zip(t.gradient(loss, [w]), [w]))
                 path.append(w.numpy().copy())
             file = f"optimizer_{name.replace(' ', '_')}_{scale:g}.npy"

@@ -473,3 +473,64 @@ fn sampled_losses_draw_their_own_candidates() -> Result<()> {
     assert!(ops::nce_loss(&w, &b, &Tensor::from_slice(&[1.0f32; 4], [4, 1])?, &x, &o).is_err());
     Ok(())
 }
+
+/// Dynamic loss scaling, hand-computed (SGD 0.5, scale 8, doubling after 2
+/// finite steps): a finite step unscales the gradient; a step with an inf
+/// gradient changes no weight and no iteration count and halves the scale;
+/// two finite steps double it again. Eagerly and in a graph.
+#[test]
+fn loss_scaling_skips_non_finite_steps_and_adapts_the_scale() -> Result<()> {
+    use rivulet::nn::Optimizer;
+    // (gradient given to apply_gradients, weight after, scale after)
+    let steps: [(f64, f64, f32); 4] = [(16.0, 0.0, 8.0), (f64::INFINITY, 0.0, 4.0), (4.0, -0.5, 4.0), (4.0, -1.0, 8.0)];
+    // Eager.
+    let opt = Optimizer::sgd(0.5).with_loss_scale(8.0, 2);
+    let w = rivulet::Variable::new("w", &Tensor::from_slice(&[1.0f64], [1])?, true)?;
+    let tape = GradientTape::new();
+    let scaled = opt.scale_loss(&ops::sum(&ops::square(&w.read())?, Axes::All, false)?)?;
+    let g = tape.gradient_vars(&scaled, &[&w])?.remove(0).expect("a gradient");
+    assert_eq!(g.to_vec::<f64>()?, vec![16.0], "the loss is scaled by 8");
+    for (grad, want_w, want_scale) in steps {
+        opt.apply_gradients(&[(Tensor::from_slice(&[grad], [1])?, &w)])?;
+        assert_eq!(w.read().to_vec::<f64>()?, vec![want_w]);
+        assert_eq!(opt.dynamic_scale().expect("a scale").read().to_vec::<f32>()?, vec![want_scale]);
+    }
+    assert_eq!(opt.iterations().expect("a counter").read().to_vec::<i64>()?, vec![3]);
+    // Graph: the same steps, fed.
+    let opt = Optimizer::sgd(0.5).with_loss_scale(8.0, 2);
+    let g = Graph::new();
+    let w = rivulet::Variable::in_graph(&g, "w", &Tensor::from_slice(&[1.0f64], [1])?, true)?;
+    let fed = g.placeholder("grad", DType::F64, [1])?;
+    let train = opt.apply_gradients(&[(fed.clone(), &w)])?.expect("a train op");
+    let s = Session::new(&g);
+    s.run_targets(&[&g.global_variables_initializer()?])?;
+    for (grad, want_w, want_scale) in steps {
+        s.run_with_targets(&[], &[(&fed, &Tensor::from_slice(&[grad], [1])?)], &[&train])?;
+        let out = s.run(&[&w.read(), &opt.dynamic_scale().expect("a scale").read()], &[])?;
+        assert_eq!(out[0].to_vec::<f64>()?, vec![want_w]);
+        assert_eq!(out[1].to_vec::<f32>()?, vec![want_scale]);
+    }
+    let it = s.run(&[&opt.iterations().expect("a counter").read()], &[])?;
+    assert_eq!(it[0].to_vec::<i64>()?, vec![3]);
+    Ok(())
+}
+
+/// The composed rules build slots of their own shapes: Adafactor's factored
+/// moments of a [2, 3] matrix are [2] and [3]; Muon gives embedding tables
+/// AdamW's two slots and other matrices one.
+#[test]
+fn composed_optimizer_rules_build_their_slots() -> Result<()> {
+    use rivulet::nn::Optimizer;
+    let m = rivulet::Variable::new("dense/kernel", &Tensor::from_vec(vec![0.5f32; 6], [2, 3])?, true)?;
+    let e = rivulet::Variable::new("embedding/table", &Tensor::from_vec(vec![0.5f32; 6], [2, 3])?, true)?;
+    let ada = Optimizer::adafactor(0.1);
+    ada.build(&[&m])?;
+    let shapes: Vec<Vec<usize>> = ada.slots(&m).expect("slots").iter().map(|v| v.shape().dims().to_vec()).collect();
+    assert_eq!(shapes, vec![vec![2], vec![3], vec![2, 3]]);
+    let muon = Optimizer::muon(0.01);
+    muon.build(&[&m, &e])?;
+    assert_eq!(muon.slots(&m).expect("slots").len(), 1);
+    assert_eq!(muon.slots(&e).expect("slots").len(), 2);
+    assert_eq!(muon.rule(), None);
+    Ok(())
+}

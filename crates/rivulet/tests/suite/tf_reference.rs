@@ -388,6 +388,7 @@ fn keras_loss(name: &str) -> Option<Recipe> {
         "Dice" => Loss::Dice,
         "Tversky" => Loss::Tversky { alpha: 0.3, beta: 0.7 },
         "CTC" => Loss::Ctc,
+        "Circle" => Loss::Circle { gamma: 10.0, margin: 0.3, remove_diagonal: true },
         _ => return None,
     };
     Some(r(move |x| {
@@ -629,6 +630,11 @@ fn keras_optimizer(name: &str) -> Option<Optimizer> {
         "RMSprop centered momentum" => Optimizer::rmsprop_with(0.01, 0.5, true),
         "RMSprop momentum" => Optimizer::rmsprop_with(0.01, 0.9, false),
         "Adam amsgrad" => Optimizer::adam_amsgrad(0.01),
+        "Lamb" | "Lamb matrix" => Optimizer::lamb(0.01),
+        "Adafactor" | "Adafactor matrix" => Optimizer::adafactor(0.1),
+        "Muon" | "Muon matrix" | "Muon matrix tall" => Optimizer::muon(0.01),
+        "ScheduleFreeAdamW" => Optimizer::schedule_free_adamw(0.01),
+        "LossScaleOptimizer Adam" => Optimizer::adam(0.01).with_loss_scale(4.0, 3),
         _ => return None,
     })
 }
@@ -642,7 +648,8 @@ fn trajectory_loss(w: &Tensor, scale: f64) -> Result<Tensor> {
 
 /// Ten steps of every Keras optimizer (two scales of gradient) land on
 /// Keras's weights, eagerly and in a graph, on every device. Keras holds
-/// hyper-parameters in f32 (0.01 is 0.0099999998), hence 1e-6.
+/// hyper-parameters in f32 (0.01 is 0.0099999998), hence 1e-6 (2e-5 for
+/// Muon's matrices, which Keras can only update in f32).
 #[test]
 fn keras_optimizer_trajectories_on_every_device_in_both_modes() {
     let m = manifest();
@@ -652,7 +659,19 @@ fn keras_optimizer_trajectories_on_every_device_in_both_modes() {
         let want = load(&t.file);
         let steps = want.shape().dims()[0];
         let want = crate::common::values(&want);
-        let start = Tensor::from_slice(&[1.0f64, -0.5, 2.0, 0.25], [4]).unwrap();
+        // The generator's start: a vector, or a matrix (Muon's in f32).
+        let mut start = Tensor::from_slice(&[1.0f64, -0.5, 2.0, 0.25], [4]).unwrap();
+        let matrix = [1.0f64, -0.5, 2.0, 0.25, -1.5, 0.75];
+        if t.name.ends_with(" matrix") {
+            start = Tensor::from_slice(&matrix, [2, 3]).unwrap();
+        } else if t.name.ends_with(" matrix tall") {
+            start = Tensor::from_slice(&matrix, [3, 2]).unwrap();
+        }
+        let f32_run = t.name.starts_with("Muon matrix");
+        if f32_run {
+            start = ops::cast(&start, DType::F32).unwrap();
+        }
+        let (n, tolerance) = (start.shape().numel().unwrap_or(0), if f32_run { 2e-5 } else { 1e-6 });
         for device in &devices {
             for graph_mode in [false, true] {
                 let what = format!(
@@ -679,7 +698,7 @@ fn keras_optimizer_trajectories_on_every_device_in_both_modes() {
                             let w = rivulet::Variable::new(&what, &start, true)?;
                             for _ in 0..steps {
                                 let tape = GradientTape::new();
-                                let l = trajectory_loss(&w.read(), t.scale)?;
+                                let l = opt.scale_loss(&trajectory_loss(&w.read(), t.scale)?)?;
                                 let grad = tape.gradient_vars(&l, &[&w])?.remove(0).expect("a gradient");
                                 opt.apply_gradients(&[(grad, &w)])?;
                                 path.push(crate::common::values(&w.read()));
@@ -692,8 +711,8 @@ fn keras_optimizer_trajectories_on_every_device_in_both_modes() {
                     Err(e) => failures.push(format!("{what}: {e}")),
                     Ok(path) => {
                         for (k, row) in path.iter().enumerate() {
-                            let tf = &want[k * 4..k * 4 + 4];
-                            if row.iter().zip(tf).any(|(a, b)| (a - b).abs() > 1e-6 * (1.0 + b.abs())) {
+                            let tf = &want[k * n..k * n + n];
+                            if row.iter().zip(tf).any(|(a, b)| (a - b).abs() > tolerance * (1.0 + b.abs())) {
                                 failures.push(format!("{what}: step {}: {row:?}, Keras {tf:?}", k + 1));
                                 break;
                             }
