@@ -24,6 +24,11 @@ fn descr(dtype: DType) -> Result<&'static str> {
         DType::I64 => "<i8",
         DType::U8 => "|u1",
         DType::Bool => "|b1",
+        DType::I8 => "|i1",
+        DType::I16 => "<i2",
+        DType::U16 => "<u2",
+        DType::U32 => "<u4",
+        DType::U64 => "<u8",
         DType::BF16 => bail!(unimplemented, "bf16 has no standard .npy dtype; cast to f32 first"),
     })
 }
@@ -46,7 +51,12 @@ fn parse_descr(d: &str) -> Result<(DType, bool)> {
         "i8" => DType::I64,
         "u1" => DType::U8,
         "b1" => DType::Bool,
-        _ => bail!(format, "unsupported npy dtype '{d}' (supported: f2, f4, f8, i4, i8, u1, b1)"),
+        "i1" => DType::I8,
+        "i2" => DType::I16,
+        "u2" => DType::U16,
+        "u4" => DType::U32,
+        "u8" => DType::U64,
+        _ => bail!(format, "unsupported npy dtype '{d}' (supported: f2, f4, f8, i1, i2, i4, i8, u1, u2, u4, u8, b1)"),
     };
     Ok((dtype, big))
 }

@@ -112,7 +112,7 @@ macro_rules! operand_from {
         }
     )*};
 }
-operand_from!(f32, f64, i32, i64, u8, bool);
+operand_from!(f32, f64, i32, i64, u8, i8, i16, u16, u32, u64, bool);
 
 /// Turn a pair of operands into tensors: a number takes the other side's dtype.
 fn resolve<'a, 'b>(
@@ -188,8 +188,8 @@ pub fn div<'a, 'b>(a: impl Into<Operand<'a>>, b: impl Into<Operand<'b>>) -> Resu
 /// (`None` for floats and bool).
 fn true_div_dtype(dtype: DType) -> Option<DType> {
     match dtype {
-        DType::I32 | DType::I64 => Some(DType::F64),
-        DType::U8 => Some(DType::F32),
+        DType::I32 | DType::I64 | DType::U32 | DType::U64 => Some(DType::F64),
+        DType::U8 | DType::I8 | DType::I16 | DType::U16 => Some(DType::F32),
         _ => None,
     }
 }

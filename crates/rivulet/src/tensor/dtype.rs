@@ -19,29 +19,54 @@ pub enum DType {
     I64,
     U8,
     Bool,
+    I8,
+    I16,
+    U16,
+    U32,
+    U64,
 }
 
 impl DType {
     /// Every dtype, in a fixed order.
-    pub const ALL: [DType; 8] =
-        [DType::F32, DType::F64, DType::F16, DType::BF16, DType::I32, DType::I64, DType::U8, DType::Bool];
+    pub const ALL: [DType; 13] = [
+        DType::F32,
+        DType::F64,
+        DType::F16,
+        DType::BF16,
+        DType::I32,
+        DType::I64,
+        DType::U8,
+        DType::Bool,
+        DType::I8,
+        DType::I16,
+        DType::U16,
+        DType::U32,
+        DType::U64,
+    ];
 
     /// Bytes per element.
     pub fn size(self) -> usize {
         match self {
-            DType::F64 | DType::I64 => 8,
-            DType::F32 | DType::I32 => 4,
-            DType::F16 | DType::BF16 => 2,
-            DType::U8 | DType::Bool => 1,
+            DType::F64 | DType::I64 | DType::U64 => 8,
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
+            DType::U8 | DType::I8 | DType::Bool => 1,
         }
     }
     /// Floating point (f16, bf16, f32, f64).
     pub fn is_float(self) -> bool {
         matches!(self, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
     }
-    /// Signed or unsigned integer (i32, i64, u8).
+    /// Signed or unsigned integer (i8 to i64, u8 to u64).
     pub fn is_int(self) -> bool {
-        matches!(self, DType::I32 | DType::I64 | DType::U8)
+        matches!(
+            self,
+            DType::I32 | DType::I64 | DType::U8 | DType::I8 | DType::I16 | DType::U16 | DType::U32 | DType::U64
+        )
+    }
+    /// An unsigned integer (u8 to u64).
+    pub fn is_unsigned(self) -> bool {
+        matches!(self, DType::U8 | DType::U16 | DType::U32 | DType::U64)
     }
     /// Float or integer: everything that supports arithmetic.
     pub fn is_numeric(self) -> bool {
@@ -58,6 +83,11 @@ impl DType {
             DType::I64 => "i64",
             DType::U8 => "u8",
             DType::Bool => "bool",
+            DType::I8 => "i8",
+            DType::I16 => "i16",
+            DType::U16 => "u16",
+            DType::U32 => "u32",
+            DType::U64 => "u64",
         }
     }
     /// Parse the name printed by [`DType::name`].
@@ -78,7 +108,8 @@ mod sealed {
 
 /// A Rust type that can be the element of a tensor.
 ///
-/// Sealed: implemented for `f32, f64, f16, bf16, i32, i64, u8, bool`.
+/// Sealed: implemented for `f32, f64, f16, bf16, i8, i16, i32, i64, u8,
+/// u16, u32, u64, bool`.
 pub trait Element: sealed::Sealed + Copy + Send + Sync + PartialEq + fmt::Debug + Default + 'static {
     /// The dtype tag of this type.
     const DTYPE: DType;
@@ -138,6 +169,12 @@ element!(bf16, BF16, |v| v.to_f64(), f64_to_bf16, |v| v.to_f64() as i64, |v| f64
 element!(i32, I32, |v| v as f64, |v| v as i32, |v| v as i64, |v| v as i32, |v| Scalar::I64(v as i64));
 element!(i64, I64, |v| v as f64, |v| v as i64, |v| v, |v| v, Scalar::I64);
 element!(u8, U8, |v| v as f64, |v| v as u8, |v| v as i64, |v| v as u8, |v| Scalar::I64(v as i64));
+element!(i8, I8, |v| v as f64, |v| v as i8, |v| v as i64, |v| v as i8, |v| Scalar::I64(v as i64));
+element!(i16, I16, |v| v as f64, |v| v as i16, |v| v as i64, |v| v as i16, |v| Scalar::I64(v as i64));
+element!(u16, U16, |v| v as f64, |v| v as u16, |v| v as i64, |v| v as u16, |v| Scalar::I64(v as i64));
+element!(u32, U32, |v| v as f64, |v| v as u32, |v| v as i64, |v| v as u32, |v| Scalar::I64(v as i64));
+// u64 beyond i64::MAX wraps through i64 (Scalar keeps integers as i64).
+element!(u64, U64, |v| v as f64, |v| v as u64, |v| v as i64, |v| v as u64, |v| Scalar::I64(v as i64));
 element!(bool, Bool, |v| if v { 1.0 } else { 0.0 }, |v| v != 0.0, |v| v as i64, |v| v != 0, Scalar::Bool);
 
 /// f64 to f16, correctly rounded (half's own conversion rounds twice on x86).
@@ -164,6 +201,19 @@ fn f64_to_f32_odd(x: f64) -> f32 {
         bits -= 1;
     }
     f32::from_bits(bits | 1)
+}
+
+/// u64 to a float type, rounded once: past i64::MAX the value is halved
+/// with the dropped bit kept as a sticky bit, converted, and doubled (exact).
+pub(crate) fn u64_to_float<U: Element>(v: u64) -> U {
+    if U::DTYPE == DType::F64 {
+        U::from_f64(v as f64)
+    } else if v <= i64::MAX as u64 {
+        U::from_i64(v as i64)
+    } else {
+        let half: U = U::from_i64(((v >> 1) | (v & 1)) as i64);
+        U::from_f64(half.to_f64() * 2.0)
+    }
 }
 
 /// i64 to f64 rounding to odd (see [`f64_to_f32_odd`]).
@@ -287,6 +337,17 @@ impl From<u8> for Scalar {
         Scalar::I64(v as i64)
     }
 }
+macro_rules! scalar_from_int {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Scalar {
+            fn from(v: $t) -> Scalar {
+                Scalar::I64(v as i64)
+            }
+        }
+    )*};
+}
+// u64 beyond i64::MAX wraps (Scalar keeps integers as i64).
+scalar_from_int!(i8, i16, u16, u32, u64);
 impl From<bool> for Scalar {
     fn from(v: bool) -> Scalar {
         Scalar::Bool(v)
@@ -309,7 +370,7 @@ impl fmt::Display for Scalar {
 /// any other evaluates `$otherwise`.
 macro_rules! with_dtype {
     ($dtype:expr, $T:ident => $body:expr) => {
-        $crate::tensor::dtype::with_dtype!(@arms $dtype, $T => $body, [F32, F64, F16, BF16, I32, I64, U8, Bool])
+        $crate::tensor::dtype::with_dtype!(@arms $dtype, $T => $body, [F32, F64, F16, BF16, I32, I64, U8, Bool, I8, I16, U16, U32, U64])
     };
     ($dtype:expr, $T:ident => $body:expr, [$($dt:ident),*], $otherwise:expr) => {{
         #[allow(unreachable_patterns)]
@@ -355,6 +416,21 @@ macro_rules! rust_type {
     };
     (U8) => {
         u8
+    };
+    (I8) => {
+        i8
+    };
+    (I16) => {
+        i16
+    };
+    (U16) => {
+        u16
+    };
+    (U32) => {
+        u32
+    };
+    (U64) => {
+        u64
     };
     (Bool) => {
         bool

@@ -429,6 +429,26 @@ case("sampled_softmax_loss", sampled_inputs, sampled_loss(nn.sampled_softmax_los
 case("sampled_softmax_loss with hits", sampled_inputs, sampled_loss(nn.sampled_softmax_loss, False), grad=True,
      rtol=1e-5, atol=1e-5)
 
+# The narrow and unsigned integer types: true division's float types,
+# wrapping arithmetic, exact means, casts across signedness.
+i8a, i8b = np.array([7, -7, 1, 0, 127, -128], np.int8), np.array([2, 2, 0, 3, 1, -1], np.int8)
+case("truediv int8", [i8a, i8b], lambda a, b: [a / b])
+case("truediv uint16", [np.array([7, 1, 0, 65535], np.uint16), np.array([2, 0, 0, 3], np.uint16)], lambda a, b: [a / b])
+case("truediv uint32", [np.array([7, 1, 4294967295], np.uint32), np.array([2, 3, 7], np.uint32)], lambda a, b: [a / b])
+case("truediv uint64", [np.array([7, 1, 2**64 - 1], np.uint64), np.array([2, 3, 7], np.uint64)], lambda a, b: [a / b])
+case("int8 arithmetic wraps", [np.array([127, -128, 100, -100], np.int8), np.array([1, -1, 100, 3], np.int8)],
+     lambda a, b: [a + b, a - b, a * b, tf.abs(a), -a, tf.maximum(a, b)])
+case("int16 floordiv floormod", [np.array([7, -7, 32767, -32768], np.int16), np.array([2, 2, -3, 7], np.int16)],
+     lambda a, b: [tf.math.floordiv(a, b), tf.math.floormod(a, b)])
+case("uint16 sum wraps mean exact", [np.array([[65535, 65535, 65534], [1, 2, 4]], np.uint16)],
+     lambda x: [tf.reduce_sum(x, 1), tf.reduce_mean(x, 1), tf.reduce_max(x, 0), tf.argmax(x, 1)])
+case("uint32 uint64 arithmetic", [np.array([4294967295, 5], np.uint32), np.array([2**64 - 1, 2**63 + 5], np.uint64)],
+     lambda a, b: [a + tf.constant([1, 7], tf.uint32), b + tf.constant([1, 2**63], tf.uint64),
+                   tf.cast(b, tf.float64), tf.cast(b, tf.float32)])
+case("casts across signedness", [np.array([-1, -128, 127, 5], np.int8)],
+     lambda x: [tf.cast(x, tf.uint8), tf.cast(x, tf.uint16), tf.cast(x, tf.uint32), tf.cast(x, tf.uint64),
+                tf.cast(x, tf.int16), tf.cast(tf.cast(x, tf.uint64), tf.int8)])
+
 
 def loss_of(outs):
     total = tf.constant(0.0, tf.float32)

@@ -15,6 +15,11 @@ pub fn values(t: &Tensor) -> Vec<f64> {
         DType::I32 => t.to_vec::<i32>().unwrap().into_iter().map(f64::from).collect(),
         DType::I64 => t.to_vec::<i64>().unwrap().into_iter().map(|v| v as f64).collect(),
         DType::U8 => t.to_vec::<u8>().unwrap().into_iter().map(f64::from).collect(),
+        DType::I8 => t.to_vec::<i8>().unwrap().into_iter().map(f64::from).collect(),
+        DType::I16 => t.to_vec::<i16>().unwrap().into_iter().map(f64::from).collect(),
+        DType::U16 => t.to_vec::<u16>().unwrap().into_iter().map(f64::from).collect(),
+        DType::U32 => t.to_vec::<u32>().unwrap().into_iter().map(f64::from).collect(),
+        DType::U64 => t.to_vec::<u64>().unwrap().into_iter().map(|v| v as f64).collect(),
         DType::Bool => t.to_vec::<bool>().unwrap().into_iter().map(|b| if b { 1.0 } else { 0.0 }).collect(),
     }
 }
@@ -25,6 +30,11 @@ pub fn ints(t: &Tensor) -> Vec<i128> {
         DType::I32 => t.to_vec::<i32>().unwrap().into_iter().map(i128::from).collect(),
         DType::I64 => t.to_vec::<i64>().unwrap().into_iter().map(i128::from).collect(),
         DType::U8 => t.to_vec::<u8>().unwrap().into_iter().map(i128::from).collect(),
+        DType::I8 => t.to_vec::<i8>().unwrap().into_iter().map(i128::from).collect(),
+        DType::I16 => t.to_vec::<i16>().unwrap().into_iter().map(i128::from).collect(),
+        DType::U16 => t.to_vec::<u16>().unwrap().into_iter().map(i128::from).collect(),
+        DType::U32 => t.to_vec::<u32>().unwrap().into_iter().map(i128::from).collect(),
+        DType::U64 => t.to_vec::<u64>().unwrap().into_iter().map(i128::from).collect(),
         DType::Bool => t.to_vec::<bool>().unwrap().into_iter().map(i128::from).collect(),
         other => panic!("ints() of a {other} tensor"),
     }

@@ -30,6 +30,11 @@ fn tensor_of(vals: &[f64], shape: &[usize], dtype: DType) -> Tensor {
         DType::I32 => Tensor::from_vec(vals.iter().map(|&v| v as i32).collect::<Vec<_>>(), s),
         DType::I64 => Tensor::from_vec(vals.iter().map(|&v| v as i64).collect::<Vec<_>>(), s),
         DType::U8 => Tensor::from_vec(vals.iter().map(|&v| v as u8).collect::<Vec<_>>(), s),
+        DType::I8 => Tensor::from_vec(vals.iter().map(|&v| v as i8).collect::<Vec<_>>(), s),
+        DType::I16 => Tensor::from_vec(vals.iter().map(|&v| v as i16).collect::<Vec<_>>(), s),
+        DType::U16 => Tensor::from_vec(vals.iter().map(|&v| v as u16).collect::<Vec<_>>(), s),
+        DType::U32 => Tensor::from_vec(vals.iter().map(|&v| v as u32).collect::<Vec<_>>(), s),
+        DType::U64 => Tensor::from_vec(vals.iter().map(|&v| v as u64).collect::<Vec<_>>(), s),
         DType::Bool => Tensor::from_vec(vals.iter().map(|&v| v != 0.0).collect::<Vec<_>>(), s),
     }
     .unwrap()
@@ -42,6 +47,11 @@ fn int_tensor(vals: &[i128], shape: &[usize], dtype: DType) -> Tensor {
         DType::I32 => Tensor::from_vec(vals.iter().map(|&v| i32::try_from(v).unwrap()).collect::<Vec<_>>(), s),
         DType::I64 => Tensor::from_vec(vals.iter().map(|&v| i64::try_from(v).unwrap()).collect::<Vec<_>>(), s),
         DType::U8 => Tensor::from_vec(vals.iter().map(|&v| u8::try_from(v).unwrap()).collect::<Vec<_>>(), s),
+        DType::I8 => Tensor::from_vec(vals.iter().map(|&v| i8::try_from(v).unwrap()).collect::<Vec<_>>(), s),
+        DType::I16 => Tensor::from_vec(vals.iter().map(|&v| i16::try_from(v).unwrap()).collect::<Vec<_>>(), s),
+        DType::U16 => Tensor::from_vec(vals.iter().map(|&v| u16::try_from(v).unwrap()).collect::<Vec<_>>(), s),
+        DType::U32 => Tensor::from_vec(vals.iter().map(|&v| u32::try_from(v).unwrap()).collect::<Vec<_>>(), s),
+        DType::U64 => Tensor::from_vec(vals.iter().map(|&v| u64::try_from(v).unwrap()).collect::<Vec<_>>(), s),
         other => panic!("int_tensor of {other}"),
     }
     .unwrap()
@@ -61,6 +71,11 @@ fn bits(t: &Tensor) -> Vec<u64> {
         DType::I32 => t.to_vec::<i32>().unwrap().into_iter().map(|v| u64::from(v as u32)).collect(),
         DType::I64 => t.to_vec::<i64>().unwrap().into_iter().map(|v| v as u64).collect(),
         DType::U8 => t.to_vec::<u8>().unwrap().into_iter().map(u64::from).collect(),
+        DType::I8 => t.to_vec::<i8>().unwrap().into_iter().map(|v| u64::from(v as u8)).collect(),
+        DType::I16 => t.to_vec::<i16>().unwrap().into_iter().map(|v| u64::from(v as u16)).collect(),
+        DType::U16 => t.to_vec::<u16>().unwrap().into_iter().map(u64::from).collect(),
+        DType::U32 => t.to_vec::<u32>().unwrap().into_iter().map(u64::from).collect(),
+        DType::U64 => t.to_vec::<u64>().unwrap().into_iter().map(u64::from).collect(),
         DType::Bool => t.to_vec::<bool>().unwrap().into_iter().map(u64::from).collect(),
     }
 }
@@ -108,6 +123,11 @@ fn contiguous_copy(t: &Tensor) -> Tensor {
         DType::I32 => Tensor::from_vec(t.to_vec::<i32>().unwrap(), s),
         DType::I64 => Tensor::from_vec(t.to_vec::<i64>().unwrap(), s),
         DType::U8 => Tensor::from_vec(t.to_vec::<u8>().unwrap(), s),
+        DType::I8 => Tensor::from_vec(t.to_vec::<i8>().unwrap(), s),
+        DType::I16 => Tensor::from_vec(t.to_vec::<i16>().unwrap(), s),
+        DType::U16 => Tensor::from_vec(t.to_vec::<u16>().unwrap(), s),
+        DType::U32 => Tensor::from_vec(t.to_vec::<u32>().unwrap(), s),
+        DType::U64 => Tensor::from_vec(t.to_vec::<u64>().unwrap(), s),
         DType::Bool => Tensor::from_vec(t.to_vec::<bool>().unwrap(), s),
     }
     .unwrap()
@@ -134,6 +154,11 @@ fn concat_flat(parts: &[Tensor]) -> Tensor {
         DType::I32 => join!(i32),
         DType::I64 => join!(i64),
         DType::U8 => join!(u8),
+        DType::I8 => join!(i8),
+        DType::I16 => join!(i16),
+        DType::U16 => join!(u16),
+        DType::U32 => join!(u32),
+        DType::U64 => join!(u64),
         DType::Bool => join!(bool),
     }
 }
@@ -1016,6 +1041,11 @@ fn wrap_int(dtype: DType, v: i128) -> i128 {
         DType::I32 => (32, true),
         DType::I64 => (64, true),
         DType::U8 => (8, false),
+        DType::I8 => (8, true),
+        DType::I16 => (16, true),
+        DType::U16 => (16, false),
+        DType::U32 => (32, false),
+        DType::U64 => (64, false),
         other => panic!("wrap_int {other}"),
     };
     let m = 1i128 << bits;
@@ -2152,6 +2182,14 @@ fn cast_sources(dtype: DType) -> Vec<Src> {
         .map(Src::I)
         .collect(),
         DType::U8 => [0, 1, 127, 128, 255].into_iter().map(Src::I).collect(),
+        DType::I8 => [0, 1, -1, 127, -128, -100].into_iter().map(Src::I).collect(),
+        DType::I16 => [0, 1, -1, 255, 256, -129, 32767, -32768].into_iter().map(Src::I).collect(),
+        DType::U16 => [0, 1, 255, 256, 2049, 65535].into_iter().map(Src::I).collect(),
+        DType::U32 => [0, 1, 255, 65536, 16_777_217, 2_147_483_648, u32::MAX as i128].into_iter().map(Src::I).collect(),
+        DType::U64 => [0, 1, 256, 1 << 40, (1 << 60) + (1 << 36) + 1, i64::MAX as i128, u64::MAX as i128]
+            .into_iter()
+            .map(Src::I)
+            .collect(),
         DType::Bool => vec![Src::B(false), Src::B(true)],
     }
 }
@@ -2163,11 +2201,11 @@ fn source_tensor(dtype: DType, src: &[Src]) -> Tensor {
             let v: Vec<f64> = src.iter().map(|s| if let Src::F(f) = s { *f } else { unreachable!() }).collect();
             tensor_of(&v, &n, dtype)
         }
-        DType::I32 | DType::I64 | DType::U8 => {
+        d if d.is_int() => {
             let v: Vec<i128> = src.iter().map(|s| if let Src::I(i) = s { *i } else { unreachable!() }).collect();
             int_tensor(&v, &n, dtype)
         }
-        DType::Bool => Tensor::from_vec(src.iter().map(|s| matches!(s, Src::B(true))).collect::<Vec<_>>(), n).unwrap(),
+        _ => Tensor::from_vec(src.iter().map(|s| matches!(s, Src::B(true))).collect::<Vec<_>>(), n).unwrap(),
     }
 }
 
@@ -2208,6 +2246,11 @@ fn cast_expected(s: Src, to: DType) -> Src {
         match d {
             DType::I32 => (i32::MIN.into(), i32::MAX.into()),
             DType::I64 => (i64::MIN.into(), i64::MAX.into()),
+            DType::I8 => (i8::MIN.into(), i8::MAX.into()),
+            DType::I16 => (i16::MIN.into(), i16::MAX.into()),
+            DType::U16 => (0, u16::MAX.into()),
+            DType::U32 => (0, u32::MAX.into()),
+            DType::U64 => (0, u64::MAX.into()),
             _ => (0, 255),
         }
     };

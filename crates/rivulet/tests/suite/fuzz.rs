@@ -95,6 +95,11 @@ fn random_tensor_of(rng: &mut Rng, dtype: DType, dims: Vec<usize>) -> Tensor {
         DType::I32 => Tensor::from_vec((0..n).map(|_| int_value(rng) as i32).collect::<Vec<_>>(), dims.clone()),
         DType::I64 => Tensor::from_vec((0..n).map(|_| int_value(rng)).collect::<Vec<_>>(), dims.clone()),
         DType::U8 => Tensor::from_vec((0..n).map(|_| int_value(rng) as u8).collect::<Vec<_>>(), dims.clone()),
+        DType::I8 => Tensor::from_vec((0..n).map(|_| int_value(rng) as i8).collect::<Vec<_>>(), dims.clone()),
+        DType::I16 => Tensor::from_vec((0..n).map(|_| int_value(rng) as i16).collect::<Vec<_>>(), dims.clone()),
+        DType::U16 => Tensor::from_vec((0..n).map(|_| int_value(rng) as u16).collect::<Vec<_>>(), dims.clone()),
+        DType::U32 => Tensor::from_vec((0..n).map(|_| int_value(rng) as u32).collect::<Vec<_>>(), dims.clone()),
+        DType::U64 => Tensor::from_vec((0..n).map(|_| int_value(rng) as u64).collect::<Vec<_>>(), dims.clone()),
         DType::Bool => Tensor::from_vec((0..n).map(|_| rng.chance(0.5)).collect::<Vec<_>>(), dims.clone()),
     }
     .unwrap();

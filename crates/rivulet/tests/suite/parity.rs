@@ -167,6 +167,11 @@ fn tensor_from(dtype: DType, data: &[f64], shape: &[usize]) -> Tensor {
         DType::I32 => Tensor::from_vec(data.iter().map(|&v| (v * 25.0) as i32).collect::<Vec<_>>(), shape),
         DType::I64 => Tensor::from_vec(data.iter().map(|&v| (v * 1.0e9) as i64).collect::<Vec<_>>(), shape),
         DType::U8 => Tensor::from_vec(data.iter().map(|&v| ((v + 4.0) * 32.0) as u8).collect::<Vec<_>>(), shape),
+        DType::I8 => Tensor::from_vec(data.iter().map(|&v| ((v + 4.0) * 32.0) as i8).collect::<Vec<_>>(), shape),
+        DType::I16 => Tensor::from_vec(data.iter().map(|&v| ((v + 4.0) * 32.0) as i16).collect::<Vec<_>>(), shape),
+        DType::U16 => Tensor::from_vec(data.iter().map(|&v| ((v + 4.0) * 32.0) as u16).collect::<Vec<_>>(), shape),
+        DType::U32 => Tensor::from_vec(data.iter().map(|&v| ((v + 4.0) * 32.0) as u32).collect::<Vec<_>>(), shape),
+        DType::U64 => Tensor::from_vec(data.iter().map(|&v| ((v + 4.0) * 32.0) as u64).collect::<Vec<_>>(), shape),
         DType::Bool => Tensor::from_vec(data.iter().map(|&v| v > 0.3).collect::<Vec<_>>(), shape),
     };
     t.unwrap()
@@ -202,6 +207,11 @@ fn operand_b(dtype: DType, shape: &[usize], seed: u64, for_pow: bool) -> Tensor 
         DType::I32 => Tensor::from_vec(ints.iter().map(|&v| v as i32).collect::<Vec<_>>(), shape),
         DType::I64 => Tensor::from_vec(ints.iter().map(|&v| v * 1000 + 1).collect::<Vec<_>>(), shape),
         DType::U8 => Tensor::from_vec(ints.iter().map(|&v| v as u8).collect::<Vec<_>>(), shape),
+        DType::I8 => Tensor::from_vec(ints.iter().map(|&v| v as i8).collect::<Vec<_>>(), shape),
+        DType::I16 => Tensor::from_vec(ints.iter().map(|&v| v as i16).collect::<Vec<_>>(), shape),
+        DType::U16 => Tensor::from_vec(ints.iter().map(|&v| v as u16).collect::<Vec<_>>(), shape),
+        DType::U32 => Tensor::from_vec(ints.iter().map(|&v| v as u32).collect::<Vec<_>>(), shape),
+        DType::U64 => Tensor::from_vec(ints.iter().map(|&v| v as u64).collect::<Vec<_>>(), shape),
         _ => {
             let data: Vec<f64> =
                 float_data(n, seed, false).iter().map(|v| if for_pow { v / 2.0 } else { *v }).collect();

@@ -25,6 +25,11 @@ fn tensor_of(vals: &[f64], shape: &[usize], dtype: DType) -> Tensor {
         DType::I32 => Tensor::from_vec(vals.iter().map(|&v| v as i32).collect::<Vec<_>>(), s),
         DType::I64 => Tensor::from_vec(vals.iter().map(|&v| v as i64).collect::<Vec<_>>(), s),
         DType::U8 => Tensor::from_vec(vals.iter().map(|&v| v as u8).collect::<Vec<_>>(), s),
+        DType::I8 => Tensor::from_vec(vals.iter().map(|&v| v as i8).collect::<Vec<_>>(), s),
+        DType::I16 => Tensor::from_vec(vals.iter().map(|&v| v as i16).collect::<Vec<_>>(), s),
+        DType::U16 => Tensor::from_vec(vals.iter().map(|&v| v as u16).collect::<Vec<_>>(), s),
+        DType::U32 => Tensor::from_vec(vals.iter().map(|&v| v as u32).collect::<Vec<_>>(), s),
+        DType::U64 => Tensor::from_vec(vals.iter().map(|&v| v as u64).collect::<Vec<_>>(), s),
         DType::Bool => Tensor::from_vec(vals.iter().map(|&v| v != 0.0).collect::<Vec<_>>(), s),
     }
     .unwrap()
@@ -58,6 +63,11 @@ fn bits(t: &Tensor) -> Vec<u64> {
         DType::I32 => t.to_vec::<i32>().unwrap().into_iter().map(|v| u64::from(v as u32)).collect(),
         DType::I64 => t.to_vec::<i64>().unwrap().into_iter().map(|v| v as u64).collect(),
         DType::U8 => t.to_vec::<u8>().unwrap().into_iter().map(u64::from).collect(),
+        DType::I8 => t.to_vec::<i8>().unwrap().into_iter().map(|v| u64::from(v as u8)).collect(),
+        DType::I16 => t.to_vec::<i16>().unwrap().into_iter().map(|v| u64::from(v as u16)).collect(),
+        DType::U16 => t.to_vec::<u16>().unwrap().into_iter().map(u64::from).collect(),
+        DType::U32 => t.to_vec::<u32>().unwrap().into_iter().map(u64::from).collect(),
+        DType::U64 => t.to_vec::<u64>().unwrap().into_iter().map(u64::from).collect(),
         DType::Bool => t.to_vec::<bool>().unwrap().into_iter().map(u64::from).collect(),
     }
 }
@@ -80,6 +90,11 @@ fn contiguous_copy(t: &Tensor) -> Tensor {
         DType::I32 => Tensor::from_vec(t.to_vec::<i32>().unwrap(), s),
         DType::I64 => Tensor::from_vec(t.to_vec::<i64>().unwrap(), s),
         DType::U8 => Tensor::from_vec(t.to_vec::<u8>().unwrap(), s),
+        DType::I8 => Tensor::from_vec(t.to_vec::<i8>().unwrap(), s),
+        DType::I16 => Tensor::from_vec(t.to_vec::<i16>().unwrap(), s),
+        DType::U16 => Tensor::from_vec(t.to_vec::<u16>().unwrap(), s),
+        DType::U32 => Tensor::from_vec(t.to_vec::<u32>().unwrap(), s),
+        DType::U64 => Tensor::from_vec(t.to_vec::<u64>().unwrap(), s),
         DType::Bool => Tensor::from_vec(t.to_vec::<bool>().unwrap(), s),
     }
     .unwrap()

@@ -338,6 +338,38 @@ fn recipe(name: &str) -> Option<Recipe> {
         "sampled_softmax_loss with hits" => {
             r(|x| one(ops::sampled_softmax_loss(&x[0], &x[1], &x[2], &x[3], &sampled_options(x, false))))
         }
+        "truediv int8" | "truediv uint16" | "truediv uint32" | "truediv uint64" => r(|x| one(ops::div(&x[0], &x[1]))),
+        "int8 arithmetic wraps" => r(|x| {
+            let (a, b) = (&x[0], &x[1]);
+            Ok(vec![ops::add(a, b)?, ops::sub(a, b)?, ops::mul(a, b)?, ops::abs(a)?, ops::neg(a)?, ops::maximum(a, b)?])
+        }),
+        "int16 floordiv floormod" => r(|x| Ok(vec![ops::floor_div(&x[0], &x[1])?, ops::floor_mod(&x[0], &x[1])?])),
+        "uint16 sum wraps mean exact" => r(|x| {
+            Ok(vec![
+                ops::sum(&x[0], 1, false)?,
+                ops::mean(&x[0], 1, false)?,
+                ops::max(&x[0], 0, false)?,
+                ops::argmax(&x[0], 1)?,
+            ])
+        }),
+        "uint32 uint64 arithmetic" => r(|x| {
+            let c32 = Tensor::from_slice(&[1u32, 7], [2])?;
+            let c64 = Tensor::from_slice(&[1u64, 1 << 63], [2])?;
+            Ok(vec![
+                ops::add(&x[0], &c32)?,
+                ops::add(&x[1], &c64)?,
+                ops::cast(&x[1], DType::F64)?,
+                ops::cast(&x[1], DType::F32)?,
+            ])
+        }),
+        "casts across signedness" => r(|x| {
+            let mut out = Vec::new();
+            for d in [DType::U8, DType::U16, DType::U32, DType::U64, DType::I16] {
+                out.push(ops::cast(&x[0], d)?);
+            }
+            out.push(ops::cast(&ops::cast(&x[0], DType::U64)?, DType::I8)?);
+            Ok(out)
+        }),
         _ => return keras_loss(name),
     })
 }

@@ -87,7 +87,7 @@ pub(crate) fn unary(op: UnaryOp, x: &Value, out: &Meta) -> Result<Value> {
             LogicalNot => map_unary(x, |v: bool| !v),
             _ => bail!(dtype, "{} does not accept bool", op.name()),
         },
-        dt => with_dtype!(dt, T => unary_int::<T>(op, x), [I32, I64, U8], bail!(dtype, "unexpected dtype {dt}")),
+        dt => with_dtype!(dt, T => unary_int::<T>(op, x), [I32, I64, U8, I8, I16, U16, U32, U64], bail!(dtype, "unexpected dtype {dt}")),
     }
 }
 
@@ -603,7 +603,7 @@ macro_rules! int_impl {
         }
     )*};
 }
-int_impl!(i32, i64, u8);
+int_impl!(i32, i64, u8, i8, i16, u16, u32, u64);
 
 fn unary_int<T: Int>(op: UnaryOp, x: &Value) -> Result<Value> {
     use UnaryOp::*;
@@ -753,7 +753,7 @@ pub(crate) fn binary(op: BinaryOp, a: &Value, b: &Value, out: &Meta) -> Result<V
             bool_binary_fn!(op, f => map_binary(a, b, shape, f), bail!(dtype, "{} does not accept bool", op.name()))
         }
         dt => {
-            with_dtype!(dt, T => binary_int::<T>(op, a, b, shape), [I32, I64, U8], bail!(dtype, "unexpected dtype {dt}"))
+            with_dtype!(dt, T => binary_int::<T>(op, a, b, shape), [I32, I64, U8, I8, I16, U16, U32, U64], bail!(dtype, "unexpected dtype {dt}"))
         }
     }
 }
@@ -783,6 +783,9 @@ fn select_typed<T: Element>(c: &Value, a: &Value, b: &Value, shape: &Shape) -> R
 fn convert<T: Element, U: Element>(x: T) -> U {
     if T::DTYPE.is_float() {
         U::from_f64(x.to_f64())
+    } else if T::DTYPE == DType::U64 && U::DTYPE.is_float() {
+        // The bits come back from the wrapped i64.
+        crate::tensor::dtype::u64_to_float(x.to_i64() as u64)
     } else {
         U::from_i64(x.to_i64())
     }

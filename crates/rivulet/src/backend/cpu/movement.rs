@@ -226,7 +226,7 @@ pub(crate) fn gather_nd(params: &Value, indices: &Value, out: &Meta) -> Result<V
 
 pub(crate) fn scatter_nd(indices: &Value, updates: &Value, out: &Meta) -> Result<Value> {
     with_dtype!(updates.dtype, T => scatter_typed::<T>(indices, updates, &out.shape),
-    [F32, F64, I32, I64, U8], {
+    [F32, F64, I32, I64, U8, I8, I16, U16, U32, U64], {
         let up = super::elementwise::cast(updates, DType::F32)?;
         let r = scatter_typed::<f32>(indices, &up, &out.shape)?;
         super::elementwise::cast(&r, updates.dtype)
@@ -352,7 +352,7 @@ pub(crate) fn strided_slice_grad(g: &Value, spec: &[crate::op::movement::SliceIt
 /// Zeros shaped like `out` (the params of a gather), with `g` added where it was gathered from.
 pub(crate) fn gather_grad(g: &Value, indices: &Value, axis: usize, batch_dims: usize, out: &Meta) -> Result<Value> {
     with_dtype!(g.dtype, T => gather_grad_typed::<T>(g, indices, axis, batch_dims, &out.shape),
-    [F32, F64, I32, I64, U8], {
+    [F32, F64, I32, I64, U8, I8, I16, U16, U32, U64], {
         let up = super::elementwise::cast(g, DType::F32)?;
         let r = gather_grad_typed::<f32>(&up, indices, axis, batch_dims, &out.shape)?;
         super::elementwise::cast(&r, g.dtype)

@@ -165,5 +165,5 @@ pub(crate) fn top_k(x: &Value, k: usize) -> Result<(Value, Value)> {
             Value::from_buffer(T::DTYPE, out_shape.clone(), vals),
             Value::from_buffer(DType::I32, out_shape.clone(), idx_buf),
         ))
-    }, [F32, F64, I32, I64, U8], bail!(dtype, "top_k does not accept {}", x.dtype))
+    }, [F32, F64, I32, I64, U8, I8, I16, U16, U32, U64], bail!(dtype, "top_k does not accept {}", x.dtype))
 }

@@ -127,11 +127,11 @@ macro_rules! num_int {
             const HIGHEST: Self = <$t>::MAX;
             #[inline(always)] fn add(self, o: Self) -> Self { self.wrapping_add(o) }
             #[inline(always)] fn mul(self, o: Self) -> Self { self.wrapping_mul(o) }
-            #[inline(always)] fn div_count(self, n: usize) -> Self { if n == 0 { 0 } else { (self as i64 / n as i64) as $t } }
+            #[inline(always)] fn div_count(self, n: usize) -> Self { if n == 0 { 0 } else { (self as i128 / n as i128) as $t } }
         }
     )*};
 }
-num_int!(i32, i64, u8);
+num_int!(i32, i64, u8, i8, i16, u16, u32, u64);
 
 /// Fold a slice with the vectorised [`Fold`] kernel.
 #[inline(always)]
@@ -257,7 +257,7 @@ pub(crate) fn reduce(f: ReduceOp, x: &Value, axes: &[usize], out: &Meta) -> Resu
         let r = reduce(f, &cast(x, DType::F32)?, axes, &Meta::new(DType::F32, out.shape.clone()))?;
         return cast(&r, x.dtype);
     }
-    if f == ReduceOp::Mean && matches!(x.dtype, DType::I32 | DType::U8) {
+    if f == ReduceOp::Mean && x.dtype.is_int() && !matches!(x.dtype, DType::I64 | DType::U64) {
         // TensorFlow's integer mean is exact: summed in i64 (the quotient,
         // truncated toward zero, fits the type again).
         let r = reduce(f, &cast(x, DType::I64)?, axes, &Meta::new(DType::I64, out.shape.clone()))?;
@@ -286,7 +286,7 @@ pub(crate) fn reduce(f: ReduceOp, x: &Value, axes: &[usize], out: &Meta) -> Resu
             let mut buf = HostBuffer::for_elements::<T>(n)?;
             reduce_num::<T>(f, data.contiguous_slice::<T>().unwrap_or(&[]), (a, r, b), buf.as_mut_slice::<T>())?;
             Ok(Value::from_buffer(T::DTYPE, out.shape.clone(), buf))
-        }, [F32, F64, I32, I64, U8], bail!(dtype, "{} does not accept {dt}", f.name())),
+        }, [F32, F64, I32, I64, U8, I8, I16, U16, U32, U64], bail!(dtype, "{} does not accept {dt}", f.name())),
     }
 }
 
@@ -339,7 +339,7 @@ pub(crate) fn arg_reduce(f: ArgOp, x: &Value, axis: usize, out: &Meta) -> Result
     let mut buf = HostBuffer::zeroed::<i64>(a * b)?;
     let idx = buf.as_mut_slice::<i64>();
     with_dtype!(x.dtype, T => arg_abr::<T>(data.contiguous_slice::<T>().unwrap_or(&[]), (a, r, b), idx, f == ArgOp::ArgMax),
-        [F32, F64, I32, I64, U8], bail!(dtype, "argmax/argmin do not accept {}", x.dtype));
+        [F32, F64, I32, I64, U8, I8, I16, U16, U32, U64], bail!(dtype, "argmax/argmin do not accept {}", x.dtype));
     let v = Value::from_buffer(DType::I64, out.shape.clone(), buf);
     if out.dtype == DType::I64 {
         Ok(v)
@@ -408,5 +408,5 @@ pub(crate) fn scan(f: ScanOp, x: &Value, axis: usize, exclusive: bool, reverse: 
         let mut buf = HostBuffer::for_elements::<T>(x.numel())?;
         scan_abr::<T>(data.contiguous_slice::<T>().unwrap_or(&[]), (a, r, b), buf.as_mut_slice::<T>(), f, exclusive, reverse);
         Ok(Value::from_buffer(T::DTYPE, Shape::new(dims), buf))
-    }, [F32, F64, I32, I64, U8], bail!(dtype, "cumsum/cumprod do not accept {}", x.dtype))
+    }, [F32, F64, I32, I64, U8, I8, I16, U16, U32, U64], bail!(dtype, "cumsum/cumprod do not accept {}", x.dtype))
 }

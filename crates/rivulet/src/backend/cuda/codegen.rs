@@ -162,6 +162,11 @@ fn compute_type(dtype: DType) -> &'static str {
         DType::I64 => "long long",
         DType::U8 => "unsigned char",
         DType::Bool => "bool",
+        DType::I8 => "signed char",
+        DType::I16 => "short",
+        DType::U16 => "unsigned short",
+        DType::U32 => "unsigned int",
+        DType::U64 => "unsigned long long",
     }
 }
 
@@ -204,6 +209,11 @@ fn literal(value: Scalar, dtype: DType) -> String {
             v => format!("{v}ll"),
         },
         DType::U8 => format!("((unsigned char){})", value_i64(value) as u8),
+        DType::I8 => format!("((signed char){})", value_i64(value) as i8),
+        DType::I16 => format!("((short){})", value_i64(value) as i16),
+        DType::U16 => format!("((unsigned short){})", value_i64(value) as u16),
+        DType::U32 => format!("((unsigned int){}u)", value_i64(value) as u32),
+        DType::U64 => format!("((unsigned long long){}ull)", value_i64(value) as u64),
     }
 }
 
@@ -218,9 +228,11 @@ fn value_i64(value: Scalar) -> i64 {
 /// The unsigned twin of an integer compute type, for wrapping arithmetic.
 fn unsigned_of(dtype: DType) -> &'static str {
     match dtype {
-        DType::I32 => "unsigned int",
-        DType::I64 => "unsigned long long",
-        _ => "unsigned char",
+        DType::U8 => "unsigned char",
+        DType::I64 | DType::U64 => "unsigned long long",
+        // 8- and 16-bit types compute in unsigned int: their promotion to
+        // int could overflow a product (65535 * 65535).
+        _ => "unsigned int",
     }
 }
 
@@ -295,7 +307,7 @@ fn unary(f: UnaryOp, dtype: DType, x: &str) -> Result<String> {
     // Integers: wrapping, through the unsigned twin (no undefined overflow).
     let t = compute_type(dtype);
     let u = unsigned_of(dtype);
-    let unsigned = dtype == DType::U8;
+    let unsigned = dtype.is_unsigned();
     Ok(match f {
         Neg => format!("(({t})(({u})0 - ({u}){x}))"),
         Abs if unsigned => x.to_string(),
@@ -387,19 +399,19 @@ fn binary(f: BinaryOp, dtype: DType, a: &str, b: &str) -> Result<String> {
 }
 
 fn int_suffix(dtype: DType) -> &'static str {
-    match dtype {
-        DType::I32 => "i32",
-        DType::I64 => "i64",
-        _ => "u8",
-    }
+    dtype.name()
 }
+
+/// The integer dtypes, each with its helpers in every generated kernel.
+pub(crate) const INT_DTYPES: [DType; 8] =
+    [DType::I32, DType::I64, DType::U8, DType::I8, DType::I16, DType::U16, DType::U32, DType::U64];
 
 /// Integer division helpers of one type: truncating and floor division,
 /// floor modulo (the divisor's sign) and powers, wrapping, with the error
 /// flag for a zero divisor (1) or a negative exponent (2).
 fn int_helpers(dtype: DType) -> String {
     let (t, u, s) = (compute_type(dtype), unsigned_of(dtype), int_suffix(dtype));
-    let signed = dtype != DType::U8;
+    let signed = !dtype.is_unsigned();
     // x / -1 and x % -1 overflow for the most negative x: negate, wrapping.
     let minus_one =
         if signed { format!("if (y == ({t})-1) return ({t})(({u})0 - ({u})x);\n    ") } else { String::new() };
@@ -600,13 +612,23 @@ fn cast(from: DType, to: DType, x: &str) -> String {
         return format!("({x} != 0)");
     }
     if from.is_float() && !to.is_float() {
+        // Saturating, as Rust's `as` (the CPU's cast).
         let (lo, hi) = match to {
             DType::I32 => ("-2147483648.0", "2147483647.0"),
             DType::I64 => ("-9223372036854775808.0", "9223372036854775807.0"),
+            DType::I8 => ("-128.0", "127.0"),
+            DType::I16 => ("-32768.0", "32767.0"),
+            DType::U16 => ("0.0", "65535.0"),
+            DType::U32 => ("0.0", "4294967295.0"),
+            DType::U64 => ("0.0", "18446744073709551615.0"),
             _ => ("0.0", "255.0"),
         };
         let min = if to == DType::I64 { "(-9223372036854775807ll - 1)".to_string() } else { format!("({t}){lo}") };
-        let max = if to == DType::I64 { "9223372036854775807ll".to_string() } else { format!("({t}){hi}") };
+        let max = match to {
+            DType::I64 => "9223372036854775807ll".to_string(),
+            DType::U64 => "18446744073709551615ull".to_string(),
+            _ => format!("({t}){hi}"),
+        };
         return format!(
             "(isnan((double){x}) ? ({t})0 : ((double){x} <= {lo} ? {min} : ((double){x} >= {hi} ? {max} : ({t}){x})))"
         );
@@ -834,7 +856,7 @@ pub(crate) fn fused_elementwise_indexed(
     if body.contains("rv_sp_") {
         source.push_str(SPECIAL_HELPERS);
     }
-    for d in [DType::I32, DType::I64, DType::U8] {
+    for d in INT_DTYPES {
         source.push_str(&int_helpers(d));
     }
     let _ = write!(
@@ -1117,10 +1139,15 @@ static inline int atomicExch(int* p, int v) { int o = *p; *p = v; return o; }
     #[test]
     fn integer_ops_wrap_and_flag_division_by_zero() {
         use BinaryOp::*;
-        for dtype in [DType::I32, DType::I64, DType::U8] {
+        for dtype in INT_DTYPES {
             let (min, max) = match dtype {
                 DType::I32 => (i32::MIN as f64, i32::MAX as f64),
                 DType::I64 => (i64::MIN as f64, i64::MAX as f64),
+                DType::I8 => (-128.0, 127.0),
+                DType::I16 => (-32768.0, 32767.0),
+                DType::U16 => (0.0, 65535.0),
+                DType::U32 => (0.0, u32::MAX as f64),
+                DType::U64 => (0.0, (1u64 << 53) as f64),
                 _ => (0.0, 255.0),
             };
             let vals = [0.0, 1.0, -1.0, 2.0, -7.0, 7.0, 3.0, -3.0, min, max, 100.0, 13.0];
@@ -1142,7 +1169,7 @@ static inline int atomicExch(int* p, int v) { int o = *p; *p = v; return o; }
             let (b, e) = (value(dtype, &[4], &[3.0, 2.0, 7.0, max]), value(dtype, &[4], &[5.0, 40.0, 0.0, 3.0]));
             matches_cpu(&format!("pow {dtype}"), &binary_program(Pow), &[&b, &e], 0);
             for (f, divisor, flag) in [(Div, 0.0, 1), (FloorMod, 0.0, 1), (Pow, -1.0, 2)] {
-                if dtype == DType::U8 && flag == 2 {
+                if dtype.is_unsigned() && flag == 2 {
                     continue;
                 }
                 let program = binary_program(f);

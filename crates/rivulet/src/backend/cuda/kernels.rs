@@ -43,6 +43,11 @@ template <> struct Lim<double> { __device__ static double lo() { return -__longl
 template <> struct Lim<int> { __device__ static int lo() { return (int)0x80000000; } __device__ static int hi() { return 0x7fffffff; } };
 template <> struct Lim<long long> { __device__ static long long lo() { return (long long)0x8000000000000000ULL; } __device__ static long long hi() { return 0x7fffffffffffffffLL; } };
 template <> struct Lim<unsigned char> { __device__ static unsigned char lo() { return 0; } __device__ static unsigned char hi() { return 255; } };
+template <> struct Lim<signed char> { __device__ static signed char lo() { return -128; } __device__ static signed char hi() { return 127; } };
+template <> struct Lim<short> { __device__ static short lo() { return -32768; } __device__ static short hi() { return 32767; } };
+template <> struct Lim<unsigned short> { __device__ static unsigned short lo() { return 0; } __device__ static unsigned short hi() { return 65535; } };
+template <> struct Lim<unsigned int> { __device__ static unsigned int lo() { return 0u; } __device__ static unsigned int hi() { return 0xffffffffu; } };
+template <> struct Lim<unsigned long long> { __device__ static unsigned long long lo() { return 0ull; } __device__ static unsigned long long hi() { return 0xffffffffffffffffull; } };
 
 struct OpSum { template <class A> __device__ static A id() { return (A)0; } template <class A> __device__ static A f(A a, A b) { return a + b; } };
 struct OpProd { template <class A> __device__ static A id() { return (A)1; } template <class A> __device__ static A f(A a, A b) { return a * b; } };
@@ -57,6 +62,11 @@ __device__ __forceinline__ double rv_shfl(double v, int o) { return __shfl_down_
 __device__ __forceinline__ int rv_shfl(int v, int o) { return __shfl_down_sync(0xffffffffu, v, o); }
 __device__ __forceinline__ long long rv_shfl(long long v, int o) { return __shfl_down_sync(0xffffffffu, v, o); }
 __device__ __forceinline__ unsigned char rv_shfl(unsigned char v, int o) { return (unsigned char)__shfl_down_sync(0xffffffffu, (int)v, o); }
+__device__ __forceinline__ signed char rv_shfl(signed char v, int o) { return (signed char)__shfl_down_sync(0xffffffffu, (int)v, o); }
+__device__ __forceinline__ short rv_shfl(short v, int o) { return (short)__shfl_down_sync(0xffffffffu, (int)v, o); }
+__device__ __forceinline__ unsigned short rv_shfl(unsigned short v, int o) { return (unsigned short)__shfl_down_sync(0xffffffffu, (int)v, o); }
+__device__ __forceinline__ unsigned int rv_shfl(unsigned int v, int o) { return __shfl_down_sync(0xffffffffu, v, o); }
+__device__ __forceinline__ unsigned long long rv_shfl(unsigned long long v, int o) { return __shfl_down_sync(0xffffffffu, v, o); }
 
 /* The value a reduction stores: the mean divides by the count. */
 template <class TA, bool MEAN> __device__ __forceinline__ TA rv_finish(TA acc, long long count) {
@@ -452,6 +462,11 @@ pub(crate) fn ctype(dtype: DType) -> &'static str {
         DType::I32 => "int",
         DType::I64 => "long long",
         DType::U8 | DType::Bool => "unsigned char",
+        DType::I8 => "signed char",
+        DType::I16 => "short",
+        DType::U16 => "unsigned short",
+        DType::U32 => "unsigned int",
+        DType::U64 => "unsigned long long",
     }
 }
 
@@ -462,7 +477,11 @@ pub(crate) fn ctype(dtype: DType) -> &'static str {
 pub(crate) fn acc_dtype(f: ReduceOp, dtype: DType) -> DType {
     match dtype {
         DType::F16 | DType::BF16 => DType::F32,
-        DType::I32 | DType::U8 if matches!(f, ReduceOp::Sum | ReduceOp::Mean | ReduceOp::Prod) => DType::I64,
+        DType::I32 | DType::U8 | DType::I8 | DType::I16 | DType::U16 | DType::U32
+            if matches!(f, ReduceOp::Sum | ReduceOp::Mean | ReduceOp::Prod) =>
+        {
+            DType::I64
+        }
         d => d,
     }
 }
@@ -750,7 +769,8 @@ mod tests {
             eprintln!("skipped: libnvrtc not found (no CUDA toolkit here)");
             return;
         }
-        let dtypes = [DType::F16, DType::BF16, DType::F32, DType::F64, DType::I32, DType::I64, DType::U8];
+        let mut dtypes = vec![DType::F16, DType::BF16, DType::F32, DType::F64];
+        dtypes.extend(super::super::codegen::INT_DTYPES);
         let mut all: Vec<Instance> = Vec::new();
         for &d in &dtypes {
             for f in [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max, ReduceOp::Min, ReduceOp::Prod] {
@@ -812,7 +832,8 @@ mod tests {
             eprintln!("skipped: libnvrtc not found (no CUDA toolkit here)");
             return;
         }
-        let dtypes = [DType::F16, DType::BF16, DType::F32, DType::F64, DType::I32, DType::I64, DType::U8, DType::Bool];
+        let mut dtypes = vec![DType::F16, DType::BF16, DType::F32, DType::F64, DType::Bool];
+        dtypes.extend(super::super::codegen::INT_DTYPES);
         let meta = |d: DType| Meta::new(d, Shape::new(&[3, 5]));
         let mut failed = Vec::new();
         let mut compiled = 0;

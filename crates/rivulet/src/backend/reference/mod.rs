@@ -4,7 +4,7 @@
 //! optimized backends are compared with, and a second device on every
 //! machine (`/reference:0`), so that placement and copies are tested for real.
 //!
-//! Elements are widened to f64 (floats, exactly) or i64 (integers and
+//! Elements are widened to f64 (floats, exactly) or i128 (integers and
 //! bools, exactly), computed on, and rounded once to the output dtype:
 //! float arithmetic is correctly rounded, integer arithmetic wraps at the
 //! dtype's width as TensorFlow's does.
@@ -28,7 +28,7 @@ pub(crate) struct ReferenceBackend;
 #[derive(Clone)]
 enum Elems {
     F(Vec<f64>),
-    I(Vec<i64>),
+    I(Vec<i128>),
 }
 
 impl Elems {
@@ -45,9 +45,16 @@ impl Elems {
             Elems::I(v) => Elems::I(at.iter().map(|&i| v[i]).collect()),
         }
     }
-    fn ints(self) -> Vec<i64> {
+    /// The elements as exact integers (floats truncated).
+    fn wide_ints(self) -> Vec<i128> {
         match self {
             Elems::I(v) => v,
+            Elems::F(v) => v.into_iter().map(|x| x as i64 as i128).collect(),
+        }
+    }
+    fn ints(self) -> Vec<i64> {
+        match self {
+            Elems::I(v) => v.into_iter().map(|x| x as i64).collect(),
             Elems::F(v) => v.into_iter().map(|x| x as i64).collect(),
         }
     }
@@ -83,7 +90,9 @@ fn read(v: &Value) -> Elems {
         if T::DTYPE.is_float() {
             Elems::F(at.iter().map(|&i| buf[i].to_f64()).collect())
         } else {
-            Elems::I(at.iter().map(|&i| buf[i].to_i64()).collect())
+            // u64 comes back from the bits of its wrapped i64.
+            let unsigned64 = T::DTYPE == DType::U64;
+            Elems::I(at.iter().map(|&i| if unsigned64 { buf[i].to_i64() as u64 as i128 } else { buf[i].to_i64() as i128 }).collect())
         }
     })
 }
@@ -101,19 +110,31 @@ fn write(dtype: DType, shape: &Shape, e: &Elems) -> Result<Value> {
         let o = buf.as_mut_slice::<T>();
         match e {
             Elems::F(v) => o.iter_mut().zip(v).for_each(|(o, &x)| *o = T::from_f64(x)),
-            Elems::I(v) => o.iter_mut().zip(v).for_each(|(o, &x)| *o = T::from_i64(x)),
+            Elems::I(v) => o.iter_mut().zip(v).for_each(|(o, &x)| {
+                *o = match i64::try_from(x) {
+                    Ok(x) => T::from_i64(x),
+                    // Past i64::MAX (u64): rounded once to a float, or its bits to u64.
+                    Err(_) if T::DTYPE.is_float() => crate::tensor::dtype::u64_to_float(x as u64),
+                    Err(_) => T::from_i64(x as u64 as i64),
+                }
+            }),
         }
         Ok(Value::from_buffer_on(Device::REFERENCE, T::DTYPE, shape.clone(), buf))
     })
 }
 
 /// `v` wrapped to the width of integer `dtype` (two's complement).
-fn wrap(dtype: DType, v: i128) -> i64 {
+fn wrap(dtype: DType, v: i128) -> i128 {
     match dtype {
-        DType::I32 => v as i32 as i64,
-        DType::U8 => v as u8 as i64,
-        DType::Bool => (v != 0) as i64,
-        _ => v as i64,
+        DType::I32 => v as i32 as i128,
+        DType::U8 => v as u8 as i128,
+        DType::I8 => v as i8 as i128,
+        DType::I16 => v as i16 as i128,
+        DType::U16 => v as u16 as i128,
+        DType::U32 => v as u32 as i128,
+        DType::U64 => v as u64 as i128,
+        DType::Bool => (v != 0) as i128,
+        _ => v as i64 as i128,
     }
 }
 
@@ -203,16 +224,15 @@ fn float_unary(f: UnaryOp, v: f64) -> f64 {
     }
 }
 
-fn int_unary(f: UnaryOp, dtype: DType, v: i64) -> Result<i64> {
+fn int_unary(f: UnaryOp, dtype: DType, v: i128) -> Result<i128> {
     use UnaryOp::*;
-    let v = v as i128;
     Ok(wrap(
         dtype,
         match f {
             Neg => -v,
             Abs => v.abs(),
             Sign => v.signum(),
-            Square => v * v,
+            Square => v.wrapping_mul(v),
             Relu => v.max(0),
             Relu6 => v.clamp(0, 6),
             Floor | Ceil | Round => v,
@@ -272,9 +292,8 @@ fn float_binary(f: BinaryOp, x: f64, y: f64) -> f64 {
     }
 }
 
-fn int_binary(f: BinaryOp, dtype: DType, x: i64, y: i64) -> Result<i64> {
+fn int_binary(f: BinaryOp, dtype: DType, x: i128, y: i128) -> Result<i128> {
     use BinaryOp::*;
-    let (x, y) = (x as i128, y as i128);
     if matches!(f, Div | FloorDiv | FloorMod | TruncateMod) && y == 0 {
         bail!(invalid, "integer division by zero in {}", f.name());
     }
@@ -282,7 +301,7 @@ fn int_binary(f: BinaryOp, dtype: DType, x: i64, y: i64) -> Result<i64> {
     Ok(match f {
         Add => w(x + y),
         Sub => w(x - y),
-        Mul => w(x * y),
+        Mul => w(x.wrapping_mul(y)),
         Div => w(x / y),
         FloorDiv => w(x.div_euclid(y) - if y < 0 && x.rem_euclid(y) != 0 { 1 } else { 0 }),
         FloorMod => {
@@ -294,30 +313,30 @@ fn int_binary(f: BinaryOp, dtype: DType, x: i64, y: i64) -> Result<i64> {
             if y < 0 {
                 bail!(invalid, "integers cannot be raised to negative integer powers");
             }
-            let (mut acc, mut base, mut e) = (1i64, w(x), y as u128);
+            let (mut acc, mut base, mut e) = (1i128, w(x), y as u128);
             while e > 0 {
                 if e & 1 == 1 {
-                    acc = w(acc as i128 * base as i128);
+                    acc = w(acc.wrapping_mul(base));
                 }
-                base = w(base as i128 * base as i128);
+                base = w(base.wrapping_mul(base));
                 e >>= 1;
             }
             acc
         }
         Maximum => w(x.max(y)),
         Minimum => w(x.min(y)),
-        Equal => (x == y) as i64,
-        NotEqual => (x != y) as i64,
-        Less => (x < y) as i64,
-        LessEqual => (x <= y) as i64,
-        Greater => (x > y) as i64,
-        GreaterEqual => (x >= y) as i64,
+        Equal => (x == y) as i128,
+        NotEqual => (x != y) as i128,
+        Less => (x < y) as i128,
+        LessEqual => (x <= y) as i128,
+        Greater => (x > y) as i128,
+        GreaterEqual => (x >= y) as i128,
         Atan2 | Hypot | LogAddExp | DivNoNan | MulNoNan | Zeta | Polygamma | Igamma | Igammac | NextAfter | Xlogy
         | Xlog1py | Xdivy => {
             bail!(dtype, "{} needs a floating-point dtype, got {dtype}", f.name())
         }
-        LogicalAnd => (x != 0 && y != 0) as i64,
-        LogicalOr => (x != 0 || y != 0) as i64,
+        LogicalAnd => (x != 0 && y != 0) as i128,
+        LogicalOr => (x != 0 || y != 0) as i128,
     })
 }
 
@@ -421,7 +440,7 @@ impl Backend for ReferenceBackend {
             }
             (Elems::F(x), Elems::F(y)) => Elems::F(x.iter().zip(&y).map(|(&x, &y)| float_binary(f, x, y)).collect()),
             (x, y) => {
-                let (x, y) = (x.ints(), y.ints());
+                let (x, y) = (x.wide_ints(), y.wide_ints());
                 Elems::I(x.iter().zip(&y).map(|(&x, &y)| int_binary(f, a.dtype, x, y)).collect::<Result<_>>()?)
             }
         };
@@ -433,7 +452,7 @@ impl Backend for ReferenceBackend {
         let e = match (read_as(a, &out.shape)?, read_as(b, &out.shape)?) {
             (Elems::F(x), Elems::F(y)) => Elems::F((0..c.len()).map(|i| if c[i] != 0 { x[i] } else { y[i] }).collect()),
             (x, y) => {
-                let (x, y) = (x.ints(), y.ints());
+                let (x, y) = (x.wide_ints(), y.wide_ints());
                 Elems::I((0..c.len()).map(|i| if c[i] != 0 { x[i] } else { y[i] }).collect())
             }
         };
@@ -495,23 +514,29 @@ impl Backend for ReferenceBackend {
             Elems::I(v) => {
                 let dt = x.dtype;
                 let (lo, hi) = match dt {
-                    DType::I32 => (i32::MIN as i64, i32::MAX as i64),
+                    DType::I32 => (i32::MIN as i128, i32::MAX as i128),
                     DType::U8 => (0, 255),
-                    _ => (i64::MIN, i64::MAX),
+                    DType::I8 => (i8::MIN as i128, i8::MAX as i128),
+                    DType::I16 => (i16::MIN as i128, i16::MAX as i128),
+                    DType::U16 => (0, u16::MAX as i128),
+                    DType::U32 => (0, u32::MAX as i128),
+                    DType::U64 => (0, u64::MAX as i128),
+                    _ => (i64::MIN as i128, i64::MAX as i128),
                 };
                 Elems::I(
                     g.iter()
                         .map(|members| {
                             let xs = members.iter().map(|&i| v[i]);
                             match f {
-                                ReduceOp::Sum => xs.fold(0, |a, b| wrap(dt, a as i128 + b as i128)),
+                                ReduceOp::Sum => xs.fold(0, |a, b| wrap(dt, a + b)),
                                 ReduceOp::Mean => {
-                                    // TensorFlow's: exact for int32 and uint8
-                                    // (summed wide), wrapping for int64; the
-                                    // quotient truncated toward zero.
+                                    // TensorFlow's: exact for the narrower
+                                    // integers (summed wide), wrapping for the
+                                    // 64-bit ones; the quotient truncated
+                                    // toward zero.
                                     let s: i128 = match dt {
-                                        DType::I64 => xs.fold(0, |a, b| wrap(dt, a as i128 + b as i128)) as i128,
-                                        _ => xs.map(|b| b as i128).sum(),
+                                        DType::I64 | DType::U64 => xs.fold(0, |a, b| wrap(dt, a + b)),
+                                        _ => xs.sum(),
                                     };
                                     if count == 0 {
                                         0
@@ -519,11 +544,11 @@ impl Backend for ReferenceBackend {
                                         wrap(dt, s / count as i128)
                                     }
                                 }
-                                ReduceOp::Prod => xs.fold(1, |a, b| wrap(dt, a as i128 * b as i128)),
-                                ReduceOp::Max => xs.fold(lo, i64::max),
-                                ReduceOp::Min => xs.fold(hi, i64::min),
-                                ReduceOp::Any => xs.fold(0, |a, b| (a != 0 || b != 0) as i64),
-                                ReduceOp::All => xs.fold(1, |a, b| (a != 0 && b != 0) as i64),
+                                ReduceOp::Prod => xs.fold(1i128, |a, b| wrap(dt, a.wrapping_mul(b))),
+                                ReduceOp::Max => xs.fold(lo, i128::max),
+                                ReduceOp::Min => xs.fold(hi, i128::min),
+                                ReduceOp::Any => xs.fold(0, |a, b| (a != 0 || b != 0) as i128),
+                                ReduceOp::All => xs.fold(1, |a, b| (a != 0 && b != 0) as i128),
                             }
                         })
                         .collect(),
@@ -558,7 +583,7 @@ impl Backend for ReferenceBackend {
                     at = k;
                 }
             }
-            best.push(at as i64);
+            best.push(at as i128);
         }
         write(out.dtype, &out.shape, &Elems::I(best))
     }
@@ -585,11 +610,11 @@ impl Backend for ReferenceBackend {
             }
             Elems::I(v) => {
                 for &base in &lines {
-                    let mut acc: i64 = if f == ScanOp::Cumsum { 0 } else { 1 };
+                    let mut acc: i128 = if f == ScanOp::Cumsum { 0 } else { 1 };
                     for j in 0..n {
                         let p = base + order(j) * st[axis];
-                        let x = v[p] as i128;
-                        let next = wrap(out.dtype, if f == ScanOp::Cumsum { acc as i128 + x } else { acc as i128 * x });
+                        let x = v[p];
+                        let next = wrap(out.dtype, if f == ScanOp::Cumsum { acc + x } else { acc.wrapping_mul(x) });
                         v[p] = if exclusive { acc } else { next };
                         acc = next;
                     }
@@ -635,14 +660,14 @@ impl Backend for ReferenceBackend {
                 Elems::F(o)
             }
             (x, y) => {
-                let (x, y) = (x.ints(), y.ints());
+                let (x, y) = (x.wide_ints(), y.wide_ints());
                 let dt = out.dtype;
-                let mut o = vec![0i64; nb * m * n];
+                let mut o = vec![0i128; nb * m * n];
                 for p in 0..nb {
                     for i in 0..m {
                         for j in 0..n {
                             o[(p * m + i) * n + j] = (0..k).fold(0, |acc, q| {
-                                wrap(dt, acc as i128 + x[(p * m + i) * k + q] as i128 * y[(p * k + q) * n + j] as i128)
+                                wrap(dt, acc + x[(p * m + i) * k + q].wrapping_mul(y[(p * k + q) * n + j]))
                             });
                         }
                     }
@@ -656,7 +681,7 @@ impl Backend for ReferenceBackend {
     fn assemble(&self, out: &Meta, fill: Scalar, pieces: &[(Layout, &Value)]) -> Result<Value> {
         let n = out.shape.numel_known();
         let mut e =
-            if out.dtype.is_float() { Elems::F(vec![fill.as_f64(); n]) } else { Elems::I(vec![fill.as_i64(); n]) };
+            if out.dtype.is_float() { Elems::F(vec![fill.as_f64(); n]) } else { Elems::I(vec![fill.as_i64() as i128; n]) };
         for (region, v) in pieces {
             let src = read(v);
             let at = positions(region);
@@ -673,7 +698,7 @@ impl Backend for ReferenceBackend {
         let n = out.shape.numel_known();
         let e = match (start, delta) {
             (Scalar::I64(s), Scalar::I64(d)) if !out.dtype.is_float() => {
-                Elems::I((0..n).map(|i| s.wrapping_add((i as i64).wrapping_mul(d))).collect())
+                Elems::I((0..n).map(|i| s.wrapping_add((i as i64).wrapping_mul(d)) as i128).collect())
             }
             _ => Elems::F((0..n).map(|i| start.as_f64() + i as f64 * delta.as_f64()).collect()),
         };
@@ -693,7 +718,11 @@ impl Backend for ReferenceBackend {
                 Sample::I(v) => ints.extend_from_slice(&v[..take]),
             }
         }
-        let e = if matches!(dist, Distribution::UniformInt { .. }) { Elems::I(ints) } else { Elems::F(f) };
+        let e = if matches!(dist, Distribution::UniformInt { .. }) {
+            Elems::I(ints.into_iter().map(i128::from).collect())
+        } else {
+            Elems::F(f)
+        };
         write(out.dtype, &out.shape, &e)
     }
 
@@ -759,11 +788,11 @@ impl Backend for ReferenceBackend {
             });
             for &j in &order[..k] {
                 vals.push(row[j]);
-                idx.push(j as i64);
+                idx.push(j as i128);
             }
         }
         let vals =
-            if x.dtype.is_float() { Elems::F(vals) } else { Elems::I(vals.into_iter().map(|v| v as i64).collect()) };
+            if x.dtype.is_float() { Elems::F(vals) } else { Elems::I(vals.into_iter().map(|v| v as i128).collect()) };
         Ok((write(outs[0].dtype, &outs[0].shape, &vals)?, write(outs[1].dtype, &outs[1].shape, &Elems::I(idx))?))
     }
 
@@ -786,8 +815,8 @@ fn scatter(out: &Meta, updates: &Elems, at: &[usize]) -> Result<Value> {
             Elems::F(o)
         }
         Elems::I(u) => {
-            let mut o = vec![0i64; n];
-            at.iter().zip(u).for_each(|(&p, &x)| o[p] = wrap(out.dtype, o[p] as i128 + x as i128));
+            let mut o = vec![0i128; n];
+            at.iter().zip(u).for_each(|(&p, &x)| o[p] = wrap(out.dtype, o[p] + x));
             Elems::I(o)
         }
     };
