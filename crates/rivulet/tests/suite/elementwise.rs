@@ -75,7 +75,7 @@ fn bits(t: &Tensor) -> Vec<u64> {
         DType::I16 => t.to_vec::<i16>().unwrap().into_iter().map(|v| u64::from(v as u16)).collect(),
         DType::U16 => t.to_vec::<u16>().unwrap().into_iter().map(u64::from).collect(),
         DType::U32 => t.to_vec::<u32>().unwrap().into_iter().map(u64::from).collect(),
-        DType::U64 => t.to_vec::<u64>().unwrap().into_iter().map(u64::from).collect(),
+        DType::U64 => t.to_vec::<u64>().unwrap(),
         DType::Bool => t.to_vec::<bool>().unwrap().into_iter().map(u64::from).collect(),
     }
 }

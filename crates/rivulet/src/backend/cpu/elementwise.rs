@@ -87,7 +87,9 @@ pub(crate) fn unary(op: UnaryOp, x: &Value, out: &Meta) -> Result<Value> {
             LogicalNot => map_unary(x, |v: bool| !v),
             _ => bail!(dtype, "{} does not accept bool", op.name()),
         },
-        dt => with_dtype!(dt, T => unary_int::<T>(op, x), [I32, I64, U8, I8, I16, U16, U32, U64], bail!(dtype, "unexpected dtype {dt}")),
+        dt => {
+            with_dtype!(dt, T => unary_int::<T>(op, x), [I32, I64, U8, I8, I16, U16, U32, U64], bail!(dtype, "unexpected dtype {dt}"))
+        }
     }
 }
 

@@ -680,8 +680,11 @@ impl Backend for ReferenceBackend {
 
     fn assemble(&self, out: &Meta, fill: Scalar, pieces: &[(Layout, &Value)]) -> Result<Value> {
         let n = out.shape.numel_known();
-        let mut e =
-            if out.dtype.is_float() { Elems::F(vec![fill.as_f64(); n]) } else { Elems::I(vec![fill.as_i64() as i128; n]) };
+        let mut e = if out.dtype.is_float() {
+            Elems::F(vec![fill.as_f64(); n])
+        } else {
+            Elems::I(vec![fill.as_i64() as i128; n])
+        };
         for (region, v) in pieces {
             let src = read(v);
             let at = positions(region);
