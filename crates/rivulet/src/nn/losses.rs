@@ -40,9 +40,11 @@ pub enum Loss {
     KLDivergence,
     /// `p - y log(p + eps)`, averaged over the last axis.
     Poisson,
-    /// Targets in {0, 1}; predictions one per target.
+    /// Targets in {0, 1}; predictions one per target. `label_smoothing`
+    /// pulls the targets towards 1/2.
     BinaryCrossentropy {
         from_logits: bool,
+        label_smoothing: f64,
     },
     /// Binary cross-entropy scaled by `(1 - p_t)^gamma` (Lin et al. 2017),
     /// optionally by `alpha` for positives and `1 - alpha` for negatives.
@@ -53,9 +55,11 @@ pub enum Loss {
         from_logits: bool,
         label_smoothing: f64,
     },
-    /// One-hot (or soft) targets over the last axis.
+    /// One-hot (or soft) targets over the last axis. `label_smoothing`
+    /// pulls them towards uniform.
     CategoricalCrossentropy {
         from_logits: bool,
+        label_smoothing: f64,
     },
     /// Categorical cross-entropy scaled by `alpha (1 - p)^gamma`.
     CategoricalFocalCrossentropy {
@@ -262,14 +266,12 @@ impl Loss {
                 y_pred,
                 &ops::mul(&ops::cast(y_true, dtype)?, &ops::log(&ops::add(y_pred, EPS)?)?)?,
             )?),
-            Loss::BinaryCrossentropy { from_logits } => {
-                mean_last(&binary_elements(&ops::cast(y_true, dtype)?, y_pred, from_logits)?)
+            Loss::BinaryCrossentropy { from_logits, label_smoothing } => {
+                let y = smooth_binary(ops::cast(y_true, dtype)?, label_smoothing)?;
+                mean_last(&binary_elements(&y, y_pred, from_logits)?)
             }
             Loss::BinaryFocalCrossentropy { apply_class_balancing, alpha, gamma, from_logits, label_smoothing } => {
-                let mut y = ops::cast(y_true, dtype)?;
-                if label_smoothing != 0.0 {
-                    y = ops::add(&ops::mul(&y, 1.0 - label_smoothing)?, 0.5 * label_smoothing)?;
-                }
+                let y = smooth_binary(ops::cast(y_true, dtype)?, label_smoothing)?;
                 let p = if from_logits { ops::sigmoid(y_pred)? } else { y_pred.clone() };
                 let bce = binary_elements(&y, &p, false)?;
                 let p_t = ops::add(&ops::mul(&y, &p)?, &ops::mul(&ops::sub(1.0, &y)?, &ops::sub(1.0, &p)?)?)?;
@@ -280,17 +282,12 @@ impl Loss {
                 }
                 mean_last(&focal)
             }
-            Loss::CategoricalCrossentropy { from_logits } => ops::neg(&ops::sum(
-                &ops::mul(&ops::cast(y_true, dtype)?, &log_probs(y_pred, from_logits)?)?,
-                -1,
-                false,
-            )?),
+            Loss::CategoricalCrossentropy { from_logits, label_smoothing } => {
+                let y = smooth_categorical(ops::cast(y_true, dtype)?, label_smoothing, y_pred)?;
+                ops::neg(&ops::sum(&ops::mul(&y, &log_probs(y_pred, from_logits)?)?, -1, false)?)
+            }
             Loss::CategoricalFocalCrossentropy { alpha, gamma, from_logits, label_smoothing } => {
-                let mut y = ops::cast(y_true, dtype)?;
-                if label_smoothing != 0.0 {
-                    let classes = y_pred.shape().dims().last().copied().unwrap_or(1) as f64;
-                    y = ops::add(&ops::mul(&y, 1.0 - label_smoothing)?, label_smoothing / classes)?;
-                }
+                let y = smooth_categorical(ops::cast(y_true, dtype)?, label_smoothing, y_pred)?;
                 let p = if from_logits { ops::softmax(y_pred, -1)? } else { y_pred.clone() };
                 let p = ops::clip_by_value(&ops::div(&p, &ops::sum(&p, -1, true)?)?, EPS, 1.0 - EPS)?;
                 let cce = ops::neg(&ops::mul(&y, &ops::log(&p)?)?)?;
@@ -365,6 +362,24 @@ impl Loss {
             Loss::Circle { .. } => "circle",
         }
     }
+}
+
+/// Binary targets pulled towards 1/2: `y (1 - s) + s / 2` (Keras's `label_smoothing`).
+fn smooth_binary(y: Tensor, smoothing: f64) -> Result<Tensor> {
+    if smoothing == 0.0 {
+        return Ok(y);
+    }
+    ops::add(&ops::mul(&y, 1.0 - smoothing)?, 0.5 * smoothing)
+}
+
+/// One-hot targets pulled towards uniform over the last axis of `pred`:
+/// `y (1 - s) + s / classes` (Keras's `label_smoothing`).
+fn smooth_categorical(y: Tensor, smoothing: f64, pred: &Tensor) -> Result<Tensor> {
+    if smoothing == 0.0 {
+        return Ok(y);
+    }
+    let classes = pred.shape().dims().last().copied().unwrap_or(1) as f64;
+    ops::add(&ops::mul(&y, 1.0 - smoothing)?, smoothing / classes)
 }
 
 /// Keras's circle loss per example (see [`Loss::Circle`]).
@@ -477,7 +492,7 @@ pub fn huber(y_true: &Tensor, y_pred: &Tensor, delta: f64) -> Result<Tensor> {
 /// 0, so the gradient is `sigmoid(z) - y` there too (0.5 - y, not -y).
 #[track_caller]
 pub fn binary_crossentropy_with_logits(labels: &Tensor, logits: &Tensor) -> Result<Tensor> {
-    Loss::BinaryCrossentropy { from_logits: true }.compute(labels, logits)
+    Loss::BinaryCrossentropy { from_logits: true, label_smoothing: 0.0 }.compute(labels, logits)
 }
 
 /// Sparse categorical cross-entropy from log-probabilities `logp` (last axis)

@@ -301,6 +301,13 @@ losses = {
 circle_pred = f32(4, 5)
 circle_pred /= np.linalg.norm(circle_pred, axis=1, keepdims=True)
 losses["Circle"] = (K.Circle, {"gamma": 10.0, "margin": 0.3}, np.array([0, 1, 0, 2], np.int32), circle_pred)
+# Label smoothing (fixed predictions: no draw moves the later cases' inputs).
+losses["BinaryCrossentropy smoothed logits"] = (K.BinaryCrossentropy, {"from_logits": True, "label_smoothing": 0.2}, y01,
+                                                np.linspace(-2, 2, 12).reshape(4, 3).astype(np.float32))
+losses["CategoricalCrossentropy smoothed"] = (K.CategoricalCrossentropy, {"label_smoothing": 0.1}, onehot, probs3)
+losses["CategoricalCrossentropy smoothed logits"] = (K.CategoricalCrossentropy,
+                                                     {"from_logits": True, "label_smoothing": 0.3}, onehot,
+                                                     np.linspace(-1, 2, 12).reshape(4, 3).astype(np.float32))
 for name, (cls, kw, yt, yp) in losses.items():
     case(f"keras {name}", [yt, yp, sw],
          lambda y, p, w, cls=cls, kw=kw: [cls(**kw, reduction=None)(y, p), cls(**kw)(y, p),

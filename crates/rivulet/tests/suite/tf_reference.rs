@@ -390,8 +390,8 @@ fn keras_loss(name: &str) -> Option<Recipe> {
         "CosineSimilarity" => Loss::CosineSimilarity { axis: -1 },
         "KLDivergence" => Loss::KLDivergence,
         "Poisson" => Loss::Poisson,
-        "BinaryCrossentropy" => Loss::BinaryCrossentropy { from_logits: false },
-        "BinaryCrossentropy logits" => Loss::BinaryCrossentropy { from_logits: true },
+        "BinaryCrossentropy" => Loss::BinaryCrossentropy { from_logits: false, label_smoothing: 0.0 },
+        "BinaryCrossentropy logits" => Loss::BinaryCrossentropy { from_logits: true, label_smoothing: 0.0 },
         "BinaryFocalCrossentropy" => Loss::BinaryFocalCrossentropy {
             apply_class_balancing: true,
             alpha: 0.25,
@@ -406,8 +406,8 @@ fn keras_loss(name: &str) -> Option<Recipe> {
             from_logits: true,
             label_smoothing: 0.1,
         },
-        "CategoricalCrossentropy" => Loss::CategoricalCrossentropy { from_logits: false },
-        "CategoricalCrossentropy logits" => Loss::CategoricalCrossentropy { from_logits: true },
+        "CategoricalCrossentropy" => Loss::CategoricalCrossentropy { from_logits: false, label_smoothing: 0.0 },
+        "CategoricalCrossentropy logits" => Loss::CategoricalCrossentropy { from_logits: true, label_smoothing: 0.0 },
         "CategoricalFocalCrossentropy" => {
             Loss::CategoricalFocalCrossentropy { alpha: 0.25, gamma: 2.0, from_logits: false, label_smoothing: 0.0 }
         }
@@ -421,6 +421,13 @@ fn keras_loss(name: &str) -> Option<Recipe> {
         "Tversky" => Loss::Tversky { alpha: 0.3, beta: 0.7 },
         "CTC" => Loss::Ctc,
         "Circle" => Loss::Circle { gamma: 10.0, margin: 0.3, remove_diagonal: true },
+        "BinaryCrossentropy smoothed logits" => Loss::BinaryCrossentropy { from_logits: true, label_smoothing: 0.2 },
+        "CategoricalCrossentropy smoothed" => {
+            Loss::CategoricalCrossentropy { from_logits: false, label_smoothing: 0.1 }
+        }
+        "CategoricalCrossentropy smoothed logits" => {
+            Loss::CategoricalCrossentropy { from_logits: true, label_smoothing: 0.3 }
+        }
         _ => return None,
     };
     Some(r(move |x| {

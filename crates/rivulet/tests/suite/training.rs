@@ -968,32 +968,37 @@ fn binary_crossentropy_matches_references() -> TestResult {
     let reference: f64 =
         y.iter().zip(&z).map(|(y, z)| -(y * sigmoid(*z).ln() + (1.0 - y) * (1.0 - sigmoid(*z)).ln())).sum::<f64>() / n;
     let (yt, zt) = (Tensor::from(y.to_vec()), Tensor::from(z.to_vec()));
-    assert_close1(loss_value(Loss::BinaryCrossentropy { from_logits: true }, &yt, &zt), reference, 1e-14, "bce logits");
+    assert_close1(
+        loss_value(Loss::BinaryCrossentropy { from_logits: true, label_smoothing: 0.0 }, &yt, &zt),
+        reference,
+        1e-14,
+        "bce logits",
+    );
     // From probabilities.
     let p: Vec<f64> = z.iter().map(|z| sigmoid(*z)).collect();
     let pt = Tensor::from(p.clone());
-    let got = loss_value(Loss::BinaryCrossentropy { from_logits: false }, &yt, &pt);
+    let got = loss_value(Loss::BinaryCrossentropy { from_logits: false, label_smoothing: 0.0 }, &yt, &pt);
     assert_close1(got, reference, 1e-12, "bce probabilities");
     // Extreme logits stay finite: -100 with label 1 costs 100, +100 costs ~0.
     let yt = Tensor::from(vec![1.0f64, 0.0, 1.0, 0.0]);
     let zt = Tensor::from(vec![-100.0f64, 100.0, 100.0, -100.0]);
-    let got = loss_value(Loss::BinaryCrossentropy { from_logits: true }, &yt, &zt);
+    let got = loss_value(Loss::BinaryCrossentropy { from_logits: true, label_smoothing: 0.0 }, &yt, &zt);
     assert!(got.is_finite());
     assert_close1(got, (100.0 + 100.0) / 4.0, 1e-12, "bce extreme logits");
     let z32 = Tensor::from(vec![-100.0f32, 100.0, 100.0, -100.0]);
-    let l32 =
-        Loss::BinaryCrossentropy { from_logits: true }.compute(&Tensor::from(vec![1.0f32, 0.0, 1.0, 0.0]), &z32)?;
+    let l32 = Loss::BinaryCrossentropy { from_logits: true, label_smoothing: 0.0 }
+        .compute(&Tensor::from(vec![1.0f32, 0.0, 1.0, 0.0]), &z32)?;
     assert_close1(scalar_f64(&l32), 50.0, 1e-6, "bce extreme logits f32");
     // Saturated probabilities are clipped to [1e-7, 1 - 1e-7]: -ln(1e-7) each way.
     let got = loss_value(
-        Loss::BinaryCrossentropy { from_logits: false },
+        Loss::BinaryCrossentropy { from_logits: false, label_smoothing: 0.0 },
         &Tensor::from(vec![1.0f64, 0.0]),
         &Tensor::from(vec![0.0f64, 1.0]),
     );
     assert_close1(got, -(1e-7f64).ln(), 1e-9, "bce saturated probabilities");
     // Labels of another dtype are cast.
     let got = loss_value(
-        Loss::BinaryCrossentropy { from_logits: true },
+        Loss::BinaryCrossentropy { from_logits: true, label_smoothing: 0.0 },
         &Tensor::from(vec![1i32, 0]),
         &Tensor::from(vec![0.0f64, 0.0]),
     );
@@ -1019,9 +1024,14 @@ fn categorical_crossentropies_match_references() -> TestResult {
             / 4.0
     };
     let hard = ce(&onehot);
-    assert_close1(loss_value(Loss::CategoricalCrossentropy { from_logits: true }, &oht, &zt), hard, 1e-14, "cce");
     assert_close1(
-        loss_value(Loss::CategoricalCrossentropy { from_logits: true }, &Tensor::from(soft), &zt),
+        loss_value(Loss::CategoricalCrossentropy { from_logits: true, label_smoothing: 0.0 }, &oht, &zt),
+        hard,
+        1e-14,
+        "cce",
+    );
+    assert_close1(
+        loss_value(Loss::CategoricalCrossentropy { from_logits: true, label_smoothing: 0.0 }, &Tensor::from(soft), &zt),
         ce(&soft),
         1e-14,
         "cce soft labels",
@@ -1030,7 +1040,7 @@ fn categorical_crossentropies_match_references() -> TestResult {
     let probs: Vec<f64> = logits.iter().flat_map(|z| softmax_row(z)).collect();
     let pt = Tensor::from_vec(probs, [4, 3])?;
     assert_close1(
-        loss_value(Loss::CategoricalCrossentropy { from_logits: false }, &oht, &pt),
+        loss_value(Loss::CategoricalCrossentropy { from_logits: false, label_smoothing: 0.0 }, &oht, &pt),
         hard,
         1e-12,
         "cce probs",
@@ -1054,7 +1064,11 @@ fn categorical_crossentropies_match_references() -> TestResult {
     assert_close1(l, 1000.0, 1e-12, "huge logits");
     // A zero probability for the true class is clipped: -ln(1e-7).
     let p = Tensor::from([[1.0f64, 0.0]]);
-    let l = loss_value(Loss::CategoricalCrossentropy { from_logits: false }, &Tensor::from([[0.0f64, 1.0]]), &p);
+    let l = loss_value(
+        Loss::CategoricalCrossentropy { from_logits: false, label_smoothing: 0.0 },
+        &Tensor::from([[0.0f64, 1.0]]),
+        &p,
+    );
     assert_close1(l, -(1e-7f64).ln(), 1e-9, "clipped probability");
     // Scalar predictions have no class axis: an error either way.
     let (label, scalar) = (Tensor::scalar(0i32), Tensor::scalar(0.5f64));
@@ -1076,7 +1090,7 @@ fn crossentropy_gradients_are_softmax_minus_onehot_over_batch() -> TestResult {
     }
     let onehot: Vec<f64> = labels.iter().flat_map(|&l| (0..3).map(move |j| if j == l { 1.0 } else { 0.0 })).collect();
     let cases = [
-        (Loss::CategoricalCrossentropy { from_logits: true }, Tensor::from_vec(onehot, [4, 3])?),
+        (Loss::CategoricalCrossentropy { from_logits: true, label_smoothing: 0.0 }, Tensor::from_vec(onehot, [4, 3])?),
         (Loss::SparseCategoricalCrossentropy { from_logits: true }, Tensor::from(vec![0i32, 2, 2, 1])),
     ];
     for (loss, y) in cases {
@@ -1093,7 +1107,7 @@ fn crossentropy_gradients_are_softmax_minus_onehot_over_batch() -> TestResult {
     let y = Tensor::from(vec![1.0f64, 1.0, 0.0, 0.0]);
     let tape = GradientTape::new();
     tape.watch(&z);
-    let l = Loss::BinaryCrossentropy { from_logits: true }.compute(&y, &z)?;
+    let l = Loss::BinaryCrossentropy { from_logits: true, label_smoothing: 0.0 }.compute(&y, &z)?;
     let g = tape.gradient(&l, &[&z])?.remove(0).unwrap();
     let want: Vec<f64> =
         [(2.0, 1.0), (-1.0, 1.0), (100.0, 0.0), (-100.0, 0.0)].iter().map(|(z, y)| (sigmoid(*z) - y) / 4.0).collect();
@@ -1704,7 +1718,7 @@ fn sequential_binary_and_regression_losses_train() -> TestResult {
         let mut m = Sequential::new(vec![Box::new(Dense::new(1, Activation::Linear))]);
         m.compile(
             Optimizer::sgd(0.5),
-            Loss::BinaryCrossentropy { from_logits: true },
+            Loss::BinaryCrossentropy { from_logits: true, label_smoothing: 0.0 },
             &[Metric::BinaryAccuracy { from_logits: true }],
             mode,
         );
