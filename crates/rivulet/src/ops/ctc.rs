@@ -374,7 +374,8 @@ pub fn ctc_beam_search_decoder(
     top_paths: usize,
 ) -> Result<(Vec<SparseLabels>, Tensor)> {
     let (x, lengths, [_, batch, classes]) = decoder_inputs("ctc_beam_search_decoder", inputs, sequence_length)?;
-    if beam_width == 0 || top_paths == 0 || top_paths > beam_width || classes == 0 {
+    if beam_width == 0 || top_paths == 0 || top_paths > beam_width || top_paths > crate::op::MAX_OUTPUTS || classes == 0
+    {
         bail!(
             invalid,
             "ctc_beam_search_decoder needs 0 < top_paths ({top_paths}) <= beam_width ({beam_width}) and at least one class"

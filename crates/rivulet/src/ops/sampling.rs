@@ -185,10 +185,20 @@ pub fn candidate_sampler(
     }
     let seed = seed.unwrap_or_else(super::creation::next_seed);
     let mut uniforms = Uniforms { stream: RandomStream::new(seed, 0), block: 0, pending: Vec::new() };
-    let mut sampled = Vec::with_capacity(num_sampled);
+    let mut sampled = crate::tensor::storage::try_vec_with_capacity(num_sampled)?;
     let mut seen = std::collections::HashSet::new();
     let mut tries = 0usize;
+    // Distinct draws of rare classes can take forever (TensorFlow's op
+    // spins); give up after a generous budget instead.
+    let budget = num_sampled.saturating_mul(1000).saturating_add(1_000_000);
     while sampled.len() < num_sampled {
+        if tries == budget {
+            bail!(
+                invalid,
+                "candidate_sampler: {} distinct classes after {tries} draws, {num_sampled} wanted; the rest are too rare",
+                sampled.len()
+            );
+        }
         let k = drawer.draw(uniforms.next().unwrap_or(0.0));
         tries += 1;
         if !unique || seen.insert(k) {
@@ -268,7 +278,7 @@ pub fn fixed_unigram_candidate_sampler(
             unigrams.len()
         );
     }
-    let mut weights = vec![0.0; num_reserved_ids];
+    let mut weights = crate::tensor::storage::try_vec(0.0, num_reserved_ids)?;
     weights.extend(unigrams.iter().map(|&u| u.powf(distortion)));
     candidate_sampler(true_classes, num_true, num_sampled, unique, CandidateDistribution::Weighted { weights }, seed)
 }
@@ -286,8 +296,8 @@ pub struct LearnedUnigramSampler {
 
 impl LearnedUnigramSampler {
     /// A sampler over `0..range_max`; `seed` makes its draws reproducible.
-    pub fn new(range_max: usize, seed: Option<u64>) -> LearnedUnigramSampler {
-        LearnedUnigramSampler { weights: vec![1.0; range_max], seed, calls: 0 }
+    pub fn new(range_max: usize, seed: Option<u64>) -> Result<LearnedUnigramSampler> {
+        Ok(LearnedUnigramSampler { weights: crate::tensor::storage::try_vec(1.0, range_max)?, seed, calls: 0 })
     }
 
     /// Draw from the counts so far, then count `true_classes`.
@@ -324,7 +334,7 @@ pub fn learned_unigram_candidate_sampler(
     range_max: usize,
     seed: Option<u64>,
 ) -> Result<SampledCandidates> {
-    LearnedUnigramSampler::new(range_max, seed).sample(true_classes, num_true, num_sampled, unique)
+    LearnedUnigramSampler::new(range_max, seed)?.sample(true_classes, num_true, num_sampled, unique)
 }
 
 /// Every class `0..num_sampled`, each expected once

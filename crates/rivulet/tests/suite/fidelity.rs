@@ -364,6 +364,7 @@ fn ctc_helpers_refuse_bad_arguments() -> Result<()> {
     assert!(ops::ctc_greedy_decoder(&ops::cast(&z, DType::I32)?, &len, true, None).is_err());
     assert_eq!(ops::ctc_beam_search_decoder(&z, &len, 2, 3).unwrap_err().kind(), ErrorKind::InvalidArgument);
     assert!(ops::ctc_beam_search_decoder(&z, &len, 0, 0).is_err());
+    assert!(ops::ctc_beam_search_decoder(&z, &len, usize::MAX, usize::MAX).is_err());
     // A zero-length sequence decodes to nothing with log-probability 0.
     let (paths, lp) = ops::ctc_beam_search_decoder(&z, &len, 4, 1)?;
     assert_eq!(paths[0].to_dense(-1)?.shape().dims()[0], 3);
@@ -426,7 +427,7 @@ fn candidate_samplers_draw_from_their_distributions() -> Result<()> {
 
     // A learned sampler counts the true classes it has seen: after [3, 3]
     // the weights over 4 classes are [1, 1, 1, 3].
-    let mut learned = ops::LearnedUnigramSampler::new(4, Some(1));
+    let mut learned = ops::LearnedUnigramSampler::new(4, Some(1))?;
     let t = Tensor::from_slice(&[3i64, 3], [1, 2])?;
     let first = learned.sample(&t, 2, 6, false)?;
     assert_eq!(first.true_expected_count.to_vec::<f32>()?, vec![1.5, 1.5]);
@@ -442,6 +443,22 @@ fn candidate_samplers_draw_from_their_distributions() -> Result<()> {
     assert!(ops::fixed_unigram_candidate_sampler(&truth, 2, 3, false, 10, &[-1.0; 8], 1.0, 2, None).is_err());
     assert!(ops::fixed_unigram_candidate_sampler(&truth, 2, 3, false, 10, &[1.0; 7], 1.0, 2, None).is_err());
     assert!(ops::all_candidate_sampler(&truth, 2, 5).is_err());
+    // Sizes from the caller fail as errors, not aborts; rare classes end the
+    // distinct draws with an error instead of spinning.
+    assert!(ops::uniform_candidate_sampler(&truth, 2, usize::MAX, false, 10, None).is_err());
+    assert!(ops::LearnedUnigramSampler::new(usize::MAX, None).is_err());
+    let rare = ops::fixed_unigram_candidate_sampler(
+        &truth,
+        2,
+        4,
+        true,
+        10,
+        &[1.0, 1.0, 1e-300, 0.0, 0.0, 0.0, 0.0, 1.0],
+        1.0,
+        2,
+        Some(1),
+    );
+    assert!(rare.unwrap_err().to_string().contains("too rare"));
     let g = Graph::new();
     let symbolic = g.placeholder("truth", DType::I64, [2, 2])?;
     assert!(ops::log_uniform_candidate_sampler(&symbolic, 2, 3, true, 10, None)
