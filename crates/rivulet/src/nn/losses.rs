@@ -396,8 +396,10 @@ fn circle(labels: &Tensor, embeddings: &Tensor, gamma: f64, margin: f64, remove_
     let mut positive = ops::equal(&labels, &ops::transpose(&labels, &[1, 0])?)?;
     let negative = ops::logical_not(&positive)?;
     if remove_diagonal {
-        let eye = ops::greater(&ops::eye(ops::Ctx::of(embeddings), b, b, embeddings.dtype())?, 0.5)?;
-        positive = ops::logical_and(&positive, &ops::logical_not(&eye)?)?;
+        // Row numbers made at run time (the batch may be unknown in a graph).
+        let row = ops::cumsum(&ops::ones_like(&labels)?, 0, false, false)?;
+        let diagonal = ops::equal(&row, &ops::transpose(&row, &[1, 0])?)?;
+        positive = ops::logical_and(&positive, &ops::logical_not(&diagonal)?)?;
     }
     let dtype = embeddings.dtype();
     let (pos_mask, neg_mask) = (ops::cast(&positive, dtype)?, ops::cast(&negative, dtype)?);

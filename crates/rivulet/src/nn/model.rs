@@ -530,6 +530,10 @@ impl Sequential {
         if let Some(it) = self.optimizer().and_then(|o| o.iterations()) {
             out.push(("optimizer/iterations".into(), it));
         }
+        if let Some(opt) = self.optimizer() {
+            // Loss scaling's counter and scale (named under optimizer/loss_scale/).
+            out.extend(opt.state_variables().into_iter().filter(|(name, _)| name.contains("/loss_scale/")));
+        }
         out
     }
 

@@ -453,6 +453,9 @@ impl Optimizer {
     pub fn build(&self, vars: &[&Variable]) -> Result<()> {
         if let Some(first) = vars.first() {
             self.counter(first)?;
+            if let Some(ls) = &self.loss_scale {
+                self.loss_scale_state(ls, first.graph())?;
+            }
         }
         for v in vars {
             self.slots_for(v)?;
@@ -495,7 +498,7 @@ impl Optimizer {
                 grads = grads.iter().map(|g| ops::div(g, &ops::cast(&old_scale, g.dtype())?)).collect::<Result<_>>()?;
                 targets.extend(steps.assign(&next_steps)?.op());
                 targets.extend(scale.assign(&next_scale)?.op());
-                if first.graph().is_none() {
+                if !finite.is_symbolic() {
                     if !finite.to_vec::<bool>()?.first().copied().unwrap_or(false) {
                         // Eagerly, a skipped step changes nothing else.
                         return Ok(None);

@@ -33,8 +33,8 @@ impl HostOp {
     }
 
     /// The dtype of the first output: isotonic regression keeps a float
-    /// dtype and computes integers in float64 (TensorFlow's promotion for
-    /// the integer types Rivulet has).
+    /// dtype, gives float32 for int8 and int16 and float64 for the other
+    /// integers (TensorFlow's promotion).
     pub(crate) fn infer(self, x: &Meta) -> Result<Metas> {
         if x.shape.rank() == 0 {
             bail!(shape, "{} needs rank >= 1, got a scalar", self.type_name());
@@ -45,7 +45,11 @@ impl HostOp {
                 if !x.dtype.is_numeric() {
                     bail!(dtype, "isotonic_regression needs a numeric dtype, got {}", x.dtype);
                 }
-                let out = if x.dtype.is_float() { x.dtype } else { DType::F64 };
+                let out = match x.dtype {
+                    d if d.is_float() => d,
+                    DType::I8 | DType::I16 => DType::F32,
+                    _ => DType::F64,
+                };
                 smallvec![Meta::new(out, shape.clone()), Meta::new(DType::I32, shape)]
             }
             HostOp::UniqueRows => {

@@ -403,7 +403,10 @@ pub fn space_to_batch_nd(x: &Tensor, block: &[usize], paddings: &[(usize, usize)
     perm.extend((0..m).map(|i| 1 + 2 * i));
     perm.extend(2 * m + 1..shape.len());
     let t = mv::transpose(&r, &perm)?;
-    let mut out = vec![(dims[0] * block.iter().product::<usize>()) as i64];
+    let Some(batch) = block.iter().try_fold(dims[0], |acc, &k| acc.checked_mul(k)) else {
+        bail!(shape, "space_to_batch_nd: the batch {} times the blocks {block:?} overflows", dims[0]);
+    };
+    let mut out = vec![batch as i64];
     out.extend((0..m).map(|i| shape[1 + 2 * i]));
     out.extend(dims[m + 1..].iter().map(|&d| d as i64));
     mv::reshape(&t, &out)

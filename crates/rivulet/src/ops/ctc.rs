@@ -173,8 +173,7 @@ fn decoder_inputs(what: &str, inputs: &Tensor, sequence_length: &Tensor) -> Resu
 /// blank between two equal labels keeps both). `blank_index` defaults to
 /// the last class; a negative one counts from the end. Also gives
 /// `neg_sum_logits` `[batch, 1]`, minus the sum of each step's largest
-/// logit. As `tf.nn.ctc_greedy_decoder`, whose ties go to the first class
-/// in the order with the blank moved last.
+/// logit. As `tf.nn.ctc_greedy_decoder`: ties go to the lowest class.
 #[track_caller]
 pub fn ctc_greedy_decoder(
     inputs: &Tensor,
@@ -192,8 +191,6 @@ pub fn ctc_greedy_decoder(
         bail!(invalid, "ctc_greedy_decoder: blank_index {blank_index:?} is outside the {classes} classes");
     }
     let blank = blank as usize;
-    // The classes in TensorFlow's search order: the blank moved last.
-    let order: Vec<usize> = (0..classes).filter(|&c| c != blank).chain([blank]).collect();
     let mut rows = Vec::with_capacity(batch);
     let mut neg_sum = Vec::with_capacity(batch);
     for (b, &len) in lengths.iter().enumerate() {
@@ -202,8 +199,9 @@ pub fn ctc_greedy_decoder(
         let mut sum = 0.0;
         for t in 0..len {
             let row = &x[(t * batch + b) * classes..(t * batch + b + 1) * classes];
-            let mut best = order[0];
-            for &c in &order[1..] {
+            // The first largest class, as TensorFlow's kernel finds it.
+            let mut best = 0;
+            for c in 1..classes {
                 if row[c] > row[best] {
                     best = c;
                 }
@@ -239,6 +237,9 @@ struct Prefix {
     new: Probs,
     children: Option<std::ops::Range<usize>>,
 }
+
+/// The most prefixes one sequence's search may hold.
+const MAX_PREFIXES: usize = 1 << 22;
 
 fn log_add(a: f64, b: f64) -> f64 {
     if a == f64::NEG_INFINITY {
@@ -303,6 +304,12 @@ fn beam_search(steps: &[&[f64]], classes: usize, beam_width: usize, top_paths: u
             let range = match nodes[b].children.clone() {
                 Some(r) => r,
                 None => {
+                    if nodes.len() > MAX_PREFIXES {
+                        bail!(
+                            invalid,
+                            "ctc_beam_search_decoder: the beam grew past {MAX_PREFIXES} prefixes; use a smaller beam_width (got {beam_width})"
+                        );
+                    }
                     let start = nodes.len();
                     for c in 0..blank {
                         nodes.push(Prefix { parent: Some(b), label: c, old: ZERO, new: ZERO, children: None });
@@ -407,10 +414,12 @@ pub fn collapse_repeated(labels: &Tensor, seq_length: &Tensor) -> Result<(Tensor
         || !labels.shape().is_fully_known()
         || seq_length.shape().dims() != [d[0]]
         || !seq_length.dtype().is_int()
+        || !labels.dtype().is_int()
     {
         bail!(
             shape,
-            "collapse_repeated needs labels [batch, time] and integer lengths [batch], got {:?} and {} {:?}",
+            "collapse_repeated needs integer labels [batch, time] and integer lengths [batch], got {} {:?} and {} {:?}",
+            labels.dtype(),
             labels.shape(),
             seq_length.dtype(),
             seq_length.shape()

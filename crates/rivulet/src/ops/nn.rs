@@ -396,7 +396,12 @@ pub fn isotonic_regression(x: &Tensor, decreasing: bool, axis: i64) -> Result<(T
     let mut perm: Vec<usize> = (0..x.rank()).collect();
     perm.swap(axis, last);
     let moved = if axis == last { x.clone() } else { mv::transpose(x, &perm)? };
-    let moved = if moved.dtype().is_float() { moved } else { ew::cast(&moved, DType::F64)? };
+    let wide = match moved.dtype() {
+        DType::I8 | DType::I16 => DType::F32,
+        d if d.is_float() => d,
+        _ => DType::F64,
+    };
+    let moved = ew::cast(&moved, wide)?;
     let input = if decreasing { moved } else { ew::neg(&moved)? };
     let mut out = apply(Op::Host { f: crate::op::HostOp::IsotonicRegression }, &[&input])?;
     let (Some(segments), Some(y)) = (out.pop(), out.pop()) else {

@@ -59,8 +59,8 @@ impl Drawer {
         let mut cumulative = Vec::new();
         match &dist {
             CandidateDistribution::Uniform { range_max } | CandidateDistribution::LogUniform { range_max } => {
-                if *range_max == 0 {
-                    bail!(invalid, "a candidate sampler needs range_max > 0");
+                if *range_max == 0 || *range_max > i64::MAX as usize {
+                    bail!(invalid, "a candidate sampler needs 0 < range_max <= 2^63 - 1, got {range_max}");
                 }
             }
             CandidateDistribution::Weighted { weights } => {
@@ -354,7 +354,8 @@ pub fn all_candidate_sampler(true_classes: &Tensor, num_true: usize, num_sampled
     let ctx = Ctx::of(true_classes);
     Ok(SampledCandidates {
         sampled: super::creation::range(ctx, 0i64, num_sampled as i64, 1i64, DType::I64)?,
-        true_expected_count: super::creation::fill(ctx, [d[0], num_true], 1.0f32, DType::F32)?,
+        // Shaped at run time (the batch may be unknown when a graph is built).
+        true_expected_count: super::creation::ones_like(&ew::cast(true_classes, DType::F32)?)?,
         sampled_expected_count: super::creation::fill(ctx, [num_sampled], 1.0f32, DType::F32)?,
     })
 }
@@ -442,7 +443,7 @@ fn sampled_logits(
             inputs.shape()
         );
     }
-    let (batch, dim) = (xd[0] as i64, wd[1] as i64);
+    let dim = wd[1] as i64;
     let num_true = o.num_true as i64;
     let labels = ew::cast(labels, DType::I64)?;
     let s = match &o.sampled_values {
@@ -453,26 +454,33 @@ fn sampled_logits(
     let true_expected = mv::stop_gradient(&s.true_expected_count)?;
     let sampled_expected = mv::stop_gradient(&s.sampled_expected_count)?;
     let flat = mv::reshape(&labels, &[-1])?;
-    let true_w = mv::reshape(&nn::embedding_lookup(weights, &flat)?, &[batch, num_true, dim])?;
+    let true_w = mv::reshape(&nn::embedding_lookup(weights, &flat)?, &[-1, num_true, dim])?;
     let sampled_w = nn::embedding_lookup(weights, &sampled)?;
-    let true_b = mv::reshape(&nn::embedding_lookup(biases, &flat)?, &[batch, num_true])?;
+    let true_b = mv::reshape(&nn::embedding_lookup(biases, &flat)?, &[-1, num_true])?;
     let sampled_b = nn::embedding_lookup(biases, &sampled)?;
     let true_logits = reduce::sum(&ew::mul(&mv::expand_dims(inputs, 1)?, &true_w)?, 2, false)?;
     let true_logits = ew::add(&true_logits, &true_b)?;
     let mut sampled_logits = ew::add(&linalg::matmul_t(inputs, &sampled_w, false, true)?, &sampled_b)?;
     if o.remove_accidental_hits {
-        // [batch, num_true, 1] == [num_sampled]: a hit anywhere in the row.
+        // [batch, num_true, 1] == [num_sampled]: a hit anywhere in the row,
+        // at the last position of a class sampled more than once (as
+        // TensorFlow's compute_accidental_hits finds it).
         let hits = reduce::any(&ew::equal(&mv::expand_dims(&labels, 2)?, &sampled)?, 1, false)?;
+        let position = ew::sub(&super::reduce::cumsum(&super::creation::ones_like(&sampled)?, 0, false, false)?, 1i64)?;
+        let later = ew::less(&mv::expand_dims(&position, 1)?, &mv::expand_dims(&position, 0)?)?;
+        let same = ew::equal(&mv::expand_dims(&sampled, 1)?, &mv::expand_dims(&sampled, 0)?)?;
+        let repeated_later = reduce::any(&ew::logical_and(&same, &later)?, 1, false)?;
+        let hits = ew::logical_and(&hits, &ew::logical_not(&repeated_later)?)?;
         let removed = ew::add(&sampled_logits, -f64::from(f32::MAX))?;
         sampled_logits = ew::select(&hits, &removed, &sampled_logits)?;
     }
     let true_logits = ew::sub(&true_logits, &ew::log(&ew::cast(&true_expected, inputs.dtype())?)?)?;
     let sampled_logits = ew::sub(&sampled_logits, &ew::log(&ew::cast(&sampled_expected, inputs.dtype())?)?)?;
     let logits = mv::concat(&[&true_logits, &sampled_logits], 1)?;
-    let ctx = Ctx::of(&logits);
-    let ones = super::creation::fill(ctx, [batch as usize, o.num_true], 1.0 / o.num_true as f64, inputs.dtype())?;
-    let zeros = ew::mul(&sampled_logits, 0.0)?;
-    let targets = mv::concat(&[&ones, &mv::stop_gradient(&zeros)?], 1)?;
+    // Shaped at run time (the batch may be unknown when a graph is built).
+    let ones = ew::mul(&super::creation::ones_like(&true_logits)?, 1.0 / o.num_true as f64)?;
+    let zeros = super::creation::zeros_like(&sampled_logits)?;
+    let targets = mv::concat(&[&ones, &zeros], 1)?;
     Ok((logits, targets))
 }
 

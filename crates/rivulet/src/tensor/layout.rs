@@ -42,19 +42,20 @@ impl Layout {
     /// True when the elements are stored in row-major order without gaps
     /// (dimensions of size 1 may have any stride).
     pub fn is_contiguous(&self) -> bool {
+        // An empty tensor is contiguous, whatever its other (even huge) dimensions.
+        if self.shape.contains(&0) {
+            return true;
+        }
         let mut expected: isize = 1;
         for i in (0..self.shape.rank()).rev() {
             let d = self.shape[i];
             if d == 1 {
                 continue;
             }
-            if d == 0 {
-                return true;
-            }
             if self.strides[i] != expected {
                 return false;
             }
-            expected *= d as isize;
+            expected = expected.saturating_mul(d as isize);
         }
         true
     }

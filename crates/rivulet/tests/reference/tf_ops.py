@@ -377,6 +377,9 @@ dec_logits = f32(9, 3, 4, lo=-3.0, hi=3.0)
 dec_len = np.array([9, 5, 0], np.int32)
 case("ctc_greedy_decoder", [dec_logits, dec_len], lambda z, l: greedy(z, l, True, None))
 case("ctc_greedy_decoder unmerged blank 0", [dec_logits, dec_len], lambda z, l: greedy(z, l, False, 0))
+# Exact ties (masked logits): the lowest class wins, the blank included.
+tie_logits = np.array([[[0.0, 0.0, -1.0]], [[-1.0, 0.5, 0.5]], [[0.0, -1.0, 0.0]]], np.float32)
+case("ctc_greedy_decoder ties", [tie_logits, np.array([3], np.int32)], lambda z, l: greedy(z, l, True, 0))
 case("ctc_beam_search_decoder", [f32(8, 3, 4), np.array([8, 5, 1], np.int32)], lambda z, l: beam(z, l, 100, 3),
      rtol=1e-5, atol=1e-5)
 case("ctc_beam_search_decoder narrow beam", [f32(12, 2, 5), np.array([12, 9], np.int32)],
@@ -435,6 +438,9 @@ case("sampled_softmax_loss", sampled_inputs, sampled_loss(nn.sampled_softmax_los
      atol=1e-5)
 case("sampled_softmax_loss with hits", sampled_inputs, sampled_loss(nn.sampled_softmax_loss, False), grad=True,
      rtol=1e-5, atol=1e-5)
+# A class sampled twice: only its last position is an accidental hit.
+case("sampled_softmax_loss repeated sample", sampled_inputs[:4] + [np.array([3, 7, 3, 2, 0], np.int64)] + sampled_inputs[5:],
+     sampled_loss(nn.sampled_softmax_loss, True), grad=True, rtol=1e-5, atol=1e-5)
 
 # The narrow and unsigned integer types: true division's float types,
 # wrapping arithmetic, exact means, casts across signedness.

@@ -553,3 +553,74 @@ fn composed_optimizer_rules_build_their_slots() -> Result<()> {
     assert_eq!(muon.rule(), None);
     Ok(())
 }
+
+/// Review fixes: Circle and the sampled losses build in a graph whose batch
+/// is unknown and give the eager values when run; loss scaling works in a
+/// traced step (a symbolic finiteness test selects the old values); sizes
+/// past the limits are errors.
+#[test]
+fn unknown_batches_traced_loss_scaling_and_size_limits() -> Result<()> {
+    use rivulet::nn::Optimizer;
+    // Circle with a batch unknown when the graph is built.
+    let emb: Vec<f32> = vec![0.6, 0.8, 0.0, 1.0, 0.8, 0.6, -1.0, 0.0];
+    let (e, l) = (Tensor::from_slice(&emb, [4, 2])?, Tensor::from_slice(&[0i32, 1, 0, 1], [4])?);
+    let circle = Loss::Circle { gamma: 8.0, margin: 0.25, remove_diagonal: true };
+    let eager = circle.per_example(&l, &e)?.to_vec::<f32>()?;
+    let g = Graph::new();
+    let pe = g.placeholder("e", DType::F32, [None, Some(2)])?;
+    let pl = g.placeholder("l", DType::I32, [None])?;
+    let per = circle.per_example(&pl, &pe)?;
+    let got = Session::new(&g).run(&[&per], &[(&pe, &e), (&pl, &l)])?.remove(0).to_vec::<f32>()?;
+    assert_eq!(got, eager);
+    // nce_loss with given samples, batch unknown.
+    let w = Tensor::from_vec((0..12).map(|i| (i as f32 * 0.37).sin()).collect::<Vec<f32>>(), [6, 2])?;
+    let b = Tensor::from_slice(&[0.1f32, -0.2, 0.0, 0.3, 0.05, -0.1], [6])?;
+    let labels = Tensor::from_slice(&[1i64, 4], [2, 1])?;
+    let x = Tensor::from_slice(&[0.5f32, -1.0, 2.0, 0.25], [2, 2])?;
+    let o = ops::SampledLossOptions {
+        num_sampled: 3,
+        num_classes: 6,
+        num_true: 1,
+        sampled_values: Some(ops::SampledCandidates {
+            sampled: Tensor::from_slice(&[0i64, 4, 4], [3])?,
+            true_expected_count: Tensor::from_slice(&[0.5f32, 0.25], [2, 1])?,
+            sampled_expected_count: Tensor::from_slice(&[0.6f32, 0.25, 0.25], [3])?,
+        }),
+        remove_accidental_hits: true,
+        seed: None,
+    };
+    let eager = ops::nce_loss(&w, &b, &labels, &x, &o)?.to_vec::<f32>()?;
+    let g = Graph::new();
+    let px = g.placeholder("x", DType::F32, [None, Some(2)])?;
+    let plab = g.placeholder("labels", DType::I64, [None, Some(1)])?;
+    let loss = ops::nce_loss(&w, &b, &plab, &px, &o)?;
+    let got = Session::new(&g).run(&[&loss], &[(&px, &x), (&plab, &labels)])?.remove(0).to_vec::<f32>()?;
+    assert_eq!(got, eager);
+
+    // Loss scaling inside a traced step: an inf gradient leaves the weight.
+    let opt = Optimizer::sgd(0.5).with_loss_scale(8.0, 2);
+    let v = rivulet::Variable::new("traced/w", &Tensor::from_slice(&[1.0f32], [1])?, true)?;
+    let step = rivulet::function(|args: &[Tensor]| {
+        opt.apply_gradients(&[(args[0].clone(), &v)])?;
+        Ok(vec![v.read()])
+    });
+    step.call(&[&Tensor::from_slice(&[16.0f32], [1])?])?;
+    assert_eq!(v.read().to_vec::<f32>()?, vec![0.0]);
+    step.call(&[&Tensor::from_slice(&[f32::INFINITY], [1])?])?;
+    assert_eq!(v.read().to_vec::<f32>()?, vec![0.0]);
+    assert_eq!(opt.dynamic_scale().expect("a scale").read().to_vec::<f32>()?, vec![4.0]);
+
+    // Sizes from the caller past the limits.
+    let truth = Tensor::from_slice(&[0i64], [1, 1])?;
+    assert!(ops::uniform_candidate_sampler(&truth, 1, 1, false, usize::MAX, Some(0)).is_err());
+    let empty = Tensor::from_vec(Vec::<f32>::new(), [0, 1, 1])?;
+    let big = 1usize << 40;
+    assert!(ops::with_space_to_batch(&empty, &[big, big], ops::Padding::Valid, None, |y, _| Ok(y.clone())).is_err());
+    let wide = Tensor::from_vec(vec![0.0f32; 40 * 3], [40, 1, 3])?;
+    let len = Tensor::from_slice(&[40i32], [1])?;
+    let grown = ops::ctc_beam_search_decoder(&wide, &len, usize::MAX, 1).unwrap_err();
+    assert!(grown.to_string().contains("prefixes"), "{grown}");
+    assert!(ops::collapse_repeated(&Tensor::from_slice(&[1.5f32, 1.2], [1, 2])?, &Tensor::from_slice(&[2i32], [1])?)
+        .is_err());
+    Ok(())
+}

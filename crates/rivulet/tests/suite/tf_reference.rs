@@ -335,6 +335,13 @@ fn recipe(name: &str) -> Option<Recipe> {
         "sampled_softmax_loss" => {
             r(|x| one(ops::sampled_softmax_loss(&x[0], &x[1], &x[2], &x[3], &sampled_options(x, true))))
         }
+        "sampled_softmax_loss repeated sample" => {
+            r(|x| one(ops::sampled_softmax_loss(&x[0], &x[1], &x[2], &x[3], &sampled_options(x, true))))
+        }
+        "ctc_greedy_decoder ties" => eager(|x| {
+            let (d, n) = ops::ctc_greedy_decoder(&x[0], &x[1], true, Some(0))?;
+            Ok(vec![d.to_dense(-1)?, n])
+        }),
         "sampled_softmax_loss with hits" => {
             r(|x| one(ops::sampled_softmax_loss(&x[0], &x[1], &x[2], &x[3], &sampled_options(x, false))))
         }
