@@ -10,6 +10,17 @@ use crate::tensor::{DType, Shape};
 use serde::{Deserialize, Serialize};
 use smallvec::smallvec;
 
+/// The dtype isotonic regression computes and answers in for input `d`:
+/// floats keep theirs, int8 and int16 give float32, the other integers
+/// float64 (TensorFlow's promotion).
+pub(crate) fn isotonic_dtype(d: DType) -> DType {
+    match d {
+        d if d.is_float() => d,
+        DType::I8 | DType::I16 => DType::F32,
+        _ => DType::F64,
+    }
+}
+
 /// A row-sequential algorithm, over the last axis of its one input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum HostOp {
@@ -32,9 +43,8 @@ impl HostOp {
         }
     }
 
-    /// The dtype of the first output: isotonic regression keeps a float
-    /// dtype, gives float32 for int8 and int16 and float64 for the other
-    /// integers (TensorFlow's promotion).
+    /// The outputs' dtypes and shapes (isotonic regression's first output
+    /// in [`isotonic_dtype`]).
     pub(crate) fn infer(self, x: &Meta) -> Result<Metas> {
         if x.shape.rank() == 0 {
             bail!(shape, "{} needs rank >= 1, got a scalar", self.type_name());
@@ -45,11 +55,7 @@ impl HostOp {
                 if !x.dtype.is_numeric() {
                     bail!(dtype, "isotonic_regression needs a numeric dtype, got {}", x.dtype);
                 }
-                let out = match x.dtype {
-                    d if d.is_float() => d,
-                    DType::I8 | DType::I16 => DType::F32,
-                    _ => DType::F64,
-                };
+                let out = isotonic_dtype(x.dtype);
                 smallvec![Meta::new(out, shape.clone()), Meta::new(DType::I32, shape)]
             }
             HostOp::UniqueRows => {

@@ -5,7 +5,6 @@ use super::{apply, apply1, checked, creation as cr, elementwise as ew, movement 
 use crate::error::{bail, Result};
 use crate::graph::Tensor;
 use crate::tensor::shape::normalize_axis;
-use crate::tensor::DType;
 
 /// `exp(x) / sum(exp(x))` along `axis` (`-1`: the last), shifted by the
 /// maximum so that large inputs do not overflow.
@@ -396,12 +395,7 @@ pub fn isotonic_regression(x: &Tensor, decreasing: bool, axis: i64) -> Result<(T
     let mut perm: Vec<usize> = (0..x.rank()).collect();
     perm.swap(axis, last);
     let moved = if axis == last { x.clone() } else { mv::transpose(x, &perm)? };
-    let wide = match moved.dtype() {
-        DType::I8 | DType::I16 => DType::F32,
-        d if d.is_float() => d,
-        _ => DType::F64,
-    };
-    let moved = ew::cast(&moved, wide)?;
+    let moved = ew::cast(&moved, crate::op::host::isotonic_dtype(moved.dtype()))?;
     let input = if decreasing { moved } else { ew::neg(&moved)? };
     let mut out = apply(Op::Host { f: crate::op::HostOp::IsotonicRegression }, &[&input])?;
     let (Some(segments), Some(y)) = (out.pop(), out.pop()) else {

@@ -175,6 +175,19 @@ pub fn candidate_sampler(
     seed: Option<u64>,
 ) -> Result<SampledCandidates> {
     let (truth, batch) = true_classes_in_range("candidate_sampler", true_classes, num_true, dist.range_max())?;
+    draw_candidates(&truth, batch, num_true, num_sampled, unique, dist, seed)
+}
+
+/// [`candidate_sampler`] on true classes already read and checked.
+fn draw_candidates(
+    truth: &[i64],
+    batch: usize,
+    num_true: usize,
+    num_sampled: usize,
+    unique: bool,
+    dist: CandidateDistribution,
+    seed: Option<u64>,
+) -> Result<SampledCandidates> {
     let drawer = Drawer::new(dist)?;
     let possible = match &drawer.dist {
         CandidateDistribution::Weighted { weights } => weights.iter().filter(|&&w| w > 0.0).count(),
@@ -310,9 +323,10 @@ impl LearnedUnigramSampler {
         unique: bool,
     ) -> Result<SampledCandidates> {
         let seed = self.seed.map(|s| crate::op::creation::splitmix64(s ^ crate::op::creation::splitmix64(self.calls)));
+        let (truth, batch) =
+            true_classes_in_range("LearnedUnigramSampler", true_classes, num_true, self.weights.len())?;
         let dist = CandidateDistribution::Weighted { weights: self.weights.clone() };
-        let out = candidate_sampler(true_classes, num_true, num_sampled, unique, dist, seed)?;
-        let (truth, _) = true_class_values("LearnedUnigramSampler", true_classes, num_true)?;
+        let out = draw_candidates(&truth, batch, num_true, num_sampled, unique, dist, seed)?;
         for k in truth {
             if let Some(w) = usize::try_from(k).ok().and_then(|k| self.weights.get_mut(k)) {
                 *w += 1.0;
