@@ -220,6 +220,16 @@ impl Loss {
     #[track_caller]
     fn per_example_parts(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
         let dtype = y_pred.dtype();
+        // Keras's loss functions first align ranks that differ by a trailing
+        // axis of 1: labels [batch] against predictions [batch, 1].
+        let aligned = match self {
+            Loss::Ctc | Loss::Circle { .. } => None,
+            _ => Some(squeeze_or_expand_to_same_rank(y_true, y_pred, true)?),
+        };
+        let (y_true, y_pred) = match &aligned {
+            Some((t, p)) => (t, p),
+            None => (y_true, y_pred),
+        };
         match *self {
             Loss::MeanSquaredError => mean_last(&ops::square(&ops::sub(y_pred, &ops::cast(y_true, dtype)?)?)?),
             Loss::MeanAbsoluteError => mean_last(&ops::abs(&ops::sub(y_pred, &ops::cast(y_true, dtype)?)?)?),
@@ -410,6 +420,30 @@ fn circle(labels: &Tensor, embeddings: &Tensor, gamma: f64, margin: f64, remove_
     let p = ops::logsumexp(&ops::select(&positive, &pos, f64::NEG_INFINITY)?, 1, false)?;
     let n = ops::logsumexp(&ops::select(&negative, &neg, f64::NEG_INFINITY)?, 1, false)?;
     ops::softplus(&ops::add(&p, &n)?)
+}
+
+/// Keras's rank alignment of two tensors whose ranks differ by one: where
+/// the longer one ends in an axis of 1, that axis is squeezed, or (with
+/// `expand_rank_1`, when the shorter one is a vector) the vector gets a
+/// trailing axis of 1. Other pairs are returned as they are.
+#[track_caller]
+pub fn squeeze_or_expand_to_same_rank(a: &Tensor, b: &Tensor, expand_rank_1: bool) -> Result<(Tensor, Tensor)> {
+    let (ra, rb) = (a.rank(), b.rank());
+    let (mut a, mut b) = (a.clone(), b.clone());
+    if ra == rb + 1 && a.shape().dims().last() == Some(&1) {
+        if rb == 1 && expand_rank_1 {
+            b = ops::expand_dims(&b, -1)?;
+        } else {
+            a = ops::squeeze(&a, &[-1])?;
+        }
+    } else if rb == ra + 1 && b.shape().dims().last() == Some(&1) {
+        if ra == 1 && expand_rank_1 {
+            a = ops::expand_dims(&a, -1)?;
+        } else {
+            b = ops::squeeze(&b, &[-1])?;
+        }
+    }
+    Ok((a, b))
 }
 
 /// The mean of all of `t`'s elements.

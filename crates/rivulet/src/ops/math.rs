@@ -7,7 +7,7 @@
 use super::{creation as cr, elementwise as ew, movement as mv, nn, reduce as rd, Axes, Ctx};
 use crate::error::{bail, Result};
 use crate::graph::Tensor;
-use crate::tensor::{DType, Scalar, Shape};
+use crate::tensor::{DType, Scalar, Shape, UNKNOWN};
 
 /// The sum of a list of tensors of one shape and dtype (TensorFlow's `add_n`
 /// and `accumulate_n`).
@@ -142,25 +142,41 @@ enum Segment {
 }
 
 /// `data` flattened to `[N, rest...]` and `ids` to `[N]`, where `ids.shape`
-/// is a prefix of `data.shape`.
+/// is a prefix of `data.shape`. Dimensions of the prefix may be known only
+/// at run time (an unknown batch); the rest must be known.
 fn flatten_segments(data: &Tensor, ids: &Tensor, what: &str) -> Result<(Tensor, Tensor, Vec<usize>)> {
     if !ids.dtype().is_int() {
         bail!(dtype, "{what} needs integer segment ids, got {}", ids.dtype());
     }
     let (d, i) = (data.shape().dims(), ids.shape().dims());
-    if i.len() > d.len() || d[..i.len()] != *i || !data.shape().is_fully_known() || !ids.shape().is_fully_known() {
+    let same = |a: usize, b: usize| a == b || a == UNKNOWN || b == UNKNOWN;
+    if i.len() > d.len() || d.iter().zip(i).any(|(&a, &b)| !same(a, b)) || d[i.len()..].contains(&UNKNOWN) {
         bail!(
             shape,
-            "{what}: the segment ids' shape {:?} must be a known prefix of the data's {:?}",
+            "{what}: the segment ids' shape {:?} must be a prefix of the data's {:?} (past it, known)",
             ids.shape(),
             data.shape()
         );
     }
-    let n: usize = i.iter().product();
     let rest = d[i.len()..].to_vec();
-    let mut flat_shape = vec![n as i64];
+    // The row count: known from the ids, or (a dimension known only at run
+    // time) -1, checked at run time against the data's rows.
+    let n = ids.shape().numel().map_or(-1, |n| n as i64);
+    let mut flat_shape = vec![n];
     flat_shape.extend(rest.iter().map(|&r| r as i64));
-    Ok((mv::reshape(data, &flat_shape)?, mv::reshape(&ew::cast(ids, DType::I64)?, &[n as i64])?, rest))
+    let mut flat_ids = mv::reshape(&ew::cast(ids, DType::I64)?, &[n])?;
+    let flat_data = mv::reshape(data, &flat_shape)?;
+    if n < 0 {
+        // One row's first element per row: as many elements as rows, so
+        // that ids of another count fail instead of broadcasting.
+        let mut size = vec![-1i64];
+        size.extend(rest.iter().map(|_| 1));
+        let firsts = mv::reshape(&mv::slice(&flat_data, &vec![0; 1 + rest.len()], &size)?, &[-1])?;
+        // Stacking needs equal lengths (a reshape check would be folded away).
+        let both = mv::stack(&[&flat_ids, &ew::cast(&firsts, DType::I64)?], 0)?;
+        flat_ids = mv::reshape(&mv::slice(&both, &[0, 0], &[1, -1])?, &[-1])?;
+    }
+    Ok((flat_data, flat_ids, rest))
 }
 
 /// The largest finite value of a float dtype, or the largest value of an integer one.
@@ -421,7 +437,7 @@ pub fn in_top_k(targets: &Tensor, predictions: &Tensor, k: usize) -> Result<Tens
     let picked = mv::gather(predictions, &mv::expand_dims(&safe, -1)?, 1, 1)?;
     let above = rd::sum(&ew::cast(&ew::greater(predictions, &picked)?, DType::I64)?, 1, false)?;
     let finite = ew::is_finite(&mv::squeeze(&picked, &[1])?)?;
-    ew::logical_and(&ew::logical_and(&ew::less(&above, k as i64)?, &finite)?, &valid)
+    ew::logical_and(&ew::logical_and(&ew::less(&above, i64::try_from(k).unwrap_or(i64::MAX))?, &finite)?, &valid)
 }
 
 /// The `k` largest entries along the last axis (TensorFlow's `approx_max_k`,

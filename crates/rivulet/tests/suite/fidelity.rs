@@ -624,3 +624,50 @@ fn unknown_batches_traced_loss_scaling_and_size_limits() -> Result<()> {
         .is_err());
     Ok(())
 }
+
+/// Labels `[batch]` against predictions `[batch, 1]` (a one-unit Dense
+/// output) are aligned as Keras aligns them, not broadcast to `[batch, batch]`.
+#[test]
+fn losses_align_labels_with_single_column_predictions() -> Result<()> {
+    let y = Tensor::from(vec![1.0f32, 2.0, 4.0]);
+    let p = Tensor::from([[1.5f32], [2.0], [3.0]]);
+    // (0.25 + 0 + 1) / 3.
+    let mse = Loss::MeanSquaredError.compute(&y, &p)?.to_scalar::<f32>()?;
+    assert!((mse - 1.25 / 3.0).abs() < 1e-7, "{mse}");
+    assert_eq!(Loss::MeanSquaredError.per_example(&y, &p)?.shape().dims(), &[3]);
+    // And the other way round: labels [batch, 1], predictions [batch].
+    let mae = Loss::MeanAbsoluteError.compute(&ops::reshape(&y, &[3, 1])?, &ops::reshape(&p, &[3])?)?;
+    assert!((mae.to_scalar::<f32>()? - 1.5 / 3.0).abs() < 1e-7);
+    // Binary cross-entropy with a sigmoid unit and flat labels.
+    let bce = Loss::BinaryCrossentropy { from_logits: true, label_smoothing: 0.0 };
+    let z = Tensor::from([[0.0f32], [2.0]]);
+    let got = bce.per_example(&Tensor::from(vec![1.0f32, 0.0]), &z)?.to_vec::<f32>()?;
+    let want = [std::f32::consts::LN_2, (1.0 + 2.0f32.exp()).ln()];
+    assert!(got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-6), "{got:?}");
+    Ok(())
+}
+
+/// Unsorted segment sums take an unknown batch in a graph, keep working on
+/// rows of zero width, and refuse ids whose count is not the data's rows.
+#[test]
+fn unsorted_segment_sum_with_unknown_rows() -> Result<()> {
+    let empty_rows = ops::unsorted_segment_sum(
+        &ops::zeros(rivulet::Ctx::Eager, [4, 0], DType::F32)?,
+        &Tensor::from(vec![0i32, 1, 1, 0]),
+        2,
+    )?;
+    assert_eq!(empty_rows.shape().dims(), &[2, 0]);
+    let g = Graph::new();
+    let data = g.placeholder("data", DType::F32, rivulet::Shape::new(&[rivulet::UNKNOWN, 2]))?;
+    let ids = g.placeholder("ids", DType::I32, rivulet::Shape::new(&[rivulet::UNKNOWN]))?;
+    let sums = ops::unsorted_segment_sum(&data, &ids, 3)?;
+    let s = Session::new(&g);
+    let x = Tensor::from([[1.0f32, 2.0], [3.0, 4.0], [5.0, 6.0]]);
+    let out = s.run(&[&sums], &[(&data, &x), (&ids, &Tensor::from(vec![2i32, -1, 2]))])?;
+    assert_eq!(out[0].to_vec::<f32>()?, vec![0.0, 0.0, 0.0, 0.0, 6.0, 8.0]);
+    // One id for three rows must not broadcast.
+    assert!(s.run(&[&sums], &[(&data, &x), (&ids, &Tensor::from(vec![1i32]))]).is_err());
+    let one_row = Tensor::from([[1.0f32, 2.0]]);
+    assert!(s.run(&[&sums], &[(&data, &one_row), (&ids, &Tensor::from(vec![0i32, 1, 2]))]).is_err());
+    Ok(())
+}
