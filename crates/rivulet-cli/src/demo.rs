@@ -38,7 +38,7 @@ pub fn run(mode: ExecutionMode, epochs: usize, quiet: bool) -> Result<()> {
     model.compile(
         Optimizer::adam(LearningRate::CosineDecay { initial: 3e-3, decay_steps: (epochs * 41) as f64, alpha: 0.05 }),
         Loss::SparseCategoricalCrossentropy { from_logits: true },
-        &[Metric::SparseCategoricalAccuracy],
+        &[Metric::SparseCategoricalAccuracy.named("accuracy")],
         mode,
     );
     let options = FitOptions {

@@ -8,7 +8,7 @@
 
 use super::layers::Layer;
 use super::losses::Loss;
-use super::metrics::{Mean, Metric};
+use super::metrics::{Mean, Metric, MetricState};
 use super::optimizers::Optimizer;
 use crate::autodiff::{tape, GradientTape};
 use crate::error::{bail, Error, Result};
@@ -113,9 +113,10 @@ struct TrainPath {
     y: Tensor,
     train_op: Operation,
     train_loss: Tensor,
-    train_metrics: Vec<Tensor>,
+    /// Each metric's per-batch state tensors.
+    train_metrics: Vec<Vec<Tensor>>,
     eval_loss: Tensor,
-    eval_metrics: Vec<Tensor>,
+    eval_metrics: Vec<Vec<Tensor>>,
 }
 
 struct Compiled {
@@ -257,7 +258,7 @@ impl Sequential {
             self.call(&run.x, true)?
         };
         let train_loss = c.loss.compute(&py, &pred)?;
-        let train_metrics = c.metrics.iter().map(|m| m.compute(&py, &pred)).collect::<Result<Vec<_>>>()?;
+        let train_metrics = c.metrics.iter().map(|m| m.batch_state(&py, &pred, None)).collect::<Result<Vec<_>>>()?;
         let vars = self.trainable_variables();
         let refs: Vec<&Variable> = vars.iter().collect();
         let step = c.optimizer.minimize(&train_loss, &refs)?;
@@ -268,7 +269,8 @@ impl Sequential {
         let target_refs: Vec<&Operation> = targets.iter().collect();
         let train_op = g.group(&target_refs)?;
         let eval_loss = c.loss.compute(&py, &run.eval_pred)?;
-        let eval_metrics = c.metrics.iter().map(|m| m.compute(&py, &run.eval_pred)).collect::<Result<Vec<_>>>()?;
+        let eval_metrics =
+            c.metrics.iter().map(|m| m.batch_state(&py, &run.eval_pred, None)).collect::<Result<Vec<_>>>()?;
         for v in g.variables() {
             if !run.session.is_initialized(&v) {
                 if let Some(init) = v.initializer() {
@@ -282,13 +284,16 @@ impl Sequential {
         Ok(run)
     }
 
-    /// One training step on a batch: loss and metric values (before the update).
+    /// One training step on a batch: the loss and the metrics' values on
+    /// this batch alone, computed before the update (a metric with several
+    /// values, per threshold or class, gives each in turn).
     #[track_caller]
     pub fn train_on_batch(&self, x: &Tensor, y: &Tensor) -> Result<(f64, Vec<f64>)> {
-        at_caller("Sequential.train_on_batch", self.train_on_batch_impl(x, y))
+        at_caller("Sequential.train_on_batch", self.train_step(x, y).and_then(|o| self.batch_values(o)))
     }
 
-    fn train_on_batch_impl(&self, x: &Tensor, y: &Tensor) -> Result<(f64, Vec<f64>)> {
+    /// One training step: the loss and each metric's state for the batch.
+    fn train_step(&self, x: &Tensor, y: &Tensor) -> Result<BatchOutcome> {
         let c = self.compiled()?;
         match c.mode {
             ExecutionMode::Eager => {
@@ -302,20 +307,19 @@ impl Sequential {
                 let pairs: Vec<(Tensor, &Variable)> =
                     grads.into_iter().zip(refs).filter_map(|(g, v)| g.map(|g| (g, v))).collect();
                 c.optimizer.apply_gradients(&pairs)?;
-                let metrics = tape::untracked(|| {
-                    c.metrics.iter().map(|m| scalar(&m.compute(y, &pred)?)).collect::<Result<Vec<_>>>()
+                let states = tape::untracked(|| {
+                    c.metrics.iter().map(|m| m.batch_state(y, &pred, None)).collect::<Result<Vec<_>>>()
                 })?;
-                Ok((scalar(&loss)?, metrics))
+                Ok((scalar(&loss)?, states))
             }
             ExecutionMode::Graph => {
                 let run = self.graph_run(c, x, y)?;
                 let t = run.train.as_ref().ok_or_else(|| Error::graph("training path not built"))?;
                 let mut fetches = vec![&t.train_loss];
-                fetches.extend(t.train_metrics.iter());
+                fetches.extend(t.train_metrics.iter().flatten());
                 let _step = c.training.lock();
                 let out = run.session.run_with_targets(&fetches, &[(&run.x, x), (&t.y, y)], &[&t.train_op])?;
-                let vals = out.iter().map(scalar).collect::<Result<Vec<_>>>()?;
-                Ok((vals[0], vals[1..].to_vec()))
+                split_outcome(out, &t.train_metrics)
             }
         }
     }
@@ -323,28 +327,43 @@ impl Sequential {
     /// Loss and metrics on one batch, without training.
     #[track_caller]
     pub fn test_on_batch(&self, x: &Tensor, y: &Tensor) -> Result<(f64, Vec<f64>)> {
-        at_caller("Sequential.test_on_batch", self.test_on_batch_impl(x, y))
+        at_caller("Sequential.test_on_batch", self.test_step(x, y).and_then(|o| self.batch_values(o)))
     }
 
-    fn test_on_batch_impl(&self, x: &Tensor, y: &Tensor) -> Result<(f64, Vec<f64>)> {
+    /// The loss and each metric's state for a batch, without training.
+    fn test_step(&self, x: &Tensor, y: &Tensor) -> Result<BatchOutcome> {
         let c = self.compiled()?;
         match c.mode {
             ExecutionMode::Eager => tape::untracked(|| {
                 let pred = self.call(x, false)?;
                 let loss = scalar(&c.loss.compute(y, &pred)?)?;
-                let metrics = c.metrics.iter().map(|m| scalar(&m.compute(y, &pred)?)).collect::<Result<Vec<_>>>()?;
-                Ok((loss, metrics))
+                let states = c.metrics.iter().map(|m| m.batch_state(y, &pred, None)).collect::<Result<Vec<_>>>()?;
+                Ok((loss, states))
             }),
             ExecutionMode::Graph => {
                 let run = self.graph_run(c, x, y)?;
                 let t = run.train.as_ref().ok_or_else(|| Error::graph("training path not built"))?;
                 let mut fetches = vec![&t.eval_loss];
-                fetches.extend(t.eval_metrics.iter());
+                fetches.extend(t.eval_metrics.iter().flatten());
                 let out = run.session.run(&fetches, &[(&run.x, x), (&t.y, y)])?;
-                let vals = out.iter().map(scalar).collect::<Result<Vec<_>>>()?;
-                Ok((vals[0], vals[1..].to_vec()))
+                split_outcome(out, &t.eval_metrics)
             }
         }
+    }
+
+    /// A batch's loss and its metrics' values on that batch alone.
+    fn batch_values(&self, (loss, states): BatchOutcome) -> Result<(f64, Vec<f64>)> {
+        let mut metrics = self.fresh_metric_states()?;
+        for (m, batch) in metrics.iter_mut().zip(&states) {
+            m.accumulate(batch)?;
+        }
+        let values = metrics.iter().map(MetricState::result_values).collect::<Result<Vec<_>>>()?;
+        Ok((loss, values.into_iter().flatten().collect()))
+    }
+
+    /// Empty states for the compiled metrics.
+    fn fresh_metric_states(&self) -> Result<Vec<MetricState>> {
+        self.compiled()?.metrics.iter().cloned().map(MetricState::new).collect()
     }
 
     /// Train for `options.epochs` epochs on `(x, y)` (examples along axis 0).
@@ -354,7 +373,7 @@ impl Sequential {
     }
 
     fn fit_impl(&self, x: &Tensor, y: &Tensor, options: &FitOptions) -> Result<History> {
-        let c = self.compiled()?;
+        self.compiled()?;
         let n = check_data(x, y)?;
         if options.batch_size == 0 {
             bail!(invalid, "batch_size must be positive");
@@ -374,7 +393,9 @@ impl Sequential {
             }
             None => (indices(0..n)?, None),
         };
-        let names: Vec<&str> = c.metrics.iter().map(|m| m.name()).collect();
+        if train_idx.is_empty() {
+            bail!(invalid, "fit: no training examples ({n} examples, validation_split {})", options.validation_split);
+        }
         let mut history = History::default();
         let steps = train_idx.len().div_ceil(options.batch_size);
         let tty = std::io::stderr().is_terminal();
@@ -386,36 +407,34 @@ impl Sequential {
                 eprintln!("Epoch {}/{}", epoch + 1, options.epochs);
             }
             let bar = progress_bar(steps, show_bar);
-            let (mut loss, mut metrics) = (Mean::default(), vec![Mean::default(); names.len()]);
+            // Keras resets the metrics at each epoch's start.
+            let (mut loss, mut metrics) = (Mean::default(), self.fresh_metric_states()?);
             let start = Instant::now();
             for (s, chunk) in order.chunks(options.batch_size).enumerate() {
                 let (bx, by) = (rows(x, chunk)?, rows(y, chunk)?);
-                let (l, m) = self.train_on_batch(&bx, &by)?;
-                let w = chunk.len() as f64;
-                loss.update(l, w);
-                for (acc, v) in metrics.iter_mut().zip(m) {
-                    acc.update(v, w);
+                let (l, states) = self.train_step(&bx, &by)?;
+                loss.update(l, chunk.len() as f64);
+                for (m, batch) in metrics.iter_mut().zip(&states) {
+                    m.accumulate(batch)?;
                 }
                 if show_bar {
                     bar.set_position(s as u64 + 1);
-                    bar.set_message(progress_message(start, s + 1, steps, &names, &metrics, loss.result(), &[]));
+                    let logs = metric_logs(&metrics)?;
+                    bar.set_message(progress_message(start, s + 1, steps, &logs, loss.result(), &[]));
                 }
             }
+            let metric_logs = metric_logs(&metrics)?;
             let mut logs: BTreeMap<String, f64> = BTreeMap::new();
             logs.insert("loss".into(), loss.result());
-            for (name, m) in names.iter().zip(&metrics) {
-                logs.insert((*name).to_string(), m.result());
-            }
+            logs.extend(metric_logs.iter().cloned());
             let mut val_logs: Vec<(String, f64)> = Vec::new();
             if let Some((vx, vy)) = &val {
                 let (vl, vm) = self.evaluate_batched(vx, vy, options.batch_size)?;
                 val_logs.push(("val_loss".into(), vl));
-                for (name, v) in names.iter().zip(vm) {
-                    val_logs.push((format!("val_{name}"), v));
-                }
+                val_logs.extend(vm.into_iter().map(|(name, v)| (format!("val_{name}"), v)));
                 logs.extend(val_logs.iter().cloned());
             }
-            let line = progress_message(start, steps, steps, &names, &metrics, loss.result(), &val_logs);
+            let line = progress_message(start, steps, steps, &metric_logs, loss.result(), &val_logs);
             if show_bar {
                 bar.finish_with_message(line);
             } else if options.verbose != Verbosity::Silent {
@@ -426,19 +445,19 @@ impl Sequential {
         Ok(history)
     }
 
-    fn evaluate_batched(&self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<(f64, Vec<f64>)> {
+    /// The mean loss over batches and the metrics' logs over all of them.
+    fn evaluate_batched(&self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<(f64, Vec<(String, f64)>)> {
         let n = check_data(x, y)?;
-        let k = self.compiled()?.metrics.len();
-        let (mut loss, mut metrics) = (Mean::default(), vec![Mean::default(); k]);
+        let (mut loss, mut metrics) = (Mean::default(), self.fresh_metric_states()?);
         let idx = indices(0..n)?;
         for chunk in idx.chunks(batch_size.max(1)) {
-            let (l, m) = self.test_on_batch(&rows(x, chunk)?, &rows(y, chunk)?)?;
+            let (l, states) = self.test_step(&rows(x, chunk)?, &rows(y, chunk)?)?;
             loss.update(l, chunk.len() as f64);
-            for (acc, v) in metrics.iter_mut().zip(m) {
-                acc.update(v, chunk.len() as f64);
+            for (m, batch) in metrics.iter_mut().zip(&states) {
+                m.accumulate(batch)?;
             }
         }
-        Ok((loss.result(), metrics.iter().map(Mean::result).collect()))
+        Ok((loss.result(), metric_logs(&metrics)?))
     }
 
     /// Loss and metrics over `(x, y)`: `[("loss", ..), ("accuracy", ..), ...]`.
@@ -448,10 +467,9 @@ impl Sequential {
     }
 
     fn evaluate_impl(&self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Vec<(String, f64)>> {
-        let c = self.compiled()?;
         let (l, m) = self.evaluate_batched(x, y, batch_size)?;
         let mut out = vec![("loss".to_string(), l)];
-        out.extend(c.metrics.iter().map(|m| m.name().to_string()).zip(m));
+        out.extend(m);
         Ok(out)
     }
 
@@ -667,6 +685,32 @@ fn check_data(x: &Tensor, y: &Tensor) -> Result<usize> {
     }
 }
 
+/// One batch's loss and each metric's state tensors for it.
+type BatchOutcome = (f64, Vec<Vec<Tensor>>);
+
+/// A session's outputs (the loss, then every metric's state tensors in
+/// turn) split back per metric.
+fn split_outcome(out: Vec<Tensor>, metrics: &[Vec<Tensor>]) -> Result<BatchOutcome> {
+    let mut it = out.into_iter();
+    let loss = scalar(&it.next().ok_or_else(|| Error::graph("no loss fetched"))?)?;
+    let states = metrics.iter().map(|m| it.by_ref().take(m.len()).collect()).collect();
+    Ok((loss, states))
+}
+
+/// The metrics' values as log entries: a metric's name, or `name[i]` for
+/// each value of a metric with several.
+fn metric_logs(metrics: &[MetricState]) -> Result<Vec<(String, f64)>> {
+    let mut logs = Vec::new();
+    for m in metrics {
+        let name = m.metric().name();
+        match m.result_values()?.as_slice() {
+            [v] => logs.push((name, *v)),
+            values => logs.extend(values.iter().enumerate().map(|(i, v)| (format!("{name}[{i}]"), *v))),
+        }
+    }
+    Ok(logs)
+}
+
 fn scalar(t: &Tensor) -> Result<f64> {
     let v = ops::cast(t, DType::F64)?;
     v.to_scalar::<f64>()
@@ -709,8 +753,7 @@ fn progress_message(
     start: Instant,
     done: usize,
     total: usize,
-    names: &[&str],
-    metrics: &[Mean],
+    metrics: &[(String, f64)],
     loss: f64,
     val: &[(String, f64)],
 ) -> String {
@@ -723,8 +766,7 @@ fn progress_message(
         format!("{}us/step", (per_step * 1e6).round() as u64)
     };
     let mut s = format!("{}s {step_time}", shown.round() as u64);
-    let mut items: Vec<(String, f64)> =
-        names.iter().map(|n| n.to_string()).zip(metrics.iter().map(Mean::result)).collect();
+    let mut items = metrics.to_vec();
     items.push(("loss".into(), loss));
     items.sort_by(|a, b| a.0.cmp(&b.0));
     let mut val = val.to_vec();

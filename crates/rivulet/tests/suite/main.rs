@@ -20,6 +20,7 @@ mod file_fuzz;
 mod fuzz;
 mod gradients;
 mod graph_session;
+mod keras_metrics;
 mod layering;
 mod linalg_creation_nn;
 mod movement;

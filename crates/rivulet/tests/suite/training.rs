@@ -11,7 +11,7 @@ use crate::common::*;
 
 use rivulet::nn::init::fans;
 use rivulet::nn::losses;
-use rivulet::nn::metrics::Mean;
+use rivulet::nn::metrics::{Mean, MetricState};
 use rivulet::nn::{
     clip_by_global_norm, Activation, ActivationLayer, BatchNormalization, Dense, Dropout, Embedding, ExecutionMode,
     FitOptions, Flatten, Initializer, Layer, LayerNorm, LearningRate, Loss, Metric, Optimizer, Sequential, Verbosity,
@@ -1120,7 +1120,9 @@ fn crossentropy_gradients_are_softmax_minus_onehot_over_batch() -> TestResult {
 // ---------------------------------------------------------------------------
 
 fn metric_value(m: Metric, y: &Tensor, p: &Tensor) -> f64 {
-    let t = m.compute(y, p).unwrap();
+    let mut state = MetricState::new(m.clone()).unwrap();
+    state.update_state(y, p, None).unwrap();
+    let t = state.result().unwrap();
     assert_eq!(t.dtype(), DType::F32, "{m:?} returns f32");
     assert_eq!(t.rank(), 0);
     scalar_f64(&t)
@@ -1145,23 +1147,35 @@ fn accuracy_metrics_on_hand_examples() {
     // Binary on probabilities: threshold 0.5 (0.5 itself is a "0").
     let probs = Tensor::from(vec![0.9f32, 0.4, 0.6, 0.2, 0.5]);
     let y = Tensor::from(vec![1.0f32, 1.0, 0.0, 0.0, 0.0]);
-    assert_eq!(metric_value(Metric::BinaryAccuracy { from_logits: false }, &y, &probs), f64::from(0.6f32));
+    assert_eq!(metric_value(Metric::BinaryAccuracy { threshold: 0.5 }, &y, &probs), f64::from(0.6f32));
     // Binary on logits: threshold 0.
     let logits = Tensor::from(vec![2.0f32, -1.0, 0.5, -3.0, 0.0]);
-    assert_eq!(metric_value(Metric::BinaryAccuracy { from_logits: true }, &y, &logits), f64::from(0.6f32));
+    assert_eq!(metric_value(Metric::BinaryAccuracy { threshold: 0.0 }, &y, &logits), f64::from(0.6f32));
     // Integer labels for the binary metric.
     assert_eq!(
-        metric_value(Metric::BinaryAccuracy { from_logits: true }, &Tensor::from(vec![1i32, 0, 0, 0, 0]), &logits),
+        metric_value(Metric::BinaryAccuracy { threshold: 0.0 }, &Tensor::from(vec![1i32, 0, 0, 0, 0]), &logits),
         f64::from(0.8f32)
     );
     // MAE as a metric (f32 even for f64 inputs).
-    let mae =
-        metric_value(Metric::MeanAbsoluteError, &Tensor::from(vec![1.0f64, 2.0]), &Tensor::from(vec![1.5f64, 0.0]));
+    let mae = metric_value(
+        Metric::Loss(Loss::MeanAbsoluteError),
+        &Tensor::from(vec![1.0f64, 2.0]),
+        &Tensor::from(vec![1.5f64, 0.0]),
+    );
     assert_eq!(mae, 1.25);
-    assert_eq!(Metric::SparseCategoricalAccuracy.name(), "accuracy");
-    assert_eq!(Metric::CategoricalAccuracy.name(), "accuracy");
-    assert_eq!(Metric::BinaryAccuracy { from_logits: true }.name(), "accuracy");
-    assert_eq!(Metric::MeanAbsoluteError.name(), "mae");
+    // Keras's default names, or the one given.
+    assert_eq!(Metric::SparseCategoricalAccuracy.name(), "sparse_categorical_accuracy");
+    assert_eq!(Metric::CategoricalAccuracy.named("accuracy").name(), "accuracy");
+    assert_eq!(Metric::BinaryAccuracy { threshold: 0.5 }.name(), "binary_accuracy");
+    assert_eq!(Metric::Loss(Loss::MeanAbsoluteError).name(), "mean_absolute_error");
+    assert_eq!(Metric::Loss(Loss::LogCosh).name(), "logcosh");
+    assert_eq!(Metric::auc().name(), "auc");
+    assert_eq!(Metric::mean_iou(3).name(), "mean_io_u");
+    assert_eq!(Metric::binary_iou().name(), "binary_io_u");
+    assert_eq!(Metric::f1_score(Default::default(), None).name(), "f1_score");
+    assert_eq!(Metric::FBetaScore { average: Default::default(), beta: 2.0, threshold: None }.name(), "fbeta_score");
+    assert_eq!(Metric::r2_score().name(), "r2_score");
+    assert_eq!(Metric::precision_at_recall(0.5).name(), "precision_at_recall");
 }
 
 #[test]
@@ -1628,7 +1642,7 @@ fn classifier_of_width(width: usize, mode: ExecutionMode) -> Sequential {
     m.compile(
         Optimizer::adam(0.05),
         Loss::SparseCategoricalCrossentropy { from_logits: true },
-        &[Metric::SparseCategoricalAccuracy],
+        &[Metric::SparseCategoricalAccuracy.named("accuracy")],
         mode,
     );
     m
@@ -1719,7 +1733,7 @@ fn sequential_binary_and_regression_losses_train() -> TestResult {
         m.compile(
             Optimizer::sgd(0.5),
             Loss::BinaryCrossentropy { from_logits: true, label_smoothing: 0.0 },
-            &[Metric::BinaryAccuracy { from_logits: true }],
+            &[Metric::BinaryAccuracy { threshold: 0.0 }.named("accuracy")],
             mode,
         );
         let h = m.fit(&x, &yf, &silent(20, 20))?;
@@ -1731,10 +1745,10 @@ fn sequential_binary_and_regression_losses_train() -> TestResult {
     let yt = Tensor::from_vec(t, [200, 1])?;
     for mode in [ExecutionMode::Eager, ExecutionMode::Graph] {
         let mut m = Sequential::new(vec![Box::new(Dense::new(1, Activation::Linear))]);
-        m.compile(Optimizer::sgd(0.1), Loss::MeanSquaredError, &[Metric::MeanAbsoluteError], mode);
+        m.compile(Optimizer::sgd(0.1), Loss::MeanSquaredError, &[Metric::Loss(Loss::MeanAbsoluteError)], mode);
         let h = m.fit(&x, &yt, &FitOptions { shuffle: false, ..silent(30, 10) })?;
         assert!(h.last("loss").unwrap() < 1e-4, "{mode:?}: {:?}", h.get("loss"));
-        assert!(h.epochs[0].contains_key("mae"));
+        assert!(h.epochs[0].contains_key("mean_absolute_error"));
         let w = m.get_weights()?;
         assert_close(&f64s(&w[0].1), &[2.0, -1.0], 1e-2, "regression kernel");
         assert_close(&f64s(&w[1].1), &[0.5], 1e-2, "regression bias");
@@ -1807,7 +1821,7 @@ fn digits_model(mode: ExecutionMode) -> Sequential {
     m.compile(
         Optimizer::adam(0.01),
         Loss::SparseCategoricalCrossentropy { from_logits: true },
-        &[Metric::SparseCategoricalAccuracy],
+        &[Metric::SparseCategoricalAccuracy.named("accuracy")],
         mode,
     );
     m
@@ -1850,7 +1864,7 @@ fn comparison_model(mode: ExecutionMode) -> Sequential {
     m.compile(
         Optimizer::adam(0.01),
         Loss::SparseCategoricalCrossentropy { from_logits: true },
-        &[Metric::SparseCategoricalAccuracy],
+        &[Metric::SparseCategoricalAccuracy.named("accuracy")],
         mode,
     );
     m
