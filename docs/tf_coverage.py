@@ -389,6 +389,80 @@ optimizers.LossScaleOptimizer S loss_scale_optimizer | also Optimizer::with_loss
 optimizers.Muon C muon | a composed rule
 optimizers.ScheduleFreeAdamW C schedule_free_adamw | a composed rule, Keras-on-TensorFlow's numbers
 
+metrics.AUC S Auc | Metric::auc(); ROC, PR and PR-gain curves, multi-label
+metrics.Accuracy S Accuracy
+metrics.BinaryAccuracy S BinaryAccuracy
+metrics.BinaryCrossentropy C Loss | Metric::Loss(Loss::BinaryCrossentropy {..})
+metrics.BinaryIoU S BinaryIoU | Metric::binary_iou()
+metrics.CategoricalAccuracy S CategoricalAccuracy
+metrics.CategoricalCrossentropy C Loss | Metric::Loss(Loss::CategoricalCrossentropy {..})
+metrics.CategoricalHinge C Loss | Metric::Loss(Loss::CategoricalHinge)
+metrics.ConcordanceCorrelation S ConcordanceCorrelation
+metrics.CosineSimilarity S CosineSimilarity
+metrics.F1Score C f1_score | Metric::f1_score
+metrics.FBetaScore S FBetaScore
+metrics.FalseNegatives S FalseNegatives
+metrics.FalsePositives S FalsePositives
+metrics.Hinge C Loss | Metric::Loss(Loss::Hinge)
+metrics.IoU S IoU | Metric::iou
+metrics.KLD C Loss | Metric::Loss(Loss::KLDivergence)
+metrics.KLDivergence C Loss | Metric::Loss(Loss::KLDivergence)
+metrics.LogCoshError C Loss | Metric::Loss(Loss::LogCosh)
+metrics.MAE C Loss | Metric::Loss(Loss::MeanAbsoluteError)
+metrics.MAPE C Loss | Metric::Loss(Loss::MeanAbsolutePercentageError)
+metrics.MSE C Loss | Metric::Loss(Loss::MeanSquaredError)
+metrics.MSLE C Loss | Metric::Loss(Loss::MeanSquaredLogarithmicError)
+metrics.Mean S Mean | MetricState::update_values
+metrics.MeanAbsoluteError C Loss | Metric::Loss(Loss::MeanAbsoluteError)
+metrics.MeanAbsolutePercentageError C Loss | Metric::Loss(Loss::MeanAbsolutePercentageError)
+metrics.MeanIoU C mean_iou | Metric::mean_iou
+metrics.MeanSquaredError C Loss | Metric::Loss(Loss::MeanSquaredError)
+metrics.MeanSquaredLogarithmicError C Loss | Metric::Loss(Loss::MeanSquaredLogarithmicError)
+metrics.OneHotIoU C one_hot_iou | Metric::one_hot_iou
+metrics.OneHotMeanIoU C one_hot_mean_iou | Metric::one_hot_mean_iou
+metrics.PearsonCorrelation S PearsonCorrelation
+metrics.Poisson C Loss | Metric::Loss(Loss::Poisson)
+metrics.Precision S Precision | thresholds, top_k, class_id
+metrics.PrecisionAtRecall S PrecisionAtRecall
+metrics.R2Score S R2Score
+metrics.Recall S Recall | thresholds, top_k, class_id
+metrics.RecallAtPrecision S RecallAtPrecision
+metrics.RootMeanSquaredError S RootMeanSquaredError
+metrics.SensitivityAtSpecificity S SensitivityAtSpecificity
+metrics.SparseCategoricalAccuracy S SparseCategoricalAccuracy
+metrics.SparseCategoricalCrossentropy C Loss | Metric::Loss(Loss::SparseCategoricalCrossentropy {..})
+metrics.SparseTopKCategoricalAccuracy S SparseTopKCategoricalAccuracy
+metrics.SpecificityAtSensitivity S SpecificityAtSensitivity
+metrics.SquaredHinge C Loss | Metric::Loss(Loss::SquaredHinge)
+metrics.Sum S Sum | MetricState::update_values
+metrics.TopKCategoricalAccuracy S TopKCategoricalAccuracy
+metrics.TrueNegatives S TrueNegatives
+metrics.TruePositives S TruePositives
+metrics.binary_accuracy S binary_accuracy
+metrics.binary_crossentropy C per_example | Loss::BinaryCrossentropy.per_example
+metrics.binary_focal_crossentropy C per_example | Loss::BinaryFocalCrossentropy.per_example
+metrics.categorical_accuracy S categorical_accuracy
+metrics.categorical_crossentropy C per_example | Loss::CategoricalCrossentropy.per_example
+metrics.categorical_focal_crossentropy C per_example | Loss::CategoricalFocalCrossentropy.per_example
+metrics.categorical_hinge C per_example | Loss::CategoricalHinge.per_example
+metrics.concordance_correlation S concordance_correlation
+metrics.hinge C per_example | Loss::Hinge.per_example
+metrics.huber C per_example | Loss::Huber.per_example
+metrics.kld C per_example | Loss::KLDivergence.per_example
+metrics.kullback_leibler_divergence C per_example | Loss::KLDivergence.per_example
+metrics.logcosh C per_example | Loss::LogCosh.per_example
+metrics.mae C per_example | Loss::MeanAbsoluteError.per_example
+metrics.mape C per_example | Loss::MeanAbsolutePercentageError.per_example
+metrics.mse C per_example | Loss::MeanSquaredError.per_example
+metrics.msle C per_example | Loss::MeanSquaredLogarithmicError.per_example
+metrics.pearson_correlation S pearson_correlation
+metrics.poisson C per_example | Loss::Poisson.per_example
+metrics.sparse_categorical_accuracy S sparse_categorical_accuracy
+metrics.sparse_categorical_crossentropy C per_example | Loss::SparseCategoricalCrossentropy.per_example
+metrics.sparse_top_k_categorical_accuracy S sparse_top_k_categorical_accuracy
+metrics.squared_hinge C per_example | Loss::SquaredHinge.per_example
+metrics.top_k_categorical_accuracy S top_k_categorical_accuracy
+
 linalg.matmul S matmul
 linalg.einsum S einsum
 linalg.eye S eye
