@@ -252,12 +252,12 @@ array.bitcast P - | reinterpreting bytes across dtypes
 array.boolean_mask C boolean_mask | output size from the values: eager
 array.broadcast_dynamic_shape C broadcast_static_shape | shapes are known when built
 array.broadcast_static_shape C broadcast_static_shape
-array.broadcast_to S broadcast_to
+array.broadcast_to S broadcast_to | a shape tensor, read when the graph runs: broadcast_to_dims
 array.concat S concat
 array.edit_distance O - | sparse tensors are not a Rivulet type
 array.expand_dims S expand_dims
 array.extract_volume_patches P - | #17
-array.fill S fill
+array.fill S fill | a shape tensor, read when the graph runs: fill_dims
 array.fingerprint O - | string and byte hashing (see #18's Hashing layer)
 array.gather S gather
 array.gather_nd S gather_nd
@@ -281,8 +281,8 @@ array.reverse_sequence C reverse_sequence
 array.scatter_nd S scatter_nd
 array.searchsorted C searchsorted
 array.sequence_mask C sequence_mask
-array.shape C shape | known shapes
-array.shape_n C shape_n | known shapes
+array.shape S shape | a constant where the shape is known, else taken when the graph runs
+array.shape_n C shape_n | shape of each
 array.size S size
 array.slice S slice
 array.space_to_batch C space_to_batch

@@ -240,12 +240,28 @@ fn infer(op: &Op, inputs: &[&Value]) -> Result<crate::op::Metas> {
     for v in inputs {
         metas.push(Meta::new(v.dtype, v.shape().clone()));
     }
-    let outputs = op.infer(&metas)?;
+    let outputs = match op {
+        // The output shape is the second input's values.
+        Op::BroadcastToDims => {
+            let dims = host_ints(inputs[1])?;
+            smallvec::smallvec![crate::op::movement::broadcast_to_dims(&metas[0], &metas[1], &dims)?]
+        }
+        _ => op.infer(&metas)?,
+    };
     for m in &outputs {
         // Broadcasts and tiles of large inputs could describe more elements than exist.
         m.shape.checked_numel()?;
     }
     Ok(outputs)
+}
+
+/// An integer value's elements on the host (a shape held by a tensor).
+fn host_ints(v: &Value) -> Result<Vec<i64>> {
+    let host = transfer(v, Device::CPU)?;
+    let ints = cpu::elementwise::cast(&host, crate::tensor::DType::I64)?;
+    ints.contiguous_slice::<i64>()
+        .map(<[i64]>::to_vec)
+        .ok_or_else(|| Error::invalid("a shape tensor that is not contiguous after a cast"))
 }
 
 /// Run `op` on `be`, inputs on its device and outputs inferred: the

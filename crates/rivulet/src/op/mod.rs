@@ -60,6 +60,8 @@ macro_rules! movement_ops {
             | Op::BroadcastLike
             | Op::ReshapeLike
             | Op::Size { .. }
+            | Op::ShapeOf { .. }
+            | Op::BroadcastToDims
             | Op::StridedSliceGrad { .. }
             | Op::GatherGrad { .. }
             | Op::GatherNdGrad
@@ -197,6 +199,14 @@ pub enum Op {
     BroadcastLike,
     /// Reshape the first input to the shape of the second.
     ReshapeLike,
+    /// The input's shape as a vector of `dtype` (i32 or i64), taken when
+    /// the op runs (TensorFlow's `Shape`): dimensions known only at run time
+    /// become values.
+    ShapeOf { dtype: DType },
+    /// Broadcast the first input to the shape the second holds (an integer
+    /// vector read when the op runs: TensorFlow's `BroadcastTo` with a
+    /// shape tensor, and `fill` with a run-time shape).
+    BroadcastToDims,
     /// Number of elements of the input, as a scalar of `dtype`.
     Size { dtype: DType },
     /// Zeros shaped like the second input, with the first written into the
@@ -309,6 +319,8 @@ impl Op {
             Op::SumTo => "SumTo",
             Op::BroadcastLike => "BroadcastLike",
             Op::ReshapeLike => "ReshapeLike",
+            Op::ShapeOf { .. } => "Shape",
+            Op::BroadcastToDims => "BroadcastTo",
             Op::Size { .. } => "Size",
             Op::StridedSliceGrad { .. } => "StridedSliceGrad",
             Op::GatherGrad { .. } => "GatherGrad",
@@ -374,6 +386,7 @@ impl Op {
             | Op::SumTo
             | Op::BroadcastLike
             | Op::ReshapeLike
+            | Op::BroadcastToDims
             | Op::StridedSliceGrad { .. }
             | Op::Assign { .. } => 2,
             Op::GatherGrad { .. } | Op::GatherNdGrad => 3,
@@ -414,6 +427,7 @@ impl Op {
             | Op::TopK { .. }
             | Op::Host { .. }
             | Op::Size { .. }
+            | Op::ShapeOf { .. }
             | Op::ReadVariable => 1,
         })
     }

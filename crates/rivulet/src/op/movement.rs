@@ -549,6 +549,21 @@ pub(crate) fn infer(op: &Op, inputs: &[Meta]) -> Result<Metas> {
             }
             one(Meta::new(*dtype, Shape::scalar()))
         }
+        Op::ShapeOf { dtype } => {
+            if !matches!(dtype, DType::I32 | DType::I64) {
+                bail!(dtype, "shape can be i32 or i64, not {dtype}");
+            }
+            one(Meta::new(*dtype, Shape::new(&[inputs[0].shape.rank()])))
+        }
+        Op::BroadcastToDims => {
+            let (x, dims) = (&inputs[0], &inputs[1]);
+            let rank = dims_rank(dims)?;
+            if x.shape.rank() > rank {
+                bail!(shape, "cannot broadcast {} to a shape of rank {rank}", x.shape);
+            }
+            // The sizes are values: known when the op runs (see `broadcast_to_dims`).
+            one(Meta::new(x.dtype, Shape::new(&vec![UNKNOWN; rank])))
+        }
         Op::StridedSliceGrad { spec } => {
             let (g, like) = (&inputs[0], &inputs[1]);
             let (dims, _) = resolve_strided(spec, &like.shape)?;
@@ -596,4 +611,34 @@ pub(crate) fn infer(op: &Op, inputs: &[Meta]) -> Result<Metas> {
         }
         other => bail!(unimplemented, "no shape inference for {}", other.type_name()),
     }
+}
+
+/// The rank a shape vector describes: its length, which must be known.
+fn dims_rank(dims: &Meta) -> Result<usize> {
+    if !dims.dtype.is_int() || dims.shape.rank() != 1 {
+        bail!(shape, "a shape must be an integer vector, got {}{}", dims.dtype, dims.shape);
+    }
+    dims.shape.dim(0).ok_or_else(|| Error::new(crate::error::ErrorKind::Shape, "a shape vector's length must be known"))
+}
+
+/// The output of [`Op::BroadcastToDims`] once the shape's values are known:
+/// `x` broadcast (NumPy's rules) to exactly `dims`.
+pub(crate) fn broadcast_to_dims(x: &Meta, dims_meta: &Meta, dims: &[i64]) -> Result<Meta> {
+    dims_rank(dims_meta)?;
+    let mut target = Vec::with_capacity(dims.len());
+    for &d in dims {
+        match usize::try_from(d) {
+            Ok(d) if d < UNKNOWN => target.push(d),
+            _ => bail!(shape, "cannot broadcast to a negative dimension: {dims:?}"),
+        }
+    }
+    let target = Shape::new(&target);
+    let rank = x.shape.rank();
+    let fits = rank <= target.rank()
+        && x.shape.dims().iter().zip(&target.dims()[target.rank() - rank..]).all(|(&a, &b)| a == b || a == 1);
+    if !fits {
+        bail!(shape, "cannot broadcast {} to {target}", x.shape);
+    }
+    target.checked_numel()?;
+    Ok(Meta::new(x.dtype, target))
 }

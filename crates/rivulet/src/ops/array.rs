@@ -5,7 +5,7 @@
 //! one-argument `where`), which need the values when they are called.
 
 use super::math::{unsorted_segment_max, unsorted_segment_min};
-use super::{creation as cr, elementwise as ew, movement as mv, reduce as rd, Ctx};
+use super::{apply1, creation as cr, elementwise as ew, movement as mv, reduce as rd, Ctx, Op};
 use crate::error::{bail, Result};
 use crate::graph::Tensor;
 use crate::tensor::shape::broadcast_shapes;
@@ -25,19 +25,68 @@ fn constant_like(x: &Tensor, value: Tensor) -> Result<Tensor> {
     }
 }
 
-/// The shape of `x` as an int32 vector (the shape must be known when the
-/// function is called).
+/// The shape of `x` as an int32 vector: a constant where the shape is
+/// known, else taken when the graph runs (dimensions known only at run
+/// time, such as an unknown batch).
 #[track_caller]
 pub fn shape(x: &Tensor) -> Result<Tensor> {
     if !x.shape().is_fully_known() {
-        bail!(
-            shape,
-            "shape needs a known shape, got {:?} (dimensions known only at run time are not supported yet)",
-            x.shape()
-        );
+        return apply1(Op::ShapeOf { dtype: DType::I32 }, &[x]);
     }
     let dims: Vec<i32> = x.shape().dims().iter().map(|&d| d as i32).collect();
     constant_like(x, Tensor::from_slice(&dims, [dims.len()])?)
+}
+
+/// The value of `t` when it is known without running a graph: an eager
+/// tensor, or a graph constant (TensorFlow's `get_static_value`, without
+/// its folding).
+pub fn static_value(t: &Tensor) -> Option<Tensor> {
+    match t.op() {
+        None => Some(t.clone()),
+        Some(op) => match &op.graph.read().nodes.get(op.id)?.op {
+            Op::Const { value } => Some(Tensor::from_value(value.0.clone())),
+            _ => None,
+        },
+    }
+}
+
+/// `x` broadcast to the shape held by `dims`, an integer vector
+/// (TensorFlow's `broadcast_to` with a shape tensor). A known `dims` gives
+/// a static shape; one computed in a graph (say from `shape` of an unknown
+/// batch) is read when the graph runs.
+#[track_caller]
+pub fn broadcast_to_dims(x: &Tensor, dims: &Tensor) -> Result<Tensor> {
+    if let Some(v) = static_value(dims) {
+        if !v.dtype().is_int() || v.rank() != 1 {
+            bail!(shape, "broadcast_to_dims needs an integer vector of dimensions, got {}{}", v.dtype(), v.shape());
+        }
+        let mut target = Vec::with_capacity(v.numel().unwrap_or(0));
+        for d in ops_cast_i64(&v)? {
+            match usize::try_from(d) {
+                Ok(d) if d < crate::tensor::UNKNOWN => target.push(d),
+                _ => bail!(shape, "broadcast_to_dims: a negative dimension in {v:?}"),
+            }
+        }
+        return mv::broadcast_to(x, Shape::new(&target));
+    }
+    apply1(Op::BroadcastToDims, &[x, dims])
+}
+
+/// A tensor of the shape held by `dims` (an integer vector, possibly known
+/// only when the graph runs) with every element the scalar `value`
+/// (TensorFlow's `fill`; the gradient for `value` is the sum of the
+/// upstream gradient).
+#[track_caller]
+pub fn fill_dims(dims: &Tensor, value: &Tensor) -> Result<Tensor> {
+    if value.rank() != 0 {
+        bail!(shape, "fill needs a scalar value, got {}", value.shape());
+    }
+    broadcast_to_dims(value, dims)
+}
+
+/// `v`'s elements as i64s (an eager integer tensor).
+fn ops_cast_i64(v: &Tensor) -> Result<Vec<i64>> {
+    ew::cast(v, DType::I64)?.to_vec::<i64>()
 }
 
 /// The shapes of several tensors (TensorFlow's `shape_n`).

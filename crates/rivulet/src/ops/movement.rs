@@ -398,7 +398,7 @@ pub(crate) fn movement_grad(
         }
         Op::ExpandDims { axis } => vec![Some(squeeze(&g()?, &[*axis as i64])?)],
         Op::BroadcastTo { .. } => vec![Some(sum_to(&g()?, x)?)],
-        Op::BroadcastLike => vec![Some(sum_to(&g()?, x)?), None],
+        Op::BroadcastLike | Op::BroadcastToDims => vec![Some(sum_to(&g()?, x)?), None],
         Op::SumTo => vec![Some(broadcast_like(&g()?, x)?), None],
         Op::Concat { axis } => split_like(&g()?, inputs, *axis)?.into_iter().map(Some).collect(),
         Op::SplitLike { axis } => {
@@ -482,7 +482,7 @@ pub(crate) fn movement_grad(
             }
         }
         Op::Reverse { axes } => vec![Some(reverse(&g()?, &axes.iter().map(|&a| a as i64).collect::<Vec<_>>())?)],
-        Op::OneHot { .. } | Op::Size { .. } => vec![None],
+        Op::OneHot { .. } | Op::Size { .. } | Op::ShapeOf { .. } => vec![None],
         other => bail!(unimplemented, "no gradient rule for {}", other.type_name()),
     })
 }

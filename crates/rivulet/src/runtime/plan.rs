@@ -579,6 +579,7 @@ fn peak_memory(ir: &IrGraph, order: &[usize], steps: &[Step], slot_of: &FxHashMa
                 | Op::Squeeze { .. }
                 | Op::BroadcastTo { .. }
                 | Op::BroadcastLike
+                | Op::BroadcastToDims
                 | Op::Slice { .. }
                 | Op::StridedSlice { .. }
                 | Op::Reverse { .. }

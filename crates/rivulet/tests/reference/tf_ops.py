@@ -463,6 +463,12 @@ case("casts across signedness", [np.array([-1, -128, 127, 5], np.int8)],
                 tf.cast(x, tf.int16), tf.cast(tf.cast(x, tf.uint64), tf.int8)])
 
 
+# Shapes held by tensors: in a graph the dims are a placeholder, read when it runs.
+case("fill run-time shape", [np.array([3, 4], np.int32), np.array(1.25, np.float32)], lambda d, v: [tf.fill(d, v)],
+     grad=True)
+case("broadcast_to run-time shape", [np.array([[0.5, -1.0, 2.0]], np.float32), np.array([2, 3], np.int64)],
+     lambda x, d: [tf.broadcast_to(x, d)], grad=True)
+
 def loss_of(outs):
     total = tf.constant(0.0, tf.float32)
     for k, y in enumerate(outs):

@@ -671,3 +671,54 @@ fn unsorted_segment_sum_with_unknown_rows() -> Result<()> {
     assert!(s.run(&[&sums], &[(&data, &one_row), (&ids, &Tensor::from(vec![0i32, 1, 2]))]).is_err());
     Ok(())
 }
+
+/// `fill` and `broadcast_to` with a shape held by a tensor: eagerly a
+/// value, in a graph the shape of an unknown batch or a fed vector, read
+/// when the graph runs; gradients flow to the filled value.
+#[test]
+fn fill_and_broadcast_with_run_time_shapes() -> Result<()> {
+    let f = ops::fill_dims(&Tensor::from(vec![2i32, 3]), &Tensor::scalar(1.5f32))?;
+    assert_eq!(f.shape().dims(), &[2, 3]);
+    assert_eq!(f.to_vec::<f32>()?, vec![1.5; 6]);
+
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, rivulet::Shape::new(&[rivulet::UNKNOWN, 2]))?;
+    let v = g.placeholder("v", DType::F32, rivulet::Shape::scalar())?;
+    let dims = ops::shape(&x)?;
+    assert_eq!(dims.shape().dims(), &[2]);
+    let filled = ops::fill_dims(&dims, &v)?;
+    assert_eq!(filled.shape().rank(), 2);
+    let total = ops::sum(&ops::mul(&ops::add(&filled, &x)?, &x)?, Axes::All, false)?;
+    let dv = rivulet::gradients(&[&total], &[&v], None, Unconnected::None)?.remove(0).expect("a gradient");
+    let s = Session::new(&g);
+    for rows in [3usize, 1] {
+        let xs: Vec<f32> = (0..rows * 2).map(|i| i as f32 - 1.0).collect();
+        let xv = Tensor::from_slice(&xs, [rows, 2])?;
+        let out = s.run(&[&dims, &filled, &dv], &[(&x, &xv), (&v, &Tensor::scalar(0.5f32))])?;
+        assert_eq!(out[0].to_vec::<i32>()?, vec![rows as i32, 2]);
+        assert_eq!(out[1].shape().dims(), &[rows, 2]);
+        assert_eq!(out[1].to_vec::<f32>()?, vec![0.5; rows * 2]);
+        // d/dv sum((v + x) x) = sum(x).
+        assert_eq!(out[2].to_scalar::<f32>()?, xs.iter().sum::<f32>());
+    }
+
+    // Dims fed as values.
+    let d = g.placeholder("d", DType::I64, [2])?;
+    let row = g.constant(Tensor::from([[1.0f32, 2.0, 3.0]]))?;
+    let b = ops::broadcast_to_dims(&row, &d)?;
+    let out = s.run(&[&b], &[(&d, &Tensor::from(vec![2i64, 3]))])?;
+    assert_eq!(out[0].to_vec::<f32>()?, vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
+    for bad in [vec![-1i64, 3], vec![2, 4]] {
+        let err = s.run(&[&b], &[(&d, &Tensor::from(bad.clone()))]).unwrap_err().to_string();
+        assert!(err.contains("broadcast"), "{bad:?}: {err}");
+    }
+    // A constant shape is static.
+    let c = ops::fill_dims(&g.constant(Tensor::from(vec![4i32]))?, &v)?;
+    assert_eq!(c.shape().dims(), &[4]);
+    // Not a shape, or not a scalar.
+    assert!(ops::broadcast_to_dims(&row, &g.constant(Tensor::from([[2i32, 3]]))?).is_err());
+    assert!(ops::broadcast_to_dims(&row, &g.placeholder("f", DType::F32, [2])?).is_err());
+    assert!(ops::fill_dims(&d, &row).is_err());
+    assert!(ops::fill_dims(&Tensor::from(vec![-2i32]), &Tensor::scalar(1.0f32)).is_err());
+    Ok(())
+}

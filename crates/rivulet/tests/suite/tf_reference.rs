@@ -377,6 +377,8 @@ fn recipe(name: &str) -> Option<Recipe> {
             out.push(ops::cast(&ops::cast(&x[0], DType::U64)?, DType::I8)?);
             Ok(out)
         }),
+        "fill run-time shape" => r(|x| one(ops::fill_dims(&x[0], &x[1]))),
+        "broadcast_to run-time shape" => r(|x| one(ops::broadcast_to_dims(&x[0], &x[1]))),
         _ => return keras_loss(name),
     })
 }
@@ -516,9 +518,20 @@ fn weighted_loss(ys: &[Tensor]) -> Result<Tensor> {
     let mut total: Option<Tensor> = None;
     for (k, y) in ys.iter().enumerate().filter(|(_, y)| y.dtype().is_float()) {
         let y = ops::cast(y, DType::F32)?;
-        let n = y.numel().unwrap_or(0);
-        let w: Vec<f32> = (0..n).map(|i| ((i * 7 + k * 3) % 11) as f32 * 0.1 - 0.5).collect();
-        let w = Tensor::from_slice(&w, y.shape().clone())?;
+        let w = match y.numel() {
+            Some(n) => {
+                let w: Vec<f32> = (0..n).map(|i| ((i * 7 + k * 3) % 11) as f32 * 0.1 - 0.5).collect();
+                Tensor::from_slice(&w, y.shape().clone())?
+            }
+            // A shape known only when the graph runs: the same weights as ops.
+            None => {
+                let flat = ops::reshape(&y, &[-1])?;
+                let i = ops::cumsum(&ops::ones_like(&ops::cast(&flat, DType::I64)?)?, 0, true, false)?;
+                let slot = ops::floor_mod(&ops::add(&ops::mul(&i, 7i64)?, (k * 3) as i64)?, 11i64)?;
+                let w = ops::sub(&ops::mul(&ops::cast(&slot, DType::F32)?, 0.1)?, 0.5)?;
+                ops::reshape_like(&w, &y)?
+            }
+        };
         let term = ops::sum(&ops::mul(&y, &w)?, Axes::All, false)?;
         total = Some(match total {
             Some(t) => ops::add(&t, &term)?,

@@ -17,6 +17,17 @@ pub(crate) fn fill(shape: &Shape, value: Scalar, dtype: DType) -> Result<Value> 
     })
 }
 
+/// A vector of `values` in `dtype` (an integer or float type).
+pub(crate) fn from_ints(values: &[i64], dtype: DType) -> Result<Value> {
+    with_dtype!(dtype, T => {
+        let mut buf = HostBuffer::for_elements::<T>(values.len())?;
+        for (o, &v) in buf.as_mut_slice::<T>().iter_mut().zip(values) {
+            *o = T::from_i64(v);
+        }
+        Ok(Value::from_buffer(T::DTYPE, Shape::new(&[values.len()]), buf))
+    })
+}
+
 pub(crate) fn range(start: Scalar, delta: Scalar, out: &Meta) -> Result<Value> {
     let n = out.shape.numel_known();
     with_dtype!(out.dtype, T => {
