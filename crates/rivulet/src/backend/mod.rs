@@ -241,11 +241,7 @@ fn infer(op: &Op, inputs: &[&Value]) -> Result<crate::op::Metas> {
         metas.push(Meta::new(v.dtype, v.shape().clone()));
     }
     let outputs = match op {
-        // The output shape is the second input's values.
-        Op::BroadcastToDims => {
-            let dims = host_ints(inputs[1])?;
-            smallvec::smallvec![crate::op::movement::broadcast_to_dims(&metas[0], &metas[1], &dims)?]
-        }
+        Op::BroadcastToDims => infer_from_values(op, inputs, &metas)?,
         _ => op.infer(&metas)?,
     };
     for m in &outputs {
@@ -255,13 +251,17 @@ fn infer(op: &Op, inputs: &[&Value]) -> Result<crate::op::Metas> {
     Ok(outputs)
 }
 
-/// An integer value's elements on the host (a shape held by a tensor).
-fn host_ints(v: &Value) -> Result<Vec<i64>> {
-    let host = transfer(v, Device::CPU)?;
+/// The outputs of an op whose shape is an input's values: `BroadcastToDims`
+/// (kept out of line, off the path of every other op).
+#[cold]
+#[inline(never)]
+fn infer_from_values(op: &Op, inputs: &[&Value], metas: &[Meta]) -> Result<crate::op::Metas> {
+    let host = transfer(inputs[1], Device::CPU)?;
     let ints = cpu::elementwise::cast(&host, crate::tensor::DType::I64)?;
-    ints.contiguous_slice::<i64>()
-        .map(<[i64]>::to_vec)
-        .ok_or_else(|| Error::invalid("a shape tensor that is not contiguous after a cast"))
+    let dims = ints
+        .contiguous_slice::<i64>()
+        .ok_or_else(|| Error::invalid(format!("{}: a shape that is not contiguous after a cast", op.type_name())))?;
+    Ok(smallvec::smallvec![crate::op::movement::broadcast_to_dims(&metas[0], &metas[1], dims)?])
 }
 
 /// Run `op` on `be`, inputs on its device and outputs inferred: the
