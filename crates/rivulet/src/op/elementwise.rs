@@ -312,14 +312,20 @@ macro_rules! binary_table {
                 |a, b, y, g| none(),
                 |a, b, y, g| some(mul(g, &polygamma(&add(a, 1.0)?, b)?));
             /// The regularized lower incomplete gamma function `P(a, x)`.
-            // d/dx = x^(a-1) e^-x / Gamma(a); the derivative in `a` is not provided yet.
+            // d/dx = x^(a-1) e^-x / Gamma(a); d/da is `igamma_grad_a`.
             Igamma => igamma, "Igamma", Float, false,
-                |a, b, y, g| none(),
+                |a, b, y, g| some(mul(g, &igamma_grad_a(a, b)?)),
                 |a, b, y, g| some(mul(g, &exp(&sub(&sub(&xlogy(&sub(a, 1.0)?, b)?, b)?, &lgamma(a)?)?)?));
             /// The regularized upper incomplete gamma function `Q(a, x) = 1 - P(a, x)`.
             Igammac => igammac, "Igammac", Float, false,
-                |a, b, y, g| none(),
+                |a, b, y, g| some(neg(&mul(g, &igamma_grad_a(a, b)?)?)),
                 |a, b, y, g| some(neg(&mul(g, &exp(&sub(&sub(&xlogy(&sub(a, 1.0)?, b)?, b)?, &lgamma(a)?)?)?)?));
+            /// `dP(a, x)/da`, the derivative of [`igamma`] in `a` (TensorFlow's
+            /// `IgammaGradA`).
+            // TensorFlow registers no gradient for IgammaGradA.
+            IgammaGradA => igamma_grad_a, "IgammaGradA", Float, false,
+                |a, b, y, g| none(),
+                |a, b, y, g| none();
             /// The next representable value after `a` towards `b`.
             NextAfter => nextafter, "NextAfter", Float, false,
                 |a, b, y, g| none(),

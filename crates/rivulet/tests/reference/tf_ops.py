@@ -469,6 +469,15 @@ case("fill run-time shape", [np.array([3, 4], np.int32), np.array(1.25, np.float
 case("broadcast_to run-time shape", [np.array([[0.5, -1.0, 2.0]], np.float32), np.array([2, 3], np.int64)],
      lambda x, d: [tf.broadcast_to(x, d)], grad=True)
 
+# The incomplete gamma functions' derivative in a (IgammaGradA), on both
+# sides of x = a + 1.
+grad_a_x = np.array([0.2, 1.0, 4.0, 9.0, 45.0, 2.0, 0.5, 30.0], np.float64)
+case("igamma grad a f64", [np.array([0.5, 1.0, 2.5, 10.0, 30.0, 0.1, 3.0, 29.0], np.float64)],
+     lambda a: [m.igamma(a, tf.constant(grad_a_x)), m.igammac(a, tf.constant(grad_a_x))], grad=True, rtol=1e-10,
+     atol=1e-13)
+case("igamma grad a", [np.array([0.5, 1.0, 2.5, 4.0, 0.8, 6.0], np.float32)],
+     lambda a: [m.igamma(a, tf.constant([0.3, 2.0, 1.5, 6.0, 0.8, 5.5], tf.float32))], grad=True, rtol=1e-5)
+
 def loss_of(outs):
     total = tf.constant(0.0, tf.float32)
     for k, y in enumerate(outs):

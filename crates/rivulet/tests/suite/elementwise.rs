@@ -536,6 +536,7 @@ fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> rivulet::Result<Tensor> {
         "polygamma" => ops::polygamma(a, b),
         "igamma" => ops::igamma(a, b),
         "igammac" => ops::igammac(a, b),
+        "igamma_grad_a" => ops::igamma_grad_a(a, b),
         "nextafter" => ops::nextafter(a, b),
         "xlogy" => ops::xlogy(a, b),
         "xlog1py" => ops::xlog1py(a, b),
@@ -573,6 +574,7 @@ const FLOAT_ONLY: &[&str] = &[
     "polygamma",
     "igamma",
     "igammac",
+    "igamma_grad_a",
     "nextafter",
     "xlogy",
     "xlog1py",
@@ -584,7 +586,7 @@ const FLOAT_ONLY: &[&str] = &[
 #[test]
 fn every_op_is_wired_and_named() {
     assert_eq!(UnaryOp::ALL.len(), 45, "UnaryOp::ALL changed: extend these tests");
-    assert_eq!(BinaryOp::ALL.len(), 31, "BinaryOp::ALL changed: extend these tests");
+    assert_eq!(BinaryOp::ALL.len(), 32, "BinaryOp::ALL changed: extend these tests");
     let xf = Tensor::from([0.5f32, -2.0]);
     let xb = Tensor::from([true, false]);
     for &op in UnaryOp::ALL {

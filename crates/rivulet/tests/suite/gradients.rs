@@ -650,6 +650,7 @@ fn binary_fn(op: BinaryOp) -> BinFn {
         Polygamma => |a, b| ops::polygamma(a, b),
         Igamma => |a, b| ops::igamma(a, b),
         Igammac => |a, b| ops::igammac(a, b),
+        IgammaGradA => |a, b| ops::igamma_grad_a(a, b),
         NextAfter => |a, b| ops::nextafter(a, b),
         Xlogy => |a, b| ops::xlogy(a, b),
         Xlog1py => |a, b| ops::xlog1py(a, b),
@@ -720,7 +721,7 @@ fn binary_inputs(op: BinaryOp, rng: &mut Rng, sa: &[usize], sb: &[usize]) -> (Te
             // Orders and exponents are not differentiated; only the second argument is.
             Zeta => (uniform(rng, sa, 2.0, 4.0), uniform(rng, sb, 0.5, 3.0)),
             Polygamma => (uniform(rng, sa, 1.0, 1.0), uniform(rng, sb, 0.5, 3.0)),
-            Igamma | Igammac => (uniform(rng, sa, 0.5, 3.0), uniform(rng, sb, 0.3, 3.0)),
+            Igamma | Igammac | IgammaGradA => (uniform(rng, sa, 0.5, 3.0), uniform(rng, sb, 0.3, 3.0)),
             Xlog1py => (uniform(rng, sa, -2.0, 2.0), uniform(rng, sb, -0.7, 2.0)),
             FloorMod => (uniform(rng, sa, -3.0, 3.0), signed(rng, sb, 0.5, 2.0)),
             Pow => (uniform(rng, sa, 0.5, 2.0), uniform(rng, sb, -2.0, 2.0)),
@@ -751,19 +752,20 @@ fn check_binary(op: BinaryOp) {
     shapes.extend((0..3).map(|_| random_broadcast_pair(&mut rng)));
     match op {
         Add | Sub | Mul | Div | FloorMod | Pow | Maximum | Minimum | Atan2 | Hypot | LogAddExp | DivNoNan
-        | MulNoNan | Xlogy | Xlog1py | Xdivy => {
+        | MulNoNan | Xlogy | Xlog1py | Xdivy | Igamma | Igammac => {
             for (sa, sb) in shapes {
                 let (a, b) = binary_inputs(op, &mut rng, &sa, &sb);
                 check_grad(&format!("{name}{sa:?}{sb:?}"), |xs| f(&xs[0], &xs[1]), &[a, b]);
             }
         }
-        Zeta | Polygamma | Igamma | Igammac => {
+        Zeta | Polygamma => {
             for (sa, sb) in shapes {
                 let (a, b) = binary_inputs(op, &mut rng, &sa, &sb);
                 check_grad(&format!("{name}{sa:?}{sb:?}"), |xs| f(&a, &xs[0]), &[b]);
             }
         }
-        FloorDiv | NextAfter | TruncateMod | Equal | NotEqual | Less | LessEqual | Greater | GreaterEqual => {
+        FloorDiv | NextAfter | TruncateMod | IgammaGradA | Equal | NotEqual | Less | LessEqual | Greater
+        | GreaterEqual => {
             // Integer- or bool-valued: no gradient for either side.
             let (a, b) = (uniform(&mut rng, &[3, 1], -2.0, 2.0), signed(&mut rng, &[4], 0.5, 2.0));
             let tape = GradientTape::new();
@@ -826,6 +828,7 @@ binary_tests! {
     binary_polygamma => Polygamma,
     binary_igamma => Igamma,
     binary_igammac => Igammac,
+    binary_igamma_grad_a_none => IgammaGradA,
     binary_nextafter_none => NextAfter,
     binary_xlogy => Xlogy,
     binary_xlog1py => Xlog1py,

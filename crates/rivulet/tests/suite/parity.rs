@@ -295,6 +295,7 @@ fn binary_fn(op: BinaryOp) -> fn(&Tensor, &Tensor) -> Result<Tensor> {
         BinaryOp::Polygamma => |a, b| ops::polygamma(a, b),
         BinaryOp::Igamma => |a, b| ops::igamma(a, b),
         BinaryOp::Igammac => |a, b| ops::igammac(a, b),
+        BinaryOp::IgammaGradA => |a, b| ops::igamma_grad_a(a, b),
         BinaryOp::NextAfter => |a, b| ops::nextafter(a, b),
         BinaryOp::Xlogy => |a, b| ops::xlogy(a, b),
         BinaryOp::Xlog1py => |a, b| ops::xlog1py(a, b),
@@ -366,7 +367,7 @@ fn op_function_tables_match_the_op_enums() -> Result<()> {
         assert_eq!(y.dtype(), if op.is_comparison() { DType::Bool } else { x.dtype() });
     }
     assert_eq!(UnaryOp::ALL.len(), 45);
-    assert_eq!(BinaryOp::ALL.len(), 31);
+    assert_eq!(BinaryOp::ALL.len(), 32);
     Ok(())
 }
 
@@ -443,6 +444,7 @@ fn every_binary_op_on_every_dtype_with_broadcasting() {
             | BinaryOp::Polygamma
             | BinaryOp::Igamma
             | BinaryOp::Igammac
+            | BinaryOp::IgammaGradA
             | BinaryOp::Xlogy
             | BinaryOp::Xlog1py
             | BinaryOp::Xdivy => {

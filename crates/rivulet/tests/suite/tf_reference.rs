@@ -377,6 +377,11 @@ fn recipe(name: &str) -> Option<Recipe> {
             out.push(ops::cast(&ops::cast(&x[0], DType::U64)?, DType::I8)?);
             Ok(out)
         }),
+        "igamma grad a f64" => r(|x| {
+            let x64 = Tensor::from(vec![0.2f64, 1.0, 4.0, 9.0, 45.0, 2.0, 0.5, 30.0]);
+            Ok(vec![ops::igamma(&x[0], &x64)?, ops::igammac(&x[0], &x64)?])
+        }),
+        "igamma grad a" => r(|x| one(ops::igamma(&x[0], &Tensor::from(vec![0.3f32, 2.0, 1.5, 6.0, 0.8, 5.5])))),
         "fill run-time shape" => r(|x| one(ops::fill_dims(&x[0], &x[1]))),
         "broadcast_to run-time shape" => r(|x| one(ops::broadcast_to_dims(&x[0], &x[1]))),
         _ => return keras_loss(name),

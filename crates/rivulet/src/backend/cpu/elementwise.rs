@@ -366,6 +366,10 @@ macro_rules! float_binary_fn {
                 let $f = |x: $t, y: $t| $crate::backend::special::igammac(x as f64, y as f64) as $t;
                 $body
             }
+            IgammaGradA => {
+                let $f = |x: $t, y: $t| $crate::backend::special::igamma_grad_a(x as f64, y as f64) as $t;
+                $body
+            }
             NextAfter => {
                 let $f = <$t as $crate::backend::cpu::elementwise::NextAfter>::next_after;
                 $body
@@ -730,8 +734,8 @@ fn binary_int<T: Int>(op: BinaryOp, a: &Value, b: &Value, shape: &Shape) -> Resu
         Greater => map_binary(a, b, shape, |x: T, y: T| x > y),
         GreaterEqual => map_binary(a, b, shape, |x: T, y: T| x >= y),
         LogicalAnd | LogicalOr => bail!(dtype, "{} needs bool inputs", op.name()),
-        Atan2 | Hypot | LogAddExp | DivNoNan | MulNoNan | Zeta | Polygamma | Igamma | Igammac | NextAfter | Xlogy
-        | Xlog1py | Xdivy => {
+        Atan2 | Hypot | LogAddExp | DivNoNan | MulNoNan | Zeta | Polygamma | Igamma | Igammac | IgammaGradA
+        | NextAfter | Xlogy | Xlog1py | Xdivy => {
             bail!(dtype, "{} needs a floating-point dtype, got {}", op.name(), T::DTYPE)
         }
     }

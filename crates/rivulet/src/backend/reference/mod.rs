@@ -264,6 +264,7 @@ fn float_binary(f: BinaryOp, x: f64, y: f64) -> f64 {
         Polygamma => special::polygamma(x, y),
         Igamma => special::igamma(x, y),
         Igammac => special::igammac(x, y),
+        IgammaGradA => special::igamma_grad_a(x, y),
         NextAfter => libm::nextafter(x, y),
         MulNoNan if y == 0.0 => 0.0,
         MulNoNan => x * y,
@@ -331,8 +332,8 @@ fn int_binary(f: BinaryOp, dtype: DType, x: i128, y: i128) -> Result<i128> {
         LessEqual => (x <= y) as i128,
         Greater => (x > y) as i128,
         GreaterEqual => (x >= y) as i128,
-        Atan2 | Hypot | LogAddExp | DivNoNan | MulNoNan | Zeta | Polygamma | Igamma | Igammac | NextAfter | Xlogy
-        | Xlog1py | Xdivy => {
+        Atan2 | Hypot | LogAddExp | DivNoNan | MulNoNan | Zeta | Polygamma | Igamma | Igammac | IgammaGradA
+        | NextAfter | Xlogy | Xlog1py | Xdivy => {
             bail!(dtype, "{} needs a floating-point dtype, got {dtype}", f.name())
         }
         LogicalAnd => (x != 0 && y != 0) as i128,
