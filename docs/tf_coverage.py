@@ -307,7 +307,8 @@ array.where S select | one argument: nonzero, eager
 array.zeros S zeros
 array.zeros_like S zeros_like
 
-random.categorical P - | multinomial sampling kernel
+random.categorical C categorical | Gumbel-max: the argmax of logits plus Gumbel noise
+random.stateless_categorical C stateless_categorical | a seed pair; the same draws every run
 random.normal S random_normal
 random.truncated_normal S truncated_normal
 random.uniform S random_uniform

@@ -218,6 +218,73 @@ pub fn truncated_normal<'a>(
     random(ctx.into(), Distribution::TruncatedNormal { mean, stddev }, shape.into(), dtype, seed)
 }
 
+/// `num_samples` class indices per row of `logits` `[batch, classes]`
+/// (unnormalized log-probabilities), drawn from the categorical
+/// distribution of the row: `[batch, num_samples]` of `dtype` (i32 or
+/// i64), TensorFlow's `tf.random.categorical`. The Gumbel-max trick: the
+/// argmax of the logits plus Gumbel noise. `None` seeds from the global
+/// seed; in a graph each run draws anew.
+#[track_caller]
+pub fn categorical(logits: &Tensor, num_samples: usize, dtype: DType, seed: Option<u64>) -> Result<Tensor> {
+    categorical_draw(logits, num_samples, dtype, seed.unwrap_or_else(next_seed), None)
+}
+
+/// [`categorical`] whose numbers depend only on `seed` (TensorFlow's
+/// `stateless_categorical`): the same seed gives the same samples on every
+/// run and every device.
+#[track_caller]
+pub fn stateless_categorical(logits: &Tensor, num_samples: usize, dtype: DType, seed: [u64; 2]) -> Result<Tensor> {
+    let offset = constant(Ctx::of(logits), Tensor::scalar(0i64))?;
+    categorical_draw(logits, num_samples, dtype, stateless_seed(seed), Some(&offset))
+}
+
+/// One 64-bit op seed from a stateless seed pair.
+fn stateless_seed([a, b]: [u64; 2]) -> u64 {
+    splitmix64(a ^ splitmix64(b ^ 0x243F_6A88_85A3_08D3))
+}
+
+#[track_caller]
+fn categorical_draw(
+    logits: &Tensor,
+    num_samples: usize,
+    dtype: DType,
+    seed: u64,
+    offset: Option<&Tensor>,
+) -> Result<Tensor> {
+    super::checked(
+        (|| {
+            if logits.rank() != 2 || !logits.dtype().is_float() {
+                crate::error::bail!(
+                    shape,
+                    "categorical needs float logits [batch, classes], got {}{}",
+                    logits.dtype(),
+                    logits.shape()
+                );
+            }
+            if !matches!(dtype, DType::I32 | DType::I64) {
+                crate::error::bail!(dtype, "categorical gives i32 or i64 samples, not {dtype}");
+            }
+            let work = if matches!(logits.dtype(), DType::F32 | DType::F64) {
+                logits.clone()
+            } else {
+                super::cast(logits, DType::F32)?
+            };
+            let samples = fill(Ctx::of(logits), [1, num_samples, 1], 0i64, work.dtype())?;
+            let shaped = super::add(&super::expand_dims(&work, 1)?, &samples)?;
+            // Uniforms in (0, 1): the smallest normal number keeps -log(u) finite.
+            let low = if work.dtype() == DType::F64 { f64::MIN_POSITIVE } else { f64::from(f32::MIN_POSITIVE) };
+            let u = match offset {
+                Some(o) => random_uniform_like_offset(&shaped, low, 1.0, seed, o)?,
+                None => random_uniform_like(&shaped, low, 1.0, Some(seed))?,
+            };
+            let gumbel = super::neg(&super::log(&super::neg(&super::log(&u)?)?)?)?;
+            super::argmax_with(&super::add(&shaped, &gumbel)?, -1, dtype)
+        })(),
+        "Multinomial",
+        &[logits],
+    )
+}
+
 /// Eager shorthands.
 impl Tensor {
     /// Zeros of `shape` (eager).
