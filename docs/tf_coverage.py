@@ -309,6 +309,8 @@ array.zeros_like S zeros_like
 
 random.categorical C categorical | Gumbel-max: the argmax of logits plus Gumbel noise
 random.stateless_categorical C stateless_categorical | a seed pair; the same draws every run
+random.gamma C random_gamma | Marsaglia-Tsang over a while_loop; implicit reparameterization gradients
+random.stateless_gamma C stateless_gamma | a seed pair
 random.normal S random_normal
 random.truncated_normal S truncated_normal
 random.uniform S random_uniform

@@ -6,6 +6,7 @@
 //! `i` of a draw depends only on the seed, the draw's stream and `i`, so the
 //! numbers are the same on every machine and for every thread count.
 
+use super::Axes;
 use super::{apply1, apply1_in, Ctx, Op};
 use crate::context;
 use crate::error::Result;
@@ -264,6 +265,13 @@ fn categorical_draw(
             if !matches!(dtype, DType::I32 | DType::I64) {
                 crate::error::bail!(dtype, "categorical gives i32 or i64 samples, not {dtype}");
             }
+            // The draw holds batch x samples x classes numbers.
+            let classes = logits.shape().dim(1).unwrap_or(1).max(1);
+            let batch = logits.shape().dim(0).unwrap_or(1).max(1);
+            let cells = num_samples.checked_mul(classes).and_then(|c| c.checked_mul(batch));
+            if num_samples > i32::MAX as usize || cells.is_none_or(|c| c > crate::tensor::shape::MAX_ELEMENTS) {
+                crate::error::bail!(invalid, "categorical: {num_samples} samples of {classes} classes is too many");
+            }
             let work = if matches!(logits.dtype(), DType::F32 | DType::F64) {
                 logits.clone()
             } else {
@@ -283,6 +291,109 @@ fn categorical_draw(
         "Multinomial",
         &[logits],
     )
+}
+
+/// Gamma samples of shape `shape ++ params` with concentration `alpha` and
+/// rate `beta` (default 1), `params` the two broadcast together
+/// (TensorFlow's `tf.random.gamma`). Marsaglia and Tsang's method, its
+/// rejections run as a `while_loop`; concentrations below 1 are boosted by
+/// one and scaled by `u^(1/alpha)`. The samples differentiate in `alpha`
+/// by implicit reparameterization (`-dP(alpha, x)/dalpha / pdf(x)`, as
+/// TensorFlow) and in `beta`. `None` seeds from the global seed.
+#[track_caller]
+pub fn random_gamma(
+    shape: impl Into<Shape>,
+    alpha: &Tensor,
+    beta: Option<&Tensor>,
+    seed: Option<u64>,
+) -> Result<Tensor> {
+    let seed = seed.unwrap_or_else(next_seed);
+    super::checked(gamma_draw(shape.into(), alpha, beta, seed), "RandomGamma", &[alpha])
+}
+
+/// [`random_gamma`] whose numbers depend only on `seed` (TensorFlow's
+/// `stateless_gamma`).
+#[track_caller]
+pub fn stateless_gamma(
+    shape: impl Into<Shape>,
+    seed: [u64; 2],
+    alpha: &Tensor,
+    beta: Option<&Tensor>,
+) -> Result<Tensor> {
+    super::checked(gamma_draw(shape.into(), alpha, beta, stateless_seed(seed)), "StatelessRandomGammaV2", &[alpha])
+}
+
+/// Marsaglia and Tsang's rejection rounds before giving up (each accepts
+/// with probability above 0.95; a sample still rejected after all is NaN).
+const GAMMA_ROUNDS: u64 = 64;
+
+#[track_caller]
+fn gamma_draw(shape: Shape, alpha: &Tensor, beta: Option<&Tensor>, seed: u64) -> Result<Tensor> {
+    use super::{
+        add, cast, div, exp, igamma_grad_a, less, lgamma, log, logical_and, logical_not, mul, pow, select, sqrt,
+        square, stop_gradient, sub, xlogy,
+    };
+    if !alpha.dtype().is_float() || beta.is_some_and(|b| !b.dtype().is_float()) {
+        crate::error::bail!(dtype, "gamma needs float concentrations and rates");
+    }
+    let params = match beta {
+        Some(b) => crate::tensor::shape::broadcast_shapes(alpha.shape(), b.shape())?,
+        None => alpha.shape().clone(),
+    };
+    let mut dims = shape.dims().to_vec();
+    dims.extend_from_slice(params.dims());
+    let out = Shape::new(&dims);
+    if out.numel().is_none() {
+        crate::error::bail!(shape, "gamma needs known shapes, got {shape} and {params}");
+    }
+    let dtype = if matches!(alpha.dtype(), DType::F32 | DType::F64) { alpha.dtype() } else { DType::F32 };
+    let a = super::broadcast_to(&cast(alpha, dtype)?, out.clone())?;
+    let a_value = stop_gradient(&a)?;
+    // Marsaglia-Tsang for a >= 1; a < 1 draws at a + 1.
+    let boosted = select(&less(&a_value, 1.0)?, &add(&a_value, 1.0)?, &a_value)?;
+    let d = sub(&boosted, 1.0 / 3.0)?;
+    let c = div(1.0, &sqrt(&mul(&d, 9.0)?)?)?;
+    let uniform = |salt: u64, offset: &Tensor| {
+        random_uniform_like_offset(&a_value, f64::from(f32::MIN_POSITIVE), 1.0, splitmix64(seed ^ salt), offset)
+    };
+    let start = (
+        constant(Ctx::of(&a), Tensor::scalar(0i64))?,
+        mul(&a_value, f64::NAN)?,
+        // Concentrations that are not positive (or NaN) give NaN at once.
+        logical_not(&super::greater(&a_value, 0.0)?)?,
+    );
+    let (_, sample, _) = super::while_loop(
+        |(i, _, done): &(Tensor, Tensor, Tensor)| {
+            logical_and(&less(i, GAMMA_ROUNDS as i64)?, &super::any(&logical_not(done)?, Axes::All, false)?)
+        },
+        |(i, x, done): &(Tensor, Tensor, Tensor)| {
+            let (u1, u2, u3) = (uniform(1, i)?, uniform(2, i)?, uniform(3, i)?);
+            // Box-Muller: a standard normal from two uniforms.
+            let z = mul(&sqrt(&mul(&log(&u1)?, -2.0)?)?, &super::cos(&mul(&u2, std::f64::consts::TAU)?)?)?;
+            let v = pow(&add(&mul(&c, &z)?, 1.0)?, 3.0)?;
+            let positive = super::greater(&v, 0.0)?;
+            let safe_v = select(&positive, &v, 1.0)?;
+            let bound = add(&mul(&square(&z)?, 0.5)?, &mul(&d, &add(&sub(1.0, &safe_v)?, &log(&safe_v)?)?)?)?;
+            let accept = logical_and(&positive, &less(&log(&u3)?, &bound)?)?;
+            let fresh = logical_and(&accept, &logical_not(done)?)?;
+            Ok((add(i, 1i64)?, select(&fresh, &mul(&d, &safe_v)?, x)?, super::logical_or(done, &accept)?))
+        },
+        start,
+        &super::WhileOptions::default(),
+    )?;
+    // a < 1: x_a = x_(a+1) u^(1/a).
+    let scale = pow(&uniform(4, &constant(Ctx::of(&a), Tensor::scalar(0i64))?)?, &div(1.0, &a_value)?)?;
+    let x = stop_gradient(&select(&less(&a_value, 1.0)?, &mul(&sample, &scale)?, &sample)?)?;
+    // Implicit reparameterization: dx/da = -(dP(a, x)/da) / pdf(x; a), 0 where x is 0.
+    let log_pdf = sub(&sub(&xlogy(&sub(&a_value, 1.0)?, &x)?, &x)?, &lgamma(&a_value)?)?;
+    let dxda = super::div_no_nan(&super::neg(&igamma_grad_a(&a_value, &x)?)?, &exp(&log_pdf)?)?;
+    let dxda = stop_gradient(&select(&super::greater(&x, 0.0)?, &dxda, 0.0)?)?;
+    let x = add(&x, &mul(&sub(&a, &a_value)?, &dxda)?)?;
+    let x = match beta {
+        Some(b) => div(&x, &cast(b, dtype)?)?,
+        None => x,
+    };
+    cast(&x, alpha.dtype())
 }
 
 /// Eager shorthands.

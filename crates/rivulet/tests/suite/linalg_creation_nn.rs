@@ -1344,4 +1344,81 @@ fn categorical_sampling_follows_the_softmax() {
     assert!(ops::categorical(&Tensor::from(vec![0.0f32, 1.0]), 2, DType::I64, None).is_err());
     assert!(ops::categorical(&logits, 2, DType::F32, None).is_err());
     assert!(ops::categorical(&Tensor::from([[1i32, 2]]), 2, DType::I64, None).is_err());
+    for huge in [usize::MAX, 1 << 47] {
+        let err = ops::categorical(&logits, huge, DType::I64, None).unwrap_err().to_string();
+        assert!(err.contains("too many"), "{err}");
+    }
+}
+
+/// Gamma samples have the distribution's mean and variance (20,000 draws,
+/// within 5 standard errors), for concentrations below and above 1, with a
+/// rate; the stateless form repeats eagerly and in a graph; the gradient
+/// in alpha is the implicit one: moving (alpha, x) along (1, dx/dalpha)
+/// keeps the CDF P(alpha, x) fixed.
+#[test]
+fn gamma_sampling_moments_and_gradient() {
+    let n = 20_000;
+    let alpha = Tensor::from(vec![0.3f64, 1.0, 4.5]);
+    let beta = Tensor::from(vec![1.0f64, 2.0, 0.5]);
+    let x = ops::random_gamma([n], &alpha, Some(&beta), Some(7)).unwrap();
+    assert_eq!(dims(&x), [n, 3]);
+    let v = x.to_vec::<f64>().unwrap();
+    for (k, (a, b)) in [(0.3, 1.0), (1.0, 2.0), (4.5, 0.5)].into_iter().enumerate() {
+        let col: Vec<f64> = (0..n).map(|i| v[i * 3 + k]).collect();
+        assert!(col.iter().all(|&s| s.is_finite() && s >= 0.0), "alpha {a}");
+        let mean = col.iter().sum::<f64>() / n as f64;
+        let var = col.iter().map(|s| (s - mean) * (s - mean)).sum::<f64>() / (n - 1) as f64;
+        let (m, s2) = (a / b, a / (b * b));
+        assert!((mean - m).abs() < 5.0 * (s2 / n as f64).sqrt(), "alpha {a} beta {b}: mean {mean} vs {m}");
+        // The variance's standard error: sqrt((mu4 - s2^2) / n), mu4 = 3 s2^2 (1 + 2 / a).
+        let se = ((3.0 * s2 * s2 * (1.0 + 2.0 / a) - s2 * s2) / n as f64).sqrt();
+        assert!((var - s2).abs() < 5.0 * se, "alpha {a} beta {b}: variance {var} vs {s2}");
+    }
+    // f32 and a scalar concentration.
+    let s32 = ops::random_gamma([5, 2], &Tensor::scalar(2.0f32), None, None).unwrap();
+    assert_eq!((s32.dtype(), dims(&s32)), (DType::F32, vec![5, 2]));
+    // Stateless: the same seed, eagerly and in a graph.
+    let e = ops::stateless_gamma([4], [3, 9], &alpha, None).unwrap();
+    assert!(e.bitwise_eq(&ops::stateless_gamma([4], [3, 9], &alpha, None).unwrap()));
+    let g = rivulet::Graph::new();
+    let pa = g.placeholder("alpha", DType::F64, [3]).unwrap();
+    let gx = ops::stateless_gamma([4], [3, 9], &pa, None).unwrap();
+    let sess = rivulet::Session::new(&g);
+    let out = sess.run(&[&gx], &[(&pa, &alpha)]).unwrap();
+    assert!(out[0].bitwise_eq(&e), "graph {:?} vs eager {:?}", out[0], e);
+    // The implicit gradient: P(alpha + h, x + h dx/dalpha) = P(alpha, x) + O(h^2).
+    let a = Tensor::from(vec![0.7f64, 2.5]);
+    let tape = rivulet::GradientTape::new();
+    tape.watch(&a);
+    let draw = ops::stateless_gamma([3], [1, 1], &a, None).unwrap();
+    let per_sample: Vec<Tensor> = (0..6)
+        .map(|j| {
+            let t = rivulet::GradientTape::new();
+            t.watch(&a);
+            let d = ops::stateless_gamma([3], [1, 1], &a, None).unwrap();
+            let pick = ops::reshape(&d, &[-1]).unwrap();
+            let one = ops::slice(&pick, &[j], &[1]).unwrap();
+            t.gradient(&ops::sum(&one, rivulet::Axes::All, false).unwrap(), &[&a]).unwrap().remove(0).unwrap()
+        })
+        .collect();
+    drop(tape);
+    let xs = draw.to_vec::<f64>().unwrap();
+    let av = [0.7f64, 2.5];
+    let h = 1e-6;
+    for (j, grad) in per_sample.iter().enumerate() {
+        let (k, xj) = (j % 2, xs[j]);
+        let dxda = grad.to_vec::<f64>().unwrap()[k];
+        let p = |aa: f64, xx: f64| {
+            ops::igamma(&Tensor::scalar(aa), &Tensor::scalar(xx)).unwrap().to_scalar::<f64>().unwrap()
+        };
+        let moved = p(av[k] + h, xj + h * dxda) - p(av[k], xj);
+        assert!(moved.abs() < 1e-9, "sample {j}: CDF moved by {moved} (dx/da {dxda})");
+    }
+    // Errors: integer concentrations, unknown shapes.
+    assert!(ops::random_gamma([2], &Tensor::from(vec![1i32]), None, None).is_err());
+    let unknown = g.placeholder("u", DType::F64, rivulet::Shape::new(&[rivulet::UNKNOWN])).unwrap();
+    assert!(ops::random_gamma([2], &unknown, None, None).is_err());
+    // A concentration that is not positive gives NaN.
+    let bad = ops::random_gamma([2], &Tensor::from(vec![-1.0f64, 0.0]), None, Some(1)).unwrap();
+    assert!(bad.to_vec::<f64>().unwrap().iter().all(|v| v.is_nan()));
 }
