@@ -152,10 +152,7 @@ pub(crate) fn run(be: &dyn Backend, op: &Op, inputs: &[&Value], outs: &[Meta], c
         Op::ExpandDims { axis } => views::expand_dims(x(), *axis),
         Op::Squeeze { axes } => views::squeeze(x(), axes),
         Op::BroadcastTo { .. } | Op::BroadcastLike | Op::BroadcastToDims => views::broadcast_to(x(), &out().shape)?,
-        Op::ShapeOf { dtype } => {
-            let dims: Vec<i64> = x().shape().iter().map(|&d| d as i64).collect();
-            transfer(&super::cpu::creation::from_ints(&dims, *dtype)?, be.device())?
-        }
+        Op::ShapeOf { dtype } => transfer(&super::cpu::creation::shape_of(x().shape(), *dtype)?, be.device())?,
         Op::Slice { begin, .. } => views::slice(x(), begin, out()),
         Op::StridedSlice { spec } => views::strided_slice(x(), spec)?,
         Op::Reverse { axes } => views::reverse(x(), axes),

@@ -618,8 +618,15 @@ fn dims_rank(dims: &Meta) -> Result<usize> {
     if !dims.dtype.is_int() || dims.shape.rank() != 1 {
         bail!(shape, "a shape must be an integer vector, got {}{}", dims.dtype, dims.shape);
     }
-    dims.shape.dim(0).ok_or_else(|| Error::new(crate::error::ErrorKind::Shape, "a shape vector's length must be known"))
+    match dims.shape.dim(0) {
+        Some(rank) if rank <= MAX_SHAPE_RANK => Ok(rank),
+        Some(rank) => bail!(shape, "a shape vector of length {rank}: at most {MAX_SHAPE_RANK} dimensions"),
+        None => bail!(shape, "a shape vector's length must be known"),
+    }
 }
+
+/// The most dimensions a shape held by a tensor may have (TensorFlow's limit).
+const MAX_SHAPE_RANK: usize = 254;
 
 /// The output of [`Op::BroadcastToDims`] once the shape's values are known:
 /// `x` broadcast (NumPy's rules) to exactly `dims`.

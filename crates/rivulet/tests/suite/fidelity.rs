@@ -719,6 +719,9 @@ fn fill_and_broadcast_with_run_time_shapes() -> Result<()> {
     assert!(ops::broadcast_to_dims(&row, &g.constant(Tensor::from([[2i32, 3]]))?).is_err());
     assert!(ops::broadcast_to_dims(&row, &g.placeholder("f", DType::F32, [2])?).is_err());
     assert!(ops::fill_dims(&d, &row).is_err());
+    // A shape vector longer than TensorFlow's 254 dimensions is refused when built.
+    let long = g.placeholder("long", DType::I32, [1usize << 40])?;
+    assert!(ops::broadcast_to_dims(&row, &long).is_err());
     assert!(ops::fill_dims(&Tensor::from(vec![-2i32]), &Tensor::scalar(1.0f32)).is_err());
     Ok(())
 }

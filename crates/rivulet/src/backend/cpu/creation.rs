@@ -17,6 +17,16 @@ pub(crate) fn fill(shape: &Shape, value: Scalar, dtype: DType) -> Result<Value> 
     })
 }
 
+/// `shape` as a vector of `dtype` (i32 or i64): TensorFlow's `Shape`, which
+/// refuses dimensions past i32's range in an i32 vector.
+pub(crate) fn shape_of(shape: &Shape, dtype: DType) -> Result<Value> {
+    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    if dtype == DType::I32 && dims.iter().any(|&d| d > i64::from(i32::MAX)) {
+        crate::error::bail!(invalid, "shape {shape} does not fit in int32: ask for int64");
+    }
+    from_ints(&dims, dtype)
+}
+
 /// A vector of `values` in `dtype` (an integer or float type).
 pub(crate) fn from_ints(values: &[i64], dtype: DType) -> Result<Value> {
     with_dtype!(dtype, T => {

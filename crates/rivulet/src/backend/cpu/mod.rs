@@ -164,10 +164,7 @@ pub(crate) fn execute(op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx
         Op::LogSoftmax { axis } => nn::softmax(x(), *axis, true)?,
         Op::SumTo => movement::sum_to(x(), out())?,
         Op::BroadcastLike | Op::BroadcastToDims => movement::broadcast_to(x(), &out().shape)?,
-        Op::ShapeOf { dtype } => {
-            let dims: Vec<i64> = x().shape().iter().map(|&d| d as i64).collect();
-            creation::from_ints(&dims, *dtype)?
-        }
+        Op::ShapeOf { dtype } => creation::shape_of(x().shape(), *dtype)?,
         Op::ReshapeLike => {
             let spec: Vec<i64> = out().shape.iter().map(|&d| d as i64).collect();
             movement::reshape(x(), &spec)?

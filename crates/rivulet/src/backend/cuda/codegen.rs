@@ -535,17 +535,20 @@ __device__ double rv_sp_igammac(double a, double x) {
 __device__ double rv_sp_igamma_grad_a(double a, double x) {
     if (isnan(a) || isnan(x) || a <= 0 || x < 0) return __longlong_as_double(0x7ff8000000000000ll);
     if (x == 0 || x == RV_INF) return 0;
-    double log_factor = log(x) - rv_sp_digamma(a), prefactor = rv_sp_gamma_prefactor(a, x);
     if (x < a + 1) {
-        double term = 1 / a, harmonic = 1 / a, sum = term, dsum = -term * harmonic, n = a;
+        double prefactor = exp(a * log(x) - x - lgamma(a + 1));
+        if (prefactor == 0) return 0;
+        double base = log(x) - rv_sp_digamma(a + 1), term = 1, harmonic = 0, dsum = base, n = a;
         for (int i = 0; i < 2000; ++i) {
             n += 1; term *= x / n; harmonic += 1 / n;
-            double dterm = -term * harmonic;
-            sum += term; dsum += dterm;
-            if (fabs(term) < fabs(sum) * 1e-17 && fabs(dterm) <= fabs(dsum) * 1e-17) break;
+            double dterm = term * (base - harmonic);
+            dsum += dterm;
+            if (fabs(dterm) <= fabs(dsum) * 1e-17) break;
         }
-        return prefactor * (sum * log_factor + dsum);
+        return prefactor * dsum;
     }
+    double log_factor = log(x) - rv_sp_digamma(a), prefactor = rv_sp_gamma_prefactor(a, x);
+    if (prefactor == 0) return 0;
     double b0 = x + 1 - a;
     double ap = 1, ac = b0, bp = 0, bc = 1, dap = 0, dac = -1, dbp = 0, dbc = 0, f = b0, df = -1;
     for (int i = 1; i < 2000; ++i) {
