@@ -471,7 +471,40 @@ linalg.einsum S einsum
 linalg.eye S eye
 linalg.tensordot S tensordot
 linalg.l2_normalize C l2_normalize
-linalg.matrix_transpose C transpose
+linalg.matrix_transpose C matrix_transpose
+linalg.adjoint C adjoint | real dtypes: the transpose
+linalg.band_part C band_part
+linalg.cholesky S cholesky | faer
+linalg.cholesky_solve C cholesky_solve
+linalg.cross C cross
+linalg.det S det | faer (LU)
+linalg.diag C diag | the main diagonal (k = 0)
+linalg.diag_part C diag_part | the main diagonal (k = 0)
+linalg.eigh S eigh | faer
+linalg.eigvalsh S eigvalsh | faer
+linalg.expm S expm | Padé with TensorFlow's orders and thresholds
+linalg.global_norm C global_norm
+linalg.inv S inv | faer (LU)
+linalg.logdet C logdet
+linalg.lstsq C lstsq | fast: normal equations + Cholesky, as TensorFlow; else QR
+linalg.lu S lu | faer
+linalg.lu_matrix_inverse C lu_matrix_inverse
+linalg.lu_reconstruct C lu_reconstruct
+linalg.lu_solve C lu_solve
+linalg.matrix_rank C matrix_rank
+linalg.matvec C matvec
+linalg.norm C norm
+linalg.normalize C normalize
+linalg.pinv C pinv
+linalg.qr S qr | faer (Householder)
+linalg.set_diag C set_diag | the main diagonal (k = 0)
+linalg.slogdet S slogdet | faer (LU)
+linalg.solve S solve_t | faer (LU)
+linalg.svd S svd | faer; `singular_values` for compute_uv=False
+linalg.trace C trace
+linalg.triangular_solve S triangular_solve | faer
+linalg.eig P - | needs the complex dtypes (#16, FFT step)
+linalg.eigvals P - | needs the complex dtypes (#16, FFT step)
 """
 
 DEFAULT_PLANNED = {"linalg": "#16 (linear algebra)", "random": "", "losses": "", "optimizers": "", "metrics": ""}

@@ -141,6 +141,14 @@ pub(crate) fn run(be: &dyn Backend, op: &Op, inputs: &[&Value], outs: &[Meta], c
             let results = super::cpu::host::run(*f, &host, outs)?;
             return results.iter().map(|r| transfer(r, be.device())).collect();
         }
+        // Factorizations: faer's kernels on host copies.
+        Op::Linalg { f } => {
+            let host: Vec<Value> =
+                inputs.iter().map(|v| transfer(v, crate::tensor::Device::CPU)).collect::<Result<_>>()?;
+            let refs: Vec<&Value> = host.iter().collect();
+            let results = super::cpu::linalg::run(*f, &refs, outs)?;
+            return results.iter().map(|r| transfer(r, be.device())).collect();
+        }
 
         // Views.
         Op::Reshape { shape } => views::reshape(x(), shape, |v| ex.contiguous(v))?,

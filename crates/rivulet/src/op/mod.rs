@@ -21,6 +21,7 @@ pub use creation::Distribution;
 pub use elementwise::{BinaryOp, UnaryOp};
 pub use fused::FusedProgram;
 pub use host::HostOp;
+pub use linalg::LinalgOp;
 pub use movement::{PadMode, SliceItem};
 pub use optim::UpdateRule;
 pub use reduce::{ArgOp, ReduceOp, ScanOp};
@@ -191,6 +192,8 @@ pub enum Op {
     TopK { k: usize, sorted: bool },
     /// A row-sequential algorithm run on the host (see [`HostOp`]).
     Host { f: host::HostOp },
+    /// A matrix factorization or solve (see [`LinalgOp`]).
+    Linalg { f: linalg::LinalgOp },
 
     /// Sum the first input down to the shape of the second (the gradient of
     /// broadcasting; the shape may be known only at run time).
@@ -316,6 +319,7 @@ impl Op {
             Op::LogSoftmax { .. } => "LogSoftmax",
             Op::TopK { .. } => "TopKV2",
             Op::Host { f } => f.type_name(),
+            Op::Linalg { f } => f.type_name(),
             Op::SumTo => "SumTo",
             Op::BroadcastLike => "BroadcastLike",
             Op::ReshapeLike => "ReshapeLike",
@@ -369,6 +373,7 @@ impl Op {
     /// Number of inputs the op takes, when fixed (`None` for variadic ops).
     pub fn arity(&self) -> Option<usize> {
         Some(match self {
+            Op::Linalg { f } => f.arity(),
             Op::Const { .. }
             | Op::Placeholder { .. }
             | Op::NoOp
@@ -495,6 +500,7 @@ impl Op {
             Op::Softmax { axis } | Op::LogSoftmax { axis } => one(nn::infer_softmax(*axis, &inputs[0])?),
             Op::TopK { k, .. } => nn::infer_top_k(*k, &inputs[0]),
             Op::Host { f } => f.infer(&inputs[0]),
+            Op::Linalg { f } => f.infer(inputs),
             Op::Fill { .. }
             | Op::FillLike { .. }
             | Op::Range { .. }

@@ -285,6 +285,7 @@ impl Op {
                 None => none(),
             },
             Op::Host { f: crate::op::HostOp::UniqueRows } => none(),
+            Op::Linalg { f } => linalg::linalg_grad(*f, inputs, outputs, grads, wants)?,
             Op::Const { .. }
             | Op::Placeholder { .. }
             | Op::Variable { .. }

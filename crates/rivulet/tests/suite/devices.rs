@@ -303,6 +303,42 @@ fn registry() -> Vec<Case> {
             ops::apply_update(rule, &x[0], &x[1], &x[2], &x[3], &slots)
         }));
     }
+    // Factorizations and solves (faer's kernels on a host copy on every backend).
+    let shift = |x: &Tensor, by: f64| -> Result<Tensor> {
+        let n = x.shape()[x.rank() - 1];
+        ops::add(x, &ops::mul(&ops::eye(Ctx::of(x), n, n, x.dtype())?, by)?)
+    };
+    let spd = move |x: &Tensor| -> Result<Tensor> { shift(&ops::div(&ops::matmul_t(x, x, false, true)?, 3.0)?, 1.0) };
+    let sq = f32s(&mut rng, &[2, 3, 3], -1.0, 1.0);
+    let rhs = f32s(&mut rng, &[3, 2], -1.0, 1.0);
+    cases.push(case("cholesky", vec![sq.clone()], true, move |_, x| Ok(vec![ops::cholesky(&spd(&x[0])?)?])));
+    cases.push(case("triangular_solve", vec![sq.clone(), rhs.clone()], true, move |_, x| {
+        Ok(vec![
+            ops::triangular_solve(&shift(&x[0], 3.0)?, &x[1], true, false)?,
+            ops::triangular_solve(&shift(&x[0], 3.0)?, &x[1], false, true)?,
+        ])
+    }));
+    cases.push(case("solve, inv, det", vec![sq.clone(), rhs.clone()], true, move |_, x| {
+        let a = shift(&x[0], 2.0)?;
+        let (_, logabs) = ops::slogdet(&a)?;
+        Ok(vec![ops::solve(&a, &x[1])?, ops::inv(&a)?, ops::det(&a)?, logabs])
+    }));
+    cases.push(case("lu", vec![sq.clone()], false, |_, x| {
+        let (lu, p) = ops::lu(&x[0])?;
+        Ok(vec![lu, p])
+    }));
+    cases.push(case("qr, svd", vec![f32s(&mut rng, &[2, 4, 3], -1.0, 1.0)], true, |_, x| {
+        let (q, r) = ops::qr(&x[0], false)?;
+        let (s, u, v) = ops::svd(&x[0], false)?;
+        // U diag(s) Vᵀ: free of the singular vectors' signs, which backends need not share.
+        Ok(vec![q, r, s.clone(), ops::matmul_t(&ops::mul(&u, &ops::expand_dims(&s, -2)?)?, &v, false, true)?])
+    }));
+    cases.push(case("eigh, expm", vec![sq], true, |_, x| {
+        let sym = ops::mul(&ops::add(&x[0], &ops::adjoint(&x[0])?)?, 0.5)?;
+        let (e, v) = ops::eigh(&sym)?;
+        let vv = ops::matmul_t(&ops::mul(&v, &ops::expand_dims(&e, -2)?)?, &v, false, true)?;
+        Ok(vec![e, vv, ops::expm(&x[0])?])
+    }));
     // Programs the graph optimizer fuses (graph mode runs them fused).
     cases.push(case("fusable chain", vec![f32s(&mut rng, &[8, 9], -2.0, 2.0)], true, |_, x| {
         let y = ops::mul(&ops::tanh(&ops::add(&ops::mul(&x[0], 1.5)?, 0.5)?)?, &ops::sigmoid(&x[0])?)?;
@@ -496,6 +532,17 @@ fn every_op_agrees_on_every_backend_in_both_modes() {
         "ApplyAdagrad",
         "ApplyAdamW",
         "MatMul",
+        "Cholesky",
+        "MatrixTriangularSolve",
+        "MatrixSolve",
+        "MatrixInverse",
+        "MatrixDeterminant",
+        "LogMatrixDeterminant",
+        "Lu",
+        "Qr",
+        "Svd",
+        "SelfAdjointEigV2",
+        "MatrixExponential",
     ];
     let unary = UnaryOp::ALL.iter().map(|&f| Op::Unary { f }.type_name());
     let binary = ops::BinaryOp::ALL.iter().map(|&f| Op::Binary { f }.type_name());

@@ -2523,3 +2523,233 @@ fn dropped_watched_tensors_do_not_make_new_tensors_watched() {
     }
     assert_eq!(hits, 0, "a never-watched tensor got a gradient {hits} times out of 64");
 }
+
+// ---------------------------------------------------------------------------
+// Factorizations, solves and matrix functions
+// ---------------------------------------------------------------------------
+
+/// Factorizations amplify rounding: a looser comparison than the elementwise ops'.
+const LINALG_TOL: Tol = Tol { step: 1e-6, rel: 2e-6, abs: 1e-7 };
+
+/// `x` plus `shift` on the diagonal of each matrix.
+fn shifted(x: &Tensor, shift: f64) -> Result<Tensor> {
+    let n = x.shape()[x.rank() - 1];
+    ops::add(x, &ops::mul(&ops::eye(rivulet::Ctx::Eager, n, n, DType::F64)?, shift)?)
+}
+
+/// `x xᵀ / n + I`: symmetric positive definite, and every element of `x` matters.
+fn spd_of(x: &Tensor) -> Result<Tensor> {
+    let n = x.shape()[x.rank() - 1] as f64;
+    shifted(&ops::div(&ops::matmul_t(x, x, false, true)?, n)?, 1.0)
+}
+
+/// `(x + xᵀ) / 2`.
+fn sym_of(x: &Tensor) -> Result<Tensor> {
+    ops::mul(&ops::add(x, &ops::adjoint(x)?)?, 0.5)
+}
+
+/// Tensors flattened and joined, so one check covers several outputs.
+fn joined(ts: &[Tensor]) -> Result<Tensor> {
+    let flat: Vec<Tensor> = ts.iter().map(|t| ops::reshape(t, &[-1])).collect::<Result<_>>()?;
+    let refs: Vec<&Tensor> = flat.iter().collect();
+    ops::concat(&refs, 0)
+}
+
+#[test]
+fn linalg_cholesky_and_logdet() {
+    for shape in [vec![1, 1], vec![4, 4], vec![2, 3, 3]] {
+        let name = format!("cholesky {shape:?}");
+        let x = uniform(&mut Rng::named(&name), &shape, -1.0, 1.0);
+        check_grad_tol(&name, |xs| ops::cholesky(&spd_of(&xs[0])?), std::slice::from_ref(&x), LINALG_TOL);
+        check_grad_tol(
+            &format!("logdet {shape:?}"),
+            |xs| ops::logdet(&spd_of(&xs[0])?),
+            std::slice::from_ref(&x),
+            LINALG_TOL,
+        );
+        let b = uniform(&mut Rng::named("cholesky_solve rhs"), &[shape[shape.len() - 1], 2], -1.0, 1.0);
+        check_grad_tol(
+            &format!("cholesky_solve {shape:?}"),
+            |xs| ops::cholesky_solve(&ops::cholesky(&spd_of(&xs[0])?)?, &xs[1]),
+            &[x, b],
+            LINALG_TOL,
+        );
+    }
+}
+
+#[test]
+fn linalg_solves() {
+    for lower in [true, false] {
+        for adjoint in [false, true] {
+            let name = format!("triangular_solve lower={lower} adjoint={adjoint}");
+            let mut rng = Rng::named(&name);
+            let (a, b) = (uniform(&mut rng, &[3, 3], -1.0, 1.0), uniform(&mut rng, &[2, 3, 2], -1.0, 1.0));
+            check_grad_tol(
+                &name,
+                |xs| ops::triangular_solve(&shifted(&xs[0], 3.0)?, &xs[1], lower, adjoint),
+                &[a, b],
+                LINALG_TOL,
+            );
+        }
+    }
+    for adjoint in [false, true] {
+        let name = format!("solve adjoint={adjoint}");
+        let mut rng = Rng::named(&name);
+        let (a, b) = (uniform(&mut rng, &[2, 3, 3], -1.0, 1.0), uniform(&mut rng, &[3, 2], -1.0, 1.0));
+        check_grad_tol(&name, |xs| ops::solve_t(&shifted(&xs[0], 2.0)?, &xs[1], adjoint), &[a, b], LINALG_TOL);
+    }
+    let mut rng = Rng::named("inverse and determinants");
+    let a = uniform(&mut rng, &[2, 3, 3], -1.0, 1.0);
+    check_grad_tol("inv", |xs| ops::inv(&shifted(&xs[0], 2.0)?), std::slice::from_ref(&a), LINALG_TOL);
+    check_grad_tol("det", |xs| ops::det(&shifted(&xs[0], 1.5)?), std::slice::from_ref(&a), LINALG_TOL);
+    check_grad_tol("slogdet", |xs| Ok(ops::slogdet(&shifted(&xs[0], -0.3)?)?.1), std::slice::from_ref(&a), LINALG_TOL);
+    let (lu, perm) = ops::lu(&shifted(&a, 2.0).unwrap()).unwrap();
+    let rhs = uniform(&mut rng, &[2, 3, 2], -1.0, 1.0);
+    check_grad_tol("lu_solve", |xs| ops::lu_solve(&xs[0], &perm, &xs[1]), &[lu.clone(), rhs], LINALG_TOL);
+    check_grad_tol("lu_reconstruct", |xs| ops::lu_reconstruct(&xs[0], &perm), &[lu], LINALG_TOL);
+    for (m, n) in [(5, 3), (3, 5)] {
+        let name = format!("lstsq {m}x{n}");
+        let mut rng = Rng::named(&name);
+        let (a, b) = (uniform(&mut rng, &[m, n], -1.0, 1.0), uniform(&mut rng, &[m, 2], -1.0, 1.0));
+        check_grad_tol(&name, |xs| ops::lstsq(&xs[0], &xs[1], 0.0, true), &[a.clone(), b.clone()], LINALG_TOL);
+        check_grad_tol(
+            &format!("{name} l2"),
+            |xs| ops::lstsq(&xs[0], &xs[1], 0.1, true),
+            &[a.clone(), b.clone()],
+            LINALG_TOL,
+        );
+        check_grad_tol(&format!("{name} qr"), |xs| ops::lstsq(&xs[0], &xs[1], 0.0, false), &[a.clone(), b], LINALG_TOL);
+        check_grad_tol(&format!("pinv {m}x{n}"), |xs| ops::pinv(&xs[0], None), &[a], LINALG_TOL);
+    }
+}
+
+#[test]
+fn linalg_decompositions() {
+    for shape in [vec![4, 4], vec![2, 3, 3]] {
+        let name = format!("eigh {shape:?}");
+        let x = uniform(&mut Rng::named(&name), &shape, -1.0, 1.0);
+        let n = shape[shape.len() - 1];
+        let c = t64((0..n).map(|i| 1.0 + i as f64).collect(), &[n]);
+        // Eigenvalues, and V diag(c) Vᵀ (independent of the eigenvectors' signs).
+        check_grad_tol(
+            &name,
+            |xs| {
+                let (e, v) = ops::eigh(&sym_of(&xs[0])?)?;
+                joined(&[e, ops::matmul_t(&ops::mul(&v, &c)?, &v, false, true)?])
+            },
+            std::slice::from_ref(&x),
+            LINALG_TOL,
+        );
+        check_grad_tol(&format!("eigvalsh {shape:?}"), |xs| ops::eigvalsh(&sym_of(&xs[0])?), &[x], LINALG_TOL);
+    }
+    for (m, n) in [(4, 4), (5, 3), (3, 5)] {
+        let name = format!("svd {m}x{n}");
+        let x = uniform(&mut Rng::named(&name), &[2, m, n], -1.0, 1.0);
+        let k = m.min(n);
+        let c = t64((0..k).map(|i| 1.0 + i as f64).collect(), &[k]);
+        check_grad_tol(
+            &name,
+            |xs| {
+                let (s, u, v) = ops::svd(&xs[0], false)?;
+                joined(&[s, ops::matmul_t(&ops::mul(&u, &c)?, &v, false, true)?])
+            },
+            std::slice::from_ref(&x),
+            LINALG_TOL,
+        );
+        check_grad_tol(
+            &format!("singular values {m}x{n}"),
+            |xs| ops::singular_values(&xs[0]),
+            std::slice::from_ref(&x),
+            LINALG_TOL,
+        );
+        check_grad_tol(
+            &format!("qr {m}x{n}"),
+            |xs| {
+                let (q, r) = ops::qr(&xs[0], false)?;
+                joined(&[q, r])
+            },
+            &[x],
+            LINALG_TOL,
+        );
+    }
+    // full_matrices where TensorFlow defines the gradient: square QR, SVD with dimensions 1 apart.
+    let x = uniform(&mut Rng::named("full"), &[3, 4], -1.0, 1.0);
+    check_grad_tol(
+        "svd full 3x4",
+        |xs| {
+            let (s, u, v) = ops::svd(&xs[0], true)?;
+            let v1 = ops::strided_slice(&v, &[SliceItem::ALL, SliceItem::range(0, 3)])?;
+            joined(&[s, ops::matmul_t(&u, &v1, false, true)?])
+        },
+        std::slice::from_ref(&x),
+        LINALG_TOL,
+    );
+    assert_eq!(
+        GradientTape::new()
+            .gradient(&ops::sum(&ops::qr(&x, true).unwrap().0, Axes::All, false).unwrap(), &[&x])
+            .map(|_| ())
+            .err()
+            .map(|e| e.kind()),
+        None,
+        "a wide full QR has a gradient"
+    );
+}
+
+#[test]
+fn linalg_expm() {
+    // Norms that take each Padé order, and one that needs squarings.
+    for scale in [0.005, 0.1, 0.5, 1.0, 4.0] {
+        let name = format!("expm scale {scale}");
+        let x = uniform(&mut Rng::named(&name), &[3, 3], -scale, scale);
+        check_grad_tol(&name, |xs| ops::expm(&xs[0]), &[x], LINALG_TOL);
+    }
+}
+
+#[test]
+fn linalg_structure_and_norms() {
+    let mut rng = Rng::named("structure");
+    let x = signed(&mut rng, &[2, 3, 4], 0.2, 1.0);
+    let d = uniform(&mut rng, &[2, 3], -1.0, 1.0);
+    check_grad("band_part", |xs| ops::band_part(&xs[0], 1, 0), std::slice::from_ref(&x));
+    check_grad("diag_part", |xs| ops::diag_part(&xs[0]), std::slice::from_ref(&x));
+    check_grad("set_diag", |xs| ops::set_diag(&xs[0], &xs[1]), &[x.clone(), d.clone()]);
+    check_grad("diag", |xs| ops::diag(&xs[0]), std::slice::from_ref(&d));
+    check_grad("trace", |xs| ops::trace(&xs[0]), std::slice::from_ref(&x));
+    let v = uniform(&mut rng, &[4], -1.0, 1.0);
+    check_grad("matvec", |xs| ops::matvec(&xs[0], &xs[1]), &[x.clone(), v]);
+    let (a, b) = (uniform(&mut rng, &[2, 3], -1.0, 1.0), uniform(&mut rng, &[2, 3], -1.0, 1.0));
+    check_grad("cross", |xs| ops::cross(&xs[0], &xs[1]), &[a, b]);
+    use rivulet::ops::{NormAxes, NormOrd};
+    let distinct_x = distinct(&mut rng, &[2, 3, 4], 0.2, 2.0);
+    for (ord, axes) in [
+        (NormOrd::Euclidean, NormAxes::All),
+        (NormOrd::P(3.0), NormAxes::Vector(-1)),
+        (NormOrd::P(1.0), NormAxes::Vector(1)),
+        (NormOrd::Inf, NormAxes::Vector(-1)),
+        (NormOrd::Fro, NormAxes::Matrix(1, 2)),
+        (NormOrd::P(1.0), NormAxes::Matrix(1, 2)),
+        (NormOrd::Inf, NormAxes::Matrix(-2, -1)),
+        (NormOrd::P(2.0), NormAxes::Matrix(1, 2)),
+    ] {
+        for keepdims in [false, true] {
+            check_grad_tol(
+                &format!("norm {ord:?} {axes:?} keepdims={keepdims}"),
+                |xs| ops::norm(&xs[0], ord, axes, keepdims),
+                std::slice::from_ref(&distinct_x),
+                LINALG_TOL,
+            );
+        }
+    }
+    check_grad("global_norm", |xs| ops::global_norm(&[&xs[0], &xs[1]]), &[x, d]);
+}
+
+#[test]
+fn double_backward_factorizations() {
+    run_double_backward(double_backward_cases![
+        linalg_cholesky_and_logdet,
+        linalg_solves,
+        linalg_decompositions,
+        linalg_expm,
+        linalg_structure_and_norms,
+    ]);
+}

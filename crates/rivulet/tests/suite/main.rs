@@ -15,6 +15,7 @@ mod differential;
 mod elementwise;
 mod errors_io;
 mod examples;
+mod factorizations;
 mod fidelity;
 mod file_fuzz;
 mod fuzz;

@@ -7,6 +7,7 @@ pub(crate) mod fold_f32;
 pub(crate) mod fused;
 pub(crate) mod host;
 pub(crate) mod in_place;
+pub(crate) mod linalg;
 pub(crate) mod loops;
 pub(crate) mod math;
 pub(crate) mod matmul;
@@ -195,6 +196,7 @@ pub(crate) fn execute(op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx
             return Ok(smallvec![v, i]);
         }
         Op::Host { f } => return Ok(host::run(*f, x(), outs)?.into_iter().collect()),
+        Op::Linalg { f } => return Ok(linalg::run(*f, inputs, outs)?.into_iter().collect()),
     };
     Ok(smallvec![v])
 }

@@ -1,5 +1,15 @@
-//! Linear algebra: batched `matmul` (a primitive), and `tensordot` and
-//! `einsum` (composites of transpose, reshape, reduce and matmul).
+//! Linear algebra: batched `matmul` (a primitive), `tensordot` and
+//! `einsum` (composites of transpose, reshape, reduce and matmul), matrix
+//! structure (`matrix.rs`), factorizations and solves (`factor.rs`, their
+//! gradients in `grad.rs`).
+
+mod factor;
+mod grad;
+mod matrix;
+
+pub use factor::*;
+pub(crate) use grad::linalg_grad;
+pub use matrix::*;
 
 use super::{apply1, checked, movement as mv, reduce, Op};
 use crate::error::{bail, Error, Result};

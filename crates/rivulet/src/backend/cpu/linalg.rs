@@ -1,0 +1,541 @@
+//! Kernels of the matrix factorizations and solves (`op::LinalgOp`), the
+//! only implementation of them: other backends run these on host copies.
+//!
+//! Each matrix of a batch is copied into a column-major `faer` matrix (the
+//! layout its algorithms want; the copy is O(n²) beside their O(n³)), and
+//! the results are copied back row-major. A batch of several matrices runs
+//! them in parallel, each on one thread; a single matrix lets `faer`
+//! parallelize inside it.
+
+use super::copy::materialize;
+use crate::error::{Error, Result};
+use crate::op::{LinalgOp, Meta};
+use crate::tensor::storage::HostBuffer;
+use crate::tensor::{DType, Element, Value};
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::{cholesky, evd, householder, lu, qr, svd, triangular_solve};
+use faer::traits::RealField;
+use faer::{Accum, Conj, Mat, MatRef, Par};
+use rayon::prelude::*;
+use smallvec::SmallVec;
+
+/// The float types the factorizations run in.
+trait Float:
+    RealField + Element + Copy + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> + std::ops::AddAssign
+{
+}
+impl Float for f32 {}
+impl Float for f64 {}
+
+/// Run `f` on CPU values of the types inferred in `outs`.
+pub(crate) fn run(f: LinalgOp, inputs: &[&Value], outs: &[Meta]) -> Result<SmallVec<[Value; 2]>> {
+    match inputs[0].dtype {
+        DType::F32 => run_typed::<f32>(f, inputs, outs),
+        DType::F64 => run_typed::<f64>(f, inputs, outs),
+        d => Err(Error::dtype(format!("{} needs float32 or float64 matrices, got {d}", f.type_name()))),
+    }
+}
+
+/// One matrix's results, row-major, one vector per output (the LU
+/// permutation as `T`, converted to int32 at the end).
+type Parts<T> = SmallVec<[Vec<T>; 3]>;
+
+fn run_typed<T: Float>(f: LinalgOp, inputs: &[&Value], outs: &[Meta]) -> Result<SmallVec<[Value; 2]>> {
+    let a = materialize(inputs[0])?;
+    let b = match inputs.get(1) {
+        Some(b) => Some(materialize(b)?),
+        None => None,
+    };
+    let a_data = a.contiguous_slice::<T>().unwrap_or(&[]);
+    let b_data = match &b {
+        Some(b) => b.contiguous_slice::<T>().unwrap_or(&[]),
+        None => &[],
+    };
+    let dims = a.shape().dims();
+    let (m, n) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+    // The batch the outputs have (the broadcast of both operands' for solves).
+    let batch_rank = if b.is_some() { outs[0].shape.rank() - 2 } else { dims.len() - 2 };
+    let out_batch = &outs[0].shape.dims()[..batch_rank];
+    let count: usize = out_batch.iter().product();
+    let a_batch = &dims[..dims.len() - 2];
+    let (b_batch, k) = match &b {
+        Some(b) => {
+            let d = b.shape().dims();
+            (&d[..d.len() - 2], d[d.len() - 1])
+        }
+        None => (&[][..], 0),
+    };
+    let one = |i: usize| -> Result<Parts<T>> {
+        let ai = broadcast_index(i, out_batch, a_batch);
+        let a = &a_data[ai * m * n..(ai + 1) * m * n];
+        let b = if b.is_some() {
+            let bi = broadcast_index(i, out_batch, b_batch);
+            &b_data[bi * n * k..(bi + 1) * n * k]
+        } else {
+            &[][..]
+        };
+        let par = if count > 1 { Par::Seq } else { Par::rayon(0) };
+        matrix(f, a, m, n, b, k, par)
+    };
+    let parts: Vec<Parts<T>> = if count > 1 {
+        (0..count).into_par_iter().map(one).collect::<Result<_>>()?
+    } else {
+        (0..count).map(one).collect::<Result<_>>()?
+    };
+    outs.iter()
+        .enumerate()
+        .map(|(o, meta)| {
+            let size: usize = meta.shape.dims().iter().skip(out_batch.len()).product();
+            let mut buf = HostBuffer::for_elements::<T>(count * size)?;
+            let dst = buf.as_mut_slice::<T>();
+            for (i, p) in parts.iter().enumerate() {
+                dst[i * size..(i + 1) * size].copy_from_slice(&p[o]);
+            }
+            let v = Value::from_buffer(T::DTYPE, meta.shape.clone(), buf);
+            if meta.dtype == T::DTYPE {
+                Ok(v)
+            } else {
+                super::elementwise::cast(&v, meta.dtype)
+            }
+        })
+        .collect()
+}
+
+/// The flat index into a broadcast operand's batch of output batch element `i`.
+fn broadcast_index(i: usize, out: &[usize], operand: &[usize]) -> usize {
+    if operand.iter().product::<usize>() <= 1 {
+        return 0;
+    }
+    let (mut rest, mut index, mut stride) = (i, 0, 1);
+    for (d, &od) in out.iter().enumerate().rev() {
+        let coord = rest % od.max(1);
+        rest /= od.max(1);
+        let Some(pos) = (d + operand.len()).checked_sub(out.len()) else { continue };
+        let id = operand[pos];
+        if id != 1 {
+            index += coord * stride;
+        }
+        stride *= id;
+    }
+    index
+}
+
+/// A row-major `m×n` slice as a column-major matrix.
+fn to_mat<T: Float>(data: &[T], m: usize, n: usize) -> Mat<T> {
+    Mat::from_fn(m, n, |i, j| data[i * n + j])
+}
+
+/// A matrix's entries, row-major.
+fn to_rows<T: Float>(x: MatRef<'_, T>) -> Vec<T> {
+    let (m, n) = (x.nrows(), x.ncols());
+    let mut out = Vec::with_capacity(m * n);
+    for i in 0..m {
+        for j in 0..n {
+            out.push(x[(i, j)]);
+        }
+    }
+    out
+}
+
+/// The lower (or upper) triangle of a row-major square slice, the other
+/// entries zero.
+fn triangle<T: Float>(data: &[T], n: usize, lower: bool) -> Mat<T> {
+    Mat::from_fn(n, n, |i, j| if (lower && j <= i) || (!lower && j >= i) { data[i * n + j] } else { T::from_f64(0.0) })
+}
+
+/// An LU factorization with partial pivoting: packed factors, the row
+/// permutation (forward and inverse), and the number of row swaps.
+struct Lu<T: Float> {
+    lu: Mat<T>,
+    fwd: Vec<usize>,
+    bwd: Vec<usize>,
+    swaps: usize,
+}
+
+impl<T: Float> Lu<T> {
+    fn new(a: &[T], n: usize, par: Par) -> Lu<T> {
+        let mut lu = to_mat(a, n, n);
+        let (mut fwd, mut bwd) = (vec![0usize; n], vec![0usize; n]);
+        let mut mem = MemBuffer::new(lu::partial_pivoting::factor::lu_in_place_scratch::<usize, T>(
+            n,
+            n,
+            par,
+            Default::default(),
+        ));
+        let (info, _) = lu::partial_pivoting::factor::lu_in_place(
+            lu.as_mut(),
+            &mut fwd,
+            &mut bwd,
+            par,
+            MemStack::new(&mut mem),
+            Default::default(),
+        );
+        Lu { lu, fwd, bwd, swaps: info.transposition_count }
+    }
+
+    /// Whether a pivot is exactly zero (the matrix is singular).
+    fn singular(&self) -> bool {
+        (0..self.lu.nrows()).any(|i| self.lu[(i, i)] == T::from_f64(0.0))
+    }
+
+    /// The unit lower and the upper factor as separate matrices.
+    fn factors(&self) -> (Mat<T>, Mat<T>) {
+        let n = self.lu.nrows();
+        let l = Mat::from_fn(n, n, |i, j| match i.cmp(&j) {
+            std::cmp::Ordering::Greater => self.lu[(i, j)],
+            std::cmp::Ordering::Equal => T::from_f64(1.0),
+            std::cmp::Ordering::Less => T::from_f64(0.0),
+        });
+        let u = Mat::from_fn(n, n, |i, j| if j >= i { self.lu[(i, j)] } else { T::from_f64(0.0) });
+        (l, u)
+    }
+
+    fn perm(&self) -> faer::perm::PermRef<'_, usize> {
+        faer::perm::PermRef::new_checked(&self.fwd, &self.bwd, self.fwd.len())
+    }
+
+    /// `X` with `op(A) X = rhs`, in place.
+    fn solve(&self, rhs: &mut Mat<T>, transpose: bool, par: Par) {
+        let (l, u) = self.factors();
+        let n = self.lu.nrows();
+        use lu::partial_pivoting::solve as s;
+        type Scratch = fn(usize, usize, Par) -> faer::dyn_stack::StackReq;
+        type Solver<T> = fn(
+            MatRef<'_, T>,
+            MatRef<'_, T>,
+            faer::perm::PermRef<'_, usize>,
+            Conj,
+            faer::MatMut<'_, T>,
+            Par,
+            &mut MemStack,
+        );
+        let (scratch, solver): (Scratch, Solver<T>) = if transpose {
+            (s::solve_transpose_in_place_scratch::<usize, T>, s::solve_transpose_in_place_with_conj::<usize, T>)
+        } else {
+            (s::solve_in_place_scratch::<usize, T>, s::solve_in_place_with_conj::<usize, T>)
+        };
+        let mut mem = MemBuffer::new(scratch(n, rhs.ncols(), par));
+        solver(l.as_ref(), u.as_ref(), self.perm(), Conj::No, rhs.as_mut(), par, MemStack::new(&mut mem));
+    }
+
+    /// The determinant's sign (0 when singular) and the log of its magnitude.
+    fn slogdet(&self) -> (T, T) {
+        let mut sign = if self.swaps.is_multiple_of(2) { 1.0 } else { -1.0 };
+        let mut log = 0.0f64;
+        for i in 0..self.lu.nrows() {
+            let d = self.lu[(i, i)].to_f64();
+            if d == 0.0 || d.is_nan() {
+                return if d.is_nan() {
+                    (T::from_f64(f64::NAN), T::from_f64(f64::NAN))
+                } else {
+                    (T::from_f64(0.0), T::from_f64(f64::NEG_INFINITY))
+                };
+            }
+            if d < 0.0 {
+                sign = -sign;
+            }
+            log += d.abs().ln();
+        }
+        (T::from_f64(sign), T::from_f64(log))
+    }
+
+    /// The determinant, as the product of the pivots in `T` (so that it
+    /// overflows and underflows as the product does).
+    fn det(&self) -> T {
+        let mut d = if self.swaps.is_multiple_of(2) { T::from_f64(1.0) } else { T::from_f64(-1.0) };
+        for i in 0..self.lu.nrows() {
+            d *= self.lu[(i, i)];
+        }
+        d
+    }
+}
+
+fn not_invertible(name: &str) -> Error {
+    Error::invalid(format!("{name}: the input is not invertible (an LU pivot is zero)"))
+}
+
+/// One matrix `a` (`m×n`, row-major) of op `f`, with right-hand sides `b`
+/// (`n×k`) for the solves.
+fn matrix<T: Float>(f: LinalgOp, a: &[T], m: usize, n: usize, b: &[T], k: usize, par: Par) -> Result<Parts<T>> {
+    let name = f.type_name();
+    let mut parts: Parts<T> = SmallVec::new();
+    match f {
+        LinalgOp::Cholesky => {
+            let mut l = triangle(a, n, true);
+            if (0..n).any(|i| (0..=i).any(|j| l[(i, j)].to_f64().is_nan())) {
+                return Err(not_positive_definite(name));
+            }
+            let mut mem =
+                MemBuffer::new(cholesky::llt::factor::cholesky_in_place_scratch::<T>(n, par, Default::default()));
+            cholesky::llt::factor::cholesky_in_place(
+                l.as_mut(),
+                Default::default(),
+                par,
+                MemStack::new(&mut mem),
+                Default::default(),
+            )
+            .map_err(|_| not_positive_definite(name))?;
+            for j in 0..n {
+                for i in 0..j {
+                    l[(i, j)] = T::from_f64(0.0);
+                }
+            }
+            parts.push(to_rows(l.as_ref()));
+        }
+        LinalgOp::TriangularSolve { lower, adjoint } => {
+            let t = triangle(a, n, lower);
+            let mut x = to_mat(b, n, k);
+            let t = if adjoint { t.transpose().to_owned() } else { t };
+            if lower != adjoint {
+                triangular_solve::solve_lower_triangular_in_place(t.as_ref(), x.as_mut(), par);
+            } else {
+                triangular_solve::solve_upper_triangular_in_place(t.as_ref(), x.as_mut(), par);
+            }
+            parts.push(to_rows(x.as_ref()));
+        }
+        LinalgOp::Solve { adjoint } => {
+            let lu = Lu::new(a, n, par);
+            if lu.singular() {
+                return Err(not_invertible(name));
+            }
+            let mut x = to_mat(b, n, k);
+            lu.solve(&mut x, adjoint, par);
+            parts.push(to_rows(x.as_ref()));
+        }
+        LinalgOp::Inv { adjoint } => {
+            let lu = Lu::new(a, n, par);
+            if lu.singular() {
+                return Err(not_invertible(name));
+            }
+            let mut x = Mat::<T>::identity(n, n);
+            lu.solve(&mut x, adjoint, par);
+            parts.push(to_rows(x.as_ref()));
+        }
+        LinalgOp::Lu => {
+            let lu = Lu::new(a, n, par);
+            parts.push(to_rows(lu.lu.as_ref()));
+            parts.push(lu.fwd.iter().map(|&p| T::from_f64(p as f64)).collect());
+        }
+        LinalgOp::Det => {
+            let lu = Lu::new(a, n, par);
+            parts.push(vec![lu.det()]);
+        }
+        LinalgOp::Slogdet => {
+            let lu = Lu::new(a, n, par);
+            let (s, l) = lu.slogdet();
+            parts.push(vec![s]);
+            parts.push(vec![l]);
+        }
+        LinalgOp::Qr { full_matrices } => {
+            let (q, r) = qr_factors(a, m, n, full_matrices, par);
+            parts.push(to_rows(q.as_ref()));
+            parts.push(to_rows(r.as_ref()));
+        }
+        LinalgOp::Svd { full_matrices, compute_uv } => {
+            let x = to_mat(a, m, n);
+            let size = m.min(n);
+            let mut s = faer::diag::Diag::<T>::zeros(size);
+            let vectors = match (compute_uv, full_matrices) {
+                (false, _) => svd::ComputeSvdVectors::No,
+                (true, true) => svd::ComputeSvdVectors::Full,
+                (true, false) => svd::ComputeSvdVectors::Thin,
+            };
+            let (uc, vc) = if full_matrices { (m, n) } else { (size, size) };
+            let mut u = Mat::<T>::zeros(m, uc);
+            let mut v = Mat::<T>::zeros(n, vc);
+            if has_nan(a) {
+                s.column_vector_mut().fill(T::from_f64(f64::NAN));
+                u.fill(T::from_f64(f64::NAN));
+                v.fill(T::from_f64(f64::NAN));
+            } else {
+                let mut mem = MemBuffer::new(svd::svd_scratch::<T>(m, n, vectors, vectors, par, Default::default()));
+                let (uo, vo) = if compute_uv { (Some(u.as_mut()), Some(v.as_mut())) } else { (None, None) };
+                svd::svd(x.as_ref(), s.as_mut(), uo, vo, par, MemStack::new(&mut mem), Default::default())
+                    .map_err(|_| Error::invalid(format!("{name}: the SVD did not converge")))?;
+            }
+            parts.push((0..size).map(|i| s[i]).collect());
+            if compute_uv {
+                parts.push(to_rows(u.as_ref()));
+                parts.push(to_rows(v.as_ref()));
+            }
+        }
+        LinalgOp::Eigh { compute_v } => {
+            let x = triangle(a, n, true);
+            let mut w = faer::diag::Diag::<T>::zeros(n);
+            let mut v = Mat::<T>::zeros(n, n);
+            if has_nan(a) {
+                w.column_vector_mut().fill(T::from_f64(f64::NAN));
+                v.fill(T::from_f64(f64::NAN));
+            } else {
+                let vectors = if compute_v { evd::ComputeEigenvectors::Yes } else { evd::ComputeEigenvectors::No };
+                let mut mem = MemBuffer::new(evd::self_adjoint_evd_scratch::<T>(n, vectors, par, Default::default()));
+                let vo = if compute_v { Some(v.as_mut()) } else { None };
+                evd::self_adjoint_evd(x.as_ref(), w.as_mut(), vo, par, MemStack::new(&mut mem), Default::default())
+                    .map_err(|_| Error::invalid(format!("{name}: the eigendecomposition did not converge")))?;
+            }
+            parts.push((0..n).map(|i| w[i]).collect());
+            if compute_v {
+                parts.push(to_rows(v.as_ref()));
+            }
+        }
+        LinalgOp::Expm => parts.push(to_rows(expm(a, n, par).as_ref())),
+    }
+    Ok(parts)
+}
+
+fn not_positive_definite(name: &str) -> Error {
+    Error::invalid(format!("{name} was not successful: the input is not symmetric positive definite"))
+}
+
+fn has_nan<T: Float>(a: &[T]) -> bool {
+    a.iter().any(|x| !x.to_f64().is_finite())
+}
+
+/// Householder QR: `Q` (`m×m`, or `m×k` thin) and `R` (`m×n`, or `k×n`).
+fn qr_factors<T: Float>(a: &[T], m: usize, n: usize, full: bool, par: Par) -> (Mat<T>, Mat<T>) {
+    let size = m.min(n);
+    let mut x = to_mat(a, m, n);
+    let block = qr::no_pivoting::factor::recommended_block_size::<T>(m, n);
+    let mut coeff = Mat::<T>::zeros(block, size);
+    {
+        let mut mem =
+            MemBuffer::new(qr::no_pivoting::factor::qr_in_place_scratch::<T>(m, n, block, par, Default::default()));
+        qr::no_pivoting::factor::qr_in_place(
+            x.as_mut(),
+            coeff.as_mut(),
+            par,
+            MemStack::new(&mut mem),
+            Default::default(),
+        );
+    }
+    let qc = if full { m } else { size };
+    let rr = if full { m } else { size };
+    let r = Mat::from_fn(rr, n, |i, j| if j >= i && i < size { x[(i, j)] } else { T::from_f64(0.0) });
+    let mut q = Mat::<T>::identity(m, qc);
+    if size > 0 {
+        let basis = x.as_ref().get(.., ..size);
+        let mut mem = MemBuffer::new(householder::apply_block_householder_sequence_on_the_left_in_place_scratch::<T>(
+            m, block, qc,
+        ));
+        householder::apply_block_householder_sequence_on_the_left_in_place_with_conj(
+            basis,
+            coeff.as_ref(),
+            Conj::No,
+            q.as_mut(),
+            par,
+            MemStack::new(&mut mem),
+        );
+    }
+    (q, r)
+}
+
+/// `c = a b`.
+fn mul<T: Float>(a: &Mat<T>, b: &Mat<T>, par: Par) -> Mat<T> {
+    let mut c = Mat::<T>::zeros(a.nrows(), b.ncols());
+    faer::linalg::matmul::matmul(c.as_mut(), Accum::Replace, a.as_ref(), b.as_ref(), T::from_f64(1.0), par);
+    c
+}
+
+/// The matrix exponential by scaling and squaring: the Padé approximant of
+/// the smallest order whose error bound the 1-norm allows (Higham 2005, with
+/// TensorFlow's thresholds per dtype), of `A / 2^s`, squared `s` times.
+fn expm<T: Float>(a: &[T], n: usize, par: Par) -> Mat<T> {
+    let x = to_mat(a, n, n);
+    if has_nan(a) {
+        return Mat::from_fn(n, n, |_, _| T::from_f64(f64::NAN));
+    }
+    let norm1 = (0..n).map(|j| (0..n).map(|i| x[(i, j)].to_f64().abs()).sum::<f64>()).fold(0.0, f64::max);
+    let f32_thresholds = [(4.258_730_016_922_831e-1, 3usize), (1.880_152_677_804_762, 5)];
+    let f64_thresholds = [
+        (1.495_585_217_958_292e-2, 3usize),
+        (2.539_398_330_063_23e-1, 5),
+        (9.504_178_996_162_932e-1, 7),
+        (2.097_847_961_257_068, 9),
+    ];
+    let (thresholds, top, top_theta) = if T::DTYPE == DType::F32 {
+        (&f32_thresholds[..], 7usize, 3.925_724_783_138_66)
+    } else {
+        (&f64_thresholds[..], 13usize, 5.371_920_351_148_152)
+    };
+    let (order, squarings) = match thresholds.iter().find(|(t, _)| norm1 < *t) {
+        Some(&(_, order)) => (order, 0),
+        None => (top, (norm1 / top_theta).log2().ceil().max(0.0) as i32),
+    };
+    let scale = T::from_f64(0.5f64.powi(squarings));
+    let x = Mat::from_fn(n, n, |i, j| x[(i, j)] * scale);
+    let b: &[f64] = match order {
+        3 => &[120.0, 60.0, 12.0, 1.0],
+        5 => &[30240.0, 15120.0, 3360.0, 420.0, 30.0, 1.0],
+        7 => &[17297280.0, 8648640.0, 1995840.0, 277200.0, 25200.0, 1512.0, 56.0, 1.0],
+        9 => &[
+            17643225600.0,
+            8821612800.0,
+            2075673600.0,
+            302702400.0,
+            30270240.0,
+            2162160.0,
+            110880.0,
+            3960.0,
+            90.0,
+            1.0,
+        ],
+        _ => &[
+            64764752532480000.0,
+            32382376266240000.0,
+            7771770303897600.0,
+            1187353796428800.0,
+            129060195264000.0,
+            10559470521600.0,
+            670442572800.0,
+            33522128640.0,
+            1323241920.0,
+            40840800.0,
+            960960.0,
+            16380.0,
+            182.0,
+            1.0,
+        ],
+    };
+    let c = |k: usize| T::from_f64(b[k]);
+    let eye = Mat::<T>::identity(n, n);
+    let lin = |terms: &[(usize, &Mat<T>)], with_eye: Option<usize>| -> Mat<T> {
+        Mat::from_fn(n, n, |i, j| {
+            let mut s = with_eye.map_or(T::from_f64(0.0), |k| c(k) * eye[(i, j)]);
+            for &(k, p) in terms {
+                s += c(k) * p[(i, j)];
+            }
+            s
+        })
+    };
+    let x2 = mul(&x, &x, par);
+    let (u, v) = if order == 13 {
+        let x4 = mul(&x2, &x2, par);
+        let x6 = mul(&x4, &x2, par);
+        let inner_u = lin(&[(13, &x6), (11, &x4), (9, &x2)], None);
+        let u = mul(&x, &{ mul(&x6, &inner_u, par) + lin(&[(7, &x6), (5, &x4), (3, &x2)], Some(1)) }, par);
+        let inner_v = lin(&[(12, &x6), (10, &x4), (8, &x2)], None);
+        let v = mul(&x6, &inner_v, par) + lin(&[(6, &x6), (4, &x4), (2, &x2)], Some(0));
+        (u, v)
+    } else {
+        let mut powers = vec![x2.clone()];
+        while powers.len() < order / 2 {
+            let next = mul(powers.last().unwrap_or(&x2), &x2, par);
+            powers.push(next);
+        }
+        let odd: Vec<(usize, &Mat<T>)> = powers.iter().enumerate().map(|(i, p)| (2 * i + 3, p)).collect();
+        let even: Vec<(usize, &Mat<T>)> = powers.iter().enumerate().map(|(i, p)| (2 * i + 2, p)).collect();
+        let u = mul(&x, &lin(&odd, Some(1)), par);
+        let v = lin(&even, Some(0));
+        (u, v)
+    };
+    // R = (V - U)^-1 (V + U).
+    let p = &v + &u;
+    let q = &v - &u;
+    let lu = Lu::new(&to_rows(q.as_ref()), n, par);
+    let mut r = p;
+    lu.solve(&mut r, false, par);
+    for _ in 0..squarings {
+        r = mul(&r, &r, par);
+    }
+    r
+}
