@@ -10,7 +10,7 @@ use std::time::Instant;
 const N2: f64 = 4096.0 * 4096.0;
 
 /// The workloads of BENCHMARKS.md this command times.
-pub const WORKLOADS: [&str; 7] = ["B1", "B2", "B3", "B4", "B5", "B7", "B8"];
+pub const WORKLOADS: [&str; 8] = ["B1", "B2", "B3", "B4", "B5", "B7", "B8", "B9"];
 
 /// One measurement.
 struct Record {
@@ -243,6 +243,66 @@ fn b7(r: &mut Runner) -> Result<()> {
     Ok(())
 }
 
+/// B9's matrices (BENCHMARKS.md), drawn in f64 and cast: `(kind, param, inputs)`.
+fn b9_inputs(dtype: DType) -> Result<Vec<(&'static str, &'static str, Vec<Tensor>)>> {
+    let draw = |shape: &[usize], seed: u64| ops::random_normal(Ctx::Eager, shape, 0.0, 1.0, DType::F64, Some(seed));
+    let eye = |n: usize| ops::eye(Ctx::Eager, n, n, DType::F64);
+    let cast = |t: Tensor| ops::cast(&t, dtype);
+    let m = draw(&[1024, 1024], 90)?;
+    let spd = ((ops::matmul_t(&m, &m, false, true)? / 1024.0)? + eye(1024)?)?;
+    let g = draw(&[1024, 1024], 91)?;
+    let general = ((g / 32.0)? + (eye(1024)? * 3.0)?)?;
+    let rhs = draw(&[1024, 16], 92)?;
+    let square = draw(&[512, 512], 93)?;
+    let s = draw(&[512, 512], 94)?;
+    let sym = ((&s + &ops::adjoint(&s)?)? * 0.5)?;
+    Ok(vec![
+        ("cholesky", "cholesky 1024", vec![cast(spd)?]),
+        ("solve", "solve 1024 nrhs=16", vec![cast(general)?, cast(rhs)?]),
+        ("svd", "svd 512", vec![cast(square)?]),
+        ("eigh", "eigh 512", vec![cast(sym)?]),
+    ])
+}
+
+/// One B9 call on `x` (symbolic or values): the outputs the peers compute.
+fn b9_call(kind: &str, x: &[Tensor]) -> Result<Vec<Tensor>> {
+    Ok(match kind {
+        "cholesky" => vec![ops::cholesky(&x[0])?],
+        "solve" => vec![ops::solve(&x[0], &x[1])?],
+        "svd" => {
+            let (s, u, v) = ops::svd(&x[0], false)?;
+            vec![s, u, v]
+        }
+        _ => {
+            let (e, v) = ops::eigh(&x[0])?;
+            vec![e, v]
+        }
+    })
+}
+
+/// B9: factorizations and a solve, f32 and f64, eager and graph.
+fn b9(r: &mut Runner) -> Result<()> {
+    let budget = || Budget { budget_s: 2.0, min_reps: 5, max_reps: 15, per: 1 };
+    for (dt, dtype) in [("f32", DType::F32), ("f64", DType::F64)] {
+        for (kind, param, inputs) in b9_inputs(dtype)? {
+            let p = format!("{param} {dt}");
+            r.time("eager", "B9", &p, budget(), || b9_call(kind, &inputs).map(drop))?;
+            let g = Graph::new();
+            let ps: Vec<Tensor> = inputs
+                .iter()
+                .enumerate()
+                .map(|(i, t)| g.placeholder(&format!("x{i}"), dtype, t.shape().clone()))
+                .collect::<Result<_>>()?;
+            let outs = b9_call(kind, &ps)?;
+            let fetch: Vec<&Tensor> = outs.iter().collect();
+            let feeds: Vec<(&Tensor, &Tensor)> = ps.iter().zip(&inputs).collect();
+            let s = Session::new(&g);
+            r.time("graph", "B9", &p, budget(), || s.run(&fetch, &feeds).map(drop))?;
+        }
+    }
+    Ok(())
+}
+
 struct Runner {
     records: Vec<Record>,
     json: bool,
@@ -369,6 +429,9 @@ pub fn run(ids: &[String], json: bool, mode: Option<&str>, device: &str) -> Resu
     }
     if want("B7") {
         b7(&mut r)?;
+    }
+    if want("B9") {
+        b9(&mut r)?;
     }
     if want("B8") {
         let b8 = |per| Budget { min_reps: 5, max_reps: 15, per, ..Budget::default() };

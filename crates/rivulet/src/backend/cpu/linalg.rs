@@ -1,11 +1,13 @@
 //! Kernels of the matrix factorizations and solves (`op::LinalgOp`), the
 //! only implementation of them: other backends run these on host copies.
 //!
-//! Each matrix of a batch is copied into a column-major `faer` matrix (the
-//! layout its algorithms want; the copy is O(n²) beside their O(n³)), and
-//! the results are copied back row-major. A batch of several matrices runs
-//! them in parallel, each on one thread; a single matrix lets `faer`
-//! parallelize inside it.
+//! `faer` wants column-major matrices; a row-major matrix is, in memory,
+//! its transpose in column-major order. So the solves, inverses and
+//! determinants factor that transpose (a straight copy), Cholesky and eigh
+//! read a row-major view of it, and only QR, SVD and LU copy through a
+//! tiled transpose (O(n²) beside their O(n³)). A batch of several matrices
+//! runs them in parallel, each on one thread; a single matrix is threaded
+//! inside `faer` only from [`PARALLEL_MIN_ELEMENTS`].
 
 use super::copy::materialize;
 use crate::error::{Error, Result};
@@ -35,6 +37,9 @@ pub(crate) fn run(f: LinalgOp, inputs: &[&Value], outs: &[Meta]) -> Result<Small
         d => Err(Error::dtype(format!("{} needs float32 or float64 matrices, got {d}", f.type_name()))),
     }
 }
+
+/// The size from which one matrix's factorization is threaded.
+const PARALLEL_MIN_ELEMENTS: usize = 2048 * 2048;
 
 /// One matrix's results, row-major, one vector per output (the LU
 /// permutation as `T`, converted to int32 at the end).
@@ -74,7 +79,10 @@ fn run_typed<T: Float>(f: LinalgOp, inputs: &[&Value], outs: &[Meta]) -> Result<
         } else {
             &[][..]
         };
-        let par = if count > 1 { Par::Seq } else { Par::rayon(0) };
+        // Measured on two cores: faer's threaded factorizations lose to
+        // one thread below about 2048² elements (B9's sizes run 10-30%
+        // faster sequential); a batch runs its matrices in parallel instead.
+        let par = if count == 1 && m * n >= PARALLEL_MIN_ELEMENTS { Par::rayon(0) } else { Par::Seq };
         matrix(f, a, m, n, b, k, par)
     };
     let parts: Vec<Parts<T>> = if count > 1 {
@@ -120,19 +128,52 @@ fn broadcast_index(i: usize, out: &[usize], operand: &[usize]) -> usize {
     index
 }
 
+/// Tile edge of the transposing copies (row-major to column-major and
+/// back): a tile of both sides stays in cache.
+const TILE: usize = 32;
+
 /// A row-major `m×n` slice as a column-major matrix.
 fn to_mat<T: Float>(data: &[T], m: usize, n: usize) -> Mat<T> {
-    Mat::from_fn(m, n, |i, j| data[i * n + j])
+    let mut out = Mat::<T>::zeros(m, n);
+    for i0 in (0..m).step_by(TILE) {
+        for j0 in (0..n).step_by(TILE) {
+            for j in j0..(j0 + TILE).min(n) {
+                for i in i0..(i0 + TILE).min(m) {
+                    out[(i, j)] = data[i * n + j];
+                }
+            }
+        }
+    }
+    out
 }
 
 /// A matrix's entries, row-major.
 fn to_rows<T: Float>(x: MatRef<'_, T>) -> Vec<T> {
     let (m, n) = (x.nrows(), x.ncols());
-    let mut out = Vec::with_capacity(m * n);
-    for i in 0..m {
-        for j in 0..n {
-            out.push(x[(i, j)]);
+    let mut out = vec![T::from_f64(0.0); m * n];
+    for i0 in (0..m).step_by(TILE) {
+        for j0 in (0..n).step_by(TILE) {
+            for j in j0..(j0 + TILE).min(n) {
+                for i in i0..(i0 + TILE).min(m) {
+                    out[i * n + j] = x[(i, j)];
+                }
+            }
         }
+    }
+    out
+}
+
+/// The transpose of a row-major `m×n` slice, column-major: the same
+/// memory order, so a straight copy.
+fn transpose_of<T: Float>(data: &[T], m: usize, n: usize) -> Mat<T> {
+    MatRef::from_column_major_slice(data, n, m).to_owned()
+}
+
+/// The transpose of `x`'s entries, row-major: `x`'s columns one after another.
+fn transpose_rows<T: Float>(x: MatRef<'_, T>) -> Vec<T> {
+    let mut out = Vec::with_capacity(x.nrows() * x.ncols());
+    for j in 0..x.ncols() {
+        out.extend(x.col(j).iter().copied());
     }
     out
 }
@@ -140,7 +181,14 @@ fn to_rows<T: Float>(x: MatRef<'_, T>) -> Vec<T> {
 /// The lower (or upper) triangle of a row-major square slice, the other
 /// entries zero.
 fn triangle<T: Float>(data: &[T], n: usize, lower: bool) -> Mat<T> {
-    Mat::from_fn(n, n, |i, j| if (lower && j <= i) || (!lower && j >= i) { data[i * n + j] } else { T::from_f64(0.0) })
+    let mut t = to_mat(data, n, n);
+    for j in 0..n {
+        let (lo, hi) = if lower { (0, j) } else { (j + 1, n) };
+        for i in lo..hi {
+            t[(i, j)] = T::from_f64(0.0);
+        }
+    }
+    t
 }
 
 /// An LU factorization with partial pivoting: packed factors, the row
@@ -153,8 +201,20 @@ struct Lu<T: Float> {
 }
 
 impl<T: Float> Lu<T> {
+    /// The factors of the row-major matrix `a`.
     fn new(a: &[T], n: usize, par: Par) -> Lu<T> {
-        let mut lu = to_mat(a, n, n);
+        Lu::of(to_mat(a, n, n), par)
+    }
+
+    /// The factors of `a`'s transpose, which need no transposing copy:
+    /// enough for solves (`A X = B` is `(Aᵀ)ᵀ X = B`), inverses and
+    /// determinants.
+    fn of_transpose(a: &[T], n: usize, par: Par) -> Lu<T> {
+        Lu::of(transpose_of(a, n, n), par)
+    }
+
+    fn of(mut lu: Mat<T>, par: Par) -> Lu<T> {
+        let n = lu.nrows();
         let (mut fwd, mut bwd) = (vec![0usize; n], vec![0usize; n]);
         let mut mem = MemBuffer::new(lu::partial_pivoting::factor::lu_in_place_scratch::<usize, T>(
             n,
@@ -178,25 +238,15 @@ impl<T: Float> Lu<T> {
         (0..self.lu.nrows()).any(|i| self.lu[(i, i)] == T::from_f64(0.0))
     }
 
-    /// The unit lower and the upper factor as separate matrices.
-    fn factors(&self) -> (Mat<T>, Mat<T>) {
-        let n = self.lu.nrows();
-        let l = Mat::from_fn(n, n, |i, j| match i.cmp(&j) {
-            std::cmp::Ordering::Greater => self.lu[(i, j)],
-            std::cmp::Ordering::Equal => T::from_f64(1.0),
-            std::cmp::Ordering::Less => T::from_f64(0.0),
-        });
-        let u = Mat::from_fn(n, n, |i, j| if j >= i { self.lu[(i, j)] } else { T::from_f64(0.0) });
-        (l, u)
-    }
-
     fn perm(&self) -> faer::perm::PermRef<'_, usize> {
         faer::perm::PermRef::new_checked(&self.fwd, &self.bwd, self.fwd.len())
     }
 
     /// `X` with `op(A) X = rhs`, in place.
     fn solve(&self, rhs: &mut Mat<T>, transpose: bool, par: Par) {
-        let (l, u) = self.factors();
+        // The unit-lower solve reads below the diagonal only, the upper
+        // solve on and above it: the packed factors serve as both.
+        let (l, u) = (&self.lu, &self.lu);
         let n = self.lu.nrows();
         use lu::partial_pivoting::solve as s;
         type Scratch = fn(usize, usize, Par) -> faer::dyn_stack::StackReq;
@@ -261,26 +311,27 @@ fn matrix<T: Float>(f: LinalgOp, a: &[T], m: usize, n: usize, b: &[T], k: usize,
     let mut parts: Parts<T> = SmallVec::new();
     match f {
         LinalgOp::Cholesky => {
-            let mut l = triangle(a, n, true);
-            if (0..n).any(|i| (0..=i).any(|j| l[(i, j)].to_f64().is_nan())) {
+            if (0..n).any(|i| a[i * n..=i * n + i].iter().any(|x| x.to_f64().is_nan())) {
                 return Err(not_positive_definite(name));
             }
+            // Factor in place in a row-major view of a straight copy (faer
+            // reads the view's lower triangle, A's), saving two transposing copies.
+            let mut l = transpose_of(a, n, n);
             let mut mem =
                 MemBuffer::new(cholesky::llt::factor::cholesky_in_place_scratch::<T>(n, par, Default::default()));
             cholesky::llt::factor::cholesky_in_place(
-                l.as_mut(),
+                l.as_mut().transpose_mut(),
                 Default::default(),
                 par,
                 MemStack::new(&mut mem),
                 Default::default(),
             )
             .map_err(|_| not_positive_definite(name))?;
-            for j in 0..n {
-                for i in 0..j {
-                    l[(i, j)] = T::from_f64(0.0);
-                }
+            let mut rows = transpose_rows(l.as_ref());
+            for i in 0..n {
+                rows[i * n + i + 1..(i + 1) * n].fill(T::from_f64(0.0));
             }
-            parts.push(to_rows(l.as_ref()));
+            parts.push(rows);
         }
         LinalgOp::TriangularSolve { lower, adjoint } => {
             let t = triangle(a, n, lower);
@@ -294,22 +345,23 @@ fn matrix<T: Float>(f: LinalgOp, a: &[T], m: usize, n: usize, b: &[T], k: usize,
             parts.push(to_rows(x.as_ref()));
         }
         LinalgOp::Solve { adjoint } => {
-            let lu = Lu::new(a, n, par);
+            let lu = Lu::of_transpose(a, n, par);
             if lu.singular() {
                 return Err(not_invertible(name));
             }
             let mut x = to_mat(b, n, k);
-            lu.solve(&mut x, adjoint, par);
+            lu.solve(&mut x, !adjoint, par);
             parts.push(to_rows(x.as_ref()));
         }
         LinalgOp::Inv { adjoint } => {
-            let lu = Lu::new(a, n, par);
+            // With M = Aᵀ: inv(M) is inv(A)ᵀ, and inv(Mᵀ) is inv(A).
+            let lu = Lu::of_transpose(a, n, par);
             if lu.singular() {
                 return Err(not_invertible(name));
             }
             let mut x = Mat::<T>::identity(n, n);
             lu.solve(&mut x, adjoint, par);
-            parts.push(to_rows(x.as_ref()));
+            parts.push(transpose_rows(x.as_ref()));
         }
         LinalgOp::Lu => {
             let lu = Lu::new(a, n, par);
@@ -317,11 +369,11 @@ fn matrix<T: Float>(f: LinalgOp, a: &[T], m: usize, n: usize, b: &[T], k: usize,
             parts.push(lu.fwd.iter().map(|&p| T::from_f64(p as f64)).collect());
         }
         LinalgOp::Det => {
-            let lu = Lu::new(a, n, par);
+            let lu = Lu::of_transpose(a, n, par);
             parts.push(vec![lu.det()]);
         }
         LinalgOp::Slogdet => {
-            let lu = Lu::new(a, n, par);
+            let lu = Lu::of_transpose(a, n, par);
             let (s, l) = lu.slogdet();
             parts.push(vec![s]);
             parts.push(vec![l]);
@@ -360,22 +412,32 @@ fn matrix<T: Float>(f: LinalgOp, a: &[T], m: usize, n: usize, b: &[T], k: usize,
             }
         }
         LinalgOp::Eigh { compute_v } => {
-            let x = triangle(a, n, true);
+            // A row-major view of a straight copy: faer reads its lower
+            // triangle, A's. (Writing the eigenvectors through a row-major
+            // view as well measured 5x slower than the transposing copy.)
+            let x = transpose_of(a, n, n);
             let mut w = faer::diag::Diag::<T>::zeros(n);
-            let mut v = Mat::<T>::zeros(n, n);
+            let mut vt = Mat::<T>::zeros(n, n);
             if has_nan(a) {
                 w.column_vector_mut().fill(T::from_f64(f64::NAN));
-                v.fill(T::from_f64(f64::NAN));
+                vt.fill(T::from_f64(f64::NAN));
             } else {
                 let vectors = if compute_v { evd::ComputeEigenvectors::Yes } else { evd::ComputeEigenvectors::No };
                 let mut mem = MemBuffer::new(evd::self_adjoint_evd_scratch::<T>(n, vectors, par, Default::default()));
-                let vo = if compute_v { Some(v.as_mut()) } else { None };
-                evd::self_adjoint_evd(x.as_ref(), w.as_mut(), vo, par, MemStack::new(&mut mem), Default::default())
-                    .map_err(|_| Error::invalid(format!("{name}: the eigendecomposition did not converge")))?;
+                let vo = if compute_v { Some(vt.as_mut()) } else { None };
+                evd::self_adjoint_evd(
+                    x.as_ref().transpose(),
+                    w.as_mut(),
+                    vo,
+                    par,
+                    MemStack::new(&mut mem),
+                    Default::default(),
+                )
+                .map_err(|_| Error::invalid(format!("{name}: the eigendecomposition did not converge")))?;
             }
             parts.push((0..n).map(|i| w[i]).collect());
             if compute_v {
-                parts.push(to_rows(v.as_ref()));
+                parts.push(to_rows(vt.as_ref()));
             }
         }
         LinalgOp::Expm => parts.push(to_rows(expm(a, n, par).as_ref())),
@@ -531,7 +593,7 @@ fn expm<T: Float>(a: &[T], n: usize, par: Par) -> Mat<T> {
     // R = (V - U)^-1 (V + U).
     let p = &v + &u;
     let q = &v - &u;
-    let lu = Lu::new(&to_rows(q.as_ref()), n, par);
+    let lu = Lu::of(q, par);
     let mut r = p;
     lu.solve(&mut r, false, par);
     for _ in 0..squarings {
