@@ -339,6 +339,9 @@ fn registry() -> Vec<Case> {
         let vv = ops::matmul_t(&ops::mul(&v, &ops::expand_dims(&e, -2)?)?, &v, false, true)?;
         Ok(vec![e, vv, ops::expm(&x[0])?])
     }));
+    cases.push(case("laplacian, roll", vec![f32s(&mut rng, &[5, 6], -1.0, 1.0)], true, |_, x| {
+        Ok(vec![ops::grid::laplacian(&x[0], &[0.5, 0.5], ops::Boundary::Neumann)?, ops::roll(&x[0], &[2], &[1])?])
+    }));
     // Programs the graph optimizer fuses (graph mode runs them fused).
     cases.push(case("fusable chain", vec![f32s(&mut rng, &[8, 9], -2.0, 2.0)], true, |_, x| {
         let y = ops::mul(&ops::tanh(&ops::add(&ops::mul(&x[0], 1.5)?, 0.5)?)?, &ops::sigmoid(&x[0])?)?;

@@ -2753,3 +2753,18 @@ fn double_backward_factorizations() {
         linalg_structure_and_norms,
     ]);
 }
+
+#[test]
+fn grid_ops() {
+    use rivulet::ops::grid::{divergence, gradient, laplacian};
+    use rivulet::ops::Boundary;
+    let mut rng = Rng::named("grid");
+    let u = uniform(&mut rng, &[2, 4, 5], -1.0, 1.0);
+    check_grad("roll", |xs| ops::roll(&xs[0], &[1, -2], &[1, 2]), std::slice::from_ref(&u));
+    for b in [Boundary::Periodic, Boundary::Dirichlet(0.5), Boundary::Neumann] {
+        check_grad(&format!("laplacian {b:?}"), |xs| laplacian(&xs[0], &[0.5, 0.25], b), std::slice::from_ref(&u));
+        check_grad(&format!("gradient {b:?}"), |xs| gradient(&xs[0], &[0.5, 0.25], b), std::slice::from_ref(&u));
+        let v = uniform(&mut rng, &[4, 5, 2], -1.0, 1.0);
+        check_grad(&format!("divergence {b:?}"), |xs| divergence(&xs[0], &[0.5, 0.25], b), &[v]);
+    }
+}

@@ -21,6 +21,7 @@ mod file_fuzz;
 mod fuzz;
 mod gradients;
 mod graph_session;
+mod grid;
 mod keras_metrics;
 mod layering;
 mod linalg_creation_nn;
