@@ -40,6 +40,7 @@ pub mod op;
 pub mod ops;
 pub mod passes;
 pub mod runtime;
+pub mod sim;
 pub mod tensor;
 
 pub use autodiff::{gradients, GradientTape, Unconnected};

@@ -77,6 +77,10 @@ nest_tuple!(A 0);
 nest_tuple!(A 0, B 1);
 nest_tuple!(A 0, B 1, C 2);
 nest_tuple!(A 0, B 1, C 2, D 3);
+nest_tuple!(A 0, B 1, C 2, D 3, E 4);
+nest_tuple!(A 0, B 1, C 2, D 3, E 4, F 5);
+nest_tuple!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+nest_tuple!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
 
 /// `template`'s structure around `flat` (which must hold exactly its tensors).
 fn rebuild<T: Nest>(template: &T, flat: Vec<Tensor>) -> Result<T> {

@@ -29,6 +29,7 @@ mod movement;
 mod parity;
 mod passes;
 mod reduce;
+mod sim;
 mod tf_reference;
 mod tracing;
 mod training;

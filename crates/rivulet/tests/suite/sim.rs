@@ -1,0 +1,117 @@
+//! The solvers of `rivulet::sim`: conjugate gradients against direct solves
+//! and an analytic Poisson solution, eagerly, in a graph and under a tape;
+//! Euler and RK4 against exact solutions, with their orders of convergence
+//! measured.
+
+use crate::common::*;
+use rivulet::ops::grid::laplacian;
+use rivulet::ops::{self, Boundary};
+use rivulet::sim::{conjugate_gradient, integrate, CgOptions, Method};
+use rivulet::{DType, ErrorKind, GradientTape, Graph, Session, Tensor, WhileOptions};
+
+fn t64(v: Vec<f64>, shape: &[usize]) -> Tensor {
+    Tensor::from_vec(v, shape.to_vec()).unwrap()
+}
+
+/// An SPD matrix `M Mᵀ / n + I` and a right-hand side.
+fn system(n: usize) -> (Tensor, Tensor) {
+    let mut rng = Rng(0xC6);
+    let m = t64((0..n * n).map(|_| rng.uniform(-1.0, 1.0)).collect(), &[n, n]);
+    let a = ops::add(
+        &ops::div(&ops::matmul_t(&m, &m, false, true).unwrap(), n as f64).unwrap(),
+        &ops::eye(rivulet::Ctx::Eager, n, n, DType::F64).unwrap(),
+    )
+    .unwrap();
+    let b = t64((0..n).map(|_| rng.uniform(-1.0, 1.0)).collect(), &[n, 1]);
+    (a, b)
+}
+
+#[test]
+fn conjugate_gradient_matches_a_direct_solve() {
+    let (a, b) = system(30);
+    let opts = CgOptions { tol: 1e-12, ..CgOptions::default() };
+    let sol = conjugate_gradient(|x| ops::matmul(&a, x), &b, None, &opts).unwrap();
+    let want = values(&ops::solve(&a, &b).unwrap());
+    for (g, w) in values(&sol.x).iter().zip(&want) {
+        assert!((g - w).abs() < 1e-10, "{g} vs {w}");
+    }
+    let iters = ints(&sol.iterations)[0];
+    assert!(iters > 0 && iters <= 30, "CG in exact arithmetic needs at most n iterations, ran {iters}");
+    assert!(
+        values(&sol.residual_norm)[0]
+            <= 1e-12 * values(&ops::norm(&b, ops::NormOrd::Euclidean, ops::NormAxes::All, false).unwrap())[0]
+    );
+    // The iteration cap stops it early; a zero right-hand side needs no iteration.
+    let capped =
+        conjugate_gradient(|x| ops::matmul(&a, x), &b, None, &CgOptions { max_iterations: 3, ..opts.clone() }).unwrap();
+    assert_eq!(ints(&capped.iterations), vec![3]);
+    let zero = conjugate_gradient(|x| ops::matmul(&a, x), &ops::zeros_like(&b).unwrap(), None, &opts).unwrap();
+    assert_eq!(ints(&zero.iterations), vec![0]);
+    assert!(values(&zero.x).iter().all(|&v| v == 0.0));
+}
+
+#[test]
+fn conjugate_gradient_solves_poisson_with_a_stencil_operator() {
+    // -u'' = π² sin(πx) on (0, 1), u = 0 at both ends: u = sin(πx), to the
+    // scheme's O(h²).
+    let n = 63;
+    let h = 1.0 / (n + 1) as f64;
+    let pi = std::f64::consts::PI;
+    let f = t64((1..=n).map(|i| pi * pi * (pi * i as f64 * h).sin()).collect(), &[n]);
+    let minus_lap = |u: &Tensor| ops::neg(&laplacian(u, &[h], Boundary::Dirichlet(0.0))?);
+    let sol = conjugate_gradient(minus_lap, &f, None, &CgOptions { tol: 1e-12, ..CgOptions::default() }).unwrap();
+    let err =
+        values(&sol.x).iter().enumerate().map(|(i, u)| (u - (pi * (i + 1) as f64 * h).sin()).abs()).fold(0.0, f64::max);
+    assert!(err < 1e-3 && err > 1e-6, "error {err:e} is not the scheme's O(h²)");
+    // The same solve built as a graph, with the right-hand side fed.
+    let g = Graph::new();
+    let pf = g.placeholder("f", DType::F64, [n]).unwrap();
+    let gsol = conjugate_gradient(minus_lap, &pf, None, &CgOptions { tol: 1e-12, ..CgOptions::default() }).unwrap();
+    let out = Session::new(&g).run(&[&gsol.x], &[(&pf, &f)]).unwrap();
+    for (a, b) in values(&out[0]).iter().zip(values(&sol.x)) {
+        assert!((a - b).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn conjugate_gradient_differentiates_through_its_loop() {
+    // x = A⁻¹ b, so d sum(x) / db = A⁻ᵀ 1 = A⁻¹ 1.
+    let (a, b) = system(8);
+    let tape = GradientTape::new();
+    tape.watch(&b);
+    let sol = conjugate_gradient(|x| ops::matmul(&a, x), &b, None, &CgOptions { tol: 1e-14, ..CgOptions::default() })
+        .unwrap();
+    let loss = ops::sum(&sol.x, rivulet::Axes::All, false).unwrap();
+    let g = tape.gradient(&loss, &[&b]).unwrap()[0].clone().unwrap();
+    let want = values(&ops::solve(&a, &ops::ones_like(&b).unwrap()).unwrap());
+    for (x, w) in values(&g).iter().zip(&want) {
+        assert!((x - w).abs() < 1e-6, "{x} vs {w}");
+    }
+}
+
+#[test]
+fn euler_and_rk4_converge_at_their_orders() {
+    // dy/dt = -y + sin(t), y(0) = 1: y = 1.5 e^-t + (sin t - cos t) / 2.
+    let exact = |t: f64| 1.5 * (-t).exp() + 0.5 * (t.sin() - t.cos());
+    let f = |t: &Tensor, y: &Tensor| ops::add(&ops::neg(y)?, &ops::sin(t)?);
+    let y0 = t64(vec![1.0], &[1]);
+    // (RK4 reaches its asymptotic rate from about 80 steps here: 20 -> 40 gives 3.3.)
+    for (method, order, n) in [(Method::Euler, 1.0, 40), (Method::Rk4, 4.0, 80)] {
+        let err = |steps: u64| {
+            let y = integrate(f, &y0, 0.0, 2.0 / steps as f64, steps, method, &WhileOptions::default()).unwrap();
+            (values(&y)[0] - exact(2.0)).abs()
+        };
+        let (e1, e2) = (err(n), err(2 * n));
+        let measured = (e1 / e2).log2();
+        assert!((measured - order).abs() < 0.15, "{method:?}: order {measured} (errors {e1:e}, {e2:e})");
+    }
+    let f32_state =
+        integrate(f, &ops::cast(&y0, DType::F32).unwrap(), 0.0, 0.1, 20, Method::Rk4, &WhileOptions::default())
+            .unwrap();
+    assert_eq!(f32_state.dtype(), DType::F32);
+    assert!((values(&f32_state)[0] - exact(2.0)).abs() < 1e-5);
+    assert_eq!(
+        kind(integrate(f, &t64(vec![1.0], &[1]), 0.0, f64::NAN, 1, Method::Euler, &WhileOptions::default())),
+        ErrorKind::InvalidArgument
+    );
+}
