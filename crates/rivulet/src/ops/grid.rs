@@ -166,3 +166,82 @@ fn divergence_impl(v: &Tensor, spacing: &[f64], boundary: Boundary) -> Result<Te
         .collect::<Result<_>>()?;
     super::add_n(&terms.iter().collect::<Vec<_>>())
 }
+
+/// The field at arbitrary points by multilinear interpolation (bilinear in
+/// 2-D, trilinear in 3-D): the tool of semi-Lagrangian advection. `coords`
+/// is `[..., d]`, positions in index units along the field's first `d` axes
+/// (`0` is the first point, `n - 1` the last); the field's remaining axes
+/// are channels, so the result is `[..., channels...]`. Points near or past
+/// the edge take the neighbours `boundary` gives: wrapped, the edge value
+/// repeated (Neumann: no slope across the edge), or the Dirichlet value. Differentiable in the field
+/// and in the coordinates.
+#[track_caller]
+pub fn interpolate(field: &Tensor, coords: &Tensor, boundary: Boundary) -> Result<Tensor> {
+    checked(interpolate_impl(field, coords, boundary), "Interpolate", &[field, coords])
+}
+
+fn interpolate_impl(field: &Tensor, coords: &Tensor, boundary: Boundary) -> Result<Tensor> {
+    let r = coords.rank();
+    let d = if r == 0 { UNKNOWN } else { coords.shape()[r - 1] };
+    if d == UNKNOWN || d == 0 || d > 3 || d > field.rank() {
+        bail!(shape, "interpolate needs coordinates [..., d] with d of 1 to 3 and at most the field's rank, got {} for a field {}", coords.shape(), field.shape());
+    }
+    if coords.dtype() != field.dtype() || !field.dtype().is_float() {
+        bail!(
+            dtype,
+            "interpolate needs float coordinates of the field's dtype, got {} and {}",
+            coords.dtype(),
+            field.dtype()
+        );
+    }
+    let sizes: Vec<usize> = field.shape()[..d].to_vec();
+    if sizes.iter().any(|&n| n == UNKNOWN || n == 0) {
+        bail!(shape, "interpolate needs the field's grid dimensions known and nonzero, got {}", field.shape());
+    }
+    let channels = field.rank() - d;
+    let base = ew::floor(coords)?;
+    let frac = ew::sub(coords, &base)?;
+    let component = |t: &Tensor, k: usize| mv::strided_slice(t, &[SliceItem::Ellipsis, SliceItem::Index(k as i64)]);
+    let mut total: Vec<Tensor> = Vec::with_capacity(1 << d);
+    for corner in 0..1usize << d {
+        let mut index = Vec::with_capacity(d);
+        let mut weight: Option<Tensor> = None;
+        let mut inside: Option<Tensor> = None;
+        for (k, &n) in sizes.iter().enumerate() {
+            let up = corner >> k & 1 == 1;
+            let i = ew::add(&component(&base, k)?, if up { 1.0 } else { 0.0 })?;
+            let t = component(&frac, k)?;
+            let w = if up { t } else { ew::sub(1.0, &t)? };
+            weight = Some(match weight {
+                Some(acc) => ew::mul(&acc, &w)?,
+                None => w,
+            });
+            let last = (n - 1) as f64;
+            let i = match boundary {
+                Boundary::Periodic => ew::floor_mod(&i, n as f64)?,
+                Boundary::Neumann => ew::clip_by_value(&i, 0.0, last)?,
+                Boundary::Dirichlet(_) => {
+                    let ok = ew::logical_and(&ew::greater_equal(&i, 0.0)?, &ew::less_equal(&i, last)?)?;
+                    inside = Some(match inside {
+                        Some(acc) => ew::logical_and(&acc, &ok)?,
+                        None => ok,
+                    });
+                    ew::clip_by_value(&i, 0.0, last)?
+                }
+            };
+            index.push(ew::cast(&i, crate::tensor::DType::I64)?);
+        }
+        let refs: Vec<&Tensor> = index.iter().collect();
+        let mut values = mv::gather_nd(field, &mv::stack(&refs, -1)?)?;
+        let (Some(mut weight), mut inside) = (weight, inside) else { bail!(invalid, "interpolate needs a grid axis") };
+        for _ in 0..channels {
+            weight = mv::expand_dims(&weight, -1)?;
+            inside = inside.map(|m| mv::expand_dims(&m, -1)).transpose()?;
+        }
+        if let (Boundary::Dirichlet(v), Some(m)) = (boundary, inside) {
+            values = ew::select(&m, &values, v)?;
+        }
+        total.push(ew::mul(&values, &weight)?);
+    }
+    super::add_n(&total.iter().collect::<Vec<_>>())
+}

@@ -342,6 +342,12 @@ fn registry() -> Vec<Case> {
     cases.push(case("laplacian, roll", vec![f32s(&mut rng, &[5, 6], -1.0, 1.0)], true, |_, x| {
         Ok(vec![ops::grid::laplacian(&x[0], &[0.5, 0.5], ops::Boundary::Neumann)?, ops::roll(&x[0], &[2], &[1])?])
     }));
+    cases.push(case(
+        "interpolate",
+        vec![f32s(&mut rng, &[4, 5], -1.0, 1.0), f32s(&mut rng, &[6, 2], 0.1, 3.4)],
+        true,
+        |_, x| Ok(vec![ops::grid::interpolate(&x[0], &x[1], ops::Boundary::Periodic)?]),
+    ));
     // Programs the graph optimizer fuses (graph mode runs them fused).
     cases.push(case("fusable chain", vec![f32s(&mut rng, &[8, 9], -2.0, 2.0)], true, |_, x| {
         let y = ops::mul(&ops::tanh(&ops::add(&ops::mul(&x[0], 1.5)?, 0.5)?)?, &ops::sigmoid(&x[0])?)?;

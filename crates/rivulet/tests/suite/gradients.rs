@@ -2768,3 +2768,20 @@ fn grid_ops() {
         check_grad(&format!("divergence {b:?}"), |xs| divergence(&xs[0], &[0.5, 0.25], b), &[v]);
     }
 }
+
+#[test]
+fn grid_interpolation() {
+    use rivulet::ops::grid::interpolate;
+    use rivulet::ops::Boundary;
+    let mut rng = Rng::named("interpolate");
+    let field = uniform(&mut rng, &[4, 5, 2], -1.0, 1.0);
+    // Coordinates away from integers (the weights have kinks there), some outside the grid.
+    let coords = t64((0..12).map(|i| (i % 7) as f64 - 1.0 + 0.2 + 0.6 * rng.unit()).collect(), &[2, 3, 2]);
+    for b in [Boundary::Periodic, Boundary::Neumann, Boundary::Dirichlet(0.3)] {
+        check_grad(
+            &format!("interpolate {b:?}"),
+            |xs| interpolate(&xs[0], &xs[1], b),
+            &[field.clone(), coords.clone()],
+        );
+    }
+}

@@ -100,3 +100,39 @@ fn grid_errors_name_the_problem() {
     assert_eq!(kind(laplacian(&t64(vec![1.0], &[1]), &[1.0], Boundary::Neumann)), ErrorKind::Shape);
     assert_eq!(kind(divergence(&t64(vec![1.0; 6], &[3, 2]), &[1.0], Boundary::Periodic)), ErrorKind::Shape);
 }
+
+#[test]
+fn interpolation_by_hand_and_on_affine_fields() {
+    use rivulet::ops::grid::interpolate;
+    let f = t64(vec![0.0, 10.0, 20.0, 30.0], &[4]);
+    let at = |c: Vec<f64>, b| values(&interpolate(&f, &t64(c.clone(), &[c.len(), 1]), b).unwrap());
+    close("neumann", &at(vec![0.5, 2.25, 3.0, 3.5, -1.0], Boundary::Neumann), &[5.0, 22.5, 30.0, 30.0, 0.0], 1e-15);
+    close("periodic", &at(vec![3.5, -0.5, 4.0], Boundary::Periodic), &[15.0, 15.0, 0.0], 1e-15);
+    close("dirichlet", &at(vec![3.5, -0.5, 1.5], Boundary::Dirichlet(100.0)), &[65.0, 50.0, 15.0], 1e-15);
+    // d-linear interpolation reproduces affine fields exactly, in 2-D with two channels and in 3-D.
+    let mut rng = Rng(0x1E);
+    let (h, w) = (5, 7);
+    let field: Vec<f64> = (0..h * w)
+        .flat_map(|p| {
+            let (y, x) = ((p / w) as f64, (p % w) as f64);
+            [2.0 * y + 3.0 * x + 1.0, -y + 0.5 * x]
+        })
+        .collect();
+    let pts: Vec<f64> =
+        (0..20).flat_map(|_| [rng.uniform(0.0, (h - 1) as f64), rng.uniform(0.0, (w - 1) as f64)]).collect();
+    let got = values(&interpolate(&t64(field, &[h, w, 2]), &t64(pts.clone(), &[4, 5, 2]), Boundary::Neumann).unwrap());
+    let want: Vec<f64> = pts.chunks(2).flat_map(|p| [2.0 * p[0] + 3.0 * p[1] + 1.0, -p[0] + 0.5 * p[1]]).collect();
+    close("bilinear on an affine field", &got, &want, 1e-13);
+    let n = 4;
+    let cube: Vec<f64> =
+        (0..n * n * n).map(|p| (p / 16) as f64 - 2.0 * ((p / 4) % 4) as f64 + 0.5 * (p % 4) as f64).collect();
+    let pts: Vec<f64> = (0..30).map(|_| rng.uniform(0.0, 3.0)).collect();
+    let got = values(&interpolate(&t64(cube, &[n, n, n]), &t64(pts.clone(), &[10, 3]), Boundary::Periodic).unwrap());
+    let want: Vec<f64> = pts.chunks(3).map(|p| p[0] - 2.0 * p[1] + 0.5 * p[2]).collect();
+    close("trilinear on an affine field", &got, &want, 1e-13);
+    assert_eq!(kind(interpolate(&f, &t64(vec![0.5; 4], &[1, 4]), Boundary::Neumann)), ErrorKind::Shape);
+    assert_eq!(
+        kind(interpolate(&f, &ops::cast(&t64(vec![0.5], &[1, 1]), rivulet::DType::F32).unwrap(), Boundary::Neumann)),
+        ErrorKind::DType
+    );
+}
