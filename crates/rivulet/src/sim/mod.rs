@@ -1,10 +1,11 @@
 //! Numerical solvers made of graph ops, so that they run eagerly or in a
 //! graph, on any device, and differentiate (through `while_loop`):
-//! matrix-free conjugate gradients ([`conjugate_gradient`]) and explicit
-//! time integration ([`integrate`]).
+//! matrix-free conjugate gradients ([`conjugate_gradient`]), explicit
+//! time integration with a fixed step ([`integrate`]: Euler, RK4) or an
+//! adaptive one ([`integrate_adaptive`]: Dormand–Prince 5(4)).
 
 mod cg;
 mod integrate;
 
 pub use cg::{conjugate_gradient, CgOptions, CgSolution};
-pub use integrate::{integrate, Method};
+pub use integrate::{integrate, integrate_adaptive, AdaptiveOptions, AdaptiveSolution, Method};

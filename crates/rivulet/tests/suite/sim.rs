@@ -115,3 +115,52 @@ fn euler_and_rk4_converge_at_their_orders() {
         ErrorKind::InvalidArgument
     );
 }
+
+#[test]
+fn adaptive_dormand_prince_meets_its_tolerance() {
+    use rivulet::sim::{integrate_adaptive, AdaptiveOptions};
+    // A harmonic oscillator y'' = -y as a first-order system: y(t) = (cos t, -sin t).
+    let f = |_: &Tensor, y: &Tensor| {
+        let p = ops::strided_slice(y, &[ops::SliceItem::Index(1)])?;
+        let q = ops::strided_slice(y, &[ops::SliceItem::Index(0)])?;
+        ops::stack(&[&p, &ops::neg(&q)?], 0)
+    };
+    let y0 = t64(vec![1.0, 0.0], &[2]);
+    let t1 = 10.0;
+    let mut last = (f64::INFINITY, 0);
+    for rtol in [1e-4, 1e-7, 1e-10] {
+        let sol = integrate_adaptive(
+            f,
+            &y0,
+            0.0,
+            t1,
+            &AdaptiveOptions { rtol, atol: rtol * 1e-3, ..AdaptiveOptions::default() },
+        )
+        .unwrap();
+        assert!((values(&sol.t)[0] - t1).abs() < 1e-12, "stopped at {:?}", values(&sol.t));
+        let y = values(&sol.y);
+        let err = (y[0] - t1.cos()).abs().max((y[1] + t1.sin()).abs());
+        let steps = ints(&sol.steps)[0];
+        // The global error follows the tolerance (within a modest factor of it times the interval).
+        assert!(err < 50.0 * rtol * t1, "rtol {rtol}: error {err:e}");
+        assert!(
+            err < last.0 && steps > last.1,
+            "tighter tolerance: error {err:e} after {:e}, steps {steps} after {}",
+            last.0,
+            last.1
+        );
+        last = (err, steps);
+    }
+    assert!(last.1 < 2000, "{} steps for rtol 1e-10", last.1);
+    // Graph mode gives the same numbers; max_steps stops it short of t1.
+    let g = Graph::new();
+    let py = g.placeholder("y0", DType::F64, [2]).unwrap();
+    let sol = integrate_adaptive(f, &py, 0.0, t1, &AdaptiveOptions::default()).unwrap();
+    let out = Session::new(&g).run(&[&sol.y], &[(&py, &y0)]).unwrap();
+    assert_eq!(values(&out[0]), values(&integrate_adaptive(f, &y0, 0.0, t1, &AdaptiveOptions::default()).unwrap().y));
+    let short =
+        integrate_adaptive(f, &y0, 0.0, t1, &AdaptiveOptions { max_steps: 3, ..AdaptiveOptions::default() }).unwrap();
+    assert_eq!(ints(&short.steps), vec![3]);
+    assert!(values(&short.t)[0] < t1);
+    assert_eq!(kind(integrate_adaptive(f, &y0, 1.0, 0.0, &AdaptiveOptions::default())), ErrorKind::InvalidArgument);
+}
