@@ -6,6 +6,8 @@
 
 mod cg;
 mod integrate;
+mod poisson;
 
 pub use cg::{conjugate_gradient, CgOptions, CgSolution};
 pub use integrate::{integrate, integrate_adaptive, AdaptiveOptions, AdaptiveSolution, Method};
+pub use poisson::poisson_dirichlet;

@@ -164,3 +164,21 @@ fn adaptive_dormand_prince_meets_its_tolerance() {
     assert!(values(&short.t)[0] < t1);
     assert_eq!(kind(integrate_adaptive(f, &y0, 1.0, 0.0, &AdaptiveOptions::default())), ErrorKind::InvalidArgument);
 }
+
+#[test]
+fn poisson_dirichlet_converges_at_second_order() {
+    use rivulet::sim::poisson_dirichlet;
+    // -∇²u = 2π² sin(πx) sin(πy) + 0 on the unit square, u = 1 + sin(πx) sin(πy) with u = 1 on the boundary.
+    let pi = std::f64::consts::PI;
+    let err = |n: usize| -> f64 {
+        let h = 1.0 / (n + 1) as f64;
+        let exact = |i: usize, j: usize| ((i + 1) as f64 * h * pi).sin() * ((j + 1) as f64 * h * pi).sin();
+        let f: Vec<f64> = (0..n * n).map(|p| 2.0 * pi * pi * exact(p / n, p % n)).collect();
+        let sol = poisson_dirichlet(&t64(f, &[n, n]), &[h, h], 1.0, &CgOptions { tol: 1e-12, ..CgOptions::default() })
+            .unwrap();
+        values(&sol.x).iter().enumerate().map(|(p, u)| (u - 1.0 - exact(p / n, p % n)).abs()).fold(0.0, f64::max)
+    };
+    let (e1, e2) = (err(15), err(31));
+    let order = (e1 / e2).log2();
+    assert!((order - 2.0).abs() < 0.15 && e2 < 1e-3, "order {order}, errors {e1:e} {e2:e}");
+}
