@@ -411,3 +411,74 @@ fn singular_and_indefinite_inputs_give_tensorflows_errors_or_values() {
     assert_eq!(kind(ops::solve(&id, &ops::cast(&rhs, DType::F32).unwrap())), ErrorKind::DType);
     assert_eq!(kind(ops::solve(&id, &t64(vec![1.0; 2], &[2]))), ErrorKind::Shape);
 }
+
+#[test]
+fn empty_and_degenerate_shapes_never_panic() {
+    let shapes: &[&[usize]] = &[&[0, 0], &[0, 3], &[3, 0], &[2, 0, 0], &[1, 1], &[0, 2, 2]];
+    for &s in shapes {
+        let n: usize = s.iter().product();
+        let x = t64(vec![0.5; n], s);
+        let square = s[s.len() - 1] == s[s.len() - 2];
+        let runs: Vec<(&str, rivulet::Result<Vec<Tensor>>)> = vec![
+            ("qr", ops::qr(&x, false).map(|(q, r)| vec![q, r])),
+            ("qr full", ops::qr(&x, true).map(|(q, r)| vec![q, r])),
+            ("svd", ops::svd(&x, false).map(|(s, u, v)| vec![s, u, v])),
+            ("svd full", ops::svd(&x, true).map(|(s, u, v)| vec![s, u, v])),
+            ("pinv", ops::pinv(&x, None).map(|p| vec![p])),
+            ("norm 2", ops::norm(&x, NormOrd::P(2.0), NormAxes::Matrix(-2, -1), false).map(|p| vec![p])),
+        ];
+        for (what, r) in runs {
+            let out = r.unwrap_or_else(|e| panic!("{what} of {s:?}: {e}"));
+            assert!(out.iter().all(|t| t.numel().is_some()), "{what} of {s:?}");
+        }
+        let square_runs: Vec<(&str, rivulet::Result<Tensor>)> = vec![
+            ("inv", ops::inv(&x)),
+            ("det", ops::det(&x)),
+            ("expm", ops::expm(&x)),
+            ("eigvalsh", ops::eigvalsh(&x)),
+            ("cholesky", ops::cholesky(&ops::add(&x, 1.0).unwrap())),
+            ("lu", ops::lu(&x).map(|(l, _)| l)),
+            ("solve", ops::solve(&x, &t64(vec![], &[s[s.len() - 1], 0]))),
+            ("triangular_solve", ops::triangular_solve(&x, &t64(vec![], &[s[s.len() - 1], 0]), true, false)),
+        ];
+        for (what, r) in square_runs {
+            match (square, r) {
+                (true, Ok(_)) | (false, Err(_)) => {}
+                // A 1x1 matrix of 0.5 is invertible and positive definite: every square case succeeds.
+                (true, Err(e)) => panic!("{what} of {s:?}: {e}"),
+                (false, Ok(_)) => panic!("{what} of non-square {s:?} succeeded"),
+            }
+        }
+    }
+    // 0x0 identities: det 1, slogdet (1, 0), an empty inverse.
+    let (sign, logabs) = ops::slogdet(&t64(vec![], &[0, 0])).unwrap();
+    assert_eq!((values(&sign), values(&logabs)), (vec![1.0], vec![0.0]));
+}
+
+#[test]
+fn non_finite_entries_never_panic() {
+    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e308] {
+        let mut v = vec![1.0, 0.2, 0.1, 0.2, 2.0, 0.3, 0.1, 0.3, 3.0];
+        v[4] = bad;
+        let x = t64(v, &[3, 3]);
+        let rhs = t64(vec![1.0, 2.0, 3.0], &[3, 1]);
+        // Each either errors or gives values; none may panic.
+        let _ = ops::cholesky(&x);
+        let _ = ops::solve(&x, &rhs);
+        let _ = ops::inv(&x);
+        let _ = ops::triangular_solve(&x, &rhs, true, false);
+        let _ = ops::lu(&x);
+        let _ = ops::qr(&x, true);
+        let _ = ops::svd(&x, false);
+        let _ = ops::eigh(&x);
+        let _ = ops::det(&x);
+        let _ = ops::slogdet(&x);
+        let _ = ops::expm(&x);
+        let _ = ops::pinv(&x, None);
+        let _ = ops::lstsq(&x, &rhs, 0.0, false);
+        let _ = ops::matrix_rank(&x, None);
+    }
+    // Huge finite entries overflow in expm's squarings to inf or NaN, not a panic or a hang.
+    let big = t64(vec![1e300, 0.0, 0.0, 1e300], &[2, 2]);
+    assert!(values(&ops::expm(&big).unwrap()).iter().all(|v| !v.is_finite() || *v == 0.0));
+}

@@ -597,6 +597,10 @@ fn expm<T: Float>(a: &[T], n: usize, par: Par) -> Mat<T> {
     let mut r = p;
     lu.solve(&mut r, false, par);
     for _ in 0..squarings {
+        // Past overflow, more squarings change nothing but cost O(n³) each.
+        if (0..n).any(|j| r.col(j).iter().any(|v| !v.to_f64().is_finite())) {
+            break;
+        }
         r = mul(&r, &r, par);
     }
     r
