@@ -136,19 +136,9 @@ pub(crate) fn run(be: &dyn Backend, op: &Op, inputs: &[&Value], outs: &[Meta], c
             return Ok(smallvec![v, i]);
         }
         // Row-sequential algorithms: on a host copy, the results copied back.
-        Op::Host { f } => {
-            let host = transfer(x(), crate::tensor::Device::CPU)?;
-            let results = super::cpu::host::run(*f, &host, outs)?;
-            return results.iter().map(|r| transfer(r, be.device())).collect();
-        }
-        // Factorizations: faer's kernels on host copies.
-        Op::Linalg { f } => {
-            let host: Vec<Value> =
-                inputs.iter().map(|v| transfer(v, crate::tensor::Device::CPU)).collect::<Result<_>>()?;
-            let refs: Vec<&Value> = host.iter().collect();
-            let results = super::cpu::linalg::run(*f, &refs, outs)?;
-            return results.iter().map(|r| transfer(r, be.device())).collect();
-        }
+        Op::Host { f } => return on_host(be, inputs, |v| super::cpu::host::run(*f, v[0], outs)),
+        // Factorizations: faer's kernels, on host copies too.
+        Op::Linalg { f } => return on_host(be, inputs, |v| super::cpu::linalg::run(*f, v, outs)),
 
         // Views.
         Op::Reshape { shape } => views::reshape(x(), shape, |v| ex.contiguous(v))?,
@@ -477,4 +467,16 @@ fn fused(ex: &Ex<'_>, program: &FusedProgram, inputs: &[&Value]) -> Result<Value
         Some(r) => ex.reduce(r.f, &result, &r.axes, r.keepdims),
         None => ex.contiguous(&result),
     }
+}
+
+/// Run a CPU-only kernel for backend `be`: the inputs copied to the host,
+/// the results copied back.
+fn on_host(
+    be: &dyn Backend,
+    inputs: &[&Value],
+    kernel: impl FnOnce(&[&Value]) -> Result<SmallVec<[Value; 2]>>,
+) -> Result<Values> {
+    let host: Vec<Value> = inputs.iter().map(|v| transfer(v, crate::tensor::Device::CPU)).collect::<Result<_>>()?;
+    let refs: Vec<&Value> = host.iter().collect();
+    kernel(&refs)?.iter().map(|r| transfer(r, be.device())).collect()
 }

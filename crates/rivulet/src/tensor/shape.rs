@@ -23,6 +23,17 @@ pub const MAX_ELEMENTS: usize = 1 << 48;
 pub struct Shape(SmallVec<[usize; 4]>);
 
 impl Shape {
+    /// The multi-index of element `i` in row-major order (`i` below the
+    /// element count).
+    pub(crate) fn unravel(&self, mut i: usize) -> SmallVec<[usize; 4]> {
+        let mut idx: SmallVec<[usize; 4]> = SmallVec::from_elem(0, self.rank());
+        for d in (0..self.rank()).rev() {
+            idx[d] = i % self[d];
+            i /= self[d];
+        }
+        idx
+    }
+
     /// The rank-0 shape.
     pub fn scalar() -> Shape {
         Shape(SmallVec::new())

@@ -125,6 +125,11 @@ fn hand_worked_values() {
     close("singular values", &values(&ops::singular_values(&d).unwrap()), &[4.0, 3.0], 1e-15);
     close("trace", &values(&ops::trace(&b).unwrap()), &[5.0], 0.0);
     close("band_part", &values(&ops::band_part(&b, 0, -1).unwrap()), &[1.0, 2.0, 0.0, 4.0], 0.0);
+    // [[1, 2], [2, 4]] has singular values 5 and 0; [[1, 2], [2, 4.001]] has one below 1e-3.
+    assert_eq!(ints(&ops::matrix_rank(&t64(vec![1.0, 2.0, 2.0, 4.0], &[2, 2]), None).unwrap()), vec![1]);
+    let near = t64(vec![1.0, 2.0, 2.0, 4.001], &[2, 2]);
+    assert_eq!(ints(&ops::matrix_rank(&near, None).unwrap()), vec![2]);
+    assert_eq!(ints(&ops::matrix_rank(&near, Some(1e-3)).unwrap()), vec![1]);
 }
 
 #[test]

@@ -12,8 +12,9 @@
 use super::copy::materialize;
 use crate::error::{Error, Result};
 use crate::op::{LinalgOp, Meta};
+use crate::tensor::layout::Layout;
 use crate::tensor::storage::HostBuffer;
-use crate::tensor::{DType, Element, Value};
+use crate::tensor::{DType, Element, Shape, Value};
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::{cholesky, evd, householder, lu, qr, svd, triangular_solve};
 use faer::traits::RealField;
@@ -60,25 +61,16 @@ fn run_typed<T: Float>(f: LinalgOp, inputs: &[&Value], outs: &[Meta]) -> Result<
     let (m, n) = (dims[dims.len() - 2], dims[dims.len() - 1]);
     // The batch the outputs have (the broadcast of both operands' for solves).
     let batch_rank = if b.is_some() { outs[0].shape.rank() - 2 } else { dims.len() - 2 };
-    let out_batch = &outs[0].shape.dims()[..batch_rank];
-    let count: usize = out_batch.iter().product();
-    let a_batch = &dims[..dims.len() - 2];
-    let (b_batch, k) = match &b {
-        Some(b) => {
-            let d = b.shape().dims();
-            (&d[..d.len() - 2], d[d.len() - 1])
-        }
-        None => (&[][..], 0),
+    let out_batch = Shape::new(&outs[0].shape.dims()[..batch_rank]);
+    let count = out_batch.numel_known();
+    let a_at = matrix_offsets(&a, &out_batch)?;
+    let (b_at, k) = match &b {
+        Some(b) => (matrix_offsets(b, &out_batch)?, b.shape()[b.shape().rank() - 1]),
+        None => (Vec::new(), 0),
     };
     let one = |i: usize| -> Result<Parts<T>> {
-        let ai = broadcast_index(i, out_batch, a_batch);
-        let a = &a_data[ai * m * n..(ai + 1) * m * n];
-        let b = if b.is_some() {
-            let bi = broadcast_index(i, out_batch, b_batch);
-            &b_data[bi * n * k..(bi + 1) * n * k]
-        } else {
-            &[][..]
-        };
+        let a = &a_data[a_at[i]..a_at[i] + m * n];
+        let b = b_at.get(i).map_or(&[][..], |&at| &b_data[at..at + n * k]);
         // Measured on two cores: faer's threaded factorizations lose to
         // one thread below about 2048² elements (B9's sizes run 10-30%
         // faster sequential); a batch runs its matrices in parallel instead.
@@ -93,7 +85,7 @@ fn run_typed<T: Float>(f: LinalgOp, inputs: &[&Value], outs: &[Meta]) -> Result<
     outs.iter()
         .enumerate()
         .map(|(o, meta)| {
-            let size: usize = meta.shape.dims().iter().skip(out_batch.len()).product();
+            let size: usize = meta.shape.dims().iter().skip(batch_rank).product();
             let mut buf = HostBuffer::for_elements::<T>(count * size)?;
             let dst = buf.as_mut_slice::<T>();
             for (i, p) in parts.iter().enumerate() {
@@ -109,23 +101,21 @@ fn run_typed<T: Float>(f: LinalgOp, inputs: &[&Value], outs: &[Meta]) -> Result<
         .collect()
 }
 
-/// The flat index into a broadcast operand's batch of output batch element `i`.
-fn broadcast_index(i: usize, out: &[usize], operand: &[usize]) -> usize {
-    if operand.iter().product::<usize>() <= 1 {
-        return 0;
+/// Where each matrix of the output batch starts in `v`'s contiguous data:
+/// `v`'s batch dimensions broadcast to `out_batch` (a broadcast dimension
+/// repeats its matrix). The strides are the data's row-major ones in
+/// elements (0 throughout for empty matrices, whose data is empty).
+fn matrix_offsets(v: &Value, out_batch: &Shape) -> Result<Vec<usize>> {
+    let dims = v.shape().dims();
+    let r = dims.len();
+    let mut strides: smallvec::SmallVec<[isize; 4]> = smallvec::smallvec![0; r - 2];
+    let mut step = dims[r - 2] * dims[r - 1];
+    for d in (0..r - 2).rev() {
+        strides[d] = step as isize;
+        step *= dims[d];
     }
-    let (mut rest, mut index, mut stride) = (i, 0, 1);
-    for (d, &od) in out.iter().enumerate().rev() {
-        let coord = rest % od.max(1);
-        rest /= od.max(1);
-        let Some(pos) = (d + operand.len()).checked_sub(out.len()) else { continue };
-        let id = operand[pos];
-        if id != 1 {
-            index += coord * stride;
-        }
-        stride *= id;
-    }
-    index
+    let batch = Layout { shape: Shape::new(&dims[..r - 2]), strides, offset: 0 }.broadcast_to(out_batch)?;
+    Ok((0..out_batch.numel_known()).map(|i| batch.offset_of(&out_batch.unravel(i))).collect())
 }
 
 /// Tile edge of the transposing copies (row-major to column-major and
@@ -395,7 +385,7 @@ fn matrix<T: Float>(f: LinalgOp, a: &[T], m: usize, n: usize, b: &[T], k: usize,
             let (uc, vc) = if full_matrices { (m, n) } else { (size, size) };
             let mut u = Mat::<T>::zeros(m, uc);
             let mut v = Mat::<T>::zeros(n, vc);
-            if has_nan(a) {
+            if has_non_finite(a) {
                 s.column_vector_mut().fill(T::from_f64(f64::NAN));
                 u.fill(T::from_f64(f64::NAN));
                 v.fill(T::from_f64(f64::NAN));
@@ -418,7 +408,7 @@ fn matrix<T: Float>(f: LinalgOp, a: &[T], m: usize, n: usize, b: &[T], k: usize,
             let x = transpose_of(a, n, n);
             let mut w = faer::diag::Diag::<T>::zeros(n);
             let mut vt = Mat::<T>::zeros(n, n);
-            if has_nan(a) {
+            if has_non_finite(a) {
                 w.column_vector_mut().fill(T::from_f64(f64::NAN));
                 vt.fill(T::from_f64(f64::NAN));
             } else {
@@ -449,7 +439,7 @@ fn not_positive_definite(name: &str) -> Error {
     Error::invalid(format!("{name} was not successful: the input is not symmetric positive definite"))
 }
 
-fn has_nan<T: Float>(a: &[T]) -> bool {
+fn has_non_finite<T: Float>(a: &[T]) -> bool {
     a.iter().any(|x| !x.to_f64().is_finite())
 }
 
@@ -503,7 +493,7 @@ fn mul<T: Float>(a: &Mat<T>, b: &Mat<T>, par: Par) -> Mat<T> {
 /// TensorFlow's thresholds per dtype), of `A / 2^s`, squared `s` times.
 fn expm<T: Float>(a: &[T], n: usize, par: Par) -> Mat<T> {
     let x = to_mat(a, n, n);
-    if has_nan(a) {
+    if has_non_finite(a) {
         return Mat::from_fn(n, n, |_, _| T::from_f64(f64::NAN));
     }
     let norm1 = (0..n).map(|j| (0..n).map(|i| x[(i, j)].to_f64().abs()).sum::<f64>()).fold(0.0, f64::max);

@@ -328,7 +328,7 @@ fn gemm_batched<T: GemmFloat>(a: &Value, b: &Value, ta: bool, tb: bool, out_shap
     // Columns `j0..j0 + w` of product `i`, written into `c`, the product's
     // m x n row-major block.
     let columns = |i: usize, c: Shared<T>, j0: usize, w: usize, par: gemm::Parallelism| {
-        let idx = unravel(i, &d.batch);
+        let idx = d.batch.unravel(i);
         let (offa, offb) = (oa.batch.offset_of(&idx), ob.batch.offset_of(&idx));
         // SAFETY: offsets and strides come from valid layouts of these
         // buffers, positive within a matrix (see `needs_copy`), so every
@@ -388,16 +388,6 @@ fn gemm_batched<T: GemmFloat>(a: &Value, b: &Value, ta: bool, tb: bool, out_shap
     Ok(Value::from_buffer(T::DTYPE, out_shape.clone(), buf))
 }
 
-/// Multi-index of batch `i` in `batch` (row-major).
-fn unravel(mut i: usize, batch: &Shape) -> smallvec::SmallVec<[usize; 4]> {
-    let mut idx: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::from_elem(0, batch.rank());
-    for d in (0..batch.rank()).rev() {
-        idx[d] = i % batch[d];
-        i /= batch[d];
-    }
-    idx
-}
-
 trait IntMul: Element {
     fn mul_add(acc: Self, a: Self, b: Self) -> Self;
 }
@@ -424,7 +414,7 @@ fn int_batched<T: IntMul>(a: &Value, b: &Value, ta: bool, tb: bool, out_shape: &
     let (abuf, bbuf) = (oa.value.buffer::<T>(), ob.value.buffer::<T>());
     let mn = d.m * d.n;
     buf.as_mut_slice::<T>().par_chunks_mut(mn).enumerate().for_each(|(bi, c)| {
-        let idx = unravel(bi, &d.batch);
+        let idx = d.batch.unravel(bi);
         let (offa, offb) = (oa.batch.offset_of(&idx) as isize, ob.batch.offset_of(&idx) as isize);
         // i-p-j order: the inner loop runs along a row of b and of c.
         for i in 0..d.m {

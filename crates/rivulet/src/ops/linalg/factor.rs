@@ -222,11 +222,11 @@ pub fn matrix_rank(a: &Tensor, tol: Option<f64>) -> Result<Tensor> {
 fn matrix_rank_impl(a: &Tensor, tol: Option<f64>) -> Result<Tensor> {
     let (m, n) = matrix_dims(a, "matrix_rank")?;
     let s = singular_values(a)?;
-    let tol = match tol {
-        Some(t) => ew::add(&ew::mul(&reduce::max(&s, -1i64, true)?, 0.0)?, t)?,
-        None => ew::mul(&reduce::max(&s, -1i64, true)?, default_rcond(m, n, a.dtype()) / 10.0)?,
+    let above = match tol {
+        Some(t) => ew::greater(&s, t)?,
+        None => ew::greater(&s, &ew::mul(&reduce::max(&s, -1i64, true)?, default_rcond(m, n, a.dtype()) / 10.0)?)?,
     };
-    reduce::sum(&ew::cast(&ew::greater(&s, &tol)?, DType::I64)?, -1i64, false)
+    reduce::sum(&ew::cast(&above, DType::I64)?, -1i64, false)
 }
 
 /// Least-squares solutions of `A X ≈ B` (`tf.linalg.lstsq`). `fast`: the
