@@ -57,7 +57,7 @@ pub use ops::creation::set_random_seed;
 pub use ops::{cond, switch_case, while_loop, Axes, Ctx, Nest, Op, Variable, WhileOptions};
 pub use passes::PassOptions;
 pub use runtime::{PlanReport, RunProfile, Session, SessionOptions, StepProfile};
-pub use tensor::{DType, Device, DeviceKind, Scalar, Shape, UNKNOWN};
+pub use tensor::{Complex, DType, Device, DeviceKind, Scalar, Shape, UNKNOWN};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../../../README.md")]

@@ -83,9 +83,10 @@ fn branches_gradient(
 ) -> Result<Vec<Option<Tensor>>> {
     let (selector, args) = r.inputs.split_first().ok_or_else(|| Error::graph("internal: a branch without selector"))?;
     let with_grad: Vec<usize> =
-        (0..r.outputs.len()).filter(|&i| grads[i].is_some() && r.outputs[i].dtype().is_float()).collect();
-    let wanted: Vec<usize> =
-        (0..args.len()).filter(|&i| wants.get(i + 1).copied().unwrap_or(false) && args[i].dtype().is_float()).collect();
+        (0..r.outputs.len()).filter(|&i| grads[i].is_some() && r.outputs[i].dtype().is_inexact()).collect();
+    let wanted: Vec<usize> = (0..args.len())
+        .filter(|&i| wants.get(i + 1).copied().unwrap_or(false) && args[i].dtype().is_inexact())
+        .collect();
     if with_grad.is_empty() || wanted.is_empty() {
         return Ok(vec![None; r.inputs.len()]);
     }
@@ -282,9 +283,9 @@ fn while_gradient(
         ));
     }
     let captures = &r.inputs[n..];
-    let floats: Vec<usize> = (0..n).filter(|&j| spec.vars[j].dtype.is_float()).collect();
+    let floats: Vec<usize> = (0..n).filter(|&j| spec.vars[j].dtype.is_inexact()).collect();
     let wanted: Vec<usize> = (0..captures.len())
-        .filter(|&m| wants.get(n + m).copied().unwrap_or(false) && captures[m].dtype().is_float())
+        .filter(|&m| wants.get(n + m).copied().unwrap_or(false) && captures[m].dtype().is_inexact())
         .collect();
     let any_var_wanted = floats.iter().any(|&j| wants.get(j).copied().unwrap_or(false));
     if floats.iter().all(|&j| grads[j].is_none()) || (wanted.is_empty() && !any_var_wanted) {

@@ -59,7 +59,7 @@ pub(crate) fn backprop<'a>(
         if out_grads.iter().all(Option::is_none) {
             continue;
         }
-        let wants: Vec<bool> = r.inputs.iter().map(|t| t.dtype().is_float() && relevant.contains(&key(t))).collect();
+        let wants: Vec<bool> = r.inputs.iter().map(|t| t.dtype().is_inexact() && relevant.contains(&key(t))).collect();
         if !wants.iter().any(|&w| w) {
             continue;
         }

@@ -139,6 +139,8 @@ pub(crate) fn run(be: &dyn Backend, op: &Op, inputs: &[&Value], outs: &[Meta], c
         Op::Host { f } => return on_host(be, inputs, |v| super::cpu::host::run(*f, v[0], outs)),
         // Factorizations: faer's kernels, on host copies too.
         Op::Linalg { f } => return on_host(be, inputs, |v| super::cpu::linalg::run(*f, v, outs)),
+        // Complex parts and transforms: on host copies.
+        Op::Complex { .. } | Op::Fft { .. } => return on_host(be, inputs, |v| super::cpu::complex::run(op, v, outs)),
 
         // Views.
         Op::Reshape { shape } => views::reshape(x(), shape, |v| ex.contiguous(v))?,
@@ -471,7 +473,7 @@ fn fused(ex: &Ex<'_>, program: &FusedProgram, inputs: &[&Value]) -> Result<Value
 
 /// Run a CPU-only kernel for backend `be`: the inputs copied to the host,
 /// the results copied back.
-fn on_host(
+pub(crate) fn on_host(
     be: &dyn Backend,
     inputs: &[&Value],
     kernel: impl FnOnce(&[&Value]) -> Result<SmallVec<[Value; 2]>>,

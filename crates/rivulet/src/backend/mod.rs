@@ -268,6 +268,13 @@ fn infer_from_values(op: &Op, inputs: &[&Value], metas: &[Meta]) -> Result<crate
 /// backend's own kernel where it has one, else views, primitives and
 /// decompositions.
 fn run_inferred(be: &dyn Backend, op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx) -> Result<Values> {
+    if be.device() != Device::CPU
+        && (inputs.iter().any(|v| v.dtype.is_complex()) || outs.iter().any(|m| m.dtype.is_complex()))
+    {
+        // Complex values are moved and taken apart on the host only (their
+        // arithmetic is real ops on the parts, which run here as usual).
+        return decompose::on_host(be, inputs, |v| Ok(cpu::execute(op, v, outs, ctx)?.into_iter().collect()));
+    }
     if let Some(r) = be.kernel(op, inputs, outs, ctx) {
         return r;
     }

@@ -51,8 +51,9 @@ struct Index {
     checkpoints: Vec<String>,
 }
 
-fn to_safetensors_dtype(d: DType) -> Dtype {
-    match d {
+/// `None` for complex128, which safetensors has no dtype for.
+fn to_safetensors_dtype(d: DType) -> Option<Dtype> {
+    Some(match d {
         DType::F32 => Dtype::F32,
         DType::F64 => Dtype::F64,
         DType::F16 => Dtype::F16,
@@ -66,7 +67,9 @@ fn to_safetensors_dtype(d: DType) -> Dtype {
         DType::U16 => Dtype::U16,
         DType::U32 => Dtype::U32,
         DType::U64 => Dtype::U64,
-    }
+        DType::C64 => Dtype::C64,
+        DType::C128 => return None,
+    })
 }
 
 fn from_safetensors_dtype(d: Dtype) -> Result<DType> {
@@ -84,6 +87,7 @@ fn from_safetensors_dtype(d: Dtype) -> Result<DType> {
         Dtype::U16 => DType::U16,
         Dtype::U32 => DType::U32,
         Dtype::U64 => DType::U64,
+        Dtype::C64 => DType::C64,
         other => bail!(format, "checkpoint tensor of unsupported dtype {other:?}"),
     })
 }
@@ -105,7 +109,13 @@ pub fn to_bytes(data: &CheckpointData) -> Result<Vec<u8>> {
     }
     let mut views = Vec::with_capacity(owned.len());
     for (name, dtype, shape, bytes) in &owned {
-        let view = TensorView::new(to_safetensors_dtype(*dtype), shape.clone(), bytes)
+        let Some(dtype) = to_safetensors_dtype(*dtype) else {
+            bail!(
+                unimplemented,
+                "checkpoint tensor '{name}' is {dtype}, which safetensors cannot hold: save its real and imaginary parts"
+            );
+        };
+        let view = TensorView::new(dtype, shape.clone(), bytes)
             .map_err(|e| Error::invalid(format!("checkpoint tensor '{name}': {e}")))?;
         views.push((name.as_str(), view));
     }

@@ -29,6 +29,8 @@ fn descr(dtype: DType) -> Result<&'static str> {
         DType::U16 => "<u2",
         DType::U32 => "<u4",
         DType::U64 => "<u8",
+        DType::C64 => "<c8",
+        DType::C128 => "<c16",
         DType::BF16 => bail!(unimplemented, "bf16 has no standard .npy dtype; cast to f32 first"),
     })
 }
@@ -56,7 +58,12 @@ fn parse_descr(d: &str) -> Result<(DType, bool)> {
         "u2" => DType::U16,
         "u4" => DType::U32,
         "u8" => DType::U64,
-        _ => bail!(format, "unsupported npy dtype '{d}' (supported: f2, f4, f8, i1, i2, i4, i8, u1, u2, u4, u8, b1)"),
+        "c8" => DType::C64,
+        "c16" => DType::C128,
+        _ => bail!(
+            format,
+            "unsupported npy dtype '{d}' (supported: f2, f4, f8, i1, i2, i4, i8, u1, u2, u4, u8, b1, c8, c16)"
+        ),
     };
     Ok((dtype, big))
 }
@@ -143,8 +150,10 @@ pub fn read_npy(mut reader: impl Read) -> Result<Tensor> {
     if data.len() != nbytes {
         bail!(format, "npy data has {} bytes, the header promises {nbytes} ({dtype}{shape})", data.len());
     }
-    if big && dtype.size() > 1 {
-        for chunk in data.chunks_mut(dtype.size()) {
+    // A complex element is two numbers, each swapped on its own.
+    let word = if dtype.is_complex() { dtype.size() / 2 } else { dtype.size() };
+    if big && word > 1 {
+        for chunk in data.chunks_mut(word) {
             chunk.reverse();
         }
     }

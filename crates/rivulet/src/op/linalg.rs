@@ -11,7 +11,10 @@ pub(crate) fn infer_matmul(ta: bool, tb: bool, a: &Meta, b: &Meta) -> Result<Met
     if a.dtype != b.dtype {
         bail!(dtype, "matmul needs equal dtypes, got {} and {}", a.dtype, b.dtype);
     }
-    if a.dtype == DType::Bool || (a.dtype.is_int() && !matches!(a.dtype, DType::I32 | DType::I64)) {
+    if a.dtype == DType::Bool
+        || a.dtype.is_complex()
+        || (a.dtype.is_int() && !matches!(a.dtype, DType::I32 | DType::I64))
+    {
         bail!(dtype, "matmul does not accept {}", a.dtype);
     }
     if a.shape.rank() < 2 || b.shape.rank() < 2 {

@@ -4,6 +4,7 @@
 //! a graph: the public functions are in `crate::ops`, the kernels in
 //! `crate::backend`, the gradient rules next to the public functions.
 
+pub mod complex;
 pub mod control;
 pub mod creation;
 pub mod elementwise;
@@ -16,6 +17,7 @@ pub mod optim;
 pub mod reduce;
 pub mod variables;
 
+pub use complex::{ComplexOp, FftOp};
 pub use control::{FunctionId, History, WhileSpec};
 pub use creation::Distribution;
 pub use elementwise::{BinaryOp, UnaryOp};
@@ -194,6 +196,10 @@ pub enum Op {
     Host { f: host::HostOp },
     /// A matrix factorization or solve (see [`LinalgOp`]).
     Linalg { f: linalg::LinalgOp },
+    /// A complex tensor from its parts, or a part of one (see [`ComplexOp`]).
+    Complex { f: complex::ComplexOp },
+    /// A Fourier transform over the last axes (see [`FftOp`]).
+    Fft { f: complex::FftOp },
 
     /// Sum the first input down to the shape of the second (the gradient of
     /// broadcasting; the shape may be known only at run time).
@@ -320,6 +326,8 @@ impl Op {
             Op::TopK { .. } => "TopKV2",
             Op::Host { f } => f.type_name(),
             Op::Linalg { f } => f.type_name(),
+            Op::Complex { f } => f.type_name(),
+            Op::Fft { f } => f.type_name(),
             Op::SumTo => "SumTo",
             Op::BroadcastLike => "BroadcastLike",
             Op::ReshapeLike => "ReshapeLike",
@@ -374,6 +382,8 @@ impl Op {
     pub fn arity(&self) -> Option<usize> {
         Some(match self {
             Op::Linalg { f } => f.arity(),
+            Op::Complex { f } => f.arity(),
+            Op::Fft { .. } => 1,
             Op::Const { .. }
             | Op::Placeholder { .. }
             | Op::NoOp
@@ -501,6 +511,8 @@ impl Op {
             Op::TopK { k, .. } => nn::infer_top_k(*k, &inputs[0]),
             Op::Host { f } => f.infer(&inputs[0]),
             Op::Linalg { f } => f.infer(inputs),
+            Op::Complex { f } => f.infer(inputs),
+            Op::Fft { f } => f.infer(&inputs[0]),
             Op::Fill { .. }
             | Op::FillLike { .. }
             | Op::Range { .. }

@@ -67,6 +67,9 @@ pub(crate) fn reduced_shape(shape: &Shape, axes: &[usize], keepdims: bool) -> Sh
 }
 
 pub(crate) fn infer_reduce(f: ReduceOp, axes: &[usize], keepdims: bool, x: &Meta) -> Result<Meta> {
+    if x.dtype.is_complex() {
+        bail!(dtype, "{} takes real tensors, got {} (the public functions reduce complex parts)", f.name(), x.dtype);
+    }
     if f.is_logical() != (x.dtype == DType::Bool) {
         if f.is_logical() {
             bail!(dtype, "{} needs bool, got {}", f.name(), x.dtype);

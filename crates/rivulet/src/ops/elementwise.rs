@@ -19,7 +19,7 @@ macro_rules! unary_functions {
             $(#[$doc])*
             #[track_caller]
             pub fn $fname(x: &Tensor) -> Result<Tensor> {
-                apply1(Op::Unary { f: UnaryOp::$variant }, &[x])
+                unary_op(UnaryOp::$variant, x)
             }
         )*
 
@@ -139,6 +139,9 @@ fn resolve<'a, 'b>(
 /// functions, `exp` and so on, are the same op).
 #[track_caller]
 pub fn unary_op(f: UnaryOp, x: &Tensor) -> Result<Tensor> {
+    if x.dtype().is_complex() {
+        return super::complex::unary(f, x);
+    }
     apply1(Op::Unary { f }, &[x])
 }
 
@@ -151,6 +154,9 @@ pub fn binary_op<'a, 'b>(f: BinaryOp, a: impl Into<Operand<'a>>, b: impl Into<Op
 #[track_caller]
 fn binary(f: BinaryOp, a: Operand<'_>, b: Operand<'_>) -> Result<Tensor> {
     let (a, b) = resolve(a, b)?;
+    if a.dtype().is_complex() && b.dtype().is_complex() {
+        return super::complex::binary(f, &a, &b);
+    }
     apply1(Op::Binary { f }, &[&a, &b])
 }
 

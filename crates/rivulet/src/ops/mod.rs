@@ -8,6 +8,7 @@
 //! Names follow TensorFlow (`add`, `reduce_sum` is [`sum`], `matmul`, ...).
 
 pub mod array;
+pub mod complex;
 pub mod control;
 pub mod creation;
 pub mod ctc;
@@ -20,9 +21,11 @@ pub mod nn;
 pub mod optim;
 pub mod reduce;
 pub mod sampling;
+pub mod signal;
 pub mod variables;
 
 pub use array::*;
+pub use complex::{angle, complex, conj, imag, polar, real};
 pub use control::{cond, switch_case, while_loop, Nest, WhileOptions};
 pub use creation::*;
 pub use ctc::*;
@@ -35,6 +38,7 @@ pub use nn::*;
 pub use optim::*;
 pub use reduce::*;
 pub use sampling::*;
+pub use signal::{fft, fft2, fft3, ifft, ifft2, ifft3, irfft, irfft2, irfft3, rfft, rfft2, rfft3};
 pub use variables::*;
 
 pub use crate::op::{fused, ConstValue, Meta, Metas, Op, MAX_OUTPUTS};
@@ -259,7 +263,7 @@ impl Op {
             }
             Op::Cast { dtype } => {
                 let from = inputs[0].dtype();
-                if from.is_float() && dtype.is_float() {
+                if from.is_inexact() && dtype.is_inexact() {
                     vec![Some(cast(&g, from)?)]
                 } else {
                     none()
@@ -288,6 +292,8 @@ impl Op {
             },
             Op::Host { f: crate::op::HostOp::UniqueRows } => none(),
             Op::Linalg { f } => linalg::linalg_grad(*f, inputs, outputs, grads, wants)?,
+            Op::Complex { f } => complex::complex_grad(*f, inputs, &g, wants)?,
+            Op::Fft { f } => vec![Some(signal::fft_grad(*f, &inputs[0], &g)?)],
             Op::Const { .. }
             | Op::Placeholder { .. }
             | Op::Variable { .. }

@@ -73,6 +73,9 @@ impl From<Vec<i64>> for Axes {
 #[track_caller]
 fn reduce(f: ReduceOp, x: &Tensor, axes: Axes, keepdims: bool) -> Result<Tensor> {
     let axes = checked(axes.resolve(x.rank()), f.type_name(), &[x])?;
+    if x.dtype().is_complex() {
+        return super::complex::reduce(f, x, &axes, keepdims);
+    }
     apply1(Op::Reduce { f, axes, keepdims }, &[x])
 }
 

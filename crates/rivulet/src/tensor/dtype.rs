@@ -3,6 +3,7 @@
 //! attributes (fill values, clip bounds, ...).
 
 use half::{bf16, f16};
+pub use num_complex::Complex;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -24,11 +25,15 @@ pub enum DType {
     U16,
     U32,
     U64,
+    /// Complex numbers of two f32 parts (TensorFlow's `complex64`).
+    C64,
+    /// Complex numbers of two f64 parts (TensorFlow's `complex128`).
+    C128,
 }
 
 impl DType {
     /// Every dtype, in a fixed order.
-    pub const ALL: [DType; 13] = [
+    pub const ALL: [DType; 15] = [
         DType::F32,
         DType::F64,
         DType::F16,
@@ -42,12 +47,15 @@ impl DType {
         DType::U16,
         DType::U32,
         DType::U64,
+        DType::C64,
+        DType::C128,
     ];
 
     /// Bytes per element.
     pub fn size(self) -> usize {
         match self {
-            DType::F64 | DType::I64 | DType::U64 => 8,
+            DType::C128 => 16,
+            DType::F64 | DType::I64 | DType::U64 | DType::C64 => 8,
             DType::F32 | DType::I32 | DType::U32 => 4,
             DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
             DType::U8 | DType::I8 | DType::Bool => 1,
@@ -68,9 +76,36 @@ impl DType {
     pub fn is_unsigned(self) -> bool {
         matches!(self, DType::U8 | DType::U16 | DType::U32 | DType::U64)
     }
-    /// Float or integer: everything that supports arithmetic.
+    /// Complex (c64, c128).
+    pub fn is_complex(self) -> bool {
+        matches!(self, DType::C64 | DType::C128)
+    }
+    /// Floating point or complex: the dtypes gradients flow through.
+    pub fn is_inexact(self) -> bool {
+        self.is_float() || self.is_complex()
+    }
+    /// Real float or integer: what the real arithmetic kernels take.
+    /// Complex tensors have their own arithmetic (`ops::complex`), made
+    /// of real ops on their parts.
     pub fn is_numeric(self) -> bool {
-        self != DType::Bool
+        !matches!(self, DType::Bool | DType::C64 | DType::C128)
+    }
+    /// The complex dtype with parts of this float dtype (f32 to c64, f64
+    /// to c128), or `None`.
+    pub fn to_complex(self) -> Option<DType> {
+        match self {
+            DType::F32 => Some(DType::C64),
+            DType::F64 => Some(DType::C128),
+            _ => None,
+        }
+    }
+    /// The dtype of a complex dtype's parts (c64 to f32, c128 to f64), or `None`.
+    pub fn complex_part(self) -> Option<DType> {
+        match self {
+            DType::C64 => Some(DType::F32),
+            DType::C128 => Some(DType::F64),
+            _ => None,
+        }
     }
     /// The lowercase name used in messages and files (`f32`, `bool`, ...).
     pub fn name(self) -> &'static str {
@@ -88,6 +123,8 @@ impl DType {
             DType::U16 => "u16",
             DType::U32 => "u32",
             DType::U64 => "u64",
+            DType::C64 => "c64",
+            DType::C128 => "c128",
         }
     }
     /// Parse the name printed by [`DType::name`].
@@ -109,7 +146,8 @@ mod sealed {
 /// A Rust type that can be the element of a tensor.
 ///
 /// Sealed: implemented for `f32, f64, f16, bf16, i8, i16, i32, i64, u8,
-/// u16, u32, u64, bool`.
+/// u16, u32, u64, bool` and `Complex<f32>`, `Complex<f64>` (whose
+/// conversions to and from real numbers use the real part, as NumPy's casts).
 pub trait Element: sealed::Sealed + Copy + Send + Sync + PartialEq + fmt::Debug + Default + 'static {
     /// The dtype tag of this type.
     const DTYPE: DType;
@@ -175,6 +213,24 @@ element!(u16, U16, |v| v as f64, |v| v as u16, |v| v as i64, |v| v as u16, |v| S
 element!(u32, U32, |v| v as f64, |v| v as u32, |v| v as i64, |v| v as u32, |v| Scalar::I64(v as i64));
 // u64 beyond i64::MAX wraps through i64 (Scalar keeps integers as i64).
 element!(u64, U64, |v| v as f64, |v| v as u64, |v| v as i64, |v| v as u64, |v| Scalar::I64(v as i64));
+element!(
+    Complex<f32>,
+    C64,
+    |v| v.re as f64,
+    |v| Complex::new(v as f32, 0.0),
+    |v| v.re as i64,
+    |v| { Complex::new(v as f32, 0.0) },
+    |v| Scalar::F64(v.re as f64)
+);
+element!(
+    Complex<f64>,
+    C128,
+    |v| v.re,
+    |v| Complex::new(v, 0.0),
+    |v| v.re as i64,
+    |v| Complex::new(v as f64, 0.0),
+    |v| { Scalar::F64(v.re) }
+);
 element!(bool, Bool, |v| if v { 1.0 } else { 0.0 }, |v| v != 0.0, |v| v as i64, |v| v != 0, Scalar::Bool);
 
 /// f64 to f16, correctly rounded (half's own conversion rounds twice on x86).
@@ -370,7 +426,7 @@ impl fmt::Display for Scalar {
 /// any other evaluates `$otherwise`.
 macro_rules! with_dtype {
     ($dtype:expr, $T:ident => $body:expr) => {
-        $crate::tensor::dtype::with_dtype!(@arms $dtype, $T => $body, [F32, F64, F16, BF16, I32, I64, U8, Bool, I8, I16, U16, U32, U64])
+        $crate::tensor::dtype::with_dtype!(@arms $dtype, $T => $body, [F32, F64, F16, BF16, I32, I64, U8, Bool, I8, I16, U16, U32, U64, C64, C128])
     };
     ($dtype:expr, $T:ident => $body:expr, [$($dt:ident),*], $otherwise:expr) => {{
         #[allow(unreachable_patterns)]
@@ -434,6 +490,12 @@ macro_rules! rust_type {
     };
     (Bool) => {
         bool
+    };
+    (C64) => {
+        $crate::tensor::dtype::Complex<f32>
+    };
+    (C128) => {
+        $crate::tensor::dtype::Complex<f64>
     };
 }
 pub(crate) use rust_type;

@@ -11,7 +11,7 @@ pub mod shape;
 pub mod storage;
 
 pub use device::{Device, DeviceKind};
-pub use dtype::{DType, Element, Scalar};
+pub use dtype::{Complex, DType, Element, Scalar};
 pub use layout::Layout;
 pub use shape::{Shape, UNKNOWN};
 
@@ -151,9 +151,9 @@ impl Value {
         }
     }
 
-    /// The single element of a one-element (host) value, as f64.
+    /// The single element of a one-element (host) real value, as f64.
     pub fn scalar_f64(&self) -> Option<f64> {
-        if self.numel() != 1 || self.storage.sync_host().is_err() {
+        if self.numel() != 1 || self.dtype.is_complex() || self.storage.sync_host().is_err() {
             return None;
         }
         let at = self.layout.offset;

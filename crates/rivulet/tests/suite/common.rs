@@ -21,6 +21,11 @@ pub fn values(t: &Tensor) -> Vec<f64> {
         DType::U32 => t.to_vec::<u32>().unwrap().into_iter().map(f64::from).collect(),
         DType::U64 => t.to_vec::<u64>().unwrap().into_iter().map(|v| v as f64).collect(),
         DType::Bool => t.to_vec::<bool>().unwrap().into_iter().map(|b| if b { 1.0 } else { 0.0 }).collect(),
+        // Complex: the parts interleaved, re then im.
+        DType::C64 => {
+            t.to_vec::<rivulet::Complex<f32>>().unwrap().into_iter().flat_map(|z| [z.re as f64, z.im as f64]).collect()
+        }
+        DType::C128 => t.to_vec::<rivulet::Complex<f64>>().unwrap().into_iter().flat_map(|z| [z.re, z.im]).collect(),
     }
 }
 

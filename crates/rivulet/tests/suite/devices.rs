@@ -348,6 +348,48 @@ fn registry() -> Vec<Case> {
         true,
         |_, x| Ok(vec![ops::grid::interpolate(&x[0], &x[1], ops::Boundary::Periodic)?]),
     ));
+    // Complex arithmetic (real ops on the parts) and Fourier transforms (on a
+    // host copy on every backend), seen through real outputs.
+    let parts = |z: &Tensor| -> Result<Vec<Tensor>> { Ok(vec![ops::real(z)?, ops::imag(z)?]) };
+    cases.push(case(
+        "complex arithmetic",
+        vec![f32s(&mut rng, &[3, 4], -1.0, 1.0), f32s(&mut rng, &[3, 4], 0.2, 1.0), f32s(&mut rng, &[4], -1.0, 1.0)],
+        true,
+        move |_, x| {
+            let z = ops::complex(&x[0], &x[1])?;
+            let w = ops::complex(&x[2], &ops::add(&x[2], 2.0)?)?;
+            let mut out = parts(&ops::div(&ops::mul(&z, &w)?, &ops::exp(&z)?)?)?;
+            out.extend(parts(&ops::sqrt(&ops::sum(&ops::conj(&z)?, 0, false)?)?)?);
+            out.push(ops::abs(&ops::log(&z)?)?);
+            out.push(ops::angle(&z)?);
+            Ok(out)
+        },
+    ));
+    cases.push(case(
+        "fft, ifft2, fft3",
+        vec![f32s(&mut rng, &[2, 3, 4], -1.0, 1.0), f32s(&mut rng, &[2, 3, 4], -1.0, 1.0)],
+        true,
+        move |_, x| {
+            let z = ops::complex(&x[0], &x[1])?;
+            let mut out = parts(&ops::fft(&z)?)?;
+            out.extend(parts(&ops::ifft2(&z)?)?);
+            out.extend(parts(&ops::fft3(&z)?)?);
+            out.extend(parts(&ops::ifft(&z)?)?);
+            out.extend(parts(&ops::fft2(&z)?)?);
+            out.extend(parts(&ops::ifft3(&z)?)?);
+            Ok(out)
+        },
+    ));
+    cases.push(case("rfft, irfft (1-D to 3-D)", vec![f32s(&mut rng, &[2, 3, 5], -1.0, 1.0)], true, move |_, x| {
+        let mut out = parts(&ops::rfft(&x[0], None)?)?;
+        out.extend(parts(&ops::rfft2(&x[0], None)?)?);
+        out.extend(parts(&ops::rfft3(&x[0], Some([2, 4, 6]))?)?);
+        let spectrum = ops::complex(&x[0], &ops::mul(&x[0], 0.5)?)?;
+        out.push(ops::irfft(&spectrum, Some(8))?);
+        out.push(ops::irfft2(&spectrum, None)?);
+        out.push(ops::irfft3(&spectrum, Some([2, 3, 9]))?);
+        Ok(out)
+    }));
     // Programs the graph optimizer fuses (graph mode runs them fused).
     cases.push(case("fusable chain", vec![f32s(&mut rng, &[8, 9], -2.0, 2.0)], true, |_, x| {
         let y = ops::mul(&ops::tanh(&ops::add(&ops::mul(&x[0], 1.5)?, 0.5)?)?, &ops::sigmoid(&x[0])?)?;
@@ -552,6 +594,21 @@ fn every_op_agrees_on_every_backend_in_both_modes() {
         "Svd",
         "SelfAdjointEigV2",
         "MatrixExponential",
+        "Complex",
+        "Real",
+        "Imag",
+        "FFT",
+        "FFT2D",
+        "FFT3D",
+        "IFFT",
+        "IFFT2D",
+        "IFFT3D",
+        "RFFT",
+        "RFFT2D",
+        "RFFT3D",
+        "IRFFT",
+        "IRFFT2D",
+        "IRFFT3D",
     ];
     let unary = UnaryOp::ALL.iter().map(|&f| Op::Unary { f }.type_name());
     let binary = ops::BinaryOp::ALL.iter().map(|&f| Op::Binary { f }.type_name());

@@ -101,6 +101,16 @@ fn random_tensor_of(rng: &mut Rng, dtype: DType, dims: Vec<usize>) -> Tensor {
         DType::U32 => Tensor::from_vec((0..n).map(|_| int_value(rng) as u32).collect::<Vec<_>>(), dims.clone()),
         DType::U64 => Tensor::from_vec((0..n).map(|_| int_value(rng) as u64).collect::<Vec<_>>(), dims.clone()),
         DType::Bool => Tensor::from_vec((0..n).map(|_| rng.chance(0.5)).collect::<Vec<_>>(), dims.clone()),
+        DType::C64 => Tensor::from_vec(
+            (0..n)
+                .map(|_| rivulet::Complex::<f32>::new(float_value(rng) as f32, float_value(rng) as f32))
+                .collect::<Vec<_>>(),
+            dims.clone(),
+        ),
+        DType::C128 => Tensor::from_vec(
+            (0..n).map(|_| rivulet::Complex::<f64>::new(float_value(rng), float_value(rng))).collect::<Vec<_>>(),
+            dims.clone(),
+        ),
     }
     .unwrap();
     match rng.below(20) {

@@ -538,20 +538,24 @@ fn einsum_errors() {
 
 #[test]
 fn zeros_ones_fill_all_dtypes() {
+    // Complex values count their two parts (`values` interleaves them).
     for dt in DType::ALL {
+        let parts = if dt.is_complex() { 2 } else { 1 };
+        let twice =
+            |v: Vec<f64>| -> Vec<f64> { v.into_iter().flat_map(|x| [x, 0.0].into_iter().take(parts)).collect() };
         let z = ops::zeros(Ctx::Eager, [2, 3], dt).unwrap();
         assert_eq!((z.dtype(), dims(&z)), (dt, vec![2, 3]));
-        assert_eq!(values(&z), vec![0.0; 6], "zeros {dt}");
+        assert_eq!(values(&z), twice(vec![0.0; 6]), "zeros {dt}");
         let o = ops::ones(Ctx::Eager, [3], dt).unwrap();
         assert_eq!(o.dtype(), dt);
-        assert_eq!(values(&o), vec![1.0; 3], "ones {dt}");
+        assert_eq!(values(&o), twice(vec![1.0; 3]), "ones {dt}");
         let f = ops::fill(Ctx::Eager, [2, 2], 3, dt).unwrap();
         let want = if dt == DType::Bool { 1.0 } else { 3.0 };
-        assert_eq!(values(&f), vec![want; 4], "fill {dt}");
+        assert_eq!(values(&f), twice(vec![want; 4]), "fill {dt}");
         // Scalars and empty shapes.
         let s = ops::fill(Ctx::Eager, [0usize; 0], 1, dt).unwrap();
         assert_eq!(s.rank(), 0);
-        assert_eq!(values(&s), vec![1.0]);
+        assert_eq!(values(&s), twice(vec![1.0]));
         let e = ops::zeros(Ctx::Eager, [4, 0], dt).unwrap();
         assert_eq!(dims(&e), [4, 0]);
         assert!(values(&e).is_empty());
@@ -573,13 +577,16 @@ fn zeros_ones_fill_all_dtypes() {
 #[test]
 fn zeros_like_and_ones_like() {
     for dt in DType::ALL {
+        let parts = if dt.is_complex() { 2 } else { 1 };
+        let twice =
+            |v: Vec<f64>| -> Vec<f64> { v.into_iter().flat_map(|x| [x, 0.0].into_iter().take(parts)).collect() };
         let x = ops::fill(Ctx::Eager, [2, 3], 5, dt).unwrap();
         let z = ops::zeros_like(&x).unwrap();
         assert_eq!((z.dtype(), dims(&z)), (dt, vec![2, 3]));
-        assert_eq!(values(&z), vec![0.0; 6]);
+        assert_eq!(values(&z), twice(vec![0.0; 6]));
         let o = ops::ones_like(&x).unwrap();
         assert_eq!((o.dtype(), dims(&o)), (dt, vec![2, 3]));
-        assert_eq!(values(&o), vec![1.0; 6]);
+        assert_eq!(values(&o), twice(vec![1.0; 6]));
     }
     // Views, scalars and empty tensors.
     let t = ops::transpose(&rand_tensor(&[2, 5], DType::F64, 1), &[]).unwrap();

@@ -30,6 +30,7 @@ mod parity;
 mod passes;
 mod reduce;
 mod sim;
+mod spectral;
 mod tf_reference;
 mod tracing;
 mod training;

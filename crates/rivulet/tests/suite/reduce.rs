@@ -31,6 +31,12 @@ fn tensor_of(vals: &[f64], shape: &[usize], dtype: DType) -> Tensor {
         DType::U32 => Tensor::from_vec(vals.iter().map(|&v| v as u32).collect::<Vec<_>>(), s),
         DType::U64 => Tensor::from_vec(vals.iter().map(|&v| v as u64).collect::<Vec<_>>(), s),
         DType::Bool => Tensor::from_vec(vals.iter().map(|&v| v != 0.0).collect::<Vec<_>>(), s),
+        DType::C64 => {
+            Tensor::from_vec(vals.iter().map(|&v| rivulet::Complex::<f32>::new(v as f32, 0.0)).collect::<Vec<_>>(), s)
+        }
+        DType::C128 => {
+            Tensor::from_vec(vals.iter().map(|&v| rivulet::Complex::<f64>::new(v, 0.0)).collect::<Vec<_>>(), s)
+        }
     }
     .unwrap()
 }
@@ -69,6 +75,18 @@ fn bits(t: &Tensor) -> Vec<u64> {
         DType::U32 => t.to_vec::<u32>().unwrap().into_iter().map(u64::from).collect(),
         DType::U64 => t.to_vec::<u64>().unwrap(),
         DType::Bool => t.to_vec::<bool>().unwrap().into_iter().map(u64::from).collect(),
+        DType::C64 => t
+            .to_vec::<rivulet::Complex<f32>>()
+            .unwrap()
+            .into_iter()
+            .flat_map(|z| [u64::from(z.re.to_bits()), u64::from(z.im.to_bits())])
+            .collect(),
+        DType::C128 => t
+            .to_vec::<rivulet::Complex<f64>>()
+            .unwrap()
+            .into_iter()
+            .flat_map(|z| [z.re.to_bits(), z.im.to_bits()])
+            .collect(),
     }
 }
 
@@ -96,6 +114,8 @@ fn contiguous_copy(t: &Tensor) -> Tensor {
         DType::U32 => Tensor::from_vec(t.to_vec::<u32>().unwrap(), s),
         DType::U64 => Tensor::from_vec(t.to_vec::<u64>().unwrap(), s),
         DType::Bool => Tensor::from_vec(t.to_vec::<bool>().unwrap(), s),
+        DType::C64 => Tensor::from_vec(t.to_vec::<rivulet::Complex<f32>>().unwrap(), s),
+        DType::C128 => Tensor::from_vec(t.to_vec::<rivulet::Complex<f64>>().unwrap(), s),
     }
     .unwrap()
 }

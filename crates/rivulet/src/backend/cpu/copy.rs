@@ -26,7 +26,8 @@ pub(crate) fn copy(v: &Value) -> Result<Value> {
         1 => typed::<u8>(&v.retyped(DType::U8)),
         2 => typed::<half::f16>(&v.retyped(DType::F16)),
         4 => typed::<i32>(&v.retyped(DType::I32)),
-        _ => typed::<i64>(&v.retyped(DType::I64)),
+        8 => typed::<i64>(&v.retyped(DType::I64)),
+        _ => typed::<crate::tensor::Complex<f64>>(&v.retyped(DType::C128)),
     }?;
     Ok(r.retyped(v.dtype))
 }

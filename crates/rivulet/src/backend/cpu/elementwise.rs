@@ -16,7 +16,7 @@ use crate::op::elementwise::{BinaryOp, UnaryOp};
 use crate::op::Meta;
 use crate::tensor::dtype::{with_dtype, Element};
 use crate::tensor::storage::HostBuffer;
-use crate::tensor::{DType, Shape, Value};
+use crate::tensor::{Complex, DType, Shape, Value};
 use half::{bf16, f16};
 
 /// Map one input to a new contiguous value of element type `U`.
@@ -784,10 +784,11 @@ fn select_typed<T: Element>(c: &Value, a: &Value, b: &Value, shape: &Shape) -> R
 }
 
 /// Convert one element between dtypes: floats go through f64 (exact), integers
-/// through i64 (exact), so each conversion rounds at most once.
+/// through i64 (exact), so each conversion rounds at most once. A complex
+/// number gives its real part (as NumPy's and TensorFlow's casts).
 #[inline(always)]
 fn convert<T: Element, U: Element>(x: T) -> U {
-    if T::DTYPE.is_float() {
+    if T::DTYPE.is_float() || T::DTYPE.is_complex() {
         U::from_f64(x.to_f64())
     } else if T::DTYPE == DType::U64 && U::DTYPE.is_float() {
         // The bits come back from the wrapped i64.
@@ -807,6 +808,8 @@ pub(crate) fn cast(x: &Value, dtype: DType) -> Result<Value> {
         (DType::F32, DType::BF16) => map_unary(x, bf16::from_f32),
         (DType::F16, DType::F32) => map_unary(x, |v: f16| v.to_f32()),
         (DType::BF16, DType::F32) => map_unary(x, |v: bf16| v.to_f32()),
+        (DType::C64, DType::C128) => map_unary(x, |v: Complex<f32>| Complex::new(v.re as f64, v.im as f64)),
+        (DType::C128, DType::C64) => map_unary(x, |v: Complex<f64>| Complex::new(v.re as f32, v.im as f32)),
         (src, dst) => with_dtype!(src, T => with_dtype!(dst, U => map_unary(x, convert::<T, U>))),
     }
 }

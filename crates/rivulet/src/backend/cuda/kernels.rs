@@ -467,6 +467,9 @@ pub(crate) fn ctype(dtype: DType) -> &'static str {
         DType::U16 => "unsigned short",
         DType::U32 => "unsigned int",
         DType::U64 => "unsigned long long",
+        // Ops on complex values run on the host; the size is kept.
+        DType::C64 => "float2",
+        DType::C128 => "double2",
     }
 }
 

@@ -28,27 +28,28 @@ fn mask(x: &Tensor, m: usize, n: usize, keep: impl Fn(usize, usize) -> bool) -> 
     creation::constant(Ctx::of(x), Tensor::from_vec(v, vec![m, n])?)
 }
 
-/// The transpose of the last two dimensions (`tf.linalg.adjoint` and
-/// `matrix_transpose` of real matrices).
+/// The conjugate transpose of the last two dimensions (`tf.linalg.adjoint`;
+/// the plain transpose for real matrices).
 #[track_caller]
 pub fn adjoint(x: &Tensor) -> Result<Tensor> {
+    crate::ops::complex::conj(&matrix_transpose(x)?)
+}
+
+/// The transpose of the last two dimensions (`tf.linalg.matrix_transpose`),
+/// without conjugation.
+#[track_caller]
+pub fn matrix_transpose(x: &Tensor) -> Result<Tensor> {
     let r = x.rank();
     if r < 2 {
         return checked(
-            Err(crate::error::Error::shape(format!("adjoint needs rank >= 2, got shape {}", x.shape()))),
-            "Adjoint",
+            Err(crate::error::Error::shape(format!("matrix_transpose needs rank >= 2, got shape {}", x.shape()))),
+            "MatrixTranspose",
             &[x],
         );
     }
     let mut perm: Vec<usize> = (0..r).collect();
     perm.swap(r - 2, r - 1);
     mv::transpose(x, &perm)
-}
-
-/// The transpose of the last two dimensions (`tf.linalg.matrix_transpose`).
-#[track_caller]
-pub fn matrix_transpose(x: &Tensor) -> Result<Tensor> {
-    adjoint(x)
 }
 
 /// The entries within `num_lower` diagonals below and `num_upper` above the

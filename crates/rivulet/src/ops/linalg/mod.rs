@@ -19,6 +19,9 @@ use crate::graph::Tensor;
 /// (which broadcast); `transpose_a`/`transpose_b` transpose the matrices first.
 #[track_caller]
 pub fn matmul_t(a: &Tensor, b: &Tensor, transpose_a: bool, transpose_b: bool) -> Result<Tensor> {
+    if a.dtype().is_complex() && b.dtype().is_complex() {
+        return super::complex::matmul(a, b, transpose_a, transpose_b);
+    }
     apply1(Op::MatMul { transpose_a, transpose_b }, &[a, b])
 }
 

@@ -1,0 +1,289 @@
+//! Kernels of the complex-part ops and the Fourier transforms, the only
+//! implementation of them: other backends run these on host copies.
+//!
+//! Transforms are `rustfft`'s (complex) and `realfft`'s (real to complex
+//! and back), planned once per length and cached. A transform along the
+//! last axis runs on the contiguous rows directly; along another axis, a
+//! task gathers a group of columns into rows (whole cache lines at a time),
+//! transforms them and a second pass writes them back.
+
+use super::copy::materialize;
+use crate::error::{bail, Result};
+use crate::op::{ComplexOp, FftOp, Meta};
+use crate::tensor::storage::HostBuffer;
+use crate::tensor::{Complex, DType, Element, Value};
+use parking_lot::Mutex;
+use rayon::prelude::*;
+use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
+use rustfft::{Fft, FftDirection, FftNum, FftPlanner};
+use smallvec::{smallvec, SmallVec};
+use std::sync::{Arc, OnceLock};
+
+/// Elements a parallel task transforms at least (smaller inputs stay on one thread).
+const TASK_ELEMENTS: usize = 1 << 14;
+/// Columns gathered into rows at once: a 64-byte line of c64.
+const COLUMNS: usize = 8;
+
+/// Run a complex-part op on CPU values.
+pub(crate) fn parts(f: ComplexOp, inputs: &[&Value], out: &Meta) -> Result<Value> {
+    match (f, inputs[0].dtype) {
+        (ComplexOp::Make, DType::F32) => make::<f32>(inputs, out),
+        (ComplexOp::Make, DType::F64) => make::<f64>(inputs, out),
+        (ComplexOp::Real | ComplexOp::Imag, DType::C64) => part::<f32>(f, inputs[0]),
+        (ComplexOp::Real | ComplexOp::Imag, DType::C128) => part::<f64>(f, inputs[0]),
+        (f, d) => bail!(dtype, "{} does not accept {d}", f.type_name()),
+    }
+}
+
+fn make<T: FftFloat>(inputs: &[&Value], out: &Meta) -> Result<Value>
+where
+    Complex<T>: Element,
+{
+    let [re, im] = [inputs[0], inputs[1]]
+        .map(|v| v.layout.broadcast_to(&out.shape).map(|l| materialize(&v.view(l))))
+        .map(|r| r.and_then(|v| v));
+    let (re, im) = (re?, im?);
+    let (re, im) = (re.contiguous_slice::<T>().unwrap_or(&[]), im.contiguous_slice::<T>().unwrap_or(&[]));
+    let mut buf = HostBuffer::for_elements::<Complex<T>>(out.shape.checked_numel()?)?;
+    let dst = buf.as_mut_slice::<Complex<T>>();
+    super::parallel::fill_chunks(dst, super::parallel::GRAIN, |start, chunk| {
+        for (k, z) in chunk.iter_mut().enumerate() {
+            *z = Complex::new(re[start + k], im[start + k]);
+        }
+    });
+    Ok(Value::from_buffer(out.dtype, out.shape.clone(), buf))
+}
+
+fn part<T: FftFloat>(f: ComplexOp, z: &Value) -> Result<Value>
+where
+    Complex<T>: Element,
+{
+    let z = materialize(z)?;
+    let src = z.contiguous_slice::<Complex<T>>().unwrap_or(&[]);
+    let mut buf = HostBuffer::for_elements::<T>(src.len())?;
+    let imag = f == ComplexOp::Imag;
+    super::parallel::map_slices(src, buf.as_mut_slice::<T>(), |s, d| {
+        for (o, z) in d.iter_mut().zip(s) {
+            *o = if imag { z.im } else { z.re };
+        }
+    });
+    Ok(Value::from_buffer(T::DTYPE, z.shape().clone(), buf))
+}
+
+/// Run a Fourier transform on a CPU value.
+pub(crate) fn fft(f: FftOp, x: &Value, out: &Meta) -> Result<Value> {
+    match x.dtype {
+        DType::F32 | DType::C64 => fft_typed::<f32>(f, x, out),
+        DType::F64 | DType::C128 => fft_typed::<f64>(f, x, out),
+        d => bail!(dtype, "{} does not accept {d}", f.type_name()),
+    }
+}
+
+/// The float types the transforms run in, each with its cached planners.
+pub(crate) trait FftFloat: FftNum + Element {
+    fn planners() -> &'static Planners<Self>;
+}
+
+/// Cached plans of one float type (plans are shared, planning is not).
+pub(crate) struct Planners<T: FftNum> {
+    complex: Mutex<FftPlanner<T>>,
+    real: Mutex<RealFftPlanner<T>>,
+}
+
+impl<T: FftNum> Planners<T> {
+    fn new() -> Self {
+        Planners { complex: Mutex::new(FftPlanner::new()), real: Mutex::new(RealFftPlanner::new()) }
+    }
+    fn complex(&self, n: usize, direction: FftDirection) -> Arc<dyn Fft<T>> {
+        self.complex.lock().plan_fft(n, direction)
+    }
+    fn forward_real(&self, n: usize) -> Arc<dyn RealToComplex<T>> {
+        self.real.lock().plan_fft_forward(n)
+    }
+    fn inverse_real(&self, n: usize) -> Arc<dyn ComplexToReal<T>> {
+        self.real.lock().plan_fft_inverse(n)
+    }
+}
+
+impl FftFloat for f32 {
+    fn planners() -> &'static Planners<f32> {
+        static P: OnceLock<Planners<f32>> = OnceLock::new();
+        P.get_or_init(Planners::new)
+    }
+}
+impl FftFloat for f64 {
+    fn planners() -> &'static Planners<f64> {
+        static P: OnceLock<Planners<f64>> = OnceLock::new();
+        P.get_or_init(Planners::new)
+    }
+}
+
+fn fft_typed<T: FftFloat>(f: FftOp, x: &Value, out: &Meta) -> Result<Value>
+where
+    Complex<T>: Element,
+{
+    let x = materialize(x)?;
+    let dims: SmallVec<[usize; 6]> = x.shape().iter().copied().collect();
+    let out_dims: SmallVec<[usize; 6]> = out.shape.iter().copied().collect();
+    let rank = f.rank();
+    let last = dims.len() - 1;
+    let planners = T::planners();
+    match f {
+        FftOp::Fft { .. } | FftOp::Ifft { .. } => {
+            let inverse = matches!(f, FftOp::Ifft { .. });
+            let src = x.contiguous_slice::<Complex<T>>().unwrap_or(&[]);
+            let mut buf = HostBuffer::from_slice(src)?;
+            let data = buf.as_mut_slice::<Complex<T>>();
+            let direction = if inverse { FftDirection::Inverse } else { FftDirection::Forward };
+            for axis in (dims.len() - rank..dims.len()).rev() {
+                transform_axis(data, &dims, axis, direction, planners)?;
+            }
+            if inverse {
+                scale(data, points(&dims[dims.len() - rank..]));
+            }
+            Ok(Value::from_buffer(out.dtype, out.shape.clone(), buf))
+        }
+        FftOp::Rfft { .. } => {
+            let src = x.contiguous_slice::<T>().unwrap_or(&[]);
+            let (n, m) = (dims[last], out_dims[last]);
+            let mut buf = HostBuffer::for_elements::<Complex<T>>(out.shape.checked_numel()?)?;
+            let data = buf.as_mut_slice::<Complex<T>>();
+            let plan = planners.forward_real(n);
+            let rows = rows_per_task(n);
+            data.par_chunks_mut(rows * m).zip(src.par_chunks(rows * n)).try_for_each_init(
+                || (plan.make_input_vec(), plan.make_scratch_vec()),
+                |(input, scratch), (dst, src)| -> Result<()> {
+                    for (o, i) in dst.chunks_mut(m).zip(src.chunks(n)) {
+                        input.copy_from_slice(i);
+                        plan.process_with_scratch(input, o, scratch).map_err(fft_error)?;
+                    }
+                    Ok(())
+                },
+            )?;
+            for axis in (dims.len() - rank..last).rev() {
+                transform_axis(data, &out_dims, axis, FftDirection::Forward, planners)?;
+            }
+            Ok(Value::from_buffer(out.dtype, out.shape.clone(), buf))
+        }
+        FftOp::Irfft { n, .. } => {
+            let src = x.contiguous_slice::<Complex<T>>().unwrap_or(&[]);
+            let m = dims[last];
+            let mut work = HostBuffer::from_slice(src)?;
+            let spectrum = work.as_mut_slice::<Complex<T>>();
+            for axis in (dims.len() - rank..last).rev() {
+                transform_axis(spectrum, &dims, axis, FftDirection::Inverse, planners)?;
+            }
+            let mut buf = HostBuffer::for_elements::<T>(out.shape.checked_numel()?)?;
+            let data = buf.as_mut_slice::<T>();
+            let plan = planners.inverse_real(n);
+            let rows = rows_per_task(n);
+            let even = n % 2 == 0;
+            data.par_chunks_mut(rows * n).zip(spectrum.par_chunks_mut(rows * m)).try_for_each_init(
+                || plan.make_scratch_vec(),
+                |scratch, (dst, src)| -> Result<()> {
+                    for (o, i) in dst.chunks_mut(n).zip(src.chunks_mut(m)) {
+                        // A real signal's spectrum is real at 0 and n/2:
+                        // other imaginary parts there are ignored, as
+                        // TensorFlow and NumPy do.
+                        i[0].im = T::zero();
+                        if even {
+                            i[m - 1].im = T::zero();
+                        }
+                        plan.process_with_scratch(i, o, scratch).map_err(fft_error)?;
+                    }
+                    Ok(())
+                },
+            )?;
+            let s = <T as Element>::from_f64(1.0 / points(&out_dims[out_dims.len() - rank..]) as f64);
+            super::parallel::fill_chunks(data, super::parallel::GRAIN, |_, chunk| {
+                chunk.iter_mut().for_each(|v| *v = *v * s)
+            });
+            Ok(Value::from_buffer(out.dtype, out.shape.clone(), buf))
+        }
+    }
+}
+
+fn fft_error(e: realfft::FftError) -> crate::error::Error {
+    crate::error::Error::invalid(format!("real FFT: {e}"))
+}
+
+/// The number of points of a transform over axes of these lengths.
+fn points(dims: &[usize]) -> usize {
+    dims.iter().product()
+}
+
+/// Rows of length `n` per parallel task.
+fn rows_per_task(n: usize) -> usize {
+    (TASK_ELEMENTS / n.max(1)).max(1)
+}
+
+/// Multiply every element by `1 / count`.
+fn scale<T: FftFloat>(data: &mut [Complex<T>], count: usize) {
+    let s = <T as Element>::from_f64(1.0 / count.max(1) as f64);
+    super::parallel::fill_chunks(data, super::parallel::GRAIN, |_, chunk| chunk.iter_mut().for_each(|z| *z = *z * s));
+}
+
+/// Transform `data` (row-major, of `dims`) in place along `axis`, unnormalized.
+fn transform_axis<T: FftFloat>(
+    data: &mut [Complex<T>],
+    dims: &[usize],
+    axis: usize,
+    direction: FftDirection,
+    planners: &Planners<T>,
+) -> Result<()> {
+    let n = dims[axis];
+    let inner: usize = dims[axis + 1..].iter().product();
+    if n <= 1 || data.is_empty() {
+        return Ok(());
+    }
+    let plan = planners.complex(n, direction);
+    if inner == 1 {
+        let rows = rows_per_task(n);
+        data.par_chunks_mut(rows * n).for_each_init(
+            || vec![Complex::new(T::zero(), T::zero()); plan.get_inplace_scratch_len()],
+            |scratch, rows| plan.process_with_scratch(rows, scratch),
+        );
+        return Ok(());
+    }
+    // Each slab [n, inner] is transposed into columns-as-rows, transformed,
+    // and transposed back.
+    let slab = n * inner;
+    let mut columns = crate::tensor::storage::try_vec(Complex::new(T::zero(), T::zero()), slab)?;
+    let group = COLUMNS * n;
+    for block in data.chunks_mut(slab) {
+        let block_ref: &[Complex<T>] = block;
+        columns.par_chunks_mut(group).enumerate().for_each_init(
+            || vec![Complex::new(T::zero(), T::zero()); plan.get_inplace_scratch_len()],
+            |scratch, (g, rows)| {
+                let c0 = g * COLUMNS;
+                let width = rows.len() / n;
+                for i in 0..n {
+                    let line = &block_ref[i * inner + c0..i * inner + c0 + width];
+                    for (j, &z) in line.iter().enumerate() {
+                        rows[j * n + i] = z;
+                    }
+                }
+                plan.process_with_scratch(rows, scratch);
+            },
+        );
+        let cols: &[Complex<T>] = &columns;
+        block.par_chunks_mut(COLUMNS * inner).enumerate().for_each(|(g, lines)| {
+            let i0 = g * COLUMNS;
+            for (di, line) in lines.chunks_mut(inner).enumerate() {
+                for (c, z) in line.iter_mut().enumerate() {
+                    *z = cols[c * n + i0 + di];
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+/// The outputs of a complex-part or FFT op, for the CPU dispatcher.
+pub(crate) fn run(op: &crate::op::Op, inputs: &[&Value], outs: &[Meta]) -> Result<SmallVec<[Value; 2]>> {
+    Ok(match op {
+        crate::op::Op::Complex { f } => smallvec![parts(*f, inputs, &outs[0])?],
+        crate::op::Op::Fft { f } => smallvec![fft(*f, inputs[0], &outs[0])?],
+        other => bail!(invalid, "{} is not a complex or FFT op", other.type_name()),
+    })
+}
