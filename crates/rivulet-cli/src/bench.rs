@@ -10,7 +10,7 @@ use std::time::Instant;
 const N2: f64 = 4096.0 * 4096.0;
 
 /// The workloads of BENCHMARKS.md this command times.
-pub const WORKLOADS: [&str; 8] = ["B1", "B2", "B3", "B4", "B5", "B7", "B8", "B9"];
+pub const WORKLOADS: [&str; 9] = ["B1", "B2", "B3", "B4", "B5", "B7", "B8", "B9", "B10"];
 
 /// One measurement.
 struct Record {
@@ -303,6 +303,42 @@ fn b9(r: &mut Runner) -> Result<()> {
     Ok(())
 }
 
+/// B10's inputs (BENCHMARKS.md): `(kind, param, input)`.
+fn b10_inputs() -> Result<Vec<(&'static str, &'static str, Tensor)>> {
+    let draw = |shape: &[usize], seed: u64| ops::random_normal(Ctx::Eager, shape, 0.0, 1.0, DType::F32, Some(seed));
+    let z = ops::complex(&draw(&[1024, 1024], 100)?, &draw(&[1024, 1024], 101)?)?;
+    let x = draw(&[4096, 4096], 102)?;
+    // The f64 transform of x rounded to complex64, as the peers' input.
+    let spectrum = ops::cast(&ops::rfft(&ops::cast(&x, DType::F64)?, None)?, DType::C64)?;
+    Ok(vec![
+        ("fft2", "fft2 1024x1024 c64", z),
+        ("rfft", "rfft 4096x4096 f32 axis=-1", x),
+        ("irfft", "irfft 4096x2049 c64 -> 4096x4096 f32", spectrum),
+    ])
+}
+
+fn b10_call(kind: &str, x: &Tensor) -> Result<Tensor> {
+    match kind {
+        "fft2" => ops::fft2(x),
+        "rfft" => ops::rfft(x, None),
+        _ => ops::irfft(x, Some(4096)),
+    }
+}
+
+/// B10: FFTs, eager and graph.
+fn b10(r: &mut Runner) -> Result<()> {
+    let budget = || Budget { budget_s: 2.0, min_reps: 5, max_reps: 15, per: 1 };
+    for (kind, param, input) in b10_inputs()? {
+        r.time("eager", "B10", param, budget(), || b10_call(kind, &input).map(drop))?;
+        let g = Graph::new();
+        let p = g.placeholder("x", input.dtype(), input.shape().clone())?;
+        let y = b10_call(kind, &p)?;
+        let s = Session::new(&g);
+        r.time("graph", "B10", param, budget(), || s.run(&[&y], &[(&p, &input)]).map(drop))?;
+    }
+    Ok(())
+}
+
 struct Runner {
     records: Vec<Record>,
     json: bool,
@@ -432,6 +468,9 @@ pub fn run(ids: &[String], json: bool, mode: Option<&str>, device: &str) -> Resu
     }
     if want("B9") {
         b9(&mut r)?;
+    }
+    if want("B10") {
+        b10(&mut r)?;
     }
     if want("B8") {
         let b8 = |per| Budget { min_reps: 5, max_reps: 15, per, ..Budget::default() };

@@ -24,7 +24,7 @@ fn on_device(device: &str, f: impl FnOnce() -> rivulet::Result<()>) -> rivulet::
 enum Command {
     /// Time the BENCHMARKS.md workloads in eager and graph mode.
     Bench {
-        /// Workload ids to run (B1 B2 B3 B4 B5 B7 B8 B9); all when none are given.
+        /// Workload ids to run (B1 B2 B3 B4 B5 B7 B8 B9 B10); all when none are given.
         #[arg(value_parser = bench::WORKLOADS, ignore_case = true)]
         ids: Vec<String>,
         /// Print one JSON object per measurement (the peers' keys) instead of a table.

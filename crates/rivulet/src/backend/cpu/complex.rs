@@ -132,11 +132,12 @@ where
         FftOp::Fft { .. } | FftOp::Ifft { .. } => {
             let inverse = matches!(f, FftOp::Ifft { .. });
             let src = x.contiguous_slice::<Complex<T>>().unwrap_or(&[]);
-            let mut buf = HostBuffer::from_slice(src)?;
+            let mut buf = HostBuffer::for_elements::<Complex<T>>(src.len())?;
             let data = buf.as_mut_slice::<Complex<T>>();
             let direction = if inverse { FftDirection::Inverse } else { FftDirection::Forward };
-            for axis in (dims.len() - rank..dims.len()).rev() {
-                transform_axis(data, &dims, axis, direction, planners)?;
+            // The first pass reads the input, the others work in place.
+            for (k, axis) in (dims.len() - rank..dims.len()).rev().enumerate() {
+                transform_axis((k == 0).then_some(src), data, &dims, axis, direction, planners)?;
             }
             if inverse {
                 scale(data, points(&dims[dims.len() - rank..]));
@@ -161,35 +162,44 @@ where
                 },
             )?;
             for axis in (dims.len() - rank..last).rev() {
-                transform_axis(data, &out_dims, axis, FftDirection::Forward, planners)?;
+                transform_axis(None, data, &out_dims, axis, FftDirection::Forward, planners)?;
             }
             Ok(Value::from_buffer(out.dtype, out.shape.clone(), buf))
         }
         FftOp::Irfft { n, .. } => {
             let src = x.contiguous_slice::<Complex<T>>().unwrap_or(&[]);
             let m = dims[last];
-            let mut work = HostBuffer::from_slice(src)?;
-            let spectrum = work.as_mut_slice::<Complex<T>>();
-            for axis in (dims.len() - rank..last).rev() {
-                transform_axis(spectrum, &dims, axis, FftDirection::Inverse, planners)?;
-            }
+            // Along the other axes first (into a work buffer), then each row
+            // to a real signal through a row copy (the real transform
+            // overwrites its input).
+            let mut work = HostBuffer::for_elements::<Complex<T>>(if rank > 1 { src.len() } else { 0 })?;
+            let spectrum: &[Complex<T>] = if rank > 1 {
+                let w = work.as_mut_slice::<Complex<T>>();
+                for (k, axis) in (dims.len() - rank..last).rev().enumerate() {
+                    transform_axis((k == 0).then_some(src), w, &dims, axis, FftDirection::Inverse, planners)?;
+                }
+                w
+            } else {
+                src
+            };
             let mut buf = HostBuffer::for_elements::<T>(out.shape.checked_numel()?)?;
             let data = buf.as_mut_slice::<T>();
             let plan = planners.inverse_real(n);
             let rows = rows_per_task(n);
             let even = n % 2 == 0;
-            data.par_chunks_mut(rows * n).zip(spectrum.par_chunks_mut(rows * m)).try_for_each_init(
-                || plan.make_scratch_vec(),
-                |scratch, (dst, src)| -> Result<()> {
-                    for (o, i) in dst.chunks_mut(n).zip(src.chunks_mut(m)) {
+            data.par_chunks_mut(rows * n).zip(spectrum.par_chunks(rows * m)).try_for_each_init(
+                || (plan.make_input_vec(), plan.make_scratch_vec()),
+                |(row, scratch), (dst, src)| -> Result<()> {
+                    for (o, i) in dst.chunks_mut(n).zip(src.chunks(m)) {
+                        row.copy_from_slice(i);
                         // A real signal's spectrum is real at 0 and n/2:
                         // other imaginary parts there are ignored, as
                         // TensorFlow and NumPy do.
-                        i[0].im = T::zero();
+                        row[0].im = T::zero();
                         if even {
-                            i[m - 1].im = T::zero();
+                            row[m - 1].im = T::zero();
                         }
-                        plan.process_with_scratch(i, o, scratch).map_err(fft_error)?;
+                        plan.process_with_scratch(row, o, scratch).map_err(fft_error)?;
                     }
                     Ok(())
                 },
@@ -223,55 +233,70 @@ fn scale<T: FftFloat>(data: &mut [Complex<T>], count: usize) {
     super::parallel::fill_chunks(data, super::parallel::GRAIN, |_, chunk| chunk.iter_mut().for_each(|z| *z = *z * s));
 }
 
-/// Transform `data` (row-major, of `dims`) in place along `axis`, unnormalized.
+/// Transform `data` (row-major, of `dims`) along `axis`, unnormalized: in
+/// place, or from `src` (of the same shape) when given.
 fn transform_axis<T: FftFloat>(
+    src: Option<&[Complex<T>]>,
     data: &mut [Complex<T>],
     dims: &[usize],
     axis: usize,
     direction: FftDirection,
     planners: &Planners<T>,
-) -> Result<()> {
+) -> Result<()>
+where
+    Complex<T>: Element,
+{
     let n = dims[axis];
     let inner: usize = dims[axis + 1..].iter().product();
     if n <= 1 || data.is_empty() {
+        if let Some(src) = src {
+            data.copy_from_slice(src);
+        }
         return Ok(());
     }
     let plan = planners.complex(n, direction);
+    let zero = Complex::new(T::zero(), T::zero());
+    let scratch = || vec![zero; plan.get_inplace_scratch_len()];
     if inner == 1 {
-        let rows = rows_per_task(n);
-        data.par_chunks_mut(rows * n).for_each_init(
-            || vec![Complex::new(T::zero(), T::zero()); plan.get_inplace_scratch_len()],
-            |scratch, rows| plan.process_with_scratch(rows, scratch),
-        );
+        let rows = rows_per_task(n) * n;
+        data.par_chunks_mut(rows).enumerate().for_each_init(scratch, |scratch, (t, chunk)| {
+            if let Some(src) = src {
+                chunk.copy_from_slice(&src[t * rows..t * rows + chunk.len()]);
+            }
+            plan.process_with_scratch(chunk, scratch)
+        });
         return Ok(());
     }
-    // Each slab [n, inner] is transposed into columns-as-rows, transformed,
-    // and transposed back.
+    // Each slab [n, inner] is transposed into columns-as-rows (a task takes
+    // COLUMNS columns: whole cache lines), transformed, and written back.
     let slab = n * inner;
-    let mut columns = crate::tensor::storage::try_vec(Complex::new(T::zero(), T::zero()), slab)?;
-    let group = COLUMNS * n;
-    for block in data.chunks_mut(slab) {
-        let block_ref: &[Complex<T>] = block;
-        columns.par_chunks_mut(group).enumerate().for_each_init(
-            || vec![Complex::new(T::zero(), T::zero()); plan.get_inplace_scratch_len()],
-            |scratch, (g, rows)| {
-                let c0 = g * COLUMNS;
-                let width = rows.len() / n;
-                for i in 0..n {
-                    let line = &block_ref[i * inner + c0..i * inner + c0 + width];
-                    for (j, &z) in line.iter().enumerate() {
-                        rows[j * n + i] = z;
-                    }
+    // A cached host buffer: a fresh allocation of this size would fault in
+    // its pages on every call.
+    let mut scratch_buffer = HostBuffer::for_elements::<Complex<T>>(slab)?;
+    let columns = scratch_buffer.as_mut_slice::<Complex<T>>();
+    for (b, block) in data.chunks_mut(slab).enumerate() {
+        let from: &[Complex<T>] = match src {
+            Some(s) => &s[b * slab..(b + 1) * slab],
+            None => block,
+        };
+        columns.par_chunks_mut(COLUMNS * n).enumerate().for_each_init(scratch, |scratch, (g, rows)| {
+            let c0 = g * COLUMNS;
+            let width = rows.len() / n;
+            for i in 0..n {
+                for (j, &z) in from[i * inner + c0..i * inner + c0 + width].iter().enumerate() {
+                    rows[j * n + i] = z;
                 }
-                plan.process_with_scratch(rows, scratch);
-            },
-        );
-        let cols: &[Complex<T>] = &columns;
+            }
+            plan.process_with_scratch(rows, scratch);
+        });
+        let cols: &[Complex<T>] = columns;
         block.par_chunks_mut(COLUMNS * inner).enumerate().for_each(|(g, lines)| {
             let i0 = g * COLUMNS;
-            for (di, line) in lines.chunks_mut(inner).enumerate() {
-                for (c, z) in line.iter_mut().enumerate() {
-                    *z = cols[c * n + i0 + di];
+            let height = lines.len() / inner;
+            for c in 0..inner {
+                let run = &cols[c * n + i0..c * n + i0 + height];
+                for (di, &z) in run.iter().enumerate() {
+                    lines[di * inner + c] = z;
                 }
             }
         });
