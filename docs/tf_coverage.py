@@ -34,7 +34,7 @@ math.acos S acos
 math.acosh S acosh
 math.add S add
 math.add_n S add_n
-math.angle C angle | real dtypes; complex dtypes with #16
+math.angle S angle | real and complex dtypes
 math.approx_max_k C approx_max_k | exact top-k
 math.approx_min_k C approx_min_k | exact top-k
 math.argmax S argmax
@@ -52,7 +52,7 @@ math.betainc P - | the three-argument incomplete beta function
 math.bincount C bincount | length from the values: eager, or minlength == maxlength in a graph
 math.ceil S ceil
 math.confusion_matrix C confusion_matrix
-math.conj C conj | real dtypes; complex dtypes with #16
+math.conj S conj | real and complex dtypes
 math.cos S cos
 math.cosh S cosh
 math.count_nonzero C count_nonzero
@@ -76,7 +76,7 @@ math.greater S greater
 math.greater_equal S greater_equal
 math.igamma S igamma
 math.igammac S igammac
-math.imag C imag | real dtypes; complex dtypes with #16
+math.imag S imag | real and complex dtypes
 math.in_top_k C in_top_k
 math.invert_permutation C invert_permutation
 math.is_finite S is_finite
@@ -109,7 +109,7 @@ math.not_equal S not_equal
 math.polygamma S polygamma
 math.polyval C polyval
 math.pow S pow
-math.real C real | real dtypes; complex dtypes with #16
+math.real S real | real and complex dtypes
 math.reciprocal S reciprocal
 math.reciprocal_no_nan C reciprocal_no_nan
 math.reduce_all S all
@@ -472,7 +472,7 @@ linalg.eye S eye
 linalg.tensordot S tensordot
 linalg.l2_normalize C l2_normalize
 linalg.matrix_transpose C matrix_transpose
-linalg.adjoint C adjoint | real dtypes: the transpose
+linalg.adjoint C adjoint | the conjugate transpose
 linalg.band_part C band_part
 linalg.cholesky S cholesky | faer
 linalg.cholesky_solve C cholesky_solve
@@ -503,11 +503,30 @@ linalg.solve S solve_t | faer (LU)
 linalg.svd S svd | faer; `singular_values` for compute_uv=False
 linalg.trace C trace
 linalg.triangular_solve S triangular_solve | faer
-linalg.eig P - | needs the complex dtypes (#16, FFT step)
-linalg.eigvals P - | needs the complex dtypes (#16, FFT step)
+linalg.eig P - | complex eigenvectors of general matrices: with the complex factorizations (#16)
+linalg.eigvals P - | with linalg.eig (#16)
+signal.fft S fft | rustfft; gradient the adjoint transform
+signal.ifft S ifft | rustfft
+signal.fft2d S fft2 | rustfft
+signal.ifft2d S ifft2 | rustfft
+signal.fft3d S fft3 | rustfft
+signal.ifft3d S ifft3 | rustfft
+signal.rfft S rfft | realfft; fft_length crops or pads
+signal.irfft S irfft | realfft
+signal.rfft2d S rfft2 | realfft + rustfft
+signal.irfft2d S irfft2 | realfft + rustfft
+signal.rfft3d S rfft3 | realfft + rustfft
+signal.irfft3d S irfft3 | realfft + rustfft
+signal.fftshift C fftshift | a roll
+signal.ifftshift C ifftshift | a roll
+signal.fftnd P - | any number of axes: 1 to 3 are offered
+signal.ifftnd P - | with fftnd
+signal.rfftnd P - | with fftnd
+signal.irfftnd P - | with fftnd
 """
 
-DEFAULT_PLANNED = {"linalg": "#16 (linear algebra)", "random": "", "losses": "", "optimizers": "", "metrics": ""}
+DEFAULT_PLANNED = {"linalg": "#16 (linear algebra)", "random": "", "losses": "", "optimizers": "", "metrics": "",
+                   "signal": "audio and windowing functions: later"}
 
 MODULES = [
     ("math", "tf.math", lambda: functions(tf.math)),
@@ -515,6 +534,7 @@ MODULES = [
     ("array", "array ops in tf", lambda: array_functions()),
     ("random", "tf.random", lambda: functions(tf.random)),
     ("linalg", "tf.linalg", lambda: functions(tf.linalg)),
+    ("signal", "tf.signal", lambda: functions(tf.signal)),
     ("losses", "tf.keras.losses", lambda: functions(tf.keras.losses, classes=True)),
     ("optimizers", "tf.keras.optimizers", lambda: functions(tf.keras.optimizers, classes=True)),
     ("metrics", "tf.keras.metrics", lambda: functions(tf.keras.metrics, classes=True)),

@@ -2,7 +2,8 @@
 //! graph, on any device, and differentiate (through `while_loop`):
 //! matrix-free conjugate gradients ([`conjugate_gradient`]), explicit
 //! time integration with a fixed step ([`integrate`]: Euler, RK4) or an
-//! adaptive one ([`integrate_adaptive`]: Dormand–Prince 5(4)).
+//! adaptive one ([`integrate_adaptive`]: Dormand–Prince 5(4)); Poisson
+//! solvers ([`poisson_periodic`] by FFT, [`poisson_dirichlet`] by CG).
 
 mod cg;
 mod integrate;
@@ -10,4 +11,4 @@ mod poisson;
 
 pub use cg::{conjugate_gradient, CgOptions, CgSolution};
 pub use integrate::{integrate, integrate_adaptive, AdaptiveOptions, AdaptiveSolution, Method};
-pub use poisson::poisson_dirichlet;
+pub use poisson::{poisson_dirichlet, poisson_periodic};

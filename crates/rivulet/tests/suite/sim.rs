@@ -182,3 +182,66 @@ fn poisson_dirichlet_converges_at_second_order() {
     let order = (e1 / e2).log2();
     assert!((order - 2.0).abs() < 0.15 && e2 < 1e-3, "order {order}, errors {e1:e} {e2:e}");
 }
+
+#[test]
+fn poisson_periodic_inverts_the_stencil_and_converges() {
+    use rivulet::sim::poisson_periodic;
+    let pi = std::f64::consts::PI;
+    // u = sin(2πx) cos(4πy) on [0, 1)² with spacing (1/n, 2/n) over [0, 2) in y: -∇²u = (4π² + 4π²) u.
+    let solve = |n: usize| -> (f64, f64) {
+        let (hx, hy) = (1.0 / n as f64, 2.0 / n as f64);
+        let u = |i: usize, j: usize| (2.0 * pi * i as f64 * hx).sin() * (pi * j as f64 * hy).cos();
+        let f: Vec<f64> = (0..n * n).map(|p| (4.0 * pi * pi + pi * pi) * u(p / n, p % n) + 0.75).collect();
+        let f = t64(f, &[n, n]);
+        let sol = poisson_periodic(&f, &[hx, hy]).unwrap();
+        // The exact inverse of the periodic stencil, up to the dropped mean.
+        let back = values(&ops::neg(&laplacian(&sol, &[hx, hy], Boundary::Periodic).unwrap()).unwrap());
+        let stencil = back.iter().zip(values(&f)).map(|(b, f)| (b - (f - 0.75)).abs()).fold(0.0, f64::max);
+        let mean = values(&sol).iter().sum::<f64>() / (n * n) as f64;
+        assert!(mean.abs() < 1e-12, "mean {mean}");
+        let err = values(&sol).iter().enumerate().map(|(p, v)| (v - u(p / n, p % n)).abs()).fold(0.0, f64::max);
+        (stencil, err)
+    };
+    let (s1, e1) = solve(16);
+    let (s2, e2) = solve(32);
+    assert!(s1 < 1e-10 && s2 < 1e-10, "stencil residuals {s1:e} {s2:e}");
+    let order = (e1 / e2).log2();
+    assert!((order - 2.0).abs() < 0.1 && e2 < 5e-3, "order {order}, errors {e1:e} {e2:e}");
+    // Batched 1-D, f32, and 3-D; a gradient through the solve (linear: its own adjoint).
+    let x: Vec<f32> = (0..2 * 8).map(|i| ((i * 5 % 7) as f32 - 3.0) / 3.0).collect();
+    let x = Tensor::from_slice(&x, [2, 8]).unwrap();
+    let u = poisson_periodic(&x, &[0.5]).unwrap();
+    assert_eq!((u.dtype(), u.shape().to_vec()), (DType::F32, vec![2, 8]));
+    let back = values(&ops::neg(&laplacian(&u, &[0.5], Boundary::Periodic).unwrap()).unwrap());
+    let xs = values(&x);
+    for r in 0..2 {
+        let m = xs[r * 8..r * 8 + 8].iter().sum::<f64>() / 8.0;
+        for k in 0..8 {
+            assert!((back[r * 8 + k] - (xs[r * 8 + k] - m)).abs() < 1e-5, "row {r}[{k}]");
+        }
+    }
+    let cube = t64((0..4 * 4 * 6).map(|i| ((i * 7 % 11) as f64 - 5.0) / 5.0).collect(), &[4, 4, 6]);
+    let v = poisson_periodic(&cube, &[1.0, 1.0, 0.5]).unwrap();
+    let back = values(&ops::neg(&laplacian(&v, &[1.0, 1.0, 0.5], Boundary::Periodic).unwrap()).unwrap());
+    let cm = values(&cube).iter().sum::<f64>() / 96.0;
+    assert!(back.iter().zip(values(&cube)).all(|(b, c)| (b - (c - cm)).abs() < 1e-12));
+    let tape = GradientTape::new();
+    tape.watch(&cube);
+    let w = t64((0..96).map(|i| (i % 5) as f64).collect(), &[4, 4, 6]);
+    let l = ops::sum(
+        &ops::mul(&poisson_periodic(&cube, &[1.0, 1.0, 0.5]).unwrap(), &w).unwrap(),
+        rivulet::Axes::All,
+        false,
+    )
+    .unwrap();
+    let g = values(&tape.gradient(&l, &[&cube]).unwrap()[0].clone().unwrap());
+    let want = values(&poisson_periodic(&w, &[1.0, 1.0, 0.5]).unwrap());
+    assert!(g.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-12), "the solve is self-adjoint");
+    // Errors.
+    let e = poisson_periodic(&x, &[0.5, 0.5, 0.5]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Shape, "{e}");
+    let e = poisson_periodic(&x, &[0.0]).unwrap_err();
+    assert!(e.to_string().contains("spacing"), "{e}");
+    let e = poisson_periodic(&ops::cast(&x, DType::I32).unwrap(), &[1.0]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DType, "{e}");
+}
