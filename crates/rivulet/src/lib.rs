@@ -39,6 +39,7 @@ pub mod nn;
 pub mod op;
 pub mod ops;
 pub mod passes;
+pub mod plot;
 pub mod runtime;
 pub mod sim;
 pub mod tensor;

@@ -28,6 +28,7 @@ mod linalg_creation_nn;
 mod movement;
 mod parity;
 mod passes;
+mod plot;
 mod reduce;
 mod sim;
 mod spectral;
