@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod inspect;
+mod simulate;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -82,6 +83,21 @@ enum Command {
     },
     /// List the devices Rivulet found (and what it looked for but did not find).
     Devices,
+    /// Run a worked simulation and write its data and pictures.
+    Simulate {
+        /// Which simulation.
+        #[arg(value_parser = simulate::SIMULATIONS)]
+        name: String,
+        /// Grid points per side.
+        #[arg(long)]
+        n: Option<usize>,
+        /// Time steps.
+        #[arg(long)]
+        steps: Option<u64>,
+        /// Where to write (a directory per simulation inside it).
+        #[arg(long, default_value = "simulations")]
+        out: std::path::PathBuf,
+    },
 }
 
 /// A closed pipe (`rivulet bench --json | head`) ends the process quietly,
@@ -109,6 +125,7 @@ fn main() -> ExitCode {
         Command::Inspect { file, fetch, feed, target, dot, full, profile, device } => {
             on_device(&device, || inspect::run(file, fetch, feed, target, dot, full, profile))
         }
+        Command::Simulate { name, n, steps, out } => simulate::run(&name, n, steps, &out),
         Command::Devices => {
             for d in rivulet::devices() {
                 match d.kind {

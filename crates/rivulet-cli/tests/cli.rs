@@ -58,3 +58,23 @@ fn devices_says_what_driver_it_looked_for() {
         assert!(stdout.contains("running on the CPU"), "{stdout}");
     }
 }
+
+#[test]
+fn simulate_writes_data_and_pictures() {
+    let out = std::env::temp_dir().join(format!("rivulet-simulate-{}", std::process::id()));
+    let dir = out.to_str().unwrap();
+    let (ok, err) = rivulet(&["simulate", "heat", "--n", "16", "--steps", "32", "--out", dir], &[]);
+    assert!(ok, "{err}");
+    for f in ["heat/field.png", "heat/heat.gif", "heat/amplitude.csv", "heat/amplitude.png"] {
+        let bytes = std::fs::read(out.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(bytes.len() > 100, "{f} is {} bytes", bytes.len());
+    }
+    let csv = std::fs::read_to_string(out.join("heat/amplitude.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 17, "a header and 17 frames: {csv}");
+    assert!(csv.starts_with("t,amplitude,analytic\n0,1,1\n"), "{csv}");
+    let (ok, err) = rivulet(&["simulate", "wave", "--n", "4", "--out", dir], &[]);
+    assert!(!ok && err.contains("--n"), "{err}");
+    let (ok, err) = rivulet(&["simulate", "tsunami", "--out", dir], &[]);
+    assert!(!ok && err.contains("tsunami"), "{err}");
+    std::fs::remove_dir_all(&out).unwrap();
+}

@@ -135,6 +135,26 @@ fn font() -> Result<()> {
     Ok(())
 }
 
+/// A tick label: up to four significant digits, without trailing zeros
+/// (exponent form for very large or small magnitudes).
+fn tick(v: &f64) -> String {
+    let a = v.abs();
+    if a == 0.0 || a < 1e-12 {
+        return "0".into();
+    }
+    if !(1e-3..1e5).contains(&a) {
+        return format!("{v:.2e}");
+    }
+    let digits = (3 - a.log10().floor() as i32).clamp(0, 7) as usize;
+    let s = format!("{v:.digits$}");
+    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
+    if s == "-0" {
+        "0".into()
+    } else {
+        s
+    }
+}
+
 fn drawn<T, E: std::fmt::Debug>(r: std::result::Result<T, E>) -> Result<T> {
     r.map_err(|e| Error::invalid(format!("drawing failed: {e:?}")))
 }
@@ -189,7 +209,7 @@ fn draw_heat_map<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, t: &Tensor, 
     }
     drawn(root.fill(&WHITE))?;
     let (w, _) = root.dim_in_pixel();
-    let (main, bar) = root.split_horizontally(w.saturating_sub(110).max(1));
+    let (main, bar) = root.split_horizontally(w.saturating_sub(120).max(1));
     let mut chart = drawn(
         ChartBuilder::on(&main)
             .caption(&opts.title, (FONT, 20))
@@ -204,6 +224,8 @@ fn draw_heat_map<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, t: &Tensor, 
             .disable_mesh()
             .x_desc(&opts.x_label)
             .y_desc(&opts.y_label)
+            .x_label_formatter(&tick)
+            .y_label_formatter(&tick)
             .label_style((FONT, 14))
             .axis_desc_style((FONT, 15))
             .draw(),
@@ -226,11 +248,21 @@ fn draw_heat_map<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, t: &Tensor, 
         ChartBuilder::on(&bar)
             .margin_top(45)
             .margin_bottom(55)
-            .margin_right(20)
-            .y_label_area_size(60)
+            .margin_right(15)
+            .margin_left(5)
+            .y_label_area_size(55)
             .build_cartesian_2d(0.0..1.0, lo..hi),
     )?;
-    drawn(scale.configure_mesh().disable_mesh().disable_x_axis().y_labels(6).label_style((FONT, 13)).draw())?;
+    drawn(
+        scale
+            .configure_mesh()
+            .disable_mesh()
+            .disable_x_axis()
+            .y_labels(6)
+            .y_label_formatter(&tick)
+            .label_style((FONT, 13))
+            .draw(),
+    )?;
     let area = scale.plotting_area();
     let (xr, yr) = area.get_pixel_range();
     let (bw, bh) = ((xr.end - xr.start).max(1), (yr.end - yr.start).max(1));
@@ -238,7 +270,8 @@ fn draw_heat_map<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, t: &Tensor, 
     for py in 0..bh {
         let t = if bh > 1 { (bh - 1 - py) as f64 / (bh - 1) as f64 } else { 0.5 };
         let [r, g, b] = opts.colormap.color(t);
-        for px in 0..bw {
+        // Clear of the tick labels, which reach a little into the area.
+        for px in (bw / 3).min(16)..bw {
             drawn(pixels.draw_pixel((px, py), &RGBColor(r, g, b)))?;
         }
     }
@@ -349,6 +382,9 @@ fn draw_lines<'a, DB: DrawingBackend + 'a, Y: Ranged<ValueType = f64> + ValueFor
             .configure_mesh()
             .x_desc(&opts.x_label)
             .y_desc(&opts.y_label)
+            .x_label_formatter(&tick)
+            .y_label_formatter(&tick)
+            .y_labels(8)
             .label_style((FONT, 14))
             .axis_desc_style((FONT, 15))
             .light_line_style(RGBColor(235, 235, 235))
