@@ -97,29 +97,6 @@ fn assert_same(got: &Tensor, want: &Tensor, what: &str) {
     assert_eq!(bits(got), bits(want), "{what}: elements");
 }
 
-/// A contiguous copy made from the elements alone (`from_vec(to_vec())`).
-fn contiguous_copy(t: &Tensor) -> Tensor {
-    let s = t.shape().clone();
-    match t.dtype() {
-        DType::F32 => Tensor::from_vec(t.to_vec::<f32>().unwrap(), s),
-        DType::F64 => Tensor::from_vec(t.to_vec::<f64>().unwrap(), s),
-        DType::F16 => Tensor::from_vec(t.to_vec::<f16>().unwrap(), s),
-        DType::BF16 => Tensor::from_vec(t.to_vec::<bf16>().unwrap(), s),
-        DType::I32 => Tensor::from_vec(t.to_vec::<i32>().unwrap(), s),
-        DType::I64 => Tensor::from_vec(t.to_vec::<i64>().unwrap(), s),
-        DType::U8 => Tensor::from_vec(t.to_vec::<u8>().unwrap(), s),
-        DType::I8 => Tensor::from_vec(t.to_vec::<i8>().unwrap(), s),
-        DType::I16 => Tensor::from_vec(t.to_vec::<i16>().unwrap(), s),
-        DType::U16 => Tensor::from_vec(t.to_vec::<u16>().unwrap(), s),
-        DType::U32 => Tensor::from_vec(t.to_vec::<u32>().unwrap(), s),
-        DType::U64 => Tensor::from_vec(t.to_vec::<u64>().unwrap(), s),
-        DType::Bool => Tensor::from_vec(t.to_vec::<bool>().unwrap(), s),
-        DType::C64 => Tensor::from_vec(t.to_vec::<rivulet::Complex<f32>>().unwrap(), s),
-        DType::C128 => Tensor::from_vec(t.to_vec::<rivulet::Complex<f64>>().unwrap(), s),
-    }
-    .unwrap()
-}
-
 /// Deterministic pseudo-random numbers (64-bit LCG, top 53 bits).
 struct Lcg(u64);
 

@@ -185,6 +185,7 @@ where
             let mut buf = HostBuffer::for_elements::<T>(out.shape.checked_numel()?)?;
             let data = buf.as_mut_slice::<T>();
             let plan = planners.inverse_real(n);
+            let s = <T as Element>::from_f64(1.0 / points(&out_dims[out_dims.len() - rank..]) as f64);
             let rows = rows_per_task(n);
             let even = n % 2 == 0;
             data.par_chunks_mut(rows * n).zip(spectrum.par_chunks(rows * m)).try_for_each_init(
@@ -200,14 +201,12 @@ where
                             row[m - 1].im = T::zero();
                         }
                         plan.process_with_scratch(row, o, scratch).map_err(fft_error)?;
+                        // Normalized while the row is in cache.
+                        o.iter_mut().for_each(|v| *v = *v * s);
                     }
                     Ok(())
                 },
             )?;
-            let s = <T as Element>::from_f64(1.0 / points(&out_dims[out_dims.len() - rank..]) as f64);
-            super::parallel::fill_chunks(data, super::parallel::GRAIN, |_, chunk| {
-                chunk.iter_mut().for_each(|v| *v = *v * s)
-            });
             Ok(Value::from_buffer(out.dtype, out.shape.clone(), buf))
         }
     }
