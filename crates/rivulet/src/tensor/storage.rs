@@ -19,7 +19,10 @@ use std::sync::OnceLock;
 
 const ALIGN: usize = 64;
 /// Buffers smaller than this are not cached (malloc is fast for them).
-pub const CACHE_MIN_BYTES: usize = 256 * 1024;
+/// Above about 128 KiB malloc's own reuse fails: glibc gives the top of the
+/// heap back on free and faults the pages in again on the next allocation,
+/// which in a loop over a 128² f64 grid cost more time than the arithmetic.
+pub const CACHE_MIN_BYTES: usize = 64 * 1024;
 
 /// A 64-byte aligned, zero-initialised-on-first-use host allocation.
 pub struct HostBuffer {
