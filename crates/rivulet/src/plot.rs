@@ -60,6 +60,10 @@ pub struct HeatMap {
     pub extent: [f64; 4],
     /// The picture's size in pixels.
     pub size: (u32, u32),
+    /// Polylines drawn over the field, in the extent's coordinates (white
+    /// on viridis, black on the diverging map): contours from
+    /// [`contour_lines`], streamlines, outlines.
+    pub lines: Vec<Vec<(f64, f64)>>,
 }
 
 impl Default for HeatMap {
@@ -72,6 +76,7 @@ impl Default for HeatMap {
             range: None,
             extent: [0.0, 1.0, 0.0, 1.0],
             size: (640, 520),
+            lines: Vec::new(),
         }
     }
 }
@@ -243,6 +248,11 @@ fn draw_heat_map<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, t: &Tensor, 
             drawn(pixels.draw_pixel((px as i32, py as i32), &RGBColor(r, g, b)))?;
         }
     }
+    let ink = match opts.colormap {
+        Colormap::Viridis => WHITE,
+        Colormap::Diverging => BLACK,
+    };
+    drawn(chart.draw_series(opts.lines.iter().map(|l| PathElement::new(l.clone(), ink.stroke_width(1)))))?;
     // The colorbar: the colormap from bottom to top, labelled in values.
     let mut scale = drawn(
         ChartBuilder::on(&bar)
@@ -278,6 +288,64 @@ fn draw_heat_map<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, t: &Tensor, 
     Ok(())
 }
 
+/// The contour lines of a 2-D field (rows along y, as [`heat_map`] draws
+/// it) at each of `levels`, as line segments in the coordinates of
+/// `extent` (`[x0, x1, y0, y1]`, the first and last grid points), by
+/// marching squares; cells touching NaN are skipped. For a 2-D
+/// incompressible flow the contours of the stream function are its
+/// streamlines.
+pub fn contour_lines(t: &Tensor, levels: &[f64], extent: [f64; 4]) -> Result<Vec<Vec<(f64, f64)>>> {
+    let (v, rows, cols) = field(t)?;
+    let [x0, x1, y0, y1] = extent;
+    if !(x0 < x1 && y0 < y1) || rows < 2 || cols < 2 {
+        bail!(
+            invalid,
+            "contour_lines needs an increasing extent and at least 2x2 points, got {extent:?} and {rows}x{cols}"
+        );
+    }
+    let (dx, dy) = ((x1 - x0) / (cols - 1) as f64, (y1 - y0) / (rows - 1) as f64);
+    let mut segments = Vec::new();
+    for &level in levels.iter().filter(|l| l.is_finite()) {
+        for i in 0..rows - 1 {
+            for j in 0..cols - 1 {
+                // Corners counterclockwise from the lower left, as (row, col).
+                let corners = [(i, j), (i, j + 1), (i + 1, j + 1), (i + 1, j)];
+                let at = |(r, c): (usize, usize)| v[r * cols + c];
+                if corners.iter().any(|&p| at(p).is_nan()) {
+                    continue;
+                }
+                let above = corners.map(|p| at(p) > level);
+                let mut cuts = Vec::with_capacity(4);
+                for e in 0..4 {
+                    let (p, q) = (corners[e], corners[(e + 1) % 4]);
+                    if above[e] != above[(e + 1) % 4] {
+                        let f = (level - at(p)) / (at(q) - at(p));
+                        let (r, c) =
+                            (p.0 as f64 + f * (q.0 as f64 - p.0 as f64), p.1 as f64 + f * (q.1 as f64 - p.1 as f64));
+                        cuts.push((x0 + c * dx, y0 + r * dy));
+                    }
+                }
+                match cuts.len() {
+                    2 => segments.push(vec![cuts[0], cuts[1]]),
+                    4 => {
+                        // A saddle: the centre decides which pair of opposite corners it joins.
+                        let centre = corners.iter().map(|&p| at(p)).sum::<f64>() / 4.0 > level;
+                        if centre == above[0] {
+                            segments.push(vec![cuts[0], cuts[1]]);
+                            segments.push(vec![cuts[2], cuts[3]]);
+                        } else {
+                            segments.push(vec![cuts[3], cuts[0]]);
+                            segments.push(vec![cuts[1], cuts[2]]);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(segments)
+}
+
 /// A heat map of a 2-D field as an RGB picture in memory.
 pub fn heat_map(t: &Tensor, opts: &HeatMap) -> Result<Picture> {
     let (w, h) = checked_size(opts.size)?;
@@ -295,6 +363,21 @@ pub fn save_heat_map(path: impl AsRef<Path>, t: &Tensor, opts: &HeatMap) -> Resu
     let (w, h) = checked_size(opts.size)?;
     let root = BitMapBackend::new(path.as_ref(), (w, h)).into_drawing_area();
     draw_heat_map(&root, t, opts)?;
+    drawn(root.present())
+}
+
+/// Heat maps side by side in one PNG file of `size` pixels, one panel per
+/// field (each panel's own `size` is not used): true against recovered,
+/// before against after.
+pub fn save_heat_maps(path: impl AsRef<Path>, panels: &[(&Tensor, &HeatMap)], size: (u32, u32)) -> Result<()> {
+    let (w, h) = checked_size(size)?;
+    if panels.is_empty() || (w as usize) < 200 * panels.len() {
+        bail!(invalid, "save_heat_maps needs 1 to {} panels for a width of {w} pixels, got {}", w / 200, panels.len());
+    }
+    let root = BitMapBackend::new(path.as_ref(), (w, h)).into_drawing_area();
+    for ((t, opts), area) in panels.iter().zip(root.split_evenly((1, panels.len()))) {
+        draw_heat_map(&area, t, opts)?;
+    }
     drawn(root.present())
 }
 
