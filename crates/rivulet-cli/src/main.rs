@@ -91,9 +91,12 @@ enum Command {
         /// Grid points per side.
         #[arg(long)]
         n: Option<usize>,
-        /// Time steps.
+        /// Time steps (for `cavity`: the most steps before giving up on a steady state).
         #[arg(long)]
         steps: Option<u64>,
+        /// The Reynolds number (`cavity`: 100, 400 or 1000 compare with published data; `karman`).
+        #[arg(long)]
+        re: Option<f64>,
         /// Where to write (a directory per simulation inside it).
         #[arg(long, default_value = "simulations")]
         out: std::path::PathBuf,
@@ -125,7 +128,7 @@ fn main() -> ExitCode {
         Command::Inspect { file, fetch, feed, target, dot, full, profile, device } => {
             on_device(&device, || inspect::run(file, fetch, feed, target, dot, full, profile))
         }
-        Command::Simulate { name, n, steps, out } => simulate::run(&name, n, steps, &out),
+        Command::Simulate { name, n, steps, re, out } => simulate::run(&name, n, steps, re, &out),
         Command::Devices => {
             for d in rivulet::devices() {
                 match d.kind {

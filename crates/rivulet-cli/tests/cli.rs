@@ -72,6 +72,31 @@ fn simulate_writes_data_and_pictures() {
     let csv = std::fs::read_to_string(out.join("heat/amplitude.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 17, "a header and 17 frames: {csv}");
     assert!(csv.starts_with("t,amplitude,analytic\n0,1,1\n"), "{csv}");
+    let (ok, err) = rivulet(&["simulate", "cavity", "--n", "17", "--re", "100", "--out", dir], &[]);
+    assert!(ok, "{err}");
+    for f in ["u_centerline.csv", "v_centerline.csv", "speed.png", "vorticity.png", "centerlines.png"] {
+        let bytes = std::fs::read(out.join("cavity").join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(bytes.len() > 100, "{f} is {} bytes", bytes.len());
+    }
+    let csv = std::fs::read_to_string(out.join("cavity/u_centerline.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 17, "{csv}");
+    assert!(csv.starts_with("y,u\n0,0\n") && csv.trim_end().ends_with("1,1"), "{csv}");
+    let (ok, err) = rivulet(&["simulate", "taylor-green", "--n", "32", "--steps", "32", "--out", dir], &[]);
+    assert!(ok, "{err}");
+    let csv = std::fs::read_to_string(out.join("taylor-green/convergence.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    let (ok, err) = rivulet(&["simulate", "karman", "--n", "16", "--steps", "64", "--re", "80", "--out", dir], &[]);
+    assert!(ok, "{err}");
+    let csv = std::fs::read_to_string(out.join("karman/probe.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 64, "a header and a probe value per step: {csv}");
+    assert!(std::fs::metadata(out.join("karman/karman.gif")).unwrap().len() > 1000);
+    let (ok, err) = rivulet(&["simulate", "inverse", "--n", "16", "--steps", "5", "--out", dir], &[]);
+    assert!(ok, "{err}");
+    let csv = std::fs::read_to_string(out.join("inverse/loss.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 5, "{csv}");
+    assert!(std::fs::metadata(out.join("inverse/fields.png")).unwrap().len() > 1000);
+    let (ok, err) = rivulet(&["simulate", "heat", "--re", "100", "--out", dir], &[]);
+    assert!(!ok && err.contains("--re"), "{err}");
     let (ok, err) = rivulet(&["simulate", "wave", "--n", "4", "--out", dir], &[]);
     assert!(!ok && err.contains("--n"), "{err}");
     let (ok, err) = rivulet(&["simulate", "tsunami", "--out", dir], &[]);

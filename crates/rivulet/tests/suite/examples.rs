@@ -1,13 +1,25 @@
 //! The example programs, run as tests.
 
+#[path = "../../examples/cavity.rs"]
+mod cavity;
+
 #[path = "../../examples/heat.rs"]
 mod heat;
+
+#[path = "../../examples/inverse.rs"]
+mod inverse;
+
+#[path = "../../examples/karman.rs"]
+mod karman;
 
 #[path = "../../examples/logistic_regression.rs"]
 mod logistic_regression;
 
 #[path = "../../examples/quickstart.rs"]
 mod quickstart;
+
+#[path = "../../examples/taylor_green.rs"]
+mod taylor_green;
 
 #[path = "../../examples/wave.rs"]
 mod wave;
@@ -61,4 +73,88 @@ fn heat_frames_follow_the_analytic_decay() {
     for (t, got, exact) in &r.amplitude {
         assert!((got - exact).abs() < 2e-3, "t = {t}: {got} vs {exact}");
     }
+}
+
+#[test]
+fn taylor_green_converges_at_second_order_to_the_analytic_vortex() {
+    let (runs, orders) = taylor_green::convergence(128, 256).expect("example runs");
+    assert_eq!(runs.iter().map(|r| (r.n, r.steps)).collect::<Vec<_>>(), vec![(32, 64), (64, 128), (128, 256)]);
+    // Stated bounds: 7% of the amplitude on 32², 2% on 64², 0.5% on 128²; the order between grids near 2.
+    assert!(runs[0].error < 7e-2 && runs[1].error < 2e-2 && runs[2].error < 5e-3, "{runs:?}");
+    for o in &orders {
+        assert!((1.8..2.2).contains(o), "orders {orders:?}");
+    }
+    let last = &runs[2];
+    assert!((last.energy_ratio - 1.0).abs() < 0.01 && last.divergence < 1e-3, "{last:?}");
+    // The vorticity is 2 sin x sin y F(t), to the same accuracy.
+    let (n, h) = (128, 2.0 * std::f64::consts::PI / 128.0);
+    let amplitude = (-2.0 * taylor_green::NU * taylor_green::T_END).exp();
+    let w = last.vorticity.to_vec::<f64>().unwrap();
+    let worst = (0..n * n)
+        .map(|p| (w[p] - 2.0 * ((p % n) as f64 * h).sin() * ((p / n) as f64 * h).sin() * amplitude).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 0.05 * 2.0 * amplitude, "vorticity error {worst}");
+}
+
+#[test]
+fn cavity_matches_ghia_at_re_100() {
+    let setup = cavity::CavitySetup { n: 65, re: 100.0, max_steps: 20_000, tolerance: 1e-3 };
+    let run = cavity::solve(&setup).expect("example runs");
+    assert!(run.steady && run.steps > 1000 && run.residual < 1e-3, "steps {} residual {}", run.steps, run.residual);
+    // Ghia, Ghia & Shin (1982) on their 129² grid; this 65² grid is within 0.01 of them everywhere tabulated.
+    let (du, dv) = run.ghia_deviation().expect("Re 100 is tabulated");
+    assert!(du < 0.01 && dv < 0.01, "deviations u {du}, v {dv}");
+    // The lid and walls: u = 1 on top, 0 on the bottom; the main vortex turns clockwise (ψ < 0) with
+    // its minimum near Ghia's -0.1034 at (0.6172, 0.7344).
+    let ul = run.u_centerline();
+    assert_eq!((ul[0].1, ul[64].1), (0.0, 1.0));
+    let (k, min) = run.psi.iter().enumerate().fold((0, f64::INFINITY), |b, (k, p)| if *p < b.1 { (k, *p) } else { b });
+    assert!((min + 0.1034).abs() < 0.003, "psi min {min}");
+    let (y, x) = ((k / 65) as f64 / 64.0, (k % 65) as f64 / 64.0);
+    assert!((x - 0.6172).abs() < 0.03 && (y - 0.7344).abs() < 0.03, "vortex centre ({x}, {y})");
+    // Its vorticity is negative (clockwise, ω = ∂v/∂x - ∂u/∂y) and is -∇²ψ there, as the solve makes it.
+    let p = &run.psi;
+    let lap = (p[k + 1] + p[k - 1] + p[k + 65] + p[k - 65] - 4.0 * p[k]) * 64.0 * 64.0;
+    assert!(run.omega[k] < -1.0 && (run.omega[k] + lap).abs() < 1e-8, "vorticity {} vs -lap psi {}", run.omega[k], -lap);
+    // Only tabulated Reynolds numbers compare; bad setups are errors.
+    let other = cavity::solve(&cavity::CavitySetup { n: 9, re: 50.0, max_steps: 10, tolerance: 1e-3 }).unwrap();
+    assert!(other.ghia_deviation().is_none() && !other.steady && other.steps == 10);
+    for bad in [(64, 100.0), (65, 0.0), (3, 100.0)] {
+        let e = cavity::solve(&cavity::CavitySetup { n: bad.0, re: bad.1, max_steps: 10, tolerance: 1e-3 });
+        assert!(e.is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn inverse_problem_recovers_the_initial_field_to_one_percent() {
+    let r = inverse::recover(32, 150).expect("example runs");
+    // The observation really is blurred (the peak lost over a quarter), and the recovery undoes it.
+    let peak = |t: &rivulet::Tensor| t.to_vec::<f64>().unwrap().iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(peak(&r.observed) < 0.8 * peak(&r.truth), "observed peak {}", peak(&r.observed));
+    assert!(r.error < 0.01, "recovery error {}", r.error);
+    let gap = r
+        .recovered
+        .to_vec::<f64>()
+        .unwrap()
+        .iter()
+        .zip(r.truth.to_vec::<f64>().unwrap())
+        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+    assert!(gap < 0.02, "largest pointwise error {gap}");
+    assert_eq!(r.losses.len(), 150);
+    assert!(r.losses[149] < 1e-6 * r.losses[0], "loss {} -> {}", r.losses[0], r.losses[149]);
+}
+
+#[test]
+fn karman_street_sheds_at_the_strouhal_number() {
+    // A short channel at Re 100: the probe must oscillate at St within the measured 0.14-0.22.
+    let setup = karman::KarmanSetup { n: 48, re: 100.0, steps: 9_000, frame_every: 50 };
+    let run = karman::simulate(&setup).expect("example runs");
+    assert_eq!((run.frames.len(), run.diameter), (180, 9.0));
+    let st = run.strouhal.expect("the wake oscillates");
+    assert!((0.14..0.22).contains(&st), "Strouhal number {st}");
+    let last = run.frames.last().unwrap().to_vec::<f32>().unwrap();
+    assert_eq!(last.len(), 48 * 192);
+    let (nan, finite) = (last.iter().filter(|w| w.is_nan()).count(), last.iter().filter(|w| w.is_finite()).count());
+    assert!(nan > 50 && nan + finite == last.len(), "the cylinder is NaN ({nan} cells), the rest finite");
+    assert!(karman::simulate(&karman::KarmanSetup { n: 8, ..setup }).is_err());
 }
