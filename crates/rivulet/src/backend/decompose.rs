@@ -141,6 +141,8 @@ pub(crate) fn run(be: &dyn Backend, op: &Op, inputs: &[&Value], outs: &[Meta], c
         Op::Linalg { f } => return on_host(be, inputs, |v| super::cpu::linalg::run(*f, v, outs)),
         // Complex parts and transforms: on host copies.
         Op::Complex { .. } | Op::Fft { .. } => return on_host(be, inputs, |v| super::cpu::complex::run(op, v, outs)),
+        // Convolutions and pooling: as taps of strided views (`window`).
+        Op::Window { f } => window(&ex, f, inputs, out())?,
 
         // Views.
         Op::Reshape { shape } => views::reshape(x(), shape, |v| ex.contiguous(v))?,
@@ -481,4 +483,312 @@ pub(crate) fn on_host(
     let host: Vec<Value> = inputs.iter().map(|v| transfer(v, crate::tensor::Device::CPU)).collect::<Result<_>>()?;
     let refs: Vec<&Value> = host.iter().collect();
     kernel(&refs)?.iter().map(|r| transfer(r, be.device())).collect()
+}
+
+/// The windows of a convolution or pooling as a padded copy of the input
+/// and, for each tap, a strided view of it `[batch, output..., channels]`
+/// (a stride of `stride · row` along each spatial axis).
+struct Taps {
+    geometry: crate::op::window::Geometry,
+    padded: Shape,
+    /// Offsets (in the padded layout) of each tap's first element.
+    offsets: Vec<usize>,
+    strides: crate::tensor::layout::Strides,
+}
+
+impl Taps {
+    fn new(geometry: crate::op::window::Geometry) -> Taps {
+        let g = &geometry;
+        let r = g.rank();
+        let mut dims = vec![g.batch];
+        for d in 0..r {
+            let needed = (g.output[d].max(1) - 1) * g.strides[d] + (g.window[d] - 1) * g.dilations[d] + 1;
+            dims.push((g.pad_before[d] + g.input[d]).max(needed));
+        }
+        dims.push(g.channels);
+        let padded = Shape::from(dims);
+        let full = Layout::contiguous(padded.clone());
+        let mut strides = full.strides.clone();
+        for d in 0..r {
+            strides[d + 1] *= g.strides[d] as isize;
+        }
+        let mut offsets = Vec::with_capacity(g.taps());
+        for t in 0..g.taps() {
+            let mut index = vec![0usize; r + 2];
+            let mut rest = t;
+            for d in (0..r).rev() {
+                index[d + 1] = (rest % g.window[d]) * g.dilations[d];
+                rest /= g.window[d];
+            }
+            offsets.push(full.offset_of(&index));
+        }
+        Taps { geometry, padded, offsets, strides }
+    }
+    /// The region of the padded tensor tap `t` reads, over `channels`
+    /// channels from `c0`.
+    fn layout(&self, t: usize, c0: usize, channels: usize) -> Layout {
+        let shape = self.geometry.output_shape(channels);
+        Layout { shape, strides: self.strides.clone(), offset: self.offsets[t] + c0 }
+    }
+    /// `x` placed in the padded shape, `fill` around it.
+    fn pad(&self, ex: &Ex<'_>, x: &Value, fill: Scalar) -> Result<Value> {
+        let mut begin = vec![0usize];
+        begin.extend(&self.geometry.pad_before);
+        begin.push(0);
+        ex.be.assemble(&Meta::new(x.dtype, self.padded.clone()), fill, &[(region(&self.padded, &begin, x.shape()), x)])
+    }
+    /// The input's part of a padded-shaped gradient.
+    fn crop(&self, ex: &Ex<'_>, padded: &Value, input: &Shape) -> Result<Value> {
+        let mut begin = vec![0usize];
+        begin.extend(&self.geometry.pad_before);
+        begin.push(0);
+        ex.contiguous(&views::slice(padded, &begin, &Meta::new(padded.dtype, input.clone())))
+    }
+    /// Sum of `pieces` (each at a tap's region) scattered into zeros of the padded shape.
+    fn scatter(&self, ex: &Ex<'_>, dtype: DType, pieces: &[(Layout, Value)], acc: Option<Value>) -> Result<Value> {
+        let refs: Vec<(Layout, &Value)> = pieces.iter().map(|(l, v)| (l.clone(), v)).collect();
+        let placed = ex.be.assemble(&Meta::new(dtype, self.padded.clone()), Scalar::F64(0.0), &refs)?;
+        match acc {
+            Some(a) => ex.binary(BinaryOp::Add, &a, &placed),
+            None => Ok(placed),
+        }
+    }
+}
+
+/// `[rows, channels]`, a contiguous copy where needed.
+fn as_matrix(ex: &Ex<'_>, v: &Value, channels: usize) -> Result<Value> {
+    views::reshape(v, &[-1, channels as i64], |v| ex.contiguous(v))
+}
+
+/// Convolutions and pooling as taps of strided views: each tap's view is
+/// multiplied by its slice of the filter (or compared, or summed), and the
+/// gradients scatter back through the same views.
+fn window(ex: &Ex<'_>, f: &crate::op::window::WindowOp, inputs: &[&Value], out: &Meta) -> Result<Value> {
+    use crate::op::window::{Geometry, PoolKind, WindowOp};
+    let dtype = out.dtype;
+    let slice =
+        |v: &Value, begin: Vec<usize>, size: Vec<usize>| views::slice(v, &begin, &Meta::new(dtype, Shape::from(size)));
+    // The filter's [cg, og] block for tap `t` and group `j`, from `[taps, cg, channels]`.
+    let block = |w: &Value, t: usize, j: usize, cg: usize, og: usize| slice(w, vec![t, 0, j * og], vec![1, cg, og]);
+    let taps_filter = |w: &Value, taps: usize, cg: usize, channels: usize| -> Result<Value> {
+        views::reshape(w, &[taps as i64, cg as i64, channels as i64], |v| ex.contiguous(v))
+    };
+    let matrix = |b: Value, cg: usize, og: usize| views::reshape(&b, &[cg as i64, og as i64], |v| ex.contiguous(v));
+    match f {
+        WindowOp::Conv { spec } => {
+            let (x, w) = (inputs[0], inputs[1]);
+            let (g, channels) = spec.geometry(x.shape(), w.shape())?;
+            let (cg, og) = (g.channels / spec.groups, channels / spec.groups);
+            let taps = Taps::new(g);
+            let p = taps.pad(ex, x, Scalar::F64(0.0))?;
+            let wt = taps_filter(w, taps.offsets.len(), cg, channels)?;
+            let mut acc: Option<Value> = None;
+            for t in 0..taps.offsets.len() {
+                let mut parts = Vec::with_capacity(spec.groups);
+                for j in 0..spec.groups {
+                    let a = as_matrix(ex, &p.view(taps.layout(t, j * cg, cg)), cg)?;
+                    let b = matrix(block(&wt, t, j, cg, og), cg, og)?;
+                    parts.push(ex.op(Op::MatMul { transpose_a: false, transpose_b: false }, &[&a, &b])?);
+                }
+                let refs: Vec<&Value> = parts.iter().collect();
+                let y = if parts.len() == 1 { parts[0].clone() } else { ex.op(Op::Concat { axis: 1 }, &refs)? };
+                acc = Some(match acc {
+                    Some(a) => ex.binary(BinaryOp::Add, &a, &y)?,
+                    None => y,
+                });
+            }
+            let spec_shape: Vec<i64> = out.shape.iter().map(|&d| d as i64).collect();
+            match acc {
+                Some(a) => views::reshape(&a, &spec_shape, |v| ex.contiguous(v)),
+                None => ex.be.assemble(out, Scalar::F64(0.0), &[]),
+            }
+        }
+        WindowOp::ConvBackpropInput { spec, .. } => {
+            let (dy, w) = (inputs[0], inputs[1]);
+            let (g, channels) = spec.geometry(&out.shape, w.shape())?;
+            let (cg, og) = (g.channels / spec.groups, channels / spec.groups);
+            let taps = Taps::new(g);
+            let wt = taps_filter(w, taps.offsets.len(), cg, channels)?;
+            let mut acc = None;
+            for t in 0..taps.offsets.len() {
+                let mut pieces = Vec::with_capacity(spec.groups);
+                for j in 0..spec.groups {
+                    let dyj = {
+                        let mut begin = vec![0usize; dy.shape().rank()];
+                        begin[dy.shape().rank() - 1] = j * og;
+                        let mut size = dy.shape().to_vec();
+                        size[dy.shape().rank() - 1] = og;
+                        as_matrix(ex, &slice(dy, begin, size), og)?
+                    };
+                    let b = matrix(block(&wt, t, j, cg, og), cg, og)?;
+                    let piece = ex.op(Op::MatMul { transpose_a: false, transpose_b: true }, &[&dyj, &b])?;
+                    let shaped =
+                        views::reshape(&piece, &to_spec(&taps.geometry.output_shape(cg)), |v| ex.contiguous(v))?;
+                    pieces.push((taps.layout(t, j * cg, cg), shaped));
+                }
+                acc = Some(taps.scatter(ex, dtype, &pieces, acc)?);
+            }
+            match acc {
+                Some(a) => taps.crop(ex, &a, &out.shape),
+                None => ex.be.assemble(out, Scalar::F64(0.0), &[]),
+            }
+        }
+        WindowOp::ConvBackpropFilter { spec, window } => {
+            let (x, dy) = (inputs[0], inputs[1]);
+            let g = Geometry::new(x.shape(), window, &spec.strides, &spec.dilations, &spec.padding)?;
+            let channels = out.shape[out.shape.rank() - 1];
+            let (cg, og) = (g.channels / spec.groups, channels / spec.groups);
+            let taps = Taps::new(g);
+            let p = taps.pad(ex, x, Scalar::F64(0.0))?;
+            let n = taps.offsets.len();
+            let whole = Shape::from(vec![n, cg, channels]);
+            let mut blocks = Vec::with_capacity(n * spec.groups);
+            for t in 0..n {
+                for j in 0..spec.groups {
+                    let a = as_matrix(ex, &p.view(taps.layout(t, j * cg, cg)), cg)?;
+                    let mut begin = vec![0usize; dy.shape().rank()];
+                    begin[dy.shape().rank() - 1] = j * og;
+                    let mut size = dy.shape().to_vec();
+                    size[dy.shape().rank() - 1] = og;
+                    let d = as_matrix(ex, &slice(dy, begin, size), og)?;
+                    let b = ex.op(Op::MatMul { transpose_a: true, transpose_b: false }, &[&a, &d])?;
+                    blocks.push((region(&whole, &[t, 0, j * og], &Shape::from(vec![1, cg, og])), b));
+                }
+            }
+            let refs: Vec<(Layout, &Value)> = blocks.iter().map(|(l, v)| (l.clone(), v)).collect();
+            ex.be.assemble(out, Scalar::F64(0.0), &refs)
+        }
+        WindowOp::Pool { f, spec } => {
+            let x = inputs[0];
+            let g = spec.geometry(x.shape())?;
+            let c = g.channels;
+            let taps = Taps::new(g);
+            match f {
+                PoolKind::Max => {
+                    let p = taps.pad(ex, x, Scalar::F64(f64::NEG_INFINITY))?;
+                    let mut best = ex.contiguous(&p.view(taps.layout(0, 0, c)))?;
+                    for t in 1..taps.offsets.len() {
+                        let v = p.view(taps.layout(t, 0, c));
+                        let wins = ex.binary(BinaryOp::Greater, &v, &best)?;
+                        best = ex.be.select(&wins, &v, &best, out)?;
+                    }
+                    Ok(best)
+                }
+                PoolKind::Avg => {
+                    let (sum, count) = avg_parts(ex, &taps, x)?;
+                    ex.binary(BinaryOp::Div, &sum, &count)
+                }
+            }
+        }
+        WindowOp::PoolGrad { f, spec } => {
+            let (x, dy) = (inputs[0], inputs[1]);
+            let g = spec.geometry(x.shape())?;
+            let c = g.channels;
+            let taps = Taps::new(g);
+            let mut acc = None;
+            match f {
+                PoolKind::Max => {
+                    let pooled = taps.geometry.output_shape(c);
+                    let masks = first_max_masks(ex, &taps, x, &pooled)?;
+                    let zero = ex.scalar(0.0, dtype)?;
+                    for (t, m) in masks.iter().enumerate() {
+                        let piece = ex.be.select(m, dy, &zero, &Meta::new(dtype, dy.shape().clone()))?;
+                        acc = Some(taps.scatter(ex, dtype, &[(taps.layout(t, 0, c), piece)], acc)?);
+                    }
+                }
+                PoolKind::Avg => {
+                    let (_, count) = avg_parts(ex, &taps, x)?;
+                    let share = ex.binary(BinaryOp::Div, dy, &count)?;
+                    for t in 0..taps.offsets.len() {
+                        acc = Some(taps.scatter(ex, dtype, &[(taps.layout(t, 0, c), share.clone())], acc)?);
+                    }
+                }
+            }
+            match acc {
+                Some(a) => taps.crop(ex, &a, x.shape()),
+                None => ex.be.assemble(out, Scalar::F64(0.0), &[]),
+            }
+        }
+        WindowOp::MaxPoolGradGrad { spec } => {
+            let (x, gx) = (inputs[0], inputs[1]);
+            let g = spec.geometry(x.shape())?;
+            let c = g.channels;
+            let taps = Taps::new(g);
+            let masks = first_max_masks(ex, &taps, x, &out.shape)?;
+            let pg = taps.pad(ex, gx, Scalar::F64(0.0))?;
+            let mut acc = ex.be.assemble(out, Scalar::F64(0.0), &[])?;
+            for (t, m) in masks.iter().enumerate() {
+                let v = pg.view(taps.layout(t, 0, c));
+                let picked = ex.be.select(m, &v, &acc, out)?;
+                acc = picked;
+            }
+            Ok(acc)
+        }
+    }
+}
+
+fn to_spec(shape: &Shape) -> Vec<i64> {
+    shape.iter().map(|&d| d as i64).collect()
+}
+
+/// Sum of each window of `x` (zeros outside) and the number of its
+/// elements inside `x`.
+fn avg_parts(ex: &Ex<'_>, taps: &Taps, x: &Value) -> Result<(Value, Value)> {
+    let c = taps.geometry.channels;
+    let p = taps.pad(ex, x, Scalar::F64(0.0))?;
+    let mut one_shape = vec![1usize];
+    one_shape.extend(&taps.geometry.input);
+    one_shape.push(1);
+    let ones = ex.be.assemble(&Meta::new(x.dtype, Shape::from(one_shape)), Scalar::F64(1.0), &[])?;
+    let mut ones_geometry = taps.geometry.clone();
+    ones_geometry.batch = 1;
+    ones_geometry.channels = 1;
+    let ones_taps = Taps::new(ones_geometry);
+    let po = ones_taps.pad(ex, &ones, Scalar::F64(0.0))?;
+    let mut sum = ex.contiguous(&p.view(taps.layout(0, 0, c)))?;
+    let mut count = ex.contiguous(&po.view(ones_taps.layout(0, 0, 1)))?;
+    for t in 1..taps.offsets.len() {
+        sum = ex.binary(BinaryOp::Add, &sum, &p.view(taps.layout(t, 0, c)))?;
+        count = ex.binary(BinaryOp::Add, &count, &po.view(ones_taps.layout(t, 0, 1)))?;
+    }
+    Ok((sum, count))
+}
+
+/// For each tap, where it holds its window's first largest element (the
+/// element max pooling's gradient goes to).
+fn first_max_masks(ex: &Ex<'_>, taps: &Taps, x: &Value, out: &Shape) -> Result<Vec<Value>> {
+    let c = taps.geometry.channels;
+    let p = taps.pad(ex, x, Scalar::F64(f64::NEG_INFINITY))?;
+    let inside = {
+        // 1 inside the input, 0 in the padding: padding never wins.
+        let ones = ex.be.assemble(&Meta::new(DType::Bool, x.shape().clone()), Scalar::Bool(true), &[])?;
+        taps.pad(ex, &ones, Scalar::Bool(false))?
+    };
+    let meta = Meta::new(x.dtype, out.clone());
+    // The largest value of each window, NaN skipped as the CPU kernel does.
+    let mut best: Option<Value> = None;
+    for t in 0..taps.offsets.len() {
+        let v = p.view(taps.layout(t, 0, c));
+        best = Some(match best {
+            None => ex.contiguous(&v)?,
+            Some(b) => {
+                let wins = ex.binary(BinaryOp::Greater, &v, &b)?;
+                ex.be.select(&wins, &v, &b, &meta)?
+            }
+        });
+    }
+    let Some(best) = best else { return Ok(Vec::new()) };
+    let mut taken = ex.be.assemble(&Meta::new(DType::Bool, out.clone()), Scalar::Bool(false), &[])?;
+    let mut masks = Vec::with_capacity(taps.offsets.len());
+    for t in 0..taps.offsets.len() {
+        let v = p.view(taps.layout(t, 0, c));
+        let is = ex.binary(BinaryOp::Equal, &v, &best)?;
+        let valid = inside.view(taps.layout(t, 0, c));
+        let is = ex.binary(BinaryOp::LogicalAnd, &is, &valid)?;
+        let fresh = ex.unary(UnaryOp::LogicalNot, &taken)?;
+        let m = ex.binary(BinaryOp::LogicalAnd, &is, &fresh)?;
+        taken = ex.binary(BinaryOp::LogicalOr, &taken, &m)?;
+        masks.push(m);
+    }
+    Ok(masks)
 }

@@ -42,7 +42,7 @@ pub trait Layer: Send + Sync {
 }
 
 /// A unique layer name for `stem` (`dense`, `dense_1`, ...).
-fn unique_name(stem: &str) -> String {
+pub(super) fn unique_name(stem: &str) -> String {
     static COUNTS: OnceLock<Mutex<HashMap<String, usize>>> = OnceLock::new();
     let mut counts = COUNTS.get_or_init(|| Mutex::new(HashMap::new())).lock();
     let n = counts.entry(stem.to_string()).or_insert(0);
@@ -52,7 +52,7 @@ fn unique_name(stem: &str) -> String {
 }
 
 /// A variable created where `like` lives (eager, or in its graph).
-fn make_variable(
+pub(super) fn make_variable(
     like: &Tensor,
     name: &str,
     init: Initializer,

@@ -2,6 +2,7 @@
 //! Keras-like `Sequential` model with `fit`.
 
 pub mod composed_rules;
+pub mod conv_layers;
 pub mod init;
 pub mod layers;
 pub mod losses;
@@ -10,6 +11,11 @@ pub mod model;
 pub mod optimizers;
 
 pub use composed_rules::ComposedRule;
+pub use conv_layers::{
+    AveragePooling1D, AveragePooling2D, AveragePooling3D, Conv, Conv1D, Conv2D, Conv3D, GlobalAveragePooling1D,
+    GlobalAveragePooling2D, GlobalAveragePooling3D, GlobalMaxPooling1D, GlobalMaxPooling2D, GlobalMaxPooling3D,
+    GlobalPooling, MaxPooling1D, MaxPooling2D, MaxPooling3D, Pooling,
+};
 pub use init::Initializer;
 pub use layers::{
     Activation, ActivationLayer, BatchNormalization, Dense, Dropout, Embedding, Flatten, Layer, LayerNorm,

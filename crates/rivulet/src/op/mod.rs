@@ -16,6 +16,7 @@ pub mod nn;
 pub mod optim;
 pub mod reduce;
 pub mod variables;
+pub mod window;
 
 pub use complex::{ComplexOp, FftOp};
 pub use control::{FunctionId, History, WhileSpec};
@@ -28,6 +29,7 @@ pub use movement::{PadMode, SliceItem};
 pub use optim::UpdateRule;
 pub use reduce::{ArgOp, ReduceOp, ScanOp};
 pub use variables::AssignOp;
+pub use window::{ConvSpec, Padding, PoolKind, PoolSpec, WindowOp};
 
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Scalar, Shape, Value};
@@ -200,6 +202,8 @@ pub enum Op {
     Complex { f: complex::ComplexOp },
     /// A Fourier transform over the last axes (see [`FftOp`]).
     Fft { f: complex::FftOp },
+    /// A convolution or pooling window, or a gradient of one (see [`WindowOp`]).
+    Window { f: window::WindowOp },
 
     /// Sum the first input down to the shape of the second (the gradient of
     /// broadcasting; the shape may be known only at run time).
@@ -328,6 +332,7 @@ impl Op {
             Op::Linalg { f } => f.type_name(),
             Op::Complex { f } => f.type_name(),
             Op::Fft { f } => f.type_name(),
+            Op::Window { f } => f.type_name(),
             Op::SumTo => "SumTo",
             Op::BroadcastLike => "BroadcastLike",
             Op::ReshapeLike => "ReshapeLike",
@@ -384,6 +389,7 @@ impl Op {
             Op::Linalg { f } => f.arity(),
             Op::Complex { f } => f.arity(),
             Op::Fft { .. } => 1,
+            Op::Window { f } => f.arity(),
             Op::Const { .. }
             | Op::Placeholder { .. }
             | Op::NoOp
@@ -513,6 +519,7 @@ impl Op {
             Op::Linalg { f } => f.infer(inputs),
             Op::Complex { f } => f.infer(inputs),
             Op::Fft { f } => f.infer(&inputs[0]),
+            Op::Window { f } => f.infer(inputs),
             Op::Fill { .. }
             | Op::FillLike { .. }
             | Op::Range { .. }

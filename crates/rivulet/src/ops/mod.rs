@@ -10,6 +10,7 @@
 pub mod array;
 pub mod complex;
 pub mod control;
+pub mod conv;
 pub mod creation;
 pub mod ctc;
 pub mod elementwise;
@@ -27,6 +28,7 @@ pub mod variables;
 pub use array::*;
 pub use complex::{angle, complex, conj, imag, polar, real};
 pub use control::{cond, switch_case, while_loop, Nest, WhileOptions};
+pub use conv::*;
 pub use creation::*;
 pub use ctc::*;
 pub use elementwise::*;
@@ -294,6 +296,7 @@ impl Op {
             Op::Linalg { f } => linalg::linalg_grad(*f, inputs, outputs, grads, wants)?,
             Op::Complex { f } => complex::complex_grad(*f, inputs, &g, wants)?,
             Op::Fft { f } => vec![Some(signal::fft_grad(*f, &inputs[0], &g)?)],
+            Op::Window { f } => conv::window_grad(f, inputs, &g, wants)?,
             Op::Const { .. }
             | Op::Placeholder { .. }
             | Op::Variable { .. }

@@ -4,6 +4,7 @@
 use super::{apply, apply1, checked, creation as cr, elementwise as ew, movement as mv, reduce, Axes, Op};
 use crate::error::{bail, Result};
 use crate::graph::Tensor;
+use crate::op::window::Padding;
 use crate::tensor::shape::normalize_axis;
 
 /// `exp(x) / sum(exp(x))` along `axis` (`-1`: the last), shifted by the
@@ -419,15 +420,6 @@ pub(crate) fn segment_average(g: &Tensor, segments: &Tensor) -> Result<Tensor> {
     ew::div(&sums, &reduce::sum(&same, -1, false)?)
 }
 
-/// How a windowed op (convolution, pooling) pads its input: `Valid` keeps
-/// every window inside the input; `Same` pads so that the output has
-/// `ceil(input / stride)` positions, the extra padding at the end.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Padding {
-    Valid,
-    Same,
-}
-
 /// Run a windowed `op` with dilation `dilation_rate` over the spatial axes
 /// `1..=dilation_rate.len()` of `input` as an undilated one: space-to-batch
 /// by the rate, `op` with `Valid` padding, batch-to-space back
@@ -465,6 +457,9 @@ pub fn with_space_to_batch(
             .collect(),
         (Padding::Same, f) => {
             bail!(invalid, "with_space_to_batch: Same padding needs a filter shape of {m} positive sizes, got {f:?}")
+        }
+        (Padding::Explicit { pads }, _) => {
+            bail!(invalid, "with_space_to_batch takes Valid or Same padding, got explicit {pads:?}")
         }
     };
     let (paddings, crops) = super::array::required_space_to_batch_paddings(&dims[1..=m], dilation_rate, Some(&base))?;

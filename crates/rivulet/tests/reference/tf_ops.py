@@ -478,6 +478,46 @@ case("igamma grad a f64", [np.array([0.5, 1.0, 2.5, 10.0, 30.0, 0.1, 3.0, 29.0],
 case("igamma grad a", [np.array([0.5, 1.0, 2.5, 4.0, 0.8, 6.0], np.float32)],
      lambda a: [m.igamma(a, tf.constant([0.3, 2.0, 1.5, 6.0, 0.8, 5.5], tf.float32))], grad=True, rtol=1e-5)
 
+# Convolutions and pooling (channels last): TensorFlow's asymmetric SAME
+# padding with strides, dilation, even windows, depthwise groups, 1x1
+# filters, transposed convolutions; average pooling that counts only the
+# elements inside the input. Gradients of both inputs.
+conv_tol = dict(rtol=2e-5, atol=2e-5)
+case("conv2d same stride2", [f32(2, 7, 6, 3), f32(3, 3, 3, 4)],
+     lambda x, w: [nn.conv2d(x, w, strides=2, padding="SAME")], grad=True, **conv_tol)
+case("conv2d valid dilation2", [f32(1, 9, 8, 2), f32(3, 2, 2, 3)],
+     lambda x, w: [nn.conv2d(x, w, strides=1, padding="VALID", dilations=2)], grad=True, **conv_tol)
+case("conv2d same dilation2 stride1", [f32(2, 6, 5, 2), f32(2, 3, 2, 2)],
+     lambda x, w: [nn.conv2d(x, w, strides=1, padding="SAME", dilations=[1, 2, 2, 1])], grad=True, **conv_tol)
+case("conv2d explicit", [f32(1, 5, 5, 2), f32(3, 3, 2, 2)],
+     lambda x, w: [nn.conv2d(x, w, strides=[1, 2, 1, 1], padding=[[0, 0], [1, 2], [0, 1], [0, 0]])], grad=True, **conv_tol)
+case("conv2d 1x1", [f32(3, 4, 5, 6), f32(1, 1, 6, 4)],
+     lambda x, w: [nn.conv2d(x, w, strides=1, padding="VALID")], grad=True, **conv_tol)
+case("conv1d same stride2", [f32(2, 9, 3), f32(4, 3, 2)],
+     lambda x, w: [nn.conv1d(x, w, stride=2, padding="SAME")], grad=True, **conv_tol)
+case("conv3d same", [f32(1, 4, 5, 3, 2), f32(2, 3, 2, 2, 3)],
+     lambda x, w: [nn.conv3d(x, w, strides=[1, 1, 2, 1, 1], padding="SAME")], grad=True, **conv_tol)
+case("depthwise_conv2d same", [f32(2, 6, 5, 3), f32(3, 3, 3, 2)],
+     lambda x, w: [nn.depthwise_conv2d(x, w, strides=[1, 1, 1, 1], padding="SAME")], grad=True, **conv_tol)
+case("separable_conv2d", [f32(1, 6, 6, 2), f32(3, 3, 2, 2), f32(1, 1, 4, 3)],
+     lambda x, d, p: [nn.separable_conv2d(x, d, p, strides=[1, 1, 1, 1], padding="VALID")], grad=True, **conv_tol)
+case("conv2d_transpose same stride2", [f32(2, 4, 3, 3), f32(3, 3, 2, 3)],
+     lambda x, w: [nn.conv2d_transpose(x, w, output_shape=[2, 8, 6, 2], strides=2, padding="SAME")], grad=True,
+     **conv_tol)
+case("conv3d_transpose valid", [f32(1, 3, 3, 2, 2), f32(2, 2, 2, 3, 2)],
+     lambda x, w: [nn.conv3d_transpose(x, w, output_shape=[1, 4, 4, 3, 3], strides=1, padding="VALID")], grad=True,
+     **conv_tol)
+case("max_pool2d same stride2", [f32(2, 7, 5, 3)],
+     lambda x: [nn.max_pool2d(x, ksize=3, strides=2, padding="SAME")], grad=True)
+case("avg_pool2d same stride2", [f32(2, 7, 5, 3)],
+     lambda x: [nn.avg_pool2d(x, ksize=3, strides=2, padding="SAME")], grad=True)
+case("max_pool1d valid", [f32(2, 9, 2)], lambda x: [nn.max_pool1d(x, ksize=2, strides=2, padding="VALID")], grad=True)
+case("avg_pool3d valid", [f32(1, 4, 4, 5, 2)],
+     lambda x: [nn.avg_pool3d(x, ksize=2, strides=2, padding="VALID")], grad=True)
+case("max_pool3d same", [f32(1, 3, 4, 5, 2)],
+     lambda x: [nn.max_pool3d(x, ksize=2, strides=[1, 2, 1], padding="SAME")], grad=True)
+
+
 def loss_of(outs):
     total = tf.constant(0.0, tf.float32)
     for k, y in enumerate(outs):

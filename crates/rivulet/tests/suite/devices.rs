@@ -390,6 +390,44 @@ fn registry() -> Vec<Case> {
         out.push(ops::irfft3(&spectrum, Some([2, 3, 9]))?);
         Ok(out)
     }));
+    // Convolutions and pooling: asymmetric SAME padding with strides,
+    // dilation with groups, the transposed convolution, 1-D and 3-D.
+    cases.push(case(
+        "conv2d, conv_transpose, conv1d, conv3d",
+        vec![
+            f32s(&mut rng, &[2, 7, 6, 4], -1.0, 1.0),
+            f32s(&mut rng, &[3, 3, 4, 3], -1.0, 1.0),
+            f32s(&mut rng, &[2, 3, 2, 4], -1.0, 1.0),
+            f32s(&mut rng, &[1, 3, 4, 3, 2], -1.0, 1.0),
+        ],
+        true,
+        |_, x| {
+            let same2 = ops::conv2d(&x[0], &x[1], &[2], ops::Padding::Same)?;
+            let grouped = ops::ConvOptions::new(ops::Padding::Same).dilations(&[2, 1]).groups(2);
+            let grouped = ops::convolution(&x[0], &x[2], &grouped)?;
+            let back = ops::conv2d_transpose(&same2, &x[1], &[2, 7, 6, 4], &[2], ops::Padding::Same)?;
+            let row = ops::reshape(&x[0], &[2, 42, 4])?;
+            let one_d = ops::conv1d(&row, &ops::reshape(&x[2], &[6, 4, 2])?, 3, ops::Padding::Same)?;
+            let cube = ops::conv3d(&x[3], &ops::reshape(&x[2], &[2, 3, 2, 2, 2])?, &[1, 2, 1], ops::Padding::Same)?;
+            Ok(vec![same2, grouped, back, one_d, cube])
+        },
+    ));
+    cases.push(case(
+        "max_pool, avg_pool (1-D to 3-D)",
+        vec![f32s(&mut rng, &[2, 5, 7, 3], -1.0, 1.0)],
+        true,
+        |_, x| {
+            let window = ops::PoolOptions::new(&[3, 2], ops::Padding::Same).strides(&[2, 2]);
+            let cube = ops::reshape(&x[0], &[2, 5, 7, 3, 1])?;
+            let row = ops::reshape(&x[0], &[2, 35, 3])?;
+            Ok(vec![
+                ops::max_pool(&x[0], &window)?,
+                ops::avg_pool(&x[0], &window)?,
+                ops::max_pool(&row, &ops::PoolOptions::new(&[4], ops::Padding::Valid).strides(&[3]))?,
+                ops::avg_pool(&cube, &ops::PoolOptions::new(&[2], ops::Padding::Same))?,
+            ])
+        },
+    ));
     // Programs the graph optimizer fuses (graph mode runs them fused).
     cases.push(case("fusable chain", vec![f32s(&mut rng, &[8, 9], -2.0, 2.0)], true, |_, x| {
         let y = ops::mul(&ops::tanh(&ops::add(&ops::mul(&x[0], 1.5)?, 0.5)?)?, &ops::sigmoid(&x[0])?)?;
@@ -609,6 +647,11 @@ fn every_op_agrees_on_every_backend_in_both_modes() {
         "IRFFT",
         "IRFFT2D",
         "IRFFT3D",
+        "Conv2D",
+        "Conv3D",
+        "Conv2DBackpropInput",
+        "MaxPool",
+        "AvgPool",
     ];
     let unary = UnaryOp::ALL.iter().map(|&f| Op::Unary { f }.type_name());
     let binary = ops::BinaryOp::ALL.iter().map(|&f| Op::Binary { f }.type_name());

@@ -10,6 +10,7 @@ mod checkpoints;
 mod compile_time;
 mod concurrency;
 mod control_flow;
+mod conv;
 mod devices;
 mod differential;
 mod elementwise;

@@ -384,6 +384,35 @@ fn recipe(name: &str) -> Option<Recipe> {
         "igamma grad a" => r(|x| one(ops::igamma(&x[0], &Tensor::from(vec![0.3f32, 2.0, 1.5, 6.0, 0.8, 5.5])))),
         "fill run-time shape" => r(|x| one(ops::fill_dims(&x[0], &x[1]))),
         "broadcast_to run-time shape" => r(|x| one(ops::broadcast_to_dims(&x[0], &x[1]))),
+        "conv2d same stride2" => r(|x| one(ops::conv2d(&x[0], &x[1], &[2], ops::Padding::Same))),
+        "conv2d valid dilation2" => {
+            r(|x| one(ops::convolution(&x[0], &x[1], &ops::ConvOptions::new(ops::Padding::Valid).dilations(&[2]))))
+        }
+        "conv2d same dilation2 stride1" => {
+            r(|x| one(ops::convolution(&x[0], &x[1], &ops::ConvOptions::new(ops::Padding::Same).dilations(&[2, 2]))))
+        }
+        "conv2d explicit" => r(|x| {
+            let padding = ops::Padding::Explicit { pads: vec![(1, 2), (0, 1)] };
+            one(ops::conv2d(&x[0], &x[1], &[2, 1], padding))
+        }),
+        "conv2d 1x1" => r(|x| one(ops::conv2d(&x[0], &x[1], &[1], ops::Padding::Valid))),
+        "conv1d same stride2" => r(|x| one(ops::conv1d(&x[0], &x[1], 2, ops::Padding::Same))),
+        "conv3d same" => r(|x| one(ops::conv3d(&x[0], &x[1], &[1, 2, 1], ops::Padding::Same))),
+        "depthwise_conv2d same" => r(|x| one(ops::depthwise_conv2d(&x[0], &x[1], &[1], ops::Padding::Same))),
+        "separable_conv2d" => r(|x| one(ops::separable_conv2d(&x[0], &x[1], &x[2], &[1], ops::Padding::Valid))),
+        "conv2d_transpose same stride2" => {
+            r(|x| one(ops::conv2d_transpose(&x[0], &x[1], &[2, 8, 6, 2], &[2], ops::Padding::Same)))
+        }
+        "conv3d_transpose valid" => {
+            r(|x| one(ops::conv3d_transpose(&x[0], &x[1], &[1, 4, 4, 3, 3], &[1], ops::Padding::Valid)))
+        }
+        "max_pool2d same stride2" => r(|x| one(ops::max_pool2d(&x[0], &[3], &[2], ops::Padding::Same))),
+        "avg_pool2d same stride2" => r(|x| one(ops::avg_pool2d(&x[0], &[3], &[2], ops::Padding::Same))),
+        "max_pool1d valid" => r(|x| one(ops::max_pool(&x[0], &ops::PoolOptions::new(&[2], ops::Padding::Valid)))),
+        "avg_pool3d valid" => r(|x| one(ops::avg_pool(&x[0], &ops::PoolOptions::new(&[2], ops::Padding::Valid)))),
+        "max_pool3d same" => {
+            r(|x| one(ops::max_pool(&x[0], &ops::PoolOptions::new(&[2], ops::Padding::Same).strides(&[1, 2, 1]))))
+        }
         _ => return keras_loss(name),
     })
 }

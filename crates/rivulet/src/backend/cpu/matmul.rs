@@ -184,7 +184,7 @@ type GemmFn<T> = unsafe fn(
 );
 
 /// Float types gemm multiplies, with the kernels for each instruction set.
-trait GemmFloat: Element {
+pub(crate) trait GemmFloat: Element {
     /// gemm's kernels for the level the CPU kernels run at: gemm detects
     /// the CPU itself and would pick AVX-512 whatever `RIVULET_SIMD` says.
     fn kernels() -> GemmFn<Self>;
@@ -310,6 +310,72 @@ impl GemmFloat for f64 {
 impl GemmFloat for half::f16 {
     fn kernels() -> GemmFn<half::f16> {
         gemm::gemm::<half::f16>
+    }
+}
+
+/// A matrix inside a slice: element `(i, j)` is `data[i * rs + j * cs]`.
+pub(crate) struct Strided<'a, T> {
+    pub data: &'a [T],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// `c = a · b`, or `c += a · b` with `accumulate`, on the calling thread, for
+/// `m × k` and `k × n` operands with any strides and a row-major `c` of row
+/// stride `c_rs`: the products the convolutions run on their blocks. Panics
+/// only if a caller passes slices too short for the shapes (checked first).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_strided<T: GemmFloat>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Strided<'_, T>,
+    b: Strided<'_, T>,
+    c: &mut [T],
+    c_rs: usize,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(last(m, n, c_rs, 1) < c.len(), "gemm_strided: output too short");
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                c[i * c_rs..i * c_rs + n].fill(T::from_f64(0.0));
+            }
+        }
+        return;
+    }
+    assert!(
+        last(m, k, a.rs, a.cs) < a.data.len() && last(k, n, b.rs, b.cs) < b.data.len(),
+        "gemm_strided: operand too short"
+    );
+    // SAFETY: the asserts above keep every index of the three matrices
+    // inside their slices; `c` is borrowed mutably, so no one else reads it.
+    unsafe {
+        (T::kernels())(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            c_rs as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            T::from_f64(1.0),
+            T::from_f64(1.0),
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
     }
 }
 

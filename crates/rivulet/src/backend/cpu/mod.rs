@@ -19,6 +19,7 @@ pub(crate) mod parallel;
 pub(crate) mod reduce;
 pub(crate) mod simd;
 pub(crate) mod strided;
+pub(crate) mod window;
 
 pub use simd::simd_level;
 
@@ -200,6 +201,7 @@ pub(crate) fn execute(op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx
         Op::Linalg { f } => return Ok(linalg::run(*f, inputs, outs)?.into_iter().collect()),
         Op::Complex { f } => complex::parts(*f, inputs, out())?,
         Op::Fft { f } => complex::fft(*f, x(), out())?,
+        Op::Window { f } => window::run(f, inputs, out())?,
     };
     Ok(smallvec![v])
 }
