@@ -10,7 +10,7 @@ use std::time::Instant;
 const N2: f64 = 4096.0 * 4096.0;
 
 /// The workloads of BENCHMARKS.md this command times.
-pub const WORKLOADS: [&str; 9] = ["B1", "B2", "B3", "B4", "B5", "B7", "B8", "B9", "B10"];
+pub const WORKLOADS: [&str; 10] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10"];
 
 /// One measurement.
 struct Record {
@@ -117,13 +117,17 @@ fn b5_forward(x: &Tensor, p: &[Tensor]) -> Result<Tensor> {
     &ops::matmul(&h2, &p[4])? + &p[5]
 }
 
-/// One B5 training step written eagerly (tape, gradients, Adam); returns the loss.
-/// Run as is for eager mode and traced by `rivulet::function` for graph mode.
-fn eager_step(vars: &[Variable], opt: &Optimizer, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+/// The logits of a benchmark model for inputs `x` and parameters `p`.
+type Forward = fn(&Tensor, &[Tensor]) -> Result<Tensor>;
+
+/// One B5 or B6 training step written eagerly (tape, gradients, Adam);
+/// returns the loss. Run as is for eager mode and traced by
+/// `rivulet::function` for graph mode.
+fn eager_step(forward: Forward, vars: &[Variable], opt: &Optimizer, x: &Tensor, y: &Tensor) -> Result<Tensor> {
     let tape = GradientTape::new();
     let refs: Vec<&Variable> = vars.iter().collect();
     let p: Vec<Tensor> = vars.iter().map(|v| v.read()).collect();
-    let loss = sparse_softmax_cross_entropy(y, &b5_forward(x, &p)?)?;
+    let loss = sparse_softmax_cross_entropy(y, &forward(x, &p)?)?;
     let grads = tape.gradient_vars(&loss, &refs)?;
     let pairs: Vec<(Tensor, &Variable)> =
         grads.into_iter().zip(&refs).filter_map(|(g, v)| g.map(|g| (g, *v))).collect();
@@ -159,7 +163,7 @@ fn b5(r: &mut Runner) -> Result<()> {
         let opt = Optimizer::adam_with(1e-3, 0.9, 0.999, 1e-8);
         let step = |i: usize| -> Result<()> {
             let (x, y) = &batches[i % batches.len()];
-            eager_step(&vars, &opt, x, y)?.to_scalar::<f32>().map(drop)
+            eager_step(b5_forward, &vars, &opt, x, y)?.to_scalar::<f32>().map(drop)
         };
         let t = fixed_bench(step, 20, 200)?;
         r.report("eager", "B5", PARAM, t);
@@ -172,7 +176,8 @@ fn b5(r: &mut Runner) -> Result<()> {
             .map(|(i, t)| Variable::new(&format!("p{i}"), t, true))
             .collect::<Result<_>>()?;
         let opt = Optimizer::adam_with(1e-3, 0.9, 0.999, 1e-8);
-        let train = rivulet::function(|args: &[Tensor]| Ok(vec![eager_step(&vars, &opt, &args[0], &args[1])?]));
+        let train =
+            rivulet::function(|args: &[Tensor]| Ok(vec![eager_step(b5_forward, &vars, &opt, &args[0], &args[1])?]));
         let step = |i: usize| -> Result<()> {
             let (x, y) = &batches[i % batches.len()];
             train.call(&[x, y])?[0].to_scalar::<f32>().map(drop)
@@ -202,6 +207,84 @@ fn b5(r: &mut Runner) -> Result<()> {
         };
         let t = fixed_bench(step, 20, 200)?;
         r.report("graph", "B5", PARAM, t);
+    }
+    Ok(())
+}
+
+/// The B6 CNN's logits: two 3x3 SAME convolutions with ReLU and 2x2 max
+/// pooling, flatten, dense 10 (parameters: kernel, bias per layer).
+fn b6_forward(x: &Tensor, p: &[Tensor]) -> Result<Tensor> {
+    let same = ops::Padding::Same;
+    let h = ops::relu(&(&ops::conv2d(x, &p[0], &[1], same.clone())? + &p[1])?)?;
+    let h = ops::max_pool2d(&h, &[2], &[2], ops::Padding::Valid)?;
+    let h = ops::relu(&(&ops::conv2d(&h, &p[2], &[1], same)? + &p[3])?)?;
+    let h = ops::max_pool2d(&h, &[2], &[2], ops::Padding::Valid)?;
+    let h = ops::reshape(&h, &[-1, 7 * 7 * 64])?;
+    &ops::matmul(&h, &p[4])? + &p[5]
+}
+
+/// B6: the CNN training step (forward, backward, Adam), batch 64 of 28x28x1,
+/// eager, traced by `rivulet::function`, and as a session graph.
+fn b6(r: &mut Runner) -> Result<()> {
+    const PARAM: &str = "CNN 64x28x28x1, Adam";
+    let shapes: [&[usize]; 3] = [&[3, 3, 1, 32], &[3, 3, 32, 64], &[7 * 7 * 64, 10]];
+    let batches: Vec<(Tensor, Tensor)> = (0..8u64)
+        .map(|i| {
+            let x = ops::random_uniform(Ctx::Eager, [64, 28, 28, 1], 0.01, 1.01, DType::F32, Some(61 + i))?;
+            let y = ops::random_uniform_int(Ctx::Eager, [64], 0, 10, DType::I32, Some(161 + i))?;
+            Ok((x, y))
+        })
+        .collect::<Result<_>>()?;
+    let params = |g: Option<&Graph>| -> Result<Vec<Variable>> {
+        let mut vars = Vec::new();
+        for (i, shape) in shapes.iter().enumerate() {
+            let w = Initializer::GlorotUniform.init(Ctx::Eager, shape.to_vec(), DType::F32, Some(60 + i as u64))?;
+            let b = Tensor::zeros([shape[shape.len() - 1]], DType::F32)?;
+            for (j, t) in [w, b].iter().enumerate() {
+                let name = format!("p{}", 2 * i + j);
+                vars.push(match g {
+                    Some(g) => Variable::in_graph(g, &name, t, true)?,
+                    None => Variable::new(&name, t, true)?,
+                });
+            }
+        }
+        Ok(vars)
+    };
+    let adam = || Optimizer::adam_with(1e-3, 0.9, 0.999, 1e-7);
+    if r.want("eager") {
+        let (vars, opt) = (params(None)?, adam());
+        let step = |i: usize| -> Result<()> {
+            let (x, y) = &batches[i % batches.len()];
+            eager_step(b6_forward, &vars, &opt, x, y)?.to_scalar::<f32>().map(drop)
+        };
+        r.report("eager", "B6", PARAM, fixed_bench(step, 5, 50)?);
+    }
+    if r.want("graph") {
+        let (vars, opt) = (params(None)?, adam());
+        let train =
+            rivulet::function(|args: &[Tensor]| Ok(vec![eager_step(b6_forward, &vars, &opt, &args[0], &args[1])?]));
+        let step = |i: usize| -> Result<()> {
+            let (x, y) = &batches[i % batches.len()];
+            train.call(&[x, y])?[0].to_scalar::<f32>().map(drop)
+        };
+        let t = fixed_bench(step, 5, 50)?;
+        r.report("graph", "B6", &format!("{PARAM} (variant: eager step wrapped in rivulet::function)"), t);
+
+        let g = Graph::new();
+        let px = g.placeholder("x", DType::F32, [64, 28, 28, 1])?;
+        let py = g.placeholder("y", DType::I32, [64])?;
+        let vars = params(Some(&g))?;
+        let p: Vec<Tensor> = vars.iter().map(|v| v.read()).collect();
+        let loss = sparse_softmax_cross_entropy(&py, &b6_forward(&px, &p)?)?;
+        let refs: Vec<&Variable> = vars.iter().collect();
+        let train = adam().minimize(&loss, &refs)?;
+        let s = Session::new(&g);
+        s.run_targets(&[&g.global_variables_initializer()?])?;
+        let step = |i: usize| -> Result<()> {
+            let (x, y) = &batches[i % batches.len()];
+            s.run_with_targets(&[&loss], &[(&px, x), (&py, y)], &[&train])?[0].to_scalar::<f32>().map(drop)
+        };
+        r.report("graph", "B6", PARAM, fixed_bench(step, 5, 50)?);
     }
     Ok(())
 }
@@ -462,6 +545,9 @@ pub fn run(ids: &[String], json: bool, mode: Option<&str>, device: &str) -> Resu
     }
     if want("B5") {
         b5(&mut r)?;
+    }
+    if want("B6") {
+        b6(&mut r)?;
     }
     if want("B7") {
         b7(&mut r)?;

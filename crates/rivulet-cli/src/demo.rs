@@ -1,14 +1,17 @@
-//! `rivulet demo`: train an MLP on the bundled handwritten digits and report
-//! its accuracy on the held-out split.
+//! `rivulet demo`: train an MLP (or, with `--model cnn`, a convolutional
+//! network) on the bundled handwritten digits and report its accuracy on
+//! the held-out split.
 
 use rivulet::data::load_digits;
 use rivulet::nn::{
-    Activation, Dense, Dropout, ExecutionMode, FitOptions, LearningRate, Loss, Metric, Optimizer, Sequential, Verbosity,
+    Activation, Conv2D, Dense, Dropout, ExecutionMode, FitOptions, Flatten, Layer, LearningRate, Loss, MaxPooling2D,
+    Metric, Optimizer, Sequential, Verbosity,
 };
+use rivulet::ops::{self, Padding};
 use rivulet::{Error, ErrorKind, Result};
 use std::time::Instant;
 
-pub fn run(mode: ExecutionMode, epochs: usize, quiet: bool) -> Result<()> {
+pub fn run(mode: ExecutionMode, cnn: bool, epochs: usize, quiet: bool) -> Result<()> {
     let start = Instant::now();
     let seed: u64 = match std::env::var("RIVULET_DEMO_SEED") {
         Ok(s) => s.trim().parse().map_err(|_| {
@@ -24,17 +27,39 @@ pub fn run(mode: ExecutionMode, epochs: usize, quiet: bool) -> Result<()> {
     };
     rivulet::set_random_seed(seed);
     let d = load_digits()?;
+    let (layers, about): (Vec<Box<dyn Layer>>, &str) = if cnn {
+        (
+            vec![
+                Box::new(Conv2D::new(32, [3, 3], Activation::Relu).padding(Padding::Same)),
+                Box::new(MaxPooling2D::new([2, 2])),
+                Box::new(Conv2D::new(64, [3, 3], Activation::Relu).padding(Padding::Same)),
+                Box::new(MaxPooling2D::new([2, 2])),
+                Box::new(Flatten::new()),
+                Box::new(Dropout::new(0.3)?),
+                Box::new(Dense::new(10, Activation::Linear)),
+            ],
+            "CNN conv3x3x32-pool-conv3x3x64-pool-dense10",
+        )
+    } else {
+        (
+            vec![
+                Box::new(Dense::new(256, Activation::Relu)),
+                Box::new(Dropout::new(0.2)?),
+                Box::new(Dense::new(128, Activation::Relu)),
+                Box::new(Dense::new(10, Activation::Linear)),
+            ],
+            "MLP 64-256-128-10",
+        )
+    };
     println!(
-        "digits: {} training and {} test images of 8x8 pixels; MLP 64-256-128-10, Adam, {mode:?} mode",
+        "digits: {} training and {} test images of 8x8 pixels; {about}, Adam, {mode:?} mode",
         d.train_x.shape()[0],
         d.test_x.shape()[0]
     );
-    let mut model = Sequential::new(vec![
-        Box::new(Dense::new(256, Activation::Relu)),
-        Box::new(Dropout::new(0.2)?),
-        Box::new(Dense::new(128, Activation::Relu)),
-        Box::new(Dense::new(10, Activation::Linear)),
-    ]);
+    // The CNN sees each image as an 8x8 grid of one channel.
+    let images = |x: &rivulet::Tensor| if cnn { ops::reshape(x, &[-1, 8, 8, 1]) } else { Ok(x.clone()) };
+    let (train_x, test_x) = (images(&d.train_x)?, images(&d.test_x)?);
+    let mut model = Sequential::new(layers);
     model.compile(
         Optimizer::adam(LearningRate::CosineDecay { initial: 3e-3, decay_steps: (epochs * 41) as f64, alpha: 0.05 }),
         Loss::SparseCategoricalCrossentropy { from_logits: true },
@@ -49,8 +74,8 @@ pub fn run(mode: ExecutionMode, epochs: usize, quiet: bool) -> Result<()> {
         verbose: if quiet { Verbosity::Silent } else { Verbosity::Auto },
         ..FitOptions::default()
     };
-    model.fit(&d.train_x, &d.train_y, &options)?;
-    let results = model.evaluate(&d.test_x, &d.test_y, 256)?;
+    model.fit(&train_x, &d.train_y, &options)?;
+    let results = model.evaluate(&test_x, &d.test_y, 256)?;
     let accuracy = results.iter().find(|(k, _)| k == "accuracy").map(|(_, v)| *v).unwrap_or(0.0);
     println!("trained in {:.1} s", start.elapsed().as_secs_f64());
     println!("test accuracy: {accuracy:.4}");

@@ -39,14 +39,17 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
-    /// Train an MLP on the bundled handwritten digits; prints the test accuracy.
+    /// Train an MLP (or a CNN) on the bundled handwritten digits; prints the test accuracy.
     Demo {
         /// Run eagerly instead of as a graph in a session.
         #[arg(long)]
         eager: bool,
-        /// Training epochs.
-        #[arg(long, default_value_t = 40)]
-        epochs: usize,
+        /// The network: `mlp` (64-256-128-10) or `cnn` (two convolutions with pooling).
+        #[arg(long, default_value = "mlp", value_parser = ["mlp", "cnn"])]
+        model: String,
+        /// Training epochs (default: 40 for the MLP, 100 for the CNN).
+        #[arg(long)]
+        epochs: Option<usize>,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -121,9 +124,11 @@ fn main() -> ExitCode {
         Command::Bench { ids, json, mode, device } => {
             on_device(&device, || bench::run(&ids, json, mode.as_deref(), &device))
         }
-        Command::Demo { eager, epochs, quiet, device } => {
+        Command::Demo { eager, model, epochs, quiet, device } => {
             let mode = if eager { rivulet::nn::ExecutionMode::Eager } else { rivulet::nn::ExecutionMode::Graph };
-            on_device(&device, || demo::run(mode, epochs, quiet))
+            let cnn = model == "cnn";
+            let epochs = epochs.unwrap_or(if cnn { 100 } else { 40 });
+            on_device(&device, || demo::run(mode, cnn, epochs, quiet))
         }
         Command::Inspect { file, fetch, feed, target, dot, full, profile, device } => {
             on_device(&device, || inspect::run(file, fetch, feed, target, dot, full, profile))

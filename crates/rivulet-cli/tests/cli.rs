@@ -103,3 +103,22 @@ fn simulate_writes_data_and_pictures() {
     assert!(!ok && err.contains("tsunami"), "{err}");
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// The CNN demo learns the digits: at least 98.5% on the held-out split.
+#[test]
+fn the_cnn_demo_reaches_its_accuracy() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["demo", "--model", "cnn", "--quiet"])
+        .output()
+        .expect("the binary runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let accuracy: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("test accuracy: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no accuracy line in {text}"));
+    assert!(accuracy >= 0.985, "test accuracy {accuracy}");
+    let (ok, err) = rivulet(&["demo", "--model", "resnet"], &[]);
+    assert!(!ok && err.contains("resnet") && err.contains("cnn"), "{err}");
+}
