@@ -115,7 +115,12 @@ fn cavity_matches_ghia_at_re_100() {
     // Its vorticity is negative (clockwise, ω = ∂v/∂x - ∂u/∂y) and is -∇²ψ there, as the solve makes it.
     let p = &run.psi;
     let lap = (p[k + 1] + p[k - 1] + p[k + 65] + p[k - 65] - 4.0 * p[k]) * 64.0 * 64.0;
-    assert!(run.omega[k] < -1.0 && (run.omega[k] + lap).abs() < 1e-8, "vorticity {} vs -lap psi {}", run.omega[k], -lap);
+    assert!(
+        run.omega[k] < -1.0 && (run.omega[k] + lap).abs() < 1e-8,
+        "vorticity {} vs -lap psi {}",
+        run.omega[k],
+        -lap
+    );
     // Only tabulated Reynolds numbers compare; bad setups are errors.
     let other = cavity::solve(&cavity::CavitySetup { n: 9, re: 50.0, max_steps: 10, tolerance: 1e-3 }).unwrap();
     assert!(other.ghia_deviation().is_none() && !other.steady && other.steps == 10);
