@@ -202,8 +202,10 @@ pub enum Op {
     Complex { f: complex::ComplexOp },
     /// A Fourier transform over the last axes (see [`FftOp`]).
     Fft { f: complex::FftOp },
-    /// A convolution or pooling window, or a gradient of one (see [`WindowOp`]).
-    Window { f: window::WindowOp },
+    /// A convolution or pooling window, or a gradient of one (see
+    /// [`WindowOp`]); boxed, as the largest attributes, so that every other
+    /// op stays small.
+    Window { f: Box<window::WindowOp> },
 
     /// Sum the first input down to the shape of the second (the gradient of
     /// broadcasting; the shape may be known only at run time).

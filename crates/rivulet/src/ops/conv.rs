@@ -141,7 +141,7 @@ pub fn convolution(x: &Tensor, filters: &Tensor, opts: &ConvOptions) -> Result<T
             let r = spatial_rank(name, x)?;
             let spec = conv_spec(name, r, opts)?;
             in_kernel_form(x, &[filters], opts.channels_first, |x, w| {
-                apply1(Op::Window { f: WindowOp::Conv { spec } }, &[x, &w[0]])
+                apply1(Op::Window { f: Box::new(WindowOp::Conv { spec }) }, &[x, &w[0]])
             })
         })(),
         if x.rank() == 5 { "Conv3D" } else { "Conv2D" },
@@ -241,7 +241,7 @@ pub fn conv_transpose(x: &Tensor, filters: &Tensor, output_spatial: &[usize], op
             let spec = conv_spec("conv_transpose", r, opts)?;
             let input_spatial = output_spatial.to_vec();
             in_kernel_form(x, &[filters], opts.channels_first, |x, w| {
-                apply1(Op::Window { f: WindowOp::ConvBackpropInput { spec, input_spatial } }, &[x, &w[0]])
+                apply1(Op::Window { f: Box::new(WindowOp::ConvBackpropInput { spec, input_spatial }) }, &[x, &w[0]])
             })
         })(),
         if x.rank() == 5 { "Conv3DBackpropInputV2" } else { "Conv2DBackpropInput" },
@@ -330,7 +330,7 @@ fn pool(x: &Tensor, f: PoolKind, opts: &PoolOptions) -> Result<Tensor> {
             };
             let spec = PoolSpec { window, strides, padding: opts.padding.clone() };
             in_kernel_form(x, &[], opts.channels_first, |x, _| {
-                apply1(Op::Window { f: WindowOp::Pool { f, spec } }, &[x])
+                apply1(Op::Window { f: Box::new(WindowOp::Pool { f, spec }) }, &[x])
             })
         })(),
         name,
@@ -380,7 +380,7 @@ fn spatial_of(t: &Tensor) -> Result<Vec<usize>> {
 /// is another of the three; pooling's gradients are the `PoolGrad` ops.
 pub(crate) fn window_grad(f: &WindowOp, inputs: &[Tensor], g: &Tensor, wants: &[bool]) -> Result<Vec<Option<Tensor>>> {
     let want = |i: usize| wants.get(i).copied().unwrap_or(false);
-    let window = |f: WindowOp, xs: &[&Tensor]| apply1(Op::Window { f }, xs);
+    let window = |f: WindowOp, xs: &[&Tensor]| apply1(Op::Window { f: Box::new(f) }, xs);
     let (a, b) = (&inputs[0], inputs.get(1));
     let b = || b.ok_or_else(|| crate::error::Error::graph("internal: a window gradient lost its second input"));
     // The three convolution ops, for the spec of the one being differentiated.
