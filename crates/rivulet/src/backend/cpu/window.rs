@@ -72,6 +72,17 @@ impl G3 {
     fn is_pointwise(&self) -> bool {
         self.taps() == 1 && self.strides == [1; 3] && self.pad == [0; 3] && self.input == self.output
     }
+    /// True when every tap of output position `o` lies inside the input.
+    #[inline(always)]
+    fn is_interior(&self, o: usize) -> bool {
+        let [_, oh, ow] = self.output;
+        let at = [o / (oh * ow), (o / ow) % oh, o % ow];
+        (0..3).all(|d| {
+            let start = at[d] * self.strides[d];
+            let last = start + (self.window[d] - 1) * self.dilations[d];
+            start >= self.pad[d] && last - self.pad[d] < self.input[d]
+        })
+    }
     /// Calls `f(tap, input position)` for each tap of output position `o`
     /// (within an image) that lies inside the input, in window order.
     #[inline(always)]
@@ -188,7 +199,10 @@ fn im2col<T: Real>(g: &G3, x: &[T], r0: usize, rows: usize, c0: usize, cg: usize
     for (i, row) in col[..rows * depth].chunks_mut(depth).enumerate() {
         let r = r0 + i;
         let (img, o) = (r / opos, r % opos);
-        row.fill(T::from_f64(0.0));
+        if !g.is_interior(o) {
+            // Taps in the padding read zeros.
+            row.fill(T::from_f64(0.0));
+        }
         let base = img * ipos;
         if cg == 1 {
             // One element per tap: a call to memcpy would cost more than the copy.
@@ -289,33 +303,40 @@ fn conv_backprop_input<T: Real>(g: &G3, groups: usize, channels: usize, dy: &[T]
     let per = block_rows(depth);
     let pointwise = g.is_pointwise();
     dx.par_chunks_mut(ipos * g.c).enumerate().for_each_init(Vec::new, |col: &mut Vec<T>, (img, dxi)| {
-        vectorize(Wide(|| {
-            let mut o0 = 0;
-            while o0 < opos {
-                let rows = per.min(opos - o0);
-                let r0 = img * opos + o0;
-                for j in 0..groups {
-                    let d = Strided { data: &dy[r0 * channels + j * og..], rs: channels, cs: 1 };
-                    // filterᵀ: element (o, i) of the og × depth matrix.
-                    let wt = Strided { data: &w[j * og..], rs: 1, cs: channels };
-                    if pointwise {
-                        gemm_strided(rows, cg, og, d, wt, &mut dxi[o0 * g.c + j * cg..], g.c, false);
-                        continue;
+        vectorize(Wide(
+            #[inline(always)]
+            || {
+                let mut o0 = 0;
+                while o0 < opos {
+                    let rows = per.min(opos - o0);
+                    let r0 = img * opos + o0;
+                    for j in 0..groups {
+                        let d = Strided { data: &dy[r0 * channels + j * og..], rs: channels, cs: 1 };
+                        // filterᵀ: element (o, i) of the og × depth matrix.
+                        let wt = Strided { data: &w[j * og..], rs: 1, cs: channels };
+                        if pointwise {
+                            gemm_strided(rows, cg, og, d, wt, &mut dxi[o0 * g.c + j * cg..], g.c, false);
+                            continue;
+                        }
+                        col.resize(rows * depth, T::from_f64(0.0));
+                        gemm_strided(rows, depth, og, d, wt, col, depth, false);
+                        for (i, row) in col[..rows * depth].chunks(depth).enumerate() {
+                            g.for_taps(
+                                o0 + i,
+                                #[inline(always)]
+                                |tap, p| {
+                                    let dst = &mut dxi[p * g.c + j * cg..p * g.c + (j + 1) * cg];
+                                    for (d, &s) in dst.iter_mut().zip(&row[tap * cg..(tap + 1) * cg]) {
+                                        *d += s;
+                                    }
+                                },
+                            );
+                        }
                     }
-                    col.resize(rows * depth, T::from_f64(0.0));
-                    gemm_strided(rows, depth, og, d, wt, col, depth, false);
-                    for (i, row) in col[..rows * depth].chunks(depth).enumerate() {
-                        g.for_taps(o0 + i, |tap, p| {
-                            let dst = &mut dxi[p * g.c + j * cg..p * g.c + (j + 1) * cg];
-                            for (d, &s) in dst.iter_mut().zip(&row[tap * cg..(tap + 1) * cg]) {
-                                *d += s;
-                            }
-                        });
-                    }
+                    o0 += rows;
                 }
-                o0 += rows;
-            }
-        }))
+            },
+        ))
     });
 }
 
@@ -324,18 +345,27 @@ fn per_image<T: Real>(out: &mut [T], out_per_image: usize, f: impl Fn(usize, &mu
     if out_per_image == 0 {
         return;
     }
-    out.par_chunks_mut(out_per_image).enumerate().for_each(|(img, o)| vectorize(Wide(|| f(img, o))));
+    out.par_chunks_mut(out_per_image).enumerate().for_each(|(img, o)| {
+        vectorize(Wide(
+            #[inline(always)]
+            || f(img, o),
+        ))
+    });
 }
 
 /// A closure compiled for the widest vector extension (the channel loops
 /// of pooling and of the input gradient's scatter).
 struct Wide<F>(F);
 
-impl<R, F: FnOnce() -> R> Kernel for Wide<F> {
+impl<R, F: FnMut() -> R> Kernel for Wide<F> {
     type Output = R;
     #[inline(always)]
-    fn run(self) -> R {
-        (self.0)()
+    fn run(mut self) -> R {
+        // Called through `FnMut` (the closure's own body, which its
+        // `#[inline(always)]` puts here), not `FnOnce`, whose shim would
+        // stay a function compiled for the baseline instruction set.
+        let f = &mut self.0;
+        f()
     }
 }
 
@@ -355,69 +385,88 @@ fn wins<T: Real>(s: T, best: T) -> bool {
 fn window_max<T: Real, const ARG: bool>(g: &G3, xi: &[T], o: usize, best: &mut [T], arg: &mut [u32]) {
     let c = g.c;
     let mut first = true;
-    g.for_taps(o, |_, p| {
-        let src = &xi[p * c..(p + 1) * c];
-        if first {
-            best.copy_from_slice(src);
+    g.for_taps(
+        o,
+        #[inline(always)]
+        |_, p| {
+            let src = &xi[p * c..(p + 1) * c];
+            if first {
+                best.copy_from_slice(src);
+                if ARG {
+                    arg.fill(p as u32);
+                }
+                first = false;
+                return;
+            }
+            let p = p as u32;
             if ARG {
-                arg.fill(p as u32);
+                for ((b, a), &s) in best.iter_mut().zip(arg.iter_mut()).zip(src) {
+                    let take = wins(s, *b);
+                    *b = if take { s } else { *b };
+                    *a = if take { p } else { *a };
+                }
+            } else {
+                for (b, &s) in best.iter_mut().zip(src) {
+                    *b = if wins(s, *b) { s } else { *b };
+                }
             }
-            first = false;
-            return;
-        }
-        let p = p as u32;
-        if ARG {
-            for ((b, a), &s) in best.iter_mut().zip(arg.iter_mut()).zip(src) {
-                let take = wins(s, *b);
-                *b = if take { s } else { *b };
-                *a = if take { p } else { *a };
-            }
-        } else {
-            for (b, &s) in best.iter_mut().zip(src) {
-                *b = if wins(s, *b) { s } else { *b };
-            }
-        }
-    });
+        },
+    );
 }
 
 fn max_pool<T: Real>(g: &G3, x: &[T], out: &mut [T]) {
     let (ipos, opos, c) = (g.in_positions(), g.out_positions(), g.c);
-    per_image(out, opos * c, |img, oi| {
-        let xi = &x[img * ipos * c..(img + 1) * ipos * c];
-        for (o, dst) in oi.chunks_mut(c).enumerate() {
-            window_max::<T, false>(g, xi, o, dst, &mut []);
-        }
-    });
+    per_image(
+        out,
+        opos * c,
+        #[inline(always)]
+        |img, oi| {
+            let xi = &x[img * ipos * c..(img + 1) * ipos * c];
+            for (o, dst) in oi.chunks_mut(c).enumerate() {
+                window_max::<T, false>(g, xi, o, dst, &mut []);
+            }
+        },
+    );
 }
 
 fn max_pool_grad<T: Real>(g: &G3, x: &[T], dy: &[T], dx: &mut [T]) {
     let (ipos, opos, c) = (g.in_positions(), g.out_positions(), g.c);
-    per_image(dx, ipos * c, |img, dxi| {
-        let xi = &x[img * ipos * c..(img + 1) * ipos * c];
-        let (mut best, mut arg) = (vec![T::from_f64(0.0); c], vec![0u32; c]);
-        for o in 0..opos {
-            window_max::<T, true>(g, xi, o, &mut best, &mut arg);
-            let d = &dy[(img * opos + o) * c..(img * opos + o + 1) * c];
-            for ch in 0..c {
-                let at = arg[ch] as usize * c + ch;
-                dxi[at] += d[ch];
+    per_image(
+        dx,
+        ipos * c,
+        #[inline(always)]
+        |img, dxi| {
+            let xi = &x[img * ipos * c..(img + 1) * ipos * c];
+            let (mut best, mut arg) = (vec![T::from_f64(0.0); c], vec![0u32; c]);
+            for o in 0..opos {
+                window_max::<T, true>(g, xi, o, &mut best, &mut arg);
+                let d = &dy[(img * opos + o) * c..(img * opos + o + 1) * c];
+                for ch in 0..c {
+                    let at = arg[ch] as usize * c + ch;
+                    dxi[at] += d[ch];
+                }
             }
-        }
-    });
+        },
+    );
 }
 
 fn max_pool_grad_grad<T: Real>(g: &G3, x: &[T], gx: &[T], out: &mut [T]) {
     let (ipos, opos, c) = (g.in_positions(), g.out_positions(), g.c);
-    per_image(out, opos * c, |img, oi| {
-        let (xi, gi) = (&x[img * ipos * c..(img + 1) * ipos * c], &gx[img * ipos * c..(img + 1) * ipos * c]);
-        let (mut best, mut arg) = (vec![T::from_f64(0.0); c], vec![0u32; c]);
-        for (o, dst) in oi.chunks_mut(c).enumerate() {
-            window_max::<T, true>(g, xi, o, &mut best, &mut arg);
-            for ch in 0..c {
-                dst[ch] = gi[arg[ch] as usize * c + ch];
+    per_image(
+        out,
+        opos * c,
+        #[inline(always)]
+        |img, oi| {
+            let (xi, gi) = (&x[img * ipos * c..(img + 1) * ipos * c], &gx[img * ipos * c..(img + 1) * ipos * c]);
+            let (mut best, mut arg) = (vec![T::from_f64(0.0); c], vec![0u32; c]);
+            for (o, dst) in oi.chunks_mut(c).enumerate() {
+                window_max::<T, true>(g, xi, o, &mut best, &mut arg);
+                for ch in 0..c {
+                    dst[ch] = gi[arg[ch] as usize * c + ch];
+                }
             }
-        }
-    });
+        },
+    );
 }
 
 /// Number of window elements inside the input at output position `o`.
@@ -429,31 +478,49 @@ fn count(g: &G3, o: usize) -> usize {
 
 fn avg_pool<T: Real>(g: &G3, x: &[T], out: &mut [T]) {
     let (ipos, opos, c) = (g.in_positions(), g.out_positions(), g.c);
-    per_image(out, opos * c, |img, oi| {
-        let xi = &x[img * ipos * c..(img + 1) * ipos * c];
-        for (o, dst) in oi.chunks_mut(c).enumerate() {
-            g.for_taps(o, |_, p| {
-                for (d, &s) in dst.iter_mut().zip(&xi[p * c..(p + 1) * c]) {
-                    *d += s;
-                }
-            });
-            let n = T::from_f64(count(g, o).max(1) as f64);
-            dst.iter_mut().for_each(|d| *d = *d / n);
-        }
-    });
+    per_image(
+        out,
+        opos * c,
+        #[inline(always)]
+        |img, oi| {
+            let xi = &x[img * ipos * c..(img + 1) * ipos * c];
+            for (o, dst) in oi.chunks_mut(c).enumerate() {
+                g.for_taps(
+                    o,
+                    #[inline(always)]
+                    |_, p| {
+                        for (d, &s) in dst.iter_mut().zip(&xi[p * c..(p + 1) * c]) {
+                            *d += s;
+                        }
+                    },
+                );
+                let n = T::from_f64(count(g, o).max(1) as f64);
+                dst.iter_mut().for_each(|d| *d = *d / n);
+            }
+        },
+    );
 }
 
 fn avg_pool_grad<T: Real>(g: &G3, dy: &[T], dx: &mut [T]) {
     let (ipos, opos, c) = (g.in_positions(), g.out_positions(), g.c);
-    per_image(dx, ipos * c, |img, dxi| {
-        for o in 0..opos {
-            let n = T::from_f64(count(g, o).max(1) as f64);
-            let d = &dy[(img * opos + o) * c..(img * opos + o + 1) * c];
-            g.for_taps(o, |_, p| {
-                for (t, &s) in dxi[p * c..(p + 1) * c].iter_mut().zip(d) {
-                    *t += s / n;
-                }
-            });
-        }
-    });
+    per_image(
+        dx,
+        ipos * c,
+        #[inline(always)]
+        |img, dxi| {
+            for o in 0..opos {
+                let n = T::from_f64(count(g, o).max(1) as f64);
+                let d = &dy[(img * opos + o) * c..(img * opos + o + 1) * c];
+                g.for_taps(
+                    o,
+                    #[inline(always)]
+                    |_, p| {
+                        for (t, &s) in dxi[p * c..(p + 1) * c].iter_mut().zip(d) {
+                            *t += s / n;
+                        }
+                    },
+                );
+            }
+        },
+    );
 }
