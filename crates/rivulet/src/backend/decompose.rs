@@ -665,12 +665,13 @@ fn window(ex: &Ex<'_>, f: &crate::op::window::WindowOp, inputs: &[&Value], out: 
             let taps = Taps::new(g);
             match f {
                 PoolKind::Max => {
-                    let p = taps.pad(ex, x, Scalar::F64(f64::NEG_INFINITY))?;
+                    // NaN padding: any number in the window replaces it, as it
+                    // replaces a NaN input (see `wins`).
+                    let p = taps.pad(ex, x, Scalar::F64(f64::NAN))?;
                     let mut best = ex.contiguous(&p.view(taps.layout(0, 0, c)))?;
                     for t in 1..taps.offsets.len() {
                         let v = p.view(taps.layout(t, 0, c));
-                        let wins = ex.binary(BinaryOp::Greater, &v, &best)?;
-                        best = ex.be.select(&wins, &v, &best, out)?;
+                        best = ex.be.select(&wins(ex, &v, &best)?, &v, &best, out)?;
                     }
                     Ok(best)
                 }
@@ -754,11 +755,21 @@ fn avg_parts(ex: &Ex<'_>, taps: &Taps, x: &Value) -> Result<(Value, Value)> {
     Ok((sum, count))
 }
 
+/// Where `v` replaces `best` in a max-pooling window: a larger number, or a
+/// number after a NaN (the CPU kernel's rule).
+fn wins(ex: &Ex<'_>, v: &Value, best: &Value) -> Result<Value> {
+    let larger = ex.binary(BinaryOp::Greater, v, best)?;
+    let best_nan = ex.binary(BinaryOp::NotEqual, best, best)?;
+    let v_number = ex.binary(BinaryOp::Equal, v, v)?;
+    let after_nan = ex.binary(BinaryOp::LogicalAnd, &best_nan, &v_number)?;
+    ex.binary(BinaryOp::LogicalOr, &larger, &after_nan)
+}
+
 /// For each tap, where it holds its window's first largest element (the
 /// element max pooling's gradient goes to).
 fn first_max_masks(ex: &Ex<'_>, taps: &Taps, x: &Value, out: &Shape) -> Result<Vec<Value>> {
     let c = taps.geometry.channels;
-    let p = taps.pad(ex, x, Scalar::F64(f64::NEG_INFINITY))?;
+    let p = taps.pad(ex, x, Scalar::F64(f64::NAN))?;
     let inside = {
         // 1 inside the input, 0 in the padding: padding never wins.
         let ones = ex.be.assemble(&Meta::new(DType::Bool, x.shape().clone()), Scalar::Bool(true), &[])?;
@@ -771,10 +782,7 @@ fn first_max_masks(ex: &Ex<'_>, taps: &Taps, x: &Value, out: &Shape) -> Result<V
         let v = p.view(taps.layout(t, 0, c));
         best = Some(match best {
             None => ex.contiguous(&v)?,
-            Some(b) => {
-                let wins = ex.binary(BinaryOp::Greater, &v, &b)?;
-                ex.be.select(&wins, &v, &b, &meta)?
-            }
+            Some(b) => ex.be.select(&wins(ex, &v, &b)?, &v, &b, &meta)?,
         });
     }
     let Some(best) = best else { return Ok(Vec::new()) };

@@ -279,10 +279,15 @@ fn pooling_matches_direct_float64_loops() -> Result<()> {
             assert_close(&format!("{xs:?} {window:?} {padding:?} max={max}"), &values(&y), &want, 1e-14);
         }
     }
-    // Default strides are the window; NaN loses to numbers.
-    let x = Tensor::from_slice(&[f64::NAN, 1.0, 3.0, f64::NAN], [1, 4, 1])?;
-    let y = ops::max_pool(&x, &PoolOptions::new(&[2], Padding::Valid))?;
-    assert_eq!(values(&y), vec![1.0, 3.0]);
+    // Default strides are the window; NaN loses to numbers, and a window of
+    // NaN alone (padding aside) gives NaN, on the CPU and the reference backend.
+    let x = Tensor::from_slice(&[f64::NAN, 1.0, 3.0, f64::NAN, f64::NAN], [1, 5, 1])?;
+    for device in ["/cpu:0", "/reference:0"] {
+        let y = rivulet::device(device, || ops::max_pool(&x, &PoolOptions::new(&[2], Padding::Same)))??;
+        let y = values(&y);
+        assert_eq!(&y[..2], &[1.0, 3.0], "{device}");
+        assert!(y[2].is_nan(), "{device}: {y:?}");
+    }
     Ok(())
 }
 
