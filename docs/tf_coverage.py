@@ -188,7 +188,7 @@ nn.ctc_beam_search_decoder S ctc_beam_search_decoder | eager; decoded paths as S
 nn.ctc_greedy_decoder S ctc_greedy_decoder | eager; decoded paths as SparseLabels
 nn.ctc_loss C ctc_loss | dense labels, batch-major logits
 nn.ctc_unique_labels S ctc_unique_labels
-nn.depth_to_space P - | #17
+nn.depth_to_space C depth_to_space
 nn.depthwise_conv2d C depthwise_conv2d | a grouped convolution
 nn.depthwise_conv2d_backprop_filter P - | #17 (convolutions)
 nn.depthwise_conv2d_backprop_input P - | #17 (convolutions)
@@ -236,7 +236,7 @@ nn.softmax_cross_entropy_with_logits C softmax_cross_entropy_with_logits
 nn.softplus S softplus
 nn.softsign C softsign
 nn.space_to_batch C space_to_batch
-nn.space_to_depth P - | #17
+nn.space_to_depth C space_to_depth
 nn.sparse_softmax_cross_entropy_with_logits C sparse_softmax_cross_entropy_with_logits
 nn.sufficient_statistics C sufficient_statistics
 nn.swish C silu

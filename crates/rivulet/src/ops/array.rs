@@ -5,7 +5,7 @@
 //! one-argument `where`), which need the values when they are called.
 
 use super::math::{unsorted_segment_max, unsorted_segment_min};
-use super::{apply1, creation as cr, elementwise as ew, movement as mv, reduce as rd, Ctx, Op};
+use super::{apply1, checked, creation as cr, elementwise as ew, movement as mv, reduce as rd, Ctx, Op};
 use crate::error::{bail, Result};
 use crate::graph::Tensor;
 use crate::tensor::shape::broadcast_shapes;
@@ -501,6 +501,59 @@ pub fn batch_to_space(x: &Tensor, block: &[usize], crops: &[(usize, usize)]) -> 
         size[i + 1] = merged[i + 1] - (lo + hi) as i64;
     }
     mv::slice(&full, &begin, &size)
+}
+
+/// Move `block × block` tiles of the channels into space (TensorFlow's
+/// `depth_to_space`, NHWC, "DCR" order): `[n, h, w, c]` becomes
+/// `[n, h·block, w·block, c / block²]`, output channel `k` of tile position
+/// `(i, j)` being input channel `(i·block + j)·c/block² + k`.
+#[track_caller]
+pub fn depth_to_space(x: &Tensor, block: usize) -> Result<Tensor> {
+    let dims = x.shape().dims().to_vec();
+    if x.rank() != 4 || !x.shape().is_fully_known() || block < 2 || !dims[3].is_multiple_of(block * block) {
+        return checked(
+            Err(crate::error::Error::shape(format!(
+                "depth_to_space needs a known [batch, height, width, channels] input with channels divisible by block² \
+                 (block >= 2), got {} with block {block}",
+                x.shape()
+            ))),
+            "DepthToSpace",
+            &[x],
+        );
+    }
+    let (n, h, w, c) = (dims[0] as i64, dims[1] as i64, dims[2] as i64, (dims[3] / (block * block)) as i64);
+    let b = block as i64;
+    let r = mv::reshape(x, &[n, h, w, b, b, c])?;
+    let t = mv::transpose(&r, &[0, 1, 3, 2, 4, 5])?;
+    mv::reshape(&t, &[n, h * b, w * b, c])
+}
+
+/// The inverse of [`depth_to_space`] (TensorFlow's `space_to_depth`):
+/// `[n, h, w, c]` becomes `[n, h / block, w / block, c·block²]`.
+#[track_caller]
+pub fn space_to_depth(x: &Tensor, block: usize) -> Result<Tensor> {
+    let dims = x.shape().dims().to_vec();
+    let ok = x.rank() == 4
+        && x.shape().is_fully_known()
+        && block >= 2
+        && dims[1].is_multiple_of(block)
+        && dims[2].is_multiple_of(block);
+    if !ok {
+        return checked(
+            Err(crate::error::Error::shape(format!(
+                "space_to_depth needs a known [batch, height, width, channels] input with height and width divisible \
+                 by the block (>= 2), got {} with block {block}",
+                x.shape()
+            ))),
+            "SpaceToDepth",
+            &[x],
+        );
+    }
+    let b = block as i64;
+    let (n, h, w, c) = (dims[0] as i64, dims[1] as i64 / b, dims[2] as i64 / b, dims[3] as i64);
+    let r = mv::reshape(x, &[n, h, b, w, b, c])?;
+    let t = mv::transpose(&r, &[0, 1, 3, 2, 4, 5])?;
+    mv::reshape(&t, &[n, h, w, b * b * c])
 }
 
 /// `(before, after)` amounts per axis.

@@ -514,6 +514,8 @@ case("avg_pool2d same stride2", [f32(2, 7, 5, 3)],
 case("max_pool1d valid", [f32(2, 9, 2)], lambda x: [nn.max_pool1d(x, ksize=2, strides=2, padding="VALID")], grad=True)
 case("avg_pool3d valid", [f32(1, 4, 4, 5, 2)],
      lambda x: [nn.avg_pool3d(x, ksize=2, strides=2, padding="VALID")], grad=True)
+case("depth_to_space", [f32(2, 3, 2, 8)], lambda x: [nn.depth_to_space(x, 2)], grad=True)
+case("space_to_depth", [f32(2, 6, 4, 3)], lambda x: [nn.space_to_depth(x, 2)], grad=True)
 case("max_pool3d same", [f32(1, 3, 4, 5, 2)],
      lambda x: [nn.max_pool3d(x, ksize=2, strides=[1, 2, 1], padding="SAME")], grad=True)
 

@@ -517,3 +517,22 @@ fn conv_and_pooling_layers_compute_their_ops() -> Result<()> {
     assert!(MaxPooling2D::new([2, 2]).call(&gap, false).is_err());
     Ok(())
 }
+
+#[test]
+fn depth_to_space_and_space_to_depth_are_inverses() -> Result<()> {
+    let v: Vec<f32> = (0..2 * 4 * 6 * 3).map(|i| i as f32).collect();
+    let x = Tensor::from_slice(&v, [2, 4, 6, 3])?;
+    let d = ops::space_to_depth(&x, 2)?;
+    assert_eq!(d.shape().dims(), &[2, 2, 3, 12]);
+    // Channel (i·2 + j)·3 + k of tile (0, 0) is x[0, i, j, k].
+    assert_eq!(
+        values(&ops::slice(&d, &[0, 0, 0, 0], &[1, 1, 1, 12])?),
+        vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 18.0, 19.0, 20.0, 21.0, 22.0, 23.0]
+    );
+    assert_eq!(values(&ops::depth_to_space(&d, 2)?), values(&x));
+    let e = ops::space_to_depth(&x, 4).unwrap_err();
+    assert!(e.to_string().contains("SpaceToDepth") && e.to_string().contains("conv.rs"), "{e}");
+    assert!(ops::depth_to_space(&x, 2).is_err());
+    assert!(ops::depth_to_space(&d, 1).is_err());
+    Ok(())
+}

@@ -410,6 +410,8 @@ fn recipe(name: &str) -> Option<Recipe> {
         "avg_pool2d same stride2" => r(|x| one(ops::avg_pool2d(&x[0], &[3], &[2], ops::Padding::Same))),
         "max_pool1d valid" => r(|x| one(ops::max_pool(&x[0], &ops::PoolOptions::new(&[2], ops::Padding::Valid)))),
         "avg_pool3d valid" => r(|x| one(ops::avg_pool(&x[0], &ops::PoolOptions::new(&[2], ops::Padding::Valid)))),
+        "depth_to_space" => r(|x| one(ops::depth_to_space(&x[0], 2))),
+        "space_to_depth" => r(|x| one(ops::space_to_depth(&x[0], 2))),
         "max_pool3d same" => {
             r(|x| one(ops::max_pool(&x[0], &ops::PoolOptions::new(&[2], ops::Padding::Same).strides(&[1, 2, 1]))))
         }
