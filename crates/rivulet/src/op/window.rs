@@ -89,8 +89,11 @@ fn out_size(
     padding: &Padding,
     dim: usize,
 ) -> Result<(usize, usize)> {
-    // Saturating: sizes from a deserialized graph may be anything.
-    let extent = (k - 1).saturating_mul(dilation).saturating_add(1);
+    // Checked: sizes from a deserialized graph may be anything, and the
+    // kernels index with these sums.
+    let too_large =
+        || crate::error::Error::shape(format!("the window along spatial dimension {dim} is too large to index"));
+    let extent = (k - 1).checked_mul(dilation).and_then(|e| e.checked_add(1)).ok_or_else(too_large)?;
     Ok(match padding {
         Padding::Valid => {
             if input < extent {
@@ -100,12 +103,14 @@ fn out_size(
         }
         Padding::Same => {
             let out = input.div_ceil(stride);
-            let total = ((out.max(1) - 1).saturating_mul(stride).saturating_add(extent)).saturating_sub(input);
+            let reach =
+                (out.max(1) - 1).checked_mul(stride).and_then(|r| r.checked_add(extent)).ok_or_else(too_large)?;
+            let total = reach.saturating_sub(input);
             (out, total / 2)
         }
         Padding::Explicit { pads } => {
             let (lo, hi) = pads[dim];
-            let padded = input.saturating_add(lo).saturating_add(hi);
+            let padded = input.checked_add(lo).and_then(|p| p.checked_add(hi)).ok_or_else(too_large)?;
             if padded < extent {
                 bail!(shape, "the window spans {extent} elements along spatial dimension {dim}, more than the padded input's {padded}");
             }
@@ -146,6 +151,9 @@ impl Geometry {
         if window.contains(&0) {
             bail!(shape, "window sizes must be positive, got {window:?}");
         }
+        if window.iter().try_fold(1usize, |acc, &k| acc.checked_mul(k)).is_none() {
+            bail!(shape, "the window {window:?} has more taps than can be counted");
+        }
         let spatial = &input.dims()[1..=r];
         if spatial.contains(&UNKNOWN) {
             bail!(shape, "the spatial dimensions of {input} must be known when the op is built");
@@ -172,14 +180,6 @@ impl Geometry {
     /// Spatial rank.
     pub fn rank(&self) -> usize {
         self.window.len()
-    }
-    /// Input positions per image.
-    pub fn input_positions(&self) -> usize {
-        self.input.iter().product()
-    }
-    /// Output positions per image.
-    pub fn output_positions(&self) -> usize {
-        self.output.iter().product()
     }
     /// Window taps.
     pub fn taps(&self) -> usize {
@@ -315,7 +315,9 @@ impl WindowOp {
                 let filter = second();
                 let r = input_spatial.len();
                 let (window, out) = filter_window(spec, filter, UNKNOWN, r)?;
-                let channels = filter[r] * spec.groups;
+                let Some(channels) = filter[r].checked_mul(spec.groups) else {
+                    bail!(shape, "{} channels per group times {} groups overflows", filter[r], spec.groups);
+                };
                 let mut x = vec![a.shape.dim(0).unwrap_or(UNKNOWN)];
                 x.extend(input_spatial);
                 x.push(channels);

@@ -452,6 +452,14 @@ fn bad_arguments_are_errors_naming_the_op_and_the_caller() {
     assert!(e.to_string().contains("MaxPool") && e.to_string().contains("more than the input"), "{e}");
     let e = ops::avg_pool(&x, &PoolOptions::new(&[0], Padding::Same)).unwrap_err();
     assert!(e.to_string().contains("positive"), "{e}");
+    // Sizes that would overflow the kernels' index arithmetic are errors, not panics.
+    let huge = usize::MAX / 2;
+    let e = ops::max_pool(&x, &PoolOptions::new(&[huge, huge], Padding::Same)).unwrap_err();
+    assert!(e.to_string().contains("taps"), "{e}");
+    let e = ops::convolution(&x, &w, &ConvOptions::new(Padding::Same).dilations(&[huge])).unwrap_err();
+    assert!(e.to_string().contains("too large"), "{e}");
+    let e = ops::conv2d(&x, &w, &[1], Padding::Explicit { pads: vec![(huge, huge), (0, 0)] }).unwrap_err();
+    assert!(e.to_string().contains("too large"), "{e}");
     // conv_transpose needs one output size per spatial axis, consistent with x.
     let e = ops::conv_transpose(&x, &w, &[5], &ConvOptions::new(Padding::Same)).unwrap_err();
     assert!(e.to_string().contains("output sizes"), "{e}");

@@ -429,41 +429,64 @@ fn max_pool<T: Real>(g: &G3, x: &[T], out: &mut [T]) {
     );
 }
 
-fn max_pool_grad<T: Real>(g: &G3, x: &[T], dy: &[T], dx: &mut [T]) {
+/// Calls `f(image, o, arg, out)` for each output position `o` of each image,
+/// `arg` the input positions of its channels' first largest elements, `out`
+/// the image's part of `out` (`out_per_image` elements).
+#[inline(always)]
+fn for_each_argmax<T: Real>(
+    g: &G3,
+    x: &[T],
+    out: &mut [T],
+    out_per_image: usize,
+    f: impl Fn(usize, usize, &[u32], &mut [T]) + Sync,
+) {
     let (ipos, opos, c) = (g.in_positions(), g.out_positions(), g.c);
     per_image(
-        dx,
-        ipos * c,
+        out,
+        out_per_image,
         #[inline(always)]
-        |img, dxi| {
+        |img, oi| {
             let xi = &x[img * ipos * c..(img + 1) * ipos * c];
             let (mut best, mut arg) = (vec![T::from_f64(0.0); c], vec![0u32; c]);
             for o in 0..opos {
                 window_max::<T, true>(g, xi, o, &mut best, &mut arg);
-                let d = &dy[(img * opos + o) * c..(img * opos + o + 1) * c];
-                for ch in 0..c {
-                    let at = arg[ch] as usize * c + ch;
-                    dxi[at] += d[ch];
-                }
+                f(img, o, &arg, oi);
             }
         },
     );
 }
 
-fn max_pool_grad_grad<T: Real>(g: &G3, x: &[T], gx: &[T], out: &mut [T]) {
+/// `dy` added at each window's first largest element.
+fn max_pool_grad<T: Real>(g: &G3, x: &[T], dy: &[T], dx: &mut [T]) {
     let (ipos, opos, c) = (g.in_positions(), g.out_positions(), g.c);
-    per_image(
-        out,
-        opos * c,
+    for_each_argmax(
+        g,
+        x,
+        dx,
+        ipos * c,
         #[inline(always)]
-        |img, oi| {
-            let (xi, gi) = (&x[img * ipos * c..(img + 1) * ipos * c], &gx[img * ipos * c..(img + 1) * ipos * c]);
-            let (mut best, mut arg) = (vec![T::from_f64(0.0); c], vec![0u32; c]);
-            for (o, dst) in oi.chunks_mut(c).enumerate() {
-                window_max::<T, true>(g, xi, o, &mut best, &mut arg);
-                for ch in 0..c {
-                    dst[ch] = gi[arg[ch] as usize * c + ch];
-                }
+        |img, o, arg, dxi| {
+            let d = &dy[(img * opos + o) * c..(img * opos + o + 1) * c];
+            for (ch, (&a, &v)) in arg.iter().zip(d).enumerate() {
+                dxi[a as usize * c + ch] += v;
+            }
+        },
+    );
+}
+
+/// `g` read at each window's first largest element.
+fn max_pool_grad_grad<T: Real>(g: &G3, x: &[T], gx: &[T], out: &mut [T]) {
+    let (ipos, c) = (g.in_positions(), g.c);
+    for_each_argmax(
+        g,
+        x,
+        out,
+        g.out_positions() * c,
+        #[inline(always)]
+        |img, o, arg, oi| {
+            let gi = &gx[img * ipos * c..(img + 1) * ipos * c];
+            for (ch, (d, &a)) in oi[o * c..(o + 1) * c].iter_mut().zip(arg).enumerate() {
+                *d = gi[a as usize * c + ch];
             }
         },
     );
