@@ -1,5 +1,5 @@
 //! Convolution and pooling layers, as Keras's: `Conv1D/2D/3D`,
-//! `MaxPooling*`, `AveragePooling*`, `GlobalAveragePooling*`,
+//! `DepthwiseConv2D`, `SeparableConv2D`, `Conv2DTranspose`, `MaxPooling*`, `AveragePooling*`, `GlobalAveragePooling*`,
 //! `GlobalMaxPooling*` (the spatial rank is a const parameter, and the
 //! Keras names are aliases).
 
@@ -11,10 +11,27 @@ use crate::ops::{self, ConvOptions, Padding, PoolOptions, Variable};
 use crate::tensor::{Shape, UNKNOWN};
 use std::sync::OnceLock;
 
-/// `activation(conv(x, kernel) + bias)` over `R` spatial axes; the kernel
-/// is `[k..., in / groups, filters]`, Glorot-uniform, the bias zeros.
+/// Which convolution a [`Conv`] layer applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConvKind {
+    /// `conv(x, kernel)`, kernel `[k..., in / groups, filters]`.
+    Standard,
+    /// Each input channel convolved with `multiplier` filters of its own:
+    /// kernel `[k..., in, multiplier]`, `in · multiplier` outputs.
+    Depthwise { multiplier: usize },
+    /// A depthwise convolution, then a 1×1 one (`[1..., in · multiplier, filters]`).
+    Separable { multiplier: usize },
+    /// The transposed convolution, kernel `[k..., filters, in]`.
+    Transpose,
+}
+
+/// `activation(conv(x, kernel) + bias)` over `R` spatial axes: Keras's
+/// `Conv1D/2D/3D` ([`Conv::new`]), `DepthwiseConv2D` ([`Conv::depthwise`]),
+/// `SeparableConv2D` ([`Conv::separable`]) and `Conv2DTranspose`
+/// ([`Conv::transpose`]). Kernels are Glorot-uniform, the bias zeros.
 pub struct Conv<const R: usize> {
     name: String,
+    kind: ConvKind,
     filters: usize,
     kernel: [usize; R],
     options: ConvOptions,
@@ -22,7 +39,8 @@ pub struct Conv<const R: usize> {
     use_bias: bool,
     kernel_init: Initializer,
     bias_init: Initializer,
-    vars: OnceLock<(Variable, Option<Variable>)>,
+    /// The kernels (two for a separable convolution), then the bias.
+    vars: OnceLock<(Vec<Variable>, Option<Variable>)>,
 }
 
 /// `keras.layers.Conv1D`.
@@ -31,13 +49,20 @@ pub type Conv1D = Conv<1>;
 pub type Conv2D = Conv<2>;
 /// `keras.layers.Conv3D`.
 pub type Conv3D = Conv<3>;
+/// `keras.layers.DepthwiseConv2D`: made by [`Conv::depthwise`].
+pub type DepthwiseConv2D = Conv<2>;
+/// `keras.layers.SeparableConv2D`: made by [`Conv::separable`].
+pub type SeparableConv2D = Conv<2>;
+/// `keras.layers.Conv2DTranspose`: made by [`Conv::transpose`].
+pub type Conv2DTranspose = Conv<2>;
+/// `keras.layers.Conv3DTranspose`: made by [`Conv::transpose`].
+pub type Conv3DTranspose = Conv<3>;
 
 impl<const R: usize> Conv<R> {
-    /// `filters` output channels, a `kernel` window, unit strides, `VALID`
-    /// padding (Keras's defaults).
-    pub fn new(filters: usize, kernel: [usize; R], activation: Activation) -> Conv<R> {
+    fn of(kind: ConvKind, stem: &str, filters: usize, kernel: [usize; R], activation: Activation) -> Conv<R> {
         Conv {
-            name: unique_name(&format!("conv{R}d")),
+            name: unique_name(stem),
+            kind,
             filters,
             kernel,
             options: ConvOptions::new(Padding::Valid),
@@ -47,6 +72,27 @@ impl<const R: usize> Conv<R> {
             bias_init: Initializer::Zeros,
             vars: OnceLock::new(),
         }
+    }
+    /// `filters` output channels, a `kernel` window, unit strides, `VALID`
+    /// padding (Keras's defaults).
+    pub fn new(filters: usize, kernel: [usize; R], activation: Activation) -> Conv<R> {
+        Conv::of(ConvKind::Standard, &format!("conv{R}d"), filters, kernel, activation)
+    }
+    /// A depthwise convolution: `multiplier` filters per input channel.
+    pub fn depthwise(kernel: [usize; R], multiplier: usize, activation: Activation) -> Conv<R> {
+        Conv::of(ConvKind::Depthwise { multiplier }, &format!("depthwise_conv{R}d"), 0, kernel, activation)
+    }
+    /// A depthwise convolution (`multiplier` per channel), then a 1×1
+    /// convolution to `filters` channels; strides, padding and dilation
+    /// apply to the depthwise step.
+    pub fn separable(filters: usize, kernel: [usize; R], multiplier: usize, activation: Activation) -> Conv<R> {
+        Conv::of(ConvKind::Separable { multiplier }, &format!("separable_conv{R}d"), filters, kernel, activation)
+    }
+    /// The transposed convolution to `filters` channels: each spatial size
+    /// grows to `in · stride` (`SAME`) or `in · stride + max(k' − stride, 0)`
+    /// (`VALID`, `k'` the dilated kernel), as Keras's.
+    pub fn transpose(filters: usize, kernel: [usize; R], activation: Activation) -> Conv<R> {
+        Conv::of(ConvKind::Transpose, &format!("conv{R}d_transpose"), filters, kernel, activation)
     }
     pub fn padding(mut self, padding: Padding) -> Conv<R> {
         self.options.padding = padding;
@@ -87,7 +133,30 @@ impl<const R: usize> Conv<R> {
         }
     }
 
-    fn ensure_built(&self, x: &Tensor) -> Result<&(Variable, Option<Variable>)> {
+    /// Output channels for `channels` input channels.
+    fn out_channels(&self, channels: usize) -> usize {
+        match self.kind {
+            ConvKind::Depthwise { multiplier } => channels * multiplier,
+            _ => self.filters,
+        }
+    }
+
+    /// The kernels' shapes and names for `channels` input channels.
+    fn kernel_shapes(&self, channels: usize) -> Vec<(&'static str, Vec<usize>)> {
+        let with = |tail: [usize; 2]| self.kernel.iter().copied().chain(tail).collect::<Vec<usize>>();
+        let groups = self.options.groups.max(1);
+        match self.kind {
+            ConvKind::Standard => vec![("kernel", with([channels / groups, self.filters]))],
+            ConvKind::Depthwise { multiplier } => vec![("depthwise_kernel", with([channels, multiplier]))],
+            ConvKind::Separable { multiplier } => vec![
+                ("depthwise_kernel", with([channels, multiplier])),
+                ("pointwise_kernel", [1; R].into_iter().chain([channels * multiplier, self.filters]).collect()),
+            ],
+            ConvKind::Transpose => vec![("kernel", with([self.filters, channels]))],
+        }
+    }
+
+    fn ensure_built(&self, x: &Tensor) -> Result<&(Vec<Variable>, Option<Variable>)> {
         if let Some(v) = self.vars.get() {
             return Ok(v);
         }
@@ -102,7 +171,10 @@ impl<const R: usize> Conv<R> {
         }
         let channels = x.shape()[self.channel_axis(x)];
         let groups = self.options.groups.max(1);
-        if channels == UNKNOWN || !channels.is_multiple_of(groups) || !self.filters.is_multiple_of(groups) {
+        let grouped = self.kind == ConvKind::Standard;
+        if channels == UNKNOWN
+            || (grouped && (!channels.is_multiple_of(groups) || !self.filters.is_multiple_of(groups)))
+        {
             bail!(
                 shape,
                 "{}: {} input channels and {} filters must be known and divide into {groups} groups",
@@ -111,29 +183,77 @@ impl<const R: usize> Conv<R> {
                 self.filters
             );
         }
-        let mut shape = self.kernel.to_vec();
-        shape.extend([channels / groups, self.filters]);
-        let kernel =
-            make_variable(x, &format!("{}/kernel", self.name), self.kernel_init, Shape::from(shape), x.dtype(), true)?;
+        if matches!(self.kind, ConvKind::Depthwise { multiplier: 0 } | ConvKind::Separable { multiplier: 0 }) {
+            bail!(invalid, "{}: the depth multiplier must be positive", self.name);
+        }
+        let mut kernels = Vec::new();
+        for (what, shape) in self.kernel_shapes(channels) {
+            let name = format!("{}/{what}", self.name);
+            kernels.push(make_variable(x, &name, self.kernel_init, Shape::from(shape), x.dtype(), true)?);
+        }
         let bias = if self.use_bias {
-            let shape = Shape::new(&[self.filters]);
+            let shape = Shape::new(&[self.out_channels(channels)]);
             Some(make_variable(x, &format!("{}/bias", self.name), self.bias_init, shape, x.dtype(), true)?)
         } else {
             None
         };
-        let _ = self.vars.set((kernel, bias));
+        let _ = self.vars.set((kernels, bias));
         self.vars.get().ok_or_else(|| Error::invalid("Conv: build failed"))
+    }
+
+    /// `x` convolved with the depthwise `kernel` `[k..., in, multiplier]`:
+    /// one group per input channel.
+    fn depthwise_conv(&self, x: &Tensor, kernel: &Tensor) -> Result<Tensor> {
+        let ks = kernel.shape().dims();
+        let mut dims: Vec<i64> = self.kernel.iter().map(|&k| k as i64).collect();
+        dims.extend([1, (ks[R] * ks[R + 1]) as i64]);
+        let groups = ks[R];
+        ops::convolution(x, &ops::reshape(kernel, &dims)?, &ConvOptions { groups, ..self.options.clone() })
+    }
+
+    /// The transposed convolution's output spatial sizes for `x`.
+    fn transpose_sizes(&self, x: &Tensor) -> Result<Vec<usize>> {
+        let first = if self.options.channels_first { 2 } else { 1 };
+        let spatial = &x.shape().dims()[first..first + R];
+        if spatial.contains(&UNKNOWN) {
+            bail!(shape, "{}: the spatial sizes of {} must be known", self.name, x.shape());
+        }
+        let at = |v: &[usize], d: usize| v.get(d).copied().unwrap_or(1);
+        (0..R)
+            .map(|d| {
+                let (s, k) = (at(&self.options.strides, d), self.kernel[d]);
+                let dilated = (k - 1).checked_mul(at(&self.options.dilations, d)).map(|v| v + 1);
+                let size = match (&self.options.padding, dilated) {
+                    (Padding::Same, Some(_)) => spatial[d].checked_mul(s),
+                    (_, Some(kd)) => spatial[d].checked_mul(s).and_then(|v| v.checked_add(kd.saturating_sub(s))),
+                    _ => None,
+                };
+                size.ok_or_else(|| Error::shape(format!("{}: the output of {} overflows", self.name, x.shape())))
+            })
+            .collect()
     }
 }
 
 impl<const R: usize> Layer for Conv<R> {
     fn call(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
-        let (kernel, bias) = self.ensure_built(x)?;
-        let mut y = ops::convolution(x, &kernel.read(), &self.options)?;
+        let (kernels, bias) = self.ensure_built(x)?;
+        let mut y = match self.kind {
+            ConvKind::Standard => ops::convolution(x, &kernels[0].read(), &self.options)?,
+            ConvKind::Depthwise { .. } => self.depthwise_conv(x, &kernels[0].read())?,
+            ConvKind::Separable { .. } => {
+                let d = self.depthwise_conv(x, &kernels[0].read())?;
+                let pointwise = ConvOptions { channels_first: self.options.channels_first, ..ConvOptions::default() };
+                ops::convolution(&d, &kernels[1].read(), &pointwise)?
+            }
+            ConvKind::Transpose => {
+                let sizes = self.transpose_sizes(x)?;
+                ops::conv_transpose(x, &kernels[0].read(), &sizes, &self.options)?
+            }
+        };
         if let Some(b) = bias {
             let b = b.read();
             let b = if self.options.channels_first {
-                let mut dims = vec![self.filters as i64];
+                let mut dims = vec![b.shape()[0] as i64];
                 dims.extend([1; R]);
                 ops::reshape(&b, &dims)?
             } else {
@@ -145,12 +265,21 @@ impl<const R: usize> Layer for Conv<R> {
     }
     fn variables(&self) -> Vec<Variable> {
         match self.vars.get() {
-            Some((k, b)) => std::iter::once(k.clone()).chain(b.clone()).collect(),
+            Some((k, b)) => k.iter().cloned().chain(b.clone()).collect(),
             None => Vec::new(),
         }
     }
     fn name(&self) -> &str {
         &self.name
+    }
+    fn kind(&self) -> String {
+        let d = format!("{R}D");
+        match self.kind {
+            ConvKind::Standard => format!("Conv{d}"),
+            ConvKind::Depthwise { .. } => format!("DepthwiseConv{d}"),
+            ConvKind::Separable { .. } => format!("SeparableConv{d}"),
+            ConvKind::Transpose => format!("Conv{d}Transpose"),
+        }
     }
     fn build(&self, x: &Tensor) -> Result<()> {
         self.ensure_built(x).map(drop)
@@ -202,7 +331,7 @@ impl<const R: usize> Pooling<R> {
 }
 
 /// `x` must be `[batch, R spatial, channels]` (or channels first).
-fn check_rank<const R: usize>(layer: &str, x: &Tensor) -> Result<()> {
+pub(super) fn check_rank<const R: usize>(layer: &str, x: &Tensor) -> Result<()> {
     if x.rank() != R + 2 {
         bail!(shape, "{layer}: expected input of rank {} ([batch, {R} spatial, channels]), got {}", R + 2, x.shape());
     }
@@ -217,6 +346,9 @@ impl<const R: usize> Layer for Pooling<R> {
         } else {
             ops::avg_pool(x, &self.options)
         }
+    }
+    fn kind(&self) -> String {
+        format!("{}Pooling{R}D", if self.max { "Max" } else { "Average" })
     }
     fn variables(&self) -> Vec<Variable> {
         Vec::new()
@@ -273,6 +405,9 @@ impl<const R: usize> Layer for GlobalPooling<R> {
         } else {
             ops::mean(x, axes, false)
         }
+    }
+    fn kind(&self) -> String {
+        format!("Global{}Pooling{R}D", if self.max { "Max" } else { "Average" })
     }
     fn variables(&self) -> Vec<Variable> {
         Vec::new()

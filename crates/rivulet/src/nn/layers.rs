@@ -25,6 +25,11 @@ pub trait Layer: Send + Sync {
     fn variables(&self) -> Vec<Variable>;
     /// Its name (unique per process: `dense`, `dense_1`, ...).
     fn name(&self) -> &str;
+    /// Its type, as Keras names it (`Dense`, `Conv2D`): shown by
+    /// [`Sequential::summary`](super::Sequential::summary).
+    fn kind(&self) -> String {
+        "Layer".to_string()
+    }
     /// Graph mode: state updates made by training calls (batch-norm moving
     /// averages) that must run with the train op. Taking them clears them.
     fn take_updates(&self) -> Vec<Operation> {
@@ -201,6 +206,9 @@ impl Layer for Dense {
     fn name(&self) -> &str {
         &self.name
     }
+    fn kind(&self) -> String {
+        "Dense".to_string()
+    }
 }
 
 /// Zeroes a fraction `rate` of the inputs while training, scaling the rest
@@ -288,6 +296,9 @@ impl Layer for Dropout {
     fn name(&self) -> &str {
         &self.name
     }
+    fn kind(&self) -> String {
+        "Dropout".to_string()
+    }
     fn take_updates(&self) -> Vec<Operation> {
         std::mem::take(&mut *self.updates.lock())
     }
@@ -332,6 +343,9 @@ impl Layer for LayerNorm {
     }
     fn name(&self) -> &str {
         &self.name
+    }
+    fn kind(&self) -> String {
+        "LayerNormalization".to_string()
     }
 }
 
@@ -420,6 +434,9 @@ impl Layer for BatchNormalization {
     fn name(&self) -> &str {
         &self.name
     }
+    fn kind(&self) -> String {
+        "BatchNormalization".to_string()
+    }
     fn take_updates(&self) -> Vec<Operation> {
         std::mem::take(&mut *self.updates.lock())
     }
@@ -475,6 +492,9 @@ impl Layer for Embedding {
     fn name(&self) -> &str {
         &self.name
     }
+    fn kind(&self) -> String {
+        "Embedding".to_string()
+    }
 }
 
 /// Reshapes `[batch, d1, d2, ...]` to `[batch, d1 * d2 * ...]`.
@@ -508,6 +528,9 @@ impl Layer for Flatten {
     fn name(&self) -> &str {
         &self.name
     }
+    fn kind(&self) -> String {
+        "Flatten".to_string()
+    }
 }
 
 /// An activation as a layer of its own.
@@ -531,5 +554,8 @@ impl Layer for ActivationLayer {
     }
     fn name(&self) -> &str {
         &self.name
+    }
+    fn kind(&self) -> String {
+        "Activation".to_string()
     }
 }

@@ -9,12 +9,14 @@ pub mod losses;
 pub mod metrics;
 pub mod model;
 pub mod optimizers;
+pub mod reshaping_layers;
 
 pub use composed_rules::ComposedRule;
 pub use conv_layers::{
-    AveragePooling1D, AveragePooling2D, AveragePooling3D, Conv, Conv1D, Conv2D, Conv3D, GlobalAveragePooling1D,
-    GlobalAveragePooling2D, GlobalAveragePooling3D, GlobalMaxPooling1D, GlobalMaxPooling2D, GlobalMaxPooling3D,
-    GlobalPooling, MaxPooling1D, MaxPooling2D, MaxPooling3D, Pooling,
+    AveragePooling1D, AveragePooling2D, AveragePooling3D, Conv, Conv1D, Conv2D, Conv2DTranspose, Conv3D,
+    Conv3DTranspose, DepthwiseConv2D, GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalAveragePooling3D,
+    GlobalMaxPooling1D, GlobalMaxPooling2D, GlobalMaxPooling3D, GlobalPooling, MaxPooling1D, MaxPooling2D,
+    MaxPooling3D, Pooling, SeparableConv2D,
 };
 pub use init::Initializer;
 pub use layers::{
@@ -24,3 +26,7 @@ pub use losses::{Loss, Reduction};
 pub use metrics::Metric;
 pub use model::{ExecutionMode, FitOptions, History, Sequential, Verbosity};
 pub use optimizers::{clip_by_global_norm, LearningRate, Optimizer, Update};
+pub use reshaping_layers::{
+    Reshape, Resizing, UpSampling, UpSampling1D, UpSampling2D, UpSampling3D, ZeroPadding, ZeroPadding1D, ZeroPadding2D,
+    ZeroPadding3D,
+};

@@ -16,7 +16,7 @@ use crate::graph::Tensor;
 use crate::graph::{Graph, Operation};
 use crate::ops::{self, Variable};
 use crate::runtime::Session;
-use crate::tensor::{DType, Shape};
+use crate::tensor::{DType, Shape, UNKNOWN};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -138,6 +138,8 @@ struct Compiled {
 pub struct Sequential {
     layers: Vec<Box<dyn Layer>>,
     compiled: Option<Compiled>,
+    /// Each layer's output shape at the latest call, for [`Sequential::summary`].
+    output_shapes: Mutex<Vec<Shape>>,
 }
 
 /// Rows `idx` of `t` (a batch).
@@ -157,7 +159,7 @@ fn batch_shape(t: &Tensor) -> Shape {
 impl Sequential {
     /// A model of `layers`.
     pub fn new(layers: Vec<Box<dyn Layer>>) -> Sequential {
-        Sequential { layers, compiled: None }
+        Sequential { layers, compiled: None, output_shapes: Mutex::new(Vec::new()) }
     }
 
     /// Add a layer at the end.
@@ -173,10 +175,75 @@ impl Sequential {
 
     fn call_impl(&self, x: &Tensor, training: bool) -> Result<Tensor> {
         let mut h = x.clone();
+        let mut shapes = Vec::with_capacity(self.layers.len());
         for l in &self.layers {
             h = l.call(&h, training).map_err(|e| e.with_context(|| op_context(l.name())))?;
+            shapes.push(h.shape().clone());
         }
+        *self.output_shapes.lock() = shapes;
         Ok(h)
+    }
+
+    /// A table of the layers, each with its type, output shape (the batch
+    /// axis as `None`) and parameter count, then the totals, as Keras's
+    /// `model.summary()` prints. Shapes are those of the latest call (or
+    /// build); before the first, they show as `?`.
+    pub fn summary(&self) -> String {
+        let shapes = self.output_shapes.lock().clone();
+        let count = |vars: &[Variable]| vars.iter().map(|v| v.current().shape().numel().unwrap_or(0)).sum::<usize>();
+        let group = |n: usize| {
+            let digits = n.to_string();
+            let mut out = String::new();
+            for (i, c) in digits.chars().enumerate() {
+                if i > 0 && (digits.len() - i) % 3 == 0 {
+                    out.push(',');
+                }
+                out.push(c);
+            }
+            out
+        };
+        let bytes = |vars: &[Variable]| {
+            let b: usize =
+                vars.iter().map(|v| v.current().shape().numel().unwrap_or(0) * v.current().dtype().size()).sum();
+            // Keras's units: powers of 1024, two decimals.
+            let (mut size, mut unit) = (b as f64, 0);
+            while size >= 1024.0 && unit < 4 {
+                size /= 1024.0;
+                unit += 1;
+            }
+            format!("{size:.2} {}", ["B", "KB", "MB", "GB", "TB"][unit])
+        };
+        let rule = |c: char| c.to_string().repeat(72);
+        let mut out = format!("Model: \"sequential\"\n{}\n", rule('_'));
+        out += &format!(" {:<34}{:<26}{:>10}\n{}\n", "Layer (type)", "Output Shape", "Param #", rule('='));
+        for (i, l) in self.layers.iter().enumerate() {
+            let shape = match shapes.get(i) {
+                Some(s) => {
+                    let dims: Vec<String> = s
+                        .dims()
+                        .iter()
+                        .enumerate()
+                        .map(|(a, &d)| if a == 0 || d == UNKNOWN { "None".to_string() } else { d.to_string() })
+                        .collect();
+                    if dims.len() == 1 {
+                        format!("({},)", dims[0])
+                    } else {
+                        format!("({})", dims.join(", "))
+                    }
+                }
+                None => "?".to_string(),
+            };
+            let label = format!("{} ({})", l.name(), l.kind());
+            out += &format!(" {label:<34}{shape:<26}{:>10}\n", group(count(&l.variables())));
+        }
+        let all = self.variables();
+        let (trainable, frozen): (Vec<Variable>, Vec<Variable>) = all.iter().cloned().partition(|v| v.trainable());
+        out += &format!("{}\n", rule('='));
+        for (what, vars) in [("Total", &all), ("Trainable", &trainable), ("Non-trainable", &frozen)] {
+            out += &format!("{what} params: {} ({})\n", group(count(vars)), bytes(vars));
+        }
+        out += &format!("{}\n", rule('_'));
+        out
     }
 
     /// All variables, layer by layer (empty until the model has been called).

@@ -518,6 +518,18 @@ case("depth_to_space", [f32(2, 3, 2, 8)], lambda x: [nn.depth_to_space(x, 2)], g
 case("space_to_depth", [f32(2, 6, 4, 3)], lambda x: [nn.space_to_depth(x, 2)], grad=True)
 case("max_pool3d same", [f32(1, 3, 4, 5, 2)],
      lambda x: [nn.max_pool3d(x, ksize=2, strides=[1, 2, 1], padding="SAME")], grad=True)
+case("resize bilinear up", [f32(2, 3, 5, 2)],
+     lambda x: [tf.image.resize(x, [7, 8], method="bilinear")], grad=True)
+case("resize bilinear down", [f32(1, 9, 7, 3)],
+     lambda x: [tf.image.resize(x, [4, 3], method="bilinear")], grad=True)
+case("resize nearest", [f32(2, 5, 3, 2)],
+     lambda x: [tf.image.resize(x, [7, 2], method="nearest")], grad=True)
+case("resize bilinear 3d", [f32(4, 6, 2)],
+     lambda x: [tf.image.resize(x, [5, 9], method="bilinear")], grad=True)
+case("extract_patches valid", [f32(2, 6, 7, 3)],
+     lambda x: [tf.image.extract_patches(x, [1, 3, 2, 1], [1, 2, 1, 1], [1, 1, 1, 1], "VALID")], grad=True)
+case("extract_patches same rates", [f32(1, 7, 6, 2)],
+     lambda x: [tf.image.extract_patches(x, [1, 2, 3, 1], [1, 3, 2, 1], [1, 2, 1, 1], "SAME")], grad=True)
 
 
 def loss_of(outs):

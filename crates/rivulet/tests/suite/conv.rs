@@ -544,3 +544,128 @@ fn depth_to_space_and_space_to_depth_are_inverses() -> Result<()> {
     assert!(ops::depth_to_space(&d, 1).is_err());
     Ok(())
 }
+
+#[test]
+fn depthwise_separable_and_transposed_layers_match_keras_shapes_and_their_ops() -> Result<()> {
+    use rivulet::nn::{Activation, Conv2DTranspose, DepthwiseConv2D, Layer, SeparableConv2D};
+    let mut rng = Rng(0xDE97);
+    let x = ops::cast(&t64(&mut rng, &[2, 9, 7, 3]), DType::F32)?;
+    // Shapes and kernel layouts printed by Keras 3 (TensorFlow 2.21) for a
+    // (9, 7, 3) input.
+    let dw = DepthwiseConv2D::depthwise([3, 3], 2, Activation::Linear).strides([2, 2]).padding(Padding::Same);
+    let y = dw.call(&x, false)?;
+    assert_eq!(y.shape().dims(), &[2, 5, 4, 6]);
+    let v = dw.variables();
+    assert_eq!((v[0].read().shape().dims(), v[1].read().shape().dims()), (&[3, 3, 3, 2][..], &[6][..]));
+    let want = ops::add(&ops::depthwise_conv2d(&x, &v[0].read(), &[2], Padding::Same)?, &v[1].read())?;
+    assert_close("DepthwiseConv2D", &values(&y), &values(&want), 1e-6);
+
+    let sep = SeparableConv2D::separable(5, [2, 3], 2, Activation::Relu);
+    let y = sep.call(&x, false)?;
+    assert_eq!(y.shape().dims(), &[2, 8, 5, 5]);
+    let v = sep.variables();
+    let shapes: Vec<Vec<usize>> = v.iter().map(|v| v.read().shape().dims().to_vec()).collect();
+    assert_eq!(shapes, vec![vec![2, 3, 3, 2], vec![1, 1, 6, 5], vec![5]]);
+    let want = ops::relu(&ops::add(
+        &ops::separable_conv2d(&x, &v[0].read(), &v[1].read(), &[1], Padding::Valid)?,
+        &v[2].read(),
+    )?)?;
+    assert_close("SeparableConv2D", &values(&y), &values(&want), 1e-6);
+
+    let tr = Conv2DTranspose::transpose(4, [3, 3], Activation::Linear).strides([2, 2]);
+    let y = tr.call(&x, false)?;
+    assert_eq!(y.shape().dims(), &[2, 19, 15, 4]);
+    let v = tr.variables();
+    assert_eq!(v[0].read().shape().dims(), &[3, 3, 4, 3]);
+    let want =
+        ops::add(&ops::conv2d_transpose(&x, &v[0].read(), &[2, 19, 15, 4], &[2], Padding::Valid)?, &v[1].read())?;
+    assert_close("Conv2DTranspose", &values(&y), &values(&want), 1e-6);
+    let same = Conv2DTranspose::transpose(4, [3, 2], Activation::Linear).strides([2, 3]).padding(Padding::Same);
+    assert_eq!(same.call(&x, false)?.shape().dims(), &[2, 18, 21, 4]);
+
+    // Bad multipliers are errors, not panics.
+    assert!(DepthwiseConv2D::depthwise([3, 3], 0, Activation::Linear).call(&x, false).is_err());
+    Ok(())
+}
+
+#[test]
+fn reshaping_layers_move_values_as_keras_does() -> Result<()> {
+    use rivulet::nn::{Layer, Reshape, Resizing, UpSampling1D, UpSampling2D, ZeroPadding2D};
+    let v: Vec<f32> = (0..2 * 3 * 2 * 1).map(|i| i as f32).collect();
+    let x = Tensor::from_slice(&v, [2, 3, 2, 1])?;
+    // ZeroPadding2D(((1, 0), (0, 2))): a zero row on top, two zero columns right.
+    let p = ZeroPadding2D::new([(1, 0), (0, 2)]).call(&x, false)?;
+    assert_eq!(p.shape().dims(), &[2, 4, 4, 1]);
+    assert_eq!(&values(&p)[..16], &[0., 0., 0., 0., 0., 1., 0., 0., 2., 3., 0., 0., 4., 5., 0., 0.]);
+    // UpSampling2D((2, 1)) repeats rows.
+    let u = UpSampling2D::new([2, 1]).call(&x, false)?;
+    assert_eq!(u.shape().dims(), &[2, 6, 2, 1]);
+    assert_eq!(&values(&u)[..6], &[0., 1., 0., 1., 2., 3.]);
+    // Nearest upsampling by an integer factor is nearest resizing.
+    let u3 = UpSampling2D::new([3, 2]).call(&x, false)?;
+    assert_eq!(values(&u3), values(&ops::resize(&x, [9, 4], ops::ResizeMethod::Nearest)?));
+    let b = UpSampling2D::new([2, 2]).bilinear().call(&x, false)?;
+    assert_eq!(values(&b), values(&ops::resize(&x, [6, 4], ops::ResizeMethod::Bilinear)?));
+    assert!(UpSampling1D::new([2]).bilinear().call(&ops::reshape(&x, &[2, 6, 1])?, false).is_err());
+    // Resizing keeps the batch and channels.
+    assert_eq!(Resizing::new(5, 3).call(&x, false)?.shape().dims(), &[2, 5, 3, 1]);
+    // Reshape infers one -1 per example.
+    let r = Reshape::new(&[-1, 3]).call(&x, false)?;
+    assert_eq!(r.shape().dims(), &[2, 2, 3]);
+    assert_eq!(values(&r), values(&x));
+    assert!(Reshape::new(&[4, -1]).call(&x, false).is_err());
+    assert!(Reshape::new(&[5]).call(&x, false).is_err());
+    assert!(Reshape::new(&[-1, -1]).call(&x, false).is_err());
+    Ok(())
+}
+
+#[test]
+fn summary_lists_shapes_and_parameter_counts_as_keras() -> Result<()> {
+    use rivulet::nn::{Activation, BatchNormalization, Conv2D, Dense, Flatten, MaxPooling2D, Sequential};
+    let model = Sequential::new(vec![
+        Box::new(Conv2D::new(32, [3, 3], Activation::Relu).padding(Padding::Same)),
+        Box::new(MaxPooling2D::new([2, 2])),
+        Box::new(BatchNormalization::new()),
+        Box::new(Flatten::new()),
+        Box::new(Dense::new(10, Activation::Linear)),
+    ]);
+    assert!(model.summary().contains('?'), "unbuilt layers have no shapes yet");
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [rivulet::UNKNOWN, 28, 28, 1])?;
+    model.call(&x, false)?;
+    let s = model.summary();
+    // The figures Keras 3 prints for the same model.
+    for line in [
+        "conv2d",
+        "(Conv2D)",
+        "(None, 28, 28, 32)",
+        "320",
+        "(MaxPooling2D)",
+        "(None, 14, 14, 32)",
+        "(BatchNormalization)",
+        "128",
+        "(Flatten)",
+        "(None, 6272)",
+        "(Dense)",
+        "(None, 10)",
+        "62,730",
+        "Total params: 63,178 (246.79 KB)",
+        "Trainable params: 63,114 (246.54 KB)",
+        "Non-trainable params: 64 (256.00 B)",
+    ] {
+        assert!(s.contains(line), "summary lacks {line:?}:\n{s}");
+    }
+    Ok(())
+}
+
+#[test]
+fn image_op_errors_name_the_op() {
+    let x = Tensor::from_slice(&[0.0f32; 2 * 3 * 3 * 1], [2, 3, 3, 1]).unwrap();
+    let e = ops::resize(&x, [0, 2], ops::ResizeMethod::Bilinear).unwrap_err();
+    assert!(e.to_string().contains("Resize"), "{e}");
+    let e = ops::extract_patches(&x, [4, 1], [1, 1], [1, 1], Padding::Valid).unwrap_err();
+    assert!(e.to_string().contains("ExtractImagePatches"), "{e}");
+    let e = ops::extract_patches(&x, [2, 2], [0, 1], [1, 1], Padding::Same).unwrap_err();
+    assert!(e.to_string().contains("ExtractImagePatches"), "{e}");
+    assert!(ops::resize(&Tensor::from_slice(&[0.0f32; 4], [4]).unwrap(), [2, 2], ops::ResizeMethod::Nearest).is_err());
+}

@@ -415,6 +415,14 @@ fn recipe(name: &str) -> Option<Recipe> {
         "max_pool3d same" => {
             r(|x| one(ops::max_pool(&x[0], &ops::PoolOptions::new(&[2], ops::Padding::Same).strides(&[1, 2, 1]))))
         }
+        "resize bilinear up" => r(|x| one(ops::resize(&x[0], [7, 8], ops::ResizeMethod::Bilinear))),
+        "resize bilinear down" => r(|x| one(ops::resize(&x[0], [4, 3], ops::ResizeMethod::Bilinear))),
+        "resize nearest" => r(|x| one(ops::resize(&x[0], [7, 2], ops::ResizeMethod::Nearest))),
+        "resize bilinear 3d" => r(|x| one(ops::resize(&x[0], [5, 9], ops::ResizeMethod::Bilinear))),
+        "extract_patches valid" => r(|x| one(ops::extract_patches(&x[0], [3, 2], [2, 1], [1, 1], ops::Padding::Valid))),
+        "extract_patches same rates" => {
+            r(|x| one(ops::extract_patches(&x[0], [2, 3], [3, 2], [2, 1], ops::Padding::Same)))
+        }
         _ => return keras_loss(name),
     })
 }
