@@ -1,4 +1,4 @@
-//! Layers: Dense, Dropout, LayerNorm, BatchNormalization, Embedding,
+//! Layers: Dense, Dropout, LayerNorm, GroupNormalization, BatchNormalization, Embedding,
 //! Flatten and activations.
 //!
 //! A layer creates its variables on its first call, where its input lives:
@@ -332,11 +332,8 @@ impl Layer for LayerNorm {
                 self.vars.get().ok_or_else(|| Error::invalid("LayerNorm: build failed"))?
             }
         };
-        let mean = ops::mean(x, -1, true)?;
-        let centered = ops::sub(x, &mean)?;
-        let var = ops::mean(&ops::square(&centered)?, -1, true)?;
-        let normed = ops::mul(&centered, &ops::rsqrt(&ops::add(&var, self.epsilon)?)?)?;
-        ops::add(&ops::mul(&normed, &gamma.read())?, &beta.read())
+        let (mean, var) = ops::moments(x, -1, true)?;
+        ops::batch_normalization(x, &mean, &var, Some(&beta.read()), Some(&gamma.read()), self.epsilon)
     }
     fn variables(&self) -> Vec<Variable> {
         self.vars.get().map(|(g, b)| vec![g.clone(), b.clone()]).unwrap_or_default()
@@ -346,6 +343,57 @@ impl Layer for LayerNorm {
     }
     fn kind(&self) -> String {
         "LayerNormalization".to_string()
+    }
+}
+
+/// `keras.layers.LayerNormalization`.
+pub type LayerNormalization = LayerNorm;
+
+/// Normalizes groups of channels of each example (Wu & He 2018), then
+/// scales and shifts each channel.
+pub struct GroupNormalization {
+    name: String,
+    groups: usize,
+    epsilon: f64,
+    vars: OnceLock<(Variable, Variable)>,
+}
+
+impl GroupNormalization {
+    /// `groups` groups over the last axis, epsilon 1e-3 (Keras's defaults
+    /// but for the group count, which Keras sets to 32).
+    pub fn new(groups: usize) -> GroupNormalization {
+        GroupNormalization { name: unique_name("group_normalization"), groups, epsilon: 1e-3, vars: OnceLock::new() }
+    }
+    /// Another epsilon.
+    pub fn epsilon(mut self, epsilon: f64) -> GroupNormalization {
+        self.epsilon = epsilon;
+        self
+    }
+}
+
+impl Layer for GroupNormalization {
+    fn call(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        let (gamma, beta) = match self.vars.get() {
+            Some(v) => v,
+            None => {
+                let d = Shape::new(&[last_dim(x, "GroupNormalization")?]);
+                let n = &self.name;
+                let g = make_variable(x, &format!("{n}/gamma"), Initializer::Ones, d.clone(), x.dtype(), true)?;
+                let b = make_variable(x, &format!("{n}/beta"), Initializer::Zeros, d, x.dtype(), true)?;
+                let _ = self.vars.set((g, b));
+                self.vars.get().ok_or_else(|| Error::invalid("GroupNormalization: build failed"))?
+            }
+        };
+        ops::group_normalization(x, self.groups, Some(&gamma.read()), Some(&beta.read()), self.epsilon)
+    }
+    fn variables(&self) -> Vec<Variable> {
+        self.vars.get().map(|(g, b)| vec![g.clone(), b.clone()]).unwrap_or_default()
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> String {
+        "GroupNormalization".to_string()
     }
 }
 
@@ -425,8 +473,8 @@ impl Layer for BatchNormalization {
         } else {
             (moving_mean.read(), moving_var.read())
         };
-        let scale = ops::mul(&gamma.read(), &ops::rsqrt(&ops::add(&var, self.epsilon)?)?)?;
-        ops::add(&ops::mul(&ops::sub(x, &mean)?, &scale)?, &beta.read())
+        // Keras's arithmetic: x·inv + (beta − mean·inv), inv = gamma / √(var + ε).
+        ops::batch_normalization(x, &mean, &var, Some(&beta.read()), Some(&gamma.read()), self.epsilon)
     }
     fn variables(&self) -> Vec<Variable> {
         self.vars.get().map(|v| v.to_vec()).unwrap_or_default()

@@ -20,7 +20,8 @@ pub use conv_layers::{
 };
 pub use init::Initializer;
 pub use layers::{
-    Activation, ActivationLayer, BatchNormalization, Dense, Dropout, Embedding, Flatten, Layer, LayerNorm,
+    Activation, ActivationLayer, BatchNormalization, Dense, Dropout, Embedding, Flatten, GroupNormalization, Layer,
+    LayerNorm, LayerNormalization,
 };
 pub use losses::{Loss, Reduction};
 pub use metrics::Metric;

@@ -213,6 +213,177 @@ pub fn batch_normalization(
     ew::add(&ew::mul(x, &inv)?, &shift)
 }
 
+/// How [`fused_batch_norm`] normalizes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormOptions {
+    /// Added to the variance inside the square root (TensorFlow's default 1e-3).
+    pub epsilon: f64,
+    /// Normalize with the batch's statistics (else with the given ones).
+    pub training: bool,
+    /// While training with given running statistics: they move this far
+    /// towards the batch's (`1 - momentum`); 1 returns the batch's own.
+    pub exponential_avg_factor: f64,
+    /// `x` is `[batch, channels, spatial...]` (`NCHW`).
+    pub channels_first: bool,
+}
+
+impl Default for BatchNormOptions {
+    fn default() -> BatchNormOptions {
+        BatchNormOptions { epsilon: 1e-3, training: true, exponential_avg_factor: 1.0, channels_first: false }
+    }
+}
+
+/// Batch normalization over every axis but the channels
+/// (`tf.compat.v1.nn.fused_batch_norm`, TensorFlow's `FusedBatchNormV3`).
+///
+/// Returns `(y, mean, variance)`. Training: `y` is normalized with the
+/// batch mean and (biased) variance, and the statistics returned are the
+/// batch mean and the Bessel-corrected variance (`n / (n - 1)` times), or,
+/// with `exponential_avg_factor` `f` < 1, the given running statistics
+/// moved by `f` towards those. Inference: `mean` and `variance` are
+/// required and returned. As in TensorFlow, gradients flow through `y`
+/// only, and to `x`, `scale` and `offset` only.
+#[track_caller]
+pub fn fused_batch_norm(
+    x: &Tensor,
+    scale: &Tensor,
+    offset: &Tensor,
+    mean: Option<&Tensor>,
+    variance: Option<&Tensor>,
+    options: &BatchNormOptions,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let mut inputs = vec![x, scale, offset];
+    inputs.extend(mean.into_iter().chain(variance));
+    checked(fused_batch_norm_impl(x, scale, offset, mean, variance, options), "FusedBatchNormV3", &inputs)
+}
+
+fn fused_batch_norm_impl(
+    x: &Tensor,
+    scale: &Tensor,
+    offset: &Tensor,
+    mean: Option<&Tensor>,
+    variance: Option<&Tensor>,
+    o: &BatchNormOptions,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let r = x.rank();
+    if r < 2 {
+        bail!(shape, "fused_batch_norm needs [batch, ..., channels] input of rank >= 2, got {}", x.shape());
+    }
+    let axis = if o.channels_first { 1 } else { r - 1 };
+    let channels = x.shape()[axis];
+    for (what, t) in [("scale", Some(scale)), ("offset", Some(offset)), ("mean", mean), ("variance", variance)] {
+        if let Some(t) = t {
+            if t.rank() != 1 || t.shape()[0] != channels {
+                bail!(
+                    shape,
+                    "fused_batch_norm: {what} must be [{channels}] for input {}, got {}",
+                    x.shape(),
+                    t.shape()
+                );
+            }
+        }
+    }
+    if o.epsilon.is_nan() || o.epsilon < 0.0 || !(0.0..=1.0).contains(&o.exponential_avg_factor) {
+        bail!(
+            invalid,
+            "fused_batch_norm: epsilon must be >= 0 and exponential_avg_factor in [0, 1], got {} and {}",
+            o.epsilon,
+            o.exponential_avg_factor
+        );
+    }
+    // As in TensorFlow, the given statistics get no gradient.
+    let mean = mean.map(mv::stop_gradient).transpose()?;
+    let variance = variance.map(mv::stop_gradient).transpose()?;
+    let (mean, variance) = (mean.as_ref(), variance.as_ref());
+    // Per-channel vectors broadcast against `x` along its channel axis.
+    let per_channel = |t: &Tensor| -> Result<Tensor> {
+        if o.channels_first {
+            let mut dims = vec![channels as i64];
+            dims.extend(std::iter::repeat_n(1, r - 2));
+            mv::reshape(t, &dims)
+        } else {
+            Ok(t.clone())
+        }
+    };
+    let axes: Vec<i64> = (0..r as i64).filter(|&a| a != axis as i64).collect();
+    let (m, v, out_m, out_v) = if o.training {
+        let (m, v) = moments(x, axes.clone(), false)?;
+        let sizes: Vec<usize> = axes.iter().map(|&a| x.shape()[a as usize]).collect();
+        let n = if sizes.contains(&crate::tensor::UNKNOWN) {
+            reduce::sum(&cr::ones_like(x)?, axes.clone(), false)?
+        } else {
+            cr::constant(super::Ctx::of(x), Tensor::scalar(sizes.iter().product::<usize>() as f64))?
+        };
+        let n = ew::cast(&n, x.dtype())?;
+        let corrected = ew::div(&ew::mul(&v, &n)?, &ew::maximum(&ew::sub(&n, 1.0)?, 1.0)?)?;
+        let (bm, bv) = (mv::stop_gradient(&m)?, mv::stop_gradient(&corrected)?);
+        let f = o.exponential_avg_factor;
+        let (om, ov) = match (mean, variance) {
+            (Some(rm), Some(rv)) if f < 1.0 => (
+                ew::add(&ew::mul(rm, 1.0 - f)?, &ew::mul(&bm, f)?)?,
+                ew::add(&ew::mul(rv, 1.0 - f)?, &ew::mul(&bv, f)?)?,
+            ),
+            _ => (bm, bv),
+        };
+        (m, v, om, ov)
+    } else {
+        let (Some(m), Some(v)) = (mean, variance) else {
+            bail!(invalid, "fused_batch_norm: inference needs the mean and variance");
+        };
+        (m.clone(), v.clone(), m.clone(), v.clone())
+    };
+    let y = batch_normalization(
+        x,
+        &per_channel(&m)?,
+        &per_channel(&v)?,
+        Some(&per_channel(offset)?),
+        Some(&per_channel(scale)?),
+        o.epsilon,
+    )?;
+    Ok((y, out_m, out_v))
+}
+
+/// Group normalization (Wu & He 2018, `keras.layers.GroupNormalization`):
+/// the channels (last axis) of each example are cut into `groups`, each
+/// normalized over its channels and every spatial position, then scaled
+/// and shifted per channel by `gamma` and `beta` (`[channels]`).
+#[track_caller]
+pub fn group_normalization(
+    x: &Tensor,
+    groups: usize,
+    gamma: Option<&Tensor>,
+    beta: Option<&Tensor>,
+    epsilon: f64,
+) -> Result<Tensor> {
+    let mut inputs = vec![x];
+    inputs.extend(gamma.into_iter().chain(beta));
+    checked(
+        (|| {
+            let dims = x.shape().dims().to_vec();
+            let r = dims.len();
+            let c = dims.last().copied().unwrap_or(0);
+            if r < 2 || dims[1..].contains(&crate::tensor::UNKNOWN) || groups == 0 || !c.is_multiple_of(groups) {
+                bail!(shape, "group_normalization needs [batch, ..., channels] with known non-batch sizes and channels divisible into {groups} groups, got {}", x.shape());
+            }
+            let mut grouped: Vec<i64> = vec![-1];
+            grouped.extend(dims[1..r - 1].iter().map(|&d| d as i64));
+            grouped.extend([groups as i64, (c / groups) as i64]);
+            let g = mv::reshape(x, &grouped)?;
+            let axes: Vec<i64> = (1..=r as i64).filter(|&a| a != r as i64 - 1).collect();
+            let (m, v) = moments(&g, axes, true)?;
+            // Keras folds gamma into the reciprocal deviation, per group.
+            let split = |t: &Tensor| mv::reshape(t, &[groups as i64, (c / groups) as i64]);
+            let (gamma, beta) = (gamma.map(split).transpose()?, beta.map(split).transpose()?);
+            let normed = batch_normalization(&g, &m, &v, beta.as_ref(), gamma.as_ref(), epsilon)?;
+            let mut back = vec![-1];
+            back.extend(dims[1..].iter().map(|&d| d as i64));
+            mv::reshape(&normed, &back)
+        })(),
+        "GroupNormalization",
+        &inputs,
+    )
+}
+
 /// Local response normalization along the last axis:
 /// `x / (bias + alpha * sum(x^2 over depth_radius neighbours))^beta`.
 #[doc(alias = "lrn")]

@@ -20,6 +20,7 @@ import shutil
 
 import numpy as np
 import tensorflow as tf
+import keras
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tf_ops")
 rng = np.random.default_rng(20261204)
@@ -530,6 +531,41 @@ case("extract_patches valid", [f32(2, 6, 7, 3)],
      lambda x: [tf.image.extract_patches(x, [1, 3, 2, 1], [1, 2, 1, 1], [1, 1, 1, 1], "VALID")], grad=True)
 case("extract_patches same rates", [f32(1, 7, 6, 2)],
      lambda x: [tf.image.extract_patches(x, [1, 2, 3, 1], [1, 3, 2, 1], [1, 2, 1, 1], "SAME")], grad=True)
+case("fused_batch_norm train", [f32(4, 3, 5, 3), f32(3), f32(3)],
+     lambda x, s, o: list(tf.compat.v1.nn.fused_batch_norm(x, s, o, epsilon=1e-3, is_training=True)),
+     grad=True, rtol=2e-5, atol=2e-5)
+case("fused_batch_norm running", [f32(2, 3, 3, 2), f32(2), f32(2), f32(2), pos(2)],
+     lambda x, s, o, m, v: list(tf.compat.v1.nn.fused_batch_norm(
+         x, s, o, mean=m, variance=v, epsilon=1e-2, is_training=True, exponential_avg_factor=0.1)),
+     grad=True, rtol=2e-5, atol=2e-5)
+case("fused_batch_norm inference nchw", [f32(2, 3, 4, 2), f32(3), f32(3), f32(3), pos(3)],
+     lambda x, s, o, m, v: list(tf.compat.v1.nn.fused_batch_norm(
+         tf.transpose(x, [0, 2, 3, 1]), s, o, mean=m, variance=v, epsilon=1e-3, is_training=False)),
+     grad=True, rtol=2e-5, atol=2e-5)
+
+
+def keras_group_norm(x, g, b):
+    layer = keras.layers.GroupNormalization(groups=3, epsilon=1e-3)
+    layer.build(x.shape)
+    layer.gamma.assign(g)
+    layer.beta.assign(b)
+    return [layer(x)]
+
+
+def keras_batch_norm(x, g, b):
+    layer = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)
+    layer.build(x.shape)
+    layer.gamma.assign(g)
+    layer.beta.assign(b)
+    train = layer(x, training=True)
+    moved = [tf.identity(layer.moving_mean), tf.identity(layer.moving_variance)]
+    return [train] + moved + [layer(x * 0.5 + 1.0, training=False)]
+
+
+case("keras GroupNormalization", [f32(2, 3, 4, 6), f32(6), f32(6)], keras_group_norm,
+     grad=True, rtol=2e-5, atol=2e-5)
+case("keras BatchNormalization", [f32(4, 3, 3, 2), f32(2), f32(2)], keras_batch_norm,
+     grad=True, rtol=2e-5, atol=2e-5)
 
 
 def loss_of(outs):

@@ -591,7 +591,7 @@ fn depthwise_separable_and_transposed_layers_match_keras_shapes_and_their_ops() 
 #[test]
 fn reshaping_layers_move_values_as_keras_does() -> Result<()> {
     use rivulet::nn::{Layer, Reshape, Resizing, UpSampling1D, UpSampling2D, ZeroPadding2D};
-    let v: Vec<f32> = (0..2 * 3 * 2 * 1).map(|i| i as f32).collect();
+    let v: Vec<f32> = (0..2 * 3 * 2).map(|i| i as f32).collect();
     let x = Tensor::from_slice(&v, [2, 3, 2, 1])?;
     // ZeroPadding2D(((1, 0), (0, 2))): a zero row on top, two zero columns right.
     let p = ZeroPadding2D::new([(1, 0), (0, 2)]).call(&x, false)?;
@@ -660,7 +660,7 @@ fn summary_lists_shapes_and_parameter_counts_as_keras() -> Result<()> {
 
 #[test]
 fn image_op_errors_name_the_op() {
-    let x = Tensor::from_slice(&[0.0f32; 2 * 3 * 3 * 1], [2, 3, 3, 1]).unwrap();
+    let x = Tensor::from_slice(&[0.0f32; 2 * 3 * 3], [2, 3, 3, 1]).unwrap();
     let e = ops::resize(&x, [0, 2], ops::ResizeMethod::Bilinear).unwrap_err();
     assert!(e.to_string().contains("Resize"), "{e}");
     let e = ops::extract_patches(&x, [4, 1], [1, 1], [1, 1], Padding::Valid).unwrap_err();
@@ -668,4 +668,24 @@ fn image_op_errors_name_the_op() {
     let e = ops::extract_patches(&x, [2, 2], [0, 1], [1, 1], Padding::Same).unwrap_err();
     assert!(e.to_string().contains("ExtractImagePatches"), "{e}");
     assert!(ops::resize(&Tensor::from_slice(&[0.0f32; 4], [4]).unwrap(), [2, 2], ops::ResizeMethod::Nearest).is_err());
+}
+
+#[test]
+fn normalization_op_errors_name_the_op_and_the_shapes() {
+    let x = Tensor::from_slice(&[0.5f32; 2 * 3 * 4], [2, 3, 4]).unwrap();
+    let c4 = Tensor::from_slice(&[1.0f32; 4], [4]).unwrap();
+    let c3 = Tensor::from_slice(&[1.0f32; 3], [3]).unwrap();
+    let train = ops::BatchNormOptions::default();
+    let e = ops::fused_batch_norm(&x, &c3, &c4, None, None, &train).unwrap_err();
+    assert!(e.to_string().contains("FusedBatchNormV3") && e.to_string().contains("[3]"), "{e}");
+    let infer = ops::BatchNormOptions { training: false, ..train };
+    let e = ops::fused_batch_norm(&x, &c4, &c4, None, None, &infer).unwrap_err();
+    assert!(e.to_string().contains("mean and variance"), "{e}");
+    let bad = ops::BatchNormOptions { exponential_avg_factor: 1.5, ..train };
+    assert!(ops::fused_batch_norm(&x, &c4, &c4, Some(&c4), Some(&c4), &bad).is_err());
+    let e = ops::group_normalization(&x, 3, None, None, 1e-3).unwrap_err();
+    assert!(e.to_string().contains("GroupNormalization"), "{e}");
+    // Two groups of two channels, each normalized over its positions.
+    let y = ops::group_normalization(&x, 2, Some(&c4), None, 0.0).unwrap();
+    assert!(values(&y).iter().all(|v| v.is_nan()), "constant groups have zero variance: 0/0 with epsilon 0");
 }

@@ -420,6 +420,37 @@ fn recipe(name: &str) -> Option<Recipe> {
         "resize nearest" => r(|x| one(ops::resize(&x[0], [7, 2], ops::ResizeMethod::Nearest))),
         "resize bilinear 3d" => r(|x| one(ops::resize(&x[0], [5, 9], ops::ResizeMethod::Bilinear))),
         "extract_patches valid" => r(|x| one(ops::extract_patches(&x[0], [3, 2], [2, 1], [1, 1], ops::Padding::Valid))),
+        "fused_batch_norm train" => r(|x| {
+            let (y, m, v) = ops::fused_batch_norm(&x[0], &x[1], &x[2], None, None, &ops::BatchNormOptions::default())?;
+            Ok(vec![y, m, v])
+        }),
+        "fused_batch_norm running" => r(|x| {
+            let o = ops::BatchNormOptions { epsilon: 1e-2, exponential_avg_factor: 0.1, ..Default::default() };
+            let (y, m, v) = ops::fused_batch_norm(&x[0], &x[1], &x[2], Some(&x[3]), Some(&x[4]), &o)?;
+            Ok(vec![y, m, v])
+        }),
+        "fused_batch_norm inference nchw" => r(|x| {
+            let o = ops::BatchNormOptions { training: false, channels_first: true, ..Default::default() };
+            let (y, m, v) = ops::fused_batch_norm(&x[0], &x[1], &x[2], Some(&x[3]), Some(&x[4]), &o)?;
+            Ok(vec![ops::transpose(&y, &[0, 2, 3, 1])?, m, v])
+        }),
+        // Keras's gamma and beta are variables assigned from the inputs: no gradient reaches those.
+        "keras GroupNormalization" => r(|x| {
+            let (g, b) = (ops::stop_gradient(&x[1])?, ops::stop_gradient(&x[2])?);
+            one(ops::group_normalization(&x[0], 3, Some(&g), Some(&b), 1e-3))
+        }),
+        "keras BatchNormalization" => eager(|x| {
+            use rivulet::nn::{BatchNormalization, Layer};
+            let layer = BatchNormalization::with(0.9, 1e-3);
+            layer.call(&x[0], false)?; // creates the variables
+            let vars = layer.variables();
+            vars[0].assign(&x[1])?;
+            vars[1].assign(&x[2])?;
+            let train = layer.call(&x[0], true)?;
+            let moved = [vars[2].current(), vars[3].current()];
+            let infer = layer.call(&ops::add(&ops::mul(&x[0], 0.5)?, 1.0)?, false)?;
+            Ok(vec![train, moved[0].clone(), moved[1].clone(), infer])
+        }),
         "extract_patches same rates" => {
             r(|x| one(ops::extract_patches(&x[0], [2, 3], [3, 2], [2, 1], ops::Padding::Same)))
         }
