@@ -575,6 +575,14 @@ fn window(ex: &Ex<'_>, f: &crate::op::window::WindowOp, inputs: &[&Value], out: 
     };
     let matrix = |b: Value, cg: usize, og: usize| views::reshape(&b, &[cg as i64, og as i64], |v| ex.contiguous(v));
     match f {
+        WindowOp::FusedConv { spec, activation } => {
+            let y = window(ex, &WindowOp::Conv { spec: spec.clone() }, &inputs[..2], out)?;
+            let y = ex.binary(BinaryOp::Add, &y, inputs[2])?;
+            match activation {
+                Some(f) => ex.unary(*f, &y),
+                None => Ok(y),
+            }
+        }
         WindowOp::Conv { spec } => {
             let (x, w) = (inputs[0], inputs[1]);
             let (g, channels) = spec.geometry(x.shape(), w.shape())?;

@@ -77,6 +77,10 @@ pub enum WindowOp {
     /// `[x, g]`: the gradient of `PoolGrad { Max }` with respect to `dy`:
     /// `g` read at each window's first largest element.
     MaxPoolGradGrad { spec: PoolSpec },
+    /// `[x, filter, bias]`: `activation(Conv(x, filter) + bias)` in one
+    /// pass, f32 only. Made by plan optimization (after gradients are
+    /// built), never by the public ops.
+    FusedConv { spec: ConvSpec, activation: Option<super::elementwise::UnaryOp> },
 }
 
 /// Output size and padding before, per spatial dimension, of a window of
@@ -283,6 +287,8 @@ impl WindowOp {
             WindowOp::PoolGrad { f: PoolKind::Avg, .. } => "AvgPoolGrad",
             WindowOp::MaxPoolGradGrad { spec } if three(spec.window.len()) => "MaxPool3DGradGrad",
             WindowOp::MaxPoolGradGrad { .. } => "MaxPoolGradGrad",
+            WindowOp::FusedConv { spec, .. } if three(spec.strides.len()) => "_FusedConv3D",
+            WindowOp::FusedConv { .. } => "_FusedConv2D",
         }
     }
 
@@ -290,6 +296,7 @@ impl WindowOp {
     pub fn arity(&self) -> usize {
         match self {
             WindowOp::Pool { .. } => 1,
+            WindowOp::FusedConv { .. } => 3,
             _ => 2,
         }
     }
@@ -308,6 +315,14 @@ impl WindowOp {
         match self {
             WindowOp::Conv { spec } => {
                 let (g, out) = spec.geometry(&a.shape, second())?;
+                meta(g.output_shape(out))
+            }
+            WindowOp::FusedConv { spec, .. } => {
+                let (g, out) = spec.geometry(&a.shape, second())?;
+                let bias = inputs.get(2).map(|m| (m.dtype, m.shape.clone()));
+                if a.dtype != DType::F32 || bias != Some((DType::F32, Shape::new(&[out]))) {
+                    bail!(dtype, "_FusedConv computes in f32 with a bias of [{out}], got {} and {bias:?}", a.dtype);
+                }
                 meta(g.output_shape(out))
             }
             WindowOp::ConvBackpropInput { spec, input_spatial } => {

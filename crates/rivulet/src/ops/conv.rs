@@ -427,5 +427,8 @@ pub(crate) fn window_grad(f: &WindowOp, inputs: &[Tensor], g: &Tensor, wants: &[
         WindowOp::MaxPoolGradGrad { spec } => {
             pair(None, want(1).then(|| window(WindowOp::PoolGrad { f: PoolKind::Max, spec: spec.clone() }, &[a, g])))
         }
+        WindowOp::FusedConv { .. } => Err(crate::error::Error::unimplemented(
+            "fused ops have no gradient: differentiate the graph before optimizing",
+        )),
     }
 }

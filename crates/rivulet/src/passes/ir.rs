@@ -355,7 +355,11 @@ impl IrGraph {
     pub fn to_dot(&self) -> String {
         let mut s = String::from("digraph plan {\n  node [shape=box, fontname=\"Helvetica\", fontsize=10];\n");
         for (i, n) in self.nodes.iter().enumerate().filter(|(_, n)| !n.dead) {
-            let fused = matches!(n.op, Op::FusedElementwise { .. } | Op::FusedMatMul { .. });
+            let fused = match &n.op {
+                Op::FusedElementwise { .. } | Op::FusedMatMul { .. } => true,
+                Op::Window { f } => matches!(**f, crate::op::window::WindowOp::FusedConv { .. }),
+                _ => false,
+            };
             let style = if fused { ", style=filled, fillcolor=\"#fde68a\"" } else { "" };
             let label = n.name.replace('"', "\\\"");
             let on = match n.device {

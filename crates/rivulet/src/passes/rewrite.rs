@@ -8,6 +8,7 @@ use crate::graph::NodeId;
 use crate::op::elementwise::{BinaryOp, UnaryOp};
 use crate::op::fused::{FusedProgram, FusedReduce, Instr};
 use crate::op::reduce::ReduceOp;
+use crate::op::window::WindowOp;
 use crate::op::{AssignOp, ConstValue, Op};
 use crate::tensor::dtype::with_dtype;
 use crate::tensor::storage::HostBuffer;
@@ -251,15 +252,30 @@ fn fusable_activation(f: UnaryOp) -> bool {
     matches!(f, Relu | Relu6 | Sigmoid | Tanh | Elu | Selu | Gelu | Softplus)
 }
 
-/// `activation(matmul(a, b) + bias)` as one FusedMatMul node.
+/// `activation(matmul(a, b) + bias)` as one FusedMatMul node, and
+/// `activation(conv(x, filter) + bias)` as one FusedConv: the bias and the
+/// activation run on each block of the product while it is in cache.
 pub(super) fn fuse_matmul(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
     let uses = ir.uses();
     let single = |e: IrEdge| uses.get(&e).copied() == Some(1);
     let consumers = consumers(ir);
     for m in 0..ir.nodes.len() {
-        let Op::MatMul { transpose_a, transpose_b } = ir.nodes[m].op else { continue };
+        let fused = |activation: Option<UnaryOp>| -> Option<Op> {
+            match &ir.nodes[m].op {
+                Op::MatMul { transpose_a, transpose_b } => {
+                    Some(Op::FusedMatMul { transpose_a: *transpose_a, transpose_b: *transpose_b, activation })
+                }
+                Op::Window { f } => match &**f {
+                    WindowOp::Conv { spec } => {
+                        Some(Op::Window { f: Box::new(WindowOp::FusedConv { spec: spec.clone(), activation }) })
+                    }
+                    _ => None,
+                },
+                _ => None,
+            }
+        };
         let me = IrEdge { node: m, index: 0 };
-        if ir.nodes[m].dead || ir.nodes[m].outputs[0].dtype != DType::F32 || !single(me) {
+        if fused(None).is_none() || ir.nodes[m].dead || ir.nodes[m].outputs[0].dtype != DType::F32 || !single(me) {
             continue;
         }
         let Some(&add) = consumers.get(&me).and_then(|c| c.first()) else { continue };
@@ -273,7 +289,7 @@ pub(super) fn fuse_matmul(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
         let bias = if ins[0] == me { ins[1] } else { ins[0] };
         let bm = &ir.nodes[bias.node].outputs[bias.index];
         let n = ir.nodes[m].outputs[0].shape.last().copied();
-        if bm.shape.rank() != 1 || Some(bm.shape[0]) != n {
+        if bm.shape.rank() != 1 || Some(bm.shape[0]) != n || bm.dtype != DType::F32 {
             continue;
         }
         let ae = IrEdge { node: add, index: 0 };
@@ -289,8 +305,9 @@ pub(super) fn fuse_matmul(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
                 }
             }
         }
+        let Some(op) = fused(activation) else { continue };
         let (a, b) = (ir.nodes[m].inputs[0], ir.nodes[m].inputs[1]);
-        ir.nodes[root].op = Op::FusedMatMul { transpose_a, transpose_b, activation };
+        ir.nodes[root].op = op;
         ir.nodes[root].inputs = vec![a, b, bias];
     }
     Ok(())

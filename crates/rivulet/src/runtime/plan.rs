@@ -504,6 +504,13 @@ fn lower(
                 let act = activation.map(|f| format!(" + {}", f.name())).unwrap_or_default();
                 Some((ir.nodes[i].name.clone(), format!("matmul + bias{act}\n")))
             }
+            Op::Window { f } => match &**f {
+                crate::op::window::WindowOp::FusedConv { activation, .. } => {
+                    let act = activation.map(|f| format!(" + {}", f.name())).unwrap_or_default();
+                    Some((ir.nodes[i].name.clone(), format!("conv + bias{act}\n")))
+                }
+                _ => None,
+            },
             _ => None,
         })
         .collect();

@@ -665,6 +665,54 @@ fn matmul_bias_relu_becomes_one_fused_step() -> Result<()> {
 }
 
 #[test]
+fn conv_bias_activation_becomes_one_fused_step() -> Result<()> {
+    let mut rng = Rng(5);
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [None, Some(9), Some(7), Some(3)])?;
+    let w = g.placeholder("w", DType::F32, [3, 3, 3, 8])?;
+    let b = g.placeholder("b", DType::F32, [8])?;
+    let feeds_v = [rng.tensor(&[2, 9, 7, 3], 2.0), rng.tensor(&[3, 3, 3, 8], 1.0), rng.tensor(&[8], 1.0)];
+    let feeds = [(&x, &feeds_v[0]), (&w, &feeds_v[1]), (&b, &feeds_v[2])];
+    let same = ops::ConvOptions::new(ops::Padding::Same);
+    let y = ops::relu(&ops::add(&ops::convolution(&x, &w, &same.clone().strides(&[2, 1]))?, &b)?)?;
+    let r = explain_one(&g, matmul_fusion(), "matmul_fusion", &[&y], &[&x, &w, &b]);
+    assert_eq!(before_after(&r), (6, 4), "{}", r.passes[1].text);
+    assert_eq!(op_types(&r.passes[1].text), vec!["Placeholder", "Placeholder", "Placeholder", "_FusedConv2D"]);
+    assert_eq!(r.fused[0].1.trim(), "conv + bias + relu");
+    // Bit for bit the separate ops (run_same compares with every pass off), and eager.
+    let out = run_same(&g, matmul_fusion(), &[&y], &feeds);
+    let eager =
+        ops::relu(&ops::add(&ops::convolution(&feeds_v[0], &feeds_v[1], &same.strides(&[2, 1]))?, &feeds_v[2])?)?;
+    assert_bitwise(&out[0], &eager, "eager");
+    // Grouped, a 1x1 window, and no activation; the bias on the left.
+    let w2 = g.placeholder("w2", DType::F32, [1, 1, 1, 8])?;
+    let grouped = ops::ConvOptions::new(ops::Padding::Valid).groups(3);
+    let w3 = g.placeholder("w3", DType::F32, [2, 2, 1, 6])?;
+    let b6 = g.placeholder("b6", DType::F32, [6])?;
+    let y1 = ops::add(&b6, &ops::convolution(&x, &w3, &grouped)?)?;
+    let pointwise = ops::convolution(
+        &ops::slice(&x, &[0, 0, 0, 0], &[-1, -1, -1, 1])?,
+        &w2,
+        &ops::ConvOptions::new(ops::Padding::Valid),
+    )?;
+    let y2 = ops::tanh(&ops::add(&pointwise, &b)?)?;
+    let r = explain_one(&g, matmul_fusion(), "matmul_fusion", &[&y1, &y2], &[&x, &w3, &b6, &w2, &b]);
+    assert_eq!(count_ops(&r.passes[1].text, "_FusedConv2D"), 2, "{}", r.passes[1].text);
+    let more =
+        [(&w3, &rng.tensor(&[2, 2, 1, 6], 1.0)), (&b6, &rng.tensor(&[6], 1.0)), (&w2, &rng.tensor(&[1, 1, 1, 8], 1.0))];
+    let all: Vec<_> = feeds.iter().copied().chain(more.iter().copied()).collect();
+    run_same(&g, matmul_fusion(), &[&y1, &y2], &all);
+    // f64 convolutions stay as they are.
+    let x64 = g.placeholder("x64", DType::F64, [1, 4, 4, 1])?;
+    let w64 = g.placeholder("w64", DType::F64, [2, 2, 1, 2])?;
+    let b64 = g.placeholder("b64", DType::F64, [2])?;
+    let y64 = ops::relu(&ops::add(&ops::convolution(&x64, &w64, &ops::ConvOptions::new(ops::Padding::Valid))?, &b64)?)?;
+    let r = explain_one(&g, matmul_fusion(), "matmul_fusion", &[&y64], &[&x64, &w64, &b64]);
+    assert!(r.fused.is_empty());
+    Ok(())
+}
+
+#[test]
 fn matmul_fusion_variants() -> Result<()> {
     let mut rng = Rng(4);
     let (xv, wv, bv) = (rng.tensor(&[6, 4], 3.0), rng.tensor(&[5, 4], 1.0), rng.tensor(&[5], 1.0));

@@ -1617,22 +1617,28 @@ pub(crate) fn fused_matmul(
     if bias_s.len() != n && bias_s.len() != 1 {
         bail!(shape, "FusedMatMul bias of {} elements for rows of {n}", bias_s.len());
     }
-    let stride = if bias_s.len() == 1 { 0 } else { 1 };
     let storage = std::sync::Arc::try_unwrap(y.storage)
         .map_err(|_| crate::error::Error::invalid("FusedMatMul output is shared"))?;
     let mut buf = storage.into_host();
     let data = buf.as_mut_slice::<f32>();
     let rows_per_task = (TASK / n.max(1)).max(1);
-    data.par_chunks_mut(rows_per_task * n.max(1)).try_for_each(|chunk| -> Result<()> {
-        for row in chunk.chunks_mut(n.max(1)) {
-            float_binary_fn!(f32, crate::op::elementwise::BinaryOp::Add, g => vectorize(ZipInPlace { x: &mut *row, y: bias_s, stride, f: g }), ());
-            if let Some(f) = act {
-                f32_unary!(f, g => vectorize(Update { x: &mut *row, f: g }), bail!(dtype, "fused activation {}", f.name()));
-            }
-        }
-        Ok(())
-    })?;
+    data.par_chunks_mut(rows_per_task * n.max(1)).try_for_each(|chunk| bias_activation(chunk, bias_s, act))?;
     Ok(Value::from_buffer(DType::F32, out.shape.clone(), buf))
+}
+
+/// `rows` (a whole number of rows as long as `bias`, or any length for a
+/// one-element bias) become `activation(row + bias)`: the epilogue of the
+/// fused matmul and convolution, bit for bit what the separate add and
+/// activation compute.
+pub(crate) fn bias_activation(rows: &mut [f32], bias: &[f32], act: Option<UnaryOp>) -> Result<()> {
+    let (n, stride) = if bias.len() == 1 { (rows.len().max(1), 0) } else { (bias.len().max(1), 1) };
+    for row in rows.chunks_mut(n) {
+        float_binary_fn!(f32, crate::op::elementwise::BinaryOp::Add, g => vectorize(ZipInPlace { x: &mut *row, y: bias, stride, f: g }), ());
+        if let Some(f) = act {
+            f32_unary!(f, g => vectorize(Update { x: &mut *row, f: g }), bail!(dtype, "fused activation {}", f.name()));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

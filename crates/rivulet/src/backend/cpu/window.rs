@@ -72,17 +72,6 @@ impl G3 {
     fn is_pointwise(&self) -> bool {
         self.taps() == 1 && self.strides == [1; 3] && self.pad == [0; 3] && self.input == self.output
     }
-    /// True when every tap of output position `o` lies inside the input.
-    #[inline(always)]
-    fn is_interior(&self, o: usize) -> bool {
-        let [_, oh, ow] = self.output;
-        let at = [o / (oh * ow), (o / ow) % oh, o % ow];
-        (0..3).all(|d| {
-            let start = at[d] * self.strides[d];
-            let last = start + (self.window[d] - 1) * self.dilations[d];
-            start >= self.pad[d] && last - self.pad[d] < self.input[d]
-        })
-    }
     /// Calls `f(tap, input position)` for each tap of output position `o`
     /// (within an image) that lies inside the input, in window order.
     #[inline(always)]
@@ -122,6 +111,21 @@ pub(crate) fn run(f: &WindowOp, inputs: &[&Value], out: &Meta) -> Result<Value> 
         Some(v) => Some(materialize(v)?),
         None => None,
     };
+    if let WindowOp::FusedConv { spec, activation } = f {
+        let (Some(w), Some(bias), DType::F32) = (&b, inputs.get(2), out.dtype) else {
+            bail!(invalid, "_FusedConv takes f32 x, filter and bias");
+        };
+        let bias = materialize(bias)?;
+        let (g, channels) = spec.geometry(a.shape(), w.shape())?;
+        if bias.shape().dims() != [channels] {
+            bail!(shape, "_FusedConv bias {} for {channels} channels", bias.shape());
+        }
+        let mut buf = HostBuffer::for_elements::<f32>(out.shape.numel_known())?;
+        let (bias, act) = (bias.buffer::<f32>(), *activation);
+        let epilogue = |block: &mut [f32]| super::fused::bias_activation(block, bias, act);
+        conv(&G3::new(&g), spec.groups, channels, a.buffer::<f32>(), w.buffer::<f32>(), buf.as_mut_slice(), epilogue)?;
+        return Ok(Value::from_buffer(out.dtype, out.shape.clone(), buf));
+    }
     match out.dtype {
         DType::F32 => typed::<f32>(f, &a, b.as_ref(), out),
         DType::F64 => typed::<f64>(f, &a, b.as_ref(), out),
@@ -147,7 +151,7 @@ fn typed<T: Real>(f: &WindowOp, a: &Value, b: Option<&Value>, out: &Meta) -> Res
         WindowOp::Conv { spec } => {
             let filter = b.map(|v| v.shape().clone()).unwrap_or_default();
             let (g, channels) = spec.geometry(a.shape(), &filter)?;
-            conv(&G3::new(&g), spec.groups, channels, a.buffer::<T>(), second(), o);
+            conv(&G3::new(&g), spec.groups, channels, a.buffer::<T>(), second(), o, |_| Ok(()))?;
         }
         WindowOp::ConvBackpropInput { spec, .. } => {
             // Geometry of the forward op, from the output shape (x's).
@@ -178,6 +182,7 @@ fn typed<T: Real>(f: &WindowOp, a: &Value, b: Option<&Value>, out: &Meta) -> Res
             let g = G3::new(&spec.geometry(a.shape())?);
             max_pool_grad_grad(&g, a.buffer::<T>(), second(), o);
         }
+        WindowOp::FusedConv { .. } => bail!(invalid, "_FusedConv runs through its own path"),
     }
     Ok(Value::from_buffer(out.dtype, out.shape.clone(), buf))
 }
@@ -193,40 +198,82 @@ fn block_rows(depth: usize) -> usize {
 
 /// Gather the windows of rows `r0..r0 + rows` (flattened batch × output
 /// positions) over input channels `c0..c0 + cg` into `col` (`rows × taps·cg`).
+/// Positions advance by counting (no division per row), and a window wholly
+/// inside the input is copied without per-tap bounds checks.
 fn im2col<T: Real>(g: &G3, x: &[T], r0: usize, rows: usize, c0: usize, cg: usize, col: &mut [T]) {
     let depth = g.taps() * cg;
     let (opos, ipos) = (g.out_positions(), g.in_positions());
-    for (i, row) in col[..rows * depth].chunks_mut(depth).enumerate() {
-        let r = r0 + i;
-        let (img, o) = (r / opos, r % opos);
-        if !g.is_interior(o) {
+    let ([od, oh, ow], [kd, kh, kw], [id, ih, iw]) = (g.output, g.window, g.input);
+    // The first tap of a window at output index `o` along dimension `d`, and
+    // whether the whole window lies inside the input there.
+    let start = |d: usize, o: usize| (o * g.strides[d]) as isize - g.pad[d] as isize;
+    let inside = |d: usize, s: isize, size: usize| s >= 0 && s as usize + (g.window[d] - 1) * g.dilations[d] < size;
+    let (mut img, o) = (r0 / opos, r0 % opos);
+    let (mut oz, mut oy, mut ox) = (o / (oh * ow), (o / ow) % oh, o % ow);
+    for row in col[..rows * depth].chunks_exact_mut(depth) {
+        let (z0, y0, x0) = (start(0, oz), start(1, oy), start(2, ox));
+        let base = img * ipos;
+        if inside(0, z0, id) && inside(1, y0, ih) && inside(2, x0, iw) {
+            let mut taps = row.chunks_exact_mut(cg);
+            for a in 0..kd {
+                for b in 0..kh {
+                    let line = base + ((z0 as usize + a * g.dilations[0]) * ih + y0 as usize + b * g.dilations[1]) * iw;
+                    for c in 0..kw {
+                        let src = (line + x0 as usize + c * g.dilations[2]) * g.c + c0;
+                        if let Some(dst) = taps.next() {
+                            if cg == 1 {
+                                dst[0] = x[src];
+                            } else {
+                                dst.copy_from_slice(&x[src..src + cg]);
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
             // Taps in the padding read zeros.
             row.fill(T::from_f64(0.0));
-        }
-        let base = img * ipos;
-        if cg == 1 {
-            // One element per tap: a call to memcpy would cost more than the copy.
-            g.for_taps(o, |tap, p| row[tap] = x[(base + p) * g.c + c0]);
-        } else {
-            g.for_taps(o, |tap, p| {
+            g.for_taps((oz * oh + oy) * ow + ox, |tap, p| {
                 let src = (base + p) * g.c + c0;
                 row[tap * cg..(tap + 1) * cg].copy_from_slice(&x[src..src + cg]);
             });
         }
+        ox += 1;
+        if ox == ow {
+            ox = 0;
+            oy += 1;
+            if oy == oh {
+                oy = 0;
+                oz += 1;
+                if oz == od {
+                    oz = 0;
+                    img += 1;
+                }
+            }
+        }
     }
 }
 
-/// `out[rows, channels] = Σ windows · filter`, group by group.
-fn conv<T: Real>(g: &G3, groups: usize, channels: usize, x: &[T], w: &[T], out: &mut [T]) {
+/// `out[rows, channels] = Σ windows · filter`, group by group; then
+/// `epilogue` on each block of whole rows while it is in cache.
+fn conv<T: Real>(
+    g: &G3,
+    groups: usize,
+    channels: usize,
+    x: &[T],
+    w: &[T],
+    out: &mut [T],
+    epilogue: impl Fn(&mut [T]) -> Result<()> + Sync,
+) -> Result<()> {
     let (cg, og) = (g.c / groups, channels / groups);
     let depth = g.taps() * cg;
     let total = g.n * g.out_positions();
     if total == 0 || channels == 0 {
-        return;
+        return Ok(());
     }
     let per = block_rows(depth);
     let pointwise = g.is_pointwise();
-    out.par_chunks_mut(per * channels).enumerate().for_each_init(Vec::new, |col: &mut Vec<T>, (blk, o)| {
+    out.par_chunks_mut(per * channels).enumerate().try_for_each_init(Vec::new, |col: &mut Vec<T>, (blk, o)| {
         let (r0, rows) = (blk * per, o.len() / channels);
         for j in 0..groups {
             let filter = Strided { data: &w[j * og..], rs: channels, cs: 1 };
@@ -240,7 +287,8 @@ fn conv<T: Real>(g: &G3, groups: usize, channels: usize, x: &[T], w: &[T], out: 
                 gemm_strided(rows, og, depth, Strided { data: col, rs: depth, cs: 1 }, filter, dst, channels, false);
             }
         }
-    });
+        epilogue(o)
+    })
 }
 
 /// `dfilter[taps·cg, channels] = Σ_rows windowsᵀ · dy`: fixed blocks of rows
