@@ -378,3 +378,73 @@ impl IrGraph {
         s
     }
 }
+
+impl IrGraph {
+    /// Append a node (a pass that appends calls [`IrGraph::sort_topologically`]
+    /// before anyone relies on the order again); returns its index.
+    pub(crate) fn push(&mut self, node: IrNode) -> usize {
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    /// Reorder the nodes so that each comes after its inputs and control
+    /// dependencies, keeping the present order wherever it already holds,
+    /// and renumber every reference to them.
+    pub(crate) fn sort_topologically(&mut self) {
+        let n = self.nodes.len();
+        let mut order = Vec::with_capacity(n);
+        // 0: unvisited, 1: on the stack, 2: placed.
+        let mut state = vec![0u8; n];
+        for root in 0..n {
+            if state[root] != 0 {
+                continue;
+            }
+            // Iterative depth-first search: graphs may be deep.
+            let mut stack = vec![(root, 0usize)];
+            state[root] = 1;
+            while let Some(&mut (i, ref mut next)) = stack.last_mut() {
+                let node = &self.nodes[i];
+                let deps = node.inputs.len() + node.control.len();
+                if *next < deps {
+                    let d = if *next < node.inputs.len() {
+                        node.inputs[*next].node
+                    } else {
+                        node.control[*next - node.inputs.len()]
+                    };
+                    *next += 1;
+                    if state[d] == 0 {
+                        state[d] = 1;
+                        stack.push((d, 0));
+                    }
+                } else {
+                    state[i] = 2;
+                    order.push(i);
+                    stack.pop();
+                }
+            }
+        }
+        let mut new_index = vec![0; n];
+        for (new, &old) in order.iter().enumerate() {
+            new_index[old] = new;
+        }
+        let mut slots: Vec<Option<IrNode>> = std::mem::take(&mut self.nodes).into_iter().map(Some).collect();
+        self.nodes = order.iter().filter_map(|&old| slots[old].take()).collect();
+        for node in &mut self.nodes {
+            for e in &mut node.inputs {
+                e.node = new_index[e.node];
+            }
+            for c in &mut node.control {
+                *c = new_index[*c];
+            }
+        }
+        for e in &mut self.fetches {
+            e.node = new_index[e.node];
+        }
+        for f in &mut self.feeds {
+            f.0 = new_index[f.0];
+        }
+        for t in &mut self.targets {
+            *t = new_index[*t];
+        }
+    }
+}

@@ -1,8 +1,10 @@
 //! Graph optimization passes (Grappler-like), run when a session compiles a
 //! plan for a request. Each works on the [`IrGraph`] of that request, keeps
-//! results the same (bit for bit: no pass reassociates floating point), and
-//! can be switched off in [`PassOptions`].
+//! results the same (bit for bit: no pass reassociates floating point),
+//! except batch-norm folding, which only [`PassOptions::inference`] turns
+//! on, and can be switched off in [`PassOptions`].
 
+mod fold;
 pub mod ir;
 mod licm;
 pub(crate) mod placement;
@@ -27,7 +29,11 @@ pub struct PassOptions {
     /// Run chains and trees of elementwise ops (with an optional trailing
     /// reduction) as one pass over memory.
     pub elementwise_fusion: bool,
-    /// Matmul followed by a bias and an activation as one kernel.
+    /// Fold per-channel scales and shifts after a convolution or matmul
+    /// (an inference-mode batch normalization) into its kernel. Changes
+    /// results by rounding, so only [`PassOptions::inference`] turns it on.
+    pub batch_norm_folding: bool,
+    /// Matmul or convolution followed by a bias and an activation as one kernel.
     pub matmul_fusion: bool,
     /// Write elementwise results into an input buffer that dies there, and
     /// optimizer updates over the variables' own buffers.
@@ -51,11 +57,18 @@ impl PassOptions {
             constant_folding_limit: 1 << 20,
             common_subexpression_elimination: true,
             algebraic_simplification: true,
+            batch_norm_folding: false,
             elementwise_fusion: true,
             matmul_fusion: true,
             in_place: true,
             loop_invariant_code_motion: true,
         }
+    }
+    /// Every pass, and batch-norm folding: for serving a trained model,
+    /// where predictions may move by rounding (about 1e-6 relative in f32)
+    /// in exchange for a pass less over every activation.
+    pub fn inference() -> PassOptions {
+        PassOptions { batch_norm_folding: true, ..PassOptions::all() }
     }
     /// Every pass off: the plan runs the graph as written (pruned).
     pub fn none() -> PassOptions {
@@ -64,6 +77,7 @@ impl PassOptions {
             constant_folding_limit: 1 << 20,
             common_subexpression_elimination: false,
             algebraic_simplification: false,
+            batch_norm_folding: false,
             elementwise_fusion: false,
             matmul_fusion: false,
             in_place: false,
@@ -93,7 +107,7 @@ pub(crate) fn optimize(ir: &mut IrGraph, options: &PassOptions, keep_dumps: bool
     ir.prune();
     dump("pruning", ir);
     type Pass = fn(&mut IrGraph, &PassOptions) -> Result<()>;
-    let passes: [(&'static str, bool, Pass); 6] = [
+    let passes: [(&'static str, bool, Pass); 8] = [
         ("algebraic_simplification", options.algebraic_simplification, rewrite::simplify),
         ("constant_folding", options.constant_folding, rewrite::fold_constants),
         (
@@ -101,6 +115,9 @@ pub(crate) fn optimize(ir: &mut IrGraph, options: &PassOptions, keep_dumps: bool
             options.common_subexpression_elimination,
             rewrite::eliminate_common_subexpressions,
         ),
+        ("batch_norm_folding", options.batch_norm_folding, fold::fold_batch_norm),
+        // Again: the folded kernels and shifts of frozen weights are constants.
+        ("constant_folding", options.batch_norm_folding && options.constant_folding, rewrite::fold_constants),
         ("matmul_fusion", options.matmul_fusion, rewrite::fuse_matmul),
         ("elementwise_fusion", options.elementwise_fusion, rewrite::fuse_elementwise),
         ("in_place_updates", options.in_place, rewrite::update_in_place),

@@ -314,7 +314,7 @@ pub(super) fn fuse_matmul(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
 }
 
 /// Live consumers of each output.
-fn consumers(ir: &IrGraph) -> FxHashMap<IrEdge, SmallVec<[usize; 2]>> {
+pub(super) fn consumers(ir: &IrGraph) -> FxHashMap<IrEdge, SmallVec<[usize; 2]>> {
     let mut c: FxHashMap<IrEdge, SmallVec<[usize; 2]>> = FxHashMap::default();
     for (i, n) in ir.nodes.iter().enumerate().filter(|(_, n)| !n.dead) {
         for e in &n.inputs {

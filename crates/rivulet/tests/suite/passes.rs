@@ -2018,3 +2018,104 @@ fn fused_compound_steps_match_unfused_bitwise() -> Result<()> {
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------------
+// Batch-norm folding
+// ---------------------------------------------------------------------------
+
+/// A graph-mode inference model: conv → batch norm → relu → pool → dense →
+/// batch norm, its variables (moving statistics and scales too) drawn from
+/// one seed, in a session with `options`.
+fn batch_norm_model(options: SessionOptions) -> Result<(Session, Tensor, Tensor)> {
+    use rivulet::nn::{ActivationLayer, BatchNormalization, Conv2D, Flatten, MaxPooling2D, Sequential};
+    use rivulet::ops::Padding;
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [None, Some(10), Some(9), Some(3)])?;
+    let model = Sequential::new(vec![
+        Box::new(Conv2D::new(6, [3, 3], Activation::Linear).padding(Padding::Same)),
+        Box::new(BatchNormalization::new()),
+        Box::new(ActivationLayer::new(Activation::Relu)),
+        Box::new(MaxPooling2D::new([2, 2])),
+        Box::new(Flatten::new()),
+        Box::new(Dense::new(5, Activation::Linear).without_bias()),
+        Box::new(BatchNormalization::with(0.9, 1e-2)),
+    ]);
+    let y = model.call(&x, false)?;
+    let s = Session::with_options(&g, options);
+    s.run_targets(&[&g.global_variables_initializer()?])?;
+    let mut rng = Rng(0xB4F0);
+    let mut assigns = Vec::new();
+    for v in model.variables() {
+        // Every variable from one seed (two models draw different initial
+        // kernels): variances and scales positive, the rest either sign.
+        let name = v.name().to_string();
+        let shape = v.read().shape().dims().to_vec();
+        // Kernels scaled by 1/√fan-in, as initializers do, so activations stay near 1.
+        let fan_in: usize = shape[..shape.len().saturating_sub(1)].iter().product();
+        let t = rng.tensor(&shape, if name.contains("kernel") { 1.0 / (fan_in as f32).sqrt() } else { 1.0 });
+        let t = if name.contains("variance") || name.contains("gamma") { ops::add(&ops::abs(&t)?, 0.5)? } else { t };
+        assigns.push(v.assign(&ops::constant(&g, t)?)?);
+    }
+    for a in &assigns {
+        s.run(&[a], &[])?;
+    }
+    Ok((s, x, y))
+}
+
+#[test]
+fn batch_norm_folding_changes_no_prediction_by_more_than_1e_5() -> Result<()> {
+    let xv = Rng(77).tensor(&[4, 10, 9, 3], 1.0);
+    let (plain, x, y) = batch_norm_model(SessionOptions::default())?;
+    let (folded, fx, fy) = batch_norm_model(SessionOptions { passes: PassOptions::inference(), ..Default::default() })?;
+    let want = plain.run(&[&y], &[(&x, &xv)])?.remove(0).to_vec::<f32>()?;
+    let got = folded.run(&[&fy], &[(&fx, &xv)])?.remove(0).to_vec::<f32>()?;
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(scale > 0.1, "the model computes something: {want:?}");
+    let worst = want.iter().zip(&got).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(worst <= 1e-5, "folding moved a prediction by {worst}");
+    // The batch norms are gone: the conv's scale went into its kernel, and
+    // what is left of it (a shift) fused with the relu into the conv; the
+    // dense layer's into its matmul.
+    let report = folded.explain(&[&fy], &[&fx], &[])?;
+    let names: Vec<&str> = report.passes.iter().map(|d| d.pass).collect();
+    assert!(names.contains(&"batch_norm_folding"), "{names:?}");
+    assert!(report.fused.iter().any(|(_, p)| p.trim() == "conv + bias + relu"), "{:?}", report.fused);
+    assert!(report.fused.iter().any(|(_, p)| p.trim() == "matmul + bias"), "{:?}", report.fused);
+    // Off by default: the default session keeps every result bit for bit.
+    let report = plain.explain(&[&y], &[&x], &[])?;
+    assert!(!report.passes.iter().any(|d| d.pass == "batch_norm_folding"));
+    Ok(())
+}
+
+#[test]
+fn batch_norm_folding_leaves_shared_and_unscaled_products_alone() -> Result<()> {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [3, 4])?;
+    let w = g.placeholder("w", DType::F32, [4, 5])?;
+    let s = g.placeholder("s", DType::F32, [5])?;
+    let b = g.placeholder("b", DType::F32, [5])?;
+    let fold = || only(|p| p.batch_norm_folding = true);
+    // A product read twice keeps its value for the other reader.
+    let m = ops::matmul(&x, &w)?;
+    let y = ops::add(&ops::mul(&m, &s)?, &b)?;
+    let r = explain_one(&g, fold(), "batch_norm_folding", &[&y, &m], &[&x, &w, &s, &b]);
+    assert_eq!(before_after(&r), (7, 7), "{}", r.passes[1].text);
+    // A bias alone is not a scale: nothing to fold.
+    let y = ops::sub(&ops::matmul(&x, &w)?, &b)?;
+    let r = explain_one(&g, fold(), "batch_norm_folding", &[&y], &[&x, &w, &s, &b]);
+    assert_eq!(count_ops(&r.passes[1].text, "MatMul"), 1);
+    assert_eq!(count_ops(&r.passes[1].text, "Mul"), 0);
+    // Sub, then scale: (m - b)·s = (x·(w·s)) + (-b)·s, and the values agree.
+    let y = ops::mul(&ops::sub(&ops::matmul(&x, &w)?, &b)?, &s)?;
+    let r = explain_one(&g, fold(), "batch_norm_folding", &[&y], &[&x, &w, &s, &b]);
+    assert!(r.passes[1].text.contains("folded_kernel"), "{}", r.passes[1].text);
+    let mut rng = Rng(9);
+    let feeds = [rng.tensor(&[3, 4], 1.0), rng.tensor(&[4, 5], 1.0), rng.tensor(&[5], 1.0), rng.tensor(&[5], 1.0)];
+    let pairs = [(&x, &feeds[0]), (&w, &feeds[1]), (&s, &feeds[2]), (&b, &feeds[3])];
+    let folded = Session::with_options(&g, fold()).run(&[&y], &pairs)?.remove(0).to_vec::<f32>()?;
+    let plain = Session::new(&g).run(&[&y], &pairs)?.remove(0).to_vec::<f32>()?;
+    for (a, p) in folded.iter().zip(&plain) {
+        assert!((a - p).abs() <= 1e-5 * (1.0 + p.abs()), "{a} vs {p}");
+    }
+    Ok(())
+}
