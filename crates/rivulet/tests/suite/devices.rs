@@ -1214,3 +1214,33 @@ fn gpu_heat_equation_loop_matches_the_cpu() -> Result<()> {
     gpu_close("heat equation after 50 steps", &results[1], &results[0]);
     Ok(())
 }
+
+/// The fused convolution (bias and activation in the kernel's epilogue) and
+/// batch-norm folding give the CPU's numbers on the reference device, where
+/// the fused op runs decomposed.
+#[test]
+fn fused_and_folded_convolutions_on_the_reference_device_match_the_cpu() -> Result<()> {
+    let mut rng = Rng(45);
+    let xv = f32s(&mut rng, &[2, 6, 5, 3], -1.0, 1.0);
+    let wv = f32s(&mut rng, &[3, 3, 3, 4], -0.5, 0.5);
+    let (sv, bv) = (f32s(&mut rng, &[4], 0.5, 1.5), f32s(&mut rng, &[4], -0.5, 0.5));
+    let mut outs = Vec::new();
+    for placed in [false, true] {
+        let g = Graph::new();
+        let x = g.placeholder("x", DType::F32, [2, 6, 5, 3])?;
+        let y = {
+            let _s = if placed { Some(rivulet::device_scope(REFERENCE)?) } else { None };
+            let conv =
+                ops::convolution(&x, &ops::constant(&g, wv.clone())?, &ops::ConvOptions::new(ops::Padding::Same))?;
+            let scaled = ops::mul(&conv, &ops::constant(&g, sv.clone())?)?;
+            ops::relu(&ops::add(&scaled, &ops::constant(&g, bv.clone())?)?)?
+        };
+        let options = rivulet::SessionOptions { passes: rivulet::PassOptions::inference(), ..Default::default() };
+        let s = Session::with_options(&g, options);
+        let report = s.explain(&[&y], &[&x], &[])?;
+        assert!(report.fused.iter().any(|(_, p)| p.trim() == "conv + bias + relu"), "{:?}", report.fused);
+        outs.push(s.run(&[&y], &[(&x, &xv)])?.remove(0));
+    }
+    close("folded, fused convolution", &outs[1], &outs[0]);
+    Ok(())
+}
