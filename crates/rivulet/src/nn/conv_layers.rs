@@ -215,8 +215,14 @@ impl<const R: usize> Conv<R> {
     fn transpose_sizes(&self, x: &Tensor) -> Result<Vec<usize>> {
         let first = if self.options.channels_first { 2 } else { 1 };
         let spatial = &x.shape().dims()[first..first + R];
-        if spatial.contains(&UNKNOWN) {
-            bail!(shape, "{}: the spatial sizes of {} must be known", self.name, x.shape());
+        if spatial.contains(&UNKNOWN) || self.kernel.contains(&0) {
+            bail!(
+                shape,
+                "{}: the spatial sizes of {} and the kernel {:?} must be known and positive",
+                self.name,
+                x.shape(),
+                self.kernel
+            );
         }
         let at = |v: &[usize], d: usize| v.get(d).copied().unwrap_or(1);
         (0..R)

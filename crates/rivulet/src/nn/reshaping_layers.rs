@@ -37,7 +37,9 @@ impl Layer for Reshape {
             return Err(bad());
         }
         let size: usize = rest.iter().product();
-        let known: i64 = self.target.iter().filter(|&&d| d != -1).product();
+        let Some(known) = self.target.iter().filter(|&&d| d != -1).try_fold(1i64, |acc, &d| acc.checked_mul(d)) else {
+            return Err(bad());
+        };
         let mut dims = vec![-1];
         for &d in &self.target {
             if d == -1 {

@@ -7,6 +7,7 @@ use super::{checked, creation, elementwise as ew, movement as mv, Ctx, PadMode, 
 use crate::error::{bail, Result};
 use crate::graph::Tensor;
 use crate::op::window::{Geometry, Padding};
+use crate::tensor::storage::try_vec_with_capacity;
 use crate::tensor::DType;
 
 /// How [`resize`] computes each output pixel.
@@ -29,7 +30,8 @@ pub enum ResizeMethod {
 pub fn resize(images: &Tensor, size: [usize; 2], method: ResizeMethod) -> Result<Tensor> {
     let r = images.rank();
     let valid = (r == 3 || r == 4) && images.shape().dims()[r - 3..r - 1].iter().all(|&d| d != crate::tensor::UNKNOWN);
-    if !valid || size.contains(&0) {
+    // TensorFlow's sizes are int32; the index vectors below are that long.
+    if !valid || size.contains(&0) || size.iter().any(|&s| s > i32::MAX as usize) {
         return checked(
             Err(crate::error::Error::shape(format!(
                 "resize needs [batch, height, width, channels] or [height, width, channels] images with known height \
@@ -67,15 +69,18 @@ fn resize_axis(x: &Tensor, axis: usize, out: usize, method: ResizeMethod) -> Res
     }
     let ctx = Ctx::of(x);
     let index = |v: Vec<i32>| creation::constant(ctx, Tensor::from_vec(v, vec![out])?);
+    let room = try_vec_with_capacity::<i32>;
     let scale = input as f32 / out as f32;
     let last = input as i64 - 1;
     match method {
         ResizeMethod::Nearest => {
-            let idx = (0..out).map(|o| (((o as f32 + 0.5) * scale).floor() as i64).clamp(0, last) as i32).collect();
+            let mut idx = room(out)?;
+            idx.extend((0..out).map(|o| (((o as f32 + 0.5) * scale).floor() as i64).clamp(0, last) as i32));
             mv::gather(x, &index(idx)?, axis as i64, 0)
         }
         ResizeMethod::Bilinear => {
-            let (mut lo, mut hi, mut weight) = (Vec::with_capacity(out), Vec::with_capacity(out), Vec::new());
+            let (mut lo, mut hi) = (room(out)?, room(out)?);
+            let mut weight = try_vec_with_capacity::<f32>(out)?;
             for o in 0..out {
                 let at = (o as f32 + 0.5) * scale - 0.5;
                 let floor = at.floor();
@@ -93,6 +98,9 @@ fn resize_axis(x: &Tensor, axis: usize, out: usize, method: ResizeMethod) -> Res
         }
     }
 }
+
+/// The largest window [`extract_patches`] takes (256 × 256).
+pub const MAX_PATCH_TAPS: usize = 1 << 16;
 
 /// `tf.image.extract_patches`: every `sizes` window of `images`
 /// `[batch, h, w, c]`, taken every `strides` pixels with taps `rates`
@@ -114,6 +122,10 @@ pub fn extract_patches(
             let g = Geometry::new(images.shape(), &sizes, &strides, &rates, &padding)?;
             if g.channels == crate::tensor::UNKNOWN {
                 bail!(shape, "extract_patches needs the channel count known, got {}", images.shape());
+            }
+            // One slice per tap: a window larger than this is not what the composition is for.
+            if g.taps() > MAX_PATCH_TAPS {
+                bail!(invalid, "extract_patches: a {sizes:?} window has {} taps, more than {MAX_PATCH_TAPS}", g.taps());
             }
             let pads: Vec<(usize, usize)> = (0..2)
                 .map(|d| {

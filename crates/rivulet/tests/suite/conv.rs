@@ -689,3 +689,15 @@ fn normalization_op_errors_name_the_op_and_the_shapes() {
     let y = ops::group_normalization(&x, 2, Some(&c4), None, 0.0).unwrap();
     assert!(values(&y).iter().all(|v| v.is_nan()), "constant groups have zero variance: 0/0 with epsilon 0");
 }
+
+#[test]
+fn huge_image_and_layer_arguments_are_errors_not_aborts() {
+    use rivulet::nn::{Activation, Conv2DTranspose, Layer, Reshape};
+    let x = Tensor::from_slice(&[0.0f32; 2 * 3 * 3], [2, 3, 3, 1]).unwrap();
+    assert!(ops::resize(&x, [usize::MAX, 2], ops::ResizeMethod::Bilinear).is_err());
+    assert!(ops::resize(&x, [1 << 31, 2], ops::ResizeMethod::Nearest).is_err());
+    let e = ops::extract_patches(&x, [1 << 20, 1 << 20], [1, 1], [1, 1], Padding::Same).unwrap_err();
+    assert!(e.to_string().contains("taps"), "{e}");
+    assert!(Reshape::new(&[i64::MAX, 4, -1]).call(&x, false).is_err());
+    assert!(Conv2DTranspose::transpose(2, [0, 3], Activation::Linear).call(&x, false).is_err());
+}
