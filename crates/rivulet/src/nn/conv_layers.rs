@@ -183,8 +183,14 @@ impl<const R: usize> Conv<R> {
                 self.filters
             );
         }
-        if matches!(self.kind, ConvKind::Depthwise { multiplier: 0 } | ConvKind::Separable { multiplier: 0 }) {
-            bail!(invalid, "{}: the depth multiplier must be positive", self.name);
+        if let ConvKind::Depthwise { multiplier } | ConvKind::Separable { multiplier } = self.kind {
+            if multiplier == 0 || channels.checked_mul(multiplier).is_none() {
+                bail!(
+                    invalid,
+                    "{}: the depth multiplier must be positive and fit {channels} channels, got {multiplier}",
+                    self.name
+                );
+            }
         }
         let mut kernels = Vec::new();
         for (what, shape) in self.kernel_shapes(channels) {
@@ -228,7 +234,7 @@ impl<const R: usize> Conv<R> {
         (0..R)
             .map(|d| {
                 let (s, k) = (at(&self.options.strides, d), self.kernel[d]);
-                let dilated = (k - 1).checked_mul(at(&self.options.dilations, d)).map(|v| v + 1);
+                let dilated = (k - 1).checked_mul(at(&self.options.dilations, d)).and_then(|v| v.checked_add(1));
                 let size = match (&self.options.padding, dilated) {
                     (Padding::Same, Some(_)) => spatial[d].checked_mul(s),
                     (_, Some(kd)) => spatial[d].checked_mul(s).and_then(|v| v.checked_add(kd.saturating_sub(s))),
@@ -242,6 +248,7 @@ impl<const R: usize> Conv<R> {
 
 impl<const R: usize> Layer for Conv<R> {
     fn call(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        check_rank::<R>(&self.name, x)?;
         let (kernels, bias) = self.ensure_built(x)?;
         let mut y = match self.kind {
             ConvKind::Standard => ops::convolution(x, &kernels[0].read(), &self.options)?,

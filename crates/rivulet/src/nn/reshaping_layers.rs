@@ -156,7 +156,10 @@ impl<const R: usize> Layer for UpSampling<R> {
                     x.shape()
                 );
             }
-            return ops::resize(x, [h * self.size[0], w * self.size[R - 1]], ResizeMethod::Bilinear);
+            let (Some(oh), Some(ow)) = (h.checked_mul(self.size[0]), w.checked_mul(self.size[R - 1])) else {
+                bail!(shape, "{}: upsampling {} by {:?} overflows", self.name, x.shape(), self.size);
+            };
+            return ops::resize(x, [oh, ow], ResizeMethod::Bilinear);
         }
         let mut y = x.clone();
         for (axis, &k) in self.size.iter().enumerate() {

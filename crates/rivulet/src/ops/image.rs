@@ -7,7 +7,7 @@ use super::{checked, creation, elementwise as ew, movement as mv, Ctx, PadMode, 
 use crate::error::{bail, Result};
 use crate::graph::Tensor;
 use crate::op::window::{Geometry, Padding};
-use crate::tensor::storage::try_vec_with_capacity;
+use crate::tensor::storage::{check_request, try_vec_with_capacity};
 use crate::tensor::DType;
 
 /// How [`resize`] computes each output pixel.
@@ -20,7 +20,7 @@ pub enum ResizeMethod {
     Bilinear,
 }
 
-/// `tf.image.resize`: `images` `[batch, h, w, c]` (or `[h, w, c]`) to
+/// `tf.image.resize`: `images` `[batch, h, w, c]` (or `[h, w, c]`, of non-zero size) to
 /// `size = [new_h, new_w]`, with TensorFlow 2's half-pixel centres.
 ///
 /// As in TensorFlow, positions and weights are computed in f32, nearest
@@ -29,7 +29,8 @@ pub enum ResizeMethod {
 #[track_caller]
 pub fn resize(images: &Tensor, size: [usize; 2], method: ResizeMethod) -> Result<Tensor> {
     let r = images.rank();
-    let valid = (r == 3 || r == 4) && images.shape().dims()[r - 3..r - 1].iter().all(|&d| d != crate::tensor::UNKNOWN);
+    let valid =
+        (r == 3 || r == 4) && images.shape().dims()[r - 3..r - 1].iter().all(|&d| d != crate::tensor::UNKNOWN && d > 0);
     // TensorFlow's sizes are int32; the index vectors below are that long.
     if !valid || size.contains(&0) || size.iter().any(|&s| s > i32::MAX as usize) {
         return checked(
@@ -44,6 +45,12 @@ pub fn resize(images: &Tensor, size: [usize; 2], method: ResizeMethod) -> Result
     }
     checked(
         (|| {
+            // The output must be one that can be allocated (its known part):
+            // then the index lists, far shorter, can be too.
+            let dims = images.shape().dims();
+            let known = dims[..r - 3].iter().chain(&dims[r - 1..]).filter(|&&d| d != crate::tensor::UNKNOWN);
+            let elements = known.chain(&size).try_fold(1usize, |acc, &d| acc.checked_mul(d));
+            check_request(elements.and_then(|e| e.checked_mul(4)).unwrap_or(usize::MAX))?;
             let mut y = match method {
                 ResizeMethod::Nearest => images.clone(),
                 ResizeMethod::Bilinear if matches!(images.dtype(), DType::F32 | DType::F64) => images.clone(),
@@ -124,6 +131,9 @@ pub fn extract_patches(
                 bail!(shape, "extract_patches needs the channel count known, got {}", images.shape());
             }
             // One slice per tap: a window larger than this is not what the composition is for.
+            if g.output.contains(&0) {
+                bail!(shape, "extract_patches of an image with an empty spatial axis: {}", images.shape());
+            }
             if g.taps() > MAX_PATCH_TAPS {
                 bail!(invalid, "extract_patches: a {sizes:?} window has {} taps, more than {MAX_PATCH_TAPS}", g.taps());
             }

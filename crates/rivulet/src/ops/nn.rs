@@ -216,7 +216,9 @@ pub fn batch_normalization(
 /// How [`fused_batch_norm`] normalizes.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BatchNormOptions {
-    /// Added to the variance inside the square root (TensorFlow's default 1e-3).
+    /// Added to the variance inside the square root (TensorFlow's default
+    /// 1e-3); raised to at least 1.001e-5, as TensorFlow's wrapper does (its
+    /// cuDNN kernels need that much).
     pub epsilon: f64,
     /// Normalize with the batch's statistics (else with the given ones).
     pub training: bool,
@@ -306,6 +308,7 @@ fn fused_batch_norm_impl(
         }
     };
     let axes: Vec<i64> = (0..r as i64).filter(|&a| a != axis as i64).collect();
+    let epsilon = o.epsilon.max(1.001e-5);
     let (m, v, out_m, out_v) = if o.training {
         let (m, v) = moments(x, axes.clone(), false)?;
         let sizes: Vec<usize> = axes.iter().map(|&a| x.shape()[a as usize]).collect();
@@ -338,7 +341,7 @@ fn fused_batch_norm_impl(
         &per_channel(&v)?,
         Some(&per_channel(offset)?),
         Some(&per_channel(scale)?),
-        o.epsilon,
+        epsilon,
     )?;
     Ok((y, out_m, out_v))
 }

@@ -72,7 +72,10 @@ pub(super) fn fold_batch_norm(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
             chain.push((next, f, other));
             cur = IrEdge { node: next, index: 0 };
         }
-        if !chain.iter().any(|&(_, f, _)| f == BinaryOp::Mul) {
+        // Control edges on the product or a link would be lost with them.
+        if !chain.iter().any(|&(_, f, _)| f == BinaryOp::Mul)
+            || std::iter::once(m).chain(chain.iter().map(|c| c.0)).any(|i| !ir.nodes[i].control.is_empty())
+        {
             continue;
         }
         // Build the scale and shift vectors beside the chain.

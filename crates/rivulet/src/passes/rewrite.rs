@@ -305,6 +305,11 @@ pub(super) fn fuse_matmul(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
                 }
             }
         }
+        // The product's control edges (and the add's, when the activation
+        // becomes the fused node) would be lost with them.
+        if !ir.nodes[m].control.is_empty() || (root != add && !ir.nodes[add].control.is_empty()) {
+            continue;
+        }
         let Some(op) = fused(activation) else { continue };
         let (a, b) = (ir.nodes[m].inputs[0], ir.nodes[m].inputs[1]);
         ir.nodes[root].op = op;

@@ -701,3 +701,40 @@ fn huge_image_and_layer_arguments_are_errors_not_aborts() {
     assert!(Reshape::new(&[i64::MAX, 4, -1]).call(&x, false).is_err());
     assert!(Conv2DTranspose::transpose(2, [0, 3], Activation::Linear).call(&x, false).is_err());
 }
+
+#[test]
+fn empty_and_overflowing_shapes_in_the_new_ops_are_errors() -> Result<()> {
+    use rivulet::nn::{Activation, Conv2D, Conv2DTranspose, Layer, SeparableConv2D, UpSampling2D};
+    let empty = Tensor::from_slice(&[0.0f32; 0], [1, 0, 4, 1])?;
+    assert!(ops::resize(&empty, [2, 2], ops::ResizeMethod::Nearest).is_err());
+    assert!(ops::resize(&empty, [2, 2], ops::ResizeMethod::Bilinear).is_err());
+    assert!(ops::extract_patches(&ops::reshape(&empty, &[1, 4, 0, 1])?, [2, 2], [1, 1], [1, 1], Padding::Same).is_err());
+    let x = Tensor::from_slice(&[1.0f32; 16 * 3], [1, 4, 4, 3])?;
+    // A layer built on one rank, then called on another.
+    let tr = Conv2DTranspose::transpose(2, [2, 2], Activation::Linear);
+    tr.call(&x, false)?;
+    assert!(tr.call(&Tensor::from_slice(&[1.0f32; 6], [2, 3])?, false).is_err());
+    assert!(UpSampling2D::new([usize::MAX, 1]).bilinear().call(&x, false).is_err());
+    assert!(SeparableConv2D::separable(2, [3, 3], usize::MAX / 2, Activation::Linear).call(&x, false).is_err());
+    let dilated = Conv2DTranspose::transpose(2, [2, 2], Activation::Linear).dilation_rate([usize::MAX, 1]);
+    assert!(dilated.call(&x, false).is_err());
+    // No input channels: every output is the bias (zero), fused or not.
+    let none = Tensor::from_slice(&[0.0f32; 0], [1, 5, 5, 0])?;
+    let y = Conv2D::new(4, [3, 3], Activation::Relu).padding(Padding::Same).call(&none, false)?;
+    assert_eq!(values(&y), vec![0.0; 100]);
+    Ok(())
+}
+
+#[test]
+fn fused_batch_norm_raises_epsilon_as_tensorflow() -> Result<()> {
+    // TensorFlow's wrapper uses max(epsilon, 1.001e-5): with epsilon 0 a
+    // constant channel normalizes to 0, not NaN.
+    let x = Tensor::from_slice(&[2.0f32; 8], [2, 2, 2, 1])?;
+    let one = Tensor::from_slice(&[1.0f32], [1])?;
+    let zero = Tensor::from_slice(&[0.0f32], [1])?;
+    let o = ops::BatchNormOptions { epsilon: 0.0, ..Default::default() };
+    let (y, m, v) = ops::fused_batch_norm(&x, &one, &zero, None, None, &o)?;
+    assert_eq!(values(&y), vec![0.0; 8]);
+    assert_eq!((values(&m), values(&v)), (vec![2.0], vec![0.0]));
+    Ok(())
+}

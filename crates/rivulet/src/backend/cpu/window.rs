@@ -271,6 +271,11 @@ fn conv<T: Real>(
     if total == 0 || channels == 0 {
         return Ok(());
     }
+    if depth == 0 {
+        // No input channels: every sum is empty.
+        out.fill(T::from_f64(0.0));
+        return out.chunks_mut(channels).try_for_each(&epilogue);
+    }
     let per = block_rows(depth);
     let pointwise = g.is_pointwise();
     out.par_chunks_mut(per * channels).enumerate().try_for_each_init(Vec::new, |col: &mut Vec<T>, (blk, o)| {
