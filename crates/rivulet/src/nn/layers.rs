@@ -397,12 +397,15 @@ impl Layer for GroupNormalization {
     }
 }
 
-/// Normalizes over the batch (every axis but the last) while training and
-/// keeps moving averages for inference (Ioffe & Szegedy 2015).
+/// Normalizes over the batch (every axis but the channels', the last by
+/// default) while training and keeps moving averages for inference (Ioffe &
+/// Szegedy 2015).
 pub struct BatchNormalization {
     name: String,
     momentum: f64,
     epsilon: f64,
+    /// The channel axis (Keras's `axis`): -1, or 1 for channels-first input.
+    axis: i64,
     vars: OnceLock<[Variable; 4]>,
     updates: Mutex<Vec<Operation>>,
 }
@@ -418,9 +421,16 @@ impl BatchNormalization {
             name: unique_name("batch_normalization"),
             momentum,
             epsilon,
+            axis: -1,
             vars: OnceLock::new(),
             updates: Mutex::new(Vec::new()),
         }
+    }
+    /// Normalize per index of `axis` instead of the last (`axis=1` for
+    /// channels-first input).
+    pub fn axis(mut self, axis: i64) -> BatchNormalization {
+        self.axis = axis;
+        self
     }
 }
 
@@ -432,10 +442,24 @@ impl Default for BatchNormalization {
 
 impl Layer for BatchNormalization {
     fn call(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        let axis = crate::tensor::shape::normalize_axis(self.axis, x.rank())?;
+        let channels = x.shape()[axis];
+        if channels == UNKNOWN {
+            bail!(shape, "BatchNormalization needs the size of axis {} known, got {}", self.axis, x.shape());
+        }
+        // Per-channel vectors broadcast against `x` along `axis`.
+        let along = |t: &Tensor| -> Result<Tensor> {
+            if axis + 1 == x.rank() {
+                return Ok(t.clone());
+            }
+            let mut dims = vec![channels as i64];
+            dims.extend(std::iter::repeat_n(1, x.rank() - axis - 1));
+            ops::reshape(t, &dims)
+        };
         let [gamma, beta, moving_mean, moving_var] = match self.vars.get() {
             Some(v) => v,
             None => {
-                let d = Shape::new(&[last_dim(x, "BatchNormalization")?]);
+                let d = Shape::new(&[channels]);
                 let dt = x.dtype();
                 let n = &self.name;
                 let vars = [
@@ -449,9 +473,9 @@ impl Layer for BatchNormalization {
             }
         };
         let (mean, var) = if training {
-            let axes: Vec<i64> = (0..x.rank() as i64 - 1).collect();
+            let axes: Vec<i64> = (0..x.rank() as i64).filter(|&a| a != axis as i64).collect();
             let mean = ops::mean(x, axes.clone(), false)?;
-            let var = ops::mean(&ops::square(&ops::sub(x, &mean)?)?, axes, false)?;
+            let var = ops::mean(&ops::square(&ops::sub(x, &along(&mean)?)?)?, axes, false)?;
             let m = self.momentum;
             let update = |moving: &Variable, batch: &Tensor| -> Result<Tensor> {
                 let batch = ops::stop_gradient(batch)?;
@@ -474,7 +498,8 @@ impl Layer for BatchNormalization {
             (moving_mean.read(), moving_var.read())
         };
         // Keras's arithmetic: x·inv + (beta − mean·inv), inv = gamma / √(var + ε).
-        ops::batch_normalization(x, &mean, &var, Some(&beta.read()), Some(&gamma.read()), self.epsilon)
+        let (beta, gamma) = (along(&beta.read())?, along(&gamma.read())?);
+        ops::batch_normalization(x, &along(&mean)?, &along(&var)?, Some(&beta), Some(&gamma), self.epsilon)
     }
     fn variables(&self) -> Vec<Variable> {
         self.vars.get().map(|v| v.to_vec()).unwrap_or_default()

@@ -738,3 +738,25 @@ fn fused_batch_norm_raises_epsilon_as_tensorflow() -> Result<()> {
     assert_eq!((values(&m), values(&v)), (vec![2.0], vec![0.0]));
     Ok(())
 }
+
+#[test]
+fn channels_first_batch_normalization_is_channels_last_transposed() -> Result<()> {
+    use rivulet::nn::{BatchNormalization, Layer};
+    let mut rng = Rng(0xBA7C);
+    let x = ops::cast(&t64(&mut rng, &[3, 4, 5, 2]), DType::F32)?;
+    let xt = ops::transpose(&x, &[0, 3, 1, 2])?;
+    let (last, first) = (BatchNormalization::with(0.9, 1e-3), BatchNormalization::with(0.9, 1e-3).axis(1));
+    let to_first = |t: &Tensor| ops::transpose(t, &[0, 3, 1, 2]);
+    // Training: batch statistics per channel, and the moving averages they move.
+    let (a, b) = (last.call(&x, true)?, first.call(&xt, true)?);
+    assert_close("training", &values(&b), &values(&to_first(&a)?), 1e-6);
+    for (u, v) in last.variables().iter().zip(first.variables()) {
+        assert_eq!(v.read().shape().dims(), &[2]);
+        assert_close(u.name(), &values(&v.current()), &values(&u.current()), 1e-6);
+    }
+    // Inference with the moved statistics.
+    let (a, b) = (last.call(&x, false)?, first.call(&xt, false)?);
+    assert_close("inference", &values(&b), &values(&to_first(&a)?), 1e-6);
+    assert!(BatchNormalization::new().axis(4).call(&x, false).is_err());
+    Ok(())
+}
