@@ -559,6 +559,14 @@ layers.UpSampling3D S UpSampling3D |
 layers.LayerNormalization S LayerNormalization | 
 layers.Layer S Layer | 
 layers.Activation S ActivationLayer | with `Activation`
+layers.Cropping1D S Cropping1D | 
+layers.Cropping2D S Cropping2D | 
+layers.Cropping3D S Cropping3D | 
+layers.Permute S Permute | 
+layers.RepeatVector S RepeatVector | 
+layers.Rescaling S Rescaling | 
+layers.LeakyReLU S LeakyReLU | 
+layers.Identity S Identity | 
 layers.MaxPool1D C MaxPooling1D | Keras's other name
 layers.MaxPool2D C MaxPooling2D | Keras's other name
 layers.MaxPool3D C MaxPooling3D | Keras's other name

@@ -1,5 +1,5 @@
 //! Layers: Dense, Dropout, LayerNorm, GroupNormalization, BatchNormalization, Embedding,
-//! Flatten and activations.
+//! Flatten, activations, Rescaling and Identity.
 //!
 //! A layer creates its variables on its first call, where its input lives:
 //! eager variables for a value, graph variables (with initializers) for a
@@ -630,5 +630,101 @@ impl Layer for ActivationLayer {
     }
     fn kind(&self) -> String {
         "Activation".to_string()
+    }
+}
+
+/// `x · scale + offset`, in floating point (`keras.layers.Rescaling`: e.g.
+/// `1/255` to bring pixels into `[0, 1]`); integer input becomes f32.
+pub struct Rescaling {
+    name: String,
+    scale: f64,
+    offset: f64,
+}
+
+impl Rescaling {
+    pub fn new(scale: f64, offset: f64) -> Rescaling {
+        Rescaling { name: unique_name("rescaling"), scale, offset }
+    }
+}
+
+impl Layer for Rescaling {
+    fn call(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        let x = if x.dtype().is_float() { x.clone() } else { ops::cast(x, DType::F32)? };
+        ops::add(&ops::mul(&x, self.scale)?, self.offset)
+    }
+    fn variables(&self) -> Vec<Variable> {
+        Vec::new()
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> String {
+        "Rescaling".to_string()
+    }
+}
+
+/// `x` where `x > 0`, else `negative_slope · x` (`keras.layers.LeakyReLU`,
+/// whose default slope is 0.3).
+pub struct LeakyReLU {
+    name: String,
+    negative_slope: f64,
+}
+
+impl LeakyReLU {
+    pub fn new(negative_slope: f64) -> LeakyReLU {
+        LeakyReLU { name: unique_name("leaky_re_lu"), negative_slope }
+    }
+}
+
+impl Default for LeakyReLU {
+    fn default() -> LeakyReLU {
+        LeakyReLU::new(0.3)
+    }
+}
+
+impl Layer for LeakyReLU {
+    fn call(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        ops::leaky_relu(x, self.negative_slope)
+    }
+    fn variables(&self) -> Vec<Variable> {
+        Vec::new()
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> String {
+        "LeakyReLU".to_string()
+    }
+}
+
+/// Passes its input through (`keras.layers.Identity`).
+pub struct Identity {
+    name: String,
+}
+
+impl Identity {
+    pub fn new() -> Identity {
+        Identity { name: unique_name("identity") }
+    }
+}
+
+impl Default for Identity {
+    fn default() -> Identity {
+        Identity::new()
+    }
+}
+
+impl Layer for Identity {
+    fn call(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        Ok(x.clone())
+    }
+    fn variables(&self) -> Vec<Variable> {
+        Vec::new()
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> String {
+        "Identity".to_string()
     }
 }

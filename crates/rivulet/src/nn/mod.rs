@@ -20,14 +20,14 @@ pub use conv_layers::{
 };
 pub use init::Initializer;
 pub use layers::{
-    Activation, ActivationLayer, BatchNormalization, Dense, Dropout, Embedding, Flatten, GroupNormalization, Layer,
-    LayerNorm, LayerNormalization,
+    Activation, ActivationLayer, BatchNormalization, Dense, Dropout, Embedding, Flatten, GroupNormalization, Identity,
+    Layer, LayerNorm, LayerNormalization, LeakyReLU, Rescaling,
 };
 pub use losses::{Loss, Reduction};
 pub use metrics::Metric;
 pub use model::{ExecutionMode, FitOptions, History, Sequential, Verbosity};
 pub use optimizers::{clip_by_global_norm, LearningRate, Optimizer, Update};
 pub use reshaping_layers::{
-    Reshape, Resizing, UpSampling, UpSampling1D, UpSampling2D, UpSampling3D, ZeroPadding, ZeroPadding1D, ZeroPadding2D,
-    ZeroPadding3D,
+    Cropping, Cropping1D, Cropping2D, Cropping3D, Permute, RepeatVector, Reshape, Resizing, UpSampling, UpSampling1D,
+    UpSampling2D, UpSampling3D, ZeroPadding, ZeroPadding1D, ZeroPadding2D, ZeroPadding3D,
 };

@@ -1,5 +1,6 @@
 //! Layers that move or resample values without weights, as Keras's:
-//! `Reshape`, `ZeroPadding1D/2D/3D`, `UpSampling1D/2D/3D` and `Resizing`.
+//! `Reshape`, `ZeroPadding1D/2D/3D`, `UpSampling1D/2D/3D`, `Resizing`,
+//! `Cropping1D/2D/3D`, `Permute` and `RepeatVector`.
 
 use super::conv_layers::check_rank;
 use super::layers::{unique_name, Layer};
@@ -212,5 +213,132 @@ impl Layer for Resizing {
     }
     fn kind(&self) -> String {
         "Resizing".to_string()
+    }
+}
+
+/// Removes `(before, after)` positions from each of the `R` spatial axes of
+/// `[batch, spatial..., channels]`.
+pub struct Cropping<const R: usize> {
+    name: String,
+    crops: [(usize, usize); R],
+}
+
+/// `keras.layers.Cropping1D`.
+pub type Cropping1D = Cropping<1>;
+/// `keras.layers.Cropping2D`.
+pub type Cropping2D = Cropping<2>;
+/// `keras.layers.Cropping3D`.
+pub type Cropping3D = Cropping<3>;
+
+impl<const R: usize> Cropping<R> {
+    pub fn new(crops: [(usize, usize); R]) -> Cropping<R> {
+        Cropping { name: unique_name(&format!("cropping{R}d")), crops }
+    }
+}
+
+impl<const R: usize> Layer for Cropping<R> {
+    fn call(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        check_rank::<R>(&self.name, x)?;
+        let mut begin = vec![0];
+        let mut size = vec![-1];
+        for (d, &(a, b)) in self.crops.iter().enumerate() {
+            let n = x.shape()[d + 1];
+            match a.checked_add(b) {
+                Some(cut) if n != UNKNOWN && cut < n => {
+                    begin.push(a);
+                    size.push((n - cut) as i64);
+                }
+                _ => bail!(
+                    shape,
+                    "{}: cropping {:?} leaves nothing of {} (or its size is unknown)",
+                    self.name,
+                    self.crops,
+                    x.shape()
+                ),
+            }
+        }
+        begin.push(0);
+        size.push(-1);
+        ops::slice(x, &begin, &size)
+    }
+    fn variables(&self) -> Vec<Variable> {
+        Vec::new()
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> String {
+        format!("Cropping{R}D")
+    }
+}
+
+/// Permutes the axes after the batch: `dims` are 1-based, as Keras's
+/// (`Permute::new(&[2, 1])` swaps the two axes of each example).
+pub struct Permute {
+    name: String,
+    dims: Vec<usize>,
+}
+
+impl Permute {
+    pub fn new(dims: &[usize]) -> Permute {
+        Permute { name: unique_name("permute"), dims: dims.to_vec() }
+    }
+}
+
+impl Layer for Permute {
+    fn call(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        let mut sorted = self.dims.clone();
+        sorted.sort_unstable();
+        if x.rank() != self.dims.len() + 1 || sorted != (1..=self.dims.len()).collect::<Vec<_>>() {
+            bail!(
+                invalid,
+                "{}: {:?} is not a permutation of the axes 1..={} of {}",
+                self.name,
+                self.dims,
+                x.rank().saturating_sub(1),
+                x.shape()
+            );
+        }
+        let perm: Vec<usize> = std::iter::once(0).chain(self.dims.iter().copied()).collect();
+        ops::transpose(x, &perm)
+    }
+    fn variables(&self) -> Vec<Variable> {
+        Vec::new()
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> String {
+        "Permute".to_string()
+    }
+}
+
+/// Repeats each `[batch, features]` example `n` times: `[batch, n, features]`.
+pub struct RepeatVector {
+    name: String,
+    n: usize,
+}
+
+impl RepeatVector {
+    pub fn new(n: usize) -> RepeatVector {
+        RepeatVector { name: unique_name("repeat_vector"), n }
+    }
+}
+
+impl Layer for RepeatVector {
+    fn call(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        if x.rank() != 2 {
+            bail!(shape, "{}: expected [batch, features], got {}", self.name, x.shape());
+        }
+        ops::tile(&ops::expand_dims(x, 1)?, &[1, self.n, 1])
+    }
+    fn variables(&self) -> Vec<Variable> {
+        Vec::new()
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> String {
+        "RepeatVector".to_string()
     }
 }

@@ -760,3 +760,34 @@ fn channels_first_batch_normalization_is_channels_last_transposed() -> Result<()
     assert!(BatchNormalization::new().axis(4).call(&x, false).is_err());
     Ok(())
 }
+
+#[test]
+fn cropping_permute_repeat_rescaling_leaky_relu_and_identity_layers() -> Result<()> {
+    use rivulet::nn::{Cropping1D, Cropping2D, Identity, Layer, LeakyReLU, Permute, RepeatVector, Rescaling};
+    let v: Vec<f32> = (0..2 * 3 * 4).map(|i| i as f32).collect();
+    let x = Tensor::from_slice(&v, [1, 2, 3, 4])?;
+    // Cropping2D(((0, 1), (1, 1))): row 0, column 1 of each channel.
+    let c = Cropping2D::new([(0, 1), (1, 1)]).call(&x, false)?;
+    assert_eq!(c.shape().dims(), &[1, 1, 1, 4]);
+    assert_eq!(values(&c), vec![4.0, 5.0, 6.0, 7.0]);
+    assert!(Cropping2D::new([(1, 1), (0, 0)]).call(&x, false).is_err());
+    assert!(Cropping1D::new([(usize::MAX, 1)]).call(&ops::reshape(&x, &[1, 6, 4])?, false).is_err());
+    // Permute((2, 1)) on [1, 2, 3, 4] viewed as [1, 6, 4] swaps the two axes.
+    let p = Permute::new(&[2, 1]).call(&ops::reshape(&x, &[1, 6, 4])?, false)?;
+    assert_eq!(p.shape().dims(), &[1, 4, 6]);
+    assert_eq!(&values(&p)[..6], &[0.0, 4.0, 8.0, 12.0, 16.0, 20.0]);
+    assert!(Permute::new(&[1, 1]).call(&ops::reshape(&x, &[1, 6, 4])?, false).is_err());
+    // RepeatVector(3): [batch, features] -> [batch, 3, features].
+    let r = RepeatVector::new(3).call(&Tensor::from([[1.0f32, 2.0]]), false)?;
+    assert_eq!((r.shape().dims().to_vec(), values(&r)), (vec![1, 3, 2], vec![1.0, 2.0, 1.0, 2.0, 1.0, 2.0]));
+    assert!(RepeatVector::new(3).call(&x, false).is_err());
+    // Rescaling(1/255) of bytes, LeakyReLU's default slope 0.3, Identity.
+    let bytes = Tensor::from_slice(&[0u8, 51, 255], [3])?;
+    let s = Rescaling::new(1.0 / 255.0, 0.0).call(&bytes, false)?;
+    assert_eq!(s.dtype(), DType::F32);
+    assert_close("rescaling", &values(&s), &[0.0, 0.2, 1.0], 1e-7);
+    let l = LeakyReLU::default().call(&Tensor::from([-2.0f32, 0.0, 3.0]), false)?;
+    assert_close("leaky relu", &values(&l), &[-0.6, 0.0, 3.0], 1e-7);
+    assert_eq!(values(&Identity::new().call(&x, false)?), v.iter().map(|&a| a as f64).collect::<Vec<_>>());
+    Ok(())
+}
