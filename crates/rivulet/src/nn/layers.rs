@@ -447,15 +447,7 @@ impl Layer for BatchNormalization {
         if channels == UNKNOWN {
             bail!(shape, "BatchNormalization needs the size of axis {} known, got {}", self.axis, x.shape());
         }
-        // Per-channel vectors broadcast against `x` along `axis`.
-        let along = |t: &Tensor| -> Result<Tensor> {
-            if axis + 1 == x.rank() {
-                return Ok(t.clone());
-            }
-            let mut dims = vec![channels as i64];
-            dims.extend(std::iter::repeat_n(1, x.rank() - axis - 1));
-            ops::reshape(t, &dims)
-        };
+        let along = |t: &Tensor| ops::nn::along_axis(t, axis, x.rank());
         let [gamma, beta, moving_mean, moving_var] = match self.vars.get() {
             Some(v) => v,
             None => {

@@ -50,12 +50,12 @@ pub fn resize(images: &Tensor, size: [usize; 2], method: ResizeMethod) -> Result
             let dims = images.shape().dims();
             let known = dims[..r - 3].iter().chain(&dims[r - 1..]).filter(|&&d| d != crate::tensor::UNKNOWN);
             let elements = known.chain(&size).try_fold(1usize, |acc, &d| acc.checked_mul(d));
-            check_request(elements.and_then(|e| e.checked_mul(4)).unwrap_or(usize::MAX))?;
             let mut y = match method {
                 ResizeMethod::Nearest => images.clone(),
                 ResizeMethod::Bilinear if matches!(images.dtype(), DType::F32 | DType::F64) => images.clone(),
                 ResizeMethod::Bilinear => ew::cast(images, DType::F32)?,
             };
+            check_request(elements.and_then(|e| e.checked_mul(y.dtype().size())).unwrap_or(usize::MAX))?;
             // Width first, then height: TensorFlow interpolates each row
             // pair along x, then between them along y.
             for (axis, out) in [(r - 2, size[1]), (r - 3, size[0])] {

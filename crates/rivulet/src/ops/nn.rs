@@ -213,6 +213,18 @@ pub fn batch_normalization(
     ew::add(&ew::mul(x, &inv)?, &shift)
 }
 
+/// A per-channel vector `t` (`[channels]`) shaped to broadcast against a
+/// rank-`rank` tensor along `axis` (`[channels, 1, ...]` unless `axis` is
+/// the last).
+pub(crate) fn along_axis(t: &Tensor, axis: usize, rank: usize) -> Result<Tensor> {
+    if axis + 1 >= rank {
+        return Ok(t.clone());
+    }
+    let mut dims = vec![-1];
+    dims.extend(std::iter::repeat_n(1, rank - axis - 1));
+    mv::reshape(t, &dims)
+}
+
 /// How [`fused_batch_norm`] normalizes.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BatchNormOptions {
@@ -256,10 +268,11 @@ pub fn fused_batch_norm(
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let mut inputs = vec![x, scale, offset];
     inputs.extend(mean.into_iter().chain(variance));
-    checked(fused_batch_norm_impl(x, scale, offset, mean, variance, options), "FusedBatchNormV3", &inputs)
+    checked(fused_batch_norm_unchecked(x, scale, offset, mean, variance, options), "FusedBatchNormV3", &inputs)
 }
 
-fn fused_batch_norm_impl(
+/// [`fused_batch_norm`] without the error context.
+fn fused_batch_norm_unchecked(
     x: &Tensor,
     scale: &Tensor,
     offset: &Tensor,
@@ -297,16 +310,7 @@ fn fused_batch_norm_impl(
     let mean = mean.map(mv::stop_gradient).transpose()?;
     let variance = variance.map(mv::stop_gradient).transpose()?;
     let (mean, variance) = (mean.as_ref(), variance.as_ref());
-    // Per-channel vectors broadcast against `x` along its channel axis.
-    let per_channel = |t: &Tensor| -> Result<Tensor> {
-        if o.channels_first {
-            let mut dims = vec![channels as i64];
-            dims.extend(std::iter::repeat_n(1, r - 2));
-            mv::reshape(t, &dims)
-        } else {
-            Ok(t.clone())
-        }
-    };
+    let per_channel = |t: &Tensor| along_axis(t, axis, r);
     let axes: Vec<i64> = (0..r as i64).filter(|&a| a != axis as i64).collect();
     let epsilon = o.epsilon.max(1.001e-5);
     let (m, v, out_m, out_v) = if o.training {

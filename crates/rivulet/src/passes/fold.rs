@@ -26,12 +26,6 @@ fn foldable_product(op: &Op) -> bool {
     }
 }
 
-/// `y = product · a + b` as the chain is walked: `None` means 1 and 0.
-struct Affine {
-    scale: Option<IrEdge>,
-    shift: Option<IrEdge>,
-}
-
 /// Fold every product's chain of per-channel `+ k`, `- k` and `· k` (with
 /// at least one `·`) into its kernel.
 pub(super) fn fold_batch_norm(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
@@ -50,7 +44,8 @@ pub(super) fn fold_batch_norm(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
         // Walk the chain of single-use elementwise steps by per-channel vectors.
         let mut chain: Vec<(usize, BinaryOp, IrEdge)> = Vec::new();
         let mut cur = IrEdge { node: m, index: 0 };
-        while uses.get(&cur).copied() == Some(1) && !ir.fetches.contains(&cur) {
+        // One use, by a node (a fetch counts as a use and has no consumer).
+        while uses.get(&cur).copied() == Some(1) {
             let Some(&next) = consumers.get(&cur).and_then(|c| c.first()) else { break };
             let node = &ir.nodes[next];
             let Op::Binary { f } = node.op else { break };
@@ -80,15 +75,15 @@ pub(super) fn fold_batch_norm(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
         }
         // Build the scale and shift vectors beside the chain.
         let root = chain.last().map(|c| c.0).unwrap_or(m);
-        let template = ir.nodes[root].clone();
+        let (root_name, location) = (ir.nodes[root].name.clone(), ir.nodes[root].location.clone());
         let device = ir.nodes[m].device;
         let emit = |ir: &mut IrGraph, op: Op, inputs: Vec<IrEdge>, meta: Meta, what: &str| -> IrEdge {
             let node = IrNode {
                 op,
                 inputs,
                 control: Vec::new(),
-                name: format!("{}/folded_{what}", template.name),
-                location: template.location.clone(),
+                name: format!("{root_name}/folded_{what}"),
+                location: location.clone(),
                 outputs: smallvec![meta],
                 origin: None,
                 variables: Vec::new(),
@@ -104,24 +99,25 @@ pub(super) fn fold_batch_norm(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
             let meta = if ma.shape.rank() >= mk.shape.rank() { ma.clone() } else { mk.clone() };
             emit(ir, Op::Binary { f }, vec![a, k], meta, what)
         };
-        let mut affine = Affine { scale: None, shift: None };
+        // y = product · scale + shift as the chain is walked (`None`: 1 and 0).
+        let (mut scale, mut shift): (Option<IrEdge>, Option<IrEdge>) = (None, None);
         for &(_, f, k) in &chain {
             match f {
                 BinaryOp::Mul => {
-                    affine.scale = Some(match affine.scale {
+                    scale = Some(match scale {
                         Some(a) => combine(ir, f, a, k, "scale"),
                         None => k,
                     });
-                    affine.shift = affine.shift.map(|b| combine(ir, f, b, k, "shift"));
+                    shift = shift.map(|b| combine(ir, f, b, k, "shift"));
                 }
                 BinaryOp::Add => {
-                    affine.shift = Some(match affine.shift {
+                    shift = Some(match shift {
                         Some(b) => combine(ir, f, b, k, "shift"),
                         None => k,
                     });
                 }
                 _ => {
-                    affine.shift = Some(match affine.shift {
+                    shift = Some(match shift {
                         Some(b) => combine(ir, f, b, k, "shift"),
                         None => {
                             let km = ir.nodes[k.node].outputs[k.index].clone();
@@ -131,12 +127,12 @@ pub(super) fn fold_batch_norm(ir: &mut IrGraph, _: &PassOptions) -> Result<()> {
                 }
             }
         }
-        let Some(scale) = affine.scale else { continue };
+        let Some(scale) = scale else { continue };
         let (x, w) = (ir.nodes[m].inputs[0], ir.nodes[m].inputs[1]);
         let wm = ir.nodes[w.node].outputs[w.index].clone();
         let scaled = emit(ir, Op::Binary { f: BinaryOp::Mul }, vec![w, scale], wm, "kernel");
         let product_op = ir.nodes[m].op.clone();
-        match affine.shift {
+        match shift {
             Some(shift) => {
                 let product = emit(ir, product_op, vec![x, scaled], out.clone(), "product");
                 ir.nodes[root].op = Op::Binary { f: BinaryOp::Add };
