@@ -1,6 +1,7 @@
 //! Neural networks: initializers, layers, losses, metrics, optimizers and a
 //! Keras-like `Sequential` model with `fit`.
 
+pub mod callbacks;
 pub mod composed_rules;
 pub mod conv_layers;
 pub mod init;
@@ -11,6 +12,7 @@ pub mod model;
 pub mod optimizers;
 pub mod reshaping_layers;
 
+pub use callbacks::{Callback, SharedCallback};
 pub use composed_rules::ComposedRule;
 pub use conv_layers::{
     AveragePooling1D, AveragePooling2D, AveragePooling3D, Conv, Conv1D, Conv2D, Conv2DTranspose, Conv3D,

@@ -6,6 +6,7 @@
 //! step (forward, loss, gradients, updates) and an inference path sharing
 //! the same variables, and runs it in a `Session`, feeding each batch.
 
+use super::callbacks::SharedCallback;
 use super::layers::Layer;
 use super::losses::Loss;
 use super::metrics::{Mean, Metric, MetricState};
@@ -61,6 +62,8 @@ pub struct FitOptions {
     /// Epoch to start from (when resuming from a checkpoint).
     pub initial_epoch: usize,
     pub verbose: Verbosity,
+    /// Called at the start and end of training, epochs and batches (`TensorBoard`, ...).
+    pub callbacks: Vec<SharedCallback>,
 }
 
 impl Default for FitOptions {
@@ -74,7 +77,16 @@ impl Default for FitOptions {
             seed: 0,
             initial_epoch: 0,
             verbose: Verbosity::Auto,
+            callbacks: Vec::new(),
         }
+    }
+}
+
+impl FitOptions {
+    /// These options with `callback` added to the list.
+    pub fn callback(mut self, callback: SharedCallback) -> FitOptions {
+        self.callbacks.push(callback);
+        self
     }
 }
 
@@ -286,6 +298,15 @@ impl Sequential {
         Some(f(&run.session))
     }
 
+    /// The graph of a graph-mode model, once built (by the first fit,
+    /// evaluate, predict or build): inference under `inference/`, the
+    /// training step under `train/`. `None` in eager mode.
+    pub fn graph(&self) -> Option<Graph> {
+        let c = self.compiled.as_ref()?;
+        let run = c.graph.lock().clone()?;
+        Some(run.graph.clone())
+    }
+
     /// Build the graph-mode inference path (once).
     fn graph_base(&self, c: &Compiled, x: &Tensor) -> Result<Arc<GraphRun>> {
         let mut guard = c.graph.lock();
@@ -463,12 +484,60 @@ impl Sequential {
         if train_idx.is_empty() {
             bail!(invalid, "fit: no training examples ({n} examples, validation_split {})", options.validation_split);
         }
-        let mut history = History::default();
         let steps = train_idx.len().div_ceil(options.batch_size);
-        let tty = std::io::stderr().is_terminal();
-        for epoch in options.initial_epoch..options.epochs {
+        let batches = |epoch: usize| -> Result<Batches<'_>> {
             let order =
                 if options.shuffle { shuffled(&train_idx, options.seed, epoch as u64)? } else { train_idx.clone() };
+            let chunks: Vec<Vec<i64>> = order.chunks(options.batch_size).map(<[i64]>::to_vec).collect();
+            Ok(Box::new(chunks.into_iter().map(move |c| Ok((rows(x, &c)?, rows(y, &c)?)))))
+        };
+        let validate = || -> Result<Option<(f64, Vec<(String, f64)>)>> {
+            match &val {
+                Some((vx, vy)) => self.evaluate_batched(vx, vy, options.batch_size).map(Some),
+                None => Ok(None),
+            }
+        };
+        self.fit_loop(options, Some(steps), batches, validate)
+    }
+
+    /// The epochs of `fit`: `batches(epoch)` gives an epoch's `(x, y)`
+    /// batches (`steps` of them, when known: the progress bar's length),
+    /// `validate` the validation loss and metrics after each epoch.
+    /// Callbacks see the start and end of training, of each epoch and batch.
+    fn fit_loop<'a>(
+        &self,
+        options: &FitOptions,
+        steps: Option<usize>,
+        mut batches: impl FnMut(usize) -> Result<Batches<'a>>,
+        validate: impl Fn() -> Result<Option<(f64, Vec<(String, f64)>)>>,
+    ) -> Result<History> {
+        for cb in &options.callbacks {
+            cb.with(|c| c.on_train_begin(self))?;
+        }
+        let trained = self.run_epochs(options, steps, &mut batches, &validate);
+        for cb in &options.callbacks {
+            let ended = cb.with(|c| c.on_train_end(self));
+            if trained.is_ok() {
+                ended?;
+            }
+        }
+        trained
+    }
+
+    fn run_epochs<'a>(
+        &self,
+        options: &FitOptions,
+        mut steps: Option<usize>,
+        batches: &mut dyn FnMut(usize) -> Result<Batches<'a>>,
+        validate: &dyn Fn() -> Result<Option<(f64, Vec<(String, f64)>)>>,
+    ) -> Result<History> {
+        let mut history = History::default();
+        let tty = std::io::stderr().is_terminal();
+        let mut global_step = 0u64;
+        for epoch in options.initial_epoch..options.epochs {
+            for cb in &options.callbacks {
+                cb.with(|c| c.on_epoch_begin(epoch))?;
+            }
             let show_bar = options.verbose == Verbosity::Auto && tty;
             if options.verbose != Verbosity::Silent {
                 eprintln!("Epoch {}/{}", epoch + 1, options.epochs);
@@ -477,35 +546,55 @@ impl Sequential {
             // Keras resets the metrics at each epoch's start.
             let (mut loss, mut metrics) = (Mean::default(), self.fresh_metric_states()?);
             let start = Instant::now();
-            for (s, chunk) in order.chunks(options.batch_size).enumerate() {
-                let (bx, by) = (rows(x, chunk)?, rows(y, chunk)?);
+            let mut done = 0usize;
+            for batch in batches(epoch)? {
+                let (bx, by) = batch?;
+                let n = bx.shape().first().copied().unwrap_or(0);
                 let (l, states) = self.train_step(&bx, &by)?;
-                loss.update(l, chunk.len() as f64);
+                loss.update(l, n as f64);
                 for (m, batch) in metrics.iter_mut().zip(&states) {
                     m.accumulate(batch)?;
                 }
-                if show_bar {
-                    bar.set_position(s as u64 + 1);
+                done += 1;
+                if show_bar || !options.callbacks.is_empty() {
                     let logs = metric_logs(&metrics)?;
-                    bar.set_message(progress_message(start, s + 1, steps, &logs, loss.result(), &[]));
+                    if show_bar {
+                        bar.set_position(done as u64);
+                        bar.set_message(progress_message(start, done, steps, &logs, loss.result(), &[]));
+                    }
+                    if !options.callbacks.is_empty() {
+                        let mut batch_logs: BTreeMap<String, f64> = logs.into_iter().collect();
+                        batch_logs.insert("loss".into(), loss.result());
+                        for cb in &options.callbacks {
+                            cb.with(|c| c.on_train_batch_end(global_step, &batch_logs))?;
+                        }
+                    }
                 }
+                global_step += 1;
             }
+            if done == 0 {
+                bail!(invalid, "fit: epoch {} had no training batches", epoch + 1);
+            }
+            // A dataset of unknown length: later epochs know it (Keras's "Unknown" first epoch).
+            steps = Some(done);
             let metric_logs = metric_logs(&metrics)?;
             let mut logs: BTreeMap<String, f64> = BTreeMap::new();
             logs.insert("loss".into(), loss.result());
             logs.extend(metric_logs.iter().cloned());
             let mut val_logs: Vec<(String, f64)> = Vec::new();
-            if let Some((vx, vy)) = &val {
-                let (vl, vm) = self.evaluate_batched(vx, vy, options.batch_size)?;
+            if let Some((vl, vm)) = validate()? {
                 val_logs.push(("val_loss".into(), vl));
                 val_logs.extend(vm.into_iter().map(|(name, v)| (format!("val_{name}"), v)));
                 logs.extend(val_logs.iter().cloned());
             }
-            let line = progress_message(start, steps, steps, &metric_logs, loss.result(), &val_logs);
+            let line = progress_message(start, done, Some(done), &metric_logs, loss.result(), &val_logs);
             if show_bar {
                 bar.finish_with_message(line);
             } else if options.verbose != Verbosity::Silent {
-                eprintln!("{steps}/{steps} {} {line}", "━".repeat(20));
+                eprintln!("{done}/{done} {} {line}", "━".repeat(20));
+            }
+            for cb in &options.callbacks {
+                cb.with(|c| c.on_epoch_end(epoch, &logs, self))?;
             }
             history.epochs.push(logs);
         }
@@ -752,6 +841,9 @@ fn check_data(x: &Tensor, y: &Tensor) -> Result<usize> {
     }
 }
 
+/// An epoch's `(x, y)` batches for `fit`.
+type Batches<'a> = Box<dyn Iterator<Item = Result<(Tensor, Tensor)>> + 'a>;
+
 /// One batch's loss and each metric's state tensors for it.
 type BatchOutcome = (f64, Vec<Vec<Tensor>>);
 
@@ -804,9 +896,9 @@ fn shuffled(idx: &[i64], seed: u64, epoch: u64) -> Result<Vec<i64>> {
     Ok(v)
 }
 
-fn progress_bar(steps: usize, visible: bool) -> ProgressBar {
+fn progress_bar(steps: Option<usize>, visible: bool) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(
-        Some(steps as u64),
+        steps.map(|s| s as u64),
         if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
     );
     if let Ok(style) = ProgressStyle::with_template("{pos}/{len} {bar:20} {msg}") {
@@ -819,14 +911,17 @@ fn progress_bar(steps: usize, visible: bool) -> ProgressBar {
 fn progress_message(
     start: Instant,
     done: usize,
-    total: usize,
+    total: Option<usize>,
     metrics: &[(String, f64)],
     loss: f64,
     val: &[(String, f64)],
 ) -> String {
     let elapsed = start.elapsed().as_secs_f64();
     let per_step = elapsed / done.max(1) as f64;
-    let shown = if done < total { per_step * (total - done) as f64 } else { elapsed };
+    let shown = match total {
+        Some(total) if done < total => per_step * (total - done) as f64,
+        _ => elapsed,
+    };
     let step_time = if per_step >= 1e-3 {
         format!("{}ms/step", (per_step * 1e3).round() as u64)
     } else {
