@@ -10,7 +10,7 @@ use std::time::Instant;
 const N2: f64 = 4096.0 * 4096.0;
 
 /// The workloads of BENCHMARKS.md this command times.
-pub const WORKLOADS: [&str; 10] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10"];
+pub const WORKLOADS: [&str; 11] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11"];
 
 /// One measurement.
 struct Record {
@@ -35,6 +35,7 @@ impl Record {
             "B2" => (8.0 * N2 / (t * 1e-3) / 1e9, "GB/s"),
             "B8" => (t * 1e3, "us"),
             "B7" => (t, "ms/step"),
+            "B11" => (B11_ROWS as f64 / (t * 1e-3), "rows/s"),
             _ => (t, "ms"),
         }
     }
@@ -422,6 +423,70 @@ fn b10(r: &mut Runner) -> Result<()> {
     Ok(())
 }
 
+const B11_ROWS: usize = 200_000;
+const B11_PARAM: &str = "CSV 200000 rows x (16 f32 + 1 int), shuffle 10000, batch 256";
+/// The file the peers write (`peers/common.py: b11_csv`), read when it is there.
+const B11_PATH: &str = "/tmp/rivulet-b11/data.csv";
+
+/// The B11 CSV: the peers' file when present, else one of the same format
+/// and size from Rivulet's own generator (its checksums then differ from the peers').
+fn b11_file() -> Result<std::path::PathBuf> {
+    let peers = std::path::PathBuf::from(B11_PATH);
+    if peers.exists() {
+        return Ok(peers);
+    }
+    let own = std::env::temp_dir().join("rivulet-b11-own.csv");
+    if !own.exists() {
+        eprintln!("B11: {B11_PATH} is missing (the peers write it); writing {} instead", own.display());
+        let x = normal(&[B11_ROWS, 16], 110)?.to_vec::<f32>()?;
+        let y = ops::random_uniform_int(Ctx::Eager, [B11_ROWS], 0, 10, DType::I32, Some(111))?.to_vec::<i32>()?;
+        let mut text = String::with_capacity(34 << 20);
+        let header: Vec<String> = (0..16).map(|i| format!("f{i}")).collect();
+        text.push_str(&format!("{},label\n", header.join(",")));
+        for (row, label) in x.chunks(16).zip(&y) {
+            for v in row {
+                text.push_str(&format!("{v},"));
+            }
+            text.push_str(&format!("{label}\n"));
+        }
+        let tmp = own.with_extension("part");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &own)?;
+    }
+    Ok(own)
+}
+
+/// B11: one epoch of CSV → parse → shuffle(10,000, seeded) → batch(256)
+/// → consume each batch on the host (features stacked to `[256, 16]`).
+fn b11(r: &mut Runner) -> Result<()> {
+    use rivulet::data::{CsvOptions, Dataset};
+    let path = b11_file()?;
+    let base = Dataset::csv(&[&path], CsvOptions::default())?.shuffle(10_000, 20261126)?.batch(256, false)?;
+    let mut check = (0usize, 0f64, 0i64);
+    for (mode, ds) in [("Dataset", base.clone()), ("Dataset+prefetch", base.prefetch(4))] {
+        let mut epoch = |_| -> Result<()> {
+            let (mut rows, mut feat, mut labels) = (0usize, 0f64, 0i64);
+            for batch in &ds {
+                let fields = batch?.tensors()?;
+                let (cols, label) = fields.split_at(16);
+                let refs: Vec<&Tensor> = cols.iter().collect();
+                let x = ops::stack(&refs, 1)?;
+                feat += x.to_vec::<f32>()?.iter().map(|&v| v as f64).sum::<f64>();
+                let y = label[0].to_vec::<i32>()?;
+                labels += y.iter().map(|&v| v as i64).sum::<i64>();
+                rows += y.len();
+            }
+            check = (rows, feat, labels);
+            Ok(())
+        };
+        r.report(mode, "B11", B11_PARAM, fixed_bench(&mut epoch, 1, 5)?);
+        if !r.json {
+            eprintln!("    rows {} feature sum {:.6} label sum {}", check.0, check.1, check.2);
+        }
+    }
+    Ok(())
+}
+
 struct Runner {
     records: Vec<Record>,
     json: bool,
@@ -557,6 +622,9 @@ pub fn run(ids: &[String], json: bool, mode: Option<&str>, device: &str) -> Resu
     }
     if want("B10") {
         b10(&mut r)?;
+    }
+    if want("B11") {
+        b11(&mut r)?;
     }
     if want("B8") {
         let b8 = |per| Budget { min_reps: 5, max_reps: 15, per, ..Budget::default() };

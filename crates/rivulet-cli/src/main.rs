@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod inspect;
 mod simulate;
+mod train_csv;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -84,6 +85,30 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Train a classifier or regressor on a CSV or Parquet table: numeric
+    /// columns standardized, text columns one-hot encoded, a validation split.
+    TrainCsv {
+        /// The table (`.csv`, `.csv.gz` or `.parquet`).
+        file: std::path::PathBuf,
+        /// The column to predict.
+        #[arg(long)]
+        label: String,
+        #[arg(long, default_value_t = 30)]
+        epochs: usize,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// The fraction of rows, from the end, held out to validate.
+        #[arg(long, default_value_t = 0.2)]
+        validation_split: f64,
+        /// `classification` or `regression`; by default text and integer labels are classes.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "classification", "regression"])]
+        task: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// List the devices Rivulet found (and what it looked for but did not find).
     Devices,
     /// Run a worked simulation and write its data and pictures.
@@ -132,6 +157,15 @@ fn main() -> ExitCode {
         }
         Command::Inspect { file, fetch, feed, target, dot, full, profile, device } => {
             on_device(&device, || inspect::run(file, fetch, feed, target, dot, full, profile))
+        }
+        Command::TrainCsv { file, label, epochs, batch_size, validation_split, task, seed, quiet } => {
+            let task = match task.as_str() {
+                "classification" => train_csv::Task::Classification,
+                "regression" => train_csv::Task::Regression,
+                _ => train_csv::Task::Auto,
+            };
+            let o = train_csv::TrainCsv { epochs, batch_size, validation_split, task, seed, quiet };
+            train_csv::run(&file, &label, &o)
         }
         Command::Simulate { name, n, steps, re, out } => simulate::run(&name, n, steps, re, &out),
         Command::Devices => {

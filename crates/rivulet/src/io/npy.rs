@@ -117,8 +117,16 @@ fn header_error(e: std::io::Error, what: &str) -> Error {
     }
 }
 
-/// Read a `.npy` array from `reader`.
-pub fn read_npy(mut reader: impl Read) -> Result<Tensor> {
+/// What an `.npy` header says about the data after it.
+pub(crate) struct NpyHeader {
+    pub dtype: DType,
+    pub big_endian: bool,
+    pub fortran: bool,
+    pub shape: Shape,
+}
+
+/// Read the magic, version and header of an `.npy` stream, leaving the reader at the data.
+pub(crate) fn read_npy_header(reader: &mut impl Read) -> Result<NpyHeader> {
     let mut magic = [0u8; 8];
     reader.read_exact(&mut magic).map_err(|e| header_error(e, "not an npy file (too short)"))?;
     if &magic[..6] != MAGIC {
@@ -143,7 +151,23 @@ pub fn read_npy(mut reader: impl Read) -> Result<Tensor> {
     let mut header = vec![0u8; header_len];
     reader.read_exact(&mut header).map_err(|e| header_error(e, "truncated npy header"))?;
     let header = String::from_utf8_lossy(&header);
-    let (dtype, big, fortran, shape) = parse_header(&header)?;
+    let (dtype, big_endian, fortran, shape) = parse_header(&header)?;
+    Ok(NpyHeader { dtype, big_endian, fortran, shape })
+}
+
+/// Little-endian, in place: each element (each part of a complex one) byte-swapped.
+pub(crate) fn swap_to_little_endian(dtype: DType, data: &mut [u8]) {
+    let word = if dtype.is_complex() { dtype.size() / 2 } else { dtype.size() };
+    if word > 1 {
+        for chunk in data.chunks_mut(word) {
+            chunk.reverse();
+        }
+    }
+}
+
+/// Read a `.npy` array from `reader`.
+pub fn read_npy(mut reader: impl Read) -> Result<Tensor> {
+    let NpyHeader { dtype, big_endian: big, fortran, shape } = read_npy_header(&mut reader)?;
     let nbytes = shape.checked_numel()? * dtype.size();
     let mut data = Vec::new();
     reader.by_ref().take(nbytes as u64 + 1).read_to_end(&mut data)?;
@@ -151,11 +175,8 @@ pub fn read_npy(mut reader: impl Read) -> Result<Tensor> {
         bail!(format, "npy data has {} bytes, the header promises {nbytes} ({dtype}{shape})", data.len());
     }
     // A complex element is two numbers, each swapped on its own.
-    let word = if dtype.is_complex() { dtype.size() / 2 } else { dtype.size() };
-    if big && word > 1 {
-        for chunk in data.chunks_mut(word) {
-            chunk.reverse();
-        }
+    if big {
+        swap_to_little_endian(dtype, &mut data);
     }
     if fortran && shape.rank() > 1 {
         let reversed: Vec<usize> = shape.iter().rev().copied().collect();

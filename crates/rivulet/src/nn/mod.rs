@@ -10,6 +10,7 @@ pub mod losses;
 pub mod metrics;
 pub mod model;
 pub mod optimizers;
+pub mod preprocessing;
 pub mod reshaping_layers;
 
 pub use callbacks::{Callback, SharedCallback};
@@ -28,6 +29,9 @@ pub use layers::{
 pub use losses::{Loss, Reduction};
 pub use metrics::Metric;
 pub use model::{ExecutionMode, FitOptions, History, Sequential, Verbosity};
+pub use preprocessing::{
+    CategoryEncoding, Discretization, EncodingMode, Hashing, IntegerLookup, Normalization, StringLookup,
+};
 pub use optimizers::{clip_by_global_norm, LearningRate, Optimizer, Update};
 pub use reshaping_layers::{
     Cropping, Cropping1D, Cropping2D, Cropping3D, Permute, RepeatVector, Reshape, Resizing, UpSampling, UpSampling1D,

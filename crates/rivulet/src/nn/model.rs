@@ -12,6 +12,7 @@ use super::losses::Loss;
 use super::metrics::{Mean, Metric, MetricState};
 use super::optimizers::Optimizer;
 use crate::autodiff::{tape, GradientTape};
+use crate::data::{Cardinality, Dataset};
 use crate::error::{bail, Error, Result};
 use crate::graph::Tensor;
 use crate::graph::{Graph, Operation};
@@ -56,6 +57,8 @@ pub struct FitOptions {
     pub validation_split: f64,
     /// Explicit validation data (wins over `validation_split`).
     pub validation_data: Option<(Tensor, Tensor)>,
+    /// A dataset of `(x, y)` batches to validate on after each epoch (wins over both above).
+    pub validation_dataset: Option<Dataset>,
     /// Shuffle the training examples each epoch (seeded by `seed` and the epoch).
     pub shuffle: bool,
     pub seed: u64,
@@ -73,6 +76,7 @@ impl Default for FitOptions {
             batch_size: 32,
             validation_split: 0.0,
             validation_data: None,
+            validation_dataset: None,
             shuffle: true,
             seed: 0,
             initial_epoch: 0,
@@ -601,19 +605,91 @@ impl Sequential {
         Ok(history)
     }
 
-    /// The mean loss over batches and the metrics' logs over all of them.
-    fn evaluate_batched(&self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<(f64, Vec<(String, f64)>)> {
-        let n = check_data(x, y)?;
+    /// Train on a dataset whose elements are `(x, y)` batches, as Keras's
+    /// `fit(dataset)`: the dataset batches and shuffles, so `batch_size`,
+    /// `shuffle` and `validation_split` do not apply; each epoch is one pass.
+    #[track_caller]
+    pub fn fit_dataset(&self, train: &Dataset, options: &FitOptions) -> Result<History> {
+        at_caller("Sequential.fit", self.fit_dataset_impl(train, options))
+    }
+
+    fn fit_dataset_impl(&self, train: &Dataset, options: &FitOptions) -> Result<History> {
+        self.compiled()?;
+        let steps = match train.cardinality() {
+            Cardinality::Finite(n) => Some(n),
+            Cardinality::Infinite => bail!(invalid, "fit: the training dataset is infinite (take or repeat a finite count)"),
+            Cardinality::Unknown => None,
+        };
+        let batches = |_epoch: usize| -> Result<Batches<'_>> {
+            Ok(Box::new(train.iter().map(|e| e.and_then(|e| e.into_pair()))))
+        };
+        let validate = || -> Result<Option<(f64, Vec<(String, f64)>)>> {
+            match (&options.validation_dataset, &options.validation_data) {
+                (Some(ds), _) => self.evaluate_batches(ds.iter().map(|e| e.and_then(|e| e.into_pair()))).map(Some),
+                (None, Some((vx, vy))) => self.evaluate_batched(vx, vy, options.batch_size).map(Some),
+                (None, None) => Ok(None),
+            }
+        };
+        self.fit_loop(options, steps, batches, validate)
+    }
+
+    /// Loss and metrics over a dataset of `(x, y)` batches.
+    #[track_caller]
+    pub fn evaluate_dataset(&self, ds: &Dataset) -> Result<Vec<(String, f64)>> {
+        let r = self.evaluate_batches(ds.iter().map(|e| e.and_then(|e| e.into_pair()))).map(|(l, m)| {
+            let mut out = vec![("loss".to_string(), l)];
+            out.extend(m);
+            out
+        });
+        at_caller("Sequential.evaluate", r)
+    }
+
+    /// The model's outputs for each batch of a dataset (its elements' first
+    /// field; a label field after it is ignored), concatenated.
+    #[track_caller]
+    pub fn predict_dataset(&self, ds: &Dataset) -> Result<Tensor> {
+        let r = (|| {
+            let mut parts = Vec::new();
+            for e in ds {
+                parts.push(self.predict_batch(e?.tensor(0)?)?);
+            }
+            let refs: Vec<&Tensor> = parts.iter().collect();
+            if refs.is_empty() {
+                bail!(shape, "predict on an empty dataset");
+            }
+            ops::concat(&refs, 0)
+        })();
+        at_caller("Sequential.predict", r)
+    }
+
+    /// The mean loss (weighted by batch size) and the metrics over batches.
+    fn evaluate_batches(
+        &self,
+        batches: impl Iterator<Item = Result<(Tensor, Tensor)>>,
+    ) -> Result<(f64, Vec<(String, f64)>)> {
         let (mut loss, mut metrics) = (Mean::default(), self.fresh_metric_states()?);
-        let idx = indices(0..n)?;
-        for chunk in idx.chunks(batch_size.max(1)) {
-            let (l, states) = self.test_step(&rows(x, chunk)?, &rows(y, chunk)?)?;
-            loss.update(l, chunk.len() as f64);
+        let mut any = false;
+        for b in batches {
+            let (x, y) = b?;
+            let n = check_data(&x, &y)?;
+            let (l, states) = self.test_step(&x, &y)?;
+            loss.update(l, n as f64);
             for (m, batch) in metrics.iter_mut().zip(&states) {
                 m.accumulate(batch)?;
             }
+            any = true;
+        }
+        if !any {
+            bail!(invalid, "evaluate on an empty dataset");
         }
         Ok((loss.result(), metric_logs(&metrics)?))
+    }
+
+    /// The mean loss over batches and the metrics' logs over all of them.
+    fn evaluate_batched(&self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<(f64, Vec<(String, f64)>)> {
+        let n = check_data(x, y)?;
+        let idx = indices(0..n)?;
+        self.evaluate_batches(idx.chunks(batch_size.max(1)).map(|c| Ok((rows(x, c)?, rows(y, c)?))))
     }
 
     /// Loss and metrics over `(x, y)`: `[("loss", ..), ("accuracy", ..), ...]`.
@@ -640,22 +716,25 @@ impl Sequential {
         let idx = indices(0..n)?;
         let mut parts = Vec::new();
         for chunk in idx.chunks(batch_size.max(1)) {
-            let bx = rows(x, chunk)?;
-            let out = match self.compiled.as_ref().map(|c| c.mode) {
-                Some(ExecutionMode::Graph) => {
-                    let c = self.compiled()?;
-                    let run = self.graph_base(c, &bx)?;
-                    run.session.run(&[&run.eval_pred], &[(&run.x, &bx)])?.swap_remove(0)
-                }
-                _ => tape::untracked(|| self.call(&bx, false))?,
-            };
-            parts.push(out);
+            parts.push(self.predict_batch(&rows(x, chunk)?)?);
         }
         let refs: Vec<&Tensor> = parts.iter().collect();
         if refs.is_empty() {
             bail!(shape, "predict on an empty input");
         }
         ops::concat(&refs, 0)
+    }
+
+    /// The model's outputs for one batch (inference mode).
+    fn predict_batch(&self, bx: &Tensor) -> Result<Tensor> {
+        match self.compiled.as_ref().map(|c| c.mode) {
+            Some(ExecutionMode::Graph) => {
+                let c = self.compiled()?;
+                let run = self.graph_base(c, bx)?;
+                Ok(run.session.run(&[&run.eval_pred], &[(&run.x, bx)])?.swap_remove(0))
+            }
+            _ => tape::untracked(|| self.call(bx, false)),
+        }
     }
 
     /// Create every variable (layers, optimizer slots; in graph mode the

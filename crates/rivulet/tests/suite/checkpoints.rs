@@ -19,27 +19,8 @@ use std::path::{Path, PathBuf};
 
 type TestResult = rivulet::Result<()>;
 
-/// A fresh directory, removed when dropped (also when the test fails).
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn temp_dir(name: &str) -> TempDir {
-    let d = std::env::temp_dir().join(format!("rivulet-checkpoints-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    TempDir(d)
+    fresh_dir("checkpoints", name)
 }
 
 /// The names of the entries of `dir`, sorted.

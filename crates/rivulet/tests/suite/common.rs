@@ -262,3 +262,27 @@ pub fn contiguous_copy(t: &Tensor) -> Tensor {
     }
     .unwrap()
 }
+
+/// A fresh directory, removed when dropped (also when the test fails).
+pub struct TempDir(pub std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh directory `rivulet-<area>-<pid>-<name>` under the system's temporary one.
+pub fn fresh_dir(area: &str, name: &str) -> TempDir {
+    let d = std::env::temp_dir().join(format!("rivulet-{area}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    TempDir(d)
+}

@@ -27,27 +27,8 @@ fn assert_mentions(e: &Error, parts: &[&str]) {
     }
 }
 
-/// A fresh directory, removed when dropped (also when the test fails).
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = std::path::Path;
-    fn deref(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn temp_dir(name: &str) -> TempDir {
-    let d = std::env::temp_dir().join(format!("rivulet-errors-io-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    TempDir(d)
+    fresh_dir("errors-io", name)
 }
 
 // ---------------------------------------------------------------------------

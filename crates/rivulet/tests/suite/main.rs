@@ -11,6 +11,7 @@ mod compile_time;
 mod concurrency;
 mod control_flow;
 mod conv;
+mod datasets;
 mod devices;
 mod differential;
 mod elementwise;
