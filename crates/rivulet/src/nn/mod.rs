@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod model;
 pub mod optimizers;
 pub mod reshaping_layers;
+pub mod tensorboard;
 
 pub use callbacks::{Callback, SharedCallback};
 pub use composed_rules::ComposedRule;
@@ -33,3 +34,4 @@ pub use reshaping_layers::{
     Cropping, Cropping1D, Cropping2D, Cropping3D, Permute, RepeatVector, Reshape, Resizing, UpSampling, UpSampling1D,
     UpSampling2D, UpSampling3D, ZeroPadding, ZeroPadding1D, ZeroPadding2D, ZeroPadding3D,
 };
+pub use tensorboard::{TensorBoard, UpdateFreq};
