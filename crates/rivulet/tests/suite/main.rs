@@ -33,6 +33,7 @@ mod plot;
 mod reduce;
 mod sim;
 mod spectral;
+mod summary;
 mod tf_reference;
 mod tracing;
 mod training;
