@@ -57,6 +57,10 @@ enum Command {
         /// Train on this device (`cpu`, `gpu`, `reference`, or `/gpu:0`...).
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Write TensorBoard logs here (`train/`, `validation/`, `samples/`);
+        /// view them with `tensorboard --logdir DIR`.
+        #[arg(long)]
+        logdir: Option<std::path::PathBuf>,
     },
     /// Show what graph optimization does to a graph (the B5 training step by default).
     Inspect {
@@ -149,11 +153,11 @@ fn main() -> ExitCode {
         Command::Bench { ids, json, mode, device } => {
             on_device(&device, || bench::run(&ids, json, mode.as_deref(), &device))
         }
-        Command::Demo { eager, model, epochs, quiet, device } => {
+        Command::Demo { eager, model, epochs, quiet, device, logdir } => {
             let mode = if eager { rivulet::nn::ExecutionMode::Eager } else { rivulet::nn::ExecutionMode::Graph };
             let cnn = model == "cnn";
             let epochs = epochs.unwrap_or(if cnn { 100 } else { 40 });
-            on_device(&device, || demo::run(mode, cnn, epochs, quiet))
+            on_device(&device, || demo::run(mode, cnn, epochs, quiet, logdir.as_deref()))
         }
         Command::Inspect { file, fetch, feed, target, dot, full, profile, device } => {
             on_device(&device, || inspect::run(file, fetch, feed, target, dot, full, profile))

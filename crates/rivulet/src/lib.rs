@@ -42,6 +42,7 @@ pub mod passes;
 pub mod plot;
 pub mod runtime;
 pub mod sim;
+pub mod summary;
 pub mod tensor;
 
 pub use autodiff::{gradients, GradientTape, Unconnected};

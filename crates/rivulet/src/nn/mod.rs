@@ -12,6 +12,7 @@ pub mod model;
 pub mod optimizers;
 pub mod preprocessing;
 pub mod reshaping_layers;
+pub mod tensorboard;
 
 pub use callbacks::{Callback, SharedCallback};
 pub use composed_rules::ComposedRule;
@@ -37,3 +38,4 @@ pub use reshaping_layers::{
     Cropping, Cropping1D, Cropping2D, Cropping3D, Permute, RepeatVector, Reshape, Resizing, UpSampling, UpSampling1D,
     UpSampling2D, UpSampling3D, ZeroPadding, ZeroPadding1D, ZeroPadding2D, ZeroPadding3D,
 };
+pub use tensorboard::{TensorBoard, UpdateFreq};

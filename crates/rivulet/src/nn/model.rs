@@ -495,7 +495,7 @@ impl Sequential {
             let chunks: Vec<Vec<i64>> = order.chunks(options.batch_size).map(<[i64]>::to_vec).collect();
             Ok(Box::new(chunks.into_iter().map(move |c| Ok((rows(x, &c)?, rows(y, &c)?)))))
         };
-        let validate = || -> Result<Option<(f64, Vec<(String, f64)>)>> {
+        let validate = || -> Result<Option<Validation>> {
             match &val {
                 Some((vx, vy)) => self.evaluate_batched(vx, vy, options.batch_size).map(Some),
                 None => Ok(None),
@@ -513,7 +513,7 @@ impl Sequential {
         options: &FitOptions,
         steps: Option<usize>,
         mut batches: impl FnMut(usize) -> Result<Batches<'a>>,
-        validate: impl Fn() -> Result<Option<(f64, Vec<(String, f64)>)>>,
+        validate: impl Fn() -> Result<Option<Validation>>,
     ) -> Result<History> {
         for cb in &options.callbacks {
             cb.with(|c| c.on_train_begin(self))?;
@@ -533,7 +533,7 @@ impl Sequential {
         options: &FitOptions,
         mut steps: Option<usize>,
         batches: &mut dyn FnMut(usize) -> Result<Batches<'a>>,
-        validate: &dyn Fn() -> Result<Option<(f64, Vec<(String, f64)>)>>,
+        validate: &dyn Fn() -> Result<Option<Validation>>,
     ) -> Result<History> {
         let mut history = History::default();
         let tty = std::io::stderr().is_terminal();
@@ -922,6 +922,9 @@ fn check_data(x: &Tensor, y: &Tensor) -> Result<usize> {
 
 /// An epoch's `(x, y)` batches for `fit`.
 type Batches<'a> = Box<dyn Iterator<Item = Result<(Tensor, Tensor)>> + 'a>;
+
+/// An epoch's validation loss and metrics.
+type Validation = (f64, Vec<(String, f64)>);
 
 /// One batch's loss and each metric's state tensors for it.
 type BatchOutcome = (f64, Vec<Vec<Tensor>>);

@@ -34,6 +34,7 @@ mod plot;
 mod reduce;
 mod sim;
 mod spectral;
+mod summary;
 mod tf_reference;
 mod tracing;
 mod training;

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Checks that TensorBoard itself reads Rivulet's event files: writes logs
+# with the `tensorboard_logs` example and `rivulet demo --logdir`, then reads
+# them with TensorBoard's EventAccumulator (check_tensorboard.py) in a
+# throwaway virtualenv (the `tensorboard` package from PyPI; no TensorFlow).
+#
+# Both programs are built in the test profile, whose dependencies
+# `cargo test` has already compiled. RIVULET_CARGO overrides the cargo
+# command (e.g. "flock /tmp/cargo.lock cargo").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARGO=${RIVULET_CARGO:-cargo}
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+if ! python3 -m venv "$TMP/venv" >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3-venv >/dev/null
+    rm -rf "$TMP/venv"
+    python3 -m venv "$TMP/venv"
+fi
+"$TMP/venv/bin/pip" install --quiet --disable-pip-version-check tensorboard
+"$TMP/venv/bin/python" -c 'import tensorboard; print("tensorboard", tensorboard.__version__)'
+
+DEMO_EPOCHS=2
+$CARGO run --quiet --profile test -p rivulet --example tensorboard_logs -- "$TMP/logs" "$TMP/expected.json"
+$CARGO run --quiet --profile test -p rivulet-cli -- demo --quiet --epochs "$DEMO_EPOCHS" --logdir "$TMP/demo"
+"$TMP/venv/bin/python" scripts/check_tensorboard.py "$TMP/logs" "$TMP/expected.json" "$TMP/demo" "$DEMO_EPOCHS"
