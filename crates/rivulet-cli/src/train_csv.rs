@@ -138,10 +138,7 @@ pub fn run(path: &Path, label: &str, o: &TrainCsv) -> Result<()> {
     let numeric_rows = {
         let cols = numeric.clone();
         move |e: &Element| -> Result<Tensor> {
-            let parts = cols
-                .iter()
-                .map(|c| ops::cast(e.tensor_named(c)?, DType::F32))
-                .collect::<Result<Vec<_>>>()?;
+            let parts = cols.iter().map(|c| ops::cast(e.tensor_named(c)?, DType::F32)).collect::<Result<Vec<_>>>()?;
             let refs: Vec<&Tensor> = parts.iter().collect();
             ops::stack(&refs, -1)
         }
@@ -230,11 +227,8 @@ pub fn run(path: &Path, label: &str, o: &TrainCsv) -> Result<()> {
         ..FitOptions::default()
     };
     let history = model.fit_dataset(&train_ds, &options)?;
-    let shown: Vec<String> = history
-        .epochs
-        .last()
-        .map(|logs| logs.iter().map(|(k, v)| format!("{k} {v:.4}")).collect())
-        .unwrap_or_default();
+    let shown: Vec<String> =
+        history.epochs.last().map(|logs| logs.iter().map(|(k, v)| format!("{k} {v:.4}")).collect()).unwrap_or_default();
     println!("after {} epochs: {}", o.epochs, shown.join(", "));
     Ok(())
 }

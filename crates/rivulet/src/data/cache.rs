@@ -248,7 +248,8 @@ fn read_record(r: &mut impl Read, file_size: u64) -> Result<Option<Chunk>> {
         if f.kind == "string" {
             fields.push(Field::Strings(Strings::new(f.strings.unwrap_or_default(), shape)?));
         } else {
-            let dtype = DType::from_name(&f.kind).ok_or_else(|| Error::format(format!("unknown dtype '{}'", f.kind)))?;
+            let dtype =
+                DType::from_name(&f.kind).ok_or_else(|| Error::format(format!("unknown dtype '{}'", f.kind)))?;
             let n = f.bytes as usize;
             let t = tensor_from_bytes(dtype, shape, &payload[at..at + n])?;
             if dtype == DType::Bool && payload[at..at + n].iter().any(|&b| b > 1) {
@@ -274,6 +275,10 @@ impl Dataset {
     /// Keep the first complete pass in the file `path` (written whole or
     /// not at all); later passes, in this process or another, read it.
     pub fn cache_to_file(&self, path: impl AsRef<Path>) -> Dataset {
-        Dataset::from_node(FileCache { input: self.clone(), path: path.as_ref().to_path_buf(), writes: AtomicU64::new(0) })
+        Dataset::from_node(FileCache {
+            input: self.clone(),
+            path: path.as_ref().to_path_buf(),
+            writes: AtomicU64::new(0),
+        })
     }
 }

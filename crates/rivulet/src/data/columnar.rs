@@ -64,8 +64,12 @@ fn column(a: &dyn Array, name: &str, at: &str) -> Result<Field> {
 fn batch_chunk(b: &RecordBatch, at: &str) -> Result<Chunk> {
     let schema = b.schema();
     let names: Arc<[String]> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    let fields =
-        b.columns().iter().zip(schema.fields()).map(|(c, f)| column(c.as_ref(), f.name(), at)).collect::<Result<_>>()?;
+    let fields = b
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| column(c.as_ref(), f.name(), at))
+        .collect::<Result<_>>()?;
     Chunk::new(fields, Some(names))
 }
 
@@ -87,6 +91,20 @@ fn projection(schema: &SchemaRef, wanted: &Option<Vec<String>>, path: &Path) -> 
 
 fn parquet_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
     Error::format(format!("{}: {what}: {e}", path.display()))
+}
+
+/// The first of the `picked` columns of row group `group` that cannot be
+/// decoded on its own: the reader's error does not say which one failed.
+fn damaged_column(path: &Path, group: usize, picked: &[usize]) -> Option<String> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::ProjectionMask;
+    picked.iter().find_map(|&c| {
+        let b = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).ok()?).ok()?;
+        let name = b.schema().field(c).name().clone();
+        let mask = ProjectionMask::roots(b.parquet_schema(), [c]);
+        let mut r = b.with_projection(mask).with_row_groups(vec![group]).build().ok()?;
+        r.any(|batch| batch.is_err()).then_some(name)
+    })
 }
 
 struct Parquet {
@@ -128,7 +146,9 @@ fn parquet_file(path: PathBuf, columns: Option<Vec<String>>) -> Result<Stream> {
                 }
                 Some(Err(e)) => {
                     reader = None;
-                    return Some(Err(Error::format(format!("{at}: {e}"))));
+                    let column = damaged_column(&path, group - 1, &picked)
+                        .map_or_else(String::new, |c| format!(", column '{c}'"));
+                    return Some(Err(Error::format(format!("{at}{column}: {e}"))));
                 }
                 None => reader = None,
             }

@@ -547,7 +547,8 @@ impl<'p> BlockParser<'p> {
             };
             if pushed.is_err() {
                 let shown = String::from_utf8_lossy(&text[..text.len().min(64)]).into_owned();
-                return self.fail(line, format!("column '{}': cannot parse '{shown}' as {}", column.name, column.kind.name()));
+                return self
+                    .fail(line, format!("column '{}': cannot parse '{shown}' as {}", column.name, column.kind.name()));
             }
         }
         if count != plan.slots.len() {
@@ -564,14 +565,12 @@ fn parse_block(block: &Block, plan: &Plan) -> Vec<Result<Chunk>> {
     let mut p = BlockParser::new(plan, &block.path);
     let bytes = block.bytes.as_slice();
     if memchr::memchr(plan.quote, bytes).is_none() {
-        let mut line = block.first_line;
-        for text in bytes.split(|&b| b == b'\n') {
+        for (line, text) in (block.first_line..).zip(bytes.split(|&b| b == b'\n')) {
             let text = text.strip_suffix(b"\r").unwrap_or(text);
             // Blank lines hold no record (as the csv reader skips them).
             if !text.is_empty() {
                 p.record(line, text.split(|&b| b == plan.delimiter));
             }
-            line += 1;
         }
     } else {
         let mut reader = csv::ReaderBuilder::new()
@@ -630,19 +629,19 @@ fn read_schema(path: &Path, options: &CsvOptions) -> Result<Vec<CsvColumn>> {
         .from_reader(r);
     let header: Vec<String> = if options.header {
         let h = reader.byte_headers().map_err(|e| Error::format(format!("{}: header: {e}", path.display())))?;
-        h.iter().map(|f| String::from_utf8_lossy(f).trim().to_string()).collect()
+        let names = h.iter().map(|f| std::str::from_utf8(f).map(|n| n.trim().to_string()));
+        names.collect::<std::result::Result<_, _>>().map_err(|_| {
+            Error::format(format!(
+                "{}: line 1: the header is not UTF-8 text (compressed, or not a CSV file?)",
+                path.display()
+            ))
+        })?
     } else {
         Vec::new()
     };
     if let Some(schema) = &options.schema {
         if options.header && header.len() != schema.len() {
-            bail!(
-                format,
-                "{}: the header has {} columns, the schema {}",
-                path.display(),
-                header.len(),
-                schema.len()
-            );
+            bail!(format, "{}: the header has {} columns, the schema {}", path.display(), header.len(), schema.len());
         }
         return Ok(schema.clone());
     }
@@ -689,14 +688,19 @@ impl Dataset {
         let first = files.first().ok_or_else(|| Error::invalid("csv: no files"))?;
         let all = read_schema(first, &options)?;
         let names: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
-        super::element::check_names(&names).map_err(|e| Error::format(format!("{}: {}", first.display(), e.message())))?;
+        super::element::check_names(&names)
+            .map_err(|e| Error::format(format!("{}: {}", first.display(), e.message())))?;
         let selected: Vec<usize> = match &options.select {
             None => (0..all.len()).collect(),
             Some(sel) => sel
                 .iter()
                 .map(|s| {
                     names.iter().position(|n| n == s).ok_or_else(|| {
-                        Error::not_found(format!("{}: no column '{s}' (columns: {})", first.display(), names.join(", ")))
+                        Error::not_found(format!(
+                            "{}: no column '{s}' (columns: {})",
+                            first.display(),
+                            names.join(", ")
+                        ))
                     })
                 })
                 .collect::<Result<_>>()?,

@@ -85,7 +85,7 @@ impl Dataset {
     }
 }
 
-impl<'a> IntoIterator for &'a Dataset {
+impl IntoIterator for &Dataset {
     type Item = Result<Element>;
     type IntoIter = Iter;
     fn into_iter(self) -> Iter {
@@ -237,7 +237,8 @@ struct Range {
 
 impl Range {
     fn len(&self) -> usize {
-        let span = if self.step > 0 { self.stop.saturating_sub(self.start) } else { self.start.saturating_sub(self.stop) };
+        let span =
+            if self.step > 0 { self.stop.saturating_sub(self.start) } else { self.start.saturating_sub(self.stop) };
         if span <= 0 {
             0
         } else {
@@ -292,6 +293,8 @@ impl Dataset {
     }
 
     /// The items of a Rust iterator that can be cloned (each pass clones it).
+    /// (Not `FromIterator`: the iterator is kept and replayed lazily.)
+    #[allow(clippy::should_implement_trait)]
     pub fn from_iter<I>(items: I) -> Dataset
     where
         I: IntoIterator + Clone + Send + Sync + 'static,

@@ -327,7 +327,9 @@ impl Chunk {
     /// Fields whose leading axes (all of length `len`) index the rows.
     pub fn new(fields: Vec<Field>, names: Option<Arc<[String]>>) -> Result<Chunk> {
         let len = match fields.first() {
-            Some(f) => f.shape().dims().first().copied().ok_or_else(|| Error::shape("a chunk field has no row axis"))?,
+            Some(f) => {
+                f.shape().dims().first().copied().ok_or_else(|| Error::shape("a chunk field has no row axis"))?
+            }
             None => bail!(invalid, "an element needs at least one field"),
         };
         for f in &fields {
@@ -351,12 +353,8 @@ impl Chunk {
     /// Row `i` as an element (views: no copy).
     pub fn row(&self, i: usize) -> Result<Element> {
         let c = self.slice(i, i + 1)?;
-        let fields = c
-            .fields
-            .iter()
-            .enumerate()
-            .map(|(f, field)| field.reshaped(c.row_shape(f)))
-            .collect::<Result<Vec<_>>>()?;
+        let fields =
+            c.fields.iter().enumerate().map(|(f, field)| field.reshaped(c.row_shape(f))).collect::<Result<Vec<_>>>()?;
         Ok(Element { fields, names: self.names.clone() })
     }
 
@@ -392,9 +390,11 @@ impl Chunk {
     pub fn same_rows(&self, other: &Chunk) -> bool {
         self.fields.len() == other.fields.len()
             && self.names == other.names
-            && self.fields.iter().zip(&other.fields).all(|(a, b)| {
-                a.type_name() == b.type_name() && a.shape().dims()[1..] == b.shape().dims()[1..]
-            })
+            && self
+                .fields
+                .iter()
+                .zip(&other.fields)
+                .all(|(a, b)| a.type_name() == b.type_name() && a.shape().dims()[1..] == b.shape().dims()[1..])
     }
 
     /// The rows of each chunk in turn, as one chunk (a copy). The chunks

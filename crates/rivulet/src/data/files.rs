@@ -11,6 +11,9 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// A text file being read: its path, reader and lines read so far.
+type OpenTextFile = (PathBuf, BufReader<Box<dyn Read + Send>>, u64);
+
 struct TextLines {
     files: Vec<PathBuf>,
     compression: Compression,
@@ -21,7 +24,7 @@ impl Node for TextLines {
         let files = self.files.clone();
         let compression = self.compression;
         let mut next = 0usize;
-        let mut current: Option<(PathBuf, BufReader<Box<dyn Read + Send>>, u64)> = None;
+        let mut current: Option<OpenTextFile> = None;
         let mut pending: Option<Error> = None;
         Ok(Box::new(std::iter::from_fn(move || loop {
             if let Some(e) = pending.take() {
@@ -54,7 +57,8 @@ impl Node for TextLines {
                             Ok(s) => lines.push(s),
                             Err(_) => {
                                 // After the lines before it.
-                                pending = Some(Error::format(format!("{}: line {line}: not UTF-8 text", path.display())));
+                                pending =
+                                    Some(Error::format(format!("{}: line {line}: not UTF-8 text", path.display())));
                                 break;
                             }
                         }
@@ -69,7 +73,9 @@ impl Node for TextLines {
                 continue;
             }
             let rows = lines.len();
-            return Some(Strings::new(lines, Shape::new(&[rows])).and_then(|s| Chunk::new(vec![Field::Strings(s)], None)));
+            return Some(
+                Strings::new(lines, Shape::new(&[rows])).and_then(|s| Chunk::new(vec![Field::Strings(s)], None)),
+            );
         })))
     }
     fn cardinality(&self) -> Cardinality {
@@ -103,40 +109,62 @@ impl Node for Npy {
             // Column-major data has no contiguous rows: read it whole.
             let t = read_npy(std::fs::File::open(&path)?).map_err(at)?;
             let chunk = Chunk::new(vec![Field::Tensor(t)], None)?;
-            return Ok(Box::new((0..rows).step_by(CHUNK_ROWS).map(move |s| chunk.slice(s, (s + CHUNK_ROWS).min(rows)))));
+            return Ok(Box::new(
+                (0..rows).step_by(CHUNK_ROWS).map(move |s| chunk.slice(s, (s + CHUNK_ROWS).min(rows))),
+            ));
         }
         let row_elems: usize = dims[1..].iter().product();
         let row_bytes = row_elems * header.dtype.size();
-        let per_chunk = if row_bytes == 0 { rows.max(1) } else { (NPY_CHUNK_BYTES / row_bytes).max(1) };
+        let per_chunk = NPY_CHUNK_BYTES.checked_div(row_bytes).map_or(rows.max(1), |n| n.max(1));
         let mut done = 0usize;
+        let mut pending: Option<Error> = None;
         let (dtype, big) = (header.dtype, header.big_endian);
         Ok(Box::new(std::iter::from_fn(move || {
+            if let Some(e) = pending.take() {
+                return Some(Err(e));
+            }
             if done >= rows {
                 return None;
             }
-            let k = per_chunk.min(rows - done);
-            let mut bytes = vec![0u8; k * row_bytes];
-            if reader.read_exact(&mut bytes).is_err() {
-                let e = Error::format(format!(
-                    "{}: truncated: rows {}..{} of {rows} are missing",
+            let want = per_chunk.min(rows - done);
+            let mut bytes = vec![0u8; want * row_bytes];
+            let got = match read_full(&mut reader, &mut bytes) {
+                Ok(n) => n,
+                Err(e) => {
+                    let e = Error::format(format!("{}: rows from {done}: {e}", path.display()));
+                    done = rows;
+                    return Some(Err(e));
+                }
+            };
+            // A cut file: the whole rows that are there, then the error.
+            let k = got.checked_div(row_bytes).unwrap_or(want);
+            if k < want {
+                pending = Some(Error::format(format!(
+                    "{}: truncated: rows {}..{rows} of {rows} are missing",
                     path.display(),
-                    done,
                     done + k
-                ));
-                done = rows;
-                return Some(Err(e));
+                )));
+                if k == 0 {
+                    done = rows;
+                    return pending.take().map(Err);
+                }
             }
+            bytes.truncate(k * row_bytes);
             if big {
                 swap_to_little_endian(dtype, &mut bytes);
             }
             if dtype == DType::Bool && bytes.iter().any(|&b| b > 1) {
                 done = rows;
+                pending = None;
                 return Some(Err(Error::format(format!("{}: bool data that is not 0 or 1", path.display()))));
             }
             let mut shape = dims.clone();
             shape[0] = k;
-            done += k;
-            Some(tensor_from_bytes(dtype, Shape::from(shape), &bytes).and_then(|t| Chunk::new(vec![Field::Tensor(t)], None)))
+            done = if k < want { rows } else { done + k };
+            Some(
+                tensor_from_bytes(dtype, Shape::from(shape), &bytes)
+                    .and_then(|t| Chunk::new(vec![Field::Tensor(t)], None)),
+            )
         })))
     }
     fn cardinality(&self) -> Cardinality {
@@ -145,6 +173,20 @@ impl Node for Npy {
     fn describe(&self) -> String {
         format!("npy({})", self.path.display())
     }
+}
+
+/// Fill `buf` as far as the reader goes: the bytes read (fewer at the end).
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 struct Npz {
@@ -163,7 +205,8 @@ impl Node for Npz {
             let entry = archive
                 .by_name(&format!("{key}.npy"))
                 .map_err(|_| Error::not_found(format!("{}: no array '{key}'", path.display())))?;
-            let t = read_npy(entry).map_err(|e| Error::format(format!("{}: array '{key}': {}", path.display(), e.message())))?;
+            let t = read_npy(entry)
+                .map_err(|e| Error::format(format!("{}: array '{key}': {}", path.display(), e.message())))?;
             if t.rank() == 0 {
                 bail!(shape, "{}: array '{key}' is a scalar, with no rows", path.display());
             }

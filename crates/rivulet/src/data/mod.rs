@@ -14,5 +14,5 @@ pub use dataset::{Cardinality, Dataset, Iter};
 mod csv;
 
 pub use self::csv::{ColumnType, Compression, CsvColumn, CsvOptions, DefaultValue};
-mod files;
 mod columnar;
+mod files;

@@ -6,7 +6,8 @@
 
 use super::dataset::{Cardinality, Dataset, Iter, Node, Rechunk, Stream};
 use super::element::{tensor_bytes, tensor_from_bytes, Chunk, Element, Field, Strings};
-use crate::error::{bail, Error, Result};
+use crate::error::{bail, Error, ErrorKind, Result};
+use crate::graph::Tensor;
 use crate::tensor::{dtype, DType, Scalar, Shape};
 use rayon::prelude::*;
 use std::collections::VecDeque;
@@ -34,7 +35,7 @@ impl Rows {
         loop {
             if let Some(c) = &self.chunk {
                 if self.pos < c.len {
-                    let end = (self.pos + max).min(c.len);
+                    let end = self.pos.saturating_add(max).min(c.len);
                     let s = c.slice(self.pos, end);
                     self.pos = end;
                     return Some(s);
@@ -148,7 +149,7 @@ impl Node for Enumerate {
             let c = c?;
             let idx: Vec<i64> = (0..c.len as i64).map(|i| next + i).collect();
             next += c.len as i64;
-            let mut fields = vec![Field::Tensor(crate::Tensor::from_slice(&idx, Shape::new(&[c.len]))?)];
+            let mut fields = vec![Field::Tensor(Tensor::from_slice(&idx, Shape::new(&[c.len]))?)];
             fields.extend(c.fields);
             let names = c.names.map(|n| {
                 let mut v = vec!["index".to_string()];
@@ -309,10 +310,12 @@ impl ShuffleStream {
     fn emit(&mut self, picked: &[(u32, u32)]) -> Result<()> {
         let mut start = 0;
         while start < picked.len() {
-            let first = self.store[picked[start].0 as usize].as_ref().ok_or_else(|| Error::graph("shuffle lost a row"))?;
+            let first =
+                self.store[picked[start].0 as usize].as_ref().ok_or_else(|| Error::graph("shuffle lost a row"))?;
             let mut end = start + 1;
             while end < picked.len() {
-                let other = self.store[picked[end].0 as usize].as_ref().ok_or_else(|| Error::graph("shuffle lost a row"))?;
+                let other =
+                    self.store[picked[end].0 as usize].as_ref().ok_or_else(|| Error::graph("shuffle lost a row"))?;
                 if first.kind != other.kind {
                     break;
                 }
@@ -609,7 +612,7 @@ pub(crate) fn scalar_bytes(v: Scalar, dt: DType) -> Vec<u8> {
 }
 
 fn bytemuck_one<T: crate::tensor::Element>(x: T) -> Vec<u8> {
-    let t = crate::Tensor::scalar(x);
+    let t = Tensor::scalar(x);
     tensor_bytes(&t).map(|b| b.into_owned()).unwrap_or_default()
 }
 
@@ -752,7 +755,9 @@ impl Node for TakeSkip {
     }
     fn cardinality(&self) -> Cardinality {
         match (self.input.cardinality(), self.take) {
-            (Cardinality::Finite(n), t) => Cardinality::Finite(n.saturating_sub(self.skip).min(t.unwrap_or(usize::MAX))),
+            (Cardinality::Finite(n), t) => {
+                Cardinality::Finite(n.saturating_sub(self.skip).min(t.unwrap_or(usize::MAX)))
+            }
             (Cardinality::Infinite, Some(t)) => Cardinality::Finite(t),
             (c, None) => c,
             (Cardinality::Unknown, Some(_)) => Cardinality::Unknown,
@@ -837,7 +842,7 @@ impl Node for Zip {
             let mut names: Vec<String> = Vec::new();
             let mut all_named = true;
             for p in pending.iter_mut() {
-                let Some(c) = p.take() else { return None };
+                let c = p.take()?;
                 let (head, rest) = match (c.slice(0, n), c.slice(n, c.len)) {
                     (Ok(h), Ok(r)) => (h, r),
                     (Err(e), _) | (_, Err(e)) => return Some(Err(e)),
@@ -1037,7 +1042,7 @@ impl Node for Prefetch {
                     }
                 }
             })
-            .map_err(|e| Error::new(crate::ErrorKind::Io, format!("prefetch: cannot start its thread: {e}")))?;
+            .map_err(|e| Error::new(ErrorKind::Io, format!("prefetch: cannot start its thread: {e}")))?;
         Ok(Box::new(rx.into_iter()))
     }
     fn cardinality(&self) -> Cardinality {
@@ -1206,7 +1211,12 @@ impl Dataset {
         if cycle_length == 0 || block_length == 0 {
             bail!(invalid, "interleave: cycle_length and block_length must be positive");
         }
-        Ok(Dataset::from_node(Interleave { input: self.clone(), f: Arc::new(f), cycle: cycle_length, block: block_length }))
+        Ok(Dataset::from_node(Interleave {
+            input: self.clone(),
+            f: Arc::new(f),
+            cycle: cycle_length,
+            block: block_length,
+        }))
     }
 
     /// The elements `count` times over (`None`: forever). Each repetition is a new pass.

@@ -30,10 +30,10 @@ pub use layers::{
 pub use losses::{Loss, Reduction};
 pub use metrics::Metric;
 pub use model::{ExecutionMode, FitOptions, History, Sequential, Verbosity};
+pub use optimizers::{clip_by_global_norm, LearningRate, Optimizer, Update};
 pub use preprocessing::{
     CategoryEncoding, Discretization, EncodingMode, Hashing, IntegerLookup, Normalization, StringLookup,
 };
-pub use optimizers::{clip_by_global_norm, LearningRate, Optimizer, Update};
 pub use reshaping_layers::{
     Cropping, Cropping1D, Cropping2D, Cropping3D, Permute, RepeatVector, Reshape, Resizing, UpSampling, UpSampling1D,
     UpSampling2D, UpSampling3D, ZeroPadding, ZeroPadding1D, ZeroPadding2D, ZeroPadding3D,

@@ -617,13 +617,15 @@ impl Sequential {
         self.compiled()?;
         let steps = match train.cardinality() {
             Cardinality::Finite(n) => Some(n),
-            Cardinality::Infinite => bail!(invalid, "fit: the training dataset is infinite (take or repeat a finite count)"),
+            Cardinality::Infinite => {
+                bail!(invalid, "fit: the training dataset is infinite (take or repeat a finite count)")
+            }
             Cardinality::Unknown => None,
         };
         let batches = |_epoch: usize| -> Result<Batches<'_>> {
             Ok(Box::new(train.iter().map(|e| e.and_then(|e| e.into_pair()))))
         };
-        let validate = || -> Result<Option<(f64, Vec<(String, f64)>)>> {
+        let validate = || -> Result<Option<Validation>> {
             match (&options.validation_dataset, &options.validation_data) {
                 (Some(ds), _) => self.evaluate_batches(ds.iter().map(|e| e.and_then(|e| e.into_pair()))).map(Some),
                 (None, Some((vx, vy))) => self.evaluate_batched(vx, vy, options.batch_size).map(Some),
@@ -663,10 +665,7 @@ impl Sequential {
     }
 
     /// The mean loss (weighted by batch size) and the metrics over batches.
-    fn evaluate_batches(
-        &self,
-        batches: impl Iterator<Item = Result<(Tensor, Tensor)>>,
-    ) -> Result<(f64, Vec<(String, f64)>)> {
+    fn evaluate_batches(&self, batches: impl Iterator<Item = Result<(Tensor, Tensor)>>) -> Result<Validation> {
         let (mut loss, mut metrics) = (Mean::default(), self.fresh_metric_states()?);
         let mut any = false;
         for b in batches {
@@ -686,7 +685,7 @@ impl Sequential {
     }
 
     /// The mean loss over batches and the metrics' logs over all of them.
-    fn evaluate_batched(&self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<(f64, Vec<(String, f64)>)> {
+    fn evaluate_batched(&self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Validation> {
         let n = check_data(x, y)?;
         let idx = indices(0..n)?;
         self.evaluate_batches(idx.chunks(batch_size.max(1)).map(|c| Ok((rows(x, c)?, rows(y, c)?))))

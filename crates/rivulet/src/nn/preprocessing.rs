@@ -52,7 +52,7 @@ impl Normalization {
         if mean.len() != variance.len() || mean.is_empty() {
             bail!(shape, "Normalization: {} means and {} variances", mean.len(), variance.len());
         }
-        if variance.iter().any(|v| !(*v >= 0.0)) {
+        if variance.iter().any(|v| v.is_nan() || *v < 0.0) {
             bail!(invalid, "Normalization: a variance is negative or NaN");
         }
         Ok(Normalization { mean: Some(mean), variance: Some(variance), ..Normalization::new() })
@@ -172,10 +172,11 @@ impl<K: Hash + Eq + Clone + Ord> Vocab<K> {
         self.index = index;
         Ok(())
     }
-    /// The most frequent tokens first (ties in token order), at most `max` of them.
-    fn from_counts(&mut self, counts: HashMap<K, u64>, max: Option<usize>) -> Result<()> {
+    /// The most frequent tokens first, at most `max` of them. Ties go in
+    /// descending token order, as Keras's lexsort-then-reverse does.
+    fn learn(&mut self, counts: HashMap<K, u64>, max: Option<usize>) -> Result<()> {
         let mut v: Vec<(K, u64)> = counts.into_iter().collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
         let keep = max.map_or(v.len(), |m| m.saturating_sub(self.first_token_index() as usize).min(v.len()));
         self.set(v.into_iter().take(keep).map(|(k, _)| k).collect())
     }
@@ -233,14 +234,15 @@ impl StringLookup {
         let mut counts: HashMap<String, u64> = HashMap::new();
         for e in data {
             let e = e?;
-            let s = e.field(0)?.as_strings().ok_or_else(|| Error::dtype("StringLookup.adapt: the data is not strings"))?;
+            let s =
+                e.field(0)?.as_strings().ok_or_else(|| Error::dtype("StringLookup.adapt: the data is not strings"))?;
             for v in s.values() {
                 if Some(v) != self.mask_token.as_ref() {
                     *counts.entry(v.clone()).or_default() += 1;
                 }
             }
         }
-        self.vocab.from_counts(counts, self.max_tokens)
+        self.vocab.learn(counts, self.max_tokens)
     }
     /// Every index's token: the mask, `[UNK]` per OOV index, then the vocabulary.
     pub fn vocabulary(&self) -> Vec<String> {
@@ -271,7 +273,8 @@ impl StringLookup {
 }
 
 /// Integers to indices through a vocabulary (`keras.layers.IntegerLookup`);
-/// laid out as [`StringLookup`], the OOV token shown as -1.
+/// laid out as [`StringLookup`], the OOV token shown as -1; several OOV
+/// buckets take `value mod buckets` (Keras's default `oov_method`).
 #[derive(Clone, Debug)]
 pub struct IntegerLookup {
     vocab: Vocab<i64>,
@@ -308,7 +311,7 @@ impl IntegerLookup {
                 }
             }
         }
-        self.vocab.from_counts(counts, self.max_tokens)
+        self.vocab.learn(counts, self.max_tokens)
     }
     pub fn vocabulary(&self) -> Vec<i64> {
         let mut v: Vec<i64> = self.mask_token.into_iter().collect();
@@ -327,7 +330,8 @@ impl IntegerLookup {
                 if Some(v) == self.mask_token {
                     0
                 } else {
-                    self.vocab.lookup(&v, |k| farmhash::fingerprint64(k.to_string().as_bytes()))
+                    // Keras's default `oov_method="floormod"` for integers.
+                    self.vocab.lookup(&v, |k| k.rem_euclid(self.vocab.num_oov as i64) as u64)
                 }
             })
             .collect();
@@ -419,7 +423,9 @@ impl Layer for CategoryEncoding {
         }
         if !x.is_symbolic() {
             // Keras checks the range; a value out of it would silently encode as nothing.
-            if let Some(bad) = integers(x, "CategoryEncoding")?.into_iter().find(|&v| v < 0 || v >= self.num_tokens as i64) {
+            if let Some(bad) =
+                integers(x, "CategoryEncoding")?.into_iter().find(|&v| v < 0 || v >= self.num_tokens as i64)
+            {
                 bail!(invalid, "CategoryEncoding '{}': index {bad} is outside [0, {})", self.name, self.num_tokens);
             }
         }
@@ -459,7 +465,7 @@ pub struct Discretization {
 impl Discretization {
     /// Buckets between the given sorted boundaries.
     pub fn new(bin_boundaries: Vec<f64>) -> Result<Discretization> {
-        if bin_boundaries.windows(2).any(|w| !(w[0] <= w[1])) {
+        if bin_boundaries.iter().any(|b| b.is_nan()) || bin_boundaries.windows(2).any(|w| w[0] > w[1]) {
             bail!(invalid, "Discretization: bin boundaries must be sorted and not NaN");
         }
         Ok(Discretization { name: unique_name("discretization"), boundaries: bin_boundaries })

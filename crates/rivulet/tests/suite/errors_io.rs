@@ -3,14 +3,13 @@
 //! damaged `.npy` files and serialized graphs, which must give `Format`
 //! errors and never panic.
 
-use crate::common::Rng;
+use crate::common::{fresh_dir, Rng, TempDir};
 
 use half::{bf16, f16};
 use rivulet::ops::{self, SliceItem};
 use rivulet::{load_npy, read_npy, save_npy, write_npy, DType, Error, ErrorKind, Graph, Session, Tensor};
 use std::io::{self, Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
 
 type TestResult = rivulet::Result<()>;
 

@@ -24,6 +24,12 @@ mod taylor_green;
 #[path = "../../examples/wave.rs"]
 mod wave;
 
+#[path = "../../examples/wine.rs"]
+mod wine;
+
+#[path = "../../examples/csv_stream.rs"]
+mod csv_stream;
+
 #[test]
 fn logistic_regression_in_graph_mode_learns() {
     let acc = logistic_regression::run().expect("example runs");
@@ -162,4 +168,34 @@ fn karman_street_sheds_at_the_strouhal_number() {
     let (nan, finite) = (last.iter().filter(|w| w.is_nan()).count(), last.iter().filter(|w| w.is_finite()).count());
     assert!(nan > 50 && nan + finite == last.len(), "the cylinder is NaN ({nan} cells), the rest finite");
     assert!(karman::simulate(&karman::KarmanSetup { n: 8, ..setup }).is_err());
+}
+
+#[test]
+fn wine_learns_the_three_cultivars_from_the_csv() {
+    let r = wine::run(30, false).expect("example runs");
+    assert_eq!(r.classes, vec!["class_1", "class_0", "class_2"], "most frequent first, as Keras orders them");
+    // 36 held-out wines; a standardized linear-ish model gets nearly all.
+    assert!(r.val_accuracy > 0.9, "validation accuracy {}", r.val_accuracy);
+}
+
+#[test]
+fn csv_stream_sums_every_column_of_its_synthetic_file() {
+    let dir = crate::common::fresh_dir("examples", "csv_stream");
+    let path = dir.join("synthetic.csv");
+    let n = 20_011u64;
+    csv_stream::make(&path, n).unwrap();
+    let s = csv_stream::stats(&path, 1000).expect("example runs");
+    assert_eq!(s.rows, n);
+    let names: Vec<&str> = s.columns.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(names, vec!["x0", "x1", "x2", "x3", "x4", "x5", "x6", "x7", "label"]);
+    // The same sums by hand, from the formula that wrote the file, of the
+    // values as the inferred f32 columns hold them, summed in f64: equal
+    // whatever order the shuffle put the rows in.
+    for (j, (_, sum, mean)) in s.columns.iter().take(8).enumerate() {
+        let want: f64 = (0..n).map(|i| f64::from((((i * 7 + j as u64 * 13) % 1000) as f64 / 100.0 - 5.0) as f32)).sum();
+        assert!((sum - want).abs() < 1e-6, "x{j}: {sum} vs {want}");
+        assert!((mean - want / n as f64).abs() < 1e-9);
+    }
+    let labels: u64 = (0..n).map(|i| i % 3).sum();
+    assert_eq!(s.columns[8].1, labels as f64);
 }
