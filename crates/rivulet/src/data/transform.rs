@@ -5,7 +5,7 @@
 //! repetition (`repeat`, `cache`) and `prefetch`.
 
 use super::dataset::{Cardinality, Dataset, Iter, Node, Rechunk, Stream};
-use super::element::{tensor_bytes, tensor_from_bytes, Chunk, Element, Field, Strings};
+use super::element::{push_rows, tensor_bytes, tensor_from_bytes, Chunk, Element, Field, Strings};
 use crate::error::{bail, Error, ErrorKind, Result};
 use crate::graph::Tensor;
 use crate::tensor::{dtype, DType, Scalar, Shape};
@@ -180,7 +180,7 @@ struct Stored {
 }
 
 enum RawField {
-    Bytes { data: Vec<u8>, width: usize },
+    Bytes { data: Vec<u8> },
     Strings { values: Vec<String>, per_row: usize },
 }
 
@@ -192,9 +192,7 @@ impl Stored {
             .map(|f| {
                 let per_row: usize = f.shape().dims()[1..].iter().product();
                 Ok(match f {
-                    Field::Tensor(t) => {
-                        RawField::Bytes { data: tensor_bytes(t)?.into_owned(), width: per_row * t.dtype().size() }
-                    }
+                    Field::Tensor(t) => RawField::Bytes { data: tensor_bytes(t)?.into_owned() },
                     Field::Strings(s) => RawField::Strings { values: s.values().to_vec(), per_row },
                 })
             })
@@ -329,14 +327,22 @@ impl ShuffleStream {
                 dims[0] = run.len();
                 fields.push(match tf {
                     Field::Tensor(t) => {
-                        let mut out = Vec::new();
-                        for &(c, r) in run {
-                            if let Some(Stored { fields, .. }) = &self.store[c as usize] {
-                                if let RawField::Bytes { data, width } = &fields[f] {
-                                    out.extend_from_slice(&data[r as usize * width..(r as usize + 1) * width]);
-                                }
-                            }
-                        }
+                        let width = dims[1..].iter().product::<usize>() * t.dtype().size();
+                        let mut out = Vec::with_capacity(run.len() * width);
+                        // This field's bytes per stored chunk, looked up once, not per row.
+                        let sources: Vec<&[u8]> = self
+                            .store
+                            .iter()
+                            .map(|s| match s.as_ref().and_then(|s| s.fields.get(f)) {
+                                Some(RawField::Bytes { data, .. }) => data.as_slice(),
+                                _ => &[],
+                            })
+                            .collect();
+                        let rows = run.iter().filter_map(|&(c, r)| {
+                            let at = r as usize * width;
+                            sources.get(c as usize)?.get(at..at + width)
+                        });
+                        push_rows(&mut out, width, rows);
                         Field::Tensor(tensor_from_bytes(t.dtype(), Shape::from(dims), &out)?)
                     }
                     Field::Strings(_) => {
