@@ -28,6 +28,58 @@ SRC = os.path.join(ROOT, "crates", "rivulet", "src")
 # (built from other ops, or the same function under Rivulet's name), P
 # planned (the issue that brings it), O out of scope (why).
 STATUS = """
+data.Dataset.apply O - | call the function on the dataset
+data.Dataset.as_numpy_iterator C iter | elements as tensors
+data.Dataset.batch S batch
+data.Dataset.bucket_by_sequence_length P - | later
+data.Dataset.cache S cache | `cache_to_file` for a file
+data.Dataset.cardinality S cardinality
+data.Dataset.choose_from_datasets P - | later
+data.Dataset.concatenate S concatenate
+data.Dataset.counter C range | `range(start, i64::MAX, step)`
+data.Dataset.enumerate S enumerate
+data.Dataset.filter S filter
+data.Dataset.fingerprint O - | tf.data service internals
+data.Dataset.flat_map C interleave | `interleave(f, 1, 1)`
+data.Dataset.from_generator S from_generator
+data.Dataset.from_tensor_slices S from_tensor_slices
+data.Dataset.from_tensors S from_tensors
+data.Dataset.get_single_element C collect
+data.Dataset.group_by_window P - | later
+data.Dataset.ignore_errors S ignore_errors
+data.Dataset.interleave S interleave
+data.Dataset.list_files P - | later (pass the paths)
+data.Dataset.load C cache_to_file | our own file format, with checksums
+data.Dataset.map S map | `map_parallel` for num_parallel_calls, in order
+data.Dataset.options O - | no graph rewrites of pipelines
+data.Dataset.padded_batch S padded_batch
+data.Dataset.prefetch S prefetch
+data.Dataset.ragged_batch O - | no ragged tensors
+data.Dataset.random P - | later
+data.Dataset.range S range
+data.Dataset.rebatch S rebatch
+data.Dataset.reduce C iter | a fold over the iterator
+data.Dataset.rejection_resample P - | later
+data.Dataset.repeat S repeat
+data.Dataset.sample_from_datasets P - | later
+data.Dataset.save C cache_to_file | our own file format, with checksums
+data.Dataset.scan P - | later
+data.Dataset.shard S shard
+data.Dataset.shuffle S shuffle | TensorFlow's buffer algorithm, reshuffled each epoch
+data.Dataset.skip S skip
+data.Dataset.snapshot C cache_to_file
+data.Dataset.sparse_batch O - | no sparse tensors
+data.Dataset.take S take
+data.Dataset.take_while P - | later
+data.Dataset.unbatch S unbatch
+data.Dataset.unique P - | later
+data.Dataset.window S window | each window one element of stacked tensors
+data.Dataset.with_options O - | no graph rewrites of pipelines
+data.TextLineDataset S text_lines
+data.TFRecordDataset P - | later
+data.FixedLengthRecordDataset P - | later
+data.experimental.CsvDataset S csv | with a schema (`CsvOptions::schema`)
+data.experimental.make_csv_dataset C csv | types inferred; batch and shuffle are transforms
 math.abs S abs
 math.accumulate_n C add_n
 math.acos S acos
@@ -318,7 +370,7 @@ random.set_seed S set_random_seed
 random.stateless_normal C random_normal | counter-based: the same seed gives the same numbers
 random.stateless_uniform C random_uniform | counter-based: the same seed gives the same numbers
 random.stateless_truncated_normal C truncated_normal | counter-based
-random.shuffle P - | #18 (Dataset.shuffle)
+random.shuffle P - | a tensor op: later (`Dataset::shuffle` shuffles pipelines)
 random.all_candidate_sampler S all_candidate_sampler
 random.fixed_unigram_candidate_sampler S fixed_unigram_candidate_sampler | eager; unigrams in memory
 random.learned_unigram_candidate_sampler S learned_unigram_candidate_sampler | eager
@@ -600,14 +652,14 @@ layers.FlaxLayer O - | wraps another framework's model
 layers.JaxLayer O - | wraps another framework's model
 layers.TorchModuleWrapper O - | wraps another framework's model
 layers.TFSMLayer O - | wraps another framework's model
-layers.Normalization P - | #18 (preprocessing layers)
-layers.StringLookup P - | #18 (preprocessing layers)
-layers.IntegerLookup P - | #18 (preprocessing layers)
-layers.CategoryEncoding P - | #18 (preprocessing layers)
-layers.Discretization P - | #18 (preprocessing layers)
-layers.Hashing P - | #18 (preprocessing layers)
-layers.HashedCrossing P - | #18 (preprocessing layers)
-layers.TextVectorization P - | #18 (preprocessing layers)
+layers.Normalization S Normalization | `adapt` on a dataset
+layers.StringLookup S StringLookup | runs in the input pipeline (strings are host values)
+layers.IntegerLookup S IntegerLookup
+layers.CategoryEncoding S CategoryEncoding
+layers.Discretization S Discretization | `adapt` takes exact quantiles
+layers.Hashing S Hashing | FarmHash as Keras; no `salt`
+layers.HashedCrossing P - | later
+layers.TextVectorization P - | later (needs string splitting ops)
 layers.LSTM P - | recurrent layers: later (while_loop carries them)
 layers.LSTMCell P - | recurrent layers: later (while_loop carries them)
 layers.GRU P - | recurrent layers: later (while_loop carries them)
@@ -623,7 +675,7 @@ layers.ConvLSTM3D P - | recurrent layers: later (while_loop carries them)
 """
 
 DEFAULT_PLANNED = {"linalg": "#16 (linear algebra)", "random": "", "losses": "", "optimizers": "", "metrics": "",
-                   "signal": "audio and windowing functions: later", "layers": ""}
+                   "signal": "audio and windowing functions: later", "layers": "", "data": ""}
 
 MODULES = [
     ("math", "tf.math", lambda: functions(tf.math)),
@@ -636,6 +688,7 @@ MODULES = [
     ("optimizers", "tf.keras.optimizers", lambda: functions(tf.keras.optimizers, classes=True)),
     ("metrics", "tf.keras.metrics", lambda: functions(tf.keras.metrics, classes=True)),
     ("layers", "tf.keras.layers", lambda: [n for n in functions(tf.keras.layers, classes=True) if n[0].isupper()]),
+    ("data", "tf.data", lambda: data_functions()),
 ]
 
 # Excluded from tf.nn's percentage, as the issue says: convolutions and
@@ -656,6 +709,15 @@ def functions(mod, classes=False):
             continue
         out.append(n)
     return sorted(out)
+
+
+def data_functions():
+    """tf.data.Dataset's methods and the file datasets beside it."""
+    methods = [f"Dataset.{n}" for n in dir(tf.data.Dataset) if not n.startswith("_")
+               and callable(getattr(tf.data.Dataset, n))]
+    files = ["TextLineDataset", "TFRecordDataset", "FixedLengthRecordDataset",
+             "experimental.CsvDataset", "experimental.make_csv_dataset"]
+    return sorted(methods) + files
 
 
 def array_functions():

@@ -122,3 +122,52 @@ fn the_cnn_demo_reaches_its_accuracy() {
     let (ok, err) = rivulet(&["demo", "--model", "resnet"], &[]);
     assert!(!ok && err.contains("resnet") && err.contains("cnn"), "{err}");
 }
+
+/// The value printed after `key ` on train-csv's last line.
+fn final_metric(stdout: &str, key: &str) -> f64 {
+    let last =
+        stdout.lines().rev().find(|l| l.starts_with("after ")).unwrap_or_else(|| panic!("no summary:\n{stdout}"));
+    let at = last.find(&format!("{key} ")).unwrap_or_else(|| panic!("no {key} in {last}"));
+    last[at + key.len() + 1..].split(',').next().unwrap().trim().parse().unwrap()
+}
+
+fn train_csv(args: &[&str]) -> (bool, String, String) {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_rivulet")).arg("train-csv").args(args).output().expect("the binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn train_csv_classifies_the_wine_table_from_csv_and_parquet() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../rivulet");
+    let csv = format!("{root}/data/tabular/wine.csv");
+    let (ok, out, err) = train_csv(&[&csv, "--label", "class", "--epochs", "40", "--quiet"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("178 rows (142 to train, 36 to validate)") && out.contains("3 classes"), "{out}");
+    assert!(final_metric(&out, "val_accuracy") > 0.9, "{out}");
+    // The Parquet copy, with the integer label column and the text class column as a feature.
+    let parquet = format!("{root}/tests/data/wine.parquet");
+    let (ok, out, err) = train_csv(&[&parquet, "--label", "label", "--epochs", "40", "--quiet"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("class (text, 4 one-hot)"), "{out}");
+    assert!(final_metric(&out, "val_accuracy") > 0.9, "{out}");
+    // A float label is regressed: proline (278..1680) from the rest, mean absolute error reported.
+    let (ok, out, err) = train_csv(&[&csv, "--label", "proline", "--epochs", "5", "--quiet"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("regression") && final_metric(&out, "val_mae").is_finite(), "{out}");
+}
+
+#[test]
+fn train_csv_names_a_missing_label_file_or_bad_split() {
+    let csv = concat!(env!("CARGO_MANIFEST_DIR"), "/../rivulet/data/tabular/wine.csv");
+    let (ok, _, err) = train_csv(&[csv, "--label", "colour", "--quiet"]);
+    assert!(!ok && err.contains("no column 'colour'") && err.contains("alcohol"), "{err}");
+    let (ok, _, err) = train_csv(&["/nonexistent/t.csv", "--label", "y", "--quiet"]);
+    assert!(!ok && err.contains("/nonexistent/t.csv"), "{err}");
+    let (ok, _, err) = train_csv(&[csv, "--label", "class", "--validation-split", "1.5", "--quiet"]);
+    assert!(!ok && err.contains("--validation-split"), "{err}");
+}
