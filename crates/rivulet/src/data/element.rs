@@ -311,9 +311,12 @@ pub(crate) struct Chunk {
 impl Chunk {
     /// One element as a chunk of one row (no copy).
     pub fn from_element(e: Element) -> Result<Chunk> {
-        let names = e.names.clone();
-        let fields = e
-            .fields
+        Chunk::one_row(&e.fields, e.names)
+    }
+
+    /// Fields as the single row of a chunk: a leading axis of 1 (no copy).
+    pub fn one_row(fields: &[Field], names: Option<Arc<[String]>>) -> Result<Chunk> {
+        let fields = fields
             .iter()
             .map(|f| {
                 let mut dims = vec![1];

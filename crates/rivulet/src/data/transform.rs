@@ -429,16 +429,7 @@ struct Batch {
 
 /// A chunk of `rows` rows as one element whose fields are the stacked rows.
 fn as_one_element(c: Chunk) -> Result<Chunk> {
-    let fields = c
-        .fields
-        .iter()
-        .map(|f| {
-            let mut dims = vec![1];
-            dims.extend_from_slice(f.shape().dims());
-            f.reshaped(Shape::from(dims))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Chunk { fields, names: c.names, len: 1 })
+    Chunk::one_row(&c.fields, c.names)
 }
 
 impl Node for Batch {
