@@ -4,9 +4,12 @@
 # them with TensorBoard's EventAccumulator (check_tensorboard.py) in a
 # throwaway virtualenv (the `tensorboard` package from PyPI; no TensorFlow).
 #
-# Both programs are built in the test profile, whose dependencies
-# `cargo test` has already compiled. RIVULET_CARGO overrides the cargo
-# command (e.g. "flock /tmp/cargo.lock cargo").
+# Both programs are the test-profile builds that `cargo test --workspace`
+# makes (the example, and the CLI binary its integration tests run): the
+# `--no-run` below is a no-op after the tests, and builds them otherwise.
+# (`cargo run -p rivulet-cli` would resolve features without the
+# dev-dependencies and rebuild the library.) RIVULET_CARGO overrides the
+# cargo command (e.g. "flock /tmp/cargo.lock cargo").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARGO=${RIVULET_CARGO:-cargo}
@@ -23,6 +26,8 @@ fi
 "$TMP/venv/bin/python" -c 'import tensorboard; print("tensorboard", tensorboard.__version__)'
 
 DEMO_EPOCHS=2
-$CARGO run --quiet --profile test -p rivulet --example tensorboard_logs -- "$TMP/logs" "$TMP/expected.json"
-$CARGO run --quiet --profile test -p rivulet-cli -- demo --quiet --epochs "$DEMO_EPOCHS" --logdir "$TMP/demo"
+$CARGO test --quiet --workspace --no-run
+BIN="${CARGO_TARGET_DIR:-target}/debug"
+"$BIN/examples/tensorboard_logs" "$TMP/logs" "$TMP/expected.json"
+"$BIN/rivulet" demo --quiet --epochs "$DEMO_EPOCHS" --logdir "$TMP/demo"
 "$TMP/venv/bin/python" scripts/check_tensorboard.py "$TMP/logs" "$TMP/expected.json" "$TMP/demo" "$DEMO_EPOCHS"
