@@ -29,6 +29,37 @@ struct Trace {
     effects: Vec<Operation>,
 }
 
+/// One trace of a [`Function`] (TensorFlow's `ConcreteFunction`): its
+/// graph, the placeholders of its arguments, its outputs, and the session
+/// that runs it, whose variables are the captured eager variables.
+#[derive(Clone)]
+pub struct ConcreteFunction {
+    trace: std::sync::Arc<Trace>,
+}
+
+impl ConcreteFunction {
+    /// The traced graph.
+    pub fn graph(&self) -> &Graph {
+        self.trace.session.graph()
+    }
+    /// The placeholder of each argument.
+    pub fn inputs(&self) -> &[Tensor] {
+        &self.trace.inputs
+    }
+    /// What the function returns.
+    pub fn outputs(&self) -> &[Tensor] {
+        &self.trace.outputs
+    }
+    /// Nodes run for their effect (variable assignments).
+    pub fn effects(&self) -> &[Operation] {
+        &self.trace.effects
+    }
+    /// The session running the trace (the captured variables' values live in it).
+    pub fn session(&self) -> &Session {
+        &self.trace.session
+    }
+}
+
 /// How a [`Function`] traces.
 #[derive(Clone, Debug, Default)]
 pub struct FunctionOptions {
@@ -131,6 +162,23 @@ where
         let fetches: Vec<&Tensor> = t.outputs.iter().collect();
         let targets: Vec<&Operation> = t.effects.iter().collect();
         t.session.run_with_targets(&fetches, &feeds, &targets)
+    }
+
+    /// The trace for arguments of these types (`UNKNOWN` dimensions accept
+    /// any size), tracing now if no trace has exactly this signature: what
+    /// `tf.function.get_concrete_function` gives, e.g. to export.
+    pub fn concrete(&self, signature: &[(DType, Shape)]) -> Result<ConcreteFunction> {
+        let found = self.traces.lock().iter().find(|t| t.signature == signature).cloned();
+        let trace = match found {
+            Some(t) => t,
+            None => {
+                let trace = std::sync::Arc::new(self.trace(signature.to_vec())?);
+                self.reasons.lock().push("concrete function requested".into());
+                self.traces.lock().push(trace.clone());
+                trace
+            }
+        };
+        Ok(ConcreteFunction { trace })
     }
 
     /// The signature to trace for `args`, and why a new trace is needed.

@@ -41,6 +41,7 @@ pub mod ops;
 pub mod passes;
 pub mod plot;
 pub mod runtime;
+pub mod saved_model;
 pub mod sim;
 pub mod summary;
 pub mod tensor;
@@ -52,7 +53,7 @@ pub use backend::cuda::{enable_tensor_float_32_execution, gpu_status, tensor_flo
 pub use backend::{release_cached_memory, synchronize};
 pub use context::{device, device_scope, devices, eager_scope, DefaultGraphGuard, DeviceScope};
 pub use error::{Error, ErrorKind, OpContext, Result};
-pub use function::{function, Function, FunctionOptions};
+pub use function::{function, ConcreteFunction, Function, FunctionOptions};
 pub use graph::{Graph, Operation, Tensor};
 pub use io::npy::{load_npy, read_npy, save_npy, write_npy};
 pub use ops::creation::set_random_seed;

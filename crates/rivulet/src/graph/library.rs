@@ -134,7 +134,7 @@ fn relink(
     dst: &mut super::GraphState,
     done: &mut FxHashMap<FunctionId, FunctionId>,
 ) -> Result<Op> {
-    let mut map = |id: FunctionId| -> Result<FunctionId> {
+    op.map_functions(|id| {
         if let Some(&m) = done.get(&id) {
             return Ok(m);
         }
@@ -144,21 +144,6 @@ fn relink(
         dst.functions.push(f);
         done.insert(id, new);
         Ok(new)
-    };
-    Ok(match op {
-        Op::If { then_branch, else_branch, outputs } => {
-            Op::If { then_branch: map(*then_branch)?, else_branch: map(*else_branch)?, outputs: outputs.clone() }
-        }
-        Op::Case { branches, outputs } => {
-            Op::Case { branches: branches.iter().map(|&b| map(b)).collect::<Result<_>>()?, outputs: outputs.clone() }
-        }
-        Op::While { spec } => {
-            let mut spec = spec.clone();
-            spec.cond = map(spec.cond)?;
-            spec.body = map(spec.body)?;
-            Op::While { spec }
-        }
-        other => other.clone(),
     })
 }
 

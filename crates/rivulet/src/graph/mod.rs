@@ -14,6 +14,7 @@ mod dot;
 mod library;
 mod serialize;
 mod tensor;
+mod transform;
 
 pub use library::Function;
 pub(crate) use tensor::Repr;

@@ -23,41 +23,41 @@ pub const FORMAT: &str = "rivulet.graph";
 pub const VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
-struct GraphDoc {
-    format: String,
-    version: u32,
-    nodes: Vec<NodeDoc>,
+pub(super) struct GraphDoc {
+    pub(super) format: String,
+    pub(super) version: u32,
+    pub(super) nodes: Vec<NodeDoc>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    functions: Vec<FunctionDoc>,
+    pub(super) functions: Vec<FunctionDoc>,
     /// Stand-in variable nodes and the outermost graph's variable each stands for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    aliases: Vec<(usize, usize)>,
+    pub(super) aliases: Vec<(usize, usize)>,
 }
 
 #[derive(Serialize, Deserialize)]
-struct FunctionDoc {
-    name: String,
-    graph: Box<GraphDoc>,
-    inputs: Vec<Edge>,
-    outputs: Vec<Edge>,
+pub(super) struct FunctionDoc {
+    pub(super) name: String,
+    pub(super) graph: Box<GraphDoc>,
+    pub(super) inputs: Vec<Edge>,
+    pub(super) outputs: Vec<Edge>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    effects: Vec<usize>,
+    pub(super) effects: Vec<usize>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    variable_inputs: Vec<(usize, usize)>,
+    pub(super) variable_inputs: Vec<(usize, usize)>,
 }
 
 #[derive(Serialize, Deserialize)]
-struct NodeDoc {
-    name: String,
-    op: Op,
-    inputs: Vec<Edge>,
+pub(super) struct NodeDoc {
+    pub(super) name: String,
+    pub(super) op: Op,
+    pub(super) inputs: Vec<Edge>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    control_inputs: Vec<usize>,
-    location: String,
-    outputs: Vec<Meta>,
+    pub(super) control_inputs: Vec<usize>,
+    pub(super) location: String,
+    pub(super) outputs: Vec<Meta>,
     /// The device asked for, as TensorFlow names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    device: Option<String>,
+    pub(super) device: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -115,7 +115,7 @@ impl Graph {
         serde_json::to_string(&doc).map_err(|e| Error::format(format!("cannot serialize the graph: {e}")))
     }
 
-    fn to_doc(&self) -> GraphDoc {
+    pub(super) fn to_doc(&self) -> GraphDoc {
         let s = self.read();
         let functions = s.functions.clone();
         let mut aliases: Vec<(usize, usize)> = s.aliases.iter().map(|(&a, &b)| (a, b)).collect();
@@ -175,7 +175,7 @@ impl Graph {
         Ok(g)
     }
 
-    fn from_doc(doc: GraphDoc) -> Result<Graph> {
+    pub(super) fn from_doc(doc: GraphDoc) -> Result<Graph> {
         let g = Graph::new();
         for f in doc.functions {
             let fg = Graph::from_doc(*f.graph)?;
@@ -306,7 +306,7 @@ fn check_calls(g: &Graph, n: &Node) -> Result<()> {
 
 /// Every variable node of `g`'s function graphs (recursively) stands for a
 /// variable of `root` of the same dtype and shape.
-fn check_aliases(g: &Graph, root: &Graph) -> Result<()> {
+pub(super) fn check_aliases(g: &Graph, root: &Graph) -> Result<()> {
     for f in g.functions() {
         let stand_ins: Vec<(usize, Option<usize>, Op)> = {
             let s = f.graph.read();

@@ -62,6 +62,19 @@ impl Tensor {
         Ok(Value::from_buffer(T::DTYPE, shape, HostBuffer::from_slice(data)?).into_tensor())
     }
 
+    /// A tensor of `dtype` and `shape` from its elements' little-endian
+    /// bytes in row-major order (any dtype; the byte count and bool bytes
+    /// are checked, as for untrusted input).
+    pub fn from_le_bytes(dtype: DType, shape: impl Into<Shape>, bytes: &[u8]) -> Result<Tensor> {
+        Value::from_le_bytes(dtype, shape.into(), bytes).map(Value::into_tensor)
+    }
+
+    /// The elements as little-endian bytes in row-major order, whatever the
+    /// dtype and layout (a device value is copied back).
+    pub fn to_le_bytes(&self) -> Result<Vec<u8>> {
+        self.value()?.to_le_bytes()
+    }
+
     /// A rank-0 tensor.
     pub fn scalar<T: Element>(v: T) -> Tensor {
         Tensor::from_known(&[v], Shape::scalar())

@@ -2,7 +2,7 @@
 //! are in [`crate::tensor::npy`].
 
 pub mod checkpoint;
-mod checksum;
+pub(crate) mod checksum;
 pub mod npy;
 
 pub use checkpoint::{load_file, save_file, CheckpointData, CheckpointManager};

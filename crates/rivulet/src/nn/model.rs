@@ -156,6 +156,8 @@ pub struct Sequential {
     compiled: Option<Compiled>,
     /// Each layer's output shape at the latest call, for [`Sequential::summary`].
     output_shapes: Mutex<Vec<Shape>>,
+    /// The input's dtype and shape (batch axis unknown) at the latest call, for export.
+    input_spec: Mutex<Option<(DType, Shape)>>,
 }
 
 /// Rows `idx` of `t` (a batch).
@@ -175,7 +177,7 @@ fn batch_shape(t: &Tensor) -> Shape {
 impl Sequential {
     /// A model of `layers`.
     pub fn new(layers: Vec<Box<dyn Layer>>) -> Sequential {
-        Sequential { layers, compiled: None, output_shapes: Mutex::new(Vec::new()) }
+        Sequential { layers, compiled: None, output_shapes: Mutex::new(Vec::new()), input_spec: Mutex::new(None) }
     }
 
     /// Add a layer at the end.
@@ -197,6 +199,7 @@ impl Sequential {
             shapes.push(h.shape().clone());
         }
         *self.output_shapes.lock() = shapes;
+        *self.input_spec.lock() = Some((x.dtype(), batch_shape(x)));
         Ok(h)
     }
 
@@ -887,6 +890,39 @@ impl Sequential {
         } else {
             v.assign(value).map(drop)
         }
+    }
+}
+
+/// A model exports its inference path: input `inputs` (any batch size),
+/// output `outputs`. In graph mode that is the model's own graph (pruned
+/// by the export); in eager mode a trace of `call(x, training = false)`.
+/// The model must have been called (fit, predict, build) first.
+impl crate::saved_model::Exportable for Sequential {
+    fn export_source(&self) -> Result<crate::saved_model::ExportSource> {
+        use crate::saved_model::{ExportSource, Signature};
+        let run =
+            self.compiled.as_ref().filter(|c| c.mode == ExecutionMode::Graph).and_then(|c| c.graph.lock().clone());
+        if let Some(run) = run {
+            let mut values = std::collections::BTreeMap::new();
+            for v in run.graph.variables() {
+                if run.session.is_initialized(&v) {
+                    values.insert(v.name().to_string(), run.session.variable_value(&v)?);
+                }
+            }
+            let sig = Signature::new().input("inputs", &run.x).output("outputs", &run.eval_pred);
+            return Ok(ExportSource { graph: run.graph.clone(), values, default_signature: Some(sig) });
+        }
+        let spec = self.input_spec.lock().clone().ok_or_else(|| {
+            Error::precondition(
+                "export: call the model (fit, predict or build) first, so that its input shape is known",
+            )
+        })?;
+        let traced = crate::function::function(|args: &[Tensor]| Ok(vec![self.call(&args[0], false)?]));
+        let concrete = traced.concrete(&[spec])?;
+        let mut source = concrete.export_source()?;
+        source.default_signature =
+            Some(Signature::new().input("inputs", &concrete.inputs()[0]).output("outputs", &concrete.outputs()[0]));
+        Ok(source)
     }
 }
 

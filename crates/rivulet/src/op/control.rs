@@ -115,3 +115,37 @@ pub fn merge_shapes(a: &Shape, b: &Shape) -> Option<Shape> {
 pub fn keeps_invariant(s: &Shape, inv: &Shape) -> bool {
     s.rank() == inv.rank() && s.dims().iter().zip(inv.dims()).all(|(&d, &i)| i == crate::tensor::UNKNOWN || d == i)
 }
+
+impl super::Op {
+    /// The functions of the library this op calls (none for other ops).
+    pub fn functions(&self) -> Vec<FunctionId> {
+        match self {
+            super::Op::If { then_branch, else_branch, .. } => vec![*then_branch, *else_branch],
+            super::Op::Case { branches, .. } => branches.clone(),
+            super::Op::While { spec } => vec![spec.cond, spec.body],
+            _ => Vec::new(),
+        }
+    }
+
+    /// This op with each function it calls renumbered by `map` (when a
+    /// library is copied or pruned).
+    pub fn map_functions(&self, mut map: impl FnMut(FunctionId) -> Result<FunctionId>) -> Result<super::Op> {
+        use super::Op;
+        Ok(match self {
+            Op::If { then_branch, else_branch, outputs } => {
+                Op::If { then_branch: map(*then_branch)?, else_branch: map(*else_branch)?, outputs: outputs.clone() }
+            }
+            Op::Case { branches, outputs } => Op::Case {
+                branches: branches.iter().map(|&b| map(b)).collect::<Result<_>>()?,
+                outputs: outputs.clone(),
+            },
+            Op::While { spec } => {
+                let mut spec = spec.clone();
+                spec.cond = map(spec.cond)?;
+                spec.body = map(spec.body)?;
+                Op::While { spec }
+            }
+            other => other.clone(),
+        })
+    }
+}

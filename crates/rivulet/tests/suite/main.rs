@@ -34,6 +34,7 @@ mod passes;
 mod plot;
 mod preprocessing;
 mod reduce;
+mod saved_model;
 mod sim;
 mod spectral;
 mod summary;
