@@ -16,7 +16,17 @@ use std::time::Instant;
 /// How many test digits the image summary shows.
 const SHOWN: usize = 10;
 
-pub fn run(mode: ExecutionMode, cnn: bool, epochs: usize, quiet: bool, logdir: Option<&Path>) -> Result<()> {
+/// Where and what the demo writes besides its report.
+#[derive(Default)]
+pub struct Outputs<'a> {
+    /// TensorBoard logs.
+    pub logdir: Option<&'a Path>,
+    /// A model base directory: the trained model is saved as version 1.
+    pub export: Option<&'a Path>,
+}
+
+pub fn run(mode: ExecutionMode, cnn: bool, epochs: usize, quiet: bool, outputs: &Outputs<'_>) -> Result<()> {
+    let logdir = outputs.logdir;
     let start = Instant::now();
     let seed: u64 = match std::env::var("RIVULET_DEMO_SEED") {
         Ok(s) => s.trim().parse().map_err(|_| {
@@ -92,7 +102,52 @@ pub fn run(mode: ExecutionMode, cnn: bool, epochs: usize, quiet: bool, logdir: O
         write_samples(dir, &d.test_x, &d.test_y, accuracy, epochs)?;
         println!("TensorBoard logs in {}: run `tensorboard --logdir {}`", dir.display(), dir.display());
     }
+    if let Some(base) = outputs.export {
+        export(&model, base, &test_x)?;
+    }
     Ok(())
+}
+
+/// Save the model as version 1 under `base`, with a request of three test
+/// digits as an asset, and check that the saved model predicts bit for bit
+/// what the trained one does.
+fn export(model: &Sequential, base: &Path, test_x: &Tensor) -> Result<()> {
+    use rivulet::saved_model::{self, SaveOptions};
+    let dir = base.join("1");
+    std::fs::create_dir_all(base).map_err(|e| Error::new(ErrorKind::Io, format!("{}: {e}", base.display())))?;
+    let rank = test_x.rank();
+    let mut size = vec![-1i64; rank];
+    size[0] = 3;
+    let sample = ops::slice(test_x, &vec![0; rank], &size)?;
+    let staging_dir = std::env::temp_dir().join(format!("rivulet-export-{}", std::process::id()));
+    std::fs::create_dir_all(&staging_dir)
+        .map_err(|e| Error::new(ErrorKind::Io, format!("{}: {e}", staging_dir.display())))?;
+    let staging = staging_dir.join("example_request.json");
+    let request = format!("{{\"instances\": {}}}\n", rows_json(&sample)?);
+    std::fs::write(&staging, &request).map_err(|e| Error::new(ErrorKind::Io, format!("{}: {e}", staging.display())))?;
+    let saved = saved_model::save_with(&dir, model, &[], &SaveOptions { assets: vec![staging.clone()] });
+    let _ = std::fs::remove_dir_all(&staging_dir);
+    saved?;
+    let loaded = saved_model::load_with(&dir, &saved_model::LoadOptions::exact())?;
+    let here = model.predict(&sample, 32)?;
+    let there = loaded.call(saved_model::DEFAULT_SIGNATURE, &[("inputs", &sample)])?;
+    let same = there.first().is_some_and(|(_, t)| t.bitwise_eq(&here));
+    println!(
+        "exported to {} (reloaded: predictions {}); serve it with `rivulet serve --model_name digits --model_base_path {}`",
+        dir.display(),
+        if same { "bitwise equal" } else { "DIFFER" },
+        base.display()
+    );
+    if !same {
+        return Err(Error::new(ErrorKind::FailedPrecondition, "the exported model predicts differently"));
+    }
+    Ok(())
+}
+
+/// A batch as JSON (nested lists, one per row).
+fn rows_json(x: &Tensor) -> Result<String> {
+    let rows = rivulet_serve::json::Output::new(x).map_err(|e| Error::new(ErrorKind::InvalidArgument, e.message))?;
+    Ok(rows.to_json())
 }
 
 /// Under `dir/samples`: the first test digits side by side as one image,

@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod deploy;
 mod inspect;
 mod simulate;
 mod train_csv;
@@ -61,6 +62,34 @@ enum Command {
         /// view them with `tensorboard --logdir DIR`.
         #[arg(long)]
         logdir: Option<std::path::PathBuf>,
+        /// Save the trained model as version 1 of this model base directory
+        /// (for `rivulet serve`), with an example request in its assets.
+        #[arg(long)]
+        export: Option<std::path::PathBuf>,
+    },
+    /// Inspect or run a saved model (as TensorFlow's `saved_model_cli`).
+    #[command(subcommand)]
+    SavedModel(SavedModelCommand),
+    /// Serve saved models over TensorFlow Serving's REST API.
+    Serve(deploy::ServeArgs),
+    /// Send requests to a server from several clients; report throughput and latency.
+    Loadtest {
+        /// The URL (`http://127.0.0.1:8501/v1/models/digits:predict`).
+        url: String,
+        /// The JSON body (`@FILE` reads a file); a GET when absent.
+        #[arg(long)]
+        body: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// Stop after this many requests...
+        #[arg(long, default_value_t = 1000)]
+        requests: usize,
+        /// ...or after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Show what graph optimization does to a graph (the B5 training step by default).
     Inspect {
@@ -135,6 +164,32 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum SavedModelCommand {
+    /// Signatures, inputs and outputs, variables and ops of a saved model.
+    Show {
+        dir: std::path::PathBuf,
+        /// Every signature in full, every variable, op counts.
+        #[arg(long)]
+        all: bool,
+        /// Only this signature, in full.
+        #[arg(long = "signature_def", visible_alias = "signature")]
+        signature: Option<String>,
+    },
+    /// Run a signature on inputs from `.npy` files; print or save the outputs.
+    Run {
+        dir: std::path::PathBuf,
+        #[arg(long = "signature_def", visible_alias = "signature", default_value = "serving_default")]
+        signature: String,
+        /// `NAME=FILE.npy`, once per input.
+        #[arg(long = "input", required = true)]
+        inputs: Vec<String>,
+        /// Save each output as `NAME.npy` here instead of printing it.
+        #[arg(long = "outdir", visible_alias = "output-dir")]
+        output_dir: Option<std::path::PathBuf>,
+    },
+}
+
 /// A closed pipe (`rivulet bench --json | head`) ends the process quietly,
 /// as it does for other command-line tools, instead of a panic in `println!`.
 fn default_sigpipe() {
@@ -153,11 +208,22 @@ fn main() -> ExitCode {
         Command::Bench { ids, json, mode, device } => {
             on_device(&device, || bench::run(&ids, json, mode.as_deref(), &device))
         }
-        Command::Demo { eager, model, epochs, quiet, device, logdir } => {
+        Command::Demo { eager, model, epochs, quiet, device, logdir, export } => {
             let mode = if eager { rivulet::nn::ExecutionMode::Eager } else { rivulet::nn::ExecutionMode::Graph };
             let cnn = model == "cnn";
             let epochs = epochs.unwrap_or(if cnn { 100 } else { 40 });
-            on_device(&device, || demo::run(mode, cnn, epochs, quiet, logdir.as_deref()))
+            let outputs = demo::Outputs { logdir: logdir.as_deref(), export: export.as_deref() };
+            on_device(&device, || demo::run(mode, cnn, epochs, quiet, &outputs))
+        }
+        Command::SavedModel(SavedModelCommand::Show { dir, all, signature }) => {
+            deploy::show(&dir, all, signature.as_deref()).map(|s| print!("{s}"))
+        }
+        Command::SavedModel(SavedModelCommand::Run { dir, signature, inputs, output_dir }) => {
+            deploy::run(&dir, &signature, &inputs, output_dir.as_deref()).map(|s| print!("{s}"))
+        }
+        Command::Serve(args) => deploy::serve(&args),
+        Command::Loadtest { url, body, concurrency, requests, duration, json } => {
+            deploy::loadtest(&url, body.as_deref(), concurrency, requests, duration, json)
         }
         Command::Inspect { file, fetch, feed, target, dot, full, profile, device } => {
             on_device(&device, || inspect::run(file, fetch, feed, target, dot, full, profile))

@@ -171,3 +171,139 @@ fn train_csv_names_a_missing_label_file_or_bad_split() {
     let (ok, _, err) = train_csv(&[csv, "--label", "class", "--validation-split", "1.5", "--quiet"]);
     assert!(!ok && err.contains("--validation-split"), "{err}");
 }
+
+fn rivulet_out(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rivulet")).args(args).output().expect("the binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The README's deployment path, each step its own process: the demo
+/// exports version 1; `saved-model show` and `run` read it; `serve` answers
+/// the example request with what `run` computed; `loadtest` drives it; and
+/// SIGTERM stops it cleanly.
+#[test]
+fn export_show_run_serve_and_loadtest() {
+    let dir = std::env::temp_dir().join(format!("rivulet-cli-deploy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let base = dir.join("digits");
+    let base_s = base.to_str().unwrap();
+    let (ok, stdout, stderr) = rivulet_out(&["demo", "--epochs", "2", "--quiet", "--export", base_s]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("predictions bitwise equal"), "{stdout}");
+    let model = base.join("1");
+    let model_s = model.to_str().unwrap();
+
+    let (ok, show, stderr) = rivulet_out(&["saved-model", "show", model_s, "--all"]);
+    assert!(ok, "{stderr}");
+    for needle in [
+        "signature_def['serving_default']",
+        "inputs['inputs']",
+        "shape: [?, 64]",
+        "outputs['outputs']",
+        "variables: 6",
+        "MatMul",
+    ] {
+        assert!(show.contains(needle), "'{needle}' missing from:\n{show}");
+    }
+    let (ok, _, stderr) = rivulet_out(&["saved-model", "show", dir.join("nowhere").to_str().unwrap()]);
+    assert!(!ok && stderr.contains("not a saved model"), "{stderr}");
+
+    // The example request's instances as a .npy, run through `saved-model run`.
+    let request: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("assets/example_request.json")).unwrap()).unwrap();
+    let rows: Vec<f32> = request["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32))
+        .collect();
+    let npy = dir.join("x.npy");
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, 64), }}", rows.len() / 64);
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    rows.iter().for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+    std::fs::write(&npy, bytes).unwrap();
+    let (ok, ran, stderr) =
+        rivulet_out(&["saved-model", "run", model_s, "--input", &format!("inputs={}", npy.display())]);
+    assert!(ok, "{stderr}");
+    let printed = ran.split_once(": ").map(|(_, json)| json.trim().to_string()).unwrap_or_default();
+    let offline: serde_json::Value = serde_json::from_str(&printed).unwrap_or_else(|e| panic!("{e}: {ran}"));
+    let (ok, _, stderr) = rivulet_out(&["saved-model", "run", model_s, "--input", "inputs"]);
+    assert!(!ok && stderr.contains("NAME=FILE.npy"), "{stderr}");
+
+    // Serve on a free port and ask with the example request.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--model_name",
+            "digits",
+            "--model_base_path",
+            base_s,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/v1/models/digits:predict");
+    let body = format!("@{}", model.join("assets/example_request.json").display());
+    let mut report = None;
+    for _ in 0..100 {
+        let (ok, out, _) =
+            rivulet_out(&["loadtest", &url, "--body", &body, "--concurrency", "4", "--requests", "200", "--json"]);
+        if ok && out.contains("\"errors\":0") {
+            report = Some(out);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let report: serde_json::Value = serde_json::from_str(&report.expect("the server answered")).unwrap();
+    assert_eq!(report["requests"], 200);
+    assert!(report["p99_ms"].as_f64().unwrap() > 0.0);
+    // What the server says is what `saved-model run` computed.
+    let v: serde_json::Value =
+        serde_json::from_str(&http_post(port, "/v1/models/digits:predict", &request.to_string())).unwrap();
+    assert_eq!(v["predictions"], offline);
+    // SIGTERM: a clean stop.
+    #[cfg(unix)]
+    {
+        // SAFETY: sends a signal to the child we spawned.
+        unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+        let status = server.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = server.kill();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The body of the answer to a POST (HTTP/1.1, connection closed after).
+fn http_post(port: u16, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
