@@ -107,8 +107,8 @@ impl Batcher {
             let mut q = self.shared.queue.lock();
             if q.rows + rows > o.max_enqueued_batches.saturating_mul(o.max_batch_size) && !q.jobs.is_empty() {
                 return Err(ServeError::new(
-                    Code::ResourceExhausted,
-                    format!("the batching queue is full ({} rows waiting)", q.rows),
+                    Code::Unavailable,
+                    format!("The batch scheduling queue is full ({} rows waiting)", q.rows),
                 ));
             }
             q.rows += rows;
@@ -157,7 +157,7 @@ fn worker(s: &Shared) {
             }
             let mut rows = 0;
             while let Some(front) = q.jobs.front() {
-                if !batch.is_empty() && rows + front.rows > o.max_batch_size {
+                if !batch.is_empty() && (rows + front.rows > o.max_batch_size || !same_inner_shapes(&batch[0], front)) {
                     break;
                 }
                 rows += front.rows;
@@ -171,58 +171,81 @@ fn worker(s: &Shared) {
             }
         }
         let n = batch.len();
-        run_batch(s, batch);
+        // A panic answers the batch's requests (their senders drop) and keeps the thread.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_batch(s, batch)));
         s.running.fetch_sub(n, Ordering::AcqRel);
     }
 }
 
+/// Can `b` join a batch that `a` is in (the same shape after the first axis)?
+fn same_inner_shapes(a: &Job, b: &Job) -> bool {
+    a.inputs.len() == b.inputs.len()
+        && a.inputs
+            .iter()
+            .zip(&b.inputs)
+            .all(|(x, y)| x.dtype() == y.dtype() && x.shape().get(1..) == y.shape().get(1..))
+}
+
 /// Concatenate, run once, split the outputs back into each request's rows.
+/// When a merged run fails, each request runs alone, so that one bad
+/// request fails only itself.
 fn run_batch(s: &Shared, batch: Vec<Job>) {
+    if batch.len() > 1 {
+        let result = run_merged(s, &batch);
+        match result {
+            Ok(parts) => {
+                for (job, out) in batch.into_iter().zip(parts) {
+                    let _ = job.reply.send(Ok(out));
+                }
+            }
+            Err(_) => {
+                for job in batch {
+                    run_batch(s, vec![job]);
+                }
+            }
+        }
+        return;
+    }
+    let Some(job) = batch.into_iter().next() else { return };
+    s.metrics.batch_size(&s.model_name, job.rows);
+    let result = (|| -> Result<Vec<Tensor>, ServeError> {
+        let sig = s.model.signature(&s.signature)?;
+        let named: Vec<(&str, &Tensor)> =
+            sig.inputs.iter().map(|(i, _)| i.key.as_str()).zip(job.inputs.iter()).collect();
+        Ok(s.model.call(&s.signature, &named)?.into_iter().map(|(_, t)| t).collect())
+    })();
+    let _ = job.reply.send(result);
+}
+
+/// One run of several requests, each request's rows of the outputs.
+fn run_merged(s: &Shared, batch: &[Job]) -> Result<Vec<Vec<Tensor>>, ServeError> {
     let rows: Vec<usize> = batch.iter().map(|j| j.rows).collect();
     let total: usize = rows.iter().sum();
-    s.metrics.batch_size(&s.model_name, total);
-    let result = (|| -> Result<Vec<Vec<Tensor>>, ServeError> {
-        let sig = s.model.signature(&s.signature)?;
-        let inputs: Vec<Tensor> = if batch.len() == 1 {
-            batch[0].inputs.clone()
-        } else {
-            (0..sig.inputs.len())
-                .map(|i| {
-                    let parts: Vec<&Tensor> = batch.iter().map(|j| &j.inputs[i]).collect();
-                    ops::concat(&parts, 0)
-                })
-                .collect::<rivulet::Result<_>>()?
-        };
-        let named: Vec<(&str, &Tensor)> = sig.inputs.iter().map(|(i, _)| i.key.as_str()).zip(inputs.iter()).collect();
-        let outputs = s.model.call(&s.signature, &named)?;
-        if batch.len() == 1 {
-            return Ok(vec![outputs.into_iter().map(|(_, t)| t).collect()]);
+    let sig = s.model.signature(&s.signature)?;
+    let inputs: Vec<Tensor> = (0..sig.inputs.len())
+        .map(|i| {
+            let parts: Vec<&Tensor> = batch.iter().map(|j| &j.inputs[i]).collect();
+            ops::concat(&parts, 0)
+        })
+        .collect::<rivulet::Result<_>>()?;
+    let named: Vec<(&str, &Tensor)> = sig.inputs.iter().map(|(i, _)| i.key.as_str()).zip(inputs.iter()).collect();
+    let outputs = s.model.call(&s.signature, &named)?;
+    let sizes: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+    let mut per_job: Vec<Vec<Tensor>> = vec![Vec::with_capacity(outputs.len()); batch.len()];
+    for (name, t) in outputs {
+        if t.shape().first() != Some(&total) {
+            return Err(ServeError::new(
+                Code::FailedPrecondition,
+                format!(
+                    "output '{name}' has shape {}, not the batch's {total} rows: this signature cannot be batched",
+                    t.shape()
+                ),
+            ));
         }
-        let sizes: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-        let mut per_job: Vec<Vec<Tensor>> = vec![Vec::with_capacity(outputs.len()); batch.len()];
-        for (name, t) in outputs {
-            if t.shape().first() != Some(&total) {
-                return Err(ServeError::new(
-                    Code::FailedPrecondition,
-                    format!("output '{name}' has shape {}, which does not have the batch's {total} rows: this signature cannot be batched", t.shape()),
-                ));
-            }
-            for (j, part) in ops::split_sizes(&t, &sizes, 0)?.into_iter().enumerate() {
-                per_job[j].push(part);
-            }
-        }
-        Ok(per_job)
-    })();
-    match result {
-        Ok(parts) => {
-            for (job, out) in batch.into_iter().zip(parts) {
-                let _ = job.reply.send(Ok(out));
-            }
-        }
-        Err(e) => {
-            for job in batch {
-                let _ = job.reply.send(Err(e.clone()));
-            }
+        for (j, part) in ops::split_sizes(&t, &sizes, 0)?.into_iter().enumerate() {
+            per_job[j].push(part);
         }
     }
+    s.metrics.batch_size(&s.model_name, total);
+    Ok(per_job)
 }

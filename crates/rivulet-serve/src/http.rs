@@ -50,8 +50,10 @@ struct Route<'a> {
 }
 
 fn parse_path(path: &str) -> Result<Route<'_>, ServeError> {
-    let not_found = || ServeError::not_found(format!("Malformed request: {path}"));
-    let rest = path.strip_prefix("/v1/models/").ok_or_else(not_found)?;
+    // TF Serving answers any path under /v1/ it cannot parse with 400, others with 404.
+    let not_found = || ServeError::invalid(format!("Malformed request: {path}"));
+    let rest =
+        path.strip_prefix("/v1/models/").ok_or_else(|| ServeError::not_found(format!("Malformed request: {path}")))?;
     // A method is the suffix after the last ':' of the last segment.
     let (rest, method) = match rest.rsplit_once(':') {
         Some((r, m)) if !m.contains('/') => (r, Some(m)),
@@ -93,9 +95,17 @@ pub async fn handle(
             .into_response();
     }
     let route = parse_path(path);
+    // Labels from a fixed set, so that made-up paths cannot grow the metrics.
     let (model, api) = match &route {
-        Ok(r) => (r.model.to_string(), r.action.unwrap_or("status").to_string()),
-        Err(_) => (String::new(), "unknown".to_string()),
+        Ok(r) => (
+            if app.registry.knows(r.model) { r.model.to_string() } else { String::new() },
+            match r.action {
+                None => "status",
+                Some(a @ ("metadata" | "predict" | "classify" | "regress")) => a,
+                Some(_) => "unknown",
+            },
+        ),
+        Err(_) => (String::new(), "unknown"),
     };
     let result = match route {
         Err(e) => Err(e),
@@ -109,9 +119,6 @@ pub async fn handle(
                 }
                 Err(rej) => Err(ServeError::invalid(format!("cannot read the request body: {}", rej.body_text()))),
             },
-            (_, Some(a)) if !["metadata", "predict", "classify", "regress"].contains(&a) => {
-                Err(ServeError::not_found(format!("Malformed request: {method} {path}")))
-            }
             _ => Err(ServeError::invalid(format!("Malformed request: {method} {path}"))),
         },
     };
@@ -119,7 +126,7 @@ pub async fn handle(
         Ok(body) => json_response(StatusCode::OK, body),
         Err(e) => error_response(&e),
     };
-    app.metrics.request(&model, &api, response.status().as_u16(), start.elapsed().as_secs_f64());
+    app.metrics.request(&model, api, response.status().as_u16(), start.elapsed().as_secs_f64());
     response
 }
 
@@ -348,7 +355,7 @@ async fn predict(app: &App, r: &Route<'_>, method: &str, body: &[u8]) -> Result<
             write_outputs(&mut out, &names, &outputs, None, &mut buf);
         }
         Format::Row => {
-            let rows = outputs[0].rows().unwrap_or(0);
+            let rows = outputs.first().and_then(Output::rows).unwrap_or(0);
             if let Some((n, _)) = names.iter().zip(&outputs).find(|(_, o)| o.rows() != Some(rows)) {
                 return Err(ServeError::invalid(format!(
                     "output '{n}' does not have one row per instance: use the columnar ('inputs') format"
@@ -407,6 +414,7 @@ mod tests {
         assert!(parse_path("/v1/models/digits/versions/x").is_err());
         assert!(parse_path("/v2/models/digits").is_err());
         assert!(parse_path("/v1/models/").is_err());
-        assert!(parse_path("/v1/models/a/b/c/d").is_err());
+        assert_eq!(parse_path("/v1/models/a/b/c/d").err().map(|e| e.code), Some(crate::error::Code::InvalidArgument));
+        assert_eq!(parse_path("/v2/models/a").err().map(|e| e.code), Some(crate::error::Code::NotFound));
     }
 }

@@ -145,7 +145,9 @@ pub fn to_tensor(v: &Value, dtype: DType, name: &str, limits: Limits) -> Result<
             limits.max_elements
         )));
     }
-    let mut bytes = Vec::with_capacity(numel * dtype.size());
+    // The shape was read down the first elements only: reserve for what a
+    // small request may hold, and let a regular large one grow.
+    let mut bytes = Vec::with_capacity((numel * dtype.size()).min(1 << 20));
     let outer = shape.len() - usize::from(binary_len.is_some());
     fill(v, &shape[..outer], dtype, name, binary_len, &mut bytes)?;
     Tensor::from_le_bytes(dtype, shape, &bytes).map_err(ServeError::from)

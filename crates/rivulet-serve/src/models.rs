@@ -64,9 +64,9 @@ struct Model {
     config: ModelConfig,
     versions: RwLock<BTreeMap<u64, Arc<Servable>>>,
     status: Mutex<BTreeMap<u64, VersionStatus>>,
-    /// Versions that failed to load, with the manifest's modification time
-    /// then: retried only when it changes.
-    failed: Mutex<BTreeMap<u64, Option<SystemTime>>>,
+    /// Versions that failed to load, with their files' stamp then: retried
+    /// only when a file changes.
+    failed: Mutex<BTreeMap<u64, Stamp>>,
 }
 
 /// Every served model.
@@ -94,8 +94,14 @@ fn versions_on_disk(base: &Path) -> Vec<u64> {
         .collect()
 }
 
-fn manifest_time(dir: &Path) -> Option<SystemTime> {
-    std::fs::metadata(dir.join("saved_model.json")).and_then(|m| m.modified()).ok()
+/// Size and modification time of a version's files (a copy in progress changes it).
+type Stamp = Vec<Option<(u64, SystemTime)>>;
+
+fn stamp(dir: &Path) -> Stamp {
+    ["saved_model.json", "graph.json", "variables/variables.safetensors"]
+        .iter()
+        .map(|f| std::fs::metadata(dir.join(f)).and_then(|m| Ok((m.len(), m.modified()?))).ok())
+        .collect()
 }
 
 impl Registry {
@@ -135,7 +141,7 @@ impl Registry {
                 continue;
             }
             let dir = m.config.base_path.join(v.to_string());
-            let stamp = manifest_time(&dir);
+            let stamp = stamp(&dir);
             if m.failed.lock().get(&v).is_some_and(|s| *s == stamp) {
                 continue;
             }
@@ -189,6 +195,11 @@ impl Registry {
             }
         }
         Ok(Servable { version, model, batchers, in_flight })
+    }
+
+    /// Whether `name` is a configured model.
+    pub fn knows(&self, name: &str) -> bool {
+        self.models.contains_key(name)
     }
 
     fn model(&self, name: &str) -> Result<&Model, ServeError> {

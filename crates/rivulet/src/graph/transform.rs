@@ -20,7 +20,18 @@ impl Graph {
     /// initializers: the new graph lists no variables, and a session over it
     /// needs their values from elsewhere (a saved model's variables file).
     pub fn pruned(&self, outputs: &[&Tensor]) -> Result<Graph> {
-        let mut roots = Vec::with_capacity(outputs.len());
+        self.pruned_with_targets(outputs, &[])
+    }
+
+    /// [`Graph::pruned`], also keeping `targets` (nodes run for their effect) and what they need.
+    pub fn pruned_with_targets(&self, outputs: &[&Tensor], targets: &[&super::Operation]) -> Result<Graph> {
+        let mut roots = Vec::with_capacity(outputs.len() + targets.len());
+        for op in targets {
+            if !op.graph.same_as(self) {
+                return Err(Error::graph(format!("pruned: operation '{}' is not of this graph", op.name())));
+            }
+            roots.push(op.id());
+        }
         for t in outputs {
             match t.graph() {
                 Some(g) if g.same_as(self) => roots.push(t.op().map(|o| o.id()).unwrap_or_default()),
@@ -127,6 +138,23 @@ fn freeze_doc(doc: &mut GraphDoc, values: &FxHashMap<NodeId, &Value>, outermost:
 /// nodes, functions and the variable aliases of the library.
 fn prune_doc(doc: &mut GraphDoc, roots: &[NodeId]) -> Result<()> {
     let n = doc.nodes.len();
+    // The outermost variables each function of the library (at any depth) stands in for.
+    fn alias_roots(doc: &GraphDoc, out: &mut Vec<usize>) {
+        out.extend(doc.aliases.iter().map(|(_, root)| *root));
+        for f in &doc.functions {
+            alias_roots(&f.graph, out);
+        }
+    }
+    let function_roots: Vec<Vec<usize>> = doc
+        .functions
+        .iter()
+        .map(|f| {
+            let mut roots = Vec::new();
+            alias_roots(&f.graph, &mut roots);
+            roots
+        })
+        .collect();
+    let top_aliases: FxHashMap<usize, usize> = doc.aliases.iter().copied().collect();
     let mut keep = vec![false; n];
     let mut stack: Vec<NodeId> = roots.to_vec();
     while let Some(id) = stack.pop() {
@@ -138,6 +166,11 @@ fn prune_doc(doc: &mut GraphDoc, roots: &[NodeId]) -> Result<()> {
         let node = &doc.nodes[id];
         stack.extend(node.inputs.iter().map(|e| e.node));
         stack.extend(node.control_inputs.iter().copied());
+        // The variables its stand-ins and its functions' stand-ins read.
+        stack.extend(top_aliases.get(&id).copied());
+        for f in node.op.functions() {
+            stack.extend(function_roots.get(f as usize).into_iter().flatten().copied());
+        }
     }
     let mut new_id = vec![usize::MAX; n];
     let mut next = 0;

@@ -105,6 +105,9 @@ pub struct SignatureDoc {
     pub method_name: String,
     pub inputs: BTreeMap<String, TensorInfo>,
     pub outputs: BTreeMap<String, TensorInfo>,
+    /// Nodes run for their effect on every call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
 }
 
 /// A file of the directory and the CRC-32 of its bytes.
@@ -191,9 +194,17 @@ pub(super) fn write(
     if dir.file_name().is_none() {
         bail!(invalid, "saved_model::save: '{}' is not a directory name", dir.display());
     }
+    // Replace a saved model, or fill an empty directory; never delete anything else.
+    if dir.exists() && !dir.join(MANIFEST).is_file() {
+        let empty = std::fs::read_dir(dir).map_err(|e| Error::from(e).with_path(dir))?.next().is_none();
+        if !empty {
+            bail!(invalid, "saved_model::save: '{}' exists and is not a saved model", dir.display());
+        }
+    }
     // The signatures, as names of the source graph's tensors.
     let mut docs = BTreeMap::new();
     let mut keep: Vec<&Tensor> = Vec::new();
+    let mut keep_ops = Vec::new();
     for (name, sig) in signatures {
         check_name("signature", name)?;
         if sig.outputs.is_empty() {
@@ -214,18 +225,23 @@ pub(super) fn write(
             keep.push(t);
         }
         let method_name = sig.method_name.clone().unwrap_or_else(|| PREDICT_METHOD.to_string());
-        if docs.insert(name.clone(), SignatureDoc { method_name, inputs, outputs }).is_some() {
+        keep_ops.extend(sig.targets.iter());
+        let targets = sig.targets.iter().map(|t| t.name()).collect();
+        if docs.insert(name.clone(), SignatureDoc { method_name, inputs, outputs, targets }).is_some() {
             bail!(invalid, "saved_model::save: two signatures named '{name}'");
         }
     }
-    let graph = source.graph.pruned(&keep)?;
+    let graph = source.graph.pruned_with_targets(&keep, &keep_ops)?;
     // The variables the pruned graph reads, with their values.
     let trainable: BTreeMap<String, bool> =
         source.graph.variables().iter().map(|v| (v.name().to_string(), v.trainable())).collect();
     let mut data = CheckpointData::default();
     let mut variables = Vec::new();
-    for n in graph.nodes() {
+    for (id, n) in graph.nodes().into_iter().enumerate() {
         let Op::Variable { dtype, shape } = &n.op else { continue };
+        if graph.resolve_variable(id) != id {
+            continue; // a stand-in for another variable node
+        }
         let value = source.values.get(&n.name).ok_or_else(|| {
             Error::precondition(format!("saved_model::save: variable '{}' has no value (initialize it first)", n.name))
         })?;

@@ -27,7 +27,7 @@ pub use format::{TensorInfo, VariableInfo, FORMAT, VERSION};
 
 use crate::error::{bail, Error, Result};
 use crate::function::ConcreteFunction;
-use crate::graph::{Graph, NodeId, Tensor};
+use crate::graph::{Graph, NodeId, Operation, Tensor};
 use crate::op::Op;
 use crate::passes::PassOptions;
 use crate::runtime::{Session, SessionOptions, Variable};
@@ -47,6 +47,7 @@ pub const DEFAULT_SIGNATURE: &str = "serving_default";
 pub struct Signature {
     inputs: Vec<(String, Tensor)>,
     outputs: Vec<(String, Tensor)>,
+    targets: Vec<Operation>,
     method_name: Option<String>,
 }
 
@@ -63,6 +64,11 @@ impl Signature {
     /// Add output `name`, fetched from `tensor`.
     pub fn output(mut self, name: &str, tensor: &Tensor) -> Signature {
         self.outputs.push((name.to_string(), tensor.clone()));
+        self
+    }
+    /// Run `op` for its effect on every call (a variable assignment).
+    pub fn target(mut self, op: &Operation) -> Signature {
+        self.targets.push(op.clone());
         self
     }
     /// The method (`tensorflow/serving/predict`, `.../classify`, `.../regress`).
@@ -115,6 +121,9 @@ impl Exportable for ConcreteFunction {
         }
         for (i, t) in self.outputs().iter().enumerate() {
             sig = sig.output(&format!("output_{i}"), t);
+        }
+        for op in self.effects() {
+            sig = sig.target(op);
         }
         Ok(ExportSource {
             graph: self.graph().clone(),
@@ -189,6 +198,8 @@ pub struct LoadedSignature {
     pub inputs: Vec<(TensorInfo, Tensor)>,
     /// Outputs in name order.
     pub outputs: Vec<(TensorInfo, Tensor)>,
+    /// Nodes run for their effect on every call.
+    pub targets: Vec<Operation>,
 }
 
 /// A saved model loaded for serving: see the module documentation.
@@ -238,6 +249,18 @@ pub fn load_with(dir: impl AsRef<Path>, options: &LoadOptions) -> Result<SavedMo
         let Op::Variable { dtype, shape } = &node.op else {
             bail!(format, "saved model: '{}' is not a variable of the graph", info.name);
         };
+        if info.dtype != *dtype || info.shape != *shape {
+            bail!(
+                format,
+                "saved model: the manifest says variable '{}' is {}{}, the graph {dtype}{shape}",
+                info.name,
+                info.dtype,
+                info.shape
+            );
+        }
+        if values.contains_key(&op.id()) {
+            bail!(format, "saved model: variable '{}' is listed twice", info.name);
+        }
         let t = variables.tensors.get(&info.name).ok_or_else(|| {
             Error::format(format!("saved model: the variables file has no value for '{}'", info.name)).with_path(dir)
         })?;
@@ -252,6 +275,13 @@ pub fn load_with(dir: impl AsRef<Path>, options: &LoadOptions) -> Result<SavedMo
         }
         values.insert(op.id(), t.value()?.clone());
         trainable.insert(op.id(), info.trainable);
+    }
+    let unsaved = graph.nodes().iter().enumerate().find_map(|(id, n)| {
+        let root = graph.resolve_variable(id);
+        (matches!(n.op, Op::Variable { .. }) && !values.contains_key(&root)).then(|| n.name.clone())
+    });
+    if let Some(n) = unsaved {
+        bail!(format, "saved model: variable '{n}' of the graph has no saved value");
     }
     let mut ops_used = BTreeMap::new();
     count_ops(&graph, &mut ops_used);
@@ -271,7 +301,38 @@ pub fn load_with(dir: impl AsRef<Path>, options: &LoadOptions) -> Result<SavedMo
     Ok(SavedModel { dir: dir.to_path_buf(), manifest, graph, session, signatures, ops_used })
 }
 
+/// A signature, input or output name read from a manifest: no path separators or dot names
+/// (`saved-model run` writes files named after outputs), no control characters.
+fn check_key(what: &str, key: &str) -> Result<()> {
+    if key.is_empty()
+        || key.len() > 256
+        || key == "."
+        || key == ".."
+        || key.contains(['/', '\\'])
+        || key.chars().any(char::is_control)
+    {
+        bail!(format, "saved model: invalid {what} name {key:?}");
+    }
+    Ok(())
+}
+
 fn resolve_signature(graph: &Graph, name: &str, doc: &SignatureDoc) -> Result<LoadedSignature> {
+    check_key("signature", name)?;
+    if doc.outputs.is_empty() {
+        bail!(format, "saved model: signature '{name}' has no outputs");
+    }
+    for key in doc.inputs.keys().chain(doc.outputs.keys()) {
+        check_key("input or output", key)?;
+    }
+    let targets = doc
+        .targets
+        .iter()
+        .map(|t| {
+            graph.operation(t).map_err(|_| {
+                Error::format(format!("saved model: signature '{name}' runs '{t}', which is not in the graph"))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let resolve = |infos: &BTreeMap<String, TensorInfo>, what: &str| -> Result<Vec<(TensorInfo, Tensor)>> {
         infos
             .iter()
@@ -303,6 +364,7 @@ fn resolve_signature(graph: &Graph, name: &str, doc: &SignatureDoc) -> Result<Lo
         method_name: doc.method_name.clone(),
         inputs: resolve(&doc.inputs, "input")?,
         outputs: resolve(&doc.outputs, "output")?,
+        targets,
     })
 }
 
@@ -338,7 +400,15 @@ impl SavedModel {
     }
     /// Total bytes of the variables' values.
     pub fn variable_bytes(&self) -> usize {
-        self.manifest.variables.iter().map(VariableInfo::bytes).sum()
+        self.manifest.variables.iter().fold(0usize, |acc, v| acc.saturating_add(v.bytes()))
+    }
+    /// The current value of variable `name` (as saved, unless a signature assigns it).
+    pub fn variable_value(&self, name: &str) -> Result<Tensor> {
+        if !self.manifest.variables.iter().any(|v| v.name == name) {
+            bail!(not_found, "the model has no variable '{name}'");
+        }
+        let t = self.graph.tensor(&format!("{name}:0"))?;
+        Ok(self.session.run(&[&t], &[])?.remove(0))
     }
     /// Op types of the saved graph (its function library included) and how
     /// often each occurs, as saved (before freezing).
@@ -373,7 +443,8 @@ impl SavedModel {
             bail!(invalid, "signature '{name}' has no input '{extra}'");
         }
         let fetches: Vec<&Tensor> = sig.outputs.iter().map(|(_, t)| t).collect();
-        let out = self.session.run(&fetches, &feeds)?;
+        let targets: Vec<&Operation> = sig.targets.iter().collect();
+        let out = self.session.run_with_targets(&fetches, &feeds, &targets)?;
         Ok(sig.outputs.iter().map(|(i, _)| i.key.clone()).zip(out).collect())
     }
 }

@@ -174,6 +174,28 @@ fn traced_functions_round_trip_and_keep_the_variables_they_assign() {
     assert_eq!(out[0].0, "output_0");
     assert_eq!(out[0].1.to_vec::<f32>().unwrap(), vec![3.0, 1.5, 0.0, -12.0]);
     assert!(out[1].1.bitwise_eq(&ops::exp(&x).unwrap()));
+    // The assignment runs on every call, on the loaded model's own copy.
+    assert_eq!(m.variable_value("captured/calls").unwrap().to_scalar::<i64>().unwrap(), 1);
+    m.call(DEFAULT_SIGNATURE, &[("input_0", &x)]).unwrap();
+    assert_eq!(m.variable_value("captured/calls").unwrap().to_scalar::<i64>().unwrap(), 2);
+    assert_eq!(calls.current().to_scalar::<i64>().unwrap(), 0);
+    assert_eq!(m.variable_value("captured/scale").unwrap().to_vec::<f32>().unwrap(), vec![2.0, -3.0]);
+    assert_eq!(m.variable_value("nope").unwrap_err().kind(), ErrorKind::NotFound);
+}
+
+#[test]
+fn save_never_deletes_a_directory_that_is_not_a_saved_model() {
+    let dir = temp_dir("not-a-model");
+    let (_g, sess, x, y) = graph_model();
+    std::fs::write(dir.join("precious.txt"), "keep me").unwrap();
+    let e = saved_model::save(&*dir, &sess, &[("s", Signature::new().input("x", &x).output("y", &y))]).unwrap_err();
+    assert!(e.message().contains("not a saved model"), "{e}");
+    assert_eq!(std::fs::read_to_string(dir.join("precious.txt")).unwrap(), "keep me");
+    // An empty directory is filled.
+    let empty = dir.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    saved_model::save(&empty, &sess, &[("s", Signature::new().input("x", &x).output("y", &y))]).unwrap();
+    assert!(saved_model::load(&empty).is_ok());
 }
 
 #[test]
