@@ -28,6 +28,12 @@ SRC = os.path.join(ROOT, "crates", "rivulet", "src")
 # (built from other ops, or the same function under Rivulet's name), P
 # planned (the issue that brings it), O out of scope (why).
 STATUS = """
+saved_model.Asset C SaveOptions | files listed in `SaveOptions::assets`, found again with `SavedModel::asset`
+saved_model.LoadOptions S LoadOptions | graph passes at load (`LoadOptions::exact` for no rounding-changing fold)
+saved_model.SaveOptions S SaveOptions | assets
+saved_model.contains_saved_model S contains_saved_model
+saved_model.load S load | signatures callable with `SavedModel::call`; variables frozen unless assigned
+saved_model.save S save | `Session`, `ConcreteFunction` or `Sequential`; served by `rivulet serve`
 data.Dataset.apply O - | call the function on the dataset
 data.Dataset.as_numpy_iterator C iter | elements as tensors
 data.Dataset.batch S batch
@@ -689,6 +695,7 @@ MODULES = [
     ("metrics", "tf.keras.metrics", lambda: functions(tf.keras.metrics, classes=True)),
     ("layers", "tf.keras.layers", lambda: [n for n in functions(tf.keras.layers, classes=True) if n[0].isupper()]),
     ("data", "tf.data", lambda: data_functions()),
+    ("saved_model", "tf.saved_model", lambda: functions(tf.saved_model, classes=True)),
 ]
 
 # Excluded from tf.nn's percentage, as the issue says: convolutions and

@@ -355,6 +355,18 @@ fn read_entry(dir: &Path, e: &FileEntry) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Whether `dir/saved_model.json` is a manifest of this format (any version).
+pub(super) fn names_the_format(dir: &Path) -> bool {
+    #[derive(Deserialize)]
+    struct Head {
+        format: String,
+    }
+    read_limited(&dir.join(MANIFEST), MAX_MANIFEST_BYTES)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Head>(&b).ok())
+        .is_some_and(|h| h.format == FORMAT)
+}
+
 /// Read the saved model in `dir`, checking the format, the version and
 /// every file's checksum.
 pub(super) fn read(dir: &Path) -> Result<Files> {

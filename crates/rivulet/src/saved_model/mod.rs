@@ -228,6 +228,12 @@ impl std::fmt::Debug for SavedModel {
     }
 }
 
+/// Whether `dir` holds a saved model of this format (its manifest names the
+/// format; the version and the files are checked only by [`load`]).
+pub fn contains_saved_model(dir: impl AsRef<Path>) -> bool {
+    format::names_the_format(dir.as_ref())
+}
+
 /// Load the saved model in `dir` with default options.
 pub fn load(dir: impl AsRef<Path>) -> Result<SavedModel> {
     load_with(dir, &LoadOptions::default())

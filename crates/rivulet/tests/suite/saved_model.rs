@@ -248,6 +248,9 @@ fn damaged_foreign_and_newer_models_are_errors() {
         std::fs::write(m.join("graph.json"), &graph).unwrap();
         std::fs::write(m.join("variables/variables.safetensors"), &vars).unwrap();
     };
+    assert!(saved_model::contains_saved_model(&m));
+    assert!(!saved_model::contains_saved_model(&*dir));
+    assert!(!saved_model::contains_saved_model(dir.join("nowhere")));
     // Truncated variables.
     std::fs::write(m.join("variables/variables.safetensors"), &vars[..vars.len() - 7]).unwrap();
     assert_eq!(load_error(&m).kind(), ErrorKind::Format);
