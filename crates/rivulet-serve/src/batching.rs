@@ -10,7 +10,7 @@
 //! served at once, where a fixed timeout would charge it the whole wait.
 //!
 //! The queue is bounded (`max_enqueued_batches × max_batch_size` rows): past
-//! that a request is refused at once (429) instead of waiting without end.
+//! that a request is refused at once (503, as TF Serving's full queue) instead of waiting without end.
 //! Dropping the batcher lets the threads finish what is queued, then joins
 //! them, so a version being unloaded answers every request it accepted.
 
@@ -208,13 +208,7 @@ fn run_batch(s: &Shared, batch: Vec<Job>) {
     }
     let Some(job) = batch.into_iter().next() else { return };
     s.metrics.batch_size(&s.model_name, job.rows);
-    let result = (|| -> Result<Vec<Tensor>, ServeError> {
-        let sig = s.model.signature(&s.signature)?;
-        let named: Vec<(&str, &Tensor)> =
-            sig.inputs.iter().map(|(i, _)| i.key.as_str()).zip(job.inputs.iter()).collect();
-        Ok(s.model.call(&s.signature, &named)?.into_iter().map(|(_, t)| t).collect())
-    })();
-    let _ = job.reply.send(result);
+    let _ = job.reply.send(s.model.run(&s.signature, &job.inputs).map_err(ServeError::from));
 }
 
 /// One run of several requests, each request's rows of the outputs.
@@ -228,16 +222,16 @@ fn run_merged(s: &Shared, batch: &[Job]) -> Result<Vec<Vec<Tensor>>, ServeError>
             ops::concat(&parts, 0)
         })
         .collect::<rivulet::Result<_>>()?;
-    let named: Vec<(&str, &Tensor)> = sig.inputs.iter().map(|(i, _)| i.key.as_str()).zip(inputs.iter()).collect();
-    let outputs = s.model.call(&s.signature, &named)?;
+    let outputs = s.model.run(&s.signature, &inputs)?;
     let sizes: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
     let mut per_job: Vec<Vec<Tensor>> = vec![Vec::with_capacity(outputs.len()); batch.len()];
-    for (name, t) in outputs {
+    for ((info, _), t) in sig.outputs.iter().zip(outputs) {
         if t.shape().first() != Some(&total) {
             return Err(ServeError::new(
                 Code::FailedPrecondition,
                 format!(
-                    "output '{name}' has shape {}, not the batch's {total} rows: this signature cannot be batched",
+                    "output '{}' has shape {}, not the batch's {total} rows: this signature cannot be batched",
+                    info.key,
                     t.shape()
                 ),
             ));

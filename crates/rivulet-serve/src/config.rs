@@ -70,7 +70,7 @@ pub struct BatchingOptions {
     pub max_batch_size: usize,
     /// How long the first request of a batch waits for others.
     pub batch_timeout: Duration,
-    /// Batches that may wait (beyond them a request is refused with 429).
+    /// Batches that may wait (beyond them a request is refused with 503).
     pub max_enqueued_batches: usize,
     /// Threads running merged batches.
     pub num_batch_threads: usize,

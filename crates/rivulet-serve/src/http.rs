@@ -338,11 +338,7 @@ async fn predict(app: &App, r: &Route<'_>, method: &str, body: &[u8]) -> Result<
             let rx = b.submit(inputs, rows.unwrap_or(0))?;
             rx.await.map_err(|_| ServeError::new(Code::Unavailable, "the model version was unloaded"))??
         }
-        _ => {
-            let named: Vec<(&str, &Tensor)> =
-                sig.inputs.iter().map(|(i, _)| i.key.as_str()).zip(inputs.iter()).collect();
-            servable.model.call(&name, &named)?.into_iter().map(|(_, t)| t).collect()
-        }
+        _ => servable.model.run(&name, &inputs)?,
     };
     drop(counted);
     let outputs: Vec<Output> = outputs.iter().map(Output::new).collect::<Result<_, _>>()?;

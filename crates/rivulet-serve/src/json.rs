@@ -286,8 +286,8 @@ impl Output {
         self.write(&mut out, &mut ryu::Buffer::new());
         out
     }
-    /// Row `i` (along the first axis) as JSON.
-    pub fn write_row(&self, i: usize, out: &mut String, buf: &mut ryu::Buffer) {
+    /// Row `i` (along the first axis, below [`Output::rows`]) as JSON.
+    pub(crate) fn write_row(&self, i: usize, out: &mut String, buf: &mut ryu::Buffer) {
         let rest = &self.shape[1..];
         let inner = rest.iter().product::<usize>() * self.dtype.size();
         write_nested(out, self.dtype, &self.bytes[i * inner..(i + 1) * inner], rest, buf)

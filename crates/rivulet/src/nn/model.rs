@@ -903,12 +903,7 @@ impl crate::saved_model::Exportable for Sequential {
         let run =
             self.compiled.as_ref().filter(|c| c.mode == ExecutionMode::Graph).and_then(|c| c.graph.lock().clone());
         if let Some(run) = run {
-            let mut values = std::collections::BTreeMap::new();
-            for v in run.graph.variables() {
-                if run.session.is_initialized(&v) {
-                    values.insert(v.name().to_string(), run.session.variable_value(&v)?);
-                }
-            }
+            let values = crate::saved_model::session_values(&run.session)?;
             let sig = Signature::new().input("inputs", &run.x).output("outputs", &run.eval_pred);
             return Ok(ExportSource { graph: run.graph.clone(), values, default_signature: Some(sig) });
         }

@@ -97,7 +97,7 @@ pub trait Exportable {
 }
 
 /// Every variable of `session`'s graph that has a value, by node name.
-fn session_values(session: &Session) -> Result<BTreeMap<String, Tensor>> {
+pub(crate) fn session_values(session: &Session) -> Result<BTreeMap<String, Tensor>> {
     let mut values = BTreeMap::new();
     for v in session.graph().variables() {
         if session.is_initialized(&v) {
@@ -437,20 +437,35 @@ impl SavedModel {
     /// other): the outputs in the signature's (name) order.
     pub fn call(&self, name: &str, inputs: &[(&str, &Tensor)]) -> Result<Vec<(String, Tensor)>> {
         let sig = self.signature(name)?;
-        let mut feeds = Vec::with_capacity(sig.inputs.len());
-        for (info, placeholder) in &sig.inputs {
-            let Some((_, value)) = inputs.iter().find(|(k, _)| *k == info.key) else {
-                bail!(invalid, "signature '{name}' needs input '{}' ({}{})", info.key, info.dtype, info.shape);
-            };
-            info.check(value).map_err(|e| Error::new(e.kind(), format!("signature '{name}': {}", e.message())))?;
-            feeds.push((placeholder, *value));
-        }
         if let Some((extra, _)) = inputs.iter().find(|(k, _)| !sig.inputs.iter().any(|(i, _)| i.key == *k)) {
             bail!(invalid, "signature '{name}' has no input '{extra}'");
         }
+        let mut ordered = Vec::with_capacity(sig.inputs.len());
+        for (info, _) in &sig.inputs {
+            let Some((_, value)) = inputs.iter().find(|(k, _)| *k == info.key) else {
+                bail!(invalid, "signature '{name}' needs input '{}' ({}{})", info.key, info.dtype, info.shape);
+            };
+            ordered.push((*value).clone());
+        }
+        let out = self.run(name, &ordered)?;
+        Ok(sig.outputs.iter().map(|(i, _)| i.key.clone()).zip(out).collect())
+    }
+
+    /// Run signature `name` on `inputs` given in the signature's input
+    /// order (by name): the outputs in its output order. What a server
+    /// calls once it has matched a request's inputs to the signature.
+    pub fn run(&self, name: &str, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let sig = self.signature(name)?;
+        if inputs.len() != sig.inputs.len() {
+            bail!(invalid, "signature '{name}' takes {} inputs, got {}", sig.inputs.len(), inputs.len());
+        }
+        let mut feeds = Vec::with_capacity(sig.inputs.len());
+        for ((info, placeholder), value) in sig.inputs.iter().zip(inputs) {
+            info.check(value).map_err(|e| Error::new(e.kind(), format!("signature '{name}': {}", e.message())))?;
+            feeds.push((placeholder, value));
+        }
         let fetches: Vec<&Tensor> = sig.outputs.iter().map(|(_, t)| t).collect();
         let targets: Vec<&Operation> = sig.targets.iter().collect();
-        let out = self.session.run_with_targets(&fetches, &feeds, &targets)?;
-        Ok(sig.outputs.iter().map(|(i, _)| i.key.clone()).zip(out).collect())
+        self.session.run_with_targets(&fetches, &feeds, &targets)
     }
 }
