@@ -9,7 +9,8 @@
 # `--no-run` below is a no-op after the tests, and builds them otherwise.
 # (`cargo run -p rivulet-cli` would resolve features without the
 # dev-dependencies and rebuild the library.) RIVULET_CARGO overrides the
-# cargo command (e.g. "flock /tmp/cargo.lock cargo").
+# cargo command (e.g. "flock /tmp/cargo.lock cargo"); RIVULET_FEATURES
+# names the features the tests were built with (CI: rivulet/mpi).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARGO=${RIVULET_CARGO:-cargo}
@@ -26,7 +27,8 @@ fi
 "$TMP/venv/bin/python" -c 'import tensorboard; print("tensorboard", tensorboard.__version__)'
 
 DEMO_EPOCHS=2
-$CARGO test --quiet --workspace --no-run
+# The features the tests were built with (scripts/test.sh sets them).
+$CARGO test --quiet --workspace ${RIVULET_FEATURES:+--features "$RIVULET_FEATURES"} --no-run
 BIN="${CARGO_TARGET_DIR:-target}/debug"
 "$BIN/examples/tensorboard_logs" "$TMP/logs" "$TMP/expected.json"
 "$BIN/rivulet" demo --quiet --epochs "$DEMO_EPOCHS" --logdir "$TMP/demo"

@@ -112,7 +112,7 @@ fn fixed_bench(
 }
 
 /// The B5 MLP's logits for inputs `x` and parameters `p` (kernel, bias per layer).
-fn b5_forward(x: &Tensor, p: &[Tensor]) -> Result<Tensor> {
+pub(crate) fn b5_forward(x: &Tensor, p: &[Tensor]) -> Result<Tensor> {
     let h1 = ops::relu(&(&ops::matmul(x, &p[0])? + &p[1])?)?;
     let h2 = ops::relu(&(&ops::matmul(&h1, &p[2])? + &p[3])?)?;
     &ops::matmul(&h2, &p[4])? + &p[5]

@@ -3,6 +3,7 @@
 //! the held-out split. With `--logdir`, the run is logged for TensorBoard.
 
 use rivulet::data::load_digits;
+use rivulet::distribute::{MultiWorkerMirroredStrategy, Strategy};
 use rivulet::nn::{
     Activation, Conv2D, Dense, Dropout, ExecutionMode, FitOptions, Flatten, Layer, LearningRate, Loss, MaxPooling2D,
     Metric, Optimizer, Sequential, SharedCallback, TensorBoard, Verbosity,
@@ -23,6 +24,8 @@ pub struct Outputs<'a> {
     pub logdir: Option<&'a Path>,
     /// A model base directory: the trained model is saved as version 1.
     pub export: Option<&'a Path>,
+    /// Train on the workers `mpirun` started; rank 0 prints and writes.
+    pub distributed: bool,
 }
 
 pub fn run(mode: ExecutionMode, cnn: bool, epochs: usize, quiet: bool, outputs: &Outputs<'_>) -> Result<()> {
@@ -41,6 +44,8 @@ pub fn run(mode: ExecutionMode, cnn: bool, epochs: usize, quiet: bool, outputs: 
         }
     };
     rivulet::set_random_seed(seed);
+    let strategy = if outputs.distributed { Some(MultiWorkerMirroredStrategy::new()?) } else { None };
+    let chief = strategy.as_ref().is_none_or(|s| s.is_chief());
     let d = load_digits()?;
     let (layers, about): (Vec<Box<dyn Layer>>, &str) = if cnn {
         (
@@ -66,11 +71,16 @@ pub fn run(mode: ExecutionMode, cnn: bool, epochs: usize, quiet: bool, outputs: 
             "MLP 64-256-128-10",
         )
     };
-    println!(
-        "digits: {} training and {} test images of 8x8 pixels; {about}, Adam, {mode:?} mode",
-        d.train_x.shape()[0],
-        d.test_x.shape()[0]
-    );
+    if chief {
+        println!(
+            "digits: {} training and {} test images of 8x8 pixels; {about}, Adam, {mode:?} mode",
+            d.train_x.shape()[0],
+            d.test_x.shape()[0]
+        );
+    }
+    if let (Some(s), true) = (&strategy, chief) {
+        println!("distributed: {} workers ({}), global batch 32 split over them", s.num_workers(), describe(s));
+    }
     // The CNN sees each image as an 8x8 grid of one channel.
     let images = |x: &rivulet::Tensor| if cnn { ops::reshape(x, &[-1, 8, 8, 1]) } else { Ok(x.clone()) };
     let (train_x, test_x) = (images(&d.train_x)?, images(&d.test_x)?);
@@ -81,6 +91,9 @@ pub fn run(mode: ExecutionMode, cnn: bool, epochs: usize, quiet: bool, outputs: 
         &[Metric::SparseCategoricalAccuracy.named("accuracy")],
         mode,
     );
+    if let Some(s) = &strategy {
+        model.distribute(s)?;
+    }
     let mut options = FitOptions {
         epochs,
         batch_size: 32,
@@ -94,6 +107,10 @@ pub fn run(mode: ExecutionMode, cnn: bool, epochs: usize, quiet: bool, outputs: 
         options = options.callback(SharedCallback::new(TensorBoard::new(dir).histogram_freq(1)));
     }
     model.fit(&train_x, &d.train_y, &options)?;
+    if !chief {
+        // Rank 0 evaluates, reports and writes; the others are done.
+        return Ok(());
+    }
     let results = model.evaluate(&test_x, &d.test_y, 256)?;
     let accuracy = results.iter().find(|(k, _)| k == "accuracy").map(|(_, v)| *v).unwrap_or(0.0);
     println!("trained in {:.1} s", start.elapsed().as_secs_f64());
@@ -173,4 +190,9 @@ fn write_samples(dir: &Path, test_x: &Tensor, test_y: &Tensor, accuracy: f64, ep
     );
     writer.text("about", &text, step)?;
     writer.close()
+}
+
+/// The workers' communicator, in words.
+fn describe(s: &Strategy) -> String {
+    s.group().map_or_else(|| "one process".to_string(), |g| g.communicator().describe())
 }

@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod deploy;
 mod inspect;
+mod scaling;
 mod simulate;
 mod train_csv;
 
@@ -66,6 +67,25 @@ enum Command {
         /// (for `rivulet serve`), with an example request in its assets.
         #[arg(long)]
         export: Option<std::path::PathBuf>,
+        /// Train data-parallel on the workers `mpirun` started
+        /// (`mpirun -np 4 rivulet demo --distributed`; needs a build with
+        /// `--features mpi`). Rank 0 prints and writes.
+        #[arg(long)]
+        distributed: bool,
+    },
+    /// Under `mpirun -np N`: all-reduce latency and bandwidth beside plain
+    /// MPI_Allreduce, the 100 MB gradient all-reduce, and the B5 step with
+    /// and without overlapping the all-reduce with the backward pass.
+    Scaling {
+        /// One JSON object per measurement.
+        #[arg(long)]
+        json: bool,
+        /// The largest all-reduce, in MB.
+        #[arg(long, default_value_t = 100)]
+        max_mb: usize,
+        /// B5 steps per block (five blocks per variant, alternating).
+        #[arg(long, default_value_t = 40)]
+        steps: usize,
     },
     /// Inspect or run a saved model (as TensorFlow's `saved_model_cli`).
     #[command(subcommand)]
@@ -208,13 +228,17 @@ fn main() -> ExitCode {
         Command::Bench { ids, json, mode, device } => {
             on_device(&device, || bench::run(&ids, json, mode.as_deref(), &device))
         }
-        Command::Demo { eager, model, epochs, quiet, device, logdir, export } => {
+        Command::Demo { eager, model, epochs, quiet, device, logdir, export, distributed } => {
             let mode = if eager { rivulet::nn::ExecutionMode::Eager } else { rivulet::nn::ExecutionMode::Graph };
             let cnn = model == "cnn";
             let epochs = epochs.unwrap_or(if cnn { 100 } else { 40 });
-            let outputs = demo::Outputs { logdir: logdir.as_deref(), export: export.as_deref() };
-            on_device(&device, || demo::run(mode, cnn, epochs, quiet, &outputs))
+            let outputs = demo::Outputs { logdir: logdir.as_deref(), export: export.as_deref(), distributed };
+            let done = on_device(&device, || demo::run(mode, cnn, epochs, quiet, &outputs));
+            // MPI_Finalize, once the model and its strategy are gone.
+            rivulet::distribute::shutdown();
+            done
         }
+        Command::Scaling { json, max_mb, steps } => scaling::run(json, max_mb, steps),
         Command::SavedModel(SavedModelCommand::Show { dir, all, signature }) => {
             deploy::show(&dir, all, signature.as_deref()).map(|s| print!("{s}"))
         }

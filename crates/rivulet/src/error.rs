@@ -39,6 +39,9 @@ pub enum ErrorKind {
     /// An accelerator failed: a driver call, a kernel compilation, or its
     /// memory ran out.
     Device,
+    /// A collective could not complete: a peer worker died, hung past the
+    /// timeout, or the communicator failed earlier (TensorFlow's UNAVAILABLE).
+    Unavailable,
 }
 
 impl ErrorKind {
@@ -54,6 +57,7 @@ impl ErrorKind {
             ErrorKind::Graph => "graph error",
             ErrorKind::Unimplemented => "unimplemented",
             ErrorKind::Device => "device error",
+            ErrorKind::Unavailable => "unavailable",
         }
     }
 }
@@ -113,6 +117,9 @@ impl Error {
     }
     pub(crate) fn device(message: impl Into<String>) -> Error {
         Error::new(ErrorKind::Device, message)
+    }
+    pub(crate) fn unavailable(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Unavailable, message)
     }
 
     /// The broad kind of the error.

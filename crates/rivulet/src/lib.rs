@@ -28,8 +28,10 @@
 // import one above its own layer).
 pub mod autodiff;
 pub(crate) mod backend;
+pub mod collective;
 pub mod context;
 pub mod data;
+pub mod distribute;
 pub mod error;
 pub mod function;
 pub mod graph;

@@ -137,6 +137,8 @@ pub(crate) fn run(be: &dyn Backend, op: &Op, inputs: &[&Value], outs: &[Meta], c
         }
         // Row-sequential algorithms: on a host copy, the results copied back.
         Op::Host { f } => return on_host(be, inputs, |v| super::cpu::host::run(*f, v[0], outs)),
+        // Collectives move host buffers.
+        Op::Collective { c } => return on_host(be, inputs, |v| super::cpu::collective::run(c, v, outs)),
         // Factorizations: faer's kernels, on host copies too.
         Op::Linalg { f } => return on_host(be, inputs, |v| super::cpu::linalg::run(*f, v, outs)),
         // Complex parts and transforms: on host copies.

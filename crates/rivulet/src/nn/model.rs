@@ -11,8 +11,9 @@ use super::layers::Layer;
 use super::losses::Loss;
 use super::metrics::{Mean, Metric, MetricState};
 use super::optimizers::Optimizer;
-use crate::autodiff::{tape, GradientTape};
+use crate::autodiff::{gradients, tape, GradientTape, Unconnected};
 use crate::data::{Cardinality, Dataset};
+use crate::distribute::Strategy;
 use crate::error::{bail, Error, Result};
 use crate::graph::Tensor;
 use crate::graph::{Graph, Operation};
@@ -126,6 +127,9 @@ struct GraphRun {
 
 #[derive(Clone)]
 struct TrainPath {
+    /// Each local replica's feeds under a strategy: its rows of the batch,
+    /// its labels, and its share of the global batch (a float32 scalar).
+    replicas: Vec<(Tensor, Tensor, Tensor)>,
     y: Tensor,
     train_op: Operation,
     train_loss: Tensor,
@@ -148,6 +152,9 @@ struct Compiled {
     /// that a step is never mixed with another or with a restore. Inference
     /// runs without it.
     training: Mutex<()>,
+    /// Under a strategy in eager mode: whether the variables have been made
+    /// and set to worker 0's values.
+    synced: std::sync::atomic::AtomicBool,
 }
 
 /// A stack of layers applied in order.
@@ -158,6 +165,8 @@ pub struct Sequential {
     output_shapes: Mutex<Vec<Shape>>,
     /// The input's dtype and shape (batch axis unknown) at the latest call, for export.
     input_spec: Mutex<Option<(DType, Shape)>>,
+    /// How training is spread over replicas and workers.
+    strategy: Option<Strategy>,
 }
 
 /// Rows `idx` of `t` (a batch).
@@ -177,7 +186,41 @@ fn batch_shape(t: &Tensor) -> Shape {
 impl Sequential {
     /// A model of `layers`.
     pub fn new(layers: Vec<Box<dyn Layer>>) -> Sequential {
-        Sequential { layers, compiled: None, output_shapes: Mutex::new(Vec::new()), input_spec: Mutex::new(None) }
+        Sequential {
+            layers,
+            compiled: None,
+            output_shapes: Mutex::new(Vec::new()),
+            input_spec: Mutex::new(None),
+            strategy: None,
+        }
+    }
+
+    /// Train under `strategy` (Keras: build and compile the model inside
+    /// `strategy.scope()`): the variables are set to worker 0's values when
+    /// they are made, `fit` splits each global batch over the replicas and
+    /// sums their gradients across workers, the loss and metrics it reports
+    /// are over the global batch, and only worker 0 prints progress and runs
+    /// callbacks (logs, checkpoints). Evaluation and prediction run on each
+    /// worker's whole input. Call it before the model first runs.
+    pub fn distribute(&mut self, strategy: &Strategy) -> Result<()> {
+        let built = self.compiled.as_ref().is_some_and(|c| c.graph.lock().is_some())
+            || self.layers.iter().any(|l| !l.variables().is_empty());
+        if built {
+            bail!(precondition, "distribute: the model has already made its variables; give it the strategy first");
+        }
+        self.strategy = Some(strategy.clone());
+        Ok(())
+    }
+
+    /// The strategy given to [`Sequential::distribute`].
+    pub fn strategy(&self) -> Option<&Strategy> {
+        self.strategy.as_ref()
+    }
+
+    /// Whether this process writes logs and checkpoints: worker 0 of the
+    /// strategy, or any process without one.
+    pub fn is_chief(&self) -> bool {
+        self.strategy.as_ref().is_none_or(Strategy::is_chief)
     }
 
     /// Add a layer at the end.
@@ -284,6 +327,7 @@ impl Sequential {
             mode,
             graph: Mutex::new(None),
             training: Mutex::new(()),
+            synced: std::sync::atomic::AtomicBool::new(false),
         });
     }
 
@@ -328,6 +372,7 @@ impl Sequential {
         };
         let session = Arc::new(Session::new(&g));
         session.run_targets(&[&g.global_variables_initializer()?])?;
+        self.sync_session_variables(&g, &session)?;
         let run = Arc::new(GraphRun { graph: g, session, x: px, eval_pred, train: None });
         *guard = Some(run.clone());
         Ok(run)
@@ -348,16 +393,39 @@ impl Sequential {
         };
         let g = run.graph.clone();
         let py = g.placeholder("y", y.dtype(), batch_shape(y))?;
-        let pred = {
-            let _s = g.name_scope("train");
-            self.call(&run.x, true)?
-        };
-        let train_loss = c.loss.compute(&py, &pred)?;
-        let train_metrics = c.metrics.iter().map(|m| m.batch_state(&py, &pred, None)).collect::<Result<Vec<_>>>()?;
         let vars = self.trainable_variables();
         let refs: Vec<&Variable> = vars.iter().collect();
-        let step = c.optimizer.minimize(&train_loss, &refs)?;
-        let mut targets = vec![step];
+        let mut targets = Vec::new();
+        let (train_loss, train_metrics, replicas) = match &self.strategy {
+            None => {
+                let pred = {
+                    let _s = g.name_scope("train");
+                    self.call(&run.x, true)?
+                };
+                let train_loss = c.loss.compute(&py, &pred)?;
+                let train_metrics =
+                    c.metrics.iter().map(|m| m.batch_state(&py, &pred, None)).collect::<Result<Vec<_>>>()?;
+                targets.push(c.optimizer.minimize(&train_loss, &refs)?);
+                (train_loss, train_metrics, Vec::new())
+            }
+            Some(strategy) => {
+                let (loss, metrics, replicas) = self.replicated_step(c, strategy, &g, x, y)?;
+                let reads: Vec<Tensor> = vars.iter().map(|v| v.read()).collect();
+                let read_refs: Vec<&Tensor> = reads.iter().collect();
+                let grads = gradients(&[&c.optimizer.scale_loss(&loss)?], &read_refs, None, Unconnected::Zero)?;
+                let grads: Vec<Tensor> = grads
+                    .into_iter()
+                    .zip(&vars)
+                    .map(|(g, v)| g.map_or_else(|| ops::zeros_like(&v.read()), Ok))
+                    .collect::<Result<_>>()?;
+                let grads = strategy.reduce_gradients(&grads)?;
+                let pairs: Vec<(Tensor, &Variable)> = grads.into_iter().zip(refs.iter().copied()).collect();
+                if let Some(step) = c.optimizer.apply_gradients(&pairs)? {
+                    targets.push(step);
+                }
+                (loss, metrics, replicas)
+            }
+        };
         for l in &self.layers {
             targets.extend(l.take_updates());
         }
@@ -373,10 +441,193 @@ impl Sequential {
                 }
             }
         }
-        run.train = Some(TrainPath { y: py, train_op, train_loss, train_metrics, eval_loss, eval_metrics });
+        self.sync_session_variables(&g, &run.session)?;
+        run.train = Some(TrainPath { replicas, y: py, train_op, train_loss, train_metrics, eval_loss, eval_metrics });
         let run = Arc::new(run);
         *guard = Some(run.clone());
         Ok(run)
+    }
+
+    /// Each local replica's forward pass under its device, on placeholders
+    /// of its own: the sum of their losses weighted by their shares of the
+    /// global batch (whose gradients, summed over the workers, are those of
+    /// the mean loss over the global batch), the metrics' states summed over
+    /// the replicas, and each replica's feeds.
+    #[allow(clippy::type_complexity)]
+    fn replicated_step(
+        &self,
+        c: &Compiled,
+        strategy: &Strategy,
+        g: &Graph,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> Result<(Tensor, Vec<Vec<Tensor>>, Vec<(Tensor, Tensor, Tensor)>)> {
+        let mut total: Option<Tensor> = None;
+        let mut states: Option<Vec<Vec<Tensor>>> = None;
+        let mut replicas = Vec::new();
+        for (r, device) in strategy.local_devices().iter().enumerate() {
+            let xr = g.placeholder(&format!("x_replica_{r}"), x.dtype(), batch_shape(x))?;
+            let yr = g.placeholder(&format!("y_replica_{r}"), y.dtype(), batch_shape(y))?;
+            let wr = g.placeholder(&format!("share_replica_{r}"), DType::F32, Shape::scalar())?;
+            let _scope = g.name_scope(&format!("train/replica_{r}"));
+            let _device = crate::context::device_scope(&device.to_string())?;
+            let pred = self.call(&xr, true)?;
+            let loss = c.loss.compute(&yr, &pred)?;
+            let weighted = ops::mul(&loss, &ops::cast(&wr, loss.dtype())?)?;
+            total = Some(match total {
+                None => weighted,
+                Some(t) => ops::add(&t, &weighted)?,
+            });
+            let mine = c.metrics.iter().map(|m| m.batch_state(&yr, &pred, None)).collect::<Result<Vec<_>>>()?;
+            states = Some(match states {
+                None => mine,
+                Some(acc) => acc
+                    .iter()
+                    .zip(&mine)
+                    .map(|(a, b)| a.iter().zip(b).map(|(a, b)| ops::add(a, b)).collect::<Result<Vec<_>>>())
+                    .collect::<Result<Vec<_>>>()?,
+            });
+            replicas.push((xr, yr, wr));
+        }
+        let total = total.ok_or_else(|| Error::invalid("a strategy needs at least one replica"))?;
+        Ok((total, states.unwrap_or_default(), replicas))
+    }
+
+    /// Under a strategy, set every variable of the session to worker 0's value.
+    fn sync_session_variables(&self, g: &Graph, session: &Session) -> Result<()> {
+        let Some(strategy) = self.strategy.as_ref().filter(|s| s.num_workers() > 1) else {
+            return Ok(());
+        };
+        for v in g.variables() {
+            if session.is_initialized(&v) {
+                let value = strategy.broadcast_value(&session.variable_value(&v)?)?;
+                session.set_variable_value(&v, &value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Under a strategy in eager mode: make the variables (on `x`) and set
+    /// them to worker 0's values, once.
+    fn sync_eager_variables(&self, c: &Compiled, strategy: &Strategy, x: &Tensor) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if c.synced.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        tape::untracked(|| -> Result<()> {
+            let mut h = x.clone();
+            for l in &self.layers {
+                l.build(&h)?;
+                h = l.call(&h, false)?;
+            }
+            Ok(())
+        })?;
+        strategy.broadcast_variables(&self.variables())?;
+        c.synced.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// One distributed training step on a global batch: this worker's
+    /// replicas each take their rows, and the loss and metric states are
+    /// summed over the workers.
+    fn train_step_distributed(
+        &self,
+        c: &Compiled,
+        strategy: &Strategy,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> Result<BatchOutcome> {
+        let n = check_data(x, y)?;
+        let parts: Vec<(Tensor, Tensor, Tensor)> = strategy
+            .replica_rows(n)
+            .into_iter()
+            .map(|(lo, hi)| {
+                let idx = indices(lo..hi)?;
+                Ok((rows(x, &idx)?, rows(y, &idx)?, Tensor::scalar((hi - lo) as f32 / n as f32)))
+            })
+            .collect::<Result<_>>()?;
+        let (loss, states) = match c.mode {
+            ExecutionMode::Eager => {
+                self.sync_eager_variables(c, strategy, &parts[0].0)?;
+                let vars = self.trainable_variables();
+                let refs: Vec<&Variable> = vars.iter().collect();
+                let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
+                let mut loss = 0.0;
+                let mut states: Option<Vec<Vec<Tensor>>> = None;
+                for ((xr, yr, share), device) in parts.iter().zip(strategy.local_devices()) {
+                    let _device = crate::context::device_scope(&device.to_string())?;
+                    let tape = GradientTape::new();
+                    let pred = self.call(xr, true)?;
+                    let l = ops::mul(&c.loss.compute(yr, &pred)?, &ops::cast(share, pred.dtype())?)?;
+                    let g = tape.gradient_vars(&c.optimizer.scale_loss(&l)?, &refs)?;
+                    drop(tape);
+                    loss += scalar(&l)?;
+                    for (acc, g) in grads.iter_mut().zip(g) {
+                        *acc = match (acc.take(), g) {
+                            (Some(a), Some(g)) => Some(ops::add(&a, &g)?),
+                            (a, g) => a.or(g),
+                        };
+                    }
+                    let mine = tape::untracked(|| {
+                        c.metrics.iter().map(|m| m.batch_state(yr, &pred, None)).collect::<Result<Vec<_>>>()
+                    })?;
+                    states = Some(match states {
+                        None => mine,
+                        Some(acc) => tape::untracked(|| {
+                            acc.iter()
+                                .zip(&mine)
+                                .map(|(a, b)| a.iter().zip(b).map(|(a, b)| ops::add(a, b)).collect())
+                                .collect::<Result<Vec<Vec<Tensor>>>>()
+                        })?,
+                    });
+                }
+                let grads: Vec<Tensor> = grads
+                    .into_iter()
+                    .zip(&vars)
+                    .map(|(g, v)| g.map_or_else(|| ops::zeros_like(&v.current()), Ok))
+                    .collect::<Result<_>>()?;
+                let grads = tape::untracked(|| strategy.reduce_gradients(&grads))?;
+                let pairs: Vec<(Tensor, &Variable)> = grads.into_iter().zip(refs).collect();
+                c.optimizer.apply_gradients(&pairs)?;
+                (loss, states.unwrap_or_default())
+            }
+            ExecutionMode::Graph => {
+                let run = self.graph_run(c, &parts[0].0, &parts[0].1)?;
+                let t = run.train.as_ref().ok_or_else(|| Error::graph("training path not built"))?;
+                let mut fetches = vec![&t.train_loss];
+                fetches.extend(t.train_metrics.iter().flatten());
+                let mut feeds: Vec<(&Tensor, &Tensor)> = Vec::new();
+                for ((px, py, pw), (bx, by, share)) in t.replicas.iter().zip(&parts) {
+                    feeds.extend([(px, bx), (py, by), (pw, share)]);
+                }
+                let _step = c.training.lock();
+                let out = run.session.run_with_targets(&fetches, &feeds, &[&t.train_op])?;
+                split_outcome(out, &t.train_metrics)?
+            }
+        };
+        // Over the workers: the loss over the global batch, the metrics' states summed.
+        let mut flat = vec![loss];
+        let mut sizes = Vec::new();
+        for m in &states {
+            for s in m {
+                let v = ops::cast(s, DType::F64)?.to_vec::<f64>()?;
+                sizes.push(v.len());
+                flat.extend(v);
+            }
+        }
+        let flat = strategy.sum_over_workers(&flat)?;
+        let (mut at, mut sizes) = (1, sizes.into_iter());
+        let mut summed = Vec::with_capacity(states.len());
+        for m in &states {
+            let mut parts = Vec::with_capacity(m.len());
+            for _ in m {
+                let k = sizes.next().unwrap_or(0);
+                parts.push(Tensor::from(flat[at..at + k].to_vec()));
+                at += k;
+            }
+            summed.push(parts);
+        }
+        Ok((flat[0], summed))
     }
 
     /// One training step on a batch: the loss and the metrics' values on
@@ -390,6 +641,9 @@ impl Sequential {
     /// One training step: the loss and each metric's state for the batch.
     fn train_step(&self, x: &Tensor, y: &Tensor) -> Result<BatchOutcome> {
         let c = self.compiled()?;
+        if let Some(strategy) = &self.strategy {
+            return self.train_step_distributed(c, strategy, x, y);
+        }
         match c.mode {
             ExecutionMode::Eager => {
                 let tape = GradientTape::new();
@@ -518,6 +772,14 @@ impl Sequential {
         mut batches: impl FnMut(usize) -> Result<Batches<'a>>,
         validate: impl Fn() -> Result<Option<Validation>>,
     ) -> Result<History> {
+        // Under a strategy, only worker 0 prints and runs callbacks (logs, checkpoints).
+        let quiet;
+        let options = if self.is_chief() {
+            options
+        } else {
+            quiet = FitOptions { verbose: Verbosity::Silent, callbacks: Vec::new(), ..options.clone() };
+            &quiet
+        };
         for cb in &options.callbacks {
             cb.with(|c| c.on_train_begin(self))?;
         }
@@ -554,9 +816,14 @@ impl Sequential {
             let (mut loss, mut metrics) = (Mean::default(), self.fresh_metric_states()?);
             let start = Instant::now();
             let mut done = 0usize;
+            let replicas = self.strategy.as_ref().map_or(1, Strategy::num_replicas_in_sync);
             for batch in batches(epoch)? {
                 let (bx, by) = batch?;
                 let n = bx.shape().first().copied().unwrap_or(0);
+                if n < replicas {
+                    // Too few rows to give every replica one: dropped, on every worker alike.
+                    continue;
+                }
                 let (l, states) = self.train_step(&bx, &by)?;
                 loss.update(l, n as f64);
                 for (m, batch) in metrics.iter_mut().zip(&states) {
@@ -760,6 +1027,10 @@ impl Sequential {
                 let vars = self.trainable_variables();
                 let refs: Vec<&Variable> = vars.iter().collect();
                 c.optimizer.build(&refs)
+            })
+            .and_then(|()| match &self.strategy {
+                Some(strategy) => self.sync_eager_variables(c, strategy, x),
+                None => Ok(()),
             }),
         }
     }

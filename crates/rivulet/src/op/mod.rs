@@ -4,6 +4,7 @@
 //! a graph: the public functions are in `crate::ops`, the kernels in
 //! `crate::backend`, the gradient rules next to the public functions.
 
+pub mod collective;
 pub mod complex;
 pub mod control;
 pub mod creation;
@@ -18,6 +19,7 @@ pub mod reduce;
 pub mod variables;
 pub mod window;
 
+pub use collective::CollectiveOp;
 pub use complex::{ComplexOp, FftOp};
 pub use control::{FunctionId, History, WhileSpec};
 pub use creation::Distribution;
@@ -196,6 +198,8 @@ pub enum Op {
     TopK { k: usize, sorted: bool },
     /// A row-sequential algorithm run on the host (see [`HostOp`]).
     Host { f: host::HostOp },
+    /// A collective across the ranks of a group (see [`CollectiveOp`]).
+    Collective { c: collective::CollectiveOp },
     /// A matrix factorization or solve (see [`LinalgOp`]).
     Linalg { f: linalg::LinalgOp },
     /// A complex tensor from its parts, or a part of one (see [`ComplexOp`]).
@@ -331,6 +335,7 @@ impl Op {
             Op::LogSoftmax { .. } => "LogSoftmax",
             Op::TopK { .. } => "TopKV2",
             Op::Host { f } => f.type_name(),
+            Op::Collective { c } => c.type_name(),
             Op::Linalg { f } => f.type_name(),
             Op::Complex { f } => f.type_name(),
             Op::Fft { f } => f.type_name(),
@@ -389,6 +394,7 @@ impl Op {
     pub fn arity(&self) -> Option<usize> {
         Some(match self {
             Op::Linalg { f } => f.arity(),
+            Op::Collective { c } => return c.arity(),
             Op::Complex { f } => f.arity(),
             Op::Fft { .. } => 1,
             Op::Window { f } => f.arity(),
@@ -469,6 +475,7 @@ impl Op {
                 | Op::If { .. }
                 | Op::Case { .. }
                 | Op::While { .. }
+                | Op::Collective { .. }
         )
     }
 
@@ -518,6 +525,7 @@ impl Op {
             Op::Softmax { axis } | Op::LogSoftmax { axis } => one(nn::infer_softmax(*axis, &inputs[0])?),
             Op::TopK { k, .. } => nn::infer_top_k(*k, &inputs[0]),
             Op::Host { f } => f.infer(&inputs[0]),
+            Op::Collective { c } => c.infer(inputs),
             Op::Linalg { f } => f.infer(inputs),
             Op::Complex { f } => f.infer(inputs),
             Op::Fft { f } => f.infer(&inputs[0]),

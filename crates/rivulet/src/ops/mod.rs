@@ -8,6 +8,7 @@
 //! Names follow TensorFlow (`add`, `reduce_sum` is [`sum`], `matmul`, ...).
 
 pub mod array;
+pub mod collective;
 pub mod complex;
 pub mod control;
 pub mod conv;
@@ -295,6 +296,10 @@ impl Op {
                 None => none(),
             },
             Op::Host { f: crate::op::HostOp::UniqueRows } => none(),
+            Op::Collective {
+                c: crate::op::CollectiveOp::StartAllReduce { .. } | crate::op::CollectiveOp::WaitAllReduce { .. },
+            } => none(),
+            Op::Collective { c } => collective::collective_grad(c, &inputs[0], &outputs[0], &g)?,
             Op::Linalg { f } => linalg::linalg_grad(*f, inputs, outputs, grads, wants)?,
             Op::Complex { f } => complex::complex_grad(*f, inputs, &g, wants)?,
             Op::Fft { f } => vec![Some(signal::fft_grad(*f, &inputs[0], &g)?)],

@@ -288,6 +288,7 @@ fn lower(
     }
     let order: Vec<usize> =
         (0..ir.nodes.len()).filter(|&i| !ir.nodes[i].dead && !is_feed[i] && !is_constant(i)).collect();
+    let order = start_collectives_early(ir, order);
     let mut read: FxHashMap<IrEdge, ()> = FxHashMap::default();
     for &i in &order {
         for e in &ir.nodes[i].inputs {
@@ -461,6 +462,19 @@ fn lower(
         deps[k].sort_unstable();
         deps[k].dedup();
     }
+    // Collectives in program order: every rank must make its calls in the
+    // same order, which a parallel run would not otherwise keep.
+    let mut previous_collective: Option<u32> = None;
+    for (k, st) in steps.iter().enumerate() {
+        if matches!(st.op, Op::Collective { .. }) {
+            if let Some(p) = previous_collective {
+                deps[k].push(p);
+                deps[k].sort_unstable();
+                deps[k].dedup();
+            }
+            previous_collective = Some(k as u32);
+        }
+    }
     let mut level = vec![0usize; steps.len()];
     for k in 0..steps.len() {
         level[k] = deps[k].iter().map(|&p| level[p as usize] + 1).max().unwrap_or(0);
@@ -488,7 +502,12 @@ fn lower(
         w.0 += 1;
         w.1 += st.work;
     }
-    let parallel = settings.inter_op && width.values().any(|&(count, work)| count > 1 && work >= PARALLEL_WORK);
+    // A collective blocks its thread until the other ranks arrive: a plan
+    // with one runs in order on the calling thread, never on the shared
+    // pool (whose threads the ranks of a group of threads would exhaust).
+    let collective = steps.iter().any(|st| matches!(st.op, Op::Collective { .. }));
+    let parallel =
+        settings.inter_op && !collective && width.values().any(|&(count, work)| count > 1 && work >= PARALLEL_WORK);
     let mut readers = vec![0u32; num_slots];
     for st in &steps {
         for &s in &st.reads {
@@ -539,6 +558,34 @@ fn lower(
         readers,
         fetched: is_fetched,
     })
+}
+
+/// `order` with each all-reduce start moved up to just after the last of
+/// its inputs: a gradient bucket goes to the communicator as soon as the
+/// backward pass has produced it, and the rest of the backward pass runs
+/// while it travels (its wait stays where it was made, before the updates).
+fn start_collectives_early(ir: &IrGraph, order: Vec<usize>) -> Vec<usize> {
+    let is_start =
+        |i: usize| matches!(ir.nodes[i].op, Op::Collective { c: crate::op::CollectiveOp::StartAllReduce { .. } });
+    if !order.iter().any(|&i| is_start(i)) {
+        return order;
+    }
+    let mut out: Vec<usize> = Vec::with_capacity(order.len());
+    for &i in &order {
+        if !is_start(i) {
+            out.push(i);
+            continue;
+        }
+        let node = &ir.nodes[i];
+        let producers: Vec<usize> = node.inputs.iter().map(|e| e.node).chain(node.control.iter().copied()).collect();
+        // After its producers, and after the previous collective (the calls keep their order).
+        let after = out
+            .iter()
+            .rposition(|&j| producers.contains(&j) || matches!(ir.nodes[j].op, Op::Collective { .. }))
+            .map_or(0, |p| p + 1);
+        out.insert(after, i);
+    }
+    out
 }
 
 /// A rough time of one node on one thread, for critical-path ordering:

@@ -7,6 +7,7 @@
 mod common;
 
 mod checkpoints;
+mod collectives;
 mod compile_time;
 mod concurrency;
 mod control_flow;
@@ -29,6 +30,7 @@ mod keras_metrics;
 mod layering;
 mod linalg_creation_nn;
 mod movement;
+mod mpi;
 mod parity;
 mod passes;
 mod plot;

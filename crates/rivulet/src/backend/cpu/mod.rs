@@ -1,5 +1,6 @@
 //! The CPU backend: a kernel for every op.
 
+pub(crate) mod collective;
 pub(crate) mod complex;
 pub(crate) mod copy;
 pub(crate) mod creation;
@@ -198,6 +199,7 @@ pub(crate) fn execute(op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx
             return Ok(smallvec![v, i]);
         }
         Op::Host { f } => return Ok(host::run(*f, x(), outs)?.into_iter().collect()),
+        Op::Collective { c } => return Ok(collective::run(c, inputs, outs)?.into_iter().collect()),
         Op::Linalg { f } => return Ok(linalg::run(*f, inputs, outs)?.into_iter().collect()),
         Op::Complex { f } => complex::parts(*f, inputs, out())?,
         Op::Fft { f } => complex::fft(*f, x(), out())?,

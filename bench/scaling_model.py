@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""The alpha-beta cost model of docs/SCALING.md: projected B5 and B6 step
+times and scaling efficiency at 8, 64 and 512 workers on 10/100/400 Gb/s
+networks, with ring and tree all-reduce.
+
+Inputs (measured on this machine, see SCALING.md): the single-process step
+times of B5 and B6 (`rivulet bench B5 B6`), their gradient sizes, and the
+fraction of the step that the backward pass after the first gradient bucket
+takes (what overlap can hide). Prints the markdown tables of SCALING.md.
+
+    python3 bench/scaling_model.py --b5-ms 6.0 --b6-ms 30.0
+"""
+import argparse
+import math
+
+# Per-message latency (alpha, seconds) and inverse bandwidth (beta, s/byte).
+NETWORKS = {
+    "10 Gb/s Ethernet (TCP)": (30e-6, 8 / 10e9),
+    "100 Gb/s InfiniBand/RoCE": (2e-6, 8 / 100e9),
+    "400 Gb/s InfiniBand NDR": (1.5e-6, 8 / 400e9),
+}
+# Floats per model: B5 784-512-512-10 MLP, B6 the two-convolution CNN.
+PARAMS = {
+    "B5": 784 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10,
+    "B6": 3 * 3 * 1 * 32 + 32 + 3 * 3 * 32 * 64 + 64 + 7 * 7 * 64 * 10 + 10,
+}
+
+
+def ring(n_bytes, p, alpha, beta):
+    """Ring all-reduce: reduce-scatter then all-gather, 2(p-1) steps of n/p bytes."""
+    if p == 1:
+        return 0.0
+    return 2 * (p - 1) * alpha + 2 * (p - 1) / p * n_bytes * beta
+
+
+def tree(n_bytes, p, alpha, beta):
+    """Binomial-tree reduce to a root, then broadcast: 2 log2(p) steps of n bytes."""
+    if p == 1:
+        return 0.0
+    return 2 * math.ceil(math.log2(p)) * (alpha + n_bytes * beta)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--b5-ms", type=float, required=True, help="single-process B5 step (batch 128), ms")
+    ap.add_argument("--b6-ms", type=float, required=True, help="single-process B6 step (batch 64), ms")
+    ap.add_argument("--hidden", type=float, default=0.3,
+                    help="fraction of a step that overlap can hide communication behind (backward after bucket 1)")
+    a = ap.parse_args()
+    steps = {"B5": a.b5_ms * 1e-3, "B6": a.b6_ms * 1e-3}
+    workers = [8, 64, 512]
+    for model in ("B5", "B6"):
+        n = PARAMS[model] * 4
+        t = steps[model]
+        print(f"\n**{model}** ({PARAMS[model]:,} parameters, {n / 1e6:.2f} MB of f32 gradients; "
+              f"one worker {t * 1e3:.2f} ms per step; each worker keeps the benchmark's batch)\n")
+        print("| network | all-reduce | " + " | ".join(f"{p} workers: step ms (efficiency)" for p in workers) + " |")
+        print("|---|---|" + "---|" * len(workers))
+        for net, (alpha, beta) in NETWORKS.items():
+            for name, f in (("ring", ring), ("tree", tree)):
+                cells = []
+                for p in workers:
+                    comm = f(n, p, alpha, beta)
+                    exposed = max(0.0, comm - a.hidden * t)
+                    step = t + exposed
+                    cells.append(f"{step * 1e3:.2f} ({t / step:.0%})")
+                print(f"| {net} | {name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

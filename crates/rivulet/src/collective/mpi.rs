@@ -1,0 +1,403 @@
+//! One process per worker over MPI (the `mpi` cargo feature: rsmpi against
+//! the system's Open MPI or MPICH).
+//!
+//! Every MPI call runs on one communication thread, in the order the
+//! calls were made (MPI matches collectives by order), so an all-reduce
+//! started by a graph op proceeds while the caller goes on computing, as
+//! Horovod's background thread does. The thread initializes MPI (asking for
+//! `MPI_THREAD_MULTIPLE`, so that a timed-out rank may abort the job from
+//! another thread) and finalizes it when the last handle is dropped.
+
+use super::{reducible, timeout_message, Buffer, Communicator, Pending, Reduction};
+use crate::error::{bail, Error, Result};
+use crate::tensor::DType;
+use mpi::ffi;
+use parking_lot::Mutex;
+use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// A job for the communication thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The MPI world: every process `mpirun` started, one rank each.
+pub struct MpiCommunicator {
+    rank: usize,
+    size: usize,
+    library: String,
+    timeout: Duration,
+    jobs: Mutex<Option<Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    broken: Arc<AtomicBool>,
+    calls: AtomicU64,
+}
+
+/// The world, while some handle holds it (MPI starts once per process).
+fn world_slot() -> &'static Mutex<(Weak<MpiCommunicator>, bool)> {
+    static WORLD: OnceLock<Mutex<(Weak<MpiCommunicator>, bool)>> = OnceLock::new();
+    WORLD.get_or_init(|| Mutex::new((Weak::new(), false)))
+}
+
+impl MpiCommunicator {
+    /// The world communicator, starting MPI on first use (later calls share
+    /// it). Collectives time out after [`super::default_timeout`].
+    pub fn world() -> Result<Arc<MpiCommunicator>> {
+        let mut slot = world_slot().lock();
+        if let Some(w) = slot.0.upgrade() {
+            return Ok(w);
+        }
+        if slot.1 {
+            bail!(
+                precondition,
+                "MPI was finalized when the last handle to the world was dropped; it cannot start again in this process"
+            );
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(usize, usize, String)>>();
+        let thread = std::thread::Builder::new()
+            .name("rivulet-mpi".into())
+            .spawn(move || {
+                let Some((universe, _threading)) = mpi::initialize_with_threading(mpi::Threading::Multiple) else {
+                    let _ = ready_tx.send(Err(Error::precondition("MPI was already initialized in this process")));
+                    return;
+                };
+                let (mut rank, mut size) = (0 as c_int, 0 as c_int);
+                // SAFETY: MPI is initialized; the out-pointers are valid.
+                unsafe {
+                    ffi::MPI_Comm_rank(ffi::RSMPI_COMM_WORLD, &mut rank);
+                    ffi::MPI_Comm_size(ffi::RSMPI_COMM_WORLD, &mut size);
+                }
+                let library = mpi::environment::library_version().unwrap_or_else(|_| "MPI".into());
+                let library = library.lines().next().unwrap_or("MPI").trim().to_string();
+                let _ = ready_tx.send(Ok((rank as usize, size as usize, library)));
+                while let Ok(job) = rx.recv() {
+                    job();
+                }
+                free_half_ops();
+                drop(universe);
+            })
+            .map_err(|e| Error::precondition(format!("cannot start the MPI thread: {e}")))?;
+        let (rank, size, library) =
+            ready_rx.recv().map_err(|_| Error::precondition("the MPI thread stopped while starting MPI"))??;
+        let comm = Arc::new(MpiCommunicator {
+            rank,
+            size,
+            library,
+            timeout: super::default_timeout(),
+            jobs: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            broken: Arc::new(AtomicBool::new(false)),
+            calls: AtomicU64::new(0),
+        });
+        *slot = (Arc::downgrade(&comm), true);
+        Ok(comm)
+    }
+
+    /// Run `f` on the communication thread; its result arrives on the returned pending.
+    fn submit(&self, what: &str, f: impl FnOnce() -> Result<Buffer> + Send + 'static) -> Result<Pending> {
+        let call = self.calls.fetch_add(1, Ordering::Relaxed);
+        let what = format!("{what} #{call} (rank {} of {}, MPI)", self.rank, self.size);
+        if self.broken.load(Ordering::Acquire) {
+            bail!(unavailable, "{what}: an earlier collective timed out, so this communicator can no longer be used");
+        }
+        let (tx, rx) = mpsc::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        let sent = self.jobs.lock().as_ref().map(|s| s.send(job).is_ok()).unwrap_or(false);
+        if !sent {
+            bail!(unavailable, "{what}: the MPI thread has stopped");
+        }
+        let broken = self.broken.clone();
+        let rank = self.rank;
+        let on_timeout = Box::new(move |msg: &str| {
+            if !broken.swap(true, Ordering::AcqRel) {
+                eprintln!("rivulet: rank {rank}: {msg}; ending the job");
+                // Give the caller time to report the error and exit (mpirun
+                // then ends the others); abort if it carries on instead.
+                std::thread::spawn(|| {
+                    std::thread::sleep(Duration::from_secs(5));
+                    // SAFETY: MPI is initialized with MPI_THREAD_MULTIPLE requested;
+                    // aborting ends every process of the job.
+                    unsafe { ffi::MPI_Abort(ffi::RSMPI_COMM_WORLD, 1) };
+                });
+            }
+        });
+        Ok(Pending::waiting(rx, self.timeout, what, on_timeout))
+    }
+
+    /// A plain `MPI_Allreduce` (sum) of `buf` into `out`, timed on the
+    /// communication thread in seconds: the baseline our all-reduce is
+    /// measured against.
+    pub fn raw_all_reduce_f32(&self, buf: Vec<f32>, out: Vec<f32>) -> Result<(Vec<f32>, Vec<f32>, f64)> {
+        let (tx, rx) = mpsc::channel();
+        let job: Job = Box::new(move || {
+            let mut out = out;
+            let n = buf.len().min(out.len()) as c_int;
+            // SAFETY: MPI is initialized; both buffers hold `n` f32s.
+            let t = unsafe {
+                let start = ffi::RSMPI_Wtime();
+                ffi::MPI_Allreduce(
+                    buf.as_ptr().cast(),
+                    out.as_mut_ptr().cast(),
+                    n,
+                    ffi::RSMPI_FLOAT,
+                    ffi::RSMPI_SUM,
+                    ffi::RSMPI_COMM_WORLD,
+                );
+                ffi::RSMPI_Wtime() - start
+            };
+            let _ = tx.send((buf, out, t));
+        });
+        let sent = self.jobs.lock().as_ref().map(|s| s.send(job).is_ok()).unwrap_or(false);
+        if !sent {
+            bail!(unavailable, "raw all-reduce: the MPI thread has stopped");
+        }
+        rx.recv_timeout(self.timeout).map_err(|_| Error::unavailable(timeout_message("raw all-reduce", self.timeout)))
+    }
+}
+
+impl Drop for MpiCommunicator {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread, which finalizes MPI; a thread
+        // stuck in a collective whose peer died is left behind.
+        self.jobs.lock().take();
+        if !self.broken.load(Ordering::Acquire) {
+            if let Some(t) = self.thread.lock().take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// The MPI datatype of `dtype` and how many of them hold `len` elements,
+/// for moving bytes (any dtype) or reducing (`reduce`: real numbers; half
+/// precision travels as u16 and reduces with our own operations).
+fn datatype(dtype: DType, len: usize, reduce: bool) -> Result<(ffi::MPI_Datatype, usize)> {
+    if reduce && !reducible(dtype) {
+        bail!(dtype, "collective reduction of {dtype} is not supported (real numbers only)");
+    }
+    // SAFETY: reading the predefined handles of an initialized MPI.
+    Ok(unsafe {
+        match dtype {
+            DType::F32 => (ffi::RSMPI_FLOAT, len),
+            DType::F64 => (ffi::RSMPI_DOUBLE, len),
+            DType::I8 => (ffi::RSMPI_INT8_T, len),
+            DType::I16 => (ffi::RSMPI_INT16_T, len),
+            DType::I32 => (ffi::RSMPI_INT32_T, len),
+            DType::I64 => (ffi::RSMPI_INT64_T, len),
+            DType::U16 | DType::F16 | DType::BF16 => (ffi::RSMPI_UINT16_T, len),
+            DType::U32 => (ffi::RSMPI_UINT32_T, len),
+            DType::U64 => (ffi::RSMPI_UINT64_T, len),
+            d => (ffi::RSMPI_UINT8_T, len * d.size()),
+        }
+    })
+}
+
+/// Half-precision reductions, created on the communication thread.
+struct HalfOps {
+    ops: [[ffi::MPI_Op; 3]; 2],
+}
+// SAFETY: MPI_Op handles are only used on the communication thread.
+unsafe impl Send for HalfOps {}
+
+static HALF_OPS: Mutex<Option<HalfOps>> = Mutex::new(None);
+
+macro_rules! half_op {
+    ($name:ident, $t:ty, $op:expr) => {
+        unsafe extern "C" fn $name(
+            invec: *mut c_void,
+            inoutvec: *mut c_void,
+            len: *mut c_int,
+            _dt: *mut ffi::MPI_Datatype,
+        ) {
+            // SAFETY: MPI passes `*len` elements in each vector.
+            let n = unsafe { *len } as usize;
+            let a = unsafe { std::slice::from_raw_parts(invec as *const $t, n) };
+            let b = unsafe { std::slice::from_raw_parts_mut(inoutvec as *mut $t, n) };
+            let f: fn($t, $t) -> $t = $op;
+            for (y, &x) in b.iter_mut().zip(a) {
+                *y = f(x, *y);
+            }
+        }
+    };
+}
+half_op!(f16_sum, half::f16, |x, y| half::f16::from_f32(x.to_f32() + y.to_f32()));
+half_op!(f16_max, half::f16, |x, y| if x > y || x.is_nan() { x } else { y });
+half_op!(f16_min, half::f16, |x, y| if x < y || x.is_nan() { x } else { y });
+half_op!(bf16_sum, half::bf16, |x, y| half::bf16::from_f32(x.to_f32() + y.to_f32()));
+half_op!(bf16_max, half::bf16, |x, y| if x > y || x.is_nan() { x } else { y });
+half_op!(bf16_min, half::bf16, |x, y| if x < y || x.is_nan() { x } else { y });
+
+type UserFn = unsafe extern "C" fn(*mut c_void, *mut c_void, *mut c_int, *mut ffi::MPI_Datatype);
+
+/// The MPI operation of `op` on `dtype`.
+fn mpi_op(dtype: DType, op: Reduction) -> ffi::MPI_Op {
+    let k = match op {
+        Reduction::Sum | Reduction::Mean => 0,
+        Reduction::Max => 1,
+        Reduction::Min => 2,
+    };
+    let h = match dtype {
+        DType::F16 => 0,
+        DType::BF16 => 1,
+        // SAFETY: predefined handles of an initialized MPI.
+        _ => {
+            return unsafe { [ffi::RSMPI_SUM, ffi::RSMPI_MAX, ffi::RSMPI_MIN][k] };
+        }
+    };
+    let mut ops = HALF_OPS.lock();
+    let ops = ops.get_or_insert_with(|| {
+        let fns: [[UserFn; 3]; 2] = [[f16_sum, f16_max, f16_min], [bf16_sum, bf16_max, bf16_min]];
+        // SAFETY: a predefined handle, overwritten below.
+        let mut made = HalfOps { ops: [[unsafe { ffi::RSMPI_SUM }; 3]; 2] };
+        for (i, row) in fns.iter().enumerate() {
+            for (j, f) in row.iter().enumerate() {
+                // SAFETY: registering a commutative user operation.
+                unsafe { ffi::MPI_Op_create(Some(*f), 1, &mut made.ops[i][j]) };
+            }
+        }
+        made
+    });
+    ops.ops[h][k]
+}
+
+fn free_half_ops() {
+    if let Some(mut made) = HALF_OPS.lock().take() {
+        for op in made.ops.iter_mut().flatten() {
+            // SAFETY: created by MPI_Op_create on this thread.
+            unsafe { ffi::MPI_Op_free(op) };
+        }
+    }
+}
+
+/// Calls of at most `c_int::MAX` elements covering `count`: `(offset, n)`.
+fn pieces(count: usize) -> impl Iterator<Item = (usize, c_int)> {
+    const MAX: usize = 1 << 30;
+    (0..count.div_ceil(MAX).max(1)).map(move |i| (i * MAX, (count - i * MAX).min(MAX) as c_int))
+}
+
+impl Communicator for MpiCommunicator {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.size
+    }
+    fn describe(&self) -> String {
+        format!("MPI ({}), {} processes", self.library, self.size)
+    }
+    fn all_reduce(&self, buf: Buffer, op: Reduction) -> Result<Buffer> {
+        self.start_all_reduce(buf, op)?.wait()
+    }
+    fn start_all_reduce(&self, buf: Buffer, op: Reduction) -> Result<Pending> {
+        datatype(buf.dtype(), buf.len(), true)?;
+        let what = format!("all_reduce {} of {}", op.name(), buf.describe());
+        self.submit(&what, move || {
+            let (dt, count) = datatype(buf.dtype(), buf.len(), true)?;
+            let mut out = Buffer::new(buf.dtype(), buf.len())?;
+            let mop = mpi_op(buf.dtype(), op);
+            let size = buf.bytes().len() / count.max(1);
+            let dst = out.bytes_mut()?.as_mut_ptr();
+            for (at, n) in pieces(count) {
+                // SAFETY: both buffers hold `count` elements of `dt`; the
+                // calls of every rank match in order.
+                unsafe {
+                    ffi::MPI_Allreduce(
+                        buf.bytes().as_ptr().add(at * size).cast(),
+                        dst.add(at * size).cast(),
+                        n,
+                        dt,
+                        mop,
+                        ffi::RSMPI_COMM_WORLD,
+                    )
+                };
+            }
+            Ok(out)
+        })
+    }
+    fn broadcast(&self, buf: Buffer, root: usize) -> Result<Buffer> {
+        if root >= self.size {
+            bail!(invalid, "broadcast from rank {root} in a world of {}", self.size);
+        }
+        self.submit(&format!("broadcast of {} from rank {root}", buf.describe()), move || {
+            let (dt, count) = datatype(buf.dtype(), buf.len(), false)?;
+            let unit = buf.bytes().len() / count.max(1);
+            let mut buf = buf;
+            let base = buf.bytes_mut()?.as_mut_ptr();
+            for (at, n) in pieces(count) {
+                // SAFETY: the buffer holds `count` units of `dt`.
+                unsafe { ffi::MPI_Bcast(base.add(at * unit).cast(), n, dt, root as c_int, ffi::RSMPI_COMM_WORLD) };
+            }
+            Ok(buf)
+        })?
+        .wait()
+    }
+    fn all_gather(&self, buf: Buffer) -> Result<Buffer> {
+        let (_, count) = datatype(buf.dtype(), buf.len(), false)?;
+        if count > c_int::MAX as usize {
+            bail!(invalid, "all_gather of {} elements per rank (at most {})", buf.len(), c_int::MAX);
+        }
+        let size = self.size;
+        self.submit(&format!("all_gather of {}", buf.describe()), move || {
+            let (dt, count) = datatype(buf.dtype(), buf.len(), false)?;
+            let mut out = Buffer::new(buf.dtype(), buf.len() * size)?;
+            let dst = out.bytes_mut()?.as_mut_ptr();
+            // SAFETY: `out` holds `size` times the input.
+            unsafe {
+                ffi::MPI_Allgather(
+                    buf.bytes().as_ptr().cast(),
+                    count as c_int,
+                    dt,
+                    dst.cast(),
+                    count as c_int,
+                    dt,
+                    ffi::RSMPI_COMM_WORLD,
+                )
+            };
+            Ok(out)
+        })?
+        .wait()
+    }
+    fn reduce_scatter(&self, buf: Buffer, op: Reduction) -> Result<Buffer> {
+        let (_, count) = datatype(buf.dtype(), buf.len(), true)?;
+        if !count.is_multiple_of(self.size) {
+            bail!(invalid, "reduce_scatter of {} elements over {} ranks (must divide evenly)", buf.len(), self.size);
+        }
+        let part = count / self.size;
+        if part > c_int::MAX as usize {
+            bail!(invalid, "reduce_scatter of {part} elements per rank (at most {})", c_int::MAX);
+        }
+        self.submit(&format!("reduce_scatter {} of {}", op.name(), buf.describe()), move || {
+            let (dt, _) = datatype(buf.dtype(), buf.len(), true)?;
+            let mut out = Buffer::new(buf.dtype(), part)?;
+            let mop = mpi_op(buf.dtype(), op);
+            let dst = out.bytes_mut()?.as_mut_ptr();
+            // SAFETY: the input holds `size * part` elements, the output `part`.
+            unsafe {
+                ffi::MPI_Reduce_scatter_block(
+                    buf.bytes().as_ptr().cast(),
+                    dst.cast(),
+                    part as c_int,
+                    dt,
+                    mop,
+                    ffi::RSMPI_COMM_WORLD,
+                )
+            };
+            Ok(out)
+        })?
+        .wait()
+    }
+    fn barrier(&self) -> Result<()> {
+        self.submit("barrier", || {
+            // SAFETY: MPI is initialized.
+            unsafe { ffi::MPI_Barrier(ffi::RSMPI_COMM_WORLD) };
+            Buffer::new(DType::U8, 0)
+        })?
+        .wait()
+        .map(drop)
+    }
+}
