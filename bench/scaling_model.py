@@ -9,6 +9,10 @@ fraction of the step that the backward pass after the first gradient bucket
 takes (what overlap can hide). Prints the markdown tables of SCALING.md.
 
     python3 bench/scaling_model.py --b5-ms 6.0 --b6-ms 30.0
+
+Each cell: step time without / with overlap (the part of the all-reduce
+longer than `--hidden` of the step stays exposed), and the efficiency
+(one worker's step time over the step time) of each.
 """
 import argparse
 import math
@@ -20,6 +24,8 @@ NETWORKS = {
     "400 Gb/s InfiniBand NDR": (1.5e-6, 8 / 400e9),
 }
 # Floats per model: B5 784-512-512-10 MLP, B6 the two-convolution CNN.
+# Gradient buckets per step with the default bucket sizes (first 1 MB, then 25 MB).
+BUCKETS = {"B5": 2, "B6": 1}
 PARAMS = {
     "B5": 784 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10,
     "B6": 3 * 3 * 1 * 32 + 32 + 3 * 3 * 32 * 64 + 64 + 7 * 7 * 64 * 10 + 10,
@@ -46,6 +52,8 @@ def main():
     ap.add_argument("--b6-ms", type=float, required=True, help="single-process B6 step (batch 64), ms")
     ap.add_argument("--hidden", type=float, default=0.3,
                     help="fraction of a step that overlap can hide communication behind (backward after bucket 1)")
+    ap.add_argument("--call-us", type=float, default=9.0,
+                    help="Rivulet's own cost per collective call (op dispatch, hand-off to the MPI thread), us")
     a = ap.parse_args()
     steps = {"B5": a.b5_ms * 1e-3, "B6": a.b6_ms * 1e-3}
     workers = [8, 64, 512]
@@ -54,17 +62,27 @@ def main():
         t = steps[model]
         print(f"\n**{model}** ({PARAMS[model]:,} parameters, {n / 1e6:.2f} MB of f32 gradients; "
               f"one worker {t * 1e3:.2f} ms per step; each worker keeps the benchmark's batch)\n")
-        print("| network | all-reduce | " + " | ".join(f"{p} workers: step ms (efficiency)" for p in workers) + " |")
+        print("| network | all-reduce | " + " | ".join(f"{p} workers" for p in workers) + " |")
         print("|---|---|" + "---|" * len(workers))
         for net, (alpha, beta) in NETWORKS.items():
             for name, f in (("ring", ring), ("tree", tree)):
                 cells = []
                 for p in workers:
-                    comm = f(n, p, alpha, beta)
-                    exposed = max(0.0, comm - a.hidden * t)
-                    step = t + exposed
-                    cells.append(f"{step * 1e3:.2f} ({t / step:.0%})")
+                    # Each bucket is one all-reduce of its share of the bytes.
+                    k = BUCKETS[model]
+                    comm = k * (f(n / k, p, alpha, beta) + a.call_us * 1e-6)
+                    plain = t + comm
+                    overlapped = t + max(0.0, comm - a.hidden * t)
+                    cells.append(f"{plain * 1e3:.2f} / {overlapped * 1e3:.2f} ms ({t / plain:.0%} / {t / overlapped:.0%})")
                 print(f"| {net} | {name} | " + " | ".join(cells) + " |")
+        # Where it stops scaling: the first power of two at which efficiency without overlap falls below 50%.
+        for net, (alpha, beta) in NETWORKS.items():
+            for name, f in (("ring", ring), ("tree", tree)):
+                k = BUCKETS[model]
+                half = next((p for p in (2 ** e for e in range(1, 21))
+                             if t / (t + k * (f(n / k, p, alpha, beta) + a.call_us * 1e-6)) < 0.5), None)
+                print(f"- {net}, {name}: below 50% efficiency (no overlap) from "
+                      + (f"{half:,} workers" if half else "beyond 10^6 workers"))
 
 
 if __name__ == "__main__":

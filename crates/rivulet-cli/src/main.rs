@@ -278,6 +278,11 @@ fn main() -> ExitCode {
             }
             let driver = rivulet::cuda_probe().describe();
             println!("{driver}");
+            if rivulet::collective::MPI_BUILT {
+                println!("MPI: built in (`mpirun -np N rivulet demo --distributed`)");
+            } else {
+                println!("MPI: not built in (rebuild with `--features mpi` for multi-worker training)");
+            }
             let status = rivulet::gpu_status();
             if status != driver && !rivulet::devices().iter().any(|d| d.kind == rivulet::DeviceKind::Gpu) {
                 println!("CUDA backend: {status}");

@@ -59,6 +59,12 @@ impl Report {
 }
 
 pub fn run(json: bool, max_mb: usize, steps: usize) -> Result<()> {
+    if !(1..=4096).contains(&max_mb) {
+        return Err(rivulet::Error::new(
+            rivulet::ErrorKind::InvalidArgument,
+            format!("--max-mb must be 1 to 4096, got {max_mb}"),
+        ));
+    }
     let strategy = MultiWorkerMirroredStrategy::new()?;
     let group = strategy.group().cloned().unwrap_or_else(Group::single);
     let r = Report { chief: strategy.is_chief(), json, workers: strategy.num_workers() };
@@ -70,6 +76,7 @@ pub fn run(json: bool, max_mb: usize, steps: usize) -> Result<()> {
     let mut sizes: Vec<usize> = vec![4, 64, 1 << 10, 16 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20];
     sizes.push(max_mb << 20);
     sizes.retain(|&b| b <= max_mb << 20);
+    sizes.dedup();
     for bytes in sizes {
         let n = bytes / 4;
         let reps = if bytes >= 16 << 20 {
@@ -92,17 +99,8 @@ pub fn run(json: bool, max_mb: usize, steps: usize) -> Result<()> {
             }
         }
         let plain = if r.workers > 1 {
-            let (mut send, mut recv) = (vec![1.0f32 + group.rank() as f32; n], vec![0f32; n]);
-            let mut times = Vec::new();
-            for i in 0..reps + 2 {
-                group.barrier()?;
-                let (s, rv, secs) = plain_mpi_all_reduce_f32(send, recv)?;
-                (send, recv) = (s, rv);
-                if i >= 2 {
-                    times.push(secs * 1e3);
-                }
-            }
-            median(times)
+            let times = plain_mpi_all_reduce_f32(n, reps + 2)?;
+            median(times[2..].iter().map(|s| s * 1e3).collect())
         } else {
             f64::NAN
         };
@@ -139,7 +137,6 @@ fn gradient_all_reduce(r: &Report, group: &Group, mb: usize) -> Result<()> {
     let s = Session::new(&g);
     let grad = Tensor::from_vec(vec![0.5f32 + group.rank() as f32; n], [n])?;
     let (mut ours, mut plain) = (Vec::new(), Vec::new());
-    let (mut send, mut recv) = (vec![0.5f32; n], vec![0f32; n]);
     // Alternating, so that both see the same machine.
     for i in 0..12 {
         group.barrier()?;
@@ -147,12 +144,10 @@ fn gradient_all_reduce(r: &Report, group: &Group, mb: usize) -> Result<()> {
         let out = s.run(&[&reduced[0]], &[(&px, &grad)])?;
         let ms = start.elapsed().as_secs_f64() * 1e3;
         drop(out);
-        group.barrier()?;
-        let (sd, rv, secs) = plain_mpi_all_reduce_f32(send, recv)?;
-        (send, recv) = (sd, rv);
+        let secs = plain_mpi_all_reduce_f32(n, 1)?;
         if i >= 2 {
             ours.push(ms);
-            plain.push(secs * 1e3);
+            plain.extend(secs.iter().map(|s| s * 1e3));
         }
     }
     let (ours, plain) = (median(ours), median(plain));
@@ -204,7 +199,8 @@ fn b5_step(strategy: &Strategy, buckets: BucketOptions) -> Result<B5Step> {
         .collect::<Result<_>>()?;
     let grads = st.reduce_gradients(&grads)?;
     let opt = Optimizer::adam_with(1e-3, 0.9, 0.999, 1e-8);
-    let pairs: Vec<(Tensor, &Variable)> = grads.into_iter().zip(&vars).collect();
+    // Last layer first, the order the buckets come back in.
+    let pairs: Vec<(Tensor, &Variable)> = grads.into_iter().zip(&vars).rev().collect();
     let train =
         opt.apply_gradients(&pairs)?.ok_or_else(|| rivulet::Error::new(rivulet::ErrorKind::Graph, "no train op"))?;
     let session = Session::new(&g);

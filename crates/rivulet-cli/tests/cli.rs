@@ -307,3 +307,39 @@ fn http_post(port: u16, path: &str, body: &str) -> String {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     body.to_string()
 }
+
+/// `mpirun -np 2 rivulet demo --distributed` trains on two workers and
+/// reports once, from rank 0 (where the binary has MPI and `mpirun` is
+/// installed; `RIVULET_REQUIRE_MPI=1` makes their absence a failure).
+#[test]
+fn the_distributed_demo_trains_on_two_workers_and_reports_once() {
+    let devices = Command::new(env!("CARGO_BIN_EXE_rivulet")).arg("devices").output().expect("the binary runs");
+    let built = String::from_utf8_lossy(&devices.stdout).contains("MPI: built in");
+    let mpirun = std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("mpirun")).find(|p| p.is_file()));
+    let (true, Some(mpirun)) = (built, mpirun) else {
+        assert!(
+            std::env::var("RIVULET_REQUIRE_MPI").map_or(true, |v| v != "1"),
+            "RIVULET_REQUIRE_MPI=1 but the binary has no MPI or mpirun is missing"
+        );
+        eprintln!("skipped: no MPI in this build or no mpirun");
+        return;
+    };
+    let out = Command::new(mpirun)
+        .args(["-np", "2", "--oversubscribe", "--bind-to", "none", "--mca", "btl_vader_single_copy_mechanism", "none"])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .arg(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["demo", "--distributed", "--epochs", "8", "--quiet"])
+        .output()
+        .expect("mpirun runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.matches("test accuracy:").count(), 1, "{stdout}");
+    assert!(stdout.contains("distributed: 2 workers"), "{stdout}");
+    let accuracy: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("test accuracy: ")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no accuracy:\n{stdout}"));
+    assert!(accuracy > 0.85, "{stdout}");
+}

@@ -88,7 +88,8 @@ impl LocalCommunicator {
         compute: impl FnOnce(Vec<Buffer>) -> Result<Vec<Buffer>>,
     ) -> Result<Buffer> {
         let sh = &*self.shared;
-        let deadline = Instant::now() + sh.timeout;
+        // No deadline past what an Instant can hold.
+        let deadline = Instant::now().checked_add(sh.timeout);
         let describe = || format!("{what} (rank {} of {}, local group)", self.rank, sh.size);
         let mut st = self.lock();
         // Wait for the previous round's results to be taken.
@@ -104,13 +105,27 @@ impl LocalCommunicator {
             sh.changed.notify_all();
             bail!(invalid, "{msg}: every rank must call the same collectives in the same order");
         }
+        if st.inputs[self.rank].is_some() {
+            bail!(invalid, "{}: this rank is already in a collective (one call at a time per rank)", describe());
+        }
         st.what = Some(what);
         st.inputs[self.rank] = Some(input);
         st.arrived += 1;
         let generation = st.generation;
         if st.arrived == sh.size {
             let inputs: Vec<Buffer> = st.inputs.iter_mut().filter_map(Option::take).collect();
-            st.outcome = Some(compute(inputs).map(|v| v.into_iter().map(Some).collect()));
+            let outcome = if inputs.len() == sh.size {
+                compute(inputs).and_then(|v| {
+                    if v.len() == sh.size {
+                        Ok(v.into_iter().map(Some).collect())
+                    } else {
+                        Err(Error::invalid(format!("{what}: {} results for {} ranks", v.len(), sh.size)))
+                    }
+                })
+            } else {
+                Err(Error::invalid(format!("{what}: {} inputs for {} ranks", inputs.len(), sh.size)))
+            };
+            st.outcome = Some(outcome);
             sh.changed.notify_all();
         }
         while st.outcome.is_none() || st.generation != generation {
@@ -151,10 +166,13 @@ impl LocalCommunicator {
     fn wait<'a>(
         &self,
         st: MutexGuard<'a, Round>,
-        deadline: Instant,
+        deadline: Option<Instant>,
         describe: &dyn Fn() -> String,
     ) -> Result<MutexGuard<'a, Round>> {
         let now = Instant::now();
+        let Some(deadline) = deadline else {
+            return Ok(self.shared.changed.wait(st).unwrap_or_else(|p| p.into_inner()));
+        };
         if now >= deadline {
             let mut st = st;
             let msg = timeout_message(&describe(), self.shared.timeout);
@@ -195,6 +213,15 @@ fn same_lengths(what: &str, inputs: &[Buffer]) -> Result<()> {
 }
 
 impl Communicator for LocalCommunicator {
+    /// Break the group: every rank waiting, or calling later, gets an error
+    /// at once instead of waiting for the timeout.
+    fn abort(&self, reason: &str) {
+        let mut st = self.lock();
+        if st.broken.is_none() {
+            st.broken = Some(format!("rank {} gave up: {reason}", self.rank));
+        }
+        self.shared.changed.notify_all();
+    }
     fn rank(&self) -> usize {
         self.rank
     }
@@ -215,6 +242,9 @@ impl Communicator for LocalCommunicator {
         }
         self.round("broadcast", buf, |mut inputs| {
             same_lengths("broadcast", &inputs)?;
+            if root >= inputs.len() {
+                bail!(invalid, "broadcast from rank {root} of {} inputs", inputs.len());
+            }
             copies(inputs.swap_remove(root), n)
         })
     }

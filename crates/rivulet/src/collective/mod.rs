@@ -33,7 +33,7 @@ use half::{bf16, f16};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
@@ -81,12 +81,23 @@ impl Buffer {
     /// A buffer of `len` elements (contents unspecified but initialised).
     pub fn new(dtype: DType, len: usize) -> Result<Buffer> {
         let bytes = len.checked_mul(dtype.size()).ok_or_else(|| Error::invalid(format!("{len} elements overflow")))?;
-        Ok(Buffer { dtype, data: Data::Owned(HostBuffer::new(bytes)?) })
+        let mut data = HostBuffer::new(bytes)?;
+        if dtype == DType::Bool {
+            // A reused buffer holds old bytes; bools must be 0 or 1.
+            data.bytes_mut().fill(0);
+        }
+        Ok(Buffer { dtype, data: Data::Owned(data) })
     }
 
-    /// A buffer over `data` (whole elements of `dtype`).
-    pub fn from_host(dtype: DType, data: HostBuffer) -> Buffer {
-        Buffer { dtype, data: Data::Owned(data) }
+    /// A buffer over `data`, which must hold whole elements of `dtype`.
+    pub fn from_host(dtype: DType, data: HostBuffer) -> Result<Buffer> {
+        if !data.len_bytes().is_multiple_of(dtype.size().max(1)) {
+            bail!(invalid, "{} bytes are not whole {dtype} elements", data.len_bytes());
+        }
+        if dtype == DType::Bool && data.bytes().iter().any(|&b| b > 1) {
+            bail!(invalid, "bool data holds bytes other than 0 and 1");
+        }
+        Ok(Buffer { dtype, data: Data::Owned(data) })
     }
 
     /// A read-only buffer over `len` bytes at byte `offset` of host storage.
@@ -96,7 +107,7 @@ impl Buffer {
 
     /// A buffer holding a copy of `data`.
     pub fn from_slice<T: Element>(data: &[T]) -> Result<Buffer> {
-        Ok(Buffer::from_host(T::DTYPE, HostBuffer::from_slice(data)?))
+        Ok(Buffer { dtype: T::DTYPE, data: Data::Owned(HostBuffer::from_slice(data)?) })
     }
 
     /// The element type.
@@ -122,8 +133,9 @@ impl Buffer {
         }
     }
 
-    /// The bytes, mutably (a shared buffer is copied first).
-    pub fn bytes_mut(&mut self) -> Result<&mut [u8]> {
+    /// The bytes, mutably (a shared buffer is copied first). Crate-private:
+    /// bool buffers must keep holding only 0 and 1.
+    pub(crate) fn bytes_mut(&mut self) -> Result<&mut [u8]> {
         Ok(self.owned()?.bytes_mut())
     }
 
@@ -150,7 +162,7 @@ impl Buffer {
 
     /// The elements as `T` (which must be the buffer's dtype).
     pub fn as_slice<T: Element>(&self) -> Result<&[T]> {
-        if T::DTYPE != self.dtype {
+        if T::DTYPE != self.dtype || self.dtype == DType::Bool {
             bail!(dtype, "buffer of {} read as {}", self.dtype, T::DTYPE);
         }
         let b = self.bytes();
@@ -164,7 +176,7 @@ impl Buffer {
 
     /// The elements as `T`, mutably (a shared buffer is copied first).
     pub fn as_mut_slice<T: Element>(&mut self) -> Result<&mut [T]> {
-        if T::DTYPE != self.dtype {
+        if T::DTYPE != self.dtype || self.dtype == DType::Bool {
             bail!(dtype, "buffer of {} written as {}", self.dtype, T::DTYPE);
         }
         Ok(self.owned()?.as_mut_slice::<T>())
@@ -174,7 +186,7 @@ impl Buffer {
     pub fn try_clone(&self) -> Result<Buffer> {
         let mut data = HostBuffer::new(self.bytes().len())?;
         data.bytes_mut().copy_from_slice(self.bytes());
-        Ok(Buffer::from_host(self.dtype, data))
+        Ok(Buffer { dtype: self.dtype, data: Data::Owned(data) })
     }
 
     /// `dtype[len]`, for messages.
@@ -212,6 +224,10 @@ pub trait Communicator: Send + Sync {
     fn reduce_scatter(&self, buf: Buffer, op: Reduction) -> Result<Buffer>;
     /// Wait until every rank has called it.
     fn barrier(&self) -> Result<()>;
+    /// Give up on the group after a failure on this rank: the others stop
+    /// waiting for it at once where the communicator can tell them (threads;
+    /// MPI ends the job when the failing process exits).
+    fn abort(&self, _reason: &str) {}
 }
 
 /// An all-reduce in flight.
@@ -221,7 +237,13 @@ pub struct Pending {
 
 enum PendingState {
     Ready(Result<Buffer>),
-    Waiting { rx: Receiver<Result<Buffer>>, timeout: Duration, what: String, on_timeout: Box<dyn Fn(&str) + Send> },
+    Waiting {
+        rx: Receiver<Result<Buffer>>,
+        timeout: Duration,
+        what: String,
+        on_timeout: Box<dyn Fn(&str) + Send>,
+        waiters: Option<(Arc<AtomicUsize>, std::thread::Thread)>,
+    },
 }
 
 impl Pending {
@@ -238,14 +260,32 @@ impl Pending {
         what: String,
         on_timeout: Box<dyn Fn(&str) + Send>,
     ) -> Pending {
-        Pending { state: PendingState::Waiting { rx, timeout, what, on_timeout } }
+        Pending { state: PendingState::Waiting { rx, timeout, what, on_timeout, waiters: None } }
+    }
+
+    /// This pending with a count that [`Pending::wait`] raises while it
+    /// blocks, and the thread it then wakes: a communicator that polls
+    /// gently (sleeping in `park_timeout`) while the caller computes polls
+    /// flat out while someone waits.
+    pub fn with_waiters(mut self, count: Arc<AtomicUsize>, poller: std::thread::Thread) -> Pending {
+        if let PendingState::Waiting { waiters, .. } = &mut self.state {
+            *waiters = Some((count, poller));
+        }
+        self
     }
 
     /// The result, once every rank has contributed.
     pub fn wait(self) -> Result<Buffer> {
         match self.state {
             PendingState::Ready(r) => r,
-            PendingState::Waiting { rx, timeout, what, on_timeout } => match rx.recv_timeout(timeout) {
+            PendingState::Waiting { rx, timeout, what, on_timeout, waiters } => match {
+                let _waiting = waiters.as_ref().map(|(count, poller)| {
+                    let w = Waiting::new(count);
+                    poller.unpark();
+                    w
+                });
+                rx.recv_timeout(timeout)
+            } {
                 Ok(r) => r,
                 Err(RecvTimeoutError::Timeout) => {
                     let msg = timeout_message(&what, timeout);
@@ -257,6 +297,22 @@ impl Pending {
                 }
             },
         }
+    }
+}
+
+/// Counts a thread blocked in [`Pending::wait`] while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Waiting<'a> {
+        count.fetch_add(1, Ordering::AcqRel);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -276,7 +332,8 @@ pub fn default_timeout() -> Duration {
         .ok()
         .and_then(|s| s.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s > 0.0)
-        .map(Duration::from_secs_f64)
+        // At most a year (what a Duration and a deadline can hold, and more than any job needs).
+        .map(|s| Duration::from_secs_f64(s.min(365.0 * 86400.0)))
         .unwrap_or(Duration::from_secs(300))
 }
 
@@ -386,6 +443,9 @@ pub(crate) fn unpark(token: u64) -> Result<Parked> {
         .ok_or_else(|| Error::not_found(format!("no all-reduce in flight under token {token} (waited for twice?)")))
 }
 
+/// Whether this build has MPI (the `mpi` cargo feature).
+pub const MPI_BUILT: bool = cfg!(feature = "mpi");
+
 /// Whether this process was started by `mpirun`/`mpiexec` (Open MPI, MPICH
 /// or a PMI launcher set these).
 pub fn launched_by_mpirun() -> bool {
@@ -463,18 +523,19 @@ pub fn reducible(dtype: DType) -> bool {
     !matches!(dtype, DType::Bool | DType::C64 | DType::C128)
 }
 
-/// A plain `MPI_Allreduce` (sum, separate send and receive buffers) of
-/// `send` into `recv` on the MPI world, timed in seconds on the
-/// communication thread: the baseline Rivulet's own all-reduce is measured
-/// against (`rivulet scaling`). An error without the `mpi` feature.
-pub fn plain_mpi_all_reduce_f32(send: Vec<f32>, recv: Vec<f32>) -> Result<(Vec<f32>, Vec<f32>, f64)> {
+/// `reps` plain `MPI_Allreduce` calls (sum of `n` f32, separate send and
+/// receive buffers from the allocator tensors use), each after an
+/// `MPI_Barrier`, made and timed on the communication thread: the seconds
+/// of each. The baseline Rivulet's own all-reduce is measured against
+/// (`rivulet scaling`). An error without the `mpi` feature.
+pub fn plain_mpi_all_reduce_f32(n: usize, reps: usize) -> Result<Vec<f64>> {
     #[cfg(feature = "mpi")]
     {
-        MpiCommunicator::world()?.raw_all_reduce_f32(send, recv)
+        MpiCommunicator::world()?.raw_all_reduce_f32(n, reps)
     }
     #[cfg(not(feature = "mpi"))]
     {
-        drop((send, recv));
+        drop((n, reps));
         Err(Error::unimplemented("this build has no MPI (rebuild with `--features mpi`)"))
     }
 }

@@ -14,7 +14,7 @@ use crate::tensor::DType;
 use mpi::ffi;
 use parking_lot::Mutex;
 use std::ffi::{c_int, c_void};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, OnceLock, Weak};
 use std::thread::JoinHandle;
@@ -23,6 +23,11 @@ use std::time::Duration;
 /// A job for the communication thread.
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Set once MPI is finalized (an abort after that would be an error).
+static FINALIZED: AtomicBool = AtomicBool::new(false);
+/// Whether MPI granted `MPI_THREAD_MULTIPLE` (an abort from another thread is then allowed).
+static MULTIPLE: AtomicBool = AtomicBool::new(false);
+
 /// The MPI world: every process `mpirun` started, one rank each.
 pub struct MpiCommunicator {
     rank: usize,
@@ -30,9 +35,12 @@ pub struct MpiCommunicator {
     library: String,
     timeout: Duration,
     jobs: Mutex<Option<Sender<Job>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The communication thread, and word from it that MPI is finalized.
+    thread: Mutex<Option<(JoinHandle<()>, mpsc::Receiver<()>)>>,
     broken: Arc<AtomicBool>,
     calls: AtomicU64,
+    /// Threads blocked waiting for a result (the thread then polls flat out).
+    waiters: Arc<AtomicUsize>,
 }
 
 /// The world, while some handle holds it (MPI starts once per process).
@@ -57,10 +65,11 @@ impl MpiCommunicator {
         }
         let (tx, rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(usize, usize, String)>>();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("rivulet-mpi".into())
             .spawn(move || {
-                let Some((universe, _threading)) = mpi::initialize_with_threading(mpi::Threading::Multiple) else {
+                let Some((universe, threading)) = mpi::initialize_with_threading(mpi::Threading::Multiple) else {
                     let _ = ready_tx.send(Err(Error::precondition("MPI was already initialized in this process")));
                     return;
                 };
@@ -72,12 +81,15 @@ impl MpiCommunicator {
                 }
                 let library = mpi::environment::library_version().unwrap_or_else(|_| "MPI".into());
                 let library = library.lines().next().unwrap_or("MPI").trim().to_string();
+                MULTIPLE.store(threading == mpi::Threading::Multiple, Ordering::Release);
                 let _ = ready_tx.send(Ok((rank as usize, size as usize, library)));
                 while let Ok(job) = rx.recv() {
                     job();
                 }
                 free_half_ops();
+                FINALIZED.store(true, Ordering::Release);
                 drop(universe);
+                let _ = done_tx.send(());
             })
             .map_err(|e| Error::precondition(format!("cannot start the MPI thread: {e}")))?;
         let (rank, size, library) =
@@ -88,9 +100,10 @@ impl MpiCommunicator {
             library,
             timeout: super::default_timeout(),
             jobs: Mutex::new(Some(tx)),
-            thread: Mutex::new(Some(thread)),
+            thread: Mutex::new(Some((thread, done_rx))),
             broken: Arc::new(AtomicBool::new(false)),
             calls: AtomicU64::new(0),
+            waiters: Arc::new(AtomicUsize::new(0)),
         });
         *slot = (Arc::downgrade(&comm), true);
         Ok(comm)
@@ -120,43 +133,66 @@ impl MpiCommunicator {
                 // then ends the others); abort if it carries on instead.
                 std::thread::spawn(|| {
                     std::thread::sleep(Duration::from_secs(5));
-                    // SAFETY: MPI is initialized with MPI_THREAD_MULTIPLE requested;
-                    // aborting ends every process of the job.
-                    unsafe { ffi::MPI_Abort(ffi::RSMPI_COMM_WORLD, 1) };
+                    if FINALIZED.load(Ordering::Acquire) {
+                        return;
+                    }
+                    if MULTIPLE.load(Ordering::Acquire) {
+                        // SAFETY: MPI is initialized, not finalized, and allows
+                        // calls from any thread; aborting ends every process of the job.
+                        unsafe { ffi::MPI_Abort(ffi::RSMPI_COMM_WORLD, 1) };
+                    }
+                    // Without MPI_THREAD_MULTIPLE: end this process; mpirun ends the others.
+                    std::process::exit(1);
                 });
             }
         });
-        Ok(Pending::waiting(rx, self.timeout, what, on_timeout))
+        let poller = self.thread.lock().as_ref().map(|(t, _)| t.thread().clone());
+        let pending = Pending::waiting(rx, self.timeout, what, on_timeout);
+        Ok(match poller {
+            Some(p) => pending.with_waiters(self.waiters.clone(), p),
+            None => pending,
+        })
     }
 
     /// A plain `MPI_Allreduce` (sum) of `buf` into `out`, timed on the
     /// communication thread in seconds: the baseline our all-reduce is
     /// measured against.
-    pub fn raw_all_reduce_f32(&self, buf: Vec<f32>, out: Vec<f32>) -> Result<(Vec<f32>, Vec<f32>, f64)> {
+    pub fn raw_all_reduce_f32(&self, n: usize, reps: usize) -> Result<Vec<f64>> {
+        if n > c_int::MAX as usize {
+            bail!(invalid, "a plain all-reduce of {n} elements (at most {})", c_int::MAX);
+        }
+        let mut send = Buffer::new(DType::F32, n)?;
+        send.bytes_mut()?.fill(0);
+        let mut out = Buffer::new(DType::F32, n)?;
         let (tx, rx) = mpsc::channel();
         let job: Job = Box::new(move || {
-            let mut out = out;
-            let n = buf.len().min(out.len()) as c_int;
-            // SAFETY: MPI is initialized; both buffers hold `n` f32s.
-            let t = unsafe {
-                let start = ffi::RSMPI_Wtime();
-                ffi::MPI_Allreduce(
-                    buf.as_ptr().cast(),
-                    out.as_mut_ptr().cast(),
-                    n,
-                    ffi::RSMPI_FLOAT,
-                    ffi::RSMPI_SUM,
-                    ffi::RSMPI_COMM_WORLD,
-                );
-                ffi::RSMPI_Wtime() - start
-            };
-            let _ = tx.send((buf, out, t));
+            let src = send.bytes().as_ptr();
+            let Ok(dst) = out.bytes_mut().map(|b| b.as_mut_ptr()) else { return };
+            let mut times = Vec::with_capacity(reps);
+            for _ in 0..reps {
+                // SAFETY: MPI is initialized; both buffers hold `n` f32s.
+                unsafe {
+                    ffi::MPI_Barrier(ffi::RSMPI_COMM_WORLD);
+                    let start = ffi::RSMPI_Wtime();
+                    ffi::MPI_Allreduce(
+                        src.cast(),
+                        dst.cast(),
+                        n as c_int,
+                        ffi::RSMPI_FLOAT,
+                        ffi::RSMPI_SUM,
+                        ffi::RSMPI_COMM_WORLD,
+                    );
+                    times.push(ffi::RSMPI_Wtime() - start);
+                }
+            }
+            let _ = tx.send(times);
         });
         let sent = self.jobs.lock().as_ref().map(|s| s.send(job).is_ok()).unwrap_or(false);
         if !sent {
             bail!(unavailable, "raw all-reduce: the MPI thread has stopped");
         }
-        rx.recv_timeout(self.timeout).map_err(|_| Error::unavailable(timeout_message("raw all-reduce", self.timeout)))
+        rx.recv_timeout(self.timeout.saturating_mul(reps.max(1) as u32))
+            .map_err(|_| Error::unavailable(timeout_message("raw all-reduce", self.timeout)))
     }
 }
 
@@ -165,9 +201,12 @@ impl Drop for MpiCommunicator {
         // Closing the queue ends the thread, which finalizes MPI; a thread
         // stuck in a collective whose peer died is left behind.
         self.jobs.lock().take();
-        if !self.broken.load(Ordering::Acquire) {
-            if let Some(t) = self.thread.lock().take() {
-                let _ = t.join();
+        if let Some((thread, done)) = self.thread.lock().take() {
+            // A collective that never completes (a peer died and nobody
+            // waited for the result) must not hang the exit: wait at most
+            // the timeout for the thread to finish.
+            if !self.broken.load(Ordering::Acquire) && done.recv_timeout(self.timeout).is_ok() {
+                let _ = thread.join();
             }
         }
     }
@@ -214,8 +253,11 @@ macro_rules! half_op {
             len: *mut c_int,
             _dt: *mut ffi::MPI_Datatype,
         ) {
+            if invec.is_null() || inoutvec.is_null() || len.is_null() {
+                return;
+            }
             // SAFETY: MPI passes `*len` elements in each vector.
-            let n = unsafe { *len } as usize;
+            let n = unsafe { *len }.max(0) as usize;
             let a = unsafe { std::slice::from_raw_parts(invec as *const $t, n) };
             let b = unsafe { std::slice::from_raw_parts_mut(inoutvec as *mut $t, n) };
             let f: fn($t, $t) -> $t = $op;
@@ -280,6 +322,51 @@ fn pieces(count: usize) -> impl Iterator<Item = (usize, c_int)> {
     (0..count.div_ceil(MAX).max(1)).map(move |i| (i * MAX, (count - i * MAX).min(MAX) as c_int))
 }
 
+impl MpiCommunicator {
+    /// An all-reduce on the communication thread. `gentle` (a start whose
+    /// caller computes meanwhile): a nonblocking `MPI_Iallreduce` polled
+    /// with `MPI_Test`, yielding the core between polls until someone waits
+    /// for it, then flat out; else a blocking `MPI_Allreduce`.
+    fn reduce(&self, buf: Buffer, op: Reduction, gentle: bool) -> Result<Pending> {
+        datatype(buf.dtype(), buf.len(), true)?;
+        let what = format!("all_reduce {} of {}", op.name(), buf.describe());
+        let waiters = self.waiters.clone();
+        self.submit(&what, move || {
+            let (dt, count) = datatype(buf.dtype(), buf.len(), true)?;
+            let mut out = Buffer::new(buf.dtype(), buf.len())?;
+            let mop = mpi_op(buf.dtype(), op);
+            let size = buf.bytes().len() / count.max(1);
+            let dst = out.bytes_mut()?.as_mut_ptr();
+            for (at, n) in pieces(count) {
+                // SAFETY: both buffers hold `count` elements of `dt` and
+                // outlive the call (and the request, completed below); the
+                // calls of every rank match in order.
+                unsafe {
+                    let src = buf.bytes().as_ptr().add(at * size).cast();
+                    let dst = dst.add(at * size).cast();
+                    if !gentle {
+                        ffi::MPI_Allreduce(src, dst, n, dt, mop, ffi::RSMPI_COMM_WORLD);
+                        continue;
+                    }
+                    let mut request = ffi::RSMPI_REQUEST_NULL;
+                    ffi::MPI_Iallreduce(src, dst, n, dt, mop, ffi::RSMPI_COMM_WORLD, &mut request);
+                    let mut done: c_int = 0;
+                    loop {
+                        ffi::MPI_Test(&mut request, &mut done, ffi::RSMPI_STATUS_IGNORE);
+                        if done != 0 {
+                            break;
+                        }
+                        if waiters.load(Ordering::Acquire) == 0 {
+                            std::thread::yield_now();
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
 impl Communicator for MpiCommunicator {
     fn rank(&self) -> usize {
         self.rank
@@ -291,33 +378,10 @@ impl Communicator for MpiCommunicator {
         format!("MPI ({}), {} processes", self.library, self.size)
     }
     fn all_reduce(&self, buf: Buffer, op: Reduction) -> Result<Buffer> {
-        self.start_all_reduce(buf, op)?.wait()
+        self.reduce(buf, op, false)?.wait()
     }
     fn start_all_reduce(&self, buf: Buffer, op: Reduction) -> Result<Pending> {
-        datatype(buf.dtype(), buf.len(), true)?;
-        let what = format!("all_reduce {} of {}", op.name(), buf.describe());
-        self.submit(&what, move || {
-            let (dt, count) = datatype(buf.dtype(), buf.len(), true)?;
-            let mut out = Buffer::new(buf.dtype(), buf.len())?;
-            let mop = mpi_op(buf.dtype(), op);
-            let size = buf.bytes().len() / count.max(1);
-            let dst = out.bytes_mut()?.as_mut_ptr();
-            for (at, n) in pieces(count) {
-                // SAFETY: both buffers hold `count` elements of `dt`; the
-                // calls of every rank match in order.
-                unsafe {
-                    ffi::MPI_Allreduce(
-                        buf.bytes().as_ptr().add(at * size).cast(),
-                        dst.add(at * size).cast(),
-                        n,
-                        dt,
-                        mop,
-                        ffi::RSMPI_COMM_WORLD,
-                    )
-                };
-            }
-            Ok(out)
-        })
+        self.reduce(buf, op, true)
     }
     fn broadcast(&self, buf: Buffer, root: usize) -> Result<Buffer> {
         if root >= self.size {

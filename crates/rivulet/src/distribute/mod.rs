@@ -16,6 +16,11 @@
 //! variables from worker 0 when they are created, splits each global batch
 //! of `fit` over the replicas, reports the loss and metrics over the
 //! global batch, and runs callbacks (logs, checkpoints) on worker 0 only.
+//! Every worker must make the same calls in the same order: the model's
+//! first `build`, `fit`, `evaluate` or `predict` (it broadcasts the
+//! variables) and every `fit` or `train_on_batch`; after training, worker 0
+//! alone may evaluate and write.
+//!
 //! Custom training loops use [`Strategy::reduce_gradients`],
 //! [`Strategy::broadcast_variables`], [`Strategy::distribute_dataset`] and
 //! [`compute_average_loss`].
@@ -274,6 +279,13 @@ impl Strategy {
             return Ok(ds.clone());
         }
         ds.shard(self.num_workers(), self.worker_index())
+    }
+
+    /// Tell the other workers that this one failed (see [`Communicator::abort`](crate::collective::Communicator::abort)).
+    pub fn abort(&self, reason: &str) {
+        if let Some(g) = &self.inner.group {
+            g.communicator().abort(reason);
+        }
     }
 
     /// Wait until every worker gets here.

@@ -419,7 +419,9 @@ impl Sequential {
                     .map(|(g, v)| g.map_or_else(|| ops::zeros_like(&v.read()), Ok))
                     .collect::<Result<_>>()?;
                 let grads = strategy.reduce_gradients(&grads)?;
-                let pairs: Vec<(Tensor, &Variable)> = grads.into_iter().zip(refs.iter().copied()).collect();
+                // Last layer first: the order the buckets come back in, so
+                // that each bucket's updates run while later ones travel.
+                let pairs: Vec<(Tensor, &Variable)> = grads.into_iter().zip(refs.iter().copied()).rev().collect();
                 if let Some(step) = c.optimizer.apply_gradients(&pairs)? {
                     targets.push(step);
                 }
@@ -538,6 +540,14 @@ impl Sequential {
         y: &Tensor,
     ) -> Result<BatchOutcome> {
         let n = check_data(x, y)?;
+        if n < strategy.num_replicas_in_sync() {
+            // Every worker sees the same global batch, so all fail alike.
+            bail!(
+                invalid,
+                "a batch of {n} rows cannot give each of {} replicas one (fit skips such a batch)",
+                strategy.num_replicas_in_sync()
+            );
+        }
         let parts: Vec<(Tensor, Tensor, Tensor)> = strategy
             .replica_rows(n)
             .into_iter()
@@ -642,7 +652,12 @@ impl Sequential {
     fn train_step(&self, x: &Tensor, y: &Tensor) -> Result<BatchOutcome> {
         let c = self.compiled()?;
         if let Some(strategy) = &self.strategy {
-            return self.train_step_distributed(c, strategy, x, y);
+            let step = self.train_step_distributed(c, strategy, x, y);
+            if let Err(e) = &step {
+                // The other workers would otherwise wait for this one until the timeout.
+                strategy.abort(&e.to_string());
+            }
+            return step;
         }
         match c.mode {
             ExecutionMode::Eager => {

@@ -77,6 +77,15 @@ impl CollectiveOp {
 
     /// The outputs' dtypes and shapes.
     pub(crate) fn infer(&self, inputs: &[Meta]) -> Result<Metas> {
+        if let CollectiveOp::AllReduce { size: 0, .. }
+        | CollectiveOp::Broadcast { size: 0, .. }
+        | CollectiveOp::AllGather { size: 0, .. }
+        | CollectiveOp::ReduceScatter { size: 0, .. }
+        | CollectiveOp::Barrier { size: 0, .. }
+        | CollectiveOp::StartAllReduce { size: 0, .. } = self
+        {
+            bail!(invalid, "{}: a group of 0 ranks", self.type_name());
+        }
         let reducible = |m: &Meta, what: &str, r: Reduction| -> Result<()> {
             if !crate::collective::reducible(m.dtype) {
                 bail!(dtype, "{what} of {} is not supported (real numbers only)", m.dtype);

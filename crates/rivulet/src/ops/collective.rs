@@ -156,6 +156,7 @@ pub fn all_reduce_bucketed(
         };
         if bucket.first().is_some_and(|&j| tensors[j].dtype() != t.dtype()) {
             flush(&mut bucket, &mut bytes)?;
+            limit = options.bucket_bytes;
         }
         bucket.push(i);
         bytes += n * t.dtype().size();
@@ -193,7 +194,15 @@ pub(crate) fn collective_grad(c: &CollectiveOp, x: &Tensor, y: &Tensor, g: &Tens
         CollectiveOp::ReduceScatter { group: key, reduction, .. } => {
             let gr = group(*key)?;
             let gathered = all_gather(g, &gr)?;
-            vec![Some(if *reduction == Reduction::Mean { ew::div(&gathered, gr.size() as f64)? } else { gathered })]
+            vec![Some(match reduction {
+                Reduction::Sum => gathered,
+                Reduction::Mean => ew::div(&gathered, gr.size() as f64)?,
+                // The elements whose value was taken get the gradient.
+                Reduction::Max | Reduction::Min => {
+                    let hit = ew::cast(&ew::equal(x, &all_gather(y, &gr)?)?, g.dtype())?;
+                    ew::mul(&gathered, &hit)?
+                }
+            })]
         }
         CollectiveOp::Barrier { .. } => vec![Some(g.clone())],
         // The bucketed all-reduce carries gradients; it is not differentiated.

@@ -17,6 +17,16 @@ use smallvec::SmallVec;
 use std::sync::Arc;
 
 /// The compiled functions of an `If`, `Case` or `While` step.
+impl ControlPlan {
+    /// Whether a body makes a collective call.
+    pub(crate) fn has_collective(&self) -> bool {
+        match self {
+            ControlPlan::Branches { plans, .. } => plans.iter().any(|p| p.has_collective()),
+            ControlPlan::While { cond, iteration, .. } => cond.has_collective() || iteration.has_collective(),
+        }
+    }
+}
+
 pub(crate) enum ControlPlan {
     /// `If` (`boolean`: branch 0 when true) or `Case` (branch `index`, the
     /// last one when out of range).

@@ -242,6 +242,22 @@ pub(crate) fn compile_function(f: &crate::graph::Function, settings: &Compile<'_
 }
 
 /// Ops whose output can take over an input's buffer (same shape and dtype).
+impl Step {
+    /// Whether running the step makes a collective call: a collective op,
+    /// or control flow whose bodies hold one.
+    pub(crate) fn has_collective(&self) -> bool {
+        matches!(self.op, Op::Collective { .. })
+            || matches!(&self.stateful, Stateful::Control { plan, .. } if plan.has_collective())
+    }
+}
+
+impl Plan {
+    /// Whether any step makes a collective call.
+    pub(crate) fn has_collective(&self) -> bool {
+        self.steps.iter().any(Step::has_collective)
+    }
+}
+
 fn may_run_in_place(op: &Op) -> bool {
     match op {
         Op::Unary { .. } | Op::Binary { .. } => true,
@@ -466,7 +482,7 @@ fn lower(
     // same order, which a parallel run would not otherwise keep.
     let mut previous_collective: Option<u32> = None;
     for (k, st) in steps.iter().enumerate() {
-        if matches!(st.op, Op::Collective { .. }) {
+        if st.has_collective() {
             if let Some(p) = previous_collective {
                 deps[k].push(p);
                 deps[k].sort_unstable();
@@ -505,7 +521,7 @@ fn lower(
     // A collective blocks its thread until the other ranks arrive: a plan
     // with one runs in order on the calling thread, never on the shared
     // pool (whose threads the ranks of a group of threads would exhaust).
-    let collective = steps.iter().any(|st| matches!(st.op, Op::Collective { .. }));
+    let collective = steps.iter().any(Step::has_collective);
     let parallel =
         settings.inter_op && !collective && width.values().any(|&(count, work)| count > 1 && work >= PARALLEL_WORK);
     let mut readers = vec![0u32; num_slots];
@@ -561,9 +577,10 @@ fn lower(
 }
 
 /// `order` with each all-reduce start moved up to just after the last of
-/// its inputs: a gradient bucket goes to the communicator as soon as the
-/// backward pass has produced it, and the rest of the backward pass runs
-/// while it travels (its wait stays where it was made, before the updates).
+/// its inputs, and each wait down to just before its first use: a gradient
+/// bucket goes to the communicator as soon as the backward pass has
+/// produced it, and the rest of the backward pass (and the updates of the
+/// buckets that came back earlier) runs while it travels.
 fn start_collectives_early(ir: &IrGraph, order: Vec<usize>) -> Vec<usize> {
     let is_start =
         |i: usize| matches!(ir.nodes[i].op, Op::Collective { c: crate::op::CollectiveOp::StartAllReduce { .. } });
@@ -578,12 +595,25 @@ fn start_collectives_early(ir: &IrGraph, order: Vec<usize>) -> Vec<usize> {
         }
         let node = &ir.nodes[i];
         let producers: Vec<usize> = node.inputs.iter().map(|e| e.node).chain(node.control.iter().copied()).collect();
-        // After its producers, and after the previous collective (the calls keep their order).
-        let after = out
-            .iter()
-            .rposition(|&j| producers.contains(&j) || matches!(ir.nodes[j].op, Op::Collective { .. }))
-            .map_or(0, |p| p + 1);
+        // After its producers, and after the previous collective that calls
+        // the communicator (the calls keep their order; a wait calls nothing,
+        // so the next bucket may start before the previous one is waited for).
+        let calls = |j: usize| matches!(&ir.nodes[j].op, Op::Collective { c } if !matches!(c, crate::op::CollectiveOp::WaitAllReduce { .. }));
+        let after = out.iter().rposition(|&j| producers.contains(&j) || calls(j)).map_or(0, |p| p + 1);
         out.insert(after, i);
+    }
+    // Each wait as late as possible: just before the first step that uses
+    // its results (or depends on it), so that the steps before it (the
+    // updates of buckets that arrived earlier) run while its bucket travels.
+    let is_wait =
+        |i: usize| matches!(ir.nodes[i].op, Op::Collective { c: crate::op::CollectiveOp::WaitAllReduce { .. } });
+    let waits: Vec<usize> = out.iter().copied().filter(|&i| is_wait(i)).collect();
+    for w in waits {
+        let Some(at) = out.iter().position(|&j| j == w) else { continue };
+        let uses = |j: usize| ir.nodes[j].inputs.iter().any(|e| e.node == w) || ir.nodes[j].control.contains(&w);
+        let first_use = out[at + 1..].iter().position(|&j| uses(j)).map_or(out.len(), |p| at + 1 + p);
+        out.remove(at);
+        out.insert(first_use - 1, w);
     }
     out
 }

@@ -364,3 +364,43 @@ fn strategies_refuse_a_model_that_already_has_variables_and_average_losses() {
     let two = on_ranks(2, |_, g| MultiWorkerMirroredStrategy::with_group(g).replica_rows(9));
     assert_eq!(two, vec![vec![(0, 4)], vec![(4, 9)]]);
 }
+
+/// Counts the epochs it sees.
+struct Epochs(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl rivulet::nn::Callback for Epochs {
+    fn on_epoch_end(
+        &mut self,
+        _epoch: usize,
+        _logs: &std::collections::BTreeMap<String, f64>,
+        _model: &Sequential,
+    ) -> Result<()> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn only_worker_0_runs_callbacks_and_reports_global_metrics() {
+    let d = load_digits().unwrap();
+    let idx = Tensor::from((0..96i64).collect::<Vec<_>>());
+    let (x, y) = (ops::gather(&d.train_x, &idx, 0, 0).unwrap(), ops::gather(&d.train_y, &idx, 0, 0).unwrap());
+    let out = on_ranks(3, |_, g| {
+        let strategy = MultiWorkerMirroredStrategy::with_group(g);
+        let mut m = mlp(ExecutionMode::Graph, Optimizer::sgd(0.1));
+        m.distribute(&strategy).unwrap();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let opts = FitOptions { epochs: 3, batch_size: 32, verbose: Verbosity::Silent, ..Default::default() }
+            .callback(rivulet::nn::SharedCallback::new(Epochs(seen.clone())));
+        let h = m.fit(&x, &y, &opts).unwrap();
+        (
+            m.is_chief(),
+            seen.load(std::sync::atomic::Ordering::SeqCst),
+            h.last("loss").unwrap(),
+            h.last("accuracy").unwrap(),
+        )
+    });
+    assert_eq!(out.iter().map(|o| (o.0, o.1)).collect::<Vec<_>>(), vec![(true, 3), (false, 0), (false, 0)]);
+    // The loss and accuracy over the global batch: the same on every worker.
+    assert!(out.iter().all(|o| o.2 == out[0].2 && o.3 == out[0].3), "{out:?}");
+}

@@ -11,7 +11,8 @@ use crate::collective::{self, Buffer, Parked, Reduction};
 use crate::error::{bail, Result};
 use crate::op::{CollectiveOp, Meta};
 use crate::tensor::storage::HostBuffer;
-use crate::tensor::{DType, Shape, Value};
+use crate::tensor::storage::Storage;
+use crate::tensor::{DType, Device, Layout, Shape, Value};
 use half::{bf16, f16};
 use smallvec::{smallvec, SmallVec};
 
@@ -114,19 +115,21 @@ fn unpack(buf: Buffer, dtype: DType, scale: Option<f64>, outputs: &[(DType, Shap
     if total != buf.len() {
         bail!(invalid, "all-reduce wait: the bucket holds {} elements, its outputs {total}", buf.len());
     }
-    if outputs.len() == 1 && wire == dtype {
-        let out = finish_scale(buf, scale)?;
-        return Ok(smallvec![to_value(out, outputs[0].1.clone())?]);
+    if let Some((d, _)) = outputs.iter().find(|(d, _)| *d != dtype) {
+        bail!(dtype, "all-reduce wait: a {d} output from a bucket of {dtype}");
     }
+    // One buffer for the bucket; each output a view of its part (no copy),
+    // cast back from the wire dtype where it differs.
+    let whole = finish_scale(buf, scale)?;
+    let storage = std::sync::Arc::new(Storage::host_on(Device::CPU, whole.into_host()?));
     let mut values = SmallVec::new();
     let mut at = 0;
     for (d, s) in outputs {
         let n = s.numel().unwrap_or(0);
-        let mut part = HostBuffer::new(n * wire.size())?;
-        part.bytes_mut().copy_from_slice(&buf.bytes()[at * wire.size()..(at + n) * wire.size()]);
+        let mut layout = Layout::contiguous(s.clone());
+        layout.offset = at;
         at += n;
-        let part = finish_scale(Buffer::from_host(wire, part), scale)?;
-        let v = to_value(part, s.clone())?;
+        let v = Value { dtype: wire, layout, storage: storage.clone() };
         values.push(if *d == wire { v } else { cast(&v, *d)? });
     }
     Ok(values)
