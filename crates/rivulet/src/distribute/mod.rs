@@ -70,7 +70,8 @@ impl MirroredStrategy {
     /// One replica per GPU, or one on the CPU when there is none (as TensorFlow).
     #[allow(clippy::new_ret_no_self)]
     pub fn new() -> Result<Strategy> {
-        let gpus: Vec<Device> = crate::devices().into_iter().filter(|d| d.kind == crate::DeviceKind::Gpu).collect();
+        let gpus: Vec<Device> =
+            crate::context::devices().into_iter().filter(|d| d.kind == crate::tensor::DeviceKind::Gpu).collect();
         let devices = if gpus.is_empty() { vec![Device::CPU] } else { gpus };
         Ok(Strategy::make("MirroredStrategy", devices, None))
     }
@@ -155,8 +156,8 @@ fn parse_devices(devices: &[&str]) -> Result<Vec<Device>> {
         .iter()
         .map(|d| {
             let dev = Device::parse(d)?;
-            if !crate::devices().contains(&dev) {
-                let names: Vec<String> = crate::devices().iter().map(|d| d.to_string()).collect();
+            if !crate::context::devices().contains(&dev) {
+                let names: Vec<String> = crate::context::devices().iter().map(|d| d.to_string()).collect();
                 bail!(not_found, "device {d} is not present here (devices: {})", names.join(", "));
             }
             Ok(dev)
