@@ -278,24 +278,26 @@ impl Pending {
     pub fn wait(self) -> Result<Buffer> {
         match self.state {
             PendingState::Ready(r) => r,
-            PendingState::Waiting { rx, timeout, what, on_timeout, waiters } => match {
-                let _waiting = waiters.as_ref().map(|(count, poller)| {
+            PendingState::Waiting { rx, timeout, what, on_timeout, waiters } => {
+                let waiting = waiters.as_ref().map(|(count, poller)| {
                     let w = Waiting::new(count);
                     poller.unpark();
                     w
                 });
-                rx.recv_timeout(timeout)
-            } {
-                Ok(r) => r,
-                Err(RecvTimeoutError::Timeout) => {
-                    let msg = timeout_message(&what, timeout);
-                    on_timeout(&msg);
-                    Err(Error::unavailable(msg))
+                let received = rx.recv_timeout(timeout);
+                drop(waiting);
+                match received {
+                    Ok(r) => r,
+                    Err(RecvTimeoutError::Timeout) => {
+                        let msg = timeout_message(&what, timeout);
+                        on_timeout(&msg);
+                        Err(Error::unavailable(msg))
+                    }
+                    Err(RecvTimeoutError::Disconnected) => {
+                        Err(Error::unavailable(format!("{what}: the communication thread has stopped")))
+                    }
                 }
-                Err(RecvTimeoutError::Disconnected) => {
-                    Err(Error::unavailable(format!("{what}: the communication thread has stopped")))
-                }
-            },
+            }
         }
     }
 }
@@ -535,7 +537,7 @@ pub fn plain_mpi_all_reduce_f32(n: usize, reps: usize) -> Result<Vec<f64>> {
     }
     #[cfg(not(feature = "mpi"))]
     {
-        drop((n, reps));
+        let _ = (n, reps);
         Err(Error::unimplemented("this build has no MPI (rebuild with `--features mpi`)"))
     }
 }
