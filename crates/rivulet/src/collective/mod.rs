@@ -242,7 +242,7 @@ enum PendingState {
         timeout: Duration,
         what: String,
         on_timeout: Box<dyn Fn(&str) + Send>,
-        waiters: Option<(Arc<AtomicUsize>, std::thread::Thread)>,
+        waiters: Option<Arc<AtomicUsize>>,
     },
 }
 
@@ -264,12 +264,11 @@ impl Pending {
     }
 
     /// This pending with a count that [`Pending::wait`] raises while it
-    /// blocks, and the thread it then wakes: a communicator that polls
-    /// gently (sleeping in `park_timeout`) while the caller computes polls
-    /// flat out while someone waits.
-    pub fn with_waiters(mut self, count: Arc<AtomicUsize>, poller: std::thread::Thread) -> Pending {
+    /// blocks: a communicator that polls gently while the caller computes
+    /// polls flat out while someone waits.
+    pub fn with_waiters(mut self, count: Arc<AtomicUsize>) -> Pending {
         if let PendingState::Waiting { waiters, .. } = &mut self.state {
-            *waiters = Some((count, poller));
+            *waiters = Some(count);
         }
         self
     }
@@ -279,11 +278,7 @@ impl Pending {
         match self.state {
             PendingState::Ready(r) => r,
             PendingState::Waiting { rx, timeout, what, on_timeout, waiters } => {
-                let waiting = waiters.as_ref().map(|(count, poller)| {
-                    let w = Waiting::new(count);
-                    poller.unpark();
-                    w
-                });
+                let waiting = waiters.as_deref().map(Waiting::new);
                 let received = rx.recv_timeout(timeout);
                 drop(waiting);
                 match received {

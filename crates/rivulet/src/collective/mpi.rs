@@ -146,12 +146,7 @@ impl MpiCommunicator {
                 });
             }
         });
-        let poller = self.thread.lock().as_ref().map(|(t, _)| t.thread().clone());
-        let pending = Pending::waiting(rx, self.timeout, what, on_timeout);
-        Ok(match poller {
-            Some(p) => pending.with_waiters(self.waiters.clone(), p),
-            None => pending,
-        })
+        Ok(Pending::waiting(rx, self.timeout, what, on_timeout).with_waiters(self.waiters.clone()))
     }
 
     /// A plain `MPI_Allreduce` (sum) of `buf` into `out`, timed on the

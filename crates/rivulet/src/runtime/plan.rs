@@ -478,19 +478,6 @@ fn lower(
         deps[k].sort_unstable();
         deps[k].dedup();
     }
-    // Collectives in program order: every rank must make its calls in the
-    // same order, which a parallel run would not otherwise keep.
-    let mut previous_collective: Option<u32> = None;
-    for (k, st) in steps.iter().enumerate() {
-        if st.has_collective() {
-            if let Some(p) = previous_collective {
-                deps[k].push(p);
-                deps[k].sort_unstable();
-                deps[k].dedup();
-            }
-            previous_collective = Some(k as u32);
-        }
-    }
     let mut level = vec![0usize; steps.len()];
     for k in 0..steps.len() {
         level[k] = deps[k].iter().map(|&p| level[p as usize] + 1).max().unwrap_or(0);
@@ -518,9 +505,10 @@ fn lower(
         w.0 += 1;
         w.1 += st.work;
     }
-    // A collective blocks its thread until the other ranks arrive: a plan
-    // with one runs in order on the calling thread, never on the shared
-    // pool (whose threads the ranks of a group of threads would exhaust).
+    // A collective blocks its thread until the other ranks arrive, and every
+    // rank must make its calls in the same order: a plan with one runs its
+    // steps in order on the calling thread, never on the shared pool (whose
+    // threads the ranks of a group of threads would exhaust).
     let collective = steps.iter().any(Step::has_collective);
     let parallel =
         settings.inter_op && !collective && width.values().any(|&(count, work)| count > 1 && work >= PARALLEL_WORK);
