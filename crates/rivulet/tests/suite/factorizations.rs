@@ -223,6 +223,40 @@ fn factorizations_satisfy_their_identities() {
     }
 }
 
+/// From 512² elements one matrix is factored on all threads, and every
+/// temporary and result comes from the CPU buffer cache, which hands a
+/// later call the previous call's memory: the identities hold at that
+/// size, and results are the same bits when the same call runs again after
+/// calls on other inputs have left their values in the reused buffers.
+#[test]
+fn large_matrices_factor_on_all_threads_and_reused_buffers_leave_no_trace() {
+    let mut rng = Rng(0x5120);
+    let n = 520;
+    let (s1, s2) = (spd(&mut rng, n), spd(&mut rng, n));
+    let a = general(&mut rng, n);
+    let b = random(&mut rng, n * 16);
+    let sym = symmetric(&mut rng, n);
+    let chol = |s: &[f64]| values(&ops::cholesky(&t64(s.to_vec(), &[n, n])).unwrap());
+    let l1 = chol(&s1);
+    assert!((0..n).all(|i| (i + 1..n).all(|j| l1[i * n + j] == 0.0)), "cholesky is not lower");
+    close("L Lᵀ 520", &mm(&l1, &tr(&l1, n, n), n, n, n), &s1, 1e-13);
+    let l2 = chol(&s2);
+    close("L Lᵀ 520, second input", &mm(&l2, &tr(&l2, n, n), n, n, n), &s2, 1e-13);
+    let x = values(&ops::solve(&t64(a.clone(), &[n, n]), &t64(b.clone(), &[n, 16])).unwrap());
+    close("A x = b 520", &mm(&a, &x, n, n, 16), &b, 1e-12);
+    let (e, v) = ops::eigh(&t64(sym.clone(), &[n, n])).unwrap();
+    let (e, v) = (values(&e), values(&v));
+    let ve: Vec<f64> = (0..n * n).map(|p| v[p] * e[p % n]).collect();
+    close("S V = V diag(e) 520", &mm(&sym, &v, n, n, n), &ve, 1e-12);
+    close("Vᵀ V 520", &mm(&tr(&v, n, n), &v, n, n, n), &eye(n), 1e-12);
+    // The same calls again, now on buffers the calls above filled.
+    assert!(chol(&s1) == l1, "cholesky changed on a second call");
+    let again = values(&ops::solve(&t64(a.clone(), &[n, n]), &t64(b.clone(), &[n, 16])).unwrap());
+    assert!(again == x, "solve changed on a second call");
+    let (e2, v2) = ops::eigh(&t64(sym.clone(), &[n, n])).unwrap();
+    assert!(values(&e2) == e && values(&v2) == v, "eigh changed on a second call");
+}
+
 #[test]
 fn batches_and_broadcasting_match_one_matrix_at_a_time() {
     let mut rng = Rng(0xBA7C);

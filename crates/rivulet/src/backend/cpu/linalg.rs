@@ -7,7 +7,8 @@
 //! read a row-major view of it, and only QR, SVD and LU copy through a
 //! tiled transpose (O(n²) beside their O(n³)). A batch of several matrices
 //! runs them in parallel, each on one thread; a single matrix is threaded
-//! inside `faer` only from [`PARALLEL_MIN_ELEMENTS`].
+//! inside `faer` only from [`PARALLEL_MIN_ELEMENTS`]. Temporaries, scratch
+//! and results live in buffers of the CPU buffer cache ([`Work`]).
 
 use super::copy::materialize;
 use crate::error::{Error, Result};
@@ -15,12 +16,14 @@ use crate::op::{LinalgOp, Meta};
 use crate::tensor::layout::Layout;
 use crate::tensor::storage::HostBuffer;
 use crate::tensor::{DType, Element, Shape, Value};
-use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::dyn_stack::{MemStack, StackReq};
 use faer::linalg::{cholesky, evd, householder, lu, qr, svd, triangular_solve};
 use faer::traits::RealField;
-use faer::{Accum, Conj, Mat, MatRef, Par};
+use faer::{Accum, Conj, Mat, MatMut, MatRef, Par};
 use rayon::prelude::*;
 use smallvec::SmallVec;
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 
 /// The float types the factorizations run in.
 trait Float:
@@ -40,11 +43,11 @@ pub(crate) fn run(f: LinalgOp, inputs: &[&Value], outs: &[Meta]) -> Result<Small
 }
 
 /// The size from which one matrix's factorization is threaded.
-const PARALLEL_MIN_ELEMENTS: usize = 2048 * 2048;
+const PARALLEL_MIN_ELEMENTS: usize = 512 * 512;
 
-/// One matrix's results, row-major, one vector per output (the LU
+/// One matrix's results, row-major, one buffer of `T` per output (the LU
 /// permutation as `T`, converted to int32 at the end).
-type Parts<T> = SmallVec<[Vec<T>; 3]>;
+type Parts = SmallVec<[HostBuffer; 3]>;
 
 fn run_typed<T: Float>(f: LinalgOp, inputs: &[&Value], outs: &[Meta]) -> Result<SmallVec<[Value; 2]>> {
     let a = materialize(inputs[0])?;
@@ -68,29 +71,43 @@ fn run_typed<T: Float>(f: LinalgOp, inputs: &[&Value], outs: &[Meta]) -> Result<
         Some(b) => (matrix_offsets(b, &out_batch)?, b.shape()[b.shape().rank() - 1]),
         None => (Vec::new(), 0),
     };
-    let one = |i: usize| -> Result<Parts<T>> {
+    let one = |i: usize| -> Result<Parts> {
         let a = &a_data[a_at[i]..a_at[i] + m * n];
         let b = b_at.get(i).map_or(&[][..], |&at| &b_data[at..at + n * k]);
-        // Measured on two cores: faer's threaded factorizations lose to
-        // one thread below about 2048² elements (B9's sizes run 10-30%
-        // faster sequential); a batch runs its matrices in parallel instead.
+        // Measured on two cores (AMD EPYC, AVX2), with the temporaries
+        // cached: faer's threaded factorizations beat one thread from 512²
+        // elements (B9's 1024² Cholesky and LU, 512² eigh: 1.2-1.5x); a
+        // batch runs its matrices in parallel instead.
         let par = if count == 1 && m * n >= PARALLEL_MIN_ELEMENTS { Par::rayon(0) } else { Par::Seq };
         matrix(f, a, m, n, b, k, par)
     };
-    let parts: Vec<Parts<T>> = if count > 1 {
+    let mut parts: Vec<Parts> = if count > 1 {
         (0..count).into_par_iter().map(one).collect::<Result<_>>()?
     } else {
         (0..count).map(one).collect::<Result<_>>()?
     };
+    let buffers: Parts = match parts.pop() {
+        // One matrix: its results are the outputs' buffers.
+        Some(single) if parts.is_empty() => single,
+        last => {
+            parts.extend(last);
+            outs.iter()
+                .enumerate()
+                .map(|(o, meta)| {
+                    let size: usize = meta.shape.dims().iter().skip(batch_rank).product();
+                    let mut buf = HostBuffer::for_elements::<T>(count * size)?;
+                    let dst = buf.as_mut_slice::<T>();
+                    for (i, p) in parts.iter().enumerate() {
+                        dst[i * size..(i + 1) * size].copy_from_slice(p[o].as_slice::<T>());
+                    }
+                    Ok(buf)
+                })
+                .collect::<Result<_>>()?
+        }
+    };
     outs.iter()
-        .enumerate()
-        .map(|(o, meta)| {
-            let size: usize = meta.shape.dims().iter().skip(batch_rank).product();
-            let mut buf = HostBuffer::for_elements::<T>(count * size)?;
-            let dst = buf.as_mut_slice::<T>();
-            for (i, p) in parts.iter().enumerate() {
-                dst[i * size..(i + 1) * size].copy_from_slice(&p[o]);
-            }
+        .zip(buffers)
+        .map(|(meta, buf)| {
             let v = Value::from_buffer(T::DTYPE, meta.shape.clone(), buf);
             if meta.dtype == T::DTYPE {
                 Ok(v)
@@ -122,25 +139,96 @@ fn matrix_offsets(v: &Value, out_batch: &Shape) -> Result<Vec<usize>> {
 /// back): a tile of both sides stays in cache.
 const TILE: usize = 32;
 
+/// A column-major matrix in a buffer from the CPU buffer cache: the kernels'
+/// temporaries and results. A fresh multi-megabyte `Vec` or `Mat` per call
+/// has its pages faulted in again on every call (glibc maps each large
+/// allocation anew), which cost as much as the factorization itself: a
+/// 1024² f64 Cholesky took 28-31 ms per call against 13-16 ms for faer's.
+struct Work<T> {
+    buf: HostBuffer,
+    rows: usize,
+    cols: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T: Float> Work<T> {
+    /// A `rows×cols` matrix whose entries the caller overwrites.
+    fn new(rows: usize, cols: usize) -> Result<Work<T>> {
+        Ok(Work { buf: HostBuffer::for_elements::<T>(rows * cols)?, rows, cols, _t: PhantomData })
+    }
+
+    fn zeros(rows: usize, cols: usize) -> Result<Work<T>> {
+        Ok(Work { buf: HostBuffer::zeroed::<T>(rows * cols)?, rows, cols, _t: PhantomData })
+    }
+
+    /// The first `cols` columns of the `rows×rows` identity.
+    fn identity(rows: usize, cols: usize) -> Result<Work<T>> {
+        let mut w = Work::zeros(rows, cols)?;
+        for i in 0..rows.min(cols) {
+            w.as_mut()[(i, i)] = T::from_f64(1.0);
+        }
+        Ok(w)
+    }
+
+    fn copy_of(x: MatRef<'_, T>) -> Result<Work<T>> {
+        let mut w = Work::new(x.nrows(), x.ncols())?;
+        w.as_mut().copy_from(x);
+        Ok(w)
+    }
+
+    fn as_ref(&self) -> MatRef<'_, T> {
+        MatRef::from_column_major_slice(self.buf.as_slice::<T>(), self.rows, self.cols)
+    }
+
+    fn as_mut(&mut self) -> MatMut<'_, T> {
+        MatMut::from_column_major_slice_mut(self.buf.as_mut_slice::<T>(), self.rows, self.cols)
+    }
+}
+
+/// Scratch memory for one faer routine, from the CPU buffer cache (see [`Work`]).
+fn scratch(req: StackReq) -> Result<HostBuffer> {
+    HostBuffer::new(req.unaligned_bytes_required())
+}
+
+/// `buf` as the stack faer's routines take their scratch from.
+fn stack(buf: &mut HostBuffer) -> &mut MemStack {
+    let bytes = buf.bytes_mut();
+    // SAFETY: `MaybeUninit<u8>` has `u8`'s layout; faer keeps only plain
+    // numbers (floats and indices) in its scratch, so every byte stays
+    // initialised for the buffer's later users.
+    MemStack::new(unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<MaybeUninit<u8>>(), bytes.len()) })
+}
+
+/// `values` (a vector or a scalar result) in a buffer.
+fn vector<T: Float>(values: impl ExactSizeIterator<Item = T>) -> Result<HostBuffer> {
+    let mut buf = HostBuffer::for_elements::<T>(values.len())?;
+    for (d, v) in buf.as_mut_slice::<T>().iter_mut().zip(values) {
+        *d = v;
+    }
+    Ok(buf)
+}
+
 /// A row-major `m×n` slice as a column-major matrix.
-fn to_mat<T: Float>(data: &[T], m: usize, n: usize) -> Mat<T> {
-    let mut out = Mat::<T>::zeros(m, n);
+fn to_mat<T: Float>(data: &[T], m: usize, n: usize) -> Result<Work<T>> {
+    let mut out = Work::<T>::new(m, n)?;
+    let dst = out.buf.as_mut_slice::<T>();
     for i0 in (0..m).step_by(TILE) {
         for j0 in (0..n).step_by(TILE) {
             for j in j0..(j0 + TILE).min(n) {
                 for i in i0..(i0 + TILE).min(m) {
-                    out[(i, j)] = data[i * n + j];
+                    dst[j * m + i] = data[i * n + j];
                 }
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// A matrix's entries, row-major.
-fn to_rows<T: Float>(x: MatRef<'_, T>) -> Vec<T> {
+fn to_rows<T: Float>(x: MatRef<'_, T>) -> Result<HostBuffer> {
     let (m, n) = (x.nrows(), x.ncols());
-    let mut out = vec![T::from_f64(0.0); m * n];
+    let mut buf = HostBuffer::for_elements::<T>(m * n)?;
+    let out = buf.as_mut_slice::<T>();
     for i0 in (0..m).step_by(TILE) {
         for j0 in (0..n).step_by(TILE) {
             for j in j0..(j0 + TILE).min(n) {
@@ -150,41 +238,47 @@ fn to_rows<T: Float>(x: MatRef<'_, T>) -> Vec<T> {
             }
         }
     }
-    out
+    Ok(buf)
 }
 
 /// The transpose of a row-major `m×n` slice, column-major: the same
 /// memory order, so a straight copy.
-fn transpose_of<T: Float>(data: &[T], m: usize, n: usize) -> Mat<T> {
-    MatRef::from_column_major_slice(data, n, m).to_owned()
+fn transpose_of<T: Float>(data: &[T], m: usize, n: usize) -> Result<Work<T>> {
+    let mut w = Work::<T>::new(n, m)?;
+    w.buf.as_mut_slice::<T>().copy_from_slice(data);
+    Ok(w)
 }
 
 /// The transpose of `x`'s entries, row-major: `x`'s columns one after another.
-fn transpose_rows<T: Float>(x: MatRef<'_, T>) -> Vec<T> {
-    let mut out = Vec::with_capacity(x.nrows() * x.ncols());
-    for j in 0..x.ncols() {
-        out.extend(x.col(j).iter().copied());
+fn transpose_rows<T: Float>(x: MatRef<'_, T>) -> Result<HostBuffer> {
+    let rows = x.nrows();
+    let mut buf = HostBuffer::for_elements::<T>(rows * x.ncols())?;
+    for (j, dst) in buf.as_mut_slice::<T>().chunks_exact_mut(rows.max(1)).enumerate().take(x.ncols()) {
+        for (d, v) in dst.iter_mut().zip(x.col(j).iter()) {
+            *d = *v;
+        }
     }
-    out
+    Ok(buf)
 }
 
 /// The lower (or upper) triangle of a row-major square slice, the other
 /// entries zero.
-fn triangle<T: Float>(data: &[T], n: usize, lower: bool) -> Mat<T> {
-    let mut t = to_mat(data, n, n);
+fn triangle<T: Float>(data: &[T], n: usize, lower: bool) -> Result<Work<T>> {
+    let mut t = to_mat(data, n, n)?;
+    let mut m = t.as_mut();
     for j in 0..n {
         let (lo, hi) = if lower { (0, j) } else { (j + 1, n) };
         for i in lo..hi {
-            t[(i, j)] = T::from_f64(0.0);
+            m[(i, j)] = T::from_f64(0.0);
         }
     }
-    t
+    Ok(t)
 }
 
 /// An LU factorization with partial pivoting: packed factors, the row
 /// permutation (forward and inverse), and the number of row swaps.
 struct Lu<T: Float> {
-    lu: Mat<T>,
+    lu: Work<T>,
     fwd: Vec<usize>,
     bwd: Vec<usize>,
     swaps: usize,
@@ -192,40 +286,37 @@ struct Lu<T: Float> {
 
 impl<T: Float> Lu<T> {
     /// The factors of the row-major matrix `a`.
-    fn new(a: &[T], n: usize, par: Par) -> Lu<T> {
-        Lu::of(to_mat(a, n, n), par)
+    fn new(a: &[T], n: usize, par: Par) -> Result<Lu<T>> {
+        Lu::of(to_mat(a, n, n)?, par)
     }
 
     /// The factors of `a`'s transpose, which need no transposing copy:
     /// enough for solves (`A X = B` is `(Aᵀ)ᵀ X = B`), inverses and
     /// determinants.
-    fn of_transpose(a: &[T], n: usize, par: Par) -> Lu<T> {
-        Lu::of(transpose_of(a, n, n), par)
+    fn of_transpose(a: &[T], n: usize, par: Par) -> Result<Lu<T>> {
+        Lu::of(transpose_of(a, n, n)?, par)
     }
 
-    fn of(mut lu: Mat<T>, par: Par) -> Lu<T> {
-        let n = lu.nrows();
+    fn of(mut lu: Work<T>, par: Par) -> Result<Lu<T>> {
+        let n = lu.rows;
         let (mut fwd, mut bwd) = (vec![0usize; n], vec![0usize; n]);
-        let mut mem = MemBuffer::new(lu::partial_pivoting::factor::lu_in_place_scratch::<usize, T>(
-            n,
-            n,
-            par,
-            Default::default(),
-        ));
+        let mut mem =
+            scratch(lu::partial_pivoting::factor::lu_in_place_scratch::<usize, T>(n, n, par, Default::default()))?;
         let (info, _) = lu::partial_pivoting::factor::lu_in_place(
             lu.as_mut(),
             &mut fwd,
             &mut bwd,
             par,
-            MemStack::new(&mut mem),
+            stack(&mut mem),
             Default::default(),
         );
-        Lu { lu, fwd, bwd, swaps: info.transposition_count }
+        Ok(Lu { lu, fwd, bwd, swaps: info.transposition_count })
     }
 
     /// Whether a pivot is exactly zero (the matrix is singular).
     fn singular(&self) -> bool {
-        (0..self.lu.nrows()).any(|i| self.lu[(i, i)] == T::from_f64(0.0))
+        let lu = self.lu.as_ref();
+        (0..lu.nrows()).any(|i| lu[(i, i)] == T::from_f64(0.0))
     }
 
     fn perm(&self) -> faer::perm::PermRef<'_, usize> {
@@ -233,11 +324,11 @@ impl<T: Float> Lu<T> {
     }
 
     /// `X` with `op(A) X = rhs`, in place.
-    fn solve(&self, rhs: &mut Mat<T>, transpose: bool, par: Par) {
+    fn solve(&self, rhs: MatMut<'_, T>, transpose: bool, par: Par) -> Result<()> {
         // The unit-lower solve reads below the diagonal only, the upper
         // solve on and above it: the packed factors serve as both.
-        let (l, u) = (&self.lu, &self.lu);
-        let n = self.lu.nrows();
+        let (l, u) = (self.lu.as_ref(), self.lu.as_ref());
+        let n = self.lu.rows;
         use lu::partial_pivoting::solve as s;
         type Scratch = fn(usize, usize, Par) -> faer::dyn_stack::StackReq;
         type Solver<T> = fn(
@@ -254,16 +345,18 @@ impl<T: Float> Lu<T> {
         } else {
             (s::solve_in_place_scratch::<usize, T>, s::solve_in_place_with_conj::<usize, T>)
         };
-        let mut mem = MemBuffer::new(scratch(n, rhs.ncols(), par));
-        solver(l.as_ref(), u.as_ref(), self.perm(), Conj::No, rhs.as_mut(), par, MemStack::new(&mut mem));
+        let mut mem = self::scratch(scratch(n, rhs.ncols(), par))?;
+        solver(l, u, self.perm(), Conj::No, rhs, par, stack(&mut mem));
+        Ok(())
     }
 
     /// The determinant's sign (0 when singular) and the log of its magnitude.
     fn slogdet(&self) -> (T, T) {
         let mut sign = if self.swaps.is_multiple_of(2) { 1.0 } else { -1.0 };
         let mut log = 0.0f64;
-        for i in 0..self.lu.nrows() {
-            let d = self.lu[(i, i)].to_f64();
+        let lu = self.lu.as_ref();
+        for i in 0..lu.nrows() {
+            let d = lu[(i, i)].to_f64();
             if d == 0.0 || d.is_nan() {
                 return if d.is_nan() {
                     (T::from_f64(f64::NAN), T::from_f64(f64::NAN))
@@ -283,8 +376,9 @@ impl<T: Float> Lu<T> {
     /// overflows and underflows as the product does).
     fn det(&self) -> T {
         let mut d = if self.swaps.is_multiple_of(2) { T::from_f64(1.0) } else { T::from_f64(-1.0) };
-        for i in 0..self.lu.nrows() {
-            d *= self.lu[(i, i)];
+        let lu = self.lu.as_ref();
+        for i in 0..lu.nrows() {
+            d *= lu[(i, i)];
         }
         d
     }
@@ -296,85 +390,85 @@ fn not_invertible(name: &str) -> Error {
 
 /// One matrix `a` (`m×n`, row-major) of op `f`, with right-hand sides `b`
 /// (`n×k`) for the solves.
-fn matrix<T: Float>(f: LinalgOp, a: &[T], m: usize, n: usize, b: &[T], k: usize, par: Par) -> Result<Parts<T>> {
+fn matrix<T: Float>(f: LinalgOp, a: &[T], m: usize, n: usize, b: &[T], k: usize, par: Par) -> Result<Parts> {
     let name = f.type_name();
-    let mut parts: Parts<T> = SmallVec::new();
+    let mut parts: Parts = SmallVec::new();
     match f {
         LinalgOp::Cholesky => {
             if (0..n).any(|i| a[i * n..=i * n + i].iter().any(|x| x.to_f64().is_nan())) {
                 return Err(not_positive_definite(name));
             }
             // Factor in place in a row-major view of a straight copy (faer
-            // reads the view's lower triangle, A's), saving two transposing copies.
-            let mut l = transpose_of(a, n, n);
-            let mut mem =
-                MemBuffer::new(cholesky::llt::factor::cholesky_in_place_scratch::<T>(n, par, Default::default()));
+            // reads the view's lower triangle, A's): the buffer then holds
+            // L row-major, with A's upper triangle to clear.
+            let mut l = transpose_of(a, n, n)?;
+            let mut mem = scratch(cholesky::llt::factor::cholesky_in_place_scratch::<T>(n, par, Default::default()))?;
             cholesky::llt::factor::cholesky_in_place(
                 l.as_mut().transpose_mut(),
                 Default::default(),
                 par,
-                MemStack::new(&mut mem),
+                stack(&mut mem),
                 Default::default(),
             )
             .map_err(|_| not_positive_definite(name))?;
-            let mut rows = transpose_rows(l.as_ref());
+            let rows = l.buf.as_mut_slice::<T>();
             for i in 0..n {
                 rows[i * n + i + 1..(i + 1) * n].fill(T::from_f64(0.0));
             }
-            parts.push(rows);
+            parts.push(l.buf);
         }
         LinalgOp::TriangularSolve { lower, adjoint } => {
-            let t = triangle(a, n, lower);
-            let mut x = to_mat(b, n, k);
-            let t = if adjoint { t.transpose().to_owned() } else { t };
+            let t = triangle(a, n, lower)?;
+            let mut x = to_mat(b, n, k)?;
+            let t = if adjoint { t.as_ref().transpose() } else { t.as_ref() };
             if lower != adjoint {
-                triangular_solve::solve_lower_triangular_in_place(t.as_ref(), x.as_mut(), par);
+                triangular_solve::solve_lower_triangular_in_place(t, x.as_mut(), par);
             } else {
-                triangular_solve::solve_upper_triangular_in_place(t.as_ref(), x.as_mut(), par);
+                triangular_solve::solve_upper_triangular_in_place(t, x.as_mut(), par);
             }
-            parts.push(to_rows(x.as_ref()));
+            parts.push(to_rows(x.as_ref())?);
         }
         LinalgOp::Solve { adjoint } => {
-            let lu = Lu::of_transpose(a, n, par);
+            let lu = Lu::of_transpose(a, n, par)?;
             if lu.singular() {
                 return Err(not_invertible(name));
             }
-            let mut x = to_mat(b, n, k);
-            lu.solve(&mut x, !adjoint, par);
-            parts.push(to_rows(x.as_ref()));
+            let mut x = to_mat(b, n, k)?;
+            lu.solve(x.as_mut(), !adjoint, par)?;
+            parts.push(to_rows(x.as_ref())?);
         }
         LinalgOp::Inv { adjoint } => {
             // With M = Aᵀ: inv(M) is inv(A)ᵀ, and inv(Mᵀ) is inv(A).
-            let lu = Lu::of_transpose(a, n, par);
+            let lu = Lu::of_transpose(a, n, par)?;
             if lu.singular() {
                 return Err(not_invertible(name));
             }
-            let mut x = Mat::<T>::identity(n, n);
-            lu.solve(&mut x, adjoint, par);
-            parts.push(transpose_rows(x.as_ref()));
+            let mut x = Work::<T>::identity(n, n)?;
+            lu.solve(x.as_mut(), adjoint, par)?;
+            parts.push(transpose_rows(x.as_ref())?);
         }
         LinalgOp::Lu => {
-            let lu = Lu::new(a, n, par);
-            parts.push(to_rows(lu.lu.as_ref()));
-            parts.push(lu.fwd.iter().map(|&p| T::from_f64(p as f64)).collect());
+            let lu = Lu::new(a, n, par)?;
+            parts.push(to_rows(lu.lu.as_ref())?);
+            parts.push(vector(lu.fwd.iter().map(|&p| T::from_f64(p as f64)))?);
         }
         LinalgOp::Det => {
-            let lu = Lu::of_transpose(a, n, par);
-            parts.push(vec![lu.det()]);
+            let lu = Lu::of_transpose(a, n, par)?;
+            parts.push(vector(std::iter::once(lu.det()))?);
         }
         LinalgOp::Slogdet => {
-            let lu = Lu::of_transpose(a, n, par);
+            let lu = Lu::of_transpose(a, n, par)?;
             let (s, l) = lu.slogdet();
-            parts.push(vec![s]);
-            parts.push(vec![l]);
+            parts.push(vector(std::iter::once(s))?);
+            parts.push(vector(std::iter::once(l))?);
         }
         LinalgOp::Qr { full_matrices } => {
-            let (q, r) = qr_factors(a, m, n, full_matrices, par);
-            parts.push(to_rows(q.as_ref()));
-            parts.push(to_rows(r.as_ref()));
+            let (q, r) = qr_factors(a, m, n, full_matrices, par)?;
+            parts.push(to_rows(q.as_ref())?);
+            parts.push(to_rows(r.as_ref())?);
         }
         LinalgOp::Svd { full_matrices, compute_uv } => {
-            let x = to_mat(a, m, n);
+            let x = to_mat(a, m, n)?;
             let size = m.min(n);
             let mut s = faer::diag::Diag::<T>::zeros(size);
             let vectors = match (compute_uv, full_matrices) {
@@ -383,54 +477,50 @@ fn matrix<T: Float>(f: LinalgOp, a: &[T], m: usize, n: usize, b: &[T], k: usize,
                 (true, false) => svd::ComputeSvdVectors::Thin,
             };
             let (uc, vc) = if full_matrices { (m, n) } else { (size, size) };
-            let mut u = Mat::<T>::zeros(m, uc);
-            let mut v = Mat::<T>::zeros(n, vc);
+            let (mut u, mut v) = if compute_uv {
+                (Work::<T>::zeros(m, uc)?, Work::<T>::zeros(n, vc)?)
+            } else {
+                (Work::<T>::zeros(0, 0)?, Work::<T>::zeros(0, 0)?)
+            };
             if has_non_finite(a) {
                 s.column_vector_mut().fill(T::from_f64(f64::NAN));
-                u.fill(T::from_f64(f64::NAN));
-                v.fill(T::from_f64(f64::NAN));
+                u.as_mut().fill(T::from_f64(f64::NAN));
+                v.as_mut().fill(T::from_f64(f64::NAN));
             } else {
-                let mut mem = MemBuffer::new(svd::svd_scratch::<T>(m, n, vectors, vectors, par, Default::default()));
+                let mut mem = scratch(svd::svd_scratch::<T>(m, n, vectors, vectors, par, Default::default()))?;
                 let (uo, vo) = if compute_uv { (Some(u.as_mut()), Some(v.as_mut())) } else { (None, None) };
-                svd::svd(x.as_ref(), s.as_mut(), uo, vo, par, MemStack::new(&mut mem), Default::default())
+                svd::svd(x.as_ref(), s.as_mut(), uo, vo, par, stack(&mut mem), Default::default())
                     .map_err(|_| Error::invalid(format!("{name}: the SVD did not converge")))?;
             }
-            parts.push((0..size).map(|i| s[i]).collect());
+            parts.push(vector((0..size).map(|i| s[i]))?);
             if compute_uv {
-                parts.push(to_rows(u.as_ref()));
-                parts.push(to_rows(v.as_ref()));
+                parts.push(to_rows(u.as_ref())?);
+                parts.push(to_rows(v.as_ref())?);
             }
         }
         LinalgOp::Eigh { compute_v } => {
             // A row-major view of a straight copy: faer reads its lower
             // triangle, A's. (Writing the eigenvectors through a row-major
             // view as well measured 5x slower than the transposing copy.)
-            let x = transpose_of(a, n, n);
+            let x = transpose_of(a, n, n)?;
             let mut w = faer::diag::Diag::<T>::zeros(n);
-            let mut vt = Mat::<T>::zeros(n, n);
+            let mut vt = if compute_v { Work::<T>::zeros(n, n)? } else { Work::<T>::zeros(0, 0)? };
             if has_non_finite(a) {
                 w.column_vector_mut().fill(T::from_f64(f64::NAN));
-                vt.fill(T::from_f64(f64::NAN));
+                vt.as_mut().fill(T::from_f64(f64::NAN));
             } else {
                 let vectors = if compute_v { evd::ComputeEigenvectors::Yes } else { evd::ComputeEigenvectors::No };
-                let mut mem = MemBuffer::new(evd::self_adjoint_evd_scratch::<T>(n, vectors, par, Default::default()));
+                let mut mem = scratch(evd::self_adjoint_evd_scratch::<T>(n, vectors, par, Default::default()))?;
                 let vo = if compute_v { Some(vt.as_mut()) } else { None };
-                evd::self_adjoint_evd(
-                    x.as_ref().transpose(),
-                    w.as_mut(),
-                    vo,
-                    par,
-                    MemStack::new(&mut mem),
-                    Default::default(),
-                )
-                .map_err(|_| Error::invalid(format!("{name}: the eigendecomposition did not converge")))?;
+                evd::self_adjoint_evd(x.as_ref().transpose(), w.as_mut(), vo, par, stack(&mut mem), Default::default())
+                    .map_err(|_| Error::invalid(format!("{name}: the eigendecomposition did not converge")))?;
             }
-            parts.push((0..n).map(|i| w[i]).collect());
+            parts.push(vector((0..n).map(|i| w[i]))?);
             if compute_v {
-                parts.push(to_rows(vt.as_ref()));
+                parts.push(to_rows(vt.as_ref())?);
             }
         }
-        LinalgOp::Expm => parts.push(to_rows(expm(a, n, par).as_ref())),
+        LinalgOp::Expm => parts.push(to_rows(expm(a, n, par)?.as_ref())?),
     }
     Ok(parts)
 }
@@ -444,41 +534,34 @@ fn has_non_finite<T: Float>(a: &[T]) -> bool {
 }
 
 /// Householder QR: `Q` (`m×m`, or `m×k` thin) and `R` (`m×n`, or `k×n`).
-fn qr_factors<T: Float>(a: &[T], m: usize, n: usize, full: bool, par: Par) -> (Mat<T>, Mat<T>) {
+fn qr_factors<T: Float>(a: &[T], m: usize, n: usize, full: bool, par: Par) -> Result<(Work<T>, Mat<T>)> {
     let size = m.min(n);
-    let mut x = to_mat(a, m, n);
+    let mut x = to_mat(a, m, n)?;
     let block = qr::no_pivoting::factor::recommended_block_size::<T>(m, n);
     let mut coeff = Mat::<T>::zeros(block, size);
     {
-        let mut mem =
-            MemBuffer::new(qr::no_pivoting::factor::qr_in_place_scratch::<T>(m, n, block, par, Default::default()));
-        qr::no_pivoting::factor::qr_in_place(
-            x.as_mut(),
-            coeff.as_mut(),
-            par,
-            MemStack::new(&mut mem),
-            Default::default(),
-        );
+        let mut mem = scratch(qr::no_pivoting::factor::qr_in_place_scratch::<T>(m, n, block, par, Default::default()))?;
+        qr::no_pivoting::factor::qr_in_place(x.as_mut(), coeff.as_mut(), par, stack(&mut mem), Default::default());
     }
     let qc = if full { m } else { size };
     let rr = if full { m } else { size };
-    let r = Mat::from_fn(rr, n, |i, j| if j >= i && i < size { x[(i, j)] } else { T::from_f64(0.0) });
-    let mut q = Mat::<T>::identity(m, qc);
+    let xr = x.as_ref();
+    let r = Mat::from_fn(rr, n, |i, j| if j >= i && i < size { xr[(i, j)] } else { T::from_f64(0.0) });
+    let mut q = Work::<T>::identity(m, qc)?;
     if size > 0 {
-        let basis = x.as_ref().get(.., ..size);
-        let mut mem = MemBuffer::new(householder::apply_block_householder_sequence_on_the_left_in_place_scratch::<T>(
-            m, block, qc,
-        ));
+        let basis = xr.get(.., ..size);
+        let mut mem =
+            scratch(householder::apply_block_householder_sequence_on_the_left_in_place_scratch::<T>(m, block, qc))?;
         householder::apply_block_householder_sequence_on_the_left_in_place_with_conj(
             basis,
             coeff.as_ref(),
             Conj::No,
             q.as_mut(),
             par,
-            MemStack::new(&mut mem),
+            stack(&mut mem),
         );
     }
-    (q, r)
+    Ok((q, r))
 }
 
 /// `c = a b`.
@@ -491,11 +574,12 @@ fn mul<T: Float>(a: &Mat<T>, b: &Mat<T>, par: Par) -> Mat<T> {
 /// The matrix exponential by scaling and squaring: the Padé approximant of
 /// the smallest order whose error bound the 1-norm allows (Higham 2005, with
 /// TensorFlow's thresholds per dtype), of `A / 2^s`, squared `s` times.
-fn expm<T: Float>(a: &[T], n: usize, par: Par) -> Mat<T> {
-    let x = to_mat(a, n, n);
+fn expm<T: Float>(a: &[T], n: usize, par: Par) -> Result<Mat<T>> {
     if has_non_finite(a) {
-        return Mat::from_fn(n, n, |_, _| T::from_f64(f64::NAN));
+        return Ok(Mat::from_fn(n, n, |_, _| T::from_f64(f64::NAN)));
     }
+    let x = to_mat(a, n, n)?;
+    let x = x.as_ref();
     let norm1 = (0..n).map(|j| (0..n).map(|i| x[(i, j)].to_f64().abs()).sum::<f64>()).fold(0.0, f64::max);
     let f32_thresholds = [(4.258_730_016_922_831e-1, 3usize), (1.880_152_677_804_762, 5)];
     let f64_thresholds = [
@@ -583,9 +667,9 @@ fn expm<T: Float>(a: &[T], n: usize, par: Par) -> Mat<T> {
     // R = (V - U)^-1 (V + U).
     let p = &v + &u;
     let q = &v - &u;
-    let lu = Lu::of(q, par);
+    let lu = Lu::of(Work::copy_of(q.as_ref())?, par)?;
     let mut r = p;
-    lu.solve(&mut r, false, par);
+    lu.solve(r.as_mut(), false, par)?;
     for _ in 0..squarings {
         // Past overflow, more squarings change nothing but cost O(n³) each.
         if (0..n).any(|j| r.col(j).iter().any(|v| !v.to_f64().is_finite())) {
@@ -593,5 +677,5 @@ fn expm<T: Float>(a: &[T], n: usize, par: Par) -> Mat<T> {
         }
         r = mul(&r, &r, par);
     }
-    r
+    Ok(r)
 }
