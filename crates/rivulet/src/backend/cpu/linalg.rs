@@ -105,6 +105,7 @@ fn run_typed<T: Float>(f: LinalgOp, inputs: &[&Value], outs: &[Meta]) -> Result<
                 .collect::<Result<_>>()?
         }
     };
+    debug_assert_eq!(buffers.len(), outs.len(), "{}: one result per output", f.type_name());
     outs.iter()
         .zip(buffers)
         .map(|(meta, buf)| {
@@ -193,9 +194,11 @@ fn scratch(req: StackReq) -> Result<HostBuffer> {
 /// `buf` as the stack faer's routines take their scratch from.
 fn stack(buf: &mut HostBuffer) -> &mut MemStack {
     let bytes = buf.bytes_mut();
-    // SAFETY: `MaybeUninit<u8>` has `u8`'s layout; faer keeps only plain
-    // numbers (floats and indices) in its scratch, so every byte stays
-    // initialised for the buffer's later users.
+    // SAFETY: `MaybeUninit<u8>` has `u8`'s layout. The buffer's later users
+    // read its bytes as initialised, so this relies on faer storing only
+    // padding-free plain values in a caller's scratch (floats, indices,
+    // bools, Jacobi rotations: checked for faer 0.24.4; check again when
+    // faer is upgraded).
     MemStack::new(unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<MaybeUninit<u8>>(), bytes.len()) })
 }
 
