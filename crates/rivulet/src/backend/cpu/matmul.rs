@@ -188,6 +188,82 @@ pub(crate) trait GemmFloat: Element {
     /// gemm's kernels for the level the CPU kernels run at: gemm detects
     /// the CPU itself and would pick AVX-512 whatever `RIVULET_SIMD` says.
     fn kernels() -> GemmFn<Self>;
+
+    /// Whether large products run [`GemmFloat::product_on_all_threads`].
+    fn faer_for_large_products() -> bool {
+        false
+    }
+
+    /// `dst = lhs · rhs` (`m×k` by `k×n`, `dst` row-major with row stride
+    /// `dst_rs`) on all threads with faer's kernels.
+    ///
+    /// # Safety
+    /// The pointers and strides describe matrices inside live allocations,
+    /// strides non-negative, and `dst` aliases neither operand.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn product_on_all_threads(
+        _m: usize,
+        _n: usize,
+        _k: usize,
+        _dst: *mut Self,
+        _dst_rs: usize,
+        _lhs: *const Self,
+        _lhs_strides: (isize, isize),
+        _rhs: *const Self,
+        _rhs_strides: (isize, isize),
+    ) {
+        unreachable!("only called where faer_for_large_products() holds")
+    }
+}
+
+/// Whether large f32/f64 products use faer's x86 kernels (`private-gemm-x86`)
+/// instead of gemm's: on the AVX2 level of a CPU without AVX-512, where faer
+/// picks the same instruction set. There two threads ran 1.1-1.3x gemm's
+/// speed at n = 1024-2048 (a 2-core AMD EPYC), giving the same bits as gemm
+/// and as faer on one thread (same depth order). Elsewhere gemm's measured
+/// figures stand, and `RIVULET_SIMD` keeps its meaning (faer would pick
+/// AVX-512 itself).
+fn faer_for_large_products() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::simd::simd_level() == "avx2" && !std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// faer's product for one float type (see [`GemmFloat::product_on_all_threads`]).
+macro_rules! faer_product {
+    ($t:ty) => {
+        fn faer_for_large_products() -> bool {
+            faer_for_large_products()
+        }
+
+        unsafe fn product_on_all_threads(
+            m: usize,
+            n: usize,
+            k: usize,
+            dst: *mut $t,
+            dst_rs: usize,
+            lhs: *const $t,
+            lhs_strides: (isize, isize),
+            rhs: *const $t,
+            rhs_strides: (isize, isize),
+        ) {
+            // SAFETY: the caller's contract: three matrices in live
+            // allocations, `dst` written by this call alone.
+            let (dst, lhs, rhs) = unsafe {
+                (
+                    faer::MatMut::from_raw_parts_mut(dst, m, n, dst_rs as isize, 1),
+                    faer::MatRef::from_raw_parts(lhs, m, k, lhs_strides.0, lhs_strides.1),
+                    faer::MatRef::from_raw_parts(rhs, k, n, rhs_strides.0, rhs_strides.1),
+                )
+            };
+            faer::linalg::matmul::matmul(dst, faer::Accum::Replace, lhs, rhs, 1.0, faer::Par::rayon(0));
+        }
+    };
 }
 
 /// The arguments of one gemm call (its order and meaning: `dst := alpha·dst +
@@ -366,6 +442,8 @@ gemm_with_kernels!(gemm_f32_scalar, f32, gemm_common::simd::Scalar, 1, gemm_f32:
 gemm_with_kernels!(gemm_f64_scalar, f64, gemm_common::simd::Scalar, 1, gemm_f64::microkernel::scalar::f64);
 
 impl GemmFloat for f32 {
+    faer_product!(f32);
+
     fn kernels() -> GemmFn<f32> {
         #[cfg(target_arch = "x86_64")]
         match super::simd::simd_level() {
@@ -378,6 +456,8 @@ impl GemmFloat for f32 {
 }
 
 impl GemmFloat for f64 {
+    faer_product!(f64);
+
     fn kernels() -> GemmFn<f64> {
         #[cfg(target_arch = "x86_64")]
         match super::simd::simd_level() {
@@ -512,7 +592,27 @@ fn gemm_batched<T: GemmFloat>(a: &Value, b: &Value, ta: bool, tb: bool, out_shap
     let out = buf.as_mut_slice::<T>();
     let blocks = d.n.div_ceil(SPLIT_COLUMNS);
     let one_thread = gemm::Parallelism::None;
-    if big && blocks > 1 {
+    if big && blocks > 1 && T::faer_for_large_products() {
+        for (i, c) in out.chunks_mut(mn).enumerate() {
+            let idx = d.batch.unravel(i);
+            let (offa, offb) = (oa.batch.offset_of(&idx), ob.batch.offset_of(&idx));
+            // SAFETY: as in `columns`: valid layouts of these buffers with
+            // positive matrix strides; `c` is this product's own block.
+            unsafe {
+                T::product_on_all_threads(
+                    d.m,
+                    d.n,
+                    d.k,
+                    c.as_mut_ptr(),
+                    d.n,
+                    abuf.as_ptr().add(offa),
+                    (oa.rs, oa.cs),
+                    bbuf.as_ptr().add(offb),
+                    (ob.rs, ob.cs),
+                );
+            }
+        }
+    } else if big && blocks > 1 {
         // One product at a time, its columns in parallel: each task packs
         // its own columns of b and all of a, with no synchronisation inside
         // the product (gemm's own threading joins after every depth block
