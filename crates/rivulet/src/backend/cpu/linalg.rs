@@ -252,18 +252,6 @@ fn transpose_of<T: Float>(data: &[T], m: usize, n: usize) -> Result<Work<T>> {
     Ok(w)
 }
 
-/// The transpose of `x`'s entries, row-major: `x`'s columns one after another.
-fn transpose_rows<T: Float>(x: MatRef<'_, T>) -> Result<HostBuffer> {
-    let rows = x.nrows();
-    let mut buf = HostBuffer::for_elements::<T>(rows * x.ncols())?;
-    for (j, dst) in buf.as_mut_slice::<T>().chunks_exact_mut(rows.max(1)).enumerate().take(x.ncols()) {
-        for (d, v) in dst.iter_mut().zip(x.col(j).iter()) {
-            *d = *v;
-        }
-    }
-    Ok(buf)
-}
-
 /// The lower (or upper) triangle of a row-major square slice, the other
 /// entries zero.
 fn triangle<T: Float>(data: &[T], n: usize, lower: bool) -> Result<Work<T>> {
@@ -448,7 +436,8 @@ fn matrix<T: Float>(f: LinalgOp, a: &[T], m: usize, n: usize, b: &[T], k: usize,
             }
             let mut x = Work::<T>::identity(n, n)?;
             lu.solve(x.as_mut(), adjoint, par)?;
-            parts.push(transpose_rows(x.as_ref())?);
+            // inv(A)ᵀ column-major is inv(A) row-major: the buffer as it is.
+            parts.push(x.buf);
         }
         LinalgOp::Lu => {
             let lu = Lu::new(a, n, par)?;

@@ -189,10 +189,8 @@ pub(crate) trait GemmFloat: Element {
     /// the CPU itself and would pick AVX-512 whatever `RIVULET_SIMD` says.
     fn kernels() -> GemmFn<Self>;
 
-    /// Whether large products run [`GemmFloat::product_on_all_threads`].
-    fn faer_for_large_products() -> bool {
-        false
-    }
+    /// Whether faer multiplies this type ([`GemmFloat::product_on_all_threads`]).
+    const FAER: bool = false;
 
     /// `dst = lhs · rhs` (`m×k` by `k×n`, `dst` row-major with row stride
     /// `dst_rs`) on all threads with faer's kernels.
@@ -212,7 +210,7 @@ pub(crate) trait GemmFloat: Element {
         _rhs: *const Self,
         _rhs_strides: (isize, isize),
     ) {
-        unreachable!("only called where faer_for_large_products() holds")
+        unreachable!("only called for types with FAER")
     }
 }
 
@@ -237,9 +235,7 @@ fn faer_for_large_products() -> bool {
 /// faer's product for one float type (see [`GemmFloat::product_on_all_threads`]).
 macro_rules! faer_product {
     ($t:ty) => {
-        fn faer_for_large_products() -> bool {
-            faer_for_large_products()
-        }
+        const FAER: bool = true;
 
         unsafe fn product_on_all_threads(
             m: usize,
@@ -287,11 +283,13 @@ struct GemmCall<T> {
 impl<T> GemmCall<T> {
     /// The same product oriented as gemm's own entry point hands it to its
     /// packed kernels: a column-major destination (a row-major one is
-    /// computed as `dstᵀ = rhsᵀ·lhsᵀ`) and no negative stride. The kernels
-    /// read and write along columns; given a row-major destination as it is,
-    /// they ran at 0.55-0.65x of gemm's own speed.
-    fn oriented(self, k: usize) -> GemmCall<T> {
-        let mut c = if self.dst_cs.unsigned_abs() < self.dst_rs.unsigned_abs() {
+    /// computed as `dstᵀ = rhsᵀ·lhsᵀ`). The kernels read and write along
+    /// columns; given a row-major destination as it is, they ran at
+    /// 0.55-0.65x of gemm's own speed. gemm's entry point also flips
+    /// negative strides; ours are negative only on axes of length 1, which
+    /// are never stepped (`needs_copy`; `gemm_strided` takes `usize`).
+    fn oriented(self) -> GemmCall<T> {
+        if self.dst_cs.unsigned_abs() < self.dst_rs.unsigned_abs() {
             GemmCall {
                 m: self.n,
                 n: self.m,
@@ -309,26 +307,7 @@ impl<T> GemmCall<T> {
             }
         } else {
             self
-        };
-        if c.dst_rs < 0 && c.m > 0 {
-            c.dst = c.dst.wrapping_offset((c.m - 1) as isize * c.dst_rs);
-            c.dst_rs = -c.dst_rs;
-            c.lhs = c.lhs.wrapping_offset((c.m - 1) as isize * c.lhs_rs);
-            c.lhs_rs = -c.lhs_rs;
         }
-        if c.dst_cs < 0 && c.n > 0 {
-            c.dst = c.dst.wrapping_offset((c.n - 1) as isize * c.dst_cs);
-            c.dst_cs = -c.dst_cs;
-            c.rhs = c.rhs.wrapping_offset((c.n - 1) as isize * c.rhs_cs);
-            c.rhs_cs = -c.rhs_cs;
-        }
-        if c.lhs_cs < 0 && k > 0 {
-            c.lhs = c.lhs.wrapping_offset((k - 1) as isize * c.lhs_cs);
-            c.lhs_cs = -c.lhs_cs;
-            c.rhs = c.rhs.wrapping_offset((k - 1) as isize * c.rhs_rs);
-            c.rhs_rs = -c.rhs_rs;
-        }
-        c
     }
 }
 
@@ -387,7 +366,7 @@ macro_rules! gemm_with_kernels {
                 conj_lhs,
                 conj_rhs,
             }
-            .oriented(k);
+            .oriented();
             // SAFETY: the caller's contract is gemm's (`oriented` describes
             // the same elements); the kernels are the ones gemm pairs with
             // this instruction set and width.
@@ -592,7 +571,7 @@ fn gemm_batched<T: GemmFloat>(a: &Value, b: &Value, ta: bool, tb: bool, out_shap
     let out = buf.as_mut_slice::<T>();
     let blocks = d.n.div_ceil(SPLIT_COLUMNS);
     let one_thread = gemm::Parallelism::None;
-    if big && blocks > 1 && T::faer_for_large_products() {
+    if big && blocks > 1 && T::FAER && faer_for_large_products() {
         for (i, c) in out.chunks_mut(mn).enumerate() {
             let idx = d.batch.unravel(i);
             let (offa, offb) = (oa.batch.offset_of(&idx), ob.batch.offset_of(&idx));
