@@ -153,8 +153,9 @@ struct PadBox {
 ///
 /// Flat mode (the common case: every input is contiguous, broadcast or
 /// gathered) cuts the output anywhere. Row mode, for programs that pad or
-/// read a strided view in place, keeps each chunk within one row and on
-/// one side of every pad edge, so that each input's chunk is one run of
+/// read a strided view in place, keeps each chunk on one side of every pad
+/// edge, and within one row unless its lowering reads only inputs laid
+/// out as the output (`flat`), so that each input's chunk is one run of
 /// its buffer and each pad is wholly padding or wholly its operand.
 struct Geometry {
     dims: smallvec::SmallVec<[usize; 4]>,
@@ -163,6 +164,11 @@ struct Geometry {
     cuts: smallvec::SmallVec<[usize; 8]>,
     pads: Vec<PadBox>,
     addrs: Vec<Addr>,
+    /// Per lowering: whether every input it reads is addressed row-major in
+    /// the output's shape, so that its chunks may run on across rows (a
+    /// pad's edge columns, otherwise one-element chunks at each row's ends,
+    /// then share one chunk per pair of rows).
+    flat: Vec<bool>,
 }
 
 /// Walks the output a chunk at a time from some position: each chunk's
@@ -175,11 +181,55 @@ struct Cursor<'g> {
     starts: smallvec::SmallVec<[usize; 8]>,
     /// The chunk's first element in the output.
     flat: usize,
+    /// Row mode: the pads whose region holds this row (bit `p` for pad
+    /// `p`), in every dimension but the last.
+    row_pads: usize,
 }
 
 impl Geometry {
+    /// The lowering of position `col` of a row where the pads `row_pads` hold it.
+    fn lowering_at(&self, row_pads: usize, col: usize) -> usize {
+        let last = self.dims.len() - 1;
+        self.pads
+            .iter()
+            .enumerate()
+            .filter(|&(p, b)| row_pads & (1 << p) != 0 && b.lo[last] <= col && col < b.end[last])
+            .map(|(p, _)| 1 << p)
+            .sum()
+    }
+
+    /// Move `index` (its last entry ignored) to the next row; false at the last one.
+    fn next_row(&self, index: &mut [usize]) -> bool {
+        let last = self.dims.len() - 1;
+        for d in (0..last).rev() {
+            index[d] += 1;
+            if index[d] < self.dims[d] {
+                return true;
+            }
+            index[d] = 0;
+        }
+        // Past the last row: leave the index there (it is never read).
+        if let Some(i) = index.first_mut() {
+            *i = self.dims[0];
+        }
+        false
+    }
+
+    /// The pads whose region holds the row of `index` (see `Cursor::row_pads`).
+    fn row_pads(&self, index: &[usize]) -> usize {
+        let last = index.len().saturating_sub(1);
+        let inside = |b: &PadBox| (0..last).all(|d| b.lo[d] <= index[d] && index[d] < b.end[d]);
+        self.pads.iter().enumerate().filter(|(_, b)| inside(b)).map(|(p, _)| 1 << p).sum()
+    }
+
     fn cursor(&self, f: usize) -> Cursor<'_> {
-        let mut c = Cursor { g: self, index: smallvec::SmallVec::new(), starts: smallvec::SmallVec::new(), flat: f };
+        let mut c = Cursor {
+            g: self,
+            index: smallvec::SmallVec::new(),
+            starts: smallvec::SmallVec::new(),
+            flat: f,
+            row_pads: 0,
+        };
         if self.row_mode {
             let mut rest = f;
             c.index = smallvec::smallvec![0; self.dims.len()];
@@ -188,6 +238,7 @@ impl Geometry {
                 rest /= self.dims[d].max(1);
             }
             c.starts = self.addrs.iter().map(|a| a.at(&c.index)).collect();
+            c.row_pads = self.row_pads(&c.index);
         } else {
             c.starts = smallvec::smallvec![f; self.addrs.len()];
         }
@@ -205,9 +256,26 @@ impl Cursor<'_> {
         let col = self.index.last().copied().unwrap_or(0);
         let row_len = g.dims.last().copied().unwrap_or(1);
         let cut = g.cuts.iter().copied().find(|&c| c > col).unwrap_or(row_len);
-        let inside = |b: &PadBox| self.index.iter().zip(&b.lo).zip(&b.end).all(|((&i, &lo), &end)| lo <= i && i < end);
-        let lowering = g.pads.iter().enumerate().filter(|(_, b)| inside(b)).map(|(p, _)| 1 << p).sum();
-        (CHUNK.min(cut - col).min(remaining).max(1), lowering)
+        let lowering = g.lowering_at(self.row_pads, col);
+        let mut len = CHUNK.min(cut - col).min(remaining).max(1);
+        if col + len == row_len && g.flat.get(lowering) == Some(&true) {
+            // On into the next rows while they start with the same lowering.
+            let first_cut = g.cuts.first().copied().unwrap_or(row_len);
+            let mut index = self.index.clone();
+            let last = index.len() - 1;
+            while len < CHUNK.min(remaining) && g.next_row(&mut index) {
+                if g.lowering_at(g.row_pads(&index), 0) != lowering {
+                    break;
+                }
+                let more = first_cut.min(CHUNK.min(remaining) - len);
+                len += more;
+                if more < row_len {
+                    break;
+                }
+                index[last] = 0;
+            }
+        }
+        (len, lowering)
     }
 
     /// Move `len` elements on.
@@ -226,23 +294,35 @@ impl Cursor<'_> {
             }
             return;
         }
-        // The next row (a chunk never crosses one).
-        self.index[last] = 0;
-        for d in (0..last).rev() {
-            self.index[d] += 1;
-            if self.index[d] < g.dims[d] || d == 0 {
-                break;
+        // A later row (a chunk crosses rows only where `flat` allows).
+        let (col, row_len) = (self.index[last], g.dims[last]);
+        if last > 0 && col + len < 2 * row_len && self.index[last - 1] + 1 < g.dims[last - 1] {
+            // The next row of the same plane (nearly always): move each
+            // start by a row and by the change of column.
+            let to = col + len - row_len;
+            self.index[last - 1] += 1;
+            self.index[last] = to;
+            for (s, a) in self.starts.iter_mut().zip(&g.addrs) {
+                let row = a.strides.get(last - 1).copied().unwrap_or(0) as usize;
+                *s = s.wrapping_add(row).wrapping_add(to.wrapping_sub(col).wrapping_mul(a.along_row()));
             }
-            self.index[d] = 0;
+            self.row_pads = g.row_pads(&self.index);
+            return;
         }
+        let mut rest = self.index[last] + len;
+        while rest >= g.dims[last] && g.next_row(&mut self.index) {
+            rest -= g.dims[last];
+        }
+        self.index[last] = rest;
         for (s, a) in self.starts.iter_mut().zip(&g.addrs) {
             *s = a.at(&self.index);
         }
+        self.row_pads = g.row_pads(&self.index);
     }
 }
 
 /// An f32 operand of a step within the current chunk.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum F32In {
     /// A scratch buffer.
     Buf(usize),
@@ -289,6 +369,18 @@ enum MulThen {
     AddTo,
     /// `c - a * b`
     SubFrom,
+}
+
+/// A product with a constant, folded into a running value `acc` as a
+/// [`MulThen`] writes it: with `scaled`, `acc * k` is its product and the
+/// run `x` its `c`; otherwise `x * k` is the product and `acc` the `c`.
+/// `k` is a number (not NaN), so the product's operand order cannot show.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Link {
+    op: MulThen,
+    scaled: bool,
+    x: F32In,
+    k: f32,
 }
 
 /// Scalar arithmetic feeding a unary op, as written: `x * scale`, `x + shift`
@@ -356,6 +448,14 @@ enum Step {
         terms: smallvec::SmallVec<[F32In; 4]>,
         dst: Dst,
     },
+    /// A sum as above, then one or two links, in one pass: a stencil's
+    /// update `u + (sum - c * 4) * 0.2` (B7) without storing and reloading
+    /// the chunk between them.
+    SumChain {
+        terms: smallvec::SmallVec<[F32In; 4]>,
+        links: smallvec::SmallVec<[Link; 2]>,
+        dst: Dst,
+    },
     /// `a * f(b)`, or `f(b) * a` with `unary_first`.
     MulUnary {
         f: UnaryOp,
@@ -400,6 +500,7 @@ impl Step {
             | Step::AffineUnary { dst, .. }
             | Step::MulThen { dst, .. }
             | Step::Sum { dst, .. }
+            | Step::SumChain { dst, .. }
             | Step::MulUnary { dst, .. }
             | Step::SelectF32 { dst, .. }
             | Step::ToF32 { dst, .. } => (dst, false),
@@ -415,6 +516,9 @@ impl Step {
 /// - a product feeding an addition or subtraction: `t - x * x`;
 /// - a unary op feeding a product: `t * sigmoid(x)`.
 ///
+/// Then a sum of three or four runs and the one or two steps that update it
+/// with a product with a constant become one pass ([`Step::SumChain`]).
+///
 /// The arithmetic and its order are the program's own (no contraction into
 /// fused multiply-adds), so results are bitwise those of the unfused ops.
 struct Lowered {
@@ -426,9 +530,40 @@ struct Lowered {
     bool_bufs: usize,
 }
 
+/// One cache line of f32 scratch: buffers made of lines start on a line,
+/// so that a pass's full-width stores never split two lines.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+/// A chunk's f32 scratch buffer, cache-line aligned.
+#[derive(Default)]
+struct Lines(Vec<Line>);
+
+impl Lines {
+    fn new(len: usize) -> Lines {
+        Lines(vec![Line([0.0; 16]); len.div_ceil(16)])
+    }
+}
+
+impl std::ops::Deref for Lines {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        // SAFETY: `Line` is 16 f32s with no padding (repr C, 64 bytes).
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<f32>(), self.0.len() * 16) }
+    }
+}
+
+impl std::ops::DerefMut for Lines {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        // SAFETY: as in `deref`.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<f32>(), self.0.len() * 16) }
+    }
+}
+
 /// Scratch buffers of one task.
 struct Scratch {
-    f32s: Vec<Vec<f32>>,
+    f32s: Vec<Lines>,
     bools: Vec<Vec<bool>>,
     ahead: Lookahead,
 }
@@ -437,7 +572,11 @@ impl Scratch {
     fn new(lowerings: &[Lowered]) -> Scratch {
         let f32s = lowerings.iter().map(|l| l.f32_bufs).max().unwrap_or(0);
         let bools = lowerings.iter().map(|l| l.bool_bufs).max().unwrap_or(0);
-        Scratch { f32s: vec![vec![0.0; CHUNK]; f32s], bools: vec![vec![false; CHUNK]; bools], ahead: Lookahead::new() }
+        Scratch {
+            f32s: (0..f32s).map(|_| Lines::new(CHUNK)).collect(),
+            bools: vec![vec![false; CHUNK]; bools],
+            ahead: Lookahead::new(),
+        }
     }
 }
 
@@ -794,7 +933,150 @@ fn lower(program: &FusedProgram, regs: &[Meta], sources: &[AnySource<'_>]) -> Re
         }
         vals.push(v);
     }
-    Ok(Lowered { steps, result: vals[program.output], f32_bufs: fpool.count, bool_bufs: bpool.count })
+    let result = vals[program.output];
+    chain_sums(&mut steps, result);
+    Ok(Lowered { steps, result, f32_bufs: fpool.count, bool_bufs: bpool.count })
+}
+
+impl Lowered {
+    /// The inputs its steps and result read.
+    fn inputs(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut f32_input = |o: F32In| {
+            if let F32In::Input(k) = o {
+                out.push(k)
+            }
+        };
+        for s in &self.steps {
+            f32_reads(s).into_iter().for_each(&mut f32_input);
+        }
+        if let Reg::F32(o) = self.result {
+            f32_input(o);
+        }
+        for s in &self.steps {
+            match *s {
+                Step::GatherF32 { input, .. } | Step::GatherBool { input, .. } => out.push(input),
+                Step::Not { a, .. } | Step::ToF32 { a, .. } => out.extend(bool_input(a)),
+                Step::BoolBinary { a, b, .. } => out.extend(bool_input(a).into_iter().chain(bool_input(b))),
+                Step::SelectF32 { c, .. } => out.extend(bool_input(c)),
+                Step::SelectBool { c, a, b, .. } => {
+                    out.extend(bool_input(c).into_iter().chain(bool_input(a)).chain(bool_input(b)))
+                }
+                _ => {}
+            }
+        }
+        if let Reg::Bool(o) = self.result {
+            out.extend(bool_input(o));
+        }
+        out
+    }
+}
+
+fn bool_input(o: BoolIn) -> Option<usize> {
+    if let BoolIn::Input(k) = o {
+        Some(k)
+    } else {
+        None
+    }
+}
+
+/// The f32 operands a step reads.
+fn f32_reads(step: &Step) -> smallvec::SmallVec<[F32In; 4]> {
+    match step {
+        Step::Unary { a, .. } | Step::AffineUnary { a, .. } | Step::ToBool { a, .. } => smallvec::smallvec![*a],
+        Step::Binary { a, b, .. } | Step::MulUnary { a, b, .. } | Step::SelectF32 { a, b, .. } => {
+            smallvec::smallvec![*a, *b]
+        }
+        Step::MulThen { a, b, c, .. } => smallvec::smallvec![*a, *b, *c],
+        Step::Sum { terms, .. } => terms.clone(),
+        Step::SumChain { terms, links, .. } => terms.iter().copied().chain(links.iter().map(|l| l.x)).collect(),
+        Step::GatherF32 { .. }
+        | Step::GatherBool { .. }
+        | Step::Not { .. }
+        | Step::BoolBinary { .. }
+        | Step::SelectBool { .. }
+        | Step::ToF32 { .. } => smallvec::SmallVec::new(),
+    }
+}
+
+/// `step` as a link on the running value in buffer `acc`: a product with a
+/// number and one other run, read once.
+fn as_link(step: &Step, acc: usize) -> Option<Link> {
+    let Step::MulThen { op, a, b, c, .. } = *step else { return None };
+    let is_acc = |o: F32In| matches!(o, F32In::Buf(k) if k == acc);
+    let number = |o: F32In| if let F32In::Const(k) = o { Some(k).filter(|k| !k.is_nan()) } else { None };
+    let run = |o: F32In| !matches!(o, F32In::Const(_)) && !is_acc(o);
+    let (factor, k) = match (number(a), number(b)) {
+        (None, Some(k)) => (a, k),
+        (Some(k), None) => (b, k),
+        _ => return None,
+    };
+    if is_acc(factor) && run(c) {
+        Some(Link { op, scaled: true, x: c, k })
+    } else if is_acc(c) && run(factor) {
+        Some(Link { op, scaled: false, x: factor, k })
+    } else {
+        None
+    }
+}
+
+/// Merge each sum with the one or two steps after it that are links on its
+/// result (B7's update), where that result is read nowhere else: the chain
+/// then runs in one pass instead of three. The merged step keeps the last
+/// link's destination, which must not be a buffer it reads.
+fn chain_sums(steps: &mut Vec<Step>, result: Reg) {
+    // Whether buffer `b` is read after step `from` before being written again.
+    let live_after = |steps: &[Step], from: usize, b: usize| -> bool {
+        if matches!(result, Reg::F32(F32In::Buf(k)) if k == b) {
+            return true;
+        }
+        for s in &steps[from + 1..] {
+            if f32_reads(s).iter().any(|o| matches!(o, F32In::Buf(k) if *k == b)) {
+                return true;
+            }
+            if matches!(s.dst(), (Dst::Buf(k), false) if k == b) {
+                return false;
+            }
+        }
+        false
+    };
+    let mut i = 0;
+    while i < steps.len() {
+        let Step::Sum { terms, dst: Dst::Buf(mut acc) } = &steps[i] else {
+            i += 1;
+            continue;
+        };
+        let terms = terms.clone();
+        let mut links: smallvec::SmallVec<[Link; 2]> = smallvec::SmallVec::new();
+        let mut dst = Dst::Buf(acc);
+        while links.len() < 2 {
+            let next = i + 1 + links.len();
+            let Some(link) = steps.get(next).and_then(|s| as_link(s, acc)) else { break };
+            let (to, _) = steps[next].dst();
+            let reads_dst = |b: usize| {
+                terms
+                    .iter()
+                    .chain(links.iter().map(|l| &l.x))
+                    .chain([&link.x])
+                    .any(|o| matches!(o, F32In::Buf(k) if *k == b))
+            };
+            if live_after(steps, next, acc) || matches!(to, Dst::Buf(b) if reads_dst(b)) {
+                break;
+            }
+            links.push(link);
+            dst = to;
+            match to {
+                Dst::Buf(b) => acc = b,
+                Dst::Out => break,
+            }
+        }
+        if !links.is_empty() {
+            let merged = links.len();
+            steps[i] = Step::SumChain { terms, links, dst };
+            steps.drain(i + 1..=i + merged);
+        }
+        i += 1;
+    }
 }
 
 /// The source and scalar arithmetic of the absorbed register `r` feeding a unary op.
@@ -843,7 +1125,7 @@ impl<'a, T: Copy> Chunk<'a, T> {
 type Span<'s> = (&'s [usize], usize);
 
 /// The chunk `at` of an f32 operand.
-fn f32_chunk<'a>(o: F32In, bufs: &'a [Vec<f32>], sources: &'a [AnySource<'a>], at: Span<'_>) -> Chunk<'a, f32> {
+fn f32_chunk<'a>(o: F32In, bufs: &'a [Lines], sources: &'a [AnySource<'a>], at: Span<'_>) -> Chunk<'a, f32> {
     match o {
         F32In::Buf(k) => Chunk::Run(&bufs[k][..at.1]),
         F32In::Input(k) => match &sources[k] {
@@ -967,6 +1249,109 @@ impl Kernel for SumLoop<'_> {
     }
 }
 
+/// [`Step::SumChain`]'s loop: the runs of its terms, and each link with the
+/// run of its `x`.
+struct SumChainLoop<'a> {
+    terms: smallvec::SmallVec<[&'a [f32]; 4]>,
+    links: smallvec::SmallVec<[(Link, &'a [f32]); 2]>,
+    dst: &'a mut [f32],
+}
+
+/// `f(acc, x)` for a link (see [`Link`]), bound to `$f` in `$body`: one
+/// compiled loop per kind of link, the constant in a register.
+macro_rules! with_link {
+    ($l:expr, $f:ident => $body:expr) => {{
+        let k = $l.k;
+        match ($l.op, $l.scaled) {
+            (MulThen::Add, true) => {
+                let $f = move |a: f32, x: f32| a * k + x;
+                $body
+            }
+            (MulThen::Sub, true) => {
+                let $f = move |a: f32, x: f32| a * k - x;
+                $body
+            }
+            (MulThen::AddTo, true) => {
+                let $f = move |a: f32, x: f32| x + a * k;
+                $body
+            }
+            (MulThen::SubFrom, true) => {
+                let $f = move |a: f32, x: f32| x - a * k;
+                $body
+            }
+            (MulThen::Add, false) => {
+                let $f = move |a: f32, x: f32| x * k + a;
+                $body
+            }
+            (MulThen::Sub, false) => {
+                let $f = move |a: f32, x: f32| x * k - a;
+                $body
+            }
+            (MulThen::AddTo, false) => {
+                let $f = move |a: f32, x: f32| a + x * k;
+                $body
+            }
+            (MulThen::SubFrom, false) => {
+                let $f = move |a: f32, x: f32| a - x * k;
+                $body
+            }
+        }
+    }};
+}
+
+/// `dst[i] = g(f(sum(i), x[i]), y[i])`, every run already cut to `dst`'s length.
+#[inline(always)]
+fn chain_lanes(
+    dst: &mut [f32],
+    sum: impl Fn(usize) -> f32,
+    x: &[f32],
+    f: impl Fn(f32, f32) -> f32,
+    y: &[f32],
+    g: impl Fn(f32, f32) -> f32,
+) {
+    let n = dst.len();
+    let (x, y) = (&x[..n], &y[..n]);
+    for i in 0..n {
+        dst[i] = g(f(sum(i), x[i]), y[i]);
+    }
+}
+
+impl Kernel for SumChainLoop<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let SumChainLoop { terms, links, dst } = self;
+        let n = dst.len();
+        if terms.iter().chain(links.iter().map(|l| &l.1)).any(|t| t.len() < n) {
+            return;
+        }
+        let (first, second) = match links[..] {
+            [one] => (one, None),
+            [one, two] => (one, Some(two)),
+            _ => return,
+        };
+        macro_rules! second {
+            ($sum:expr) => {
+                with_link!(first.0, f => match second {
+                    None => chain_lanes(dst, $sum, first.1, f, first.1, |v: f32, _: f32| v),
+                    Some(second) => with_link!(second.0, g => chain_lanes(dst, $sum, first.1, f, second.1, g)),
+                })
+            };
+        }
+        match terms[..] {
+            [a, b, c] => {
+                let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
+                second!(|i: usize| a[i] + b[i] + c[i])
+            }
+            [a, b, c, d] => {
+                let (a, b, c, d) = (&a[..n], &b[..n], &c[..n], &d[..n]);
+                second!(|i: usize| a[i] + b[i] + c[i] + d[i])
+            }
+            _ => {}
+        }
+    }
+}
+
 /// `dst[i] = f(a[i], b[i])` over contiguous runs only (one loop to compile
 /// per function, where `Zip` has one per stride pattern).
 struct ZipRuns<'a, F> {
@@ -991,7 +1376,7 @@ impl<F: Fn(f32, f32) -> f32> Kernel for ZipRuns<'_, F> {
 /// f32 results, `bd` for bool results.
 fn exec(
     step: &Step,
-    fb: &[Vec<f32>],
+    fb: &[Lines],
     bb: &[Vec<bool>],
     sources: &[AnySource<'_>],
     at: Span<'_>,
@@ -1064,6 +1449,19 @@ fn exec(
             }
             vectorize(SumLoop { terms: runs, dst: fd });
         }
+        Step::SumChain { ref terms, ref links, .. } => {
+            let mut runs: smallvec::SmallVec<[&[f32]; 4]> = smallvec::SmallVec::new();
+            let mut xs: smallvec::SmallVec<[(Link, &[f32]); 2]> = smallvec::SmallVec::new();
+            for &t in terms {
+                let Chunk::Run(r) = fc(t) else { bail!(invalid, "internal: fused sum of a constant") };
+                runs.push(r);
+            }
+            for l in links {
+                let Chunk::Run(r) = fc(l.x) else { bail!(invalid, "internal: fused link to a constant") };
+                xs.push((*l, r));
+            }
+            vectorize(SumChainLoop { terms: runs, links: xs, dst: fd });
+        }
         Step::MulUnary { f, a, b, unary_first, .. } => {
             let (Chunk::Run(a), Chunk::Run(b)) = (fc(a), fc(b)) else {
                 bail!(invalid, "internal: fused product of a unary op with a constant");
@@ -1116,7 +1514,7 @@ fn eval_chunk(
         let (dst, is_bool) = step.dst();
         // The destination buffer is taken out of the scratch while the step
         // runs, so that the operands can be borrowed from the rest.
-        let (mut own_f, mut own_b) = (Vec::new(), Vec::new());
+        let (mut own_f, mut own_b) = (Lines::default(), Vec::new());
         if let Dst::Buf(b) = dst {
             if is_bool {
                 own_b = std::mem::take(&mut scratch.bools[b]);
@@ -1287,7 +1685,11 @@ fn eval_range(p: &Prepared<'_>, start: usize, out: OutRange, scratch: &mut Scrat
         // and B7 ran 0.75 ms per step without prefetching against 1.0 with.
         let ahead = if write == Write::Stream || p.geometry.row_mode { 0 } else { CHUNK.min(out.len - done - len) };
         let out_next = if write == Write::Direct { ahead } else { 0 };
-        scratch.ahead.aim(sources, (&cursor.starts, len), ahead, &*chunk(len, out_next));
+        if ahead + out_next > 0 {
+            scratch.ahead.aim(sources, (&cursor.starts, len), ahead, &*chunk(len, out_next));
+        } else {
+            scratch.ahead.total_lines = 0;
+        }
         let at = (&cursor.starts[..], len);
         if staged {
             eval_chunk(lowered, sources, at, scratch, OutChunk::F32(&mut stage[..len]))?;
@@ -1491,7 +1893,17 @@ fn prepare<'a>(program: &FusedProgram, inputs: &[&'a Value]) -> Result<Prepared<
             })
             .collect::<Result<_>>()?
     };
-    let geometry = Geometry { dims: shape.iter().copied().collect(), row_mode, cuts, pads: boxes, addrs };
+    let plain = Addr::row_major(&shape, &zeros);
+    let flat_input: Vec<bool> = sources
+        .iter()
+        .zip(&addrs)
+        .map(|(s, a)| {
+            matches!(s, AnySource::F32(Source::Scalar(_)) | AnySource::Bool(Source::Scalar(_)))
+                || (a.base == plain.base && a.strides == plain.strides)
+        })
+        .collect();
+    let flat = lowerings.iter().map(|l| l.inputs().iter().all(|&k| flat_input.get(k) == Some(&true))).collect();
+    let geometry = Geometry { dims: shape.iter().copied().collect(), row_mode, cuts, pads: boxes, addrs, flat };
     Ok(Prepared { shape, regs, sources, geometry, lowerings })
 }
 
@@ -1695,6 +2107,146 @@ mod tests {
         Ok(())
     }
 
+    /// Every kind of link, after sums of three and four runs, one and two
+    /// links deep: each lowers to one pass that gives the unfused
+    /// arithmetic's values in the program's order, with infinities, NaN
+    /// and signed zeros among the inputs, across several chunks and a
+    /// ragged tail.
+    #[test]
+    fn sums_with_links_run_in_one_pass_with_the_programs_values() -> Result<()> {
+        let kinds = [MulThen::Add, MulThen::Sub, MulThen::AddTo, MulThen::SubFrom];
+        let n = 2 * CHUNK + 37;
+        let special = [f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -0.0, 0.0, 1e30, -1e-30];
+        let inputs: Vec<Tensor> = (0..6)
+            .map(|k| {
+                let r = Tensor::randn([n], 40 + k as u64)?.to_vec::<f32>()?;
+                let v: Vec<f32> =
+                    r.iter().enumerate().map(|(i, &x)| if i % 97 == k * 5 { special[i % 7] } else { x }).collect();
+                Tensor::from_vec(v, [n])
+            })
+            .collect::<Result<_>>()?;
+        let data: Vec<Vec<f32>> = inputs.iter().map(|t| t.to_vec::<f32>()).collect::<Result<_>>()?;
+        let values: Vec<Value> = inputs.iter().map(|t| t.value().cloned()).collect::<Result<_>>()?;
+        let refs: Vec<&Value> = values.iter().collect();
+        // `acc` then one link (`x` the input `x_in`, constant `k`), as
+        // instructions appended to `instrs`, and the scalar arithmetic.
+        let link = |instrs: &mut Vec<Instr>, acc: usize, x_in: usize, op: MulThen, scaled: bool, k: f32| -> usize {
+            instrs.push(Instr::Input(x_in));
+            let x = instrs.len() - 1;
+            instrs.push(Instr::Scalar(k.into(), DType::F32));
+            let kr = instrs.len() - 1;
+            // The product's factors in both orders, one per kind.
+            let product = if scaled { (acc, kr) } else { (kr, x) };
+            instrs.push(Instr::Binary(BinaryOp::Mul, product.0, product.1));
+            let p = instrs.len() - 1;
+            let c = if scaled { x } else { acc };
+            instrs.push(match op {
+                MulThen::Add => Instr::Binary(BinaryOp::Add, p, c),
+                MulThen::Sub => Instr::Binary(BinaryOp::Sub, p, c),
+                MulThen::AddTo => Instr::Binary(BinaryOp::Add, c, p),
+                MulThen::SubFrom => Instr::Binary(BinaryOp::Sub, c, p),
+            });
+            instrs.len() - 1
+        };
+        let apply = |acc: f32, x: f32, op: MulThen, scaled: bool, k: f32| -> f32 {
+            let (p, c) = if scaled { (acc * k, x) } else { (k * x, acc) };
+            match op {
+                MulThen::Add => p + c,
+                MulThen::Sub => p - c,
+                MulThen::AddTo => c + p,
+                MulThen::SubFrom => c - p,
+            }
+        };
+        let mut cases = 0;
+        for terms in [3usize, 4] {
+            for (i1, &op1) in kinds.iter().enumerate() {
+                for scaled1 in [false, true] {
+                    for second in [None, Some((kinds[(i1 + 1) % 4], !scaled1)), Some((kinds[3 - i1], scaled1))] {
+                        let mut instrs: Vec<Instr> = (0..terms).map(Instr::Input).collect();
+                        let mut acc = 0;
+                        for t in 1..terms {
+                            instrs.push(Instr::Binary(BinaryOp::Add, acc, t));
+                            acc = instrs.len() - 1;
+                        }
+                        acc = link(&mut instrs, acc, terms, op1, scaled1, -2.5);
+                        if let Some((op2, scaled2)) = second {
+                            acc = link(&mut instrs, acc, terms + 1, op2, scaled2, 0.2);
+                        }
+                        let program = FusedProgram { instrs, output: acc, reduce: None };
+                        let refs = &refs[..terms + 1 + usize::from(second.is_some())];
+                        let p = prepare(&program, refs)?;
+                        let steps = &p.lowerings[0].steps;
+                        assert!(
+                            matches!(&steps[..], [Step::SumChain { links, .. }] if links.len() == 1 + usize::from(second.is_some())),
+                            "{terms} terms, {op1:?} {scaled1} then {second:?}: {steps:?}"
+                        );
+                        let metas: Vec<Meta> = refs.iter().map(|v| Meta::new(v.dtype, v.shape().clone())).collect();
+                        let out = fused_elementwise(&program, refs, &program.infer(&metas)?[0])?;
+                        let got = out.contiguous_slice::<f32>().unwrap_or(&[]);
+                        assert_eq!(got.len(), n);
+                        for i in 0..n {
+                            let d = |k: usize| data[k][i];
+                            let mut want = d(0) + d(1) + d(2);
+                            if terms == 4 {
+                                want += d(3);
+                            }
+                            want = apply(want, d(terms), op1, scaled1, -2.5);
+                            if let Some((op2, scaled2)) = second {
+                                want = apply(want, d(terms + 1), op2, scaled2, 0.2);
+                            }
+                            // NaN payloads may follow either operand of a
+                            // commutative op; every other value bitwise.
+                            assert!(
+                                got[i].to_bits() == want.to_bits() || (got[i].is_nan() && want.is_nan()),
+                                "{terms} terms, {op1:?} {scaled1} then {second:?}, element {i}: {} != {want}",
+                                got[i]
+                            );
+                        }
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 48);
+        Ok(())
+    }
+
+    /// A sum whose value is read again later keeps its own pass: merging
+    /// it into its link would lose the value.
+    #[test]
+    fn a_sum_read_again_is_not_merged_into_its_link() -> Result<()> {
+        let k = |v: f32| Instr::Scalar(v.into(), DType::F32);
+        let program = FusedProgram {
+            instrs: vec![
+                Instr::Input(0),
+                Instr::Input(1),
+                Instr::Binary(BinaryOp::Add, 0, 1),
+                Instr::Input(2),
+                Instr::Binary(BinaryOp::Add, 2, 3),
+                k(3.0),
+                Instr::Binary(BinaryOp::Mul, 4, 5),
+                Instr::Binary(BinaryOp::Add, 6, 0),
+                Instr::Binary(BinaryOp::Mul, 7, 4),
+            ],
+            output: 8,
+            reduce: None,
+        };
+        let xs: Vec<Tensor> = (0..3).map(|s| Tensor::randn([300], 60 + s)).collect::<Result<_>>()?;
+        let values: Vec<Value> = xs.iter().map(|t| t.value().cloned()).collect::<Result<_>>()?;
+        let refs: Vec<&Value> = values.iter().collect();
+        let p = prepare(&program, &refs)?;
+        assert!(p.lowerings[0].steps.iter().all(|s| !matches!(s, Step::SumChain { .. })), "{:?}", p.lowerings[0].steps);
+        let metas: Vec<Meta> = values.iter().map(|v| Meta::new(v.dtype, v.shape().clone())).collect();
+        let out = fused_elementwise(&program, &refs, &program.infer(&metas)?[0])?;
+        let got = out.contiguous_slice::<f32>().unwrap_or(&[]);
+        let d: Vec<Vec<f32>> = xs.iter().map(|t| t.to_vec::<f32>()).collect::<Result<_>>()?;
+        for i in 0..300 {
+            let s = d[0][i] + d[1][i] + d[2][i];
+            assert_eq!(got[i].to_bits(), ((s * 3.0 + d[0][i]) * s).to_bits(), "element {i}");
+        }
+        Ok(())
+    }
+
     /// The in-place kernel itself (the plan-level test cannot tell it from
     /// the fallback): the B2 program, which reads its input three times,
     /// written over that input across several tasks, gives the bits of the
@@ -1805,6 +2357,16 @@ mod tests {
                 .iter()
                 .map(|s| match s {
                     Step::Sum { terms, .. } if terms.len() == 4 => "sum of 4",
+                    Step::SumChain { terms, links, .. }
+                        if terms.len() == 4
+                            && links[..]
+                                == [
+                                    Link { op: MulThen::SubFrom, scaled: false, x: links[0].x, k: 4.0 },
+                                    Link { op: MulThen::AddTo, scaled: true, x: links[1].x, k: 0.2 },
+                                ] =>
+                    {
+                        "sum of 4, c - a * 4, u + t * 0.2"
+                    }
                     Step::MulThen { op: MulThen::SubFrom, .. } => "c - a * b",
                     Step::MulThen { op: MulThen::AddTo, .. } => "c + a * b",
                     Step::Binary { f: BinaryOp::Add, .. } => "add",
@@ -1813,7 +2375,7 @@ mod tests {
                 .collect()
         };
         assert_eq!(kinds(&p.lowerings[0]), ["add"], "outside: u + 0 * 0.2, folded");
-        assert_eq!(kinds(&p.lowerings[1]), ["sum of 4", "c - a * b", "c + a * b"], "inside");
+        assert_eq!(kinds(&p.lowerings[1]), ["sum of 4, c - a * 4, u + t * 0.2"], "inside: one pass");
         // The views are read in place: no gathers.
         assert!(p.lowerings.iter().all(|l| l.steps.iter().all(|s| !matches!(s, Step::GatherF32 { .. }))));
         let metas: Vec<Meta> = inputs.iter().map(|v| Meta::new(v.dtype, v.shape().clone())).collect();
