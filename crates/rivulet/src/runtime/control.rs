@@ -110,7 +110,7 @@ impl ControlPlan {
         &self,
         inputs: &[&Value],
         store: &VariableStore,
-        prof: Option<&mut Profiler>,
+        mut prof: Option<&mut Profiler>,
     ) -> Result<SmallVec<[Value; 1]>> {
         match self {
             ControlPlan::Branches { boolean, plans, .. } => {
@@ -131,33 +131,6 @@ impl ControlPlan {
                 };
                 Ok(run_plan(&plans[chosen], args, store, prof)?.into_iter().collect())
             }
-            ControlPlan::While { .. } => {
-                // A loop that runs many parallel kernels runs on a worker of
-                // the pool: each kernel's tasks are then joined by this
-                // worker instead of being handed over from a foreign thread
-                // that sleeps until they end (a wake-up per kernel, and a
-                // third thread on two cores; B7 spent 19% of its time in
-                // sched_yield and futex calls). A collective must not block
-                // a worker that its peers' kernels may need.
-                if rayon::current_thread_index().is_none() && rayon::current_num_threads() > 1 && !self.has_collective()
-                {
-                    rayon::scope(|_| self.run_loop(inputs, store, prof))
-                } else {
-                    self.run_loop(inputs, store, prof)
-                }
-            }
-        }
-    }
-
-    /// Run a `While` step on its inputs.
-    fn run_loop(
-        &self,
-        inputs: &[&Value],
-        store: &VariableStore,
-        mut prof: Option<&mut Profiler>,
-    ) -> Result<SmallVec<[Value; 1]>> {
-        match self {
-            ControlPlan::Branches { .. } => Err(Error::graph("internal: a branch step run as a loop")),
             ControlPlan::While { cond, iteration, fused, hoisted, vars, maximum_iterations, history, .. } => {
                 let n = vars.len();
                 let mut state: Vec<Value> = inputs.iter().map(|v| (*v).clone()).collect();
