@@ -938,48 +938,6 @@ fn lower(program: &FusedProgram, regs: &[Meta], sources: &[AnySource<'_>]) -> Re
     Ok(Lowered { steps, result, f32_bufs: fpool.count, bool_bufs: bpool.count })
 }
 
-impl Lowered {
-    /// The inputs its steps and result read.
-    fn inputs(&self) -> Vec<usize> {
-        let mut out = Vec::new();
-        let mut f32_input = |o: F32In| {
-            if let F32In::Input(k) = o {
-                out.push(k)
-            }
-        };
-        for s in &self.steps {
-            f32_reads(s).into_iter().for_each(&mut f32_input);
-        }
-        if let Reg::F32(o) = self.result {
-            f32_input(o);
-        }
-        for s in &self.steps {
-            match *s {
-                Step::GatherF32 { input, .. } | Step::GatherBool { input, .. } => out.push(input),
-                Step::Not { a, .. } | Step::ToF32 { a, .. } => out.extend(bool_input(a)),
-                Step::BoolBinary { a, b, .. } => out.extend(bool_input(a).into_iter().chain(bool_input(b))),
-                Step::SelectF32 { c, .. } => out.extend(bool_input(c)),
-                Step::SelectBool { c, a, b, .. } => {
-                    out.extend(bool_input(c).into_iter().chain(bool_input(a)).chain(bool_input(b)))
-                }
-                _ => {}
-            }
-        }
-        if let Reg::Bool(o) = self.result {
-            out.extend(bool_input(o));
-        }
-        out
-    }
-}
-
-fn bool_input(o: BoolIn) -> Option<usize> {
-    if let BoolIn::Input(k) = o {
-        Some(k)
-    } else {
-        None
-    }
-}
-
 /// The f32 operands a step reads.
 fn f32_reads(step: &Step) -> smallvec::SmallVec<[F32In; 4]> {
     match step {
@@ -1604,6 +1562,11 @@ impl Lookahead {
         self.next = (0, 0);
     }
 
+    /// Prefetch nothing for the next chunk.
+    fn idle(&mut self) {
+        self.total_lines = 0;
+    }
+
     /// Prefetch part `k` of `parts` of the regions' lines (in order).
     fn step(&mut self, k: usize, parts: usize) {
         let target = self.total_lines * (k + 1) / parts;
@@ -1688,7 +1651,7 @@ fn eval_range(p: &Prepared<'_>, start: usize, out: OutRange, scratch: &mut Scrat
         if ahead + out_next > 0 {
             scratch.ahead.aim(sources, (&cursor.starts, len), ahead, &*chunk(len, out_next));
         } else {
-            scratch.ahead.total_lines = 0;
+            scratch.ahead.idle();
         }
         let at = (&cursor.starts[..], len);
         if staged {
@@ -1883,26 +1846,29 @@ fn prepare<'a>(program: &FusedProgram, inputs: &[&'a Value]) -> Result<Prepared<
         sources.push(source);
         addrs.push(addr);
     }
-    let lowerings = if pads.is_empty() {
-        vec![lower(program, &regs, &sources)?]
+    let specialized: Vec<std::borrow::Cow<'_, FusedProgram>> = if pads.is_empty() {
+        vec![std::borrow::Cow::Borrowed(program)]
     } else {
         (0..1usize << pads.len())
             .map(|mask| {
                 let inside = |i: usize| pads.iter().position(|&q| q == i).is_some_and(|b| mask & (1 << b) != 0);
-                lower(&program.specialize(&regs, inside), &regs, &sources)
+                std::borrow::Cow::Owned(program.specialize(&regs, inside))
             })
-            .collect::<Result<_>>()?
+            .collect()
     };
+    let lowerings = specialized.iter().map(|p| lower(p, &regs, &sources)).collect::<Result<Vec<_>>>()?;
+    // A lowering may run on across rows when every input its program still
+    // reads (specializing turned the rest into literals) is laid out as the
+    // output, or is one element.
     let plain = Addr::row_major(&shape, &zeros);
-    let flat_input: Vec<bool> = sources
+    let flat_input = |k: usize| {
+        matches!(sources.get(k), Some(AnySource::F32(Source::Scalar(_)) | AnySource::Bool(Source::Scalar(_))))
+            || addrs.get(k).is_some_and(|a| a.base == plain.base && a.strides == plain.strides)
+    };
+    let flat = specialized
         .iter()
-        .zip(&addrs)
-        .map(|(s, a)| {
-            matches!(s, AnySource::F32(Source::Scalar(_)) | AnySource::Bool(Source::Scalar(_)))
-                || (a.base == plain.base && a.strides == plain.strides)
-        })
+        .map(|p| p.instrs.iter().all(|ins| !matches!(ins, Instr::Input(k) if !flat_input(*k))))
         .collect();
-    let flat = lowerings.iter().map(|l| l.inputs().iter().all(|&k| flat_input.get(k) == Some(&true))).collect();
     let geometry = Geometry { dims: shape.iter().copied().collect(), row_mode, cuts, pads: boxes, addrs, flat };
     Ok(Prepared { shape, regs, sources, geometry, lowerings })
 }
@@ -2352,6 +2318,9 @@ mod tests {
         let p = prepare(&program, &inputs)?;
         assert!(p.geometry.row_mode);
         assert_eq!(&p.geometry.cuts[..], &[1, 79]);
+        // Outside, only `u` is read (laid out as the output): its chunks run
+        // on across rows; inside, the views are read, row by row.
+        assert_eq!(p.geometry.flat, [true, false]);
         let kinds = |l: &Lowered| -> Vec<&str> {
             l.steps
                 .iter()
