@@ -1336,6 +1336,55 @@ fn elementwise_fusion_reads_strided_views_in_place_across_tasks() -> Result<()> 
     Ok(())
 }
 
+/// Padded programs whose lowering inside the pad is one step of each kind
+/// the fused kernel runs a tile of rows at a time (a map, an affine map, a
+/// binary op, a product then a sum, a sum of four, the stencil's sum with
+/// its links, and a copy or fill where it pads), on grids of one and of
+/// several planes, small ones and ones whose parallel tasks start and end
+/// mid-row: the same bits as the unfused ops.
+#[test]
+fn padded_steps_of_every_kind_computed_by_whole_rows_match_the_unfused_ops() -> Result<()> {
+    let mut rng = Rng(31);
+    for shape in [vec![70, 80], vec![300, 1030], vec![3, 41, 50], vec![2, 5, 60]] {
+        let rank = shape.len();
+        let g = Graph::new();
+        let u = g.placeholder("u", DType::F32, shape.as_slice())?;
+        // Views of u shifted by one along each of the last two dimensions.
+        let inner: Vec<i64> =
+            shape.iter().enumerate().map(|(d, &n)| if d + 2 >= rank { n as i64 - 2 } else { n as i64 }).collect();
+        let at = |i: usize, j: usize| {
+            let mut begin = vec![0; rank];
+            begin[rank - 2] = i;
+            begin[rank - 1] = j;
+            ops::slice(&u, &begin, &inner)
+        };
+        let mut widths = vec![(0, 0); rank];
+        widths[rank - 2] = (1, 1);
+        widths[rank - 1] = (1, 1);
+        let pad = |x: &Tensor, v: f32| ops::pad(x, &widths, ops::PadMode::Constant, v);
+        let (a, b, c, d, e) = (at(0, 1)?, at(2, 1)?, at(1, 0)?, at(1, 2)?, at(1, 1)?);
+        let sum4 = ops::add(&ops::add(&ops::add(&a, &b)?, &c)?, &d)?;
+        let fetches = [
+            pad(&ops::tanh(&a)?, 0.5)?,
+            pad(&ops::tanh(&ops::add(&ops::mul(&b, 1.5)?, 0.25)?)?, 0.0)?,
+            pad(&ops::sub(&c, &d)?, -1.0)?,
+            ops::add(&u, &pad(&ops::mul(&a, &e)?, 0.0)?)?,
+            pad(&sum4, 2.0)?,
+            ops::add(&u, &ops::mul(&pad(&ops::sub(&sum4, &ops::mul(&e, 4.0)?)?, 0.0)?, 0.2)?)?,
+        ];
+        let fetches: Vec<&Tensor> = fetches.iter().collect();
+        let uv = rng.tensor(&shape, 2.0);
+        let out = run_same(&g, elementwise_fusion(), &fetches, &[(&u, &uv)]);
+        // Spot values, against the formula: the first program at an edge
+        // (its padding) and inside.
+        let (t, x) = (out[0].to_vec::<f32>()?, uv.to_vec::<f32>()?);
+        let cols = shape[rank - 1];
+        assert_eq!(t[0], 0.5, "{shape:?}");
+        assert!((t[cols + 1] - x[1].tanh()).abs() < 1e-6, "{shape:?}: {} against {}", t[cols + 1], x[1].tanh());
+    }
+    Ok(())
+}
+
 #[test]
 fn elementwise_fusion_with_unknown_batch_dimensions() -> Result<()> {
     let g = Graph::new();

@@ -26,6 +26,8 @@ use rayon::prelude::*;
 
 /// Elements evaluated per chunk: a handful of registers of this size stay in L1/L2.
 const CHUNK: usize = 1024;
+/// Elements of a tile of whole rows computed by one call (see `Geometry::walk`).
+const TILE: usize = 1 << 15;
 /// Elements per parallel task (each task allocates its registers once).
 const TASK: usize = 1 << 17;
 
@@ -169,21 +171,20 @@ struct Geometry {
     /// pad's edge columns, otherwise one-element chunks at each row's ends,
     /// then share one chunk per pair of rows).
     flat: Vec<bool>,
+    /// Per input: how far its start moves from one row to the next of a
+    /// plane.
+    row_steps: Vec<usize>,
 }
 
-/// Walks the output a chunk at a time from some position: each chunk's
-/// length, where each input's elements start, and which lowering of the
-/// program computes it (bit `p` set: pad `p` is inside its region).
-struct Cursor<'g> {
-    g: &'g Geometry,
-    /// Row mode: the multi-index of the chunk's first element.
-    index: smallvec::SmallVec<[usize; 4]>,
-    starts: smallvec::SmallVec<[usize; 8]>,
-    /// The chunk's first element in the output.
-    flat: usize,
-    /// Row mode: the pads whose region holds this row (bit `p` for pad
-    /// `p`), in every dimension but the last.
-    row_pads: usize,
+/// Where each input's elements of a chunk start (see [`Addr`]).
+type Starts = smallvec::SmallVec<[usize; 8]>;
+
+/// A run of columns `[lo, hi)` of a row that one lowering computes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Segment {
+    lo: usize,
+    hi: usize,
+    lowering: usize,
 }
 
 impl Geometry {
@@ -208,117 +209,168 @@ impl Geometry {
             }
             index[d] = 0;
         }
-        // Past the last row: leave the index there (it is never read).
-        if let Some(i) = index.first_mut() {
-            *i = self.dims[0];
-        }
         false
     }
 
-    /// The pads whose region holds the row of `index` (see `Cursor::row_pads`).
+    /// The pads whose region holds the row of `index`, in every dimension
+    /// but the last (bit `p` for pad `p`).
     fn row_pads(&self, index: &[usize]) -> usize {
         let last = index.len().saturating_sub(1);
         let inside = |b: &PadBox| (0..last).all(|d| b.lo[d] <= index[d] && index[d] < b.end[d]);
         self.pads.iter().enumerate().filter(|(_, b)| inside(b)).map(|(p, _)| 1 << p).sum()
     }
 
-    fn cursor(&self, f: usize) -> Cursor<'_> {
-        let mut c = Cursor {
-            g: self,
-            index: smallvec::SmallVec::new(),
-            starts: smallvec::SmallVec::new(),
-            flat: f,
-            row_pads: 0,
-        };
-        if self.row_mode {
-            let mut rest = f;
-            c.index = smallvec::smallvec![0; self.dims.len()];
-            for d in (0..self.dims.len()).rev() {
-                c.index[d] = rest % self.dims[d].max(1);
-                rest /= self.dims[d].max(1);
+    /// A row where the pads `row_pads` hold it, cut at the pad edges into
+    /// runs of one lowering each.
+    fn segments(&self, row_pads: usize) -> smallvec::SmallVec<[Segment; 8]> {
+        let row_len = self.dims.last().copied().unwrap_or(1);
+        let mut out: smallvec::SmallVec<[Segment; 8]> = smallvec::SmallVec::new();
+        let mut lo = 0;
+        for &hi in self.cuts.iter().chain(std::iter::once(&row_len)) {
+            if hi <= lo {
+                continue;
             }
-            c.starts = self.addrs.iter().map(|a| a.at(&c.index)).collect();
-            c.row_pads = self.row_pads(&c.index);
-        } else {
-            c.starts = smallvec::smallvec![f; self.addrs.len()];
+            let lowering = self.lowering_at(row_pads, lo);
+            match out.last_mut() {
+                Some(s) if s.lowering == lowering => s.hi = hi,
+                _ => out.push(Segment { lo, hi, lowering }),
+            }
+            lo = hi;
         }
-        c
+        out
+    }
+
+    /// Cut the `len` output elements from `start` into chunks, in order,
+    /// and call `f` on each.
+    ///
+    /// Flat mode cuts every `CHUNK` elements. Row mode cuts each row into
+    /// its segments (computed once per kind of row), then each segment into
+    /// chunks; a chunk whose lowering is `flat` runs on into the next
+    /// segment of the same lowering, across rows. Where every lowering of a
+    /// kind of row is in `tiles`, whole rows of that kind are walked a tile
+    /// at a time: each segment once, for up to `TILE` elements' worth of
+    /// rows (B7: three calls per 32 rows, where one per segment of each row
+    /// made two thirds of the time bookkeeping).
+    fn walk(&self, start: usize, len: usize, tiles: &[bool], mut f: impl FnMut(Piece<'_>) -> Result<()>) -> Result<()> {
+        let Some(last) = self.dims.len().checked_sub(1).filter(|_| self.row_mode) else {
+            let mut starts: Starts = smallvec::smallvec![0; self.addrs.len()];
+            let mut done = 0;
+            while done < len {
+                let n = CHUNK.min(len - done);
+                starts.fill(start + done);
+                f(Piece { starts: &starts, offset: done, len: n, rows: 1, lowering: 0 })?;
+                done += n;
+            }
+            return Ok(());
+        };
+        let row_len = self.dims[last];
+        if len == 0 || row_len == 0 {
+            return Ok(());
+        }
+        let mut index: smallvec::SmallVec<[usize; 4]> = smallvec::smallvec![0; self.dims.len()];
+        let mut rest = start;
+        for d in (0..self.dims.len()).rev() {
+            index[d] = rest % self.dims[d].max(1);
+            rest /= self.dims[d].max(1);
+        }
+        let mut col = std::mem::replace(&mut index[last], 0);
+        // Each input's start at the row's first element, moved a row at a time.
+        let mut row: Vec<usize> = self.addrs.iter().map(|a| a.at(&index)).collect();
+        let along: Vec<usize> = self.addrs.iter().map(Addr::along_row).collect();
+        let mut kind = (usize::MAX, smallvec::SmallVec::<[Segment; 8]>::new(), false);
+        // The chunk being gathered: its starts, and `(offset, len, lowering)`.
+        let mut starts = vec![0; self.addrs.len()];
+        let mut open: Option<(usize, usize, usize)> = None;
+        let mut done = 0;
+        loop {
+            let row_pads = self.row_pads(&index);
+            if row_pads != kind.0 {
+                let segments = self.segments(row_pads);
+                let tiled = segments.iter().all(|s| tiles.get(s.lowering) == Some(&true));
+                kind = (row_pads, segments, tiled);
+            }
+            // A tile: this row and the next whole ones of its plane held by the same pads.
+            let mut rows = 1;
+            if kind.2 && col == 0 && last > 0 {
+                let most = (TILE / row_len).min((len - done) / row_len).min(self.dims[last - 1] - index[last - 1]);
+                let mut next = index.clone();
+                while rows < most {
+                    next[last - 1] = index[last - 1] + rows;
+                    if self.row_pads(&next) != row_pads {
+                        break;
+                    }
+                    rows += 1;
+                }
+            }
+            if rows > 1 {
+                if let Some((offset, n, lowering)) = open.take() {
+                    f(Piece { starts: &starts, offset, len: n, rows: 1, lowering })?;
+                }
+                for s in &kind.1 {
+                    let mut c = s.lo;
+                    while c < s.hi {
+                        let n = (s.hi - c).min(CHUNK);
+                        for ((st, r), k) in starts.iter_mut().zip(&row).zip(&along) {
+                            *st = r.wrapping_add(c.wrapping_mul(*k));
+                        }
+                        f(Piece { starts: &starts, offset: done + c, len: n, rows, lowering: s.lowering })?;
+                        c += n;
+                    }
+                }
+                done += rows * row_len;
+                index[last - 1] += rows - 1;
+            } else {
+                for s in &kind.1 {
+                    let mut c = s.lo.max(col);
+                    while c < s.hi && done < len {
+                        let n = (s.hi - c).min(len - done);
+                        if let Some(o) = open.as_mut() {
+                            if o.2 == s.lowering && self.flat[s.lowering] && o.1 < CHUNK {
+                                let m = n.min(CHUNK - o.1);
+                                (o.1, c, done) = (o.1 + m, c + m, done + m);
+                                continue;
+                            }
+                        }
+                        if let Some((offset, n, lowering)) = open.take() {
+                            f(Piece { starts: &starts, offset, len: n, rows: 1, lowering })?;
+                        }
+                        for ((st, r), k) in starts.iter_mut().zip(&row).zip(&along) {
+                            *st = r.wrapping_add(c.wrapping_mul(*k));
+                        }
+                        let m = n.min(CHUNK);
+                        open = Some((done, m, s.lowering));
+                        (c, done) = (c + m, done + m);
+                    }
+                }
+            }
+            if done >= len || !self.next_row(&mut index) {
+                break;
+            }
+            if rows == 1 && index[last - 1] > 0 {
+                // The next row of the same plane.
+                row.iter_mut().zip(&self.row_steps).for_each(|(r, k)| *r = r.wrapping_add(*k));
+            } else {
+                row.iter_mut().zip(&self.addrs).for_each(|(r, a)| *r = a.at(&index));
+            }
+            col = 0;
+        }
+        if let Some((offset, n, lowering)) = open {
+            f(Piece { starts: &starts, offset, len: n, rows: 1, lowering })?;
+        }
+        Ok(())
     }
 }
 
-impl Cursor<'_> {
-    /// The length (at most `remaining`) and the lowering of the chunk here.
-    fn chunk(&self, remaining: usize) -> (usize, usize) {
-        let g = self.g;
-        if !g.row_mode {
-            return (CHUNK.min(remaining), 0);
-        }
-        let col = self.index.last().copied().unwrap_or(0);
-        let row_len = g.dims.last().copied().unwrap_or(1);
-        let cut = g.cuts.iter().copied().find(|&c| c > col).unwrap_or(row_len);
-        let lowering = g.lowering_at(self.row_pads, col);
-        let mut len = CHUNK.min(cut - col).min(remaining).max(1);
-        if col + len == row_len && g.flat.get(lowering) == Some(&true) {
-            // On into the next rows while they start with the same lowering.
-            let first_cut = g.cuts.first().copied().unwrap_or(row_len);
-            let mut index = self.index.clone();
-            let last = index.len() - 1;
-            while len < CHUNK.min(remaining) && g.next_row(&mut index) {
-                if g.lowering_at(g.row_pads(&index), 0) != lowering {
-                    break;
-                }
-                let more = first_cut.min(CHUNK.min(remaining) - len);
-                len += more;
-                if more < row_len {
-                    break;
-                }
-                index[last] = 0;
-            }
-        }
-        (len, lowering)
-    }
-
-    /// Move `len` elements on.
-    fn advance(&mut self, len: usize) {
-        let g = self.g;
-        self.flat += len;
-        if !g.row_mode {
-            self.starts.iter_mut().for_each(|s| *s = self.flat);
-            return;
-        }
-        let last = g.dims.len() - 1;
-        if self.index[last] + len < g.dims[last] {
-            self.index[last] += len;
-            for (s, a) in self.starts.iter_mut().zip(&g.addrs) {
-                *s = s.wrapping_add(len.wrapping_mul(a.along_row()));
-            }
-            return;
-        }
-        // A later row (a chunk crosses rows only where `flat` allows).
-        let (col, row_len) = (self.index[last], g.dims[last]);
-        if last > 0 && col + len < 2 * row_len && self.index[last - 1] + 1 < g.dims[last - 1] {
-            // The next row of the same plane (nearly always): move each
-            // start by a row and by the change of column.
-            let to = col + len - row_len;
-            self.index[last - 1] += 1;
-            self.index[last] = to;
-            for (s, a) in self.starts.iter_mut().zip(&g.addrs) {
-                let row = a.strides.get(last - 1).copied().unwrap_or(0) as usize;
-                *s = s.wrapping_add(row).wrapping_add(to.wrapping_sub(col).wrapping_mul(a.along_row()));
-            }
-            self.row_pads = g.row_pads(&self.index);
-            return;
-        }
-        let mut rest = self.index[last] + len;
-        while rest >= g.dims[last] && g.next_row(&mut self.index) {
-            rest -= g.dims[last];
-        }
-        self.index[last] = rest;
-        for (s, a) in self.starts.iter_mut().zip(&g.addrs) {
-            *s = a.at(&self.index);
-        }
-        self.row_pads = g.row_pads(&self.index);
-    }
+/// A chunk of the output to compute, or a tile of `rows` chunks a row
+/// apart (see `Geometry::row_steps`).
+struct Piece<'s> {
+    /// Where each input's elements of the (first) chunk start.
+    starts: &'s [usize],
+    /// The (first) chunk's first element, from the walk's start.
+    offset: usize,
+    len: usize,
+    rows: usize,
+    lowering: usize,
 }
 
 /// An f32 operand of a step within the current chunk.
@@ -1176,8 +1228,36 @@ impl Kernel for MulThenLoop<'_> {
 /// `dst[i] = ((t0[i] + t1[i]) + t2[i]) [+ t3[i]]`: one pass where three
 /// additions would store and reload the chunk twice more (B7's laplacian).
 struct SumLoop<'a> {
-    terms: smallvec::SmallVec<[&'a [f32]; 4]>,
+    terms: SumRuns<'a>,
     dst: &'a mut [f32],
+}
+
+/// The runs of a sum's three or four terms.
+#[derive(Clone, Copy)]
+struct SumRuns<'a> {
+    three: [&'a [f32]; 3],
+    fourth: Option<&'a [f32]>,
+}
+
+impl<'a> SumRuns<'a> {
+    /// The terms' runs, each cut to `n`; `None` when one is shorter.
+    #[inline(always)]
+    fn cut(self, n: usize) -> Option<SumRuns<'a>> {
+        let [a, b, c] = self.three;
+        let fourth = match self.fourth {
+            Some(d) => Some(d.get(..n)?),
+            None => None,
+        };
+        Some(SumRuns { three: [a.get(..n)?, b.get(..n)?, c.get(..n)?], fourth })
+    }
+
+    /// Each run moved on by `r` rows of `step(k)` elements (term `k`).
+    #[inline(always)]
+    fn row(self, r: usize, step: impl Fn(usize) -> usize) -> SumRuns<'a> {
+        let at = |s: &'a [f32], k: usize| s.get(r * step(k)..).unwrap_or(&[]);
+        let [a, b, c] = self.three;
+        SumRuns { three: [at(a, 0), at(b, 1), at(c, 2)], fourth: self.fourth.map(|d| at(d, 3)) }
+    }
 }
 
 impl Kernel for SumLoop<'_> {
@@ -1186,23 +1266,18 @@ impl Kernel for SumLoop<'_> {
     fn run(self) {
         let SumLoop { terms, dst } = self;
         let n = dst.len();
-        if terms.iter().any(|t| t.len() < n) {
-            return;
-        }
-        match terms[..] {
-            [a, b, c] => {
-                let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
+        let Some(SumRuns { three: [a, b, c], fourth }) = terms.cut(n) else { return };
+        match fourth {
+            None => {
                 for i in 0..n {
                     dst[i] = a[i] + b[i] + c[i];
                 }
             }
-            [a, b, c, d] => {
-                let (a, b, c, d) = (&a[..n], &b[..n], &c[..n], &d[..n]);
+            Some(d) => {
                 for i in 0..n {
                     dst[i] = a[i] + b[i] + c[i] + d[i];
                 }
             }
-            _ => {}
         }
     }
 }
@@ -1210,8 +1285,9 @@ impl Kernel for SumLoop<'_> {
 /// [`Step::SumChain`]'s loop: the runs of its terms, and each link with the
 /// run of its `x`.
 struct SumChainLoop<'a> {
-    terms: smallvec::SmallVec<[&'a [f32]; 4]>,
-    links: smallvec::SmallVec<[(Link, &'a [f32]); 2]>,
+    terms: SumRuns<'a>,
+    first: (Link, &'a [f32]),
+    second: Option<(Link, &'a [f32])>,
     dst: &'a mut [f32],
 }
 
@@ -1278,16 +1354,12 @@ impl Kernel for SumChainLoop<'_> {
     type Output = ();
     #[inline(always)]
     fn run(self) {
-        let SumChainLoop { terms, links, dst } = self;
+        let SumChainLoop { terms, first, second, dst } = self;
         let n = dst.len();
-        if terms.iter().chain(links.iter().map(|l| &l.1)).any(|t| t.len() < n) {
+        let Some(SumRuns { three: [a, b, c], fourth }) = terms.cut(n) else { return };
+        if first.1.len() < n || second.is_some_and(|s| s.1.len() < n) {
             return;
         }
-        let (first, second) = match links[..] {
-            [one] => (one, None),
-            [one, two] => (one, Some(two)),
-            _ => return,
-        };
         macro_rules! second {
             ($sum:expr) => {
                 with_link!(first.0, f => match second {
@@ -1296,16 +1368,9 @@ impl Kernel for SumChainLoop<'_> {
                 })
             };
         }
-        match terms[..] {
-            [a, b, c] => {
-                let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
-                second!(|i: usize| a[i] + b[i] + c[i])
-            }
-            [a, b, c, d] => {
-                let (a, b, c, d) = (&a[..n], &b[..n], &c[..n], &d[..n]);
-                second!(|i: usize| a[i] + b[i] + c[i] + d[i])
-            }
-            _ => {}
+        match fourth {
+            None => second!(|i: usize| a[i] + b[i] + c[i]),
+            Some(d) => second!(|i: usize| a[i] + b[i] + c[i] + d[i]),
         }
     }
 }
@@ -1400,25 +1465,29 @@ fn exec(
         }
         Step::MulThen { op, a, b, c, .. } => vectorize(MulThenLoop { op, a: fc(a), b: fc(b), c: fc(c), dst: fd }),
         Step::Sum { ref terms, .. } => {
-            let mut runs: smallvec::SmallVec<[&[f32]; 4]> = smallvec::SmallVec::new();
-            for &t in terms {
-                let Chunk::Run(r) = fc(t) else { bail!(invalid, "internal: fused sum of a constant") };
-                runs.push(r);
-            }
-            vectorize(SumLoop { terms: runs, dst: fd });
+            let run = |t: Option<&F32In>| match t.map(|&t| fc(t)) {
+                Some(Chunk::Run(r)) => Ok(r),
+                _ => bail!(invalid, "internal: fused sum of a constant"),
+            };
+            let fourth = if terms.len() > 3 { Some(run(terms.get(3))?) } else { None };
+            let terms = SumRuns { three: [run(terms.first())?, run(terms.get(1))?, run(terms.get(2))?], fourth };
+            vectorize(SumLoop { terms, dst: fd });
         }
         Step::SumChain { ref terms, ref links, .. } => {
-            let mut runs: smallvec::SmallVec<[&[f32]; 4]> = smallvec::SmallVec::new();
-            let mut xs: smallvec::SmallVec<[(Link, &[f32]); 2]> = smallvec::SmallVec::new();
-            for &t in terms {
-                let Chunk::Run(r) = fc(t) else { bail!(invalid, "internal: fused sum of a constant") };
-                runs.push(r);
-            }
-            for l in links {
-                let Chunk::Run(r) = fc(l.x) else { bail!(invalid, "internal: fused link to a constant") };
-                xs.push((*l, r));
-            }
-            vectorize(SumChainLoop { terms: runs, links: xs, dst: fd });
+            let run = |t: Option<&F32In>| match t.map(|&t| fc(t)) {
+                Some(Chunk::Run(r)) => Ok(r),
+                _ => bail!(invalid, "internal: fused sum of a constant"),
+            };
+            let link = |l: Option<&Link>| -> Result<(Link, &[f32])> {
+                match l.map(|l| (*l, fc(l.x))) {
+                    Some((l, Chunk::Run(r))) => Ok((l, r)),
+                    _ => bail!(invalid, "internal: fused link to a constant"),
+                }
+            };
+            let fourth = if terms.len() > 3 { Some(run(terms.get(3))?) } else { None };
+            let terms = SumRuns { three: [run(terms.first())?, run(terms.get(1))?, run(terms.get(2))?], fourth };
+            let second = if links.len() > 1 { Some(link(links.get(1))?) } else { None };
+            vectorize(SumChainLoop { terms, first: link(links.first())?, second, dst: fd });
         }
         Step::MulUnary { f, a, b, unary_first, .. } => {
             let (Chunk::Run(a), Chunk::Run(b)) = (fc(a), fc(b)) else {
@@ -1456,6 +1525,241 @@ fn exec(
         }
     }
     Ok(())
+}
+
+/// Rows of chunks of one shape, run in one call ([`exec_tile`]): row `r`
+/// of input `k` starts `r * steps[k]` after the chunk's start, and of the
+/// output `r * out_step`.
+struct Tile<'s> {
+    rows: usize,
+    steps: &'s [usize],
+    out_step: usize,
+}
+
+/// A tile's f32 operand: a run covering all its rows (row `r` starting at
+/// `r * step`), or one value.
+#[derive(Clone, Copy)]
+enum TileIn<'a> {
+    Run(&'a [f32], usize),
+    Splat([f32; 1]),
+}
+
+impl<'a> TileIn<'a> {
+    /// Row `r`'s chunk as `(slice, stride)` for the strided loops.
+    #[inline(always)]
+    fn strided(&self, r: usize) -> (&[f32], isize) {
+        match self {
+            TileIn::Run(s, k) => (s.get(r * k..).unwrap_or(&[]), 1),
+            TileIn::Splat(v) => (&v[..], 0),
+        }
+    }
+
+    /// Row `r`'s chunk.
+    #[inline(always)]
+    fn row(self, r: usize) -> Chunk<'a, f32> {
+        match self {
+            TileIn::Run(s, k) => Chunk::Run(s.get(r * k..).unwrap_or(&[])),
+            TileIn::Splat([v]) => Chunk::Splat(v),
+        }
+    }
+}
+
+/// A kernel run on each row of a tile, all in one vectorized call:
+/// `make(r)` is row `r`'s.
+struct EachRow<F> {
+    rows: usize,
+    make: F,
+}
+
+impl<K: Kernel<Output = ()>, F: Fn(usize) -> K> Kernel for EachRow<F> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        for r in 0..self.rows {
+            (self.make)(r).run();
+        }
+    }
+}
+
+/// Whether [`exec_tile`] runs a lowering: one step, computing f32s
+/// straight into the output from inputs and constants only, or none (a
+/// pad's padding, or an input copied).
+fn tileable(l: &Lowered) -> bool {
+    let ok = |o: &F32In| !matches!(o, F32In::Buf(_));
+    let step = match (&l.steps[..], l.result) {
+        ([], Reg::F32(o)) => return ok(&o),
+        ([step], Reg::Output) => step,
+        _ => return false,
+    };
+    if !matches!(step.dst(), (Dst::Out, false)) {
+        return false;
+    }
+    match step {
+        Step::Unary { a, .. } | Step::AffineUnary { a, .. } => ok(a),
+        Step::Binary { a, b, .. } => ok(a) && ok(b),
+        Step::MulThen { a, b, c, .. } => ok(a) && ok(b) && ok(c),
+        Step::Sum { terms, .. } => terms.iter().all(ok),
+        Step::SumChain { terms, links, .. } => terms.iter().all(ok) && links.iter().all(|l| ok(&l.x)),
+        _ => false,
+    }
+}
+
+/// Run a [`tileable`] step on a tile whose first row is the chunk `at`,
+/// writing row `r` at `out + r * tile.out_step`: the step's dispatch once
+/// per tile instead of once per row (B7: one call per edge column and one
+/// for the interior of 32 rows). `false` when an operand does not cover
+/// the tile (then nothing was written).
+fn exec_tile(
+    lowered: &Lowered,
+    sources: &[AnySource<'_>],
+    at: Span<'_>,
+    tile: &Tile<'_>,
+    out: *mut f32,
+) -> Result<bool> {
+    let (starts, len) = at;
+    let rows = tile.rows;
+    let operand = |o: F32In| -> Option<TileIn<'_>> {
+        match o {
+            F32In::Const(v) => Some(TileIn::Splat([v])),
+            F32In::Input(k) => match sources.get(k)? {
+                AnySource::F32(Source::Scalar(v)) => Some(TileIn::Splat([*v])),
+                AnySource::F32(Source::Slice(s)) => {
+                    let step = *tile.steps.get(k)?;
+                    let need = (rows - 1).checked_mul(step)?.checked_add(len)?;
+                    let run = s.chunk(*starts.get(k)?, need);
+                    (run.len() == need).then_some(TileIn::Run(run, step))
+                }
+                _ => None,
+            },
+            F32In::Buf(_) => None,
+        }
+    };
+    macro_rules! operand {
+        ($o:expr) => {
+            match operand($o) {
+                Some(x) => x,
+                None => return Ok(false),
+            }
+        };
+    }
+    // A run's `(slice, step)`.
+    macro_rules! run {
+        ($o:expr) => {
+            match operand!($o) {
+                TileIn::Run(s, k) => (s, k),
+                TileIn::Splat(_) => return Ok(false),
+            }
+        };
+    }
+    // SAFETY: the tile's output rows lie within the caller's output range,
+    // which this task alone writes, and are disjoint (`out_step >= len`);
+    // no other view of them is alive while the step runs.
+    let dst = |r: usize| unsafe { std::slice::from_raw_parts_mut(out.add(r * tile.out_step), len) };
+    let step = match (&lowered.steps[..], lowered.result) {
+        ([], Reg::F32(o)) => {
+            let x = operand!(o);
+            vectorize(EachRow {
+                rows,
+                make: |r| {
+                    let (src, stride) = x.strided(r);
+                    Map { src, off: 0, stride, dst: dst(r), f: |v: f32| v }
+                },
+            });
+            return Ok(true);
+        }
+        ([step], Reg::Output) => step,
+        _ => return Ok(false),
+    };
+    match *step {
+        Step::Unary { f, a, to_bool: false, .. } => {
+            let x = operand!(a);
+            f32_unary!(f, g => vectorize(EachRow { rows, make: |r| {
+                let (src, stride) = x.strided(r);
+                Map { src, off: 0, stride, dst: dst(r), f: g }
+            } }), return Ok(false))
+        }
+        Step::AffineUnary { f, a, affine, .. } => {
+            let x = operand!(a);
+            let map = |r: usize| {
+                let (src, stride) = x.strided(r);
+                (src, stride, dst(r))
+            };
+            f32_unary!(f, g => match affine {
+                Affine { scale: Some(s), shift: Some(t) } => vectorize(EachRow { rows, make: |r| {
+                    let (src, stride, dst) = map(r);
+                    Map { src, off: 0, stride, dst, f: move |v: f32| g(v * s + t) }
+                } }),
+                Affine { scale: Some(s), shift: None } => vectorize(EachRow { rows, make: |r| {
+                    let (src, stride, dst) = map(r);
+                    Map { src, off: 0, stride, dst, f: move |v: f32| g(v * s) }
+                } }),
+                Affine { scale: None, shift: Some(t) } => vectorize(EachRow { rows, make: |r| {
+                    let (src, stride, dst) = map(r);
+                    Map { src, off: 0, stride, dst, f: move |v: f32| g(v + t) }
+                } }),
+                Affine { scale: None, shift: None } => vectorize(EachRow { rows, make: |r| {
+                    let (src, stride, dst) = map(r);
+                    Map { src, off: 0, stride, dst, f: g }
+                } }),
+            }, return Ok(false))
+        }
+        Step::Binary { f, a, b, to_bool: false, .. } => {
+            let (x, y) = (operand!(a), operand!(b));
+            float_binary_fn!(f32, f, g => vectorize(EachRow { rows, make: |r| {
+                let ((sa, ka), (sb, kb)) = (x.strided(r), y.strided(r));
+                Zip { a: sa, oa: 0, sa: ka, b: sb, ob: 0, sb: kb, dst: dst(r), f: g }
+            } }), return Ok(false))
+        }
+        Step::MulThen { op, a, b, c, .. } => {
+            let (a, b, c) = (operand!(a), operand!(b), operand!(c));
+            vectorize(EachRow {
+                rows,
+                make: |r| MulThenLoop { op, a: a.row(r), b: b.row(r), c: c.row(r), dst: dst(r) },
+            })
+        }
+        Step::Sum { ref terms, .. } | Step::SumChain { ref terms, .. } => {
+            let (Some(&t0), Some(&t1), Some(&t2)) = (terms.first(), terms.get(1), terms.get(2)) else {
+                return Ok(false);
+            };
+            let fourth = match terms.get(3) {
+                Some(&t) => Some(run!(t)),
+                None => None,
+            };
+            let [(a, ka), (b, kb), (c, kc)] = [run!(t0), run!(t1), run!(t2)];
+            let steps = [ka, kb, kc, fourth.map_or(0, |f| f.1)];
+            let terms = SumRuns { three: [a, b, c], fourth: fourth.map(|f| f.0) };
+            let row_terms = |r: usize| terms.row(r, |k| steps[k]);
+            match step {
+                Step::SumChain { links, .. } => {
+                    let Some(l) = links.first() else { return Ok(false) };
+                    let (s, k) = run!(l.x);
+                    let first = (*l, s, k);
+                    let second = match links.get(1) {
+                        Some(l) => {
+                            let (s, k) = run!(l.x);
+                            Some((*l, s, k))
+                        }
+                        None => None,
+                    };
+                    fn moved((l, s, k): (Link, &[f32], usize), r: usize) -> (Link, &[f32]) {
+                        (l, s.get(r * k..).unwrap_or(&[]))
+                    }
+                    vectorize(EachRow {
+                        rows,
+                        make: |r| SumChainLoop {
+                            terms: row_terms(r),
+                            first: moved(first, r),
+                            second: second.map(|x| moved(x, r)),
+                            dst: dst(r),
+                        },
+                    })
+                }
+                _ => vectorize(EachRow { rows, make: |r| SumLoop { terms: row_terms(r), dst: dst(r) } }),
+            }
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 /// Evaluate the lowered program on the chunk `at` into `out`.
@@ -1627,13 +1931,23 @@ impl OutRange {
 /// Evaluate the program over `[start, start + out.len)` into `out`, chunk by chunk.
 fn eval_range(p: &Prepared<'_>, start: usize, out: OutRange, scratch: &mut Scratch, write: Write) -> Result<()> {
     let sources = &p.sources;
-    let mut done = 0;
     let staged = write != Write::Direct;
     let mut stage = if staged { vec![0.0; CHUNK] } else { Vec::new() };
-    let mut cursor = p.geometry.cursor(start);
-    while done < out.len {
-        let (len, lowering) = cursor.chunk(out.len - done);
+    // Tiles only where each step computes straight into the output.
+    let tiles: &[bool] = if write == Write::Direct { &p.tiled } else { &[] };
+    let row_len = p.geometry.dims.last().copied().unwrap_or(1);
+    p.geometry.walk(start, out.len, tiles, |piece| {
+        let Piece { starts, offset: done, len, rows, lowering } = piece;
         let lowered = &p.lowerings[lowering];
+        if rows > 1 {
+            let tile = Tile { rows, steps: &p.geometry.row_steps, out_step: row_len };
+            // SAFETY: the walk keeps a tile within the task's output range.
+            let first = unsafe { out.ptr.add(done) };
+            if !exec_tile(lowered, sources, (starts, len), &tile, first)? {
+                bail!(invalid, "internal: a fused tile whose operands do not cover it");
+            }
+            return Ok(());
+        }
         // SAFETY (both slices below): within the task's output range, which
         // this task alone writes; no view of these elements is alive (an
         // input view of a chunk ends with the chunk's evaluation).
@@ -1649,11 +1963,11 @@ fn eval_range(p: &Prepared<'_>, start: usize, out: OutRange, scratch: &mut Scrat
         let ahead = if write == Write::Stream || p.geometry.row_mode { 0 } else { CHUNK.min(out.len - done - len) };
         let out_next = if write == Write::Direct { ahead } else { 0 };
         if ahead + out_next > 0 {
-            scratch.ahead.aim(sources, (&cursor.starts, len), ahead, &*chunk(len, out_next));
+            scratch.ahead.aim(sources, (starts, len), ahead, &*chunk(len, out_next));
         } else {
             scratch.ahead.idle();
         }
-        let at = (&cursor.starts[..], len);
+        let at = (starts, len);
         if staged {
             eval_chunk(lowered, sources, at, scratch, OutChunk::F32(&mut stage[..len]))?;
             if write == Write::Stream {
@@ -1661,12 +1975,11 @@ fn eval_range(p: &Prepared<'_>, start: usize, out: OutRange, scratch: &mut Scrat
             } else {
                 chunk(0, len).copy_from_slice(&stage[..len]);
             }
+            Ok(())
         } else {
-            eval_chunk(lowered, sources, at, scratch, OutChunk::F32(chunk(0, len)))?;
+            eval_chunk(lowered, sources, at, scratch, OutChunk::F32(chunk(0, len)))
         }
-        done += len;
-        cursor.advance(len);
-    }
+    })?;
     if write == Write::Stream {
         stream_fence();
     }
@@ -1777,6 +2090,8 @@ struct Prepared<'a> {
     sources: Vec<AnySource<'a>>,
     geometry: Geometry,
     lowerings: Vec<Lowered>,
+    /// Per lowering: whether [`exec_tile`] runs it.
+    tiled: Vec<bool>,
 }
 
 fn prepare<'a>(program: &FusedProgram, inputs: &[&'a Value]) -> Result<Prepared<'a>> {
@@ -1869,8 +2184,11 @@ fn prepare<'a>(program: &FusedProgram, inputs: &[&'a Value]) -> Result<Prepared<
         .iter()
         .map(|p| p.instrs.iter().all(|ins| !matches!(ins, Instr::Input(k) if !flat_input(*k))))
         .collect();
-    let geometry = Geometry { dims: shape.iter().copied().collect(), row_mode, cuts, pads: boxes, addrs, flat };
-    Ok(Prepared { shape, regs, sources, geometry, lowerings })
+    let row_steps = addrs.iter().map(|a| a.strides.get(rank.wrapping_sub(2)).copied().unwrap_or(0) as usize).collect();
+    let geometry =
+        Geometry { dims: shape.iter().copied().collect(), row_mode, cuts, pads: boxes, addrs, flat, row_steps };
+    let tiled = lowerings.iter().map(tileable).collect();
+    Ok(Prepared { shape, regs, sources, geometry, lowerings, tiled })
 }
 
 pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: &Meta) -> Result<Value> {
@@ -1886,22 +2204,18 @@ pub(crate) fn fused_elementwise(program: &FusedProgram, inputs: &[&Value], out: 
                 let out_s = buf.as_mut_slice::<bool>();
                 let task = |t: usize, d: &mut [bool]| -> Result<()> {
                     let mut scratch = Scratch::new(&p.lowerings);
-                    let mut done = 0;
-                    let mut cursor = p.geometry.cursor(t * TASK);
-                    while done < d.len() {
-                        let (len, lowering) = cursor.chunk(d.len() - done);
+                    p.geometry.walk(t * TASK, d.len(), &[], |piece| {
+                        let Piece { starts, offset: done, len, lowering, .. } = piece;
                         let ahead = if p.geometry.row_mode { 0 } else { CHUNK.min(d.len() - done - len) };
-                        scratch.ahead.aim(&p.sources, (&cursor.starts, len), ahead, &d[done + len..done + len + ahead]);
+                        scratch.ahead.aim(&p.sources, (starts, len), ahead, &d[done + len..done + len + ahead]);
                         eval_chunk(
                             &p.lowerings[lowering],
                             &p.sources,
-                            (&cursor.starts, len),
+                            (starts, len),
                             &mut scratch,
                             OutChunk::Bool(&mut d[done..done + len]),
-                        )?;
-                        done += len;
-                        cursor.advance(len);
-                    }
+                        )
+                    })?;
                     Ok(())
                 };
                 out_s.par_chunks_mut(TASK).enumerate().try_for_each(|(t, d)| task(t, d))?;
@@ -2321,6 +2635,10 @@ mod tests {
         // Outside, only `u` is read (laid out as the output): its chunks run
         // on across rows; inside, the views are read, row by row.
         assert_eq!(p.geometry.flat, [true, false]);
+        // Both lowerings are one step into the output: whole rows are
+        // computed a tile at a time.
+        assert_eq!(p.tiled, [true, true]);
+        assert_eq!(p.geometry.row_steps, [80, 80, 80, 80, 80, 80]);
         let kinds = |l: &Lowered| -> Vec<&str> {
             l.steps
                 .iter()
