@@ -1364,6 +1364,10 @@ impl Kernel for SumChainLoop<'_> {
             ($sum:expr) => {
                 with_link!(first.0, f => match second {
                     None => chain_lanes(dst, $sum, first.1, f, first.1, |v: f32, _: f32| v),
+                    // Both links read one run (B7's `u` and its centre view
+                    // are the same elements): one load per lane, not two.
+                    Some(second) if std::ptr::eq(second.1.as_ptr(), first.1.as_ptr()) =>
+                        with_link!(second.0, g => chain_lanes(dst, $sum, first.1, f, first.1, g)),
                     Some(second) => with_link!(second.0, g => chain_lanes(dst, $sum, first.1, f, second.1, g)),
                 })
             };
