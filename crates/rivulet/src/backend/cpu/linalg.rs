@@ -79,7 +79,14 @@ fn run_typed<T: Float>(f: LinalgOp, inputs: &[&Value], outs: &[Meta]) -> Result<
         // elements (B9's 1024² Cholesky and LU, 512² eigh: 1.2-1.5x); a
         // batch runs its matrices in parallel instead.
         let par = if count == 1 && m * n >= PARALLEL_MIN_ELEMENTS { Par::rayon(0) } else { Par::Seq };
-        matrix(f, a, m, n, b, k, par)
+        if par == Par::Seq || rayon::current_thread_index().is_some() {
+            return matrix(f, a, m, n, b, k, par);
+        }
+        // faer's threaded routines fork and join many times; from a thread
+        // outside the pool (an eager call) each join is a round trip through
+        // the pool's queue and a wake-up. The whole call on a worker makes
+        // them local (B9's 512² f64 eigh: about 24 against 19 ms).
+        rayon::scope(|_| matrix(f, a, m, n, b, k, par))
     };
     let mut parts: Vec<Parts> = if count > 1 {
         (0..count).into_par_iter().map(one).collect::<Result<_>>()?
