@@ -1599,8 +1599,9 @@ fn tileable(l: &Lowered) -> bool {
         return false;
     }
     match step {
-        Step::Unary { a, .. } | Step::AffineUnary { a, .. } => ok(a),
-        Step::Binary { a, b, .. } => ok(a) && ok(b),
+        // Only the ops `exec_tile` has a loop for (f32 to f32).
+        Step::Unary { f, a, .. } | Step::AffineUnary { f, a, .. } => ok(a) && f32_unary!(*f, _g => true, false),
+        Step::Binary { f, a, b, .. } => ok(a) && ok(b) && float_binary_fn!(f32, *f, _g => true, false),
         Step::MulThen { a, b, c, .. } => ok(a) && ok(b) && ok(c),
         Step::Sum { terms, .. } => terms.iter().all(ok),
         Step::SumChain { terms, links, .. } => terms.iter().all(ok) && links.iter().all(|l| ok(&l.x)),
