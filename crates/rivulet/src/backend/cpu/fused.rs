@@ -275,12 +275,29 @@ impl Geometry {
         }
         let mut col = std::mem::replace(&mut index[last], 0);
         // Each input's start at the row's first element, moved a row at a time.
-        let mut row: Vec<usize> = self.addrs.iter().map(|a| a.at(&index)).collect();
-        let along: Vec<usize> = self.addrs.iter().map(Addr::along_row).collect();
+        let mut row: Starts = self.addrs.iter().map(|a| a.at(&index)).collect();
+        let along: Starts = self.addrs.iter().map(Addr::along_row).collect();
+        // Each input's start at column `c` of the row.
+        let place = |starts: &mut Starts, row: &Starts, c: usize| {
+            for ((st, r), k) in starts.iter_mut().zip(row).zip(&along) {
+                *st = r.wrapping_add(c.wrapping_mul(*k));
+            }
+        };
         let mut kind = (usize::MAX, smallvec::SmallVec::<[Segment; 8]>::new(), false);
         // The chunk being gathered: its starts, and `(offset, len, lowering)`.
-        let mut starts = vec![0; self.addrs.len()];
+        let mut starts: Starts = smallvec::smallvec![0; self.addrs.len()];
         let mut open: Option<(usize, usize, usize)> = None;
+        /// Hand the gathered chunk, if any, to `f`.
+        fn close<F: FnMut(Piece<'_>) -> Result<()>>(
+            open: &mut Option<(usize, usize, usize)>,
+            starts: &[usize],
+            f: &mut F,
+        ) -> Result<()> {
+            match open.take() {
+                Some((offset, len, lowering)) => f(Piece { starts, offset, len, rows: 1, lowering }),
+                None => Ok(()),
+            }
+        }
         let mut done = 0;
         loop {
             let row_pads = self.row_pads(&index);
@@ -303,16 +320,12 @@ impl Geometry {
                 }
             }
             if rows > 1 {
-                if let Some((offset, n, lowering)) = open.take() {
-                    f(Piece { starts: &starts, offset, len: n, rows: 1, lowering })?;
-                }
+                close(&mut open, &starts, &mut f)?;
                 for s in &kind.1 {
                     let mut c = s.lo;
                     while c < s.hi {
                         let n = (s.hi - c).min(CHUNK);
-                        for ((st, r), k) in starts.iter_mut().zip(&row).zip(&along) {
-                            *st = r.wrapping_add(c.wrapping_mul(*k));
-                        }
+                        place(&mut starts, &row, c);
                         f(Piece { starts: &starts, offset: done + c, len: n, rows, lowering: s.lowering })?;
                         c += n;
                     }
@@ -331,12 +344,8 @@ impl Geometry {
                                 continue;
                             }
                         }
-                        if let Some((offset, n, lowering)) = open.take() {
-                            f(Piece { starts: &starts, offset, len: n, rows: 1, lowering })?;
-                        }
-                        for ((st, r), k) in starts.iter_mut().zip(&row).zip(&along) {
-                            *st = r.wrapping_add(c.wrapping_mul(*k));
-                        }
+                        close(&mut open, &starts, &mut f)?;
+                        place(&mut starts, &row, c);
                         let m = n.min(CHUNK);
                         open = Some((done, m, s.lowering));
                         (c, done) = (c + m, done + m);
@@ -354,10 +363,7 @@ impl Geometry {
             }
             col = 0;
         }
-        if let Some((offset, n, lowering)) = open {
-            f(Piece { starts: &starts, offset, len: n, rows: 1, lowering })?;
-        }
-        Ok(())
+        close(&mut open, &starts, &mut f)
     }
 }
 
@@ -1240,6 +1246,16 @@ struct SumRuns<'a> {
 }
 
 impl<'a> SumRuns<'a> {
+    /// The runs of a sum's three or four `terms`, each read through `run`.
+    fn of(terms: &[F32In], run: impl Fn(F32In) -> Chunk<'a, f32>) -> Result<SumRuns<'a>> {
+        let run = |t: Option<&F32In>| match t.map(|&t| run(t)) {
+            Some(Chunk::Run(r)) => Ok(r),
+            _ => bail!(invalid, "internal: fused sum of {} terms, or of a constant", terms.len()),
+        };
+        let fourth = if terms.len() > 3 { Some(run(terms.get(3))?) } else { None };
+        Ok(SumRuns { three: [run(terms.first())?, run(terms.get(1))?, run(terms.get(2))?], fourth })
+    }
+
     /// The terms' runs, each cut to `n`; `None` when one is shorter.
     #[inline(always)]
     fn cut(self, n: usize) -> Option<SumRuns<'a>> {
@@ -1251,10 +1267,10 @@ impl<'a> SumRuns<'a> {
         Some(SumRuns { three: [a.get(..n)?, b.get(..n)?, c.get(..n)?], fourth })
     }
 
-    /// Each run moved on by `r` rows of `step(k)` elements (term `k`).
+    /// Each run moved on by `r` rows of `steps[k]` elements (term `k`).
     #[inline(always)]
-    fn row(self, r: usize, step: impl Fn(usize) -> usize) -> SumRuns<'a> {
-        let at = |s: &'a [f32], k: usize| s.get(r * step(k)..).unwrap_or(&[]);
+    fn row(self, r: usize, steps: [usize; 4]) -> SumRuns<'a> {
+        let at = |s: &'a [f32], k: usize| s.get(r * steps[k]..).unwrap_or(&[]);
         let [a, b, c] = self.three;
         SumRuns { three: [at(a, 0), at(b, 1), at(c, 2)], fourth: self.fourth.map(|d| at(d, 3)) }
     }
@@ -1468,30 +1484,16 @@ fn exec(
                 bail!(dtype, "fused {} of bool", f.name()))
         }
         Step::MulThen { op, a, b, c, .. } => vectorize(MulThenLoop { op, a: fc(a), b: fc(b), c: fc(c), dst: fd }),
-        Step::Sum { ref terms, .. } => {
-            let run = |t: Option<&F32In>| match t.map(|&t| fc(t)) {
-                Some(Chunk::Run(r)) => Ok(r),
-                _ => bail!(invalid, "internal: fused sum of a constant"),
-            };
-            let fourth = if terms.len() > 3 { Some(run(terms.get(3))?) } else { None };
-            let terms = SumRuns { three: [run(terms.first())?, run(terms.get(1))?, run(terms.get(2))?], fourth };
-            vectorize(SumLoop { terms, dst: fd });
-        }
+        Step::Sum { ref terms, .. } => vectorize(SumLoop { terms: SumRuns::of(terms, fc)?, dst: fd }),
         Step::SumChain { ref terms, ref links, .. } => {
-            let run = |t: Option<&F32In>| match t.map(|&t| fc(t)) {
-                Some(Chunk::Run(r)) => Ok(r),
-                _ => bail!(invalid, "internal: fused sum of a constant"),
-            };
             let link = |l: Option<&Link>| -> Result<(Link, &[f32])> {
                 match l.map(|l| (*l, fc(l.x))) {
                     Some((l, Chunk::Run(r))) => Ok((l, r)),
                     _ => bail!(invalid, "internal: fused link to a constant"),
                 }
             };
-            let fourth = if terms.len() > 3 { Some(run(terms.get(3))?) } else { None };
-            let terms = SumRuns { three: [run(terms.first())?, run(terms.get(1))?, run(terms.get(2))?], fourth };
             let second = if links.len() > 1 { Some(link(links.get(1))?) } else { None };
-            vectorize(SumChainLoop { terms, first: link(links.first())?, second, dst: fd });
+            vectorize(SumChainLoop { terms: SumRuns::of(terms, fc)?, first: link(links.first())?, second, dst: fd });
         }
         Step::MulUnary { f, a, b, unary_first, .. } => {
             let (Chunk::Run(a), Chunk::Run(b)) = (fc(a), fc(b)) else {
@@ -1613,14 +1615,8 @@ fn tileable(l: &Lowered) -> bool {
 /// writing row `r` at `out + r * tile.out_step`: the step's dispatch once
 /// per tile instead of once per row (B7: one call per edge column and one
 /// for the interior of 32 rows). `false` when an operand does not cover
-/// the tile (then nothing was written).
-fn exec_tile(
-    lowered: &Lowered,
-    sources: &[AnySource<'_>],
-    at: Span<'_>,
-    tile: &Tile<'_>,
-    out: *mut f32,
-) -> Result<bool> {
+/// the tile (then nothing was written): never, for a tile of the walk.
+fn exec_tile(lowered: &Lowered, sources: &[AnySource<'_>], at: Span<'_>, tile: &Tile<'_>, out: *mut f32) -> bool {
     let (starts, len) = at;
     let rows = tile.rows;
     let operand = |o: F32In| -> Option<TileIn<'_>> {
@@ -1643,7 +1639,7 @@ fn exec_tile(
         ($o:expr) => {
             match operand($o) {
                 Some(x) => x,
-                None => return Ok(false),
+                None => return false,
             }
         };
     }
@@ -1652,7 +1648,7 @@ fn exec_tile(
         ($o:expr) => {
             match operand!($o) {
                 TileIn::Run(s, k) => (s, k),
-                TileIn::Splat(_) => return Ok(false),
+                TileIn::Splat(_) => return false,
             }
         };
     }
@@ -1670,10 +1666,10 @@ fn exec_tile(
                     Map { src, off: 0, stride, dst: dst(r), f: |v: f32| v }
                 },
             });
-            return Ok(true);
+            return true;
         }
         ([step], Reg::Output) => step,
-        _ => return Ok(false),
+        _ => return false,
     };
     match *step {
         Step::Unary { f, a, to_bool: false, .. } => {
@@ -1681,7 +1677,7 @@ fn exec_tile(
             f32_unary!(f, g => vectorize(EachRow { rows, make: |r| {
                 let (src, stride) = x.strided(r);
                 Map { src, off: 0, stride, dst: dst(r), f: g }
-            } }), return Ok(false))
+            } }), return false)
         }
         Step::AffineUnary { f, a, affine, .. } => {
             let x = operand!(a);
@@ -1706,14 +1702,14 @@ fn exec_tile(
                     let (src, stride, dst) = map(r);
                     Map { src, off: 0, stride, dst, f: g }
                 } }),
-            }, return Ok(false))
+            }, return false)
         }
         Step::Binary { f, a, b, to_bool: false, .. } => {
             let (x, y) = (operand!(a), operand!(b));
             float_binary_fn!(f32, f, g => vectorize(EachRow { rows, make: |r| {
                 let ((sa, ka), (sb, kb)) = (x.strided(r), y.strided(r));
                 Zip { a: sa, oa: 0, sa: ka, b: sb, ob: 0, sb: kb, dst: dst(r), f: g }
-            } }), return Ok(false))
+            } }), return false)
         }
         Step::MulThen { op, a, b, c, .. } => {
             let (a, b, c) = (operand!(a), operand!(b), operand!(c));
@@ -1724,7 +1720,7 @@ fn exec_tile(
         }
         Step::Sum { ref terms, .. } | Step::SumChain { ref terms, .. } => {
             let (Some(&t0), Some(&t1), Some(&t2)) = (terms.first(), terms.get(1), terms.get(2)) else {
-                return Ok(false);
+                return false;
             };
             let fourth = match terms.get(3) {
                 Some(&t) => Some(run!(t)),
@@ -1733,10 +1729,10 @@ fn exec_tile(
             let [(a, ka), (b, kb), (c, kc)] = [run!(t0), run!(t1), run!(t2)];
             let steps = [ka, kb, kc, fourth.map_or(0, |f| f.1)];
             let terms = SumRuns { three: [a, b, c], fourth: fourth.map(|f| f.0) };
-            let row_terms = |r: usize| terms.row(r, |k| steps[k]);
+            let row_terms = |r: usize| terms.row(r, steps);
             match step {
                 Step::SumChain { links, .. } => {
-                    let Some(l) = links.first() else { return Ok(false) };
+                    let Some(l) = links.first() else { return false };
                     let (s, k) = run!(l.x);
                     let first = (*l, s, k);
                     let second = match links.get(1) {
@@ -1762,9 +1758,9 @@ fn exec_tile(
                 _ => vectorize(EachRow { rows, make: |r| SumLoop { terms: row_terms(r), dst: dst(r) } }),
             }
         }
-        _ => return Ok(false),
+        _ => return false,
     }
-    Ok(true)
+    true
 }
 
 /// Evaluate the lowered program on the chunk `at` into `out`.
@@ -1948,7 +1944,7 @@ fn eval_range(p: &Prepared<'_>, start: usize, out: OutRange, scratch: &mut Scrat
             let tile = Tile { rows, steps: &p.geometry.row_steps, out_step: row_len };
             // SAFETY: the walk keeps a tile within the task's output range.
             let first = unsafe { out.ptr.add(done) };
-            if !exec_tile(lowered, sources, (starts, len), &tile, first)? {
+            if !exec_tile(lowered, sources, (starts, len), &tile, first) {
                 bail!(invalid, "internal: a fused tile whose operands do not cover it");
             }
             return Ok(());

@@ -83,9 +83,9 @@ fn run_typed<T: Float>(f: LinalgOp, inputs: &[&Value], outs: &[Meta]) -> Result<
             return matrix(f, a, m, n, b, k, par);
         }
         // faer's threaded routines fork and join many times; from a thread
-        // outside the pool (an eager call) each join is a round trip through
-        // the pool's queue and a wake-up. The whole call on a worker makes
-        // them local (B9's 512² f64 eigh: about 24 against 19 ms).
+        // outside the pool (an eager call, or a Session's op) each join is a
+        // trip through the pool's queue and a wake-up. The whole call on a
+        // worker makes them local (B9's 512² f64 eigh: about 24 against 19 ms).
         rayon::scope(|_| matrix(f, a, m, n, b, k, par))
     };
     let mut parts: Vec<Parts> = if count > 1 {
