@@ -196,7 +196,8 @@ fn matmul_transpose_flags() {
     // Large but shallow (depth 10): gemm reads the column-major side directly.
     check_matmul(&rand_tensor(&[512, 10], DType::F32, 53), &rand_tensor(&[400, 10], DType::F32, 54), false, true);
     // Large and wider than one 256-column block, batched, with a transposed
-    // left side: on an AVX2-only CPU these run faer's kernels on all threads.
+    // left side: at the AVX2 level (on any x86 CPU, so in the AVX2 rerun here)
+    // these run faer's kernels on all threads.
     for dtype in [DType::F32, DType::F64] {
         let a = rand_tensor(&[2, 70, 200], dtype, 55);
         check_matmul(&a, &rand_tensor(&[2, 70, 300], dtype, 56), true, false);

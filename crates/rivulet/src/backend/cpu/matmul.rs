@@ -215,16 +215,17 @@ pub(crate) trait GemmFloat: Element {
 }
 
 /// Whether large f32/f64 products use faer's x86 kernels (`private-gemm-x86`)
-/// instead of gemm's: on the AVX2 level of a CPU without AVX-512, where faer
-/// picks the same instruction set. There two threads ran 1.1-1.3x gemm's
-/// speed at n = 1024-2048 (a 2-core AMD EPYC), giving the same bits as gemm
-/// and as faer on one thread (same depth order). Elsewhere gemm's measured
-/// figures stand, and `RIVULET_SIMD` keeps its meaning (faer would pick
-/// AVX-512 itself).
+/// instead of gemm's: at the AVX2 level, on any x86 CPU (the level is chosen
+/// only where the CPU has AVX2 and FMA). On a 2-core AVX2-only AMD EPYC two
+/// threads ran 1.1-1.3x gemm's speed at n = 1024-2048, giving the same bits
+/// as gemm and as faer on one thread (same depth order). The kernels are
+/// called with their instruction set named, so `RIVULET_SIMD=avx2` measures
+/// on an AVX-512 machine what an AVX2-only CPU runs. At the AVX-512 level
+/// gemm's measured figures stand.
 fn faer_for_large_products() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        super::simd::simd_level() == "avx2" && !std::arch::is_x86_feature_detected!("avx512f")
+        super::simd::simd_level() == "avx2"
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -232,11 +233,14 @@ fn faer_for_large_products() -> bool {
     }
 }
 
-/// faer's product for one float type (see [`GemmFloat::product_on_all_threads`]).
+/// faer's AVX2 product for one float type (see
+/// [`GemmFloat::product_on_all_threads`]), as `faer::linalg::matmul` calls
+/// it on an AVX2-only CPU, on all of the pool's threads.
 macro_rules! faer_product {
-    ($t:ty) => {
-        const FAER: bool = true;
+    ($t:ty, $dtype:ident) => {
+        const FAER: bool = cfg!(target_arch = "x86_64");
 
+        #[cfg(target_arch = "x86_64")]
         unsafe fn product_on_all_threads(
             m: usize,
             n: usize,
@@ -248,16 +252,41 @@ macro_rules! faer_product {
             rhs: *const $t,
             rhs_strides: (isize, isize),
         ) {
-            // SAFETY: the caller's contract: three matrices in live
-            // allocations, `dst` written by this call alone.
-            let (dst, lhs, rhs) = unsafe {
-                (
-                    faer::MatMut::from_raw_parts_mut(dst, m, n, dst_rs as isize, 1),
-                    faer::MatRef::from_raw_parts(lhs, m, k, lhs_strides.0, lhs_strides.1),
-                    faer::MatRef::from_raw_parts(rhs, k, n, rhs_strides.0, rhs_strides.1),
+            use private_gemm_x86::{Accum, DType, DstKind, IType, InstrSet};
+            let alpha: $t = 1.0;
+            // SAFETY: the caller's contract (three matrices in live
+            // allocations, `dst` written by this call alone, strides in
+            // elements); no index lists, no diagonal; the AVX2 level is only
+            // chosen on CPUs with AVX2 and FMA.
+            unsafe {
+                private_gemm_x86::gemm(
+                    DType::$dtype,
+                    IType::U32,
+                    InstrSet::Avx256,
+                    m,
+                    n,
+                    k,
+                    dst.cast(),
+                    dst_rs as isize,
+                    1,
+                    std::ptr::null(),
+                    std::ptr::null(),
+                    DstKind::Full,
+                    Accum::Replace,
+                    lhs.cast(),
+                    lhs_strides.0,
+                    lhs_strides.1,
+                    false,
+                    std::ptr::null(),
+                    0,
+                    rhs.cast(),
+                    rhs_strides.0,
+                    rhs_strides.1,
+                    false,
+                    (&raw const alpha).cast(),
+                    rayon::current_num_threads(),
                 )
-            };
-            faer::linalg::matmul::matmul(dst, faer::Accum::Replace, lhs, rhs, 1.0, faer::Par::rayon(0));
+            }
         }
     };
 }
@@ -421,7 +450,7 @@ gemm_with_kernels!(gemm_f32_scalar, f32, gemm_common::simd::Scalar, 1, gemm_f32:
 gemm_with_kernels!(gemm_f64_scalar, f64, gemm_common::simd::Scalar, 1, gemm_f64::microkernel::scalar::f64);
 
 impl GemmFloat for f32 {
-    faer_product!(f32);
+    faer_product!(f32, F32);
 
     fn kernels() -> GemmFn<f32> {
         #[cfg(target_arch = "x86_64")]
@@ -435,7 +464,7 @@ impl GemmFloat for f32 {
 }
 
 impl GemmFloat for f64 {
-    faer_product!(f64);
+    faer_product!(f64, F64);
 
     fn kernels() -> GemmFn<f64> {
         #[cfg(target_arch = "x86_64")]
