@@ -242,7 +242,7 @@ enum PendingState {
         timeout: Duration,
         what: String,
         on_timeout: Box<dyn Fn(&str) + Send>,
-        waiters: Option<Arc<AtomicUsize>>,
+        waiters: Option<Arc<Waiters>>,
     },
 }
 
@@ -263,12 +263,12 @@ impl Pending {
         Pending { state: PendingState::Waiting { rx, timeout, what, on_timeout, waiters: None } }
     }
 
-    /// This pending with a count that [`Pending::wait`] raises while it
-    /// blocks: a communicator that polls gently while the caller computes
-    /// polls flat out while someone waits.
-    pub fn with_waiters(mut self, count: Arc<AtomicUsize>) -> Pending {
+    /// This pending with its communicator's [`Waiters`], which
+    /// [`Pending::wait`] joins while it blocks: a communicator that polls
+    /// gently while the caller computes is woken to poll flat out.
+    pub fn with_waiters(mut self, shared: Arc<Waiters>) -> Pending {
         if let PendingState::Waiting { waiters, .. } = &mut self.state {
-            *waiters = Some(count);
+            *waiters = Some(shared);
         }
         self
     }
@@ -297,19 +297,63 @@ impl Pending {
     }
 }
 
-/// Counts a thread blocked in [`Pending::wait`] while it lives.
-struct Waiting<'a>(&'a AtomicUsize);
+/// The threads blocked in [`Pending::wait`] on one communicator, and the
+/// thread that polls its collectives: it naps between polls while nobody
+/// waits (leaving the cores to the computation the collective overlaps) and
+/// is woken to poll flat out when someone starts waiting.
+pub struct Waiters {
+    count: AtomicUsize,
+    poller: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl Waiters {
+    /// Nobody waiting, and no poller yet.
+    pub fn new() -> Waiters {
+        Waiters { count: AtomicUsize::new(0), poller: std::sync::OnceLock::new() }
+    }
+
+    /// The calling thread polls this communicator's collectives.
+    pub fn set_poller(&self) {
+        let _ = self.poller.set(std::thread::current());
+    }
+
+    /// Whether someone is blocked waiting for a result.
+    pub fn any(&self) -> bool {
+        self.count.load(Ordering::Acquire) > 0
+    }
+
+    /// On the poller: sleep until the next poll is due, or until someone
+    /// starts waiting.
+    pub fn nap(&self, poll: Duration) {
+        if !self.any() {
+            std::thread::park_timeout(poll);
+        }
+    }
+}
+
+impl Default for Waiters {
+    fn default() -> Waiters {
+        Waiters::new()
+    }
+}
+
+/// Counts a thread blocked in [`Pending::wait`] while it lives, and wakes
+/// the poller when it starts.
+struct Waiting<'a>(&'a Waiters);
 
 impl<'a> Waiting<'a> {
-    fn new(count: &'a AtomicUsize) -> Waiting<'a> {
-        count.fetch_add(1, Ordering::AcqRel);
-        Waiting(count)
+    fn new(waiters: &'a Waiters) -> Waiting<'a> {
+        waiters.count.fetch_add(1, Ordering::AcqRel);
+        if let Some(poller) = waiters.poller.get() {
+            poller.unpark();
+        }
+        Waiting(waiters)
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -534,5 +578,39 @@ pub fn plain_mpi_all_reduce_f32(n: usize, reps: usize) -> Result<Vec<f64>> {
     {
         let _ = (n, reps);
         Err(Error::unimplemented("this build has no MPI (rebuild with `--features mpi`)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread that starts waiting wakes the poller from a long nap; while
+    /// someone waits, the poller does not nap at all.
+    #[test]
+    fn a_waiter_wakes_the_napping_poller() {
+        let waiters = Arc::new(Waiters::new());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let poller = {
+            let waiters = waiters.clone();
+            std::thread::spawn(move || {
+                waiters.set_poller();
+                ready_tx.send(()).unwrap();
+                let start = std::time::Instant::now();
+                waiters.nap(Duration::from_secs(30));
+                start.elapsed()
+            })
+        };
+        ready_rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let waiting = Waiting::new(&waiters);
+        assert!(waiters.any());
+        // Woken, not timed out (the nap was 30 s).
+        assert!(poller.join().unwrap() < Duration::from_secs(10));
+        let start = std::time::Instant::now();
+        waiters.nap(Duration::from_secs(30));
+        assert!(start.elapsed() < Duration::from_secs(10));
+        drop(waiting);
+        assert!(!waiters.any());
     }
 }
