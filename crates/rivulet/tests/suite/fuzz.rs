@@ -495,6 +495,11 @@ fn counts_from_the_caller_never_size_an_infallible_allocation() {
     let big = ops::broadcast_to(&Tensor::scalar(1.0f32), [HUGE]).unwrap();
     assert_error(ops::exp(&big), "exp of 2^40 elements");
     assert!(big.to_vec::<f32>().is_err());
+    // The reference device too (it widens every element to 16 bytes).
+    let on_reference = rivulet::device("/reference:0", || ops::exp(&big)).unwrap();
+    assert_error(on_reference, "exp of 2^40 elements on the reference device");
+    let matmul = rivulet::device("/reference:0", || ops::matmul(&col, &row)).unwrap();
+    assert_error(matmul, "a 2^64-element product on the reference device");
 }
 
 #[test]

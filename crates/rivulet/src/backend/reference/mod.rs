@@ -60,10 +60,18 @@ impl Elems {
     }
 }
 
+/// Refuse an op whose working set the host cannot hold: this backend
+/// widens each element to 16 bytes (f64 or i128) and lists its position
+/// (8 more), so a large view or output would abort the process otherwise.
+fn admit(elements: usize) -> Result<()> {
+    crate::tensor::storage::check_request(elements.saturating_mul(24))
+}
+
 /// Buffer positions of a layout's elements in row-major order.
-fn positions(l: &Layout) -> Vec<usize> {
+fn positions(l: &Layout) -> Result<Vec<usize>> {
     let shape = l.shape();
     let n = l.numel();
+    admit(n)?;
     let mut out = Vec::with_capacity(n);
     let mut idx = vec![0usize; shape.rank()];
     for _ in 0..n {
@@ -80,12 +88,12 @@ fn positions(l: &Layout) -> Vec<usize> {
             idx[d] = 0;
         }
     }
-    out
+    Ok(out)
 }
 
-fn read(v: &Value) -> Elems {
-    let at = positions(&v.layout);
-    with_dtype!(v.dtype, T => {
+fn read(v: &Value) -> Result<Elems> {
+    let at = positions(&v.layout)?;
+    Ok(with_dtype!(v.dtype, T => {
         let buf = v.buffer::<T>();
         if T::DTYPE.is_float() {
             Elems::F(at.iter().map(|&i| buf[i].to_f64()).collect())
@@ -94,12 +102,12 @@ fn read(v: &Value) -> Elems {
             let unsigned64 = T::DTYPE == DType::U64;
             Elems::I(at.iter().map(|&i| if unsigned64 { buf[i].to_i64() as u64 as i128 } else { buf[i].to_i64() as i128 }).collect())
         }
-    })
+    }))
 }
 
 /// The elements of `v` broadcast to `shape`.
 fn read_as(v: &Value, shape: &Shape) -> Result<Elems> {
-    Ok(read(&v.view(v.layout.broadcast_to(shape)?)))
+    read(&v.view(v.layout.broadcast_to(shape)?))
 }
 
 /// A new reference value of `dtype` and `shape` holding `e`, each element
@@ -381,6 +389,7 @@ fn gather_positions(
         bail!(invalid, "gather index {bad} is out of range [0, {n_axis}) for axis {axis} of params {params}");
     }
     let j_rank = idx_shape.rank() - batch_dims;
+    admit(out.numel_known())?;
     let mut at = Vec::with_capacity(out.numel_known());
     for o in 0..out.numel_known() {
         let oi = unravel(o, out);
@@ -426,7 +435,7 @@ impl Backend for ReferenceBackend {
     }
 
     fn unary(&self, f: UnaryOp, x: &Value, out: &Meta) -> Result<Value> {
-        let e = match read(x) {
+        let e = match read(x)? {
             Elems::F(v) => Elems::F(v.into_iter().map(|v| float_unary(f, v)).collect()),
             Elems::I(v) => Elems::I(v.into_iter().map(|v| int_unary(f, x.dtype, v)).collect::<Result<_>>()?),
         };
@@ -461,7 +470,7 @@ impl Backend for ReferenceBackend {
     }
 
     fn cast(&self, x: &Value, out: &Meta) -> Result<Value> {
-        write(out.dtype, &out.shape, &read(x))
+        write(out.dtype, &out.shape, &read(x)?)
     }
 
     fn reduce(&self, f: ReduceOp, x: &Value, axes: &[usize], out: &Meta) -> Result<Value> {
@@ -485,8 +494,9 @@ impl Backend for ReferenceBackend {
             g
         };
         let n_out: usize = kept_shape.iter().product();
+        admit(shape.numel_known().saturating_add(n_out))?;
         let g = groups(n_out);
-        let e = match read(x) {
+        let e = match read(x)? {
             Elems::F(v) => Elems::F(
                 g.iter()
                     .map(|members| {
@@ -564,11 +574,12 @@ impl Backend for ReferenceBackend {
             bail!(dtype, "argmax/argmin do not accept {}", x.dtype);
         }
         let shape = x.shape().to_vec();
-        let v = match read(x) {
+        let v = match read(x)? {
             Elems::F(v) => v,
             Elems::I(v) => v.into_iter().map(|x| x as f64).collect(),
         };
         let st = strides_of(&shape);
+        admit(out.shape.numel_known())?;
         let mut best = Vec::with_capacity(out.shape.numel_known());
         for o in 0..out.shape.numel_known() {
             // The output drops `axis`: put it back at 0.
@@ -593,7 +604,7 @@ impl Backend for ReferenceBackend {
         let shape = x.shape().to_vec();
         let st = strides_of(&shape);
         let n = shape[axis];
-        let mut e = read(x);
+        let mut e = read(x)?;
         let lines: Vec<usize> = (0..x.numel()).filter(|&i| unravel(i, &shape)[axis] == 0).collect();
         let order = |j: usize| if reverse { n - 1 - j } else { j };
         match &mut e {
@@ -642,11 +653,12 @@ impl Backend for ReferenceBackend {
                 l = l.permute(&perm);
             }
             let (rows, cols) = if t { (cols, rows) } else { (rows, cols) };
-            Ok((read(&v.view(l)), rows, cols))
+            Ok((read(&v.view(l))?, rows, cols))
         };
         let (ea, _, k) = operand(a, ta)?;
         let (eb, _, _) = operand(b, tb)?;
         let nb: usize = batch.iter().product();
+        admit(out.shape.numel_known())?;
         let e = match (ea, eb) {
             (Elems::F(x), Elems::F(y)) => {
                 let mut o = vec![0.0; nb * m * n];
@@ -681,14 +693,15 @@ impl Backend for ReferenceBackend {
 
     fn assemble(&self, out: &Meta, fill: Scalar, pieces: &[(Layout, &Value)]) -> Result<Value> {
         let n = out.shape.numel_known();
+        admit(n)?;
         let mut e = if out.dtype.is_float() {
             Elems::F(vec![fill.as_f64(); n])
         } else {
             Elems::I(vec![fill.as_i64() as i128; n])
         };
         for (region, v) in pieces {
-            let src = read(v);
-            let at = positions(region);
+            let src = read(v)?;
+            let at = positions(region)?;
             match (&mut e, src) {
                 (Elems::F(o), Elems::F(s)) => at.iter().zip(s).for_each(|(&p, x)| o[p] = x),
                 (Elems::I(o), Elems::I(s)) => at.iter().zip(s).for_each(|(&p, x)| o[p] = x),
@@ -700,6 +713,7 @@ impl Backend for ReferenceBackend {
 
     fn range(&self, start: Scalar, delta: Scalar, out: &Meta) -> Result<Value> {
         let n = out.shape.numel_known();
+        admit(n)?;
         let e = match (start, delta) {
             (Scalar::I64(s), Scalar::I64(d)) if !out.dtype.is_float() => {
                 Elems::I((0..n).map(|i| s.wrapping_add((i as i64).wrapping_mul(d)) as i128).collect())
@@ -713,6 +727,7 @@ impl Backend for ReferenceBackend {
         let s = RandomStream::new(seed, stream);
         let per = RandomStream::per_block(out.dtype, dist);
         let n = out.shape.numel_known();
+        admit(n)?;
         let (mut f, mut ints) = (Vec::new(), Vec::new());
         // Block `b` holds elements `b * per ..`: each block drawn once.
         for b in 0..n.div_ceil(per) {
@@ -731,16 +746,16 @@ impl Backend for ReferenceBackend {
     }
 
     fn gather(&self, params: &Value, indices: &Value, axis: usize, batch_dims: usize, out: &Meta) -> Result<Value> {
-        let idx = read(indices).ints();
+        let idx = read(indices)?.ints();
         let at = gather_positions(params.shape(), &idx, indices.shape(), axis, batch_dims, &out.shape)?;
-        write(out.dtype, &out.shape, &read(params).pick(&at))
+        write(out.dtype, &out.shape, &read(params)?.pick(&at))
     }
 
     fn gather_nd(&self, params: &Value, indices: &Value, out: &Meta) -> Result<Value> {
-        let idx = read(indices).ints();
+        let idx = read(indices)?.ints();
         let (bases, inner) = gather_nd_positions(params.shape(), &idx, indices.shape())?;
         let at: Vec<usize> = bases.iter().flat_map(|&b| b..b + inner).collect();
-        write(out.dtype, &out.shape, &read(params).pick(&at))
+        write(out.dtype, &out.shape, &read(params)?.pick(&at))
     }
 
     fn scatter_add(
@@ -751,13 +766,13 @@ impl Backend for ReferenceBackend {
         batch_dims: usize,
         out: &Meta,
     ) -> Result<Value> {
-        let idx = read(indices).ints();
+        let idx = read(indices)?.ints();
         let at = gather_positions(&out.shape, &idx, indices.shape(), axis, batch_dims, updates.shape())?;
-        scatter(out, &read(updates), &at)
+        scatter(out, &read(updates)?, &at)
     }
 
     fn scatter_nd(&self, indices: &Value, updates: &Value, out: &Meta) -> Result<Value> {
-        let idx = read(indices).ints();
+        let idx = read(indices)?.ints();
         let (bases, inner) = gather_nd_positions(&out.shape, &idx, indices.shape())?;
         let at: Vec<usize> = bases.iter().flat_map(|&b| b..b + inner).collect();
         if at.len() != updates.numel() {
@@ -769,17 +784,18 @@ impl Backend for ReferenceBackend {
                 out.shape
             );
         }
-        scatter(out, &read(updates), &at)
+        scatter(out, &read(updates)?, &at)
     }
 
     fn top_k(&self, x: &Value, k: usize, outs: &[Meta]) -> Result<(Value, Value)> {
         let shape = x.shape();
         let len = *shape.last().unwrap_or(&1);
         let rows = x.numel().checked_div(len).unwrap_or(0);
-        let v = match read(x) {
+        let v = match read(x)? {
             Elems::F(v) => v,
             Elems::I(v) => v.into_iter().map(|x| x as f64).collect(),
         };
+        admit(rows.saturating_mul(k).saturating_mul(2))?;
         let (mut vals, mut idx) = (Vec::with_capacity(rows * k), Vec::with_capacity(rows * k));
         for r in 0..rows {
             let row = &v[r * len..(r + 1) * len];
@@ -812,6 +828,7 @@ impl Backend for ReferenceBackend {
 /// Zeros of `out` with `updates[i]` added at position `at[i]`.
 fn scatter(out: &Meta, updates: &Elems, at: &[usize]) -> Result<Value> {
     let n = out.shape.numel_known();
+    admit(n)?;
     let e = match updates {
         Elems::F(u) => {
             let mut o = vec![0.0; n];
@@ -829,7 +846,7 @@ fn scatter(out: &Meta, updates: &Elems, at: &[usize]) -> Result<Value> {
 
 /// A contiguous copy of `v`'s elements in host memory of `device`, bit for bit.
 fn copy_to(v: &Value, device: Device) -> Result<Value> {
-    let at = positions(&v.layout);
+    let at = positions(&v.layout)?;
     with_dtype!(v.dtype, T => {
         let src = v.buffer::<T>();
         let mut out = try_vec_with_capacity::<T>(at.len())?;
