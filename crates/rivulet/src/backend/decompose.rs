@@ -70,12 +70,19 @@ fn region(shape: &Shape, begin: &[usize], size: &Shape) -> Layout {
     Layout { shape: size.clone(), strides: full.strides.clone(), offset }
 }
 
-/// The first element of a value, as f64 (learning rates, steps, seeds).
+/// The first element of a value: floats as f64, integers exactly as i64
+/// (a 64-bit seed offset through f64 would lose its low bits).
 fn first(be: &dyn Backend, v: &Value) -> Result<Scalar> {
     let host = be.download(v)?;
-    let c = crate::backend::cpu::elementwise::cast(&host, DType::F64)?;
-    match c.contiguous_slice::<f64>().and_then(|s| s.first().copied()) {
-        Some(x) => Ok(Scalar::F64(x)),
+    let first = if v.dtype.is_float() {
+        let c = crate::backend::cpu::elementwise::cast(&host, DType::F64)?;
+        c.contiguous_slice::<f64>().and_then(|s| s.first().copied()).map(Scalar::F64)
+    } else {
+        let c = crate::backend::cpu::elementwise::cast(&host, DType::I64)?;
+        c.contiguous_slice::<i64>().and_then(|s| s.first().copied()).map(Scalar::I64)
+    };
+    match first {
+        Some(x) => Ok(x),
         None => bail!(invalid, "expected a scalar, got shape {}", v.shape()),
     }
 }
@@ -120,7 +127,7 @@ pub(crate) fn run(be: &dyn Backend, op: &Op, inputs: &[&Value], outs: &[Meta], c
         Op::Random { dist, seed, .. } => be.random(dist, out(), *seed, ctx.random_stream)?,
         Op::RandomLike { dist, seed } => match inputs.get(1) {
             Some(offset) => {
-                let o = first(be, offset)?.as_f64() as i64;
+                let o = first(be, offset)?.as_i64();
                 let mixed = crate::op::creation::splitmix64(*seed ^ crate::op::creation::splitmix64(o as u64));
                 be.random(dist, out(), mixed, 0)?
             }
