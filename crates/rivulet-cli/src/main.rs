@@ -18,10 +18,24 @@ struct Cli {
     command: Command,
 }
 
-/// Run `f` with every op it creates placed on `device` (a device scope).
+/// Run `f` with every op it creates placed on `device` (a device scope), or
+/// placed automatically for `auto` (the default device: a GPU where there
+/// is one).
 fn on_device(device: &str, f: impl FnOnce() -> rivulet::Result<()>) -> rivulet::Result<()> {
+    if device.eq_ignore_ascii_case("auto") {
+        return f();
+    }
     let _scope = rivulet::device_scope(device)?;
     f()
+}
+
+/// The device name `--device` resolves to (`auto`: the default device).
+fn resolve_device(device: &str) -> String {
+    if device.eq_ignore_ascii_case("auto") {
+        rivulet::default_device().short_name()
+    } else {
+        device.to_string()
+    }
 }
 
 #[derive(Subcommand)]
@@ -37,8 +51,9 @@ enum Command {
         /// Only this mode.
         #[arg(long, value_parser = ["eager", "graph"])]
         mode: Option<String>,
-        /// Run on this device (`cpu`, `gpu`, `reference`, or a TensorFlow
-        /// device name such as `/gpu:0`).
+        /// Run on this device (`cpu`, `gpu`, `reference`, a TensorFlow
+        /// device name such as `/gpu:0`, or `auto`: the default device). The
+        /// CPU by default, as the peers' figures are.
         #[arg(long, default_value = "cpu")]
         device: String,
     },
@@ -56,8 +71,9 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
-        /// Train on this device (`cpu`, `gpu`, `reference`, or `/gpu:0`...).
-        #[arg(long, default_value = "cpu")]
+        /// Train on this device (`cpu`, `gpu`, `reference`, `/gpu:0`...); by
+        /// default placement is automatic (a GPU where there is one).
+        #[arg(long, default_value = "auto")]
         device: String,
         /// Write TensorBoard logs here (`train/`, `validation/`, `samples/`);
         /// view them with `tensorboard --logdir DIR`.
@@ -134,8 +150,9 @@ enum Command {
         /// print the time of each step.
         #[arg(long)]
         profile: Option<usize>,
-        /// Build (and profile) the default graph on this device (`cpu`, `gpu`, `reference`).
-        #[arg(long, default_value = "cpu")]
+        /// Build (and profile) the default graph on this device (`cpu`, `gpu`,
+        /// `reference`); by default placement is automatic.
+        #[arg(long, default_value = "auto")]
         device: String,
     },
     /// Train a classifier or regressor on a CSV or Parquet table: numeric
@@ -226,7 +243,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench { ids, json, mode, device } => {
-            on_device(&device, || bench::run(&ids, json, mode.as_deref(), &device))
+            on_device(&device, || bench::run(&ids, json, mode.as_deref(), &resolve_device(&device)))
         }
         Command::Demo { eager, model, epochs, quiet, device, logdir, export, distributed } => {
             let mode = if eager { rivulet::nn::ExecutionMode::Eager } else { rivulet::nn::ExecutionMode::Graph };
@@ -276,6 +293,7 @@ fn main() -> ExitCode {
                     rivulet::DeviceKind::Gpu => println!("{d}  ({})", rivulet::gpu_status()),
                 }
             }
+            println!("default device: {} (set RIVULET_DEFAULT_DEVICE to choose another)", rivulet::default_device());
             let driver = rivulet::cuda_probe().describe();
             println!("{driver}");
             if rivulet::collective::MPI_BUILT {

@@ -56,6 +56,23 @@ fn devices_says_what_driver_it_looked_for() {
         assert!(out.status.success(), "{driver}: {}", String::from_utf8_lossy(&out.stderr));
         assert!(stdout.contains("/device:CPU:0") && stdout.contains(says), "{driver}: {stdout}");
         assert!(stdout.contains("running on the CPU"), "{stdout}");
+        assert!(stdout.contains("default device: /device:CPU:0"), "no GPU: the CPU is the default: {stdout}");
+    }
+    // RIVULET_DEFAULT_DEVICE chooses another default; a name that is no
+    // device here is ignored, saying why.
+    for (name, default, warns) in
+        [("/reference:0", "/device:REFERENCE:0", false), ("/device:GPU:7", "/device:CPU:0", true)]
+    {
+        let out = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+            .arg("devices")
+            .env("RIVULET_CUDA_DRIVER", "/nonexistent/libcuda.so.1")
+            .env("RIVULET_DEFAULT_DEVICE", name)
+            .output()
+            .expect("the binary runs");
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{name}: {stderr}");
+        assert!(stdout.contains(&format!("default device: {default}")), "{name}: {stdout}");
+        assert_eq!(stderr.contains("ignoring RIVULET_DEFAULT_DEVICE"), warns, "{name}: {stderr}");
     }
 }
 

@@ -52,7 +52,7 @@ pub use autodiff::{gradients, GradientTape, Unconnected};
 pub use backend::cpu::simd_level;
 pub use backend::cuda::probe::{cuda_probe, CudaProbe};
 pub use backend::cuda::{enable_tensor_float_32_execution, gpu_status, tensor_float_32_execution_enabled};
-pub use backend::{release_cached_memory, synchronize};
+pub use backend::{default_device, release_cached_memory, set_default_device, synchronize};
 pub use context::{device, device_scope, devices, eager_scope, DefaultGraphGuard, DeviceScope};
 pub use error::{Error, ErrorKind, OpContext, Result};
 pub use function::{function, ConcreteFunction, Function, FunctionOptions};

@@ -24,8 +24,9 @@ use crate::op::elementwise::{BinaryOp, UnaryOp};
 use crate::op::reduce::{ArgOp, ReduceOp, ScanOp};
 use crate::op::{Meta, Op};
 use crate::tensor::layout::Layout;
-use crate::tensor::{Device, DeviceKind, Scalar, Value};
+use crate::tensor::{DType, Device, DeviceKind, Scalar, Value};
 use smallvec::SmallVec;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Per-call facts a kernel may need beyond its inputs.
 #[derive(Clone, Copy, Debug)]
@@ -137,6 +138,116 @@ pub(crate) fn backend(device: Device) -> Result<&'static dyn Backend> {
     }
 }
 
+/// The default device, once decided: 0 until then, else
+/// `kind code << 32 | index` (see [`default_device`]).
+static DEFAULT_DEVICE: AtomicU64 = AtomicU64::new(0);
+
+fn encode_device(d: Device) -> u64 {
+    let kind = match d.kind {
+        DeviceKind::Cpu => 1u64,
+        DeviceKind::Reference => 2,
+        DeviceKind::Gpu => 3,
+    };
+    kind << 32 | u64::from(d.index)
+}
+
+fn decode_device(bits: u64) -> Device {
+    let kind = match bits >> 32 {
+        2 => DeviceKind::Reference,
+        3 => DeviceKind::Gpu,
+        _ => DeviceKind::Cpu,
+    };
+    Device { kind, index: bits as u32 }
+}
+
+/// Where ops run when no device scope names a device and their inputs are
+/// host values (TensorFlow's automatic placement): the first GPU where one
+/// was found, else the CPU. `RIVULET_DEFAULT_DEVICE` (a device name, or
+/// `auto`) and [`set_default_device`] choose another.
+///
+/// Within that rule some ops still run on the CPU: those whose values are
+/// all integer or bool scalars (loop counters and predicates, read without
+/// waiting for the device, as TensorFlow keeps int32 in host memory) and
+/// those the device would run on host copies anyway (see [`host_only`]).
+#[inline]
+pub fn default_device() -> Device {
+    match DEFAULT_DEVICE.load(Ordering::Relaxed) {
+        0 => decide_default_device(),
+        bits => decode_device(bits),
+    }
+}
+
+#[cold]
+fn decide_default_device() -> Device {
+    let automatic = || devices().into_iter().find(|d| d.kind == DeviceKind::Gpu).unwrap_or(Device::CPU);
+    let chosen = match std::env::var("RIVULET_DEFAULT_DEVICE") {
+        Ok(name) if !name.trim().is_empty() && !name.trim().eq_ignore_ascii_case("auto") => {
+            match Device::parse(&name).and_then(|d| backend(d).map(|_| d)) {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("rivulet: ignoring RIVULET_DEFAULT_DEVICE: {e}");
+                    automatic()
+                }
+            }
+        }
+        _ => automatic(),
+    };
+    // A concurrent `set_default_device` wins over this first decision.
+    match DEFAULT_DEVICE.compare_exchange(0, encode_device(chosen), Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => chosen,
+        Err(bits) => decode_device(bits),
+    }
+}
+
+/// Make `name` (`/cpu:0`, `/gpu:0`, `/reference:0`...) the default device
+/// of this process (like PyTorch's `torch.set_default_device`); `None`
+/// goes back to the automatic choice. Device scopes still win. A device
+/// this machine lacks is an error naming the devices there are.
+pub fn set_default_device(name: Option<&str>) -> Result<()> {
+    let bits = match name {
+        Some(name) => {
+            let d = Device::parse(name)?;
+            backend(d)?;
+            encode_device(d)
+        }
+        None => 0,
+    };
+    DEFAULT_DEVICE.store(bits, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Whether an op on these values belongs on the host even when automatic
+/// placement chose another device: every value it reads and makes is an
+/// integer or bool scalar (a loop counter, a trip limit, a predicate).
+pub(crate) fn host_scalars<'a>(inputs: impl IntoIterator<Item = &'a Meta>, outputs: &[Meta]) -> bool {
+    let small = |m: &Meta| m.shape.rank() == 0 && !m.dtype.is_float() && !m.dtype.is_complex();
+    !outputs.is_empty() && outputs.iter().all(small) && inputs.into_iter().all(small)
+}
+
+/// Whether every device other than the CPU runs `op` on host copies of
+/// its values (row-sequential host algorithms, collectives, factorizations,
+/// complex values): automatic placement leaves such ops on the CPU, as
+/// TensorFlow places an op without a GPU kernel there.
+pub(crate) fn host_only(op: &Op, values: impl IntoIterator<Item = DType>) -> bool {
+    matches!(op, Op::Host { .. } | Op::Collective { .. } | Op::Linalg { .. } | Op::Complex { .. } | Op::Fft { .. })
+        || values.into_iter().any(|d| d.is_complex())
+}
+
+/// The device automatic placement gives an op that no scope places, whose
+/// inputs are on the host: the default device, unless the op belongs on
+/// the host (see [`default_device`]).
+pub(crate) fn automatic_placement(op: &Op, inputs: &[Meta], outputs: &[Meta]) -> Device {
+    let default = default_device();
+    if default == Device::CPU
+        || host_scalars(inputs, outputs)
+        || host_only(op, inputs.iter().chain(outputs).map(|m| m.dtype))
+    {
+        Device::CPU
+    } else {
+        default
+    }
+}
+
 /// Where an op on inputs from these devices runs when nothing asks for a
 /// device: where all of them are, else the fastest of them (a GPU before
 /// the CPU before the reference device; copies bring the others); the CPU
@@ -187,6 +298,22 @@ pub(crate) fn execute(op: &Op, inputs: &[&Value], ctx: &KernelCtx) -> Result<Val
         return cpu::execute(op, inputs, &outputs, ctx);
     }
     let device = automatic_device(inputs.iter().map(|v| v.device()));
+    execute_on(device, op, inputs, ctx)
+}
+
+/// [`execute`] for an op that no device scope places (eager user ops): on
+/// host inputs (or none) it runs where automatic placement says, else as
+/// [`execute`] (where its inputs are, the fastest of them).
+pub(crate) fn execute_automatic(op: &Op, inputs: &[&Value], ctx: &KernelCtx) -> Result<Values> {
+    if !inputs.iter().all(|v| v.device() == Device::CPU) || default_device() == Device::CPU {
+        return execute(op, inputs, ctx);
+    }
+    let outputs = infer(op, inputs)?;
+    let metas: SmallVec<[Meta; 4]> = inputs.iter().map(|v| Meta::new(v.dtype, v.shape().clone())).collect();
+    let device = automatic_placement(op, &metas, &outputs);
+    if device == Device::CPU {
+        return cpu::execute(op, inputs, &outputs, ctx);
+    }
     execute_on(device, op, inputs, ctx)
 }
 

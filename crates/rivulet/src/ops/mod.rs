@@ -202,7 +202,7 @@ fn eager(op: &Op, inputs: &[&Tensor], location: &'static Location<'static>) -> R
     let ctx = crate::backend::KernelCtx::EAGER;
     let outputs = match context::current_device() {
         Some(device) => crate::backend::execute_on(device, op, &values, &ctx),
-        None => crate::backend::execute(op, &values, &ctx),
+        None => crate::backend::execute_automatic(op, &values, &ctx),
     }
     .map_err(|e| e.with_context(|| op_context(op, None, inputs, location)))?;
     let outputs: SmallVec<[Tensor; 1]> = outputs.into_iter().map(Tensor::from_value).collect();

@@ -14,11 +14,19 @@ use crate::runtime::{State, VariableCell};
 use std::panic::Location;
 
 impl Variable {
-    /// An eager variable holding `initial`.
+    /// An eager variable holding `initial`, on the device of the innermost
+    /// device scope, else on the default device (a GPU where there is one)
+    /// when `initial` is a host value, else where `initial` is.
     pub fn new(name: &str, initial: &Tensor, trainable: bool) -> Result<Variable> {
-        let value = initial.value().map(|_| initial.clone()).map_err(|_| {
+        let held = initial.value().map_err(|_| {
             Error::graph(format!("eager variable '{name}' needs a value; use Variable::in_graph for graph variables"))
         })?;
+        let target = context::current_device()
+            .or_else(|| (held.device() == crate::tensor::Device::CPU).then(crate::backend::default_device));
+        let value = match target {
+            Some(device) if device != held.device() => Tensor::from_value(crate::backend::transfer(held, device)?),
+            _ => initial.clone(),
+        };
         let (dtype, shape) = (value.dtype(), value.shape().clone());
         Ok(Variable::from_parts(name.to_string(), trainable, dtype, shape, State::Eager(VariableCell::new(value))))
     }

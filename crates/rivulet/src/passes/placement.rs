@@ -2,8 +2,11 @@
 //! inserted wherever a value crosses from one device to another (one copy
 //! per value and destination, shared by every reader there).
 //!
-//! A node runs where its device scope asked, else on the CPU. Variable
-//! reads and updates run where their variable's scope put them (the
+//! A node runs where its device scope asked, else where automatic
+//! placement says: the default device (the first GPU where one was found,
+//! else the CPU; [`backend::default_device`]), except for ops that belong on
+//! the host (integer and bool scalars, ops a GPU would run on host copies).
+//! Variable reads and updates run where their variable was placed (the
 //! session's store keeps each value on its device, so a GPU model's weights
 //! never cross to the host). Integer and bool scalars placed on a GPU run
 //! on the CPU (loop counters and predicates: TensorFlow keeps int32 in host
@@ -13,7 +16,7 @@
 use super::{IrEdge, IrGraph, IrNode};
 use crate::backend;
 use crate::error::Result;
-use crate::op::Op;
+use crate::op::{Meta, Op};
 use crate::tensor::{Device, DeviceKind};
 use rustc_hash::FxHashMap;
 
@@ -22,15 +25,17 @@ fn is_variable_op(op: &Op) -> bool {
     matches!(op, Op::Variable { .. } | Op::Assign { .. } | Op::ReadVariable | Op::ResourceApplyUpdate { .. })
 }
 
-/// Whether every value a node reads and makes is an integer or bool
-/// scalar: loop counters, trip limits, predicates. Like TensorFlow's
-/// int32 host memory, such nodes run on the CPU when placed on a GPU, so a
-/// loop's condition is read without waiting for the device.
+/// The metas of the values a node reads.
+fn input_metas(ir: &IrGraph, n: &IrNode) -> Vec<Meta> {
+    n.inputs.iter().filter_map(|e| ir.nodes[e.node].outputs.get(e.index).cloned()).collect()
+}
+
+/// Whether a node reads and makes only integer or bool scalars (loop
+/// counters, trip limits, predicates; see [`backend::host_scalars`]): such
+/// nodes run on the CPU when placed on a GPU, so a loop's condition is read
+/// without waiting for the device.
 fn host_scalar(ir: &IrGraph, n: &IrNode) -> bool {
-    let small = |m: &crate::op::Meta| m.shape.rank() == 0 && !m.dtype.is_float();
-    !n.outputs.is_empty()
-        && n.outputs.iter().all(small)
-        && n.inputs.iter().all(|e| ir.nodes[e.node].outputs.get(e.index).is_some_and(small))
+    backend::host_scalars(&input_metas(ir, n), &n.outputs)
         && !is_variable_op(&n.op)
         && !matches!(n.op, Op::CopyToDevice { .. })
 }
@@ -45,6 +50,17 @@ pub(crate) fn place(ir: &mut IrGraph) -> Result<usize> {
         v
     };
     let host_scalars: Vec<bool> = ir.nodes.iter().map(|n| !n.dead && host_scalar(ir, n)).collect();
+    // Automatic placement: the default device, or the CPU for ops that
+    // belong on the host.
+    let automatic: Vec<Device> = ir
+        .nodes
+        .iter()
+        .zip(&host_scalars)
+        .map(|(n, &host)| match n.device {
+            None if !n.dead && !host => backend::automatic_placement(&n.op, &input_metas(ir, n), &n.outputs),
+            _ => Device::CPU,
+        })
+        .collect();
     // Reads, assignments and updates of a variable go where the variable
     // was placed (TensorFlow's colocation), unless asked elsewhere.
     let variable_device: FxHashMap<crate::graph::NodeId, Device> = ir
@@ -63,11 +79,14 @@ pub(crate) fn place(ir: &mut IrGraph) -> Result<usize> {
             continue;
         }
         let device = match n.device {
-            // Variables stay in the store where their scope put them: on the
-            // CPU unless a GPU or the reference device was asked for.
-            None if is_variable_op(&n.op) => {
-                n.variables.first().and_then(|(v, _)| variable_device.get(v)).copied().unwrap_or(Device::CPU)
-            }
+            // Variables stay in the store where their scope put them, else
+            // on the default device (a GPU where there is one).
+            None if is_variable_op(&n.op) => n
+                .variables
+                .first()
+                .and_then(|(v, _)| variable_device.get(v))
+                .copied()
+                .unwrap_or_else(backend::default_device),
             Some(d) => {
                 backend::backend(d).map_err(|e| e.with_context(|| n.context()))?;
                 if d.kind == DeviceKind::Gpu && host_scalars[i] {
@@ -76,7 +95,7 @@ pub(crate) fn place(ir: &mut IrGraph) -> Result<usize> {
                     d
                 }
             }
-            None => backend::automatic_device(std::iter::empty()),
+            None => automatic[i],
         };
         n.device = Some(device);
     }

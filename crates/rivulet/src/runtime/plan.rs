@@ -117,8 +117,8 @@ impl Inferred {
 pub(crate) struct Plan {
     pub steps: Vec<Step>,
     pub num_slots: usize,
-    /// Constants on the CPU: put in their slots when a run starts, instead
-    /// of being steps.
+    /// Constants (on their devices, copied there when the plan compiled):
+    /// put in their slots when a run starts, instead of being steps.
     pub constants: Vec<(Slot, Value)>,
     /// Per feed (in request order): its slot and expected dtype/shape.
     pub feeds: Vec<(Slot, Meta, String)>,
@@ -287,19 +287,18 @@ fn lower(
         let slot = *slot_of.entry(e).or_insert(next);
         feeds_out.push((slot, meta.clone(), name.clone()));
     }
-    let is_constant = |i: usize| {
-        matches!(ir.nodes[i].op, Op::Const { .. })
-            && !ir.nodes[i].dead
-            && !is_feed[i]
-            && ir.nodes[i].device.is_none_or(|d| d == crate::tensor::Device::CPU)
-    };
+    let is_constant = |i: usize| matches!(ir.nodes[i].op, Op::Const { .. }) && !ir.nodes[i].dead && !is_feed[i];
     let mut constants = Vec::new();
     for i in (0..ir.nodes.len()).filter(|&i| is_constant(i)) {
         if let Op::Const { value } = &ir.nodes[i].op {
             let e = IrEdge { node: i, index: 0 };
             let next = slot_of.len() as Slot;
             let slot = *slot_of.entry(e).or_insert(next);
-            constants.push((slot, value.0.clone()));
+            // On a device, copied there once, when the plan compiles.
+            let device = ir.nodes[i].device.unwrap_or(crate::tensor::Device::CPU);
+            let value =
+                crate::backend::transfer(&value.0, device).map_err(|e| e.with_context(|| ir.nodes[i].context()))?;
+            constants.push((slot, value));
         }
     }
     let order: Vec<usize> =

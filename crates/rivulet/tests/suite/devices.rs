@@ -886,6 +886,20 @@ fn training_with_layers_on_the_reference_device_matches_the_cpu() -> Result<()> 
     Ok(())
 }
 
+/// A variable `w`, the loss `mean((x w)^2)` and a loop counting to `limit`
+/// (integer scalars: placed on the CPU next to a GPU).
+fn small_model(g: &Graph, x: &Tensor, limit: &Tensor) -> Result<(rivulet::Variable, Tensor, Tensor)> {
+    let w = rivulet::Variable::in_graph(g, "w", &Tensor::from_slice(&[0.5f32, -0.25, 1.0], [3, 1])?, true)?;
+    let loss = ops::mean(&ops::square(&ops::matmul(x, &w.read())?)?, rivulet::Axes::All, false)?;
+    let count = rivulet::while_loop(
+        |i: &Tensor| ops::less(i, limit),
+        |i: &Tensor| ops::add(i, &Tensor::scalar(1i32)),
+        ops::mul(limit, 0i32)?,
+        &rivulet::WhileOptions::default(),
+    )?;
+    Ok((w, loss, count))
+}
+
 /// A variable made under a device scope lives on that device: the session
 /// keeps its value there and updates it there (no copy to the host per
 /// step), with the CPU's numbers; loop counters placed on such a device run
@@ -903,17 +917,7 @@ fn variables_live_and_train_on_their_device() -> Result<()> {
         let g = Graph::new();
         let x = g.placeholder("x", DType::F32, [8, 3])?;
         let limit = g.placeholder("limit", DType::I32, ())?;
-        let (w, loss, count) = rivulet::device(device, || -> Result<_> {
-            let w = rivulet::Variable::in_graph(&g, "w", &Tensor::from_slice(&[0.5f32, -0.25, 1.0], [3, 1])?, true)?;
-            let loss = ops::mean(&ops::square(&ops::matmul(&x, &w.read())?)?, rivulet::Axes::All, false)?;
-            let count = rivulet::while_loop(
-                |i: &Tensor| ops::less(i, &limit),
-                |i: &Tensor| ops::add(i, &Tensor::scalar(1i32)),
-                ops::mul(&limit, 0i32)?,
-                &rivulet::WhileOptions::default(),
-            )?;
-            Ok((w, loss, count))
-        })??;
+        let (w, loss, count) = rivulet::device(device, || small_model(&g, &x, &limit))??;
         let train = rivulet::nn::Optimizer::adam(0.1).minimize(&loss, &[&w])?;
         let s = Session::new(&g);
         s.run_targets(&[&g.global_variables_initializer()?])?;
@@ -1243,5 +1247,99 @@ fn fused_and_folded_convolutions_on_the_reference_device_match_the_cpu() -> Resu
         outs.push(s.run(&[&y], &[(&x, &xv)])?.remove(0));
     }
     close("folded, fused convolution", &outs[1], &outs[0]);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Automatic placement: the default device.
+// ---------------------------------------------------------------------------
+
+/// Without a scope, ops go to the default device: the first GPU where one
+/// is found (TensorFlow's automatic placement), else the CPU. The rule is
+/// checked on every machine by a child process of this test binary whose
+/// `RIVULET_DEFAULT_DEVICE` makes the reference device the default (a GPU
+/// stand-in); the checks are the ignored test below.
+#[test]
+fn automatic_placement_follows_the_default_device() {
+    let want = gpu_devices().first().copied().unwrap_or(Device::CPU);
+    if std::env::var_os("RIVULET_DEFAULT_DEVICE").is_none() {
+        assert_eq!(rivulet::default_device(), want, "the first GPU, else the CPU");
+    }
+    let e = rivulet::set_default_device(Some("/device:GPU:7")).unwrap_err();
+    assert!(e.to_string().contains("/device:GPU:7") && e.to_string().contains("/device:CPU:0"), "{e}");
+    assert!(rivulet::set_default_device(Some("/tpu:0")).is_err());
+    let test = "devices::placement_with_the_reference_device_as_default";
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .env("RIVULET_DEFAULT_DEVICE", "/reference:0")
+        .args(["--ignored", "--exact", test, "--test-threads=1"])
+        .output()
+        .expect("the test binary runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("1 passed"), "{test} in a child process:\n{text}");
+}
+
+#[test]
+#[ignore = "run by automatic_placement_follows_the_default_device, in a process whose default device is the reference device"]
+fn placement_with_the_reference_device_as_default() -> Result<()> {
+    assert_eq!(rivulet::default_device(), Device::REFERENCE, "RIVULET_DEFAULT_DEVICE is honoured");
+    let mut rng = Rng(45);
+    let xv = f32s(&mut rng, &[8, 3], -1.0, 1.0);
+    let on_cpu = |f: &dyn Fn() -> Result<Tensor>| rivulet::device("/cpu:0", f)?;
+
+    // Eagerly: host values go to the default device, with the CPU's numbers.
+    let y = ops::exp(&xv)?;
+    assert_eq!(y.device(), Device::REFERENCE);
+    close("exp on the default device", &y, &on_cpu(&|| ops::exp(&xv))?);
+    let r = ops::random_normal(Ctx::Eager, [4], 0.0, 1.0, DType::F32, Some(3))?;
+    assert_eq!(r.device(), Device::REFERENCE, "ops without inputs too");
+    // ... except integer scalars (loop counters), and ops a device runs on host copies.
+    let i = ops::add(&Tensor::scalar(1i32), &Tensor::scalar(2i32))?;
+    assert_eq!((i.device(), i.to_scalar::<i32>()?), (Device::CPU, 3));
+    let spd = Tensor::from_slice(&[4.0f32, 2.0, 2.0, 3.0], [2, 2])?;
+    assert_eq!(ops::cholesky(&spd)?.device(), Device::CPU);
+    assert_eq!(ops::complex(&xv, &xv)?.device(), Device::CPU);
+    // A value already on a device stays there; a scope wins.
+    assert_eq!(ops::neg(&y)?.device(), Device::REFERENCE);
+    assert_eq!(on_cpu(&|| ops::exp(&xv))?.device(), Device::CPU);
+    // Eager variables of host values live on the default device, or the scope's.
+    let v = rivulet::Variable::new("v", &Tensor::from([1.0f32, 2.0]), true)?;
+    assert_eq!(v.read().device(), Device::REFERENCE);
+    let c = rivulet::device("/cpu:0", || rivulet::Variable::new("c", &Tensor::from([1.0f32]), true))??;
+    assert_eq!(c.read().device(), Device::CPU);
+
+    // In a graph: unscoped nodes, variables and their updates on the default
+    // device; the loop counter on the CPU; the same training as on the CPU.
+    let train = |scope: Option<&str>| -> Result<(Tensor, Vec<rivulet::StepProfile>, i32)> {
+        let g = Graph::new();
+        let x = g.placeholder("x", DType::F32, [8, 3])?;
+        let limit = g.placeholder("limit", DType::I32, ())?;
+        let (w, loss, count) = match scope {
+            Some(d) => rivulet::device(d, || small_model(&g, &x, &limit))??,
+            None => small_model(&g, &x, &limit)?,
+        };
+        let train = rivulet::nn::Optimizer::adam(0.1).minimize(&loss, &[&w])?;
+        let s = Session::new(&g);
+        s.run_targets(&[&g.global_variables_initializer()?])?;
+        for _ in 0..4 {
+            s.run_with_targets(&[], &[(&x, &xv)], &[&train])?;
+        }
+        let steps = s.profile(&[&loss], &[(&x, &xv)], &[], 1)?.steps;
+        let n = s.run(&[&count], &[(&limit, &Tensor::scalar(3i32))])?[0].to_scalar::<i32>()?;
+        Ok((s.variable_value(&w)?, steps, n))
+    };
+    let (w, steps, n) = train(None)?;
+    assert_eq!(w.device(), Device::REFERENCE, "the variable lives on the default device");
+    assert_eq!(n, 3);
+    let matmuls: Vec<Device> = steps.iter().filter(|p| p.op.contains("MatMul")).map(|p| p.device).collect();
+    assert!(!matmuls.is_empty() && matmuls.iter().all(|&d| d == Device::REFERENCE), "{steps:?}");
+    let (cpu_w, cpu_steps, _) = train(Some("/cpu:0"))?;
+    assert!(cpu_steps.iter().all(|p| p.device == Device::CPU), "a scope wins: {cpu_steps:?}");
+    close("weights trained on the default device", &w, &cpu_w);
+
+    // Changing the default at run time; `None` goes back to the automatic choice.
+    rivulet::set_default_device(Some("/cpu:0"))?;
+    assert_eq!(ops::exp(&xv)?.device(), Device::CPU);
+    rivulet::set_default_device(None)?;
+    assert_eq!(rivulet::default_device(), Device::REFERENCE, "the environment's choice again");
     Ok(())
 }
