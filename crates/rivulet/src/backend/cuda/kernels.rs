@@ -219,23 +219,32 @@ __device__ void copy(const RvCopy p) {
     }
 }
 
+/* A scalar operand read on the device in its own dtype, as f64: kind 0 f64,
+   1 f32, 2 i64, 3 i32 (UpdateParams::scalar_kind). */
+__device__ __forceinline__ double rv_scalar(const void* p, int kind) {
+    if (kind == 1) return (double)*(const float*)p;
+    if (kind == 2) return (double)*(const long long*)p;
+    if (kind == 3) return (double)*(const int*)p;
+    return *(const double*)p;
+}
+
 /* One optimizer step of the rules of op::optim::UpdateRule, in their
    decomposition's order of operations; lr and step are read on the device
-   (no host round trip). Rule 0 SGD, 1 momentum (h1 momentum, flag
-   nesterov), 2 Adam (h1 b1, h2 b2, h3 eps, h4 weight decay), 3 RMSProp
-   (h1 rho, h2 eps), 4 Adagrad (h1 eps). */
+   in their own dtypes (no host round trip, no cast kernels). Rule 0 SGD,
+   1 momentum (h1 momentum, flag nesterov), 2 Adam (h1 b1, h2 b2, h3 eps,
+   h4 weight decay), 3 RMSProp (h1 rho, h2 eps), 4 Adagrad (h1 eps). */
 struct RvUpdate {
     const void* w; const void* g; const void* s1; const void* s2;
     void* w_out; void* s1_out; void* s2_out;
-    const double* lr; const double* step;
+    const void* lr; const void* step;
     long long n;
     double h1, h2, h3, h4;
-    int rule, flag;
+    int rule, flag, lr_kind, step_kind;
 };
 template <class T>
 __device__ void apply_update(const RvUpdate p) {
     typedef typename Num<T>::acc A;
-    const double lr64 = *p.lr, t = *p.step;
+    const double lr64 = rv_scalar(p.lr, p.lr_kind), t = rv_scalar(p.step, p.step_kind);
     const A lr = (A)lr64;
     const T* w = (const T*)p.w; const T* g = (const T*)p.g;
     const T* s1 = (const T*)p.s1; const T* s2 = (const T*)p.s2;
@@ -718,6 +727,22 @@ pub(crate) struct UpdateParams {
     pub h: [f64; 4],
     pub rule: i32,
     pub flag: i32,
+    pub lr_kind: i32,
+    pub step_kind: i32,
+}
+
+impl UpdateParams {
+    /// How the kernel reads a scalar operand of `dtype` (`rv_scalar`), or
+    /// `None` where it must be cast to f64 first.
+    pub(crate) fn scalar_kind(dtype: DType) -> Option<i32> {
+        match dtype {
+            DType::F64 => Some(0),
+            DType::F32 => Some(1),
+            DType::I64 => Some(2),
+            DType::I32 => Some(3),
+            _ => None,
+        }
+    }
 }
 
 /// [`copy`]'s argument; the C twin is `RvCopy`.

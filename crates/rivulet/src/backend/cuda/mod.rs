@@ -671,13 +671,17 @@ impl CudaBackend {
             return Err(Error::dtype(format!("optimizer update: gradient and slots must be {}", w.dtype)));
         }
         let meta = Meta::new(w.dtype, w.shape().clone());
-        let scalar = |v: &Value| -> Result<Value> {
+        // lr and step as they are where the kernel reads their dtype, else cast to f64.
+        let scalar = |v: &Value| -> Result<(Value, i32)> {
             if v.numel() != 1 {
                 return Err(Error::invalid(format!("expected a scalar, got shape {}", v.shape())));
             }
-            self.cast(v, &Meta::new(DType::F64, v.shape().clone()))
+            match kernels::UpdateParams::scalar_kind(v.dtype) {
+                Some(kind) => Ok((v.clone(), kind)),
+                None => Ok((self.cast(v, &Meta::new(DType::F64, v.shape().clone()))?, 0)),
+            }
         };
-        let (lr, step) = (scalar(inputs[2])?, scalar(inputs[3])?);
+        let ((lr, lr_kind), (step, step_kind)) = (scalar(inputs[2])?, scalar(inputs[3])?);
         let (w, g) = (self.contiguous(w)?, self.contiguous(g)?);
         let slots: Vec<Value> = slots.iter().map(|s| self.contiguous(s)).collect::<Result<_>>()?;
         let mut outs = Vec::with_capacity(1 + slots.len());
@@ -715,9 +719,31 @@ impl CudaBackend {
             h,
             rule: rule_code,
             flag,
+            lr_kind,
+            step_kind,
         };
         self.launch(kernels::apply_update(w.dtype), (grid_for(n, self.gpu.multiprocessors), 1, 1), &mut [arg(&mut p)])?;
         Ok(outs)
+    }
+
+    /// `FusedMatMul`: the cuBLAS product, then bias and activation as one
+    /// generated kernel (two launches where the decomposition makes three,
+    /// with the same roundings).
+    fn fused_matmul(
+        &self,
+        inputs: &[&Value],
+        ta: bool,
+        tb: bool,
+        activation: Option<UnaryOp>,
+        out: &Meta,
+    ) -> Result<Value> {
+        let y = self.matmul(inputs[0], inputs[1], ta, tb, out)?;
+        let mut instrs = vec![Instr::Input(0), Instr::Input(1), Instr::Binary(BinaryOp::Add, 0, 1)];
+        if let Some(f) = activation {
+            instrs.push(Instr::Unary(f, 2));
+        }
+        let program = FusedProgram { output: instrs.len() - 1, instrs, reduce: None };
+        self.run_program(Signature::Program(fingerprint(&program)), &program, &[&y, inputs[2]], out)
     }
 }
 
@@ -740,6 +766,11 @@ impl Backend for CudaBackend {
             {
                 let log = matches!(op, Op::LogSoftmax { .. });
                 Some(self.softmax(inputs[0], log).map(|v| smallvec::smallvec![v]))
+            }
+            Op::FusedMatMul { transpose_a, transpose_b, activation } => {
+                let [out] = outs else { return None };
+                let run = self.fused_matmul(inputs, *transpose_a, *transpose_b, *activation, out);
+                Some(run.map(|v| smallvec::smallvec![v]))
             }
             Op::ApplyUpdate { rule } if inputs.first().is_some_and(|w| w.dtype.is_float()) => {
                 match self.apply_update(rule, inputs) {
