@@ -151,7 +151,7 @@ pub(crate) fn run(be: &dyn Backend, op: &Op, inputs: &[&Value], outs: &[Meta], c
         // Complex parts and transforms: on host copies.
         Op::Complex { .. } | Op::Fft { .. } => return on_host(be, inputs, |v| super::cpu::complex::run(op, v, outs)),
         // Convolutions and pooling: as taps of strided views (`window`).
-        Op::Window { f } => window(&ex, f, inputs, out())?,
+        Op::Window { f } => window(&ex, f, inputs, out(), IM2COL_MAX_ELEMENTS)?,
 
         // Views.
         Op::Reshape { shape } => views::reshape(x(), shape, |v| ex.contiguous(v))?,
@@ -494,6 +494,10 @@ pub(crate) fn on_host(
     kernel(&refs)?.iter().map(|r| transfer(r, be.device())).collect()
 }
 
+/// The largest im2col matrix a convolution builds (elements); larger ones
+/// run tap by tap.
+const IM2COL_MAX_ELEMENTS: usize = 1 << 26;
+
 /// The windows of a convolution or pooling as a padded copy of the input
 /// and, for each tap, a strided view of it `[batch, output..., channels]`
 /// (a stride of `stride · row` along each spatial axis).
@@ -539,6 +543,33 @@ impl Taps {
         let shape = self.geometry.output_shape(channels);
         Layout { shape, strides: self.strides.clone(), offset: self.offsets[t] + c0 }
     }
+    /// Whether the im2col matrix of `channels` channels (every output
+    /// position's window, all taps side by side) has at most `limit` elements:
+    /// then a convolution is one matrix product per group instead of one per
+    /// tap.
+    fn columns_fit(&self, channels: usize, limit: usize) -> bool {
+        let rows = self.geometry.output_shape(1).numel_known();
+        let elements = rows.saturating_mul(self.offsets.len()).saturating_mul(channels);
+        elements > 0 && elements <= limit
+    }
+    /// The im2col matrix of the padded input `p` over channels
+    /// `c0..c0 + channels`: `[batch · output positions, taps · channels]`,
+    /// row `r` holding output position `r`'s window, tap by tap.
+    fn columns(&self, ex: &Ex<'_>, p: &Value, c0: usize, channels: usize) -> Result<Value> {
+        let taps = self.offsets.len();
+        let cols = self.geometry.output_shape(taps * channels);
+        let piece = self.geometry.output_shape(channels);
+        let pieces: Vec<(Layout, Value)> = (0..taps)
+            .map(|t| {
+                let mut begin = vec![0usize; cols.rank()];
+                begin[cols.rank() - 1] = t * channels;
+                (region(&cols, &begin, &piece), p.view(self.layout(t, c0, channels)))
+            })
+            .collect();
+        let refs: Vec<(Layout, &Value)> = pieces.iter().map(|(l, v)| (l.clone(), v)).collect();
+        let m = ex.be.assemble(&Meta::new(p.dtype, cols), Scalar::F64(0.0), &refs)?;
+        views::reshape(&m, &[-1, (taps * channels) as i64], |v| ex.contiguous(v))
+    }
     /// `x` placed in the padded shape, `fill` around it.
     fn pad(&self, ex: &Ex<'_>, x: &Value, fill: Scalar) -> Result<Value> {
         let mut begin = vec![0usize];
@@ -564,6 +595,17 @@ impl Taps {
     }
 }
 
+/// Channels `j·width .. (j + 1)·width` of `v` (`[..., channels]`) as a
+/// `[rows, width]` matrix (one group of a grouped convolution).
+fn channel_group(ex: &Ex<'_>, v: &Value, j: usize, width: usize) -> Result<Value> {
+    let r = v.shape().rank();
+    let mut begin = vec![0usize; r];
+    begin[r - 1] = j * width;
+    let mut size = v.shape().to_vec();
+    size[r - 1] = width;
+    as_matrix(ex, &views::slice(v, &begin, &Meta::new(v.dtype, Shape::from(size))), width)
+}
+
 /// `[rows, channels]`, a contiguous copy where needed.
 fn as_matrix(ex: &Ex<'_>, v: &Value, channels: usize) -> Result<Value> {
     views::reshape(v, &[-1, channels as i64], |v| ex.contiguous(v))
@@ -572,7 +614,13 @@ fn as_matrix(ex: &Ex<'_>, v: &Value, channels: usize) -> Result<Value> {
 /// Convolutions and pooling as taps of strided views: each tap's view is
 /// multiplied by its slice of the filter (or compared, or summed), and the
 /// gradients scatter back through the same views.
-fn window(ex: &Ex<'_>, f: &crate::op::window::WindowOp, inputs: &[&Value], out: &Meta) -> Result<Value> {
+fn window(
+    ex: &Ex<'_>,
+    f: &crate::op::window::WindowOp,
+    inputs: &[&Value],
+    out: &Meta,
+    im2col_limit: usize,
+) -> Result<Value> {
     use crate::op::window::{Geometry, PoolKind, WindowOp};
     let dtype = out.dtype;
     let slice =
@@ -585,7 +633,7 @@ fn window(ex: &Ex<'_>, f: &crate::op::window::WindowOp, inputs: &[&Value], out: 
     let matrix = |b: Value, cg: usize, og: usize| views::reshape(&b, &[cg as i64, og as i64], |v| ex.contiguous(v));
     match f {
         WindowOp::FusedConv { spec, activation } => {
-            let y = window(ex, &WindowOp::Conv { spec: spec.clone() }, &inputs[..2], out)?;
+            let y = window(ex, &WindowOp::Conv { spec: spec.clone() }, &inputs[..2], out, im2col_limit)?;
             let y = ex.binary(BinaryOp::Add, &y, inputs[2])?;
             match activation {
                 Some(f) => ex.unary(*f, &y),
@@ -599,6 +647,20 @@ fn window(ex: &Ex<'_>, f: &crate::op::window::WindowOp, inputs: &[&Value], out: 
             let taps = Taps::new(g);
             let p = taps.pad(ex, x, Scalar::F64(0.0))?;
             let wt = taps_filter(w, taps.offsets.len(), cg, channels)?;
+            let spec_shape: Vec<i64> = out.shape.iter().map(|&d| d as i64).collect();
+            if taps.columns_fit(cg, im2col_limit) {
+                // im2col: one product per group, [rows, taps·cg] x [taps·cg, og].
+                let n = taps.offsets.len();
+                let mut parts = Vec::with_capacity(spec.groups);
+                for j in 0..spec.groups {
+                    let a = taps.columns(ex, &p, j * cg, cg)?;
+                    let b = matrix(slice(&wt, vec![0, 0, j * og], vec![n, cg, og]), n * cg, og)?;
+                    parts.push(ex.op(Op::MatMul { transpose_a: false, transpose_b: false }, &[&a, &b])?);
+                }
+                let refs: Vec<&Value> = parts.iter().collect();
+                let y = if parts.len() == 1 { parts[0].clone() } else { ex.op(Op::Concat { axis: 1 }, &refs)? };
+                return views::reshape(&y, &spec_shape, |v| ex.contiguous(v));
+            }
             let mut acc: Option<Value> = None;
             for t in 0..taps.offsets.len() {
                 let mut parts = Vec::with_capacity(spec.groups);
@@ -614,7 +676,6 @@ fn window(ex: &Ex<'_>, f: &crate::op::window::WindowOp, inputs: &[&Value], out: 
                     None => y,
                 });
             }
-            let spec_shape: Vec<i64> = out.shape.iter().map(|&d| d as i64).collect();
             match acc {
                 Some(a) => views::reshape(&a, &spec_shape, |v| ex.contiguous(v)),
                 None => ex.be.assemble(out, Scalar::F64(0.0), &[]),
@@ -625,23 +686,38 @@ fn window(ex: &Ex<'_>, f: &crate::op::window::WindowOp, inputs: &[&Value], out: 
             let (g, channels) = spec.geometry(&out.shape, w.shape())?;
             let (cg, og) = (g.channels / spec.groups, channels / spec.groups);
             let taps = Taps::new(g);
-            let wt = taps_filter(w, taps.offsets.len(), cg, channels)?;
+            let n = taps.offsets.len();
+            let wt = taps_filter(w, n, cg, channels)?;
+            let dy_group = |j: usize| channel_group(ex, dy, j, og);
+            let shaped =
+                |piece: &Value| views::reshape(piece, &to_spec(&taps.geometry.output_shape(cg)), |v| ex.contiguous(v));
+            // im2col's transpose: one product per group gives every tap's
+            // columns, [rows, og] x [og, taps·cg]; else one product per tap.
+            let columns = if taps.columns_fit(cg, im2col_limit) {
+                let mut all = Vec::with_capacity(spec.groups);
+                for j in 0..spec.groups {
+                    let b = matrix(slice(&wt, vec![0, 0, j * og], vec![n, cg, og]), n * cg, og)?;
+                    all.push(ex.op(Op::MatMul { transpose_a: false, transpose_b: true }, &[&dy_group(j)?, &b])?);
+                }
+                Some(all)
+            } else {
+                None
+            };
             let mut acc = None;
-            for t in 0..taps.offsets.len() {
+            for t in 0..n {
                 let mut pieces = Vec::with_capacity(spec.groups);
                 for j in 0..spec.groups {
-                    let dyj = {
-                        let mut begin = vec![0usize; dy.shape().rank()];
-                        begin[dy.shape().rank() - 1] = j * og;
-                        let mut size = dy.shape().to_vec();
-                        size[dy.shape().rank() - 1] = og;
-                        as_matrix(ex, &slice(dy, begin, size), og)?
+                    let piece = match &columns {
+                        Some(all) => {
+                            let rows = all[j].shape()[0];
+                            views::slice(&all[j], &[0, t * cg], &Meta::new(dtype, Shape::from(vec![rows, cg])))
+                        }
+                        None => {
+                            let b = matrix(block(&wt, t, j, cg, og), cg, og)?;
+                            ex.op(Op::MatMul { transpose_a: false, transpose_b: true }, &[&dy_group(j)?, &b])?
+                        }
                     };
-                    let b = matrix(block(&wt, t, j, cg, og), cg, og)?;
-                    let piece = ex.op(Op::MatMul { transpose_a: false, transpose_b: true }, &[&dyj, &b])?;
-                    let shaped =
-                        views::reshape(&piece, &to_spec(&taps.geometry.output_shape(cg)), |v| ex.contiguous(v))?;
-                    pieces.push((taps.layout(t, j * cg, cg), shaped));
+                    pieces.push((taps.layout(t, j * cg, cg), shaped(&piece)?));
                 }
                 acc = Some(taps.scatter(ex, dtype, &pieces, acc)?);
             }
@@ -660,16 +736,25 @@ fn window(ex: &Ex<'_>, f: &crate::op::window::WindowOp, inputs: &[&Value], out: 
             let n = taps.offsets.len();
             let whole = Shape::from(vec![n, cg, channels]);
             let mut blocks = Vec::with_capacity(n * spec.groups);
-            for t in 0..n {
+            if taps.columns_fit(cg, im2col_limit) {
+                // im2col: one product per group, [taps·cg, rows] x [rows, og].
                 for j in 0..spec.groups {
-                    let a = as_matrix(ex, &p.view(taps.layout(t, j * cg, cg)), cg)?;
-                    let mut begin = vec![0usize; dy.shape().rank()];
-                    begin[dy.shape().rank() - 1] = j * og;
-                    let mut size = dy.shape().to_vec();
-                    size[dy.shape().rank() - 1] = og;
-                    let d = as_matrix(ex, &slice(dy, begin, size), og)?;
-                    let b = ex.op(Op::MatMul { transpose_a: true, transpose_b: false }, &[&a, &d])?;
-                    blocks.push((region(&whole, &[t, 0, j * og], &Shape::from(vec![1, cg, og])), b));
+                    let a = taps.columns(ex, &p, j * cg, cg)?;
+                    let b = ex.op(
+                        Op::MatMul { transpose_a: true, transpose_b: false },
+                        &[&a, &channel_group(ex, dy, j, og)?],
+                    )?;
+                    let b = views::reshape(&b, &[n as i64, cg as i64, og as i64], |v| ex.contiguous(v))?;
+                    blocks.push((region(&whole, &[0, 0, j * og], &Shape::from(vec![n, cg, og])), b));
+                }
+            } else {
+                for t in 0..n {
+                    for j in 0..spec.groups {
+                        let a = as_matrix(ex, &p.view(taps.layout(t, j * cg, cg)), cg)?;
+                        let d = channel_group(ex, dy, j, og)?;
+                        let b = ex.op(Op::MatMul { transpose_a: true, transpose_b: false }, &[&a, &d])?;
+                        blocks.push((region(&whole, &[t, 0, j * og], &Shape::from(vec![1, cg, og])), b));
+                    }
                 }
             }
             let refs: Vec<(Layout, &Value)> = blocks.iter().map(|(l, v)| (l.clone(), v)).collect();
@@ -816,4 +901,69 @@ fn first_max_masks(ex: &Ex<'_>, taps: &Taps, x: &Value, out: &Shape) -> Result<V
         masks.push(m);
     }
     Ok(masks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::window::{ConvSpec, Padding, WindowOp};
+    use crate::tensor::Device;
+
+    fn value(shape: &[usize], seed: u64) -> Value {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|i| (((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0) - 1.0).collect();
+        let buf = crate::tensor::storage::HostBuffer::from_slice(&v).expect("buffer");
+        Value::from_buffer(DType::F32, Shape::new(shape), buf)
+    }
+
+    fn floats(be: &dyn Backend, v: &Value) -> Vec<f64> {
+        let host = be.download(v).expect("download");
+        let c = crate::backend::cpu::elementwise::cast(&host, DType::F64).expect("cast");
+        c.contiguous_slice::<f64>().expect("contiguous").to_vec()
+    }
+
+    /// A convolution and both its gradients give the same values through
+    /// im2col (one product per group) and tap by tap (one per tap, for
+    /// matrices too large to build): grouped, strided SAME, dilated.
+    #[test]
+    fn convolutions_through_im2col_match_tap_by_tap() {
+        let be = super::super::backend(Device::REFERENCE).expect("reference");
+        let ex = Ex { be, ctx: &KernelCtx::EAGER };
+        for (strides, dilations, groups) in [([2, 1], [1, 1], 2), ([1, 1], [2, 1], 1), ([3, 2], [1, 2], 3)] {
+            let spec =
+                ConvSpec { strides: strides.to_vec(), dilations: dilations.to_vec(), padding: Padding::Same, groups };
+            let (x, w) = (value(&[2, 7, 6, 6], 1), value(&[3, 2, 6 / groups, 6], 2));
+            let y_meta = Op::Window { f: Box::new(WindowOp::Conv { spec: spec.clone() }) }
+                .infer(&[Meta::new(DType::F32, x.shape().clone()), Meta::new(DType::F32, w.shape().clone())])
+                .expect("conv shape")[0]
+                .clone();
+            let dy = value(y_meta.shape.dims(), 3);
+            let cases = [
+                (WindowOp::Conv { spec: spec.clone() }, vec![&x, &w], y_meta.clone()),
+                (
+                    WindowOp::ConvBackpropInput { spec: spec.clone(), input_spatial: vec![7, 6] },
+                    vec![&dy, &w],
+                    Meta::new(DType::F32, x.shape().clone()),
+                ),
+                (
+                    WindowOp::ConvBackpropFilter { spec: spec.clone(), window: vec![3, 2] },
+                    vec![&x, &dy],
+                    Meta::new(DType::F32, w.shape().clone()),
+                ),
+            ];
+            for (op, inputs, out) in cases {
+                let im2col = window(&ex, &op, &inputs, &out, usize::MAX).expect("im2col");
+                let taps = window(&ex, &op, &inputs, &out, 0).expect("tap by tap");
+                assert_eq!(im2col.shape(), &out.shape, "{op:?}");
+                let (a, b) = (floats(be, &im2col), floats(be, &taps));
+                assert!(a.iter().any(|&v| v != 0.0), "{op:?}: all zeros");
+                for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+                    assert!(
+                        (p - q).abs() <= 1e-5 * (1.0 + p.abs()),
+                        "{op:?} {strides:?} {dilations:?}: element {i}: {p} vs {q}"
+                    );
+                }
+            }
+        }
+    }
 }
