@@ -693,7 +693,8 @@ fn window(
                 |piece: &Value| views::reshape(piece, &to_spec(&taps.geometry.output_shape(cg)), |v| ex.contiguous(v));
             // im2col's transpose: one product per group gives every tap's
             // columns, [rows, og] x [og, taps·cg]; else one product per tap.
-            let columns = if taps.columns_fit(cg, im2col_limit) {
+            // (Every group's columns stay alive through the taps: sized together.)
+            let columns = if taps.columns_fit(cg * spec.groups, im2col_limit) {
                 let mut all = Vec::with_capacity(spec.groups);
                 for j in 0..spec.groups {
                     let b = matrix(slice(&wt, vec![0, 0, j * og], vec![n, cg, og]), n * cg, og)?;

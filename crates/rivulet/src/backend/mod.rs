@@ -248,6 +248,30 @@ pub(crate) fn automatic_placement(op: &Op, inputs: &[Meta], outputs: &[Meta]) ->
     }
 }
 
+/// Where a variable that no scope places lives: where automatic placement
+/// puts its value (the default device; the CPU for an integer or bool
+/// scalar such as a step counter).
+pub(crate) fn automatic_variable_device(meta: &Meta) -> Device {
+    let op = Op::Variable { dtype: meta.dtype, shape: meta.shape.clone() };
+    automatic_placement(&op, &[], std::slice::from_ref(meta))
+}
+
+/// TensorFlow's soft placement: an op that `device` cannot run (its
+/// backend says `Unimplemented`: a rank or size past a kernel's limits)
+/// runs on the CPU instead, its inputs copied there; readers of its outputs
+/// copy them on as they need.
+fn or_on_cpu(device: Device, ran: Result<Values>, op: &Op, inputs: &[&Value], ctx: &KernelCtx) -> Result<Values> {
+    match ran {
+        Err(e) if device != Device::CPU && e.kind() == crate::error::ErrorKind::Unimplemented => {
+            let host: SmallVec<[Value; 4]> = inputs.iter().map(|v| transfer(v, Device::CPU)).collect::<Result<_>>()?;
+            let host: SmallVec<[&Value; 4]> = host.iter().collect();
+            let outputs = infer(op, &host)?;
+            cpu::execute(op, &host, &outputs, ctx)
+        }
+        ran => ran,
+    }
+}
+
 /// Where an op on inputs from these devices runs when nothing asks for a
 /// device: where all of them are, else the fastest of them (a GPU before
 /// the CPU before the reference device; copies bring the others); the CPU
@@ -329,10 +353,10 @@ pub(crate) fn execute_on(device: Device, op: &Op, inputs: &[&Value], ctx: &Kerne
         let moved: SmallVec<[Value; 4]> = inputs.iter().map(|v| transfer(v, device)).collect::<Result<_>>()?;
         let moved: SmallVec<[&Value; 4]> = moved.iter().collect();
         let outputs = infer(op, &moved)?;
-        return run_inferred(be, op, &moved, &outputs, ctx);
+        return or_on_cpu(device, run_inferred(be, op, &moved, &outputs, ctx), op, inputs, ctx);
     }
     let outputs = infer(op, inputs)?;
-    run_inferred(be, op, inputs, &outputs, ctx)
+    or_on_cpu(device, run_inferred(be, op, inputs, &outputs, ctx), op, inputs, ctx)
 }
 
 /// [`execute_on`] (or [`execute_donating`], with `donated`) with the outputs
@@ -350,7 +374,7 @@ pub(crate) fn execute_inferred(
         return execute_on(device, op, inputs, ctx);
     }
     if device != Device::CPU {
-        return run_inferred(backend(device)?, op, inputs, outputs, ctx);
+        return or_on_cpu(device, run_inferred(backend(device)?, op, inputs, outputs, ctx), op, inputs, ctx);
     }
     if let (Some(pos), [out]) = (donated, outputs) {
         if let Some(v) = cpu::in_place::try_in_place(op, inputs, pos, out) {
@@ -421,4 +445,28 @@ pub(crate) fn execute_donating(op: &Op, inputs: &[&Value], donated: usize, ctx: 
         }
     }
     run_inferred(&CPU, op, inputs, &outputs, ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Soft placement: what a device cannot run (Unimplemented) runs on the
+    /// CPU with the CPU's result; other errors stay errors.
+    #[test]
+    fn ops_a_device_cannot_run_fall_back_to_the_cpu() {
+        let buf = crate::tensor::storage::HostBuffer::from_slice(&[1.0f32, -2.0]).expect("buffer");
+        let x = Value::from_buffer(DType::F32, crate::tensor::Shape::new(&[2]), buf);
+        let on_reference = transfer(&x, Device::REFERENCE).expect("copy");
+        let op = Op::Unary { f: UnaryOp::Neg };
+        let ctx = KernelCtx::EAGER;
+        let unable = || Err(Error::unimplemented("no kernel here"));
+        let out = or_on_cpu(Device::REFERENCE, unable(), &op, &[&on_reference], &ctx).expect("on the CPU");
+        assert_eq!(out[0].device(), Device::CPU);
+        assert_eq!(out[0].contiguous_slice::<f32>().expect("f32"), &[-1.0, 2.0]);
+        let failed = or_on_cpu(Device::REFERENCE, Err(Error::invalid("bad")), &op, &[&on_reference], &ctx);
+        assert!(matches!(failed, Err(e) if e.kind() == crate::error::ErrorKind::InvalidArgument));
+        // The CPU's own Unimplemented is the answer.
+        assert!(or_on_cpu(Device::CPU, unable(), &op, &[&x], &ctx).is_err());
+    }
 }

@@ -114,7 +114,8 @@ impl Tensor {
     }
 
     /// The device the value lives on; for a symbolic tensor, the device its
-    /// node asked for (the CPU where it asked for none).
+    /// node asked for (the CPU where it asked for none: automatic placement
+    /// decides such a node's device when a session compiles it).
     pub fn device(&self) -> Device {
         match &self.repr {
             Repr::Value(v) => v.device(),

@@ -15,14 +15,17 @@ use std::panic::Location;
 
 impl Variable {
     /// An eager variable holding `initial`, on the device of the innermost
-    /// device scope, else on the default device (a GPU where there is one)
-    /// when `initial` is a host value, else where `initial` is.
+    /// device scope, else where automatic placement puts a host value (the
+    /// default device; the CPU for an integer or bool scalar), else where
+    /// `initial` is.
     pub fn new(name: &str, initial: &Tensor, trainable: bool) -> Result<Variable> {
         let held = initial.value().map_err(|_| {
             Error::graph(format!("eager variable '{name}' needs a value; use Variable::in_graph for graph variables"))
         })?;
-        let target = context::current_device()
-            .or_else(|| (held.device() == crate::tensor::Device::CPU).then(crate::backend::default_device));
+        let meta = Meta::new(held.dtype, held.shape().clone());
+        let target = context::current_device().or_else(|| {
+            (held.device() == crate::tensor::Device::CPU).then(|| crate::backend::automatic_variable_device(&meta))
+        });
         let value = match target {
             Some(device) if device != held.device() => Tensor::from_value(crate::backend::transfer(held, device)?),
             _ => initial.clone(),
@@ -220,7 +223,9 @@ impl Variable {
                 };
                 match f {
                     AssignOp::Assign => {
-                        let new = checked(Tensor::from_value(v.clone()))?;
+                        // The variable stays on its device.
+                        let device = cell.get().value()?.device();
+                        let new = checked(Tensor::from_value(crate::backend::transfer(v, device)?))?;
                         cell.set(new.clone());
                         Ok(new)
                     }

@@ -106,6 +106,10 @@ pub struct IrGraph {
     pub feeds: Vec<(usize, Meta, String)>,
     /// Nodes run for their effect.
     pub targets: Vec<usize>,
+    /// Where each variable the request reads or writes lives (its node's
+    /// scope, else automatic placement of its value), whether or not its
+    /// `Variable` node is part of the request.
+    pub variable_devices: FxHashMap<NodeId, crate::tensor::Device>,
 }
 
 impl IrGraph {
@@ -164,7 +168,13 @@ impl IrGraph {
                 .with_context(|| node.context()));
             }
         }
-        let mut ir = IrGraph { nodes: Vec::new(), fetches: Vec::new(), feeds: Vec::new(), targets: Vec::new() };
+        let mut ir = IrGraph {
+            nodes: Vec::new(),
+            fetches: Vec::new(),
+            feeds: Vec::new(),
+            targets: Vec::new(),
+            variable_devices: FxHashMap::default(),
+        };
         // Feeds first: each fed edge is a placeholder of its own.
         let mut edge_map: FxHashMap<Edge, IrEdge> = FxHashMap::default();
         for e in feeds {
@@ -223,6 +233,17 @@ impl IrGraph {
                 }
                 _ => Vec::new(),
             };
+            for (var, _) in &variables {
+                if let Some(v) = g.nodes.get(*var) {
+                    let device = match v.device {
+                        Some(d) => Some(d),
+                        None => v.outputs.first().map(crate::backend::automatic_variable_device),
+                    };
+                    if let Some(d) = device {
+                        ir.variable_devices.entry(*var).or_insert(d);
+                    }
+                }
+            }
             let functions = match &node.op {
                 Op::If { then_branch, else_branch, .. } => vec![g.function(*then_branch)?, g.function(*else_branch)?],
                 Op::Case { branches, .. } => branches.iter().map(|&b| g.function(b)).collect::<Result<_>>()?,

@@ -63,12 +63,7 @@ pub(crate) fn place(ir: &mut IrGraph) -> Result<usize> {
         .collect();
     // Reads, assignments and updates of a variable go where the variable
     // was placed (TensorFlow's colocation), unless asked elsewhere.
-    let variable_device: FxHashMap<crate::graph::NodeId, Device> = ir
-        .nodes
-        .iter()
-        .filter(|n| matches!(n.op, Op::Variable { .. }))
-        .filter_map(|n| Some((n.origin?, n.device?)))
-        .collect();
+    let variable_device = ir.variable_devices.clone();
     for (i, n) in ir.nodes.iter_mut().enumerate() {
         if n.dead || is_feed[i] {
             continue;
@@ -80,7 +75,7 @@ pub(crate) fn place(ir: &mut IrGraph) -> Result<usize> {
         }
         let device = match n.device {
             // Variables stay in the store where their scope put them, else
-            // on the default device (a GPU where there is one).
+            // where automatic placement puts their value.
             None if is_variable_op(&n.op) => n
                 .variables
                 .first()

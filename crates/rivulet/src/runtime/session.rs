@@ -169,7 +169,12 @@ impl Session {
                 v.shape()
             )));
         }
-        self.variables.set(node, v.clone());
+        // On the variable's device (a restored checkpoint comes from the host).
+        let device = match self.graph.read().nodes[node].device {
+            Some(d) => d,
+            None => crate::backend::automatic_variable_device(&crate::op::Meta::new(v.dtype, v.shape().clone())),
+        };
+        self.variables.set(node, crate::backend::transfer(v, device)?);
         Ok(())
     }
 

@@ -1306,6 +1306,26 @@ fn placement_with_the_reference_device_as_default() -> Result<()> {
     assert_eq!(v.read().device(), Device::REFERENCE);
     let c = rivulet::device("/cpu:0", || rivulet::Variable::new("c", &Tensor::from([1.0f32]), true))??;
     assert_eq!(c.read().device(), Device::CPU);
+    v.assign(&Tensor::from([3.0f32, 4.0]))?;
+    assert_eq!(v.read().device(), Device::REFERENCE, "assigning a host value keeps the variable's device");
+    assert_eq!(v.read().to_vec::<f32>()?, vec![3.0, 4.0]);
+    let steps = rivulet::Variable::new("steps", &Tensor::scalar(0i64), false)?;
+    assert_eq!(steps.read().device(), Device::CPU, "an integer scalar counter stays on the host");
+
+    // Graph variables: a restored (host) value lands on the variable's
+    // device; an integer counter lives on the CPU.
+    let g = Graph::new();
+    let w = rivulet::Variable::in_graph(&g, "w", &Tensor::from([1.0f32, 2.0]), true)?;
+    let n = rivulet::Variable::in_graph(&g, "n", &Tensor::scalar(0i64), false)?;
+    let bump = n.assign_add(&Tensor::scalar(1i64))?;
+    let s = Session::new(&g);
+    s.run_targets(&[&g.global_variables_initializer()?])?;
+    s.run(&[&bump], &[])?;
+    assert_eq!(s.variable_value(&w)?.device(), Device::REFERENCE);
+    assert_eq!((s.variable_value(&n)?.device(), s.variable_value(&n)?.to_scalar::<i64>()?), (Device::CPU, 1));
+    s.set_variable_value(&w, &Tensor::from([5.0f32, 6.0]))?;
+    let restored = s.variable_value(&w)?;
+    assert_eq!((restored.device(), restored.to_vec::<f32>()?), (Device::REFERENCE, vec![5.0, 6.0]));
 
     // In a graph: unscoped nodes, variables and their updates on the default
     // device; the loop counter on the CPU; the same training as on the CPU.

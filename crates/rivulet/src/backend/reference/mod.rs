@@ -754,6 +754,7 @@ impl Backend for ReferenceBackend {
     fn gather_nd(&self, params: &Value, indices: &Value, out: &Meta) -> Result<Value> {
         let idx = read(indices)?.ints();
         let (bases, inner) = gather_nd_positions(params.shape(), &idx, indices.shape())?;
+        admit(bases.len().saturating_mul(inner))?;
         let at: Vec<usize> = bases.iter().flat_map(|&b| b..b + inner).collect();
         write(out.dtype, &out.shape, &read(params)?.pick(&at))
     }
@@ -774,6 +775,7 @@ impl Backend for ReferenceBackend {
     fn scatter_nd(&self, indices: &Value, updates: &Value, out: &Meta) -> Result<Value> {
         let idx = read(indices)?.ints();
         let (bases, inner) = gather_nd_positions(&out.shape, &idx, indices.shape())?;
+        admit(bases.len().saturating_mul(inner))?;
         let at: Vec<usize> = bases.iter().flat_map(|&b| b..b + inner).collect();
         if at.len() != updates.numel() {
             bail!(
