@@ -338,7 +338,10 @@ pub(crate) fn execute_automatic(op: &Op, inputs: &[&Value], ctx: &KernelCtx) -> 
     if device == Device::CPU {
         return cpu::execute(op, inputs, &outputs, ctx);
     }
-    execute_on(device, op, inputs, ctx)
+    // The outputs inferred above hold on the device: no second inference.
+    let moved: SmallVec<[Value; 4]> = inputs.iter().map(|v| transfer(v, device)).collect::<Result<_>>()?;
+    let moved: SmallVec<[&Value; 4]> = moved.iter().collect();
+    or_on_cpu(device, run_inferred(backend(device)?, op, &moved, &outputs, ctx), op, inputs, ctx)
 }
 
 /// [`execute`] on `device`; inputs elsewhere are copied there first.
