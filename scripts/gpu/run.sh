@@ -5,7 +5,8 @@
 #   tests  the device matrix, the TensorFlow reference suite and the
 #          convolution tests on /gpu:0 (the suite runs every device it finds),
 #          `rivulet devices`, and the demo with automatic placement vs the CPU
-#   bench  `rivulet bench --json --device gpu` B1-B8
+#   bench  `rivulet bench --json --device gpu` B1-B8, then B5-B7 again
+#          without CUDA graph replay (RIVULET_CUDA_GRAPHS=0)
 #   peers  PyTorch (bench/peers_gpu.py) and JAX (the peers' jax_bench.py) on
 #          the GPU, then bench/gpu_report.py pairs the rows and checks the targets
 #   auto   a broad part of the suite with the GPU as the default device
@@ -51,6 +52,11 @@ for s in "${sections[@]}"; do
         say "rivulet bench --json --device gpu"
         timeout 300 $G/rivulet bench --json --device gpu B1 B2 B3 B4 B5 B6 B7 B8 >"$OUT/rivulet.jsonl" 2>>"$OUT/log.txt"
         say "exit $? ($(grep -c '^{' "$OUT/rivulet.jsonl") rows)"
+        # The graph-mode rows again without CUDA graph replay, for the ratio.
+        say "rivulet bench B5 B6 B7 with RIVULET_CUDA_GRAPHS=0"
+        RIVULET_CUDA_GRAPHS=0 timeout 120 $G/rivulet bench --json --device gpu B5 B6 B7 >"$OUT/stepwise.json" 2>>"$OUT/log.txt"
+        say "exit $?"
+        grep -h '"graph"' "$OUT/rivulet.jsonl" "$OUT/stepwise.json" | tee -a "$OUT/log.txt"
         ;;
     peers)
         say "PyTorch on the GPU"

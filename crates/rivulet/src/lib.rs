@@ -61,7 +61,10 @@ pub use io::npy::{load_npy, read_npy, save_npy, write_npy};
 pub use ops::creation::set_random_seed;
 pub use ops::{cond, switch_case, while_loop, Axes, Ctx, Nest, Op, Variable, WhileOptions};
 pub use passes::PassOptions;
-pub use runtime::{PlanReport, RunProfile, Session, SessionOptions, StepProfile};
+pub use runtime::{
+    enable_graph_capture, graph_capture_enabled, GraphStatus, PlanReport, RunProfile, Session, SessionOptions,
+    StepProfile,
+};
 pub use tensor::{Complex, DType, Device, DeviceKind, Scalar, Shape, UNKNOWN};
 
 /// The README's examples, compiled and run as doctests.

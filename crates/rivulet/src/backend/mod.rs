@@ -21,6 +21,7 @@ pub(crate) use cpu::optim::{update_operands, InPlaceUpdate};
 use crate::error::{Error, Result};
 use crate::op::creation::Distribution;
 use crate::op::elementwise::{BinaryOp, UnaryOp};
+use crate::op::optim::UpdateRule;
 use crate::op::reduce::{ArgOp, ReduceOp, ScanOp};
 use crate::op::{Meta, Op};
 use crate::tensor::layout::Layout;
@@ -105,6 +106,50 @@ pub(crate) trait Backend: Send + Sync {
     fn upload(&self, host: &Value) -> Result<Value>;
     /// A copy of a value of this device on the CPU.
     fn download(&self, v: &Value) -> Result<Value>;
+
+    /// Apply an optimizer `rule` in place over `targets` (the variable, then
+    /// its slots: values of this device the caller holds alone), with
+    /// `grad`, `lr` and `step` on this device: `Ok(false)` where the backend
+    /// has no in-place form of the rule, and the caller writes new buffers.
+    /// Keeps a variable at one address, which a captured graph relies on.
+    fn update_in_place(
+        &self,
+        _rule: &UpdateRule,
+        _targets: &mut [Value],
+        _grad: &Value,
+        _lr: &Value,
+        _step: &Value,
+    ) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Start recording this thread's work on the device as a graph to
+    /// replay (CUDA graphs): `Ok(false)` where the backend cannot.
+    fn begin_capture(&self) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// End the recording begun by [`Backend::begin_capture`]: the graph, or
+    /// the error that spoiled the capture.
+    fn end_capture(&self) -> Result<Box<dyn Replay>> {
+        Err(Error::unimplemented(format!("{} records no graphs", self.device())))
+    }
+
+    /// Write `src` (a value of this device or the CPU, of `dst`'s dtype and
+    /// shape) into `dst`, a contiguous value of this device that the caller
+    /// holds alone: a captured graph's inputs, refilled before each replay.
+    fn copy_into(&self, _dst: &Value, _src: &Value) -> Result<()> {
+        Err(Error::unimplemented(format!("{} records no graphs", self.device())))
+    }
+}
+
+/// A recorded graph of device work (see [`Backend::begin_capture`]).
+pub(crate) trait Replay: Send + Sync {
+    /// Queue one run of the graph after the device's queued work.
+    fn launch(&self) -> Result<()>;
+    /// After a launch, the errors its kernels flagged (waits for the device
+    /// where the graph has checks to make).
+    fn check(&self) -> Result<()>;
 }
 
 static CPU: cpu::CpuBackend = cpu::CpuBackend;

@@ -131,6 +131,8 @@ pub(crate) struct Plan {
     pub fetched: Vec<bool>,
     /// What compilation did and how much memory the plan needs.
     pub report: PlanReport,
+    /// Whether and how the plan's device part is replayed as a graph.
+    pub capture: super::capture::Capture,
 }
 
 /// What plan compilation did: for `Session::explain` and `rivulet inspect`.
@@ -560,6 +562,7 @@ fn lower(
         parallel,
         readers,
         fetched: is_fetched,
+        capture: Default::default(),
     })
 }
 

@@ -29,11 +29,14 @@ pub struct SessionOptions {
     pub inter_op_parallelism: bool,
     /// The graph optimizations applied when a plan is compiled.
     pub passes: PassOptions,
+    /// Replay each request's GPU work as a recorded CUDA graph from its
+    /// second run on (where [`crate::graph_capture_enabled`] too).
+    pub device_graphs: bool,
 }
 
 impl Default for SessionOptions {
     fn default() -> SessionOptions {
-        SessionOptions { inter_op_parallelism: true, passes: PassOptions::all() }
+        SessionOptions { inter_op_parallelism: true, passes: PassOptions::all(), device_graphs: true }
     }
 }
 
@@ -232,7 +235,12 @@ impl Session {
     }
 
     /// The (cached) plan of a request.
-    fn plan_for(&self, fetches: &[&Tensor], feeds: &[(&Tensor, &Tensor)], targets: &[&Operation]) -> Result<Arc<Plan>> {
+    pub(super) fn plan_for(
+        &self,
+        fetches: &[&Tensor],
+        feeds: &[(&Tensor, &Tensor)],
+        targets: &[&Operation],
+    ) -> Result<Arc<Plan>> {
         let feed_keys: SmallVec<[&Tensor; 4]> = feeds.iter().map(|(t, _)| *t).collect();
         let (key, fetch_edges, feed_edges, target_ids) = self.request(fetches, &feed_keys, targets)?;
         self.plan(&key, &fetch_edges, &feed_edges, &target_ids)
@@ -283,6 +291,23 @@ impl Session {
         let settings =
             Compile { passes: &self.options.passes, inter_op: self.options.inter_op_parallelism, keep_dumps };
         compile(ir, &mut counter, &settings)
+    }
+
+    /// Whether runs of this request replay a recorded device graph (CUDA
+    /// graphs; see [`crate::enable_graph_capture`]), or why not. Compiles
+    /// the request's plan if no run has.
+    pub fn graph_status(
+        &self,
+        fetches: &[&Tensor],
+        feeds: &[&Tensor],
+        targets: &[&Operation],
+    ) -> Result<super::capture::GraphStatus> {
+        let (key, fetch_edges, feed_edges, target_ids) = self.request(fetches, feeds, targets)?;
+        let plan = self.plan(&key, &fetch_edges, &feed_edges, &target_ids)?;
+        if !self.options.device_graphs {
+            return Ok(super::capture::GraphStatus::Disabled);
+        }
+        Ok(plan.capture.status(&plan))
     }
 
     /// Run the request `runs` times, one step after another, timing every
@@ -344,6 +369,11 @@ impl Session {
     fn execute_plan(&self, plan: &Plan, feeds: &[(&Tensor, &Tensor)]) -> Result<Vec<Tensor>> {
         let values = self.feed_values(plan, feeds)?;
         let store = &self.variables;
+        if self.options.device_graphs {
+            if let Some(out) = super::capture::run(plan, &values, store)? {
+                return Ok(out.into_iter().map(Tensor::from_value).collect());
+            }
+        }
         let out = if plan.parallel {
             execute_parallel(plan, &values, store)?
         } else {
@@ -380,6 +410,7 @@ fn run_step(
     store: &VariableStore,
     donated: Option<usize>,
     prof: Option<&mut Profiler>,
+    in_place_only: bool,
 ) -> Result<SmallVec<[Value; 1]>> {
     let result = match &step.stateful {
         Stateful::Control { plan, .. } => plan.run(inputs, store, prof),
@@ -400,15 +431,15 @@ fn run_step(
         // The store keeps each variable on its step's device (placement puts
         // it where its scope asked, the CPU by default).
         Stateful::Assign { f, var, name } if inputs[0].device() != step.device => {
-            assign(*f, *var, name, &backend::transfer(inputs[0], step.device)?, store)
+            assign(*f, *var, name, &backend::transfer(inputs[0], step.device)?, store, in_place_only)
         }
-        Stateful::Assign { f, var, name } => assign(*f, *var, name, inputs[0], store),
+        Stateful::Assign { f, var, name } => assign(*f, *var, name, inputs[0], store, in_place_only),
         Stateful::Update { rule, vars } if inputs.iter().any(|v| v.device() != step.device) => {
             let here: Vec<Value> = inputs.iter().map(|v| backend::transfer(v, step.device)).collect::<Result<_>>()?;
-            store.update(*rule, vars, &here[0], &here[1], &here[2]).map(|v| v.into_iter().collect())
+            store.update(*rule, vars, &here[0], &here[1], &here[2], in_place_only).map(|v| v.into_iter().collect())
         }
         Stateful::Update { rule, vars } => {
-            store.update(*rule, vars, inputs[0], inputs[1], inputs[2]).map(|v| v.into_iter().collect())
+            store.update(*rule, vars, inputs[0], inputs[1], inputs[2], in_place_only).map(|v| v.into_iter().collect())
         }
     };
     result.map_err(|e| {
@@ -423,14 +454,32 @@ fn run_step(
 /// Update a variable; the output is its new value. AssignAdd/AssignSub
 /// compute outside any lock and publish only if the variable did not
 /// change meanwhile (see [`super::store::VariableCell::modify`]).
-fn assign(f: AssignOp, var: NodeId, name: &str, value: &Value, store: &VariableStore) -> Result<SmallVec<[Value; 1]>> {
+///
+/// With `in_place_only` (a graph being captured), the new value is written
+/// into the variable's own buffer ([`VariableStore::overwrite`]).
+fn assign(
+    f: AssignOp,
+    var: NodeId,
+    name: &str,
+    value: &Value,
+    store: &VariableStore,
+    in_place_only: bool,
+) -> Result<SmallVec<[Value; 1]>> {
+    let binary = |f: AssignOp| Op::Binary { f: if f == AssignOp::AssignAdd { BinaryOp::Add } else { BinaryOp::Sub } };
+    if in_place_only {
+        let new = store.overwrite(var, name, |current| match f {
+            AssignOp::Assign => Ok(value.clone()),
+            _ => Ok(backend::execute(&binary(f), &[current, value], &KernelCtx::EAGER)?.swap_remove(0)),
+        })?;
+        return Ok(smallvec::smallvec![new]);
+    }
     let new = match f {
         AssignOp::Assign => {
             store.assign(var, name, value)?;
             value.clone()
         }
         AssignOp::AssignAdd | AssignOp::AssignSub => {
-            let op = Op::Binary { f: if f == AssignOp::AssignAdd { BinaryOp::Add } else { BinaryOp::Sub } };
+            let op = binary(f);
             store.modify(var, name, |current| {
                 Ok(backend::execute(&op, &[current, value], &KernelCtx::EAGER)?.swap_remove(0))
             })?
@@ -512,6 +561,15 @@ pub(super) fn run_sequential(
     mut times: Option<&mut Profiler>,
     slots: &mut [Option<Value>],
 ) -> Result<()> {
+    fill_slots(plan, feeds, slots)?;
+    for k in 0..plan.steps.len() {
+        run_one(plan, k, store, slots, times.as_deref_mut(), false)?;
+    }
+    Ok(())
+}
+
+/// Put `feeds` and the plan's constants in `slots`.
+pub(super) fn fill_slots(plan: &Plan, feeds: &[&Value], slots: &mut [Option<Value>]) -> Result<()> {
     if feeds.len() != plan.feeds.len() || slots.len() != plan.num_slots {
         return Err(Error::graph(format!(
             "internal: {} values for a plan of {} inputs",
@@ -525,41 +583,57 @@ pub(super) fn run_sequential(
     for (s, v) in &plan.constants {
         slots[*s as usize] = Some(v.clone());
     }
-    for (k, step) in plan.steps.iter().enumerate() {
-        let started = times.as_ref().map(|_| std::time::Instant::now());
-        // An input that dies here may lend its buffer to the output.
-        let donated: Option<Value> = step.donate.and_then(|pos| slots[step.inputs[pos] as usize].take());
-        let outputs = {
-            let mut inputs: SmallVec<[&Value; 4]> = SmallVec::new();
-            for (pos, &s) in step.inputs.iter().enumerate() {
-                let v = if step.donate == Some(pos) { donated.as_ref() } else { slots[s as usize].as_ref() };
-                match v {
-                    Some(v) => inputs.push(v),
-                    None => {
-                        return Err(Error::graph("internal: an input was freed before use")
-                            .with_context(|| step.context.clone()))
-                    }
+    Ok(())
+}
+
+/// Run step `k` of `plan` over `slots`: its outputs stored, the slots that
+/// die there freed. With `in_place_only`, an optimizer update that cannot
+/// overwrite its variable's buffers is an error instead of writing new
+/// ones (a graph being captured must keep every variable's address).
+pub(super) fn run_one(
+    plan: &Plan,
+    k: usize,
+    store: &VariableStore,
+    slots: &mut [Option<Value>],
+    mut times: Option<&mut Profiler>,
+    in_place_only: bool,
+) -> Result<()> {
+    let step = &plan.steps[k];
+    let started = times.as_ref().map(|_| std::time::Instant::now());
+    // An input that dies here may lend its buffer to the output.
+    let donated: Option<Value> = step.donate.and_then(|pos| slots[step.inputs[pos] as usize].take());
+    let outputs = {
+        let mut inputs: SmallVec<[&Value; 4]> = SmallVec::new();
+        for (pos, &s) in step.inputs.iter().enumerate() {
+            let v = if step.donate == Some(pos) { donated.as_ref() } else { slots[s as usize].as_ref() };
+            match v {
+                Some(v) => inputs.push(v),
+                None => {
+                    return Err(
+                        Error::graph("internal: an input was freed before use").with_context(|| step.context.clone())
+                    )
                 }
             }
-            run_step(step, &inputs, store, step.donate.filter(|_| donated.is_some()), times.as_deref_mut())?
-        };
-        drop(donated);
-        for (slot, v) in step.outputs.iter().zip(outputs) {
-            if let Some(s) = slot {
-                slots[*s as usize] = Some(v);
-            }
         }
-        for &s in &step.frees {
-            slots[s as usize] = None;
+        let donate = step.donate.filter(|_| donated.is_some());
+        run_step(step, &inputs, store, donate, times.as_deref_mut(), in_place_only)?
+    };
+    drop(donated);
+    for (slot, v) in step.outputs.iter().zip(outputs) {
+        if let Some(s) = slot {
+            slots[*s as usize] = Some(v);
         }
-        if let (Some(t), Some(started)) = (times.as_deref_mut(), started) {
-            t.add(plan, k, started.elapsed());
-        }
+    }
+    for &s in &step.frees {
+        slots[s as usize] = None;
+    }
+    if let (Some(t), Some(started)) = (times, started) {
+        t.add(plan, k, started.elapsed());
     }
     Ok(())
 }
 
-fn collect(plan: &Plan, mut get: impl FnMut(Slot) -> Option<Value>) -> Result<Vec<Value>> {
+pub(super) fn collect(plan: &Plan, mut get: impl FnMut(Slot) -> Option<Value>) -> Result<Vec<Value>> {
     plan.fetches.iter().map(|&s| get(s).ok_or_else(|| Error::graph("internal: a fetched value is missing"))).collect()
 }
 
@@ -590,7 +664,7 @@ impl<'p> Run<'p> {
                         step.inputs.iter().map(|&s| self.slots[s as usize].lock().clone()).collect();
                     let inputs: Option<SmallVec<[&Value; 4]>> = held.iter().map(|v| v.as_ref()).collect();
                     match inputs {
-                        Some(inputs) => run_step(step, &inputs, self.store, None, None),
+                        Some(inputs) => run_step(step, &inputs, self.store, None, None, false),
                         None => Err(Error::graph("internal: an input was freed before use")
                             .with_context(|| step.context.clone())),
                     }

@@ -191,12 +191,16 @@ fn ready(guards: &[RwLockWriteGuard<'_, State>]) -> Option<Vec<Tensor>> {
 /// Apply `rule` to `cells` (the variable's, then its slots') and return
 /// their new values: over the old buffers when nothing else holds them (no
 /// run, view, fetch or eager read), else into new ones.
+///
+/// With `in_place_only` (a graph being captured), a device update that
+/// cannot overwrite the buffers is an error, and no cell changes.
 pub(crate) fn update(
     rule: UpdateRule,
     cells: &[Arc<VariableCell>],
     grad: &Value,
     lr: &Value,
     step: &Value,
+    in_place_only: bool,
 ) -> Result<Vec<Value>> {
     let distinct = cells.iter().enumerate().all(|(i, c)| cells[..i].iter().all(|d| !Arc::ptr_eq(c, d)));
     if cells.len() != 1 + rule.num_slots() || !distinct {
@@ -207,8 +211,8 @@ pub(crate) fn update(
             cells.len()
         )));
     }
-    // In place only on the host: an accelerator's values are immutable
-    // (its backend's update writes new buffers, on the device).
+    // On the host, chunk by chunk on the pool; on a device, by its backend's
+    // in-place kernel where it has one (queued, so no lock waits long).
     let host = grad.device() == Device::CPU;
     // Kernels (a copy of a strided gradient, casts) run before any lock.
     let (grad, lr_f, step_f) = if host { backend::update_operands(grad, lr, step)? } else { (grad.clone(), 0.0, 0.0) };
@@ -223,16 +227,22 @@ pub(crate) fn update(
             u.finish();
             continue;
         }
+        if !host {
+            match update_on_device(rule, &mut guards, &grad, lr, step) {
+                Some(Ok(values)) => return Ok(values),
+                Some(Err(e)) => return Err(e),
+                None if in_place_only => {
+                    return Err(Error::unimplemented(format!(
+                        "{} over buffers something else holds (or without an in-place kernel) in a captured graph",
+                        rule.type_name()
+                    )))
+                }
+                None => {}
+            }
+        }
         if host && guards.iter().all(|g| matches!(&**g, State::Ready(t) if t.is_unique() && t.device() == Device::CPU))
         {
-            // Unique handles under every lock: nobody can clone them now.
-            let taken: Vec<std::result::Result<Value, Tensor>> = guards
-                .iter_mut()
-                .filter_map(|g| match std::mem::replace(&mut **g, State::Taken) {
-                    State::Ready(t) => Some(t.into_unique_value()),
-                    _ => None,
-                })
-                .collect();
+            let taken = take_values(&mut guards);
             let job = if taken.iter().all(|r| r.is_ok()) {
                 let values: Vec<Value> = taken.into_iter().filter_map(|r| r.ok()).collect();
                 InPlaceUpdate::new(rule, values, &grad, lr_f, step_f)
@@ -280,6 +290,73 @@ pub(crate) fn update(
             }
             return Ok(new);
         }
+    }
+}
+
+/// The values of the locked cells, taken out (each cell `Taken` until the
+/// caller puts a value back): `Err` gives back a value that is not held by
+/// its cell alone. Under every lock, nobody can clone a unique one now.
+fn take_values(guards: &mut [RwLockWriteGuard<'_, State>]) -> Vec<std::result::Result<Value, Tensor>> {
+    guards
+        .iter_mut()
+        .filter_map(|g| match std::mem::replace(&mut **g, State::Taken) {
+            State::Ready(t) => Some(t.into_unique_value()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Drop the host copy of the device value in a locked cell, which the
+/// cell holds alone and whose buffer is being overwritten in place.
+fn forget_host_copy(state: &mut State) {
+    if let State::Ready(t) = std::mem::replace(state, State::Taken) {
+        *state = State::Ready(match t.into_unique_value() {
+            Ok(mut v) => {
+                if let Some(storage) = Arc::get_mut(&mut v.storage) {
+                    storage.forget_host_copy();
+                }
+                Tensor::from_value(v)
+            }
+            Err(t) => t,
+        });
+    }
+}
+
+/// The in-place update of values on `grad`'s device (under every cell's
+/// lock, held alone): `None` where a buffer is shared or the backend has no
+/// in-place kernel for the rule, and the caller writes new buffers.
+fn update_on_device(
+    rule: UpdateRule,
+    guards: &mut [RwLockWriteGuard<'_, State>],
+    grad: &Value,
+    lr: &Value,
+    step: &Value,
+) -> Option<Result<Vec<Value>>> {
+    let device = grad.device();
+    if !guards.iter().all(|g| matches!(&**g, State::Ready(t) if t.is_unique() && t.device() == device)) {
+        return None;
+    }
+    let backend = match backend::backend(device) {
+        Ok(b) => b,
+        Err(e) => return Some(Err(e)),
+    };
+    let taken = take_values(guards);
+    if !taken.iter().all(|r| r.is_ok()) {
+        for (g, r) in guards.iter_mut().zip(taken) {
+            **g = State::Ready(r.map_or_else(|t| t, Tensor::from_value));
+        }
+        return None;
+    }
+    let mut values: Vec<Value> = taken.into_iter().filter_map(|r| r.ok()).collect();
+    let ran = backend.update_in_place(&rule, &mut values, grad, lr, step);
+    let out = values.clone();
+    for (g, v) in guards.iter_mut().zip(values) {
+        **g = State::Ready(Tensor::from_value(v));
+    }
+    match ran {
+        Ok(true) => Some(Ok(out)),
+        Ok(false) => None,
+        Err(e) => Some(Err(e)),
     }
 }
 
@@ -359,6 +436,97 @@ impl VariableStore {
         Ok(new.value()?.clone())
     }
 
+    /// Write `f(current)` into `var`'s own buffer, for a graph being
+    /// captured (the variable keeps its address): an error, with nothing
+    /// changed, where something else holds the buffer or its device cannot
+    /// copy into it. The output is the variable's value.
+    pub fn overwrite(&self, var: NodeId, name: &str, f: impl FnOnce(&Value) -> Result<Value>) -> Result<Value> {
+        let cell = self.cell(var).ok_or_else(|| uninitialized(name))?;
+        let mut guard = cell.state.write();
+        let current = match &*guard {
+            State::Ready(t) if t.is_unique() => t.value()?.clone(),
+            _ => {
+                return Err(Error::unimplemented(format!(
+                    "assigning variable '{name}' while something else holds its buffer, in a captured graph"
+                )))
+            }
+        };
+        let new = f(&current)?;
+        if new.dtype != current.dtype || new.shape() != current.shape() {
+            return Err(Error::shape(format!(
+                "assigning {}{} to variable '{name}' of {}{}",
+                new.dtype,
+                new.shape(),
+                current.dtype,
+                current.shape()
+            )));
+        }
+        backend::backend(current.device())?.copy_into(&current, &new)?;
+        drop(current);
+        // The host copy a read made is stale now.
+        forget_host_copy(&mut guard);
+        match &*guard {
+            State::Ready(t) => Ok(t.value()?.clone()),
+            _ => Err(Error::graph("internal: a variable lost its value")),
+        }
+    }
+
+    /// For a graph replay: with every cell of `vars` locked, when each
+    /// holds its value at the device address the capture recorded, and
+    /// each written one (`true`) holds it alone, forget the written values'
+    /// host copies (the replay overwrites their buffers) and run `f`, which
+    /// queues the replay. `None` when a variable moved or is shared: the
+    /// caller runs the plan step by step instead.
+    pub fn replay_guard<R>(
+        &self,
+        vars: &[(NodeId, u64, bool)],
+        f: impl FnOnce(&dyn Fn(NodeId) -> Option<Value>) -> R,
+    ) -> Option<R> {
+        // Distinct cells (a function's stand-ins may share one).
+        let mut cells: Vec<(Arc<VariableCell>, u64, bool)> = Vec::with_capacity(vars.len());
+        for &(var, address, written) in vars {
+            let cell = self.cell(var)?;
+            match cells.iter_mut().find(|(c, ..)| Arc::ptr_eq(c, &cell)) {
+                Some(seen) if seen.1 != address => return None,
+                Some(seen) => seen.2 |= written,
+                None => cells.push((cell, address, written)),
+            }
+        }
+        let arcs: Vec<Arc<VariableCell>> = cells.iter().map(|(c, ..)| c.clone()).collect();
+        let mut guards = lock_all(&arcs);
+        for (g, &(_, address, written)) in guards.iter().zip(&cells) {
+            let State::Ready(t) = &**g else { return None };
+            let v = t.value().ok()?;
+            if v.device_address() != Some(address) || (written && !t.is_unique()) {
+                return None;
+            }
+        }
+        for (g, &(_, _, written)) in guards.iter_mut().zip(&cells) {
+            if !written {
+                continue;
+            }
+            // Unique under the lock (checked above).
+            forget_host_copy(g);
+        }
+        // The values, for `f` to read (under the locks, `get` would wait).
+        let values: Vec<(NodeId, Value)> = vars
+            .iter()
+            .filter_map(|&(var, ..)| {
+                let cell = self.cell(var)?;
+                let k = arcs.iter().position(|c| Arc::ptr_eq(c, &cell))?;
+                match &*guards[k] {
+                    State::Ready(t) => t.value().ok().map(|v| (var, v.clone())),
+                    _ => None,
+                }
+            })
+            .collect();
+        let lookup = |var: NodeId| values.iter().find(|(v, _)| *v == var).map(|(_, x)| x.clone());
+        let out = f(&lookup);
+        drop(values);
+        drop(guards);
+        Some(out)
+    }
+
     /// An optimizer update of `vars` (the variable, then its slots): see [`update`].
     pub fn update(
         &self,
@@ -367,10 +535,11 @@ impl VariableStore {
         grad: &Value,
         lr: &Value,
         step: &Value,
+        in_place_only: bool,
     ) -> Result<Vec<Value>> {
         let cells: Vec<Arc<VariableCell>> =
             vars.iter().map(|(v, name)| self.cell(*v).ok_or_else(|| uninitialized(name))).collect::<Result<_>>()?;
-        update(rule, &cells, grad, lr, step)
+        update(rule, &cells, grad, lr, step, in_place_only)
     }
 }
 
@@ -399,6 +568,57 @@ mod tests {
         v.storage.host().bytes().as_ptr()
     }
 
+    fn on_reference(data: &[f32]) -> Value {
+        Value::from_buffer_on(
+            Device::REFERENCE,
+            DType::F32,
+            Shape::new(&[data.len()]),
+            HostBuffer::from_slice(data).expect("buffer"),
+        )
+    }
+
+    /// On a device, the same rules through the backend's in-place form (the
+    /// reference device's stands in for a GPU's): Adam over a variable and
+    /// two slots nobody else holds keeps all three buffers, and
+    /// `in_place_only` refuses, changing nothing, when a buffer is held.
+    #[test]
+    fn device_updates_keep_their_buffers_or_refuse_when_asked_to() -> Result<()> {
+        let store = VariableStore::default();
+        let vars: Vec<(NodeId, String)> = ["w", "m", "v"].iter().enumerate().map(|(i, n)| (i, n.to_string())).collect();
+        store.set(0, on_reference(&[1.0, -2.0, 3.0]));
+        store.set(1, on_reference(&[0.0; 3]));
+        store.set(2, on_reference(&[0.0; 3]));
+        let grad = on_reference(&[0.5, -0.25, 2.0]);
+        let scalar = |x: f32| {
+            HostBuffer::from_slice(&[x])
+                .map(|b| Value::from_buffer_on(Device::REFERENCE, DType::F32, Shape::scalar(), b))
+        };
+        let (lr, step) = (scalar(0.1)?, scalar(1.0)?);
+        let adam = UpdateRule::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-7, weight_decay: 0.0 };
+        let before: Vec<*const u8> = (0..3).map(|i| address(&store.get(i).expect("value"))).collect();
+        let new = store.update(adam, &vars, &grad, &lr, &step, true)?;
+        let after: Vec<*const u8> = new.iter().map(address).collect();
+        assert_eq!(after, before, "every buffer is updated in place");
+        // Keras's first Adam step: w - lr·sign(g) (up to epsilon).
+        let w = new[0].contiguous_slice::<f32>().expect("w").to_vec();
+        for (got, want) in w.iter().zip([0.9f32, -1.9, 2.9]) {
+            assert!((got - want).abs() < 1e-5, "{w:?}");
+        }
+        let m = new[1].contiguous_slice::<f32>().expect("m").to_vec();
+        assert_eq!(m, vec![0.05, -0.025, 0.2]);
+        drop(new);
+        let held = store.get(1).expect("m");
+        let refused = store.update(adam, &vars, &grad, &lr, &step, true);
+        assert!(refused.is_err_and(|e| e.kind() == crate::ErrorKind::Unimplemented));
+        assert_eq!(address(&store.get(0).expect("w")), before[0], "nothing changed");
+        assert_eq!(store.get(0).expect("w").contiguous_slice::<f32>().expect("w"), &w[..]);
+        // Without the flag, new buffers, and the holder keeps its value.
+        let moved = store.update(adam, &vars, &grad, &lr, &step, false)?;
+        assert_ne!(address(&moved[1]), address(&held));
+        assert_eq!(held.contiguous_slice::<f32>().expect("m"), &[0.05, -0.025, 0.2]);
+        Ok(())
+    }
+
     /// A variable nobody else holds is updated in its own buffer; one that a
     /// reader still holds gets a new buffer and the reader keeps the old
     /// value. Both give the pure op's numbers.
@@ -411,21 +631,21 @@ mod tests {
         store.set(0, value(&w));
         let (lr, step, grad) = (scalar(0.1), scalar(1.0), value(&g));
         let before = address(&store.get(0).expect("w"));
-        let new = store.update(UpdateRule::Sgd, &vars, &grad, &lr, &step)?;
+        let new = store.update(UpdateRule::Sgd, &vars, &grad, &lr, &step, false)?;
         assert_eq!(address(&new[0]), before, "a unique buffer is updated in place");
         assert!(new[0].contiguous_slice::<f32>().expect("w").iter().all(|&x| x == 0.95));
         drop(new);
         let held = store.get(0).expect("w");
-        let new = store.update(UpdateRule::Sgd, &vars, &grad, &lr, &step)?;
+        let new = store.update(UpdateRule::Sgd, &vars, &grad, &lr, &step, false)?;
         assert_ne!(address(&new[0]), address(&held), "a held buffer is not overwritten");
         assert!(held.contiguous_slice::<f32>().expect("held").iter().all(|&x| x == 0.95));
         assert!(store.get(0).expect("w").contiguous_slice::<f32>().expect("w").iter().all(|&x| x == 0.9));
-        let missing = store.update(UpdateRule::Sgd, &[(7, "nope".to_string())], &grad, &lr, &step);
+        let missing = store.update(UpdateRule::Sgd, &[(7, "nope".to_string())], &grad, &lr, &step, false);
         assert!(missing.is_err_and(|e| e.to_string().contains("'nope' is not initialized")));
         let twice = [(0usize, "w".to_string()), (0usize, "w".to_string())];
         let adam = UpdateRule::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-7, weight_decay: 0.0 };
         assert!(store
-            .update(adam, &[twice[0].clone(), twice[0].clone(), twice[1].clone()], &grad, &lr, &step)
+            .update(adam, &[twice[0].clone(), twice[0].clone(), twice[1].clone()], &grad, &lr, &step, false)
             .is_err());
         Ok(())
     }
@@ -438,11 +658,11 @@ mod tests {
         let store = VariableStore::default();
         store.set(0, value(&[1.0, 2.0, 3.0]));
         let (lr, step) = (scalar(0.1), scalar(1.0));
-        let bad = store.update(UpdateRule::Sgd, &[(0, "w".to_string())], &value(&[1.0, 2.0]), &lr, &step);
+        let bad = store.update(UpdateRule::Sgd, &[(0, "w".to_string())], &value(&[1.0, 2.0]), &lr, &step, false);
         assert!(bad.is_err_and(|e| e.to_string().contains("the variable's shape")));
         assert_eq!(store.get(0).expect("w").contiguous_slice::<f32>(), Some(&[1.0f32, 2.0, 3.0][..]));
         store.set(1, value(&[]));
-        let out = store.update(UpdateRule::Sgd, &[(1, "e".to_string())], &value(&[]), &lr, &step)?;
+        let out = store.update(UpdateRule::Sgd, &[(1, "e".to_string())], &value(&[]), &lr, &step, false)?;
         assert_eq!(out[0].numel(), 0);
         assert_eq!(store.get(1).expect("e").numel(), 0);
         Ok(())
@@ -464,7 +684,7 @@ mod tests {
             .into_par_iter()
             .map(|i| {
                 if i % 4 == 0 {
-                    store.update(UpdateRule::Sgd, &vars, &grad, &lr, &step).map(|_| -1.0)
+                    store.update(UpdateRule::Sgd, &vars, &grad, &lr, &step, false).map(|_| -1.0)
                 } else {
                     let v = store.get(0).expect("w");
                     let s = v.contiguous_slice::<f32>().expect("w");

@@ -43,6 +43,12 @@ impl Value {
     pub fn device(&self) -> Device {
         self.storage.device()
     }
+    /// The device address of the first element, for values in an
+    /// accelerator's memory (`None` in host memory).
+    pub fn device_address(&self) -> Option<u64> {
+        let base = self.storage.device_memory()?.address();
+        Some(base + (self.layout.offset * self.dtype.size()) as u64)
+    }
     /// A view of the same storage with another layout.
     pub fn view(&self, layout: Layout) -> Value {
         Value { dtype: self.dtype, layout, storage: self.storage.clone() }

@@ -269,7 +269,9 @@ pub struct Storage {
 
 /// Memory on an accelerator, owned by its backend (dropping it gives the
 /// memory back to the backend's pool). Device values are never written
-/// after their kernel has produced them, so a host copy stays true.
+/// after their kernel has produced them, so a host copy stays true; the
+/// exceptions are a variable's buffers, updated in place by their only
+/// holder, who forgets the host copy ([`Storage::forget_host_copy`]).
 pub(crate) trait DeviceAllocation: Send + Sync {
     /// The device address.
     fn address(&self) -> u64;
@@ -331,6 +333,13 @@ impl Storage {
                 // `sync_host` first and return its error.
                 memory.download().unwrap_or_else(|e| panic!("reading a {} tensor back failed: {e}", self.device))
             }),
+        }
+    }
+    /// Drop the host copy of a device value whose device memory the caller
+    /// (holding the only reference) has just overwritten in place.
+    pub(crate) fn forget_host_copy(&mut self) {
+        if let Memory::Device { host_copy, .. } = &mut self.memory {
+            host_copy.take();
         }
     }
     /// The host memory, mutably (the caller holds the only reference; host

@@ -1363,3 +1363,84 @@ fn placement_with_the_reference_device_as_default() -> Result<()> {
     assert_eq!(rivulet::default_device(), Device::REFERENCE, "the environment's choice again");
     Ok(())
 }
+
+/// A training step replayed as a CUDA graph gives the bits of the same
+/// session run step by step, with a fresh batch each run (the graph's
+/// inputs refilled); fetched losses stay what they were after later
+/// replays; a weight read and held is not overwritten (the run goes step
+/// by step, and the graph is recorded again after); a variable fetched by
+/// a request that only reads it is copied out; and a label out of range is
+/// reported after the replay.
+#[test]
+fn a_replayed_training_step_matches_runs_step_by_step() -> Result<()> {
+    if !have_gpu("a_replayed_training_step_matches_runs_step_by_step") {
+        return Ok(());
+    }
+    rivulet::enable_tensor_float_32_execution(false);
+    let mut rng = Rng(5);
+    let (w1, w2) = (f32s(&mut rng, &[32, 16], -0.3, 0.3), f32s(&mut rng, &[16, 4], -0.3, 0.3));
+    let batches: Vec<(Tensor, Tensor)> = (0..8)
+        .map(|k| {
+            (
+                f32s(&mut rng, &[8, 32], -1.0, 1.0),
+                Tensor::from_slice(&[0i32, 1, 2, 3, 0, 1, 2, 3].map(|i| (i + k) % 4), [8]),
+            )
+        })
+        .map(|(x, y)| y.map(|y| (x, y)))
+        .collect::<Result<_>>()?;
+    let mut runs = Vec::new();
+    for device_graphs in [true, false] {
+        let g = Graph::new();
+        let (x, y, loss, train, v1, v2) = rivulet::device("/gpu:0", || -> Result<_> {
+            let x = g.placeholder("x", DType::F32, [8, 32])?;
+            let y = g.placeholder("y", DType::I32, [8])?;
+            let v1 = rivulet::Variable::in_graph(&g, "w1", &w1, true)?;
+            let v2 = rivulet::Variable::in_graph(&g, "w2", &w2, true)?;
+            let h = ops::relu(&ops::matmul(&x, &v1.read())?)?;
+            let logits = ops::matmul(&h, &v2.read())?;
+            let loss =
+                ops::mean(&ops::sparse_softmax_cross_entropy_with_logits(&y, &logits)?, rivulet::Axes::All, false)?;
+            let train = rivulet::nn::Optimizer::adam(0.01).minimize(&loss, &[&v1, &v2])?;
+            Ok((x, y, loss, train, v1, v2))
+        })??;
+        let s = Session::with_options(&g, rivulet::SessionOptions { device_graphs, ..Default::default() });
+        s.run_targets(&[&g.global_variables_initializer()?])?;
+        let (mut fetched, mut at_once, mut held) = (Vec::new(), Vec::new(), None);
+        for (k, (xb, yb)) in batches.iter().enumerate() {
+            let out = s.run_with_targets(&[&loss], &[(&x, xb), (&y, yb)], &[&train])?;
+            at_once.push(out[0].to_scalar::<f32>()?);
+            fetched.push(out[0].clone());
+            if k == 3 && device_graphs && rivulet::graph_capture_enabled() {
+                assert_eq!(s.graph_status(&[&loss], &[&x, &y], &[&train])?, rivulet::GraphStatus::Replaying);
+            }
+            if k == 4 {
+                let w = s.variable_value(&v1)?;
+                let then = w.to_vec::<f32>()?;
+                held = Some((w, then));
+            }
+        }
+        let later: Vec<f32> = fetched.iter().map(|t| t.to_scalar::<f32>()).collect::<Result<_>>()?;
+        assert_eq!(later, at_once, "fetched losses stay what they were");
+        let (w, then) = held.expect("held");
+        assert_eq!(w.to_vec::<f32>()?, then, "a held weight is not overwritten");
+        if device_graphs && rivulet::graph_capture_enabled() {
+            assert_eq!(
+                s.graph_status(&[&loss], &[&x, &y], &[&train])?,
+                rivulet::GraphStatus::Replaying,
+                "recorded again after the held weight moved the variable"
+            );
+        }
+        // A request that only reads a variable: its replay copies the value out.
+        let read = v2.read();
+        for _ in 0..3 {
+            let got = s.run(&[&read], &[])?;
+            assert_eq!(got[0].to_vec::<f32>()?, s.variable_value(&v2)?.to_vec::<f32>()?);
+        }
+        runs.push((at_once, s.variable_value(&v1)?.to_vec::<f32>()?, s.variable_value(&v2)?.to_vec::<f32>()?));
+        let bad = Tensor::from_slice(&[9i32; 8], [8])?;
+        let e = s.run_with_targets(&[&loss], &[(&x, &batches[0].0), (&y, &bad)], &[&train]);
+        assert!(e.is_err_and(|e| e.to_string().contains("out of range")), "a bad label is an error");
+    }
+    assert_eq!(runs[0], runs[1], "replays give the bits of runs step by step");
+    Ok(())
+}

@@ -1988,8 +1988,14 @@ fn parallel_and_sequential_executors_agree() -> Result<()> {
     let mut rng = Rng(17);
     let (xv, yv) = (rng.tensor(&[n, n], 1.0), rng.tensor(&[n, n], 1.0));
     for passes in [PassOptions::all(), PassOptions::none()] {
-        let par = Session::with_options(&g, SessionOptions { inter_op_parallelism: true, passes: passes.clone() });
-        let seq = Session::with_options(&g, SessionOptions { inter_op_parallelism: false, passes: passes.clone() });
+        let par = Session::with_options(
+            &g,
+            SessionOptions { inter_op_parallelism: true, passes: passes.clone(), ..SessionOptions::default() },
+        );
+        let seq = Session::with_options(
+            &g,
+            SessionOptions { inter_op_parallelism: false, passes: passes.clone(), ..SessionOptions::default() },
+        );
         for run in 0..3 {
             let a = par.run(&fetches, &[(&x, &xv), (&y, &yv)])?;
             let b = seq.run(&fetches, &[(&x, &xv), (&y, &yv)])?;

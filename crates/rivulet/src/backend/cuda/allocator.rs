@@ -8,6 +8,13 @@
 //! between streams; [`CachingAllocator::release_cached`] (after the device
 //! is synchronized) gives them back to the driver.
 //!
+//! A CUDA graph's memory is a private pool: while a plan is captured its
+//! allocations use a key of their own instead of the stream (reused inside
+//! the capture, whose work is one chain, as stream order), and those
+//! blocks stay out of [`CachingAllocator::release_cached`] until the graph
+//! is dropped ([`CachingAllocator::retire_pool`]), since its replays write
+//! them at the addresses the capture recorded.
+//!
 //! The driver calls sit behind [`DeviceMemory`], so the bookkeeping is
 //! tested on machines without a GPU.
 
@@ -49,10 +56,15 @@ pub(crate) struct MemoryStats {
 
 #[derive(Default)]
 struct Pools {
-    /// Free blocks by stream, then size.
+    /// Free blocks by stream (or private pool), then size.
     free: BTreeMap<(u64, usize), Vec<u64>>,
+    /// Private pools of live graphs: their free blocks are not released.
+    live_pools: Vec<u64>,
     stats: MemoryStats,
 }
+
+/// Keys of private pools have this bit set (streams are host pointers).
+pub(crate) const PRIVATE_POOL: u64 = 1 << 63;
 
 /// See the module documentation.
 pub(crate) struct CachingAllocator<M: DeviceMemory> {
@@ -117,12 +129,35 @@ impl<M: DeviceMemory> CachingAllocator<M> {
     }
 
     /// Give every cached block back to the driver (the device must be idle
-    /// for blocks freed by queued work); the bytes released.
+    /// for blocks freed by queued work), except the free blocks of live
+    /// private pools; the bytes released.
     pub fn release_cached(&self) -> usize {
-        let drained = {
+        self.release_where(|pools, key| !pools.live_pools.contains(&key))
+    }
+
+    /// Open private pool `key` (with [`PRIVATE_POOL`] set) for a graph
+    /// being captured: allocate with `key` as the stream.
+    pub fn open_pool(&self, key: u64) {
+        debug_assert!(key & PRIVATE_POOL != 0);
+        self.pools.lock().live_pools.push(key);
+    }
+
+    /// The graph of private pool `key` is gone (and its replays have run):
+    /// its free blocks go back to the driver; blocks of it still held are
+    /// released by a later [`CachingAllocator::release_cached`] once freed.
+    pub fn retire_pool(&self, key: u64) -> usize {
+        self.pools.lock().live_pools.retain(|&k| k != key);
+        self.release_where(|_, k| k == key)
+    }
+
+    fn release_where(&self, release: impl Fn(&Pools, u64) -> bool) -> usize {
+        let drained: Vec<((u64, usize), Vec<u64>)> = {
             let mut pools = self.pools.lock();
-            pools.stats.cached = 0;
-            std::mem::take(&mut pools.free)
+            let keys: Vec<(u64, usize)> = pools.free.keys().copied().filter(|&(k, _)| release(&pools, k)).collect();
+            let drained: Vec<_> = keys.into_iter().filter_map(|k| pools.free.remove(&k).map(|v| (k, v))).collect();
+            let bytes: usize = drained.iter().map(|((_, size), v)| size * v.len()).sum();
+            pools.stats.cached -= bytes;
+            drained
         };
         let mut released = 0;
         for ((_, size), ptrs) in drained {
@@ -152,7 +187,7 @@ impl<M: DeviceMemory> CachingAllocator<M> {
 
 impl<M: DeviceMemory> Drop for CachingAllocator<M> {
     fn drop(&mut self) {
-        self.release_cached();
+        self.release_where(|_, _| true);
     }
 }
 
@@ -252,6 +287,35 @@ mod tests {
         a.free(held);
         a.free(more);
         assert_eq!(a.stats().in_use, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_private_pool_outlives_release_until_its_graph_retires() -> Result<()> {
+        let a = CachingAllocator::new(Fake::new(1 << 30));
+        let pool = PRIVATE_POOL | 1;
+        a.open_pool(pool);
+        let x = a.alloc(1000, pool)?;
+        let ptr = x.ptr;
+        a.free(x);
+        // Reused inside the capture, as stream order would allow.
+        let again = a.alloc(900, pool)?;
+        assert_eq!(again.ptr, ptr);
+        a.free(again);
+        let other = a.alloc(1000, 7)?;
+        assert_ne!(other.ptr, ptr, "the stream never gets the pool's blocks");
+        a.free(other);
+        assert_eq!(a.release_cached(), 1024, "only the stream's block is released");
+        assert_eq!(a.stats().cached, 1024, "the graph's block is kept");
+        assert_eq!(a.retire_pool(pool), 1024);
+        assert_eq!(a.stats(), MemoryStats { in_use: 0, cached: 0, peak_in_use: 1024 });
+        // A block of the retired pool freed late is released as any other.
+        a.open_pool(PRIVATE_POOL | 2);
+        let late = a.alloc(512, PRIVATE_POOL | 2)?;
+        assert_eq!(a.retire_pool(PRIVATE_POOL | 2), 0, "still held");
+        a.free(late);
+        assert_eq!(a.release_cached(), 512);
+        assert_eq!(a.memory.used.load(Ordering::SeqCst), 0);
         Ok(())
     }
 

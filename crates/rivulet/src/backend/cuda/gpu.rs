@@ -3,20 +3,29 @@
 //! the driver's memory, compiled kernels (NVRTC, cached in memory and on
 //! disk) and the cuBLAS handle.
 //!
+//! A plan can be captured as a CUDA graph ([`Gpu::begin_capture`]): the
+//! capturing thread's launches go to a capture stream of their own and its
+//! allocations to a private pool, and the graph is replayed on the main
+//! stream, ordered with everything else. While capturing, anything that
+//! would wait for the device or copy host memory is refused (an error, so
+//! the caller runs the plan uncaptured), and checks of the error word are
+//! deferred to after each replay.
+//!
 //! Every driver call goes through cudarc's raw bindings, after
 //! [`super::probe`] found the driver library (cudarc's loader panics
 //! where it is missing) and after NVRTC's and cuBLAS's libraries were found
 //! the same way.
 
-use super::allocator::{Block, CachingAllocator, DeviceMemory, MemoryStats};
+use super::allocator::{Block, CachingAllocator, DeviceMemory, MemoryStats, PRIVATE_POOL};
 use crate::error::{Error, Result};
 use crate::tensor::storage::{DeviceAllocation, HostBuffer};
-use crate::tensor::Device;
+use crate::tensor::{Device, Value};
 use cudarc::driver::{result as drv, sys};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_void, CString};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// A driver error as a rivulet error naming what was being done.
@@ -30,6 +39,8 @@ pub(crate) fn driver_error(what: &str, e: drv::DriverError) -> Error {
 struct Handles {
     ctx: sys::CUcontext,
     stream: sys::CUstream,
+    /// Where captured work is queued (never run there: replays run on `stream`).
+    capture: sys::CUstream,
 }
 // SAFETY: CUDA contexts and streams may be used from any thread.
 unsafe impl Send for Handles {}
@@ -66,7 +77,25 @@ impl DeviceMemory for DriverMemory {
 
 thread_local! {
     static CURRENT: Cell<usize> = const { Cell::new(0) };
+    /// What this thread is capturing, if anything.
+    static CAPTURE: RefCell<Option<Capturing>> = const { RefCell::new(None) };
 }
+
+/// A capture in progress on this thread.
+struct Capturing {
+    /// The GPU's address, to tell GPUs apart.
+    gpu: usize,
+    pool: Arc<PrivatePool>,
+    /// Error-word checks skipped while capturing (run after each replay).
+    deferred_checks: usize,
+    /// Values the graph reads that no plan slot holds (cached scalars).
+    keep: Vec<Value>,
+}
+
+/// cuBLAS's workspace, ours so that a captured product never allocates
+/// (cuBLAS drops a workspace it was given when its stream changes, so it is
+/// set again with each stream).
+const BLAS_WORKSPACE: usize = 32 << 20;
 
 /// Make `ctx` current on this thread (once per thread and context).
 fn make_current(ctx: sys::CUcontext) -> Result<()> {
@@ -105,6 +134,9 @@ pub(crate) struct Gpu {
     allocator: CachingAllocator<DriverMemory>,
     kernels: Mutex<FxHashMap<String, Function>>,
     blas: Mutex<Option<Blas>>,
+    /// The stream cuBLAS was last bound to, and its workspace.
+    blas_stream: Mutex<(usize, Option<GpuBuffer>)>,
+    next_pool: AtomicU64,
     /// The integer-error word generated kernels set (see `codegen`).
     error_word: u64,
     arch: &'static str,
@@ -128,7 +160,9 @@ impl Gpu {
         make_current(ctx)?;
         let stream =
             drv::stream::create(drv::stream::StreamKind::NonBlocking).map_err(|e| driver_error("cuStreamCreate", e))?;
-        let handles = Handles { ctx, stream };
+        let capture_stream =
+            drv::stream::create(drv::stream::StreamKind::NonBlocking).map_err(|e| driver_error("cuStreamCreate", e))?;
+        let handles = Handles { ctx, stream, capture: capture_stream };
         let device = Device { kind: crate::tensor::DeviceKind::Gpu, index };
         let allocator = CachingAllocator::new(DriverMemory { handles, name: format!("{device} ({name})") });
         // SAFETY: a plain allocation in the current context, zeroed before use.
@@ -145,6 +179,8 @@ impl Gpu {
             allocator,
             kernels: Mutex::new(FxHashMap::default()),
             blas: Mutex::new(None),
+            blas_stream: Mutex::new((0, None)),
+            next_pool: AtomicU64::new(1),
             error_word,
             arch,
         })
@@ -159,7 +195,8 @@ impl Gpu {
     /// `bytes` of device memory (uninitialised), freed when the last
     /// storage over it drops.
     pub fn alloc(self: &Arc<Self>, bytes: usize) -> Result<GpuBuffer> {
-        let block = self.allocator.alloc(bytes.max(1), self.handles.stream as u64)?;
+        let key = self.with_capture(|c| c.pool.key).unwrap_or(self.handles.stream as u64);
+        let block = self.allocator.alloc(bytes.max(1), key)?;
         Ok(GpuBuffer { gpu: self.clone(), block: Some(block), bytes })
     }
 
@@ -173,8 +210,83 @@ impl Gpu {
         self.allocator.stats()
     }
 
+    /// `f` of this thread's capture on this GPU, if one is in progress.
+    fn with_capture<R>(&self, f: impl FnOnce(&mut Capturing) -> R) -> Option<R> {
+        let me = self as *const Gpu as usize;
+        CAPTURE.with(|c| c.borrow_mut().as_mut().filter(|k| k.gpu == me).map(f))
+    }
+
+    /// The stream this thread's work goes to: the capture stream while
+    /// capturing, else the device's stream.
+    fn stream(&self) -> sys::CUstream {
+        match self.with_capture(|_| ()) {
+            Some(()) => self.handles.capture,
+            None => self.handles.stream,
+        }
+    }
+
+    /// An error unless this thread is outside a capture: `what` would wait
+    /// for the device or read host memory when the graph is built, not when
+    /// it is replayed.
+    fn not_capturing(&self, what: &str) -> Result<()> {
+        match self.with_capture(|_| ()) {
+            Some(()) => Err(Error::unimplemented(format!("{what} cannot be captured in a CUDA graph"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Keep `v` alive as long as the graph being captured (a value the
+    /// graph reads that nothing else holds for it).
+    pub fn keep_for_capture(&self, v: &Value) {
+        self.with_capture(|c| c.keep.push(v.clone()));
+    }
+
+    /// Start capturing this thread's work on the GPU into a graph: until
+    /// [`Gpu::end_capture`], launches are recorded, not run.
+    pub fn begin_capture(self: &Arc<Self>) -> Result<()> {
+        if CAPTURE.with(|c| c.borrow().is_some()) {
+            return Err(Error::unimplemented("a CUDA graph capture inside another"));
+        }
+        self.enter()?;
+        let key = PRIVATE_POOL | self.next_pool.fetch_add(1, Ordering::Relaxed);
+        self.allocator.open_pool(key);
+        let pool = Arc::new(PrivatePool { gpu: self.clone(), key });
+        // Relaxed: other threads may allocate (and this one reuse its pool's
+        // blocks) while the capture is open.
+        // SAFETY: a live stream of the current context.
+        unsafe {
+            drv::stream::begin_capture(self.handles.capture, sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
+        }
+        .map_err(|e| driver_error("cuStreamBeginCapture", e))?;
+        let me = Arc::as_ptr(self) as usize;
+        CAPTURE.with(|c| *c.borrow_mut() = Some(Capturing { gpu: me, pool, deferred_checks: 0, keep: Vec::new() }));
+        Ok(())
+    }
+
+    /// End this thread's capture: the graph, instantiated, or the error
+    /// that invalidated the capture.
+    pub fn end_capture(self: &Arc<Self>) -> Result<GpuGraph> {
+        let me = Arc::as_ptr(self) as usize;
+        let Some(capturing) = CAPTURE.with(|c| c.borrow_mut().take_if(|k| k.gpu == me)) else {
+            return Err(Error::invalid("internal: ending a CUDA graph capture that was not begun"));
+        };
+        self.enter()?;
+        // SAFETY: the capture stream, capturing since `begin_capture`.
+        let graph = unsafe { drv::stream::end_capture(self.handles.capture) }
+            .map_err(|e| driver_error("cuStreamEndCapture", e))?;
+        // SAFETY: the graph just captured; the executable is independent of it.
+        let exec = unsafe { drv::graph::instantiate(graph, sys::CUgraphInstantiate_flags(0)) };
+        // SAFETY: the graph is not used after this.
+        unsafe {
+            let _ = drv::graph::destroy(graph);
+        }
+        let exec = exec.map_err(|e| driver_error("cuGraphInstantiate", e))?;
+        Ok(GpuGraph { exec, deferred_checks: capturing.deferred_checks, keep: capturing.keep, pool: capturing.pool })
+    }
+
     /// Wait for everything queued on the stream.
     pub fn synchronize(&self) -> Result<()> {
+        self.not_capturing("waiting for the device")?;
         self.enter()?;
         // SAFETY: a live stream.
         unsafe { drv::stream::synchronize(self.handles.stream) }.map_err(|e| driver_error("cuStreamSynchronize", e))
@@ -186,6 +298,7 @@ impl Gpu {
         if src.is_empty() {
             return Ok(());
         }
+        self.not_capturing("a copy from host memory")?;
         self.enter()?;
         // SAFETY: `dst` holds at least `src.len()` bytes (the caller's allocation).
         unsafe { drv::memcpy_htod_async(dst, src, self.handles.stream) }.map_err(|e| driver_error("cuMemcpyHtoD", e))
@@ -193,6 +306,7 @@ impl Gpu {
 
     /// Copy `dst.len()` bytes from `src` to the host, after all queued work.
     pub fn download(&self, dst: &mut [u8], src: u64) -> Result<()> {
+        self.not_capturing("a copy to host memory")?;
         self.enter()?;
         if !dst.is_empty() {
             // SAFETY: `src` holds at least `dst.len()` bytes.
@@ -253,7 +367,7 @@ impl Gpu {
         args: &mut [*mut c_void],
     ) -> Result<()> {
         self.enter()?;
-        drv::launch_kernel(f.0, grid, (block, 1, 1), 0, self.handles.stream, args)
+        drv::launch_kernel(f.0, grid, (block, 1, 1), 0, self.stream(), args)
             .map_err(|e| driver_error("cuLaunchKernel", e))
     }
 
@@ -262,8 +376,23 @@ impl Gpu {
         self.error_word
     }
 
-    /// Read and clear the integer-error word (synchronizes).
+    /// Copy `bytes` between device buffers (queued on this thread's stream).
+    pub fn copy_device(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        self.enter()?;
+        // SAFETY: both buffers hold at least `bytes` (the caller's values).
+        unsafe { drv::memcpy_dtod_async(dst, src, bytes, self.stream()) }.map_err(|e| driver_error("cuMemcpyDtoD", e))
+    }
+
+    /// Read and clear the integer-error word (synchronizes). While
+    /// capturing, the check is recorded for after each replay instead, and
+    /// this answers 0.
     pub fn take_error(&self) -> Result<i32> {
+        if self.with_capture(|c| c.deferred_checks += 1).is_some() {
+            return Ok(0);
+        }
         let mut word = [0u8; 4];
         self.download(&mut word, self.error_word)?;
         let code = i32::from_le_bytes(word);
@@ -275,10 +404,20 @@ impl Gpu {
         Ok(code)
     }
 
-    /// Run `f` with the cuBLAS handle (made on first use, bound to the stream).
-    pub fn with_blas<R>(&self, f: impl FnOnce(&Blas) -> Result<R>) -> Result<R> {
+    /// Run `f` with the cuBLAS handle (made on first use, bound to this
+    /// thread's stream with our workspace).
+    pub fn with_blas<R>(self: &Arc<Self>, f: impl FnOnce(&Blas) -> Result<R>) -> Result<R> {
         use cudarc::cublas::sys as blas;
         self.enter()?;
+        let workspace = {
+            let mut bound = self.blas_stream.lock();
+            if bound.1.is_none() {
+                // Never from a graph's private pool.
+                self.not_capturing("starting cuBLAS")?;
+                bound.1 = Some(self.alloc(BLAS_WORKSPACE)?);
+            }
+            bound.1.as_ref().map_or(0, GpuBuffer::ptr)
+        };
         let mut guard = self.blas.lock();
         if guard.is_none() {
             // SAFETY: probe checked the library is present (see `super::available`).
@@ -290,14 +429,85 @@ impl Gpu {
             // SAFETY: out-pointer to a handle; then bound to our live stream.
             unsafe {
                 check_blas("cublasCreate", blas::cublasCreate_v2(&mut h))?;
-                check_blas("cublasSetStream", blas::cublasSetStream_v2(h, self.handles.stream as _))?;
             }
             *guard = Some(Blas(h));
         }
-        match guard.as_ref() {
-            Some(b) => f(b),
-            None => Err(Error::device("cuBLAS handle missing")),
+        let Some(b) = guard.as_ref() else { return Err(Error::device("cuBLAS handle missing")) };
+        let stream = self.stream();
+        let mut bound = self.blas_stream.lock();
+        if bound.0 != stream as usize {
+            // SAFETY: the live handle (under its mutex), a live stream, and a
+            // workspace the GPU keeps for as long as the handle.
+            unsafe {
+                check_blas("cublasSetStream", blas::cublasSetStream_v2(b.0, stream as _))?;
+                check_blas(
+                    "cublasSetWorkspace",
+                    blas::cublasSetWorkspace_v2(b.0, workspace as *mut c_void, BLAS_WORKSPACE),
+                )?;
+            }
+            bound.0 = stream as usize;
         }
+        drop(bound);
+        f(b)
+    }
+}
+
+/// A private pool of the caching allocator: the memory of a graph, given
+/// back once the graph is gone and its replays have run.
+pub(crate) struct PrivatePool {
+    gpu: Arc<Gpu>,
+    key: u64,
+}
+
+impl Drop for PrivatePool {
+    fn drop(&mut self) {
+        // Replays queued on the stream still use the blocks.
+        let _ = self.gpu.synchronize();
+        self.gpu.allocator.retire_pool(self.key);
+    }
+}
+
+/// A captured, instantiated CUDA graph.
+pub(crate) struct GpuGraph {
+    exec: sys::CUgraphExec,
+    /// Error-word checks the captured kernels make (see [`Gpu::take_error`]).
+    pub deferred_checks: usize,
+    keep: Vec<Value>,
+    pool: Arc<PrivatePool>,
+}
+// SAFETY: an executable graph may be launched from any thread; the Gpu
+// launches one at a time per caller's lock.
+unsafe impl Send for GpuGraph {}
+// SAFETY: as above.
+unsafe impl Sync for GpuGraph {}
+
+impl GpuGraph {
+    /// Run the graph on the device's stream, after the work queued there.
+    pub fn launch(&self) -> Result<()> {
+        let gpu = &self.pool.gpu;
+        gpu.not_capturing("replaying a graph")?;
+        gpu.enter()?;
+        // SAFETY: a live executable graph and the device's stream.
+        unsafe { drv::graph::launch(self.exec, gpu.handles.stream) }.map_err(|e| driver_error("cuGraphLaunch", e))
+    }
+
+    /// The GPU the graph runs on.
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.pool.gpu
+    }
+}
+
+impl Drop for GpuGraph {
+    fn drop(&mut self) {
+        let gpu = &self.pool.gpu;
+        if gpu.enter().is_ok() {
+            let _ = gpu.synchronize();
+            // SAFETY: no replay is queued any more; destroyed once.
+            unsafe {
+                let _ = drv::graph::exec_destroy(self.exec);
+            }
+        }
+        self.keep.clear();
     }
 }
 

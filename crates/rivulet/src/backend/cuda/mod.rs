@@ -9,7 +9,10 @@
 //! float matrix products go to cuBLAS. Everything is queued on one stream
 //! per device: a host read (`to_vec`, a transfer) synchronizes, nothing else
 //! does, except kernels that can fail (an integer division or power, a
-//! gather's index check), whose error word is read back at once.
+//! gather's index check), whose error word is read back at once (after
+//! each replay, in a recorded graph). Optimizer updates run in place where
+//! the store holds the buffers alone, so a variable keeps its address,
+//! which recorded graphs rely on.
 //!
 //! `gather_nd`, `scatter_nd` and top-k run on the CPU backend and are
 //! copied over: correct, not yet fast.
@@ -658,6 +661,14 @@ impl CudaBackend {
 
     /// One optimizer step as one kernel: new variable and slot values.
     fn apply_update(&self, rule: &UpdateRule, inputs: &[&Value]) -> Result<Vec<Value>> {
+        self.update_kernel(rule, inputs, None)
+    }
+
+    /// The update kernel over `inputs` (variable, gradient, lr, step,
+    /// slots): into new buffers, or with `into` over those values (the
+    /// variable's and slots' own buffers: the kernel reads each element
+    /// before it writes it).
+    fn update_kernel(&self, rule: &UpdateRule, inputs: &[&Value], into: Option<&[Value]>) -> Result<Vec<Value>> {
         let (w, g) = (inputs[0], inputs[1]);
         let slots = &inputs[4..];
         if slots.len() != rule.num_slots() || g.shape() != w.shape() || slots.iter().any(|s| s.shape() != w.shape()) {
@@ -686,10 +697,15 @@ impl CudaBackend {
         let slots: Vec<Value> = slots.iter().map(|s| self.contiguous(s)).collect::<Result<_>>()?;
         let mut outs = Vec::with_capacity(1 + slots.len());
         let mut ptrs = [0u64; 3];
-        for p in ptrs.iter_mut().take(1 + slots.len()) {
-            let (v, ptr) = self.empty(&meta)?;
-            outs.push(v);
-            *p = ptr;
+        for (k, p) in ptrs.iter_mut().take(1 + slots.len()).enumerate() {
+            match into {
+                Some(targets) => *p = address(&targets[k])?,
+                None => {
+                    let (v, ptr) = self.empty(&meta)?;
+                    outs.push(v);
+                    *p = ptr;
+                }
+            }
         }
         let n = meta.shape.numel_known();
         if n == 0 {
@@ -744,6 +760,31 @@ impl CudaBackend {
         }
         let program = FusedProgram { output: instrs.len() - 1, instrs, reduce: None };
         self.run_program(Signature::Program(fingerprint(&program)), &program, &[&y, inputs[2]], out)
+    }
+}
+
+impl super::Replay for gpu::GpuGraph {
+    fn launch(&self) -> Result<()> {
+        gpu::GpuGraph::launch(self)
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.deferred_checks == 0 {
+            return Ok(());
+        }
+        match self.gpu().take_error()? {
+            0 => Ok(()),
+            code => Err(Error::invalid(format!(
+                "a kernel of the replayed CUDA graph reported {} (set RIVULET_CUDA_GRAPHS=0 to run the plan \
+                 op by op and have the op that raised it named)",
+                match code {
+                    1 => "an integer division by zero",
+                    2 => "an integer raised to a negative integer power",
+                    3 => "an index out of range in a gather or its gradient",
+                    _ => "an error",
+                }
+            ))),
+        }
     }
 }
 
@@ -1172,6 +1213,75 @@ impl Backend for CudaBackend {
         Ok((self.upload(&values)?, self.upload(&indices)?))
     }
 
+    fn update_in_place(
+        &self,
+        rule: &UpdateRule,
+        targets: &mut [Value],
+        grad: &Value,
+        lr: &Value,
+        step: &Value,
+    ) -> Result<bool> {
+        let known = matches!(
+            rule,
+            UpdateRule::Sgd
+                | UpdateRule::Momentum { .. }
+                | UpdateRule::Adam { .. }
+                | UpdateRule::RmsProp { .. }
+                | UpdateRule::Adagrad { .. }
+        );
+        let Some(w) = targets.first() else { return Ok(false) };
+        if !known || !w.dtype.is_float() || targets.iter().any(|t| !t.layout.is_contiguous()) {
+            return Ok(false);
+        }
+        let mut inputs: Vec<&Value> = vec![w, grad, lr, step];
+        inputs.extend(&targets[1..]);
+        self.update_kernel(rule, &inputs, Some(targets))?;
+        // The host copies a read made are stale now.
+        for t in targets.iter_mut() {
+            Arc::get_mut(&mut t.storage)
+                .ok_or_else(|| Error::invalid("internal: an in-place update of a shared buffer"))?
+                .forget_host_copy();
+        }
+        Ok(true)
+    }
+
+    fn begin_capture(&self) -> Result<bool> {
+        self.gpu.begin_capture()?;
+        Ok(true)
+    }
+
+    fn end_capture(&self) -> Result<Box<dyn super::Replay>> {
+        Ok(Box::new(self.gpu.end_capture()?))
+    }
+
+    fn copy_into(&self, dst: &Value, src: &Value) -> Result<()> {
+        if dst.dtype != src.dtype || dst.shape() != src.shape() || !dst.layout.is_contiguous() {
+            return Err(Error::invalid(format!(
+                "internal: copying {}{} into {}{}",
+                src.dtype,
+                src.shape(),
+                dst.dtype,
+                dst.shape()
+            )));
+        }
+        let bytes = dst.numel() * dst.dtype.size();
+        if src.device() == self.gpu.device {
+            let src = self.contiguous(src)?;
+            return self.gpu.copy_device(address(dst)?, address(&src)?, bytes);
+        }
+        let host = super::transfer(src, Device::CPU)?;
+        let host = match host.layout.is_contiguous() {
+            true => host,
+            false => super::backend(Device::CPU)?.assemble(
+                &Meta::new(host.dtype, host.shape().clone()),
+                Scalar::I64(0),
+                &[(Layout::contiguous(host.shape().clone()), &host)],
+            )?,
+        };
+        let at = host.layout.offset * host.dtype.size();
+        self.gpu.upload(address(dst)?, &host.storage.host().bytes()[at..at + bytes])
+    }
+
     fn upload(&self, host: &Value) -> Result<Value> {
         let size = host.dtype.size();
         let scalar_key = (host.numel() == 1).then(|| {
@@ -1182,6 +1292,8 @@ impl Backend for CudaBackend {
         });
         if let Some(key) = scalar_key {
             if let Some(v) = self.scalars.lock().get(&key) {
+                // A graph being captured reads it after the cache may have let go.
+                self.gpu.keep_for_capture(v);
                 return Ok(v.view(Layout::contiguous(host.shape().clone())));
             }
         }

@@ -825,6 +825,41 @@ impl Backend for ReferenceBackend {
     fn download(&self, v: &Value) -> Result<Value> {
         copy_to(v, Device::CPU)
     }
+
+    /// The decomposed update into new values, then copied over the old
+    /// buffers: the reference device keeps variables at one address as an
+    /// accelerator does, so the store's in-place path is tested on it.
+    fn update_in_place(
+        &self,
+        rule: &crate::op::optim::UpdateRule,
+        targets: &mut [Value],
+        grad: &Value,
+        lr: &Value,
+        step: &Value,
+    ) -> Result<bool> {
+        if targets.iter().any(|t| !t.layout.is_contiguous()) {
+            return Ok(false);
+        }
+        let mut inputs: Vec<&Value> = vec![&targets[0], grad, lr, step];
+        inputs.extend(&targets[1..]);
+        let op = crate::op::Op::ApplyUpdate { rule: *rule };
+        let new = super::execute_on(Device::REFERENCE, &op, &inputs, &super::KernelCtx::EAGER)?;
+        if new.len() != targets.len() {
+            bail!(invalid, "internal: {} values from an update of {}", new.len(), targets.len());
+        }
+        // Fresh copies: a decomposed result may be a view of an old buffer.
+        let fresh: Vec<Value> = new.iter().map(|v| copy_to(v, Device::REFERENCE)).collect::<Result<_>>()?;
+        drop((inputs, new));
+        let new = fresh;
+        for (t, v) in targets.iter_mut().zip(&new) {
+            let (at, len) = (t.layout.offset * t.dtype.size(), t.numel() * t.dtype.size());
+            let Some(storage) = std::sync::Arc::get_mut(&mut t.storage) else {
+                bail!(invalid, "internal: an in-place update of a shared buffer")
+            };
+            storage.host_mut().bytes_mut()[at..at + len].copy_from_slice(&v.storage.host().bytes()[..len]);
+        }
+        Ok(true)
+    }
 }
 
 /// Zeros of `out` with `updates[i]` added at position `at[i]`.

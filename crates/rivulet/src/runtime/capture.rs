@@ -1,0 +1,624 @@
+//! Session plans replayed as device graphs (CUDA graphs): a training step
+//! of a few hundred small kernels is one launch instead of hundreds, so the
+//! host's cost per step stops bounding the GPU's.
+//!
+//! A plan whose work is on one accelerator splits into three parts
+//! ([`segment`]): host steps the device part does not wait for (feeds'
+//! neighbours, step counters, learning-rate schedules) run first, as
+//! usual; the device steps are recorded once, on the plan's second run
+//! (the first compiles the kernels), and replayed from then on; host steps
+//! that read device results run after. A replay reads and writes fixed
+//! addresses, so:
+//!
+//! - values entering the device part (feeds, the host part's results) are
+//!   copied into buffers the graph owns before each replay;
+//! - values leaving it (fetches, what the last host steps read) are copied
+//!   out of the graph's memory after each replay, so a fetched tensor
+//!   never changes under its holder;
+//! - variables must stay where they were: optimizer updates and
+//!   assignments write into the variable's own buffer, and a replay goes ahead only while every variable the graph touches
+//!   is at its recorded address and every one it writes is held by its
+//!   cell alone ([`VariableStore::replay_guard`]); otherwise the run goes
+//!   step by step and the graph is recorded again later.
+//!
+//! Plans that cannot be replayed faithfully are never recorded: random ops
+//! on the device (each run draws new numbers), control flow, collectives,
+//! or host steps between device steps. A recording that fails (a kernel that would read
+//! back to the host, an in-place update over a shared buffer) changes
+//! nothing (an assignment or update over a shared buffer is refused before
+//! it queues anything): the run goes on step by step and the plan is not
+//! recorded again. `RIVULET_CUDA_GRAPHS=0` or [`enable_graph_capture`] turns
+//! recording off.
+
+use super::plan::{Plan, Slot, Stateful};
+use super::session::{collect, fill_slots, run_one};
+use super::store::VariableStore;
+use crate::backend::{self, Replay};
+use crate::error::{Error, Result};
+use crate::graph::NodeId;
+use crate::op::{Meta, Op};
+use crate::tensor::layout::Layout;
+use crate::tensor::{DType, Device, Scalar, Shape, Value};
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// 0: not decided yet (read `RIVULET_CUDA_GRAPHS`), 1: on, 2: off.
+static ENABLED: AtomicU8 = AtomicU8::new(0);
+
+/// Whether session plans on a GPU are recorded as CUDA graphs and replayed
+/// (on by default; `RIVULET_CUDA_GRAPHS=0` turns it off at start-up).
+/// Plans recorded before a switch off are not replayed after it.
+pub fn enable_graph_capture(enabled: bool) {
+    ENABLED.store(if enabled { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// Whether recording is on (see [`enable_graph_capture`]).
+pub fn graph_capture_enabled() -> bool {
+    match ENABLED.load(Ordering::Relaxed) {
+        0 => {
+            let off = std::env::var("RIVULET_CUDA_GRAPHS")
+                .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "off" | "false" | "no"));
+            let _ = ENABLED.compare_exchange(0, if off { 2 } else { 1 }, Ordering::Relaxed, Ordering::Relaxed);
+            graph_capture_enabled()
+        }
+        v => v == 1,
+    }
+}
+
+/// How a plan divides around its device part (see the module documentation).
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub device: Device,
+    /// Host steps run before the device part, in plan order.
+    pub before: Vec<usize>,
+    /// The device steps, in plan order: what is recorded.
+    pub inside: Vec<usize>,
+    /// Host steps that read device results, run after it.
+    pub after: Vec<usize>,
+    /// Slots the device part reads and does not produce.
+    pub inputs: Vec<Slot>,
+    /// Slots the device part produces that are fetched or read after it.
+    pub outputs: Vec<Slot>,
+    /// Variables the device part touches, and whether it writes them.
+    pub variables: Vec<(NodeId, bool)>,
+}
+
+/// Split `plan` around its device part, or say why it cannot be replayed.
+pub(crate) fn segment(plan: &Plan) -> std::result::Result<Segment, String> {
+    let steps = &plan.steps;
+    let mut device = None;
+    for st in steps {
+        if st.device == Device::CPU {
+            continue;
+        }
+        match device {
+            None => device = Some(st.device),
+            Some(d) if d != st.device => return Err(format!("steps on {d} and {}", st.device)),
+            Some(_) => {}
+        }
+    }
+    let Some(device) = device else { return Err("no step runs on an accelerator".to_string()) };
+    let name = |k: usize| steps[k].context.node.clone().unwrap_or_else(|| steps[k].context.op.clone());
+    for (k, st) in steps.iter().enumerate() {
+        if matches!(st.stateful, Stateful::Control { .. }) {
+            return Err(format!("control flow ({})", name(k)));
+        }
+        if st.has_collective() {
+            return Err(format!("a collective ({})", name(k)));
+        }
+        if st.device != device {
+            continue;
+        }
+        if st.random_stream.is_some() || matches!(st.op, Op::Random { .. } | Op::RandomLike { .. }) {
+            return Err(format!("a random op on the device ({}) draws new numbers each run", name(k)));
+        }
+    }
+    let on_device: Vec<bool> = steps.iter().map(|s| s.device == device).collect();
+    // Steps that wait, directly or not, for a device step.
+    let mut waits = vec![false; steps.len()];
+    // Steps that wait for a host step that waits for the device.
+    let mut behind_host = vec![false; steps.len()];
+    for k in 0..steps.len() {
+        let host_after = !on_device[k] && waits[k];
+        if on_device[k] && behind_host[k] {
+            return Err(format!("{} on the device waits for host work on device results", name(k)));
+        }
+        for &d in &steps[k].dependents {
+            let d = d as usize;
+            waits[d] |= on_device[k] || waits[k];
+            behind_host[d] |= host_after || behind_host[k];
+        }
+    }
+    let mut seg = Segment {
+        device,
+        before: Vec::new(),
+        inside: Vec::new(),
+        after: Vec::new(),
+        inputs: Vec::new(),
+        outputs: Vec::new(),
+        variables: Vec::new(),
+    };
+    let mut produced = vec![false; plan.num_slots];
+    let mut read_after = vec![false; plan.num_slots];
+    for k in 0..steps.len() {
+        let st = &steps[k];
+        if on_device[k] {
+            seg.inside.push(k);
+            for &s in &st.inputs {
+                if !produced[s as usize] && !seg.inputs.contains(&s) {
+                    seg.inputs.push(s);
+                }
+            }
+            for s in st.outputs.iter().flatten() {
+                produced[*s as usize] = true;
+            }
+            let touched: Vec<(NodeId, bool)> = match &st.stateful {
+                Stateful::Read { var, .. } => vec![(*var, false)],
+                Stateful::Update { vars, .. } => vars.iter().map(|(v, _)| (*v, true)).collect(),
+                Stateful::Assign { var, .. } => vec![(*var, true)],
+                _ => Vec::new(),
+            };
+            for (var, writes) in touched {
+                match seg.variables.iter_mut().find(|(v, _)| *v == var) {
+                    Some(seen) => seen.1 |= writes,
+                    None => seg.variables.push((var, writes)),
+                }
+            }
+        } else if waits[k] {
+            seg.after.push(k);
+            for &s in &st.inputs {
+                read_after[s as usize] = true;
+            }
+        } else {
+            seg.before.push(k);
+        }
+    }
+    seg.outputs = (0..plan.num_slots as Slot)
+        .filter(|&s| produced[s as usize] && (read_after[s as usize] || plan.fetched[s as usize]))
+        .collect();
+    Ok(seg)
+}
+
+/// A plan's recording state.
+#[derive(Default)]
+pub(crate) struct Capture {
+    segment: OnceLock<std::result::Result<Segment, String>>,
+    phase: Mutex<Phase>,
+}
+
+#[derive(Default)]
+enum Phase {
+    /// Runs so far without a graph (the first compiles kernels and makes
+    /// the variables' buffers their own), and how many graphs were given up.
+    #[default]
+    Fresh,
+    Warm {
+        dropped: u32,
+    },
+    /// One thread is recording; the others run step by step meanwhile.
+    Recording,
+    Ready {
+        graph: Arc<Graph>,
+        dropped: u32,
+    },
+    /// Never again, and why.
+    Off(String),
+}
+
+/// Whether a session request runs as a replayed device graph: from
+/// [`crate::Session::graph_status`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GraphStatus {
+    /// The request is not recorded, and why (its steps are all on the
+    /// CPU, or do something a replay could not repeat faithfully).
+    NotRecorded(String),
+    /// Not recorded yet: the first run compiles the kernels, the next one
+    /// records.
+    Warming,
+    /// Runs replay a recorded graph.
+    Replaying,
+    /// Recording is turned off ([`enable_graph_capture`], or the session's
+    /// `SessionOptions::device_graphs`).
+    Disabled,
+}
+
+impl Capture {
+    /// Where `plan` stands (see [`GraphStatus`]).
+    pub(crate) fn status(&self, plan: &Plan) -> GraphStatus {
+        if !graph_capture_enabled() {
+            return GraphStatus::Disabled;
+        }
+        if let Err(why) = self.segment.get_or_init(|| segment(plan)) {
+            return GraphStatus::NotRecorded(why.clone());
+        }
+        match &*self.phase.lock() {
+            Phase::Fresh | Phase::Warm { .. } | Phase::Recording => GraphStatus::Warming,
+            Phase::Ready { .. } => GraphStatus::Replaying,
+            Phase::Off(why) => GraphStatus::NotRecorded(why.clone()),
+        }
+    }
+}
+
+/// Graphs given up (variables moved, input shapes changed) before a plan
+/// stops being recorded.
+const MAX_DROPPED: u32 = 3;
+
+/// A recorded device part.
+struct Graph {
+    replay: Box<dyn Replay>,
+    /// Buffers the device part reads its inputs from: per input slot, the
+    /// buffer and whether it is refilled before each replay (constants are not).
+    inputs: Vec<(Slot, Value, bool)>,
+    outputs: Vec<(Slot, Output)>,
+    /// Variables with the address recorded and whether the graph writes them.
+    variables: Vec<(NodeId, u64, bool)>,
+    /// One replay at a time: they share the input and output buffers.
+    lock: Mutex<()>,
+}
+
+/// Where a value leaving the device part is copied from after a replay.
+enum Output {
+    /// Memory the graph owns (or a constant's).
+    Held(Value),
+    /// A view of a variable's buffer (the graph holds no reference to it,
+    /// which would stop the in-place updates).
+    Variable { var: NodeId, layout: Layout, dtype: DType },
+}
+
+/// Run `plan` with a recorded graph where it can have one: `None` when the
+/// plan is not for recording (the caller runs it as usual).
+pub(super) fn run(plan: &Plan, feeds: &[&Value], store: &VariableStore) -> Result<Option<Vec<Value>>> {
+    if !graph_capture_enabled() {
+        return Ok(None);
+    }
+    let Ok(seg) = plan.capture.segment.get_or_init(|| segment(plan)) else { return Ok(None) };
+    enum Action {
+        Record(u32),
+        Replay(Arc<Graph>, u32),
+    }
+    let action = {
+        let mut phase = plan.capture.phase.lock();
+        match &*phase {
+            Phase::Fresh => {
+                *phase = Phase::Warm { dropped: 0 };
+                return Ok(None);
+            }
+            Phase::Warm { dropped } => {
+                let dropped = *dropped;
+                *phase = Phase::Recording;
+                Action::Record(dropped)
+            }
+            Phase::Recording | Phase::Off(_) => return Ok(None),
+            Phase::Ready { graph, dropped } => Action::Replay(graph.clone(), *dropped),
+        }
+    };
+    let mut slots: Vec<Option<Value>> = vec![None; plan.num_slots];
+    let set = |phase: Phase| *plan.capture.phase.lock() = phase;
+    let before = fill_slots(plan, feeds, &mut slots)
+        .and_then(|_| seg.before.iter().try_for_each(|&k| run_one(plan, k, store, &mut slots, None, false)));
+    if let Err(e) = before {
+        if let Action::Record(dropped) = action {
+            set(Phase::Warm { dropped });
+        }
+        return Err(e);
+    }
+    let replayed = match action {
+        Action::Record(dropped) => match record(plan, seg, store, &mut slots) {
+            Ok(Ok(graph)) => {
+                let graph = Arc::new(graph);
+                set(Phase::Ready { graph: graph.clone(), dropped });
+                launch(&graph, seg, store, &mut slots, false)?
+            }
+            Ok(Err(why)) => {
+                log::debug!("plan not recorded as a device graph: {why}");
+                set(Phase::Off(why));
+                false
+            }
+            Err(e) => {
+                set(Phase::Warm { dropped });
+                return Err(e);
+            }
+        },
+        Action::Replay(graph, dropped) => {
+            let done = launch(&graph, seg, store, &mut slots, true)?;
+            if !done {
+                // Variables moved or inputs changed shape: record again, a few times.
+                set(match dropped + 1 {
+                    n if n >= MAX_DROPPED => Phase::Off("its variables or input shapes keep changing".to_string()),
+                    n => Phase::Warm { dropped: n },
+                });
+            }
+            done
+        }
+    };
+    if !replayed {
+        for &k in &seg.inside {
+            run_one(plan, k, store, &mut slots, None, false)?;
+        }
+    }
+    for &k in &seg.after {
+        run_one(plan, k, store, &mut slots, None, false)?;
+    }
+    collect(plan, |s| slots[s as usize].clone()).map(Some)
+}
+
+/// A fresh contiguous copy of `v` on `device`.
+fn fresh_copy(v: &Value, device: Device) -> Result<Value> {
+    let on = backend::transfer(v, device)?;
+    let meta = Meta::new(on.dtype, on.shape().clone());
+    backend::backend(device)?.assemble(&meta, Scalar::I64(0), &[(Layout::contiguous(on.shape().clone()), &on)])
+}
+
+/// Record the device part of a run whose host part has run: the graph, or
+/// why there is none (the slots are as before then, for a run step by step).
+fn record(
+    plan: &Plan,
+    seg: &Segment,
+    store: &VariableStore,
+    slots: &mut [Option<Value>],
+) -> Result<std::result::Result<Graph, String>> {
+    let backend = backend::backend(seg.device)?;
+    let missing = || Error::graph("internal: a value the device graph reads is missing");
+    // Inputs: buffers of the graph's own, holding this run's values.
+    let mut inputs = Vec::with_capacity(seg.inputs.len());
+    let mut originals = Vec::with_capacity(seg.inputs.len());
+    for &s in &seg.inputs {
+        let v = slots[s as usize].clone().ok_or_else(missing)?;
+        // A constant never changes: copied to the device once, if it is not there.
+        let constant = plan.constants.iter().any(|(c, _)| *c == s);
+        let held = if constant && v.device() == seg.device { v.clone() } else { fresh_copy(&v, seg.device)? };
+        slots[s as usize] = Some(held.clone());
+        inputs.push((s, held, !constant));
+        originals.push((s, v));
+    }
+    let restore = |slots: &mut [Option<Value>], why: String| {
+        for &k in &seg.inside {
+            for s in plan.steps[k].outputs.iter().flatten() {
+                slots[*s as usize] = None;
+            }
+        }
+        for (s, v) in &originals {
+            slots[*s as usize] = Some(v.clone());
+        }
+        Ok(Err(why))
+    };
+    // Where the variables are: the graph bakes these addresses in.
+    let address = |var: NodeId| store.get(var).and_then(|v| v.device_address());
+    let addresses: Vec<Option<u64>> = seg.variables.iter().map(|&(var, _)| address(var)).collect();
+    if !backend.begin_capture()? {
+        return restore(slots, format!("{} records no graphs", seg.device.short_name()));
+    }
+    let mut failed = None;
+    for &k in &seg.inside {
+        if let Err(e) = run_one(plan, k, store, slots, None, true) {
+            failed = Some(e);
+            break;
+        }
+    }
+    let ended = backend.end_capture();
+    let replay = match (failed, ended) {
+        (Some(e), _) | (None, Err(e)) => return restore(slots, e.message().to_string()),
+        (None, Ok(r)) => r,
+    };
+    // The variables' buffers, where the replays will find them (a run on
+    // another thread may have moved one meanwhile: then the graph would
+    // write where the variable no longer is).
+    let mut variables = Vec::with_capacity(seg.variables.len());
+    let mut current = Vec::with_capacity(seg.variables.len());
+    for (&(var, writes), &before) in seg.variables.iter().zip(&addresses) {
+        let Some(v) = store.get(var) else { return restore(slots, "a variable lost its value".to_string()) };
+        let (Some(address), Some(before)) = (v.device_address(), before) else {
+            return restore(slots, format!("a variable is not in {}'s memory", seg.device.short_name()));
+        };
+        if address != before {
+            return restore(slots, "a variable moved while the graph was recorded".to_string());
+        }
+        variables.push((var, address, writes));
+        current.push((var, v));
+    }
+    let mut outputs = Vec::with_capacity(seg.outputs.len());
+    for &s in &seg.outputs {
+        let v = slots[s as usize].clone().ok_or_else(missing)?;
+        let output = match current.iter().find(|(_, c)| Arc::ptr_eq(&c.storage, &v.storage)) {
+            Some((var, _)) => Output::Variable { var: *var, layout: v.layout.clone(), dtype: v.dtype },
+            None => Output::Held(v),
+        };
+        outputs.push((s, output));
+    }
+    drop(current);
+    // What the steps left in the slots is the graph's memory now (the
+    // inputs are refilled from `originals` by the first launch's caller).
+    for &k in &seg.inside {
+        for s in plan.steps[k].outputs.iter().flatten() {
+            slots[*s as usize] = None;
+        }
+    }
+    for (s, v) in originals {
+        slots[s as usize] = Some(v);
+    }
+    Ok(Ok(Graph { replay, inputs, outputs, variables, lock: Mutex::new(()) }))
+}
+
+/// Replay `graph` for this run: refill its inputs from the slots (unless
+/// they hold this run's values already), launch it, copy its outputs into
+/// the slots. `false` when the variables or the inputs' types are not
+/// what was recorded: nothing ran, and the caller runs step by step.
+fn launch(
+    graph: &Graph,
+    seg: &Segment,
+    store: &VariableStore,
+    slots: &mut [Option<Value>],
+    refill: bool,
+) -> Result<bool> {
+    let backend = backend::backend(seg.device)?;
+    let _one = graph.lock.lock();
+    for (s, held, _) in &graph.inputs {
+        match &slots[*s as usize] {
+            Some(v) if v.dtype == held.dtype && v.shape() == held.shape() => {}
+            _ => return Ok(false),
+        }
+    }
+    let ran = store.replay_guard(&graph.variables, |variable| -> Result<()> {
+        if refill {
+            for (s, held, refilled) in &graph.inputs {
+                if let (true, Some(v)) = (*refilled, &slots[*s as usize]) {
+                    backend.copy_into(held, v)?;
+                }
+            }
+        }
+        graph.replay.launch()?;
+        for (s, output) in &graph.outputs {
+            let source = match output {
+                Output::Held(v) => v.clone(),
+                Output::Variable { var, layout, dtype } => match variable(*var) {
+                    Some(v) if v.dtype == *dtype => v.view(layout.clone()),
+                    _ => return Err(Error::graph("internal: a variable of the device graph is missing")),
+                },
+            };
+            let shape: Shape = source.shape().clone();
+            let meta = Meta::new(source.dtype, shape.clone());
+            let copy = backend.assemble(&meta, Scalar::I64(0), &[(Layout::contiguous(shape), &source)])?;
+            slots[*s as usize] = Some(copy);
+        }
+        Ok(())
+    });
+    match ran {
+        None => Ok(false),
+        Some(r) => {
+            r?;
+            graph.replay.check()?;
+            Ok(true)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{Graph, Operation, Tensor};
+    use crate::runtime::{Session, Variable};
+    use crate::{ops, Axes};
+
+    const REF: &str = "/reference:0";
+
+    /// A linear model trained with Adam, its products on `device` (its step
+    /// counter on the CPU, as integer scalars are): the graph, the loss, the
+    /// feeds, the train op.
+    fn linear(g: &Graph, device: &str) -> Result<(Tensor, Tensor, Tensor, Operation)> {
+        crate::device(device, || {
+            let x = g.placeholder("x", DType::F32, [8, 3])?;
+            let y = g.placeholder("y", DType::F32, [8, 1])?;
+            let w0 = Tensor::from_vec(vec![0.1f32, -0.2, 0.3], [3, 1])?;
+            let w = Variable::in_graph(g, "w", &w0, true)?;
+            let err = ops::sub(&ops::matmul(&x, &w.read())?, &y)?;
+            let loss = ops::mean(&ops::mul(&err, &err)?, Axes::All, false)?;
+            let train = crate::nn::Optimizer::adam(0.1).minimize(&loss, &[&w])?;
+            Ok((loss, x, y, train))
+        })?
+    }
+
+    fn batch() -> Result<(Tensor, Tensor)> {
+        let x: Vec<f32> = (0..24).map(|i| ((i * 7) % 11) as f32 / 11.0 - 0.4).collect();
+        let y: Vec<f32> = (0..8).map(|i| 0.5 - (i as f32) / 8.0).collect();
+        Ok((Tensor::from_vec(x, [8, 3])?, Tensor::from_vec(y, [8, 1])?))
+    }
+
+    #[test]
+    fn a_training_step_splits_into_host_prologue_and_device_part() -> Result<()> {
+        let g = Graph::new();
+        let (loss, x, y, train) = linear(&g, REF)?;
+        let s = Session::new(&g);
+        s.run_targets(&[&g.global_variables_initializer()?])?;
+        let (xv, yv) = batch()?;
+        let plan = s.plan_for(&[&loss], &[(&x, &xv), (&y, &yv)], &[&train])?;
+        let seg = segment(&plan).map_err(Error::invalid)?;
+        assert_eq!(seg.device, Device::REFERENCE);
+        assert!(!seg.inside.is_empty());
+        assert!(seg.inside.iter().all(|&k| plan.steps[k].device == Device::REFERENCE));
+        assert!(seg.before.iter().chain(&seg.after).all(|&k| plan.steps[k].device == Device::CPU));
+        // Adam's step counter lives in the scope's device, and is counted there.
+        let counts = |k: &usize| matches!(plan.steps[*k].stateful, Stateful::Assign { .. });
+        assert!(seg.inside.iter().any(counts), "the step counter is counted on the device");
+        assert!(seg.after.is_empty(), "nothing waits on the host for the device");
+        // Both feeds go in; the loss comes out.
+        for (slot, _, _) in &plan.feeds {
+            assert!(seg.inputs.contains(slot), "feed slot {slot} is an input");
+        }
+        assert_eq!(seg.outputs, plan.fetches);
+        // The weights, Adam's two slots and the counter are written; nothing else touched.
+        assert_eq!(seg.variables.len(), 4, "{:?}", seg.variables);
+        assert!(seg.variables.iter().all(|&(_, writes)| writes));
+        // Inputs are not produced inside, outputs are.
+        let produced: Vec<Slot> =
+            seg.inside.iter().flat_map(|&k| plan.steps[k].outputs.iter().flatten().copied()).collect();
+        assert!(seg.inputs.iter().all(|s| !produced.contains(s)));
+        assert!(seg.outputs.iter().all(|s| produced.contains(s)));
+        Ok(())
+    }
+
+    /// The reference device records no graphs: the plan falls back to runs
+    /// step by step through the same split, with the CPU build's numbers.
+    #[test]
+    fn a_device_that_records_nothing_runs_the_split_plan_step_by_step() -> Result<()> {
+        let (xv, yv) = batch()?;
+        let mut losses = Vec::new();
+        let mut statuses = Vec::new();
+        for device in [REF, "/cpu:0"] {
+            let g = Graph::new();
+            let (loss, x, y, train) = linear(&g, device)?;
+            let s = Session::new(&g);
+            s.run_targets(&[&g.global_variables_initializer()?])?;
+            let mut run = Vec::new();
+            for _ in 0..4 {
+                let out = s.run_with_targets(&[&loss], &[(&x, &xv), (&y, &yv)], &[&train])?;
+                run.push(out[0].to_scalar::<f32>()?);
+                statuses.push(s.graph_status(&[&loss], &[&x, &y], &[&train])?);
+            }
+            losses.push(run);
+        }
+        if graph_capture_enabled() {
+            assert_eq!(statuses[0], GraphStatus::Warming, "the first run only warms up");
+            assert_eq!(statuses[1], GraphStatus::NotRecorded("/reference:0 records no graphs".to_string()));
+            assert_eq!(statuses[3], statuses[1], "and is not tried again");
+            assert_eq!(statuses[4], GraphStatus::NotRecorded("no step runs on an accelerator".to_string()));
+        }
+        for (a, b) in losses[0].iter().zip(&losses[1]) {
+            assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{:?} vs {:?}", losses[0], losses[1]);
+        }
+        assert!(losses[0][3] < losses[0][0], "it trains: {:?}", losses[0]);
+        Ok(())
+    }
+
+    #[test]
+    fn plans_a_replay_would_not_repeat_faithfully_are_never_recorded() -> Result<()> {
+        let why = |g: &Graph, fetch: &Tensor| -> Result<String> {
+            let s = Session::new(g);
+            s.run_targets(&[&g.global_variables_initializer()?])?;
+            let plan = s.plan_for(&[fetch], &[], &[])?;
+            Ok(segment(&plan).err().unwrap_or_default())
+        };
+        // Random numbers: a replay would draw the same ones every run.
+        let g = Graph::new();
+        let r = crate::device(REF, || -> Result<Tensor> {
+            let x = g.constant(Tensor::ones([4, 4], DType::F32)?)?;
+            ops::dropout(&x, 0.5, Some(3))
+        })??;
+        assert!(why(&g, &r)?.contains("random op on the device"), "{}", why(&g, &r)?);
+        // A host step between device steps.
+        let g = Graph::new();
+        let out = crate::device(REF, || -> Result<Tensor> {
+            let a = Variable::in_graph(&g, "a", &Tensor::from_vec(vec![2.0f32, 0.5, 0.5, 3.0], [2, 2])?, true)?;
+            let a = a.read();
+            let spd = ops::matmul(&a, &a)?;
+            let l = crate::device("/cpu:0", || ops::tanh(&spd))??;
+            ops::exp(&ops::matmul(&l, &a)?)
+        })??;
+        assert!(why(&g, &out)?.contains("waits for host work on device results"), "{}", why(&g, &out)?);
+        // All on the CPU.
+        let g = Graph::new();
+        let c = ops::exp(&g.constant(Tensor::ones([3], DType::F32)?)?)?;
+        assert_eq!(why(&g, &c)?, "no step runs on an accelerator");
+        Ok(())
+    }
+}
