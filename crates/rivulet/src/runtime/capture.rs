@@ -82,6 +82,9 @@ pub(crate) struct Segment {
     pub outputs: Vec<Slot>,
     /// Variables the device part touches, and whether it writes them.
     pub variables: Vec<(NodeId, bool)>,
+    /// Per step: the slots whose last reader it is in this order (the
+    /// plan's own frees follow the plan's order, which this one changes).
+    pub frees: Vec<Vec<Slot>>,
 }
 
 /// Split `plan` around its device part, or say why it cannot be replayed.
@@ -138,6 +141,7 @@ pub(crate) fn segment(plan: &Plan) -> std::result::Result<Segment, String> {
         inputs: Vec::new(),
         outputs: Vec::new(),
         variables: Vec::new(),
+        frees: vec![Vec::new(); steps.len()],
     };
     let mut produced = vec![false; plan.num_slots];
     let mut read_after = vec![false; plan.num_slots];
@@ -177,6 +181,17 @@ pub(crate) fn segment(plan: &Plan) -> std::result::Result<Segment, String> {
     seg.outputs = (0..plan.num_slots as Slot)
         .filter(|&s| produced[s as usize] && (read_after[s as usize] || plan.fetched[s as usize]))
         .collect();
+    let mut last_reader: Vec<Option<usize>> = vec![None; plan.num_slots];
+    for &k in seg.before.iter().chain(&seg.inside).chain(&seg.after) {
+        for &s in &steps[k].inputs {
+            last_reader[s as usize] = Some(k);
+        }
+    }
+    for (s, last) in last_reader.into_iter().enumerate() {
+        if let (Some(k), false) = (last, plan.fetched[s]) {
+            seg.frees[k].push(s as Slot);
+        }
+    }
     Ok(seg)
 }
 
@@ -240,21 +255,39 @@ impl Capture {
     }
 }
 
-/// Graphs given up (variables moved, input shapes changed) before a plan
-/// stops being recorded.
+/// Graphs given up (variables moved, input shapes changed, a recording
+/// refused over a shared buffer) before a plan stops being recorded.
 const MAX_DROPPED: u32 = 3;
 
-/// A recorded device part.
+/// A recorded device part. Fields drop in order: the graph's inputs and
+/// outputs go back to its memory before the graph (and its pool) goes.
 struct Graph {
-    replay: Box<dyn Replay>,
     /// Buffers the device part reads its inputs from: per input slot, the
     /// buffer and whether it is refilled before each replay (constants are not).
     inputs: Vec<(Slot, Value, bool)>,
     outputs: Vec<(Slot, Output)>,
-    /// Variables with the address recorded and whether the graph writes them.
-    variables: Vec<(NodeId, u64, bool)>,
+    /// Variables as recorded: where each value was and how it was laid
+    /// out, and whether the graph writes it.
+    variables: Vec<(NodeId, Recorded, bool)>,
+    /// TensorFloat-32 as it was when the products were recorded.
+    tf32: bool,
     /// One replay at a time: they share the input and output buffers.
     lock: Mutex<()>,
+    replay: Box<dyn Replay>,
+}
+
+/// A variable's value as a graph recorded it.
+#[derive(Clone, PartialEq)]
+struct Recorded {
+    address: u64,
+    dtype: DType,
+    layout: Layout,
+}
+
+impl Recorded {
+    fn of(v: &Value) -> Option<Recorded> {
+        Some(Recorded { address: v.device_address()?, dtype: v.dtype, layout: v.layout.clone() })
+    }
 }
 
 /// Where a value leaving the device part is copied from after a replay.
@@ -264,6 +297,12 @@ enum Output {
     /// A view of a variable's buffer (the graph holds no reference to it,
     /// which would stop the in-place updates).
     Variable { var: NodeId, layout: Layout, dtype: DType },
+}
+
+/// Why a graph was not made: for good, or for this run only.
+enum NotRecorded {
+    Never(String),
+    NotNow(String),
 }
 
 /// Run `plan` with a recorded graph where it can have one: `None` when the
@@ -293,54 +332,95 @@ pub(super) fn run(plan: &Plan, feeds: &[&Value], store: &VariableStore) -> Resul
             Phase::Ready { graph, dropped } => Action::Replay(graph.clone(), *dropped),
         }
     };
-    let mut slots: Vec<Option<Value>> = vec![None; plan.num_slots];
-    let set = |phase: Phase| *plan.capture.phase.lock() = phase;
-    let before = fill_slots(plan, feeds, &mut slots)
-        .and_then(|_| seg.before.iter().try_for_each(|&k| run_one(plan, k, store, &mut slots, None, false)));
-    if let Err(e) = before {
-        if let Action::Record(dropped) = action {
-            set(Phase::Warm { dropped });
-        }
-        return Err(e);
+    // Whatever happens below (an error, a panic), a recording phase ends.
+    let mut phase = PhaseGuard { plan, next: None };
+    if let Action::Record(dropped) = action {
+        phase.next = Some(Phase::Warm { dropped });
     }
+    let step = |k: usize, slots: &mut [Option<Value>]| run_one(plan, k, store, slots, None, false, Some(&seg.frees[k]));
+    let mut slots: Vec<Option<Value>> = vec![None; plan.num_slots];
+    fill_slots(plan, feeds, &mut slots)?;
+    for &k in &seg.before {
+        step(k, &mut slots)?;
+    }
+    let given_up = |dropped: u32, why: String| match dropped + 1 {
+        n if n >= MAX_DROPPED => Phase::Off(why),
+        n => Phase::Warm { dropped: n },
+    };
     let replayed = match action {
-        Action::Record(dropped) => match record(plan, seg, store, &mut slots) {
-            Ok(Ok(graph)) => {
+        Action::Record(dropped) => match record(plan, seg, store, &mut slots)? {
+            Ok(graph) => {
                 let graph = Arc::new(graph);
-                set(Phase::Ready { graph: graph.clone(), dropped });
+                phase.next = Some(Phase::Ready { graph: graph.clone(), dropped });
                 launch(&graph, seg, store, &mut slots, false)?
             }
-            Ok(Err(why)) => {
+            Err(NotRecorded::Never(why)) => {
                 log::debug!("plan not recorded as a device graph: {why}");
-                set(Phase::Off(why));
+                phase.next = Some(Phase::Off(why));
                 false
             }
-            Err(e) => {
-                set(Phase::Warm { dropped });
-                return Err(e);
+            Err(NotRecorded::NotNow(why)) => {
+                log::debug!("plan not recorded as a device graph this time: {why}");
+                phase.next = Some(given_up(dropped, why));
+                false
             }
         },
         Action::Replay(graph, dropped) => {
             let done = launch(&graph, seg, store, &mut slots, true)?;
             if !done {
-                // Variables moved or inputs changed shape: record again, a few times.
-                set(match dropped + 1 {
-                    n if n >= MAX_DROPPED => Phase::Off("its variables or input shapes keep changing".to_string()),
-                    n => Phase::Warm { dropped: n },
-                });
+                // Variables moved, inputs changed shape, or TensorFloat-32
+                // was switched: record again, a few times.
+                phase.next = Some(given_up(dropped, "its variables or inputs keep changing".to_string()));
             }
             done
         }
     };
     if !replayed {
         for &k in &seg.inside {
-            run_one(plan, k, store, &mut slots, None, false)?;
+            step(k, &mut slots)?;
         }
     }
     for &k in &seg.after {
-        run_one(plan, k, store, &mut slots, None, false)?;
+        step(k, &mut slots)?;
     }
     collect(plan, |s| slots[s as usize].clone()).map(Some)
+}
+
+/// Sets a plan's next phase when dropped, if one was decided.
+struct PhaseGuard<'p> {
+    plan: &'p Plan,
+    next: Option<Phase>,
+}
+
+impl Drop for PhaseGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(next) = self.next.take() {
+            *self.plan.capture.phase.lock() = next;
+        }
+    }
+}
+
+/// Ends a capture when dropped, if nothing else has (a panic while
+/// recording would otherwise leave the thread capturing: its later
+/// launches recorded, never run).
+struct Capturing<'b> {
+    backend: &'b dyn backend::Backend,
+    open: bool,
+}
+
+impl Capturing<'_> {
+    fn end(mut self) -> Result<Box<dyn Replay>> {
+        self.open = false;
+        self.backend.end_capture()
+    }
+}
+
+impl Drop for Capturing<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.backend.end_capture();
+        }
+    }
 }
 
 /// A fresh contiguous copy of `v` on `device`.
@@ -357,7 +437,7 @@ fn record(
     seg: &Segment,
     store: &VariableStore,
     slots: &mut [Option<Value>],
-) -> Result<std::result::Result<Graph, String>> {
+) -> Result<std::result::Result<Graph, NotRecorded>> {
     let backend = backend::backend(seg.device)?;
     let missing = || Error::graph("internal: a value the device graph reads is missing");
     // Inputs: buffers of the graph's own, holding this run's values.
@@ -372,7 +452,7 @@ fn record(
         inputs.push((s, held, !constant));
         originals.push((s, v));
     }
-    let restore = |slots: &mut [Option<Value>], why: String| {
+    let restore = |slots: &mut [Option<Value>], why: NotRecorded| {
         for &k in &seg.inside {
             for s in plan.steps[k].outputs.iter().flatten() {
                 slots[*s as usize] = None;
@@ -384,21 +464,28 @@ fn record(
         Ok(Err(why))
     };
     // Where the variables are: the graph bakes these addresses in.
-    let address = |var: NodeId| store.get(var).and_then(|v| v.device_address());
-    let addresses: Vec<Option<u64>> = seg.variables.iter().map(|&(var, _)| address(var)).collect();
+    let recorded = |var: NodeId| store.get(var).as_ref().and_then(Recorded::of);
+    let before: Vec<Option<Recorded>> = seg.variables.iter().map(|&(var, _)| recorded(var)).collect();
+    let tf32 = crate::backend::cuda::tensor_float_32_execution_enabled();
     if !backend.begin_capture()? {
-        return restore(slots, format!("{} records no graphs", seg.device.short_name()));
+        return restore(slots, NotRecorded::Never(format!("{} records no graphs", seg.device.short_name())));
     }
+    let capturing = Capturing { backend, open: true };
     let mut failed = None;
     for &k in &seg.inside {
-        if let Err(e) = run_one(plan, k, store, slots, None, true) {
+        if let Err(e) = run_one(plan, k, store, slots, None, true, Some(&seg.frees[k])) {
             failed = Some(e);
             break;
         }
     }
-    let ended = backend.end_capture();
+    let ended = capturing.end();
     let replay = match (failed, ended) {
-        (Some(e), _) | (None, Err(e)) => return restore(slots, e.message().to_string()),
+        // A shared buffer (a variable value held elsewhere) may be let go
+        // by the next run; anything else a kernel refused will not change.
+        (Some(e), _) | (None, Err(e)) if e.kind() == crate::error::ErrorKind::FailedPrecondition => {
+            return restore(slots, NotRecorded::NotNow(e.message().to_string()))
+        }
+        (Some(e), _) | (None, Err(e)) => return restore(slots, NotRecorded::Never(e.message().to_string())),
         (None, Ok(r)) => r,
     };
     // The variables' buffers, where the replays will find them (a run on
@@ -406,15 +493,20 @@ fn record(
     // write where the variable no longer is).
     let mut variables = Vec::with_capacity(seg.variables.len());
     let mut current = Vec::with_capacity(seg.variables.len());
-    for (&(var, writes), &before) in seg.variables.iter().zip(&addresses) {
-        let Some(v) = store.get(var) else { return restore(slots, "a variable lost its value".to_string()) };
-        let (Some(address), Some(before)) = (v.device_address(), before) else {
-            return restore(slots, format!("a variable is not in {}'s memory", seg.device.short_name()));
+    for (&(var, writes), before) in seg.variables.iter().zip(before) {
+        let Some(v) = store.get(var) else {
+            return restore(slots, NotRecorded::NotNow("a variable lost its value".to_string()));
         };
-        if address != before {
-            return restore(slots, "a variable moved while the graph was recorded".to_string());
+        let (Some(now), Some(before)) = (Recorded::of(&v), before) else {
+            return restore(
+                slots,
+                NotRecorded::Never(format!("a variable is not in {}'s memory", seg.device.short_name())),
+            );
+        };
+        if now != before {
+            return restore(slots, NotRecorded::NotNow("a variable moved while the graph was recorded".to_string()));
         }
-        variables.push((var, address, writes));
+        variables.push((var, now, writes));
         current.push((var, v));
     }
     let mut outputs = Vec::with_capacity(seg.outputs.len());
@@ -427,8 +519,8 @@ fn record(
         outputs.push((s, output));
     }
     drop(current);
-    // What the steps left in the slots is the graph's memory now (the
-    // inputs are refilled from `originals` by the first launch's caller).
+    // What the steps left in the slots is the graph's memory now; the
+    // slots get this run's values back (the inputs already hold them).
     for &k in &seg.inside {
         for s in plan.steps[k].outputs.iter().flatten() {
             slots[*s as usize] = None;
@@ -437,13 +529,14 @@ fn record(
     for (s, v) in originals {
         slots[s as usize] = Some(v);
     }
-    Ok(Ok(Graph { replay, inputs, outputs, variables, lock: Mutex::new(()) }))
+    Ok(Ok(Graph { inputs, outputs, variables, tf32, lock: Mutex::new(()), replay }))
 }
 
 /// Replay `graph` for this run: refill its inputs from the slots (unless
 /// they hold this run's values already), launch it, copy its outputs into
-/// the slots. `false` when the variables or the inputs' types are not
-/// what was recorded: nothing ran, and the caller runs step by step.
+/// the slots. `false` when the variables, the inputs' types or the
+/// TensorFloat-32 switch are not what was recorded: nothing ran, and the
+/// caller runs step by step.
 fn launch(
     graph: &Graph,
     seg: &Segment,
@@ -453,44 +546,59 @@ fn launch(
 ) -> Result<bool> {
     let backend = backend::backend(seg.device)?;
     let _one = graph.lock.lock();
+    if graph.tf32 != crate::backend::cuda::tensor_float_32_execution_enabled() {
+        return Ok(false);
+    }
     for (s, held, _) in &graph.inputs {
         match &slots[*s as usize] {
             Some(v) if v.dtype == held.dtype && v.shape() == held.shape() => {}
             _ => return Ok(false),
         }
     }
-    let ran = store.replay_guard(&graph.variables, |variable| -> Result<()> {
-        if refill {
-            for (s, held, refilled) in &graph.inputs {
-                if let (true, Some(v)) = (*refilled, &slots[*s as usize]) {
-                    backend.copy_into(held, v)?;
+    // The inputs are the graph's own buffers: refilled under its lock only
+    // (a host copy may wait for the device; the variables stay readable).
+    if refill {
+        for (s, held, refilled) in &graph.inputs {
+            if let (true, Some(v)) = (*refilled, &slots[*s as usize]) {
+                backend.copy_into(held, v)?;
+            }
+        }
+    }
+    let copy = |source: &Value| -> Result<Value> {
+        let shape: Shape = source.shape().clone();
+        let meta = Meta::new(source.dtype, shape.clone());
+        backend.assemble(&meta, Scalar::I64(0), &[(Layout::contiguous(shape), source)])
+    };
+    let vars: Vec<(NodeId, bool)> = graph.variables.iter().map(|(v, _, w)| (*v, *w)).collect();
+    let fits = |var: NodeId, value: &Value| {
+        graph.variables.iter().any(|(v, r, _)| *v == var && Recorded::of(value).as_ref() == Some(r))
+    };
+    // Under the variables' locks: the launch, and the copies of variables
+    // fetched (before anything else can change them).
+    let ran = store.replay_guard(&vars, &fits, |variable| -> Result<Vec<(Slot, Value)>> {
+        graph.replay.launch()?;
+        let mut copies = Vec::new();
+        for (s, output) in &graph.outputs {
+            if let Output::Variable { var, layout, dtype } = output {
+                match variable(*var) {
+                    Some(v) if v.dtype == *dtype => copies.push((*s, copy(&v.view(layout.clone()))?)),
+                    _ => return Err(Error::graph("internal: a variable of the device graph is missing")),
                 }
             }
         }
-        graph.replay.launch()?;
-        for (s, output) in &graph.outputs {
-            let source = match output {
-                Output::Held(v) => v.clone(),
-                Output::Variable { var, layout, dtype } => match variable(*var) {
-                    Some(v) if v.dtype == *dtype => v.view(layout.clone()),
-                    _ => return Err(Error::graph("internal: a variable of the device graph is missing")),
-                },
-            };
-            let shape: Shape = source.shape().clone();
-            let meta = Meta::new(source.dtype, shape.clone());
-            let copy = backend.assemble(&meta, Scalar::I64(0), &[(Layout::contiguous(shape), &source)])?;
-            slots[*s as usize] = Some(copy);
-        }
-        Ok(())
+        Ok(copies)
     });
-    match ran {
-        None => Ok(false),
-        Some(r) => {
-            r?;
-            graph.replay.check()?;
-            Ok(true)
+    let Some(copies) = ran else { return Ok(false) };
+    for (s, v) in copies? {
+        slots[s as usize] = Some(v);
+    }
+    for (s, output) in &graph.outputs {
+        if let Output::Held(v) = output {
+            slots[*s as usize] = Some(copy(v)?);
         }
     }
+    graph.replay.check()?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -587,6 +695,41 @@ mod tests {
             assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{:?} vs {:?}", losses[0], losses[1]);
         }
         assert!(losses[0][3] < losses[0][0], "it trains: {:?}", losses[0]);
+        Ok(())
+    }
+
+    /// Running host steps first and device steps next changes which step
+    /// reads a slot last: a host step that read a feed last in the plan's
+    /// order, or a device step that read a value last that a host step
+    /// reads later in the split order, must not free it early.
+    #[test]
+    fn the_split_order_frees_slots_by_its_own_last_readers() -> Result<()> {
+        let g = Graph::new();
+        let x = g.placeholder("x", DType::F32, [4])?;
+        let on_cpu = |f: &dyn Fn() -> Result<Tensor>| crate::device("/cpu:0", f)?;
+        let (y, w) = crate::device(REF, || -> Result<(Tensor, Tensor)> {
+            let y = ops::sigmoid(&ops::mul(&x, 3.0)?)?;
+            Ok((y.clone(), ops::mul(&y, 2.0)?))
+        })??;
+        // Built after the device part's readers of x, and before its last reader of y.
+        let total = on_cpu(&|| ops::sum(&x, Axes::All, false))?;
+        let after = on_cpu(&|| ops::tanh(&y))?;
+        let w = crate::device(REF, || ops::add(&w, &y))??;
+        let s = Session::new(&g);
+        let xv = Tensor::from_vec(vec![0.5f32, -1.0, 2.0, 0.0], [4])?;
+        let plan = s.plan_for(&[&total, &after, &w], &[(&x, &xv)], &[])?;
+        let seg = segment(&plan).map_err(Error::invalid)?;
+        assert!(!seg.before.is_empty() && !seg.after.is_empty(), "{seg:?}");
+        let sig = |v: f32| 1.0 / (1.0 + (-3.0 * v).exp());
+        for run in 0..3 {
+            let out = s.run(&[&total, &after, &w], &[(&x, &xv)])?;
+            assert_eq!(out[0].to_scalar::<f32>()?, 1.5, "run {run}");
+            let (a, b) = (out[1].to_vec::<f32>()?, out[2].to_vec::<f32>()?);
+            for (k, v) in [0.5f32, -1.0, 2.0, 0.0].into_iter().enumerate() {
+                assert!((a[k] - sig(v).tanh()).abs() < 1e-6, "run {run}: {a:?}");
+                assert!((b[k] - 3.0 * sig(v)).abs() < 1e-6, "run {run}: {b:?}");
+            }
+        }
         Ok(())
     }
 

@@ -563,7 +563,7 @@ pub(super) fn run_sequential(
 ) -> Result<()> {
     fill_slots(plan, feeds, slots)?;
     for k in 0..plan.steps.len() {
-        run_one(plan, k, store, slots, times.as_deref_mut(), false)?;
+        run_one(plan, k, store, slots, times.as_deref_mut(), false, None)?;
     }
     Ok(())
 }
@@ -590,6 +590,8 @@ pub(super) fn fill_slots(plan: &Plan, feeds: &[&Value], slots: &mut [Option<Valu
 /// die there freed. With `in_place_only`, an optimizer update that cannot
 /// overwrite its variable's buffers is an error instead of writing new
 /// ones (a graph being captured must keep every variable's address).
+/// `reorder` runs the steps in another order than the plan's: the slots
+/// that die at this step in that order (nothing is donated then).
 pub(super) fn run_one(
     plan: &Plan,
     k: usize,
@@ -597,15 +599,17 @@ pub(super) fn run_one(
     slots: &mut [Option<Value>],
     mut times: Option<&mut Profiler>,
     in_place_only: bool,
+    reorder: Option<&[Slot]>,
 ) -> Result<()> {
     let step = &plan.steps[k];
     let started = times.as_ref().map(|_| std::time::Instant::now());
     // An input that dies here may lend its buffer to the output.
-    let donated: Option<Value> = step.donate.and_then(|pos| slots[step.inputs[pos] as usize].take());
+    let donate = step.donate.filter(|_| reorder.is_none());
+    let donated: Option<Value> = donate.and_then(|pos| slots[step.inputs[pos] as usize].take());
     let outputs = {
         let mut inputs: SmallVec<[&Value; 4]> = SmallVec::new();
         for (pos, &s) in step.inputs.iter().enumerate() {
-            let v = if step.donate == Some(pos) { donated.as_ref() } else { slots[s as usize].as_ref() };
+            let v = if donate == Some(pos) { donated.as_ref() } else { slots[s as usize].as_ref() };
             match v {
                 Some(v) => inputs.push(v),
                 None => {
@@ -615,7 +619,7 @@ pub(super) fn run_one(
                 }
             }
         }
-        let donate = step.donate.filter(|_| donated.is_some());
+        let donate = donate.filter(|_| donated.is_some());
         run_step(step, &inputs, store, donate, times.as_deref_mut(), in_place_only)?
     };
     drop(donated);
@@ -624,7 +628,7 @@ pub(super) fn run_one(
             slots[*s as usize] = Some(v);
         }
     }
-    for &s in &step.frees {
+    for &s in reorder.unwrap_or(&step.frees) {
         slots[s as usize] = None;
     }
     if let (Some(t), Some(started)) = (times, started) {

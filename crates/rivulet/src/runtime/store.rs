@@ -232,7 +232,7 @@ pub(crate) fn update(
                 Some(Ok(values)) => return Ok(values),
                 Some(Err(e)) => return Err(e),
                 None if in_place_only => {
-                    return Err(Error::unimplemented(format!(
+                    return Err(Error::precondition(format!(
                         "{} over buffers something else holds (or without an in-place kernel) in a captured graph",
                         rule.type_name()
                     )))
@@ -446,7 +446,7 @@ impl VariableStore {
         let current = match &*guard {
             State::Ready(t) if t.is_unique() => t.value()?.clone(),
             _ => {
-                return Err(Error::unimplemented(format!(
+                return Err(Error::precondition(format!(
                     "assigning variable '{name}' while something else holds its buffer, in a captured graph"
                 )))
             }
@@ -472,32 +472,32 @@ impl VariableStore {
     }
 
     /// For a graph replay: with every cell of `vars` locked, when each
-    /// holds its value at the device address the capture recorded, and
-    /// each written one (`true`) holds it alone, forget the written values'
+    /// holds a value that `fits` what the capture recorded (its address and
+    /// layout), and each written one (`true`) holds it alone, forget the written values'
     /// host copies (the replay overwrites their buffers) and run `f`, which
     /// queues the replay. `None` when a variable moved or is shared: the
     /// caller runs the plan step by step instead.
     pub fn replay_guard<R>(
         &self,
-        vars: &[(NodeId, u64, bool)],
+        vars: &[(NodeId, bool)],
+        fits: &dyn Fn(NodeId, &Value) -> bool,
         f: impl FnOnce(&dyn Fn(NodeId) -> Option<Value>) -> R,
     ) -> Option<R> {
         // Distinct cells (a function's stand-ins may share one).
-        let mut cells: Vec<(Arc<VariableCell>, u64, bool)> = Vec::with_capacity(vars.len());
-        for &(var, address, written) in vars {
+        let mut cells: Vec<(Arc<VariableCell>, NodeId, bool)> = Vec::with_capacity(vars.len());
+        for &(var, written) in vars {
             let cell = self.cell(var)?;
             match cells.iter_mut().find(|(c, ..)| Arc::ptr_eq(c, &cell)) {
-                Some(seen) if seen.1 != address => return None,
                 Some(seen) => seen.2 |= written,
-                None => cells.push((cell, address, written)),
+                None => cells.push((cell, var, written)),
             }
         }
         let arcs: Vec<Arc<VariableCell>> = cells.iter().map(|(c, ..)| c.clone()).collect();
         let mut guards = lock_all(&arcs);
-        for (g, &(_, address, written)) in guards.iter().zip(&cells) {
+        for (g, &(_, var, written)) in guards.iter().zip(&cells) {
             let State::Ready(t) = &**g else { return None };
             let v = t.value().ok()?;
-            if v.device_address() != Some(address) || (written && !t.is_unique()) {
+            if !fits(var, v) || (written && !t.is_unique()) {
                 return None;
             }
         }
@@ -511,7 +511,7 @@ impl VariableStore {
         // The values, for `f` to read (under the locks, `get` would wait).
         let values: Vec<(NodeId, Value)> = vars
             .iter()
-            .filter_map(|&(var, ..)| {
+            .filter_map(|&(var, _)| {
                 let cell = self.cell(var)?;
                 let k = arcs.iter().position(|c| Arc::ptr_eq(c, &cell))?;
                 match &*guards[k] {
@@ -609,7 +609,7 @@ mod tests {
         drop(new);
         let held = store.get(1).expect("m");
         let refused = store.update(adam, &vars, &grad, &lr, &step, true);
-        assert!(refused.is_err_and(|e| e.kind() == crate::ErrorKind::Unimplemented));
+        assert!(refused.is_err_and(|e| e.kind() == crate::error::ErrorKind::FailedPrecondition));
         assert_eq!(address(&store.get(0).expect("w")), before[0], "nothing changed");
         assert_eq!(store.get(0).expect("w").contiguous_slice::<f32>().expect("w"), &w[..]);
         // Without the flag, new buffers, and the holder keeps its value.

@@ -4,7 +4,7 @@
 //! disk) and the cuBLAS handle.
 //!
 //! A plan can be captured as a CUDA graph ([`Gpu::begin_capture`]): the
-//! capturing thread's launches go to a capture stream of their own and its
+//! capturing thread's launches go to a stream of the capture's own and its
 //! allocations to a private pool, and the graph is replayed on the main
 //! stream, ordered with everything else. While capturing, anything that
 //! would wait for the device or copy host memory is refused (an error, so
@@ -39,8 +39,6 @@ pub(crate) fn driver_error(what: &str, e: drv::DriverError) -> Error {
 struct Handles {
     ctx: sys::CUcontext,
     stream: sys::CUstream,
-    /// Where captured work is queued (never run there: replays run on `stream`).
-    capture: sys::CUstream,
 }
 // SAFETY: CUDA contexts and streams may be used from any thread.
 unsafe impl Send for Handles {}
@@ -85,6 +83,9 @@ thread_local! {
 struct Capturing {
     /// The GPU's address, to tell GPUs apart.
     gpu: usize,
+    /// Where the captured work is queued (never run there: replays run on
+    /// the device's stream). One per capture, so threads may record at once.
+    stream: CaptureStream,
     pool: Arc<PrivatePool>,
     /// Error-word checks skipped while capturing (run after each replay).
     deferred_checks: usize,
@@ -160,9 +161,7 @@ impl Gpu {
         make_current(ctx)?;
         let stream =
             drv::stream::create(drv::stream::StreamKind::NonBlocking).map_err(|e| driver_error("cuStreamCreate", e))?;
-        let capture_stream =
-            drv::stream::create(drv::stream::StreamKind::NonBlocking).map_err(|e| driver_error("cuStreamCreate", e))?;
-        let handles = Handles { ctx, stream, capture: capture_stream };
+        let handles = Handles { ctx, stream };
         let device = Device { kind: crate::tensor::DeviceKind::Gpu, index };
         let allocator = CachingAllocator::new(DriverMemory { handles, name: format!("{device} ({name})") });
         // SAFETY: a plain allocation in the current context, zeroed before use.
@@ -219,10 +218,7 @@ impl Gpu {
     /// The stream this thread's work goes to: the capture stream while
     /// capturing, else the device's stream.
     fn stream(&self) -> sys::CUstream {
-        match self.with_capture(|_| ()) {
-            Some(()) => self.handles.capture,
-            None => self.handles.stream,
-        }
+        self.with_capture(|c| c.stream.0).unwrap_or(self.handles.stream)
     }
 
     /// An error unless this thread is outside a capture: `what` would wait
@@ -248,18 +244,20 @@ impl Gpu {
             return Err(Error::unimplemented("a CUDA graph capture inside another"));
         }
         self.enter()?;
-        let key = PRIVATE_POOL | self.next_pool.fetch_add(1, Ordering::Relaxed);
-        self.allocator.open_pool(key);
-        let pool = Arc::new(PrivatePool { gpu: self.clone(), key });
+        let stream = CaptureStream(
+            drv::stream::create(drv::stream::StreamKind::NonBlocking).map_err(|e| driver_error("cuStreamCreate", e))?,
+        );
         // Relaxed: other threads may allocate (and this one reuse its pool's
         // blocks) while the capture is open.
         // SAFETY: a live stream of the current context.
-        unsafe {
-            drv::stream::begin_capture(self.handles.capture, sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
-        }
-        .map_err(|e| driver_error("cuStreamBeginCapture", e))?;
+        unsafe { drv::stream::begin_capture(stream.0, sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED) }
+            .map_err(|e| driver_error("cuStreamBeginCapture", e))?;
+        let key = PRIVATE_POOL | self.next_pool.fetch_add(1, Ordering::Relaxed);
+        self.allocator.open_pool(key);
+        let pool = Arc::new(PrivatePool { gpu: self.clone(), key });
         let me = Arc::as_ptr(self) as usize;
-        CAPTURE.with(|c| *c.borrow_mut() = Some(Capturing { gpu: me, pool, deferred_checks: 0, keep: Vec::new() }));
+        let capturing = Capturing { gpu: me, stream, pool, deferred_checks: 0, keep: Vec::new() };
+        CAPTURE.with(|c| *c.borrow_mut() = Some(capturing));
         Ok(())
     }
 
@@ -271,8 +269,9 @@ impl Gpu {
             return Err(Error::invalid("internal: ending a CUDA graph capture that was not begun"));
         };
         self.enter()?;
-        // SAFETY: the capture stream, capturing since `begin_capture`.
-        let graph = unsafe { drv::stream::end_capture(self.handles.capture) }
+        // SAFETY: the capture's stream, capturing since `begin_capture`
+        // (ending it even after an error takes the stream out of capture).
+        let graph = unsafe { drv::stream::end_capture(capturing.stream.0) }
             .map_err(|e| driver_error("cuStreamEndCapture", e))?;
         // SAFETY: the graph just captured; the executable is independent of it.
         let exec = unsafe { drv::graph::instantiate(graph, sys::CUgraphInstantiate_flags(0)) };
@@ -449,6 +448,19 @@ impl Gpu {
         }
         drop(bound);
         f(b)
+    }
+}
+
+/// A stream made for one capture, destroyed with it.
+struct CaptureStream(sys::CUstream);
+
+impl Drop for CaptureStream {
+    fn drop(&mut self) {
+        // SAFETY: a stream of ours, out of capture and with nothing queued
+        // (captured work is never run on it).
+        unsafe {
+            let _ = drv::stream::destroy(self.0);
+        }
     }
 }
 

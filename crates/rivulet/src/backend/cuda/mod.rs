@@ -775,8 +775,8 @@ impl super::Replay for gpu::GpuGraph {
         match self.gpu().take_error()? {
             0 => Ok(()),
             code => Err(Error::invalid(format!(
-                "a kernel of the replayed CUDA graph reported {} (set RIVULET_CUDA_GRAPHS=0 to run the plan \
-                 op by op and have the op that raised it named)",
+                "a kernel of the replayed CUDA graph reported {}; the step ran to its end, its variable updates \
+                 included (set RIVULET_CUDA_GRAPHS=0 to run it op by op, stopping at the op that raises it)",
                 match code {
                     1 => "an integer division by zero",
                     2 => "an integer raised to a negative integer power",
