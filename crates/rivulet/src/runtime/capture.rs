@@ -31,7 +31,7 @@
 //! recording off.
 
 use super::plan::{Plan, Slot, Stateful};
-use super::session::{collect, fill_slots, run_one};
+use super::session::{collect, fill_slots, run_one, Mode};
 use super::store::VariableStore;
 use crate::backend::{self, Replay};
 use crate::error::{Error, Result};
@@ -337,7 +337,10 @@ pub(super) fn run(plan: &Plan, feeds: &[&Value], store: &VariableStore) -> Resul
     if let Action::Record(dropped) = action {
         phase.next = Some(Phase::Warm { dropped });
     }
-    let step = |k: usize, slots: &mut [Option<Value>]| run_one(plan, k, store, slots, None, false, Some(&seg.frees[k]));
+    // No step here is control flow (the split refuses it): no mode to pass down.
+    let step = |k: usize, slots: &mut [Option<Value>]| {
+        run_one(plan, k, store, slots, None, Mode::default(), Some(&seg.frees[k]))
+    };
     let mut slots: Vec<Option<Value>> = vec![None; plan.num_slots];
     fill_slots(plan, feeds, &mut slots)?;
     for &k in &seg.before {
@@ -473,7 +476,8 @@ fn record(
     let capturing = Capturing { backend, open: true };
     let mut failed = None;
     for &k in &seg.inside {
-        if let Err(e) = run_one(plan, k, store, slots, None, true, Some(&seg.frees[k])) {
+        let mode = Mode { in_place_only: true, device_graphs: false };
+        if let Err(e) = run_one(plan, k, store, slots, None, mode, Some(&seg.frees[k])) {
             failed = Some(e);
             break;
         }
@@ -729,6 +733,41 @@ mod tests {
                 assert!((a[k] - sig(v).tanh()).abs() < 1e-6, "run {run}: {a:?}");
                 assert!((b[k] - 3.0 * sig(v)).abs() < 1e-6, "run {run}: {b:?}");
             }
+        }
+        Ok(())
+    }
+
+    /// A loop's iterations go through the same split (the counter and the
+    /// condition on the host, the update on the device); on a device that
+    /// records nothing they run step by step, with the CPU's numbers.
+    #[test]
+    fn loop_iterations_run_through_the_split() -> Result<()> {
+        let mut runs = Vec::new();
+        for device in [REF, "/cpu:0"] {
+            let g = Graph::new();
+            let (x, out) = crate::device(device, || -> Result<(Tensor, Tensor)> {
+                let x = g.placeholder("x", DType::F32, [5])?;
+                let (_, y) = crate::ops::while_loop(
+                    |(i, _): &(Tensor, Tensor)| ops::less(i, &Tensor::scalar(6i32)),
+                    |(i, y): &(Tensor, Tensor)| {
+                        Ok((ops::add(i, &Tensor::scalar(1i32))?, ops::add(&ops::mul(y, 0.5)?, 1.0)?))
+                    },
+                    (Tensor::scalar(0i32), x.clone()),
+                    &crate::ops::WhileOptions::default(),
+                )?;
+                Ok((x, y))
+            })??;
+            let s = Session::new(&g);
+            let xv = Tensor::from_vec(vec![0.0f32, 1.0, -2.0, 8.0, 3.5], [5])?;
+            let a = s.run(&[&out], &[(&x, &xv)])?[0].to_vec::<f32>()?;
+            let b = s.run(&[&out], &[(&x, &xv)])?[0].to_vec::<f32>()?;
+            assert_eq!(a, b, "{device}: the second call agrees");
+            runs.push(a);
+        }
+        // y -> y/2 + 1 six times: 2 + (y0 - 2) / 64.
+        for (k, y0) in [0.0f32, 1.0, -2.0, 8.0, 3.5].into_iter().enumerate() {
+            let want = 2.0 + (y0 - 2.0) / 64.0;
+            assert!((runs[0][k] - want).abs() < 1e-6 && runs[0][k] == runs[1][k], "{runs:?}");
         }
         Ok(())
     }

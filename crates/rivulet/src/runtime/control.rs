@@ -5,7 +5,7 @@
 //! many iterations run, and each iteration's values replace the last.
 
 use super::plan::{compile_function, compile_loop, Compile, Plan, PlanReport};
-use super::session::{run_plan, run_sequential, Profiler};
+use super::session::{run_plan, run_sequential, Mode, Profiler};
 use super::store::VariableStore;
 use crate::backend::{self, KernelCtx};
 use crate::error::{Error, Result};
@@ -105,13 +105,17 @@ impl ControlPlan {
         self.plans().into_iter().map(|(name, p)| (node.to_string(), name.to_string(), p.report.clone())).collect()
     }
 
-    /// Run the step on its inputs.
+    /// Run the step on its inputs. With `device_graphs`, an iteration's
+    /// device work is replayed as a recorded graph where it can be (see
+    /// `capture`): a loop of small kernels is one launch an iteration.
     pub fn run(
         &self,
         inputs: &[&Value],
         store: &VariableStore,
         mut prof: Option<&mut Profiler>,
+        device_graphs: bool,
     ) -> Result<SmallVec<[Value; 1]>> {
+        let mode = Mode { in_place_only: false, device_graphs };
         match self {
             ControlPlan::Branches { boolean, plans, .. } => {
                 let Some((selector, args)) = inputs.split_first() else {
@@ -129,7 +133,7 @@ impl ControlPlan {
                 } else {
                     plans.len() - 1
                 };
-                Ok(run_plan(&plans[chosen], args, store, prof)?.into_iter().collect())
+                Ok(run_plan(&plans[chosen], args, store, prof, mode)?.into_iter().collect())
             }
             ControlPlan::While { cond, iteration, fused, hoisted, vars, maximum_iterations, history, .. } => {
                 let n = vars.len();
@@ -142,7 +146,7 @@ impl ControlPlan {
                 let mut trips: u64 = 0;
                 let (mut cond_frame, mut body_frame) = (Frame::new(cond), Frame::new(iteration));
                 let invariants: SmallVec<[Value; 4]> = match hoisted {
-                    Some(h) => run_plan(h, inputs, store, prof.as_deref_mut())?.into_iter().collect(),
+                    Some(h) => run_plan(h, inputs, store, prof.as_deref_mut(), mode)?.into_iter().collect(),
                     None => SmallVec::new(),
                 };
                 // With the fused step, the condition of the next iteration
@@ -156,7 +160,7 @@ impl ControlPlan {
                     let go = match pending.take() {
                         Some(go) => go,
                         None => {
-                            let mut c = cond_frame.run(&refs, store, prof.as_deref_mut())?;
+                            let mut c = cond_frame.run(&refs, store, prof.as_deref_mut(), mode)?;
                             if c.is_empty() {
                                 return Err(Error::graph("internal: the loop condition returned nothing"));
                             }
@@ -175,7 +179,7 @@ impl ControlPlan {
                     }
                     let mut refs = refs;
                     refs.extend(invariants.iter());
-                    let mut next = body_frame.run(&refs, store, prof.as_deref_mut())?;
+                    let mut next = body_frame.run(&refs, store, prof.as_deref_mut(), mode)?;
                     drop(refs);
                     if *fused {
                         pending = next.pop();
@@ -237,11 +241,18 @@ impl<'p> Frame<'p> {
         feeds: &[&Value],
         store: &VariableStore,
         prof: Option<&mut Profiler>,
+        mode: Mode,
     ) -> Result<SmallVec<[Value; 4]>> {
-        if self.plan.parallel {
-            return Ok(run_plan(self.plan, feeds, store, prof)?.into_iter().collect());
+        // An iteration's device part replayed (not when profiling step by step).
+        if mode.device_graphs && prof.is_none() {
+            if let Some(out) = super::capture::run(self.plan, feeds, store)? {
+                return Ok(out.into_iter().collect());
+            }
         }
-        let ran = run_sequential(self.plan, feeds, store, prof, &mut self.slots);
+        if self.plan.parallel {
+            return Ok(run_plan(self.plan, feeds, store, prof, mode)?.into_iter().collect());
+        }
+        let ran = run_sequential(self.plan, feeds, store, prof, &mut self.slots, mode);
         let out = ran.and_then(|()| {
             self.plan
                 .fetches

@@ -333,7 +333,7 @@ impl Session {
         let values = self.feed_values(&plan, feeds)?;
         let mut profiler = Profiler::default();
         for _ in 0..runs {
-            execute_sequential(&plan, &values, &self.variables, Some(&mut profiler))?;
+            execute_sequential(&plan, &values, &self.variables, Some(&mut profiler), Mode::default())?;
         }
         let mut steps = Vec::new();
         profiler.rows(&plan, "", runs, &mut steps);
@@ -374,10 +374,11 @@ impl Session {
                 return Ok(out.into_iter().map(Tensor::from_value).collect());
             }
         }
+        let mode = Mode { in_place_only: false, device_graphs: self.options.device_graphs };
         let out = if plan.parallel {
-            execute_parallel(plan, &values, store)?
+            execute_parallel(plan, &values, store, mode)?
         } else {
-            execute_sequential(plan, &values, store, None)?
+            execute_sequential(plan, &values, store, None, mode)?
         };
         Ok(out.into_iter().map(Tensor::from_value).collect())
     }
@@ -404,16 +405,28 @@ fn kernel_ctx(step: &Step) -> KernelCtx {
     }
 }
 
+/// How a run treats its steps.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Mode {
+    /// Optimizer updates and assignments must keep each variable's buffer
+    /// (a device graph being recorded), or fail.
+    pub in_place_only: bool,
+    /// Loop bodies may be replayed as recorded device graphs (the
+    /// session's `SessionOptions::device_graphs`).
+    pub device_graphs: bool,
+}
+
 fn run_step(
     step: &Step,
     inputs: &[&Value],
     store: &VariableStore,
     donated: Option<usize>,
     prof: Option<&mut Profiler>,
-    in_place_only: bool,
+    mode: Mode,
 ) -> Result<SmallVec<[Value; 1]>> {
+    let in_place_only = mode.in_place_only;
     let result = match &step.stateful {
-        Stateful::Control { plan, .. } => plan.run(inputs, store, prof),
+        Stateful::Control { plan, .. } => plan.run(inputs, store, prof, mode.device_graphs),
         Stateful::No => match (&step.inferred, donated) {
             (Some(known), _) if known.matches(inputs) => {
                 let donated = donated.filter(|_| step.device == Device::CPU);
@@ -532,11 +545,12 @@ pub(super) fn run_plan(
     feeds: &[&Value],
     store: &VariableStore,
     prof: Option<&mut Profiler>,
+    mode: Mode,
 ) -> Result<Vec<Value>> {
     if plan.parallel && prof.is_none() {
-        execute_parallel(plan, feeds, store)
+        execute_parallel(plan, feeds, store, mode)
     } else {
-        execute_sequential(plan, feeds, store, prof)
+        execute_sequential(plan, feeds, store, prof, mode)
     }
 }
 
@@ -545,9 +559,10 @@ fn execute_sequential(
     feeds: &[&Value],
     store: &VariableStore,
     times: Option<&mut Profiler>,
+    mode: Mode,
 ) -> Result<Vec<Value>> {
     let mut slots: SmallVec<[Option<Value>; 8]> = SmallVec::from_elem(None, plan.num_slots);
-    run_sequential(plan, feeds, store, times, &mut slots)?;
+    run_sequential(plan, feeds, store, times, &mut slots, mode)?;
     collect(plan, |s| slots[s as usize].clone())
 }
 
@@ -560,10 +575,11 @@ pub(super) fn run_sequential(
     store: &VariableStore,
     mut times: Option<&mut Profiler>,
     slots: &mut [Option<Value>],
+    mode: Mode,
 ) -> Result<()> {
     fill_slots(plan, feeds, slots)?;
     for k in 0..plan.steps.len() {
-        run_one(plan, k, store, slots, times.as_deref_mut(), false, None)?;
+        run_one(plan, k, store, slots, times.as_deref_mut(), mode, None)?;
     }
     Ok(())
 }
@@ -587,10 +603,10 @@ pub(super) fn fill_slots(plan: &Plan, feeds: &[&Value], slots: &mut [Option<Valu
 }
 
 /// Run step `k` of `plan` over `slots`: its outputs stored, the slots that
-/// die there freed. With `in_place_only`, an optimizer update that cannot
+/// die there freed. With `mode.in_place_only`, an optimizer update that cannot
 /// overwrite its variable's buffers is an error instead of writing new
 /// ones (a graph being captured must keep every variable's address).
-/// `reorder` runs the steps in another order than the plan's: the slots
+/// `mode` says how steps run; `reorder` runs the steps in another order than the plan's: the slots
 /// that die at this step in that order (nothing is donated then).
 pub(super) fn run_one(
     plan: &Plan,
@@ -598,7 +614,7 @@ pub(super) fn run_one(
     store: &VariableStore,
     slots: &mut [Option<Value>],
     mut times: Option<&mut Profiler>,
-    in_place_only: bool,
+    mode: Mode,
     reorder: Option<&[Slot]>,
 ) -> Result<()> {
     let step = &plan.steps[k];
@@ -620,7 +636,7 @@ pub(super) fn run_one(
             }
         }
         let donate = donate.filter(|_| donated.is_some());
-        run_step(step, &inputs, store, donate, times.as_deref_mut(), in_place_only)?
+        run_step(step, &inputs, store, donate, times.as_deref_mut(), mode)?
     };
     drop(donated);
     for (slot, v) in step.outputs.iter().zip(outputs) {
@@ -645,6 +661,7 @@ pub(super) fn collect(plan: &Plan, mut get: impl FnMut(Slot) -> Option<Value>) -
 struct Run<'p> {
     plan: &'p Plan,
     store: &'p VariableStore,
+    mode: Mode,
     slots: Vec<Mutex<Option<Value>>>,
     /// Readers still to run, per slot: the slot is freed when it reaches 0.
     readers: Vec<AtomicU32>,
@@ -668,7 +685,7 @@ impl<'p> Run<'p> {
                         step.inputs.iter().map(|&s| self.slots[s as usize].lock().clone()).collect();
                     let inputs: Option<SmallVec<[&Value; 4]>> = held.iter().map(|v| v.as_ref()).collect();
                     match inputs {
-                        Some(inputs) => run_step(step, &inputs, self.store, None, None, false),
+                        Some(inputs) => run_step(step, &inputs, self.store, None, None, self.mode),
                         None => Err(Error::graph("internal: an input was freed before use")
                             .with_context(|| step.context.clone())),
                     }
@@ -711,7 +728,7 @@ impl<'p> Run<'p> {
     }
 }
 
-fn execute_parallel(plan: &Plan, feeds: &[&Value], store: &VariableStore) -> Result<Vec<Value>> {
+fn execute_parallel(plan: &Plan, feeds: &[&Value], store: &VariableStore, mode: Mode) -> Result<Vec<Value>> {
     if feeds.len() != plan.feeds.len() {
         return Err(Error::graph(format!(
             "internal: {} values for a plan of {} inputs",
@@ -722,6 +739,7 @@ fn execute_parallel(plan: &Plan, feeds: &[&Value], store: &VariableStore) -> Res
     let run = Run {
         plan,
         store,
+        mode,
         slots: (0..plan.num_slots).map(|_| Mutex::new(None)).collect(),
         readers: plan.readers.iter().map(|&n| AtomicU32::new(n)).collect(),
         pending: plan.steps.iter().map(|s| AtomicU32::new(s.num_deps)).collect(),
