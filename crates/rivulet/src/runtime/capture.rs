@@ -308,7 +308,7 @@ enum NotRecorded {
 /// Run `plan` with a recorded graph where it can have one: `None` when the
 /// plan is not for recording (the caller runs it as usual).
 pub(super) fn run(plan: &Plan, feeds: &[&Value], store: &VariableStore) -> Result<Option<Vec<Value>>> {
-    if !graph_capture_enabled() {
+    if !plan.on_accelerator || !graph_capture_enabled() {
         return Ok(None);
     }
     let Ok(seg) = plan.capture.segment.get_or_init(|| segment(plan)) else { return Ok(None) };

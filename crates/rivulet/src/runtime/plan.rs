@@ -133,6 +133,8 @@ pub(crate) struct Plan {
     pub report: PlanReport,
     /// Whether and how the plan's device part is replayed as a graph.
     pub capture: super::capture::Capture,
+    /// Whether any step runs off the CPU (only then is there a device part).
+    pub on_accelerator: bool,
 }
 
 /// What plan compilation did: for `Session::explain` and `rivulet inspect`.
@@ -520,6 +522,7 @@ fn lower(
         }
     }
     let peak_bytes = peak_memory(ir, &order, &steps, &slot_of);
+    let steps_off_cpu = steps.iter().any(|st| st.device != crate::tensor::Device::CPU);
     let fused = order
         .iter()
         .filter_map(|&i| match &ir.nodes[i].op {
@@ -563,6 +566,7 @@ fn lower(
         readers,
         fetched: is_fetched,
         capture: Default::default(),
+        on_accelerator: steps_off_cpu,
     })
 }
 

@@ -606,7 +606,7 @@ pub(super) fn fill_slots(plan: &Plan, feeds: &[&Value], slots: &mut [Option<Valu
 /// die there freed. With `mode.in_place_only`, an optimizer update that cannot
 /// overwrite its variable's buffers is an error instead of writing new
 /// ones (a graph being captured must keep every variable's address).
-/// `mode` says how steps run; `reorder` runs the steps in another order than the plan's: the slots
+/// `reorder` runs the steps in another order than the plan's: the slots
 /// that die at this step in that order (nothing is donated then).
 pub(super) fn run_one(
     plan: &Plan,
