@@ -271,8 +271,10 @@ struct Graph {
     variables: Vec<(NodeId, Recorded, bool)>,
     /// TensorFloat-32 as it was when the products were recorded.
     tf32: bool,
-    /// One replay at a time: they share the input and output buffers.
-    lock: Mutex<()>,
+    /// One replay at a time: they share the input and output buffers. It
+    /// guards what each input buffer was last filled from (held, so it
+    /// cannot change): a loop's captures and invariants are copied once.
+    lock: Mutex<Vec<Option<Value>>>,
     replay: Box<dyn Replay>,
 }
 
@@ -333,7 +335,7 @@ pub(super) fn run(plan: &Plan, feeds: &[&Value], store: &VariableStore) -> Resul
         }
     };
     // Whatever happens below (an error, a panic), a recording phase ends.
-    let mut phase = PhaseGuard { plan, next: None };
+    let mut phase = PhaseGuard { plan, next: None, only_over: None };
     if let Action::Record(dropped) = action {
         phase.next = Some(Phase::Warm { dropped });
     }
@@ -372,8 +374,10 @@ pub(super) fn run(plan: &Plan, feeds: &[&Value], store: &VariableStore) -> Resul
             let done = launch(&graph, seg, store, &mut slots, true)?;
             if !done {
                 // Variables moved, inputs changed shape, or TensorFloat-32
-                // was switched: record again, a few times.
+                // was switched: record again, a few times (unless another
+                // run has moved the phase on meanwhile).
                 phase.next = Some(given_up(dropped, "its variables or inputs keep changing".to_string()));
+                phase.only_over = Some(graph);
             }
             done
         }
@@ -389,16 +393,26 @@ pub(super) fn run(plan: &Plan, feeds: &[&Value], store: &VariableStore) -> Resul
     collect(plan, |s| slots[s as usize].clone()).map(Some)
 }
 
-/// Sets a plan's next phase when dropped, if one was decided.
+/// Sets a plan's next phase when dropped, if one was decided; with
+/// `only_over`, only if the phase still replays that graph.
 struct PhaseGuard<'p> {
     plan: &'p Plan,
     next: Option<Phase>,
+    only_over: Option<Arc<Graph>>,
 }
 
 impl Drop for PhaseGuard<'_> {
     fn drop(&mut self) {
         if let Some(next) = self.next.take() {
-            *self.plan.capture.phase.lock() = next;
+            let mut phase = self.plan.capture.phase.lock();
+            let current = match (&self.only_over, &*phase) {
+                (None, _) => true,
+                (Some(ours), Phase::Ready { graph, .. }) => Arc::ptr_eq(ours, graph),
+                (Some(_), _) => false,
+            };
+            if current {
+                *phase = next;
+            }
         }
     }
 }
@@ -530,10 +544,12 @@ fn record(
             slots[*s as usize] = None;
         }
     }
-    for (s, v) in originals {
+    let mut filled = vec![None; inputs.len()];
+    for (k, (s, v)) in originals.into_iter().enumerate() {
+        filled[k] = Some(v.clone());
         slots[s as usize] = Some(v);
     }
-    Ok(Ok(Graph { inputs, outputs, variables, tf32, lock: Mutex::new(()), replay }))
+    Ok(Ok(Graph { inputs, outputs, variables, tf32, lock: Mutex::new(filled), replay }))
 }
 
 /// Replay `graph` for this run: refill its inputs from the slots (unless
@@ -549,7 +565,7 @@ fn launch(
     refill: bool,
 ) -> Result<bool> {
     let backend = backend::backend(seg.device)?;
-    let _one = graph.lock.lock();
+    let mut filled = graph.lock.lock();
     if graph.tf32 != crate::backend::cuda::tensor_float_32_execution_enabled() {
         return Ok(false);
     }
@@ -562,10 +578,15 @@ fn launch(
     // The inputs are the graph's own buffers: refilled under its lock only
     // (a host copy may wait for the device; the variables stay readable).
     if refill {
-        for (s, held, refilled) in &graph.inputs {
-            if let (true, Some(v)) = (*refilled, &slots[*s as usize]) {
-                backend.copy_into(held, v)?;
+        for (k, (s, held, refilled)) in graph.inputs.iter().enumerate() {
+            let (true, Some(v)) = (*refilled, &slots[*s as usize]) else { continue };
+            let same = |last: &Value| Arc::ptr_eq(&last.storage, &v.storage) && last.layout == v.layout;
+            if filled[k].as_ref().is_some_and(same) {
+                continue;
             }
+            filled[k] = None;
+            backend.copy_into(held, v)?;
+            filled[k] = Some(v.clone());
         }
     }
     let copy = |source: &Value| -> Result<Value> {
