@@ -41,7 +41,7 @@ use crate::tensor::layout::Layout;
 use crate::tensor::{DType, Device, Scalar, Shape, Value};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// 0: not decided yet (read `RIVULET_CUDA_GRAPHS`), 1: on, 2: off.
 static ENABLED: AtomicU8 = AtomicU8::new(0);
@@ -196,10 +196,15 @@ pub(crate) fn segment(plan: &Plan) -> std::result::Result<Segment, String> {
 }
 
 /// A plan's recording state.
-#[derive(Default)]
 pub(crate) struct Capture {
-    segment: OnceLock<std::result::Result<Segment, String>>,
+    segment: std::result::Result<Segment, String>,
     phase: Mutex<Phase>,
+}
+
+impl Default for Capture {
+    fn default() -> Capture {
+        Capture { segment: Err("not split yet".to_string()), phase: Mutex::default() }
+    }
 }
 
 #[derive(Default)]
@@ -239,12 +244,22 @@ pub enum GraphStatus {
 }
 
 impl Capture {
-    /// Where `plan` stands (see [`GraphStatus`]).
-    pub(crate) fn status(&self, plan: &Plan) -> GraphStatus {
+    /// The state of a freshly compiled `plan`: its split, or why it has none.
+    pub(crate) fn for_plan(plan: &Plan) -> Capture {
+        Capture { segment: segment(plan), phase: Mutex::default() }
+    }
+
+    /// Whether the plan has a device part to record.
+    pub(crate) fn may_record(&self) -> bool {
+        self.segment.is_ok()
+    }
+
+    /// Where the plan stands (see [`GraphStatus`]).
+    pub(crate) fn status(&self) -> GraphStatus {
         if !graph_capture_enabled() {
             return GraphStatus::Disabled;
         }
-        if let Err(why) = self.segment.get_or_init(|| segment(plan)) {
+        if let Err(why) = &self.segment {
             return GraphStatus::NotRecorded(why.clone());
         }
         match &*self.phase.lock() {
@@ -310,10 +325,10 @@ enum NotRecorded {
 /// Run `plan` with a recorded graph where it can have one: `None` when the
 /// plan is not for recording (the caller runs it as usual).
 pub(super) fn run(plan: &Plan, feeds: &[&Value], store: &VariableStore) -> Result<Option<Vec<Value>>> {
-    if !plan.on_accelerator || !graph_capture_enabled() {
+    let Ok(seg) = &plan.capture.segment else { return Ok(None) };
+    if !graph_capture_enabled() {
         return Ok(None);
     }
-    let Ok(seg) = plan.capture.segment.get_or_init(|| segment(plan)) else { return Ok(None) };
     enum Action {
         Record(u32),
         Replay(Arc<Graph>, u32),

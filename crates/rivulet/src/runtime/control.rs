@@ -244,7 +244,7 @@ impl<'p> Frame<'p> {
         mode: Mode,
     ) -> Result<SmallVec<[Value; 4]>> {
         // An iteration's device part replayed (not when profiling step by step).
-        if mode.device_graphs && self.plan.on_accelerator && prof.is_none() {
+        if mode.device_graphs && self.plan.capture.may_record() && prof.is_none() {
             if let Some(out) = super::capture::run(self.plan, feeds, store)? {
                 return Ok(out.into_iter().collect());
             }

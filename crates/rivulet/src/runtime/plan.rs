@@ -131,10 +131,9 @@ pub(crate) struct Plan {
     pub fetched: Vec<bool>,
     /// What compilation did and how much memory the plan needs.
     pub report: PlanReport,
-    /// Whether and how the plan's device part is replayed as a graph.
+    /// Whether and how the plan's device part is replayed as a graph
+    /// (its split decided here, at compile time).
     pub capture: super::capture::Capture,
-    /// Whether any step runs off the CPU (only then is there a device part).
-    pub on_accelerator: bool,
 }
 
 /// What plan compilation did: for `Session::explain` and `rivulet inspect`.
@@ -522,7 +521,6 @@ fn lower(
         }
     }
     let peak_bytes = peak_memory(ir, &order, &steps, &slot_of);
-    let steps_off_cpu = steps.iter().any(|st| st.device != crate::tensor::Device::CPU);
     let fused = order
         .iter()
         .filter_map(|&i| match &ir.nodes[i].op {
@@ -541,7 +539,7 @@ fn lower(
             _ => None,
         })
         .collect();
-    Ok(Plan {
+    let mut plan = Plan {
         report: PlanReport {
             passes: Vec::new(),
             steps: steps.len() + constants.len(),
@@ -566,8 +564,9 @@ fn lower(
         readers,
         fetched: is_fetched,
         capture: Default::default(),
-        on_accelerator: steps_off_cpu,
-    })
+    };
+    plan.capture = super::capture::Capture::for_plan(&plan);
+    Ok(plan)
 }
 
 /// `order` with each all-reduce start moved up to just after the last of

@@ -307,7 +307,7 @@ impl Session {
         if !self.options.device_graphs {
             return Ok(super::capture::GraphStatus::Disabled);
         }
-        Ok(plan.capture.status(&plan))
+        Ok(plan.capture.status())
     }
 
     /// Run the request `runs` times, one step after another, timing every
@@ -369,7 +369,7 @@ impl Session {
     fn execute_plan(&self, plan: &Plan, feeds: &[(&Tensor, &Tensor)]) -> Result<Vec<Tensor>> {
         let values = self.feed_values(plan, feeds)?;
         let store = &self.variables;
-        if self.options.device_graphs {
+        if self.options.device_graphs && plan.capture.may_record() {
             if let Some(out) = super::capture::run(plan, &values, store)? {
                 return Ok(out.into_iter().map(Tensor::from_value).collect());
             }
