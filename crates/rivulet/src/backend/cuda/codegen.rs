@@ -917,7 +917,7 @@ pub(crate) fn fused_elementwise_indexed(
 /// whose host, device and CPU-kernel versions differ anyway (gelu near -2.5
 /// loses digits to cancellation: 9 ulps apart).
 #[cfg(all(test, target_os = "linux"))]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::backend::{execute_on, KernelCtx};
     use crate::op::Op;
@@ -940,59 +940,83 @@ static inline double __longlong_as_double(long long u) { double f; memcpy(&f, &u
 static inline int atomicExch(int* p, int v) { int o = *p; *p = v; return o; }
 "#;
 
-    /// A compiled kernel, or `None` (with a message) where no C++ compiler is.
-    struct HostKernel {
-        _dir: std::path::PathBuf,
+    /// A shared library the host compiler built from CUDA C++ (a shim
+    /// standing in for the CUDA built-ins), removed with its folder on drop.
+    pub(crate) struct HostLibrary {
+        dir: std::path::PathBuf,
         handle: *mut c_void,
-        f: unsafe extern "C" fn(FusedParams),
     }
 
-    impl Drop for HostKernel {
+    impl Drop for HostLibrary {
         fn drop(&mut self) {
-            // SAFETY: the handle came from dlopen; `f` is not used after this.
+            // SAFETY: the handle came from dlopen; no symbol of it is used after this.
             unsafe { libc::dlclose(self.handle) };
-            let _ = std::fs::remove_dir_all(&self._dir);
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 
-    fn compile(k: &KernelSource) -> Option<HostKernel> {
-        let dir = std::env::temp_dir().join(format!("rivulet-codegen-{}-{:016x}", std::process::id(), k.key));
-        std::fs::create_dir_all(&dir).ok()?;
-        let src = dir.join("kernel.cpp");
-        let lib = dir.join("kernel.so");
-        std::fs::write(&src, format!("{SHIM}{}", k.source)).ok()?;
-        let out = std::process::Command::new("c++")
-            .args(["-std=c++17", "-O0", "-fPIC", "-shared", "-ffp-contract=off", "-o"])
-            .arg(&lib)
-            .arg(&src)
-            .output();
-        let out = match out {
-            Ok(o) => o,
-            Err(e) => {
-                eprintln!("skipping: no host C++ compiler to check generated CUDA source ({e})");
-                return None;
-            }
-        };
-        assert!(
-            out.status.success(),
-            "generated source does not compile:\n{}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            k.source
-        );
-        let c = CString::new(lib.to_str()?).ok()?;
-        // SAFETY: a library just built from the source above.
-        let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-        assert!(!handle.is_null(), "dlopen of the compiled kernel failed");
-        let name = CString::new(k.name.as_str()).ok()?;
-        // SAFETY: a live handle; the symbol is the kernel, `void(RvParams)`.
-        let f = unsafe { libc::dlsym(handle, name.as_ptr()) };
-        assert!(!f.is_null(), "kernel {} not found", k.name);
-        // SAFETY: FusedParams is RvParams's #[repr(C)] twin, passed by value.
-        let f = unsafe { std::mem::transmute::<*mut c_void, unsafe extern "C" fn(FusedParams)>(f) };
-        Some(HostKernel { _dir: dir, handle, f })
+    impl HostLibrary {
+        /// Build `source` with `flags` (the standard, the optimisation), or
+        /// `None`, saying so, where no C++ compiler is; a source that does
+        /// not build fails the test (and is kept for reading).
+        pub(crate) fn build(tag: &str, source: &str, flags: &[&str]) -> Option<HostLibrary> {
+            let dir = std::env::temp_dir().join(format!("rivulet-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).ok()?;
+            let (src, lib) = (dir.join("kernels.cpp"), dir.join("kernels.so"));
+            std::fs::write(&src, source).ok()?;
+            let out = std::process::Command::new("c++")
+                .args(flags)
+                .args(["-fPIC", "-shared", "-pthread", "-ffp-contract=off", "-o"])
+                .arg(&lib)
+                .arg(&src)
+                .output();
+            let out = match out {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("skipped: no host C++ compiler to build CUDA source on ({e})");
+                    return None;
+                }
+            };
+            assert!(
+                out.status.success(),
+                "CUDA source does not build for the host (kept at {}):\n{}",
+                src.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let c = CString::new(lib.to_str()?).ok()?;
+            // SAFETY: a library just built from the source above.
+            let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+            assert!(!handle.is_null(), "dlopen of {} failed", lib.display());
+            Some(HostLibrary { dir, handle })
+        }
+
+        /// The address of function `name` (the test knows its signature).
+        pub(crate) fn symbol(&self, name: &str) -> *mut c_void {
+            let c = CString::new(name).expect("a symbol name");
+            // SAFETY: a live handle.
+            let f = unsafe { libc::dlsym(self.handle, c.as_ptr()) };
+            assert!(!f.is_null(), "{name} not found in the built library");
+            f
+        }
     }
 
-    fn value(dtype: DType, shape: &[usize], data: &[f64]) -> Value {
+    /// A compiled kernel, or `None` (with a message) where no C++ compiler is.
+    struct HostKernel {
+        _lib: HostLibrary,
+        f: unsafe extern "C" fn(FusedParams),
+    }
+
+    fn compile(k: &KernelSource) -> Option<HostKernel> {
+        let source = format!("{SHIM}{}", k.source);
+        let lib = HostLibrary::build(&format!("codegen-{:016x}", k.key), &source, &["-std=c++17", "-O0"])?;
+        // SAFETY: the symbol is the kernel, `void(RvParams)`; FusedParams is
+        // RvParams's #[repr(C)] twin, passed by value.
+        let f = unsafe { std::mem::transmute::<*mut c_void, unsafe extern "C" fn(FusedParams)>(lib.symbol(&k.name)) };
+        Some(HostKernel { _lib: lib, f })
+    }
+
+    /// A host value of `dtype` and `shape` holding `data`.
+    pub(crate) fn value(dtype: DType, shape: &[usize], data: &[f64]) -> Value {
         let buf = with_dtype!(dtype, T => {
             let v: Vec<T> = data.iter().map(|&x| T::from_f64(x)).collect();
             HostBuffer::from_slice(&v).expect("buffer")

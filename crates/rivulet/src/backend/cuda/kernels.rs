@@ -441,6 +441,131 @@ __device__ void scatter_add(const RvGather p) {
     }
 }
 
+/* GatherNd over contiguous params viewed as [D0, ..., D(K-1), I] and
+   indices as [V, K]: out[v, i] = params[idx[v], i]. An index out of range
+   sets the error word to 3 and writes 0. scatter_nd is its transpose (and
+   gather_nd's gradient): out (zeroed) [idx[v], i] += updates[v, i], so
+   duplicates sum, as TensorFlow's ScatterNd. n = V * I. */
+struct RvGatherNd {
+    const void* src; const void* idx; void* out; int* error;
+    long long n, I;
+    long long dims[8];
+    int K, idx64;
+};
+/* The row of params that index vector v names, or -1 when out of range. */
+__device__ __forceinline__ long long rv_nd_row(const RvGatherNd& p, long long v) {
+    long long row = 0;
+    for (int d = 0; d < p.K; ++d) {
+        long long ix = p.idx64 ? ((const long long*)p.idx)[v * p.K + d] : (long long)((const int*)p.idx)[v * p.K + d];
+        if (ix < 0 || ix >= p.dims[d]) return -1;
+        row = row * p.dims[d] + ix;
+    }
+    return row;
+}
+template <class U>
+__device__ void gather_nd(const RvGatherNd p) {
+    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < p.n; t += (long long)gridDim.x * blockDim.x) {
+        long long row = rv_nd_row(p, t / p.I);
+        if (row < 0) { *p.error = 3; ((U*)p.out)[t] = (U)0; continue; }
+        ((U*)p.out)[t] = ((const U*)p.src)[row * p.I + t % p.I];
+    }
+}
+__device__ __forceinline__ void rv_atomic_add(float* a, float v) { atomicAdd(a, v); }
+__device__ __forceinline__ void rv_atomic_add(double* a, double v) { atomicAdd(a, v); }
+__device__ __forceinline__ void rv_atomic_add(int* a, int v) { atomicAdd(a, v); }
+__device__ __forceinline__ void rv_atomic_add(unsigned int* a, unsigned int v) { atomicAdd(a, v); }
+__device__ __forceinline__ void rv_atomic_add(unsigned long long* a, unsigned long long v) { atomicAdd(a, v); }
+/* Two's complement: the unsigned sum wraps to the signed one's bits. */
+__device__ __forceinline__ void rv_atomic_add(long long* a, long long v) {
+    atomicAdd((unsigned long long*)a, (unsigned long long)v);
+}
+template <class T>
+__device__ void scatter_nd(const RvGatherNd p) {
+    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < p.n; t += (long long)gridDim.x * blockDim.x) {
+        long long row = rv_nd_row(p, t / p.I);
+        if (row < 0) { *p.error = 3; continue; }
+        rv_atomic_add(&((T*)p.out)[row * p.I + t % p.I], ((const T*)p.src)[t]);
+    }
+}
+
+/* TopKV2 along the rows of a contiguous [rows, n] input, in passes of at
+   most RV_TOPK_CAP candidates a block. Block (row, c) sorts chunk c of the
+   row's m candidates (positions in the row; the row itself when `cand` is
+   null) with a bitonic network in shared memory, in the CPU's order:
+   larger first, NaN before all, -0 equal to +0, ties by position. It keeps
+   the first `keep`: positions into `next` ([rows, chunks, keep]) for another
+   pass, or, where `vals` is set (one chunk), the values and their indices.
+   A missing candidate is -1 and sorts after every other. */
+#define RV_TOPK_CAP 2048
+__device__ __forceinline__ unsigned long long rv_order(float f) {
+    if (f != f) return ~0ull;
+    unsigned int u = __float_as_uint(f == 0.0f ? 0.0f : f);
+    return (unsigned long long)((u & 0x80000000u) ? ~u : (u | 0x80000000u));
+}
+__device__ __forceinline__ unsigned long long rv_order(double f) {
+    if (f != f) return ~0ull;
+    unsigned long long u = (unsigned long long)__double_as_longlong(f == 0.0 ? 0.0 : f);
+    return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
+}
+__device__ __forceinline__ unsigned long long rv_order_signed(long long x) {
+    return (unsigned long long)x ^ 0x8000000000000000ull;
+}
+__device__ __forceinline__ unsigned long long rv_order(signed char x) { return rv_order_signed(x); }
+__device__ __forceinline__ unsigned long long rv_order(short x) { return rv_order_signed(x); }
+__device__ __forceinline__ unsigned long long rv_order(int x) { return rv_order_signed(x); }
+__device__ __forceinline__ unsigned long long rv_order(long long x) { return rv_order_signed(x); }
+__device__ __forceinline__ unsigned long long rv_order(unsigned char x) { return x; }
+__device__ __forceinline__ unsigned long long rv_order(unsigned short x) { return x; }
+__device__ __forceinline__ unsigned long long rv_order(unsigned int x) { return x; }
+__device__ __forceinline__ unsigned long long rv_order(unsigned long long x) { return x; }
+/* Whether entry (ka, pa) comes before (kb, pb). */
+__device__ __forceinline__ bool rv_topk_before(unsigned long long ka, int pa, unsigned long long kb, int pb) {
+    if (pa < 0) return false;
+    if (pb < 0) return true;
+    return ka > kb || (ka == kb && pa < pb);
+}
+template <class T, class TI>
+__device__ void top_k(const T* x, const int* cand, long long n, long long m, int keep, T* vals, TI* out_idx, int* next) {
+    __shared__ unsigned long long keys[RV_TOPK_CAP];
+    __shared__ int pos[RV_TOPK_CAP];
+    long long row = blockIdx.x;
+    long long lo = (long long)blockIdx.y * RV_TOPK_CAP;
+    int len = (int)(m - lo < RV_TOPK_CAP ? m - lo : RV_TOPK_CAP);
+    int size_p = 1;
+    while (size_p < len) size_p <<= 1;
+    const T* xr = x + row * n;
+    for (int j = threadIdx.x; j < size_p; j += blockDim.x) {
+        int c = j < len ? (cand ? cand[row * m + lo + j] : (int)(lo + j)) : -1;
+        pos[j] = c;
+        keys[j] = c < 0 ? 0ull : rv_order(Num<T>::ld(xr[c]));
+    }
+    for (int size = 2; size <= size_p; size <<= 1) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            __syncthreads();
+            for (int i = threadIdx.x; i < size_p; i += blockDim.x) {
+                int j = i ^ stride;
+                if (j <= i) continue;
+                bool swap = (i & size) == 0 ? rv_topk_before(keys[j], pos[j], keys[i], pos[i])
+                                            : rv_topk_before(keys[i], pos[i], keys[j], pos[j]);
+                if (swap) {
+                    unsigned long long k = keys[i]; keys[i] = keys[j]; keys[j] = k;
+                    int q = pos[i]; pos[i] = pos[j]; pos[j] = q;
+                }
+            }
+        }
+    }
+    __syncthreads();
+    for (int j = threadIdx.x; j < keep; j += blockDim.x) {
+        int c = j < size_p ? pos[j] : -1;
+        if (vals) {
+            vals[row * keep + j] = xr[c];
+            out_idx[row * keep + j] = (TI)c;
+        } else {
+            next[(row * gridDim.y + blockIdx.y) * keep + j] = c;
+        }
+    }
+}
+
 /* C[b, i, j] = sum_p A[b, i, p] B[b, p, j] on strided operands, wrapping
    (integers: cuBLAS takes only floats). */
 struct RvMatmul {
@@ -666,6 +791,100 @@ pub(crate) fn scatter_add(dtype: DType) -> Instance {
     )
 }
 
+/// A gather_nd of elements of `size` bytes ([`GatherNdParams`]).
+pub(crate) fn gather_nd(size: usize) -> Instance {
+    instance(format!("rv_gather_nd_{size}"), "const RvGatherNd p", &format!("gather_nd<{}>(p)", bits_type(size)))
+}
+
+/// The scatter_nd of `dtype`, one of [`SCATTER_ND_DTYPES`].
+pub(crate) fn scatter_nd(dtype: DType) -> Instance {
+    instance(
+        format!("rv_scatter_nd_{}", ident(dtype)),
+        "const RvGatherNd p",
+        &format!("scatter_nd<{}>(p)", ctype(dtype)),
+    )
+}
+
+/// The dtypes [`scatter_nd`] adds atomically; the others run on the host.
+pub(crate) const SCATTER_ND_DTYPES: [DType; 6] =
+    [DType::F32, DType::F64, DType::I32, DType::I64, DType::U32, DType::U64];
+
+/// [`gather_nd`]'s and [`scatter_nd`]'s argument; the C twin is `RvGatherNd`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct GatherNdParams {
+    pub src: u64,
+    pub idx: u64,
+    pub out: u64,
+    pub error: u64,
+    pub n: i64,
+    pub i: i64,
+    pub dims: [i64; 8],
+    pub k: i32,
+    pub idx64: i32,
+}
+
+impl GatherNdParams {
+    /// The geometry of a gather_nd from `params` (or a scatter_nd into it)
+    /// by `indices` (`[..., K]`), addresses left to the caller; `None`
+    /// where K is above the kernel's 8.
+    pub(crate) fn new(params: &crate::tensor::Shape, indices: &crate::tensor::Shape, idx64: bool) -> Option<Self> {
+        let k = *indices.last()?;
+        if k > 8 || k > params.rank() {
+            return None;
+        }
+        let vectors: usize = indices[..indices.rank() - 1].iter().product();
+        let inner: usize = params[k..].iter().product();
+        let mut dims = [0i64; 8];
+        for (d, &n) in params[..k].iter().enumerate() {
+            dims[d] = n as i64;
+        }
+        Some(GatherNdParams {
+            n: (vectors * inner) as i64,
+            i: inner as i64,
+            dims,
+            k: k as i32,
+            idx64: idx64 as i32,
+            ..Default::default()
+        })
+    }
+}
+
+/// Candidates one top-k block sorts (`RV_TOPK_CAP`).
+pub(crate) const TOPK_CAP: usize = 2048;
+
+/// The top-k of `dtype` with `index` (i32 or i64) positions.
+pub(crate) fn top_k(dtype: DType, index: DType) -> Instance {
+    let (t, ti) = (ctype(dtype), ctype(index));
+    instance(
+        format!("rv_top_k_{}_{}", ident(dtype), ident(index)),
+        "const void* x, const void* cand, long long n, long long m, int keep, void* vals, void* idx, void* next",
+        &format!("top_k<{t}, {ti}>((const {t}*)x, (const int*)cand, n, m, keep, ({t}*)vals, ({ti}*)idx, (int*)next)"),
+    )
+}
+
+/// The passes of a top-k of `k` over rows of `n`: the candidates each pass
+/// reads per row (`m`) and its chunks, the last one a single chunk giving
+/// the result. `None` where the kernel cannot take it (rows of 2^31 or
+/// more, or `k` above half a chunk on rows longer than one).
+pub(crate) fn top_k_passes(n: usize, k: usize) -> Option<Vec<(usize, usize)>> {
+    if n > i32::MAX as usize || k == 0 || k > n || (n > TOPK_CAP && k > TOPK_CAP / 2) {
+        return None;
+    }
+    let mut passes = Vec::new();
+    let mut m = n;
+    while m > TOPK_CAP {
+        let chunks = m.div_ceil(TOPK_CAP);
+        if chunks > 65535 {
+            return None;
+        }
+        passes.push((m, chunks));
+        m = chunks * k;
+    }
+    passes.push((m, 1));
+    Some(passes)
+}
+
 /// [`gather`]'s and [`scatter_add`]'s argument; the C twin is `RvGather`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -786,9 +1005,16 @@ pub(crate) struct MatmulParams {
 mod tests {
     use super::*;
 
-    fn nvrtc_present() -> bool {
+    /// Whether libnvrtc loads; `RIVULET_REQUIRE_NVRTC=1` (CI) makes its
+    /// absence a failure rather than a skip.
+    pub(crate) fn nvrtc_present() -> bool {
         // SAFETY: only tries to open the library.
-        unsafe { cudarc::nvrtc::sys::is_culib_present() }
+        let present = unsafe { cudarc::nvrtc::sys::is_culib_present() };
+        assert!(
+            present || std::env::var("RIVULET_REQUIRE_NVRTC").map_or(true, |v| v != "1"),
+            "RIVULET_REQUIRE_NVRTC=1 but libnvrtc was not found (scripts/test.sh fetches it into target/nvrtc)"
+        );
+        present
     }
 
     #[test]
@@ -825,6 +1051,11 @@ mod tests {
             } else {
                 all.push(apply_update(d));
             }
+            all.push(top_k(d, DType::I32));
+            all.push(top_k(d, DType::I64));
+        }
+        for d in SCATTER_ND_DTYPES {
+            all.push(scatter_nd(d));
         }
         for f in [ReduceOp::Any, ReduceOp::All] {
             all.push(reduce(f, true, DType::Bool, DType::Bool, true));
@@ -835,6 +1066,7 @@ mod tests {
         }
         for size in [1, 2, 4, 8] {
             all.push(gather(size));
+            all.push(gather_nd(size));
             all.push(fill(size));
             all.push(copy(size));
         }
@@ -903,5 +1135,275 @@ mod tests {
         }
         assert!(compiled > 200, "only {compiled} programs were generated");
         assert!(failed.is_empty(), "{} of {compiled} failed:\n{}", failed.len(), failed.join("\n"));
+    }
+}
+
+/// The templates run on the host: each CUDA thread an OS thread, blocks one
+/// at a time, `__syncthreads` a barrier and `__shared__` the block's
+/// statics. Kernels whose threads meet only at barriers and atomics run as
+/// on a GPU, so the logic of the gather_nd, scatter_nd and top-k kernels
+/// (and their launchers' pass plans) is checked against the CPU backend
+/// where there is no GPU. Warp shuffles are not emulated.
+#[cfg(all(test, target_os = "linux"))]
+mod emulated {
+    use super::*;
+    use crate::backend::cuda::codegen::tests::{value as host, HostLibrary};
+    use crate::backend::Backend;
+    use crate::op::Meta;
+    use crate::tensor::{Shape, Value};
+    use std::ffi::c_void;
+
+    const SHIM: &str = r#"
+#include <math.h>
+#include <string.h>
+#include <barrier>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __shared__ static
+struct RvDim { unsigned int x, y, z; };
+static RvDim blockIdx, gridDim, blockDim;
+static thread_local RvDim threadIdx;
+static std::barrier<>* rv_barrier;
+static std::mutex rv_atomics;
+static inline void __syncthreads() { rv_barrier->arrive_and_wait(); }
+static inline float __uint_as_float(unsigned int u) { float f; memcpy(&f, &u, 4); return f; }
+static inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }
+static inline unsigned int __float_as_uint(float f) { unsigned int u; memcpy(&u, &f, 4); return u; }
+static inline double __longlong_as_double(long long u) { double f; memcpy(&f, &u, 8); return f; }
+static inline long long __double_as_longlong(double f) { long long u; memcpy(&u, &f, 8); return u; }
+template <class T> static inline T atomicAdd(T* p, T v) { std::lock_guard<std::mutex> g(rv_atomics); T o = *p; *p = o + v; return o; }
+static inline int atomicExch(int* p, int v) { std::lock_guard<std::mutex> g(rv_atomics); int o = *p; *p = v; return o; }
+/* Not emulated: kernels using them are not run here. */
+template <class T> static inline T __shfl_down_sync(unsigned, T v, int) { return v; }
+template <class T> static inline T __shfl_sync(unsigned, T v, int) { return v; }
+static void rv_emulate(unsigned gx, unsigned gy, unsigned bx, const std::function<void()>& kernel) {
+    gridDim = {gx, gy, 1};
+    blockDim = {bx, 1, 1};
+    for (unsigned y = 0; y < gy; ++y) {
+        for (unsigned x = 0; x < gx; ++x) {
+            blockIdx = {x, y, 0};
+            std::barrier<> barrier(bx);
+            rv_barrier = &barrier;
+            std::vector<std::thread> threads;
+            for (unsigned t = 0; t < bx; ++t) {
+                threads.emplace_back([&, t] { threadIdx = {t, 0, 0}; kernel(); barrier.arrive_and_drop(); });
+            }
+            for (auto& t : threads) t.join();
+        }
+    }
+}
+"#;
+
+    /// A host library of `instances`, each with a launcher `host_<name>(grid
+    /// x, grid y, block, params...)`; `None` (saying so) without a C++20
+    /// compiler.
+    fn build(tag: &str, instances: &[Instance]) -> Option<HostLibrary> {
+        let mut source = format!("{SHIM}{}{}", super::super::codegen::PRELUDE, TEMPLATES);
+        for inst in instances {
+            let names: Vec<&str> = inst
+                .params
+                .split(',')
+                .filter_map(|p| p.rsplit(|c: char| c.is_whitespace() || c == '*').next())
+                .collect();
+            source.push_str(&format!(
+                "\nextern \"C\" void {0}({1}) {{ {2}; }}\nextern \"C\" void host_{0}(unsigned gx, unsigned gy, \
+                 unsigned bx, {1}) {{ rv_emulate(gx, gy, bx, [&]() {{ {0}({3}); }}); }}\n",
+                inst.name,
+                inst.params,
+                inst.body,
+                names.join(", ")
+            ));
+        }
+        HostLibrary::build(&format!("emulated-{tag}"), &source, &["-std=c++20", "-O1"])
+    }
+
+    /// The launcher of `inst` in `lib`.
+    fn launcher(lib: &HostLibrary, inst: &Instance) -> *mut c_void {
+        lib.symbol(&format!("host_{}", inst.name))
+    }
+
+    type NdLauncher = unsafe extern "C" fn(u32, u32, u32, GatherNdParams);
+    type TopKLauncher = unsafe extern "C" fn(u32, u32, u32, u64, u64, i64, i64, i32, u64, u64, u64);
+
+    fn meta(v: &Value) -> Meta {
+        Meta::new(v.dtype, v.shape().clone())
+    }
+
+    fn cpu() -> &'static dyn Backend {
+        crate::backend::backend(crate::tensor::Device::CPU).expect("cpu")
+    }
+
+    fn bytes(v: &Value) -> Vec<u8> {
+        let size = v.dtype.size();
+        let at = v.layout.offset * size;
+        v.storage.host().bytes()[at..at + v.numel() * size].to_vec()
+    }
+
+    /// gather_nd, then scatter_nd, on the emulated GPU: `(bytes, error word)`.
+    fn run_nd(
+        lib: &HostLibrary,
+        inst: &Instance,
+        src: &Value,
+        idx: &Value,
+        shape: &Shape,
+        out: &Meta,
+    ) -> (Vec<u8>, i32) {
+        let mut p = GatherNdParams::new(shape, idx.shape(), idx.dtype == DType::I64).expect("geometry");
+        let mut result = vec![0u8; out.shape.numel_known() * out.dtype.size()];
+        let mut error = 0i32;
+        let (s, i) = (bytes(src), bytes(idx));
+        (p.src, p.idx, p.out, p.error) =
+            (s.as_ptr() as u64, i.as_ptr() as u64, result.as_mut_ptr() as u64, &mut error as *mut i32 as u64);
+        // SAFETY: the launcher's signature; every pointer is live and sized
+        // by the geometry.
+        unsafe {
+            let f = std::mem::transmute::<*mut c_void, NdLauncher>(launcher(lib, inst));
+            f(3, 1, 32, p);
+        }
+        (result, error)
+    }
+
+    #[test]
+    fn gather_nd_and_scatter_nd_kernels_match_the_cpu() {
+        let insts = [gather_nd(4), gather_nd(8), scatter_nd(DType::F32), scatter_nd(DType::I64)];
+        let Some(lib) = build("nd", &insts) else { return };
+        let params_data: Vec<f64> = (0..60).map(|v| v as f64 * 0.5 - 7.0).collect();
+        let params = host(DType::F32, &[4, 3, 5], &params_data);
+        for (idx_dtype, idx_shape, idx_data) in [
+            (DType::I32, vec![2, 2, 2], vec![1.0, 2.0, 3.0, 0.0, 0.0, 0.0, 2.0, 1.0]),
+            (DType::I64, vec![3, 1], vec![3.0, 0.0, 3.0]),
+            (DType::I32, vec![2, 3], vec![3.0, 2.0, 4.0, 0.0, 1.0, 2.0]),
+            (DType::I64, vec![2, 0], vec![]),
+        ] {
+            let idx = host(idx_dtype, &idx_shape, &idx_data);
+            let out = crate::op::Op::GatherNd.infer(&[meta(&params), meta(&idx)]).expect("infer")[0].clone();
+            let want = cpu().gather_nd(&params, &idx, &out).expect("cpu gather_nd");
+            let (got, error) = run_nd(&lib, &insts[0], &params, &idx, params.shape(), &out);
+            assert_eq!(error, 0);
+            assert_eq!(got, bytes(&want), "gather_nd by {idx_shape:?}");
+            // Its transpose: the gathered values scattered back, duplicates summed.
+            let upd = want;
+            let op = crate::op::Op::ScatterNd { shape: params.shape().clone() };
+            let scattered = op.infer(&[meta(&idx), meta(&upd)]).expect("infer")[0].clone();
+            let want = cpu().scatter_nd(&idx, &upd, &scattered).expect("cpu scatter_nd");
+            let (got, error) = run_nd(&lib, &insts[2], &upd, &idx, params.shape(), &scattered);
+            assert_eq!(error, 0);
+            assert_eq!(got, bytes(&want), "scatter_nd by {idx_shape:?}");
+        }
+        // int64 sums wrap as on the CPU; 8-byte gathers.
+        let big = host(DType::I64, &[2, 2], &[-3.0, 9.0e15, 4.0, -1.0]);
+        let idx = host(DType::I32, &[3, 1], &[1.0, 0.0, 1.0]);
+        let out = crate::op::Op::GatherNd.infer(&[meta(&big), meta(&idx)]).expect("infer")[0].clone();
+        let (got, _) = run_nd(&lib, &insts[1], &big, &idx, big.shape(), &out);
+        assert_eq!(got, bytes(&cpu().gather_nd(&big, &idx, &out).expect("cpu")));
+        let upd = host(DType::I64, &[3, 2], &[i64::MAX as f64, 5.0, 7.0, -2.0, 1.0, 3.0]);
+        let wide = Meta::new(DType::I64, Shape::new(&[2, 2]));
+        let (got, _) = run_nd(&lib, &insts[3], &upd, &idx, &wide.shape, &wide);
+        assert_eq!(got, bytes(&cpu().scatter_nd(&idx, &upd, &wide).expect("cpu")));
+        // An index out of range: error word 3, zeros where it pointed (the
+        // launcher turns the word into the error).
+        let bad = host(DType::I32, &[2, 2], &[1.0, 2.0, 4.0, 0.0]);
+        let out = crate::op::Op::GatherNd.infer(&[meta(&params), meta(&bad)]).expect("infer")[0].clone();
+        let (got, error) = run_nd(&lib, &insts[0], &params, &bad, params.shape(), &out);
+        assert_eq!(error, 3);
+        assert!(got[20..].iter().all(|&b| b == 0), "the bad vector's row is zeros");
+        // The first vector, (1, 2), is row 1 * 3 + 2 = 5 of five floats.
+        assert_eq!(&got[..20], &bytes(&params)[100..120]);
+        let upd = host(DType::F32, &[2, 5], &[1.0; 10]);
+        let (_, error) = run_nd(&lib, &insts[2], &upd, &bad, params.shape(), &meta(&params));
+        assert_eq!(error, 3);
+    }
+
+    /// The top-k passes of [`top_k_passes`] on the emulated GPU, as the
+    /// CUDA backend launches them.
+    fn run_top_k(lib: &HostLibrary, inst: &Instance, x: &Value, k: usize, index: DType) -> (Vec<u8>, Vec<u8>) {
+        let n = *x.shape().last().expect("rank");
+        let rows = x.numel() / n;
+        let xs = bytes(x);
+        let mut vals = vec![0u8; rows * k * x.dtype.size()];
+        let mut idx = vec![0u8; rows * k * index.size()];
+        let mut cand: Option<Vec<i32>> = None;
+        // SAFETY: the launcher's signature.
+        let f = unsafe { std::mem::transmute::<*mut c_void, TopKLauncher>(launcher(lib, inst)) };
+        for (m, chunks) in top_k_passes(n, k).expect("a kernel plan") {
+            let mut next = (chunks > 1).then(|| vec![-7i32; rows * chunks * k]);
+            let (vp, ip) = match next {
+                None => (vals.as_mut_ptr() as u64, idx.as_mut_ptr() as u64),
+                Some(_) => (0, 0),
+            };
+            let np = next.as_mut().map_or(0, |v| v.as_mut_ptr() as u64);
+            let cp = cand.as_ref().map_or(0, |c| c.as_ptr() as u64);
+            // SAFETY: every pointer is live and sized for the pass.
+            unsafe {
+                f(rows as u32, chunks as u32, 64, xs.as_ptr() as u64, cp, n as i64, m as i64, k as i32, vp, ip, np)
+            };
+            if let Some(next) = &next {
+                assert!(next.iter().all(|&c| c >= -1 && c < n as i32), "candidates are positions or -1");
+            }
+            cand = next;
+        }
+        (vals, idx)
+    }
+
+    #[test]
+    fn top_k_kernel_matches_the_cpu_in_one_pass_and_several() {
+        let mut insts = Vec::new();
+        for d in [DType::F32, DType::F64, DType::F16, DType::I64, DType::U8] {
+            insts.push(top_k(d, DType::I32));
+        }
+        insts.push(top_k(DType::F32, DType::I64));
+        let Some(lib) = build("topk", &insts) else { return };
+        // NaN first, -0 equal to +0 (ties by position), infinities, repeats.
+        let special =
+            [1.0, f64::NAN, -0.0, 0.0, f64::INFINITY, 3.0, -f64::INFINITY, 3.0, f64::NAN, -2.5, 0.0, -0.0, 7.0];
+        let mut cases: Vec<(Vec<usize>, Vec<f64>, usize)> = vec![
+            (vec![2, 13], special.iter().chain(special.iter().rev()).copied().collect(), 13),
+            (vec![2, 13], special.iter().chain(special.iter().rev()).copied().collect(), 5),
+            (vec![1, 1], vec![4.0], 1),
+        ];
+        // Long rows: several passes (5000 is three chunks of 2048), repeated values.
+        let long: Vec<f64> = (0..3 * 5000).map(|i| ((i * 7919) % 1013) as f64 - 500.0).collect();
+        cases.push((vec![3, 5000], long.clone(), 9));
+        cases.push((vec![1, 2049], long[..2049].to_vec(), 1024));
+        cases.push((vec![2, 2048], long[..4096].to_vec(), 2048));
+        for (shape, data, k) in &cases {
+            for (i, inst) in insts.iter().enumerate() {
+                let (dtype, index) = match i {
+                    0 => (DType::F32, DType::I32),
+                    1 => (DType::F64, DType::I32),
+                    2 => (DType::F16, DType::I32),
+                    3 => (DType::I64, DType::I32),
+                    4 => (DType::U8, DType::I32),
+                    _ => (DType::F32, DType::I64),
+                };
+                if !dtype.is_float() && data.iter().any(|v| !v.is_finite()) {
+                    continue;
+                }
+                let data: Vec<f64> =
+                    if dtype == DType::U8 { data.iter().map(|v| v.rem_euclid(256.0)).collect() } else { data.clone() };
+                let x = host(dtype, shape, &data);
+                let outs = crate::op::Op::TopK { k: *k, sorted: true }.infer(&[meta(&x)]).expect("infer");
+                let (want_v, want_i) = cpu().top_k(&x, *k, &outs).expect("cpu top_k");
+                let (got_v, got_i) = run_top_k(&lib, inst, &x, *k, index);
+                let what = format!("top_k({k}) of {dtype}{shape:?}");
+                assert_eq!(got_v, bytes(&want_v), "{what}: values");
+                let got_i: Vec<i64> = match index {
+                    DType::I32 => got_i.chunks(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect(),
+                    _ => got_i.chunks(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect(),
+                };
+                let want_i: Vec<i64> =
+                    bytes(&want_i).chunks(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect();
+                assert_eq!(got_i, want_i, "{what}: indices");
+            }
+        }
+        // What the kernel leaves to the host: k above half a chunk on long rows.
+        assert_eq!(top_k_passes(5000, 1025), None);
+        assert_eq!(top_k_passes(2048, 2048), Some(vec![(2048, 1)]));
+        assert_eq!(top_k_passes(5000, 9), Some(vec![(5000, 3), (27, 1)]));
     }
 }

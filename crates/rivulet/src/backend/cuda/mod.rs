@@ -640,6 +640,17 @@ impl CudaBackend {
         }
     }
 
+    /// The error of an out-of-range index vector, if a gather_nd or
+    /// scatter_nd kernel flagged one (reading the flag waits for it).
+    fn nd_index_error(&self, op: &str, params: &Shape, depth: i32) -> Result<()> {
+        match self.gpu.take_error()? {
+            0 => Ok(()),
+            _ => Err(Error::invalid(format!(
+                "{op}: an index is out of range for the first {depth} dimension(s) of {params}"
+            ))),
+        }
+    }
+
     /// Softmax or log-softmax along the last axis: one block per row.
     fn softmax(&self, x: &Value, log: bool) -> Result<Value> {
         let x = self.contiguous(x)?;
@@ -1170,7 +1181,22 @@ impl Backend for CudaBackend {
     }
 
     fn gather_nd(&self, params: &Value, indices: &Value, out: &Meta) -> Result<Value> {
-        self.on_host(&[params, indices], |cpu, x| cpu.gather_nd(x[0], x[1], out))
+        let idx64 = indices.dtype == DType::I64;
+        let geometry = kernels::GatherNdParams::new(params.shape(), indices.shape(), idx64);
+        let (Some(mut p), DType::I32 | DType::I64) = (geometry, indices.dtype) else {
+            // Index depths above 8, and the errors of other index dtypes, as the CPU has them.
+            return self.on_host(&[params, indices], |cpu, x| cpu.gather_nd(x[0], x[1], out));
+        };
+        let (value, ptr) = self.empty(out)?;
+        if p.n == 0 {
+            return Ok(value);
+        }
+        let (src, idx) = (self.contiguous(params)?, self.contiguous(indices)?);
+        (p.src, p.idx, p.out, p.error) = (address(&src)?, address(&idx)?, ptr, self.gpu.error_word());
+        let blocks = grid_for(p.n as usize, self.gpu.multiprocessors);
+        self.launch(kernels::gather_nd(params.dtype.size()), (blocks, 1, 1), &mut [arg(&mut p)])?;
+        self.nd_index_error("gather_nd", params.shape(), p.k)?;
+        Ok(value)
     }
 
     fn scatter_add(
@@ -1204,13 +1230,86 @@ impl Backend for CudaBackend {
     }
 
     fn scatter_nd(&self, indices: &Value, updates: &Value, out: &Meta) -> Result<Value> {
-        self.on_host(&[indices, updates], |cpu, x| cpu.scatter_nd(x[0], x[1], out))
+        let idx64 = indices.dtype == DType::I64;
+        let geometry = kernels::GatherNdParams::new(&out.shape, indices.shape(), idx64);
+        let (Some(mut p), DType::I32 | DType::I64) = (geometry, indices.dtype) else {
+            return self.on_host(&[indices, updates], |cpu, x| cpu.scatter_nd(x[0], x[1], out));
+        };
+        if !kernels::SCATTER_ND_DTYPES.contains(&out.dtype) || updates.dtype != out.dtype {
+            // atomicAdd has no form for these: the CPU's kernel, copied over.
+            return self.on_host(&[indices, updates], |cpu, x| cpu.scatter_nd(x[0], x[1], out));
+        }
+        if updates.numel() as i64 != p.n {
+            return Err(Error::shape(format!(
+                "scatter_nd updates {} do not match indices {} and shape {}",
+                updates.shape(),
+                indices.shape(),
+                out.shape
+            )));
+        }
+        let value = self.assemble(out, Scalar::I64(0), &[])?;
+        if p.n == 0 || out.shape.numel_known() == 0 {
+            return Ok(value);
+        }
+        let (src, idx) = (self.contiguous(updates)?, self.contiguous(indices)?);
+        (p.src, p.idx, p.out, p.error) = (address(&src)?, address(&idx)?, address(&value)?, self.gpu.error_word());
+        let blocks = grid_for(p.n as usize, self.gpu.multiprocessors);
+        self.launch(kernels::scatter_nd(out.dtype), (blocks, 1, 1), &mut [arg(&mut p)])?;
+        self.nd_index_error("scatter_nd", &out.shape, p.k)?;
+        Ok(value)
     }
 
     fn top_k(&self, x: &Value, k: usize, outs: &[Meta]) -> Result<(Value, Value)> {
-        let host = self.download(x)?;
-        let (values, indices) = super::backend(Device::CPU)?.top_k(&host, k, outs)?;
-        Ok((self.upload(&values)?, self.upload(&indices)?))
+        let n = x.shape().last().copied().unwrap_or(1);
+        let rows = x.numel().checked_div(n).unwrap_or(0);
+        let passes = kernels::top_k_passes(n, k);
+        let index = outs.get(1).map(|m| m.dtype);
+        let (Some(passes), [values_meta, index_meta], Some(DType::I32 | DType::I64)) = (passes, outs, index) else {
+            // k = 0, rows too long for the kernel, and the CPU's errors.
+            let host = self.download(x)?;
+            let (values, indices) = super::backend(Device::CPU)?.top_k(&host, k, outs)?;
+            return Ok((self.upload(&values)?, self.upload(&indices)?));
+        };
+        if !x.dtype.is_numeric() {
+            return Err(Error::dtype(format!("top_k does not accept {}", x.dtype)));
+        }
+        let (values, vals_ptr) = self.empty(values_meta)?;
+        let (indices, idx_ptr) = self.empty(index_meta)?;
+        if rows == 0 {
+            return Ok((values, indices));
+        }
+        if rows > i32::MAX as usize {
+            return Err(Error::unimplemented(format!("a GPU top_k over {rows} rows")));
+        }
+        let x = self.contiguous(x)?;
+        let mut candidates: Option<Value> = None;
+        for &(m, chunks) in &passes {
+            let last = chunks == 1;
+            let next = match last {
+                true => None,
+                false => Some(self.empty(&Meta::new(DType::I32, Shape::new(&[rows, chunks * k])))?),
+            };
+            let (mut xp, mut cand) = (address(&x)?, candidates.as_ref().map_or(Ok(0), address)?);
+            let (mut nn, mut mm, mut keep) = (n as i64, m as i64, k as i32);
+            let (mut vp, mut ip) = if last { (vals_ptr, idx_ptr) } else { (0, 0) };
+            let mut np = next.as_ref().map_or(0, |(_, p)| *p);
+            self.launch(
+                kernels::top_k(x.dtype, index_meta.dtype),
+                (rows as u32, chunks as u32, 1),
+                &mut [
+                    arg(&mut xp),
+                    arg(&mut cand),
+                    arg(&mut nn),
+                    arg(&mut mm),
+                    arg(&mut keep),
+                    arg(&mut vp),
+                    arg(&mut ip),
+                    arg(&mut np),
+                ],
+            )?;
+            candidates = next.map(|(v, _)| v);
+        }
+        Ok((values, indices))
     }
 
     fn update_in_place(
