@@ -1,5 +1,5 @@
-//! Host memory for tensor data: 64-byte aligned buffers with a cache for
-//! large ones.
+//! Host memory for tensor data: 64-byte aligned buffers (16 for tiny ones)
+//! with a cache for large ones.
 //!
 //! Eager code allocates and frees a large buffer per op. Fresh pages from the
 //! OS cost a page fault each on first touch, which for a 64 MB tensor is more
@@ -24,7 +24,8 @@ const ALIGN: usize = 64;
 /// which in a loop over a 128² f64 grid cost more time than the arithmetic.
 pub const CACHE_MIN_BYTES: usize = 64 * 1024;
 
-/// A 64-byte aligned, zero-initialised-on-first-use host allocation.
+/// A 64-byte aligned (16 under 64 bytes: see [`layout`]),
+/// zero-initialised-on-first-use host allocation.
 pub struct HostBuffer {
     ptr: NonNull<u8>,
     bytes: usize,
@@ -57,10 +58,21 @@ pub fn cache_limit() -> usize {
 const HUGE_MIN_BYTES: usize = 4 << 20;
 const HUGE_PAGE: usize = 2 << 20;
 
+/// Buffers under [`ALIGN`] bytes (scalars, short vectors) are 16-byte
+/// aligned and at least 16 bytes long: enough for every element type, and
+/// what the allocator serves with plain `calloc`. A 64-byte alignment costs
+/// them an aligned allocation, several times malloc's work, on every eager
+/// scalar op and loop iteration.
+const SMALL_ALIGN: usize = 16;
+
 fn layout(bytes: usize) -> Layout {
-    let align = if bytes >= HUGE_MIN_BYTES { HUGE_PAGE } else { ALIGN };
+    let (size, align) = match bytes {
+        b if b >= HUGE_MIN_BYTES => (b, HUGE_PAGE),
+        b if b < ALIGN => (b.max(SMALL_ALIGN), SMALL_ALIGN),
+        b => (b, ALIGN),
+    };
     // `bytes` is bounded by MAX_ELEMENTS * 8, far below isize::MAX.
-    Layout::from_size_align(bytes.max(1), align).expect("buffer layout within isize::MAX")
+    Layout::from_size_align(size, align).expect("buffer layout within isize::MAX")
 }
 
 /// A zeroed allocation of `bytes`. Large ones ask for transparent huge pages
@@ -157,7 +169,7 @@ impl HostBuffer {
     }
     /// The contents as elements of `T` (the caller knows the dtype).
     pub fn as_slice<T: Element>(&self) -> &[T] {
-        // SAFETY: 64-byte alignment satisfies every element type; all bit
+        // SAFETY: 16- or 64-byte alignment satisfies every element type; all bit
         // patterns the library writes are valid for the tensor's dtype (bool
         // buffers only ever receive 0 or 1, checked on import).
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr() as *const T, self.bytes / std::mem::size_of::<T>()) }
@@ -355,6 +367,32 @@ impl Storage {
         match self.memory {
             Memory::Host(b) => b,
             Memory::Device { .. } => unreachable!("host kernels take host values only"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every size is zeroed and aligned for any element: 16 bytes under 64
+    /// bytes (the allocator's plain path), 64 from there; reused buffers too.
+    #[test]
+    fn buffers_are_zeroed_and_aligned_for_every_element_type() {
+        for bytes in (0..200).chain([CACHE_MIN_BYTES, CACHE_MIN_BYTES + 8]) {
+            for _ in 0..2 {
+                let b = HostBuffer::new(bytes).expect("allocation");
+                let at = b.ptr.as_ptr() as usize;
+                let want = if bytes < ALIGN { SMALL_ALIGN } else { ALIGN };
+                assert_eq!(at % want, 0, "{bytes} bytes at {at:#x}");
+                assert_eq!(b.len_bytes(), bytes);
+                assert_eq!(b.as_slice::<f64>().len(), bytes / 8);
+                assert_eq!(b.as_slice::<num_complex::Complex<f64>>().len(), bytes / 16);
+                let z = HostBuffer::zeroed::<u8>(bytes).expect("allocation");
+                assert!(z.bytes().iter().all(|&x| x == 0), "{bytes} zeroed bytes");
+                // Dropped with the layout it was made with (a mismatch aborts under the allocator's checks).
+                drop((b, z));
+            }
         }
     }
 }
