@@ -10,11 +10,19 @@ use smallvec::SmallVec;
 pub type Strides = SmallVec<[isize; 4]>;
 
 /// Shape + strides + offset of a tensor within its buffer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Layout {
     pub(crate) shape: Shape,
     pub(crate) strides: Strides,
     pub(crate) offset: usize,
+}
+
+/// Copied as memory (a value's layout is cloned on every hand-over between
+/// steps, so the derived element-by-element clone showed in dispatch costs).
+impl Clone for Layout {
+    fn clone(&self) -> Layout {
+        Layout { shape: self.shape.clone(), strides: Strides::from_slice(&self.strides), offset: self.offset }
+    }
 }
 
 impl Layout {

@@ -19,8 +19,16 @@ pub const UNKNOWN: usize = usize::MAX;
 pub const MAX_ELEMENTS: usize = 1 << 48;
 
 /// The dimensions of a tensor, outermost first. Scalars have rank 0.
-#[derive(Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Shape(SmallVec<[usize; 4]>);
+
+/// Copied as memory (the derived clone goes element by element, and shapes
+/// are cloned on every op's dispatch).
+impl Clone for Shape {
+    fn clone(&self) -> Shape {
+        Shape(SmallVec::from_slice(&self.0))
+    }
+}
 
 impl Shape {
     /// The multi-index of element `i` in row-major order (`i` below the
