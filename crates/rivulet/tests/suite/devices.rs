@@ -236,6 +236,14 @@ fn registry() -> Vec<Case> {
         let (v, i) = ops::top_k(&x[0], 3)?;
         Ok(vec![v, i])
     }));
+    // Rows longer than one GPU block's sort (2048): chunks, then their best;
+    // values on a coarse grid, so ties are broken by position; a NaN first.
+    let mut long: Vec<f32> = (0..2 * 5000).map(|i| ((i * 7919) % 1013) as f32 / 64.0 - 8.0).collect();
+    long[4321] = f32::NAN;
+    cases.push(case("top_k long rows", vec![Tensor::from_slice(&long, [2, 5000]).unwrap()], false, |_, x| {
+        let (v, i) = ops::top_k(&x[0], 9)?;
+        Ok(vec![v, i])
+    }));
     cases.push(case(
         "sum_to broadcast_like reshape_like",
         vec![f32s(&mut rng, &[2, 3, 4], -1.0, 1.0), f32s(&mut rng, &[3, 1], -1.0, 1.0)],
