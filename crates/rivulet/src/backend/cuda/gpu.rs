@@ -17,6 +17,7 @@
 //! the same way.
 
 use super::allocator::{Block, CachingAllocator, DeviceMemory, MemoryStats, PRIVATE_POOL};
+use super::staging::{Staging, StagingDevice, SLOTS};
 use crate::error::{Error, Result};
 use crate::tensor::storage::{DeviceAllocation, HostBuffer};
 use crate::tensor::{Device, Value};
@@ -124,6 +125,93 @@ pub(crate) struct Blas(pub cudarc::cublas::sys::cublasHandle_t);
 // keeps its use to one at a time.
 unsafe impl Send for Blas {}
 
+/// Copies of at least this many bytes go through the pinned slots (below,
+/// the driver's own staging of pageable memory costs as little).
+const STAGE_MIN: usize = 256 << 10;
+/// Each pinned slot's size.
+const STAGE_SLOT: usize = 8 << 20;
+
+/// The pinned slots, their events and the stream their copies run on.
+struct DriverSlots {
+    ptrs: [*mut u8; SLOTS],
+    events: [sys::CUevent; SLOTS],
+    stream: sys::CUstream,
+}
+// SAFETY: pinned host memory and events may be used from any thread; the
+// GPU's mutex keeps their use to one thread at a time.
+unsafe impl Send for DriverSlots {}
+
+impl DriverSlots {
+    /// `SLOTS` pinned slots of `STAGE_SLOT` bytes, or why not (a locked-memory
+    /// limit, say: copies then stay on the pageable path).
+    fn open(stream: sys::CUstream) -> Result<DriverSlots> {
+        let mut slots =
+            DriverSlots { ptrs: [std::ptr::null_mut(); SLOTS], events: [std::ptr::null_mut(); SLOTS], stream };
+        for i in 0..SLOTS {
+            // SAFETY: a plain pinned allocation in the current context (freed in Drop).
+            slots.ptrs[i] =
+                unsafe { drv::malloc_host(STAGE_SLOT, 0) }.map_err(|e| driver_error("cuMemHostAlloc", e))? as *mut u8;
+            slots.events[i] = drv::event::create(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING)
+                .map_err(|e| driver_error("cuEventCreate", e))?;
+        }
+        Ok(slots)
+    }
+}
+
+impl Drop for DriverSlots {
+    fn drop(&mut self) {
+        for i in 0..SLOTS {
+            // SAFETY: each was made in `open` (or is null) and is not used after this.
+            unsafe {
+                if !self.events[i].is_null() {
+                    let _ = drv::event::synchronize(self.events[i]);
+                    let _ = drv::event::destroy(self.events[i]);
+                }
+                if !self.ptrs[i].is_null() {
+                    let _ = drv::free_host(self.ptrs[i] as *mut c_void);
+                }
+            }
+        }
+    }
+}
+
+impl StagingDevice for DriverSlots {
+    fn slot(&mut self, slot: usize) -> &mut [u8] {
+        // SAFETY: a live pinned allocation of STAGE_SLOT bytes, its copies
+        // passed (the staging bookkeeping waits for them first).
+        unsafe { std::slice::from_raw_parts_mut(self.ptrs[slot], STAGE_SLOT) }
+    }
+    fn queue_upload(&mut self, slot: usize, dst: u64, len: usize) -> Result<()> {
+        // SAFETY: the slot holds `len` bytes and is not written until its
+        // event has passed; `dst` holds them (the caller's allocation).
+        unsafe {
+            let src = std::slice::from_raw_parts(self.ptrs[slot], len);
+            drv::memcpy_htod_async(dst, src, self.stream).map_err(|e| driver_error("cuMemcpyHtoD", e))?;
+            drv::event::record(self.events[slot], self.stream).map_err(|e| driver_error("cuEventRecord", e))
+        }
+    }
+    fn queue_download(&mut self, slot: usize, src: u64, len: usize) -> Result<()> {
+        // SAFETY: as above; the slot is read only after its event has passed.
+        unsafe {
+            let dst = std::slice::from_raw_parts_mut(self.ptrs[slot], len);
+            drv::memcpy_dtoh_async(dst, src, self.stream).map_err(|e| driver_error("cuMemcpyDtoH", e))?;
+            drv::event::record(self.events[slot], self.stream).map_err(|e| driver_error("cuEventRecord", e))
+        }
+    }
+    fn wait(&mut self, slot: usize) -> Result<()> {
+        // SAFETY: a live event.
+        unsafe { drv::event::synchronize(self.events[slot]) }.map_err(|e| driver_error("cuEventSynchronize", e))
+    }
+}
+
+/// The pinned staging of a GPU: opened on the first large copy.
+enum Staged {
+    Unopened,
+    Open(Staging, DriverSlots),
+    /// Pinned memory could not be had: every copy is pageable.
+    Unavailable,
+}
+
 /// One GPU.
 pub(crate) struct Gpu {
     pub device: Device,
@@ -141,6 +229,8 @@ pub(crate) struct Gpu {
     /// The integer-error word generated kernels set (see `codegen`).
     error_word: u64,
     arch: &'static str,
+    /// Pinned slots for large host copies (see `staging`).
+    staging: Mutex<Staged>,
 }
 
 impl Gpu {
@@ -182,6 +272,7 @@ impl Gpu {
             next_pool: AtomicU64::new(1),
             error_word,
             arch,
+            staging: Mutex::new(Staged::Unopened),
         })
     }
 
@@ -291,22 +382,51 @@ impl Gpu {
         unsafe { drv::stream::synchronize(self.handles.stream) }.map_err(|e| driver_error("cuStreamSynchronize", e))
     }
 
-    /// Copy host bytes to `dst` (queued; pageable memory is staged by the
-    /// driver before the call returns, so `src` may be dropped after).
+    /// Copy host bytes to `dst` (queued; the bytes are in pinned slots or
+    /// the driver's staging when the call returns, so `src` may be dropped
+    /// after, and the device reads them while the host goes on).
     pub fn upload(&self, dst: u64, src: &[u8]) -> Result<()> {
         if src.is_empty() {
             return Ok(());
         }
         self.not_capturing("a copy from host memory")?;
         self.enter()?;
+        if src.len() >= STAGE_MIN {
+            let mut staged = self.staging.lock();
+            if let Some((staging, slots)) = self.open_staging(&mut staged) {
+                return staging.upload(slots, dst, src);
+            }
+        }
         // SAFETY: `dst` holds at least `src.len()` bytes (the caller's allocation).
         unsafe { drv::memcpy_htod_async(dst, src, self.handles.stream) }.map_err(|e| driver_error("cuMemcpyHtoD", e))
+    }
+
+    /// The staging slots, opened on first use; `None` where pinned memory
+    /// cannot be had (then never tried again).
+    fn open_staging<'a>(&self, staged: &'a mut Staged) -> Option<(&'a mut Staging, &'a mut DriverSlots)> {
+        if let Staged::Unopened = staged {
+            *staged = match DriverSlots::open(self.handles.stream) {
+                Ok(slots) => Staged::Open(Staging::new(STAGE_SLOT), slots),
+                Err(_) => Staged::Unavailable,
+            };
+        }
+        match staged {
+            Staged::Open(staging, slots) => Some((staging, slots)),
+            _ => None,
+        }
     }
 
     /// Copy `dst.len()` bytes from `src` to the host, after all queued work.
     pub fn download(&self, dst: &mut [u8], src: u64) -> Result<()> {
         self.not_capturing("a copy to host memory")?;
         self.enter()?;
+        if dst.len() >= STAGE_MIN {
+            let mut staged = self.staging.lock();
+            if let Some((staging, slots)) = self.open_staging(&mut staged) {
+                // Its last event passed after everything queued before it.
+                return staging.download(slots, dst, src);
+            }
+        }
         if !dst.is_empty() {
             // SAFETY: `src` holds at least `dst.len()` bytes.
             unsafe { drv::memcpy_dtoh_async(dst, src, self.handles.stream) }

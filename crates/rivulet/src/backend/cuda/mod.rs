@@ -22,6 +22,7 @@ pub(crate) mod codegen;
 pub(crate) mod gpu;
 pub(crate) mod kernels;
 pub(crate) mod probe;
+pub(crate) mod staging;
 
 use super::{Backend, KernelCtx, Values};
 use crate::error::{Error, ErrorKind, Result};
