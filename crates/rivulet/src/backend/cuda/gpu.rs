@@ -135,7 +135,7 @@ const STAGE_SLOT: usize = 8 << 20;
 struct DriverSlots {
     ptrs: [*mut u8; SLOTS],
     events: [sys::CUevent; SLOTS],
-    stream: sys::CUstream,
+    handles: Handles,
 }
 // SAFETY: pinned host memory and events may be used from any thread; the
 // GPU's mutex keeps their use to one thread at a time.
@@ -144,9 +144,9 @@ unsafe impl Send for DriverSlots {}
 impl DriverSlots {
     /// `SLOTS` pinned slots of `STAGE_SLOT` bytes, or why not (a locked-memory
     /// limit, say: copies then stay on the pageable path).
-    fn open(stream: sys::CUstream) -> Result<DriverSlots> {
+    fn open(handles: Handles) -> Result<DriverSlots> {
         let mut slots =
-            DriverSlots { ptrs: [std::ptr::null_mut(); SLOTS], events: [std::ptr::null_mut(); SLOTS], stream };
+            DriverSlots { ptrs: [std::ptr::null_mut(); SLOTS], events: [std::ptr::null_mut(); SLOTS], handles };
         for i in 0..SLOTS {
             // SAFETY: a plain pinned allocation in the current context (freed in Drop).
             slots.ptrs[i] =
@@ -160,6 +160,9 @@ impl DriverSlots {
 
 impl Drop for DriverSlots {
     fn drop(&mut self) {
+        if make_current(self.handles.ctx).is_err() {
+            return;
+        }
         for i in 0..SLOTS {
             // SAFETY: each was made in `open` (or is null) and is not used after this.
             unsafe {
@@ -186,16 +189,16 @@ impl StagingDevice for DriverSlots {
         // event has passed; `dst` holds them (the caller's allocation).
         unsafe {
             let src = std::slice::from_raw_parts(self.ptrs[slot], len);
-            drv::memcpy_htod_async(dst, src, self.stream).map_err(|e| driver_error("cuMemcpyHtoD", e))?;
-            drv::event::record(self.events[slot], self.stream).map_err(|e| driver_error("cuEventRecord", e))
+            drv::memcpy_htod_async(dst, src, self.handles.stream).map_err(|e| driver_error("cuMemcpyHtoD", e))?;
+            drv::event::record(self.events[slot], self.handles.stream).map_err(|e| driver_error("cuEventRecord", e))
         }
     }
     fn queue_download(&mut self, slot: usize, src: u64, len: usize) -> Result<()> {
         // SAFETY: as above; the slot is read only after its event has passed.
         unsafe {
             let dst = std::slice::from_raw_parts_mut(self.ptrs[slot], len);
-            drv::memcpy_dtoh_async(dst, src, self.stream).map_err(|e| driver_error("cuMemcpyDtoH", e))?;
-            drv::event::record(self.events[slot], self.stream).map_err(|e| driver_error("cuEventRecord", e))
+            drv::memcpy_dtoh_async(dst, src, self.handles.stream).map_err(|e| driver_error("cuMemcpyDtoH", e))?;
+            drv::event::record(self.events[slot], self.handles.stream).map_err(|e| driver_error("cuEventRecord", e))
         }
     }
     fn wait(&mut self, slot: usize) -> Result<()> {
@@ -402,10 +405,11 @@ impl Gpu {
     }
 
     /// The staging slots, opened on first use; `None` where pinned memory
-    /// cannot be had (then never tried again).
+    /// cannot be had (then never tried again: a locked-memory limit does
+    /// not go away, and pageable copies work).
     fn open_staging<'a>(&self, staged: &'a mut Staged) -> Option<(&'a mut Staging, &'a mut DriverSlots)> {
         if let Staged::Unopened = staged {
-            *staged = match DriverSlots::open(self.handles.stream) {
+            *staged = match DriverSlots::open(self.handles) {
                 Ok(slots) => Staged::Open(Staging::new(STAGE_SLOT), slots),
                 Err(_) => Staged::Unavailable,
             };

@@ -558,7 +558,9 @@ __device__ void top_k(const T* x, const int* cand, long long n, long long m, int
     for (int j = threadIdx.x; j < keep; j += blockDim.x) {
         int c = j < size_p ? pos[j] : -1;
         if (vals) {
-            vals[row * keep + j] = xr[c];
+            /* c >= 0 always here (a pass keeps k real candidates of the row's
+               n >= k); kept safe against a changed plan. */
+            if (c >= 0) vals[row * keep + j] = xr[c];
             out_idx[row * keep + j] = (TI)c;
         } else {
             next[(row * gridDim.y + blockIdx.y) * keep + j] = c;

@@ -318,6 +318,11 @@ fn arg<T>(x: &mut T) -> *mut c_void {
     x as *mut T as *mut c_void
 }
 
+/// The index depth (last dimension) of gather_nd's or scatter_nd's indices.
+fn p_depth(indices: &Value) -> usize {
+    indices.shape().last().copied().unwrap_or(0)
+}
+
 /// The single-op fused program `f(inputs...)`.
 fn single(instr: Instr, inputs: usize) -> FusedProgram {
     let mut instrs: Vec<Instr> = (0..inputs).map(Instr::Input).collect();
@@ -427,9 +432,23 @@ impl CudaBackend {
     /// Host fallback: run `f` on the CPU backend with `inputs` copied there,
     /// and copy its result back.
     fn on_host(&self, inputs: &[&Value], f: impl FnOnce(&dyn Backend, &[&Value]) -> Result<Value>) -> Result<Value> {
-        let host: Vec<Value> = inputs.iter().map(|v| self.download(v)).collect::<Result<_>>()?;
+        let host: Vec<Value> = inputs.iter().map(|v| self.to_host(v)).collect::<Result<_>>()?;
         let refs: Vec<&Value> = host.iter().collect();
         self.upload(&f(super::backend(Device::CPU)?, &refs)?)
+    }
+
+    /// A host copy of `v`: strided views of elements wider than the copy
+    /// kernels' 8 bytes (complex128) come over with their whole buffer and
+    /// keep their layout, the rest contiguous.
+    fn to_host(&self, v: &Value) -> Result<Value> {
+        if v.layout.is_contiguous() || v.dtype.size() <= 8 {
+            return self.download(v);
+        }
+        let memory =
+            v.storage.device_memory().ok_or_else(|| Error::invalid("internal: a GPU value without device memory"))?;
+        let buffer = memory.download()?;
+        let elements = buffer.len_bytes() / v.dtype.size();
+        Ok(Value::from_buffer(v.dtype, Shape::new(&[elements]), buffer).view(v.layout.clone()))
     }
 
     /// `(outer, R, inner)` of a contiguous `shape` reduced along `axes` (a
@@ -1049,6 +1068,14 @@ impl Backend for CudaBackend {
     }
 
     fn assemble(&self, out: &Meta, fill: Scalar, pieces: &[(Layout, &Value)]) -> Result<Value> {
+        if out.dtype.size() > 8 {
+            // complex128: wider than the fill and copy kernels' elements.
+            let values: Vec<&Value> = pieces.iter().map(|(_, v)| *v).collect();
+            return self.on_host(&values, |cpu, x| {
+                let placed: Vec<(Layout, &Value)> = pieces.iter().zip(x).map(|((l, _), v)| (l.clone(), *v)).collect();
+                cpu.assemble(out, fill, &placed)
+            });
+        }
         let (value, out_ptr) = self.empty(out)?;
         let n = out.shape.numel_known();
         if n == 0 {
@@ -1167,6 +1194,9 @@ impl Backend for CudaBackend {
     }
 
     fn gather(&self, params: &Value, indices: &Value, axis: usize, batch_dims: usize, out: &Meta) -> Result<Value> {
+        if params.dtype.size() > 8 {
+            return self.on_host(&[params, indices], |cpu, x| cpu.gather(x[0], x[1], axis, batch_dims, out));
+        }
         let (value, ptr) = self.empty(out)?;
         let mut p = self.gather_params(params, indices, axis, batch_dims, ptr)?;
         let n = out.shape.numel_known();
@@ -1184,10 +1214,15 @@ impl Backend for CudaBackend {
     fn gather_nd(&self, params: &Value, indices: &Value, out: &Meta) -> Result<Value> {
         let idx64 = indices.dtype == DType::I64;
         let geometry = kernels::GatherNdParams::new(params.shape(), indices.shape(), idx64);
-        let (Some(mut p), DType::I32 | DType::I64) = (geometry, indices.dtype) else {
-            // Index depths above 8, and the errors of other index dtypes, as the CPU has them.
-            return self.on_host(&[params, indices], |cpu, x| cpu.gather_nd(x[0], x[1], out));
-        };
+        let vectors = indices.numel().checked_div(p_depth(indices)).unwrap_or(0);
+        match (geometry, indices.dtype) {
+            // complex128 elements (wider than the kernel's), index depths
+            // above 8, the errors of other index dtypes, and an empty result
+            // whose indices still need their range check: as the CPU has them.
+            (Some(p), DType::I32 | DType::I64) if params.dtype.size() <= 8 && (p.n > 0 || vectors == 0) => {}
+            _ => return self.on_host(&[params, indices], |cpu, x| cpu.gather_nd(x[0], x[1], out)),
+        }
+        let Some(mut p) = geometry else { return Err(Error::invalid("internal: gather_nd geometry")) };
         let (value, ptr) = self.empty(out)?;
         if p.n == 0 {
             return Ok(value);
@@ -1233,11 +1268,14 @@ impl Backend for CudaBackend {
     fn scatter_nd(&self, indices: &Value, updates: &Value, out: &Meta) -> Result<Value> {
         let idx64 = indices.dtype == DType::I64;
         let geometry = kernels::GatherNdParams::new(&out.shape, indices.shape(), idx64);
+        let vectors = indices.numel().checked_div(p_depth(indices)).unwrap_or(0);
         let (Some(mut p), DType::I32 | DType::I64) = (geometry, indices.dtype) else {
             return self.on_host(&[indices, updates], |cpu, x| cpu.scatter_nd(x[0], x[1], out));
         };
-        if !kernels::SCATTER_ND_DTYPES.contains(&out.dtype) || updates.dtype != out.dtype {
-            // atomicAdd has no form for these: the CPU's kernel, copied over.
+        if !kernels::SCATTER_ND_DTYPES.contains(&out.dtype) || updates.dtype != out.dtype || (p.n == 0 && vectors > 0) {
+            // atomicAdd has no form for these dtypes: the CPU's kernel,
+            // copied over; so are indices into an empty inner shape, which
+            // still need the CPU's range check.
             return self.on_host(&[indices, updates], |cpu, x| cpu.scatter_nd(x[0], x[1], out));
         }
         if updates.numel() as i64 != p.n {
@@ -1384,7 +1422,8 @@ impl Backend for CudaBackend {
 
     fn upload(&self, host: &Value) -> Result<Value> {
         let size = host.dtype.size();
-        let scalar_key = (host.numel() == 1).then(|| {
+        // Elements of at most 8 bytes (complex128 is never cached).
+        let scalar_key = (host.numel() == 1 && size <= 8).then(|| {
             let at = host.layout.offset * size;
             let mut bits = [0u8; 8];
             bits[..size].copy_from_slice(&host.storage.host().bytes()[at..at + size]);

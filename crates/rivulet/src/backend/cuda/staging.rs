@@ -11,6 +11,12 @@
 //! A slot is reused only after the event marked behind its last copy has
 //! passed.
 //!
+//! A copy larger than a slot is several stream operations, so work queued
+//! by other threads may run between its chunks. That is safe because a
+//! device value is never written while anyone but its variable holds it
+//! (in-place updates need the only holder), and an upload writes a buffer
+//! no one else sees yet.
+//!
 //! The bookkeeping is generic over [`StagingDevice`], so the tests run it
 //! against a simulated device whose copies land only when waited for.
 
@@ -53,8 +59,10 @@ impl Staging {
         for (i, chunk) in src.chunks(self.slot_bytes).enumerate() {
             let s = self.take(dev)?;
             dev.slot(s)[..chunk.len()].copy_from_slice(chunk);
-            dev.queue_upload(s, dst + (i * self.slot_bytes) as u64, chunk.len())?;
+            // In flight before queueing: a copy queued ahead of a failed
+            // event record is still waited for before the slot is reused.
             self.in_flight[s] = true;
+            dev.queue_upload(s, dst + (i * self.slot_bytes) as u64, chunk.len())?;
         }
         Ok(())
     }
@@ -66,8 +74,8 @@ impl Staging {
         for at in (0..dst.len()).step_by(self.slot_bytes) {
             let len = self.slot_bytes.min(dst.len() - at);
             let s = self.take(dev)?;
-            dev.queue_download(s, src + at as u64, len)?;
             self.in_flight[s] = true;
+            dev.queue_download(s, src + at as u64, len)?;
             // The previous chunk is copied out while this one is in flight.
             if let Some((ps, pat)) = pending.replace((s, at)) {
                 self.drain(dev, ps, &mut dst[pat..pat + self.slot_bytes])?;
@@ -112,11 +120,19 @@ mod tests {
         /// (slot, upload?, device address, len), in stream order.
         queue: Vec<(usize, bool, u64, usize)>,
         waits: usize,
+        /// Uploads fail after queueing their copy (an event record failing).
+        fail_after_queueing: bool,
     }
 
     impl Simulated {
         fn new(slot_bytes: usize, memory: usize) -> Simulated {
-            Simulated { slots: vec![vec![0; slot_bytes]; SLOTS], memory: vec![0; memory], queue: Vec::new(), waits: 0 }
+            Simulated {
+                slots: vec![vec![0; slot_bytes]; SLOTS],
+                memory: vec![0; memory],
+                queue: Vec::new(),
+                waits: 0,
+                fail_after_queueing: false,
+            }
         }
         /// Run the stream up to and including the last copy on `slot`.
         fn run_through(&mut self, slot: usize) {
@@ -139,7 +155,10 @@ mod tests {
         }
         fn queue_upload(&mut self, slot: usize, dst: u64, len: usize) -> Result<()> {
             self.queue.push((slot, true, dst, len));
-            Ok(())
+            match self.fail_after_queueing {
+                true => Err(crate::error::Error::device("simulated: event record failed")),
+                false => Ok(()),
+            }
         }
         fn queue_download(&mut self, slot: usize, src: u64, len: usize) -> Result<()> {
             self.queue.push((slot, false, src, len));
@@ -196,5 +215,21 @@ mod tests {
         st.download(&mut dev, &mut got, 1000).unwrap();
         assert_eq!(got, b);
         assert!(dev.waits > 0);
+    }
+
+    #[test]
+    fn a_copy_queued_before_an_error_is_still_waited_for() {
+        let mut dev = Simulated::new(8, 64);
+        let mut st = Staging::new(8);
+        dev.fail_after_queueing = true;
+        assert!(st.upload(&mut dev, 0, &[1; 8]).is_err());
+        assert!(st.upload(&mut dev, 8, &[2; 8]).is_err());
+        dev.fail_after_queueing = false;
+        // Slot 0 has a copy queued: the next upload waits for it before
+        // writing the slot (the simulated slot() fails otherwise).
+        st.upload(&mut dev, 16, &[3; 8]).unwrap();
+        let mut back = vec![0; 24];
+        st.download(&mut dev, &mut back, 0).unwrap();
+        assert_eq!(back, [[1u8; 8], [2; 8], [3; 8]].concat());
     }
 }
