@@ -828,15 +828,27 @@ pub(crate) struct GatherNdParams {
 
 impl GatherNdParams {
     /// The geometry of a gather_nd from `params` (or a scatter_nd into it)
-    /// by `indices` (`[..., K]`), addresses left to the caller; `None`
-    /// where K is above the kernel's 8.
-    pub(crate) fn new(params: &crate::tensor::Shape, indices: &crate::tensor::Shape, idx64: bool) -> Option<Self> {
+    /// by `indices` (`[..., K]` of `index_dtype`) over elements of
+    /// `element_bytes`, addresses left to the caller. `None` where the
+    /// kernel does not take it and the CPU's kernel runs instead: indices
+    /// not int32/int64, elements wider than 8 bytes (complex128), K above
+    /// 8, or nothing to copy while index vectors still need the CPU's range
+    /// check.
+    pub(crate) fn new(
+        params: &crate::tensor::Shape,
+        indices: &crate::tensor::Shape,
+        index_dtype: DType,
+        element_bytes: usize,
+    ) -> Option<Self> {
         let k = *indices.last()?;
-        if k > 8 || k > params.rank() {
+        if !matches!(index_dtype, DType::I32 | DType::I64) || element_bytes > 8 || k > 8 || k > params.rank() {
             return None;
         }
         let vectors: usize = indices[..indices.rank() - 1].iter().product();
         let inner: usize = params[k..].iter().product();
+        if k > 0 && vectors > 0 && inner * vectors == 0 {
+            return None;
+        }
         let mut dims = [0i64; 8];
         for (d, &n) in params[..k].iter().enumerate() {
             dims[d] = n as i64;
@@ -846,7 +858,7 @@ impl GatherNdParams {
             i: inner as i64,
             dims,
             k: k as i32,
-            idx64: idx64 as i32,
+            idx64: (index_dtype == DType::I64) as i32,
             ..Default::default()
         })
     }
@@ -1017,6 +1029,24 @@ mod tests {
             "RIVULET_REQUIRE_NVRTC=1 but libnvrtc was not found (scripts/test.sh fetches it into target/nvrtc)"
         );
         present
+    }
+
+    /// What the gather_nd/scatter_nd kernel takes, and what it leaves to
+    /// the CPU's kernel.
+    #[test]
+    fn gather_nd_geometry_leaves_to_the_cpu_what_the_kernel_cannot_take() {
+        use crate::tensor::Shape;
+        let s = |d: &[usize]| Shape::new(d);
+        let p = GatherNdParams::new(&s(&[4, 3, 5]), &s(&[2, 2, 2]), DType::I64, 4).expect("taken");
+        assert_eq!((p.n, p.i, p.k, p.idx64, &p.dims[..3]), (20, 5, 2, 1, &[4i64, 3, 0][..]));
+        assert!(GatherNdParams::new(&s(&[4, 3]), &s(&[2, 1]), DType::F32, 4).is_none(), "float indices");
+        assert!(GatherNdParams::new(&s(&[4, 3]), &s(&[2, 1]), DType::I32, 16).is_none(), "complex128");
+        assert!(GatherNdParams::new(&s(&[1; 9]), &s(&[2, 9]), DType::I32, 4).is_none(), "depth 9");
+        assert!(GatherNdParams::new(&s(&[4, 0]), &s(&[2, 1]), DType::I32, 4).is_none(), "empty rows, indices to check");
+        let empty = GatherNdParams::new(&s(&[4, 3]), &s(&[0, 1]), DType::I32, 4).expect("no indices");
+        assert_eq!(empty.n, 0);
+        let whole = GatherNdParams::new(&s(&[4, 3]), &s(&[2, 0]), DType::I32, 8).expect("depth 0");
+        assert_eq!((whole.n, whole.i), (24, 12));
     }
 
     #[test]
@@ -1255,7 +1285,7 @@ static void rv_emulate(unsigned gx, unsigned gy, unsigned bx, const std::functio
         shape: &Shape,
         out: &Meta,
     ) -> (Vec<u8>, i32) {
-        let mut p = GatherNdParams::new(shape, idx.shape(), idx.dtype == DType::I64).expect("geometry");
+        let mut p = GatherNdParams::new(shape, idx.shape(), idx.dtype, src.dtype.size()).expect("geometry");
         let mut result = vec![0u8; out.shape.numel_known() * out.dtype.size()];
         let mut error = 0i32;
         let (s, i) = (bytes(src), bytes(idx));

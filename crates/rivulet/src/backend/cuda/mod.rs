@@ -318,11 +318,6 @@ fn arg<T>(x: &mut T) -> *mut c_void {
     x as *mut T as *mut c_void
 }
 
-/// The index depth (last dimension) of gather_nd's or scatter_nd's indices.
-fn p_depth(indices: &Value) -> usize {
-    indices.shape().last().copied().unwrap_or(0)
-}
-
 /// The single-op fused program `f(inputs...)`.
 fn single(instr: Instr, inputs: usize) -> FusedProgram {
     let mut instrs: Vec<Instr> = (0..inputs).map(Instr::Input).collect();
@@ -1212,17 +1207,12 @@ impl Backend for CudaBackend {
     }
 
     fn gather_nd(&self, params: &Value, indices: &Value, out: &Meta) -> Result<Value> {
-        let idx64 = indices.dtype == DType::I64;
-        let geometry = kernels::GatherNdParams::new(params.shape(), indices.shape(), idx64);
-        let vectors = indices.numel().checked_div(p_depth(indices)).unwrap_or(0);
-        match (geometry, indices.dtype) {
-            // complex128 elements (wider than the kernel's), index depths
-            // above 8, the errors of other index dtypes, and an empty result
-            // whose indices still need their range check: as the CPU has them.
-            (Some(p), DType::I32 | DType::I64) if params.dtype.size() <= 8 && (p.n > 0 || vectors == 0) => {}
-            _ => return self.on_host(&[params, indices], |cpu, x| cpu.gather_nd(x[0], x[1], out)),
-        }
-        let Some(mut p) = geometry else { return Err(Error::invalid("internal: gather_nd geometry")) };
+        let geometry =
+            kernels::GatherNdParams::new(params.shape(), indices.shape(), indices.dtype, params.dtype.size());
+        let Some(mut p) = geometry else {
+            // What the kernel does not take (see `GatherNdParams::new`), and the CPU's errors.
+            return self.on_host(&[params, indices], |cpu, x| cpu.gather_nd(x[0], x[1], out));
+        };
         let (value, ptr) = self.empty(out)?;
         if p.n == 0 {
             return Ok(value);
@@ -1266,18 +1256,12 @@ impl Backend for CudaBackend {
     }
 
     fn scatter_nd(&self, indices: &Value, updates: &Value, out: &Meta) -> Result<Value> {
-        let idx64 = indices.dtype == DType::I64;
-        let geometry = kernels::GatherNdParams::new(&out.shape, indices.shape(), idx64);
-        let vectors = indices.numel().checked_div(p_depth(indices)).unwrap_or(0);
-        let (Some(mut p), DType::I32 | DType::I64) = (geometry, indices.dtype) else {
+        let geometry = kernels::GatherNdParams::new(&out.shape, indices.shape(), indices.dtype, out.dtype.size());
+        // atomicAdd has no form for the other dtypes.
+        let atomic = kernels::SCATTER_ND_DTYPES.contains(&out.dtype) && updates.dtype == out.dtype;
+        let Some(mut p) = geometry.filter(|_| atomic) else {
             return self.on_host(&[indices, updates], |cpu, x| cpu.scatter_nd(x[0], x[1], out));
         };
-        if !kernels::SCATTER_ND_DTYPES.contains(&out.dtype) || updates.dtype != out.dtype || (p.n == 0 && vectors > 0) {
-            // atomicAdd has no form for these dtypes: the CPU's kernel,
-            // copied over; so are indices into an empty inner shape, which
-            // still need the CPU's range check.
-            return self.on_host(&[indices, updates], |cpu, x| cpu.scatter_nd(x[0], x[1], out));
-        }
         if updates.numel() as i64 != p.n {
             return Err(Error::shape(format!(
                 "scatter_nd updates {} do not match indices {} and shape {}",
