@@ -198,6 +198,56 @@ impl Geometry {
     }
 }
 
+/// A [`Geometry`] lifted to three spatial dimensions (lower ranks lead
+/// with sizes of 1 and no padding): the form the kernels index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Geometry3 {
+    pub n: usize,
+    pub c: usize,
+    pub input: [usize; 3],
+    pub output: [usize; 3],
+    pub window: [usize; 3],
+    pub strides: [usize; 3],
+    pub dilations: [usize; 3],
+    pub pad: [usize; 3],
+}
+
+impl Geometry3 {
+    pub fn new(g: &Geometry) -> Geometry3 {
+        let lift = |v: &[usize], fill: usize| {
+            let mut a = [fill; 3];
+            a[3 - v.len()..].copy_from_slice(v);
+            a
+        };
+        Geometry3 {
+            n: g.batch,
+            c: g.channels,
+            input: lift(&g.input, 1),
+            output: lift(&g.output, 1),
+            window: lift(&g.window, 1),
+            strides: lift(&g.strides, 1),
+            dilations: lift(&g.dilations, 1),
+            pad: lift(&g.pad_before, 0),
+        }
+    }
+    /// Input positions per image.
+    pub fn in_positions(&self) -> usize {
+        self.input.iter().product()
+    }
+    /// Output positions per image.
+    pub fn out_positions(&self) -> usize {
+        self.output.iter().product()
+    }
+    /// Window taps.
+    pub fn taps(&self) -> usize {
+        self.window.iter().product()
+    }
+    /// True when every window is one input element at its own position.
+    pub fn is_pointwise(&self) -> bool {
+        self.taps() == 1 && self.strides == [1; 3] && self.pad == [0; 3] && self.input == self.output
+    }
+}
+
 fn check_lengths(r: usize, strides: &[usize], dilations: &[usize], padding: &Padding) -> Result<()> {
     if !(1..=3).contains(&r) {
         bail!(shape, "windows have 1 to 3 spatial dimensions, got {r}");
@@ -259,10 +309,23 @@ impl ConvSpec {
 }
 
 impl PoolSpec {
-    /// The geometry of this pooling of `x`.
+    /// The geometry of this pooling of `x`. Explicit padding on either side
+    /// must be smaller than the window (TensorFlow's rule), so every window
+    /// holds an element of the input.
     pub fn geometry(&self, x: &Shape) -> Result<Geometry> {
         let ones = vec![1; self.window.len()];
-        Geometry::new(x, &self.window, &self.strides, &ones, &self.padding)
+        let g = Geometry::new(x, &self.window, &self.strides, &ones, &self.padding)?;
+        if let Padding::Explicit { pads } = &self.padding {
+            for (d, (&(lo, hi), &k)) in pads.iter().zip(&self.window).enumerate() {
+                if lo >= k || hi >= k {
+                    bail!(
+                        invalid,
+                        "explicit padding ({lo}, {hi}) along spatial dimension {d} needs each side smaller than the window size {k}"
+                    );
+                }
+            }
+        }
+        Ok(g)
     }
 }
 

@@ -450,6 +450,14 @@ fn bad_arguments_are_errors_naming_the_op_and_the_caller() {
     assert!(e.to_string().contains("paddings"), "{e}");
     let e = ops::max_pool2d(&x, &[6], &[1], Padding::Valid).unwrap_err();
     assert!(e.to_string().contains("MaxPool") && e.to_string().contains("more than the input"), "{e}");
+    // TensorFlow's rule: explicit pooling padding smaller than the window on each side.
+    let e = ops::max_pool2d(&x, &[2], &[1], Padding::Explicit { pads: vec![(1, 2), (0, 0)] }).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("MaxPool") && text.contains("(1, 2)") && text.contains("window size 2"), "{text}");
+    assert_eq!(
+        ops::max_pool2d(&x, &[2], &[1], Padding::Explicit { pads: vec![(1, 1), (1, 0)] }).unwrap().shape().dims(),
+        &[2, 6, 5, 4]
+    );
     let e = ops::avg_pool(&x, &PoolOptions::new(&[0], Padding::Same)).unwrap_err();
     assert!(e.to_string().contains("positive"), "{e}");
     // Sizes that would overflow the kernels' index arithmetic are errors, not panics.

@@ -13,7 +13,7 @@ use super::copy::materialize;
 use super::matmul::{gemm_strided, GemmFloat, Strided};
 use super::simd::{vectorize, Kernel};
 use crate::error::{bail, Result};
-use crate::op::window::{ConvSpec, Geometry, PoolKind, WindowOp};
+use crate::op::window::{ConvSpec, Geometry, Geometry3 as G3, PoolKind, WindowOp};
 use crate::op::Meta;
 use crate::tensor::storage::HostBuffer;
 use crate::tensor::{DType, Value};
@@ -28,50 +28,7 @@ const SCRATCH_ELEMENTS: usize = 1 << 15;
 /// Blocks of rows per partial sum of a filter gradient.
 const BLOCKS_PER_PARTIAL: usize = 16;
 
-/// A geometry padded to three spatial dimensions.
-#[derive(Clone, Copy)]
-struct G3 {
-    n: usize,
-    c: usize,
-    input: [usize; 3],
-    output: [usize; 3],
-    window: [usize; 3],
-    strides: [usize; 3],
-    dilations: [usize; 3],
-    pad: [usize; 3],
-}
-
 impl G3 {
-    fn new(g: &Geometry) -> G3 {
-        let lift = |v: &[usize], fill: usize| {
-            let mut a = [fill; 3];
-            a[3 - v.len()..].copy_from_slice(v);
-            a
-        };
-        G3 {
-            n: g.batch,
-            c: g.channels,
-            input: lift(&g.input, 1),
-            output: lift(&g.output, 1),
-            window: lift(&g.window, 1),
-            strides: lift(&g.strides, 1),
-            dilations: lift(&g.dilations, 1),
-            pad: lift(&g.pad_before, 0),
-        }
-    }
-    fn in_positions(&self) -> usize {
-        self.input.iter().product()
-    }
-    fn out_positions(&self) -> usize {
-        self.output.iter().product()
-    }
-    fn taps(&self) -> usize {
-        self.window.iter().product()
-    }
-    /// True when every window is one input element at its own position.
-    fn is_pointwise(&self) -> bool {
-        self.taps() == 1 && self.strides == [1; 3] && self.pad == [0; 3] && self.input == self.output
-    }
     /// Calls `f(tap, input position)` for each tap of output position `o`
     /// (within an image) that lies inside the input, in window order.
     #[inline(always)]
@@ -433,9 +390,10 @@ fn wins<T: Real>(s: T, best: T) -> bool {
 /// The largest element of each channel's window and, with `ARG`, the input
 /// position it is at: the first one (NaN never wins; a window of NaN or
 /// -inf only picks its first element). The channel loop is branch-free, so
-/// it runs in vector registers.
+/// it runs in vector registers. False, with nothing written, for a window
+/// wholly in the padding.
 #[inline(always)]
-fn window_max<T: Real, const ARG: bool>(g: &G3, xi: &[T], o: usize, best: &mut [T], arg: &mut [u32]) {
+fn window_max<T: Real, const ARG: bool>(g: &G3, xi: &[T], o: usize, best: &mut [T], arg: &mut [u32]) -> bool {
     let c = g.c;
     let mut first = true;
     g.for_taps(
@@ -465,6 +423,7 @@ fn window_max<T: Real, const ARG: bool>(g: &G3, xi: &[T], o: usize, best: &mut [
             }
         },
     );
+    !first
 }
 
 fn max_pool<T: Real>(g: &G3, x: &[T], out: &mut [T]) {
@@ -482,9 +441,10 @@ fn max_pool<T: Real>(g: &G3, x: &[T], out: &mut [T]) {
     );
 }
 
-/// Calls `f(image, o, arg, out)` for each output position `o` of each image,
-/// `arg` the input positions of its channels' first largest elements, `out`
-/// the image's part of `out` (`out_per_image` elements).
+/// Calls `f(image, o, arg, out)` for each output position `o` of each image
+/// whose window reaches into the input, `arg` the input positions of its
+/// channels' first largest elements, `out` the image's part of `out`
+/// (`out_per_image` elements).
 #[inline(always)]
 fn for_each_argmax<T: Real>(
     g: &G3,
@@ -502,8 +462,9 @@ fn for_each_argmax<T: Real>(
             let xi = &x[img * ipos * c..(img + 1) * ipos * c];
             let (mut best, mut arg) = (vec![T::from_f64(0.0); c], vec![0u32; c]);
             for o in 0..opos {
-                window_max::<T, true>(g, xi, o, &mut best, &mut arg);
-                f(img, o, &arg, oi);
+                if window_max::<T, true>(g, xi, o, &mut best, &mut arg) {
+                    f(img, o, &arg, oi);
+                }
             }
         },
     );

@@ -1,7 +1,8 @@
 //! The CUDA backend's own kernels, besides the generated elementwise ones:
 //! fills, strided copies, reductions (warp-shuffle trees over rows, thread
 //! columns over leading axes, in two passes where one row is too long for
-//! one block), index reductions, scans, ranges and an integer matrix
+//! one block), index reductions, scans, ranges, gathers and scatters,
+//! top-k, sliding windows (im2col, col2im, pooling) and an integer matrix
 //! product. One C++ template source; each instantiation (a family, its
 //! dtypes and flags) is its own small NVRTC program, compiled on first use
 //! and cached like the generated kernels.
@@ -586,6 +587,195 @@ __device__ void matmul(const RvMatmul p) {
     for (long long q = 0; q < p.k; ++q) acc += a[q * p.sak] * b[q * p.sbk];
     ((T*)p.c)[t] = acc;
 }
+
+/* Sliding windows (convolutions and pooling), channels-last, over three
+   spatial dimensions (lower ranks lead with sizes of 1), indexed with I
+   (int where every index fits, else long long). `n` is the launch's
+   element count; `x`, `y` and `out` are the kernel's operands. */
+struct RvWindow {
+    const void* x; const void* y; void* out;
+    long long n, r0, rows, img0, c, cg;
+    long long in[3], outp[3], win[3], stride[3], dil[3], pad[3];
+};
+/* Output position o (within an image) as (z, y, x). */
+template <class I> __device__ __forceinline__ void rv_out_coords(const RvWindow& p, I o, I* q) {
+    q[2] = o % (I)p.outp[2]; q[1] = (o / (I)p.outp[2]) % (I)p.outp[1]; q[0] = o / ((I)p.outp[2] * (I)p.outp[1]);
+}
+/* The input coordinate of tap k along dimension d of the window at output
+   coordinate o; outside the input when negative or >= in[d]. */
+template <class I> __device__ __forceinline__ I rv_tap_at(const RvWindow& p, int d, I o, I k) {
+    return o * (I)p.stride[d] - (I)p.pad[d] + k * (I)p.dil[d];
+}
+/* The output coordinate along d whose tap k reads input coordinate i, or -1. */
+template <class I> __device__ __forceinline__ I rv_tap_from(const RvWindow& p, int d, I i, I k) {
+    I s = i + (I)p.pad[d] - k * (I)p.dil[d];
+    if (s < 0 || s % (I)p.stride[d] != 0) return -1;
+    s /= (I)p.stride[d];
+    return s < (I)p.outp[d] ? s : -1;
+}
+/* Calls f(input position) for each tap of the window at output position o
+   that lies inside the input, in window order. */
+template <class I, class F> __device__ __forceinline__ void rv_for_taps(const RvWindow& p, I o, F f) {
+    I q[3];
+    rv_out_coords(p, o, q);
+    for (I a = 0; a < (I)p.win[0]; ++a) {
+        I z = rv_tap_at(p, 0, q[0], a);
+        if (z < 0 || z >= (I)p.in[0]) continue;
+        for (I b = 0; b < (I)p.win[1]; ++b) {
+            I y = rv_tap_at(p, 1, q[1], b);
+            if (y < 0 || y >= (I)p.in[1]) continue;
+            for (I e = 0; e < (I)p.win[2]; ++e) {
+                I x = rv_tap_at(p, 2, q[2], e);
+                if (x < 0 || x >= (I)p.in[2]) continue;
+                f((z * (I)p.in[1] + y) * (I)p.in[2] + x);
+            }
+        }
+    }
+}
+/* Calls f(output position, tap) for each window that reads input position
+   pos, in output-position order (taps backwards). */
+template <class I, class F> __device__ __forceinline__ void rv_for_windows(const RvWindow& p, I pos, F f) {
+    I i[3] = { pos / (I)(p.in[1] * p.in[2]), (pos / (I)p.in[2]) % (I)p.in[1], pos % (I)p.in[2] };
+    for (I a = (I)p.win[0] - 1; a >= 0; --a) {
+        I oz = rv_tap_from(p, 0, i[0], a);
+        if (oz < 0) continue;
+        for (I b = (I)p.win[1] - 1; b >= 0; --b) {
+            I oy = rv_tap_from(p, 1, i[1], b);
+            if (oy < 0) continue;
+            for (I e = (I)p.win[2] - 1; e >= 0; --e) {
+                I ox = rv_tap_from(p, 2, i[2], e);
+                if (ox < 0) continue;
+                f((oz * (I)p.outp[1] + oy) * (I)p.outp[2] + ox, (a * (I)p.win[1] + b) * (I)p.win[2] + e);
+            }
+        }
+    }
+}
+/* The im2col matrix of rows r0 .. r0 + rows (batch x output positions):
+   out [groups, rows, taps, cg], zeros for taps in the padding. */
+template <class T, class I>
+__device__ void im2col(const RvWindow p) {
+    const I taps = (I)(p.win[0] * p.win[1] * p.win[2]), cg = (I)p.cg, depth = taps * cg, rows = (I)p.rows;
+    const I opos = (I)(p.outp[0] * p.outp[1] * p.outp[2]), ipos = (I)(p.in[0] * p.in[1] * p.in[2]);
+    for (I t = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; t < (I)p.n; t += (I)gridDim.x * (I)blockDim.x) {
+        I ch = t % cg, tap = (t / cg) % taps, row = (t / depth) % rows, j = t / (depth * rows);
+        I r = (I)p.r0 + row, img = r / opos, q[3], at[3];
+        rv_out_coords(p, r % opos, q);
+        I k[3] = { tap / (I)(p.win[1] * p.win[2]), (tap / (I)p.win[2]) % (I)p.win[1], tap % (I)p.win[2] };
+        bool inside = true;
+        for (int d = 0; d < 3; ++d) {
+            at[d] = rv_tap_at(p, d, q[d], k[d]);
+            inside = inside && at[d] >= 0 && at[d] < (I)p.in[d];
+        }
+        T v = (T)0;
+        if (inside) {
+            I pos = (at[0] * (I)p.in[1] + at[1]) * (I)p.in[2] + at[2];
+            v = ((const T*)p.x)[(img * ipos + pos) * (I)p.c + j * cg + ch];
+        }
+        ((T*)p.out)[t] = v;
+    }
+}
+/* The transpose: each element of images img0 .. of `out` (the input
+   gradient, channels c) adds the im2col entries of rows r0 .. r0 + rows
+   (x: [groups, rows, taps, cg]) that read it, in output-position order (as
+   the CPU's scatter adds them). */
+template <class T, class I>
+__device__ void col2im(const RvWindow p) {
+    const I taps = (I)(p.win[0] * p.win[1] * p.win[2]), cg = (I)p.cg, c = (I)p.c, rows = (I)p.rows;
+    const I opos = (I)(p.outp[0] * p.outp[1] * p.outp[2]), ipos = (I)(p.in[0] * p.in[1] * p.in[2]);
+    const T* col = (const T*)p.x;
+    for (I t = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; t < (I)p.n; t += (I)gridDim.x * (I)blockDim.x) {
+        I ch = t % c, pos = (t / c) % ipos, img = (I)p.img0 + t / (c * ipos);
+        I j = ch / cg, cc = ch % cg;
+        T* dst = (T*)p.out + (img * ipos + pos) * c + ch;
+        T acc = *dst;
+        rv_for_windows(p, pos, [&](I o, I tap) {
+            I row = img * opos + o - (I)p.r0;
+            if (row >= 0 && row < rows) acc += col[((j * rows + row) * taps + tap) * cg + cc];
+        });
+        *dst = acc;
+    }
+}
+/* The first largest element of channel ch in the window at output position
+   o of image xi ([positions, c]): its position, or -1 for a window wholly
+   in the padding. NaN never replaces a number; a number replaces NaN. */
+template <class T, class I>
+__device__ __forceinline__ I rv_window_argmax(const RvWindow& p, const T* xi, I o, I ch, T* best) {
+    I arg = -1;
+    rv_for_taps(p, o, [&](I pos) {
+        T s = xi[pos * (I)p.c + ch];
+        if (arg < 0 || s > *best || (*best != *best && s == s)) { *best = s; arg = pos; }
+    });
+    return arg;
+}
+/* Elements of the input inside the window at output position o. */
+template <class I> __device__ __forceinline__ I rv_window_count(const RvWindow& p, I o) {
+    I q[3], count = 1;
+    rv_out_coords(p, o, q);
+    for (int d = 0; d < 3; ++d) {
+        I n = 0;
+        for (I k = 0; k < (I)p.win[d]; ++k) {
+            I at = rv_tap_at(p, d, q[d], k);
+            n += at >= 0 && at < (I)p.in[d];
+        }
+        count *= n;
+    }
+    return count;
+}
+/* Pooling of x into out, one thread per output element; a window wholly
+   in the padding gives 0. */
+template <class T, class I, bool MAX>
+__device__ void pool(const RvWindow p) {
+    const I c = (I)p.c, opos = (I)(p.outp[0] * p.outp[1] * p.outp[2]), ipos = (I)(p.in[0] * p.in[1] * p.in[2]);
+    for (I t = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; t < (I)p.n; t += (I)gridDim.x * (I)blockDim.x) {
+        I ch = t % c, o = (t / c) % opos, img = t / (c * opos);
+        const T* xi = (const T*)p.x + img * ipos * c;
+        T v = (T)0;
+        if (MAX) {
+            T best = (T)0;
+            if (rv_window_argmax(p, xi, o, ch, &best) >= 0) v = best;
+        } else {
+            rv_for_taps(p, o, [&](I pos) { v += xi[pos * c + ch]; });
+            I n = rv_window_count(p, o);
+            v = v / (T)(n > 0 ? n : 1);
+        }
+        ((T*)p.out)[t] = v;
+    }
+}
+/* The gradient of pooling x: one thread per input element sums, in
+   output-position order, dy (y) of the windows that take it (max: whose
+   first largest element it is; average: dy over the window's count). */
+template <class T, class I, bool MAX>
+__device__ void pool_grad(const RvWindow p) {
+    const I c = (I)p.c, opos = (I)(p.outp[0] * p.outp[1] * p.outp[2]), ipos = (I)(p.in[0] * p.in[1] * p.in[2]);
+    const T* dy = (const T*)p.y;
+    for (I t = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; t < (I)p.n; t += (I)gridDim.x * (I)blockDim.x) {
+        I ch = t % c, pos = (t / c) % ipos, img = t / (c * ipos);
+        const T* xi = (const T*)p.x + img * ipos * c;
+        T acc = (T)0;
+        rv_for_windows(p, pos, [&](I o, I) {
+            T g = dy[(img * opos + o) * c + ch];
+            if (MAX) {
+                T best = (T)0;
+                if (rv_window_argmax(p, xi, o, ch, &best) == pos) acc += g;
+            } else {
+                acc += g / (T)rv_window_count(p, o);
+            }
+        });
+        ((T*)p.out)[t] = acc;
+    }
+}
+/* MaxPoolGradGrad: y (shaped like x) read at each window's first largest
+   element, one thread per output element; 0 for a window in the padding. */
+template <class T, class I>
+__device__ void max_pool_grad_grad(const RvWindow p) {
+    const I c = (I)p.c, opos = (I)(p.outp[0] * p.outp[1] * p.outp[2]), ipos = (I)(p.in[0] * p.in[1] * p.in[2]);
+    for (I t = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; t < (I)p.n; t += (I)gridDim.x * (I)blockDim.x) {
+        I ch = t % c, o = (t / c) % opos, img = t / (c * opos);
+        T best = (T)0;
+        I arg = rv_window_argmax(p, (const T*)p.x + img * ipos * c, o, ch, &best);
+        ((T*)p.out)[t] = arg >= 0 ? ((const T*)p.y)[(img * ipos + arg) * c + ch] : (T)0;
+    }
+}
 "#;
 
 /// The C++ type of `dtype`'s storage in the templates.
@@ -899,6 +1089,74 @@ pub(crate) fn top_k_passes(n: usize, k: usize) -> Option<Vec<(usize, usize)>> {
     Some(passes)
 }
 
+/// A sliding-window kernel family (`RvWindow`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WindowKernel {
+    /// The im2col matrix of a block of output rows.
+    Im2col,
+    /// Its transpose, added into the input gradient.
+    Col2im,
+    /// Max or average pooling.
+    Pool(crate::op::window::PoolKind),
+    /// Pooling's input gradient.
+    PoolGrad(crate::op::window::PoolKind),
+    /// Max pooling's gradient's gradient.
+    MaxPoolGradGrad,
+}
+
+/// Every window kernel.
+#[cfg(test)]
+pub(crate) const WINDOW_KERNELS: [WindowKernel; 7] = {
+    use crate::op::window::PoolKind::{Avg, Max};
+    [
+        WindowKernel::Im2col,
+        WindowKernel::Col2im,
+        WindowKernel::Pool(Max),
+        WindowKernel::Pool(Avg),
+        WindowKernel::PoolGrad(Max),
+        WindowKernel::PoolGrad(Avg),
+        WindowKernel::MaxPoolGradGrad,
+    ]
+};
+
+/// The `kernel` of `dtype` (f32 or f64), 32-bit indexed where `narrow`.
+pub(crate) fn window(kernel: WindowKernel, dtype: DType, narrow: bool) -> Instance {
+    use crate::op::window::PoolKind;
+    let (t, i) = (ctype(dtype), if narrow { "int" } else { "long long" });
+    let max = |f: PoolKind| f == PoolKind::Max;
+    let (family, call) = match kernel {
+        WindowKernel::Im2col => ("im2col".to_string(), format!("im2col<{t}, {i}>(p)")),
+        WindowKernel::Col2im => ("col2im".to_string(), format!("col2im<{t}, {i}>(p)")),
+        WindowKernel::Pool(f) => (format!("pool_{f:?}"), format!("pool<{t}, {i}, {}>(p)", max(f))),
+        WindowKernel::PoolGrad(f) => (format!("pool_grad_{f:?}"), format!("pool_grad<{t}, {i}, {}>(p)", max(f))),
+        WindowKernel::MaxPoolGradGrad => ("max_pool_grad_grad".to_string(), format!("max_pool_grad_grad<{t}, {i}>(p)")),
+    };
+    let width = if narrow { 32 } else { 64 };
+    instance(format!("rv_{}_{}_i{width}", family.to_lowercase(), ident(dtype)), "const RvWindow p", &call)
+}
+
+/// [`window`]'s argument; the C twin is `RvWindow`. Spatial arrays are
+/// three long, lower ranks leading with sizes of 1 (padding 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct WindowParams {
+    pub x: u64,
+    pub y: u64,
+    pub out: u64,
+    pub n: i64,
+    pub r0: i64,
+    pub rows: i64,
+    pub img0: i64,
+    pub c: i64,
+    pub cg: i64,
+    pub input: [i64; 3],
+    pub output: [i64; 3],
+    pub window: [i64; 3],
+    pub strides: [i64; 3],
+    pub dilations: [i64; 3],
+    pub pad: [i64; 3],
+}
+
 /// [`gather`]'s and [`scatter_add`]'s argument; the C twin is `RvGather`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -1096,6 +1354,13 @@ mod tests {
         for d in [DType::F32, DType::F64, DType::I32] {
             all.push(scatter_add(d));
         }
+        for d in [DType::F32, DType::F64] {
+            for narrow in [true, false] {
+                for k in WINDOW_KERNELS {
+                    all.push(window(k, d, narrow));
+                }
+            }
+        }
         for size in [1, 2, 4, 8] {
             all.push(gather(size));
             all.push(gather_nd(size));
@@ -1177,7 +1442,7 @@ mod tests {
 /// (and their launchers' pass plans) is checked against the CPU backend
 /// where there is no GPU. Warp shuffles are not emulated.
 #[cfg(all(test, target_os = "linux"))]
-mod emulated {
+pub(crate) mod emulated {
     use super::*;
     use crate::backend::cuda::codegen::tests::{value as host, HostLibrary};
     use crate::backend::Backend;
@@ -1234,7 +1499,7 @@ static void rv_emulate(unsigned gx, unsigned gy, unsigned bx, const std::functio
     /// A host library of `instances`, each with a launcher `host_<name>(grid
     /// x, grid y, block, params...)`; `None` (saying so) without a C++20
     /// compiler.
-    fn build(tag: &str, instances: &[Instance]) -> Option<HostLibrary> {
+    pub(crate) fn build(tag: &str, instances: &[Instance]) -> Option<HostLibrary> {
         let mut source = format!("{SHIM}{}{}", super::super::codegen::PRELUDE, TEMPLATES);
         for inst in instances {
             let names: Vec<&str> = inst
@@ -1255,22 +1520,22 @@ static void rv_emulate(unsigned gx, unsigned gy, unsigned bx, const std::functio
     }
 
     /// The launcher of `inst` in `lib`.
-    fn launcher(lib: &HostLibrary, inst: &Instance) -> *mut c_void {
+    pub(crate) fn launcher(lib: &HostLibrary, inst: &Instance) -> *mut c_void {
         lib.symbol(&format!("host_{}", inst.name))
     }
 
     type NdLauncher = unsafe extern "C" fn(u32, u32, u32, GatherNdParams);
     type TopKLauncher = unsafe extern "C" fn(u32, u32, u32, u64, u64, i64, i64, i32, u64, u64, u64);
 
-    fn meta(v: &Value) -> Meta {
+    pub(crate) fn meta(v: &Value) -> Meta {
         Meta::new(v.dtype, v.shape().clone())
     }
 
-    fn cpu() -> &'static dyn Backend {
+    pub(crate) fn cpu() -> &'static dyn Backend {
         crate::backend::backend(crate::tensor::Device::CPU).expect("cpu")
     }
 
-    fn bytes(v: &Value) -> Vec<u8> {
+    pub(crate) fn bytes(v: &Value) -> Vec<u8> {
         let size = v.dtype.size();
         let at = v.layout.offset * size;
         v.storage.host().bytes()[at..at + v.numel() * size].to_vec()

@@ -5,17 +5,16 @@
 //! elementwise ops and fused elementwise programs (pads included) run as
 //! kernels generated from the same programs the CPU interprets
 //! ([`codegen`]); reductions, scans, softmax, gathers, random numbers,
-//! optimizer updates, copies and fills are the templates of [`kernels`];
-//! float matrix products go to cuBLAS. Everything is queued on one stream
+//! optimizer updates, copies, fills, gathers, scatters and top-k are the
+//! templates of [`kernels`]; float matrix products go to cuBLAS, and
+//! convolutions and pooling are window kernels with cuBLAS products
+//! ([`window`]). Everything is queued on one stream
 //! per device: a host read (`to_vec`, a transfer) synchronizes, nothing else
 //! does, except kernels that can fail (an integer division or power, a
 //! gather's index check), whose error word is read back at once (after
 //! each replay, in a recorded graph). Optimizer updates run in place where
 //! the store holds the buffers alone, so a variable keeps its address,
 //! which recorded graphs rely on.
-//!
-//! `gather_nd`, `scatter_nd` and top-k run on the CPU backend and are
-//! copied over: correct, not yet fast.
 
 pub(crate) mod allocator;
 pub(crate) mod codegen;
@@ -23,6 +22,7 @@ pub(crate) mod gpu;
 pub(crate) mod kernels;
 pub(crate) mod probe;
 pub(crate) mod staging;
+pub(crate) mod window;
 
 use super::{Backend, KernelCtx, Values};
 use crate::error::{Error, ErrorKind, Result};
@@ -31,6 +31,7 @@ use crate::op::elementwise::{BinaryOp, UnaryOp};
 use crate::op::fused::{FusedProgram, Instr};
 use crate::op::optim::UpdateRule;
 use crate::op::reduce::{ArgOp, ReduceOp, ScanOp};
+use crate::op::window::WindowOp;
 use crate::op::{Meta, Op};
 use crate::tensor::layout::Layout;
 use crate::tensor::storage::Storage;
@@ -611,6 +612,159 @@ impl CudaBackend {
     }
 }
 
+/// A row-major product `C[m, n] = op(A)[m, k] · op(B)[k, n]` (plus `C` where
+/// `accumulate`), `batches` times: each operand is stored row-major with
+/// its leading dimension and steps by its batch stride (elements); `ta`
+/// and `tb` say the stored matrix is op's transpose. `P` is where an
+/// operand lives: an address, or a place in a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Gemm<P> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: P,
+    pub lda: usize,
+    pub sa: usize,
+    pub ta: bool,
+    pub b: P,
+    pub ldb: usize,
+    pub sb: usize,
+    pub tb: bool,
+    pub c: P,
+    pub ldc: usize,
+    pub sc: usize,
+    pub batches: usize,
+    pub accumulate: bool,
+}
+
+impl<P: Copy> Gemm<P> {
+    /// The same product with its operands placed by `f`.
+    pub fn place<Q>(&self, mut f: impl FnMut(P) -> Result<Q>) -> Result<Gemm<Q>> {
+        Ok(Gemm {
+            m: self.m,
+            n: self.n,
+            k: self.k,
+            a: f(self.a)?,
+            lda: self.lda,
+            sa: self.sa,
+            ta: self.ta,
+            b: f(self.b)?,
+            ldb: self.ldb,
+            sb: self.sb,
+            tb: self.tb,
+            c: f(self.c)?,
+            ldc: self.ldc,
+            sc: self.sc,
+            batches: self.batches,
+            accumulate: self.accumulate,
+        })
+    }
+
+    /// Whether cuBLAS's 32-bit sizes hold it.
+    pub fn fits_cublas(&self) -> bool {
+        let small = |x: usize| x <= i32::MAX as usize;
+        [self.m, self.n, self.k, self.lda, self.ldb, self.ldc, self.batches].into_iter().all(small)
+    }
+}
+
+impl CudaBackend {
+    /// A float product on cuBLAS (`GemmEx`, or `GemmStridedBatchedEx` for
+    /// several), TensorFloat-32 following `enable_tensor_float_32_execution`.
+    fn gemm(&self, dt: DType, g: &Gemm<u64>) -> Result<()> {
+        use cudarc::cublas::sys as blas;
+        if !g.fits_cublas() {
+            return Err(Error::unimplemented(format!(
+                "a GPU matmul of {}x{} by {}x{} exceeds cuBLAS's 32-bit sizes",
+                g.m, g.k, g.k, g.n
+            )));
+        }
+        // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T:
+        // cuBLAS's first operand is B, its second A.
+        let op = |t: bool| if t { blas::cublasOperation_t::CUBLAS_OP_T } else { blas::cublasOperation_t::CUBLAS_OP_N };
+        let (data_type, compute) = match dt {
+            DType::F32 if tensor_float_32_execution_enabled() => {
+                (blas::cudaDataType::CUDA_R_32F, blas::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32)
+            }
+            DType::F32 => (blas::cudaDataType::CUDA_R_32F, blas::cublasComputeType_t::CUBLAS_COMPUTE_32F),
+            DType::F64 => (blas::cudaDataType::CUDA_R_64F, blas::cublasComputeType_t::CUBLAS_COMPUTE_64F),
+            DType::F16 => (blas::cudaDataType::CUDA_R_16F, blas::cublasComputeType_t::CUBLAS_COMPUTE_32F),
+            DType::BF16 => (blas::cudaDataType::CUDA_R_16BF, blas::cublasComputeType_t::CUBLAS_COMPUTE_32F),
+            d => return Err(Error::dtype(format!("MatMul on the GPU does not take {d}"))),
+        };
+        let (one64, zero64) = (1f64, 0f64);
+        let (one32, zero32) = (1f32, 0f32);
+        let (alpha, beta): (*const c_void, *const c_void) = match (dt == DType::F64, g.accumulate) {
+            (true, acc) => (&one64 as *const f64 as _, if acc { &one64 } else { &zero64 } as *const f64 as _),
+            (false, acc) => (&one32 as *const f32 as _, if acc { &one32 } else { &zero32 } as *const f32 as _),
+        };
+        let (m, n, k) = (g.m as i32, g.n as i32, g.k as i32);
+        let (pa, pb, pc) = (g.a as *const c_void, g.b as *const c_void, g.c as *mut c_void);
+        self.gpu.with_blas(|h| {
+            // SAFETY: the operands are live device buffers laid out as
+            // described by the leading dimensions and batch strides; the
+            // scalars outlive the (host-pointer-mode) call.
+            unsafe {
+                if g.batches == 1 {
+                    // One product: the plain GEMM (cuBLAS picks its kernels
+                    // for it as for cublasSgemm, not among batched ones).
+                    return gpu::check_blas(
+                        "cublasGemmEx",
+                        blas::cublasGemmEx(
+                            h.0,
+                            op(g.tb),
+                            op(g.ta),
+                            n,
+                            m,
+                            k,
+                            alpha,
+                            pb,
+                            data_type,
+                            g.ldb as i32,
+                            pa,
+                            data_type,
+                            g.lda as i32,
+                            beta,
+                            pc,
+                            data_type,
+                            g.ldc as i32,
+                            compute,
+                            blas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                        ),
+                    );
+                }
+                gpu::check_blas(
+                    "cublasGemmStridedBatchedEx",
+                    blas::cublasGemmStridedBatchedEx(
+                        h.0,
+                        op(g.tb),
+                        op(g.ta),
+                        n,
+                        m,
+                        k,
+                        alpha,
+                        pb,
+                        data_type,
+                        g.ldb as i32,
+                        g.sb as i64,
+                        pa,
+                        data_type,
+                        g.lda as i32,
+                        g.sa as i64,
+                        beta,
+                        pc,
+                        data_type,
+                        g.ldc as i32,
+                        g.sc as i64,
+                        g.batches as i32,
+                        compute,
+                        blas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                    ),
+                )
+            }
+        })
+    }
+}
+
 impl CudaBackend {
     /// The `[B, O, A, I]` view of `params` and `[B, K]` of `indices` for a
     /// gather along `axis` with `batch_dims` (addresses filled by the caller).
@@ -780,12 +934,66 @@ impl CudaBackend {
         out: &Meta,
     ) -> Result<Value> {
         let y = self.matmul(inputs[0], inputs[1], ta, tb, out)?;
+        self.bias_activation(&y, inputs[2], activation, out)
+    }
+
+    /// `activation(y + bias)` as one generated kernel: the epilogue of the
+    /// fused products.
+    fn bias_activation(&self, y: &Value, bias: &Value, activation: Option<UnaryOp>, out: &Meta) -> Result<Value> {
         let mut instrs = vec![Instr::Input(0), Instr::Input(1), Instr::Binary(BinaryOp::Add, 0, 1)];
         if let Some(f) = activation {
             instrs.push(Instr::Unary(f, 2));
         }
         let program = FusedProgram { output: instrs.len() - 1, instrs, reduce: None };
-        self.run_program(Signature::Program(fingerprint(&program)), &program, &[&y, inputs[2]], out)
+        self.run_program(Signature::Program(fingerprint(&program)), &program, &[y, bias], out)
+    }
+
+    /// A convolution, pooling or one of their gradients: its [`window::Plan`]
+    /// run step by step (a `FusedConv` adds its bias and activation after).
+    fn window(&self, f: &WindowOp, inputs: &[&Value], out: &Meta) -> Result<Value> {
+        use window::Buf;
+        let dt = out.dtype;
+        let x = self.contiguous(inputs[0])?;
+        let y = inputs.get(1).map(|v| self.contiguous(v)).transpose()?;
+        let plan = window::plan(f, x.shape(), y.as_ref().map(|v| v.shape()), &out.shape, window::SCRATCH_ELEMENTS)?;
+        let result = if plan.zeroed { self.assemble(out, Scalar::F64(0.0), &[])? } else { self.empty(out)?.0 };
+        let scratch = match plan.scratch {
+            0 => None,
+            n => Some(self.empty(&Meta::new(dt, Shape::new(&[n])))?.0),
+        };
+        let base = |b: Buf| -> Result<u64> {
+            let missing = || Error::invalid(format!("internal: {} plan without its {b:?}", f.type_name()));
+            match b {
+                Buf::X => address(&x),
+                Buf::Y => address(y.as_ref().ok_or_else(missing)?),
+                Buf::Out => address(&result),
+                Buf::Scratch => address(scratch.as_ref().ok_or_else(missing)?),
+            }
+        };
+        for step in &plan.steps {
+            match step {
+                window::Step::Launch { kernel, params, x: bx, y: by, out: bo } => {
+                    let mut p = *params;
+                    (p.x, p.out) = (base(*bx)?, base(*bo)?);
+                    p.y = match by {
+                        Some(b) => base(*b)?,
+                        None => 0,
+                    };
+                    let grid = (grid_for(p.n as usize, self.gpu.multiprocessors), 1, 1);
+                    self.launch(kernels::window(*kernel, dt, plan.narrow), grid, &mut [arg(&mut p)])?;
+                }
+                window::Step::Gemm(g) => {
+                    let placed = g.place(|at| Ok(base(at.buf)? + (at.offset * dt.size()) as u64))?;
+                    self.gemm(dt, &placed)?;
+                }
+            }
+        }
+        // The operands and scratch are held until here: past the queued steps (stream order).
+        drop((x, y, scratch));
+        match f {
+            WindowOp::FusedConv { activation, .. } => self.bias_activation(&result, inputs[2], *activation, out),
+            _ => Ok(result),
+        }
     }
 }
 
@@ -838,6 +1046,13 @@ impl Backend for CudaBackend {
                 let [out] = outs else { return None };
                 let run = self.fused_matmul(inputs, *transpose_a, *transpose_b, *activation, out);
                 Some(run.map(|v| smallvec::smallvec![v]))
+            }
+            Op::Window { f } if outs.len() == 1 && window::takes(outs[0].dtype) => {
+                match self.window(f, inputs, &outs[0]) {
+                    // Beyond cuBLAS's sizes: the decomposition's products.
+                    Err(e) if e.kind() == ErrorKind::Unimplemented => None,
+                    r => Some(r.map(|v| smallvec::smallvec![v])),
+                }
             }
             Op::ApplyUpdate { rule } if inputs.first().is_some_and(|w| w.dtype.is_float()) => {
                 match self.apply_update(rule, inputs) {
@@ -925,7 +1140,6 @@ impl Backend for CudaBackend {
     }
 
     fn matmul(&self, a: &Value, b: &Value, ta: bool, tb: bool, out: &Meta) -> Result<Value> {
-        use cudarc::cublas::sys as blas;
         let (value, c_ptr) = self.empty(out)?;
         let r = out.shape.rank();
         let (m, n) = (out.shape[r - 2], out.shape[r - 1]);
@@ -969,95 +1183,25 @@ impl Backend for CudaBackend {
             self.launch(kernels::matmul(dt), (total.div_ceil(BLOCK as usize) as u32, 1, 1), &mut [arg(&mut p)])?;
             return Ok(value);
         }
-        let big = |x: usize| x > i32::MAX as usize;
-        if big(m) || big(n) || big(k) || big(batches) || big(lda as usize) || big(ldb as usize) {
-            return Err(Error::unimplemented(format!(
-                "a GPU matmul of {m}x{k} by {k}x{n} exceeds cuBLAS's 32-bit sizes"
-            )));
-        }
-        // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T:
-        // cuBLAS's first operand is B, its second A.
-        let op = |t: bool| if t { blas::cublasOperation_t::CUBLAS_OP_T } else { blas::cublasOperation_t::CUBLAS_OP_N };
-        let (data_type, compute) = match dt {
-            DType::F32 if tensor_float_32_execution_enabled() => {
-                (blas::cudaDataType::CUDA_R_32F, blas::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32)
-            }
-            DType::F32 => (blas::cudaDataType::CUDA_R_32F, blas::cublasComputeType_t::CUBLAS_COMPUTE_32F),
-            DType::F64 => (blas::cudaDataType::CUDA_R_64F, blas::cublasComputeType_t::CUBLAS_COMPUTE_64F),
-            DType::F16 => (blas::cudaDataType::CUDA_R_16F, blas::cublasComputeType_t::CUBLAS_COMPUTE_32F),
-            DType::BF16 => (blas::cudaDataType::CUDA_R_16BF, blas::cublasComputeType_t::CUBLAS_COMPUTE_32F),
-            d => return Err(Error::dtype(format!("MatMul on the GPU does not take {d}"))),
+        let product = Gemm {
+            m,
+            n,
+            k,
+            a: pa,
+            lda: lda as usize,
+            sa: sa as usize,
+            ta: ta ^ a_flip,
+            b: pb,
+            ldb: ldb as usize,
+            sb: sb as usize,
+            tb: tb ^ b_flip,
+            c: c_ptr,
+            ldc: n,
+            sc: m * n,
+            batches,
+            accumulate: false,
         };
-        let (one64, zero64) = (1f64, 0f64);
-        let (one32, zero32) = (1f32, 0f32);
-        let (alpha, beta): (*const c_void, *const c_void) = if dt == DType::F64 {
-            (&one64 as *const f64 as _, &zero64 as *const f64 as _)
-        } else {
-            (&one32 as *const f32 as _, &zero32 as *const f32 as _)
-        };
-        self.gpu.with_blas(|h| {
-            // SAFETY: the operands are live device buffers laid out as
-            // described by the leading dimensions and batch strides; the
-            // scalars outlive the (host-pointer-mode) call.
-            unsafe {
-                if batches == 1 {
-                    // One product: the plain GEMM (cuBLAS picks its kernels
-                    // for it as for cublasSgemm, not among batched ones).
-                    return gpu::check_blas(
-                        "cublasGemmEx",
-                        blas::cublasGemmEx(
-                            h.0,
-                            op(tb ^ b_flip),
-                            op(ta ^ a_flip),
-                            n as i32,
-                            m as i32,
-                            k as i32,
-                            alpha,
-                            pb as *const c_void,
-                            data_type,
-                            ldb as i32,
-                            pa as *const c_void,
-                            data_type,
-                            lda as i32,
-                            beta,
-                            c_ptr as *mut c_void,
-                            data_type,
-                            n as i32,
-                            compute,
-                            blas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-                        ),
-                    );
-                }
-                gpu::check_blas(
-                    "cublasGemmStridedBatchedEx",
-                    blas::cublasGemmStridedBatchedEx(
-                        h.0,
-                        op(tb ^ b_flip),
-                        op(ta ^ a_flip),
-                        n as i32,
-                        m as i32,
-                        k as i32,
-                        alpha,
-                        pb as *const c_void,
-                        data_type,
-                        ldb as i32,
-                        sb,
-                        pa as *const c_void,
-                        data_type,
-                        lda as i32,
-                        sa,
-                        beta,
-                        c_ptr as *mut c_void,
-                        data_type,
-                        n as i32,
-                        (m * n) as i64,
-                        batches as i32,
-                        compute,
-                        blas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-                    ),
-                )
-            }
-        })?;
+        self.gemm(dt, &product)?;
         drop((av, bv));
         Ok(value)
     }
