@@ -310,8 +310,8 @@ impl ConvSpec {
 
 impl PoolSpec {
     /// The geometry of this pooling of `x`. Explicit padding on either side
-    /// must be smaller than the window (TensorFlow's rule), so every window
-    /// holds an element of the input.
+    /// must be smaller than the window (TensorFlow's rule), so no window
+    /// over a non-empty input lies wholly in the padding.
     pub fn geometry(&self, x: &Shape) -> Result<Geometry> {
         let ones = vec![1; self.window.len()];
         let g = Geometry::new(x, &self.window, &self.strides, &ones, &self.padding)?;

@@ -594,7 +594,7 @@ __device__ void matmul(const RvMatmul p) {
    element count; `x`, `y` and `out` are the kernel's operands. */
 struct RvWindow {
     const void* x; const void* y; void* out;
-    long long n, r0, rows, img0, c, cg;
+    long long n, r0, rows, img0, pos0, npos, c, cg;
     long long in[3], outp[3], win[3], stride[3], dil[3], pad[3];
 };
 /* Output position o (within an image) as (z, y, x). */
@@ -674,17 +674,17 @@ __device__ void im2col(const RvWindow p) {
         ((T*)p.out)[t] = v;
     }
 }
-/* The transpose: each element of images img0 .. of `out` (the input
-   gradient, channels c) adds the im2col entries of rows r0 .. r0 + rows
-   (x: [groups, rows, taps, cg]) that read it, in output-position order (as
-   the CPU's scatter adds them). */
+/* The transpose: each element at input positions pos0 .. pos0 + npos of
+   images img0 .. of `out` (the input gradient, channels c) adds the im2col
+   entries of rows r0 .. r0 + rows (x: [groups, rows, taps, cg]) that read
+   it, in output-position order (as the CPU's scatter adds them). */
 template <class T, class I>
 __device__ void col2im(const RvWindow p) {
     const I taps = (I)(p.win[0] * p.win[1] * p.win[2]), cg = (I)p.cg, c = (I)p.c, rows = (I)p.rows;
     const I opos = (I)(p.outp[0] * p.outp[1] * p.outp[2]), ipos = (I)(p.in[0] * p.in[1] * p.in[2]);
     const T* col = (const T*)p.x;
     for (I t = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; t < (I)p.n; t += (I)gridDim.x * (I)blockDim.x) {
-        I ch = t % c, pos = (t / c) % ipos, img = (I)p.img0 + t / (c * ipos);
+        I ch = t % c, pos = (I)p.pos0 + (t / c) % (I)p.npos, img = (I)p.img0 + t / (c * (I)p.npos);
         I j = ch / cg, cc = ch % cg;
         T* dst = (T*)p.out + (img * ipos + pos) * c + ch;
         T acc = *dst;
@@ -741,24 +741,35 @@ __device__ void pool(const RvWindow p) {
         ((T*)p.out)[t] = v;
     }
 }
-/* The gradient of pooling x: one thread per input element sums, in
+/* The position of each max-pooling window's first largest element of x
+   (-1: none), one thread per output element, into out (I). */
+template <class T, class I>
+__device__ void pool_argmax(const RvWindow p) {
+    const I c = (I)p.c, opos = (I)(p.outp[0] * p.outp[1] * p.outp[2]), ipos = (I)(p.in[0] * p.in[1] * p.in[2]);
+    for (I t = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; t < (I)p.n; t += (I)gridDim.x * (I)blockDim.x) {
+        I ch = t % c, o = (t / c) % opos, img = t / (c * opos);
+        T best = (T)0;
+        ((I*)p.out)[t] = rv_window_argmax(p, (const T*)p.x + img * ipos * c, o, ch, &best);
+    }
+}
+/* The gradient of pooling: one thread per input element sums, in
    output-position order, dy (y) of the windows that take it (max: whose
-   first largest element it is; average: dy over the window's count). */
+   first largest element it is, by pool_argmax's positions in x; average:
+   dy over the window's count). */
 template <class T, class I, bool MAX>
 __device__ void pool_grad(const RvWindow p) {
     const I c = (I)p.c, opos = (I)(p.outp[0] * p.outp[1] * p.outp[2]), ipos = (I)(p.in[0] * p.in[1] * p.in[2]);
     const T* dy = (const T*)p.y;
+    const I* args = (const I*)p.x;
     for (I t = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; t < (I)p.n; t += (I)gridDim.x * (I)blockDim.x) {
         I ch = t % c, pos = (t / c) % ipos, img = t / (c * ipos);
-        const T* xi = (const T*)p.x + img * ipos * c;
         T acc = (T)0;
         rv_for_windows(p, pos, [&](I o, I) {
-            T g = dy[(img * opos + o) * c + ch];
+            I at = (img * opos + o) * c + ch;
             if (MAX) {
-                T best = (T)0;
-                if (rv_window_argmax(p, xi, o, ch, &best) == pos) acc += g;
+                if (args[at] == pos) acc += dy[at];
             } else {
-                acc += g / (T)rv_window_count(p, o);
+                acc += dy[at] / (T)rv_window_count(p, o);
             }
         });
         ((T*)p.out)[t] = acc;
@@ -1098,7 +1109,9 @@ pub(crate) enum WindowKernel {
     Col2im,
     /// Max or average pooling.
     Pool(crate::op::window::PoolKind),
-    /// Pooling's input gradient.
+    /// Each max-pooling window's first largest element's position.
+    PoolArgmax,
+    /// Pooling's input gradient (max: from `PoolArgmax`'s positions).
     PoolGrad(crate::op::window::PoolKind),
     /// Max pooling's gradient's gradient.
     MaxPoolGradGrad,
@@ -1106,13 +1119,14 @@ pub(crate) enum WindowKernel {
 
 /// Every window kernel.
 #[cfg(test)]
-pub(crate) const WINDOW_KERNELS: [WindowKernel; 7] = {
+pub(crate) const WINDOW_KERNELS: [WindowKernel; 8] = {
     use crate::op::window::PoolKind::{Avg, Max};
     [
         WindowKernel::Im2col,
         WindowKernel::Col2im,
         WindowKernel::Pool(Max),
         WindowKernel::Pool(Avg),
+        WindowKernel::PoolArgmax,
         WindowKernel::PoolGrad(Max),
         WindowKernel::PoolGrad(Avg),
         WindowKernel::MaxPoolGradGrad,
@@ -1129,6 +1143,7 @@ pub(crate) fn window(kernel: WindowKernel, dtype: DType, narrow: bool) -> Instan
         WindowKernel::Col2im => ("col2im".to_string(), format!("col2im<{t}, {i}>(p)")),
         WindowKernel::Pool(f) => (format!("pool_{f:?}"), format!("pool<{t}, {i}, {}>(p)", max(f))),
         WindowKernel::PoolGrad(f) => (format!("pool_grad_{f:?}"), format!("pool_grad<{t}, {i}, {}>(p)", max(f))),
+        WindowKernel::PoolArgmax => ("pool_argmax".to_string(), format!("pool_argmax<{t}, {i}>(p)")),
         WindowKernel::MaxPoolGradGrad => ("max_pool_grad_grad".to_string(), format!("max_pool_grad_grad<{t}, {i}>(p)")),
     };
     let width = if narrow { 32 } else { 64 };
@@ -1147,6 +1162,8 @@ pub(crate) struct WindowParams {
     pub r0: i64,
     pub rows: i64,
     pub img0: i64,
+    pub pos0: i64,
+    pub npos: i64,
     pub c: i64,
     pub cg: i64,
     pub input: [i64; 3],

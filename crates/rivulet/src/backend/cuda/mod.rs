@@ -5,7 +5,7 @@
 //! elementwise ops and fused elementwise programs (pads included) run as
 //! kernels generated from the same programs the CPU interprets
 //! ([`codegen`]); reductions, scans, softmax, gathers, random numbers,
-//! optimizer updates, copies, fills, gathers, scatters and top-k are the
+//! optimizer updates, copies, fills, scatters and top-k are the
 //! templates of [`kernels`]; float matrix products go to cuBLAS, and
 //! convolutions and pooling are window kernels with cuBLAS products
 //! ([`window`]). Everything is queued on one stream
@@ -674,7 +674,7 @@ impl CudaBackend {
         use cudarc::cublas::sys as blas;
         if !g.fits_cublas() {
             return Err(Error::unimplemented(format!(
-                "a GPU matmul of {}x{} by {}x{} exceeds cuBLAS's 32-bit sizes",
+                "a GPU matrix product of {}x{} by {}x{} exceeds cuBLAS's 32-bit sizes",
                 g.m, g.k, g.k, g.n
             )));
         }
@@ -689,7 +689,7 @@ impl CudaBackend {
             DType::F64 => (blas::cudaDataType::CUDA_R_64F, blas::cublasComputeType_t::CUBLAS_COMPUTE_64F),
             DType::F16 => (blas::cudaDataType::CUDA_R_16F, blas::cublasComputeType_t::CUBLAS_COMPUTE_32F),
             DType::BF16 => (blas::cudaDataType::CUDA_R_16BF, blas::cublasComputeType_t::CUBLAS_COMPUTE_32F),
-            d => return Err(Error::dtype(format!("MatMul on the GPU does not take {d}"))),
+            d => return Err(Error::dtype(format!("cuBLAS products on the GPU do not take {d}"))),
         };
         let (one64, zero64) = (1f64, 0f64);
         let (one32, zero32) = (1f32, 0f32);

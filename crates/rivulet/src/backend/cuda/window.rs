@@ -15,7 +15,7 @@
 use super::kernels::{WindowKernel, WindowParams};
 use super::Gemm;
 use crate::error::{Error, Result};
-use crate::op::window::{Geometry, Geometry3, WindowOp};
+use crate::op::window::{Geometry, Geometry3, PoolKind, WindowOp};
 use crate::tensor::Shape;
 
 /// Elements of the im2col scratch matrix: 2^25 (128 MiB of f32) for a
@@ -85,57 +85,122 @@ fn params(g: &Geometry3, cg: usize) -> WindowParams {
     }
 }
 
-/// Blocks of `rows` rows of `depth` elements each, at most `limit`
-/// elements a block (one row where a row is larger): `(first row, rows)`.
-fn blocks(total: usize, depth: usize, limit: usize) -> impl Iterator<Item = (usize, usize)> {
-    let per = (limit / depth.max(1)).max(1);
-    (0..total.div_ceil(per)).map(move |b| (b * per, per.min(total - b * per)))
+/// Blocks of the rows (batch × output positions) of `g`, each row `width`
+/// elements, at most `limit` elements a block (one row where a row is
+/// larger): `(first row, rows)`. Blocks hold whole images where one fits,
+/// else parts of one image, so `col2im` visits only the inputs they reach.
+fn blocks(g: &Geometry3, width: usize, limit: usize) -> Vec<(usize, usize)> {
+    let opos = g.out_positions();
+    let total = g.n * opos;
+    if total == 0 {
+        return Vec::new();
+    }
+    let per_row = (limit / width.max(1)).max(1);
+    if per_row >= opos {
+        let per = per_row / opos * opos;
+        return (0..total.div_ceil(per)).map(|b| (b * per, per.min(total - b * per))).collect();
+    }
+    let mut blocks = Vec::new();
+    for img in 0..g.n {
+        let mut o = 0;
+        while o < opos {
+            let rows = per_row.min(opos - o);
+            blocks.push((img * opos + o, rows));
+            o += rows;
+        }
+    }
+    blocks
+}
+
+/// The largest coordinate a kernel's index arithmetic reaches along any
+/// dimension of `g` (input, padding, a stride past the last output, the
+/// window's extent), or `None` beyond `u64`.
+fn reach(g: &Geometry3) -> Option<u64> {
+    (0..3).try_fold(0u64, |most, d| {
+        let w = |v: usize| u64::try_from(v).ok();
+        let along = w(g.input[d])?
+            .checked_add(w(g.pad[d])?)?
+            .checked_add(w(g.output[d])?.checked_add(1)?.checked_mul(w(g.strides[d])?)?)?
+            .checked_add(w(g.window[d])?.checked_mul(w(g.dilations[d])?)?)?;
+        Some(most.max(along))
+    })
 }
 
 /// The plan of `op` (a `FusedConv` plans its convolution; the caller adds
 /// the bias and activation) over inputs shaped `x` and `y` giving `out`,
 /// with at most `scratch_limit` elements of scratch. An error of kind
-/// `Unimplemented` where cuBLAS's 32-bit sizes cannot hold a product.
+/// `Unimplemented` where cuBLAS's 32-bit sizes cannot hold a product, or
+/// the window's coordinates would overflow the kernels' 64-bit indices.
 pub(crate) fn plan(op: &WindowOp, x: &Shape, y: Option<&Shape>, out: &Shape, scratch_limit: usize) -> Result<Plan> {
     let second = || y.ok_or_else(|| Error::invalid(format!("{} takes two inputs", op.type_name())));
-    let mut plan = match op {
+    let (g, mut plan) = match op {
         WindowOp::Conv { spec } | WindowOp::FusedConv { spec, .. } => {
             let (g, channels) = spec.geometry(x, second()?)?;
-            conv(&Geometry3::new(&g), spec.groups, channels, scratch_limit)
+            let g = Geometry3::new(&g);
+            (g, conv(&g, spec.groups, channels, scratch_limit))
         }
         WindowOp::ConvBackpropInput { spec, .. } => {
             // The forward op's geometry, from its input's shape (the result's).
             let (g, channels) = spec.geometry(out, second()?)?;
-            conv_backprop_input(&Geometry3::new(&g), spec.groups, channels, scratch_limit)
+            let g = Geometry3::new(&g);
+            (g, conv_backprop_input(&g, spec.groups, channels, scratch_limit))
         }
         WindowOp::ConvBackpropFilter { spec, window } => {
-            let g = Geometry::new(x, window, &spec.strides, &spec.dilations, &spec.padding)?;
+            let g = Geometry3::new(&Geometry::new(x, window, &spec.strides, &spec.dilations, &spec.padding)?);
             let channels = out.last().copied().unwrap_or(0);
-            conv_backprop_filter(&Geometry3::new(&g), spec.groups, channels, scratch_limit)
+            (g, conv_backprop_filter(&g, spec.groups, channels, scratch_limit))
         }
         WindowOp::Pool { f, spec } => {
             let g = Geometry3::new(&spec.geometry(x)?);
-            one_launch(WindowKernel::Pool(*f), &g, out.numel_known(), None)
+            (g, one_launch(WindowKernel::Pool(*f), &g, out.numel_known(), None))
         }
-        WindowOp::PoolGrad { f, spec } => {
+        WindowOp::PoolGrad { f: PoolKind::Avg, spec } => {
             let g = Geometry3::new(&spec.geometry(x)?);
-            one_launch(WindowKernel::PoolGrad(*f), &g, x.numel_known(), Some(Buf::Y))
+            (g, one_launch(WindowKernel::PoolGrad(PoolKind::Avg), &g, x.numel_known(), Some(Buf::Y)))
+        }
+        WindowOp::PoolGrad { f: PoolKind::Max, spec } => {
+            let g = Geometry3::new(&spec.geometry(x)?);
+            (g, max_pool_grad(&g, x.numel_known(), y.map_or(0, |s| s.numel_known())))
         }
         WindowOp::MaxPoolGradGrad { spec } => {
             let g = Geometry3::new(&spec.geometry(x)?);
-            one_launch(WindowKernel::MaxPoolGradGrad, &g, out.numel_known(), Some(Buf::Y))
+            (g, one_launch(WindowKernel::MaxPoolGradGrad, &g, out.numel_known(), Some(Buf::Y)))
         }
     };
+    let too_large = |what: &str| Error::unimplemented(format!("a GPU {} of {x} has {what}", op.type_name()));
     if plan.steps.iter().any(|s| matches!(s, Step::Gemm(g) if !g.fits_cublas())) {
-        return Err(Error::unimplemented(format!(
-            "a GPU {} of {x} has a product beyond cuBLAS's 32-bit sizes",
-            op.type_name()
-        )));
+        return Err(too_large("a product beyond cuBLAS's 32-bit sizes"));
     }
+    let Some(reach) = reach(&g).filter(|&r| r < 1 << 62) else {
+        return Err(too_large("window coordinates beyond 64-bit indices"));
+    };
     let largest = [x.numel_known(), y.map_or(0, |s| s.numel_known()), out.numel_known(), plan.scratch];
     // Room for a grid-stride loop's last step past the end.
-    plan.narrow = largest.into_iter().max().unwrap_or(0) < 1 << 30;
+    plan.narrow = largest.into_iter().max().unwrap_or(0) < 1 << 30 && reach < 1 << 30;
     Ok(plan)
+}
+
+/// The input positions (within an image) that output positions `o0 ..= o1`
+/// of one image read: `(first, count)`. Narrowed along the outermost
+/// dimension with more than one output where those before it have one
+/// input position; otherwise the whole image.
+fn reached_positions(g: &Geometry3, o0: usize, o1: usize) -> (usize, usize) {
+    let whole = (0, g.in_positions());
+    let Some(d) = (0..3).find(|&d| g.output[d] > 1) else { return whole };
+    if g.input[..d].iter().any(|&n| n != 1) {
+        return whole;
+    }
+    let inner_out: usize = g.output[d + 1..].iter().product();
+    let inner_in: usize = g.input[d + 1..].iter().product();
+    let (q0, q1) = (o0 / inner_out % g.output[d], o1 / inner_out % g.output[d]);
+    // Signed: the first window may start in the padding.
+    let lo = (q0 * g.strides[d]) as i128 - g.pad[d] as i128;
+    let hi = (q1 * g.strides[d] + (g.window[d] - 1) * g.dilations[d]) as i128 - g.pad[d] as i128;
+    let (lo, hi) = (lo.max(0), hi.min(g.input[d] as i128 - 1));
+    if hi < lo {
+        return (0, 0);
+    }
+    (lo as usize * inner_in, (hi - lo + 1) as usize * inner_in)
 }
 
 fn one_launch(kernel: WindowKernel, g: &Geometry3, n: usize, y: Option<Buf>) -> Plan {
@@ -145,6 +210,39 @@ fn one_launch(kernel: WindowKernel, g: &Geometry3, n: usize, y: Option<Buf>) -> 
         steps.push(Step::Launch { kernel, params, x: Buf::X, y, out: Buf::Out });
     }
     Plan { steps, ..Default::default() }
+}
+
+/// Max pooling's gradient: each window's first largest position into
+/// scratch (two elements each: room for a 64-bit index in f32 scratch),
+/// then one thread per input element finds the windows it won (the same
+/// sums in the same order as re-deciding each window, at O(1) a window).
+/// `outputs` is dy's size.
+fn max_pool_grad(g: &Geometry3, inputs: usize, outputs: usize) -> Plan {
+    let mut plan = Plan::default();
+    if inputs == 0 {
+        return plan;
+    }
+    if outputs > 0 {
+        let params = WindowParams { n: outputs as i64, ..params(g, g.c) };
+        plan.steps.push(Step::Launch {
+            kernel: WindowKernel::PoolArgmax,
+            params,
+            x: Buf::X,
+            y: None,
+            out: Buf::Scratch,
+        });
+        plan.scratch = 2 * outputs;
+    }
+    let params = WindowParams { n: inputs as i64, ..params(g, g.c) };
+    let args = if outputs > 0 { Buf::Scratch } else { Buf::X };
+    plan.steps.push(Step::Launch {
+        kernel: WindowKernel::PoolGrad(PoolKind::Max),
+        params,
+        x: args,
+        y: Some(Buf::Y),
+        out: Buf::Out,
+    });
+    plan
 }
 
 impl Plan {
@@ -179,7 +277,7 @@ fn conv(g: &Geometry3, groups: usize, channels: usize, limit: usize) -> Plan {
         plan.zeroed = true;
         return plan;
     }
-    for (r0, rows) in blocks(total, depth * groups, limit) {
+    for (r0, rows) in blocks(g, depth * groups, limit) {
         let a = plan.columns(g, cg, groups, r0, rows);
         plan.steps.push(Step::Gemm(Gemm {
             m: rows,
@@ -213,7 +311,7 @@ fn conv_backprop_filter(g: &Geometry3, groups: usize, channels: usize, limit: us
     if channels == 0 || depth == 0 {
         return plan;
     }
-    for (i, (r0, rows)) in blocks(total, depth * groups, limit).enumerate() {
+    for (i, (r0, rows)) in blocks(g, depth * groups, limit).into_iter().enumerate() {
         let a = plan.columns(g, cg, groups, r0, rows);
         plan.steps.push(Step::Gemm(Gemm {
             m: depth,
@@ -252,7 +350,7 @@ fn conv_backprop_input(g: &Geometry3, groups: usize, channels: usize, limit: usi
     // Each output row of a pointwise window is its input position's
     // gradient: written, not added.
     plan.zeroed = !pointwise;
-    for (r0, rows) in blocks(total, depth * groups, limit) {
+    for (r0, rows) in blocks(g, depth * groups, limit) {
         let (c, ldc, sc) = if pointwise {
             (at(Buf::Out, r0 * g.c), g.c, cg)
         } else {
@@ -279,24 +377,38 @@ fn conv_backprop_input(g: &Geometry3, groups: usize, channels: usize, limit: usi
             accumulate: false,
         }));
         if !pointwise {
-            let (first, last) = (r0 / opos, (r0 + rows - 1) / opos);
-            let n = (last - first + 1) * ipos * g.c;
-            let params =
-                WindowParams { n: n as i64, r0: r0 as i64, rows: rows as i64, img0: first as i64, ..params(g, cg) };
-            plan.steps.push(Step::Launch {
-                kernel: WindowKernel::Col2im,
-                params,
-                x: Buf::Scratch,
-                y: None,
-                out: Buf::Out,
-            });
+            // Whole images, or the positions part of one reaches.
+            let (img0, images, (pos0, npos)) = if rows % opos == 0 {
+                (r0 / opos, rows / opos, (0, ipos))
+            } else {
+                (r0 / opos, 1, reached_positions(g, r0 % opos, r0 % opos + rows - 1))
+            };
+            let n = images * npos * g.c;
+            if n > 0 {
+                let params = WindowParams {
+                    n: n as i64,
+                    r0: r0 as i64,
+                    rows: rows as i64,
+                    img0: img0 as i64,
+                    pos0: pos0 as i64,
+                    npos: npos as i64,
+                    ..params(g, cg)
+                };
+                plan.steps.push(Step::Launch {
+                    kernel: WindowKernel::Col2im,
+                    params,
+                    x: Buf::Scratch,
+                    y: None,
+                    out: Buf::Out,
+                });
+            }
         }
     }
     plan
 }
 
-/// Which window ops the kernels take: f32 and f64 (all of them; f16 and
-/// bf16 reach the window ops as f32).
+/// Whether the window kernels take `dtype`: f32 and f64 (f16 and bf16
+/// reach the window ops as f32).
 pub(crate) fn takes(dtype: crate::tensor::DType) -> bool {
     matches!(dtype, crate::tensor::DType::F32 | crate::tensor::DType::F64)
 }
@@ -327,6 +439,30 @@ mod tests {
         assert_eq!(rows.len(), 24);
         assert!(rows.iter().enumerate().all(|(i, &(r0, m))| r0 == 2 * i && m == 2));
         assert_eq!((p.scratch, p.zeroed, p.narrow), (72, false, true));
+        // The input gradient's scatter of 2 rows (one output row of 6
+        // positions: 3 blocks) visits the 3 input rows (of 6 positions)
+        // their windows reach, not the whole 7×6 image.
+        let input =
+            WindowOp::ConvBackpropInput { spec: spec(&[2, 1], &[1, 1], Padding::Same, 2), input_spatial: vec![7, 6] };
+        let p = plan(&input, &out, Some(&w), &x, 100).expect("plan");
+        let reached: Vec<(i64, i64, i64)> = p
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Launch { kernel: WindowKernel::Col2im, params, .. } => {
+                    Some((params.r0, params.pos0, params.npos))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reached.len(), 24);
+        // Output row 1 (rows 8 and 10 of image 0) reads input rows 1 to 3; row 0 (padded above) rows 0 and 1.
+        assert_eq!(reached[4], (8, 6, 18));
+        assert_eq!(reached[0], (0, 0, 12));
+        assert_eq!(reached[12], (24, 0, 12));
+        // Whole images per block where they fit.
+        let p = plan(&input, &out, Some(&w), &x, 36 * 24 * 2).expect("plan");
+        assert_eq!(p.steps.len(), 2, "one product and one scatter for both images");
         let filter =
             WindowOp::ConvBackpropFilter { spec: spec(&[2, 1], &[1, 1], Padding::Same, 2), window: vec![3, 3] };
         let p = plan(&filter, &x, Some(&out), &w, 100).expect("plan");
@@ -349,6 +485,15 @@ mod tests {
         let err = plan(&pointwise, &huge, Some(&Shape::new(&[1, 1, 1 << 31, 1])), &Shape::new(&[1, 1, 1, 1]), 1 << 20)
             .expect_err("too large");
         assert_eq!(err.kind(), crate::error::ErrorKind::Unimplemented);
+        // Coordinates beyond 32 bits index with 64 however small the buffers;
+        // beyond 2^62, the decomposition takes it.
+        let wide = |dilation: usize| {
+            let op =
+                WindowOp::Conv { spec: spec(&[1], &[dilation], Padding::Explicit { pads: vec![(0, dilation)] }, 1) };
+            plan(&op, &Shape::new(&[1, 1, 1]), Some(&Shape::new(&[2, 1, 1])), &Shape::new(&[1, 1, 1]), 1 << 20)
+        };
+        assert!(!wide(1 << 32).expect("plan").narrow);
+        assert_eq!(wide(1 << 62).expect_err("too wide").kind(), crate::error::ErrorKind::Unimplemented);
         let pool = WindowOp::Pool {
             f: PoolKind::Max,
             spec: PoolSpec { window: vec![2, 2], strides: vec![2, 2], padding: Padding::Valid },
