@@ -8,6 +8,7 @@
 
 use super::{transfer, views, Backend, KernelCtx, Values};
 use crate::error::{bail, Error, Result};
+use crate::op::creation::Distribution;
 use crate::op::elementwise::{BinaryOp, UnaryOp};
 use crate::op::fused::{FusedProgram, Instr};
 use crate::op::optim::UpdateRule;
@@ -124,14 +125,14 @@ pub(crate) fn run(be: &dyn Backend, op: &Op, inputs: &[&Value], outs: &[Meta], c
             be.matmul(inputs[0], inputs[1], *transpose_a, *transpose_b, out())?
         }
         Op::Range { start, delta, .. } => be.range(*start, *delta, out())?,
-        Op::Random { dist, seed, .. } => be.random(dist, out(), *seed, ctx.random_stream)?,
+        Op::Random { dist, seed, .. } => draw(be, dist, out(), *seed, ctx)?,
         Op::RandomLike { dist, seed } => match inputs.get(1) {
             Some(offset) => {
                 let o = first(be, offset)?.as_i64();
                 let mixed = crate::op::creation::splitmix64(*seed ^ crate::op::creation::splitmix64(o as u64));
                 be.random(dist, out(), mixed, 0)?
             }
-            None => be.random(dist, out(), *seed, ctx.random_stream)?,
+            None => draw(be, dist, out(), *seed, ctx)?,
         },
         Op::Gather { axis, batch_dims } => be.gather(inputs[0], inputs[1], *axis, *batch_dims, out())?,
         Op::GatherNd => be.gather_nd(inputs[0], inputs[1], out())?,
@@ -604,6 +605,15 @@ fn channel_group(ex: &Ex<'_>, v: &Value, j: usize, width: usize) -> Result<Value
     let mut size = v.shape().to_vec();
     size[r - 1] = width;
     as_matrix(ex, &views::slice(v, &begin, &Meta::new(v.dtype, Shape::from(size))), width)
+}
+
+/// Samples of a seeded random op from the stream `ctx` names: its number,
+/// or where a recorded device graph reads it.
+fn draw(be: &dyn Backend, dist: &Distribution, out: &Meta, seed: u64, ctx: &KernelCtx) -> Result<Value> {
+    match ctx.random_stream_at {
+        Some(at) => be.random_at(dist, out, seed, at),
+        None => be.random(dist, out, seed, ctx.random_stream),
+    }
 }
 
 /// `[rows, channels]`, a contiguous copy where needed.

@@ -35,10 +35,14 @@ pub(crate) struct KernelCtx {
     /// Which stream of a seeded random op to draw: 0 in eager mode, the run
     /// count of the node in a session (so each run draws new numbers).
     pub random_stream: u64,
+    /// Where the device reads the stream instead, when the op is recorded
+    /// into a device graph: a u64 in the device's memory, rewritten before
+    /// each replay ([`Backend::random_at`]).
+    pub random_stream_at: Option<u64>,
 }
 
 impl KernelCtx {
-    pub const EAGER: KernelCtx = KernelCtx { random_stream: 0 };
+    pub const EAGER: KernelCtx = KernelCtx { random_stream: 0, random_stream_at: None };
 }
 
 /// Outputs of one op: almost always one value.
@@ -84,6 +88,13 @@ pub(crate) trait Backend: Send + Sync {
     /// Samples of `dist` from the counter-based stream `(seed, stream)`:
     /// the same numbers on every backend.
     fn random(&self, dist: &Distribution, out: &Meta, seed: u64, stream: u64) -> Result<Value>;
+    /// [`Backend::random`] with the stream read on the device from
+    /// `stream_at` when the kernel runs (a recorded graph's replays draw
+    /// new numbers). Only backends that record graphs have it.
+    fn random_at(&self, dist: &Distribution, out: &Meta, seed: u64, stream_at: u64) -> Result<Value> {
+        let _ = (dist, out, seed, stream_at);
+        Err(Error::unimplemented(format!("{} reads no random stream from device memory", self.device())))
+    }
     /// Slices of `params` along `axis` picked by `indices` (TensorFlow's GatherV2).
     fn gather(&self, params: &Value, indices: &Value, axis: usize, batch_dims: usize, out: &Meta) -> Result<Value>;
     /// Slices of `params` picked by index vectors (the last axis of `indices`).

@@ -21,9 +21,13 @@
 //!   cell alone ([`VariableStore::replay_guard`]); otherwise the run goes
 //!   step by step and the graph is recorded again later.
 //!
+//! A random step's kernel reads its stream from a device word that is
+//! written before each launch with the step's next count, so each replay
+//! draws what a run step by step would.
+//!
 //! Plans that cannot be replayed faithfully are never recorded: random ops
-//! on the device (each run draws new numbers), control flow, collectives,
-//! or host steps between device steps. A recording that fails (a kernel that would read
+//! seeded by a tensor, control flow, collectives, or host steps between
+//! device steps. A recording that fails (a kernel that would read
 //! back to the host, an in-place update over a shared buffer) changes
 //! nothing (an assignment or update over a shared buffer is refused before
 //! it queues anything): the run goes on step by step and the plan is not
@@ -40,7 +44,7 @@ use crate::op::{Meta, Op};
 use crate::tensor::layout::Layout;
 use crate::tensor::{DType, Device, Scalar, Shape, Value};
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 /// 0: not decided yet (read `RIVULET_CUDA_GRAPHS`), 1: on, 2: off.
@@ -113,8 +117,10 @@ pub(crate) fn segment(plan: &Plan) -> std::result::Result<Segment, String> {
         if st.device != device {
             continue;
         }
-        if st.random_stream.is_some() || matches!(st.op, Op::Random { .. } | Op::RandomLike { .. }) {
-            return Err(format!("a random op on the device ({}) draws new numbers each run", name(k)));
+        // A random op's stream is read on the device, rewritten before each
+        // replay; one seeded by a tensor would bake in the recorded run's seed.
+        if matches!(st.op, Op::RandomLike { .. }) && st.inputs.len() > 1 {
+            return Err(format!("a random op seeded by a tensor on the device ({})", name(k)));
         }
     }
     let on_device: Vec<bool> = steps.iter().map(|s| s.device == device).collect();
@@ -286,6 +292,9 @@ struct Graph {
     variables: Vec<(NodeId, Recorded, bool)>,
     /// TensorFloat-32 as it was when the products were recorded.
     tf32: bool,
+    /// The random steps' counters and the device words their kernels read
+    /// the stream from, written before each launch.
+    random_streams: Vec<(Arc<AtomicU64>, Value)>,
     /// One replay at a time: they share the input and output buffers. It
     /// guards what each input buffer was last filled from (held, so it
     /// cannot change): a loop's captures and invariants are copied once.
@@ -499,13 +508,29 @@ fn record(
     let recorded = |var: NodeId| store.get(var).as_ref().and_then(Recorded::of);
     let before: Vec<Option<Recorded>> = seg.variables.iter().map(|&(var, _)| recorded(var)).collect();
     let tf32 = crate::backend::cuda::tensor_float_32_execution_enabled();
+    // A device word per random step for its stream, filled before the
+    // recording starts (a fill recorded into the graph would run after the
+    // word is written).
+    let mut random_streams = Vec::new();
+    let mut stream_at = vec![None; plan.steps.len()];
+    for &k in &seg.inside {
+        if let Some(counter) = &plan.steps[k].random_stream {
+            let word = backend.assemble(&Meta::new(DType::I64, Shape::scalar()), Scalar::I64(0), &[])?;
+            stream_at[k] = word.device_address();
+            random_streams.push((counter.clone(), word));
+        }
+    }
     if !backend.begin_capture()? {
         return restore(slots, NotRecorded::Never(format!("{} records no graphs", seg.device.short_name())));
     }
     let capturing = Capturing { backend, open: true };
+    if random_streams.iter().any(|(_, word)| word.device_address().is_none()) {
+        drop(capturing);
+        return restore(slots, NotRecorded::Never("a random stream word is not in device memory".to_string()));
+    }
     let mut failed = None;
     for &k in &seg.inside {
-        let mode = Mode { in_place_only: true, device_graphs: false };
+        let mode = Mode { in_place_only: true, device_graphs: false, random_stream_at: stream_at[k] };
         if let Err(e) = run_one(plan, k, store, slots, None, mode, Some(&seg.frees[k])) {
             failed = Some(e);
             break;
@@ -564,7 +589,7 @@ fn record(
         filled[k] = Some(v.clone());
         slots[s as usize] = Some(v);
     }
-    Ok(Ok(Graph { inputs, outputs, variables, tf32, lock: Mutex::new(filled), replay }))
+    Ok(Ok(Graph { inputs, outputs, variables, tf32, random_streams, lock: Mutex::new(filled), replay }))
 }
 
 /// Replay `graph` for this run: refill its inputs from the slots (unless
@@ -616,6 +641,12 @@ fn launch(
     // Under the variables' locks: the launch, and the copies of variables
     // fetched (before anything else can change them).
     let ran = store.replay_guard(&vars, &fits, |variable| -> Result<Vec<(Slot, Value)>> {
+        // This run's stream for each random step, as a run step by step
+        // would draw it.
+        for (counter, word) in &graph.random_streams {
+            let stream = counter.fetch_add(1, Ordering::Relaxed);
+            backend.copy_into(word, &Value::from_le_bytes(DType::I64, Shape::scalar(), &stream.to_le_bytes())?)?;
+        }
         graph.replay.launch()?;
         let mut copies = Vec::new();
         for (s, output) in &graph.outputs {
@@ -808,6 +839,37 @@ mod tests {
         Ok(())
     }
 
+    /// Random steps on the device join the recorded part (their streams
+    /// read on the device); run through the split, each run draws the next
+    /// stream, as on the CPU.
+    #[test]
+    fn random_steps_on_the_device_split_and_draw_a_new_stream_each_run() -> Result<()> {
+        let mut runs = Vec::new();
+        for device in ["/cpu:0", REF] {
+            let g = Graph::new();
+            let (r, x_in) = crate::device(device, || -> Result<(Tensor, Tensor)> {
+                let x = g.placeholder("x", DType::F32, [4, 4])?;
+                Ok((ops::relu(&ops::dropout(&ops::exp(&x)?, 0.5, Some(3))?)?, x))
+            })??;
+            let s = Session::new(&g);
+            let x = Tensor::from_vec((0..16).map(|i| i as f32 / 8.0 - 1.0).collect::<Vec<_>>(), [4, 4])?;
+            if device == REF {
+                let plan = s.plan_for(&[&r], &[(&x_in, &x)], &[])?;
+                let seg = segment(&plan).map_err(Error::graph)?;
+                let random = plan.steps.iter().position(|st| st.random_stream.is_some()).expect("a random step");
+                assert!(seg.inside.contains(&random), "the random step is recorded with the rest");
+            }
+            let mut masks = Vec::new();
+            for _ in 0..4 {
+                masks.push(s.run(&[&r], &[(&x_in, &x)])?[0].to_vec::<f32>()?);
+            }
+            assert!(masks.windows(2).all(|w| w[0] != w[1]), "{device}: every run draws anew");
+            runs.push(masks);
+        }
+        assert_eq!(runs[0], runs[1], "the reference device draws the CPU's numbers run by run");
+        Ok(())
+    }
+
     #[test]
     fn plans_a_replay_would_not_repeat_faithfully_are_never_recorded() -> Result<()> {
         let why = |g: &Graph, fetch: &Tensor| -> Result<String> {
@@ -816,13 +878,14 @@ mod tests {
             let plan = s.plan_for(&[fetch], &[], &[])?;
             Ok(segment(&plan).err().unwrap_or_default())
         };
-        // Random numbers: a replay would draw the same ones every run.
+        // Random numbers seeded by a tensor: a replay would keep the recorded run's seed.
         let g = Graph::new();
         let r = crate::device(REF, || -> Result<Tensor> {
             let x = g.constant(Tensor::ones([4, 4], DType::F32)?)?;
-            ops::dropout(&x, 0.5, Some(3))
+            let offset = g.constant(Tensor::scalar(7i64))?;
+            ops::random_uniform_like_offset(&x, 0.0, 1.0, 3, &offset)
         })??;
-        assert!(why(&g, &r)?.contains("random op on the device"), "{}", why(&g, &r)?);
+        assert!(why(&g, &r)?.contains("random op seeded by a tensor"), "{}", why(&g, &r)?);
         // A host step between device steps.
         let g = Graph::new();
         let out = crate::device(REF, || -> Result<Tensor> {

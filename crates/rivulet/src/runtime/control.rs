@@ -115,7 +115,7 @@ impl ControlPlan {
         mut prof: Option<&mut Profiler>,
         device_graphs: bool,
     ) -> Result<SmallVec<[Value; 1]>> {
-        let mode = Mode { in_place_only: false, device_graphs };
+        let mode = Mode { device_graphs, ..Mode::default() };
         match self {
             ControlPlan::Branches { boolean, plans, .. } => {
                 let Some((selector, args)) = inputs.split_first() else {

@@ -374,7 +374,7 @@ impl Session {
                 return Ok(out.into_iter().map(Tensor::from_value).collect());
             }
         }
-        let mode = Mode { in_place_only: false, device_graphs: self.options.device_graphs };
+        let mode = Mode { device_graphs: self.options.device_graphs, ..Mode::default() };
         let out = if plan.parallel {
             execute_parallel(plan, &values, store, mode)?
         } else {
@@ -398,10 +398,13 @@ impl Session {
     }
 }
 
-fn kernel_ctx(step: &Step) -> KernelCtx {
-    match &step.random_stream {
-        Some(c) => KernelCtx { random_stream: c.fetch_add(1, Ordering::Relaxed) },
-        None => KernelCtx::EAGER,
+/// The stream a step's random op draws: the next of its counter, or, while
+/// a device graph records it, the device address its replays read.
+fn kernel_ctx(step: &Step, mode: Mode) -> KernelCtx {
+    match (&step.random_stream, mode.random_stream_at) {
+        (Some(_), Some(at)) => KernelCtx { random_stream: 0, random_stream_at: Some(at) },
+        (Some(c), None) => KernelCtx { random_stream: c.fetch_add(1, Ordering::Relaxed), random_stream_at: None },
+        (None, _) => KernelCtx::EAGER,
     }
 }
 
@@ -414,6 +417,9 @@ pub(super) struct Mode {
     /// Loop bodies may be replayed as recorded device graphs (the
     /// session's `SessionOptions::device_graphs`).
     pub device_graphs: bool,
+    /// Where a random step being recorded reads its stream (see
+    /// [`KernelCtx::random_stream_at`]).
+    pub random_stream_at: Option<u64>,
 }
 
 fn run_step(
@@ -430,12 +436,19 @@ fn run_step(
         Stateful::No => match (&step.inferred, donated) {
             (Some(known), _) if known.matches(inputs) => {
                 let donated = donated.filter(|_| step.device == Device::CPU);
-                backend::execute_inferred(step.device, &step.op, inputs, &known.outputs, donated, &kernel_ctx(step))
+                backend::execute_inferred(
+                    step.device,
+                    &step.op,
+                    inputs,
+                    &known.outputs,
+                    donated,
+                    &kernel_ctx(step, mode),
+                )
             }
             (_, Some(pos)) if step.device == Device::CPU => {
-                backend::execute_donating(&step.op, inputs, pos, &kernel_ctx(step))
+                backend::execute_donating(&step.op, inputs, pos, &kernel_ctx(step, mode))
             }
-            _ => backend::execute_on(step.device, &step.op, inputs, &kernel_ctx(step)),
+            _ => backend::execute_on(step.device, &step.op, inputs, &kernel_ctx(step, mode)),
         },
         Stateful::Read { var, name } => match store.get(*var) {
             Some(v) => Ok(smallvec::smallvec![v]),

@@ -1379,6 +1379,49 @@ fn placement_with_the_reference_device_as_default() -> Result<()> {
 /// by step, and the graph is recorded again after); a variable fetched by
 /// a request that only reads it is copied out; and a label out of range is
 /// reported after the replay.
+/// Dropout in a recorded step: each replay reads its stream from the
+/// device, so the masks, losses and weights are those of runs step by step.
+#[test]
+fn a_replayed_step_with_dropout_draws_what_runs_step_by_step_draw() -> Result<()> {
+    if !have_gpu("a_replayed_step_with_dropout_draws_what_runs_step_by_step_draw") {
+        return Ok(());
+    }
+    rivulet::enable_tensor_float_32_execution(false);
+    let mut rng = Rng(9);
+    let w0 = f32s(&mut rng, &[16, 4], -0.3, 0.3);
+    let xb = f32s(&mut rng, &[8, 16], -1.0, 1.0);
+    let yb = Tensor::from_slice(&[0i32, 1, 2, 3, 3, 2, 1, 0], [8])?;
+    let mut runs = Vec::new();
+    for device_graphs in [true, false] {
+        let g = Graph::new();
+        let (x, y, loss, train, v) = rivulet::device("/gpu:0", || -> Result<_> {
+            let x = g.placeholder("x", DType::F32, [8, 16])?;
+            let y = g.placeholder("y", DType::I32, [8])?;
+            let v = rivulet::Variable::in_graph(&g, "w", &w0, true)?;
+            let logits = ops::matmul(&ops::dropout(&x, 0.5, Some(11))?, &v.read())?;
+            let loss =
+                ops::mean(&ops::sparse_softmax_cross_entropy_with_logits(&y, &logits)?, rivulet::Axes::All, false)?;
+            let train = rivulet::nn::Optimizer::sgd(0.1).minimize(&loss, &[&v])?;
+            Ok((x, y, loss, train, v))
+        })??;
+        let s = Session::with_options(&g, rivulet::SessionOptions { device_graphs, ..Default::default() });
+        s.run_targets(&[&g.global_variables_initializer()?])?;
+        let mut losses = Vec::new();
+        for k in 0..6 {
+            let out = s.run_with_targets(&[&loss], &[(&x, &xb), (&y, &yb)], &[&train])?;
+            losses.push(out[0].to_scalar::<f32>()?);
+            if k == 3 && device_graphs && rivulet::graph_capture_enabled() {
+                assert_eq!(s.graph_status(&[&loss], &[&x, &y], &[&train])?, rivulet::GraphStatus::Replaying);
+            }
+        }
+        runs.push((losses, s.variable_value(&v)?.to_vec::<f32>()?));
+    }
+    rivulet::enable_tensor_float_32_execution(true);
+    assert_eq!(runs[0], runs[1], "replayed and step by step");
+    assert!(runs[0].0.windows(2).all(|w| w[0] != w[1]), "each step draws a new mask: {:?}", runs[0].0);
+    Ok(())
+}
+
 #[test]
 fn a_replayed_training_step_matches_runs_step_by_step() -> Result<()> {
     if !have_gpu("a_replayed_training_step_matches_runs_step_by_step") {

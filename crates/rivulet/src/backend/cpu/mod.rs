@@ -113,6 +113,10 @@ impl Backend for CpuBackend {
 pub(crate) fn execute(op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx) -> Result<SmallVec<[Value; 1]>> {
     let x = || inputs[0];
     let out = || &outs[0];
+    if ctx.random_stream_at.is_some() {
+        // Only a device graph being recorded reads its stream on the device.
+        return Err(Error::invalid("internal: a random stream in device memory reached the CPU"));
+    }
     let v: Value = match op {
         Op::Const { value } => super::transfer(&value.0, Device::CPU)?,
         Op::Placeholder { .. } => {

@@ -319,7 +319,8 @@ __device__ void softmax(const T* in, T* out, long long L) {
    Box-Muller, so a seed gives the same numbers on both devices (f64 library
    functions may differ in the last bit). dist 0 uniform, 1 uniform int,
    2 normal, 3 truncated normal; `wide` for f64; `bits` 11 (f16) or 8 (bf16)
-   for uniforms, else 24. */
+   for uniforms, else 24. The stream is read from `stream_at` where set (a
+   recorded graph's replays each draw new numbers). */
 struct RvRandom {
     void* out;
     long long n;
@@ -328,6 +329,7 @@ struct RvRandom {
     double a, b;
     long long ilow, ihigh;
     int dist, wide, bits;
+    const unsigned long long* stream_at;
 };
 __device__ __forceinline__ void rv_philox(unsigned int c[4], unsigned int k0, unsigned int k1) {
     for (int r = 0; r < 10; ++r) {
@@ -355,7 +357,9 @@ __device__ __forceinline__ void rv_block(const RvRandom& p, long long blk, unsig
     rv_philox(c, p.k0, p.k1);
 }
 template <class T>
-__device__ void random(const RvRandom p) {
+__device__ void random(const RvRandom given) {
+    RvRandom p = given;
+    if (p.stream_at) p.stream = *p.stream_at;
     const int per = p.dist == 3 ? 1 : ((p.wide || p.dist == 1) ? 2 : 4);
     const long long blocks = (p.n + per - 1) / per;
     T* out = (T*)p.out;
@@ -1211,6 +1215,46 @@ pub(crate) struct RandomParams {
     pub dist: i32,
     pub wide: i32,
     pub bits: i32,
+    pub stream_at: u64,
+}
+
+impl RandomParams {
+    /// The kernel's parameters for samples of `dist` into `out` from the
+    /// stream `(seed, stream)` (the output's address left to the caller);
+    /// `None` for pairings the kernel does not draw (float distributions
+    /// into integers, empty integer ranges).
+    pub(crate) fn new(
+        dist: &crate::op::creation::Distribution,
+        out: &crate::op::Meta,
+        seed: u64,
+        stream: u64,
+    ) -> Option<RandomParams> {
+        use crate::op::creation::Distribution;
+        let d = out.dtype;
+        let mut p = RandomParams {
+            n: out.shape.numel_known() as i64,
+            k0: seed as u32,
+            k1: (seed >> 32) as u32,
+            stream,
+            wide: (d == DType::F64) as i32,
+            bits: match d {
+                DType::F16 => 11,
+                DType::BF16 => 8,
+                _ => 24,
+            },
+            ..Default::default()
+        };
+        match *dist {
+            Distribution::Uniform { low, high } if d.is_float() => (p.dist, p.a, p.b) = (0, low, high),
+            Distribution::Normal { mean, stddev } if d.is_float() => (p.dist, p.a, p.b) = (2, mean, stddev),
+            Distribution::TruncatedNormal { mean, stddev } if d.is_float() => (p.dist, p.a, p.b) = (3, mean, stddev),
+            Distribution::UniformInt { low, high } if matches!(d, DType::I32 | DType::I64) && high > low => {
+                (p.dist, p.ilow, p.ihigh) = (1, low, high)
+            }
+            _ => return None,
+        }
+        Some(p)
+    }
 }
 
 /// An optimizer step over `dtype` ([`UpdateParams`]).
@@ -1542,6 +1586,42 @@ static void rv_emulate(unsigned gx, unsigned gy, unsigned bx, const std::functio
     }
 
     type NdLauncher = unsafe extern "C" fn(u32, u32, u32, GatherNdParams);
+    type RandomLauncher = unsafe extern "C" fn(u32, u32, u32, RandomParams);
+
+    /// The random kernel draws the CPU's numbers, its stream given by value
+    /// or read from memory (as a recorded graph's replays read it).
+    #[test]
+    fn random_kernel_reads_its_stream_from_memory_and_draws_the_cpus_numbers() {
+        use crate::op::creation::{Distribution, RandomStream};
+        let insts = [random(DType::F32), random(DType::F64), random(DType::I64)];
+        let Some(lib) = build("random", &insts) else { return };
+        let cases = [
+            (DType::F32, Distribution::Uniform { low: -1.0, high: 2.0 }),
+            (DType::F64, Distribution::Uniform { low: 0.0, high: 1.0 }),
+            (DType::I64, Distribution::UniformInt { low: -5, high: 1000 }),
+        ];
+        for ((inst, (dtype, dist)), stream) in insts.iter().zip(cases).zip([5u64, 0x1_0000_0003, 77]) {
+            let out = Meta::new(dtype, Shape::new(&[37]));
+            let want = bytes(&cpu().random(&dist, &out, 42, stream).expect("cpu"));
+            let p = RandomParams::new(&dist, &out, 42, stream).expect("the kernel draws it");
+            let blocks = 37usize.div_ceil(RandomStream::per_block(dtype, &dist)) as u32;
+            // SAFETY: the launcher's signature.
+            let f = unsafe { std::mem::transmute::<*mut c_void, RandomLauncher>(launcher(&lib, inst)) };
+            let word = stream;
+            for by_address in [false, true] {
+                let mut got = vec![0u8; 37 * dtype.size()];
+                let p = RandomParams {
+                    out: got.as_mut_ptr() as u64,
+                    stream: if by_address { 0 } else { stream },
+                    stream_at: if by_address { &word as *const u64 as u64 } else { 0 },
+                    ..p
+                };
+                // SAFETY: `got` holds the 37 elements; `word` outlives the call.
+                unsafe { f(blocks.min(3), 1, 32, p) };
+                assert_eq!(got, want, "{dtype} {dist:?}, stream read from memory: {by_address}");
+            }
+        }
+    }
     type TopKLauncher = unsafe extern "C" fn(u32, u32, u32, u64, u64, i64, i64, i32, u64, u64, u64);
 
     pub(crate) fn meta(v: &Value) -> Meta {

@@ -948,6 +948,29 @@ impl CudaBackend {
         self.run_program(Signature::Program(fingerprint(&program)), &program, &[y, bias], out)
     }
 
+    /// Samples of `dist` from the stream `(seed, stream)`, or with the
+    /// stream read from device memory at `stream_at` when the kernel runs.
+    fn draw(&self, dist: &Distribution, out: &Meta, seed: u64, stream: u64, stream_at: Option<u64>) -> Result<Value> {
+        let d = out.dtype;
+        let mut p = match (kernels::RandomParams::new(dist, out, seed, stream), stream_at) {
+            (Some(p), at) => kernels::RandomParams { stream_at: at.unwrap_or(0), ..p },
+            (None, Some(_)) => {
+                return Err(Error::unimplemented(format!("{dist:?} draws into {d} read no stream on the device")))
+            }
+            // Other pairings (float draws into integers...) as the CPU makes them.
+            (None, None) => return self.on_host(&[], |cpu, _| cpu.random(dist, out, seed, stream)),
+        };
+        let (value, ptr) = self.empty(out)?;
+        if p.n == 0 {
+            return Ok(value);
+        }
+        p.out = ptr;
+        let per = crate::op::creation::RandomStream::per_block(d, dist);
+        let blocks = (p.n as usize).div_ceil(per);
+        self.launch(kernels::random(d), (grid_for(blocks, self.gpu.multiprocessors), 1, 1), &mut [arg(&mut p)])?;
+        Ok(value)
+    }
+
     /// A convolution, pooling or one of their gradients: its [`window::Plan`]
     /// run step by step (a `FusedConv` adds its bias and activation after).
     fn window(&self, f: &WindowOp, inputs: &[&Value], out: &Meta) -> Result<Value> {
@@ -1295,41 +1318,11 @@ impl Backend for CudaBackend {
     }
 
     fn random(&self, dist: &Distribution, out: &Meta, seed: u64, stream: u64) -> Result<Value> {
-        let d = out.dtype;
-        let mut p = kernels::RandomParams {
-            n: out.shape.numel_known() as i64,
-            k0: seed as u32,
-            k1: (seed >> 32) as u32,
-            stream,
-            wide: (d == DType::F64) as i32,
-            bits: match d {
-                DType::F16 => 11,
-                DType::BF16 => 8,
-                _ => 24,
-            },
-            ..Default::default()
-        };
-        match *dist {
-            Distribution::Uniform { low, high } if d.is_float() => (p.dist, p.a, p.b) = (0, low, high),
-            Distribution::Normal { mean, stddev } if d.is_float() => (p.dist, p.a, p.b) = (2, mean, stddev),
-            Distribution::TruncatedNormal { mean, stddev } if d.is_float() => (p.dist, p.a, p.b) = (3, mean, stddev),
-            Distribution::UniformInt { low, high } if matches!(d, DType::I32 | DType::I64) && high > low => {
-                (p.dist, p.ilow, p.ihigh) = (1, low, high)
-            }
-            _ => {
-                // Other pairings (float draws into integers...) as the CPU makes them.
-                return self.on_host(&[], |cpu, _| cpu.random(dist, out, seed, stream));
-            }
-        }
-        let (value, ptr) = self.empty(out)?;
-        if p.n == 0 {
-            return Ok(value);
-        }
-        p.out = ptr;
-        let per = crate::op::creation::RandomStream::per_block(d, dist);
-        let blocks = (p.n as usize).div_ceil(per);
-        self.launch(kernels::random(d), (grid_for(blocks, self.gpu.multiprocessors), 1, 1), &mut [arg(&mut p)])?;
-        Ok(value)
+        self.draw(dist, out, seed, stream, None)
+    }
+
+    fn random_at(&self, dist: &Distribution, out: &Meta, seed: u64, stream_at: u64) -> Result<Value> {
+        self.draw(dist, out, seed, 0, Some(stream_at))
     }
 
     fn gather(&self, params: &Value, indices: &Value, axis: usize, batch_dims: usize, out: &Meta) -> Result<Value> {
