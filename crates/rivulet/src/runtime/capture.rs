@@ -292,14 +292,20 @@ struct Graph {
     variables: Vec<(NodeId, Recorded, bool)>,
     /// TensorFloat-32 as it was when the products were recorded.
     tf32: bool,
-    /// The random steps' counters and the device words their kernels read
-    /// the stream from, written before each launch.
-    random_streams: Vec<(Arc<AtomicU64>, Value)>,
+    /// The random steps' streams, written before each launch.
+    random_streams: RandomStreams,
     /// One replay at a time: they share the input and output buffers. It
     /// guards what each input buffer was last filled from (held, so it
     /// cannot change): a loop's captures and invariants are copied once.
     lock: Mutex<Vec<Option<Value>>>,
     replay: Box<dyn Replay>,
+}
+
+/// The random steps' counters, and the device words (one i64 each, in
+/// order) their kernels read the stream from.
+struct RandomStreams {
+    counters: Vec<Arc<AtomicU64>>,
+    words: Value,
 }
 
 /// A variable's value as a graph recorded it.
@@ -510,24 +516,23 @@ fn record(
     let tf32 = crate::backend::cuda::tensor_float_32_execution_enabled();
     // A device word per random step for its stream, filled before the
     // recording starts (a fill recorded into the graph would run after the
-    // word is written).
-    let mut random_streams = Vec::new();
+    // words are written).
+    let random: Vec<(usize, Arc<AtomicU64>)> =
+        seg.inside.iter().filter_map(|&k| Some((k, plan.steps[k].random_stream.clone()?))).collect();
+    let words = backend.assemble(&Meta::new(DType::I64, Shape::new(&[random.len()])), Scalar::I64(0), &[])?;
     let mut stream_at = vec![None; plan.steps.len()];
-    for &k in &seg.inside {
-        if let Some(counter) = &plan.steps[k].random_stream {
-            let word = backend.assemble(&Meta::new(DType::I64, Shape::scalar()), Scalar::I64(0), &[])?;
-            stream_at[k] = word.device_address();
-            random_streams.push((counter.clone(), word));
-        }
+    for (j, (k, _)) in random.iter().enumerate() {
+        stream_at[*k] = words.device_address().map(|a| a + 8 * j as u64);
     }
     if !backend.begin_capture()? {
         return restore(slots, NotRecorded::Never(format!("{} records no graphs", seg.device.short_name())));
     }
     let capturing = Capturing { backend, open: true };
-    if random_streams.iter().any(|(_, word)| word.device_address().is_none()) {
+    if !random.is_empty() && words.device_address().is_none() {
         drop(capturing);
-        return restore(slots, NotRecorded::Never("a random stream word is not in device memory".to_string()));
+        return restore(slots, NotRecorded::Never("the random streams' words are not in device memory".to_string()));
     }
+    let random_streams = RandomStreams { counters: random.into_iter().map(|(_, c)| c).collect(), words };
     let mut failed = None;
     for &k in &seg.inside {
         let mode = Mode { in_place_only: true, device_graphs: false, random_stream_at: stream_at[k] };
@@ -642,10 +647,13 @@ fn launch(
     // fetched (before anything else can change them).
     let ran = store.replay_guard(&vars, &fits, |variable| -> Result<Vec<(Slot, Value)>> {
         // This run's stream for each random step, as a run step by step
-        // would draw it.
-        for (counter, word) in &graph.random_streams {
-            let stream = counter.fetch_add(1, Ordering::Relaxed);
-            backend.copy_into(word, &Value::from_le_bytes(DType::I64, Shape::scalar(), &stream.to_le_bytes())?)?;
+        // would draw it: one copy for all.
+        let streams = &graph.random_streams;
+        if !streams.counters.is_empty() {
+            let bytes: Vec<u8> =
+                streams.counters.iter().flat_map(|c| c.fetch_add(1, Ordering::Relaxed).to_le_bytes()).collect();
+            backend
+                .copy_into(&streams.words, &Value::from_le_bytes(DType::I64, streams.words.shape().clone(), &bytes)?)?;
         }
         graph.replay.launch()?;
         let mut copies = Vec::new();

@@ -1587,6 +1587,7 @@ static void rv_emulate(unsigned gx, unsigned gy, unsigned bx, const std::functio
 
     type NdLauncher = unsafe extern "C" fn(u32, u32, u32, GatherNdParams);
     type RandomLauncher = unsafe extern "C" fn(u32, u32, u32, RandomParams);
+    type TopKLauncher = unsafe extern "C" fn(u32, u32, u32, u64, u64, i64, i64, i32, u64, u64, u64);
 
     /// The random kernel draws the CPU's numbers, its stream given by value
     /// or read from memory (as a recorded graph's replays read it).
@@ -1622,7 +1623,6 @@ static void rv_emulate(unsigned gx, unsigned gy, unsigned bx, const std::functio
             }
         }
     }
-    type TopKLauncher = unsafe extern "C" fn(u32, u32, u32, u64, u64, i64, i64, i32, u64, u64, u64);
 
     pub(crate) fn meta(v: &Value) -> Meta {
         Meta::new(v.dtype, v.shape().clone())

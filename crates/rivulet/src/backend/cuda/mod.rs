@@ -955,7 +955,10 @@ impl CudaBackend {
         let mut p = match (kernels::RandomParams::new(dist, out, seed, stream), stream_at) {
             (Some(p), at) => kernels::RandomParams { stream_at: at.unwrap_or(0), ..p },
             (None, Some(_)) => {
-                return Err(Error::unimplemented(format!("{dist:?} draws into {d} read no stream on the device")))
+                // Not Unimplemented: that would send it to the CPU, which cannot read the stream either.
+                return Err(Error::invalid(format!(
+                    "{dist:?} draws into {d} are not recorded in device graphs (their kernel reads no stream on the device)"
+                )));
             }
             // Other pairings (float draws into integers...) as the CPU makes them.
             (None, None) => return self.on_host(&[], |cpu, _| cpu.random(dist, out, seed, stream)),
