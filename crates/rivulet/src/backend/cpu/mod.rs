@@ -109,14 +109,19 @@ impl Backend for CpuBackend {
     }
 }
 
+/// The stream a random op draws here: the CPU records no device graphs, so
+/// a stream in device memory is an internal error.
+fn host_stream(ctx: &KernelCtx) -> Result<u64> {
+    match ctx.random_stream_at {
+        None => Ok(ctx.random_stream),
+        Some(_) => Err(Error::invalid("internal: a random stream in device memory reached the CPU")),
+    }
+}
+
 /// Run the kernel of `op` on values whose output metas are already inferred.
 pub(crate) fn execute(op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx) -> Result<SmallVec<[Value; 1]>> {
     let x = || inputs[0];
     let out = || &outs[0];
-    if ctx.random_stream_at.is_some() {
-        // Only a device graph being recorded reads its stream on the device.
-        return Err(Error::invalid("internal: a random stream in device memory reached the CPU"));
-    }
     let v: Value = match op {
         Op::Const { value } => super::transfer(&value.0, Device::CPU)?,
         Op::Placeholder { .. } => {
@@ -158,7 +163,7 @@ pub(crate) fn execute(op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx
         Op::Range { start, delta, .. } => creation::range(*start, *delta, out())?,
         Op::Linspace { start, stop, .. } => creation::linspace(*start, *stop, out())?,
         Op::Eye { rows, cols, dtype } => creation::eye(*rows, *cols, *dtype)?,
-        Op::Random { dist, shape, dtype, seed } => creation::random(dist, shape, *dtype, *seed, ctx.random_stream)?,
+        Op::Random { dist, shape, dtype, seed } => creation::random(dist, shape, *dtype, *seed, host_stream(ctx)?)?,
         Op::RandomLike { dist, seed } => match inputs.get(1) {
             Some(offset) => {
                 let off = elementwise::cast(offset, crate::tensor::DType::I64)?;
@@ -166,7 +171,7 @@ pub(crate) fn execute(op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx
                 let mixed = crate::op::creation::splitmix64(*seed ^ crate::op::creation::splitmix64(o as u64));
                 creation::random(dist, &out().shape, out().dtype, mixed, 0)?
             }
-            None => creation::random(dist, &out().shape, out().dtype, *seed, ctx.random_stream)?,
+            None => creation::random(dist, &out().shape, out().dtype, *seed, host_stream(ctx)?)?,
         },
         Op::Softmax { axis } => nn::softmax(x(), *axis, false)?,
         Op::LogSoftmax { axis } => nn::softmax(x(), *axis, true)?,

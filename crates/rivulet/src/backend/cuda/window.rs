@@ -8,8 +8,9 @@
 //! filter gradient is the transposed product summed over the blocks (cuBLAS
 //! adding into the result), the input gradient the product by the filter's
 //! transpose scattered back by `col2im`. Pooling and its gradients are one
-//! kernel each, gathering rather than scattering, so they add in a fixed
-//! order (the CPU's) with no atomics. The CUDA backend runs a plan; the
+//! kernel each (the max-pool gradient after a pass that writes each
+//! window's argmax), gathering rather than scattering, so they add in a
+//! fixed order (the CPU's) with no atomics. The CUDA backend runs a plan; the
 //! tests run the same plan on the host with the kernels emulated.
 
 use super::kernels::{WindowKernel, WindowParams};
@@ -216,33 +217,27 @@ fn one_launch(kernel: WindowKernel, g: &Geometry3, n: usize, y: Option<Buf>) -> 
 /// scratch (two elements each: room for a 64-bit index in f32 scratch),
 /// then one thread per input element finds the windows it won (the same
 /// sums in the same order as re-deciding each window, at O(1) a window).
-/// `outputs` is dy's size.
+/// `outputs` is dy's size; with no windows every gradient is zero.
 fn max_pool_grad(g: &Geometry3, inputs: usize, outputs: usize) -> Plan {
-    let mut plan = Plan::default();
-    if inputs == 0 {
-        return plan;
+    if inputs == 0 || outputs == 0 {
+        return Plan { zeroed: true, ..Default::default() };
     }
-    if outputs > 0 {
-        let params = WindowParams { n: outputs as i64, ..params(g, g.c) };
-        plan.steps.push(Step::Launch {
-            kernel: WindowKernel::PoolArgmax,
-            params,
-            x: Buf::X,
-            y: None,
-            out: Buf::Scratch,
-        });
-        plan.scratch = 2 * outputs;
+    let argmax = WindowParams { n: outputs as i64, ..params(g, g.c) };
+    let grad = WindowParams { n: inputs as i64, ..params(g, g.c) };
+    Plan {
+        steps: vec![
+            Step::Launch { kernel: WindowKernel::PoolArgmax, params: argmax, x: Buf::X, y: None, out: Buf::Scratch },
+            Step::Launch {
+                kernel: WindowKernel::PoolGrad(PoolKind::Max),
+                params: grad,
+                x: Buf::Scratch,
+                y: Some(Buf::Y),
+                out: Buf::Out,
+            },
+        ],
+        scratch: 2 * outputs,
+        ..Default::default()
     }
-    let params = WindowParams { n: inputs as i64, ..params(g, g.c) };
-    let args = if outputs > 0 { Buf::Scratch } else { Buf::X };
-    plan.steps.push(Step::Launch {
-        kernel: WindowKernel::PoolGrad(PoolKind::Max),
-        params,
-        x: args,
-        y: Some(Buf::Y),
-        out: Buf::Out,
-    });
-    plan
 }
 
 impl Plan {
