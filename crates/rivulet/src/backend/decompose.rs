@@ -71,8 +71,7 @@ fn region(shape: &Shape, begin: &[usize], size: &Shape) -> Layout {
     Layout { shape: size.clone(), strides: full.strides.clone(), offset }
 }
 
-/// The first element of a value: floats as f64, integers exactly as i64
-/// (a 64-bit seed offset through f64 would lose its low bits).
+/// The first element of a value: floats as f64, integers exactly as i64.
 fn first(be: &dyn Backend, v: &Value) -> Result<Scalar> {
     let host = be.download(v)?;
     let first = if v.dtype.is_float() {
@@ -127,11 +126,7 @@ pub(crate) fn run(be: &dyn Backend, op: &Op, inputs: &[&Value], outs: &[Meta], c
         Op::Range { start, delta, .. } => be.range(*start, *delta, out())?,
         Op::Random { dist, seed, .. } => draw(be, dist, out(), *seed, ctx)?,
         Op::RandomLike { dist, seed } => match inputs.get(1) {
-            Some(offset) => {
-                let o = first(be, offset)?.as_i64();
-                let mixed = crate::op::creation::splitmix64(*seed ^ crate::op::creation::splitmix64(o as u64));
-                be.random(dist, out(), mixed, 0)?
-            }
+            Some(offset) => be.random_offset(dist, out(), *seed, offset)?,
             None => draw(be, dist, out(), *seed, ctx)?,
         },
         Op::Gather { axis, batch_dims } => be.gather(inputs[0], inputs[1], *axis, *batch_dims, out())?,

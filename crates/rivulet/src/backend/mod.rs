@@ -95,6 +95,13 @@ pub(crate) trait Backend: Send + Sync {
         let _ = (dist, out, seed, stream_at);
         Err(Error::unimplemented(format!("{} reads no random stream from device memory", self.device())))
     }
+    /// [`Backend::random`] from stream 0 of the seed that `seed` and the
+    /// i64 scalar `offset` make ([`crate::op::creation::offset_seed`]). A backend that reads
+    /// `offset` where it lives has no host round trip, and a recorded
+    /// graph reads each replay's offset.
+    fn random_offset(&self, dist: &Distribution, out: &Meta, seed: u64, offset: &Value) -> Result<Value> {
+        random_offset_on_host(self, dist, out, seed, offset)
+    }
     /// Slices of `params` along `axis` picked by `indices` (TensorFlow's GatherV2).
     fn gather(&self, params: &Value, indices: &Value, axis: usize, batch_dims: usize, out: &Meta) -> Result<Value>;
     /// Slices of `params` picked by index vectors (the last axis of `indices`).
@@ -270,6 +277,22 @@ pub fn set_default_device(name: Option<&str>) -> Result<()> {
     };
     DEFAULT_DEVICE.store(bits, Ordering::Relaxed);
     Ok(())
+}
+
+/// [`Backend::random_offset`] with the offset read on the host (one round
+/// trip from the device).
+pub(crate) fn random_offset_on_host<B: Backend + ?Sized>(
+    be: &B,
+    dist: &Distribution,
+    out: &Meta,
+    seed: u64,
+    offset: &Value,
+) -> Result<Value> {
+    let host = cpu::elementwise::cast(&be.download(offset)?, DType::I64)?;
+    let Some(&o) = host.contiguous_slice::<i64>().and_then(|s| s.first()) else {
+        return Err(Error::invalid(format!("a random seed offset must be a scalar, got shape {}", offset.shape())));
+    };
+    be.random(dist, out, crate::op::creation::offset_seed(seed, o), 0)
 }
 
 /// Whether an op on these values belongs on the host even when automatic

@@ -37,6 +37,13 @@ impl Distribution {
     }
 }
 
+/// The seed of a random op seeded by `seed` and the value of an offset
+/// tensor (a step counter): one mix, the same on every device (the CUDA
+/// random kernel computes it where it reads the offset).
+pub(crate) fn offset_seed(seed: u64, offset: i64) -> u64 {
+    splitmix64(seed ^ splitmix64(offset as u64))
+}
+
 /// A strong 64-bit mix (Steele et al.'s SplitMix64 finaliser).
 pub(crate) fn splitmix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -23,11 +23,11 @@
 //!
 //! A random step's kernel reads its stream from a device word that is
 //! written before each launch with the step's next count, so each replay
-//! draws what a run step by step would.
+//! draws what a run step by step would. A random op seeded by a tensor (a
+//! step counter) reads that tensor on the device like any other input.
 //!
-//! Plans that cannot be replayed faithfully are never recorded: random ops
-//! seeded by a tensor, control flow, collectives, or host steps between
-//! device steps. A recording that fails (a kernel that would read
+//! Plans that cannot be replayed faithfully are never recorded: control
+//! flow, collectives, or host steps between device steps. A recording that fails (a kernel that would read
 //! back to the host, an in-place update over a shared buffer) changes
 //! nothing (an assignment or update over a shared buffer is refused before
 //! it queues anything): the run goes on step by step and the plan is not
@@ -40,7 +40,7 @@ use super::store::VariableStore;
 use crate::backend::{self, Replay};
 use crate::error::{Error, Result};
 use crate::graph::NodeId;
-use crate::op::{Meta, Op};
+use crate::op::Meta;
 use crate::tensor::layout::Layout;
 use crate::tensor::{DType, Device, Scalar, Shape, Value};
 use parking_lot::Mutex;
@@ -113,14 +113,6 @@ pub(crate) fn segment(plan: &Plan) -> std::result::Result<Segment, String> {
         }
         if st.has_collective() {
             return Err(format!("a collective ({})", name(k)));
-        }
-        if st.device != device {
-            continue;
-        }
-        // A random op's stream is read on the device, rewritten before each
-        // replay; one seeded by a tensor would bake in the recorded run's seed.
-        if matches!(st.op, Op::RandomLike { .. }) && st.inputs.len() > 1 {
-            return Err(format!("a random op seeded by a tensor on the device ({})", name(k)));
         }
     }
     let on_device: Vec<bool> = steps.iter().map(|s| s.device == device).collect();
@@ -684,6 +676,7 @@ fn launch(
 mod tests {
     use super::*;
     use crate::graph::{Graph, Operation, Tensor};
+    use crate::op::Op;
     use crate::runtime::{Session, Variable};
     use crate::{ops, Axes};
 
@@ -878,6 +871,45 @@ mod tests {
         Ok(())
     }
 
+    /// A random step seeded by a tensor (Dropout's step counter) is
+    /// recorded with the rest: it reads the offset like any other input,
+    /// so each run draws from the counter's value then.
+    #[test]
+    fn random_steps_seeded_by_a_tensor_are_recorded_and_follow_it() -> Result<()> {
+        let mut runs = Vec::new();
+        for device in ["/cpu:0", REF] {
+            let g = Graph::new();
+            let (r, bump, x_in) = crate::device(device, || -> Result<(Tensor, Tensor, Tensor)> {
+                let x = g.placeholder("x", DType::F32, [4, 4])?;
+                let counter = Variable::in_graph(&g, "counter", &Tensor::scalar(0x2545_F491_4F6C_DD1Di64), false)?;
+                let offset = ops::add(&counter.read(), &g.constant(Tensor::scalar(-7i64))?)?;
+                let r = ops::random_uniform_like_offset(&ops::exp(&x)?, 0.0, 1.0, 5, &offset)?;
+                Ok((r, counter.assign_add(&Tensor::scalar(1i64))?, x))
+            })??;
+            let s = Session::new(&g);
+            s.run_targets(&[&g.global_variables_initializer()?])?;
+            let x = Tensor::from_vec((0..16).map(|i| i as f32 / 8.0 - 1.0).collect::<Vec<_>>(), [4, 4])?;
+            if device == REF {
+                let plan = s.plan_for(&[&r], &[(&x_in, &x)], &[])?;
+                let seg = segment(&plan).map_err(Error::graph)?;
+                let random = plan.steps.iter().position(|st| matches!(st.op, Op::RandomLike { .. })).expect("a draw");
+                assert!(seg.inside.contains(&random), "the seeded draw is recorded with the rest");
+            }
+            let mut masks = Vec::new();
+            for _ in 0..3 {
+                // Twice per counter value: the same numbers; then the next value.
+                let a = s.run(&[&r], &[(&x_in, &x)])?[0].to_vec::<f32>()?;
+                assert_eq!(a, s.run(&[&r], &[(&x_in, &x)])?[0].to_vec::<f32>()?, "{device}: the same offset");
+                masks.push(a);
+                s.run(&[&bump], &[])?;
+            }
+            assert!(masks.windows(2).all(|w| w[0] != w[1]), "{device}: a new offset draws anew");
+            runs.push(masks);
+        }
+        assert_eq!(runs[0], runs[1], "the reference device draws the CPU's numbers");
+        Ok(())
+    }
+
     #[test]
     fn plans_a_replay_would_not_repeat_faithfully_are_never_recorded() -> Result<()> {
         let why = |g: &Graph, fetch: &Tensor| -> Result<String> {
@@ -886,14 +918,6 @@ mod tests {
             let plan = s.plan_for(&[fetch], &[], &[])?;
             Ok(segment(&plan).err().unwrap_or_default())
         };
-        // Random numbers seeded by a tensor: a replay would keep the recorded run's seed.
-        let g = Graph::new();
-        let r = crate::device(REF, || -> Result<Tensor> {
-            let x = g.constant(Tensor::ones([4, 4], DType::F32)?)?;
-            let offset = g.constant(Tensor::scalar(7i64))?;
-            ops::random_uniform_like_offset(&x, 0.0, 1.0, 3, &offset)
-        })??;
-        assert!(why(&g, &r)?.contains("random op seeded by a tensor"), "{}", why(&g, &r)?);
         // A host step between device steps.
         let g = Graph::new();
         let out = crate::device(REF, || -> Result<Tensor> {

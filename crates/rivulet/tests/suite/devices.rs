@@ -1373,7 +1373,9 @@ fn placement_with_the_reference_device_as_default() -> Result<()> {
 }
 
 /// Dropout in a recorded step: each replay reads its stream from the
-/// device, so the masks, losses and weights are those of runs step by step.
+/// device, and a draw seeded by a step counter (as the `Dropout` layer
+/// draws) reads the counter there, so the masks, losses and weights are
+/// those of runs step by step.
 #[test]
 fn a_replayed_step_with_dropout_draws_what_runs_step_by_step_draw() -> Result<()> {
     if !have_gpu("a_replayed_step_with_dropout_draws_what_runs_step_by_step_draw") {
@@ -1391,8 +1393,12 @@ fn a_replayed_step_with_dropout_draws_what_runs_step_by_step_draw() -> Result<()
             let x = g.placeholder("x", DType::F32, [8, 16])?;
             let y = g.placeholder("y", DType::I32, [8])?;
             let v = rivulet::Variable::in_graph(&g, "w", &w0, true)?;
-            let dropped = ops::dropout(&x, 0.5, Some(11))?;
-            let logits = ops::matmul(&dropped, &v.read())?;
+            let counter = rivulet::Variable::in_graph(&g, "counter", &Tensor::scalar(0x2545_F491_4F6C_DD1Di64), false)?;
+            let bumped = counter.assign_add(&Tensor::scalar(1i64))?;
+            let keep = ops::greater_equal(&ops::random_uniform_like_offset(&x, 0.0, 1.0, 13, &bumped)?, 0.5)?;
+            let by_counter = ops::mul(&x, &ops::cast(&keep, DType::F32)?)?;
+            let dropped = ops::concat(&[&ops::dropout(&x, 0.5, Some(11))?, &by_counter], 1)?;
+            let logits = ops::matmul(&dropped, &ops::concat(&[&v.read(), &v.read()], 0)?)?;
             let loss =
                 ops::mean(&ops::sparse_softmax_cross_entropy_with_logits(&y, &logits)?, rivulet::Axes::All, false)?;
             let train = rivulet::nn::Optimizer::sgd(0.1).minimize(&loss, &[&v])?;

@@ -165,12 +165,7 @@ pub(crate) fn execute(op: &Op, inputs: &[&Value], outs: &[Meta], ctx: &KernelCtx
         Op::Eye { rows, cols, dtype } => creation::eye(*rows, *cols, *dtype)?,
         Op::Random { dist, shape, dtype, seed } => creation::random(dist, shape, *dtype, *seed, host_stream(ctx)?)?,
         Op::RandomLike { dist, seed } => match inputs.get(1) {
-            Some(offset) => {
-                let off = elementwise::cast(offset, crate::tensor::DType::I64)?;
-                let o = off.contiguous_slice::<i64>().and_then(|s| s.first().copied()).unwrap_or(0);
-                let mixed = crate::op::creation::splitmix64(*seed ^ crate::op::creation::splitmix64(o as u64));
-                creation::random(dist, &out().shape, out().dtype, mixed, 0)?
-            }
+            Some(offset) => CpuBackend.random_offset(dist, out(), *seed, offset)?,
             None => creation::random(dist, &out().shape, out().dtype, *seed, host_stream(ctx)?)?,
         },
         Op::Softmax { axis } => nn::softmax(x(), *axis, false)?,

@@ -320,7 +320,9 @@ __device__ void softmax(const T* in, T* out, long long L) {
    functions may differ in the last bit). dist 0 uniform, 1 uniform int,
    2 normal, 3 truncated normal; `wide` for f64; `bits` 11 (f16) or 8 (bf16)
    for uniforms, else 24. The stream is read from `stream_at` where set (a
-   recorded graph's replays each draw new numbers). */
+   recorded graph's replays each draw new numbers), and an offset that
+   makes the seed from `seed_at` (a step counter on the device, read
+   without a host round trip). */
 struct RvRandom {
     void* out;
     long long n;
@@ -330,7 +332,15 @@ struct RvRandom {
     long long ilow, ihigh;
     int dist, wide, bits;
     const unsigned long long* stream_at;
+    const long long* seed_at;
 };
+/* The seed a tensor offset makes with the op's own: op::creation::offset_seed. */
+__device__ __forceinline__ unsigned long long rv_splitmix64(unsigned long long z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
 __device__ __forceinline__ void rv_philox(unsigned int c[4], unsigned int k0, unsigned int k1) {
     for (int r = 0; r < 10; ++r) {
         unsigned long long p0 = 0xD2511F53ull * c[0], p1 = 0xCD9E8D57ull * c[2];
@@ -360,6 +370,12 @@ template <class T>
 __device__ void random(const RvRandom given) {
     RvRandom p = given;
     if (p.stream_at) p.stream = *p.stream_at;
+    if (p.seed_at) {
+        unsigned long long seed = ((unsigned long long)p.k1 << 32) | p.k0;
+        seed = rv_splitmix64(seed ^ rv_splitmix64((unsigned long long)*p.seed_at));
+        p.k0 = (unsigned int)seed;
+        p.k1 = (unsigned int)(seed >> 32);
+    }
     const int per = p.dist == 3 ? 1 : ((p.wide || p.dist == 1) ? 2 : 4);
     const long long blocks = (p.n + per - 1) / per;
     T* out = (T*)p.out;
@@ -1215,7 +1231,11 @@ pub(crate) struct RandomParams {
     pub dist: i32,
     pub wide: i32,
     pub bits: i32,
+    /// Where the stream is read when the kernel runs (0: `stream`).
     pub stream_at: u64,
+    /// Where an i64 offset is read when the kernel runs, to make the seed
+    /// with `k0`/`k1` as [`crate::op::creation::offset_seed`] does (0: none).
+    pub seed_at: u64,
 }
 
 impl RandomParams {
@@ -1590,9 +1610,10 @@ static void rv_emulate(unsigned gx, unsigned gy, unsigned bx, const std::functio
     type TopKLauncher = unsafe extern "C" fn(u32, u32, u32, u64, u64, i64, i64, i32, u64, u64, u64);
 
     /// The random kernel draws the CPU's numbers, its stream given by value
-    /// or read from memory (as a recorded graph's replays read it).
+    /// or read from memory (as a recorded graph's replays read it), and its
+    /// seed mixed with an offset read from memory.
     #[test]
-    fn random_kernel_reads_its_stream_from_memory_and_draws_the_cpus_numbers() {
+    fn random_kernel_reads_its_stream_and_seed_offset_from_memory_and_draws_the_cpus_numbers() {
         use crate::op::creation::{Distribution, RandomStream};
         let insts = [random(DType::F32), random(DType::F64), random(DType::I64)];
         let Some(lib) = build("random", &insts) else { return };
@@ -1620,6 +1641,23 @@ static void rv_emulate(unsigned gx, unsigned gy, unsigned bx, const std::functio
                 // SAFETY: `got` holds the 37 elements; `word` outlives the call.
                 unsafe { f(blocks.min(3), 1, 32, p) };
                 assert_eq!(got, want, "{dtype} {dist:?}, stream read from memory: {by_address}");
+            }
+            // Seeded by an offset read from memory (Dropout's step counter,
+            // past 2^53 and negative too): the CPU's numbers for the seed
+            // `offset_seed` makes, from stream 0.
+            for offset in [0i64, -3, 0x2545_F491_4F6C_DD1D] {
+                let seed = crate::op::creation::offset_seed(42, offset);
+                let want = bytes(&cpu().random(&dist, &out, seed, 0).expect("cpu"));
+                let mut got = vec![0u8; 37 * dtype.size()];
+                let p = RandomParams {
+                    out: got.as_mut_ptr() as u64,
+                    stream: 0,
+                    seed_at: &offset as *const i64 as u64,
+                    ..RandomParams::new(&dist, &out, 42, 0).expect("the kernel draws it")
+                };
+                // SAFETY: `got` holds the 37 elements; `offset` outlives the call.
+                unsafe { f(blocks.min(3), 1, 32, p) };
+                assert_eq!(got, want, "{dtype} {dist:?}, seeded by the offset {offset}");
             }
         }
     }

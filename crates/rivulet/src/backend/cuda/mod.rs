@@ -952,7 +952,7 @@ impl CudaBackend {
     /// stream read from device memory at `stream_at` when the kernel runs.
     fn draw(&self, dist: &Distribution, out: &Meta, seed: u64, stream: u64, stream_at: Option<u64>) -> Result<Value> {
         let d = out.dtype;
-        let mut p = match (kernels::RandomParams::new(dist, out, seed, stream), stream_at) {
+        let p = match (kernels::RandomParams::new(dist, out, seed, stream), stream_at) {
             (Some(p), at) => kernels::RandomParams { stream_at: at.unwrap_or(0), ..p },
             (None, Some(_)) => {
                 // Not Unimplemented: that would send it to the CPU, which cannot read the stream either.
@@ -963,14 +963,23 @@ impl CudaBackend {
             // Other pairings (float draws into integers...) as the CPU makes them.
             (None, None) => return self.on_host(&[], |cpu, _| cpu.random(dist, out, seed, stream)),
         };
+        self.launch_random(p, dist, out)
+    }
+
+    /// The random kernel drawing `dist` with `p` (its output allocated here).
+    fn launch_random(&self, mut p: kernels::RandomParams, dist: &Distribution, out: &Meta) -> Result<Value> {
         let (value, ptr) = self.empty(out)?;
         if p.n == 0 {
             return Ok(value);
         }
         p.out = ptr;
-        let per = crate::op::creation::RandomStream::per_block(d, dist);
+        let per = crate::op::creation::RandomStream::per_block(out.dtype, dist);
         let blocks = (p.n as usize).div_ceil(per);
-        self.launch(kernels::random(d), (grid_for(blocks, self.gpu.multiprocessors), 1, 1), &mut [arg(&mut p)])?;
+        self.launch(
+            kernels::random(out.dtype),
+            (grid_for(blocks, self.gpu.multiprocessors), 1, 1),
+            &mut [arg(&mut p)],
+        )?;
         Ok(value)
     }
 
@@ -1326,6 +1335,17 @@ impl Backend for CudaBackend {
 
     fn random_at(&self, dist: &Distribution, out: &Meta, seed: u64, stream_at: u64) -> Result<Value> {
         self.draw(dist, out, seed, 0, Some(stream_at))
+    }
+
+    fn random_offset(&self, dist: &Distribution, out: &Meta, seed: u64, offset: &Value) -> Result<Value> {
+        if offset.dtype != DType::I64 || offset.numel() != 1 {
+            return crate::backend::random_offset_on_host(self, dist, out, seed, offset);
+        }
+        match kernels::RandomParams::new(dist, out, seed, 0) {
+            Some(p) => self.launch_random(kernels::RandomParams { seed_at: address(offset)?, ..p }, dist, out),
+            // Draws the kernel does not make, from the offset read on the host.
+            None => crate::backend::random_offset_on_host(self, dist, out, seed, offset),
+        }
     }
 
     fn gather(&self, params: &Value, indices: &Value, axis: usize, batch_dims: usize, out: &Meta) -> Result<Value> {
