@@ -257,11 +257,14 @@ impl Layer for Dropout {
         }
         let state = self.state(x)?;
         let step = Tensor::from([0i64, 1]);
-        // offset = seed * K + calls (wrapping), a different stream per call.
+        // offset = seed * K + calls (wrapping), a different stream per call,
+        // computed where the state lives: on [1]-shaped halves, since ops
+        // on integer scalars run on the host (a GPU draw would wait for a
+        // round trip, and a recorded step could not hold it).
         let draw = |s: &Tensor| -> Result<Tensor> {
-            let parts = ops::unstack(s, 0)?;
-            let offset = ops::add(&ops::mul(&parts[0], 0x2545_F491_4F6C_DD1Di64)?, &parts[1])?;
-            ops::random_uniform_like_offset(x, 0.0, 1.0, 0x0D50_D5E1, &offset)
+            let halves = ops::split(s, 2, 0)?;
+            let offset = ops::add(&ops::mul(&halves[0], 0x2545_F491_4F6C_DD1Di64)?, &halves[1])?;
+            ops::random_uniform_like_offset(x, 0.0, 1.0, 0x0D50_D5E1, &ops::reshape(&offset, &[])?)
         };
         let mask = if let (true, Some(g)) = (state.is_graph(), x.graph()) {
             // A graph layer (TensorFlow 1): draw from the state, then count

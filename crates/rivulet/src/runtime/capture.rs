@@ -27,11 +27,11 @@
 //! step counter) reads that tensor on the device like any other input.
 //!
 //! Plans that cannot be replayed faithfully are never recorded: control
-//! flow, collectives, or host steps between device steps. A recording that fails (a kernel that would read
-//! back to the host, an in-place update over a shared buffer) changes
-//! nothing (an assignment or update over a shared buffer is refused before
-//! it queues anything): the run goes on step by step and the plan is not
-//! recorded again. `RIVULET_CUDA_GRAPHS=0` or [`enable_graph_capture`] turns
+//! flow, collectives, or host steps between device steps. A recording
+//! that fails (a kernel that would read back to the host, an in-place
+//! update over a shared buffer) changes nothing (an assignment or update
+//! over a shared buffer is refused before it queues anything): the run
+//! goes on step by step and the plan is not recorded again. `RIVULET_CUDA_GRAPHS=0` or [`enable_graph_capture`] turns
 //! recording off.
 
 use super::plan::{Plan, Slot, Stateful};
@@ -907,6 +907,40 @@ mod tests {
             runs.push(masks);
         }
         assert_eq!(runs[0], runs[1], "the reference device draws the CPU's numbers");
+        Ok(())
+    }
+
+    /// The `Dropout` layer's draw in a graph waits for no op on integer
+    /// scalars: those run on the host when placed on a GPU, which would
+    /// put host work on device results before a device step, and the
+    /// training step could not be recorded.
+    #[test]
+    fn the_dropout_layers_offset_is_computed_on_the_states_device() -> Result<()> {
+        use crate::nn::layers::{Dropout, Layer};
+        let g = Graph::new();
+        let x = g.placeholder("x", DType::F32, [4, 8])?;
+        Dropout::new(0.5)?.call(&x, true)?;
+        let nodes = g.nodes();
+        let draw = nodes.iter().position(|n| matches!(n.op, Op::RandomLike { .. })).expect("a draw");
+        let mut ancestors = std::collections::BTreeSet::new();
+        let mut stack = vec![draw];
+        while let Some(i) = stack.pop() {
+            for e in &nodes[i].inputs {
+                if ancestors.insert(e.node) {
+                    stack.push(e.node);
+                }
+            }
+        }
+        assert!(ancestors.len() > 3, "the draw reads the state through its offset");
+        for &i in &ancestors {
+            let n = &nodes[i];
+            let inputs: Vec<Meta> = n.inputs.iter().map(|e| nodes[e.node].outputs[e.index].clone()).collect();
+            // Constants and placeholders read nothing from the device.
+            if !inputs.is_empty() {
+                let host = backend::host_scalars(&inputs, &n.outputs);
+                assert!(!host, "{} ({}) runs on the host between the state and the draw", n.name, n.op.type_name());
+            }
+        }
         Ok(())
     }
 

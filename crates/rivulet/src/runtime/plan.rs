@@ -350,7 +350,10 @@ fn lower(
             let mut reads: SmallVec<[Slot; 4]> = inputs.clone();
             reads.sort_unstable();
             reads.dedup();
-            let random = matches!(node.op, Op::Random { .. } | Op::RandomLike { .. });
+            // A run count for draws seeded by a number (one seeded by a
+            // tensor takes its stream from that tensor).
+            let random = matches!(node.op, Op::Random { .. })
+                || matches!(node.op, Op::RandomLike { .. }) && node.inputs.len() == 1;
             let inferred = match stateful {
                 Stateful::No => Inferred::of(ir, node),
                 _ => None,

@@ -1423,6 +1423,61 @@ fn a_replayed_step_with_dropout_draws_what_runs_step_by_step_draw() -> Result<()
     Ok(())
 }
 
+/// The `Dropout` layer in a graph training step on the GPU: the step is
+/// recorded (its mask's offset is computed on the device), and the
+/// replays draw the masks, losses and weights of runs step by step.
+#[test]
+fn a_training_step_with_a_dropout_layer_is_replayed_and_draws_what_runs_step_by_step_draw() -> Result<()> {
+    use rivulet::nn::{Dropout, Layer};
+    if !have_gpu("a_training_step_with_a_dropout_layer_is_replayed_and_draws_what_runs_step_by_step_draw") {
+        return Ok(());
+    }
+    rivulet::enable_tensor_float_32_execution(false);
+    let mut rng = Rng(13);
+    let w0 = f32s(&mut rng, &[16, 4], -0.3, 0.3);
+    let xb = f32s(&mut rng, &[8, 16], -1.0, 1.0);
+    let yb = Tensor::from_slice(&[0i32, 1, 2, 3, 3, 2, 1, 0], [8])?;
+    let mut runs = Vec::new();
+    for device_graphs in [true, false] {
+        let g = Graph::new();
+        let layer = Dropout::new(0.5)?;
+        let (x, y, loss, train, v, dropped) = rivulet::device("/gpu:0", || -> Result<_> {
+            let x = g.placeholder("x", DType::F32, [8, 16])?;
+            let y = g.placeholder("y", DType::I32, [8])?;
+            let v = rivulet::Variable::in_graph(&g, "w", &w0, true)?;
+            let dropped = layer.call(&x, true)?;
+            let logits = ops::matmul(&dropped, &v.read())?;
+            let loss =
+                ops::mean(&ops::sparse_softmax_cross_entropy_with_logits(&y, &logits)?, rivulet::Axes::All, false)?;
+            let train = rivulet::nn::Optimizer::sgd(0.1).minimize(&loss, &[&v])?;
+            Ok((x, y, loss, train, v, dropped))
+        })??;
+        let updates = layer.take_updates();
+        let mut targets: Vec<&rivulet::Operation> = updates.iter().collect();
+        targets.push(&train);
+        let s = Session::with_options(&g, rivulet::SessionOptions { device_graphs, ..Default::default() });
+        s.run_targets(&[&g.global_variables_initializer()?])?;
+        // The same random state in both sessions (each layer drew its own seed).
+        s.set_variable_value(&layer.variables()[0], &Tensor::from([77i64, 0]))?;
+        let (mut losses, mut masks) = (Vec::new(), Vec::new());
+        for k in 0..6 {
+            let out = s.run_with_targets(&[&loss, &dropped], &[(&x, &xb), (&y, &yb)], &targets)?;
+            losses.push(out[0].to_scalar::<f32>()?);
+            masks.push(out[1].to_vec::<f32>()?);
+            if k == 3 && device_graphs && rivulet::graph_capture_enabled() {
+                assert_eq!(s.graph_status(&[&loss, &dropped], &[&x, &y], &targets)?, rivulet::GraphStatus::Replaying);
+            }
+        }
+        assert!(masks.windows(2).all(|w| w[0] != w[1]), "each step draws a new mask");
+        let state = s.variable_value(&layer.variables()[0])?.to_vec::<i64>()?;
+        assert_eq!(state, vec![77, 6], "one call counted per step");
+        runs.push((losses, masks, s.variable_value(&v)?.to_vec::<f32>()?));
+    }
+    rivulet::enable_tensor_float_32_execution(true);
+    assert_eq!(runs[0], runs[1], "replayed and step by step");
+    Ok(())
+}
+
 /// A training step replayed as a CUDA graph gives the bits of the same
 /// session run step by step, with a fresh batch each run (the graph's
 /// inputs refilled); fetched losses stay what they were after later
