@@ -448,6 +448,36 @@ fn registry() -> Vec<Case> {
         true,
         |_, x| Ok(vec![ops::relu(&ops::add(&ops::matmul(&x[0], &x[1])?, &x[2])?)?]),
     ));
+    // The fused product's other forms (one cuBLASLt launch on the GPU): a
+    // bias alone with stored-transposed weights, and a batch over shared weights.
+    cases.push(case(
+        "dense layer, transposed weights, no activation",
+        vec![f32s(&mut rng, &[5, 7], -1.0, 1.0), f32s(&mut rng, &[3, 7], -1.0, 1.0), f32s(&mut rng, &[3], -1.0, 1.0)],
+        true,
+        |_, x| Ok(vec![ops::add(&ops::matmul_t(&x[0], &x[1], false, true)?, &x[2])?]),
+    ));
+    cases.push(case(
+        "dense layer over a batch",
+        vec![
+            f32s(&mut rng, &[2, 4, 6], -1.0, 1.0),
+            f32s(&mut rng, &[6, 5], -1.0, 1.0),
+            f32s(&mut rng, &[5], -1.0, 1.0),
+        ],
+        true,
+        |_, x| Ok(vec![ops::relu(&ops::add(&ops::matmul(&x[0], &x[1])?, &x[2])?)?]),
+    ));
+    // NaN and infinities through the fused ReLU: NaN stays NaN, as the
+    // unfused ops give it.
+    cases.push(case(
+        "dense layer with NaN and infinities",
+        vec![
+            Tensor::from_slice(&[1.0f32, f32::NAN, 0.5, -2.0, f32::INFINITY, 1.0, 0.25, -0.5, 3.0], [3, 3]).unwrap(),
+            Tensor::from_slice(&[1.0f32, -1.0, 0.5, 2.0, 0.0, -0.25, -1.0, 1.0, 0.75], [3, 3]).unwrap(),
+            Tensor::from_slice(&[0.5f32, -0.5, f32::NAN], [3]).unwrap(),
+        ],
+        false,
+        |_, x| Ok(vec![ops::relu(&ops::add(&ops::matmul(&x[0], &x[1])?, &x[2])?)?]),
+    ));
     cases
 }
 

@@ -17,6 +17,7 @@
 //! the same way.
 
 use super::allocator::{Block, CachingAllocator, DeviceMemory, MemoryStats, PRIVATE_POOL};
+use super::blaslt::BlasLt;
 use super::staging::{Staging, StagingDevice, SLOTS};
 use crate::error::{Error, Result};
 use crate::tensor::storage::{DeviceAllocation, HostBuffer};
@@ -125,6 +126,14 @@ pub(crate) struct Blas(pub cudarc::cublas::sys::cublasHandle_t);
 // keeps its use to one at a time.
 unsafe impl Send for Blas {}
 
+/// Whether cuBLASLt was opened.
+enum LtState {
+    Unopened,
+    Open(BlasLt),
+    /// libcublasLt is missing: fused products keep two launches.
+    Missing,
+}
+
 /// Copies of at least this many bytes go through the pinned slots (below,
 /// the driver's own staging of pageable memory costs as little).
 const STAGE_MIN: usize = 256 << 10;
@@ -226,6 +235,8 @@ pub(crate) struct Gpu {
     allocator: CachingAllocator<DriverMemory>,
     kernels: Mutex<FxHashMap<String, Function>>,
     blas: Mutex<Option<Blas>>,
+    /// cuBLASLt, for products with epilogues: opened on first use.
+    blas_lt: Mutex<LtState>,
     /// The stream cuBLAS was last bound to, and its workspace.
     blas_stream: Mutex<(usize, Option<GpuBuffer>)>,
     next_pool: AtomicU64,
@@ -271,6 +282,7 @@ impl Gpu {
             allocator,
             kernels: Mutex::new(FxHashMap::default()),
             blas: Mutex::new(None),
+            blas_lt: Mutex::new(LtState::Unopened),
             blas_stream: Mutex::new((0, None)),
             next_pool: AtomicU64::new(1),
             error_word,
@@ -527,20 +539,49 @@ impl Gpu {
         Ok(code)
     }
 
+    /// The workspace cuBLAS and cuBLASLt share (their launches are in
+    /// stream order), allocated on first use outside any capture.
+    fn blas_workspace(self: &Arc<Self>, what: &str) -> Result<u64> {
+        let mut bound = self.blas_stream.lock();
+        if bound.1.is_none() {
+            // Never from a graph's private pool.
+            self.not_capturing(what)?;
+            bound.1 = Some(self.alloc(BLAS_WORKSPACE)?);
+        }
+        Ok(bound.1.as_ref().map_or(0, GpuBuffer::ptr))
+    }
+
+    /// Run `f` with cuBLASLt (opened on first use), the shared workspace
+    /// and its size, and this thread's stream; `Ok(false)` without
+    /// libcublasLt.
+    pub(super) fn with_blas_lt(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut BlasLt, u64, usize, sys::CUstream) -> Result<bool>,
+    ) -> Result<bool> {
+        self.enter()?;
+        let workspace = self.blas_workspace("starting cuBLASLt")?;
+        let mut state = self.blas_lt.lock();
+        if matches!(*state, LtState::Unopened) {
+            *state = match BlasLt::open() {
+                Ok(lt) => LtState::Open(lt),
+                Err(e) => {
+                    log::info!("{e}: fused products use cuBLAS and a kernel");
+                    LtState::Missing
+                }
+            };
+        }
+        match &mut *state {
+            LtState::Open(lt) => f(lt, workspace, BLAS_WORKSPACE, self.stream()),
+            _ => Ok(false),
+        }
+    }
+
     /// Run `f` with the cuBLAS handle (made on first use, bound to this
     /// thread's stream with our workspace).
     pub fn with_blas<R>(self: &Arc<Self>, f: impl FnOnce(&Blas) -> Result<R>) -> Result<R> {
         use cudarc::cublas::sys as blas;
         self.enter()?;
-        let workspace = {
-            let mut bound = self.blas_stream.lock();
-            if bound.1.is_none() {
-                // Never from a graph's private pool.
-                self.not_capturing("starting cuBLAS")?;
-                bound.1 = Some(self.alloc(BLAS_WORKSPACE)?);
-            }
-            bound.1.as_ref().map_or(0, GpuBuffer::ptr)
-        };
+        let workspace = self.blas_workspace("starting cuBLAS")?;
         let mut guard = self.blas.lock();
         if guard.is_none() {
             // SAFETY: probe checked the library is present (see `super::available`).

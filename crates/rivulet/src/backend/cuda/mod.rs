@@ -17,6 +17,7 @@
 //! which recorded graphs rely on.
 
 pub(crate) mod allocator;
+pub(crate) mod blaslt;
 pub(crate) mod codegen;
 pub(crate) mod gpu;
 pub(crate) mod kernels;
@@ -922,9 +923,10 @@ impl CudaBackend {
         Ok(outs)
     }
 
-    /// `FusedMatMul`: the cuBLAS product, then bias and activation as one
-    /// generated kernel (two launches where the decomposition makes three,
-    /// with the same roundings).
+    /// `FusedMatMul`: one cuBLASLt launch where it has the epilogue (a
+    /// bias, or a bias then ReLU), else the cuBLAS product, then bias and
+    /// activation as one generated kernel (two launches where the
+    /// decomposition makes three, with the same roundings).
     fn fused_matmul(
         &self,
         inputs: &[&Value],
@@ -933,8 +935,100 @@ impl CudaBackend {
         activation: Option<UnaryOp>,
         out: &Meta,
     ) -> Result<Value> {
-        let y = self.matmul(inputs[0], inputs[1], ta, tb, out)?;
+        let epilogue = blaslt::Epilogue::of(activation).map(|e| (inputs[2], e));
+        let (y, fused) = self.product(inputs[0], inputs[1], ta, tb, out, epilogue)?;
+        if fused {
+            return Ok(y);
+        }
         self.bias_activation(&y, inputs[2], activation, out)
+    }
+
+    /// A matrix product, with `epilogue(product + bias)` fused on cuBLASLt
+    /// where it runs it: the value, and whether the epilogue ran.
+    fn product(
+        &self,
+        a: &Value,
+        b: &Value,
+        ta: bool,
+        tb: bool,
+        out: &Meta,
+        epilogue: Option<(&Value, blaslt::Epilogue)>,
+    ) -> Result<(Value, bool)> {
+        let (value, c_ptr) = self.empty(out)?;
+        let r = out.shape.rank();
+        let (m, n) = (out.shape[r - 2], out.shape[r - 1]);
+        let ar = a.shape().rank();
+        let k = if ta { a.shape()[ar - 2] } else { a.shape()[ar - 1] };
+        let batch: Vec<usize> = out.shape.dims()[..r - 2].to_vec();
+        let batches: usize = batch.iter().product();
+        if m == 0 || n == 0 || batches == 0 {
+            return Ok((value, false));
+        }
+        if k == 0 {
+            return Ok((self.assemble(out, Scalar::I64(0), &[])?, false));
+        }
+        let (av, a_flip, lda, sa) = self.matrix_operand(a, &batch)?;
+        let (bv, b_flip, ldb, sb) = self.matrix_operand(b, &batch)?;
+        let (pa, pb) = (address(&av)?, address(&bv)?);
+        let dt = out.dtype;
+        if !dt.is_float() {
+            // Strided integer kernel: element (i, p) of op(A) and (p, j) of op(B).
+            let at = ta ^ a_flip;
+            let bt = tb ^ b_flip;
+            // Row-major op(A)[i, p]: stored [i, p] (stride lda, 1) or transposed.
+            let (sam, sak) = if at { (1, lda) } else { (lda, 1) };
+            let (sbk, sbn) = if bt { (1, ldb) } else { (ldb, 1) };
+            let mut p = kernels::MatmulParams {
+                a: pa,
+                b: pb,
+                c: c_ptr,
+                batch: batches as i64,
+                m: m as i64,
+                n: n as i64,
+                k: k as i64,
+                sab: sa,
+                sam,
+                sak,
+                sbb: sb,
+                sbk,
+                sbn,
+            };
+            let total = batches * m * n;
+            self.launch(kernels::matmul(dt), (total.div_ceil(BLOCK as usize) as u32, 1, 1), &mut [arg(&mut p)])?;
+            return Ok((value, false));
+        }
+        let product = Gemm {
+            m,
+            n,
+            k,
+            a: pa,
+            lda: lda as usize,
+            sa: sa as usize,
+            ta: ta ^ a_flip,
+            b: pb,
+            ldb: ldb as usize,
+            sb: sb as usize,
+            tb: tb ^ b_flip,
+            c: c_ptr,
+            ldc: n,
+            sc: m * n,
+            batches,
+            accumulate: false,
+        };
+        let fused = match epilogue {
+            // A bias of another length is left to the kernel, which reports it.
+            Some((bias, e))
+                if dt == DType::F32 && bias.dtype == dt && bias.numel() == n && bias.layout.is_contiguous() =>
+            {
+                self.gpu.matmul_epilogue(&product, e, address(bias)?, tensor_float_32_execution_enabled())?
+            }
+            _ => false,
+        };
+        if !fused {
+            self.gemm(dt, &product)?;
+        }
+        drop((av, bv));
+        Ok((value, fused))
     }
 
     /// `activation(y + bias)` as one generated kernel: the epilogue of the
@@ -1175,70 +1269,7 @@ impl Backend for CudaBackend {
     }
 
     fn matmul(&self, a: &Value, b: &Value, ta: bool, tb: bool, out: &Meta) -> Result<Value> {
-        let (value, c_ptr) = self.empty(out)?;
-        let r = out.shape.rank();
-        let (m, n) = (out.shape[r - 2], out.shape[r - 1]);
-        let ar = a.shape().rank();
-        let k = if ta { a.shape()[ar - 2] } else { a.shape()[ar - 1] };
-        let batch: Vec<usize> = out.shape.dims()[..r - 2].to_vec();
-        let batches: usize = batch.iter().product();
-        if m == 0 || n == 0 || batches == 0 {
-            return Ok(value);
-        }
-        if k == 0 {
-            return self.assemble(out, Scalar::I64(0), &[]);
-        }
-        let (av, a_flip, lda, sa) = self.matrix_operand(a, &batch)?;
-        let (bv, b_flip, ldb, sb) = self.matrix_operand(b, &batch)?;
-        let (pa, pb) = (address(&av)?, address(&bv)?);
-        let dt = out.dtype;
-        if !dt.is_float() {
-            // Strided integer kernel: element (i, p) of op(A) and (p, j) of op(B).
-            let at = ta ^ a_flip;
-            let bt = tb ^ b_flip;
-            // Row-major op(A)[i, p]: stored [i, p] (stride lda, 1) or transposed.
-            let (sam, sak) = if at { (1, lda) } else { (lda, 1) };
-            let (sbk, sbn) = if bt { (1, ldb) } else { (ldb, 1) };
-            let mut p = kernels::MatmulParams {
-                a: pa,
-                b: pb,
-                c: c_ptr,
-                batch: batches as i64,
-                m: m as i64,
-                n: n as i64,
-                k: k as i64,
-                sab: sa,
-                sam,
-                sak,
-                sbb: sb,
-                sbk,
-                sbn,
-            };
-            let total = batches * m * n;
-            self.launch(kernels::matmul(dt), (total.div_ceil(BLOCK as usize) as u32, 1, 1), &mut [arg(&mut p)])?;
-            return Ok(value);
-        }
-        let product = Gemm {
-            m,
-            n,
-            k,
-            a: pa,
-            lda: lda as usize,
-            sa: sa as usize,
-            ta: ta ^ a_flip,
-            b: pb,
-            ldb: ldb as usize,
-            sb: sb as usize,
-            tb: tb ^ b_flip,
-            c: c_ptr,
-            ldc: n,
-            sc: m * n,
-            batches,
-            accumulate: false,
-        };
-        self.gemm(dt, &product)?;
-        drop((av, bv));
-        Ok(value)
+        Ok(self.product(a, b, ta, tb, out, None)?.0)
     }
 
     fn assemble(&self, out: &Meta, fill: Scalar, pieces: &[(Layout, &Value)]) -> Result<Value> {
