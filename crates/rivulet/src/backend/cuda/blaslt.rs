@@ -3,12 +3,14 @@
 //! a generated bias-and-activation kernel. TensorFlow's GPU `_FusedMatMul`
 //! runs on the same epilogues.
 //!
-//! cuBLASLt has epilogues for a bias alone and for a bias then ReLU (its
-//! GELU is the tanh form, not TensorFlow's exact one); other activations
-//! keep the two launches. A product is described once per shape,
+//! The bias epilogue is used; cuBLASLt's ReLU epilogue (`max(x, 0)`,
+//! NaN to 0 on NVIDIA GPUs, where Rivulet's ReLU keeps NaN) and GELU (the
+//! tanh form, not TensorFlow's exact one) are not, so products with an
+//! activation keep the two launches. `Epilogue::ReluBias` is kept for a
+//! GPU session to check and measure (`RIVULET_CUBLASLT=relu` turns it on;
+//! `RIVULET_CUBLASLT=0` turns every epilogue off). A product is described once per shape,
 //! alignment and TensorFloat-32 setting: its descriptors and the algorithm
 //! cuBLASLt's heuristic picks are cached, as are the shapes it refuses.
-//! `RIVULET_CUBLASLT=0` turns the epilogues off.
 
 use super::gpu::Gpu;
 use super::Gemm;
@@ -32,13 +34,19 @@ impl Epilogue {
     /// The epilogue computing `activation(product + bias)`, where cuBLASLt
     /// has one (and the epilogues are on).
     pub fn of(activation: Option<UnaryOp>) -> Option<Epilogue> {
-        if !enabled() {
-            return None;
-        }
-        match activation {
-            None => Some(Epilogue::Bias),
-            Some(UnaryOp::Relu) => Some(Epilogue::ReluBias),
-            Some(_) => None,
+        Epilogue::under(mode(), activation)
+    }
+
+    fn under(mode: Mode, activation: Option<UnaryOp>) -> Option<Epilogue> {
+        match (mode, activation) {
+            (Mode::Off, _) => None,
+            (_, None) => Some(Epilogue::Bias),
+            // cuBLASLt documents its ReLU as max(x, 0), which on NVIDIA
+            // GPUs turns NaN into 0; Rivulet's ReLU keeps NaN (as the
+            // unfused ops do), so ReLU stays in the generated kernel
+            // unless asked for.
+            (Mode::WithRelu, Some(UnaryOp::Relu)) => Some(Epilogue::ReluBias),
+            (_, Some(_)) => None,
         }
     }
 
@@ -50,10 +58,24 @@ impl Epilogue {
     }
 }
 
-/// Whether the epilogues are on (`RIVULET_CUBLASLT=0` turns them off).
-fn enabled() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("RIVULET_CUBLASLT").map_or(true, |v| v != "0"))
+/// Which epilogues run on cuBLASLt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// `RIVULET_CUBLASLT=0`: none.
+    Off,
+    /// The default: the bias alone.
+    Bias,
+    /// `RIVULET_CUBLASLT=relu`: the bias, and the bias then ReLU.
+    WithRelu,
+}
+
+fn mode() -> Mode {
+    static MODE: OnceLock<Mode> = OnceLock::new();
+    *MODE.get_or_init(|| match std::env::var("RIVULET_CUBLASLT").as_deref() {
+        Ok("0") => Mode::Off,
+        Ok("relu") => Mode::WithRelu,
+        _ => Mode::Bias,
+    })
 }
 
 /// One operand as cuBLASLt sees it: column-major, `rows × cols` with
@@ -118,6 +140,9 @@ pub(crate) fn alignment(address: u64) -> u32 {
     1u32 << address.trailing_zeros().min(8)
 }
 
+/// Cached products kept at most (then the cache starts again).
+const MAX_PLANS: usize = 1024;
+
 /// The bias alignment below which the epilogue is not used (cuBLASLt's
 /// vectorised bias loads).
 pub(crate) const BIAS_ALIGNMENT: u32 = 16;
@@ -128,8 +153,8 @@ struct Key {
     shape: LtShape,
     epilogue: Epilogue,
     tf32: bool,
-    /// Alignments of the first, second and output operands.
-    align: [u32; 3],
+    /// Alignments of the first, second and output operands, and the bias.
+    align: [u32; 4],
 }
 
 /// A product cuBLASLt agreed to run: its descriptors and algorithm.
@@ -157,12 +182,6 @@ fn check(what: &str, status: lt::cublasStatus_t) -> Result<()> {
         lt::cublasStatus_t::CUBLAS_STATUS_SUCCESS => Ok(()),
         s => Err(Error::device(format!("{what} failed: {s:?}"))),
     }
-}
-
-/// Whether a status means "not this product" rather than a fault: the
-/// caller falls back to cuBLAS and a kernel.
-fn refused(status: lt::cublasStatus_t) -> bool {
-    matches!(status, lt::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED | lt::cublasStatus_t::CUBLAS_STATUS_INVALID_VALUE)
 }
 
 impl BlasLt {
@@ -213,8 +232,9 @@ impl BlasLt {
             set_desc(D::CUBLASLT_MATMUL_DESC_TRANSB, &tb as *const i32 as _, 4)?;
             let epilogue = key.epilogue.code() as u32;
             set_desc(D::CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue as *const u32 as _, 4)?;
-            // The heuristic wants a bias pointer set; each launch sets its own.
-            let placeholder: u64 = 256;
+            // The heuristic sees a bias pointer of the launches' alignment;
+            // each launch sets its own.
+            let placeholder = key.align[3] as u64;
             set_desc(D::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &placeholder as *const u64 as _, 8)?;
             let matrices = [key.shape.first, key.shape.second, key.shape.out];
             for (layout, m) in plan.layouts.iter_mut().zip(matrices) {
@@ -305,9 +325,17 @@ impl BlasLt {
         if alignment(bias) < BIAS_ALIGNMENT {
             return Ok(false);
         }
-        let key = Key { shape, epilogue, tf32, align: [alignment(g.b), alignment(g.a), alignment(g.c)] };
+        let key =
+            Key { shape, epilogue, tf32, align: [alignment(g.b), alignment(g.a), alignment(g.c), alignment(bias)] };
         if !self.plans.contains_key(&key) {
-            let plan = self.describe(&key, workspace_bytes)?;
+            if self.plans.len() >= MAX_PLANS {
+                // Nothing queued reads a descriptor after it was queued.
+                self.plans.clear();
+            }
+            let plan = self.describe(&key, workspace_bytes).unwrap_or_else(|e| {
+                log::debug!("cuBLASLt: {}", e.message());
+                None
+            });
             self.plans.insert(key, plan);
         }
         let Some(Some(plan)) = self.plans.get(&key) else { return Ok(false) };
@@ -345,13 +373,17 @@ impl BlasLt {
                 stream as lt::cudaStream_t,
             )
         };
-        if refused(status) {
-            // Nothing was queued: remember, and let the caller fall back.
-            self.plans.insert(key, None);
-            return Ok(false);
+        match status {
+            lt::cublasStatus_t::CUBLAS_STATUS_SUCCESS => Ok(true),
+            // The launch itself failed: a fault, not a refusal.
+            lt::cublasStatus_t::CUBLAS_STATUS_EXECUTION_FAILED => check("cublasLtMatmul", status).map(|_| false),
+            _ => {
+                // Nothing was queued: remember, and let the caller fall back.
+                log::debug!("cuBLASLt refused a {epilogue:?} product of {shape:?}: {status:?}");
+                self.plans.insert(key, None);
+                Ok(false)
+            }
         }
-        check("cublasLtMatmul", status)?;
-        Ok(true)
     }
 }
 
@@ -490,14 +522,13 @@ mod tests {
     }
 
     #[test]
-    fn epilogues_cover_bias_and_relu_and_refuse_the_rest() {
-        if !enabled() {
-            return;
-        }
-        assert_eq!(Epilogue::of(None), Some(Epilogue::Bias));
-        assert_eq!(Epilogue::of(Some(UnaryOp::Relu)), Some(Epilogue::ReluBias));
+    fn epilogues_cover_the_bias_relu_only_when_asked_and_refuse_the_rest() {
+        assert_eq!(Epilogue::under(Mode::Bias, None), Some(Epilogue::Bias));
+        assert_eq!(Epilogue::under(Mode::Bias, Some(UnaryOp::Relu)), None, "NaN would become 0");
+        assert_eq!(Epilogue::under(Mode::WithRelu, Some(UnaryOp::Relu)), Some(Epilogue::ReluBias));
+        assert_eq!(Epilogue::under(Mode::Off, None), None);
         for f in [UnaryOp::Gelu, UnaryOp::Relu6, UnaryOp::Sigmoid, UnaryOp::Tanh, UnaryOp::Elu] {
-            assert_eq!(Epilogue::of(Some(f)), None, "{f:?}");
+            assert_eq!(Epilogue::under(Mode::WithRelu, Some(f)), None, "{f:?}");
         }
         // Accumulating products (filter gradients over blocks) keep cuBLAS.
         let g = Gemm {
