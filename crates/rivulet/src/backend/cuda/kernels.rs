@@ -1535,7 +1535,9 @@ pub(crate) mod emulated {
 #include <math.h>
 #include <string.h>
 #include <barrier>
+#include <algorithm>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -1556,9 +1558,27 @@ static inline double __longlong_as_double(long long u) { double f; memcpy(&f, &u
 static inline long long __double_as_longlong(double f) { long long u; memcpy(&u, &f, 8); return u; }
 template <class T> static inline T atomicAdd(T* p, T v) { std::lock_guard<std::mutex> g(rv_atomics); T o = *p; *p = o + v; return o; }
 static inline int atomicExch(int* p, int v) { std::lock_guard<std::mutex> g(rv_atomics); int o = *p; *p = v; return o; }
-/* Not emulated: kernels using them are not run here. */
-template <class T> static inline T __shfl_down_sync(unsigned, T v, int) { return v; }
-template <class T> static inline T __shfl_sync(unsigned, T v, int) { return v; }
+/* Warp shuffles: each lane posts its value, its warp meets, each lane
+   reads its source lane's, its warp meets again (before the slots are
+   reused). A source past the warp (or the block) gives the lane its own
+   value, as __shfl_down_sync does past the warp's width. */
+static std::vector<std::barrier<>*> rv_warps;
+static unsigned long long rv_lanes[1024][2];
+template <class T> static inline T rv_exchange(T v, unsigned src, bool inside) {
+    static_assert(sizeof(T) <= sizeof(rv_lanes[0]), "a shuffle moves at most 16 bytes");
+    unsigned t = threadIdx.x, warp = t / 32, from = warp * 32 + src;
+    memcpy(rv_lanes[t], &v, sizeof(T));
+    rv_warps[warp]->arrive_and_wait();
+    T r = v;
+    if (inside && from < blockDim.x) memcpy(&r, rv_lanes[from], sizeof(T));
+    rv_warps[warp]->arrive_and_wait();
+    return r;
+}
+template <class T> static inline T __shfl_down_sync(unsigned, T v, int d) {
+    unsigned lane = threadIdx.x % 32;
+    return rv_exchange(v, lane + d, lane + d < 32);
+}
+template <class T> static inline T __shfl_sync(unsigned, T v, int src) { return rv_exchange(v, (unsigned)src % 32, true); }
 static void rv_emulate(unsigned gx, unsigned gy, unsigned bx, const std::function<void()>& kernel) {
     gridDim = {gx, gy, 1};
     blockDim = {bx, 1, 1};
@@ -1567,9 +1587,20 @@ static void rv_emulate(unsigned gx, unsigned gy, unsigned bx, const std::functio
             blockIdx = {x, y, 0};
             std::barrier<> barrier(bx);
             rv_barrier = &barrier;
+            std::vector<std::unique_ptr<std::barrier<>>> warps;
+            rv_warps.clear();
+            for (unsigned w = 0; w * 32 < bx; ++w) {
+                warps.push_back(std::make_unique<std::barrier<>>(std::min(32u, bx - w * 32)));
+                rv_warps.push_back(warps.back().get());
+            }
             std::vector<std::thread> threads;
             for (unsigned t = 0; t < bx; ++t) {
-                threads.emplace_back([&, t] { threadIdx = {t, 0, 0}; kernel(); barrier.arrive_and_drop(); });
+                threads.emplace_back([&, t] {
+                    threadIdx = {t, 0, 0};
+                    kernel();
+                    rv_warps[t / 32]->arrive_and_drop();
+                    barrier.arrive_and_drop();
+                });
             }
             for (auto& t : threads) t.join();
         }
@@ -1608,6 +1639,228 @@ static void rv_emulate(unsigned gx, unsigned gy, unsigned bx, const std::functio
     type NdLauncher = unsafe extern "C" fn(u32, u32, u32, GatherNdParams);
     type RandomLauncher = unsafe extern "C" fn(u32, u32, u32, RandomParams);
     type TopKLauncher = unsafe extern "C" fn(u32, u32, u32, u64, u64, i64, i64, i32, u64, u64, u64);
+
+    type RowsLauncher = unsafe extern "C" fn(u32, u32, u32, u64, u64, i64, i64, i32, i64);
+    type ColsLauncher = unsafe extern "C" fn(u32, u32, u32, u64, u64, i64, i64, i64, i32, i64);
+    type AlongLauncher = unsafe extern "C" fn(u32, u32, u32, u64, u64, i64, i64, i64);
+    type ScanLauncher = unsafe extern "C" fn(u32, u32, u32, u64, u64, i64, i64, i64, i32, i32);
+    type SoftmaxLauncher = unsafe extern "C" fn(u32, u32, u32, u64, u64, i64);
+
+    /// Elements of `bytes` of `dtype`, widened.
+    fn decode(dtype: DType, bytes: &[u8]) -> Vec<f64> {
+        match dtype {
+            DType::F32 => bytes.chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
+            DType::F64 => bytes.chunks(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect(),
+            DType::I32 => bytes.chunks(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
+            DType::I64 => bytes.chunks(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
+            d => panic!("decode {d}"),
+        }
+    }
+
+    /// `got` and `want` alike: NaN where NaN, else within `tol` of the
+    /// scale (0: equal).
+    fn agree(what: &str, dtype: DType, got: &[u8], want: &[u8], tol: f64, scale: f64) {
+        let (g, w) = (decode(dtype, got), decode(dtype, want));
+        assert_eq!(g.len(), w.len(), "{what}: lengths");
+        for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+            let ok = (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= tol * scale;
+            assert!(ok, "{what}: element {i}: {a} on the emulated GPU, {b} on the CPU");
+        }
+    }
+
+    /// A reduction over axis 1 of `x` (`[outer, R]` or `[outer, R,
+    /// inner]`) as the CUDA backend launches it, with R in `parts`.
+    fn run_reduce(lib: &HostLibrary, f: ReduceOp, x: &Value, parts: usize, out: DType) -> Vec<u8> {
+        let d = x.shape().dims();
+        let (outer, r, inner) = (d[0], d[1], d.get(2).copied().unwrap_or(1));
+        let acc = acc_dtype(f, out);
+        let xs = bytes(x);
+        let total = outer * inner;
+        let mut result = vec![0u8; total * out.size()];
+        let mut partial = vec![0u8; total * parts * acc.size()];
+        let (o, pp, count) = (result.as_mut_ptr() as u64, partial.as_mut_ptr() as u64, r as i64);
+        // SAFETY: the launchers' signatures; every buffer is sized for its pass.
+        unsafe {
+            if d.len() == 2 {
+                let pass = |last: bool, input: DType| {
+                    std::mem::transmute::<*mut c_void, RowsLauncher>(launcher(lib, &reduce(f, true, input, out, last)))
+                };
+                if parts > 1 {
+                    let rows = (outer * parts) as u32;
+                    pass(false, x.dtype)(
+                        rows,
+                        1,
+                        256,
+                        xs.as_ptr() as u64,
+                        pp,
+                        outer as i64,
+                        r as i64,
+                        parts as i32,
+                        count,
+                    );
+                    pass(true, acc)(outer as u32, 1, 256, pp, o, outer as i64, parts as i64, 1, count);
+                } else {
+                    pass(true, x.dtype)(outer as u32, 1, 256, xs.as_ptr() as u64, o, outer as i64, r as i64, 1, count);
+                }
+            } else {
+                let pass = |last: bool, input: DType| {
+                    std::mem::transmute::<*mut c_void, ColsLauncher>(launcher(lib, &reduce(f, false, input, out, last)))
+                };
+                let blocks = total.div_ceil(256) as u32;
+                let (x0, o64, r64, i64_) = (xs.as_ptr() as u64, outer as i64, r as i64, inner as i64);
+                if parts > 1 {
+                    pass(false, x.dtype)(blocks, parts as u32, 256, x0, pp, o64, r64, i64_, parts as i32, count);
+                    pass(true, acc)(blocks, 1, 256, pp, o, 1, parts as i64, total as i64, 1, count);
+                } else {
+                    pass(true, x.dtype)(blocks, 1, 256, x0, o, o64, r64, i64_, 1, count);
+                }
+            }
+        }
+        result
+    }
+
+    /// Row and column reductions, in one pass and in parts (the second
+    /// pass over partials), with the warp-shuffle trees run lane by lane:
+    /// the CPU's values (floats within rounding, NaN where NaN; integers,
+    /// maxima and minima exactly).
+    #[test]
+    fn reductions_match_the_cpu_in_one_pass_and_in_parts() {
+        let cases: Vec<(ReduceOp, DType, DType)> = vec![
+            (ReduceOp::Sum, DType::F32, DType::F32),
+            (ReduceOp::Mean, DType::F32, DType::F32),
+            (ReduceOp::Max, DType::F32, DType::F32),
+            (ReduceOp::Min, DType::F32, DType::F32),
+            (ReduceOp::Sum, DType::F64, DType::F64),
+            (ReduceOp::Prod, DType::F64, DType::F64),
+            (ReduceOp::Sum, DType::I32, DType::I32),
+            (ReduceOp::Mean, DType::I32, DType::I32),
+            (ReduceOp::Max, DType::I64, DType::I64),
+            (ReduceOp::Min, DType::I64, DType::I64),
+        ];
+        let mut insts = Vec::new();
+        for &(f, input, out) in &cases {
+            for rows in [true, false] {
+                insts.push(reduce(f, rows, input, out, true));
+                insts.push(reduce(f, rows, input, out, false));
+                insts.push(reduce(f, rows, acc_dtype(f, out), out, true));
+            }
+        }
+        insts.sort_by(|a, b| a.name.cmp(&b.name));
+        insts.dedup_by(|a, b| a.name == b.name);
+        let Some(lib) = build("reduce", &insts) else { return };
+        for &(f, dtype, out) in &cases {
+            for shape in [vec![3, 1000], vec![2, 45], vec![4, 37, 5], vec![1, 300, 2]] {
+                let n: usize = shape.iter().product();
+                let data: Vec<f64> = (0..n)
+                    .map(|i| match dtype {
+                        // Sums past i32's range wrap.
+                        DType::I32 => [2_000_000_000.0, -7.0, 1_500_000_000.0, 3.0][i % 4],
+                        DType::I64 => ((i * 7919) % 1013) as f64 - 500.0,
+                        // Products near 1 stay finite.
+                        _ if f == ReduceOp::Prod => 1.0 + ((i * 13) % 7) as f64 * 0.001,
+                        _ if i == 77 => f64::NAN,
+                        _ => ((i * 7919) % 1013) as f64 / 101.0 - 5.0,
+                    })
+                    .collect();
+                let x = host(dtype, &shape, &data);
+                let mut out_shape = shape.clone();
+                out_shape.remove(1);
+                let meta = Meta::new(out, Shape::new(&out_shape));
+                let want = bytes(&cpu().reduce(f, &x, &[1], &meta).expect("cpu reduce"));
+                let scale: f64 = data.iter().filter(|v| v.is_finite()).map(|v| v.abs()).sum::<f64>().max(1.0);
+                let tol = match (f, out) {
+                    (ReduceOp::Max | ReduceOp::Min, _) | (_, DType::I32 | DType::I64) => 0.0,
+                    (_, DType::F32) => 1e-6,
+                    _ => 1e-14,
+                };
+                for parts in [1, 3] {
+                    let got = run_reduce(&lib, f, &x, parts, out);
+                    agree(&format!("{f:?} of {dtype}{shape:?} in {parts} part(s)"), out, &got, &want, tol, scale);
+                }
+            }
+        }
+    }
+
+    /// Softmax and log-softmax, one block a row with block-wide shuffle
+    /// reductions, rows shorter and longer than the block; arg reductions
+    /// and scans, a thread a column: the CPU's values.
+    #[test]
+    fn softmax_arg_reductions_and_scans_match_the_cpu() {
+        let mut insts = Vec::new();
+        for d in [DType::F32, DType::F64] {
+            insts.extend([softmax(d, false), softmax(d, true), scan(ScanOp::Cumsum, d), scan(ScanOp::Cumprod, d)]);
+            insts.extend([arg_reduce(ArgOp::ArgMax, d, DType::I64), arg_reduce(ArgOp::ArgMin, d, DType::I32)]);
+        }
+        let Some(lib) = build("rows", &insts) else { return };
+        for d in [DType::F32, DType::F64] {
+            for (rows, len) in [(3usize, 1000usize), (4, 7), (2, 257)] {
+                let data: Vec<f64> = (0..rows * len)
+                    .map(|i| match i {
+                        5 => f64::NEG_INFINITY,
+                        _ => ((i * 7919) % 1013) as f64 / 50.0 - 10.0,
+                    })
+                    .collect();
+                let x = host(d, &[rows, len], &data);
+                for log in [false, true] {
+                    let op =
+                        if log { crate::op::Op::LogSoftmax { axis: 1 } } else { crate::op::Op::Softmax { axis: 1 } };
+                    let want = crate::backend::execute_on(
+                        crate::tensor::Device::CPU,
+                        &op,
+                        &[&x],
+                        &crate::backend::KernelCtx::EAGER,
+                    )
+                    .expect("cpu softmax");
+                    let (xs, mut got) = (bytes(&x), vec![0u8; rows * len * d.size()]);
+                    // SAFETY: the launcher's signature; `got` holds the output.
+                    unsafe {
+                        let f = std::mem::transmute::<*mut c_void, SoftmaxLauncher>(launcher(&lib, &softmax(d, log)));
+                        f(rows as u32, 1, 256, xs.as_ptr() as u64, got.as_mut_ptr() as u64, len as i64);
+                    }
+                    let tol = if d == DType::F32 { 1e-5 } else { 1e-12 };
+                    // Log-softmax values reach tens; softmax values are at most 1.
+                    let scale = if log { 100.0 } else { 1.0 };
+                    agree(&format!("log {log} softmax of {d}[{rows}, {len}]"), d, &got, &bytes(&want[0]), tol, scale);
+                }
+            }
+            // Along the middle axis of [3, 5, 4]: arg reductions (NaN
+            // skipped, first of ties) and scans both ways.
+            let data: Vec<f64> = (0..60)
+                .map(|i| match i {
+                    9 | 30 => f64::NAN,
+                    _ => ((i * 37) % 11) as f64 * 0.25 - 1.0,
+                })
+                .collect();
+            let x = host(d, &[3, 5, 4], &data);
+            let xs = bytes(&x);
+            let (outer, r, inner) = (3i64, 5i64, 4i64);
+            for (f, index) in [(ArgOp::ArgMax, DType::I64), (ArgOp::ArgMin, DType::I32)] {
+                let meta = Meta::new(index, Shape::new(&[3, 4]));
+                let want = bytes(&cpu().arg_reduce(f, &x, 1, &meta).expect("cpu arg"));
+                let mut got = vec![0u8; 12 * index.size()];
+                // SAFETY: the launcher's signature; `got` holds the output.
+                unsafe {
+                    let k = std::mem::transmute::<*mut c_void, AlongLauncher>(launcher(&lib, &arg_reduce(f, d, index)));
+                    k(1, 1, 256, xs.as_ptr() as u64, got.as_mut_ptr() as u64, outer, r, inner);
+                }
+                assert_eq!(got, want, "{f:?} of {d}");
+            }
+            for f in [ScanOp::Cumsum, ScanOp::Cumprod] {
+                for (exclusive, reverse) in [(false, false), (true, false), (false, true), (true, true)] {
+                    let meta = meta(&x);
+                    let want = bytes(&cpu().scan(f, &x, 1, exclusive, reverse, &meta).expect("cpu scan"));
+                    let mut got = vec![0u8; 60 * d.size()];
+                    // SAFETY: the launcher's signature; `got` holds the output.
+                    unsafe {
+                        let k = std::mem::transmute::<*mut c_void, ScanLauncher>(launcher(&lib, &scan(f, d)));
+                        let (src, dst) = (xs.as_ptr() as u64, got.as_mut_ptr() as u64);
+                        k(1, 1, 256, src, dst, outer, r, inner, exclusive as i32, reverse as i32);
+                    }
+                    agree(&format!("{f:?} of {d}, exclusive {exclusive}, reverse {reverse}"), d, &got, &want, 0.0, 1.0);
+                }
+            }
+        }
+    }
 
     /// The random kernel draws the CPU's numbers, its stream given by value
     /// or read from memory (as a recorded graph's replays read it), and its
