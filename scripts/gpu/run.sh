@@ -10,6 +10,9 @@
 #   peers  PyTorch (bench/peers_gpu.py) and JAX (the peers' jax_bench.py) on
 #          the GPU, then bench/gpu_report.py pairs the rows and checks the targets
 #   auto   a broad part of the suite with the GPU as the default device
+#   lt     cuBLASLt's ReLU epilogue (RIVULET_CUBLASLT=relu): the device
+#          matrix (does its 'dense layer with NaN' case keep NaN?) and B5,
+#          against the default (bias epilogue only) and no cuBLASLt at all
 # Output: $OUT (default /tmp/rivulet-gpu): log.txt, *.jsonl, report.md.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -72,6 +75,14 @@ for s in "${sections[@]}"; do
         (cd crates/rivulet && run 300 ../../$G/suite training:: examples:: control_flow:: graph_session:: sim:: --test-threads=8)
         grep -E "^test .*FAILED$|test result" "$OUT/log.txt" | tail -30
         ;;
-    *) echo "unknown section $s (tests, bench, peers, auto)" >&2 ;;
+    lt)
+        (cd crates/rivulet && RIVULET_CUBLASLT=relu run 240 ../../$G/suite every_op_agrees_on_the_gpu_in_both_modes)
+        grep -E "dense layer|test result" "$OUT/log.txt" | tail -8
+        for mode in 1 relu 0; do
+            say "rivulet bench B5 with RIVULET_CUBLASLT=$mode"
+            RIVULET_CUBLASLT=$mode timeout 120 $G/rivulet bench --json --device gpu B5 | tee -a "$OUT/lt.jsonl"
+        done
+        ;;
+    *) echo "unknown section $s (tests, bench, peers, auto, lt)" >&2 ;;
     esac
 done

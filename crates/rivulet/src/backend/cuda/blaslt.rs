@@ -1,16 +1,16 @@
-//! Products with a fused epilogue on cuBLASLt: `activation(a · b + bias)`
-//! as one launch, where `FusedMatMul` is otherwise the cuBLAS product and
-//! a generated bias-and-activation kernel. TensorFlow's GPU `_FusedMatMul`
-//! runs on the same epilogues.
+//! Products with a fused epilogue on cuBLASLt: `product + bias` as one
+//! launch, where `FusedMatMul` is otherwise the cuBLAS product and a
+//! generated bias-and-activation kernel.
 //!
-//! The bias epilogue is used; cuBLASLt's ReLU epilogue (`max(x, 0)`,
-//! NaN to 0 on NVIDIA GPUs, where Rivulet's ReLU keeps NaN) and GELU (the
-//! tanh form, not TensorFlow's exact one) are not, so products with an
-//! activation keep the two launches. `Epilogue::ReluBias` is kept for a
-//! GPU session to check and measure (`RIVULET_CUBLASLT=relu` turns it on;
-//! `RIVULET_CUBLASLT=0` turns every epilogue off). A product is described once per shape,
-//! alignment and TensorFloat-32 setting: its descriptors and the algorithm
-//! cuBLASLt's heuristic picks are cached, as are the shapes it refuses.
+//! Only the bias epilogue is used by default. cuBLASLt documents its ReLU
+//! epilogue only as `max(x, 0)`, leaving NaN unspecified (a hardware max
+//! gives 0), where Rivulet's ReLU keeps NaN; its GELU is the tanh form,
+//! not TensorFlow's exact one. So products with an activation keep the two
+//! launches. `RIVULET_CUBLASLT=relu` turns the ReLU epilogue on, for a GPU
+//! session to check and measure; `RIVULET_CUBLASLT=0` turns every epilogue
+//! off. A product is described once per shape, alignments and
+//! TensorFloat-32 setting: its descriptors and the algorithm cuBLASLt's
+//! heuristic picks are cached, as are the shapes it refuses.
 
 use super::gpu::Gpu;
 use super::Gemm;
@@ -41,10 +41,9 @@ impl Epilogue {
         match (mode, activation) {
             (Mode::Off, _) => None,
             (_, None) => Some(Epilogue::Bias),
-            // cuBLASLt documents its ReLU as max(x, 0), which on NVIDIA
-            // GPUs turns NaN into 0; Rivulet's ReLU keeps NaN (as the
-            // unfused ops do), so ReLU stays in the generated kernel
-            // unless asked for.
+            // cuBLASLt's ReLU leaves NaN unspecified; Rivulet's keeps it
+            // (as the unfused ops do), so ReLU stays in the generated
+            // kernel unless asked for.
             (Mode::WithRelu, Some(UnaryOp::Relu)) => Some(Epilogue::ReluBias),
             (_, Some(_)) => None,
         }
