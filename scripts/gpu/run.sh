@@ -80,7 +80,9 @@ for s in "${sections[@]}"; do
         grep -E "dense layer|test result" "$OUT/log.txt" | tail -8
         for mode in 1 relu 0; do
             say "rivulet bench B5 with RIVULET_CUBLASLT=$mode"
-            RIVULET_CUBLASLT=$mode timeout 120 $G/rivulet bench --json --device gpu B5 | tee -a "$OUT/lt.jsonl"
+            RIVULET_CUBLASLT=$mode timeout 120 $G/rivulet bench --json --device gpu B5 >"$OUT/lt-$mode.json" 2>>"$OUT/log.txt"
+            say "exit $?"
+            grep -h '"graph"' "$OUT/lt-$mode.json" | tee -a "$OUT/log.txt"
         done
         ;;
     *) echo "unknown section $s (tests, bench, peers, auto, lt)" >&2 ;;

@@ -344,15 +344,17 @@ impl BlasLt {
         // workspace are live device buffers of the sizes the layouts say;
         // the scalars outlive the (host-pointer-mode) call.
         let status = unsafe {
-            check(
-                "cublasLtMatmulDescSetAttribute",
-                lt::cublasLtMatmulDescSetAttribute(
-                    plan.desc,
-                    lt::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                    &bias as *const u64 as _,
-                    8,
-                ),
-            )?;
+            let set = lt::cublasLtMatmulDescSetAttribute(
+                plan.desc,
+                lt::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                &bias as *const u64 as _,
+                8,
+            );
+            if set != lt::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+                // Nothing queued yet: the two launches do it.
+                log::debug!("cuBLASLt: setting the bias pointer failed: {set:?}");
+                return Ok(false);
+            }
             lt::cublasLtMatmul(
                 self.handle,
                 plan.desc,
@@ -372,16 +374,18 @@ impl BlasLt {
                 stream as lt::cudaStream_t,
             )
         };
+        use lt::cublasStatus_t as S;
         match status {
-            lt::cublasStatus_t::CUBLAS_STATUS_SUCCESS => Ok(true),
-            // The launch itself failed: a fault, not a refusal.
-            lt::cublasStatus_t::CUBLAS_STATUS_EXECUTION_FAILED => check("cublasLtMatmul", status).map(|_| false),
-            _ => {
-                // Nothing was queued: remember, and let the caller fall back.
+            S::CUBLAS_STATUS_SUCCESS => Ok(true),
+            // Refusals of this product (nothing was queued): remember, and
+            // let the caller fall back.
+            S::CUBLAS_STATUS_NOT_SUPPORTED | S::CUBLAS_STATUS_INVALID_VALUE | S::CUBLAS_STATUS_ARCH_MISMATCH => {
                 log::debug!("cuBLASLt refused a {epilogue:?} product of {shape:?}: {status:?}");
                 self.plans.insert(key, None);
                 Ok(false)
             }
+            // Faults (a failed launch, memory, the library's state): errors.
+            _ => check("cublasLtMatmul", status).map(|_| false),
         }
     }
 }

@@ -1518,10 +1518,12 @@ mod tests {
 
 /// The templates run on the host: each CUDA thread an OS thread, blocks one
 /// at a time, `__syncthreads` a barrier and `__shared__` the block's
-/// statics. Kernels whose threads meet only at barriers and atomics run as
-/// on a GPU, so the logic of the gather_nd, scatter_nd and top-k kernels
-/// (and their launchers' pass plans) is checked against the CPU backend
-/// where there is no GPU. Warp shuffles are not emulated.
+/// statics, a warp shuffle an exchange between the warp's threads at two
+/// barriers. Kernels whose threads meet only at barriers, shuffles and
+/// atomics run as on a GPU, so the logic of the reduction, softmax, arg
+/// reduction, scan, random, gather_nd, scatter_nd and top-k kernels (and
+/// their launchers' pass plans) is checked against the CPU backend where
+/// there is no GPU.
 #[cfg(all(test, target_os = "linux"))]
 pub(crate) mod emulated {
     use super::*;
@@ -1767,7 +1769,10 @@ static void rv_emulate(unsigned gx, unsigned gy, unsigned bx, const std::functio
                 out_shape.remove(1);
                 let meta = Meta::new(out, Shape::new(&out_shape));
                 let want = bytes(&cpu().reduce(f, &x, &[1], &meta).expect("cpu reduce"));
-                let scale: f64 = data.iter().filter(|v| v.is_finite()).map(|v| v.abs()).sum::<f64>().max(1.0);
+                let mut scale: f64 = data.iter().filter(|v| v.is_finite()).map(|v| v.abs()).sum::<f64>().max(1.0);
+                if f == ReduceOp::Mean {
+                    scale /= shape[1] as f64;
+                }
                 let tol = match (f, out) {
                     (ReduceOp::Max | ReduceOp::Min, _) | (_, DType::I32 | DType::I64) => 0.0,
                     (_, DType::F32) => 1e-6,
