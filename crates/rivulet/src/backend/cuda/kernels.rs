@@ -50,8 +50,19 @@ template <> struct Lim<unsigned short> { __device__ static unsigned short lo() {
 template <> struct Lim<unsigned int> { __device__ static unsigned int lo() { return 0u; } __device__ static unsigned int hi() { return 0xffffffffu; } };
 template <> struct Lim<unsigned long long> { __device__ static unsigned long long lo() { return 0ull; } __device__ static unsigned long long hi() { return 0xffffffffffffffffull; } };
 
-struct OpSum { template <class A> __device__ static A id() { return (A)0; } template <class A> __device__ static A f(A a, A b) { return a + b; } };
-struct OpProd { template <class A> __device__ static A id() { return (A)1; } template <class A> __device__ static A f(A a, A b) { return a * b; } };
+/* Integer sums and products wrap, through the unsigned twin (signed
+   overflow is undefined in C++; narrower types are promoted to int). */
+template <class A> struct Wrap {
+    __device__ static A add(A a, A b) { return a + b; }
+    __device__ static A mul(A a, A b) { return a * b; }
+};
+#define RV_WRAP(S, U) template <> struct Wrap<S> { \
+    __device__ static S add(S a, S b) { return (S)((U)a + (U)b); } \
+    __device__ static S mul(S a, S b) { return (S)((U)a * (U)b); } };
+RV_WRAP(int, unsigned int)
+RV_WRAP(long long, unsigned long long)
+struct OpSum { template <class A> __device__ static A id() { return (A)0; } template <class A> __device__ static A f(A a, A b) { return Wrap<A>::add(a, b); } };
+struct OpProd { template <class A> __device__ static A id() { return (A)1; } template <class A> __device__ static A f(A a, A b) { return Wrap<A>::mul(a, b); } };
 /* NaN wins in max and min, as on the CPU. */
 struct OpMax { template <class A> __device__ static A id() { return Lim<A>::lo(); } template <class A> __device__ static A f(A a, A b) { return (a > b || a != a) ? a : b; } };
 struct OpMin { template <class A> __device__ static A id() { return Lim<A>::hi(); } template <class A> __device__ static A f(A a, A b) { return (a < b || a != a) ? a : b; } };
@@ -174,8 +185,8 @@ __device__ void scan(const T* in, T* out, long long outer, long long R, long lon
     for (long long s = 0; s < R; ++s) {
         long long r = reverse ? R - 1 - s : s;
         A v = Num<T>::ld(p[r * inner]);
-        if (exclusive) { q[r * inner] = Num<T>::st(acc); acc = PROD ? acc * v : acc + v; }
-        else { acc = PROD ? acc * v : acc + v; q[r * inner] = Num<T>::st(acc); }
+        if (exclusive) { q[r * inner] = Num<T>::st(acc); acc = PROD ? Wrap<A>::mul(acc, v) : Wrap<A>::add(acc, v); }
+        else { acc = PROD ? Wrap<A>::mul(acc, v) : Wrap<A>::add(acc, v); q[r * inner] = Num<T>::st(acc); }
     }
 }
 
@@ -1738,6 +1749,7 @@ static void rv_emulate(unsigned gx, unsigned gy, unsigned bx, const std::functio
             (ReduceOp::Mean, DType::I32, DType::I32),
             (ReduceOp::Max, DType::I64, DType::I64),
             (ReduceOp::Min, DType::I64, DType::I64),
+            (ReduceOp::Sum, DType::I64, DType::I64),
         ];
         let mut insts = Vec::new();
         for &(f, input, out) in &cases {
@@ -1757,7 +1769,8 @@ static void rv_emulate(unsigned gx, unsigned gy, unsigned bx, const std::functio
                     .map(|i| match dtype {
                         // Sums past i32's range wrap.
                         DType::I32 => [2_000_000_000.0, -7.0, 1_500_000_000.0, 3.0][i % 4],
-                        DType::I64 => ((i * 7919) % 1013) as f64 - 500.0,
+                        // Sums past i64's range wrap; maxima and minima see the same values.
+                        DType::I64 => (((i * 7919) % 1013) as f64 - 500.0) * 4.0e15,
                         // Products near 1 stay finite.
                         _ if f == ReduceOp::Prod => 1.0 + ((i * 13) % 7) as f64 * 0.001,
                         _ if i == 77 => f64::NAN,
