@@ -96,9 +96,9 @@ pub(crate) trait Backend: Send + Sync {
         Err(Error::unimplemented(format!("{} reads no random stream from device memory", self.device())))
     }
     /// [`Backend::random`] from stream 0 of the seed that `seed` and the
-    /// i64 scalar `offset` make ([`crate::op::creation::offset_seed`]). A backend that reads
-    /// `offset` where it lives has no host round trip, and a recorded
-    /// graph reads each replay's offset.
+    /// i64 scalar `offset` make ([`crate::op::creation::offset_seed`]). A
+    /// backend that reads `offset` where it lives has no host round trip,
+    /// and a recorded graph reads each replay's offset.
     fn random_offset(&self, dist: &Distribution, out: &Meta, seed: u64, offset: &Value) -> Result<Value> {
         random_offset_on_host(self, dist, out, seed, offset)
     }

@@ -31,8 +31,8 @@
 //! that fails (a kernel that would read back to the host, an in-place
 //! update over a shared buffer) changes nothing (an assignment or update
 //! over a shared buffer is refused before it queues anything): the run
-//! goes on step by step and the plan is not recorded again. `RIVULET_CUDA_GRAPHS=0` or [`enable_graph_capture`] turns
-//! recording off.
+//! goes on step by step and the plan is not recorded again.
+//! `RIVULET_CUDA_GRAPHS=0` or [`enable_graph_capture`] turns recording off.
 
 use super::plan::{Plan, Slot, Stateful};
 use super::session::{collect, fill_slots, run_one, Mode};

@@ -1402,6 +1402,71 @@ fn placement_with_the_reference_device_as_default() -> Result<()> {
     Ok(())
 }
 
+/// What a dropout test draws with: the dropped input, the ops that count
+/// its calls (run as targets with the training op), and its state
+/// variable with the value each session starts it from.
+struct Dropping {
+    dropped: Tensor,
+    counters: Vec<rivulet::Operation>,
+    state: (rivulet::Variable, Tensor),
+}
+
+/// One session's six steps: the losses, the masks (the dropped inputs),
+/// the weights and the state after.
+type DropoutSteps = (Vec<f32>, Vec<Vec<f32>>, Vec<f32>, Vec<i64>);
+
+/// Six SGD steps of `softmax_ce(dropped(x) · w)` on `/gpu:0`, in a session
+/// that records and replays the step as a CUDA graph (checked to be
+/// replaying by the fourth step) and in one that runs it step by step.
+fn dropout_steps_replayed_and_step_by_step(
+    seed: u64,
+    drop: impl Fn(&Graph, &Tensor) -> Result<Dropping>,
+) -> Result<Vec<DropoutSteps>> {
+    rivulet::enable_tensor_float_32_execution(false);
+    let mut rng = Rng(seed);
+    let w0 = f32s(&mut rng, &[16, 4], -0.3, 0.3);
+    let xb = f32s(&mut rng, &[8, 16], -1.0, 1.0);
+    let yb = Tensor::from_slice(&[0i32, 1, 2, 3, 3, 2, 1, 0], [8])?;
+    let mut runs = Vec::new();
+    for device_graphs in [true, false] {
+        let g = Graph::new();
+        let (x, y, loss, train, v, d) = rivulet::device("/gpu:0", || -> Result<_> {
+            let x = g.placeholder("x", DType::F32, [8, 16])?;
+            let y = g.placeholder("y", DType::I32, [8])?;
+            let v = rivulet::Variable::in_graph(&g, "w", &w0, true)?;
+            let d = drop(&g, &x)?;
+            // The weights repeated down the dropped input's width.
+            let reps = d.dropped.shape().dim(1).unwrap_or(16) / 16;
+            let w = ops::concat(&vec![&v.read(); reps], 0)?;
+            let logits = ops::matmul(&d.dropped, &w)?;
+            let loss =
+                ops::mean(&ops::sparse_softmax_cross_entropy_with_logits(&y, &logits)?, rivulet::Axes::All, false)?;
+            let train = rivulet::nn::Optimizer::sgd(0.1).minimize(&loss, &[&v])?;
+            Ok((x, y, loss, train, v, d))
+        })??;
+        let mut targets: Vec<&rivulet::Operation> = d.counters.iter().collect();
+        targets.push(&train);
+        let s = Session::with_options(&g, rivulet::SessionOptions { device_graphs, ..Default::default() });
+        s.run_targets(&[&g.global_variables_initializer()?])?;
+        s.set_variable_value(&d.state.0, &d.state.1)?;
+        let (mut losses, mut masks) = (Vec::new(), Vec::new());
+        for k in 0..6 {
+            let out = s.run_with_targets(&[&loss, &d.dropped], &[(&x, &xb), (&y, &yb)], &targets)?;
+            losses.push(out[0].to_scalar::<f32>()?);
+            masks.push(out[1].to_vec::<f32>()?);
+            if k == 3 && device_graphs && rivulet::graph_capture_enabled() {
+                let status = s.graph_status(&[&loss, &d.dropped], &[&x, &y], &targets)?;
+                assert_eq!(status, rivulet::GraphStatus::Replaying);
+            }
+        }
+        assert!(masks.windows(2).all(|w| w[0] != w[1]), "each step draws a new mask");
+        let (weights, state) = (s.variable_value(&v)?.to_vec::<f32>()?, s.variable_value(&d.state.0)?.to_vec::<i64>()?);
+        runs.push((losses, masks, weights, state));
+    }
+    rivulet::enable_tensor_float_32_execution(true);
+    Ok(runs)
+}
+
 /// Dropout in a recorded step: each replay reads its stream from the
 /// device, and a draw seeded by a step counter (as the `Dropout` layer
 /// draws) reads the counter there, so the masks, losses and weights are
@@ -1411,44 +1476,19 @@ fn a_replayed_step_with_dropout_draws_what_runs_step_by_step_draw() -> Result<()
     if !have_gpu("a_replayed_step_with_dropout_draws_what_runs_step_by_step_draw") {
         return Ok(());
     }
-    rivulet::enable_tensor_float_32_execution(false);
-    let mut rng = Rng(9);
-    let w0 = f32s(&mut rng, &[16, 4], -0.3, 0.3);
-    let xb = f32s(&mut rng, &[8, 16], -1.0, 1.0);
-    let yb = Tensor::from_slice(&[0i32, 1, 2, 3, 3, 2, 1, 0], [8])?;
-    let mut runs = Vec::new();
-    for device_graphs in [true, false] {
-        let g = Graph::new();
-        let (x, y, loss, train, v, dropped) = rivulet::device("/gpu:0", || -> Result<_> {
-            let x = g.placeholder("x", DType::F32, [8, 16])?;
-            let y = g.placeholder("y", DType::I32, [8])?;
-            let v = rivulet::Variable::in_graph(&g, "w", &w0, true)?;
-            let counter = rivulet::Variable::in_graph(&g, "counter", &Tensor::scalar(0x2545_F491_4F6C_DD1Di64), false)?;
-            let bumped = counter.assign_add(&Tensor::scalar(1i64))?;
-            let keep = ops::greater_equal(&ops::random_uniform_like_offset(&x, 0.0, 1.0, 13, &bumped)?, 0.5)?;
-            let by_counter = ops::mul(&x, &ops::cast(&keep, DType::F32)?)?;
-            let dropped = ops::concat(&[&ops::dropout(&x, 0.5, Some(11))?, &by_counter], 1)?;
-            let logits = ops::matmul(&dropped, &ops::concat(&[&v.read(), &v.read()], 0)?)?;
-            let loss =
-                ops::mean(&ops::sparse_softmax_cross_entropy_with_logits(&y, &logits)?, rivulet::Axes::All, false)?;
-            let train = rivulet::nn::Optimizer::sgd(0.1).minimize(&loss, &[&v])?;
-            Ok((x, y, loss, train, v, dropped))
-        })??;
-        let s = Session::with_options(&g, rivulet::SessionOptions { device_graphs, ..Default::default() });
-        s.run_targets(&[&g.global_variables_initializer()?])?;
-        let (mut losses, mut masks) = (Vec::new(), Vec::new());
-        for k in 0..6 {
-            let out = s.run_with_targets(&[&loss, &dropped], &[(&x, &xb), (&y, &yb)], &[&train])?;
-            losses.push(out[0].to_scalar::<f32>()?);
-            masks.push(out[1].to_vec::<f32>()?);
-            if k == 3 && device_graphs && rivulet::graph_capture_enabled() {
-                assert_eq!(s.graph_status(&[&loss, &dropped], &[&x, &y], &[&train])?, rivulet::GraphStatus::Replaying);
-            }
-        }
-        assert!(masks.windows(2).all(|w| w[0] != w[1]), "each step draws a new mask");
-        runs.push((losses, masks, s.variable_value(&v)?.to_vec::<f32>()?));
-    }
-    rivulet::enable_tensor_float_32_execution(true);
+    let start = 0x2545_F491_4F6C_DD1Di64;
+    let runs = dropout_steps_replayed_and_step_by_step(9, |g, x| {
+        let counter = rivulet::Variable::in_graph(g, "counter", &Tensor::scalar(0i64), false)?;
+        let bumped = counter.assign_add(&Tensor::scalar(1i64))?;
+        let keep = ops::greater_equal(&ops::random_uniform_like_offset(x, 0.0, 1.0, 13, &bumped)?, 0.5)?;
+        let by_counter = ops::mul(x, &ops::cast(&keep, DType::F32)?)?;
+        Ok(Dropping {
+            dropped: ops::concat(&[&ops::dropout(x, 0.5, Some(11))?, &by_counter], 1)?,
+            counters: Vec::new(),
+            state: (counter, Tensor::scalar(start)),
+        })
+    })?;
+    assert_eq!(runs[0].3, vec![start + 6], "one count per step");
     assert_eq!(runs[0], runs[1], "replayed and step by step");
     Ok(())
 }
@@ -1462,48 +1502,17 @@ fn a_training_step_with_a_dropout_layer_is_replayed_and_draws_what_runs_step_by_
     if !have_gpu("a_training_step_with_a_dropout_layer_is_replayed_and_draws_what_runs_step_by_step_draw") {
         return Ok(());
     }
-    rivulet::enable_tensor_float_32_execution(false);
-    let mut rng = Rng(13);
-    let w0 = f32s(&mut rng, &[16, 4], -0.3, 0.3);
-    let xb = f32s(&mut rng, &[8, 16], -1.0, 1.0);
-    let yb = Tensor::from_slice(&[0i32, 1, 2, 3, 3, 2, 1, 0], [8])?;
-    let mut runs = Vec::new();
-    for device_graphs in [true, false] {
-        let g = Graph::new();
+    let runs = dropout_steps_replayed_and_step_by_step(13, |_, x| {
         let layer = Dropout::new(0.5)?;
-        let (x, y, loss, train, v, dropped) = rivulet::device("/gpu:0", || -> Result<_> {
-            let x = g.placeholder("x", DType::F32, [8, 16])?;
-            let y = g.placeholder("y", DType::I32, [8])?;
-            let v = rivulet::Variable::in_graph(&g, "w", &w0, true)?;
-            let dropped = layer.call(&x, true)?;
-            let logits = ops::matmul(&dropped, &v.read())?;
-            let loss =
-                ops::mean(&ops::sparse_softmax_cross_entropy_with_logits(&y, &logits)?, rivulet::Axes::All, false)?;
-            let train = rivulet::nn::Optimizer::sgd(0.1).minimize(&loss, &[&v])?;
-            Ok((x, y, loss, train, v, dropped))
-        })??;
-        let updates = layer.take_updates();
-        let mut targets: Vec<&rivulet::Operation> = updates.iter().collect();
-        targets.push(&train);
-        let s = Session::with_options(&g, rivulet::SessionOptions { device_graphs, ..Default::default() });
-        s.run_targets(&[&g.global_variables_initializer()?])?;
-        // The same random state in both sessions (each layer drew its own seed).
-        s.set_variable_value(&layer.variables()[0], &Tensor::from([77i64, 0]))?;
-        let (mut losses, mut masks) = (Vec::new(), Vec::new());
-        for k in 0..6 {
-            let out = s.run_with_targets(&[&loss, &dropped], &[(&x, &xb), (&y, &yb)], &targets)?;
-            losses.push(out[0].to_scalar::<f32>()?);
-            masks.push(out[1].to_vec::<f32>()?);
-            if k == 3 && device_graphs && rivulet::graph_capture_enabled() {
-                assert_eq!(s.graph_status(&[&loss, &dropped], &[&x, &y], &targets)?, rivulet::GraphStatus::Replaying);
-            }
-        }
-        assert!(masks.windows(2).all(|w| w[0] != w[1]), "each step draws a new mask");
-        let state = s.variable_value(&layer.variables()[0])?.to_vec::<i64>()?;
-        assert_eq!(state, vec![77, 6], "one call counted per step");
-        runs.push((losses, masks, s.variable_value(&v)?.to_vec::<f32>()?));
-    }
-    rivulet::enable_tensor_float_32_execution(true);
+        let dropped = layer.call(x, true)?;
+        // The same random state in both sessions (each layer draws its own seed).
+        Ok(Dropping {
+            dropped,
+            counters: layer.take_updates(),
+            state: (layer.variables()[0].clone(), Tensor::from([77i64, 0])),
+        })
+    })?;
+    assert_eq!(runs[0].3, vec![77, 6], "one call counted per step");
     assert_eq!(runs[0], runs[1], "replayed and step by step");
     Ok(())
 }

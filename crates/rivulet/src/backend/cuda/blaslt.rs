@@ -184,7 +184,7 @@ fn check(what: &str, status: lt::cublasStatus_t) -> Result<()> {
 }
 
 impl BlasLt {
-    /// The handle, made now; `None` (saying why) without libcublasLt.
+    /// The handle, made now; an error saying so without libcublasLt.
     pub fn open() -> Result<BlasLt> {
         // SAFETY: only looks for the library (cudarc's loader panics without it).
         if !unsafe { lt::is_culib_present() } {
@@ -448,7 +448,6 @@ mod tests {
     }
 
     /// The row-major product the [`Gemm`] means, plus the bias over columns.
-    #[allow(clippy::too_many_arguments)]
     fn row_major(g: &Gemm<()>, a: &[f64], b: &[f64], bias: &[f64], relu: bool) -> Vec<f64> {
         let mut c = vec![f64::NAN; g.sc * g.batches.max(1)];
         for batch in 0..g.batches {

@@ -923,10 +923,11 @@ impl CudaBackend {
         Ok(outs)
     }
 
-    /// `FusedMatMul`: one cuBLASLt launch where it has the epilogue (a
-    /// bias, or a bias then ReLU), else the cuBLAS product, then bias and
-    /// activation as one generated kernel (two launches where the
-    /// decomposition makes three, with the same roundings).
+    /// `FusedMatMul`: one cuBLASLt launch where [`blaslt::Epilogue::of`]
+    /// has the epilogue (by default a bias with no activation), else the
+    /// cuBLAS product, then bias and activation as one generated kernel
+    /// (two launches where the decomposition makes three, with the same
+    /// roundings).
     fn fused_matmul(
         &self,
         inputs: &[&Value],
